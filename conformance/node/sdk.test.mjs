@@ -1,0 +1,547 @@
+// Conformance tests: the official `@workos-inc/node` SDK (11.x, from npm) against a real
+// Trailmark server.
+//
+// Each run starts one `trailmark serve` on an OS-assigned port with a fresh data directory
+// and a random bootstrap API key, points the unmodified SDK at it, and checks the wire
+// contract in /work/shared/reference/workos-wire.md (§ numbers below refer to it).
+//
+// Run from the repository root:   node --test conformance/node/
+// Binary under test:              $TRAILMARK_BIN, default <repo>/target/debug/trailmark
+//
+// The tests in this file run in order and share one server; later tests use the schema
+// versions created by the schema test (versions 1 and 2 of `user.signed_in`).
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes, randomUUID } from 'node:crypto';
+
+import {
+  WorkOS,
+  BadRequestException,
+  NotFoundException,
+  UnauthorizedException,
+  UnprocessableEntityException,
+} from '@workos-inc/node';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = resolve(HERE, '..', '..');
+const TRAILMARK_BIN = process.env.TRAILMARK_BIN || join(REPO_ROOT, 'target', 'debug', 'trailmark');
+const STARTUP_TIMEOUT_MS = 30_000;
+
+/** `YYYY-MM-DDTHH:MM:SS.mmmZ`, the only timestamp form the server may emit (§2, SPEC §2). */
+const TIMESTAMP_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const UNKNOWN_ORG = 'org_01HZZZZZZZZZZZZZZZZZZZZZZZ';
+const ACTION = 'user.signed_in';
+
+/** Schema v1 of `user.signed_in`, in the Node SDK's simplified input form. */
+const SCHEMA_V1 = {
+  action: ACTION,
+  targets: [{ type: 'team', metadata: { plan: 'string' } }],
+  actor: { metadata: { role: 'string' } },
+  metadata: { ip_count: 'number' },
+};
+/** Schema v2: v1 plus one more actor metadata property. */
+const SCHEMA_V2 = {
+  action: ACTION,
+  targets: [{ type: 'team', metadata: { plan: 'string' } }],
+  actor: { metadata: { role: 'string', department: 'string' } },
+  metadata: { ip_count: 'number' },
+};
+
+// ---------------------------------------------------------------------------------------
+// Server process management
+
+let server; // ChildProcess
+let dataDir;
+let port;
+let apiKey;
+let baseUrl;
+let workos;
+
+/**
+ * Starts `trailmark serve --listen 127.0.0.1:0 --data-dir <tmp>` and resolves with the port
+ * parsed from the `listening on http://127.0.0.1:PORT` line on stdout.
+ */
+function startServer() {
+  return new Promise((resolvePort, reject) => {
+    // Inherited TRAILMARK_* variables (a developer's database URL, say) must not leak in.
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith('TRAILMARK_')),
+    );
+    env.TRAILMARK_API_KEY = apiKey;
+
+    let stdout = '';
+    let stderr = '';
+    let settled = false;
+    const fail = (why) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(
+        new Error(
+          `${why}\n  binary: ${TRAILMARK_BIN}\n  --- stdout ---\n${stdout}\n  --- stderr ---\n${stderr}`,
+        ),
+      );
+    };
+
+    const child = spawn(
+      TRAILMARK_BIN,
+      ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    server = child;
+
+    const timer = setTimeout(
+      () => fail(`trailmark did not print "listening on http://127.0.0.1:PORT" within ${STARTUP_TIMEOUT_MS / 1000} s`),
+      STARTUP_TIMEOUT_MS,
+    );
+
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
+      if (m && !settled) {
+        settled = true;
+        clearTimeout(timer);
+        resolvePort(Number(m[1]));
+      }
+    });
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    child.on('error', (err) => fail(`could not start trailmark: ${err.message}`));
+    child.on('exit', (code, signal) =>
+      fail(`trailmark exited before listening (code ${code}, signal ${signal})`),
+    );
+  });
+}
+
+/** SIGTERM, then SIGKILL after 10 s; resolves once the child has exited. */
+function stopServer() {
+  return new Promise((done) => {
+    if (!server || server.exitCode !== null || server.signalCode !== null) return done();
+    const killTimer = setTimeout(() => server.kill('SIGKILL'), 10_000);
+    server.once('exit', () => {
+      clearTimeout(killTimer);
+      done();
+    });
+    server.kill('SIGTERM');
+  });
+}
+
+// Never leave the server behind if the runner dies early.
+process.on('exit', () => {
+  if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+});
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/** An SDK client pointed at the server under test (§1.1). */
+function client(key = apiKey) {
+  return new WorkOS(key, { apiHostname: '127.0.0.1', port, https: false });
+}
+
+/**
+ * A raw HTTP call. Returns status, headers, the raw text and the parsed JSON (or
+ * `undefined` when the body is not JSON).
+ */
+async function raw(method, path, { body, headers = {}, key = apiKey } = {}) {
+  const h = { ...headers };
+  if (key !== null) h.Authorization = `Bearer ${key}`;
+  if (body !== undefined) h['Content-Type'] = 'application/json';
+  const res = await fetch(`${baseUrl}${path}`, {
+    method,
+    headers: h,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/** Human-readable description of a raw response, for assertion messages. */
+function show(method, path, r) {
+  return `${method} ${path} -> ${r.status} content-type=${r.headers.get('content-type')} x-request-id=${r.headers.get('x-request-id')} body=${r.text.slice(0, 500)}`;
+}
+
+/** Rejects unless `promise` rejects with an instance of `Cls`; returns the error. */
+async function expectReject(promise, Cls, what) {
+  let err;
+  try {
+    await promise;
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err, `${what}: expected ${Cls.name}, but the call succeeded`);
+  assert.ok(
+    err instanceof Cls,
+    `${what}: expected ${Cls.name}, got ${err?.name} (status ${err?.status}): ${err?.message}` +
+      (err?.rawData ? ` rawData=${JSON.stringify(err.rawData)}` : '') +
+      (err?.rawBody ? ` rawBody=${String(err.rawBody).slice(0, 300)}` : ''),
+  );
+  return err;
+}
+
+/** A valid event for `user.signed_in` (schema v1), in the SDK's input form. */
+function validEvent(extra = {}) {
+  return {
+    action: ACTION,
+    version: 1,
+    occurredAt: new Date(),
+    actor: { id: 'user_01', type: 'user', name: 'Jon Smith', metadata: { role: 'admin' } },
+    targets: [{ id: 'team_01', type: 'team', name: 'Core', metadata: { plan: 'pro' } }],
+    context: { location: '203.0.113.7', userAgent: 'Mozilla/5.0 (conformance)' },
+    metadata: { ip_count: 3 },
+    ...extra,
+  };
+}
+
+/** The same event as the Node SDK puts it on the wire (§2.1 "Exact JSON each SDK sends"). */
+function wireBody(orgId, occurredAt = new Date()) {
+  return {
+    event: {
+      action: ACTION,
+      version: 1,
+      occurred_at: occurredAt.toISOString(),
+      actor: { id: 'user_01', type: 'user', name: 'Jon Smith', metadata: { role: 'admin' } },
+      targets: [{ id: 'team_01', type: 'team', name: 'Core', metadata: { plan: 'pro' } }],
+      context: { location: '203.0.113.7', user_agent: 'Mozilla/5.0 (conformance)' },
+      metadata: { ip_count: 3 },
+    },
+    organization_id: orgId,
+  };
+}
+
+/**
+ * The receipt in a create-event answer: either nested as `receipt` or flattened beside
+ * `success` (SPEC §4.1: "a receipt for every event (its id, its sequence number …)").
+ */
+function receiptOf(body) {
+  if (body && typeof body.receipt === 'object' && body.receipt !== null) return body.receipt;
+  return body;
+}
+
+async function newOrg(name) {
+  return workos.organizations.createOrganization({ name });
+}
+
+// ---------------------------------------------------------------------------------------
+
+describe('@workos-inc/node 11.x against trailmark', () => {
+  before(
+    async () => {
+      dataDir = mkdtempSync(join(tmpdir(), 'trailmark-conformance-node-'));
+      apiKey = `sk_test_${randomBytes(16).toString('hex')}`;
+      port = await startServer();
+      baseUrl = `http://127.0.0.1:${port}`;
+      workos = client();
+    },
+    { timeout: STARTUP_TIMEOUT_MS + 5_000 },
+  );
+
+  after(async () => {
+    await stopServer();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  // -------------------------------------------------------------------------------------
+  it('1. organizations: create, get, list (§4)', async () => {
+    const org = await workos.organizations.createOrganization({
+      name: 'Acme',
+      domainData: [{ domain: 'acme.test', state: 'verified' }],
+    });
+    assert.match(org.id, /^org_/, 'organization id must start with org_');
+    assert.equal(org.object, 'organization');
+    assert.equal(org.name, 'Acme');
+    assert.ok(Array.isArray(org.domains), 'domains must be an array');
+    assert.equal(org.domains.length, 1, `one domain expected, got ${JSON.stringify(org.domains)}`);
+    const [dom] = org.domains;
+    assert.equal(dom.domain, 'acme.test');
+    assert.equal(dom.state, 'verified');
+    assert.equal(dom.object, 'organization_domain');
+    assert.equal(typeof dom.id, 'string');
+    assert.equal(dom.organizationId, org.id);
+    assert.match(org.createdAt, TIMESTAMP_RE, 'created_at format');
+    assert.match(org.updatedAt, TIMESTAMP_RE, 'updated_at format');
+
+    const got = await workos.organizations.getOrganization(org.id);
+    assert.equal(got.id, org.id);
+    assert.equal(got.name, 'Acme');
+    assert.deepEqual(got.domains.map((d) => d.domain), ['acme.test']);
+
+    const list = await workos.organizations.listOrganizations();
+    assert.equal(list.object, 'list');
+    assert.ok(
+      list.data.some((o) => o.id === org.id && o.name === 'Acme'),
+      `listOrganizations() must include ${org.id}; got ${JSON.stringify(list.data.map((o) => o.id))}`,
+    );
+
+    // Raw shape: every key the SDKs need (§4, §9.8), and the list envelope (§4, §9.6).
+    const path = `/organizations/${org.id}`;
+    const r = await raw('GET', path);
+    assert.equal(r.status, 200, show('GET', path, r));
+    for (const k of [
+      'object', 'id', 'name', 'domains', 'metadata', 'external_id',
+      'allow_profiles_outside_organization', 'created_at', 'updated_at',
+    ]) {
+      assert.ok(k in r.json, `organization is missing key "${k}": ${r.text}`);
+    }
+    assert.deepEqual(r.json.metadata, {}, 'metadata defaults to {}');
+    assert.equal(r.json.external_id, null, 'external_id defaults to null');
+    assert.equal(typeof r.json.allow_profiles_outside_organization, 'boolean');
+    for (const k of ['object', 'id', 'organization_id', 'domain', 'created_at', 'updated_at']) {
+      assert.ok(k in r.json.domains[0], `organization_domain is missing key "${k}": ${r.text}`);
+    }
+
+    const lr = await raw('GET', '/organizations');
+    assert.equal(lr.status, 200, show('GET', '/organizations', lr));
+    assert.equal(lr.json.object, 'list', show('GET', '/organizations', lr));
+    assert.ok(Array.isArray(lr.json.data), show('GET', '/organizations', lr));
+    assert.ok(
+      lr.json.list_metadata && 'before' in lr.json.list_metadata && 'after' in lr.json.list_metadata,
+      `list_metadata.before/after must be present: ${lr.text}`,
+    );
+    assert.equal(lr.json.list_metadata.after, null, 'a single page must end with after: null');
+  });
+
+  // -------------------------------------------------------------------------------------
+  it('2. schemas: create is idempotent on content, new content makes v2, list newest first (§2.4, §2.5, §11)', async () => {
+    const v1 = await workos.auditLogs.createSchema(SCHEMA_V1);
+    assert.equal(v1.object, 'audit_log_schema');
+    assert.equal(v1.version, 1, 'first schema of a new action is version 1');
+    assert.deepEqual(
+      v1.targets,
+      [{ type: 'team', metadata: { plan: 'string' } }],
+      'targets are echoed',
+    );
+    assert.deepEqual(v1.actor, { metadata: { role: 'string' } }, 'actor metadata is echoed');
+    assert.deepEqual(v1.metadata, { ip_count: 'number' }, 'event metadata is echoed');
+    assert.match(v1.createdAt, TIMESTAMP_RE, 'created_at format');
+
+    const again = await workos.auditLogs.createSchema(SCHEMA_V1);
+    assert.equal(again.version, 1, 'posting the identical schema again must return version 1, not 2 (§11)');
+    assert.equal(again.createdAt, v1.createdAt, 'the identical schema returns the stored version 1 itself');
+
+    const v2 = await workos.auditLogs.createSchema(SCHEMA_V2);
+    assert.equal(v2.version, 2, 'a different schema creates version 2');
+    assert.deepEqual(v2.actor, { metadata: { role: 'string', department: 'string' } });
+
+    const list = await workos.auditLogs.listSchemas(ACTION);
+    assert.equal(list.object, 'list');
+    assert.deepEqual(
+      list.data.map((s) => s.version),
+      [2, 1],
+      'listSchemas returns both versions, newest first (SDK sends order=desc)',
+    );
+    assert.equal(list.listMetadata.after ?? null, null, 'last page has list_metadata.after null');
+
+    const asc = await workos.auditLogs.listSchemas(ACTION, { order: 'asc' });
+    assert.deepEqual(asc.data.map((s) => s.version), [1, 2], 'order=asc returns oldest first');
+  });
+
+  // -------------------------------------------------------------------------------------
+  it('3. createEvent succeeds; Idempotency-Key replays the same receipt (§2.1)', async () => {
+    const org = await newOrg('Events Inc');
+
+    // Plain SDK call (the SDK adds its own `workos-node-<uuid>` key).
+    await workos.auditLogs.createEvent(org.id, validEvent());
+
+    // Explicit idempotency key, twice.
+    const idempotencyKey = `conformance-${randomUUID()}`;
+    const ev = validEvent({ occurredAt: new Date('2026-08-01T10:00:00.000Z') });
+    await workos.auditLogs.createEvent(org.id, ev, { idempotencyKey });
+    await workos.auditLogs.createEvent(org.id, ev, { idempotencyKey });
+
+    // Raw: same key + same body twice -> identical 200 answers with one receipt.
+    const rawOrg = await newOrg('Receipts Inc');
+    const body = wireBody(rawOrg.id, new Date('2026-08-02T10:00:00.000Z'));
+    const key = `conformance-raw-${randomUUID()}`;
+    const path = '/audit_logs/events';
+    const first = await raw('POST', path, { body, headers: { 'Idempotency-Key': key } });
+    const second = await raw('POST', path, { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(first.status, 200, show('POST', path, first));
+    assert.equal(second.status, 200, show('POST', path, second));
+    assert.ok(first.json, `body must be JSON: ${first.text}`);
+    assert.deepEqual(second.json, first.json, 'the replay must return the identical JSON body');
+    assert.equal(first.json.success, true, `body must have success: true: ${first.text}`);
+
+    const r1 = receiptOf(first.json);
+    assert.equal(typeof r1.id, 'string', `receipt id missing: ${first.text}`);
+    assert.match(r1.id, /^event_/, `receipt id must start with event_: ${first.text}`);
+    assert.equal(typeof r1.sequence, 'number', `receipt sequence must be a number: ${first.text}`);
+    assert.deepEqual(receiptOf(second.json), r1, 'both answers carry the same receipt');
+
+    // A different key with the same body is a new event (§2.1 inference 3): new id, and the
+    // very next sequence number in this organization's log, which also shows the replay
+    // above stored nothing.
+    const third = await raw('POST', path, {
+      body,
+      headers: { 'Idempotency-Key': `conformance-raw-${randomUUID()}` },
+    });
+    assert.equal(third.status, 200, show('POST', path, third));
+    const r3 = receiptOf(third.json);
+    assert.notEqual(r3.id, r1.id, 'a new key makes a new event');
+    assert.equal(
+      r3.sequence,
+      r1.sequence + 1,
+      `the next event in the org's log gets the next sequence (replay must not have stored a second event): first=${first.text} third=${third.text}`,
+    );
+  });
+
+  // -------------------------------------------------------------------------------------
+  it('4a. an event the schema rejects -> 400 BadRequestException invalid_audit_log_event (§2.1, §5)', async () => {
+    const org = await newOrg('Bad Targets Inc');
+    const bad = validEvent({ targets: [{ id: 'inv_01', type: 'invoice' }] });
+    const err = await expectReject(
+      workos.auditLogs.createEvent(org.id, bad),
+      BadRequestException,
+      'target type "invoice" not in user.signed_in v1',
+    );
+    assert.equal(err.code, 'invalid_audit_log_event');
+    assert.ok(Array.isArray(err.errors), `errors must be an array: ${JSON.stringify(err.errors)}`);
+    assert.ok(
+      err.errors.some((e) => typeof e.instancePath === 'string' && e.instancePath.startsWith('/targets')),
+      `errors must have an item whose instancePath points into /targets: ${JSON.stringify(err.errors)}`,
+    );
+    assert.ok(err.requestID, 'the SDK reads X-Request-ID into requestID');
+
+    // Raw: the status really is 400 (the SDK labels any status with code+errors as 400).
+    const body = wireBody(org.id);
+    body.event.targets = [{ id: 'inv_01', type: 'invoice' }];
+    const r = await raw('POST', '/audit_logs/events', { body });
+    assert.equal(r.status, 400, show('POST', '/audit_logs/events', r));
+    assert.equal(typeof r.json.message, 'string', r.text);
+    assert.equal(r.json.code, 'invalid_audit_log_event', r.text);
+    assert.ok(!('error' in r.json), `no "error" key in error bodies (§9.5): ${r.text}`);
+  });
+
+  it('4b. an event missing action / actor id -> 422 UnprocessableEntityException (§2.1, §5)', async () => {
+    const org = await newOrg('Partial Inc');
+    const partial = {
+      // no action
+      occurredAt: new Date(),
+      actor: { type: 'user' }, // no id
+      targets: [{ id: 'team_01', type: 'team' }],
+      context: { location: '203.0.113.7' },
+    };
+    const err = await expectReject(
+      workos.auditLogs.createEvent(org.id, partial),
+      UnprocessableEntityException,
+      'event without action and actor.id',
+    );
+    assert.ok(err.requestID, 'the SDK reads X-Request-ID into requestID');
+    // With `errors`, the SDK lists each errors[].code; an item without `code` shows "undefined".
+    assert.ok(!/undefined/.test(err.message), `every 422 errors[] item needs a code (§5): ${err.message}`);
+
+    // Raw: each missing field is named (§2.1: errors [{code:"required", field:"event.action"}]).
+    for (const [field, mutate] of [
+      ['event.action', (b) => delete b.event.action],
+      ['event.actor.id', (b) => delete b.event.actor.id],
+    ]) {
+      const body = wireBody(org.id);
+      mutate(body);
+      const r = await raw('POST', '/audit_logs/events', { body });
+      assert.equal(r.status, 422, show('POST', '/audit_logs/events', r));
+      assert.equal(typeof r.json?.message, 'string', r.text);
+      assert.ok(Array.isArray(r.json.errors), `422 body needs errors[]: ${r.text}`);
+      assert.ok(
+        r.json.errors.some((e) => e.field === field && e.code === 'required'),
+        `422 errors must contain {code:"required", field:"${field}"}: ${r.text}`,
+      );
+    }
+  });
+
+  it('4c. unknown organization -> 404 NotFoundException (§2.1, §4, §5)', async () => {
+    const err = await expectReject(
+      workos.auditLogs.createEvent(UNKNOWN_ORG, validEvent()),
+      NotFoundException,
+      `createEvent for ${UNKNOWN_ORG}`,
+    );
+    assert.ok(err.requestID, 'the SDK reads X-Request-ID into requestID');
+    assert.ok(
+      err.message.includes(UNKNOWN_ORG),
+      `the 404 message names the organization (§2.1 "Organization not found: 'org_…'."): ${err.message}`,
+    );
+
+    await expectReject(
+      workos.organizations.getOrganization(UNKNOWN_ORG),
+      NotFoundException,
+      `getOrganization(${UNKNOWN_ORG})`,
+    );
+
+    const r = await raw('POST', '/audit_logs/events', { body: wireBody(UNKNOWN_ORG) });
+    assert.equal(r.status, 404, show('POST', '/audit_logs/events', r));
+    assert.equal(typeof r.json?.message, 'string', r.text);
+  });
+
+  it('4d. wrong API key -> 401 UnauthorizedException (§1.4, §5)', async () => {
+    const wrong = client('sk_test_wrong');
+    const err = await expectReject(
+      wrong.organizations.listOrganizations(),
+      UnauthorizedException,
+      'listOrganizations with sk_test_wrong',
+    );
+    assert.ok(err.requestID, 'the SDK reads X-Request-ID into requestID');
+    await expectReject(
+      wrong.auditLogs.createEvent(UNKNOWN_ORG, validEvent()),
+      UnauthorizedException,
+      'createEvent with sk_test_wrong',
+    );
+    await expectReject(
+      wrong.auditLogs.createSchema(SCHEMA_V1),
+      UnauthorizedException,
+      'createSchema with sk_test_wrong',
+    );
+  });
+
+  // -------------------------------------------------------------------------------------
+  it('5. every API response has JSON content-type and X-Request-ID (§2, §5, SPEC §2)', async () => {
+    const org = await newOrg('Headers Inc');
+    const cases = [
+      // [label, method, path, options, expected status (number, or predicate)]
+      ['list organizations', 'GET', '/organizations', {}, 200],
+      ['get organization', 'GET', `/organizations/${org.id}`, {}, 200],
+      ['create organization', 'POST', '/organizations', { body: { name: 'Raw Org' } }, 201],
+      ['create event', 'POST', '/audit_logs/events', { body: wireBody(org.id) }, 200],
+      ['list schemas', 'GET', `/audit_logs/actions/${ACTION}/schemas`, {}, 200],
+      ['unknown organization', 'GET', `/organizations/${UNKNOWN_ORG}`, {}, 404],
+      ['unknown route', 'GET', '/no/such/route', {}, 404],
+      ['unknown route, no key', 'GET', '/no/such/route', { key: null }, (s) => s === 401 || s === 404],
+      ['wrong method on a known route', 'DELETE', '/audit_logs/events', {}, (s) => s === 404 || s === 405],
+      ['missing Authorization', 'GET', '/organizations', { key: null }, 401],
+      ['wrong key', 'POST', '/audit_logs/events', { key: 'sk_test_wrong', body: wireBody(org.id) }, 401],
+      ['malformed JSON body', 'POST', '/audit_logs/events', { body: '{"event": ' }, (s) => s === 400 || s === 422],
+      ['empty JSON object body', 'POST', '/audit_logs/events', { body: {} }, 422],
+    ];
+
+    const problems = [];
+    for (const [label, method, path, opts, expected] of cases) {
+      const r = await raw(method, path, opts);
+      const line = `${label}: ${show(method, path, r)}`;
+      const statusOk = typeof expected === 'function' ? expected(r.status) : r.status === expected;
+      if (!statusOk) problems.push(`unexpected status — ${line}`);
+      if (!(r.headers.get('content-type') || '').includes('application/json')) {
+        problems.push(`content-type is not application/json — ${line}`);
+      }
+      if (!r.headers.get('x-request-id')) problems.push(`no X-Request-ID header — ${line}`);
+      if (r.json === undefined) problems.push(`body is not JSON — ${line}`);
+      else if (r.status >= 400 && typeof r.json.message !== 'string') {
+        problems.push(`error body has no "message" string — ${line}`);
+      }
+    }
+    assert.deepEqual(problems, [], `\n${problems.join('\n')}`);
+  });
+});

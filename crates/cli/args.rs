@@ -1,0 +1,138 @@
+//! Flags and environment variables (SPEC §3). Every flag has a `TRAILMARK_…` variable, and its
+//! doc comment is its `--help` text. Raw values are resolved into typed configuration once, in
+//! [`StorageArgs::resolve`] and `serve::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trailmark",
+    version,
+    about = "Self-hosted, WorkOS-compatible audit logs with a tamper-evident ledger"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it once. Works while the server runs.
+    Create(KeyCreateArgs),
+}
+
+/// Where the data lives; shared by every subcommand so they all agree.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded database and key files.
+    #[arg(long, env = "TRAILMARK_DATA_DIR", default_value = "./trailmark-data")]
+    pub data_dir: PathBuf,
+    /// Storage URL: `sqlite://PATH` (default `sqlite://<data-dir>/trailmark.db`) or `postgres://…`.
+    #[arg(long, env = "TRAILMARK_DATABASE_URL")]
+    pub database: Option<String>,
+}
+
+/// The storage a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+}
+
+impl StorageArgs {
+    /// Resolves `--database`, defaulting to SQLite in the data directory.
+    ///
+    /// # Errors
+    ///
+    /// An unknown scheme, or PostgreSQL, which this release does not implement yet.
+    pub fn resolve(&self) -> anyhow::Result<DatabaseUrl> {
+        match self.database.as_deref() {
+            None => Ok(DatabaseUrl::Sqlite(self.data_dir.join("trailmark.db"))),
+            Some(url) => {
+                if let Some(path) = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                {
+                    if path.is_empty() {
+                        bail!(
+                            "--database sqlite:// needs a file path, e.g. sqlite://./trailmark-data/trailmark.db"
+                        );
+                    }
+                    Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    bail!(
+                        "PostgreSQL storage is not available in this release yet; use sqlite://PATH"
+                    )
+                } else {
+                    bail!("--database must start with sqlite:// or postgres://")
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (`HOST:PORT`; port 0 picks a free one).
+    #[arg(long, env = "TRAILMARK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Base URL clients reach this server at, used in printed examples and links
+    /// (default `http://<listen>`).
+    #[arg(long, env = "TRAILMARK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Refuse events whose action has no schema.
+    #[arg(long, env = "TRAILMARK_REQUIRE_SCHEMAS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub require_schemas: bool,
+    /// Largest request body accepted, in bytes (batch ingest accepts 16 times this).
+    #[arg(long, env = "TRAILMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// An API key (`sk_…`) valid with full rights, kept in memory only. Without it, the first
+    /// start creates a key, prints it once and stores only its hash.
+    #[arg(long, env = "TRAILMARK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Log filter, e.g. `info`, `debug`, `trailmark_server=debug`.
+    #[arg(long, env = "TRAILMARK_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    Ingest,
+    Read,
+    Admin,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// What the key may do: `ingest` (send events), `read` (read and export), `admin` (everything).
+    #[arg(long, value_enum, default_value = "admin")]
+    pub scope: ScopeArg,
+    /// Restrict the key to one organization.
+    #[arg(long)]
+    pub organization: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Reads 32 bytes from the operating system's random source.
+pub fn entropy() -> anyhow::Result<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot read random bytes from the OS")?;
+    Ok(bytes)
+}

@@ -1,0 +1,37 @@
+//! The `trailmark` binary: command-line definitions and the glue that starts the library crates.
+//! It is the only crate that reads environment variables (through clap) or uses `anyhow`.
+
+mod args;
+mod keys;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            args::Command::Serve(serve_args) => serve::run(serve_args).await,
+            args::Command::Keys(args::KeysCommand::Create(create_args)) => {
+                keys::create(create_args).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `trailmark serve`: open the store, make sure a key exists, bind, and serve until SIGTERM or
+//! Ctrl-C, then finish in-flight requests.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::{ApiKeySecret, Scope};
+use trailmark_domain::id::IdKind;
+use trailmark_server::{AppState, ServerConfig};
+use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
+
+use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
+
+pub fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match storage.resolve()? {
+        DatabaseUrl::Sqlite(path) => {
+            let store = SqliteStore::open(&path)
+                .with_context(|| format!("cannot open the database at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("--log is not a valid filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let store = open_store(&args.storage)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+
+    let bootstrap = args.api_key.as_deref().map(ApiKeySecret::new);
+    if bootstrap.is_none() && !store.has_api_keys().await? {
+        let secret = ApiKeySecret::from_entropy(entropy()?);
+        store
+            .insert_api_key(ApiKeyRecord {
+                id: IdKind::ApiKey.generate().into_string(),
+                hash: secret.hash(),
+                scope: Scope::Admin,
+                organization_id: None,
+                created_at: Timestamp::now(),
+            })
+            .await?;
+        println!(
+            "Created an admin API key. It is shown only this once; only its hash is stored:\n"
+        );
+        println!("    {}\n", secret.expose());
+        println!("Try it:\n");
+        println!(
+            "    curl -s {public_url}/organizations -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"name\":\"Acme\"}}'\n",
+            secret.expose()
+        );
+    }
+
+    let config = ServerConfig {
+        require_schemas: args.require_schemas,
+        max_body_bytes: args.max_body_bytes,
+        bootstrap_key_hash: bootstrap.map(|key| key.hash()),
+    };
+    tracing::info!(?config, %address, "starting");
+    // Tests and scripts wait for this exact line to learn the port.
+    println!("Trailmark listening on http://{address}");
+    trailmark_server::serve(listener, AppState::new(store, config), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,581 @@
+//! An audit event as a client submits it: `actor` did `action` to `targets`, in `context`, with
+//! `metadata` (wire doc §2.1, WorkOS `AuditLogEventIngestionDto`).
+//!
+//! [`NewEvent::parse`] checks the shape (required fields, types, lengths: a *malformed* request,
+//! HTTP 422) and then the metadata limits (an *invalid* event, HTTP 400). Checking against the
+//! action's schema is a second, separate step ([`crate::schema::CompiledSchema::check`]) because it
+//! needs stored state. Unknown keys are ignored, as WorkOS ignores them.
+
+use serde_json::{Map, Value, json};
+
+use crate::Timestamp;
+use crate::limits::{
+    ACTION_MAX_CHARS, LOCATION_MAX_CHARS, NAME_MAX_CHARS, TARGETS_MAX, USER_AGENT_MAX_CHARS,
+};
+use crate::metadata::Metadata;
+use crate::problem::{FieldProblems, PathProblem, Problems, json_type};
+
+/// A validated event, not yet stored (it has no id, sequence or receipt time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    action: String,
+    occurred_at: Timestamp,
+    version: Option<u32>,
+    actor: Actor,
+    targets: Vec<Target>,
+    context: Context,
+    metadata: Option<Metadata>,
+}
+
+/// Who did it. `kind` is the wire's `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actor {
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub metadata: Option<Metadata>,
+}
+
+/// What it was done to. `kind` is the wire's `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub metadata: Option<Metadata>,
+}
+
+/// Where it was done from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    pub location: String,
+    pub user_agent: Option<String>,
+}
+
+impl NewEvent {
+    /// Parses the `event` object of a create-event request. Field names in problems are
+    /// prefixed with `event.`, as WorkOS names them (`event.actor.id`).
+    ///
+    /// # Errors
+    ///
+    /// [`Problems::Malformed`] listing every missing, mistyped or oversized field; if the shape is
+    /// right, [`Problems::Invalid`] listing every metadata limit broken.
+    pub fn parse(value: &Value) -> Result<Self, Problems> {
+        Self::parse_at(value, "event")
+    }
+
+    /// Like [`NewEvent::parse`], naming fields under `prefix` (a batch uses `events[3]`).
+    ///
+    /// # Errors
+    ///
+    /// As [`NewEvent::parse`].
+    pub fn parse_at(value: &Value, prefix: &str) -> Result<Self, Problems> {
+        let mut shape = FieldProblems::default();
+        let mut content = Vec::new();
+        let parsed = Self::walk(value, prefix, &mut shape, &mut content);
+        if !shape.is_empty() {
+            return Err(Problems::Malformed(shape.into_vec()));
+        }
+        match parsed {
+            Some(event) if content.is_empty() => Ok(event),
+            _ => Err(Problems::Invalid(content)),
+        }
+    }
+
+    /// Reads every field, recording every problem, before giving up on any: one response must
+    /// name every bad field.
+    fn walk(
+        value: &Value,
+        prefix: &str,
+        shape: &mut FieldProblems,
+        content: &mut Vec<PathProblem>,
+    ) -> Option<Self> {
+        let event = object(value, prefix, shape)?;
+        let field = |name: &str| format!("{prefix}.{name}");
+
+        let action = text(event, &field("action"), ACTION_MAX_CHARS, shape);
+        let occurred_at = match event.get("occurred_at") {
+            None | Some(Value::Null) => {
+                shape.push("required", field("occurred_at"), "occurred_at is required");
+                None
+            }
+            Some(Value::String(raw)) => Timestamp::parse(raw)
+                .map_err(|error| {
+                    shape.push(
+                        "invalid_date",
+                        field("occurred_at"),
+                        format!("occurred_at is not an ISO-8601 date-time: {error}"),
+                    )
+                })
+                .ok(),
+            Some(other) => {
+                shape.push(
+                    "invalid_type",
+                    field("occurred_at"),
+                    format!("occurred_at must be a string, got {}", json_type(other)),
+                );
+                None
+            }
+        };
+        let version = match event.get("version") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|v| *v >= 1)
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    shape.push(
+                        "invalid_value",
+                        field("version"),
+                        "version must be a positive integer",
+                    )
+                }),
+            Some(other) => Err(shape.push(
+                "invalid_type",
+                field("version"),
+                format!(
+                    "version must be a positive integer, got {}",
+                    json_type(other)
+                ),
+            )),
+        };
+
+        let actor = object(
+            event.get("actor").unwrap_or(&Value::Null),
+            &field("actor"),
+            shape,
+        )
+        .and_then(|actor| Party::walk(actor, &field("actor"), "/actor", shape, content));
+
+        let targets_field = field("targets");
+        let targets = match event.get("targets") {
+            None | Some(Value::Null) => {
+                shape.push("required", &targets_field, "targets is required");
+                None
+            }
+            Some(Value::Array(items)) => {
+                if items.len() > TARGETS_MAX {
+                    shape.push(
+                        "too_many",
+                        &targets_field,
+                        format!(
+                            "at most {TARGETS_MAX} targets are allowed, got {}",
+                            items.len()
+                        ),
+                    );
+                }
+                let parsed: Vec<Option<Party>> = items
+                    .iter()
+                    .take(TARGETS_MAX)
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let path = format!("{targets_field}[{i}]");
+                        object(item, &path, shape).and_then(|target| {
+                            Party::walk(target, &path, &format!("/targets/{i}"), shape, content)
+                        })
+                    })
+                    .collect();
+                parsed.into_iter().collect::<Option<Vec<Party>>>()
+            }
+            Some(other) => {
+                shape.push(
+                    "invalid_type",
+                    &targets_field,
+                    format!("targets must be an array, got {}", json_type(other)),
+                );
+                None
+            }
+        };
+
+        let context_field = field("context");
+        let context = object(
+            event.get("context").unwrap_or(&Value::Null),
+            &context_field,
+            shape,
+        )
+        .and_then(|context| {
+            let location = text(
+                context,
+                &format!("{context_field}.location"),
+                LOCATION_MAX_CHARS,
+                shape,
+            );
+            // Node SDKs before 7 sent `userAgent`; accept both spellings.
+            let user_agent_key = if context.contains_key("user_agent") {
+                "user_agent"
+            } else {
+                "userAgent"
+            };
+            let user_agent = optional_text(
+                context.get(user_agent_key),
+                &format!("{context_field}.user_agent"),
+                USER_AGENT_MAX_CHARS,
+                shape,
+            );
+            Some(Context {
+                location: location?,
+                user_agent: user_agent.ok()?,
+            })
+        });
+
+        let metadata = optional_metadata(event.get("metadata"), "/metadata", content);
+
+        let actor = actor?;
+        Some(NewEvent {
+            action: action?,
+            occurred_at: occurred_at?,
+            version: version.ok()?,
+            actor: Actor {
+                id: actor.id,
+                kind: actor.kind,
+                name: actor.name,
+                metadata: actor.metadata,
+            },
+            targets: targets?
+                .into_iter()
+                .map(|t| Target {
+                    id: t.id,
+                    kind: t.kind,
+                    name: t.name,
+                    metadata: t.metadata,
+                })
+                .collect(),
+            context: context?,
+            metadata: metadata?,
+        })
+    }
+
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    pub fn occurred_at(&self) -> Timestamp {
+        self.occurred_at
+    }
+
+    /// The schema version the client named, if any.
+    pub fn version(&self) -> Option<u32> {
+        self.version
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    /// The event's normalized JSON: the submitted fields in WorkOS's snake_case names, with the
+    /// timestamp in the one output form and absent optional fields left out. It is what the
+    /// store keeps, and (with the organization and the idempotency key) what identifies a
+    /// request for idempotency, so two spellings of one instant are one event.
+    pub fn to_json(&self) -> Value {
+        let mut event = Map::new();
+        event.insert("action".into(), json!(self.action));
+        event.insert("occurred_at".into(), json!(self.occurred_at.to_string()));
+        if let Some(version) = self.version {
+            event.insert("version".into(), json!(version));
+        }
+        event.insert(
+            "actor".into(),
+            party_json(
+                &self.actor.id,
+                &self.actor.kind,
+                self.actor.name.as_deref(),
+                self.actor.metadata.as_ref(),
+            ),
+        );
+        event.insert(
+            "targets".into(),
+            Value::Array(
+                self.targets
+                    .iter()
+                    .map(|t| party_json(&t.id, &t.kind, t.name.as_deref(), t.metadata.as_ref()))
+                    .collect(),
+            ),
+        );
+        let mut context = Map::new();
+        context.insert("location".into(), json!(self.context.location));
+        if let Some(user_agent) = &self.context.user_agent {
+            context.insert("user_agent".into(), json!(user_agent));
+        }
+        event.insert("context".into(), Value::Object(context));
+        if let Some(metadata) = &self.metadata {
+            event.insert("metadata".into(), metadata.to_json());
+        }
+        Value::Object(event)
+    }
+}
+
+fn party_json(id: &str, kind: &str, name: Option<&str>, metadata: Option<&Metadata>) -> Value {
+    let mut party = Map::new();
+    party.insert("id".into(), json!(id));
+    party.insert("type".into(), json!(kind));
+    if let Some(name) = name {
+        party.insert("name".into(), json!(name));
+    }
+    if let Some(metadata) = metadata {
+        party.insert("metadata".into(), metadata.to_json());
+    }
+    Value::Object(party)
+}
+
+/// The fields actors and targets share.
+struct Party {
+    id: String,
+    kind: String,
+    name: Option<String>,
+    metadata: Option<Metadata>,
+}
+
+impl Party {
+    fn walk(
+        object: &Map<String, Value>,
+        path: &str,
+        pointer: &str,
+        shape: &mut FieldProblems,
+        content: &mut Vec<PathProblem>,
+    ) -> Option<Self> {
+        let id = text(object, &format!("{path}.id"), NAME_MAX_CHARS, shape);
+        let kind = text(object, &format!("{path}.type"), NAME_MAX_CHARS, shape);
+        let name = optional_text(
+            object.get("name"),
+            &format!("{path}.name"),
+            NAME_MAX_CHARS,
+            shape,
+        );
+        let metadata = optional_metadata(
+            object.get("metadata"),
+            &format!("{pointer}/metadata"),
+            content,
+        );
+        Some(Party {
+            id: id?,
+            kind: kind?,
+            name: name.ok()?,
+            metadata: metadata?,
+        })
+    }
+}
+
+/// `Some(None)` when absent, `Some(Some(_))` when within limits, `None` (with problems recorded)
+/// when not.
+fn optional_metadata(
+    value: Option<&Value>,
+    pointer: &str,
+    content: &mut Vec<PathProblem>,
+) -> Option<Option<Metadata>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => Metadata::check(value, pointer, content).map(Some),
+    }
+}
+
+fn object<'v>(
+    value: &'v Value,
+    field: &str,
+    shape: &mut FieldProblems,
+) -> Option<&'v Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        Value::Null => {
+            shape.push(
+                "required",
+                field,
+                format!("{} is required", last_segment(field)),
+            );
+            None
+        }
+        other => {
+            shape.push(
+                "invalid_type",
+                field,
+                format!(
+                    "{} must be an object, got {}",
+                    last_segment(field),
+                    json_type(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A required, non-empty string of at most `max` characters.
+fn text(
+    object: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    shape: &mut FieldProblems,
+) -> Option<String> {
+    let key = last_segment(field);
+    match object.get(key) {
+        None | Some(Value::Null) => {
+            shape.push("required", field, format!("{key} is required"));
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            shape.push("empty", field, format!("{key} must not be empty"));
+            None
+        }
+        value => optional_text(value, field, max, shape).ok().flatten(),
+    }
+}
+
+/// `Ok(None)` when absent, `Ok(Some(_))` for a string within `max` characters, `Err(())` (with
+/// the problem recorded) otherwise.
+fn optional_text(
+    value: Option<&Value>,
+    field: &str,
+    max: usize,
+    shape: &mut FieldProblems,
+) -> Result<Option<String>, ()> {
+    let key = last_segment(field);
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let chars = s.chars().count();
+            if chars > max {
+                shape.push(
+                    "too_long",
+                    field,
+                    format!("{key} must be at most {max} characters, got {chars}"),
+                );
+                Err(())
+            } else {
+                Ok(Some(s.clone()))
+            }
+        }
+        Some(other) => {
+            shape.push(
+                "invalid_type",
+                field,
+                format!("{key} must be a string, got {}", json_type(other)),
+            );
+            Err(())
+        }
+    }
+}
+
+fn last_segment(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Value {
+        json!({
+            "action": "document.updated",
+            "occurred_at": "2026-08-01T10:00:00.000Z",
+            "actor": {"id": "user_1", "name": "Jon Smith", "type": "user", "metadata": {"role": "admin"}},
+            "targets": [{"id": "document_39127", "type": "document", "metadata": {"pages": 3}}],
+            "context": {"location": "192.0.0.8", "user_agent": "Firefox"},
+            "metadata": {"successful": true}
+        })
+    }
+
+    fn fields(problems: Problems) -> Vec<(&'static str, String)> {
+        match problems {
+            Problems::Malformed(list) => list.into_iter().map(|p| (p.code, p.field)).collect(),
+            Problems::Invalid(list) => panic!("expected malformed, got invalid: {list:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_node_sdk_example_and_normalizes_it() {
+        let event = NewEvent::parse(&valid()).expect("valid");
+        assert_eq!(event.action(), "document.updated");
+        assert_eq!(event.targets()[0].kind, "document");
+        assert_eq!(event.to_json(), valid());
+    }
+
+    #[test]
+    fn names_every_missing_required_field() {
+        let problems =
+            NewEvent::parse(&json!({"actor": {"type": "user"}, "targets": [{}], "context": {}}))
+                .unwrap_err();
+        assert_eq!(
+            fields(problems),
+            [
+                ("required", "event.action".to_owned()),
+                ("required", "event.occurred_at".to_owned()),
+                ("required", "event.actor.id".to_owned()),
+                ("required", "event.targets[0].id".to_owned()),
+                ("required", "event.targets[0].type".to_owned()),
+                ("required", "event.context.location".to_owned()),
+            ]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(&json!(null)).unwrap_err()),
+            [("required", "event".to_owned())]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(&json!([1])).unwrap_err()),
+            [("invalid_type", "event".to_owned())]
+        );
+    }
+
+    #[test]
+    fn names_wrong_types_and_sizes() {
+        let mut event = valid();
+        event["action"] = json!(42);
+        event["version"] = json!(0);
+        event["actor"]["name"] = json!("n".repeat(501));
+        event["context"]["user_agent"] = json!("u".repeat(2001));
+        event["occurred_at"] = json!("last tuesday");
+        event["targets"] = json!(
+            (0..101)
+                .map(|i| json!({"id": format!("t{i}"), "type": "x"}))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            fields(NewEvent::parse(&event).unwrap_err()),
+            [
+                ("invalid_type", "event.action".to_owned()),
+                ("invalid_date", "event.occurred_at".to_owned()),
+                ("invalid_value", "event.version".to_owned()),
+                ("too_long", "event.actor.name".to_owned()),
+                ("too_many", "event.targets".to_owned()),
+                ("too_long", "event.context.user_agent".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn metadata_limits_are_invalid_events_with_pointers() {
+        let mut event = valid();
+        event["metadata"] = json!({"nested": {"a": 1}});
+        event["targets"][0]["metadata"] = json!({"long": "x".repeat(501)});
+        match NewEvent::parse(&event).unwrap_err() {
+            Problems::Invalid(list) => {
+                let paths: Vec<_> = list.into_iter().map(|p| p.instance_path).collect();
+                assert_eq!(paths, ["/targets/0/metadata/long", "/metadata/nested"]);
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_the_legacy_user_agent_spelling_and_explicit_nulls() {
+        let mut event = valid();
+        event["context"] = json!({"location": "1.2.3.4", "userAgent": "curl/8"});
+        event["metadata"] = Value::Null;
+        event["version"] = json!(2);
+        let parsed = NewEvent::parse(&event).expect("valid");
+        assert_eq!(parsed.context().user_agent.as_deref(), Some("curl/8"));
+        assert_eq!(parsed.metadata(), None);
+        assert_eq!(parsed.version(), Some(2));
+    }
+}

@@ -1,0 +1,64 @@
+//! The identity of an ingest request for idempotency (wire doc §2.1): WorkOS forms "a hashed key
+//! combining the provided key with the event data", so the same key with the same event replays
+//! the first response, and the same key with a *different* event is a new request (no conflict
+//! error is documented). Without a key, WorkOS derives one from the content alone; Trailmark does
+//! the same, so a blind client retry never stores an event twice.
+//!
+//! Identity = SHA-256 of, in order: the line `trailmark-idempotency-v1`, the organization id, the
+//! key (or nothing, marked distinctly from an empty key), and the RFC 8785 canonical JSON of the
+//! payload (the normalized event, or a batch's events) — each length-prefixed so no two
+//! different inputs can produce the same byte stream.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::canonical_json;
+
+/// How long a stored response is replayed: WorkOS keys expire after 24 hours.
+pub const IDEMPOTENCY_WINDOW_MILLIS: i64 = 24 * 60 * 60 * 1000;
+
+pub fn idempotency_identity(organization_id: &str, key: Option<&str>, payload: &Value) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"trailmark-idempotency-v1\n");
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    field(organization_id.as_bytes());
+    match key {
+        Some(key) => {
+            field(b"key");
+            field(key.as_bytes());
+        }
+        None => field(b"content"),
+    }
+    field(&canonical_json(payload));
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_depends_on_every_part() {
+        let event = json!({"action": "a", "n": 1});
+        let base = idempotency_identity("org_1", Some("k"), &event);
+        assert_eq!(
+            base,
+            idempotency_identity("org_1", Some("k"), &json!({"n": 1, "action": "a"}))
+        );
+        assert_ne!(base, idempotency_identity("org_2", Some("k"), &event));
+        assert_ne!(base, idempotency_identity("org_1", Some("k2"), &event));
+        assert_ne!(base, idempotency_identity("org_1", None, &event));
+        assert_ne!(
+            idempotency_identity("org_1", Some(""), &event),
+            idempotency_identity("org_1", None, &event)
+        );
+        assert_ne!(
+            base,
+            idempotency_identity("org_1", Some("k"), &json!({"action": "a", "n": 2}))
+        );
+    }
+}

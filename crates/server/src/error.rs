@@ -1,0 +1,164 @@
+//! `ApiError`: the one place that knows HTTP statuses and WorkOS error bodies (wire doc §5).
+//!
+//! Handlers return `Result<_, ApiError>`; every failure leaves the server through
+//! [`ApiError::into_response`], which writes the WorkOS-shaped JSON body. Unexpected failures
+//! (storage, bugs) are logged with their cause and answered with a generic body, never the cause.
+//!
+//! Shapes, chosen so each SDK raises the right exception:
+//! - 400 invalid event: `{message, code: "invalid_audit_log_event", errors: [{instancePath, message}]}`
+//!   (`code` *and* `errors` make Node raise `BadRequestException`);
+//! - 422 validation: `{message: "Validation failed.", errors: [{code, field, message}]}`;
+//! - 401 `{message, code: "unauthorized"}`, 403 `{message, code: "forbidden"}`, 404 `{message}`;
+//! - never an `error` key: Node would turn the response into an `OauthException`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use trailmark_domain::{FieldProblem, PathProblem, Problems};
+use trailmark_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request validation failed")]
+    Malformed(Vec<FieldProblem>),
+    #[error("invalid audit log event")]
+    InvalidEvent(Vec<PathProblem>),
+    /// A 400 with a message and a machine-readable code (unparseable JSON, for example).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be JSON")]
+    UnsupportedMediaType,
+    #[error("{0} is already in use")]
+    Conflict(&'static str),
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 naming one field.
+    pub fn field(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Malformed(vec![FieldProblem {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Malformed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidEvent(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body for this error.
+    pub fn body(&self) -> Value {
+        match self {
+            ApiError::Unauthorized => json!({
+                "message": "Unauthorized: send a valid API key as 'Authorization: Bearer sk_…'.",
+                "code": "unauthorized",
+            }),
+            ApiError::Forbidden(message) => json!({"message": message, "code": "forbidden"}),
+            ApiError::NotFound(message) => json!({"message": message}),
+            ApiError::Malformed(problems) => json!({
+                "message": "Validation failed.",
+                "errors": problems.iter().map(field_problem_json).collect::<Vec<_>>(),
+            }),
+            ApiError::InvalidEvent(problems) => json!({
+                "message": "Invalid Audit Log event.",
+                "code": "invalid_audit_log_event",
+                "errors": problems.iter().map(path_problem_json).collect::<Vec<_>>(),
+            }),
+            ApiError::BadRequest { code, message } => json!({"message": message, "code": code}),
+            ApiError::PayloadTooLarge { .. } => {
+                json!({"message": self.to_string(), "code": "payload_too_large"})
+            }
+            ApiError::UnsupportedMediaType => json!({
+                "message": "The request body must be JSON: send 'Content-Type: application/json'.",
+                "code": "unsupported_media_type",
+            }),
+            ApiError::Conflict(field) => json!({
+                "message": format!("{field} is already in use."),
+                "code": "conflict",
+                "errors": [{"code": "conflict", "field": field}],
+            }),
+            ApiError::Unavailable(_) => json!({
+                "message": "Storage is temporarily unavailable; retry shortly.",
+                "code": "service_unavailable",
+            }),
+            ApiError::Internal(_) => {
+                json!({"message": "Internal server error.", "code": "internal_error"})
+            }
+        }
+    }
+}
+
+pub fn field_problem_json(problem: &FieldProblem) -> Value {
+    json!({"code": problem.code, "field": problem.field, "message": problem.message})
+}
+
+pub fn path_problem_json(problem: &PathProblem) -> Value {
+    json!({"instancePath": problem.instance_path, "message": problem.message})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Small, so SDKs that honour Retry-After without a cap (Python) retry promptly.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<Problems> for ApiError {
+    fn from(problems: Problems) -> Self {
+        match problems {
+            Problems::Malformed(list) => ApiError::Malformed(list),
+            Problems::Invalid(list) => ApiError::InvalidEvent(list),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::OrganizationNotFound(id) => {
+                ApiError::NotFound(format!("Organization not found: '{id}'."))
+            }
+            StoreError::Conflict(field) => ApiError::Conflict(field),
+            StoreError::InvalidCursor(field) => ApiError::field(
+                "invalid_value",
+                field,
+                format!("{field} is not a cursor this list returned"),
+            ),
+            StoreError::Unavailable(reason) => ApiError::Unavailable(reason),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! What happens around every request, whatever its route:
+//!
+//! 1. **Request id.** A sane incoming `X-Request-ID` (at most 128 visible ASCII characters) is
+//!    kept, otherwise a new `req_<ULID>` is made; it goes on the response and into the log span.
+//! 2. **JSON errors.** An error response that is not JSON already (axum's 405 for a wrong method,
+//!    a panic caught below, a body-limit rejection) gets a WorkOS-shaped `{"message": …}` body, so
+//!    SDKs never see a non-JSON error (Node would raise `ParseError`).
+//! 3. **Panics.** A panicking handler becomes a 500 JSON answer; the server keeps running.
+//! 4. **Metrics.** Each request is counted by method, route template and status, and timed.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use serde_json::json;
+use tracing::Instrument;
+use trailmark_domain::id::IdKind;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub(crate) async fn around_every_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| IdKind::Request.generate().into_string(), str::to_owned);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let span = tracing::info_span!("request", id = %request_id, %method, route = %route);
+
+    let handled = std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
+    let mut response = match handled {
+        Ok(response) => response,
+        Err(_) => {
+            span.in_scope(|| tracing::error!("handler panicked"));
+            ApiError::Internal("handler panicked".into()).into_response()
+        }
+    };
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response = ensure_json_error(response);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    let status = response.status();
+    state
+        .metrics
+        .record_request(method.as_str(), &route, status.as_u16(), started.elapsed());
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "answered"
+        )
+    });
+    response
+}
+
+fn ensure_json_error(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let status = response.status();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this path.".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.".to_owned(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("Request failed.")
+            .to_owned(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(json!({"message": message}).to_string()),
+    )
+}

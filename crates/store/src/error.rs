@@ -1,0 +1,41 @@
+use thiserror::Error;
+
+/// What can go wrong in storage. Variants say what happened; the HTTP edge decides statuses.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("organization not found: '{0}'")]
+    OrganizationNotFound(String),
+    /// A uniqueness rule was broken; the string names the field.
+    #[error("{0} is already in use")]
+    Conflict(&'static str),
+    /// A pagination cursor (`before` or `after`, named here) is not one this list issues.
+    #[error("{0} is not a valid cursor for this list")]
+    InvalidCursor(&'static str),
+    /// The database could not be reached or refused the operation.
+    #[error("database error: {0}")]
+    Database(rusqlite::Error),
+    #[error("cannot open the database at {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Stored data that Trailmark wrote no longer parses: it was changed outside Trailmark.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The storage worker is gone (the store is shutting down or a worker panicked).
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A database another process holds locked past the busy timeout is a transient condition
+    /// (callers may retry), not a failure of the request.
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Database(error),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Trailmark's storage: the [`Store`] trait every other crate talks to, and [`SqliteStore`], the
+//! embedded implementation that `trailmark serve` uses by default.
+//!
+//! This is the only crate that contains SQL. It knows nothing about HTTP: what it stores for an
+//! idempotent request is an opaque [`StoredResponse`] that the caller rendered.
+//!
+//! The promises every implementation keeps:
+//! - **Durable before acknowledged.** A write method returns `Ok` only after its transaction is
+//!   committed to disk (SQLite: WAL with `synchronous=FULL`). Many concurrent writes share one
+//!   commit (group commit), so throughput does not stop at the disk's fsync rate.
+//! - **One log per organization.** [`Store::append`] gives each event the next sequence number of
+//!   its organization's log: gap-free, starting at 0, assigned inside the commit, so a reader
+//!   never sees sequence *n + 1* without *n*.
+//! - **Idempotency inside the commit.** An append carrying an [`IdempotencyClaim`] either stores
+//!   its events and the rendered response together, or finds the response of an earlier commit
+//!   with the same identity and stores nothing.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), trailmark_store::StoreError> {
+//! use trailmark_store::{SqliteStore, Store};
+//! let store = SqliteStore::open("trailmark-data/trailmark.db".as_ref())?;
+//! store.ping().await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod model;
+mod sqlite;
+
+use async_trait::async_trait;
+use trailmark_domain::Timestamp;
+use trailmark_domain::organization::Organization;
+use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+
+pub use error::StoreError;
+pub use model::{
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, IdempotencyClaim, Order,
+    OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup, StoredEvent,
+    StoredResponse,
+};
+pub use sqlite::SqliteStore;
+
+/// Everything Trailmark persists. Implementations are cheap to share (`Arc<dyn Store>`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the database answers a query (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new API key (only its hash).
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError>;
+    /// The key whose SHA-256 is `hash`, if any.
+    async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Whether any key has ever been created (the first start creates one).
+    async fn has_api_keys(&self) -> Result<bool, StoreError>;
+
+    /// Stores a new organization. [`StoreError::Conflict`] if its `external_id` is taken.
+    async fn insert_organization(
+        &self,
+        organization: Organization,
+    ) -> Result<Organization, StoreError>;
+    /// A live (not deleted) organization.
+    async fn get_organization(&self, id: &str) -> Result<Option<Organization>, StoreError>;
+    /// Live organizations, newest first unless the page says otherwise.
+    async fn list_organizations(
+        &self,
+        filter: OrganizationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Organization>, StoreError>;
+    /// Replaces a live organization's fields; `false` if it does not exist.
+    async fn update_organization(&self, organization: Organization) -> Result<bool, StoreError>;
+    /// Deletes an organization: it disappears from the API, but its events and their log stay,
+    /// because an audit trail must outlive the tenant record. `false` if it did not exist.
+    async fn delete_organization(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
+    /// Sets the retention period; the updated organization, or `None` if it does not exist.
+    async fn set_retention(
+        &self,
+        id: &str,
+        days: u32,
+        now: Timestamp,
+    ) -> Result<Option<Organization>, StoreError>;
+
+    /// Creates the next version of `action`'s schema, or returns the latest version unchanged if
+    /// `definition` equals it.
+    async fn create_schema(
+        &self,
+        action: ActionName,
+        definition: SchemaDefinition,
+        now: Timestamp,
+    ) -> Result<ActionSchema, StoreError>;
+    /// The schema version an event of `action` is validated against: `version`, or 1 if `None`.
+    async fn schema_for_event(
+        &self,
+        action: &str,
+        version: Option<u32>,
+    ) -> Result<SchemaLookup, StoreError>;
+    /// The versions of one action's schema. Cursors are version numbers.
+    async fn list_schemas(
+        &self,
+        action: &str,
+        page: PageRequest,
+    ) -> Result<Page<ActionSchema>, StoreError>;
+    /// Actions that have a schema, each with its latest version. Ordered and paged by name.
+    async fn list_actions(&self, page: PageRequest) -> Result<Page<ActionSummary>, StoreError>;
+
+    /// Appends events to an organization's log, durably, or replays an earlier response (see
+    /// the crate docs). [`StoreError::OrganizationNotFound`] if the organization is not live.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+    /// Up to `limit` events of an organization's log with a sequence greater than `after` (all
+    /// from the start when `None`), in sequence order: the cursor read that pollers, streams and
+    /// exports build on.
+    async fn events_after(
+        &self,
+        organization_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Deletes idempotency records that expired before `now`; returns how many.
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,144 @@
+//! The values that cross the [`crate::Store`] boundary.
+
+use serde_json::Value;
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::Scope;
+use trailmark_domain::event::NewEvent;
+use trailmark_domain::schema::ActionSchema;
+
+/// A stored API key: its hash, never its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub hash: [u8; 32],
+    pub scope: Scope,
+    /// `Some` restricts the key to that organization.
+    pub organization_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// One page of a list, WorkOS style: up to `limit` items in `order`, starting after or ending
+/// before a cursor (an item's id, version or name, depending on the list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub order: Order,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Items in the requested order, and whether more exist beyond each end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More items exist before the first one (in the requested order).
+    pub more_before: bool,
+    /// More items exist after the last one.
+    pub more_after: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrganizationFilter {
+    /// Organizations that have any of these domains.
+    pub domains: Vec<String>,
+    /// Organizations whose name contains this text (case-insensitive).
+    pub search: Option<String>,
+    /// Only this organization (for keys restricted to one).
+    pub only: Option<String>,
+}
+
+/// What [`crate::Store::schema_for_event`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaLookup {
+    /// The action has no schema at all.
+    NoSchema,
+    Found(ActionSchema),
+    /// The action has schemas, but not the requested version.
+    UnknownVersion {
+        latest: u32,
+    },
+}
+
+/// An action with its latest schema version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSummary {
+    pub latest: ActionSchema,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A validated event waiting for its sequence number.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub id: String,
+    pub event: NewEvent,
+    pub received_at: Timestamp,
+}
+
+/// A response to replay for a repeated request: the status and body exactly as first sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Proof of storage for one event: its id and its position in the organization's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub id: String,
+    pub sequence: u64,
+}
+
+/// Renders the response for the receipts of a commit, so it can be stored with them.
+pub type RenderResponse = Box<dyn FnOnce(&[Receipt]) -> StoredResponse + Send>;
+
+/// Makes an append idempotent: the identity (see `trailmark_domain::idempotency`) and the
+/// function that renders the response to store for it.
+pub struct IdempotencyClaim {
+    pub identity: [u8; 32],
+    pub expires_at: Timestamp,
+    pub render: RenderResponse,
+}
+
+impl std::fmt::Debug for IdempotencyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyClaim")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub organization_id: String,
+    pub events: Vec<PendingEvent>,
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendOutcome {
+    /// The events were committed; `response` is what the claim rendered, if there was one.
+    Appended {
+        receipts: Vec<Receipt>,
+        response: Option<StoredResponse>,
+    },
+    /// An earlier commit with the same identity answered this already; nothing was stored.
+    Replayed(StoredResponse),
+}
+
+/// An event as stored: its place in the log and its normalized JSON (`NewEvent::to_json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub organization_id: String,
+    pub sequence: u64,
+    pub received_at: Timestamp,
+    pub body: Value,
+}

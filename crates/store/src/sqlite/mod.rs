@@ -1,0 +1,666 @@
+//! The embedded store: SQLite in WAL mode, one file, durable on every acknowledged commit.
+//! See [`worker`] for how writes are grouped into commits.
+
+mod worker;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Value, json};
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::Scope;
+use trailmark_domain::organization::{Domain, DomainState, Organization};
+use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+
+use crate::model::{
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, Order, OrganizationFilter, Page,
+    PageRequest, Receipt, SchemaLookup, StoredEvent, StoredResponse,
+};
+use crate::{Store, StoreError};
+use worker::Database;
+
+/// Migrations in order; `PRAGMA user_version` records how many have been applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Database,
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] if the directory cannot be created, [`StoreError::Database`] if the
+    /// file is not a usable SQLite database or a migration fails, [`StoreError::Corrupt`] if it
+    /// was created by a newer Trailmark.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqliteStore {
+            db: Database::open(path, migrate)?,
+        })
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {applied}, newer than this Trailmark ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", index as i64 + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO api_keys (id, hash, scope, organization_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![key.id, key.hash.as_slice(), key.scope.as_str(), key.organization_id, key.created_at.unix_millis()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.db
+            .read(move |c| {
+                let row = c
+                    .prepare_cached("SELECT id, scope, organization_id, created_at FROM api_keys WHERE hash = ?1")?
+                    .query_row([hash.as_slice()], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .optional()?;
+                row.map(|(id, scope, organization_id, created_at)| {
+                    let scope = Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("key {id} has scope '{scope}'")))?;
+                    Ok(ApiKeyRecord { id, hash, scope, organization_id, created_at: Timestamp::from_unix_millis(created_at) })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn has_api_keys(&self) -> Result<bool, StoreError> {
+        self.db
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT EXISTS (SELECT 1 FROM api_keys)", [], |row| {
+                        row.get(0)
+                    })?,
+                )
+            })
+            .await
+    }
+
+    async fn insert_organization(
+        &self,
+        organization: Organization,
+    ) -> Result<Organization, StoreError> {
+        self.db
+            .write(move |c| {
+                ensure_external_id_free(c, &organization)?;
+                c.execute(
+                    "INSERT INTO organizations (id, name, external_id, domains, metadata, allow_profiles_outside_organization,
+                        retention_period_in_days, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        organization.id,
+                        organization.name,
+                        organization.external_id,
+                        domains_json(&organization.domains),
+                        json!(organization.metadata).to_string(),
+                        organization.allow_profiles_outside_organization,
+                        organization.retention_period_in_days,
+                        organization.created_at.unix_millis(),
+                        organization.updated_at.unix_millis(),
+                    ],
+                )?;
+                Ok(organization)
+            })
+            .await
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Option<Organization>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!("SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = ?1 AND deleted_at IS NULL"))?
+                    .query_row([id], organization_from_row)
+                    .optional()?
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn list_organizations(
+        &self,
+        filter: OrganizationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Organization>, StoreError> {
+        self.db
+            .read(move |c| {
+                let mut conditions = vec!["deleted_at IS NULL".to_owned()];
+                let mut values: Vec<rusqlite::types::Value> = Vec::new();
+                if let Some(only) = filter.only {
+                    values.push(only.into());
+                    conditions.push(format!("id = ?{}", values.len()));
+                }
+                if let Some(search) = filter.search {
+                    values.push(format!("%{}%", search.to_lowercase().replace('%', "\\%").replace('_', "\\_")).into());
+                    conditions.push(format!("lower(name) LIKE ?{} ESCAPE '\\'", values.len()));
+                }
+                if !filter.domains.is_empty() {
+                    let mut placeholders = Vec::new();
+                    for domain in filter.domains {
+                        values.push(domain.to_ascii_lowercase().into());
+                        placeholders.push(format!("?{}", values.len()));
+                    }
+                    conditions.push(format!(
+                        "EXISTS (SELECT 1 FROM json_each(organizations.domains) d WHERE json_extract(d.value, '$.domain') IN ({}))",
+                        placeholders.join(", ")
+                    ));
+                }
+                let window = Window::new(&page);
+                if let Some(cursor) = &window.cursor {
+                    values.push(cursor.clone().into());
+                    conditions.push(format!("id {} ?{}", window.comparison, values.len()));
+                }
+                let sql = format!(
+                    "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE {} ORDER BY id {} LIMIT {}",
+                    conditions.join(" AND "),
+                    window.direction,
+                    page.limit + 1
+                );
+                let rows = c
+                    .prepare(&sql)?
+                    .query_map(rusqlite::params_from_iter(values), organization_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(window.page(rows, page.limit))
+            })
+            .await
+    }
+
+    async fn update_organization(&self, organization: Organization) -> Result<bool, StoreError> {
+        self.db
+            .write(move |c| {
+                ensure_external_id_free(c, &organization)?;
+                let changed = c.execute(
+                    "UPDATE organizations SET name = ?2, external_id = ?3, domains = ?4, metadata = ?5,
+                        allow_profiles_outside_organization = ?6, updated_at = ?7
+                     WHERE id = ?1 AND deleted_at IS NULL",
+                    params![
+                        organization.id,
+                        organization.name,
+                        organization.external_id,
+                        domains_json(&organization.domains),
+                        json!(organization.metadata).to_string(),
+                        organization.allow_profiles_outside_organization,
+                        organization.updated_at.unix_millis(),
+                    ],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn delete_organization(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                // The external id is freed so a new organization can take it.
+                let changed = c.execute(
+                    "UPDATE organizations SET deleted_at = ?2, external_id = NULL WHERE id = ?1 AND deleted_at IS NULL",
+                    params![id, now.unix_millis()],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn set_retention(
+        &self,
+        id: &str,
+        days: u32,
+        now: Timestamp,
+    ) -> Result<Option<Organization>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE organizations SET retention_period_in_days = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![id, days, now.unix_millis()],
+                )?;
+                c.prepare_cached(&format!("SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = ?1 AND deleted_at IS NULL"))?
+                    .query_row([id], organization_from_row)
+                    .optional()?
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn create_schema(
+        &self,
+        action: ActionName,
+        definition: SchemaDefinition,
+        now: Timestamp,
+    ) -> Result<ActionSchema, StoreError> {
+        self.db
+            .write(move |c| {
+                let latest = c
+                    .prepare_cached(
+                        "SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1 ORDER BY version DESC LIMIT 1",
+                    )?
+                    .query_row([action.as_str()], schema_from_row)
+                    .optional()?
+                    .transpose()?;
+                if let Some(latest) = &latest {
+                    if latest.definition.to_json() == definition.to_json() {
+                        return Ok(latest.clone());
+                    }
+                }
+                let version = latest.map_or(1, |l| l.version + 1);
+                c.execute(
+                    "INSERT INTO action_schemas (action, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![action.as_str(), version, definition.to_json().to_string(), now.unix_millis()],
+                )?;
+                Ok(ActionSchema { action, version, definition, created_at: now })
+            })
+            .await
+    }
+
+    async fn schema_for_event(
+        &self,
+        action: &str,
+        version: Option<u32>,
+    ) -> Result<SchemaLookup, StoreError> {
+        let action = action.to_owned();
+        self.db
+            .read(move |c| {
+                let wanted = version.unwrap_or(1);
+                let found = c
+                    .prepare_cached("SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1 AND version = ?2")?
+                    .query_row(params![action, wanted], schema_from_row)
+                    .optional()?
+                    .transpose()?;
+                if let Some(schema) = found {
+                    return Ok(SchemaLookup::Found(schema));
+                }
+                let latest: Option<u32> =
+                    c.query_row("SELECT MAX(version) FROM action_schemas WHERE action = ?1", [&action], |row| row.get(0))?;
+                Ok(latest.map_or(SchemaLookup::NoSchema, |latest| SchemaLookup::UnknownVersion { latest }))
+            })
+            .await
+    }
+
+    async fn list_schemas(
+        &self,
+        action: &str,
+        page: PageRequest,
+    ) -> Result<Page<ActionSchema>, StoreError> {
+        let action = action.to_owned();
+        self.db
+            .read(move |c| {
+                let window = Window::new(&page);
+                let mut values: Vec<rusqlite::types::Value> = vec![action.into()];
+                let mut condition = String::new();
+                if let Some(cursor) = &window.cursor {
+                    let version: i64 = cursor
+                        .parse()
+                        .map_err(|_| StoreError::InvalidCursor(if page.before.is_some() { "before" } else { "after" }))?;
+                    values.push(version.into());
+                    condition = format!("AND version {} ?2", window.comparison);
+                }
+                let sql = format!(
+                    "SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1 {condition}
+                     ORDER BY version {} LIMIT {}",
+                    window.direction,
+                    page.limit + 1
+                );
+                let rows = c
+                    .prepare(&sql)?
+                    .query_map(rusqlite::params_from_iter(values), schema_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(window.page(rows, page.limit))
+            })
+            .await
+    }
+
+    async fn list_actions(&self, page: PageRequest) -> Result<Page<ActionSummary>, StoreError> {
+        self.db
+            .read(move |c| {
+                let window = Window::new(&page);
+                let mut values: Vec<rusqlite::types::Value> = Vec::new();
+                let mut condition = String::new();
+                if let Some(cursor) = &window.cursor {
+                    values.push(cursor.clone().into());
+                    condition = format!("WHERE s.action {} ?1", window.comparison);
+                }
+                let sql = format!(
+                    "SELECT s.action, s.version, s.definition, s.created_at, f.created_at
+                     FROM action_schemas s
+                     JOIN (SELECT action, MAX(version) AS latest, MIN(created_at) AS created_at FROM action_schemas GROUP BY action) f
+                       ON f.action = s.action AND f.latest = s.version
+                     {condition}
+                     ORDER BY s.action {} LIMIT {}",
+                    window.direction,
+                    page.limit + 1
+                );
+                let rows = c
+                    .prepare(&sql)?
+                    .query_map(rusqlite::params_from_iter(values), |row| {
+                        let first_created: i64 = row.get(4)?;
+                        Ok(schema_from_row(row)?.map(|latest| ActionSummary {
+                            created_at: Timestamp::from_unix_millis(first_created),
+                            updated_at: latest.created_at,
+                            latest,
+                        }))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(window.page(rows, page.limit))
+            })
+            .await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.db.write(move |c| append(c, request)).await
+    }
+
+    async fn events_after(
+        &self,
+        organization_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let mut statement = c.prepare_cached(
+                    "SELECT id, sequence, received_at, body FROM events
+                     WHERE organization_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+                )?;
+                let rows = statement.query_map(params![organization_id, after, limit], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })?;
+                rows.map(|row| {
+                    let (id, sequence, received_at, body) = row?;
+                    Ok(StoredEvent {
+                        body: serde_json::from_str(&body)
+                            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
+                        id,
+                        organization_id: organization_id.clone(),
+                        sequence: sequence as u64,
+                        received_at: Timestamp::from_unix_millis(received_at),
+                    })
+                })
+                .collect()
+            })
+            .await
+    }
+
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.db
+            .write(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM idempotency WHERE expires_at <= ?1",
+                    [now.unix_millis()],
+                )? as u64)
+            })
+            .await
+    }
+}
+
+/// The body of an append, run by the writer inside the group transaction.
+fn append(c: &Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    let organization = request.organization_id;
+    let live: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM organizations WHERE id = ?1 AND deleted_at IS NULL)",
+        )?
+        .query_row([&organization], |row| row.get(0))?;
+    if !live {
+        return Err(StoreError::OrganizationNotFound(organization));
+    }
+    if let Some(claim) = &request.idempotency {
+        let earlier = c
+            .prepare_cached(
+                "SELECT status, body FROM idempotency WHERE identity = ?1 AND expires_at > ?2",
+            )?
+            .query_row(
+                params![claim.identity.as_slice(), Timestamp::now().unix_millis()],
+                |row| {
+                    Ok(StoredResponse {
+                        status: row.get(0)?,
+                        body: row.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(response) = earlier {
+            return Ok(AppendOutcome::Replayed(response));
+        }
+    }
+
+    let size: i64 = c
+        .prepare_cached("SELECT size FROM log_heads WHERE organization_id = ?1")?
+        .query_row([&organization], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut insert = c.prepare_cached(
+        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut receipts = Vec::with_capacity(request.events.len());
+    for (offset, pending) in request.events.into_iter().enumerate() {
+        let sequence = size + offset as i64;
+        insert.execute(params![
+            organization,
+            sequence,
+            pending.id,
+            pending.event.action(),
+            pending.event.occurred_at().unix_millis(),
+            pending.received_at.unix_millis(),
+            pending.event.to_json().to_string(),
+        ])?;
+        receipts.push(Receipt {
+            id: pending.id,
+            sequence: sequence as u64,
+        });
+    }
+    c.prepare_cached(
+        "INSERT INTO log_heads (organization_id, size) VALUES (?1, ?2)
+         ON CONFLICT (organization_id) DO UPDATE SET size = excluded.size",
+    )?
+    .execute(params![organization, size + receipts.len() as i64])?;
+
+    let response = match request.idempotency {
+        Some(claim) => {
+            let response = (claim.render)(&receipts);
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO idempotency (identity, organization_id, status, body, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![claim.identity.as_slice(), organization, response.status, response.body, claim.expires_at.unix_millis()])?;
+            Some(response)
+        }
+        None => None,
+    };
+    Ok(AppendOutcome::Appended { receipts, response })
+}
+
+fn ensure_external_id_free(c: &Connection, organization: &Organization) -> Result<(), StoreError> {
+    let Some(external_id) = &organization.external_id else {
+        return Ok(());
+    };
+    let taken: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM organizations WHERE external_id = ?1 AND id != ?2)",
+        params![external_id, organization.id],
+        |row| row.get(0),
+    )?;
+    if taken {
+        Err(StoreError::Conflict("external_id"))
+    } else {
+        Ok(())
+    }
+}
+
+const ORGANIZATION_COLUMNS: &str = "id, name, external_id, domains, metadata, allow_profiles_outside_organization, \
+     retention_period_in_days, created_at, updated_at";
+
+fn domains_json(domains: &[Domain]) -> String {
+    Value::Array(
+        domains
+            .iter()
+            .map(|d| json!({"id": d.id, "domain": d.domain, "state": d.state.as_str()}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// Maps a row of [`ORGANIZATION_COLUMNS`]; the inner `Result` reports stored JSON that no longer
+/// parses, which is corruption rather than a database error.
+fn organization_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Organization, StoreError>> {
+    let id: String = row.get(0)?;
+    let domains: String = row.get(3)?;
+    let metadata: String = row.get(4)?;
+    let parsed = (|| {
+        let domains: Vec<Value> = serde_json::from_str(&domains).map_err(|e| e.to_string())?;
+        let domains = domains
+            .iter()
+            .map(|d| {
+                Some(Domain {
+                    id: d.get("id")?.as_str()?.to_owned(),
+                    domain: d.get("domain")?.as_str()?.to_owned(),
+                    state: DomainState::parse(d.get("state")?.as_str()?)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or("malformed domain")?;
+        let metadata = serde_json::from_str(&metadata).map_err(|e| e.to_string())?;
+        Ok::<_, String>((domains, metadata))
+    })();
+    Ok(match parsed {
+        Ok((domains, metadata)) => Ok(Organization {
+            name: row.get(1)?,
+            external_id: row.get(2)?,
+            domains,
+            metadata,
+            allow_profiles_outside_organization: row.get(5)?,
+            retention_period_in_days: row.get(6)?,
+            created_at: Timestamp::from_unix_millis(row.get(7)?),
+            updated_at: Timestamp::from_unix_millis(row.get(8)?),
+            id,
+        }),
+        Err(reason) => Err(StoreError::Corrupt(format!("organization {id}: {reason}"))),
+    })
+}
+
+/// Maps `action, version, definition, created_at`.
+fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ActionSchema, StoreError>> {
+    let action: String = row.get(0)?;
+    let version: u32 = row.get(1)?;
+    let definition: String = row.get(2)?;
+    let created_at = Timestamp::from_unix_millis(row.get(3)?);
+    Ok((|| {
+        let corrupt =
+            |reason: String| StoreError::Corrupt(format!("schema {action} v{version}: {reason}"));
+        let value: Value = serde_json::from_str(&definition).map_err(|e| corrupt(e.to_string()))?;
+        let definition =
+            SchemaDefinition::parse(&value).map_err(|problems| corrupt(format!("{problems:?}")))?;
+        let action = ActionName::parse(&action).map_err(|problem| corrupt(problem.message))?;
+        Ok(ActionSchema {
+            action,
+            version,
+            definition,
+            created_at,
+        })
+    })())
+}
+
+/// How one page of a cursor-paginated list is read: which way to scan and from where.
+///
+/// With `order=desc`, `after=X` continues with keys below X; `before=X` returns the keys just
+/// above X, scanned upwards and then reversed, so the page still reads in descending order.
+struct Window {
+    cursor: Option<String>,
+    comparison: &'static str,
+    direction: &'static str,
+    reversed: bool,
+}
+
+impl Window {
+    fn new(page: &PageRequest) -> Self {
+        let descending = page.order == Order::Desc;
+        match (&page.before, &page.after) {
+            (Some(before), _) => Window {
+                cursor: Some(before.clone()),
+                comparison: if descending { ">" } else { "<" },
+                direction: if descending { "ASC" } else { "DESC" },
+                reversed: true,
+            },
+            (None, Some(after)) => Window {
+                cursor: Some(after.clone()),
+                comparison: if descending { "<" } else { ">" },
+                direction: if descending { "DESC" } else { "ASC" },
+                reversed: false,
+            },
+            (None, None) => Window {
+                cursor: None,
+                comparison: "",
+                direction: if descending { "DESC" } else { "ASC" },
+                reversed: false,
+            },
+        }
+    }
+
+    /// Trims the extra row fetched to detect more items, and restores the requested order.
+    fn page<T>(&self, mut rows: Vec<T>, limit: usize) -> Page<T> {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        if self.reversed {
+            rows.reverse();
+            Page {
+                items: rows,
+                more_before: more,
+                more_after: true,
+            }
+        } else {
+            Page {
+                items: rows,
+                more_before: self.cursor.is_some(),
+                more_after: more,
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The two halves of SQLite access: one writer thread that commits in groups, and a small pool
+//! of reader connections.
+//!
+//! SQLite allows one writer at a time, and each commit in `synchronous=FULL` costs an fsync
+//! (about 1,400 a second on the reference disk). So every write is a *job* sent to one thread,
+//! which takes all jobs waiting at that moment, runs each inside its own savepoint of one
+//! transaction, commits once, and only then answers each job's caller. Under load, hundreds of
+//! requests share one fsync; with no load, a lone job commits at once. A job that fails or panics
+//! is rolled back to its savepoint without disturbing the others in its group.
+//!
+//! Readers use separate connections; in WAL mode they see the last commit and never block the
+//! writer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::StoreError;
+
+/// Jobs committed together at most; bounds the latency one commit adds to its first job.
+const MAX_JOBS_PER_COMMIT: usize = 1_024;
+/// Jobs that may wait for the writer before senders wait too (back-pressure).
+const WRITE_QUEUE_DEPTH: usize = 8_192;
+/// Concurrent reader connections; more would only contend for the two cores.
+const READERS: usize = 4;
+/// How long a connection waits for another process's lock (a CLI command beside the server).
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Called after the commit with `None`, or with the reason the commit failed.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+/// Runs inside the transaction; says whether it succeeded and how to answer after the commit.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+#[derive(Clone)]
+pub(crate) struct Database {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReadPool>,
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path`, applies `migrate` on the writer
+    /// connection, and starts the writer thread.
+    pub(crate) fn open(
+        path: &Path,
+        migrate: impl FnOnce(&mut Connection) -> Result<(), StoreError>,
+    ) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Open {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let mut writer = Connection::open(path)?;
+        writer.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
+        // WAL lets readers run beside the writer; FULL makes every commit durable before it
+        // returns, which is what an acknowledged audit event requires.
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut writer)?;
+
+        let (jobs, queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("trailmark-sqlite-writer".into())
+            .spawn(move || run_writer(writer, queue))
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Database {
+            jobs,
+            readers: Arc::new(ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(READERS),
+            }),
+        })
+    }
+
+    /// Runs `work` in the next group commit and returns its result once that commit is durable.
+    pub(crate) async fn write<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |connection| {
+            let result = work(connection);
+            let succeeded = result.is_ok();
+            let finish: Finish = Box::new(move |commit_failure| {
+                let outcome = match commit_failure {
+                    None => result,
+                    Some(reason) => {
+                        Err(StoreError::Unavailable(format!("commit failed: {reason}")))
+                    }
+                };
+                // The caller may have gone away (client disconnected); the write stands anyway.
+                let _ = reply.send(outcome);
+            });
+            (succeeded, finish)
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the write was not committed".into()))?
+    }
+
+    /// Runs `work` on a reader connection, off the async threads.
+    pub(crate) async fn read<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
+        let pool = Arc::clone(&readers);
+        tokio::task::spawn_blocking(move || {
+            let connection = pool.take()?;
+            let result = work(&connection);
+            pool.give_back(connection);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a read task failed: {e}")))?
+    }
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .idle
+            .lock()
+            .map_err(|_| StoreError::Unavailable("reader pool poisoned".into()))?
+            .pop();
+        match idle {
+            Some(connection) => Ok(connection),
+            None => {
+                let connection = Connection::open(&self.path)?;
+                connection
+                    .busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
+                connection.pragma_update(None, "query_only", true)?;
+                Ok(connection)
+            }
+        }
+    }
+
+    fn give_back(&self, connection: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(connection);
+        }
+    }
+}
+
+fn run_writer(connection: Connection, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_JOBS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&connection, group);
+    }
+}
+
+fn commit_group(connection: &Connection, group: Vec<Job>) {
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs drops their reply channels: each caller gets `Unavailable`.
+        tracing::error!(%error, jobs = group.len(), "could not begin a write transaction");
+        return;
+    }
+    let mut finishes = Vec::with_capacity(group.len());
+    for job in group {
+        if let Err(error) = connection.execute_batch("SAVEPOINT job") {
+            tracing::error!(%error, "could not open a savepoint; the job is dropped uncommitted");
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| job(connection))) {
+            Ok((true, finish)) => {
+                let _ = connection.execute_batch("RELEASE job");
+                finishes.push(finish);
+            }
+            Ok((false, finish)) => {
+                let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+                finishes.push(finish);
+            }
+            // The job's reply channel was dropped in the unwind, so its caller learns of it.
+            Err(_) => {
+                tracing::error!("a storage job panicked; its writes were rolled back");
+                let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+    }
+    let commit = connection
+        .execute_batch("COMMIT")
+        .map_err(|e| e.to_string());
+    if commit.is_err() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    let failure = commit.err();
+    for finish in finishes {
+        finish(failure.as_deref());
+    }
+}
