@@ -140,6 +140,14 @@ def assert_json_error(resp, status: int) -> dict[str, Any]:
     return body
 
 
+def code_field(errors: Any) -> list[dict[str, Any]]:
+    """The `code`/`field` part of 422 error items. Extra keys in an item (e.g. a per-item
+    `message`) are allowed: every SDK ignores them."""
+    if not isinstance(errors, list):
+        return []
+    return [{"code": e.get("code"), "field": e.get("field")} for e in errors if isinstance(e, dict)]
+
+
 def bounded(iterator, limit: int = 2000) -> list:
     """Drain an SDK auto-paging iterator, failing instead of looping forever on a bad cursor."""
     items = []
@@ -435,7 +443,7 @@ def test_missing_actor_id_via_sdk_is_unprocessable(client: WorkOSClient, org, si
         client.audit_logs.create_event(organization_id=org.id, event=_EventWithoutActorId())  # type: ignore[arg-type]
     err = exc.value
     assert err.status_code == 422
-    assert {"code": "required", "field": "event.actor.id"} in (err.errors or []), err.response_json
+    assert {"code": "required", "field": "event.actor.id"} in code_field(err.errors), err.response_json
 
 
 def test_null_actor_id_model_is_unprocessable(client: WorkOSClient, org, signed_in_schemas):
@@ -453,7 +461,9 @@ def test_missing_actor_id_raw_body(raw: Raw, org, signed_in_schemas):
     resp = raw.post("/audit_logs/events", {"organization_id": org.id, "event": event},
                     headers={"Idempotency-Key": idem_key()})
     body = assert_json_error(resp, 422)
-    assert body.get("errors") == [{"code": "required", "field": "event.actor.id"}], resp.describe()
+    assert code_field(body.get("errors")) == [{"code": "required", "field": "event.actor.id"}], (
+        resp.describe()
+    )
 
 
 @pytest.mark.parametrize(
@@ -475,7 +485,7 @@ def test_other_missing_required_fields_raw(raw: Raw, org, signed_in_schemas, pat
     resp = raw.post("/audit_logs/events", {"organization_id": org.id, "event": event},
                     headers={"Idempotency-Key": idem_key()})
     body = assert_json_error(resp, 422)
-    assert {"code": "required", "field": field} in (body.get("errors") or []), resp.describe()
+    assert {"code": "required", "field": field} in code_field(body.get("errors")), resp.describe()
 
 
 def test_unknown_organization_is_not_found(client: WorkOSClient, signed_in_schemas):
@@ -512,7 +522,9 @@ def test_retention_never_set_is_null(client: WorkOSClient, org):
 def test_retention_never_set_raw_has_key(raw: Raw, org):
     resp = raw.get(f"/organizations/{org.id}/audit_logs_retention")
     assert resp.status == 200, resp.describe()
-    assert resp.json() == {"retention_period_in_days": None}, resp.describe()
+    body = resp.json()
+    assert "retention_period_in_days" in body, resp.describe()
+    assert body["retention_period_in_days"] is None, resp.describe()
 
 
 def test_update_retention_with_period(client: WorkOSClient, org):
@@ -556,11 +568,14 @@ def test_update_retention_in_days(client: WorkOSClient, org):
     ids=["days-31", "days-400", "period-13-months", "both-forms", "empty"],
 )
 def test_invalid_retention_is_422(raw: Raw, client: WorkOSClient, org, body):
+    client.audit_logs.update_organization_audit_logs_retention(
+        org.id, retention=RetentionPeriodInDays(60)
+    )
     resp = raw.put(f"/organizations/{org.id}/audit_logs_retention", body)
     assert_json_error(resp, 422)
     # A refused update changes nothing.
     got = client.audit_logs.get_organization_audit_logs_retention(org.id)
-    assert got.retention_period_in_days is None
+    assert got.retention_period_in_days == 60
 
 
 def test_invalid_retention_via_sdk_is_unprocessable(client: WorkOSClient, org):

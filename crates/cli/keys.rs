@@ -11,10 +11,10 @@ use crate::serve::open_store;
 
 pub async fn create(args: KeyCreateArgs) -> anyhow::Result<()> {
     let store = open_store(&args.storage)?;
-    if let Some(organization) = &args.organization {
-        if store.get_organization(organization).await?.is_none() {
-            bail!("organization '{organization}' does not exist");
-        }
+    if let Some(organization) = &args.organization
+        && store.get_organization(organization).await?.is_none()
+    {
+        bail!("organization '{organization}' does not exist");
     }
     let scope = match args.scope {
         ScopeArg::Ingest => Scope::Ingest,

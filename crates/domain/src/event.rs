@@ -117,28 +117,34 @@ impl NewEvent {
                 None
             }
         };
+        // `Some(None)`: absent; `Some(Some(v))`: valid; `None`: a problem was recorded.
         let version = match event.get("version") {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .filter(|v| *v >= 1)
-                .and_then(|v| u32::try_from(v).ok())
-                .map(Some)
-                .ok_or_else(|| {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Number(n)) => {
+                let parsed = n
+                    .as_u64()
+                    .filter(|v| *v >= 1)
+                    .and_then(|v| u32::try_from(v).ok());
+                if parsed.is_none() {
                     shape.push(
                         "invalid_value",
                         field("version"),
                         "version must be a positive integer",
-                    )
-                }),
-            Some(other) => Err(shape.push(
-                "invalid_type",
-                field("version"),
-                format!(
-                    "version must be a positive integer, got {}",
-                    json_type(other)
-                ),
-            )),
+                    );
+                }
+                parsed.map(Some)
+            }
+            Some(other) => {
+                shape.push(
+                    "invalid_type",
+                    field("version"),
+                    format!(
+                        "version must be a positive integer, got {}",
+                        json_type(other)
+                    ),
+                );
+                None
+            }
         };
 
         let actor = object(
@@ -225,7 +231,7 @@ impl NewEvent {
         Some(NewEvent {
             action: action?,
             occurred_at: occurred_at?,
-            version: version.ok()?,
+            version: version?,
             actor: Actor {
                 id: actor.id,
                 kind: actor.kind,

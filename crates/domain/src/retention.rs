@@ -86,8 +86,8 @@ fn period_days(period: &str) -> Option<u32> {
 }
 
 fn allowed_days(days: u32) -> bool {
-    (days % 30 == 0 && (30..=330).contains(&days))
-        || (days % 365 == 0 && (365..=3650).contains(&days))
+    (days.is_multiple_of(30) && (30..=330).contains(&days))
+        || (days.is_multiple_of(365) && (365..=3650).contains(&days))
 }
 
 #[cfg(test)]

@@ -94,20 +94,22 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized)?;
         let hash = ApiKeySecret::new(presented).hash();
 
-        if let Some(bootstrap) = &state.config.bootstrap_key_hash {
-            if constant_time_eq(bootstrap, &hash) {
-                return Ok(Caller {
-                    scope: Scope::Admin,
-                    organization: None,
-                });
-            }
+        if let Some(bootstrap) = &state.config.bootstrap_key_hash
+            && constant_time_eq(bootstrap, &hash)
+        {
+            return Ok(Caller {
+                scope: Scope::Admin,
+                organization: None,
+            });
         }
-        if let Ok(cache) = state.keys.0.lock() {
-            if let Some((caller, at)) = cache.get(&hash) {
-                if at.elapsed() < KEY_CACHE_TTL {
-                    return Ok(caller.clone());
-                }
-            }
+        let cached = state.keys.0.lock().ok().and_then(|cache| {
+            cache
+                .get(&hash)
+                .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+                .map(|(caller, _)| caller.clone())
+        });
+        if let Some(caller) = cached {
+            return Ok(caller);
         }
         let record = state
             .store

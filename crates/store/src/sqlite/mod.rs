@@ -275,10 +275,8 @@ impl Store for SqliteStore {
                     .query_row([action.as_str()], schema_from_row)
                     .optional()?
                     .transpose()?;
-                if let Some(latest) = &latest {
-                    if latest.definition.to_json() == definition.to_json() {
-                        return Ok(latest.clone());
-                    }
+                if let Some(latest) = latest.as_ref().filter(|l| l.definition.to_json() == definition.to_json()) {
+                    return Ok(latest.clone());
                 }
                 let version = latest.map_or(1, |l| l.version + 1);
                 c.execute(
