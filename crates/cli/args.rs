@@ -26,6 +26,8 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write one organization's events to a CSV or NDJSON file.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +106,16 @@ pub struct ServeArgs {
     /// start creates a key, prints it once and stores only its hash.
     #[arg(long, env = "TRAILMARK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// File holding the 32-byte secrets key (download-link signing; stream credentials).
+    /// Default: `<data-dir>/secrets.key`, created with mode 0600 on first start.
+    #[arg(long, env = "TRAILMARK_SECRETS_KEY_FILE")]
+    pub secrets_key: Option<PathBuf>,
+    /// How long an export's download link stays valid, in seconds.
+    #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600)]
+    pub export_link_ttl_secs: u64,
+    /// Longest date range one export may span, in days (default: no limit).
+    #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS")]
+    pub export_max_range_days: Option<u32>,
     /// Log filter, e.g. `info`, `debug`, `trailmark_server=debug`.
     #[arg(long, env = "TRAILMARK_LOG", default_value = "info")]
     pub log: String,
@@ -124,6 +136,56 @@ pub struct KeyCreateArgs {
     /// Restrict the key to one organization.
     #[arg(long)]
     pub organization: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The organization whose events to export.
+    #[arg(long)]
+    pub organization: String,
+    /// Earliest `occurred_at` (ISO-8601), inclusive.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Latest `occurred_at` (ISO-8601), inclusive.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Actions to include (`user.*` matches by prefix); comma-separated or repeated.
+    #[arg(long, value_delimiter = ',')]
+    pub actions: Vec<String>,
+    /// Actor ids to include.
+    #[arg(long, value_delimiter = ',')]
+    pub actor_ids: Vec<String>,
+    /// Actor names to include.
+    #[arg(long, value_delimiter = ',')]
+    pub actor_names: Vec<String>,
+    /// Target ids to include.
+    #[arg(long, value_delimiter = ',')]
+    pub target_ids: Vec<String>,
+    /// Target types to include.
+    #[arg(long, value_delimiter = ',')]
+    pub target_types: Vec<String>,
+    /// Free text (at least 3 characters) to find in ids, names, location and metadata.
+    #[arg(long)]
+    pub q: Option<String>,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: FormatArg,
+    /// The file to write (written to `<out>.partial`, then renamed when complete).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Export through a running server's API instead of reading the database directly.
+    #[arg(long, env = "TRAILMARK_SERVER")]
+    pub server: Option<String>,
+    /// API key for `--server`.
+    #[arg(long, env = "TRAILMARK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }

@@ -2,6 +2,8 @@
 //! It is the only crate that reads environment variables (through clap) or uses `anyhow`.
 
 mod args;
+mod export;
+mod key_files;
 mod keys;
 mod serve;
 
@@ -25,6 +27,7 @@ fn main() -> std::process::ExitCode {
             args::Command::Keys(args::KeysCommand::Create(create_args)) => {
                 keys::create(create_args).await
             }
+            args::Command::Export(export_args) => export::run(export_args).await,
         }
     });
     match result {

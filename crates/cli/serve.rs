@@ -2,6 +2,7 @@
 //! Ctrl-C, then finish in-flight requests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use trailmark_server::{AppState, ServerConfig};
 use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
 
 use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
+use crate::key_files::load_or_create;
 
 pub fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
@@ -63,7 +65,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    let secrets_key_path = args
+        .secrets_key
+        .clone()
+        .unwrap_or_else(|| args.storage.data_dir.join("secrets.key"));
+    let secrets_key = load_or_create(&secrets_key_path, args.secrets_key.is_none())?;
     let config = ServerConfig {
+        data_dir: args.storage.data_dir.clone(),
+        public_url: public_url.clone(),
+        secrets_key,
+        export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
+        export_max_range_days: args.export_max_range_days,
         require_schemas: args.require_schemas,
         max_body_bytes: args.max_body_bytes,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),

@@ -21,6 +21,9 @@ pub struct TestApp {
 pub struct Options {
     pub require_schemas: bool,
     pub max_body_bytes: usize,
+    pub export_max_range_days: Option<u32>,
+    /// A data directory to reuse (to restart over the same data), instead of a fresh one.
+    pub data_dir: Option<TempDir>,
 }
 
 impl Default for Options {
@@ -28,6 +31,8 @@ impl Default for Options {
         Options {
             require_schemas: false,
             max_body_bytes: 1024 * 1024,
+            export_max_range_days: None,
+            data_dir: None,
         }
     }
 }
@@ -38,19 +43,26 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = options
+            .data_dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
         let store = SqliteStore::open(&data_dir.path().join("trailmark.db")).expect("open store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
         let config = ServerConfig {
+            data_dir: data_dir.path().to_owned(),
+            public_url: base.clone(),
+            secrets_key: [42; 32],
+            export_link_ttl: std::time::Duration::from_secs(600),
+            export_max_range_days: options.export_max_range_days,
             require_schemas: options.require_schemas,
             max_body_bytes: options.max_body_bytes,
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let state = AppState::new(Arc::new(store), config);
         tokio::spawn(trailmark_server::serve(listener, state, async {
@@ -141,6 +153,22 @@ impl TestApp {
             .events_after(organization_id, None, 100_000)
             .await
             .expect("read events")
+    }
+}
+
+impl TestApp {
+    /// Stops this server and starts another over the same data directory.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let data_dir =
+            std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"));
+        TestApp::spawn_with(Options {
+            data_dir: Some(data_dir),
+            ..Options::default()
+        })
+        .await
     }
 }
 

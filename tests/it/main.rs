@@ -4,7 +4,9 @@
 mod crash;
 mod edges;
 mod events;
+mod exports;
 mod helpers;
 mod organizations;
+mod read;
 mod schemas;
 mod workos_rust_sdk;

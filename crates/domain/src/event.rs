@@ -281,6 +281,33 @@ impl NewEvent {
         self.metadata.as_ref()
     }
 
+    /// The text free-text search looks in: the action, actor and target ids and names, the
+    /// location and every metadata value, one per line.
+    pub fn search_text(&self) -> String {
+        let mut parts: Vec<&str> = vec![&self.action, &self.actor.id];
+        parts.extend(self.actor.name.as_deref());
+        parts.push(&self.context.location);
+        for target in &self.targets {
+            parts.push(&target.id);
+            parts.extend(target.name.as_deref());
+        }
+        let mut text = parts.join("\n");
+        let metadata = std::iter::once(self.metadata.as_ref())
+            .chain(std::iter::once(self.actor.metadata.as_ref()))
+            .chain(self.targets.iter().map(|t| t.metadata.as_ref()))
+            .flatten();
+        for map in metadata {
+            for value in map.as_map().values() {
+                text.push('\n');
+                match value {
+                    Value::String(s) => text.push_str(s),
+                    other => text.push_str(&other.to_string()),
+                }
+            }
+        }
+        text
+    }
+
     /// The event's normalized JSON: the submitted fields in WorkOS's snake_case names, with the
     /// timestamp in the one output form and absent optional fields left out. It is what the
     /// store keeps, and (with the organization and the idempotency key) what identifies a

@@ -11,6 +11,7 @@ pub enum IdKind {
     OrganizationDomain,
     Event,
     ApiKey,
+    Export,
     /// Request ids (`X-Request-ID`) that Trailmark makes when the client sent none.
     Request,
 }
@@ -22,6 +23,7 @@ impl IdKind {
             IdKind::OrganizationDomain => "org_domain",
             IdKind::Event => "event",
             IdKind::ApiKey => "key",
+            IdKind::Export => "audit_log_export",
             IdKind::Request => "req",
         }
     }

@@ -14,6 +14,9 @@
 //! - [`metadata`]: the metadata maps of events, actors and targets.
 //! - [`event`]: `NewEvent::parse` and the event's normalized JSON.
 //! - [`schema`]: versioned action schemas and validation of an event against one.
+//! - [`record`]: the event object, the one shape of a stored event wherever it is read.
+//! - [`query`]: the filters readers and exports use.
+//! - [`export`]: CSV and NDJSON rows.
 //! - [`organization`], [`retention`], [`api_key`]: the rest of the data the API manages.
 //!
 //! ```
@@ -32,12 +35,15 @@
 pub mod api_key;
 pub mod canonical;
 pub mod event;
+pub mod export;
 pub mod id;
 pub mod idempotency;
 pub mod limits;
 pub mod metadata;
 pub mod organization;
 pub mod problem;
+pub mod query;
+pub mod record;
 pub mod retention;
 pub mod schema;
 pub mod timestamp;

@@ -97,33 +97,9 @@ impl QueryPairs {
     ///
     /// # Errors
     ///
-    /// 422 naming `limit`, `order` or `before` when a value is out of range or malformed.
+    /// 422 naming `limit`, `order` or `before` when a value is out of range or malformed, or
+    /// both cursors are given.
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        let limit = match self.get("limit") {
-            None | Some("") => 10,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|limit| (1..=100).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::field(
-                        "invalid_value",
-                        "limit",
-                        format!("limit must be an integer from 1 to 100, got '{text}'"),
-                    )
-                })?,
-        };
-        let order = match self.get("order") {
-            None | Some("") | Some("desc") | Some("normal") => Order::Desc,
-            Some("asc") => Order::Asc,
-            Some(other) => {
-                return Err(ApiError::field(
-                    "invalid_value",
-                    "order",
-                    format!("order must be 'asc', 'desc' or 'normal', got '{other}'"),
-                ));
-            }
-        };
         let cursor = |name| {
             self.get(name)
                 .filter(|value| !value.is_empty())
@@ -138,11 +114,50 @@ impl QueryPairs {
             ));
         }
         Ok(PageRequest {
-            limit,
-            order,
+            limit: self.limit()?,
+            order: self.order()?,
             before,
             after,
         })
+    }
+
+    /// `limit`: 1 to 100, default 10.
+    ///
+    /// # Errors
+    ///
+    /// 422 naming `limit`.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None | Some("") => Ok(10),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|limit| (1..=100).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "invalid_value",
+                        "limit",
+                        format!("limit must be an integer from 1 to 100, got '{text}'"),
+                    )
+                }),
+        }
+    }
+
+    /// `order`: `asc`, or `desc` (also spelled `normal`), the default.
+    ///
+    /// # Errors
+    ///
+    /// 422 naming `order`.
+    pub fn order(&self) -> Result<Order, ApiError> {
+        match self.get("order") {
+            None | Some("" | "desc" | "normal") => Ok(Order::Desc),
+            Some("asc") => Ok(Order::Asc),
+            Some(other) => Err(ApiError::field(
+                "invalid_value",
+                "order",
+                format!("order must be 'asc', 'desc' or 'normal', got '{other}'"),
+            )),
+        }
     }
 }
 

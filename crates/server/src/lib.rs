@@ -13,11 +13,14 @@
 //! - `extract`: the JSON-body and query extractors that turn bad input into 4xx JSON.
 //! - `middleware`: request ids, metrics, and JSON bodies for every error response.
 //! - `wire`: hand-written JSON for every object the API returns.
+//! - `exports`: background export jobs; `links`: their signed download links.
 //! - `routes/`: one file per resource.
 
 mod auth;
 pub mod error;
+mod exports;
 mod extract;
+mod links;
 mod metrics;
 mod middleware;
 mod routes;

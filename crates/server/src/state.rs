@@ -2,8 +2,11 @@
 //! the metrics registry. Cheap to clone (`Arc`s inside).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::schema::CompiledSchema;
@@ -11,11 +14,22 @@ use trailmark_store::{SchemaLookup, Store};
 
 use crate::auth::KeyCache;
 use crate::error::ApiError;
+use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 
 /// Settings the CLI resolves from flags and environment variables.
 #[derive(Clone)]
 pub struct ServerConfig {
+    /// Where export files are written (`<data-dir>/exports`).
+    pub data_dir: PathBuf,
+    /// The base URL clients reach this server at; download links start with it.
+    pub public_url: String,
+    /// The instance's secrets key (the secrets key file); download-link keys derive from it.
+    pub secrets_key: [u8; 32],
+    /// How long a download link stays valid; every `GET` of the export makes a new one.
+    pub export_link_ttl: Duration,
+    /// Longest `range_end - range_start` an export may span, if the operator set one.
+    pub export_max_range_days: Option<u32>,
     /// Refuse events whose action has no schema (`--require-schemas`).
     pub require_schemas: bool,
     /// Largest accepted request body, in bytes; batch ingest accepts [`BATCH_BODY_FACTOR`] times it.
@@ -23,6 +37,9 @@ pub struct ServerConfig {
     /// SHA-256 of the key given by `TRAILMARK_API_KEY`, valid with full rights and never stored.
     pub bootstrap_key_hash: Option<[u8; 32]>,
 }
+
+/// Export jobs that run at once; more wait their turn (each streams from storage to a file).
+const EXPORT_JOBS_AT_ONCE: usize = 2;
 
 /// A batch may carry up to 1,000 events, so its body limit is this multiple of the normal one.
 pub const BATCH_BODY_FACTOR: usize = 16;
@@ -47,21 +64,31 @@ pub struct AppState {
     pub(crate) schemas: Arc<SchemaCache>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) keys: Arc<KeyCache>,
+    pub(crate) links: LinkSigner,
+    pub(crate) export_jobs: Arc<Semaphore>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         AppState {
             store,
-            config: Arc::new(config),
             schemas: Arc::new(SchemaCache::default()),
             metrics: Arc::new(Metrics::default()),
             keys: Arc::new(KeyCache::default()),
+            links: LinkSigner::new(
+                &config.secrets_key,
+                config.export_link_ttl,
+                &config.public_url,
+            ),
+            export_jobs: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
+            config: Arc::new(config),
         }
     }
 
-    /// Starts the background housekeeping: expired idempotency records are deleted hourly.
+    /// Starts the background work: export jobs left pending by a previous run are resumed, and
+    /// expired idempotency records are deleted hourly.
     pub(crate) fn spawn_maintenance(&self) {
+        crate::exports::resume_pending(self.clone());
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
             let mut every_hour = tokio::time::interval(Duration::from_secs(3600));

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod codec;
 mod error;
 mod model;
 mod sqlite;
@@ -34,9 +35,9 @@ use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 
 pub use error::StoreError;
 pub use model::{
-    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, IdempotencyClaim, Order,
-    OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup, StoredEvent,
-    StoredResponse,
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
+    IdempotencyClaim, Order, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt,
+    SchemaLookup, SearchPage, SearchRequest, StoredEvent, StoredResponse,
 };
 pub use sqlite::SqliteStore;
 
@@ -114,6 +115,29 @@ pub trait Store: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// One organization's events matching a search, in sequence order (see [`SearchRequest`]).
+    /// Read-your-writes: every acknowledged append is visible.
+    async fn search_events(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+    ) -> Result<SearchPage, StoreError>;
+    /// An event by id, whatever its organization (the caller checks access).
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Records a new export job.
+    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError>;
+    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError>;
+    /// Export jobs in `state`, oldest first (the server resumes pending ones after a restart).
+    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError>;
+    /// Marks a pending export ready (with its row count) or failed (with the reason).
+    async fn finish_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
     /// Deletes idempotency records that expired before `now`; returns how many.
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;
 }

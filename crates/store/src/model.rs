@@ -4,6 +4,8 @@ use serde_json::Value;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::event::NewEvent;
+use trailmark_domain::export::ExportFormat;
+use trailmark_domain::query::EventFilter;
 use trailmark_domain::schema::ActionSchema;
 
 /// A stored API key: its hash, never its text.
@@ -141,4 +143,79 @@ pub struct StoredEvent {
     pub sequence: u64,
     pub received_at: Timestamp,
     pub body: Value,
+}
+
+impl StoredEvent {
+    /// The event object (`trailmark_domain::record`): the one shape readers see.
+    pub fn to_object(&self) -> Value {
+        trailmark_domain::record::event_object(
+            trailmark_domain::record::Placement {
+                id: &self.id,
+                organization_id: &self.organization_id,
+                sequence: self.sequence,
+                received_at: self.received_at,
+            },
+            &self.body,
+        )
+    }
+}
+
+/// A search over one organization's log: filters, sequence bounds (exclusive), order, size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchRequest {
+    pub filter: EventFilter,
+    /// Only events with a greater sequence.
+    pub after: Option<u64>,
+    /// Only events with a smaller sequence.
+    pub before: Option<u64>,
+    pub order: Order,
+    pub limit: usize,
+}
+
+/// The result of a search: events in the requested order, and whether more matching events lie
+/// beyond the last one returned (in that order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    pub events: Vec<StoredEvent>,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportState {
+    Pending,
+    Ready,
+    Error,
+}
+
+impl ExportState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportState::Pending => "pending",
+            ExportState::Ready => "ready",
+            ExportState::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(ExportState::Pending),
+            "ready" => Some(ExportState::Ready),
+            "error" => Some(ExportState::Error),
+            _ => None,
+        }
+    }
+}
+
+/// An export job and, once it ran, its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRecord {
+    pub id: String,
+    pub organization_id: String,
+    pub state: ExportState,
+    pub format: ExportFormat,
+    pub filter: EventFilter,
+    pub row_count: Option<u64>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }

@@ -1,8 +1,10 @@
 //! One file per resource; this file assembles them into the router.
 
 mod events;
+mod exports;
 mod organizations;
 mod schemas;
+mod search;
 mod system;
 
 use axum::Router;
@@ -16,6 +18,11 @@ use crate::state::{AppState, BATCH_BODY_FACTOR};
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/audit_logs/events"),
     ("POST", "/audit_logs/events/batch"),
+    ("GET", "/audit_logs/events"),
+    ("GET", "/audit_logs/events/{id}"),
+    ("POST", "/audit_logs/exports"),
+    ("GET", "/audit_logs/exports/{id}"),
+    ("GET", "/audit_logs/exports/{id}/download"),
     ("POST", "/audit_logs/actions/{action}/schemas"),
     ("GET", "/audit_logs/actions/{action}/schemas"),
     ("GET", "/audit_logs/actions"),
@@ -36,7 +43,14 @@ const ROUTES: &[(&str, &str)] = &[
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
-        .route("/audit_logs/events", post(events::create))
+        .route(
+            "/audit_logs/events",
+            post(events::create).get(search::search),
+        )
+        .route("/audit_logs/events/{id}", get(search::get))
+        .route("/audit_logs/exports", post(exports::create))
+        .route("/audit_logs/exports/{id}", get(exports::get))
+        .route("/audit_logs/exports/{id}/download", get(exports::download))
         .route(
             "/audit_logs/events/batch",
             post(events::create_batch).layer(DefaultBodyLimit::max(

@@ -10,12 +10,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
+use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Domain, DomainState, Organization};
+use trailmark_domain::query::ActionPattern;
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 
+use crate::codec::{filter_from_json, filter_to_json};
 use crate::model::{
-    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, Order, OrganizationFilter, Page,
-    PageRequest, Receipt, SchemaLookup, StoredEvent, StoredResponse,
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Order,
+    OrganizationFilter, Page, PageRequest, Receipt, SchemaLookup, SearchPage, SearchRequest,
+    StoredEvent, StoredResponse,
 };
 use crate::{Store, StoreError};
 use worker::Database;
@@ -414,16 +418,144 @@ impl Store for SqliteStore {
                 })?;
                 rows.map(|row| {
                     let (id, sequence, received_at, body) = row?;
-                    Ok(StoredEvent {
-                        body: serde_json::from_str(&body)
-                            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
-                        id,
-                        organization_id: organization_id.clone(),
-                        sequence: sequence as u64,
-                        received_at: Timestamp::from_unix_millis(received_at),
-                    })
+                    stored_event(id, organization_id.clone(), sequence, received_at, &body)
                 })
                 .collect()
+            })
+            .await
+    }
+
+    async fn search_events(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+    ) -> Result<SearchPage, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                let mut query = SearchSql::new(&organization_id);
+                query.add_filter(&request);
+                let sql = format!(
+                    "SELECT e.id, e.sequence, e.received_at, e.body FROM events e WHERE {}
+                     ORDER BY e.sequence {} LIMIT {}",
+                    query.conditions.join(" AND "),
+                    if request.order == Order::Asc {
+                        "ASC"
+                    } else {
+                        "DESC"
+                    },
+                    request.limit + 1
+                );
+                let mut statement = c.prepare_cached(&sql)?;
+                let rows =
+                    statement.query_map(rusqlite::params_from_iter(query.values), |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, String>(3)?,
+                        ))
+                    })?;
+                let mut events = rows
+                    .map(|row| {
+                        let (id, sequence, received_at, body) = row?;
+                        stored_event(id, organization_id.clone(), sequence, received_at, &body)
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let more = events.len() > request.limit;
+                events.truncate(request.limit);
+                Ok(SearchPage { events, more })
+            })
+            .await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                let row = c
+                    .prepare_cached("SELECT organization_id, sequence, received_at, body FROM events WHERE id = ?1")?
+                    .query_row([&id], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?))
+                    })
+                    .optional()?;
+                row.map(|(organization_id, sequence, received_at, body)| {
+                    stored_event(id.clone(), organization_id, sequence, received_at, &body)
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO exports (id, organization_id, state, format, filter, row_count, error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        export.id,
+                        export.organization_id,
+                        export.state.as_str(),
+                        export.format.as_str(),
+                        filter_to_json(&export.filter),
+                        export.row_count.map(|n| n as i64),
+                        export.error,
+                        export.created_at.unix_millis(),
+                        export.updated_at.unix_millis(),
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {EXPORT_COLUMNS} FROM exports WHERE id = ?1"
+                ))?
+                .query_row([id], export_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {EXPORT_COLUMNS} FROM exports WHERE state = ?1 ORDER BY id"
+                ))?
+                .query_map([state.as_str()], export_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn finish_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                let (state, rows, error) = match outcome {
+                    Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
+                    Err(reason) => (ExportState::Error, None, Some(reason)),
+                };
+                c.execute(
+                    "UPDATE exports SET state = ?2, row_count = ?3, error = ?4, updated_at = ?5 WHERE id = ?1 AND state = 'pending'",
+                    params![id, state.as_str(), rows, error, now.unix_millis()],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -477,21 +609,33 @@ fn append(c: &Connection, request: AppendRequest) -> Result<AppendOutcome, Store
         .optional()?
         .unwrap_or(0);
     let mut insert = c.prepare_cached(
-        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id, actor_name, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    let mut insert_target = c.prepare_cached(
+        "INSERT INTO event_targets (organization_id, sequence, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut insert_text =
+        c.prepare_cached("INSERT INTO events_fts (rowid, text) VALUES (?1, ?2)")?;
     let mut receipts = Vec::with_capacity(request.events.len());
     for (offset, pending) in request.events.into_iter().enumerate() {
         let sequence = size + offset as i64;
+        let event = &pending.event;
         insert.execute(params![
             organization,
             sequence,
             pending.id,
-            pending.event.action(),
-            pending.event.occurred_at().unix_millis(),
+            event.action(),
+            event.occurred_at().unix_millis(),
             pending.received_at.unix_millis(),
-            pending.event.to_json().to_string(),
+            event.actor().id,
+            event.actor().name,
+            event.to_json().to_string(),
         ])?;
+        insert_text.execute(params![c.last_insert_rowid(), event.search_text()])?;
+        for target in event.targets() {
+            insert_target.execute(params![organization, sequence, target.id, target.kind])?;
+        }
         receipts.push(Receipt {
             id: pending.id,
             sequence: sequence as u64,
@@ -515,6 +659,148 @@ fn append(c: &Connection, request: AppendRequest) -> Result<AppendOutcome, Store
         None => None,
     };
     Ok(AppendOutcome::Appended { receipts, response })
+}
+
+fn stored_event(
+    id: String,
+    organization_id: String,
+    sequence: i64,
+    received_at: i64,
+    body: &str,
+) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        body: serde_json::from_str(body)
+            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
+        id,
+        organization_id,
+        sequence: sequence as u64,
+        received_at: Timestamp::from_unix_millis(received_at),
+    })
+}
+
+/// The WHERE clause of a search, built up with numbered parameters.
+struct SearchSql {
+    conditions: Vec<String>,
+    values: Vec<rusqlite::types::Value>,
+}
+
+impl SearchSql {
+    fn new(organization_id: &str) -> Self {
+        SearchSql {
+            conditions: vec!["e.organization_id = ?1".into()],
+            values: vec![organization_id.to_owned().into()],
+        }
+    }
+
+    fn bind(&mut self, value: impl Into<rusqlite::types::Value>) -> String {
+        self.values.push(value.into());
+        format!("?{}", self.values.len())
+    }
+
+    fn bind_all(&mut self, values: &[String]) -> String {
+        values
+            .iter()
+            .map(|v| self.bind(v.clone()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn add_filter(&mut self, request: &SearchRequest) {
+        let filter = &request.filter;
+        if let Some(after) = request.after {
+            let p = self.bind(i64::try_from(after).unwrap_or(i64::MAX));
+            self.conditions.push(format!("e.sequence > {p}"));
+        }
+        if let Some(before) = request.before {
+            let p = self.bind(i64::try_from(before).unwrap_or(i64::MAX));
+            self.conditions.push(format!("e.sequence < {p}"));
+        }
+        if let Some(start) = filter.range_start {
+            let p = self.bind(start.unix_millis());
+            self.conditions.push(format!("e.occurred_at >= {p}"));
+        }
+        if let Some(end) = filter.range_end {
+            let p = self.bind(end.unix_millis());
+            self.conditions.push(format!("e.occurred_at <= {p}"));
+        }
+        if !filter.actions.is_empty() {
+            let mut alternatives = Vec::new();
+            for pattern in &filter.actions {
+                match pattern {
+                    ActionPattern::Exact(action) => {
+                        let p = self.bind(action.clone());
+                        alternatives.push(format!("e.action = {p}"));
+                    }
+                    // A range on the prefix uses the (organization_id, action) index, and is
+                    // case-sensitive where LIKE would not be.
+                    ActionPattern::Prefix(prefix) => {
+                        let low = self.bind(prefix.clone());
+                        let high = self.bind(format!("{prefix}\u{10FFFF}"));
+                        alternatives.push(format!("(e.action >= {low} AND e.action < {high})"));
+                    }
+                }
+            }
+            self.conditions
+                .push(format!("({})", alternatives.join(" OR ")));
+        }
+        if !filter.actor_ids.is_empty() {
+            let list = self.bind_all(&filter.actor_ids);
+            self.conditions.push(format!("e.actor_id IN ({list})"));
+        }
+        if !filter.actor_names.is_empty() {
+            let list = self.bind_all(&filter.actor_names);
+            self.conditions.push(format!("e.actor_name IN ({list})"));
+        }
+        for (column, values) in [
+            ("target_id", &filter.target_ids),
+            ("target_type", &filter.target_types),
+        ] {
+            if !values.is_empty() {
+                let list = self.bind_all(values);
+                self.conditions.push(format!(
+                    "EXISTS (SELECT 1 FROM event_targets t WHERE t.organization_id = e.organization_id
+                       AND t.sequence = e.sequence AND t.{column} IN ({list}))"
+                ));
+            }
+        }
+        if let Some(text) = &filter.text {
+            // An FTS5 phrase: the trigram tokenizer matches it as a substring.
+            let p = self.bind(format!("\"{}\"", text.replace('"', "\"\"")));
+            self.conditions.push(format!(
+                "e.rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH {p})"
+            ));
+        }
+    }
+}
+
+const EXPORT_COLUMNS: &str =
+    "id, organization_id, state, format, filter, row_count, error, created_at, updated_at";
+
+fn export_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ExportRecord, StoreError>> {
+    let id: String = row.get(0)?;
+    let state: String = row.get(2)?;
+    let format: String = row.get(3)?;
+    let filter: String = row.get(4)?;
+    let organization_id: String = row.get(1)?;
+    let row_count: Option<i64> = row.get(5)?;
+    let error: Option<String> = row.get(6)?;
+    let created_at = Timestamp::from_unix_millis(row.get(7)?);
+    let updated_at = Timestamp::from_unix_millis(row.get(8)?);
+    Ok((|| {
+        Ok(ExportRecord {
+            state: ExportState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("export {id} state '{state}'")))?,
+            format: ExportFormat::parse(&format)
+                .ok_or_else(|| StoreError::Corrupt(format!("export {id} format '{format}'")))?,
+            filter: filter_from_json(&filter)?,
+            organization_id,
+            row_count: row_count.map(|n| n as u64),
+            error,
+            created_at,
+            updated_at,
+            id,
+        })
+    })())
 }
 
 fn ensure_external_id_free(c: &Connection, organization: &Organization) -> Result<(), StoreError> {

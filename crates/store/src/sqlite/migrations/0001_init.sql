@@ -39,6 +39,9 @@ CREATE TABLE log_heads (
     size INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- One row per event; body is the normalized event JSON. The columns beside it exist to be
+-- indexed for search; every index leads with organization_id so one tenant's queries never
+-- scan another's rows, and ends with sequence so results come out in log order.
 CREATE TABLE events (
     organization_id TEXT NOT NULL,
     sequence INTEGER NOT NULL,
@@ -46,9 +49,44 @@ CREATE TABLE events (
     action TEXT NOT NULL,
     occurred_at INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_name TEXT,
     body TEXT NOT NULL,
     PRIMARY KEY (organization_id, sequence)
 );
+CREATE INDEX events_by_action ON events (organization_id, action, sequence);
+CREATE INDEX events_by_time ON events (organization_id, occurred_at, sequence);
+CREATE INDEX events_by_actor_id ON events (organization_id, actor_id, sequence);
+CREATE INDEX events_by_actor_name ON events (organization_id, actor_name, sequence);
+
+-- Targets, one row each, for the target_ids and target_types filters.
+CREATE TABLE event_targets (
+    organization_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    target_id TEXT NOT NULL,
+    target_type TEXT NOT NULL
+);
+CREATE INDEX event_targets_by_id ON event_targets (organization_id, target_id, sequence);
+CREATE INDEX event_targets_by_type ON event_targets (organization_id, target_type, sequence);
+
+-- Free-text search: a trigram index (substring matching, case-insensitive) over each event's
+-- search text, keyed by the events rowid. Contentless: the text is not stored twice;
+-- contentless_delete lets retention remove an event's entry.
+CREATE VIRTUAL TABLE events_fts USING fts5 (text, content = '', contentless_delete = 1, tokenize = 'trigram');
+
+-- Export jobs. The file lives in the data directory under exports/<id>.<csv|ndjson>.
+CREATE TABLE exports (
+    id TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL,
+    state TEXT NOT NULL,                -- pending | ready | error
+    format TEXT NOT NULL,               -- csv | ndjson
+    filter TEXT NOT NULL,               -- JSON of the filters
+    row_count INTEGER,
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX exports_by_state ON exports (state);
 
 -- Responses of idempotent requests, replayed until they expire (24 h).
 CREATE TABLE idempotency (

@@ -1,0 +1,202 @@
+//! The two export formats, written from event objects ([`crate::record::event_object`]).
+//!
+//! **NDJSON**: one event object per line, as compact JSON, `\n`-terminated.
+//!
+//! **CSV** (RFC 4180: comma-separated, CRLF line ends, a header row). Columns, in order:
+//!
+//! | column | content |
+//! |---|---|
+//! | `id` | `event_…` |
+//! | `organization_id` | `org_…` |
+//! | `sequence` | position in the organization's log, from 0 |
+//! | `occurred_at`, `received_at` | `YYYY-MM-DDTHH:MM:SS.mmmZ` |
+//! | `action` | e.g. `user.signed_in` |
+//! | `version` | schema version named by the client, or empty |
+//! | `actor_id`, `actor_type`, `actor_name` | the actor (name may be empty) |
+//! | `actor_metadata` | compact JSON object, or empty |
+//! | `targets` | compact JSON array of `{id, type, name?, metadata?}` |
+//! | `location`, `user_agent` | the context |
+//! | `metadata` | compact JSON object, or empty |
+//!
+//! A cell is quoted when it contains a comma, a double quote, CR or LF; inner quotes are
+//! doubled. A cell a spreadsheet would run as a formula — one starting with `=`, `+`, `-`, `@`,
+//! a tab or CR — is prefixed with a single quote `'` (OWASP "CSV injection"), so `=HYPERLINK(…)`
+//! arrives as the text `'=HYPERLINK(…)`. Compatibility rule: columns may be appended, never
+//! reordered or removed.
+
+use serde_json::Value;
+
+/// The file format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+impl ExportFormat {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "csv" => Some(ExportFormat::Csv),
+            "ndjson" => Some(ExportFormat::Ndjson),
+            _ => None,
+        }
+    }
+
+    /// The name used in the API and as the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Ndjson => "ndjson",
+        }
+    }
+
+    /// The text that opens a file of this format (the CSV header; nothing for NDJSON).
+    pub fn preamble(self) -> String {
+        match self {
+            ExportFormat::Csv => csv_header(),
+            ExportFormat::Ndjson => String::new(),
+        }
+    }
+
+    /// Appends one event object in this format.
+    pub fn write(self, event: &Value, out: &mut String) {
+        match self {
+            ExportFormat::Csv => csv_row(event, out),
+            ExportFormat::Ndjson => ndjson_line(event, out),
+        }
+    }
+}
+
+pub const CSV_COLUMNS: [&str; 15] = [
+    "id",
+    "organization_id",
+    "sequence",
+    "occurred_at",
+    "received_at",
+    "action",
+    "version",
+    "actor_id",
+    "actor_type",
+    "actor_name",
+    "actor_metadata",
+    "targets",
+    "location",
+    "user_agent",
+    "metadata",
+];
+
+/// The header row, CRLF-terminated.
+pub fn csv_header() -> String {
+    let mut line = CSV_COLUMNS.join(",");
+    line.push_str("\r\n");
+    line
+}
+
+/// Appends the CSV row of `event` (an event object) to `out`.
+pub fn csv_row(event: &Value, out: &mut String) {
+    let text = |value: &Value| match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let json_or_empty = |value: &Value| {
+        if value.is_null() {
+            String::new()
+        } else {
+            value.to_string()
+        }
+    };
+    let actor = &event["actor"];
+    let context = &event["context"];
+    let cells = [
+        text(&event["id"]),
+        text(&event["organization_id"]),
+        text(&event["sequence"]),
+        text(&event["occurred_at"]),
+        text(&event["received_at"]),
+        text(&event["action"]),
+        text(&event["version"]),
+        text(&actor["id"]),
+        text(&actor["type"]),
+        text(&actor["name"]),
+        json_or_empty(&actor["metadata"]),
+        json_or_empty(&event["targets"]),
+        text(&context["location"]),
+        text(&context["user_agent"]),
+        json_or_empty(&event["metadata"]),
+    ];
+    for (index, cell) in cells.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_cell(cell, out);
+    }
+    out.push_str("\r\n");
+}
+
+/// Appends the NDJSON line of `event` to `out`.
+pub fn ndjson_line(event: &Value, out: &mut String) {
+    out.push_str(&event.to_string());
+    out.push('\n');
+}
+
+fn write_cell(cell: &str, out: &mut String) {
+    let neutralize = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = cell.contains([',', '"', '\r', '\n']);
+    if quote {
+        out.push('"');
+    }
+    if neutralize {
+        out.push('\'');
+    }
+    if quote {
+        out.push_str(&cell.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(cell);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(event: Value) -> String {
+        let mut out = String::new();
+        csv_row(&event, &mut out);
+        out
+    }
+
+    #[test]
+    fn writes_every_column_in_order() {
+        let event = json!({"id": "event_1", "organization_id": "org_1", "sequence": 7, "occurred_at": "t1", "received_at": "t2",
+            "action": "a.b", "version": 2, "actor": {"id": "u1", "type": "user", "name": "Jon", "metadata": {"r": "x"}},
+            "targets": [{"id": "t", "type": "team"}], "context": {"location": "::1", "user_agent": "UA"}, "metadata": {"k": 1}});
+        assert_eq!(
+            row(event),
+            "event_1,org_1,7,t1,t2,a.b,2,u1,user,Jon,\"{\"\"r\"\":\"\"x\"\"}\",\"[{\"\"id\"\":\"\"t\"\",\"\"type\"\":\"\"team\"\"}]\",::1,UA,\"{\"\"k\"\":1}\"\r\n"
+        );
+        assert_eq!(csv_header().split(',').count(), 15);
+    }
+
+    #[test]
+    fn neutralizes_formulas_and_quotes_per_rfc_4180() {
+        let event = |name: &str| json!({"actor": {"id": "u", "type": "user", "name": name}, "targets": [], "context": {}});
+        let name_cell = |name: &str| {
+            row(event(name))
+                .split(',')
+                .nth(9)
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        assert_eq!(name_cell("=1+2"), "'=1+2");
+        assert_eq!(name_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(name_cell("-3"), "'-3");
+        assert_eq!(name_cell("plain"), "plain");
+        assert!(
+            row(event("=HYPERLINK(\"http://x\",\"y\")")).contains("\"'=HYPERLINK(\"\"http://x\"\"")
+        );
+        assert!(row(event("line\nbreak")).contains("\"line\nbreak\""));
+    }
+}

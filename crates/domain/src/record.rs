@@ -1,0 +1,77 @@
+//! The event object: the one JSON shape of a stored event wherever it is read — the search API,
+//! exports, log streams and (later) the ledger's leaves.
+//!
+//! ```json
+//! {"object": "audit_log_event", "id": "event_01…", "organization_id": "org_01…", "sequence": 41,
+//!  "action": "user.signed_in", "occurred_at": "2026-08-01T10:00:00.000Z",
+//!  "received_at": "2026-08-01T10:00:00.120Z", "version": null,
+//!  "actor": {"id": "user_1", "type": "user", "name": "Jon Smith"},
+//!  "targets": [{"id": "team_1", "type": "team"}],
+//!  "context": {"location": "192.0.2.8", "user_agent": "Firefox"}, "metadata": {"plan": "pro"}}
+//! ```
+//!
+//! `version` is the schema version the client named (`null` if none); `metadata` is `null`
+//! when the event had none. Actor and targets are as submitted (`name` and `metadata` only when
+//! given). Compatibility rule: keys may be added, never removed or renamed.
+
+use serde_json::{Map, Value, json};
+
+use crate::Timestamp;
+
+/// Where a stored event sits: what the store adds to the submitted event.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub id: &'a str,
+    pub organization_id: &'a str,
+    pub sequence: u64,
+    pub received_at: Timestamp,
+}
+
+/// The event object for a stored event whose normalized JSON (`NewEvent::to_json`) is `body`.
+pub fn event_object(placement: Placement<'_>, body: &Value) -> Value {
+    let field = |name: &str| body.get(name).cloned().unwrap_or(Value::Null);
+    let mut object = Map::with_capacity(12);
+    object.insert("object".into(), json!("audit_log_event"));
+    object.insert("id".into(), json!(placement.id));
+    object.insert("organization_id".into(), json!(placement.organization_id));
+    object.insert("sequence".into(), json!(placement.sequence));
+    object.insert("action".into(), field("action"));
+    object.insert("occurred_at".into(), field("occurred_at"));
+    object.insert(
+        "received_at".into(),
+        json!(placement.received_at.to_string()),
+    );
+    object.insert("version".into(), field("version"));
+    object.insert("actor".into(), field("actor"));
+    object.insert(
+        "targets".into(),
+        body.get("targets").cloned().unwrap_or_else(|| json!([])),
+    );
+    object.insert("context".into(), field("context"));
+    object.insert("metadata".into(), field("metadata"));
+    Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_placement_and_fixes_the_shape() {
+        let body = json!({"action": "a.b", "occurred_at": "2026-08-01T10:00:00.000Z", "actor": {"id": "u", "type": "user"},
+                          "targets": [], "context": {"location": "::1"}});
+        let placement = Placement {
+            id: "event_1",
+            organization_id: "org_1",
+            sequence: 3,
+            received_at: Timestamp::from_unix_millis(0),
+        };
+        let object = event_object(placement, &body);
+        assert_eq!(object["object"], "audit_log_event");
+        assert_eq!(object["sequence"], 3);
+        assert_eq!(object["received_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(object["version"], Value::Null);
+        assert_eq!(object["metadata"], Value::Null);
+        assert_eq!(object.as_object().map(Map::len), Some(12));
+    }
+}

@@ -1,0 +1,84 @@
+//! Background export jobs: each pending export is streamed from storage into
+//! `<data-dir>/exports/<id>.<csv|ndjson>` (written under a `.partial` name, fsync'd, then renamed,
+//! so a file that exists is complete), then marked ready with its row count, or `error` with the
+//! reason. Jobs left pending by a crash or restart are started again when the server starts, so
+//! no export stays pending forever.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use trailmark_domain::Timestamp;
+use trailmark_domain::export::ExportFormat;
+use trailmark_export::write_export;
+use trailmark_store::{ExportRecord, ExportState};
+
+use crate::state::AppState;
+
+/// The file of a finished export.
+pub(crate) fn export_file(data_dir: &Path, id: &str, format: ExportFormat) -> PathBuf {
+    data_dir
+        .join("exports")
+        .join(format!("{id}.{}", format.as_str()))
+}
+
+/// Runs `export` in the background.
+pub(crate) fn start(state: AppState, export: ExportRecord) {
+    tokio::spawn(async move {
+        let Ok(_permit) = state.export_jobs.clone().acquire_owned().await else {
+            return;
+        };
+        let outcome = run(&state, &export).await;
+        if let Err(reason) = &outcome {
+            tracing::warn!(export = %export.id, %reason, "export failed");
+        }
+        if let Err(error) = state
+            .store
+            .finish_export(&export.id, outcome, Timestamp::now())
+            .await
+        {
+            tracing::error!(export = %export.id, %error, "could not record the export's outcome");
+        }
+    });
+}
+
+/// Starts every export a previous run left pending.
+pub(crate) fn resume_pending(state: AppState) {
+    tokio::spawn(async move {
+        match state.store.exports_in_state(ExportState::Pending).await {
+            Ok(pending) => {
+                for export in pending {
+                    tracing::info!(export = %export.id, "resuming a pending export");
+                    start(state.clone(), export);
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot list pending exports"),
+        }
+    });
+}
+
+async fn run(state: &AppState, export: &ExportRecord) -> Result<u64, String> {
+    let path = export_file(&state.config.data_dir, &export.id, export.format);
+    let partial = path.with_extension(format!("{}.partial", export.format.as_str()));
+    if let Some(directory) = path.parent() {
+        std::fs::create_dir_all(directory)
+            .map_err(|e| format!("cannot create {}: {e}", directory.display()))?;
+    }
+    let file = std::fs::File::create(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let rows = write_export(
+        state.store.as_ref(),
+        &export.organization_id,
+        &export.filter,
+        export.format,
+        &mut out,
+        |_| {},
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let file = out.into_inner().map_err(|e| e.to_string())?;
+    file.sync_all()
+        .map_err(|e| format!("cannot sync the export file: {e}"))?;
+    std::fs::rename(&partial, &path).map_err(|e| format!("cannot publish the export file: {e}"))?;
+    Ok(rows)
+}

@@ -1,0 +1,277 @@
+//! Exports (wire doc §2.2–2.3): `POST /audit_logs/exports` starts a background job,
+//! `GET /audit_logs/exports/{id}` reports it (with a fresh signed `url` once `ready`), and
+//! `GET /audit_logs/exports/{id}/download` serves the file to whoever holds a valid link.
+//!
+//! Beyond WorkOS: `format` (`csv`, the default, or `ndjson`), no three-month limit unless the
+//! operator sets `--export-max-range-days`, and Trailmark's own keys on the export object
+//! (`organization_id`, `format`, `row_count`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::Scope;
+use trailmark_domain::export::ExportFormat;
+use trailmark_domain::id::IdKind;
+use trailmark_domain::query::{ActionPattern, EventFilter, FilterNames};
+use trailmark_store::{ExportRecord, ExportState};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::exports::{export_file, start};
+use crate::extract::{JsonBody, QueryPairs};
+use crate::links::LinkRefusal;
+use crate::state::AppState;
+
+/// The export body's names for the filters (WorkOS's `AuditLogExportCreationDto`).
+const EXPORT_FILTER_NAMES: FilterNames = FilterNames {
+    range_start: "range_start",
+    range_end: "range_end",
+    actions: "actions",
+    actor_ids: "actor_ids",
+    actor_names: "actor_names",
+    target_ids: "target_ids",
+    target_types: "targets",
+    text: "q",
+};
+
+/// `POST /audit_logs/exports` → 201 `audit_log_export` in state `pending`.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let organization_id = match body.get("organization_id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        _ => {
+            return Err(ApiError::field(
+                "required",
+                "organization_id",
+                "organization_id is required and must be a string",
+            ));
+        }
+    };
+    caller.require_organization(&organization_id)?;
+    let format = match body.get("format") {
+        None | Some(Value::Null) => ExportFormat::Csv,
+        Some(Value::String(format)) => ExportFormat::parse(format).ok_or_else(|| {
+            ApiError::field(
+                "invalid_value",
+                "format",
+                "format must be 'csv' or 'ndjson'",
+            )
+        })?,
+        Some(_) => {
+            return Err(ApiError::field(
+                "invalid_type",
+                "format",
+                "format must be a string",
+            ));
+        }
+    };
+    let filter = export_filter(&body, state.config.export_max_range_days)?;
+    if state
+        .store
+        .get_organization(&organization_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "Organization not found: '{organization_id}'."
+        )));
+    }
+    let now = Timestamp::now();
+    let export = ExportRecord {
+        id: IdKind::Export.generate().into_string(),
+        organization_id,
+        state: ExportState::Pending,
+        format,
+        filter,
+        row_count: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_export(export.clone()).await?;
+    start(state.clone(), export.clone());
+    Ok((StatusCode::CREATED, Json(export_json(&state, &export))))
+}
+
+/// `GET /audit_logs/exports/{id}`: every call signs a new link, valid from now.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let export = state.store.get_export(&id).await?.filter(|export| {
+        caller
+            .organization
+            .as_ref()
+            .is_none_or(|own| *own == export.organization_id)
+    });
+    let export =
+        export.ok_or_else(|| ApiError::NotFound(format!("Audit Log Export not found: '{id}'.")))?;
+    Ok(Json(export_json(&state, &export)))
+}
+
+/// `GET /audit_logs/exports/{id}/download?expires=…&signature=…`: the file, for a valid link.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let refused = |message: &str| ApiError::Forbidden(message.to_owned());
+    if !IdKind::Export.matches(&id) {
+        return Err(refused("This download link is invalid."));
+    }
+    let (expires, signature) = (
+        query.get("expires").unwrap_or(""),
+        query.get("signature").unwrap_or(""),
+    );
+    match state
+        .links
+        .verify(&id, expires, signature, Timestamp::now())
+    {
+        Ok(()) => {}
+        Err(LinkRefusal::Tampered) => return Err(refused("This download link is invalid.")),
+        Err(LinkRefusal::Expired) => {
+            return Err(refused(
+                "This download link has expired; GET the export again for a new one.",
+            ));
+        }
+    }
+    let export = state
+        .store
+        .get_export(&id)
+        .await?
+        .filter(|export| export.state == ExportState::Ready)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("Audit Log Export not found or not ready: '{id}'."))
+        })?;
+    let path = export_file(&state.config.data_dir, &export.id, export.format);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("export file {}: {e}", path.display())))?;
+    let content_type = match export.format {
+        ExportFormat::Csv => "text/csv; charset=utf-8",
+        ExportFormat::Ndjson => "application/x-ndjson",
+    };
+    let disposition = format!(
+        "attachment; filename=\"{}.{}\"",
+        export.id,
+        export.format.as_str()
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}
+
+fn export_json(state: &AppState, export: &ExportRecord) -> Value {
+    let url = (export.state == ExportState::Ready)
+        .then(|| state.links.link(&export.id, Timestamp::now()));
+    json!({
+        "object": "audit_log_export",
+        "id": export.id,
+        "state": export.state.as_str(),
+        "url": url,
+        "created_at": export.created_at.to_string(),
+        "updated_at": export.updated_at.to_string(),
+        "organization_id": export.organization_id,
+        "format": export.format.as_str(),
+        "row_count": export.row_count,
+    })
+}
+
+/// The filters of an export body: `range_start` and `range_end` (required), `actions`,
+/// `actor_names` (and its deprecated alias `actors`), `actor_ids`, `targets` (target types).
+fn export_filter(body: &Value, max_range_days: Option<u32>) -> Result<EventFilter, ApiError> {
+    let instant = |name: &'static str| -> Result<Timestamp, ApiError> {
+        match body.get(name) {
+            Some(Value::String(text)) => Timestamp::parse(text).map_err(|e| {
+                ApiError::field(
+                    "invalid_date",
+                    name,
+                    format!("{name} is not an ISO-8601 date-time: {e}"),
+                )
+            }),
+            None | Some(Value::Null) => Err(ApiError::field(
+                "required",
+                name,
+                format!("{name} is required"),
+            )),
+            Some(_) => Err(ApiError::field(
+                "invalid_type",
+                name,
+                format!("{name} must be a string"),
+            )),
+        }
+    };
+    let strings = |name: &'static str| -> Result<Vec<String>, ApiError> {
+        match body.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    item.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::field(
+                            "invalid_type",
+                            name,
+                            format!("{name} must be an array of strings"),
+                        )
+                    })
+                })
+                .collect(),
+            Some(_) => Err(ApiError::field(
+                "invalid_type",
+                name,
+                format!("{name} must be an array of strings"),
+            )),
+        }
+    };
+    let (range_start, range_end) = (instant("range_start")?, instant("range_end")?);
+    let invalid_range = |message: String| ApiError::BadRequest {
+        code: "invalid_audit_log_export_range_date",
+        message,
+    };
+    if range_start > range_end {
+        return Err(invalid_range(
+            "Invalid date range: range_start is after range_end.".into(),
+        ));
+    }
+    if let Some(days) = max_range_days
+        && range_end.unix_millis() - range_start.unix_millis() > i64::from(days) * 86_400_000
+    {
+        return Err(invalid_range(format!(
+            "Invalid date range: an export may span at most {days} days."
+        )));
+    }
+    let mut actor_names = strings("actor_names")?;
+    actor_names.extend(strings("actors")?);
+    let filter = EventFilter {
+        range_start: Some(range_start),
+        range_end: Some(range_end),
+        actions: strings("actions")?
+            .iter()
+            .map(|a| ActionPattern::parse(a))
+            .collect(),
+        actor_ids: strings("actor_ids")?,
+        actor_names,
+        target_ids: Vec::new(),
+        target_types: strings("targets")?,
+        text: None,
+    };
+    filter
+        .check(&EXPORT_FILTER_NAMES)
+        .map_err(ApiError::Malformed)?;
+    Ok(filter)
+}

@@ -1,0 +1,452 @@
+//! Exports: WorkOS's create/get shapes, CSV and NDJSON files matching what was ingested, signed
+//! links, resumption after a restart, `trailmark export`, and isolation between organizations.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::{ApiKeySecret, Scope};
+use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
+
+use crate::helpers::{ADMIN_KEY, TestApp, body, event};
+
+async fn ingest(app: &TestApp, organization: &str, count: usize) -> Vec<Value> {
+    let mut sent = Vec::new();
+    for n in 0..count {
+        let mut submitted = event(if n % 2 == 0 {
+            "user.signed_in"
+        } else {
+            "user.signed_out"
+        });
+        submitted["occurred_at"] = json!(format!("2026-05-01T00:00:{:02}.000Z", n % 60));
+        submitted["actor"]["name"] = json!(if n == 0 {
+            "=HYPERLINK(\"http://evil\")".to_owned()
+        } else {
+            format!("Person, {n}")
+        });
+        submitted["metadata"] = json!({"n": n});
+        assert_eq!(
+            app.create_event(organization, &submitted, Some(&format!("k{n}")))
+                .await
+                .status(),
+            200
+        );
+        sent.push(submitted);
+    }
+    sent
+}
+
+/// Polls the export until it leaves `pending`; returns the last object.
+async fn wait_ready(app: &TestApp, id: &str) -> Value {
+    for _ in 0..200 {
+        let export = body(app.get(&format!("/audit_logs/exports/{id}")).await).await;
+        if export["state"] != "pending" {
+            return export;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("export {id} stayed pending");
+}
+
+async fn export(app: &TestApp, request: Value) -> Value {
+    let response = app.post("/audit_logs/exports", &request).await;
+    assert_eq!(response.status(), 201);
+    let created = body(response).await;
+    assert_eq!(created["object"], "audit_log_export");
+    assert_eq!(created["state"], "pending");
+    assert!(
+        created["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("audit_log_export_"))
+    );
+    wait_ready(app, created["id"].as_str().unwrap_or_default()).await
+}
+
+fn range(organization: &str) -> Value {
+    json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z", "range_end": "2026-12-31T00:00:00Z"})
+}
+
+#[tokio::test]
+async fn a_csv_export_holds_every_ingested_event_in_log_order() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let sent = ingest(&app, &organization, 25).await;
+    let ready = export(&app, range(&organization)).await;
+    assert_eq!(
+        (ready["state"].clone(), ready["row_count"].clone()),
+        (json!("ready"), json!(25))
+    );
+    let url = ready["url"].as_str().unwrap_or_default();
+    assert!(url.starts_with(&app.base), "{url}");
+
+    let response = app.client.get(url).send().await.expect("download");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/csv")
+    );
+    let csv = response.text().await.expect("csv");
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], trailmark_domain::export::CSV_COLUMNS.join(","));
+    assert_eq!(lines.len(), 26);
+    assert!(
+        lines[1].contains("\"'=HYPERLINK(\"\"http://evil\"\")\""),
+        "formula neutralized: {}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(",\"Person, 1\","),
+        "commas quoted: {}",
+        lines[2]
+    );
+    for (n, line) in lines[1..].iter().enumerate() {
+        assert!(
+            line.contains(&format!(",{n},2026-05-01T00:00:")),
+            "row {n} out of order: {line}"
+        );
+        assert!(line.contains(sent[n]["action"].as_str().unwrap_or_default()));
+    }
+}
+
+#[tokio::test]
+async fn an_ndjson_export_with_filters_holds_exactly_the_matching_event_objects() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 10).await;
+    let mut request = range(&organization);
+    request["format"] = json!("ndjson");
+    request["actions"] = json!(["user.signed_out"]);
+    let ready = export(&app, request).await;
+    let text = app
+        .client
+        .get(ready["url"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("text");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(events.len(), 5);
+    for (i, exported) in events.iter().enumerate() {
+        let fetched = body(
+            app.get(&format!(
+                "/audit_logs/events/{}",
+                exported["id"].as_str().unwrap_or_default()
+            ))
+            .await,
+        )
+        .await;
+        assert_eq!(exported, &fetched, "an exported event is the event object");
+        assert_eq!(exported["metadata"]["n"], 2 * i + 1);
+    }
+
+    let mut by_actor = range(&organization);
+    by_actor["actors"] = json!(["Person, 3"]);
+    by_actor["format"] = json!("ndjson");
+    assert_eq!(
+        export(&app, by_actor).await["row_count"],
+        1,
+        "the deprecated `actors` filters by name"
+    );
+}
+
+#[tokio::test]
+async fn export_requests_are_validated_like_workos() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let mut reversed = range(&organization);
+    reversed["range_start"] = json!("2027-01-01T00:00:00Z");
+    let response = app.post("/audit_logs/exports", &reversed).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        body(response).await["code"],
+        "invalid_audit_log_export_range_date"
+    );
+
+    let response = app
+        .post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(body(response).await["errors"][0]["field"], "range_end");
+    let mut bad_format = range(&organization);
+    bad_format["format"] = json!("xlsx");
+    assert_eq!(
+        body(app.post("/audit_logs/exports", &bad_format).await).await["errors"][0]["field"],
+        "format"
+    );
+    assert_eq!(
+        app.post(
+            "/audit_logs/exports",
+            &range("org_01HZZZZZZZZZZZZZZZZZZZZZZZ")
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(
+        app.get("/audit_logs/exports/audit_log_export_01HZZZZZZZZZZZZZZZZZZZZZZZ")
+            .await
+            .status(),
+        404
+    );
+
+    let limited = TestApp::spawn_with(crate::helpers::Options {
+        export_max_range_days: Some(90),
+        ..Default::default()
+    })
+    .await;
+    let organization = limited.create_organization("Acme").await;
+    let response = limited
+        .post("/audit_logs/exports", &range(&organization))
+        .await;
+    assert_eq!(response.status(), 400, "the operator's limit applies");
+}
+
+#[tokio::test]
+async fn links_are_renewed_by_every_get_and_refused_when_altered() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 3).await;
+    let ready = export(&app, range(&organization)).await;
+    let url = ready["url"].as_str().unwrap_or_default().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = body(
+        app.get(&format!(
+            "/audit_logs/exports/{}",
+            ready["id"].as_str().unwrap_or_default()
+        ))
+        .await,
+    )
+    .await;
+    assert_ne!(again["url"], json!(url), "every GET signs a new link");
+
+    let tampered = [
+        url.replace("signature=", "signature=00"),
+        url.replace("expires=", "expires=9"),
+        url.split("&signature")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    ];
+    for link in tampered {
+        let response = app.client.get(&link).send().await.expect("download");
+        assert_eq!(response.status(), 403, "{link}");
+        assert!(
+            body(response).await["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("invalid")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_for_one_organization_cannot_read_or_export_another() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    ingest(&app, &acme, 2).await;
+    ingest(&app, &globex, 2).await;
+    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let secret = ApiKeySecret::new("sk_test_acme_reader");
+    store
+        .insert_api_key(ApiKeyRecord {
+            id: "key_acme".into(),
+            hash: secret.hash(),
+            scope: Scope::Read,
+            organization_id: Some(acme.clone()),
+            created_at: Timestamp::now(),
+        })
+        .await
+        .expect("key");
+    let acme_key = secret.expose();
+    let as_acme = |path: String| app.client.get(app.url(&path)).bearer_auth(acme_key).send();
+
+    assert_eq!(
+        as_acme(format!("/audit_logs/events?organization_id={globex}"))
+            .await
+            .expect("search")
+            .status(),
+        403
+    );
+    let own = body(as_acme("/audit_logs/events".into()).await.expect("search")).await;
+    assert_eq!(
+        own["data"].as_array().map(Vec::len),
+        Some(2),
+        "a restricted key searches its organization by default"
+    );
+    let globex_event = body(
+        app.get(&format!("/audit_logs/events?organization_id={globex}"))
+            .await,
+    )
+    .await["data"][0]["id"]
+        .clone();
+    let response = as_acme(format!(
+        "/audit_logs/events/{}",
+        globex_event.as_str().unwrap_or_default()
+    ))
+    .await
+    .expect("get");
+    assert_eq!(response.status(), 404);
+
+    let response = app
+        .client
+        .post(app.url("/audit_logs/exports"))
+        .bearer_auth(acme_key)
+        .json(&range(&globex))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(response.status(), 403);
+
+    let acme_export = {
+        let response = app
+            .client
+            .post(app.url("/audit_logs/exports"))
+            .bearer_auth(acme_key)
+            .json(&range(&acme))
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(response.status(), 201);
+        wait_ready(
+            &app,
+            body(response).await["id"].as_str().unwrap_or_default(),
+        )
+        .await
+    };
+    let globex_export = export(&app, range(&globex)).await;
+    let globex_id = globex_export["id"].as_str().unwrap_or_default();
+    assert_eq!(
+        as_acme(format!("/audit_logs/exports/{globex_id}"))
+            .await
+            .expect("get")
+            .status(),
+        404
+    );
+
+    // Acme's link, pointed at Globex's export, is refused.
+    let acme_url = acme_export["url"].as_str().unwrap_or_default();
+    let acme_id = acme_export["id"].as_str().unwrap_or_default();
+    let forged = acme_url.replace(acme_id, globex_id);
+    assert_eq!(
+        app.client
+            .get(&forged)
+            .send()
+            .await
+            .expect("download")
+            .status(),
+        403
+    );
+    let traversal = acme_url.replace(acme_id, "..%2F..%2Ftrailmark.db");
+    assert_eq!(
+        app.client
+            .get(&traversal)
+            .send()
+            .await
+            .expect("download")
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn a_pending_export_is_finished_after_a_restart() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 4).await;
+    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let now = Timestamp::now();
+    store
+        .insert_export(trailmark_store::ExportRecord {
+            id: "audit_log_export_01JDAAAAAAAAAAAAAAAAAAAAAA".into(),
+            organization_id: organization.clone(),
+            state: trailmark_store::ExportState::Pending,
+            format: trailmark_domain::export::ExportFormat::Ndjson,
+            filter: Default::default(),
+            row_count: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("insert");
+    let app = app.restart().await;
+    let ready = wait_ready(&app, "audit_log_export_01JDAAAAAAAAAAAAAAAAAAAAAA").await;
+    assert_eq!(
+        (ready["state"].clone(), ready["row_count"].clone()),
+        (json!("ready"), json!(4))
+    );
+}
+
+// Multi-threaded: the CLI blocks this thread while the in-process server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exports_from_the_database_and_from_a_server() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 12).await;
+    let out = app.data_dir.path().join("local.ndjson");
+    let status = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "export",
+            "--organization",
+            &organization,
+            "--format",
+            "ndjson",
+            "--actions",
+            "user.signed_in",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(app.data_dir.path())
+        .output()
+        .expect("run trailmark export");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stderr).contains("Exported 6 events"));
+    let local = std::fs::read_to_string(&out).expect("read");
+    assert_eq!(local.lines().count(), 6);
+
+    let remote_out = app.data_dir.path().join("remote.ndjson");
+    let remote = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "export",
+            "--organization",
+            &organization,
+            "--format",
+            "ndjson",
+            "--actions",
+            "user.signed_in",
+            "--server",
+            &app.base,
+            "--api-key",
+            ADMIN_KEY,
+            "--out",
+        ])
+        .arg(&remote_out)
+        .output()
+        .expect("run trailmark export --server");
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&remote_out).expect("read"),
+        local,
+        "both paths write the same file"
+    );
+}
