@@ -7,8 +7,16 @@ the SDK would hide it (status codes, error bodies, headers, Trailmark's event re
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
+import json
 import re
 import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -38,7 +46,7 @@ from workos.common.models.update_audit_logs_retention_retention_period import (
 )
 from workos.organizations.models.organization_domain_data import OrganizationDomainData
 
-from conftest import Raw, make_client
+from conftest import Raw, RawResponse, make_client
 
 ACTION = "user.signed_in"
 TEAM_METADATA_SCHEMA = {"type": "object", "properties": {"plan": {"type": "string"}}}
@@ -633,6 +641,9 @@ def _header_cases():
     def ev(org_id, **kw):
         return {"organization_id": org_id, "event": raw_event(**kw)}
 
+    def export_body(org_id, range_start, range_end):
+        return {"organization_id": org_id, "range_start": range_start, "range_end": range_end}
+
     def missing_actor(org_id):
         body = ev(org_id)
         del body["event"]["actor"]["id"]
@@ -656,6 +667,10 @@ def _header_cases():
         ("list-actions", lambda r, o: r.get("/audit_logs/actions"), 200),
         ("list-schemas", lambda r, o: r.get(f"/audit_logs/actions/{ACTION}/schemas"), 200),
         ("audit-log-configuration", lambda r, o: r.get(f"/organizations/{o}/audit_log_configuration"), 200),
+        ("create-export", lambda r, o: r.post("/audit_logs/exports", export_body(o, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")), 201),
+        ("export-inverted-range", lambda r, o: r.post("/audit_logs/exports", export_body(o, "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z")), 400),
+        ("unknown-export", lambda r, o: r.get(f"/audit_logs/exports/{UNKNOWN_EXPORT}"), 404),
+        ("search-events", lambda r, o: r.get(f"/audit_logs/events?organization_id={o}&order=asc&limit=100"), 200),
     ]
 
 
@@ -679,3 +694,377 @@ def test_json_content_type_and_request_id(raw: Raw, shared_org, signed_in_schema
 def test_request_ids_are_distinct(raw: Raw):
     ids = {raw.get("/organizations").request_id for _ in range(3)}
     assert len(ids) == 3, ids
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Exports (§2.2, §2.3, §8)
+# ---------------------------------------------------------------------------------------------
+
+# Trailmark's CSV layout (§8 leaves the layout to the server; this is the one Trailmark documents).
+EXPORT_COLUMNS = [
+    "id", "organization_id", "sequence", "occurred_at", "received_at", "action", "version",
+    "actor_id", "actor_type", "actor_name", "actor_metadata", "targets", "location",
+    "user_agent", "metadata",
+]
+# Columns holding compact JSON: compared parsed, since the server may order keys its own way.
+EXPORT_JSON_COLUMNS = {"actor_metadata", "targets", "metadata"}
+EXPORT_READY_TIMEOUT_S = 10.0
+UNKNOWN_EXPORT = "audit_log_export_01HZZZZZZZZZZZZZZZZZZZZZZZ"
+
+EXPORT_ACTORS = [
+    AuditLogEventActor(id="user_alice", type="user", name="Alice Example", metadata={"role": "admin"}),
+    # A comma: the CSV cell must be quoted, and the name filter must match it whole.
+    AuditLogEventActor(id="user_bob", type="user", name="Smith, Bob", metadata={"role": "member"}),
+    # A formula: the CSV cell must start with `'`; the quotes inside must be doubled.
+    AuditLogEventActor(
+        id="user_formula", type="user", name='=HYPERLINK("https://evil.test","x")',
+        metadata={"role": "guest"},
+    ),
+]
+
+
+def spreadsheet_safe(value: str) -> str:
+    """What a CSV cell must hold for `value`: a leading `'` defuses spreadsheet formulas."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+def download(url: str) -> RawResponse:
+    """GET a signed export link with plain urllib: no Authorization header, no SDK."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url), timeout=30) as resp:
+            return RawResponse(resp.status, resp.headers, resp.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        return RawResponse(e.code, e.headers, e.read().decode("utf-8", errors="replace"))
+
+
+def wait_for_export(client: WorkOSClient, export_id: str):
+    """Polls `get_export` until the export leaves `pending`; fails after 10 s or on any final
+    state but `ready`."""
+    deadline = time.monotonic() + EXPORT_READY_TIMEOUT_S
+    while True:
+        export = client.audit_logs.get_export(export_id)
+        state = getattr(export.state, "value", export.state)
+        if state != "pending":
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"export {export_id} still pending after {EXPORT_READY_TIMEOUT_S:.0f}s: {export}")
+        time.sleep(0.1)
+    assert state == "ready", f"export {export_id} ended in state {state!r}: {export}"
+    return export
+
+
+def parse_export_csv(resp: RawResponse) -> list[dict[str, str]]:
+    """The rows of a CSV download as dicts, after checking the header and RFC 4180 framing."""
+    assert resp.status == 200, resp.describe()
+    text = resp.text
+    # The csv module reads LF and CRLF alike, so CRLF is checked by hand (no cell here
+    # contains a line break, so every LF must end a record).
+    assert text.endswith("\r\n"), f"the last record must end with CRLF: {text[-80:]!r}"
+    assert text.count("\n") == text.count("\r\n"), f"records must end with CRLF, not LF: {text[:300]!r}"
+    header, *records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    assert header == EXPORT_COLUMNS, "CSV header row"
+    for record in records:
+        assert len(record) == len(EXPORT_COLUMNS), f"every record has {len(EXPORT_COLUMNS)} fields: {record}"
+    return [dict(zip(EXPORT_COLUMNS, record)) for record in records]
+
+
+def export_csv(client: WorkOSClient, **options: Any) -> SimpleNamespace:
+    """create_export through the SDK, wait until ready, download, parse."""
+    created = client.audit_logs.create_export(**options)
+    ready = wait_for_export(client, created.id)
+    resp = download(ready.url)
+    return SimpleNamespace(created=created, ready=ready, resp=resp, rows=parse_export_csv(resp))
+
+
+def search_events(raw: Raw, org_id: str) -> list[dict[str, Any]]:
+    """Every event of `org_id` from the search API, oldest first (the seed fits one page)."""
+    resp = raw.get(f"/audit_logs/events?organization_id={org_id}&order=asc&limit=100")
+    assert resp.status == 200, resp.describe()
+    body = resp.json()
+    assert body.get("object") == "list", resp.describe()
+    assert (body.get("list_metadata") or {}).get("after") is None, resp.describe()
+    return body["data"]
+
+
+@pytest.fixture(scope="module")
+def export_seed(client: WorkOSClient, raw: Raw, signed_in_schemas) -> SimpleNamespace:
+    """One organization with 15 events inside [range_start, range_end], sent with the SDK,
+    plus one before and one after the range (and one in another organization inside it) that
+    no export may contain. occurred_at is deliberately not in send order, so log (sequence)
+    order and time order differ and the export's order is observable."""
+    suffix = secrets.token_hex(4)
+    org = client.organizations.create_organization(name=f"Exports {suffix}")
+    other = client.organizations.create_organization(name=f"Exports elsewhere {suffix}")
+    base = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    range_start, range_end = base, base + timedelta(minutes=20)
+
+    in_range: list[AuditLogEvent] = []
+    for i in range(15):
+        common: dict[str, Any] = dict(
+            # minutes 1..15 in a permuted order, with distinct milliseconds
+            occurred_at=base + timedelta(minutes=1 + (i * 7) % 15, milliseconds=100 + i),
+            actor=EXPORT_ACTORS[i % 3],
+            context=AuditLogEventContext(location=f"198.51.100.{i + 1}", user_agent=f"conformance-python/{i}"),
+        )
+        kind = (i // 3) % 3
+        if kind == 0:  # user.signed_in has schemas v1 and v2 (signed_in_schemas): valid v2 data
+            event = AuditLogEvent(
+                action=ACTION, version=2,
+                targets=[AuditLogEventTarget(id="team_01", type="team", metadata={"plan": "pro"})],
+                metadata={"method": f"sso-{i}", "mfa": i % 2 == 0}, **common,
+            )
+        elif kind == 1:
+            event = AuditLogEvent(
+                action="user.signed_out",
+                targets=[AuditLogEventTarget(id="team_01", type="team")],
+                metadata={"reason": "logout", "n": i}, **common,
+            )
+        else:
+            event = AuditLogEvent(
+                action="document.exported",
+                targets=[AuditLogEventTarget(id=f"doc_{i}", type="document", name='Q3, "final"')],
+                metadata={"format": "pdf", "pages": i, "signed": True}, **common,
+            )
+        in_range.append(event)
+
+    def outside(occurred_at: datetime) -> AuditLogEvent:
+        return AuditLogEvent(
+            action="user.signed_out", occurred_at=occurred_at, actor=EXPORT_ACTORS[1],
+            targets=[AuditLogEventTarget(id="team_01", type="team")],
+            context=AuditLogEventContext(location="198.51.100.200"), metadata={"reason": "outside"},
+        )
+
+    # The out-of-range events go in the middle, so their sequences sit between exported ones.
+    for k, event in enumerate(in_range):
+        client.audit_logs.create_event(organization_id=org.id, event=event)
+        if k == 5:
+            client.audit_logs.create_event(organization_id=org.id, event=outside(base - timedelta(minutes=30)))
+        if k == 10:
+            client.audit_logs.create_event(organization_id=org.id, event=outside(base + timedelta(minutes=25)))
+    client.audit_logs.create_event(
+        organization_id=other.id,
+        event=dataclasses.replace(in_range[0], occurred_at=base + timedelta(minutes=10, milliseconds=999)),
+    )
+
+    # create_event returns only `success`; ids and sequences come from the search API, joined
+    # on occurred_at (unique per event). `sent` is the event exactly as the SDK put it on the wire.
+    stored = search_events(raw, org.id)
+    assert len(stored) == 17, f"the search API must return all 17 events: {[e['id'] for e in stored]}"
+    by_time = {e["occurred_at"]: e for e in stored}
+    events = []
+    for event in in_range:
+        sent = event.to_dict()
+        assert sent["occurred_at"] in by_time, f"event at {sent['occurred_at']} missing from the search API"
+        events.append(SimpleNamespace(sent=sent, stored=by_time[sent["occurred_at"]]))
+    events.sort(key=lambda e: e.stored["sequence"])
+    return SimpleNamespace(
+        org=org, other=other, range_start=range_start, range_end=range_end, events=events, stored=stored,
+    )
+
+
+def expected_ids(seed: SimpleNamespace, pred=lambda sent: True) -> list[str]:
+    """Ids of the seeded in-range events whose wire form satisfies `pred`, in log order."""
+    return [e.stored["id"] for e in seed.events if pred(e.sent)]
+
+
+def test_create_export_and_poll_until_ready(client: WorkOSClient, raw: Raw, export_seed):
+    seed = export_seed
+    created = client.audit_logs.create_export(
+        organization_id=seed.org.id, range_start=seed.range_start, range_end=seed.range_end
+    )
+    assert created.object == "audit_log_export"
+    assert created.id.startswith("audit_log_export_"), created
+    state = getattr(created.state, "value", created.state)
+    assert state in {"pending", "ready"}, created
+    if state == "pending":
+        assert created.url is None, f"no url while pending (§2.2): {created}"
+    assert created.created_at.tzinfo is not None
+
+    ready = wait_for_export(client, created.id)
+    assert ready.id == created.id
+    assert ready.created_at == created.created_at
+    assert isinstance(ready.url, str), f"a ready export has a url, and the SDK exposes it: {ready}"
+    url = urllib.parse.urlsplit(ready.url)
+    assert f"{url.scheme}://{url.netloc}{url.path}" == (
+        f"{raw.server.base_url}/audit_logs/exports/{created.id}/download"
+    ), ready.url
+    query = urllib.parse.parse_qs(url.query)
+    assert query.get("signature"), f"the url is signed: {ready.url}"
+    # §2.3: the link expires after 10 minutes (a little clock slack either way).
+    expires = int(query["expires"][0])
+    now = time.time()
+    assert now + 540 < expires <= now + 610, f"expires={expires} should be ~10 min after {now:.0f}"
+
+    # Raw: Trailmark's extra keys, which the SDK model drops.
+    resp = raw.get(f"/audit_logs/exports/{created.id}")
+    assert resp.status == 200, resp.describe()
+    body = resp.json()
+    assert body["state"] == "ready", resp.describe()
+    assert body["organization_id"] == seed.org.id, resp.describe()
+    assert body["format"] == "csv", f"csv is the default format: {resp.describe()}"
+    assert body["row_count"] == 15, f"row_count counts the exported events: {resp.describe()}"
+    assert TIMESTAMP_RE.match(body["created_at"]) and TIMESTAMP_RE.match(body["updated_at"]), resp.describe()
+    # §2.3: every GET renews the link.
+    renewed = int(urllib.parse.parse_qs(urllib.parse.urlsplit(body["url"]).query)["expires"][0])
+    assert renewed >= expires, f"a later GET must not shorten the link: {expires} then {renewed}"
+
+
+def test_export_csv_matches_ingested_events(client: WorkOSClient, export_seed):
+    seed = export_seed
+    result = export_csv(
+        client, organization_id=seed.org.id, range_start=seed.range_start, range_end=seed.range_end
+    )
+    text, rows = result.resp.text, result.rows
+    assert result.resp.content_type.startswith("text/csv"), result.resp.describe()
+
+    # Not only parseable: the awkward names are quoted, with inner quotes doubled.
+    assert ',"Smith, Bob",' in text, "a name with a comma is a quoted cell"
+    assert ',"\'=HYPERLINK(""https://evil.test"",""x"")",' in text, (
+        "a name starting with = gets a leading ' and its quotes doubled"
+    )
+
+    # Same events (not the two outside the range, not the other organization's), in log
+    # order, with the ids the search API reports.
+    ids = [r["id"] for r in rows]
+    assert len(rows) == 15, f"15 events in range, got {len(rows)}: {ids}"
+    assert ids == expected_ids(seed), "the export lists the in-range events in log order"
+    lo, hi = (d.isoformat(timespec="milliseconds").replace("+00:00", "Z") for d in (seed.range_start, seed.range_end))
+    assert ids == [e["id"] for e in seed.stored if lo <= e["occurred_at"] <= hi], (
+        "export ids = search API ids (order=asc) within the range"
+    )
+    seqs = [int(r["sequence"]) for r in rows]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"sequence must increase: {seqs}"
+    times = [r["occurred_at"] for r in rows]
+    assert times != sorted(times), "the seed interleaves occurred_at, so log order is not time order (self-check)"
+
+    for k, (row, seeded) in enumerate(zip(rows, seed.events), start=1):
+        sent, stored = seeded.sent, seeded.stored
+        where = f"row {k} ({stored['id']}): {row}"
+        plain = {c: v for c, v in row.items() if c not in EXPORT_JSON_COLUMNS}
+        assert plain == {
+            "id": stored["id"],
+            "organization_id": seed.org.id,
+            "sequence": str(stored["sequence"]),
+            "occurred_at": sent["occurred_at"],
+            "received_at": stored["received_at"],
+            "action": sent["action"],
+            "version": str(sent.get("version", "")),
+            "actor_id": sent["actor"]["id"],
+            "actor_type": sent["actor"]["type"],
+            "actor_name": spreadsheet_safe(sent["actor"]["name"]),
+            "location": sent["context"]["location"],
+            "user_agent": sent["context"].get("user_agent", ""),
+        }, where
+        assert TIMESTAMP_RE.match(row["received_at"]), where
+        for column, want in (
+            ("actor_metadata", sent["actor"]["metadata"]),
+            ("targets", sent["targets"]),
+            ("metadata", sent["metadata"]),
+        ):
+            try:
+                got = json.loads(row[column])
+            except ValueError as e:
+                pytest.fail(f"{column} is not JSON ({e}): {where}")
+            assert got == want, f"{column} of {where}"
+            assert json.dumps(got, separators=(",", ":"), ensure_ascii=False) == row[column], (
+                f"{column} is compact JSON: {where}"
+            )
+
+
+def test_export_download_needs_valid_signature(client: WorkOSClient, export_seed):
+    """The signed link is the only credential: a changed or missing signature is refused."""
+    seed = export_seed
+    created = client.audit_logs.create_export(
+        organization_id=seed.org.id, range_start=seed.range_start, range_end=seed.range_end
+    )
+    url = urllib.parse.urlsplit(wait_for_export(client, created.id).url)
+    query = dict(urllib.parse.parse_qsl(url.query))
+    sig = query["signature"]
+    query["signature"] = sig[:-1] + ("1" if sig.endswith("0") else "0")
+    tampered = download(urllib.parse.urlunsplit(url._replace(query=urllib.parse.urlencode(query))))
+    assert 400 <= tampered.status < 500, f"tampered signature: {tampered.describe()}"
+    unsigned = download(urllib.parse.urlunsplit(url._replace(query="")))
+    assert 400 <= unsigned.status < 500, f"unsigned link: {unsigned.describe()}"
+
+
+@pytest.mark.parametrize(
+    "options,pred",
+    [
+        ({"actions": ["user.signed_out"]}, lambda e: e["action"] == "user.signed_out"),
+        ({"actor_names": ["Smith, Bob"]}, lambda e: e["actor"]["name"] == "Smith, Bob"),
+        # `actors` is the deprecated alias of actor_names that Python 10 still sends (§2.2).
+        ({"actors": ["Smith, Bob"]}, lambda e: e["actor"]["name"] == "Smith, Bob"),
+        ({"actor_ids": ["user_formula"]}, lambda e: e["actor"]["id"] == "user_formula"),
+        ({"targets": ["document"]}, lambda e: any(t["type"] == "document" for t in e["targets"])),
+        (
+            {"actions": ["user.signed_out"], "actor_names": ["Alice Example"]},
+            lambda e: e["action"] == "user.signed_out" and e["actor"]["name"] == "Alice Example",
+        ),
+    ],
+    ids=["actions", "actor_names", "actors-deprecated", "actor_ids", "targets", "actions+actor_names"],
+)
+def test_export_filters(client: WorkOSClient, export_seed, options, pred):
+    seed = export_seed
+    want = expected_ids(seed, pred)
+    assert 0 < len(want) < 15, "the seed must make this filter selective (self-check)"
+    result = export_csv(
+        client, organization_id=seed.org.id, range_start=seed.range_start, range_end=seed.range_end, **options
+    )
+    assert [r["id"] for r in result.rows] == want, f"{options}: exactly the matching events, in log order"
+
+
+def test_export_ndjson_raw(client: WorkOSClient, raw: Raw, export_seed):
+    """`format` is Trailmark's addition (not in the SDK signature): one search-API event object
+    per line, in log order."""
+    seed = export_seed
+    resp = raw.post("/audit_logs/exports", {
+        "organization_id": seed.org.id,
+        "range_start": seed.range_start.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "range_end": seed.range_end.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "format": "ndjson",
+    })
+    assert resp.status == 201, resp.describe()
+    body = resp.json()
+    assert body["object"] == "audit_log_export" and body["id"].startswith("audit_log_export_"), resp.describe()
+    assert body["format"] == "ndjson", resp.describe()
+    assert body["state"] in {"pending", "ready"}, resp.describe()
+
+    ready = wait_for_export(client, body["id"])  # the SDK reads an ndjson export like any other
+    got = download(ready.url)
+    assert got.status == 200, got.describe()
+    assert got.text.endswith("\n"), f"every line ends with a newline: {got.text[-80:]!r}"
+    lines = got.text[:-1].split("\n")
+    assert len(lines) == 15, f"15 lines expected: {got.text[:500]!r}"
+    by_id = {e["id"]: e for e in seed.stored}
+    assert [json.loads(line)["id"] for line in lines] == expected_ids(seed), "log order"
+    for line in lines:
+        obj = json.loads(line)
+        assert obj == by_id[obj["id"]], f"line differs from the search API's event object:\n{line}\n{by_id[obj['id']]}"
+        assert obj["object"] == "audit_log_event", line
+
+
+def test_export_inverted_range_is_bad_request(client: WorkOSClient, raw: Raw, export_seed):
+    seed = export_seed
+    with pytest.raises(BadRequestError) as exc:
+        client.audit_logs.create_export(
+            organization_id=seed.org.id, range_start=seed.range_end, range_end=seed.range_start
+        )
+    assert exc.value.status_code == 400
+    assert exc.value.code == "invalid_audit_log_export_range_date", exc.value.response_json
+    assert exc.value.request_id
+
+    resp = raw.post("/audit_logs/exports", {
+        "organization_id": seed.org.id,
+        "range_start": "2026-01-02T00:00:00.000Z",
+        "range_end": "2026-01-01T00:00:00.000Z",
+    })
+    body = assert_json_error(resp, 400)
+    assert body.get("code") == "invalid_audit_log_export_range_date", resp.describe()
+    assert "error" not in body, "§9.5: no `error` key"
+
+
+def test_get_unknown_export_is_not_found(client: WorkOSClient):
+    with pytest.raises(NotFoundError) as exc:
+        client.audit_logs.get_export(UNKNOWN_EXPORT)
+    assert exc.value.status_code == 404
+    assert UNKNOWN_EXPORT in exc.value.message, exc.value.response_json

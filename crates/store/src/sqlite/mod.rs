@@ -22,7 +22,7 @@ use crate::model::{
     StoredEvent, StoredResponse,
 };
 use crate::{Store, StoreError};
-use worker::Database;
+use worker::{Database, GroupWork};
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
@@ -390,7 +390,9 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.db.write(move |c| append(c, request)).await
+        self.db
+            .write_in_group(move |c, group| append(c, group, request))
+            .await
     }
 
     async fn events_after(
@@ -572,8 +574,13 @@ impl Store for SqliteStore {
     }
 }
 
-/// The body of an append, run by the writer inside the group transaction.
-fn append(c: &Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+/// The body of an append, run by the writer inside the group transaction. The search text is
+/// indexed by the group, after every job (see [`GroupWork`]).
+fn append(
+    c: &Connection,
+    group: &mut GroupWork,
+    request: AppendRequest,
+) -> Result<AppendOutcome, StoreError> {
     let organization = request.organization_id;
     let live: bool = c
         .prepare_cached(
@@ -615,8 +622,6 @@ fn append(c: &Connection, request: AppendRequest) -> Result<AppendOutcome, Store
     let mut insert_target = c.prepare_cached(
         "INSERT INTO event_targets (organization_id, sequence, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let mut insert_text =
-        c.prepare_cached("INSERT INTO events_fts (rowid, text) VALUES (?1, ?2)")?;
     let mut receipts = Vec::with_capacity(request.events.len());
     for (offset, pending) in request.events.into_iter().enumerate() {
         let sequence = size + offset as i64;
@@ -632,7 +637,9 @@ fn append(c: &Connection, request: AppendRequest) -> Result<AppendOutcome, Store
             event.actor().name,
             event.to_json().to_string(),
         ])?;
-        insert_text.execute(params![c.last_insert_rowid(), event.search_text()])?;
+        group
+            .search_rows
+            .push((c.last_insert_rowid(), event.search_text()));
         for target in event.targets() {
             insert_target.execute(params![organization, sequence, target.id, target.kind])?;
         }

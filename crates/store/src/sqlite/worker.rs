@@ -32,7 +32,19 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Called after the commit with `None`, or with the reason the commit failed.
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 /// Runs inside the transaction; says whether it succeeded and how to answer after the commit.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type Job = Box<dyn FnOnce(&Connection, &mut GroupWork) -> (bool, Finish) + Send>;
+
+/// Work a job hands to its group, done once for all jobs after their savepoints are released
+/// and before the commit.
+///
+/// FTS5 flushes its pending index data at every savepoint boundary, so inserting search text
+/// inside each job's savepoint wrote one tiny index segment per request, and merging those
+/// segments stalled the writer. Collected here, the whole group's text goes into one segment.
+#[derive(Default)]
+pub(crate) struct GroupWork {
+    /// `(events rowid, search text)` rows for the free-text index.
+    pub(crate) search_rows: Vec<(i64, String)>,
+}
 
 #[derive(Clone)]
 pub(crate) struct Database {
@@ -90,9 +102,18 @@ impl Database {
         &self,
         work: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.write_in_group(move |connection, _| work(connection))
+            .await
+    }
+
+    /// Like [`Database::write`], for work that also hands [`GroupWork`] to its group.
+    pub(crate) async fn write_in_group<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection, &mut GroupWork) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |connection| {
-            let result = work(connection);
+        let job: Job = Box::new(move |connection, group| {
+            let result = work(connection, group);
             let succeeded = result.is_ok();
             let finish: Finish = Box::new(move |commit_failure| {
                 let outcome = match commit_failure {
@@ -184,29 +205,33 @@ fn commit_group(connection: &Connection, group: Vec<Job>) {
         return;
     }
     let mut finishes = Vec::with_capacity(group.len());
+    let mut work = GroupWork::default();
     for job in group {
+        let handed_over = work.search_rows.len();
         if let Err(error) = connection.execute_batch("SAVEPOINT job") {
             tracing::error!(%error, "could not open a savepoint; the job is dropped uncommitted");
             continue;
         }
-        match catch_unwind(AssertUnwindSafe(|| job(connection))) {
+        match catch_unwind(AssertUnwindSafe(|| job(connection, &mut work))) {
             Ok((true, finish)) => {
                 let _ = connection.execute_batch("RELEASE job");
                 finishes.push(finish);
             }
             Ok((false, finish)) => {
                 let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+                work.search_rows.truncate(handed_over);
                 finishes.push(finish);
             }
             // The job's reply channel was dropped in the unwind, so its caller learns of it.
             Err(_) => {
                 tracing::error!("a storage job panicked; its writes were rolled back");
                 let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+                work.search_rows.truncate(handed_over);
             }
         }
     }
-    let commit = connection
-        .execute_batch("COMMIT")
+    let commit = index_search_text(connection, &work.search_rows)
+        .and_then(|()| connection.execute_batch("COMMIT"))
         .map_err(|e| e.to_string());
     if commit.is_err() {
         let _ = connection.execute_batch("ROLLBACK");
@@ -215,4 +240,16 @@ fn commit_group(connection: &Connection, group: Vec<Job>) {
     for finish in finishes {
         finish(failure.as_deref());
     }
+}
+
+fn index_search_text(connection: &Connection, rows: &[(i64, String)]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert =
+        connection.prepare_cached("INSERT INTO events_fts (rowid, text) VALUES (?1, ?2)")?;
+    for (rowid, text) in rows {
+        insert.execute(rusqlite::params![rowid, text])?;
+    }
+    Ok(())
 }

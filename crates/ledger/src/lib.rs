@@ -1,0 +1,44 @@
+//! The math of Trailmark's tamper-evident ledger. Each organization's events form an
+//! append-only Merkle log: leaf *n* is the event with sequence *n*.
+//!
+//! - [`tree`]: RFC 6962 / RFC 9162 hashing, the frontier that appends in O(1) amortized, roots
+//!   and inclusion/consistency proofs over stored subtree hashes, and the verifiers. It knows
+//!   nothing about events.
+//! - [`leaf`]: an event's leaf bytes (RFC 8785 canonical JSON of its event object) and hash.
+//! - [`checkpoint`]: C2SP checkpoints signed as C2SP signed notes with Ed25519.
+//!
+//! What this crate is not: storage (the store persists [`tree::Node`]s and reads them back
+//! through [`tree::NodeReader`]), HTTP, or a scheduler. It does no I/O.
+//!
+//! ```
+//! use trailmark_ledger::tree::{Frontier, leaf_hash, verify_inclusion, MemoryNodes, inclusion_proof};
+//! let mut frontier = Frontier::empty();
+//! let mut nodes = MemoryNodes::default();
+//! for n in 0..5u8 {
+//!     nodes.extend(frontier.append(leaf_hash(&[n])));
+//! }
+//! let root = frontier.root();
+//! let proof = inclusion_proof(2, 5, &nodes).expect("stored nodes");
+//! assert!(verify_inclusion(2, 5, &leaf_hash(&[2]), &proof, &root));
+//! ```
+
+pub mod checkpoint;
+pub mod leaf;
+pub mod tree;
+
+/// Errors from reading stored nodes or from malformed ledger data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// A node the tree needs is not stored (the store is incomplete or was tampered with).
+    #[error("missing tree node at level {level}, index {index}")]
+    MissingNode { level: u32, index: u64 },
+    /// The storage behind a reader failed.
+    #[error("cannot read tree nodes: {0}")]
+    Read(String),
+    /// A request outside the tree (a leaf or size beyond it).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Malformed ledger data (a frontier, a checkpoint or a key).
+    #[error("{0}")]
+    Malformed(String),
+}
