@@ -1015,7 +1015,8 @@ def test_export_filters(client: WorkOSClient, export_seed, options, pred):
 
 def test_export_ndjson_raw(client: WorkOSClient, raw: Raw, export_seed):
     """`format` is Trailmark's addition (not in the SDK signature): one search-API event object
-    per line, in log order."""
+    per line, in log order, each with its inclusion proof (the export is filtered by its range),
+    then one manifest line holding the signed checkpoint the proofs lead to."""
     seed = export_seed
     resp = raw.post("/audit_logs/exports", {
         "organization_id": seed.org.id,
@@ -1034,13 +1035,20 @@ def test_export_ndjson_raw(client: WorkOSClient, raw: Raw, export_seed):
     assert got.status == 200, got.describe()
     assert got.text.endswith("\n"), f"every line ends with a newline: {got.text[-80:]!r}"
     lines = got.text[:-1].split("\n")
-    assert len(lines) == 15, f"15 lines expected: {got.text[:500]!r}"
+    assert len(lines) == 16, f"15 events and a manifest expected: {got.text[:500]!r}"
+    manifest = json.loads(lines[-1])
+    assert manifest["object"] == "audit_log_export_manifest", lines[-1]
+    assert manifest["event_count"] == 15 and manifest["complete"] is False, manifest
+    assert manifest["organization_id"] == seed.org.id, manifest
+    assert manifest["checkpoint"].startswith(f"trailmark/{seed.org.id}\n"), manifest["checkpoint"]
     by_id = {e["id"]: e for e in seed.stored}
-    assert [json.loads(line)["id"] for line in lines] == expected_ids(seed), "log order"
-    for line in lines:
-        obj = json.loads(line)
-        assert obj == by_id[obj["id"]], f"line differs from the search API's event object:\n{line}\n{by_id[obj['id']]}"
-        assert obj["object"] == "audit_log_event", line
+    events = [json.loads(line) for line in lines[:-1]]
+    assert [e["id"] for e in events] == expected_ids(seed), "log order"
+    for obj in events:
+        proof = obj.pop("inclusion_proof")
+        assert isinstance(proof, list) and all(isinstance(h, str) for h in proof), obj
+        assert obj == by_id[obj["id"]], f"line differs from the search API's event object:\n{obj}\n{by_id[obj['id']]}"
+        assert obj["object"] == "audit_log_event", obj
 
 
 def test_export_inverted_range_is_bad_request(client: WorkOSClient, raw: Raw, export_seed):

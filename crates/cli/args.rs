@@ -28,6 +28,63 @@ pub enum Command {
     Keys(KeysCommand),
     /// Write one organization's events to a CSV or NDJSON file.
     Export(ExportArgs),
+    /// The tamper-evident ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Check an NDJSON export, or a whole database, against signed checkpoints.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Print the verifier key that checks this instance's checkpoints.
+    PublicKey(LedgerKeyArgs),
+}
+
+/// Where the ledger's signing key comes from; shared by `serve` and `ledger public-key`.
+#[derive(Debug, Clone, Args)]
+pub struct LedgerKeyArgs {
+    /// File holding the 32-byte Ed25519 seed checkpoints are signed with.
+    /// Default: `<data-dir>/ledger.key`, created with mode 0600 on first start.
+    #[arg(long, env = "TRAILMARK_SIGNING_KEY_FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// The ledger's name: the signing key's name and the first part of every checkpoint origin
+    /// (`<name>/<organization id>`). Use a name you control, such as your domain; changing it
+    /// changes the verifier key.
+    #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
+    pub ledger_name: String,
+    /// Directory for the embedded database and key files.
+    #[arg(long, env = "TRAILMARK_DATA_DIR", default_value = "./trailmark-data")]
+    pub data_dir: PathBuf,
+}
+
+impl LedgerKeyArgs {
+    /// The signing key file's path.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("ledger.key"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// An NDJSON export to verify (its last line is the manifest).
+    pub export: Option<PathBuf>,
+    /// The verifier key (`<name>+<id>+<key>`, from `GET /audit_logs/ledger/public_key` or
+    /// `trailmark ledger public-key`), or a file holding it.
+    #[arg(long, env = "TRAILMARK_PUBLIC_KEY")]
+    pub public_key: Option<String>,
+    /// Verify every organization's log in this database instead of an export
+    /// (`sqlite://PATH`); with no value, the database of `--data-dir`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub database: Option<String>,
+    /// Directory of the database (and of the signing key, when no --public-key is given).
+    #[arg(long, env = "TRAILMARK_DATA_DIR", default_value = "./trailmark-data")]
+    pub data_dir: PathBuf,
+    /// The ledger's name, to derive the verifier key from the local signing key file.
+    #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
+    pub ledger_name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +167,16 @@ pub struct ServeArgs {
     /// Default: `<data-dir>/secrets.key`, created with mode 0600 on first start.
     #[arg(long, env = "TRAILMARK_SECRETS_KEY_FILE")]
     pub secrets_key: Option<PathBuf>,
+    /// File holding the 32-byte Ed25519 seed checkpoints are signed with.
+    /// Default: `<data-dir>/ledger.key`, created with mode 0600 on first start.
+    #[arg(long, env = "TRAILMARK_SIGNING_KEY_FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// The ledger's name: the signing key's name and the first part of every checkpoint origin.
+    #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
+    pub ledger_name: String,
+    /// Sign a checkpoint for each grown log at most this often, in milliseconds.
+    #[arg(long, env = "TRAILMARK_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600)]
     pub export_link_ttl_secs: u64,

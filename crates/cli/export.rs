@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::query::{ActionPattern, EventFilter, FilterNames};
-use trailmark_export::write_export;
+use trailmark_export::{Snapshot, write_export};
 
 use crate::args::{ExportArgs, FormatArg};
 use crate::serve::open_store;
@@ -64,11 +64,24 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let written = match &args.server {
         None => {
             let store = open_store(&args.storage)?;
+            // The latest checkpoint the server signed (it signs every second) makes an NDJSON
+            // export verifiable; events after it wait for the next export.
+            let snapshot = store
+                .latest_checkpoint(&args.organization)
+                .await?
+                .map(|checkpoint| Snapshot { checkpoint });
+            if format == ExportFormat::Ndjson && snapshot.is_none() {
+                eprintln!(
+                    "note: this log has no signed checkpoint yet, so the export has no manifest; \
+                     start the server once to sign one"
+                );
+            }
             write_export(
                 store.as_ref(),
                 &args.organization,
                 &filter,
                 format,
+                snapshot.as_ref(),
                 &mut out,
                 |n| progress.update(n),
             )

@@ -5,7 +5,9 @@ mod args;
 mod export;
 mod key_files;
 mod keys;
+mod ledger;
 mod serve;
+mod verify;
 
 use clap::Parser;
 
@@ -28,6 +30,10 @@ fn main() -> std::process::ExitCode {
                 keys::create(create_args).await
             }
             args::Command::Export(export_args) => export::run(export_args).await,
+            args::Command::Ledger(args::LedgerCommand::PublicKey(key_args)) => {
+                ledger::public_key(&key_args)
+            }
+            args::Command::Verify(verify_args) => verify::run(verify_args).await,
         }
     });
     match result {

@@ -70,20 +70,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.storage.data_dir.join("secrets.key"));
     let secrets_key = load_or_create(&secrets_key_path, args.secrets_key.is_none())?;
+    let signing_key_path = args
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| args.storage.data_dir.join("ledger.key"));
+    let signing_key = load_or_create(&signing_key_path, args.signing_key.is_none())?;
     let config = ServerConfig {
         data_dir: args.storage.data_dir.clone(),
         public_url: public_url.clone(),
         secrets_key,
         export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
         export_max_range_days: args.export_max_range_days,
+        ledger_name: args.ledger_name.clone(),
+        signing_key,
+        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(1)),
         require_schemas: args.require_schemas,
         max_body_bytes: args.max_body_bytes,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
     };
     tracing::info!(?config, %address, "starting");
     // Tests and scripts wait for this exact line to learn the port.
+    let state = AppState::new(store, config).map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?;
     println!("Trailmark listening on http://{address}");
-    trailmark_server::serve(listener, AppState::new(store, config), shutdown_signal()).await?;
+    trailmark_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

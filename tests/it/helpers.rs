@@ -57,6 +57,9 @@ impl TestApp {
             secrets_key: [42; 32],
             export_link_ttl: std::time::Duration::from_secs(600),
             export_max_range_days: options.export_max_range_days,
+            ledger_name: "trailmark.test".into(),
+            signing_key: [7; 32],
+            checkpoint_interval: std::time::Duration::from_millis(100),
             require_schemas: options.require_schemas,
             max_body_bytes: options.max_body_bytes,
             bootstrap_key_hash: Some(
@@ -64,7 +67,7 @@ impl TestApp {
             ),
         };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(Arc::new(store), config);
+        let state = AppState::new(Arc::new(store), config).expect("valid config");
         tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));

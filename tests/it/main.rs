@@ -6,6 +6,7 @@ mod edges;
 mod events;
 mod exports;
 mod helpers;
+mod ledger;
 mod organizations;
 mod read;
 mod schemas;

@@ -1,22 +1,41 @@
 //! Exports: one organization's events, filtered, written as CSV or NDJSON
-//! (formats in `trailmark_domain::export`).
+//! (formats in `trailmark_domain::export`), and for NDJSON, made verifiable.
 //!
 //! [`write_export`] reads the log in sequence order, [`PAGE_SIZE`] events at a time, and writes
 //! each page before reading the next, so memory stays flat whatever the export's size. It is
 //! used by the server's background export jobs and by `trailmark export`.
 //!
-//! This crate does not know where the bytes go (a file, stdout, a socket) nor how exports are
-//! requested; it turns a filter into a byte stream.
+//! **Verifiable NDJSON.** Given a [`Snapshot`] (a signed checkpoint), the export holds exactly
+//! the matching events with a sequence below the checkpoint's tree size, and ends with one
+//! manifest line:
+//!
+//! ```json
+//! {"object": "audit_log_export_manifest", "version": 1, "organization_id": "org_…",
+//!  "tree_size": 1024, "root_hash": "<base64>", "checkpoint": "<C2SP signed note>",
+//!  "complete": false, "event_count": 17}
+//! ```
+//!
+//! `complete` is true when the export has no filter at all: it then holds every event of the
+//! tree, and a verifier rebuilds the root from the leaves. Otherwise each event line carries an
+//! `inclusion_proof` (base64 hashes, RFC 9162 audit path to the checkpoint's root). Either way
+//! each event's `leaf_hash` is recomputable from the line itself (`trailmark_ledger::leaf`).
+//!
+//! This crate does not know where the bytes go nor how exports are requested.
 
 use std::io::Write;
 
+use serde_json::{Value, json};
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::query::EventFilter;
-use trailmark_store::{Order, SearchRequest, Store, StoreError};
+use trailmark_ledger::encode_hash;
+use trailmark_store::{Order, SearchRequest, Store, StoreError, StoredCheckpoint};
 
 /// Events read per storage query: large enough to amortize a query, small enough to keep
 /// memory flat (about 1 MB of events in flight).
 pub const PAGE_SIZE: usize = 1_000;
+
+/// The `object` of an NDJSON export's last line.
+pub const MANIFEST_OBJECT: &str = "audit_log_export_manifest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -26,8 +45,16 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
+/// The signed checkpoint an export is made against.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub checkpoint: StoredCheckpoint,
+}
+
 /// Writes every event of `organization_id` matching `filter` to `out` in `format`, in log order,
-/// calling `progress` with the running count after each page. Returns the number of events.
+/// calling `progress` with the running count after each page. With a `snapshot`, only events the
+/// checkpoint covers are written and an NDJSON export is made verifiable (see the crate docs).
+/// Returns the number of events.
 ///
 /// # Errors
 ///
@@ -38,9 +65,13 @@ pub async fn write_export(
     organization_id: &str,
     filter: &EventFilter,
     format: ExportFormat,
+    snapshot: Option<&Snapshot>,
     out: &mut impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ExportError> {
+    let verifiable = snapshot.filter(|_| format == ExportFormat::Ndjson);
+    let complete = *filter == EventFilter::default();
+    let before = snapshot.map(|s| s.checkpoint.tree_size);
     out.write_all(format.preamble().as_bytes())?;
     let mut written = 0u64;
     let mut after = None;
@@ -49,14 +80,34 @@ pub async fn write_export(
         let request = SearchRequest {
             filter: filter.clone(),
             after,
-            before: None,
+            before,
             order: Order::Asc,
             limit: PAGE_SIZE,
         };
         let page = store.search_events(organization_id, request).await?;
+        let proofs = match verifiable {
+            Some(snapshot) if !complete && !page.events.is_empty() => {
+                let sequences = page.events.iter().map(|e| e.sequence).collect();
+                Some(
+                    store
+                        .inclusion_proofs(organization_id, sequences, snapshot.checkpoint.tree_size)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         buffer.clear();
-        for event in &page.events {
-            format.write(&event.to_object(), &mut buffer);
+        for (position, event) in page.events.iter().enumerate() {
+            let mut object = event.to_object();
+            if let Some(proof) = proofs.as_ref().and_then(|proofs| proofs.get(position)) {
+                object["inclusion_proof"] = Value::Array(
+                    proof
+                        .iter()
+                        .map(|h| Value::String(encode_hash(h)))
+                        .collect(),
+                );
+            }
+            format.write(&object, &mut buffer);
         }
         out.write_all(buffer.as_bytes())?;
         written += page.events.len() as u64;
@@ -65,6 +116,21 @@ pub async fn write_export(
             Some(last) if page.more => after = Some(last.sequence),
             _ => break,
         }
+    }
+    if let Some(snapshot) = verifiable {
+        let checkpoint = &snapshot.checkpoint;
+        let manifest = json!({
+            "object": MANIFEST_OBJECT,
+            "version": 1,
+            "organization_id": organization_id,
+            "tree_size": checkpoint.tree_size,
+            "root_hash": encode_hash(&checkpoint.root),
+            "checkpoint": checkpoint.note,
+            "complete": complete,
+            "event_count": written,
+        });
+        out.write_all(manifest.to_string().as_bytes())?;
+        out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(written)

@@ -26,6 +26,26 @@ pub mod checkpoint;
 pub mod leaf;
 pub mod tree;
 
+/// A hash as it appears in JSON and checkpoints: standard base64 with padding.
+pub fn encode_hash(hash: &tree::Hash) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(hash)
+}
+
+/// The inverse of [`encode_hash`].
+///
+/// # Errors
+///
+/// [`LedgerError::Malformed`] if the text is not the base64 of 32 bytes.
+pub fn decode_hash(text: &str) -> Result<tree::Hash, LedgerError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| tree::Hash::try_from(bytes).ok())
+        .ok_or_else(|| LedgerError::Malformed(format!("'{text}' is not a base64 SHA-256 hash")))
+}
+
 /// Errors from reading stored nodes or from malformed ledger data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {

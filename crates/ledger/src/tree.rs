@@ -209,7 +209,7 @@ fn split(n: u64) -> u64 {
 /// multiple of the smallest power of two ≥ `end - start`.
 fn range_hash(start: u64, end: u64, reader: &impl NodeReader) -> Result<Hash, LedgerError> {
     let width = end - start;
-    if width.is_power_of_two() && start % width == 0 {
+    if width.is_power_of_two() && start.is_multiple_of(width) {
         let level = width.trailing_zeros();
         return reader.node(level, start >> level);
     }

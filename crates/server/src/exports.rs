@@ -2,14 +2,15 @@
 //! `<data-dir>/exports/<id>.<csv|ndjson>` (written under a `.partial` name, fsync'd, then renamed,
 //! so a file that exists is complete), then marked ready with its row count, or `error` with the
 //! reason. Jobs left pending by a crash or restart are started again when the server starts, so
-//! no export stays pending forever.
+//! no export stays pending forever. NDJSON exports end with a manifest holding a checkpoint
+//! signed for them (see `trailmark_export`).
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
-use trailmark_export::write_export;
+use trailmark_export::{Snapshot, write_export};
 use trailmark_store::{ExportRecord, ExportState};
 
 use crate::state::AppState;
@@ -66,11 +67,23 @@ async fn run(state: &AppState, export: &ExportRecord) -> Result<u64, String> {
     let file = std::fs::File::create(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
+    // NDJSON exports are made against a checkpoint covering everything committed so far.
+    let snapshot = match export.format {
+        ExportFormat::Ndjson => Some(Snapshot {
+            checkpoint: state
+                .ledger
+                .fresh(state.store.as_ref(), &export.organization_id)
+                .await
+                .map_err(|e| e.to_string())?,
+        }),
+        ExportFormat::Csv => None,
+    };
     let rows = write_export(
         state.store.as_ref(),
         &export.organization_id,
         &export.filter,
         export.format,
+        snapshot.as_ref(),
         &mut out,
         |_| {},
     )

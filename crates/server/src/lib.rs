@@ -14,12 +14,14 @@
 //! - `middleware`: request ids, metrics, and JSON bodies for every error response.
 //! - `wire`: hand-written JSON for every object the API returns.
 //! - `exports`: background export jobs; `links`: their signed download links.
+//! - `ledger`: checkpoint signing (a background task and on demand).
 //! - `routes/`: one file per resource.
 
 mod auth;
 pub mod error;
 mod exports;
 mod extract;
+mod ledger;
 mod links;
 mod metrics;
 mod middleware;

@@ -12,8 +12,11 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::schema::CompiledSchema;
 use trailmark_store::{SchemaLookup, Store};
 
+use trailmark_ledger::checkpoint::NoteSigner;
+
 use crate::auth::KeyCache;
 use crate::error::ApiError;
+use crate::ledger::Ledger;
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 
@@ -30,6 +33,12 @@ pub struct ServerConfig {
     pub export_link_ttl: Duration,
     /// Longest `range_end - range_start` an export may span, if the operator set one.
     pub export_max_range_days: Option<u32>,
+    /// The ledger's key name, also the first part of every checkpoint's origin.
+    pub ledger_name: String,
+    /// The Ed25519 seed checkpoints are signed with (the signing key file).
+    pub signing_key: [u8; 32],
+    /// How often logs that grew get a new checkpoint.
+    pub checkpoint_interval: Duration,
     /// Refuse events whose action has no schema (`--require-schemas`).
     pub require_schemas: bool,
     /// Largest accepted request body, in bytes; batch ingest accepts [`BATCH_BODY_FACTOR`] times it.
@@ -45,15 +54,22 @@ const EXPORT_JOBS_AT_ONCE: usize = 2;
 pub const BATCH_BODY_FACTOR: usize = 16;
 
 impl std::fmt::Debug for ServerConfig {
+    /// Keys and key hashes never appear; everything else does, for the startup log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("public_url", &self.public_url)
+            .field("export_link_ttl", &self.export_link_ttl)
+            .field("export_max_range_days", &self.export_max_range_days)
+            .field("ledger_name", &self.ledger_name)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .field("require_schemas", &self.require_schemas)
             .field("max_body_bytes", &self.max_body_bytes)
             .field(
                 "bootstrap_key",
                 &self.bootstrap_key_hash.map(|_| "<redacted>"),
             )
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,11 +82,17 @@ pub struct AppState {
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) links: LinkSigner,
     pub(crate) export_jobs: Arc<Semaphore>,
+    pub(crate) ledger: Arc<Ledger>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
-        AppState {
+    /// # Errors
+    ///
+    /// A message if the ledger name cannot be a signing key's name.
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Result<Self, String> {
+        let signer =
+            NoteSigner::new(&config.ledger_name, config.signing_key).map_err(|e| e.to_string())?;
+        Ok(AppState {
             store,
             schemas: Arc::new(SchemaCache::default()),
             metrics: Arc::new(Metrics::default()),
@@ -81,14 +103,16 @@ impl AppState {
                 &config.public_url,
             ),
             export_jobs: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
+            ledger: Arc::new(Ledger::new(signer, config.checkpoint_interval)),
             config: Arc::new(config),
-        }
+        })
     }
 
     /// Starts the background work: export jobs left pending by a previous run are resumed, and
     /// expired idempotency records are deleted hourly.
     pub(crate) fn spawn_maintenance(&self) {
         crate::exports::resume_pending(self.clone());
+        Arc::clone(&self.ledger).spawn_signer(Arc::clone(&self.store));
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
             let mut every_hour = tokio::time::interval(Duration::from_secs(3600));

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// Stored data that Trailmark wrote no longer parses: it was changed outside Trailmark.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A ledger request outside the tree, or a tree missing nodes it must have.
+    #[error(transparent)]
+    Ledger(#[from] trailmark_ledger::LedgerError),
     /// The storage worker is gone (the store is shutting down or a worker panicked).
     #[error("storage is unavailable: {0}")]
     Unavailable(String),

@@ -31,15 +31,17 @@ mod sqlite;
 use async_trait::async_trait;
 use trailmark_domain::Timestamp;
 use trailmark_domain::organization::Organization;
+use trailmark_domain::query::EventFilter;
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 
 pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, Order, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt,
-    SchemaLookup, SearchPage, SearchRequest, StoredEvent, StoredResponse,
+    SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
 };
 pub use sqlite::SqliteStore;
+pub use trailmark_ledger::tree::Hash;
 
 /// Everything Trailmark persists. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
@@ -114,7 +116,16 @@ pub trait Store: Send + Sync + 'static {
         organization_id: &str,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let request = SearchRequest {
+            filter: EventFilter::default(),
+            after,
+            before: None,
+            order: Order::Asc,
+            limit,
+        };
+        Ok(self.search_events(organization_id, request).await?.events)
+    }
     /// One organization's events matching a search, in sequence order (see [`SearchRequest`]).
     /// Read-your-writes: every acknowledged append is visible.
     async fn search_events(
@@ -137,6 +148,37 @@ pub trait Store: Send + Sync + 'static {
         outcome: Result<u64, String>,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+
+    /// The number of events in an organization's log (0 if it has none).
+    async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError>;
+    /// Every organization with a log, with its size (deleted organizations included: their
+    /// logs remain).
+    async fn log_sizes(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// The root of the first `size` leaves of an organization's log.
+    async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError>;
+    /// RFC 6962 inclusion proofs of the given leaves in the tree of `size` leaves, in order.
+    async fn inclusion_proofs(
+        &self,
+        organization_id: &str,
+        indexes: Vec<u64>,
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, StoreError>;
+    /// RFC 6962 consistency proof from the tree of `first` leaves to the tree of `second`.
+    async fn consistency_proof(
+        &self,
+        organization_id: &str,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, StoreError>;
+    /// Stores a signed checkpoint (a second one for the same size is ignored).
+    async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError>;
+    /// The organization's checkpoint with the largest tree size.
+    async fn latest_checkpoint(
+        &self,
+        organization_id: &str,
+    ) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Organizations whose log has grown past their latest checkpoint, with the current size.
+    async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Deletes idempotency records that expired before `now`; returns how many.
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;

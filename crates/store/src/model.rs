@@ -7,6 +7,7 @@ use trailmark_domain::event::NewEvent;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::query::EventFilter;
 use trailmark_domain::schema::ActionSchema;
+use trailmark_ledger::tree::Hash;
 
 /// A stored API key: its hash, never its text.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +97,8 @@ pub struct StoredResponse {
 pub struct Receipt {
     pub id: String,
     pub sequence: u64,
+    /// The event's leaf hash in its organization's Merkle log.
+    pub leaf_hash: Hash,
 }
 
 /// Renders the response for the receipts of a commit, so it can be stored with them.
@@ -142,12 +145,21 @@ pub struct StoredEvent {
     pub organization_id: String,
     pub sequence: u64,
     pub received_at: Timestamp,
+    pub leaf_hash: Hash,
     pub body: Value,
 }
 
 impl StoredEvent {
-    /// The event object (`trailmark_domain::record`): the one shape readers see.
+    /// The event object (`trailmark_domain::record`) with its `leaf_hash`: the one shape readers
+    /// see. Its leaf is this object without `leaf_hash` (`trailmark_ledger::leaf`).
     pub fn to_object(&self) -> Value {
+        let mut object = self.leaf_object();
+        object["leaf_hash"] = Value::String(trailmark_ledger::encode_hash(&self.leaf_hash));
+        object
+    }
+
+    /// The event object without `leaf_hash`: what the leaf hash is computed from.
+    pub fn leaf_object(&self) -> Value {
         trailmark_domain::record::event_object(
             trailmark_domain::record::Placement {
                 id: &self.id,
@@ -218,4 +230,15 @@ pub struct ExportRecord {
     pub error: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A signed checkpoint of one organization's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub organization_id: String,
+    pub tree_size: u64,
+    pub root: Hash,
+    /// The C2SP signed note.
+    pub note: String,
+    pub created_at: Timestamp,
 }

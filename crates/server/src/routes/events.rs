@@ -264,7 +264,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn receipt_json(organization_id: &str, receipt: &Receipt) -> Value {
-    json!({"success": true, "id": receipt.id, "organization_id": organization_id, "sequence": receipt.sequence})
+    json!({
+        "success": true,
+        "id": receipt.id,
+        "organization_id": organization_id,
+        "sequence": receipt.sequence,
+        "leaf_hash": trailmark_ledger::encode_hash(&receipt.leaf_hash),
+    })
 }
 
 fn failure_json(index: usize, error: &ApiError) -> Value {

@@ -2,6 +2,7 @@
 
 mod events;
 mod exports;
+mod ledger;
 mod organizations;
 mod schemas;
 mod search;
@@ -11,7 +12,49 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::QueryPairs;
 use crate::state::{AppState, BATCH_BODY_FACTOR};
+
+/// The live organization a read concerns: `organization_id` from the query, or the key's own
+/// organization when the key is restricted and the query names none.
+///
+/// # Errors
+///
+/// 422 if neither names one, 403 if the key is restricted to another, 404 if it does not exist.
+pub(crate) async fn readable_organization(
+    state: &AppState,
+    caller: &Caller,
+    query: &QueryPairs,
+) -> Result<String, ApiError> {
+    let organization_id = match (
+        query.get("organization_id").filter(|id| !id.is_empty()),
+        &caller.organization,
+    ) {
+        (Some(id), _) => id.to_owned(),
+        (None, Some(own)) => own.clone(),
+        (None, None) => {
+            return Err(ApiError::field(
+                "required",
+                "organization_id",
+                "organization_id is required",
+            ));
+        }
+    };
+    caller.require_organization(&organization_id)?;
+    if state
+        .store
+        .get_organization(&organization_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "Organization not found: '{organization_id}'."
+        )));
+    }
+    Ok(organization_id)
+}
 
 /// Every route, as `(method, path)`; the test below checks each one is documented.
 #[cfg(test)]
@@ -34,6 +77,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/organizations/{id}/audit_logs_retention"),
     ("PUT", "/organizations/{id}/audit_logs_retention"),
     ("GET", "/organizations/{id}/audit_log_configuration"),
+    ("GET", "/audit_logs/ledger/public_key"),
+    ("GET", "/audit_logs/ledger/checkpoint"),
+    ("GET", "/audit_logs/ledger/inclusion"),
+    ("GET", "/audit_logs/ledger/consistency"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -80,6 +127,10 @@ pub fn router(state: AppState) -> Router {
             "/organizations/{id}/audit_log_configuration",
             get(organizations::configuration),
         )
+        .route("/audit_logs/ledger/public_key", get(ledger::public_key))
+        .route("/audit_logs/ledger/checkpoint", get(ledger::checkpoint))
+        .route("/audit_logs/ledger/inclusion", get(ledger::inclusion))
+        .route("/audit_logs/ledger/consistency", get(ledger::consistency))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

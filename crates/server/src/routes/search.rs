@@ -23,6 +23,7 @@ use trailmark_store::{Order, SearchRequest};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
+use crate::routes::readable_organization;
 use crate::state::AppState;
 
 /// `GET /audit_logs/events?organization_id=…&range_start=…&actions=user.*&q=…&order=asc&after=41`.
@@ -32,21 +33,6 @@ pub async fn search(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let organization_id = match (
-        query.get("organization_id").filter(|id| !id.is_empty()),
-        &caller.organization,
-    ) {
-        (Some(id), _) => id.to_owned(),
-        (None, Some(own)) => own.clone(),
-        (None, None) => {
-            return Err(ApiError::field(
-                "required",
-                "organization_id",
-                "organization_id is required",
-            ));
-        }
-    };
-    caller.require_organization(&organization_id)?;
     let filter = filter_from_query(&query)?;
     let (limit, order) = (query.limit()?, query.order()?);
     let cursor = |name: &'static str| -> Result<Option<u64>, ApiError> {
@@ -65,16 +51,7 @@ pub async fn search(
             .transpose()
     };
     let (after, before) = (cursor("after")?, cursor("before")?);
-    if state
-        .store
-        .get_organization(&organization_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "Organization not found: '{organization_id}'."
-        )));
-    }
+    let organization_id = readable_organization(&state, &caller, &query).await?;
     let request = SearchRequest {
         filter,
         after,

@@ -13,15 +13,19 @@ use trailmark_domain::api_key::Scope;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Domain, DomainState, Organization};
 use trailmark_domain::query::ActionPattern;
+use trailmark_domain::record::{Placement, event_object};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_ledger::LedgerError;
+use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::tree::{Frontier, NodeReader, consistency_proof, inclusion_proof, tree_hash};
 
 use crate::codec::{filter_from_json, filter_to_json};
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Order,
     OrganizationFilter, Page, PageRequest, Receipt, SchemaLookup, SearchPage, SearchRequest,
-    StoredEvent, StoredResponse,
+    StoredCheckpoint, StoredEvent, StoredResponse,
 };
-use crate::{Store, StoreError};
+use crate::{Hash, Store, StoreError};
 use worker::{Database, GroupWork};
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
@@ -395,38 +399,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn events_after(
-        &self,
-        organization_id: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| {
-                let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let mut statement = c.prepare_cached(
-                    "SELECT id, sequence, received_at, body FROM events
-                     WHERE organization_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
-                )?;
-                let rows = statement.query_map(params![organization_id, after, limit], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                })?;
-                rows.map(|row| {
-                    let (id, sequence, received_at, body) = row?;
-                    stored_event(id, organization_id.clone(), sequence, received_at, &body)
-                })
-                .collect()
-            })
-            .await
-    }
-
     async fn search_events(
         &self,
         organization_id: &str,
@@ -438,8 +410,7 @@ impl Store for SqliteStore {
                 let mut query = SearchSql::new(&organization_id);
                 query.add_filter(&request);
                 let sql = format!(
-                    "SELECT e.id, e.sequence, e.received_at, e.body FROM events e WHERE {}
-                     ORDER BY e.sequence {} LIMIT {}",
+                    "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.sequence {} LIMIT {}",
                     query.conditions.join(" AND "),
                     if request.order == Order::Asc {
                         "ASC"
@@ -448,22 +419,12 @@ impl Store for SqliteStore {
                     },
                     request.limit + 1
                 );
-                let mut statement = c.prepare_cached(&sql)?;
-                let rows =
-                    statement.query_map(rusqlite::params_from_iter(query.values), |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, i64>(2)?,
-                            row.get::<_, String>(3)?,
-                        ))
-                    })?;
-                let mut events = rows
-                    .map(|row| {
-                        let (id, sequence, received_at, body) = row?;
-                        stored_event(id, organization_id.clone(), sequence, received_at, &body)
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let mut events = c
+                    .prepare_cached(&sql)?
+                    .query_map(rusqlite::params_from_iter(query.values), event_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
                 let more = events.len() > request.limit;
                 events.truncate(request.limit);
                 Ok(SearchPage { events, more })
@@ -475,15 +436,11 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.db
             .read(move |c| {
-                let row = c
-                    .prepare_cached("SELECT organization_id, sequence, received_at, body FROM events WHERE id = ?1")?
-                    .query_row([&id], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?))
-                    })
-                    .optional()?;
-                row.map(|(organization_id, sequence, received_at, body)| {
-                    stored_event(id.clone(), organization_id, sequence, received_at, &body)
-                })
+                c.prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"
+                ))?
+                .query_row([&id], event_from_row)
+                .optional()?
                 .transpose()
             })
             .await
@@ -562,6 +519,118 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| Ok(read_frontier(c, &organization_id)?.size()))
+            .await
+    }
+
+    async fn log_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.db
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT organization_id, size FROM log_heads ORDER BY organization_id",
+                )?
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| Ok(tree_hash(size, &SqliteNodes::new(c, &organization_id))?))
+            .await
+    }
+
+    async fn inclusion_proofs(
+        &self,
+        organization_id: &str,
+        indexes: Vec<u64>,
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                let nodes = SqliteNodes::new(c, &organization_id);
+                Ok(indexes
+                    .into_iter()
+                    .map(|index| inclusion_proof(index, size, &nodes))
+                    .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn consistency_proof(
+        &self,
+        organization_id: &str,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(consistency_proof(
+                    first,
+                    second,
+                    &SqliteNodes::new(c, &organization_id),
+                )?)
+            })
+            .await
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO checkpoints (organization_id, tree_size, root, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        checkpoint.organization_id,
+                        checkpoint.tree_size as i64,
+                        checkpoint.root.as_slice(),
+                        checkpoint.note,
+                        checkpoint.created_at.unix_millis()
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        organization_id: &str,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE organization_id = ?1 ORDER BY tree_size DESC LIMIT 1"
+                ))?
+                .query_row([organization_id], checkpoint_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.db
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT h.organization_id, h.size FROM log_heads h
+                     WHERE h.size > COALESCE((SELECT MAX(tree_size) FROM checkpoints k WHERE k.organization_id = h.organization_id), 0)",
+                )?
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?
+                .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.db
             .write(move |c| {
@@ -610,49 +679,76 @@ fn append(
         }
     }
 
-    let size: i64 = c
-        .prepare_cached("SELECT size FROM log_heads WHERE organization_id = ?1")?
-        .query_row([&organization], |row| row.get(0))
-        .optional()?
-        .unwrap_or(0);
+    let mut frontier = read_frontier(c, &organization)?;
     let mut insert = c.prepare_cached(
-        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id, actor_name, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id, actor_name, leaf_hash, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let mut insert_target = c.prepare_cached(
         "INSERT INTO event_targets (organization_id, sequence, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
     )?;
+    let mut insert_node = c.prepare_cached(
+        "INSERT INTO merkle_nodes (organization_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     let mut receipts = Vec::with_capacity(request.events.len());
-    for (offset, pending) in request.events.into_iter().enumerate() {
-        let sequence = size + offset as i64;
+    for pending in request.events {
+        let sequence = frontier.size();
         let event = &pending.event;
+        let body = event.to_json();
+        // The leaf is the event object as readers will see it, so it is built here, once the
+        // sequence is known, from the same pieces a reader's copy is built from.
+        let object = event_object(
+            Placement {
+                id: &pending.id,
+                organization_id: &organization,
+                sequence,
+                received_at: pending.received_at,
+            },
+            &body,
+        );
+        let leaf_hash = event_leaf_hash(&object);
+        for node in frontier.append(leaf_hash) {
+            insert_node.execute(params![
+                organization,
+                node.level,
+                node.index as i64,
+                node.hash.as_slice()
+            ])?;
+        }
         insert.execute(params![
             organization,
-            sequence,
+            sequence as i64,
             pending.id,
             event.action(),
             event.occurred_at().unix_millis(),
             pending.received_at.unix_millis(),
             event.actor().id,
             event.actor().name,
-            event.to_json().to_string(),
+            leaf_hash.as_slice(),
+            body.to_string(),
         ])?;
         group
             .search_rows
             .push((c.last_insert_rowid(), event.search_text()));
         for target in event.targets() {
-            insert_target.execute(params![organization, sequence, target.id, target.kind])?;
+            insert_target.execute(params![
+                organization,
+                sequence as i64,
+                target.id,
+                target.kind
+            ])?;
         }
         receipts.push(Receipt {
             id: pending.id,
-            sequence: sequence as u64,
+            sequence,
+            leaf_hash,
         });
     }
     c.prepare_cached(
-        "INSERT INTO log_heads (organization_id, size) VALUES (?1, ?2)
-         ON CONFLICT (organization_id) DO UPDATE SET size = excluded.size",
+        "INSERT INTO log_heads (organization_id, size, frontier) VALUES (?1, ?2, ?3)
+         ON CONFLICT (organization_id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
     )?
-    .execute(params![organization, size + receipts.len() as i64])?;
+    .execute(params![organization, frontier.size() as i64, frontier.hashes().concat()])?;
 
     let response = match request.idempotency {
         Some(claim) => {
@@ -668,21 +764,113 @@ fn append(
     Ok(AppendOutcome::Appended { receipts, response })
 }
 
-fn stored_event(
-    id: String,
-    organization_id: String,
-    sequence: i64,
-    received_at: i64,
-    body: &str,
-) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        body: serde_json::from_str(body)
-            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
-        id,
-        organization_id,
-        sequence: sequence as u64,
-        received_at: Timestamp::from_unix_millis(received_at),
-    })
+/// The organization's Merkle frontier, from its log head.
+fn read_frontier(c: &Connection, organization_id: &str) -> Result<Frontier, StoreError> {
+    let head: Option<(i64, Vec<u8>)> = c
+        .prepare_cached("SELECT size, frontier FROM log_heads WHERE organization_id = ?1")?
+        .query_row([organization_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((size, bytes)) = head else {
+        return Ok(Frontier::empty());
+    };
+    let hashes = bytes
+        .chunks(32)
+        .map(|chunk| {
+            Hash::try_from(chunk).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "log head of {organization_id}: frontier is not whole hashes"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Frontier::from_parts(size as u64, hashes)?)
+}
+
+/// Reads one organization's stored Merkle nodes, remembering what it read: proofs for nearby
+/// leaves share most of their nodes.
+struct SqliteNodes<'c> {
+    connection: &'c Connection,
+    organization_id: &'c str,
+    seen: std::cell::RefCell<std::collections::HashMap<(u32, u64), Hash>>,
+}
+
+impl<'c> SqliteNodes<'c> {
+    fn new(connection: &'c Connection, organization_id: &'c str) -> Self {
+        SqliteNodes {
+            connection,
+            organization_id,
+            seen: Default::default(),
+        }
+    }
+}
+
+impl NodeReader for SqliteNodes<'_> {
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        if let Some(hash) = self.seen.borrow().get(&(level, index)) {
+            return Ok(*hash);
+        }
+        let hash: Option<Vec<u8>> = self
+            .connection
+            .prepare_cached("SELECT hash FROM merkle_nodes WHERE organization_id = ?1 AND level = ?2 AND idx = ?3")
+            .and_then(|mut statement| {
+                statement.query_row(params![self.organization_id, level, index as i64], |row| row.get(0)).optional()
+            })
+            .map_err(|e| LedgerError::Read(e.to_string()))?;
+        let hash = hash
+            .and_then(|bytes| Hash::try_from(bytes).ok())
+            .ok_or(LedgerError::MissingNode { level, index })?;
+        self.seen.borrow_mut().insert((level, index), hash);
+        Ok(hash)
+    }
+}
+
+const CHECKPOINT_COLUMNS: &str = "organization_id, tree_size, root, note, created_at";
+
+fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredCheckpoint, StoreError>> {
+    let organization_id: String = row.get(0)?;
+    let tree_size: i64 = row.get(1)?;
+    let root: Vec<u8> = row.get(2)?;
+    let note: String = row.get(3)?;
+    let created_at = Timestamp::from_unix_millis(row.get(4)?);
+    Ok(Hash::try_from(root)
+        .map_err(|_| {
+            StoreError::Corrupt(format!(
+                "checkpoint {organization_id}@{tree_size}: root is not 32 bytes"
+            ))
+        })
+        .map(|root| StoredCheckpoint {
+            organization_id,
+            tree_size: tree_size as u64,
+            root,
+            note,
+            created_at,
+        }))
+}
+
+const EVENT_COLUMNS: &str =
+    "e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body";
+
+/// Maps a row of [`EVENT_COLUMNS`].
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
+    let id: String = row.get(0)?;
+    let organization_id: String = row.get(1)?;
+    let sequence: i64 = row.get(2)?;
+    let received_at: i64 = row.get(3)?;
+    let leaf_hash: Vec<u8> = row.get(4)?;
+    let body: String = row.get(5)?;
+    Ok((|| {
+        Ok(StoredEvent {
+            body: serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
+            leaf_hash: leaf_hash.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("event {id}: leaf hash is not 32 bytes"))
+            })?,
+            id,
+            organization_id,
+            sequence: sequence as u64,
+            received_at: Timestamp::from_unix_millis(received_at),
+        })
+    })())
 }
 
 /// The WHERE clause of a search, built up with numbered parameters.

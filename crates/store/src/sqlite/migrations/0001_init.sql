@@ -33,10 +33,34 @@ CREATE TABLE action_schemas (
     PRIMARY KEY (action, version)
 ) WITHOUT ROWID;
 
--- The size of each organization's log: the next event gets sequence = size.
+-- The head of each organization's log: the next event gets sequence = size. The frontier is
+-- the Merkle tree's complete subtrees left to right (32-byte hashes, concatenated, one per set
+-- bit of size): all an append needs to compute the new nodes without reading any.
 CREATE TABLE log_heads (
     organization_id TEXT PRIMARY KEY,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    frontier BLOB NOT NULL
+) WITHOUT ROWID;
+
+-- Every complete subtree of every organization's Merkle tree: level L, index i covers leaves
+-- [i*2^L, (i+1)*2^L). Written once when completed, never changed, never deleted (retention
+-- removes event contents, not these), so roots and proofs cost O(log n) reads.
+CREATE TABLE merkle_nodes (
+    organization_id TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (organization_id, level, idx)
+) WITHOUT ROWID;
+
+-- Signed checkpoints (C2SP signed notes), one per signed tree size.
+CREATE TABLE checkpoints (
+    organization_id TEXT NOT NULL,
+    tree_size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (organization_id, tree_size)
 ) WITHOUT ROWID;
 
 -- One row per event; body is the normalized event JSON. The columns beside it exist to be
@@ -51,6 +75,7 @@ CREATE TABLE events (
     received_at INTEGER NOT NULL,
     actor_id TEXT NOT NULL,
     actor_name TEXT,
+    leaf_hash BLOB NOT NULL,            -- SHA-256(0x00 || RFC 8785 JSON of the event object)
     body TEXT NOT NULL,
     PRIMARY KEY (organization_id, sequence)
 );

@@ -1,0 +1,446 @@
+//! The tamper-evident ledger through the API and the CLI: leaf hashes anyone can recompute,
+//! signed checkpoints, RFC 9162 proofs, verifiable exports and database audits that catch edits.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use trailmark_ledger::checkpoint::NoteVerifier;
+use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
+use trailmark_ledger::{decode_hash, encode_hash};
+
+use crate::helpers::{TestApp, body, event};
+
+/// Ingests events numbered `from..from + count` (distinct content, so none is deduplicated).
+async fn ingest_from(app: &TestApp, organization: &str, from: usize, count: usize) -> Vec<Value> {
+    let mut receipts = Vec::new();
+    for n in from..from + count {
+        let mut submitted = event(if n % 3 == 0 {
+            "user.signed_in"
+        } else {
+            "document.updated"
+        });
+        submitted["metadata"] = json!({"n": n, "float": 0.1 + n as f64});
+        receipts.push(body(app.create_event(organization, &submitted, None).await).await);
+    }
+    receipts
+}
+
+async fn ingest(app: &TestApp, organization: &str, count: usize) -> Vec<Value> {
+    ingest_from(app, organization, 0, count).await
+}
+
+async fn verifier(app: &TestApp) -> (String, NoteVerifier) {
+    let key = body(
+        app.client
+            .get(app.url("/audit_logs/ledger/public_key"))
+            .send()
+            .await
+            .expect("key"),
+    )
+    .await;
+    let text = key["verifier_key"].as_str().unwrap_or_default().to_owned();
+    let verifier = NoteVerifier::parse(&text).expect("a valid verifier key");
+    (text, verifier)
+}
+
+fn hashes(value: &Value) -> Vec<[u8; 32]> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| decode_hash(h.as_str().unwrap_or_default()).expect("base64 hash"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_event_carries_a_leaf_hash_anyone_can_recompute() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receipts = ingest(&app, &organization, 5).await;
+    let listed = body(
+        app.get(&format!(
+            "/audit_logs/events?organization_id={organization}&order=asc"
+        ))
+        .await,
+    )
+    .await;
+    for (receipt, listed) in receipts
+        .iter()
+        .zip(listed["data"].as_array().into_iter().flatten())
+    {
+        assert_eq!(
+            receipt["leaf_hash"], listed["leaf_hash"],
+            "the receipt's leaf hash is the event's"
+        );
+        let recomputed = encode_hash(&event_leaf_hash(listed));
+        assert_eq!(
+            listed["leaf_hash"],
+            json!(recomputed),
+            "the leaf is the event object without leaf_hash"
+        );
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_are_signed_and_proofs_verify_against_them() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receipts = ingest(&app, &organization, 7).await;
+    let (_, verifier) = verifier(&app).await;
+
+    let first = body(
+        app.get(&format!(
+            "/audit_logs/ledger/checkpoint?organization_id={organization}"
+        ))
+        .await,
+    )
+    .await;
+    let first_checkpoint = verifier
+        .verify(first["checkpoint"].as_str().unwrap_or_default())
+        .expect("the signature verifies");
+    assert_eq!(
+        first_checkpoint.origin,
+        format!("trailmark.test/{organization}")
+    );
+    assert_eq!(first["tree_size"], first_checkpoint.size);
+
+    ingest_from(&app, &organization, 7, 6).await;
+    let mut latest = first.clone();
+    for _ in 0..100 {
+        latest = body(
+            app.get(&format!(
+                "/audit_logs/ledger/checkpoint?organization_id={organization}"
+            ))
+            .await,
+        )
+        .await;
+        if latest["tree_size"] == 13 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let checkpoint = verifier
+        .verify(latest["checkpoint"].as_str().unwrap_or_default())
+        .expect("verifies");
+    assert_eq!(
+        checkpoint.size, 13,
+        "the signer checkpoints a grown log on its own"
+    );
+
+    for receipt in &receipts {
+        let id = receipt["id"].as_str().unwrap_or_default();
+        let proof = body(app.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization}&event_id={id}&tree_size=13")).await).await;
+        let leaf = decode_hash(receipt["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
+        let index = receipt["sequence"].as_u64().unwrap_or_default();
+        assert!(
+            verify_inclusion(index, 13, &leaf, &hashes(&proof["proof"]), &checkpoint.root),
+            "event {index}"
+        );
+    }
+
+    let consistency = body(
+        app.get(&format!(
+            "/audit_logs/ledger/consistency?organization_id={organization}&first={}&second=13",
+            first_checkpoint.size
+        ))
+        .await,
+    )
+    .await;
+    assert!(verify_consistency(
+        first_checkpoint.size,
+        13,
+        &first_checkpoint.root,
+        &checkpoint.root,
+        &hashes(&consistency["proof"])
+    ));
+
+    for (query, field) in [
+        ("first=0&second=3", "first"),
+        ("first=5&second=99", "second"),
+        ("second=3", "first"),
+    ] {
+        let response = app
+            .get(&format!(
+                "/audit_logs/ledger/consistency?organization_id={organization}&{query}"
+            ))
+            .await;
+        assert_eq!(response.status(), 422, "{query}");
+        assert_eq!(body(response).await["errors"][0]["field"], field);
+    }
+    let id = receipts[5]["id"].as_str().unwrap_or_default();
+    let response = app
+        .get(&format!(
+            "/audit_logs/ledger/inclusion?organization_id={organization}&event_id={id}&tree_size=5"
+        ))
+        .await;
+    assert_eq!(
+        response.status(),
+        422,
+        "an event is not in a tree smaller than its sequence"
+    );
+}
+
+fn trailmark(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args(args)
+        .output()
+        .expect("run trailmark")
+}
+
+/// Creates an NDJSON export through the API and downloads it to `path`.
+async fn export_to(app: &TestApp, request: Value, path: &std::path::Path) {
+    let created = body(app.post("/audit_logs/exports", &request).await).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    for _ in 0..200 {
+        let export = body(app.get(&format!("/audit_logs/exports/{id}")).await).await;
+        if export["state"] == "ready" {
+            let text = app
+                .client
+                .get(export["url"].as_str().unwrap_or_default())
+                .send()
+                .await
+                .expect("download")
+                .text()
+                .await
+                .expect("text");
+            std::fs::write(path, text).expect("write");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("export {id} never became ready");
+}
+
+// Multi-threaded: the CLI runs while the in-process server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_verify_offline_and_tampering_is_named() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receipts = ingest(&app, &organization, 30).await;
+    let (key, _) = verifier(&app).await;
+    let dir = app.data_dir.path();
+
+    // A filtered export: every event carries its inclusion proof.
+    let filtered = dir.join("filtered.ndjson");
+    let request = json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z", "range_end": "2026-12-31T00:00:00Z",
+                         "actions": ["document.updated"], "format": "ndjson"});
+    export_to(&app, request, &filtered).await;
+    let output = trailmark(&[
+        "verify",
+        filtered.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("20 events re-hashed; each proved included")
+    );
+
+    // An altered field is caught and the event is named.
+    let text = std::fs::read_to_string(&filtered).expect("read");
+    let victim = receipts[4]["id"].as_str().unwrap_or_default();
+    let altered: String = text
+        .lines()
+        .map(|line| if line.contains(victim) { line.replace("\"Jon Smith\"", "\"Someone Else\"") } else { line.to_owned() } + "\n")
+        .collect();
+    let tampered = dir.join("tampered.ndjson");
+    std::fs::write(&tampered, altered).expect("write");
+    let output = trailmark(&[
+        "verify",
+        tampered.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(victim) && stderr.contains("altered"),
+        "{stderr}"
+    );
+
+    // A removed line is caught.
+    let removed: String = text
+        .lines()
+        .filter(|line| !line.contains(victim))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&tampered, removed).expect("write");
+    let output = trailmark(&[
+        "verify",
+        tampered.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("removed"));
+
+    // A wrong key is refused.
+    let other = "other+01020304+AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB";
+    assert!(
+        !trailmark(&[
+            "verify",
+            filtered.to_str().unwrap_or_default(),
+            "--public-key",
+            other
+        ])
+        .status
+        .success()
+    );
+
+    // A complete export (the CLI, no filter) rebuilds the root; a missing event is named.
+    let mut checkpoint = json!(null);
+    for _ in 0..100 {
+        checkpoint = body(
+            app.get(&format!(
+                "/audit_logs/ledger/checkpoint?organization_id={organization}"
+            ))
+            .await,
+        )
+        .await;
+        if checkpoint["tree_size"] == 30 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(checkpoint["tree_size"], 30);
+    let complete = dir.join("complete.ndjson");
+    let output = trailmark(&[
+        "export",
+        "--organization",
+        &organization,
+        "--format",
+        "ndjson",
+        "--out",
+        complete.to_str().unwrap_or_default(),
+        "--data-dir",
+        dir.to_str().unwrap_or_default(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = trailmark(&[
+        "verify",
+        complete.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("sequences 0…29 all present"));
+    let text = std::fs::read_to_string(&complete).expect("read");
+    let gap: String = text
+        .lines()
+        .filter(|line| !line.contains("\"sequence\":7,"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&tampered, gap).expect("write");
+    let output = trailmark(&[
+        "verify",
+        tampered.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("sequence 7 is missing"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Opens the database behind the server's back, as an attacker with file access would.
+fn tamper(dir: &std::path::Path, sql: &str) {
+    let connection = rusqlite::Connection::open(dir.join("trailmark.db")).expect("open");
+    connection.execute_batch(sql).expect("tamper");
+}
+
+/// A server with 12 events whose latest checkpoint covers them all; returns it, the
+/// organization, the receipts and the verifier key.
+async fn audited_app() -> (TestApp, String, Vec<Value>, String) {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receipts = ingest(&app, &organization, 12).await;
+    for _ in 0..100 {
+        let checkpoint = body(
+            app.get(&format!(
+                "/audit_logs/ledger/checkpoint?organization_id={organization}"
+            ))
+            .await,
+        )
+        .await;
+        if checkpoint["tree_size"] == 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (key, _) = verifier(&app).await;
+    (app, organization, receipts, key)
+}
+
+fn audit(app: &TestApp, key: &str) -> std::process::Output {
+    trailmark(&[
+        "verify",
+        "--database",
+        "--data-dir",
+        app.data_dir.path().to_str().unwrap_or_default(),
+        "--public-key",
+        key,
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_audit_passes_untouched_and_names_each_kind_of_tampering() {
+    let (app, _, _, key) = audited_app().await;
+    let output = audit(&app, &key);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(
+            "12 events re-hashed, tree rebuilt, matches the signed checkpoint of 12 events"
+        )
+    );
+
+    let cases = [
+        (
+            "UPDATE events SET body = replace(body, 'Jon Smith', 'Mallory') WHERE sequence = 3",
+            "(sequence 3)",
+        ),
+        (
+            "DELETE FROM events WHERE sequence = 5",
+            "sequence 5 is missing",
+        ),
+        (
+            "UPDATE events SET sequence = -1 WHERE sequence = 8; UPDATE events SET sequence = 8 WHERE sequence = 9; \
+             UPDATE events SET sequence = 9 WHERE sequence = -1",
+            "(sequence 8)",
+        ),
+    ];
+    for (sql, named) in cases {
+        let (app, _, receipts, key) = audited_app().await;
+        tamper(app.data_dir.path(), sql);
+        let output = audit(&app, &key);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{sql}: {stdout}");
+        assert!(stdout.contains(named), "{sql}: {named:?} not in {stdout}");
+        if named == "(sequence 3)" {
+            assert!(
+                stdout.contains(receipts[3]["id"].as_str().unwrap_or_default()),
+                "the altered event is named: {stdout}"
+            );
+        }
+    }
+}
