@@ -137,8 +137,13 @@ async fn an_ndjson_export_with_filters_holds_exactly_the_matching_event_objects(
     assert_eq!(manifest["event_count"], 5);
     assert_eq!(events.len(), 5);
     for (i, exported) in events.iter_mut().enumerate() {
-        let proof = exported.as_object_mut().and_then(|o| o.remove("inclusion_proof"));
-        assert!(proof.is_some_and(|p| p.is_array()), "a filtered export proves each event");
+        let proof = exported
+            .as_object_mut()
+            .and_then(|o| o.remove("inclusion_proof"));
+        assert!(
+            proof.is_some_and(|p| p.is_array()),
+            "a filtered export proves each event"
+        );
         let fetched = body(
             app.get(&format!(
                 "/audit_logs/events/{}",
