@@ -177,6 +177,13 @@ pub struct ServeArgs {
     /// Sign a checkpoint for each grown log at most this often, in milliseconds.
     #[arg(long, env = "TRAILMARK_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
+    /// How often the retention job looks for expired events, in seconds.
+    #[arg(
+        long,
+        env = "TRAILMARK_RETENTION_INTERVAL_SECS",
+        default_value_t = 3600
+    )]
+    pub retention_interval_secs: u64,
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600)]
     pub export_link_ttl_secs: u64,

@@ -84,6 +84,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ledger_name: args.ledger_name.clone(),
         signing_key,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(1)),
+        retention_interval: Duration::from_secs(args.retention_interval_secs.max(1)),
         require_schemas: args.require_schemas,
         max_body_bytes: args.max_body_bytes,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),

@@ -102,6 +102,7 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
     let mut frontier = Frontier::empty();
     let mut previous: Option<u64> = None;
     let mut count = 0u64;
+    let mut purged = 0u64;
     for (number, line) in open()?.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -137,17 +138,25 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
                 checkpoint.size
             )));
         }
-        let leaf = event_leaf_hash(&event);
         let claimed = event["leaf_hash"]
             .as_str()
             .map(decode_hash)
             .transpose()
             .map_err(|e| fail(e.to_string()))?;
-        if claimed != Some(leaf) {
-            return Err(fail(
-                "its content does not hash to its leaf_hash: it was altered".into(),
-            ));
-        }
+        let leaf = if event["purged"] == true {
+            // Retention removed the contents: the leaf hash is all that is left, and the proof
+            // (or the rebuilt root) still checks it.
+            purged += 1;
+            claimed.ok_or_else(|| fail("a purged stub without a leaf_hash".into()))?
+        } else {
+            let leaf = event_leaf_hash(&event);
+            if claimed != Some(leaf) {
+                return Err(fail(
+                    "its content does not hash to its leaf_hash: it was altered".into(),
+                ));
+            }
+            leaf
+        };
         if complete {
             if sequence != frontier.size() {
                 return Err(fail(format!(
@@ -204,6 +213,11 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
         );
     } else {
         println!("{count} events re-hashed; each proved included in the checkpoint's tree ✓");
+    }
+    if purged > 0 {
+        println!(
+            "{purged} of them are stubs whose contents retention removed; their leaves still check"
+        );
     }
     println!("OK: {} is complete and unaltered.", path.display());
     Ok(())
@@ -273,12 +287,18 @@ async fn verify_log(
                     event.sequence
                 ));
             }
-            let leaf = event_leaf_hash(&event.leaf_object());
-            if leaf != event.leaf_hash {
-                return Err(fail(
-                    "its stored content no longer hashes to its leaf: it was altered",
-                ));
-            }
+            let leaf = if event.purged_at.is_some() {
+                // Retention removed the contents; the stored leaf hash must still fit the tree.
+                event.leaf_hash
+            } else {
+                let leaf = event_leaf_hash(&event.leaf_object());
+                if leaf != event.leaf_hash {
+                    return Err(fail(
+                        "its stored content no longer hashes to its leaf: it was altered",
+                    ));
+                }
+                leaf
+            };
             frontier.append(leaf);
             if let Some(checkpoint) = checkpoint.as_ref().filter(|c| c.size == frontier.size()) {
                 if frontier.root() != checkpoint.root {

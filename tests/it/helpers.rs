@@ -60,6 +60,7 @@ impl TestApp {
             ledger_name: "trailmark.test".into(),
             signing_key: [7; 32],
             checkpoint_interval: std::time::Duration::from_millis(100),
+            retention_interval: std::time::Duration::from_millis(100),
             require_schemas: options.require_schemas,
             max_body_bytes: options.max_body_bytes,
             bootstrap_key_hash: Some(

@@ -9,5 +9,6 @@ mod helpers;
 mod ledger;
 mod organizations;
 mod read;
+mod retention;
 mod schemas;
 mod workos_rust_sdk;

@@ -16,6 +16,9 @@ use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The id under which the `TRAILMARK_API_KEY` key acts.
+const BOOTSTRAP_KEY_ID: &str = "key_bootstrap";
+
 /// How long a found key is trusted without re-reading it.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Entries kept at most; the cache is cleared when full (keys are few in practice).
@@ -24,6 +27,9 @@ const KEY_CACHE_MAX: usize = 10_000;
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The key's id (`key_bootstrap` for `TRAILMARK_API_KEY`), recorded as the actor of the
+    /// audit events Trailmark writes about itself.
+    pub key_id: String,
     pub scope: Scope,
     /// `Some` when the key is restricted to one organization.
     pub organization: Option<String>,
@@ -98,6 +104,7 @@ impl FromRequestParts<AppState> for Caller {
             && constant_time_eq(bootstrap, &hash)
         {
             return Ok(Caller {
+                key_id: BOOTSTRAP_KEY_ID.into(),
                 scope: Scope::Admin,
                 organization: None,
             });
@@ -117,6 +124,7 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         let caller = Caller {
+            key_id: record.id,
             scope: record.scope,
             organization: record.organization_id,
         };

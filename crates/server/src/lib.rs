@@ -14,7 +14,7 @@
 //! - `middleware`: request ids, metrics, and JSON bodies for every error response.
 //! - `wire`: hand-written JSON for every object the API returns.
 //! - `exports`: background export jobs; `links`: their signed download links.
-//! - `ledger`: checkpoint signing (a background task and on demand).
+//! - `ledger`: checkpoint signing (a background task and on demand); `retention`: the purge job.
 //! - `routes/`: one file per resource.
 
 mod auth;
@@ -25,6 +25,7 @@ mod ledger;
 mod links;
 mod metrics;
 mod middleware;
+mod retention;
 mod routes;
 pub mod state;
 mod wire;

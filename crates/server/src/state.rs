@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub signing_key: [u8; 32],
     /// How often logs that grew get a new checkpoint.
     pub checkpoint_interval: Duration,
+    /// How often the retention job looks for expired events.
+    pub retention_interval: Duration,
     /// Refuse events whose action has no schema (`--require-schemas`).
     pub require_schemas: bool,
     /// Largest accepted request body, in bytes; batch ingest accepts [`BATCH_BODY_FACTOR`] times it.
@@ -63,6 +65,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("export_max_range_days", &self.export_max_range_days)
             .field("ledger_name", &self.ledger_name)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("retention_interval", &self.retention_interval)
             .field("require_schemas", &self.require_schemas)
             .field("max_body_bytes", &self.max_body_bytes)
             .field(
@@ -108,11 +111,13 @@ impl AppState {
         })
     }
 
-    /// Starts the background work: export jobs left pending by a previous run are resumed, and
-    /// expired idempotency records are deleted hourly.
+    /// Starts the background work: export jobs left pending by a previous run are resumed,
+    /// checkpoints are signed, retention purges expired events, and expired idempotency records
+    /// are deleted hourly.
     pub(crate) fn spawn_maintenance(&self) {
         crate::exports::resume_pending(self.clone());
         Arc::clone(&self.ledger).spawn_signer(Arc::clone(&self.store));
+        crate::retention::spawn(self.clone(), self.config.retention_interval);
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
             let mut every_hour = tokio::time::interval(Duration::from_secs(3600));

@@ -37,8 +37,9 @@ use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    IdempotencyClaim, Order, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt,
-    SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
+    IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
+    Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
+    StoredResponse,
 };
 pub use sqlite::SqliteStore;
 pub use trailmark_ledger::tree::Hash;
@@ -179,6 +180,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// Organizations whose log has grown past their latest checkpoint, with the current size.
     async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Organizations with a retention period and no legal hold: `(id, days)`.
+    async fn purgeable_organizations(&self) -> Result<Vec<(String, u32)>, StoreError>;
+    /// Removes the contents of up to `limit` events of an organization received before
+    /// `received_before`, keeping each as a stub with its id, sequence and leaf hash. Does
+    /// nothing under a legal hold (checked in the same transaction). Returns how many.
+    async fn purge_events(
+        &self,
+        organization_id: &str,
+        received_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+    async fn legal_hold(&self, organization_id: &str) -> Result<Option<LegalHold>, StoreError>;
+    /// Sets (`Some(reason)`) or lifts (`None`) a legal hold and appends `record`, the event that
+    /// records the change, to the organization's log, in one commit.
+    async fn set_legal_hold(
+        &self,
+        organization_id: &str,
+        reason: Option<String>,
+        record: PendingEvent,
+        now: Timestamp,
+    ) -> Result<Receipt, StoreError>;
 
     /// Deletes idempotency records that expired before `now`; returns how many.
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;

@@ -147,12 +147,27 @@ pub struct StoredEvent {
     pub received_at: Timestamp,
     pub leaf_hash: Hash,
     pub body: Value,
+    /// When retention removed the contents; `body` is then empty.
+    pub purged_at: Option<Timestamp>,
 }
 
 impl StoredEvent {
     /// The event object (`trailmark_domain::record`) with its `leaf_hash`: the one shape readers
     /// see. Its leaf is this object without `leaf_hash` (`trailmark_ledger::leaf`).
     pub fn to_object(&self) -> Value {
+        if let Some(purged_at) = self.purged_at {
+            // The stub: what remains is what the Merkle log needs.
+            return serde_json::json!({
+                "object": "audit_log_event",
+                "id": self.id,
+                "organization_id": self.organization_id,
+                "sequence": self.sequence,
+                "received_at": self.received_at.to_string(),
+                "purged": true,
+                "purged_at": purged_at.to_string(),
+                "leaf_hash": trailmark_ledger::encode_hash(&self.leaf_hash),
+            });
+        }
         let mut object = self.leaf_object();
         object["leaf_hash"] = Value::String(trailmark_ledger::encode_hash(&self.leaf_hash));
         object
@@ -241,4 +256,12 @@ pub struct StoredCheckpoint {
     /// The C2SP signed note.
     pub note: String,
     pub created_at: Timestamp,
+}
+
+/// A legal hold: while set, retention purges nothing of the organization's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegalHold {
+    pub organization_id: String,
+    pub reason: String,
+    pub set_at: Timestamp,
 }

@@ -77,6 +77,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/organizations/{id}/audit_logs_retention"),
     ("PUT", "/organizations/{id}/audit_logs_retention"),
     ("GET", "/organizations/{id}/audit_log_configuration"),
+    ("GET", "/organizations/{id}/legal_hold"),
+    ("PUT", "/organizations/{id}/legal_hold"),
     ("GET", "/audit_logs/ledger/public_key"),
     ("GET", "/audit_logs/ledger/checkpoint"),
     ("GET", "/audit_logs/ledger/inclusion"),
@@ -122,6 +124,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/organizations/{id}/audit_logs_retention",
             get(organizations::get_retention).put(organizations::set_retention),
+        )
+        .route(
+            "/organizations/{id}/legal_hold",
+            get(organizations::get_legal_hold).put(organizations::set_legal_hold),
         )
         .route(
             "/organizations/{id}/audit_log_configuration",

@@ -9,11 +9,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use trailmark_domain::Problems;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
+use trailmark_domain::event::NewEvent;
+use trailmark_domain::id::IdKind;
+use trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_domain::retention::parse_retention_update;
-use trailmark_store::OrganizationFilter;
+use trailmark_store::{LegalHold, OrganizationFilter, PendingEvent};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -169,4 +173,116 @@ async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Organizatio
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("Organization not found: '{id}'."))
+}
+
+/// `GET /organizations/{id}/legal_hold` (Trailmark).
+pub async fn get_legal_hold(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    find(&state, &caller, &id).await?;
+    let hold = state.store.legal_hold(&id).await?;
+    Ok(Json(legal_hold_json(&id, hold.as_ref())))
+}
+
+/// `PUT /organizations/{id}/legal_hold` with `{"active": true, "reason": "…"}` to set a hold
+/// (retention then purges nothing of the organization's) or `{"active": false}` to lift it. The
+/// change is recorded as an event in the organization's own log (`trailmark.legal_hold.set` or
+/// `trailmark.legal_hold.lifted`, with the key as actor), in the same commit.
+pub async fn set_legal_hold(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    find(&state, &caller, &id).await?;
+    let active = match body.get("active") {
+        Some(Value::Bool(active)) => *active,
+        None | Some(Value::Null) => {
+            return Err(ApiError::field("required", "active", "active is required"));
+        }
+        Some(_) => {
+            return Err(ApiError::field(
+                "invalid_type",
+                "active",
+                "active must be a boolean",
+            ));
+        }
+    };
+    let reason = match body.get("reason") {
+        Some(Value::String(reason)) if !reason.trim().is_empty() => Some(reason.clone()),
+        None | Some(Value::Null) => None,
+        Some(Value::String(_)) => {
+            return Err(ApiError::field(
+                "empty",
+                "reason",
+                "reason must not be empty",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::field(
+                "invalid_type",
+                "reason",
+                "reason must be a string",
+            ));
+        }
+    };
+    if active && reason.is_none() {
+        return Err(ApiError::field(
+            "required",
+            "reason",
+            "a legal hold needs a reason",
+        ));
+    }
+    let now = Timestamp::now();
+    let action = if active {
+        "trailmark.legal_hold.set"
+    } else {
+        "trailmark.legal_hold.lifted"
+    };
+    let mut metadata = serde_json::Map::new();
+    if let Some(reason) = &reason {
+        metadata.insert("reason".into(), json!(reason));
+    }
+    let record = NewEvent::parse(&json!({
+        "action": action,
+        "occurred_at": now.to_string(),
+        "actor": {"id": caller.key_id, "type": "api_key"},
+        "targets": [{"id": id, "type": "organization"}],
+        "context": {"location": "trailmark"},
+        "metadata": metadata,
+    }))
+    .map_err(|problems| match problems {
+        // The only input in the record is the reason; name it as the client sent it.
+        Problems::Invalid(_) => ApiError::field(
+            "too_long",
+            "reason",
+            format!("reason must be at most {METADATA_VALUE_MAX_CHARS} characters"),
+        ),
+        other => ApiError::from(other),
+    })?;
+    let pending = PendingEvent {
+        id: IdKind::Event.generate().into_string(),
+        event: record,
+        received_at: now,
+    };
+    state
+        .store
+        .set_legal_hold(&id, reason.filter(|_| active), pending, now)
+        .await?;
+    let hold = state.store.legal_hold(&id).await?;
+    Ok(Json(legal_hold_json(&id, hold.as_ref())))
+}
+
+fn legal_hold_json(organization_id: &str, hold: Option<&LegalHold>) -> Value {
+    json!({
+        "object": "legal_hold",
+        "organization_id": organization_id,
+        "active": hold.is_some(),
+        "reason": hold.map(|h| h.reason.clone()),
+        "set_at": hold.map(|h| h.set_at.to_string()),
+    })
 }

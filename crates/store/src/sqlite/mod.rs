@@ -12,7 +12,7 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Domain, DomainState, Organization};
-use trailmark_domain::query::ActionPattern;
+use trailmark_domain::query::{ActionPattern, EventFilter};
 use trailmark_domain::record::{Placement, event_object};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
@@ -21,9 +21,9 @@ use trailmark_ledger::tree::{Frontier, NodeReader, consistency_proof, inclusion_
 
 use crate::codec::{filter_from_json, filter_to_json};
 use crate::model::{
-    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Order,
-    OrganizationFilter, Page, PageRequest, Receipt, SchemaLookup, SearchPage, SearchRequest,
-    StoredCheckpoint, StoredEvent, StoredResponse,
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
+    LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup,
+    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
 };
 use crate::{Hash, Store, StoreError};
 use worker::{Database, GroupWork};
@@ -631,6 +631,106 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn purgeable_organizations(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        self.db
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT o.id, o.retention_period_in_days FROM organizations o
+                     WHERE o.retention_period_in_days IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.organization_id = o.id)",
+                )?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn purge_events(
+        &self,
+        organization_id: &str,
+        received_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .write(move |c| {
+                let held: bool = c
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = ?1)")?
+                    .query_row([&organization_id], |row| row.get(0))?;
+                if held {
+                    return Ok(0);
+                }
+                let expired: Vec<(i64, i64)> = c
+                    .prepare_cached(
+                        "SELECT rowid, sequence FROM events
+                         WHERE organization_id = ?1 AND received_at < ?2 AND purged_at IS NULL LIMIT ?3",
+                    )?
+                    .query_map(params![organization_id, received_before.unix_millis(), limit as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (rowid, sequence) in &expired {
+                    c.prepare_cached("DELETE FROM events_fts WHERE rowid = ?1")?.execute([rowid])?;
+                    c.prepare_cached("DELETE FROM event_targets WHERE organization_id = ?1 AND sequence = ?2")?
+                        .execute(params![organization_id, sequence])?;
+                    c.prepare_cached(
+                        "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, purged_at = ?2
+                         WHERE rowid = ?1",
+                    )?
+                    .execute(params![rowid, now.unix_millis()])?;
+                }
+                Ok(expired.len() as u64)
+            })
+            .await
+    }
+
+    async fn legal_hold(&self, organization_id: &str) -> Result<Option<LegalHold>, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT reason, set_at FROM legal_holds WHERE organization_id = ?1",
+                )?
+                .query_row([&organization_id], |row| {
+                    Ok(LegalHold {
+                        organization_id: organization_id.clone(),
+                        reason: row.get(0)?,
+                        set_at: Timestamp::from_unix_millis(row.get(1)?),
+                    })
+                })
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn set_legal_hold(
+        &self,
+        organization_id: &str,
+        reason: Option<String>,
+        record: PendingEvent,
+        now: Timestamp,
+    ) -> Result<Receipt, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .write_in_group(move |c, group| {
+                match &reason {
+                    Some(reason) => c.execute(
+                        "INSERT INTO legal_holds (organization_id, reason, set_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (organization_id) DO UPDATE SET reason = excluded.reason, set_at = excluded.set_at",
+                        params![organization_id, reason, now.unix_millis()],
+                    )?,
+                    None => c.execute("DELETE FROM legal_holds WHERE organization_id = ?1", [&organization_id])?,
+                };
+                let request = AppendRequest { organization_id: organization_id.clone(), events: vec![record], idempotency: None };
+                match append(c, group, request)? {
+                    AppendOutcome::Appended { mut receipts, .. } if receipts.len() == 1 => Ok(receipts.remove(0)),
+                    _ => Err(StoreError::Corrupt("recording the legal hold appended no event".into())),
+                }
+            })
+            .await
+    }
+
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.db
             .write(move |c| {
@@ -848,7 +948,7 @@ fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredCheckpoin
 }
 
 const EVENT_COLUMNS: &str =
-    "e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body";
+    "e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body, e.purged_at";
 
 /// Maps a row of [`EVENT_COLUMNS`].
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
@@ -858,6 +958,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreEr
     let received_at: i64 = row.get(3)?;
     let leaf_hash: Vec<u8> = row.get(4)?;
     let body: String = row.get(5)?;
+    let purged_at: Option<i64> = row.get(6)?;
     Ok((|| {
         Ok(StoredEvent {
             body: serde_json::from_str(&body)
@@ -869,6 +970,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreEr
             organization_id,
             sequence: sequence as u64,
             received_at: Timestamp::from_unix_millis(received_at),
+            purged_at: purged_at.map(Timestamp::from_unix_millis),
         })
     })())
 }
@@ -902,6 +1004,10 @@ impl SearchSql {
 
     fn add_filter(&mut self, request: &SearchRequest) {
         let filter = &request.filter;
+        // A purged stub has no content left to match; unfiltered reads (cursors) still list it.
+        if *filter != EventFilter::default() {
+            self.conditions.push("e.purged_at IS NULL".into());
+        }
         if let Some(after) = request.after {
             let p = self.bind(i64::try_from(after).unwrap_or(i64::MAX));
             self.conditions.push(format!("e.sequence > {p}"));

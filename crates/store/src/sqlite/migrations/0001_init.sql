@@ -77,6 +77,9 @@ CREATE TABLE events (
     actor_name TEXT,
     leaf_hash BLOB NOT NULL,            -- SHA-256(0x00 || RFC 8785 JSON of the event object)
     body TEXT NOT NULL,
+    -- Set when retention removed the event's contents; the row stays as a stub (id, sequence,
+    -- received_at, leaf_hash) so the Merkle log and every proof remain intact.
+    purged_at INTEGER,
     PRIMARY KEY (organization_id, sequence)
 );
 CREATE INDEX events_by_action ON events (organization_id, action, sequence);
@@ -98,6 +101,13 @@ CREATE INDEX event_targets_by_type ON event_targets (organization_id, target_typ
 -- search text, keyed by the events rowid. Contentless: the text is not stored twice;
 -- contentless_delete lets retention remove an event's entry.
 CREATE VIRTUAL TABLE events_fts USING fts5 (text, content = '', contentless_delete = 1, tokenize = 'trigram');
+
+-- Legal holds: while an organization has one, retention purges none of its events.
+CREATE TABLE legal_holds (
+    organization_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    set_at INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Export jobs. The file lives in the data directory under exports/<id>.<csv|ndjson>.
 CREATE TABLE exports (

@@ -1,0 +1,302 @@
+//! Retention removes expired events' contents but never their leaves, so proofs and the
+//! database audit still verify; a legal hold stops it, and setting or lifting a hold is itself
+//! recorded in the organization's log.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use trailmark_domain::Timestamp;
+use trailmark_domain::event::NewEvent;
+use trailmark_ledger::checkpoint::NoteVerifier;
+use trailmark_ledger::decode_hash;
+use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
+use trailmark_store::{AppendRequest, PendingEvent, SqliteStore, Store};
+
+use crate::helpers::{TestApp, body, event};
+
+const DAY: i64 = 86_400_000;
+
+/// Appends events received `days_ago` days ago, straight through the store (the API always
+/// stamps the current time).
+async fn append_old(app: &TestApp, organization: &str, count: usize, days_ago: i64) -> Vec<String> {
+    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let received_at = Timestamp::now().plus_millis(-days_ago * DAY);
+    let events = (0..count)
+        .map(|n| {
+            let mut submitted = event("user.signed_in");
+            submitted["metadata"] = json!({"old": n, "secret": "personal data"});
+            PendingEvent {
+                id: trailmark_domain::id::IdKind::Event.generate().into_string(),
+                event: NewEvent::parse(&submitted).expect("valid"),
+                received_at,
+            }
+        })
+        .collect();
+    let outcome = store
+        .append(AppendRequest {
+            organization_id: organization.to_owned(),
+            events,
+            idempotency: None,
+        })
+        .await
+        .expect("append");
+    match outcome {
+        trailmark_store::AppendOutcome::Appended { receipts, .. } => {
+            receipts.into_iter().map(|r| r.id).collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn checkpoint(app: &TestApp, organization: &str, size: u64) -> Value {
+    for _ in 0..100 {
+        let checkpoint = body(
+            app.get(&format!(
+                "/audit_logs/ledger/checkpoint?organization_id={organization}"
+            ))
+            .await,
+        )
+        .await;
+        if checkpoint["tree_size"] == size {
+            return checkpoint;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no checkpoint of {size} events");
+}
+
+async fn is_purged(app: &TestApp, id: &str) -> bool {
+    body(app.get(&format!("/audit_logs/events/{id}")).await).await["purged"] == true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_contents_but_every_proof_still_verifies() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let old = append_old(&app, &organization, 4, 40).await;
+    let mut recent = Vec::new();
+    for n in 0..3 {
+        let mut submitted = event("user.signed_out");
+        submitted["metadata"] = json!({"recent": n});
+        recent.push(body(app.create_event(&organization, &submitted, None).await).await);
+    }
+    let key = body(
+        app.client
+            .get(app.url("/audit_logs/ledger/public_key"))
+            .send()
+            .await
+            .expect("key"),
+    )
+    .await;
+    let verifier =
+        NoteVerifier::parse(key["verifier_key"].as_str().unwrap_or_default()).expect("key");
+    let before = verifier
+        .verify(
+            checkpoint(&app, &organization, 7).await["checkpoint"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .expect("verifies");
+
+    let response = app
+        .put(
+            &format!("/organizations/{organization}/audit_logs_retention"),
+            &json!({"retention_period_in_days": 30}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    for _ in 0..100 {
+        if is_purged(&app, &old[3]).await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for id in &old {
+        let stub = body(app.get(&format!("/audit_logs/events/{id}")).await).await;
+        assert_eq!(stub["purged"], true, "{stub}");
+        assert!(stub["leaf_hash"].is_string() && stub["sequence"].is_u64());
+        assert!(
+            stub.get("metadata").is_none() && stub.get("actor").is_none(),
+            "contents are gone: {stub}"
+        );
+    }
+    for receipt in &recent {
+        assert!(
+            !is_purged(&app, receipt["id"].as_str().unwrap_or_default()).await,
+            "recent events stay"
+        );
+    }
+    let matching = body(
+        app.get(&format!(
+            "/audit_logs/events?organization_id={organization}&q=personal"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(
+        matching["data"].as_array().map(Vec::len),
+        Some(0),
+        "purged text is no longer searchable"
+    );
+    let all = body(
+        app.get(&format!(
+            "/audit_logs/events?organization_id={organization}&limit=100"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(
+        all["data"].as_array().map(Vec::len),
+        Some(7),
+        "stubs keep their place in the log"
+    );
+
+    // A new event grows the log past the purge; proofs and consistency still hold.
+    app.create_event(&organization, &event("after.purge"), None)
+        .await;
+    let after = verifier
+        .verify(
+            checkpoint(&app, &organization, 8).await["checkpoint"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .expect("verifies");
+    let proof = body(
+        app.get(&format!(
+            "/audit_logs/ledger/consistency?organization_id={organization}&first=7&second=8"
+        ))
+        .await,
+    )
+    .await;
+    let hashes = |v: &Value| -> Vec<[u8; 32]> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| decode_hash(h.as_str().unwrap_or_default()).expect("hash"))
+            .collect()
+    };
+    assert!(verify_consistency(
+        7,
+        8,
+        &before.root,
+        &after.root,
+        &hashes(&proof["proof"])
+    ));
+    for id in old.iter().chain(
+        recent
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        let proof = body(app.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization}&event_id={id}&tree_size=8")).await).await;
+        let leaf = decode_hash(proof["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
+        let index = proof["sequence"].as_u64().unwrap_or_default();
+        assert!(
+            verify_inclusion(index, 8, &leaf, &hashes(&proof["proof"]), &after.root),
+            "{id}"
+        );
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "verify",
+            "--database",
+            "--data-dir",
+            app.data_dir.path().to_str().unwrap_or_default(),
+            "--public-key",
+        ])
+        .arg(key["verifier_key"].as_str().unwrap_or_default())
+        .output()
+        .expect("verify");
+    assert!(
+        output.status.success(),
+        "the audit accepts purged stubs: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legal_hold_stops_purging_and_is_recorded_in_the_log() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let path = format!("/organizations/{organization}/legal_hold");
+    assert_eq!(body(app.get(&path).await).await["active"], false);
+    let missing_reason = app.put(&path, &json!({"active": true})).await;
+    assert_eq!(missing_reason.status(), 422);
+    assert_eq!(body(missing_reason).await["errors"][0]["field"], "reason");
+
+    let held = body(
+        app.put(
+            &path,
+            &json!({"active": true, "reason": "Litigation 2026-17"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (held["active"].clone(), held["reason"].clone()),
+        (json!(true), json!("Litigation 2026-17"))
+    );
+    let old = append_old(&app, &organization, 3, 400).await;
+    app.put(
+        &format!("/organizations/{organization}/audit_logs_retention"),
+        &json!({"retention_period": "1_YEAR"}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        !is_purged(&app, &old[0]).await,
+        "nothing is purged under a legal hold"
+    );
+
+    let lifted = body(
+        app.put(&path, &json!({"active": false, "reason": "Case closed"}))
+            .await,
+    )
+    .await;
+    assert_eq!(lifted["active"], false);
+    for _ in 0..100 {
+        if is_purged(&app, &old[2]).await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        is_purged(&app, &old[0]).await,
+        "lifting the hold lets retention run"
+    );
+
+    let log = body(app.get(&format!("/audit_logs/events?organization_id={organization}&actions=trailmark.legal_hold.*&order=asc")).await).await;
+    let records: Vec<(String, String)> = log["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["metadata"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (
+                "trailmark.legal_hold.set".to_owned(),
+                "Litigation 2026-17".to_owned()
+            ),
+            (
+                "trailmark.legal_hold.lifted".to_owned(),
+                "Case closed".to_owned()
+            )
+        ]
+    );
+    assert_eq!(
+        log["data"][0]["actor"],
+        json!({"id": "key_bootstrap", "type": "api_key"})
+    );
+}
