@@ -54,6 +54,11 @@ impl ApiError {
         }])
     }
 
+    /// WorkOS's 404 for an unknown organization.
+    pub fn organization_not_found(id: &str) -> Self {
+        ApiError::NotFound(format!("Organization not found: '{id}'."))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -148,9 +153,7 @@ impl From<Problems> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::OrganizationNotFound(id) => {
-                ApiError::NotFound(format!("Organization not found: '{id}'."))
-            }
+            StoreError::OrganizationNotFound(id) => ApiError::organization_not_found(&id),
             StoreError::Conflict(field) => ApiError::Conflict(field),
             StoreError::InvalidCursor(field) => ApiError::field(
                 "invalid_value",

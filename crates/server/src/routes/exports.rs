@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::exports::{export_file, start};
 use crate::extract::{JsonBody, QueryPairs};
 use crate::links::LinkRefusal;
+use crate::routes::live_organization;
 use crate::state::AppState;
 
 /// The export body's names for the filters (WorkOS's `AuditLogExportCreationDto`).
@@ -74,16 +75,7 @@ pub async fn create(
         }
     };
     let filter = export_filter(&body, state.config.export_max_range_days)?;
-    if state
-        .store
-        .get_organization(&organization_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "Organization not found: '{organization_id}'."
-        )));
-    }
+    live_organization(&state, &organization_id).await?;
     let now = Timestamp::now();
     let export = ExportRecord {
         id: IdKind::Export.generate().into_string(),

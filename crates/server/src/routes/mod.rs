@@ -12,10 +12,28 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use trailmark_domain::organization::Organization;
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::state::{AppState, BATCH_BODY_FACTOR};
+
+/// The organization `id` if it exists and is not deleted.
+///
+/// # Errors
+///
+/// WorkOS's 404 otherwise.
+pub(crate) async fn live_organization(
+    state: &AppState,
+    id: &str,
+) -> Result<Organization, ApiError> {
+    state
+        .store
+        .get_organization(id)
+        .await?
+        .ok_or_else(|| ApiError::organization_not_found(id))
+}
 
 /// The live organization a read concerns: `organization_id` from the query, or the key's own
 /// organization when the key is restricted and the query names none.
@@ -43,16 +61,7 @@ pub(crate) async fn readable_organization(
         }
     };
     caller.require_organization(&organization_id)?;
-    if state
-        .store
-        .get_organization(&organization_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "Organization not found: '{organization_id}'."
-        )));
-    }
+    live_organization(state, &organization_id).await?;
     Ok(organization_id)
 }
 

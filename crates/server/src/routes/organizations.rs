@@ -22,6 +22,7 @@ use trailmark_store::{LegalHold, OrganizationFilter, PendingEvent};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryPairs};
+use crate::routes::live_organization;
 use crate::state::AppState;
 use crate::wire;
 
@@ -94,7 +95,7 @@ pub async fn update(
         .update_organization(organization.clone())
         .await?
     {
-        return Err(not_found(&id));
+        return Err(ApiError::organization_not_found(&id));
     }
     Ok(Json(wire::organization(&organization)))
 }
@@ -112,7 +113,7 @@ pub async fn delete(
         .delete_organization(&id, Timestamp::now())
         .await?
     {
-        return Err(not_found(&id));
+        return Err(ApiError::organization_not_found(&id));
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -142,7 +143,7 @@ pub async fn set_retention(
         .store
         .set_retention(&id, days, Timestamp::now())
         .await?
-        .ok_or_else(|| not_found(&id))?;
+        .ok_or_else(|| ApiError::organization_not_found(&id))?;
     Ok(Json(wire::retention(&organization)))
 }
 
@@ -164,15 +165,7 @@ pub async fn configuration(
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Organization, ApiError> {
     caller.require_organization(id)?;
-    state
-        .store
-        .get_organization(id)
-        .await?
-        .ok_or_else(|| not_found(id))
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("Organization not found: '{id}'."))
+    live_organization(state, id).await
 }
 
 /// `GET /organizations/{id}/legal_hold` (Trailmark).
