@@ -11,8 +11,12 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::post;
 use rusqlite::{Connection, params};
 use serde_json::Value;
+use trailmark_domain::Timestamp;
+use trailmark_domain::record::{Placement, event_object};
+use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::tree::Frontier;
 
-use crate::payload::{now_iso, push_event};
+use crate::payload::{event_body, now_iso, search_text};
 
 /// An axum server answering `POST /audit_logs/events` with `{"success":true}` after parsing
 /// the JSON body, on its own runtime and threads, as Trailmark runs in its own process.
@@ -88,29 +92,12 @@ pub struct StorageMeasured {
     pub window: Duration,
 }
 
-/// Trailmark's `events` and `idempotency` tables, copied from
-/// `crates/store/src/sqlite/migrations/0001_init.sql` (keys and indexes included: they are
-/// most of the insert cost).
-const SCHEMA: &str = "
-CREATE TABLE events (
-    organization_id TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    id TEXT NOT NULL UNIQUE,
-    action TEXT NOT NULL,
-    occurred_at INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (organization_id, sequence)
-);
-CREATE TABLE idempotency (
-    identity BLOB PRIMARY KEY,
-    organization_id TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX idempotency_expiry ON idempotency (expires_at);
-";
+/// Trailmark's whole schema, from its own migration file, so the ceiling writes into the same
+/// tables, keys and indexes (most of the insert cost) and follows every change to them. A new
+/// migration file must be added here too, in order.
+const MIGRATIONS: &[&str] = &[include_str!(
+    "../../crates/store/src/sqlite/migrations/0001_init.sql"
+)];
 
 /// How many idempotency rows go with the events: Trailmark stores one per request, so one per
 /// event for single-event ingest and one per batch for batch ingest.
@@ -120,17 +107,37 @@ pub enum IdempotencyRows {
     PerCommit,
 }
 
-/// Inserts `per_commit` events to a transaction, with their idempotency rows, for `warmup` then
-/// `duration`, into a new database in `dir` opened the way Trailmark opens its own (same pragmas,
-/// SQLite's default page cache).
+/// What one storage-ceiling run writes.
+#[derive(Clone, Copy)]
+pub struct StorageShape {
+    /// Events per transaction.
+    pub per_commit: u64,
+    /// One request per event, or one request for the whole transaction (a batch).
+    pub idempotency: IdempotencyRows,
+    /// Whether to do the ledger's work: hash each event's leaf (RFC 8785 JSON of its event
+    /// object, SHA-256), append it to the frontier, store the completed Merkle nodes and the
+    /// frontier. Without it the leaf hash column is empty and the log head holds only the size:
+    /// what Trailmark would write if it had no ledger.
+    pub ledger: bool,
+}
+
+/// Inserts `shape.per_commit` events to a transaction, with every row Trailmark's writer
+/// (`crates/store/src/sqlite/mod.rs`, `append`, and `worker.rs`) stores for them, for `warmup`
+/// then `duration`, into a new database in `dir` opened the way Trailmark opens its own (same
+/// pragmas, SQLite's default page cache). Per request: its events (all columns), their targets,
+/// their Merkle nodes, the log head upsert and the idempotency row; per transaction, after all
+/// the events, their free-text index rows, as the group commit indexes them.
 pub fn storage_ceiling(
     dir: &Path,
-    per_commit: u64,
-    idempotency_rows: IdempotencyRows,
+    shape: StorageShape,
     warmup: Duration,
     duration: Duration,
 ) -> Result<StorageMeasured, String> {
-    let path = dir.join(format!("storage-ceiling-{per_commit}.db"));
+    let path = dir.join(format!(
+        "storage-ceiling-{}-{}.db",
+        shape.per_commit,
+        if shape.ledger { "ledger" } else { "no-ledger" }
+    ));
     let sql = |e: rusqlite::Error| format!("storage ceiling: {e}");
     let mut connection = Connection::open(&path).map_err(sql)?;
     connection
@@ -139,10 +146,13 @@ pub fn storage_ceiling(
     connection
         .pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
-    connection.execute_batch(SCHEMA).map_err(sql)?;
+    for migration in MIGRATIONS {
+        connection.execute_batch(migration).map_err(sql)?;
+    }
 
     let organization_id = "org_01KBENCH0000000000000000000";
     let mut random = SplitMix(seed());
+    let mut frontier = Frontier::empty();
     let mut sequence: i64 = 0;
     let start = Instant::now();
     let window_start = start + warmup;
@@ -152,33 +162,75 @@ pub fn storage_ceiling(
         commits_us: Vec::new(),
         window: duration,
     };
-    let mut body = String::with_capacity(400);
+    let mut search_rows: Vec<(i64, String)> = Vec::with_capacity(shape.per_commit as usize);
     while Instant::now() < end {
         let began = Instant::now();
         let transaction = connection.transaction().map_err(sql)?;
         {
             let mut event = transaction
                 .prepare_cached(
-                    "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id, actor_name, leaf_hash, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(sql)?;
+            let mut target = transaction
+                .prepare_cached(
+                    "INSERT INTO event_targets (organization_id, sequence, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            let mut node = transaction
+                .prepare_cached(
+                    "INSERT INTO merkle_nodes (organization_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            let mut head = transaction
+                .prepare_cached(
+                    "INSERT INTO log_heads (organization_id, size, frontier) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (organization_id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
                 )
                 .map_err(sql)?;
             let mut idempotency = transaction
                 .prepare_cached(
-                    "INSERT INTO idempotency (identity, organization_id, status, body, expires_at)
+                    "INSERT OR REPLACE INTO idempotency (identity, organization_id, status, body, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(sql)?;
             let now_ms = unix_millis();
+            let received_at = Timestamp::from_unix_millis(now_ms);
             let occurred_at = now_iso();
             // The stored answer: one receipt per event of the request it belongs to.
             let mut answer = String::with_capacity(128);
-            for index in 0..per_commit {
+            for index in 0..shape.per_commit {
                 // The same row contents Trailmark writes: a time-ordered `event_<ULID>` id, the
-                // normalized event JSON, a SHA-256-sized random identity and the stored answer.
+                // normalized event JSON, its leaf hash, a SHA-256-sized random identity and the
+                // stored answer.
                 let id = format!("event_{}", ulid_like(now_ms, &mut random));
-                body.clear();
-                push_event(&mut body, sequence as u64, &occurred_at);
+                let n = sequence as u64;
+                let body = event_body(n, &occurred_at);
+                let leaf_hash = if shape.ledger {
+                    let object = event_object(
+                        Placement {
+                            id: &id,
+                            organization_id,
+                            sequence: n,
+                            received_at,
+                        },
+                        &body,
+                    );
+                    let leaf = event_leaf_hash(&object);
+                    for completed in frontier.append(leaf) {
+                        node.execute(params![
+                            organization_id,
+                            completed.level,
+                            completed.index as i64,
+                            completed.hash.as_slice()
+                        ])
+                        .map_err(sql)?;
+                    }
+                    leaf.to_vec()
+                } else {
+                    Vec::new()
+                };
                 event
                     .execute(params![
                         organization_id,
@@ -187,8 +239,15 @@ pub fn storage_ceiling(
                         "user.signed_in",
                         now_ms,
                         now_ms,
-                        body
+                        format!("user_{n}"),
+                        "Jon Smith",
+                        leaf_hash,
+                        body.to_string()
                     ])
+                    .map_err(sql)?;
+                search_rows.push((transaction.last_insert_rowid(), search_text(n)));
+                target
+                    .execute(params![organization_id, sequence, "team_1", "team"])
                     .map_err(sql)?;
                 answer.push_str(if answer.is_empty() { "[" } else { "," });
                 let _ = write!(
@@ -196,13 +255,21 @@ pub fn storage_ceiling(
                     r#"{{"id":"{id}","organization_id":"{organization_id}","sequence":{sequence},"success":true}}"#
                 );
                 sequence += 1;
-                let request_ends = match idempotency_rows {
+                let request_ends = match shape.idempotency {
                     IdempotencyRows::PerEvent => true,
-                    IdempotencyRows::PerCommit => index + 1 == per_commit,
+                    IdempotencyRows::PerCommit => index + 1 == shape.per_commit,
                 };
                 if !request_ends {
                     continue;
                 }
+                // Each request ends by moving its organization's log head.
+                let frontier_bytes = if shape.ledger {
+                    frontier.hashes().concat()
+                } else {
+                    Vec::new()
+                };
+                head.execute(params![organization_id, sequence, frontier_bytes])
+                    .map_err(sql)?;
                 answer.push(']');
                 let mut identity = [0u8; 32];
                 for chunk in identity.chunks_mut(8) {
@@ -219,11 +286,19 @@ pub fn storage_ceiling(
                     .map_err(sql)?;
                 answer.clear();
             }
+            // The group's free-text rows go in once, after every job, as Trailmark's writer
+            // does (one FTS5 segment per commit).
+            let mut fts = transaction
+                .prepare_cached("INSERT INTO events_fts (rowid, text) VALUES (?1, ?2)")
+                .map_err(sql)?;
+            for (rowid, text) in search_rows.drain(..) {
+                fts.execute(params![rowid, text]).map_err(sql)?;
+            }
         }
         transaction.commit().map_err(sql)?;
         let done = Instant::now();
         if done >= window_start && done <= end {
-            measured.rows += per_commit;
+            measured.rows += shape.per_commit;
             measured
                 .commits_us
                 .push(done.duration_since(began).as_micros() as u64);

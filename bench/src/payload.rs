@@ -84,6 +84,25 @@ pub fn push_event(out: &mut String, n: u64, occurred_at: &str) {
     );
 }
 
+/// The event [`push_event`] sends, as Trailmark stores it: its normalized JSON
+/// (`NewEvent::to_json`), which the storage ceiling writes without parsing a request.
+pub fn event_body(n: u64, occurred_at: &str) -> serde_json::Value {
+    serde_json::json!({
+        "action": "user.signed_in",
+        "occurred_at": occurred_at,
+        "actor": {"id": format!("user_{n}"), "name": "Jon Smith", "type": "user"},
+        "targets": [{"id": "team_1", "type": "team"}],
+        "context": {"location": "192.0.2.8", "user_agent": "bench"},
+        "metadata": {"n": n},
+    })
+}
+
+/// The free-text index row of that event (`NewEvent::search_text`): action, actor id and name,
+/// location, target ids, metadata values, one a line.
+pub fn search_text(n: u64) -> String {
+    format!("user.signed_in\nuser_{n}\nJon Smith\n192.0.2.8\nteam_1\n{n}")
+}
+
 /// The current time as the SDKs write it: ISO 8601, milliseconds, `Z`.
 pub fn now_iso() -> String {
     OffsetDateTime::now_utc()
@@ -124,5 +143,16 @@ mod tests {
             .collect();
         assert_eq!(actors.len(), 3);
         assert_ne!(actors[0], actors[1]);
+    }
+
+    #[test]
+    fn the_storage_ceiling_writes_what_trailmark_stores_for_the_same_event() {
+        let occurred_at = now_iso();
+        let mut wire = String::new();
+        push_event(&mut wire, 42, &occurred_at);
+        let wire: serde_json::Value = serde_json::from_str(&wire).expect("the event is JSON");
+        let event = trailmark_domain::event::NewEvent::parse(&wire).expect("a valid event");
+        assert_eq!(event.to_json(), event_body(42, &occurred_at));
+        assert_eq!(event.search_text(), search_text(42));
     }
 }

@@ -1,4 +1,4 @@
-//! The real `trailmark serve` release binary as a child process, on a fresh data directory.
+//! The real `trailmark serve` release binary as a child process, on its own data directory.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -78,6 +78,10 @@ impl Trailmark {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the server process is still running (a crash mid-run would explain errors).

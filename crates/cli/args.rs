@@ -184,6 +184,14 @@ pub struct ServeArgs {
         default_value_t = 3600
     )]
     pub retention_interval_secs: u64,
+    /// Let log streams deliver to loopback, private and link-local addresses (refused by default,
+    /// so a stream cannot reach into the network Trailmark runs in).
+    #[arg(long, env = "TRAILMARK_ALLOW_PRIVATE_DESTINATIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_destinations: bool,
+    /// How long a worker's hold on a stream lasts without renewal, in seconds: after a crash,
+    /// the stream's delivery resumes (here or on another instance) once it ran out.
+    #[arg(long, env = "TRAILMARK_STREAM_LEASE_SECS", default_value_t = 15)]
+    pub stream_lease_secs: u64,
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600)]
     pub export_link_ttl_secs: u64,

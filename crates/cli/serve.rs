@@ -12,6 +12,7 @@ use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
 use trailmark_server::{AppState, ServerConfig};
 use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
+use trailmark_streams::worker::WorkerConfig;
 
 use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
 use crate::key_files::load_or_create;
@@ -85,6 +86,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signing_key,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(1)),
         retention_interval: Duration::from_secs(args.retention_interval_secs.max(1)),
+        streams: WorkerConfig {
+            allow_private: args.allow_private_destinations,
+            lease: Duration::from_secs(args.stream_lease_secs.max(1)),
+            ..WorkerConfig::default()
+        },
         require_schemas: args.require_schemas,
         max_body_bytes: args.max_body_bytes,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),

@@ -24,6 +24,8 @@ pub struct Options {
     pub export_max_range_days: Option<u32>,
     /// A data directory to reuse (to restart over the same data), instead of a fresh one.
     pub data_dir: Option<TempDir>,
+    /// Let streams reach loopback receivers (the default in tests; one test turns it off).
+    pub allow_private_destinations: bool,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
             max_body_bytes: 1024 * 1024,
             export_max_range_days: None,
             data_dir: None,
+            allow_private_destinations: true,
         }
     }
 }
@@ -61,6 +64,14 @@ impl TestApp {
             signing_key: [7; 32],
             checkpoint_interval: std::time::Duration::from_millis(100),
             retention_interval: std::time::Duration::from_millis(100),
+            streams: trailmark_streams::worker::WorkerConfig {
+                allow_private: options.allow_private_destinations,
+                backoff_initial: std::time::Duration::from_millis(50),
+                backoff_max: std::time::Duration::from_millis(400),
+                invalid_retry: std::time::Duration::from_millis(300),
+                idle_poll: std::time::Duration::from_millis(50),
+                lease: std::time::Duration::from_secs(5),
+            },
             require_schemas: options.require_schemas,
             max_body_bytes: options.max_body_bytes,
             bootstrap_key_hash: Some(

@@ -9,6 +9,8 @@ mod helpers;
 mod ledger;
 mod organizations;
 mod read;
+mod receivers;
 mod retention;
 mod schemas;
+mod streams;
 mod workos_rust_sdk;

@@ -12,6 +12,9 @@ pub enum IdKind {
     Event,
     ApiKey,
     Export,
+    LogStream,
+    /// A server process, as the holder of stream leases.
+    Worker,
     /// Request ids (`X-Request-ID`) that Trailmark makes when the client sent none.
     Request,
 }
@@ -24,6 +27,8 @@ impl IdKind {
             IdKind::Event => "event",
             IdKind::ApiKey => "key",
             IdKind::Export => "audit_log_export",
+            IdKind::LogStream => "log_stream",
+            IdKind::Worker => "worker",
             IdKind::Request => "req",
         }
     }

@@ -12,7 +12,10 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::schema::CompiledSchema;
 use trailmark_store::{SchemaLookup, Store};
 
+use trailmark_domain::id::IdKind;
 use trailmark_ledger::checkpoint::NoteSigner;
+use trailmark_streams::seal::Sealer;
+use trailmark_streams::worker::{StreamWorkers, WorkerConfig};
 
 use crate::auth::KeyCache;
 use crate::error::ApiError;
@@ -41,6 +44,8 @@ pub struct ServerConfig {
     pub checkpoint_interval: Duration,
     /// How often the retention job looks for expired events.
     pub retention_interval: Duration,
+    /// How log streams are delivered (and whether private destinations are allowed).
+    pub streams: WorkerConfig,
     /// Refuse events whose action has no schema (`--require-schemas`).
     pub require_schemas: bool,
     /// Largest accepted request body, in bytes; batch ingest accepts [`BATCH_BODY_FACTOR`] times it.
@@ -66,6 +71,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("ledger_name", &self.ledger_name)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("retention_interval", &self.retention_interval)
+            .field("streams", &self.streams)
             .field("require_schemas", &self.require_schemas)
             .field("max_body_bytes", &self.max_body_bytes)
             .field(
@@ -86,15 +92,24 @@ pub struct AppState {
     pub(crate) links: LinkSigner,
     pub(crate) export_jobs: Arc<Semaphore>,
     pub(crate) ledger: Arc<Ledger>,
+    pub(crate) streams: Arc<StreamWorkers>,
 }
 
 impl AppState {
     /// # Errors
     ///
-    /// A message if the ledger name cannot be a signing key's name.
+    /// A message if the ledger name cannot be a signing key's name, or the HTTP client for
+    /// streams cannot be built.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Result<Self, String> {
         let signer =
             NoteSigner::new(&config.ledger_name, config.signing_key).map_err(|e| e.to_string())?;
+        let streams = StreamWorkers::new(
+            Arc::clone(&store),
+            Sealer::new(&config.secrets_key),
+            config.streams.clone(),
+            IdKind::Worker.generate().into_string(),
+        )
+        .map_err(|e| format!("cannot build the HTTP client for streams: {e}"))?;
         Ok(AppState {
             store,
             schemas: Arc::new(SchemaCache::default()),
@@ -107,6 +122,7 @@ impl AppState {
             ),
             export_jobs: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
             ledger: Arc::new(Ledger::new(signer, config.checkpoint_interval)),
+            streams,
             config: Arc::new(config),
         })
     }
@@ -118,6 +134,7 @@ impl AppState {
         crate::exports::resume_pending(self.clone());
         Arc::clone(&self.ledger).spawn_signer(Arc::clone(&self.store));
         crate::retention::spawn(self.clone(), self.config.retention_interval);
+        self.streams.spawn();
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
             let mut every_hour = tokio::time::interval(Duration::from_secs(3600));

@@ -39,7 +39,7 @@ pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
     Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
-    StoredResponse,
+    StoredResponse, StreamRecord, StreamState,
 };
 pub use sqlite::SqliteStore;
 pub use trailmark_ledger::tree::Hash;
@@ -203,6 +203,54 @@ pub trait Store: Send + Sync + 'static {
         record: PendingEvent,
         now: Timestamp,
     ) -> Result<Receipt, StoreError>;
+
+    /// Stores a new log stream.
+    async fn insert_stream(&self, stream: StreamRecord) -> Result<(), StoreError>;
+    async fn get_stream(&self, id: &str) -> Result<Option<StreamRecord>, StoreError>;
+    /// The streams of one organization, or of all organizations with `None`, oldest first.
+    async fn list_streams(
+        &self,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<StreamRecord>, StoreError>;
+    /// Replaces a stream's name, settings, credentials, enabled flag and state; `false` if it
+    /// does not exist. The cursor is untouched.
+    async fn update_stream(&self, stream: StreamRecord) -> Result<bool, StoreError>;
+    async fn delete_stream(&self, id: &str) -> Result<bool, StoreError>;
+    /// Takes or renews the lease on a stream for `holder` until `until`; `false` if another
+    /// holder's lease is still running.
+    async fn lease_stream(
+        &self,
+        id: &str,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Records a delivery: moves the cursor from `from` to `to` and marks the stream active,
+    /// only while `holder` holds the lease and the cursor is still `from` (a replay may have
+    /// moved it). Returns whether it did.
+    async fn record_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        from: Option<u64>,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Records a failed attempt: the state (`error` or `invalid`) and the reason.
+    async fn record_stream_failure(
+        &self,
+        id: &str,
+        state: StreamState,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Moves a stream's cursor (replay): the next delivery starts after `cursor`.
+    async fn set_stream_cursor(
+        &self,
+        id: &str,
+        cursor: Option<u64>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes idempotency records that expired before `now`; returns how many.
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;

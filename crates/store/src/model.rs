@@ -265,3 +265,59 @@ pub struct LegalHold {
     pub reason: String,
     pub set_at: Timestamp,
 }
+
+/// The health states WorkOS reports for a log stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Delivering (or caught up).
+    Active,
+    /// Disabled by its owner.
+    Inactive,
+    /// The last attempt failed in a way that may pass; it is being retried.
+    Error,
+    /// The destination refused the credentials or configuration; retried slowly until fixed.
+    Invalid,
+}
+
+impl StreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamState::Active => "active",
+            StreamState::Inactive => "inactive",
+            StreamState::Error => "error",
+            StreamState::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(StreamState::Active),
+            "inactive" => Some(StreamState::Inactive),
+            "error" => Some(StreamState::Error),
+            "invalid" => Some(StreamState::Invalid),
+            _ => None,
+        }
+    }
+}
+
+/// A log stream as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    pub id: String,
+    pub organization_id: String,
+    /// The destination type (`http`, `datadog`, `splunk`, …).
+    pub kind: String,
+    pub name: String,
+    /// Non-secret settings.
+    pub config: Value,
+    /// Encrypted credentials; opaque to the store.
+    pub secrets: Vec<u8>,
+    pub enabled: bool,
+    pub state: StreamState,
+    /// The last delivered sequence; `None` before the first delivery.
+    pub cursor: Option<u64>,
+    pub last_synced_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}

@@ -288,6 +288,7 @@ fn respond(state: &AppState, outcome: AppendOutcome) -> Result<Response, ApiErro
             response: Some(response),
         } => {
             state.metrics.events_ingested(receipts.len() as u64);
+            state.streams.wake();
             (response, false)
         }
         AppendOutcome::Appended { response: None, .. } => {

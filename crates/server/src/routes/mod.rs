@@ -6,6 +6,7 @@ mod ledger;
 mod organizations;
 mod schemas;
 mod search;
+mod streams;
 mod system;
 
 use axum::Router;
@@ -88,6 +89,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/organizations/{id}/audit_log_configuration"),
     ("GET", "/organizations/{id}/legal_hold"),
     ("PUT", "/organizations/{id}/legal_hold"),
+    ("POST", "/audit_logs/streams"),
+    ("GET", "/audit_logs/streams"),
+    ("GET", "/audit_logs/streams/{id}"),
+    ("PATCH", "/audit_logs/streams/{id}"),
+    ("DELETE", "/audit_logs/streams/{id}"),
+    ("POST", "/audit_logs/streams/{id}/replay"),
+    ("POST", "/audit_logs/streams/{id}/test"),
     ("GET", "/audit_logs/ledger/public_key"),
     ("GET", "/audit_logs/ledger/checkpoint"),
     ("GET", "/audit_logs/ledger/inclusion"),
@@ -142,6 +150,18 @@ pub fn router(state: AppState) -> Router {
             "/organizations/{id}/audit_log_configuration",
             get(organizations::configuration),
         )
+        .route(
+            "/audit_logs/streams",
+            post(streams::create).get(streams::list),
+        )
+        .route(
+            "/audit_logs/streams/{id}",
+            get(streams::get)
+                .patch(streams::update)
+                .delete(streams::delete),
+        )
+        .route("/audit_logs/streams/{id}/replay", post(streams::replay))
+        .route("/audit_logs/streams/{id}/test", post(streams::test))
         .route("/audit_logs/ledger/public_key", get(ledger::public_key))
         .route("/audit_logs/ledger/checkpoint", get(ledger::checkpoint))
         .route("/audit_logs/ledger/inclusion", get(ledger::inclusion))

@@ -18,6 +18,7 @@ use trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_domain::retention::parse_retention_update;
 use trailmark_store::{LegalHold, OrganizationFilter, PendingEvent};
+use trailmark_streams::settings::StreamKind;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -147,8 +148,8 @@ pub async fn set_retention(
     Ok(Json(wire::retention(&organization)))
 }
 
-/// `GET /organizations/{id}/audit_log_configuration`. Log streams arrive with a later release;
-/// until then no `log_stream` key is present, as for a WorkOS organization without one.
+/// `GET /organizations/{id}/audit_log_configuration`, with `log_stream` when the organization
+/// has a stream (WorkOS's type names: `GenericHttps`, `Datadog`, `Splunk`).
 pub async fn configuration(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,11 +157,25 @@ pub async fn configuration(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let organization = find(&state, &caller, &id).await?;
-    Ok(Json(json!({
+    let mut configuration = json!({
         "organization_id": organization.id,
         "retention_period_in_days": organization.retention_period_in_days,
         "state": "active",
-    })))
+    });
+    // WorkOS reports one stream; with several, the oldest stands for them.
+    let streams = state.store.list_streams(Some(&id)).await?;
+    if let Some(stream) = streams.first() {
+        let kind = StreamKind::parse(&stream.kind)
+            .map_or_else(|| stream.kind.clone(), |k| k.workos_name().to_owned());
+        configuration["log_stream"] = json!({
+            "id": stream.id,
+            "type": kind,
+            "state": stream.state.as_str(),
+            "last_synced_at": stream.last_synced_at.map(|t| t.to_string()),
+            "created_at": stream.created_at.to_string(),
+        });
+    }
+    Ok(Json(configuration))
 }
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Organization, ApiError> {

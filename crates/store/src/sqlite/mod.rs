@@ -23,7 +23,8 @@ use crate::codec::{filter_from_json, filter_to_json};
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup,
-    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
+    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse, StreamRecord,
+    StreamState,
 };
 use crate::{Hash, Store, StoreError};
 use worker::{Database, GroupWork};
@@ -731,6 +732,174 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_stream(&self, stream: StreamRecord) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO streams (id, organization_id, type, name, config, secrets, enabled, state, cursor,
+                        last_synced_at, last_error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![
+                        stream.id,
+                        stream.organization_id,
+                        stream.kind,
+                        stream.name,
+                        stream.config.to_string(),
+                        stream.secrets,
+                        stream.enabled,
+                        stream.state.as_str(),
+                        stream.cursor.map(|c| c as i64),
+                        stream.last_synced_at.map(Timestamp::unix_millis),
+                        stream.last_error,
+                        stream.created_at.unix_millis(),
+                        stream.updated_at.unix_millis(),
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_stream(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {STREAM_COLUMNS} FROM streams WHERE id = ?1"
+                ))?
+                .query_row([id], stream_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn list_streams(
+        &self,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<StreamRecord>, StoreError> {
+        let organization_id = organization_id.map(str::to_owned);
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {STREAM_COLUMNS} FROM streams WHERE ?1 IS NULL OR organization_id = ?1 ORDER BY id"
+                ))?
+                .query_map([organization_id], stream_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn update_stream(&self, stream: StreamRecord) -> Result<bool, StoreError> {
+        self.db
+            .write(move |c| {
+                let changed = c.execute(
+                    "UPDATE streams SET name = ?2, config = ?3, secrets = ?4, enabled = ?5, state = ?6, last_error = ?7,
+                        updated_at = ?8 WHERE id = ?1",
+                    params![
+                        stream.id,
+                        stream.name,
+                        stream.config.to_string(),
+                        stream.secrets,
+                        stream.enabled,
+                        stream.state.as_str(),
+                        stream.last_error,
+                        stream.updated_at.unix_millis(),
+                    ],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn delete_stream(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| Ok(c.execute("DELETE FROM streams WHERE id = ?1", [id])? == 1))
+            .await
+    }
+
+    async fn lease_stream(
+        &self,
+        id: &str,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        self.db
+            .write(move |c| {
+                let changed = c.execute(
+                    "UPDATE streams SET lease_holder = ?2, lease_until = ?3
+                     WHERE id = ?1 AND (lease_holder IS NULL OR lease_holder = ?2 OR lease_until < ?4)",
+                    params![id, holder, until.unix_millis(), now.unix_millis()],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn record_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        from: Option<u64>,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        self.db
+            .write(move |c| {
+                let changed = c.execute(
+                    "UPDATE streams SET cursor = ?4, state = CASE WHEN enabled THEN 'active' ELSE 'inactive' END,
+                        last_synced_at = ?5, last_error = NULL
+                     WHERE id = ?1 AND lease_holder = ?2 AND cursor IS ?3",
+                    params![id, holder, from.map(|c| c as i64), to as i64, now.unix_millis()],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn record_stream_failure(
+        &self,
+        id: &str,
+        state: StreamState,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (id, error) = (id.to_owned(), error.to_owned());
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE streams SET state = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1 AND enabled",
+                    params![id, state.as_str(), error, now.unix_millis()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_stream_cursor(
+        &self,
+        id: &str,
+        cursor: Option<u64>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                let changed = c.execute(
+                    "UPDATE streams SET cursor = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, cursor.map(|c| c as i64), now.unix_millis()],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.db
             .write(move |c| {
@@ -945,6 +1114,48 @@ fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredCheckpoin
             note,
             created_at,
         }))
+}
+
+const STREAM_COLUMNS: &str = "id, organization_id, type, name, config, secrets, enabled, state, cursor, \
+     last_synced_at, last_error, created_at, updated_at";
+
+fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StreamRecord, StoreError>> {
+    let id: String = row.get(0)?;
+    let config: String = row.get(4)?;
+    let state: String = row.get(7)?;
+    let cursor: Option<i64> = row.get(8)?;
+    let last_synced_at: Option<i64> = row.get(9)?;
+    let record = (
+        row.get::<_, String>(1)?,
+        row.get::<_, String>(2)?,
+        row.get::<_, String>(3)?,
+        row.get::<_, Vec<u8>>(5)?,
+        row.get::<_, bool>(6)?,
+        row.get::<_, Option<String>>(10)?,
+        row.get::<_, i64>(11)?,
+        row.get::<_, i64>(12)?,
+    );
+    let (organization_id, kind, name, secrets, enabled, last_error, created_at, updated_at) =
+        record;
+    Ok((|| {
+        Ok(StreamRecord {
+            config: serde_json::from_str(&config)
+                .map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?,
+            state: StreamState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("stream {id}: state '{state}'")))?,
+            cursor: cursor.map(|c| c as u64),
+            last_synced_at: last_synced_at.map(Timestamp::from_unix_millis),
+            created_at: Timestamp::from_unix_millis(created_at),
+            updated_at: Timestamp::from_unix_millis(updated_at),
+            id,
+            organization_id,
+            kind,
+            name,
+            secrets,
+            enabled,
+            last_error,
+        })
+    })())
 }
 
 const EVENT_COLUMNS: &str =

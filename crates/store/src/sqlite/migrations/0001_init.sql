@@ -132,3 +132,27 @@ CREATE TABLE idempotency (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+
+-- Log streams: each is a durable cursor into its organization's log. `cursor` is the last
+-- sequence the destination acknowledged (NULL: none yet); it only moves forward on delivery, or
+-- wherever a replay puts it. `config` holds the non-secret settings as JSON; `secrets` the
+-- credentials, encrypted by the streams crate (the store never sees them in clear). The lease
+-- makes one worker at a time deliver a stream.
+CREATE TABLE streams (
+    id TEXT PRIMARY KEY,
+    organization_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    secrets BLOB NOT NULL,
+    enabled INTEGER NOT NULL,
+    state TEXT NOT NULL,                -- active | inactive | error | invalid
+    cursor INTEGER,
+    last_synced_at INTEGER,
+    last_error TEXT,
+    lease_holder TEXT,
+    lease_until INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX streams_by_organization ON streams (organization_id);

@@ -1,0 +1,40 @@
+//! Log streams: every event of an organization, delivered to the customer's SIEM.
+//!
+//! A stream is a durable cursor into its organization's log (the last sequence its destination
+//! acknowledged). A [`worker::StreamWorkers`] supervisor runs one task per stream, which reads the
+//! events after the cursor, sends them, and advances the cursor only once the destination said
+//! yes. So delivery is at-least-once and in log order, a restart loses nothing, a replay is a
+//! cursor move, and a dead destination only ever delays its own stream.
+//!
+//! Layout:
+//! - [`settings`]: what a stream of each type is configured with, validated, with its
+//!   credentials split off, [`seal`]ed at rest and masked when shown.
+//! - [`net`]: the HTTP client, the guard against private destinations, and the classification
+//!   of a destination's answer into delivered / retry / invalid.
+//! - [`http`], [`datadog`], [`splunk`]: each destination's payload (pure) and request.
+//! - [`destination`]: one type over them; [`worker`]: the delivery loop.
+
+pub mod datadog;
+pub mod destination;
+pub mod http;
+pub mod net;
+pub mod seal;
+pub mod settings;
+pub mod splunk;
+pub mod worker;
+
+/// What happened to one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The destination acknowledged the first `n` events of the batch.
+    Delivered(usize),
+    /// A failure that may pass (network, 5xx, 429): try again later, no sooner than `after` if
+    /// the destination said so.
+    Retry {
+        reason: String,
+        after: Option<std::time::Duration>,
+    },
+    /// The destination refused the credentials or the configuration (401, 403, 404, other 4xx):
+    /// the stream is `invalid` until fixed, and retried slowly meanwhile.
+    Invalid(String),
+}

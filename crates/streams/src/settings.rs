@@ -1,0 +1,457 @@
+//! What a stream is configured with, per destination type, as the streams API accepts it:
+//!
+//! - `http`: `{url, format?: "json"|"ndjson", headers?: {name: value}, signing_secret?, source?}`;
+//!   `signing_secret` is a Standard Webhooks `whsec_…` secret, generated when omitted;
+//! - `datadog`: `{site, api_key, source?, endpoint?}` (`endpoint` overrides the logs-intake URL
+//!   derived from `site`, for proxies and tests);
+//! - `splunk`: `{url, token, index?, source?}` (`url` is the HEC base URL).
+//!
+//! Credentials (`api_key`, `token`, `signing_secret`, the values of `headers`) are split from the
+//! rest into [`Secrets`], sealed at rest, and masked when shown (`"****…1234"`). Every problem is
+//! reported with its field, prefixed `config.`.
+
+use serde_json::{Map, Value, json};
+use trailmark_domain::FieldProblem;
+
+/// Datadog sites and their logs-intake hosts (Datadog "Send logs" API: `http-intake.logs.<site>`).
+pub const DATADOG_SITES: [&str; 7] = [
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "ddog-gov.com",
+];
+
+/// The destination types this release delivers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Http,
+    Datadog,
+    Splunk,
+}
+
+impl StreamKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "http" => Some(StreamKind::Http),
+            "datadog" => Some(StreamKind::Datadog),
+            "splunk" => Some(StreamKind::Splunk),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Http => "http",
+            StreamKind::Datadog => "datadog",
+            StreamKind::Splunk => "splunk",
+        }
+    }
+
+    /// The type name WorkOS's `audit_log_configuration` uses.
+    pub fn workos_name(self) -> &'static str {
+        match self {
+            StreamKind::Http => "GenericHttps",
+            StreamKind::Datadog => "Datadog",
+            StreamKind::Splunk => "Splunk",
+        }
+    }
+
+    fn secret_fields(self) -> &'static [&'static str] {
+        match self {
+            StreamKind::Http => &["signing_secret"],
+            StreamKind::Datadog => &["api_key"],
+            StreamKind::Splunk => &["token"],
+        }
+    }
+}
+
+/// A stream's credentials, in clear only between opening and use.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secrets(Map<String, Value>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(<redacted>)")
+    }
+}
+
+impl Secrets {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        Value::Object(self.0.clone()).to_string().into_bytes()
+    }
+
+    /// # Errors
+    ///
+    /// A message if the bytes are not the JSON this type writes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        match serde_json::from_slice(bytes) {
+            Ok(Value::Object(map)) => Ok(Secrets(map)),
+            _ => Err("stored credentials are not a JSON object".into()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+
+    /// Extra HTTP headers (name → value), which may hold credentials.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.0
+            .get("headers")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, value)| value.as_str().map(|v| (name.clone(), v.to_owned())))
+            .collect()
+    }
+}
+
+/// A validated configuration: the public part (stored and shown as is) and the secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub kind: StreamKind,
+    pub public: Map<String, Value>,
+    pub secrets: Secrets,
+}
+
+impl Settings {
+    /// Parses the `config` of a new stream of type `kind`. `generate_secret` makes a signing
+    /// secret when an `http` stream has none.
+    ///
+    /// # Errors
+    ///
+    /// Every problem, naming its field.
+    pub fn parse(
+        kind: StreamKind,
+        config: &Value,
+        generate_secret: impl FnOnce() -> String,
+    ) -> Result<Self, Vec<FieldProblem>> {
+        Self::merge(
+            kind,
+            &Map::new(),
+            &Secrets::default(),
+            config,
+            generate_secret,
+        )
+    }
+
+    /// Applies a PATCH's `config` over stored settings: given fields replace, others stay.
+    ///
+    /// # Errors
+    ///
+    /// Every problem of the merged configuration, naming its field.
+    pub fn merge(
+        kind: StreamKind,
+        public: &Map<String, Value>,
+        secrets: &Secrets,
+        patch: &Value,
+        generate_secret: impl FnOnce() -> String,
+    ) -> Result<Self, Vec<FieldProblem>> {
+        let mut problems = Vec::new();
+        let Value::Object(patch) = patch else {
+            return Err(vec![problem(
+                "invalid_type",
+                "config",
+                "config must be an object",
+            )]);
+        };
+        let mut merged = public.clone();
+        let mut secret_map = secrets.0.clone();
+        for (key, value) in patch {
+            if kind.secret_fields().contains(&key.as_str()) || key == "headers" {
+                secret_map.insert(key.clone(), value.clone());
+            } else {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        let text = |map: &Map<String, Value>,
+                    key: &str,
+                    required: bool,
+                    problems: &mut Vec<FieldProblem>|
+         -> Option<String> {
+            match map.get(key) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+                None | Some(Value::Null) if !required => None,
+                None | Some(Value::Null) => {
+                    problems.push(problem(
+                        "required",
+                        &format!("config.{key}"),
+                        &format!("{key} is required"),
+                    ));
+                    None
+                }
+                Some(_) => {
+                    problems.push(problem(
+                        "invalid_value",
+                        &format!("config.{key}"),
+                        &format!("{key} must be a non-empty string"),
+                    ));
+                    None
+                }
+            }
+        };
+        let url = |map: &Map<String, Value>,
+                   key: &str,
+                   required: bool,
+                   problems: &mut Vec<FieldProblem>| {
+            if let Some(value) = text(map, key, required, problems) {
+                match reqwest::Url::parse(&value) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    }
+                    _ => problems.push(problem(
+                        "invalid_url",
+                        &format!("config.{key}"),
+                        &format!("{key} must be an http(s) URL"),
+                    )),
+                }
+            }
+        };
+        text(&merged, "source", false, &mut problems);
+        match kind {
+            StreamKind::Http => {
+                url(&merged, "url", true, &mut problems);
+                match merged.get("format") {
+                    None | Some(Value::Null) => {
+                        merged.insert("format".into(), json!("json"));
+                    }
+                    Some(Value::String(f)) if f == "json" || f == "ndjson" => {}
+                    Some(_) => problems.push(problem(
+                        "invalid_value",
+                        "config.format",
+                        "format must be 'json' or 'ndjson'",
+                    )),
+                }
+                match secret_map.get("signing_secret") {
+                    None | Some(Value::Null) => {
+                        secret_map.insert("signing_secret".into(), json!(generate_secret()));
+                    }
+                    Some(Value::String(s)) if s.strip_prefix("whsec_").is_some_and(|k| decode_base64(k).is_some_and(|k| k.len() >= 16)) => {}
+                    Some(_) => problems.push(problem(
+                        "invalid_value",
+                        "config.signing_secret",
+                        "signing_secret must be 'whsec_' followed by the base64 of at least 16 bytes",
+                    )),
+                }
+                match secret_map.get("headers") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(headers)) => {
+                        for (name, value) in headers {
+                            let valid_name =
+                                reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
+                            let valid_value = value
+                                .as_str()
+                                .is_some_and(|v| reqwest::header::HeaderValue::from_str(v).is_ok());
+                            if !valid_name || !valid_value {
+                                problems.push(problem(
+                                    "invalid_value",
+                                    &format!("config.headers.{name}"),
+                                    "not a valid HTTP header",
+                                ));
+                            }
+                        }
+                    }
+                    Some(_) => problems.push(problem(
+                        "invalid_type",
+                        "config.headers",
+                        "headers must be an object of strings",
+                    )),
+                }
+            }
+            StreamKind::Datadog => {
+                match text(&merged, "site", true, &mut problems) {
+                    Some(site) if !DATADOG_SITES.contains(&site.as_str()) => {
+                        problems.push(problem(
+                            "invalid_value",
+                            "config.site",
+                            &format!("site must be one of {}", DATADOG_SITES.join(", ")),
+                        ))
+                    }
+                    _ => {}
+                }
+                url(&merged, "endpoint", false, &mut problems);
+                text(&secret_map, "api_key", true, &mut problems);
+            }
+            StreamKind::Splunk => {
+                url(&merged, "url", true, &mut problems);
+                text(&merged, "index", false, &mut problems);
+                text(&secret_map, "token", true, &mut problems);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        merged.retain(|_, v| !v.is_null());
+        secret_map.retain(|_, v| !v.is_null());
+        Ok(Settings {
+            kind,
+            public: merged,
+            secrets: Secrets(secret_map),
+        })
+    }
+
+    /// The configuration as shown: public fields, and secrets masked to their last 4 characters.
+    pub fn masked(&self) -> Value {
+        let mut shown = self.public.clone();
+        for (key, value) in &self.secrets.0 {
+            let masked = match value {
+                Value::Object(headers) => Value::Object(
+                    headers
+                        .iter()
+                        .map(|(name, v)| (name.clone(), json!(mask(v.as_str().unwrap_or("")))))
+                        .collect(),
+                ),
+                other => json!(mask(other.as_str().unwrap_or(""))),
+            };
+            shown.insert(key.clone(), masked);
+        }
+        Value::Object(shown)
+    }
+
+    /// The URL deliveries go to, for the private-address guard.
+    pub fn destination_url(&self) -> Option<String> {
+        let field = |key: &str| {
+            self.public
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        match self.kind {
+            StreamKind::Http | StreamKind::Splunk => field("url"),
+            StreamKind::Datadog => field("endpoint")
+                .or_else(|| field("site").map(|site| crate::datadog::intake_url(&site))),
+        }
+    }
+}
+
+fn mask(secret: &str) -> String {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("****{tail}")
+}
+
+fn problem(code: &'static str, field: &str, message: &str) -> FieldProblem {
+    FieldProblem {
+        code,
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+/// A new Standard Webhooks signing secret: `whsec_` and the base64 of 24 random bytes.
+///
+/// # Errors
+///
+/// If the OS random source fails.
+pub fn new_signing_secret() -> Result<String, getrandom::Error> {
+    use base64::Engine;
+    let mut key = [0u8; 24];
+    getrandom::fill(&mut key)?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(result: Result<Settings, Vec<FieldProblem>>) -> Vec<String> {
+        result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.field)
+            .collect()
+    }
+
+    #[test]
+    fn each_type_checks_its_fields() {
+        let secret = || "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned();
+        assert_eq!(
+            fields(Settings::parse(StreamKind::Http, &json!({}), secret)),
+            ["config.url"]
+        );
+        assert_eq!(
+            fields(Settings::parse(
+                StreamKind::Http,
+                &json!({"url": "ftp://x", "format": "xml"}),
+                secret
+            )),
+            ["config.url", "config.format"]
+        );
+        assert_eq!(
+            fields(Settings::parse(
+                StreamKind::Datadog,
+                &json!({"site": "nope"}),
+                secret
+            )),
+            ["config.site", "config.api_key"]
+        );
+        assert_eq!(
+            fields(Settings::parse(
+                StreamKind::Splunk,
+                &json!({"url": "https://hec.test"}),
+                secret
+            )),
+            ["config.token"]
+        );
+        assert_eq!(
+            fields(Settings::parse(
+                StreamKind::Http,
+                &json!({"url": "https://x.test", "signing_secret": "plain"}),
+                secret
+            )),
+            ["config.signing_secret"]
+        );
+    }
+
+    #[test]
+    fn secrets_are_split_off_and_masked() {
+        let settings = Settings::parse(
+            StreamKind::Http,
+            &json!({"url": "https://siem.test/in", "headers": {"Authorization": "Bearer abcdef1234"}}),
+            || "whsec_c2VjcmV0c2VjcmV0c2VjcmV0".to_owned(),
+        )
+        .expect("valid");
+        assert_eq!(settings.public.get("format"), Some(&json!("json")));
+        assert!(settings.public.get("headers").is_none());
+        assert_eq!(
+            settings.secrets.headers(),
+            [("Authorization".to_owned(), "Bearer abcdef1234".to_owned())]
+        );
+        let shown = settings.masked().to_string();
+        assert!(
+            !shown.contains("abcdef") && shown.contains("****1234") && shown.contains("****cmV0"),
+            "{shown}"
+        );
+
+        let patched = Settings::merge(
+            StreamKind::Http,
+            &settings.public,
+            &settings.secrets,
+            &json!({"format": "ndjson"}),
+            String::new,
+        )
+        .expect("valid");
+        assert_eq!(
+            patched.secrets, settings.secrets,
+            "a patch keeps the credentials it does not name"
+        );
+        assert_eq!(patched.public.get("format"), Some(&json!("ndjson")));
+    }
+}

@@ -1,0 +1,292 @@
+//! The delivery engine. A supervisor keeps one task per stream; each task loops:
+//!
+//! 1. take (or renew) the stream's lease, so only one worker delivers it at a time;
+//! 2. read the events after the stream's cursor, in log order;
+//! 3. send as many as one request holds ([`crate::destination`]);
+//! 4. on success, advance the cursor to the last event sent — only if the lease is still held and
+//!    no replay moved the cursor meanwhile; on a retryable failure, mark the stream `error` and
+//!    wait with exponential backoff and full jitter (at least what `Retry-After` asked); on a
+//!    refusal, mark it `invalid` and try again after `invalid_retry` (a minute by default).
+//!
+//! The cursor never passes an event the destination did not acknowledge, so delivery is
+//! at-least-once and in order; nothing is ever skipped. Each stream waits only for itself.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use trailmark_domain::Timestamp;
+use trailmark_store::{Store, StreamRecord, StreamState};
+
+use crate::Outcome;
+use crate::destination::Destination;
+use crate::seal::Sealer;
+use crate::settings::{Secrets, Settings, StreamKind};
+
+/// Events read from the log per attempt; destinations send at most this many per request.
+const READ_BATCH: usize = 1_000;
+
+/// Timing of the engine; tests shorten it.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Deliver to private and loopback addresses (`--allow-private-destinations`).
+    pub allow_private: bool,
+    /// First wait after a retryable failure; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Wait after the destination refused credentials or configuration.
+    pub invalid_retry: Duration,
+    /// How often an idle stream looks for new events (ingest also wakes it at once).
+    pub idle_poll: Duration,
+    /// How long a lease lasts without renewal (a crashed worker's streams move after this).
+    pub lease: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            allow_private: false,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            invalid_retry: Duration::from_secs(60),
+            idle_poll: Duration::from_millis(500),
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Runs every stream's delivery.
+pub struct StreamWorkers {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    client: reqwest::Client,
+    config: WorkerConfig,
+    /// This process's lease identity.
+    holder: String,
+    wake: Notify,
+    running: Mutex<HashSet<String>>,
+}
+
+impl StreamWorkers {
+    /// # Errors
+    ///
+    /// If the HTTP client cannot be built (TLS backend).
+    pub fn new(
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+        config: WorkerConfig,
+        holder: String,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let client = crate::net::client(config.allow_private)?;
+        Ok(Arc::new(StreamWorkers {
+            store,
+            sealer,
+            client,
+            config,
+            holder,
+            wake: Notify::new(),
+            running: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub fn allow_private(&self) -> bool {
+        self.config.allow_private
+    }
+
+    /// Tells idle streams that events were appended.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// The stored settings of a stream, credentials decrypted.
+    ///
+    /// # Errors
+    ///
+    /// A message if the type is unknown or the credentials do not open.
+    pub fn open_settings(&self, stream: &StreamRecord) -> Result<Settings, String> {
+        let kind = StreamKind::parse(&stream.kind)
+            .ok_or_else(|| format!("unknown stream type '{}'", stream.kind))?;
+        let secrets = self
+            .sealer
+            .open(&stream.id, &stream.secrets)
+            .map_err(|e| e.to_string())?;
+        let public = stream.config.as_object().cloned().unwrap_or_default();
+        Ok(Settings {
+            kind,
+            public,
+            secrets: Secrets::from_bytes(&secrets)?,
+        })
+    }
+
+    /// Sends `events` once, outside the cursor (the streams API's "send test event").
+    pub async fn send(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
+        match self.open_settings(stream) {
+            Ok(settings) => {
+                Destination {
+                    stream_id: &stream.id,
+                    settings: &settings,
+                    client: &self.client,
+                    allow_private: self.config.allow_private,
+                }
+                .deliver(events)
+                .await
+            }
+            Err(reason) => Outcome::Invalid(reason),
+        }
+    }
+
+    /// Starts the supervisor: every second it starts a task for each stream without one.
+    pub fn spawn(self: &Arc<Self>) {
+        let workers = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                workers.start_new_streams().await;
+            }
+        });
+    }
+
+    /// Starts tasks for streams that have none (the streams API calls it after a create, so a new
+    /// stream does not wait for the supervisor's next tick).
+    pub async fn start_new_streams(self: &Arc<Self>) {
+        let streams = match self.store.list_streams(None).await {
+            Ok(streams) => streams,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list streams");
+                return;
+            }
+        };
+        for stream in streams {
+            let fresh = self
+                .running
+                .lock()
+                .map(|mut running| running.insert(stream.id.clone()))
+                .unwrap_or(false);
+            if fresh {
+                let workers = Arc::clone(self);
+                tokio::spawn(async move { workers.run(stream.id).await });
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, id: String) {
+        let mut backoff = self.config.backoff_initial;
+        loop {
+            let stream = match self.store.get_stream(&id).await {
+                Ok(Some(stream)) => stream,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(stream = %id, %error, "cannot read the stream");
+                    tokio::time::sleep(self.config.backoff_initial).await;
+                    continue;
+                }
+            };
+            let pause = self.step(&stream, &mut backoff).await;
+            if let Some(pause) = pause {
+                let _ = tokio::time::timeout(pause, self.wake.notified()).await;
+            }
+        }
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&id);
+        }
+    }
+
+    /// One attempt; returns how long to wait before the next (`None`: go on at once).
+    async fn step(&self, stream: &StreamRecord, backoff: &mut Duration) -> Option<Duration> {
+        if !stream.enabled {
+            return Some(self.config.idle_poll);
+        }
+        let now = Timestamp::now();
+        let until = now.plus_millis(self.config.lease.as_millis() as i64);
+        match self
+            .store
+            .lease_stream(&stream.id, &self.holder, until, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Some(self.config.lease / 3),
+            Err(error) => {
+                tracing::warn!(stream = %stream.id, %error, "cannot lease the stream");
+                return Some(self.config.backoff_initial);
+            }
+        }
+        let events = match self
+            .store
+            .events_after(&stream.organization_id, stream.cursor, READ_BATCH)
+            .await
+        {
+            Ok(events) if events.is_empty() => return Some(self.config.idle_poll),
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(stream = %stream.id, %error, "cannot read the log");
+                return Some(self.config.backoff_initial);
+            }
+        };
+        let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
+        let outcome = self.send(stream, &objects).await;
+        let now = Timestamp::now();
+        match outcome {
+            Outcome::Delivered(count) if count > 0 => {
+                let to = events[count - 1].sequence;
+                if let Err(error) = self
+                    .store
+                    .record_delivery(&stream.id, &self.holder, stream.cursor, to, now)
+                    .await
+                {
+                    tracing::warn!(stream = %stream.id, %error, "cannot advance the cursor; the batch will be sent again");
+                }
+                *backoff = self.config.backoff_initial;
+                None
+            }
+            Outcome::Delivered(_) => Some(self.config.idle_poll),
+            Outcome::Retry { reason, after } => {
+                tracing::info!(stream = %stream.id, %reason, "delivery failed; retrying");
+                self.record_failure(stream, StreamState::Error, &reason, now)
+                    .await;
+                let wait = jitter(*backoff).max(after.unwrap_or_default());
+                *backoff = (*backoff * 2).min(self.config.backoff_max);
+                Some(wait)
+            }
+            Outcome::Invalid(reason) => {
+                tracing::info!(stream = %stream.id, %reason, "the destination refused the stream's configuration");
+                self.record_failure(stream, StreamState::Invalid, &reason, now)
+                    .await;
+                Some(self.config.invalid_retry)
+            }
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        stream: &StreamRecord,
+        state: StreamState,
+        reason: &str,
+        now: Timestamp,
+    ) {
+        if let Err(error) = self
+            .store
+            .record_stream_failure(&stream.id, state, reason, now)
+            .await
+        {
+            tracing::warn!(stream = %stream.id, %error, "cannot record the failure");
+        }
+    }
+}
+
+/// A wait between half and all of `backoff` ("full jitter" halved, so retries never bunch up
+/// and never come much earlier than planned).
+fn jitter(backoff: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    let random = getrandom::fill(&mut bytes)
+        .map(|()| u64::from_le_bytes(bytes))
+        .unwrap_or(0);
+    let half = backoff / 2;
+    half + Duration::from_nanos(random % (half.as_nanos().max(1) as u64))
+}

@@ -1,0 +1,324 @@
+//! Local receivers that stand in for destinations with no installable real peer. Each checks the
+//! wire format its vendor documents, strictly, and records what it accepted:
+//! - `http`: verifies the Standard Webhooks signature (`webhook-id`, `webhook-timestamp`,
+//!   `webhook-signature: v1,<base64 HMAC-SHA256>`), independently of Trailmark's signing code;
+//! - `datadog`: `POST /api/v2/logs`, `DD-API-KEY`, a JSON array of at most 1,000 items of at most
+//!   1 MB, 5 MB in all, each with a string `message`; answers 202 (Datadog "Send logs" API);
+//! - `splunk`: `POST /services/collector/event`, `Authorization: Splunk <token>`, concatenated
+//!   JSON event objects each with `event` and a numeric `time`; answers `{"text":"Success","code":0}`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// What a receiver saw and how it answers.
+#[derive(Default)]
+pub struct Log {
+    /// Accepted event objects, in arrival order.
+    pub events: Vec<Value>,
+    /// Every request's rejection reason, if it was rejected for its format.
+    pub violations: Vec<String>,
+    /// Requests answered so far.
+    pub requests: usize,
+    /// Answer this many requests with 503 before accepting any.
+    pub fail_first: usize,
+    /// The credential the receiver accepts (API key, HEC token or signing secret).
+    pub credential: String,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub log: Arc<Mutex<Log>>,
+}
+
+impl Receiver {
+    pub fn events(&self) -> Vec<Value> {
+        self.log
+            .lock()
+            .map(|log| log.events.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn sequences(&self) -> Vec<u64> {
+        self.events()
+            .iter()
+            .filter_map(|e| e["sequence"].as_u64())
+            .collect()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|log| log.violations.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set_credential(&self, credential: &str) {
+        if let Ok(mut log) = self.log.lock() {
+            log.credential = credential.to_owned();
+        }
+    }
+
+    /// Waits (up to 10 s) until `count` events arrived.
+    pub async fn wait_for(&self, count: usize) -> Vec<Value> {
+        for _ in 0..400 {
+            if self.events().len() >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.events()
+    }
+}
+
+pub enum Kind {
+    Http,
+    Datadog,
+    Splunk,
+}
+
+pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver {
+    let log = Arc::new(Mutex::new(Log {
+        credential: credential.to_owned(),
+        fail_first,
+        ..Log::default()
+    }));
+    let (path, handler) = match kind {
+        Kind::Http => ("/hook", post(http)),
+        Kind::Datadog => ("/api/v2/logs", post(datadog)),
+        Kind::Splunk => ("/services/collector/event", post(splunk)),
+    };
+    let app = axum::Router::new()
+        .route(path, handler)
+        .with_state(Arc::clone(&log));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = match kind {
+        Kind::Http => format!("http://{address}/hook"),
+        Kind::Datadog => format!("http://{address}/api/v2/logs"),
+        Kind::Splunk => format!("http://{address}"),
+    };
+    Receiver { url, log }
+}
+
+/// Counts the request and decides whether to fail it on purpose.
+fn admit(log: &Mutex<Log>) -> Option<(StatusCode, String)> {
+    let mut log = log.lock().ok()?;
+    log.requests += 1;
+    (log.requests <= log.fail_first).then(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "down for maintenance".to_owned(),
+        )
+    })
+}
+
+fn violation(log: &Mutex<Log>, status: StatusCode, reason: String) -> (StatusCode, String) {
+    if let Ok(mut log) = log.lock() {
+        log.violations.push(reason.clone());
+    }
+    (status, json!({"error": reason}).to_string())
+}
+
+async fn http(
+    State(log): State<Arc<Mutex<Log>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    if let Some(failure) = admit(&log) {
+        return failure;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let secret = log.lock().map(|l| l.credential.clone()).unwrap_or_default();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap_or_default();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{}.{}.", header("webhook-id"), header("webhook-timestamp")).as_bytes());
+    mac.update(&body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    if header("webhook-signature") != expected {
+        return violation(
+            &log,
+            StatusCode::UNAUTHORIZED,
+            "bad webhook-signature".into(),
+        );
+    }
+    let content_type = header("content-type");
+    let items: Vec<Value> = if content_type == "application/x-ndjson" {
+        match body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(serde_json::from_slice)
+            .collect()
+        {
+            Ok(items) => items,
+            Err(e) => return violation(&log, StatusCode::BAD_REQUEST, format!("bad ndjson: {e}")),
+        }
+    } else if content_type == "application/json" {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => items,
+            _ => {
+                return violation(
+                    &log,
+                    StatusCode::BAD_REQUEST,
+                    "the JSON body is not an array".into(),
+                );
+            }
+        }
+    } else {
+        return violation(
+            &log,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content-type {content_type}"),
+        );
+    };
+    for item in &items {
+        let complete = item["event"].is_object()
+            && item["keySuffix"].is_string()
+            && item["timestamp"].is_string()
+            && item["source"].is_string();
+        if !complete {
+            return violation(
+                &log,
+                StatusCode::BAD_REQUEST,
+                format!("not a WorkOS envelope: {item}"),
+            );
+        }
+    }
+    if let Ok(mut log) = log.lock() {
+        log.events
+            .extend(items.into_iter().map(|item| item["event"].clone()));
+    }
+    (StatusCode::OK, "{}".into())
+}
+
+async fn datadog(
+    State(log): State<Arc<Mutex<Log>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    if let Some(failure) = admit(&log) {
+        return failure;
+    }
+    let key = log.lock().map(|l| l.credential.clone()).unwrap_or_default();
+    if headers.get("dd-api-key").and_then(|v| v.to_str().ok()) != Some(key.as_str()) {
+        return (
+            StatusCode::FORBIDDEN,
+            json!({"errors": [{"status": "403", "title": "Forbidden"}]}).to_string(),
+        );
+    }
+    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json") {
+        return violation(&log, StatusCode::BAD_REQUEST, "content-type".into());
+    }
+    if body.len() > 5_000_000 {
+        return violation(
+            &log,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload over 5 MB".into(),
+        );
+    }
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&body) else {
+        return violation(&log, StatusCode::BAD_REQUEST, "not a JSON array".into());
+    };
+    if items.len() > 1_000 {
+        return violation(
+            &log,
+            StatusCode::BAD_REQUEST,
+            "more than 1,000 items".into(),
+        );
+    }
+    let mut events = Vec::new();
+    for item in &items {
+        let parsed = item["message"]
+            .as_str()
+            .and_then(|m| serde_json::from_str::<Value>(m).ok());
+        match parsed {
+            Some(event)
+                if item["ddsource"].is_string()
+                    && item["service"].is_string()
+                    && item.to_string().len() <= 1_000_000 =>
+            {
+                events.push(event)
+            }
+            _ => {
+                return violation(
+                    &log,
+                    StatusCode::BAD_REQUEST,
+                    format!("bad log item: {item}"),
+                );
+            }
+        }
+    }
+    if let Ok(mut log) = log.lock() {
+        log.events.extend(events);
+    }
+    (StatusCode::ACCEPTED, "{}".into())
+}
+
+async fn splunk(
+    State(log): State<Arc<Mutex<Log>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    if let Some(failure) = admit(&log) {
+        return failure;
+    }
+    let token = log.lock().map(|l| l.credential.clone()).unwrap_or_default();
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(format!("Splunk {token}").as_str())
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            json!({"text": "Invalid token", "code": 4}).to_string(),
+        );
+    }
+    let mut events = Vec::new();
+    for item in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
+        match item {
+            Ok(item) if item["event"].is_object() && item["time"].is_number() => {
+                events.push(item["event"].clone())
+            }
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"text": "Invalid data format", "code": 6}).to_string(),
+                );
+            }
+        }
+    }
+    if events.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"text": "No data", "code": 5}).to_string(),
+        );
+    }
+    if let Ok(mut log) = log.lock() {
+        log.events.extend(events);
+    }
+    (
+        StatusCode::OK,
+        json!({"text": "Success", "code": 0}).to_string(),
+    )
+}

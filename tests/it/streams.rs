@@ -1,0 +1,420 @@
+//! Log streams end to end, against strict local receivers (`receivers.rs`): every event
+//! delivered, in order, signed or authenticated as each vendor documents; failures retried or
+//! marked invalid, never skipped; one dead stream never delays another; a kill -9 loses nothing.
+
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_KEY, Options, TestApp, body, event};
+use crate::receivers::{self, Kind, Receiver};
+
+async fn ingest(app: &TestApp, organization: &str, from: usize, count: usize) {
+    for n in from..from + count {
+        let mut submitted = event("user.signed_in");
+        submitted["metadata"] = json!({"n": n});
+        assert_eq!(
+            app.create_event(organization, &submitted, None)
+                .await
+                .status(),
+            200
+        );
+    }
+}
+
+async fn create_stream(app: &TestApp, request: Value) -> Value {
+    let response = app.post("/audit_logs/streams", &request).await;
+    assert_eq!(response.status(), 201);
+    body(response).await
+}
+
+async fn stream(app: &TestApp, id: &str) -> Value {
+    body(app.get(&format!("/audit_logs/streams/{id}")).await).await
+}
+
+/// Waits until the stream's state is `state`.
+async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
+    let mut last = json!(null);
+    for _ in 0..200 {
+        last = stream(app, id).await;
+        if last["state"] == state {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("stream {id} never became {state}: {last}");
+}
+
+fn http_stream(organization: &str, receiver: &Receiver, format: &str) -> Value {
+    json!({"organization_id": organization, "type": "http", "name": "SIEM", "start": "beginning",
+           "config": {"url": receiver.url, "format": format, "signing_secret": receiver.log.lock().map(|l| l.credential.clone()).unwrap_or_default(),
+                      "headers": {"X-Tenant": "acme"}}})
+}
+
+const SECRET: &str = "whsec_dHJhaWxtYXJrLXRlc3Qtc2lnbmluZw==";
+
+#[tokio::test]
+async fn http_streams_deliver_every_event_in_order_signed() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 0, 5).await;
+    let json_receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let ndjson_receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let created = create_stream(&app, http_stream(&organization, &json_receiver, "json")).await;
+    create_stream(&app, http_stream(&organization, &ndjson_receiver, "ndjson")).await;
+    assert_eq!(created["object"], "log_stream");
+    assert!(
+        created["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("log_stream_"))
+    );
+    assert_eq!(
+        created["config"]["signing_secret"],
+        json!("****Zw=="),
+        "secrets are masked"
+    );
+    assert_eq!(created["config"]["headers"]["X-Tenant"], "****acme");
+
+    ingest(&app, &organization, 5, 15).await;
+    for receiver in [&json_receiver, &ndjson_receiver] {
+        receiver.wait_for(20).await;
+        assert_eq!(
+            receiver.sequences(),
+            (0..20).collect::<Vec<u64>>(),
+            "every event, once, in log order"
+        );
+        assert!(
+            receiver.violations().is_empty(),
+            "{:?}",
+            receiver.violations()
+        );
+    }
+    let listed = body(
+        app.get(&format!(
+            "/audit_logs/events?organization_id={organization}&order=asc&limit=1"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(
+        json_receiver.events()[0],
+        listed["data"][0],
+        "the payload carries the event object"
+    );
+
+    let health = stream(&app, created["id"].as_str().unwrap_or_default()).await;
+    assert_eq!(
+        (
+            health["state"].clone(),
+            health["lag_events"].clone(),
+            health["cursor"].clone()
+        ),
+        (json!("active"), json!(0), json!(19))
+    );
+    assert!(health["last_synced_at"].is_string());
+
+    let configuration = body(
+        app.get(&format!(
+            "/organizations/{organization}/audit_log_configuration"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(configuration["log_stream"]["type"], "GenericHttps");
+    assert_eq!(configuration["log_stream"]["state"], "active");
+}
+
+#[tokio::test]
+async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Datadog, "dd-right-key", 0).await;
+    let created = create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "datadog", "name": "Datadog",
+               "config": {"site": "datadoghq.eu", "api_key": "dd-wrong-key", "endpoint": receiver.url, "source": "acme-app"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    ingest(&app, &organization, 0, 8).await;
+    let invalid = wait_state(&app, &id, "invalid").await;
+    assert!(
+        invalid["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("403"),
+        "{invalid}"
+    );
+    assert_eq!(invalid["lag_events"], 8, "nothing was skipped");
+
+    let response = app
+        .client
+        .patch(app.url(&format!("/audit_logs/streams/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"config": {"api_key": "dd-right-key"}}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 200);
+    receiver.wait_for(8).await;
+    assert_eq!(receiver.sequences(), (0..8).collect::<Vec<u64>>());
+    assert!(
+        receiver.violations().is_empty(),
+        "{:?}",
+        receiver.violations()
+    );
+    let healthy = wait_state(&app, &id, "active").await;
+    assert_eq!(healthy["lag_events"], 0);
+}
+
+#[tokio::test]
+async fn splunk_hec_receives_every_event_and_a_down_destination_is_retried() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Splunk, "hec-token", 3).await;
+    let created = create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "splunk", "name": "Splunk",
+               "config": {"url": receiver.url, "token": "hec-token", "index": "audit"}}),
+    )
+    .await;
+    ingest(&app, &organization, 0, 12).await;
+    let id = created["id"].as_str().unwrap_or_default();
+    receiver.wait_for(12).await;
+    assert_eq!(
+        receiver.sequences(),
+        (0..12).collect::<Vec<u64>>(),
+        "delivered in order after the outage"
+    );
+    let requests = receiver.log.lock().map(|l| l.requests).unwrap_or_default();
+    assert!(requests > 3, "the first attempts failed and were retried");
+    assert_eq!(
+        wait_state(&app, id, "active").await["last_error"],
+        json!(null)
+    );
+}
+
+#[tokio::test]
+async fn a_dead_stream_never_delays_a_live_one() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    // Nothing listens on port 9: every delivery fails with a refused connection.
+    create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "http", "name": "Dead", "config": {"url": "http://127.0.0.1:9/hook"}}),
+    )
+    .await;
+    let live = receivers::start(Kind::Http, SECRET, 0).await;
+    create_stream(&app, http_stream(&organization, &live, "json")).await;
+    ingest(&app, &organization, 0, 30).await;
+    live.wait_for(30).await;
+    assert_eq!(live.sequences(), (0..30).collect::<Vec<u64>>());
+    let streams = body(
+        app.get(&format!(
+            "/audit_logs/streams?organization_id={organization}"
+        ))
+        .await,
+    )
+    .await;
+    let dead = streams["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "Dead")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(dead["state"], "error");
+    assert_eq!(dead["lag_events"], 30);
+}
+
+#[tokio::test]
+async fn replay_and_test_events() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let created = create_stream(&app, http_stream(&organization, &receiver, "json")).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    ingest(&app, &organization, 0, 6).await;
+    receiver.wait_for(6).await;
+
+    let replayed = app
+        .post(
+            &format!("/audit_logs/streams/{id}/replay"),
+            &json!({"from_sequence": 2}),
+        )
+        .await;
+    assert_eq!(replayed.status(), 200);
+    receiver.wait_for(10).await;
+    assert_eq!(
+        receiver.sequences(),
+        [0, 1, 2, 3, 4, 5, 2, 3, 4, 5],
+        "a replay sends again from the sequence"
+    );
+
+    let tested = body(
+        app.post(&format!("/audit_logs/streams/{id}/test"), &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(tested["delivered"], true, "{tested}");
+    assert_eq!(
+        receiver.wait_for(11).await[10]["action"],
+        "trailmark.stream.test"
+    );
+
+    receiver.set_credential("whsec_b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA==");
+    let refused = body(
+        app.post(&format!("/audit_logs/streams/{id}/test"), &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (refused["delivered"].clone(), refused["outcome"].clone()),
+        (json!(false), json!("invalid"))
+    );
+}
+
+#[tokio::test]
+async fn stream_settings_are_validated_and_credentials_never_stored_in_clear() {
+    let guarded = TestApp::spawn_with(Options {
+        allow_private_destinations: false,
+        ..Options::default()
+    })
+    .await;
+    let organization = guarded.create_organization("Acme").await;
+    for (request, field) in [
+        (
+            json!({"organization_id": organization, "type": "s4", "name": "x", "config": {}}),
+            "type",
+        ),
+        (
+            json!({"organization_id": organization, "type": "http", "name": "x", "config": {}}),
+            "config.url",
+        ),
+        (
+            json!({"organization_id": organization, "type": "http", "config": {"url": "https://siem.test"}}),
+            "name",
+        ),
+        (
+            json!({"organization_id": organization, "type": "http", "name": "x", "config": {"url": "http://127.0.0.1:8080/hook"}}),
+            "config.url",
+        ),
+        (
+            json!({"organization_id": organization, "type": "splunk", "name": "x", "config": {"url": "http://169.254.169.254/", "token": "t"}}),
+            "config.url",
+        ),
+        (
+            json!({"organization_id": organization, "type": "datadog", "name": "x", "config": {"site": "datadoghq.com"}}),
+            "config.api_key",
+        ),
+    ] {
+        let response = guarded.post("/audit_logs/streams", &request).await;
+        assert_eq!(response.status(), 422, "{request}");
+        assert_eq!(
+            body(response).await["errors"][0]["field"],
+            field,
+            "{request}"
+        );
+    }
+
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Splunk, "super-secret-hec-token", 0).await;
+    create_stream(&app, json!({"organization_id": organization, "type": "splunk", "name": "S", "config": {"url": receiver.url, "token": "super-secret-hec-token"}}))
+        .await;
+    let database = std::fs::read(app.data_dir.path().join("trailmark.db")).unwrap_or_default();
+    let wal = std::fs::read(app.data_dir.path().join("trailmark.db-wal")).unwrap_or_default();
+    for bytes in [database, wal] {
+        assert!(
+            !bytes.windows(22).any(|w| w == b"super-secret-hec-token"),
+            "the token is encrypted at rest"
+        );
+    }
+}
+
+fn start_binary(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-private-destinations",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("TRAILMARK_API_KEY", ADMIN_KEY)
+        .env("TRAILMARK_LOG", "warn")
+        // The killed process's lease must run out before the restarted one may deliver.
+        .env("TRAILMARK_STREAM_LEASE_SECS", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = loop {
+        let line = lines.next().expect("a line").expect("read");
+        if let Some(address) = line.split("listening on ").nth(1) {
+            break address.trim().to_owned();
+        }
+    };
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_delivery_loses_nothing() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let (mut server, base) = start_binary(data_dir.path());
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+    };
+    let organization: Value = post("/organizations", json!({"name": "Acme"}))
+        .await
+        .expect("org")
+        .json()
+        .await
+        .expect("json");
+    let organization = organization["id"].as_str().unwrap_or_default().to_owned();
+    let created = post(
+        "/audit_logs/streams",
+        http_stream(&organization, &receiver, "ndjson"),
+    )
+    .await
+    .expect("stream");
+    assert_eq!(created.status(), 201);
+    for n in 0..300 {
+        let mut submitted = event("user.signed_in");
+        submitted["metadata"] = json!({"n": n});
+        let response = post(
+            "/audit_logs/events",
+            json!({"organization_id": organization, "event": submitted}),
+        )
+        .await
+        .expect("event");
+        assert_eq!(response.status(), 200);
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reap");
+    let before_restart = receiver.events().len();
+
+    let (mut restarted, _) = start_binary(data_dir.path());
+    receiver.wait_for(300).await;
+    let mut sequences = receiver.sequences();
+    let duplicates = sequences.len().saturating_sub(300);
+    sequences.dedup();
+    let mut unique = sequences.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique,
+        (0..300).collect::<Vec<u64>>(),
+        "every event arrived ({before_restart} before the kill, {duplicates} duplicates)"
+    );
+    restarted.kill().expect("stop");
+    restarted.wait().expect("reap");
+}
