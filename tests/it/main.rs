@@ -7,6 +7,7 @@ mod events;
 mod exports;
 mod helpers;
 mod ledger;
+mod object_stores;
 mod organizations;
 mod read;
 mod receivers;

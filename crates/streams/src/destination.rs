@@ -4,8 +4,11 @@
 use serde_json::Value;
 use trailmark_domain::Timestamp;
 
-use crate::settings::{Secrets, Settings, StreamKind};
-use crate::{Outcome, datadog, http, net, splunk};
+use crate::settings::{GCS_XML_ENDPOINT, Secrets, Settings, StreamKind};
+use crate::{Outcome, datadog, http, net, s3, splunk};
+
+/// PUTs in flight at once for one stream writing an object per event.
+const PUTS_AT_ONCE: usize = 8;
 
 /// A stream's destination, ready to send.
 pub struct Destination<'a> {
@@ -32,6 +35,9 @@ impl Destination<'_> {
             .and_then(Value::as_str)
             .unwrap_or("trailmark");
         let secrets = &self.settings.secrets;
+        if matches!(self.settings.kind, StreamKind::S3 | StreamKind::Gcs) {
+            return self.put_objects(events).await;
+        }
         let (request, count) = match self.settings.kind {
             StreamKind::Http => {
                 let ndjson =
@@ -66,12 +72,108 @@ impl Destination<'_> {
                     .body(body);
                 (request, count)
             }
+            StreamKind::S3 | StreamKind::Gcs => unreachable!("object stores return above"),
         };
         match request.send().await {
             Ok(response) => {
                 let (status, headers) = (response.status(), response.headers().clone());
                 let body = response.text().await.unwrap_or_default();
                 net::classify(status, &headers, &body, count)
+            }
+            Err(error) => net::network_failure(&error),
+        }
+    }
+
+    /// Writes the events as objects, a few PUTs at a time; the outcome covers the longest prefix
+    /// of events whose objects were all written, so the cursor never passes a missing object.
+    async fn put_objects(&self, events: &[Value]) -> Outcome {
+        let field = |name: &str| self.settings.public.get(name).and_then(Value::as_str);
+        let gcs = self.settings.kind == StreamKind::Gcs;
+        let (key_id, secret) = if gcs {
+            (
+                field("hmac_access_id"),
+                self.settings.secrets.get("hmac_secret"),
+            )
+        } else {
+            (
+                field("access_key_id"),
+                self.settings.secrets.get("secret_access_key"),
+            )
+        };
+        let (Some(key_id), Some(secret), Some(bucket_name)) = (key_id, secret, field("bucket"))
+        else {
+            return Outcome::Invalid("the stream's bucket or keys are missing".into());
+        };
+        let bucket = s3::Bucket {
+            bucket: bucket_name,
+            // GCS's XML API accepts SigV4 with the region "auto".
+            region: if gcs {
+                "auto"
+            } else {
+                field("region").unwrap_or("us-east-1")
+            },
+            prefix: field("prefix").unwrap_or(""),
+            endpoint: if gcs {
+                Some(field("endpoint").unwrap_or(GCS_XML_ENDPOINT))
+            } else {
+                field("endpoint")
+            },
+        };
+        let ndjson_gzip = field("layout") == Some("ndjson_gzip");
+        let objects = s3::objects(events, bucket.prefix, ndjson_gzip);
+        let mut written = 0;
+        for chunk in objects.chunks(PUTS_AT_ONCE) {
+            let puts = chunk
+                .iter()
+                .map(|object| self.put(&bucket, object, key_id, secret));
+            let outcomes = futures_util::future::join_all(puts).await;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Delivered(_) => written += 1,
+                    failure if written == 0 => return failure,
+                    _ => {
+                        return Outcome::Delivered(s3::events_covered(
+                            events.len(),
+                            written,
+                            ndjson_gzip,
+                        ));
+                    }
+                }
+            }
+        }
+        Outcome::Delivered(s3::events_covered(events.len(), written, ndjson_gzip))
+    }
+
+    async fn put(
+        &self,
+        bucket: &s3::Bucket<'_>,
+        object: &s3::Object,
+        key_id: &str,
+        secret: &str,
+    ) -> Outcome {
+        let (url, host) = bucket.object_url(&object.key);
+        let path = url
+            .split_once(&host)
+            .map_or("/", |(_, path)| path)
+            .to_owned();
+        let headers = s3::signed_put_headers(
+            object,
+            &host,
+            &path,
+            bucket.region,
+            key_id,
+            secret,
+            Timestamp::now(),
+        );
+        let mut request = self.client.put(&url).body(object.body.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let (status, headers) = (response.status(), response.headers().clone());
+                let body = response.text().await.unwrap_or_default();
+                net::classify(status, &headers, &body, 1)
             }
             Err(error) => net::network_failure(&error),
         }

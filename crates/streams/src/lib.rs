@@ -18,6 +18,7 @@ pub mod datadog;
 pub mod destination;
 pub mod http;
 pub mod net;
+pub mod s3;
 pub mod seal;
 pub mod settings;
 pub mod splunk;

@@ -4,7 +4,11 @@
 //!   `signing_secret` is a Standard Webhooks `whsec_…` secret, generated when omitted;
 //! - `datadog`: `{site, api_key, source?, endpoint?}` (`endpoint` overrides the logs-intake URL
 //!   derived from `site`, for proxies and tests);
-//! - `splunk`: `{url, token, index?, source?}` (`url` is the HEC base URL).
+//! - `splunk`: `{url, token, index?, source?}` (`url` is the HEC base URL);
+//! - `s3`: `{bucket, region, prefix?, endpoint?, access_key_id, secret_access_key,
+//!   layout?: "object_per_event"|"ndjson_gzip"}` (`endpoint` for S3-compatible stores);
+//! - `gcs`: `{bucket, prefix?, endpoint?, hmac_access_id, hmac_secret, layout?}`, written through
+//!   GCS's S3-compatible XML API with HMAC keys, as WorkOS does.
 //!
 //! Credentials (`api_key`, `token`, `signing_secret`, the values of `headers`) are split from the
 //! rest into [`Secrets`], sealed at rest, and masked when shown (`"****…1234"`). Every problem is
@@ -30,6 +34,8 @@ pub enum StreamKind {
     Http,
     Datadog,
     Splunk,
+    S3,
+    Gcs,
 }
 
 impl StreamKind {
@@ -38,6 +44,8 @@ impl StreamKind {
             "http" => Some(StreamKind::Http),
             "datadog" => Some(StreamKind::Datadog),
             "splunk" => Some(StreamKind::Splunk),
+            "s3" => Some(StreamKind::S3),
+            "gcs" => Some(StreamKind::Gcs),
             _ => None,
         }
     }
@@ -47,6 +55,8 @@ impl StreamKind {
             StreamKind::Http => "http",
             StreamKind::Datadog => "datadog",
             StreamKind::Splunk => "splunk",
+            StreamKind::S3 => "s3",
+            StreamKind::Gcs => "gcs",
         }
     }
 
@@ -56,6 +66,8 @@ impl StreamKind {
             StreamKind::Http => "GenericHttps",
             StreamKind::Datadog => "Datadog",
             StreamKind::Splunk => "Splunk",
+            StreamKind::S3 => "S3",
+            StreamKind::Gcs => "GoogleCloudStorage",
         }
     }
 
@@ -64,6 +76,8 @@ impl StreamKind {
             StreamKind::Http => &["signing_secret"],
             StreamKind::Datadog => &["api_key"],
             StreamKind::Splunk => &["token"],
+            StreamKind::S3 => &["secret_access_key"],
+            StreamKind::Gcs => &["hmac_secret"],
         }
     }
 }
@@ -279,6 +293,56 @@ impl Settings {
                 text(&merged, "index", false, &mut problems);
                 text(&secret_map, "token", true, &mut problems);
             }
+            StreamKind::S3 | StreamKind::Gcs => {
+                let (key_id, _) = if kind == StreamKind::S3 {
+                    ("access_key_id", "secret_access_key")
+                } else {
+                    ("hmac_access_id", "hmac_secret")
+                };
+                match text(&merged, "bucket", true, &mut problems) {
+                    Some(bucket) if !valid_bucket(&bucket) => problems.push(problem(
+                        "invalid_value",
+                        "config.bucket",
+                        "bucket must be 3 to 63 characters of a-z, 0-9, '.', '-' and '_'",
+                    )),
+                    _ => {}
+                }
+                if kind == StreamKind::S3 {
+                    text(&merged, "region", true, &mut problems);
+                }
+                if let Some(prefix) = text(&merged, "prefix", false, &mut problems)
+                    && (prefix.starts_with('/') || prefix.contains(".."))
+                {
+                    problems.push(problem(
+                        "invalid_value",
+                        "config.prefix",
+                        "prefix must not start with '/' or contain '..'",
+                    ));
+                }
+                url(&merged, "endpoint", false, &mut problems);
+                text(&merged, key_id, true, &mut problems);
+                text(&secret_map, kind.secret_fields()[0], true, &mut problems);
+                match merged.get("layout") {
+                    None | Some(Value::Null) => {
+                        merged.insert("layout".into(), json!("object_per_event"));
+                    }
+                    Some(Value::String(l)) if l == "object_per_event" || l == "ndjson_gzip" => {}
+                    Some(_) => problems.push(problem(
+                        "invalid_value",
+                        "config.layout",
+                        "layout must be 'object_per_event' or 'ndjson_gzip'",
+                    )),
+                }
+                if merged.contains_key("service_account_json")
+                    || secret_map.contains_key("service_account_json")
+                {
+                    problems.push(problem(
+                        "unsupported",
+                        "config.service_account_json",
+                        "service-account keys are not supported yet; use HMAC keys (hmac_access_id, hmac_secret)",
+                    ));
+                }
+            }
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -322,8 +386,27 @@ impl Settings {
             StreamKind::Http | StreamKind::Splunk => field("url"),
             StreamKind::Datadog => field("endpoint")
                 .or_else(|| field("site").map(|site| crate::datadog::intake_url(&site))),
+            StreamKind::S3 => field("endpoint").or_else(|| {
+                Some(format!(
+                    "https://{}.s3.{}.amazonaws.com",
+                    field("bucket")?,
+                    field("region")?
+                ))
+            }),
+            StreamKind::Gcs => field("endpoint").or_else(|| Some(GCS_XML_ENDPOINT.to_owned())),
         }
     }
+}
+
+/// GCS's S3-compatible XML API.
+pub const GCS_XML_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// S3 and GCS bucket naming rules, loosely: what both accept.
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
 }
 
 fn mask(secret: &str) -> String {

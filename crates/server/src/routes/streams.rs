@@ -43,7 +43,7 @@ pub async fn create(
             ApiError::field(
                 "invalid_value",
                 "type",
-                format!("type must be one of http, datadog, splunk; got '{text}'"),
+                format!("type must be one of http, datadog, splunk, s3, gcs; got '{text}'"),
             )
         })?,
         None => return Err(ApiError::field("required", "type", "type is required")),
@@ -345,6 +345,10 @@ async fn check_destination(state: &AppState, settings: &Settings) -> Result<(), 
         StreamKind::Datadog if settings.public.contains_key("endpoint") => "config.endpoint",
         StreamKind::Datadog => "config.site",
         StreamKind::Http | StreamKind::Splunk => "config.url",
+        StreamKind::S3 | StreamKind::Gcs if settings.public.contains_key("endpoint") => {
+            "config.endpoint"
+        }
+        StreamKind::S3 | StreamKind::Gcs => "config.bucket",
     };
     let url = settings
         .destination_url()
