@@ -15,6 +15,8 @@ use crate::search::Search;
 
 pub struct Raw {
     connection: Connection,
+    /// The events table has retention's `purged_at` column (Trailmark's search SQL reads it).
+    purged_column: bool,
 }
 
 fn sql(e: rusqlite::Error) -> String {
@@ -28,8 +30,13 @@ pub fn read_only(path: &Path) -> Result<Connection, String> {
 
 impl Raw {
     pub fn open(path: &Path) -> Result<Self, String> {
+        let connection = read_only(path)?;
+        let purged_column = connection
+            .prepare("SELECT purged_at FROM events LIMIT 0")
+            .is_ok();
         Ok(Raw {
-            connection: read_only(path)?,
+            connection,
+            purged_column,
         })
     }
 
@@ -41,7 +48,7 @@ impl Raw {
         organization_id: &str,
         limit: usize,
     ) -> Result<usize, String> {
-        let (text, values) = search.sql(organization_id, limit);
+        let (text, values) = search.sql(organization_id, limit, self.purged_column);
         let mut statement = self.connection.prepare_cached(&text).map_err(sql)?;
         let mut rows = statement
             .query(rusqlite::params_from_iter(values))
@@ -71,7 +78,7 @@ impl Raw {
         organization_id: &str,
         limit: usize,
     ) -> Result<String, String> {
-        let (text, values) = search.sql(organization_id, limit);
+        let (text, values) = search.sql(organization_id, limit, self.purged_column);
         let mut statement = self
             .connection
             .prepare(&format!("EXPLAIN QUERY PLAN {text}"))

@@ -53,8 +53,8 @@ pub struct Args {
     /// Sequential requests per search kind and per proof kind, on each side (API and raw).
     #[arg(long, default_value_t = 200)]
     requests: usize,
-    /// Most seconds one kind may take on each side; a slow kind stops early (at least 5
-    /// requests) and the table says how many it made.
+    /// Seconds per side one kind may take: a slow kind stops after twice this, API and raw
+    /// together (at least 5 pairs), and the table says how many it made.
     #[arg(long, default_value_t = 15.0)]
     budget: f64,
     /// Events per `append` while populating.
@@ -171,8 +171,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         filesystem_of(&work.path)
     );
     println!(
-        "  searches: {} sequential requests per kind on one keep-alive connection (at most {}s \
-         a side), limit={PAGE}",
+        "  searches: {} sequential requests per kind on one keep-alive connection, each paired \
+         with its raw SQL (at most {}s a side), limit={PAGE}",
         args.requests, args.budget
     );
     println!();
@@ -236,22 +236,21 @@ pub fn run(args: &Args) -> Result<(), String> {
     let budget = Duration::from_secs_f64(args.budget);
 
     if wants(Part::Search) {
-        progress("search: GET /audit_logs/events per filter kind, then the same SQL raw");
+        progress("search: GET /audit_logs/events per filter kind, each beside the same SQL raw");
         for (index, kind) in kinds().into_iter().enumerate() {
             let mut random = Random::new(0x5EA4C4 + index as u64);
             let searches: Vec<Search> = (0..args.requests)
                 .map(|_| (kind.make)(&dataset, &mut random))
                 .collect();
-            let (api, per_answer) = runtime.block_on(api_searches(
-                &mut client,
-                &searches,
-                &organization_id,
-                budget,
-            ))?;
-            let raw_measured = timed(searches.len(), budget, |i| {
-                raw.search(&searches[i], &organization_id, PAGE).map(|_| ())
-            })?;
-            let paired = Paired {
+            let paths: Vec<String> = searches
+                .iter()
+                .map(|s| s.url(&organization_id, PAGE))
+                .collect();
+            let (api, raw_measured, per_answer) =
+                runtime.block_on(paired(&mut client, &paths, "data", budget, |i| {
+                    raw.search(&searches[i], &organization_id, PAGE).map(|_| ())
+                }))?;
+            let measured = Paired {
                 name: kind.name.to_owned(),
                 api,
                 raw: raw_measured,
@@ -259,8 +258,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                 filtered: kind.filtered,
                 plan: Some(raw.plan(&searches[0], &organization_id, PAGE)?),
             };
-            print_paired_row(&paired);
-            report.searches.push(paired);
+            print_paired_row(&measured);
+            report.searches.push(measured);
         }
     }
 
@@ -371,10 +370,10 @@ pub fn run(args: &Args) -> Result<(), String> {
                 )
             })
             .collect();
-        let (api, per_answer) = runtime.block_on(api_gets(&mut client, &paths, budget, "proof"))?;
-        let raw_measured = timed(events.len(), budget, |i| {
-            raw.inclusion(&organization_id, &events[i].1, n).map(|_| ())
-        })?;
+        let (api, raw_measured, per_answer) =
+            runtime.block_on(paired(&mut client, &paths, "proof", budget, |i| {
+                raw.inclusion(&organization_id, &events[i].1, n).map(|_| ())
+            }))?;
         let inclusion = Paired {
             name: format!("inclusion proof, tree_size={n}"),
             api,
@@ -397,10 +396,10 @@ pub fn run(args: &Args) -> Result<(), String> {
                 )
             })
             .collect();
-        let (api, per_answer) = runtime.block_on(api_gets(&mut client, &paths, budget, "proof"))?;
-        let raw_measured = timed(firsts.len(), budget, |i| {
-            raw.consistency(&organization_id, firsts[i], n).map(|_| ())
-        })?;
+        let (api, raw_measured, per_answer) =
+            runtime.block_on(paired(&mut client, &paths, "proof", budget, |i| {
+                raw.consistency(&organization_id, firsts[i], n).map(|_| ())
+            }))?;
         let consistency = Paired {
             name: format!("consistency proof, to {n}"),
             api,
@@ -649,84 +648,54 @@ async fn wait_for_checkpoint(
     }
 }
 
-/// Runs `work(i)` for i in 0..count, sequentially, timing each, until `count` or `budget` (at
-/// least [`MIN_REQUESTS`]), after two untimed warm-up calls.
-fn timed(
-    count: usize,
-    budget: Duration,
-    mut work: impl FnMut(usize) -> Result<(), String>,
-) -> Result<Measured, String> {
-    for i in 0..2.min(count) {
-        work(i)?;
-    }
-    let mut measured = Measured::default();
-    let started = Instant::now();
-    for i in 0..count {
-        let began = Instant::now();
-        work(i)?;
-        measured
-            .latencies_us
-            .push(began.elapsed().as_micros() as u64);
-        if i + 1 >= MIN_REQUESTS && started.elapsed() > budget {
-            break;
-        }
-    }
-    measured.latencies_us.sort_unstable();
-    measured.requests = measured.latencies_us.len() as u64;
-    measured.window = started.elapsed();
-    Ok(measured)
-}
-
 /// A slow kind still gets this many requests, whatever the budget.
 const MIN_REQUESTS: usize = 5;
 
-/// The searches through the API, timed like [`timed`]; also the rows per answer.
-async fn api_searches(
-    client: &mut Client,
-    searches: &[Search],
-    organization_id: &str,
-    budget: Duration,
-) -> Result<(Measured, f64), String> {
-    let paths: Vec<String> = searches
-        .iter()
-        .map(|s| s.url(organization_id, PAGE))
-        .collect();
-    api_gets(client, &paths, budget, "data").await
-}
-
-/// `GET` each path (200 expected), timed like [`timed`] (the time is the request's, from send
-/// to the answer's last byte; parsing the answer is not counted); also the average length of
-/// the array `field` in the answers.
-async fn api_gets(
+/// `GET paths[i]` through the API and `raw(i)` on the raw connection, for each i in turn,
+/// each timed alone, until every path is done or both sides together have used twice the
+/// `budget` (but at least [`MIN_REQUESTS`] each). The two sides alternate which goes first, so
+/// neither always finds the pages the other just read; two untimed rounds warm both first.
+/// An API time runs from the send to the answer's last byte (parsing it is not counted).
+/// Returns both sides' latencies and the average length of the array `field` in the answers.
+async fn paired(
     client: &mut Client,
     paths: &[String],
-    budget: Duration,
     field: &str,
-) -> Result<(Measured, f64), String> {
-    for path in paths.iter().take(2) {
+    budget: Duration,
+    mut raw: impl FnMut(usize) -> Result<(), String>,
+) -> Result<(Measured, Measured, f64), String> {
+    for (i, path) in paths.iter().enumerate().take(2) {
         get_ok(client, path).await?;
+        raw(i)?;
     }
+    let (mut api, mut direct) = (Measured::default(), Measured::default());
     let mut items = 0usize;
-    let mut measured = Measured::default();
     let started = Instant::now();
-    for path in paths {
-        let began = Instant::now();
-        let body = get_ok(client, path).await?;
-        measured
-            .latencies_us
-            .push(began.elapsed().as_micros() as u64);
-        let answer: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
-        items += answer[field].as_array().map_or(0, Vec::len);
-        if measured.latencies_us.len() >= MIN_REQUESTS && started.elapsed() > budget {
+    for (i, path) in paths.iter().enumerate() {
+        for side in [i % 2, 1 - i % 2] {
+            let began = Instant::now();
+            if side == 0 {
+                let body = get_ok(client, path).await?;
+                api.latencies_us.push(began.elapsed().as_micros() as u64);
+                let answer: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
+                items += answer[field].as_array().map_or(0, Vec::len);
+            } else {
+                raw(i)?;
+                direct.latencies_us.push(began.elapsed().as_micros() as u64);
+            }
+        }
+        if i + 1 >= MIN_REQUESTS && started.elapsed() > 2 * budget {
             break;
         }
     }
-    measured.latencies_us.sort_unstable();
-    measured.requests = measured.latencies_us.len() as u64;
-    measured.window = started.elapsed();
-    let per_answer = items as f64 / measured.requests.max(1) as f64;
-    Ok((measured, per_answer))
+    for measured in [&mut api, &mut direct] {
+        measured.latencies_us.sort_unstable();
+        measured.requests = measured.latencies_us.len() as u64;
+        measured.window = started.elapsed();
+    }
+    let per_answer = items as f64 / api.requests.max(1) as f64;
+    Ok((api, direct, per_answer))
 }
 
 /// `GET path`, which must answer 200; the body, unparsed.

@@ -3,9 +3,9 @@
 //! SQL Trailmark runs for it, for the raw ceiling.
 //!
 //! [`Search::sql`] mirrors `SearchSql` and `search_events` in `crates/store/src/sqlite/mod.rs`
-//! clause for clause (same conditions, same order, same `LIMIT limit + 1`), so the raw ceiling
-//! runs the query plan Trailmark gets, without HTTP, JSON or the reader pool. When that query
-//! changes, change this one with it.
+//! clause for clause (same columns, same conditions in the same order, same `LIMIT limit + 1`),
+//! so the raw ceiling runs the query plan Trailmark gets, without HTTP, JSON or the reader pool.
+//! When that query changes, change this one with it.
 
 use std::fmt::Write as _;
 
@@ -68,10 +68,31 @@ impl Search {
         url
     }
 
+    /// Whether any filter is set (cursors and order are not filters).
+    fn filters(&self) -> bool {
+        self.range.is_some()
+            || !self.actions.is_empty()
+            || !self.actor_ids.is_empty()
+            || !self.actor_names.is_empty()
+            || !self.target_ids.is_empty()
+            || !self.target_types.is_empty()
+            || self.q.is_some()
+    }
+
     /// The SQL and parameters Trailmark's store runs for this search (see the module docs).
-    pub fn sql(&self, organization_id: &str, limit: usize) -> (String, Vec<SqlValue>) {
+    /// `purged_column`: the events table has retention's `purged_at` column; the store then
+    /// reads it and leaves purged stubs out of filtered searches.
+    pub fn sql(
+        &self,
+        organization_id: &str,
+        limit: usize,
+        purged_column: bool,
+    ) -> (String, Vec<SqlValue>) {
         let mut values: Vec<SqlValue> = vec![organization_id.to_owned().into()];
         let mut conditions = vec!["e.organization_id = ?1".to_owned()];
+        if purged_column && self.filters() {
+            conditions.push("e.purged_at IS NULL".to_owned());
+        }
         let mut bind = |value: SqlValue| {
             values.push(value);
             format!("?{}", values.len())
@@ -130,8 +151,9 @@ impl Search {
             ));
         }
         let sql = format!(
-            "SELECT e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body \
+            "SELECT e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body{} \
              FROM events e WHERE {} ORDER BY e.sequence {} LIMIT {}",
+            if purged_column { ", e.purged_at" } else { "" },
             conditions.join(" AND "),
             if self.ascending { "ASC" } else { "DESC" },
             limit + 1
@@ -307,11 +329,14 @@ mod tests {
             url.contains("range_start=1970-01-01T00%3A00%3A00.000Z"),
             "{url}"
         );
-        let (sql, values) = search.sql("org_1", 10);
+        let (sql, values) = search.sql("org_1", 10, true);
         assert_eq!(values.len(), 9);
         assert!(
             sql.contains("?9)") && sql.ends_with("DESC LIMIT 11"),
             "{sql}"
         );
+        assert!(sql.contains("e.purged_at IS NULL"), "{sql}");
+        let (unfiltered, _) = Search::default().sql("org_1", 10, true);
+        assert!(!unfiltered.contains("IS NULL"), "{unfiltered}");
     }
 }
