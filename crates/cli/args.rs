@@ -33,6 +33,8 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Check an NDJSON export, or a whole database, against signed checkpoints.
     Verify(VerifyArgs),
+    /// Bring the database's schema up to date and exit (`serve` also does this on start).
+    Migrate(StorageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +110,8 @@ pub struct StorageArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL, as libpq takes it.
+    Postgres(String),
 }
 
 impl StorageArgs {
@@ -115,7 +119,7 @@ impl StorageArgs {
     ///
     /// # Errors
     ///
-    /// An unknown scheme, or PostgreSQL, which this release does not implement yet.
+    /// An unknown scheme, or `sqlite://` without a path.
     pub fn resolve(&self) -> anyhow::Result<DatabaseUrl> {
         match self.database.as_deref() {
             None => Ok(DatabaseUrl::Sqlite(self.data_dir.join("trailmark.db"))),
@@ -131,9 +135,7 @@ impl StorageArgs {
                     }
                     Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
                 } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    bail!(
-                        "PostgreSQL storage is not available in this release yet; use sqlite://PATH"
-                    )
+                    Ok(DatabaseUrl::Postgres(url.to_owned()))
                 } else {
                     bail!("--database must start with sqlite:// or postgres://")
                 }

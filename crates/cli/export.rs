@@ -63,7 +63,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new();
     let written = match &args.server {
         None => {
-            let store = open_store(&args.storage)?;
+            let store = open_store(&args.storage).await?;
             // The latest checkpoint the server signed (it signs every second) makes an NDJSON
             // export verifiable; events after it wait for the next export.
             let snapshot = store

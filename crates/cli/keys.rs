@@ -10,7 +10,7 @@ use crate::args::{KeyCreateArgs, ScopeArg, entropy};
 use crate::serve::open_store;
 
 pub async fn create(args: KeyCreateArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.storage)?;
+    let store = open_store(&args.storage).await?;
     if let Some(organization) = &args.organization
         && store.get_organization(organization).await?.is_none()
     {

@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
                 ledger::public_key(&key_args)
             }
             args::Command::Verify(verify_args) => verify::run(verify_args).await,
+            args::Command::Migrate(storage) => serve::migrate(&storage).await,
         }
     });
     match result {

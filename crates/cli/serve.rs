@@ -11,20 +11,35 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
 use trailmark_server::{AppState, ServerConfig};
-use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
+use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store};
 use trailmark_streams::worker::WorkerConfig;
 
 use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
 use crate::key_files::load_or_create;
 
-pub fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the storage `--database` names, applying any migrations it lacks.
+pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
         DatabaseUrl::Sqlite(path) => {
             let store = SqliteStore::open(&path)
                 .with_context(|| format!("cannot open the database at {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        DatabaseUrl::Postgres(url) => {
+            let store = PostgresStore::connect(&url)
+                .await
+                .context("cannot open the PostgreSQL database given by --database")?;
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// `trailmark migrate`: opening a store applies its migrations, so instances started later (and
+/// at once) find the schema ready.
+pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
+    open_store(storage).await?;
+    println!("The database's schema is up to date.");
+    Ok(())
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -33,7 +48,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let store = open_store(&args.storage)?;
+    let store = open_store(&args.storage).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::helpers::{ADMIN_KEY, event};
+use crate::helpers::{ADMIN_KEY, TestDatabase, event};
 
-/// Starts `trailmark serve` on a free port over `data_dir` and returns it with its base URL.
-fn start(data_dir: &std::path::Path) -> (Child, String) {
+/// Starts `trailmark serve` on a free port over `data_dir` and `database`, and returns it with
+/// its base URL.
+fn start(data_dir: &std::path::Path, database: &TestDatabase) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .env("TRAILMARK_DATABASE_URL", database.url())
         .env("TRAILMARK_API_KEY", ADMIN_KEY)
         .env("TRAILMARK_LOG", "warn")
         .stdout(Stdio::piped())
@@ -99,7 +101,8 @@ async fn ingest_until(
 #[tokio::test]
 async fn kill_9_during_ingest_loses_no_acknowledged_event() {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let (mut server, base) = start(data_dir.path());
+    let database = TestDatabase::create(data_dir.path()).await;
+    let (mut server, base) = start(data_dir.path(), &database);
     let client = reqwest::Client::new();
     let organization = create_organization(&client, &base).await;
 
@@ -120,22 +123,19 @@ async fn kill_9_during_ingest_loses_no_acknowledged_event() {
         acknowledged.len()
     );
 
-    let (mut restarted, base) = start(data_dir.path());
+    let (mut restarted, base) = start(data_dir.path(), &database);
     let ready = client
         .get(format!("{base}/readyz"))
         .send()
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
-    let stored = {
-        use trailmark_store::Store;
-        let store = trailmark_store::SqliteStore::open(&data_dir.path().join("trailmark.db"))
-            .expect("open");
-        store
-            .events_after(&organization, None, 1_000_000)
-            .await
-            .expect("read")
-    };
+    let stored = database
+        .store()
+        .await
+        .events_after(&organization, None, 1_000_000)
+        .await
+        .expect("read");
     let stored_ids: std::collections::HashMap<&str, u64> =
         stored.iter().map(|e| (e.id.as_str(), e.sequence)).collect();
     for (sequence, id) in &acknowledged {
@@ -169,7 +169,8 @@ async fn kill_9_during_ingest_loses_no_acknowledged_event() {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let (mut server, base) = start(data_dir.path());
+    let database = TestDatabase::create(data_dir.path()).await;
+    let (mut server, base) = start(data_dir.path(), &database);
     let client = reqwest::Client::new();
     let organization = create_organization(&client, &base).await;
 
@@ -192,10 +193,9 @@ async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     );
     let acknowledged = ingest.await.expect("ingest task");
 
-    use trailmark_store::Store;
-    let store =
-        trailmark_store::SqliteStore::open(&data_dir.path().join("trailmark.db")).expect("open");
-    let stored = store
+    let stored = database
+        .store()
+        .await
         .events_after(&organization, None, 1_000_000)
         .await
         .expect("read");

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
-use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
+use trailmark_store::ApiKeyRecord;
 
 use crate::helpers::{Options, TestApp, body, event};
 
@@ -484,7 +484,7 @@ async fn keys_are_checked_for_scope_and_organization() {
     let app = TestApp::spawn().await;
     let acme = app.create_organization("Acme").await;
     let globex = app.create_organization("Globex").await;
-    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let store = app.store().await;
     let mut keys = Vec::new();
     for (name, scope, organization) in [
         ("acme-ingest", Scope::Ingest, Some(acme.clone())),

@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
-use trailmark_store::{ApiKeyRecord, SqliteStore, Store};
+use trailmark_store::ApiKeyRecord;
 
 use crate::helpers::{ADMIN_KEY, TestApp, body, event};
 
@@ -266,7 +266,7 @@ async fn a_key_for_one_organization_cannot_read_or_export_another() {
     let globex = app.create_organization("Globex").await;
     ingest(&app, &acme, 2).await;
     ingest(&app, &globex, 2).await;
-    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let store = app.store().await;
     let secret = ApiKeySecret::new("sk_test_acme_reader");
     store
         .insert_api_key(ApiKeyRecord {
@@ -374,7 +374,7 @@ async fn a_pending_export_is_finished_after_a_restart() {
     let app = TestApp::spawn().await;
     let organization = app.create_organization("Acme").await;
     ingest(&app, &organization, 4).await;
-    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let store = app.store().await;
     let now = Timestamp::now();
     store
         .insert_export(trailmark_store::ExportRecord {
@@ -404,6 +404,8 @@ async fn the_cli_exports_from_the_database_and_from_a_server() {
     let app = TestApp::spawn().await;
     let organization = app.create_organization("Acme").await;
     ingest(&app, &organization, 12).await;
+    // A local NDJSON export covers what the latest checkpoint covers.
+    app.wait_for_checkpoint(&organization, 12).await;
     let out = app.data_dir.path().join("local.ndjson");
     let status = Command::new(env!("CARGO_BIN_EXE_trailmark"))
         .args([
@@ -419,6 +421,8 @@ async fn the_cli_exports_from_the_database_and_from_a_server() {
         .arg(&out)
         .arg("--data-dir")
         .arg(app.data_dir.path())
+        .arg("--database")
+        .arg(app.database.url())
         .output()
         .expect("run trailmark export");
     assert!(

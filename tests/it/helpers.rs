@@ -1,13 +1,14 @@
 //! `TestApp`: a Trailmark server on a free loopback port over a fresh temporary data directory,
 //! with one method per endpoint the tests use.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use trailmark_server::{AppState, ServerConfig};
-use trailmark_store::SqliteStore;
+use trailmark_store::{PostgresStore, SqliteStore, Store};
 
 pub const ADMIN_KEY: &str = "sk_test_admin_0123456789abcdef";
 
@@ -15,7 +16,143 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub data_dir: TempDir,
+    pub database: TestDatabase,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Where the PostgreSQL runs of the suite create their databases.
+fn postgres_admin_url() -> String {
+    std::env::var("TRAILMARK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether this run of the suite is the PostgreSQL one (`TRAILMARK_TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("TRAILMARK_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The database a test's servers run on: SQLite in the test's data directory, or, in the
+/// PostgreSQL run, a database of its own, dropped with this value.
+pub enum TestDatabase {
+    Sqlite(PathBuf),
+    Postgres { name: String, url: String },
+}
+
+impl TestDatabase {
+    /// A fresh database for a test whose data directory is `data_dir`.
+    pub async fn create(data_dir: &Path) -> TestDatabase {
+        if !on_postgres() {
+            return TestDatabase::Sqlite(data_dir.join("trailmark.db"));
+        }
+        let admin = postgres_admin_url();
+        let name = format!(
+            "trailmark_test_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (TRAILMARK_TEST_POSTGRES_URL): {e}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("TRAILMARK_TEST_POSTGRES_URL needs a database name: {admin}"),
+        };
+        TestDatabase::Postgres { name, url }
+    }
+
+    /// The `--database` value that names it.
+    pub fn url(&self) -> String {
+        match self {
+            TestDatabase::Sqlite(path) => format!("sqlite://{}", path.display()),
+            TestDatabase::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// Runs SQL on it behind the server's back, as an attacker with database access would.
+    pub async fn tamper(&self, sql: &str) {
+        match self {
+            TestDatabase::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).expect("open");
+                connection.execute_batch(sql).expect("tamper");
+            }
+            TestDatabase::Postgres { url, .. } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                client.batch_execute(sql).await.expect("tamper");
+            }
+        }
+    }
+
+    /// What an attacker reading the database would see: the SQLite file and its WAL, or every
+    /// stream row's columns as PostgreSQL returns them (bytes unescaped).
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        match self {
+            TestDatabase::Sqlite(path) => {
+                let mut bytes = std::fs::read(path).unwrap_or_default();
+                bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+                bytes
+            }
+            TestDatabase::Postgres { url, .. } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                let rows = client
+                    .query(
+                        "SELECT concat_ws(' ', id, type, name, config, encode(secrets, 'escape'), last_error) FROM streams",
+                        &[],
+                    )
+                    .await
+                    .expect("read streams");
+                rows.iter()
+                    .flat_map(|row| row.get::<_, String>(0).into_bytes())
+                    .collect()
+            }
+        }
+    }
+
+    /// A store over it, as a second process would open it.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        match self {
+            TestDatabase::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open store")),
+            TestDatabase::Postgres { url, .. } => {
+                Arc::new(PostgresStore::connect(url).await.expect("open store"))
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let TestDatabase::Postgres { name, .. } = self else {
+            return;
+        };
+        let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its own
+        // runtime can.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&statement).await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {name}");
+        }
+    }
 }
 
 pub struct Options {
@@ -24,6 +161,8 @@ pub struct Options {
     pub export_max_range_days: Option<u32>,
     /// A data directory to reuse (to restart over the same data), instead of a fresh one.
     pub data_dir: Option<TempDir>,
+    /// The database to reuse with it.
+    pub database: Option<TestDatabase>,
     /// Let streams reach loopback receivers (the default in tests; one test turns it off).
     pub allow_private_destinations: bool,
 }
@@ -35,6 +174,7 @@ impl Default for Options {
             max_body_bytes: 1024 * 1024,
             export_max_range_days: None,
             data_dir: None,
+            database: None,
             allow_private_destinations: true,
         }
     }
@@ -49,7 +189,11 @@ impl TestApp {
         let data_dir = options
             .data_dir
             .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
-        let store = SqliteStore::open(&data_dir.path().join("trailmark.db")).expect("open store");
+        let database = match options.database {
+            Some(database) => database,
+            None => TestDatabase::create(data_dir.path()).await,
+        };
+        let store = database.store().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -79,7 +223,7 @@ impl TestApp {
             ),
         };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(Arc::new(store), config).expect("valid config");
+        let state = AppState::new(store, config).expect("valid config");
         tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));
@@ -87,6 +231,7 @@ impl TestApp {
             base,
             client: Client::new(),
             data_dir,
+            database,
             shutdown: Some(shutdown),
         }
     }
@@ -159,12 +304,15 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
-    /// The organization's stored events, read straight from the database file.
+    /// A store over this server's database, as a second process would open it.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        self.database.store().await
+    }
+
+    /// The organization's stored events, read straight from the database.
     pub async fn stored_events(&self, organization_id: &str) -> Vec<trailmark_store::StoredEvent> {
-        use trailmark_store::Store;
-        let store =
-            SqliteStore::open(&self.data_dir.path().join("trailmark.db")).expect("open store");
-        store
+        self.store()
+            .await
             .events_after(organization_id, None, 100_000)
             .await
             .expect("read events")
@@ -172,6 +320,26 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Waits until the organization's latest signed checkpoint covers `size` events (the test
+    /// servers sign every 100 ms), and returns it.
+    pub async fn wait_for_checkpoint(&self, organization_id: &str, size: u64) -> Value {
+        for _ in 0..200 {
+            let response = self
+                .get(&format!(
+                    "/audit_logs/ledger/checkpoint?organization_id={organization_id}"
+                ))
+                .await;
+            if response.status() == 200 {
+                let checkpoint = body(response).await;
+                if checkpoint["tree_size"] == size {
+                    return checkpoint;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no checkpoint of {size} events was signed");
+    }
+
     /// Stops this server and starts another over the same data directory.
     pub async fn restart(mut self) -> TestApp {
         if let Some(shutdown) = self.shutdown.take() {
@@ -179,8 +347,10 @@ impl TestApp {
         }
         let data_dir =
             std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"));
+        let database = std::mem::replace(&mut self.database, TestDatabase::Sqlite(PathBuf::new()));
         TestApp::spawn_with(Options {
             data_dir: Some(data_dir),
+            database: Some(database),
             ..Options::default()
         })
         .await

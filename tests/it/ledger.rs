@@ -106,20 +106,7 @@ async fn checkpoints_are_signed_and_proofs_verify_against_them() {
     assert_eq!(first["tree_size"], first_checkpoint.size);
 
     ingest_from(&app, &organization, 7, 6).await;
-    let mut latest = first.clone();
-    for _ in 0..100 {
-        latest = body(
-            app.get(&format!(
-                "/audit_logs/ledger/checkpoint?organization_id={organization}"
-            ))
-            .await,
-        )
-        .await;
-        if latest["tree_size"] == 13 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let latest = app.wait_for_checkpoint(&organization, 13).await;
     let checkpoint = verifier
         .verify(latest["checkpoint"].as_str().unwrap_or_default())
         .expect("verifies");
@@ -295,21 +282,7 @@ async fn exports_verify_offline_and_tampering_is_named() {
     );
 
     // A complete export (the CLI, no filter) rebuilds the root; a missing event is named.
-    let mut checkpoint = json!(null);
-    for _ in 0..100 {
-        checkpoint = body(
-            app.get(&format!(
-                "/audit_logs/ledger/checkpoint?organization_id={organization}"
-            ))
-            .await,
-        )
-        .await;
-        if checkpoint["tree_size"] == 30 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(checkpoint["tree_size"], 30);
+    app.wait_for_checkpoint(&organization, 30).await;
     let complete = dir.join("complete.ndjson");
     let output = trailmark(&[
         "export",
@@ -321,6 +294,8 @@ async fn exports_verify_offline_and_tampering_is_named() {
         complete.to_str().unwrap_or_default(),
         "--data-dir",
         dir.to_str().unwrap_or_default(),
+        "--database",
+        &app.database.url(),
     ]);
     assert!(
         output.status.success(),
@@ -359,31 +334,13 @@ async fn exports_verify_offline_and_tampering_is_named() {
     );
 }
 
-/// Opens the database behind the server's back, as an attacker with file access would.
-fn tamper(dir: &std::path::Path, sql: &str) {
-    let connection = rusqlite::Connection::open(dir.join("trailmark.db")).expect("open");
-    connection.execute_batch(sql).expect("tamper");
-}
-
 /// A server with 12 events whose latest checkpoint covers them all; returns it, the
 /// organization, the receipts and the verifier key.
 async fn audited_app() -> (TestApp, String, Vec<Value>, String) {
     let app = TestApp::spawn().await;
     let organization = app.create_organization("Acme").await;
     let receipts = ingest(&app, &organization, 12).await;
-    for _ in 0..100 {
-        let checkpoint = body(
-            app.get(&format!(
-                "/audit_logs/ledger/checkpoint?organization_id={organization}"
-            ))
-            .await,
-        )
-        .await;
-        if checkpoint["tree_size"] == 12 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    app.wait_for_checkpoint(&organization, 12).await;
     let (key, _) = verifier(&app).await;
     (app, organization, receipts, key)
 }
@@ -391,7 +348,7 @@ async fn audited_app() -> (TestApp, String, Vec<Value>, String) {
 fn audit(app: &TestApp, key: &str) -> std::process::Output {
     trailmark(&[
         "verify",
-        "--database",
+        &format!("--database={}", app.database.url()),
         "--data-dir",
         app.data_dir.path().to_str().unwrap_or_default(),
         "--public-key",
@@ -431,7 +388,7 @@ async fn the_database_audit_passes_untouched_and_names_each_kind_of_tampering() 
     ];
     for (sql, named) in cases {
         let (app, _, receipts, key) = audited_app().await;
-        tamper(app.data_dir.path(), sql);
+        app.database.tamper(sql).await;
         let output = audit(&app, &key);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(!output.status.success(), "{sql}: {stdout}");

@@ -10,7 +10,7 @@ use trailmark_domain::event::NewEvent;
 use trailmark_ledger::checkpoint::NoteVerifier;
 use trailmark_ledger::decode_hash;
 use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
-use trailmark_store::{AppendRequest, PendingEvent, SqliteStore, Store};
+use trailmark_store::{AppendRequest, PendingEvent};
 
 use crate::helpers::{TestApp, body, event};
 
@@ -19,7 +19,7 @@ const DAY: i64 = 86_400_000;
 /// Appends events received `days_ago` days ago, straight through the store (the API always
 /// stamps the current time).
 async fn append_old(app: &TestApp, organization: &str, count: usize, days_ago: i64) -> Vec<String> {
-    let store = SqliteStore::open(&app.data_dir.path().join("trailmark.db")).expect("store");
+    let store = app.store().await;
     let received_at = Timestamp::now().plus_millis(-days_ago * DAY);
     let events = (0..count)
         .map(|n| {
@@ -46,23 +46,6 @@ async fn append_old(app: &TestApp, organization: &str, count: usize, days_ago: i
         }
         other => panic!("unexpected {other:?}"),
     }
-}
-
-async fn checkpoint(app: &TestApp, organization: &str, size: u64) -> Value {
-    for _ in 0..100 {
-        let checkpoint = body(
-            app.get(&format!(
-                "/audit_logs/ledger/checkpoint?organization_id={organization}"
-            ))
-            .await,
-        )
-        .await;
-        if checkpoint["tree_size"] == size {
-            return checkpoint;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no checkpoint of {size} events");
 }
 
 async fn is_purged(app: &TestApp, id: &str) -> bool {
@@ -92,7 +75,7 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
         NoteVerifier::parse(key["verifier_key"].as_str().unwrap_or_default()).expect("key");
     let before = verifier
         .verify(
-            checkpoint(&app, &organization, 7).await["checkpoint"]
+            app.wait_for_checkpoint(&organization, 7).await["checkpoint"]
                 .as_str()
                 .unwrap_or_default(),
         )
@@ -156,7 +139,7 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
         .await;
     let after = verifier
         .verify(
-            checkpoint(&app, &organization, 8).await["checkpoint"]
+            app.wait_for_checkpoint(&organization, 8).await["checkpoint"]
                 .as_str()
                 .unwrap_or_default(),
         )
@@ -201,7 +184,7 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
     let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
         .args([
             "verify",
-            "--database",
+            &format!("--database={}", app.database.url()),
             "--data-dir",
             app.data_dir.path().to_str().unwrap_or_default(),
             "--public-key",

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, Options, TestApp, body, event};
+use crate::helpers::{ADMIN_KEY, Options, TestApp, TestDatabase, body, event};
 use crate::receivers::{self, Kind, Receiver};
 
 async fn ingest(app: &TestApp, organization: &str, from: usize, count: usize) {
@@ -322,19 +322,21 @@ async fn stream_settings_are_validated_and_credentials_never_stored_in_clear() {
     let receiver = receivers::start(Kind::Splunk, "super-secret-hec-token", 0).await;
     create_stream(&app, json!({"organization_id": organization, "type": "splunk", "name": "S", "config": {"url": receiver.url, "token": "super-secret-hec-token"}}))
         .await;
-    let database = std::fs::read(app.data_dir.path().join("trailmark.db")).unwrap_or_default();
-    let wal = std::fs::read(app.data_dir.path().join("trailmark.db-wal")).unwrap_or_default();
-    for bytes in [database, wal] {
-        assert!(
-            !bytes.windows(22).any(|w| w == b"super-secret-hec-token"),
-            "the token is encrypted at rest"
-        );
-    }
+    let stored = app.database.stored_bytes().await;
+    assert!(!stored.is_empty());
+    assert!(
+        !stored.windows(22).any(|w| w == b"super-secret-hec-token"),
+        "the token is encrypted at rest"
+    );
 }
 
-fn start_binary(data_dir: &std::path::Path) -> (std::process::Child, String) {
+fn start_binary(
+    data_dir: &std::path::Path,
+    database: &TestDatabase,
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .env("TRAILMARK_DATABASE_URL", database.url())
         .args([
             "serve",
             "--listen",
@@ -364,7 +366,8 @@ fn start_binary(data_dir: &std::path::Path) -> (std::process::Child, String) {
 async fn kill_9_mid_delivery_loses_nothing() {
     let data_dir = tempfile::tempdir().expect("dir");
     let receiver = receivers::start(Kind::Http, SECRET, 0).await;
-    let (mut server, base) = start_binary(data_dir.path());
+    let database = TestDatabase::create(data_dir.path()).await;
+    let (mut server, base) = start_binary(data_dir.path(), &database);
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         client
@@ -402,7 +405,7 @@ async fn kill_9_mid_delivery_loses_nothing() {
     server.wait().expect("reap");
     let before_restart = receiver.events().len();
 
-    let (mut restarted, _) = start_binary(data_dir.path());
+    let (mut restarted, _) = start_binary(data_dir.path(), &database);
     receiver.wait_for(300).await;
     let mut sequences = receiver.sequences();
     let duplicates = sequences.len().saturating_sub(300);

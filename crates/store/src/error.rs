@@ -13,7 +13,7 @@ pub enum StoreError {
     InvalidCursor(&'static str),
     /// The database could not be reached or refused the operation.
     #[error("database error: {0}")]
-    Database(rusqlite::Error),
+    Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot open the database at {path}: {source}")]
     Open {
         path: String,
@@ -38,7 +38,7 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::Unavailable(error.to_string())
             }
-            _ => StoreError::Database(error),
+            _ => StoreError::Database(Box::new(error)),
         }
     }
 }

@@ -26,7 +26,10 @@
 mod codec;
 mod error;
 mod model;
+mod postgres;
+mod rows;
 mod sqlite;
+mod window;
 
 use async_trait::async_trait;
 use trailmark_domain::Timestamp;
@@ -41,6 +44,7 @@ pub use model::{
     Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
     StoredResponse, StreamRecord, StreamState,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use trailmark_ledger::tree::Hash;
 

@@ -1,6 +1,7 @@
 //! The behaviour every `Store` implementation must have. Each test is written once against
-//! `&dyn Store` and instantiated per backend by `store_tests!` (SQLite today; PostgreSQL joins
-//! when it exists).
+//! `&dyn Store` and instantiated per backend by `store_tests!`: SQLite in a temporary file, and
+//! PostgreSQL in a database of its own on the server `TRAILMARK_TEST_POSTGRES_URL` names
+//! (default: the local one), dropped afterwards.
 
 use std::sync::Arc;
 
@@ -10,22 +11,73 @@ use trailmark_domain::event::NewEvent;
 use trailmark_domain::organization::OrganizationChanges;
 use trailmark_domain::schema::{ActionName, SchemaDefinition};
 use trailmark_store::{
-    AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, SchemaLookup, SqliteStore, Store,
-    StoreError, StoredResponse,
+    AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, PostgresStore, SchemaLookup,
+    SqliteStore, Store, StoreError, StoredResponse,
 };
 
 /// A store over a fresh temporary database, and the guard that deletes it.
 struct Fixture {
     store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    _database: Option<DatabaseGuard>,
 }
 
-fn sqlite() -> Fixture {
+/// Drops the named PostgreSQL database.
+struct DatabaseGuard(String);
+
+async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
     Fixture {
         store: Arc::new(store),
-        _dir: dir,
+        _dir: Some(dir),
+        _database: None,
+    }
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("TRAILMARK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn admin_statement(sql: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) =
+        tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.batch_execute(sql).await
+}
+
+async fn postgres() -> Fixture {
+    let name = format!(
+        "trailmark_contract_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    admin_statement(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("PostgreSQL (TRAILMARK_TEST_POSTGRES_URL) creates a test database");
+    let admin = postgres_admin_url();
+    let (server, _) = admin.rsplit_once('/').expect("a URL with a database");
+    let store = PostgresStore::connect(&format!("{server}/{name}"))
+        .await
+        .expect("open");
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+        _database: Some(DatabaseGuard(name)),
+    }
+}
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+        // The test's runtime cannot be blocked on from inside; a thread with its own can.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| runtime.block_on(admin_statement(&statement)))
+        })
+        .join();
     }
 }
 
@@ -35,7 +87,7 @@ macro_rules! store_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let fixture = super::$backend();
+                    let fixture = super::$backend().await;
                     super::$name(fixture.store.as_ref()).await;
                 }
             )*
@@ -43,14 +95,22 @@ macro_rules! store_tests {
     };
 }
 
-store_tests!(sqlite:
-    sequences_are_gap_free_per_organization,
-    concurrent_appends_never_share_a_sequence,
-    an_idempotent_append_is_stored_once,
-    expired_idempotency_records_no_longer_replay,
-    appends_to_unknown_or_deleted_organizations_fail_alone,
-    an_equal_schema_returns_the_latest_version,
-);
+macro_rules! contract {
+    ($($backend:ident),*) => {
+        $(
+            store_tests!($backend:
+                sequences_are_gap_free_per_organization,
+                concurrent_appends_never_share_a_sequence,
+                an_idempotent_append_is_stored_once,
+                expired_idempotency_records_no_longer_replay,
+                appends_to_unknown_or_deleted_organizations_fail_alone,
+                an_equal_schema_returns_the_latest_version,
+            );
+        )*
+    };
+}
+
+contract!(sqlite, postgres);
 
 async fn organization(store: &dyn Store, name: &str) -> String {
     let new = OrganizationChanges::parse(&json!({"name": name}), true)

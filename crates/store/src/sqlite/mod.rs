@@ -26,6 +26,7 @@ use crate::model::{
     SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse, StreamRecord,
     StreamState,
 };
+use crate::window::Window;
 use crate::{Hash, Store, StoreError};
 use worker::{Database, GroupWork};
 
@@ -1402,61 +1403,4 @@ fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ActionSchema, Store
             created_at,
         })
     })())
-}
-
-/// How one page of a cursor-paginated list is read: which way to scan and from where.
-///
-/// With `order=desc`, `after=X` continues with keys below X; `before=X` returns the keys just
-/// above X, scanned upwards and then reversed, so the page still reads in descending order.
-struct Window {
-    cursor: Option<String>,
-    comparison: &'static str,
-    direction: &'static str,
-    reversed: bool,
-}
-
-impl Window {
-    fn new(page: &PageRequest) -> Self {
-        let descending = page.order == Order::Desc;
-        match (&page.before, &page.after) {
-            (Some(before), _) => Window {
-                cursor: Some(before.clone()),
-                comparison: if descending { ">" } else { "<" },
-                direction: if descending { "ASC" } else { "DESC" },
-                reversed: true,
-            },
-            (None, Some(after)) => Window {
-                cursor: Some(after.clone()),
-                comparison: if descending { "<" } else { ">" },
-                direction: if descending { "DESC" } else { "ASC" },
-                reversed: false,
-            },
-            (None, None) => Window {
-                cursor: None,
-                comparison: "",
-                direction: if descending { "DESC" } else { "ASC" },
-                reversed: false,
-            },
-        }
-    }
-
-    /// Trims the extra row fetched to detect more items, and restores the requested order.
-    fn page<T>(&self, mut rows: Vec<T>, limit: usize) -> Page<T> {
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        if self.reversed {
-            rows.reverse();
-            Page {
-                items: rows,
-                more_before: more,
-                more_after: true,
-            }
-        } else {
-            Page {
-                items: rows,
-                more_before: self.cursor.is_some(),
-                more_after: more,
-            }
-        }
-    }
 }

@@ -1,0 +1,434 @@
+//! Group commit for appends: the PostgreSQL counterpart of the SQLite writer thread.
+//!
+//! Each append becomes a job on a queue. A few committer tasks each take every job waiting at
+//! that moment and commit them in one transaction: the organizations' log heads are locked
+//! once, sequences and Merkle nodes are computed in memory, and each table gets one bulk
+//! `INSERT … SELECT FROM UNNEST(…)`. So one WAL flush and a handful of round trips carry a
+//! whole group, whatever its size.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use deadpool_postgres::{GenericClient, Pool};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use trailmark_domain::Timestamp;
+use trailmark_domain::record::{Placement, event_object};
+use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::tree::Frontier;
+
+use super::pool_error;
+use crate::StoreError;
+use crate::model::{AppendOutcome, AppendRequest, Receipt, StoredResponse};
+use crate::rows::frontier;
+
+/// Requests that may wait for a committer before senders wait too (back-pressure).
+const QUEUE_DEPTH: usize = 8_192;
+/// A group stops growing once it holds this many events, which bounds one transaction's size.
+const MAX_EVENTS_PER_COMMIT: usize = 10_000;
+/// Groups in flight at once: while one waits for its WAL flush, the next is being built.
+const COMMITTERS: usize = 2;
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// The handle appends go through; clones share the queue.
+#[derive(Clone)]
+pub(crate) struct Appender {
+    jobs: mpsc::Sender<(AppendRequest, Reply)>,
+}
+
+impl Appender {
+    /// Starts the committer tasks; they stop when the last handle is dropped.
+    pub(crate) fn start(pool: Pool) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..COMMITTERS {
+            tokio::spawn(run_committer(pool.clone(), Arc::clone(&queue)));
+        }
+        Appender { jobs }
+    }
+
+    /// Appends `request` in the next group commit; returns once that commit is durable.
+    pub(crate) async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send((request, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the appender has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the append was not committed".into()))?
+    }
+}
+
+async fn run_committer(pool: Pool, queue: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>) {
+    loop {
+        let group = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut events = first.0.events.len();
+            let mut group = vec![first];
+            while events < MAX_EVENTS_PER_COMMIT {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        events += job.0.events.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        commit(&pool, group).await;
+    }
+}
+
+async fn commit(pool: &Pool, group: Vec<(AppendRequest, Reply)>) {
+    let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    match commit_requests(pool, requests).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // The caller may have gone away (client disconnected); the write stands anyway.
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, jobs = replies.len(), "a group commit failed");
+            let transient = matches!(error, StoreError::Unavailable(_));
+            let reason = error.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(if transient {
+                    StoreError::Unavailable(reason.clone())
+                } else {
+                    StoreError::Database(reason.clone().into())
+                }));
+            }
+        }
+    }
+}
+
+/// Commits `requests` in one transaction. Nothing in a request's content can make the
+/// transaction fail (organizations are checked and replays found before anything is written;
+/// text is made storable), so a failure is the database's and fails the group.
+async fn commit_requests(
+    pool: &Pool,
+    requests: Vec<AppendRequest>,
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let transaction = client.transaction().await?;
+    let outcomes = append_group(&transaction, requests).await?;
+    transaction.commit().await?;
+    Ok(outcomes)
+}
+
+/// Locks the log heads of `organizations` (creating empty ones as needed), in id order so that
+/// two transactions never wait on each other in a cycle, and returns their frontiers.
+pub(crate) async fn lock_heads(
+    client: &impl GenericClient,
+    organizations: &[String],
+) -> Result<HashMap<String, Frontier>, StoreError> {
+    client
+        .execute(
+            "INSERT INTO log_heads (organization_id, size, frontier)
+             SELECT o, 0, ''::BYTEA FROM UNNEST($1::TEXT[]) AS o ORDER BY o
+             ON CONFLICT DO NOTHING",
+            &[&organizations],
+        )
+        .await?;
+    let rows = client
+        .query(
+            "SELECT organization_id, size, frontier FROM log_heads
+             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
+            &[&organizations],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let organization: String = row.try_get(0)?;
+            let head = frontier(&organization, row.try_get(1)?, row.try_get(2)?)?;
+            Ok((organization, head))
+        })
+        .collect()
+}
+
+/// Appends every request inside `client`'s transaction and returns each one's outcome, in
+/// order. An error is a failure of the whole transaction.
+pub(crate) async fn append_group(
+    client: &impl GenericClient,
+    requests: Vec<AppendRequest>,
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    let organizations: Vec<String> = requests
+        .iter()
+        .map(|r| r.organization_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let live: HashSet<String> = client
+        .query(
+            "SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL",
+            &[&organizations],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let live_organizations: Vec<String> = organizations
+        .into_iter()
+        .filter(|o| live.contains(o))
+        .collect();
+    let mut heads = lock_heads(client, &live_organizations).await?;
+
+    // Read after the heads are locked: an earlier commit with the same identity (necessarily
+    // the same organization) has finished by now, and this statement sees it.
+    let identities: Vec<&[u8]> = requests
+        .iter()
+        .filter(|r| live.contains(&r.organization_id))
+        .filter_map(|r| r.idempotency.as_ref().map(|c| c.identity.as_slice()))
+        .collect();
+    let mut answered: HashMap<Vec<u8>, StoredResponse> = HashMap::new();
+    if !identities.is_empty() {
+        for row in client
+            .query(
+                "SELECT identity, status, body FROM idempotency WHERE identity = ANY($1) AND expires_at > $2",
+                &[&identities, &Timestamp::now().unix_millis()],
+            )
+            .await?
+        {
+            let status: i32 = row.try_get(1)?;
+            answered.insert(
+                row.try_get(0)?,
+                StoredResponse {
+                    status: status as u16,
+                    body: row.try_get(2)?,
+                },
+            );
+        }
+    }
+
+    let mut rows = Rows::default();
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let organization = request.organization_id;
+        let Some(head) = heads.get_mut(&organization) else {
+            outcomes.push(Err(StoreError::OrganizationNotFound(organization)));
+            continue;
+        };
+        if let Some(response) = request
+            .idempotency
+            .as_ref()
+            .and_then(|claim| answered.get(claim.identity.as_slice()))
+        {
+            outcomes.push(Ok(AppendOutcome::Replayed(response.clone())));
+            continue;
+        }
+        let mut receipts = Vec::with_capacity(request.events.len());
+        for pending in request.events {
+            receipts.push(rows.add_event(head, &organization, pending));
+        }
+        let response = request.idempotency.map(|claim| {
+            let response = (claim.render)(&receipts);
+            rows.add_response(&organization, &claim.identity, &response, claim.expires_at);
+            answered.insert(claim.identity.to_vec(), response.clone());
+            response
+        });
+        outcomes.push(Ok(AppendOutcome::Appended { receipts, response }));
+    }
+    rows.insert(client).await?;
+    let (organizations, sizes, frontiers): (Vec<String>, Vec<i64>, Vec<Vec<u8>>) = heads
+        .into_iter()
+        .map(|(organization, head)| (organization, head.size() as i64, head.hashes().concat()))
+        .fold(
+            Default::default(),
+            |(mut o, mut s, mut f), (org, size, hashes)| {
+                o.push(org);
+                s.push(size);
+                f.push(hashes);
+                (o, s, f)
+            },
+        );
+    client
+        .execute(
+            "UPDATE log_heads h SET size = u.size, frontier = u.frontier
+             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
+             WHERE h.organization_id = u.organization_id AND h.size <> u.size",
+            &[&organizations, &sizes, &frontiers],
+        )
+        .await?;
+    Ok(outcomes)
+}
+
+/// The rows one group inserts, column by column, for `UNNEST`.
+#[derive(Default)]
+struct Rows {
+    organization: Vec<String>,
+    sequence: Vec<i64>,
+    id: Vec<String>,
+    action: Vec<String>,
+    occurred_at: Vec<i64>,
+    received_at: Vec<i64>,
+    actor_id: Vec<String>,
+    actor_name: Vec<Option<String>>,
+    leaf_hash: Vec<Vec<u8>>,
+    body: Vec<String>,
+    search_text: Vec<String>,
+    target_organization: Vec<String>,
+    target_sequence: Vec<i64>,
+    target_id: Vec<String>,
+    target_type: Vec<String>,
+    node_organization: Vec<String>,
+    node_level: Vec<i32>,
+    node_index: Vec<i64>,
+    node_hash: Vec<Vec<u8>>,
+    identity: Vec<Vec<u8>>,
+    identity_organization: Vec<String>,
+    status: Vec<i32>,
+    response: Vec<Vec<u8>>,
+    expires_at: Vec<i64>,
+}
+
+/// PostgreSQL text cannot hold NUL; the indexed copies drop it (the body keeps it, escaped).
+fn text(value: &str) -> String {
+    value.replace('\0', "")
+}
+
+impl Rows {
+    fn add_event(
+        &mut self,
+        head: &mut Frontier,
+        organization: &str,
+        pending: crate::model::PendingEvent,
+    ) -> Receipt {
+        let sequence = head.size();
+        let event = &pending.event;
+        let body = event.to_json();
+        // The leaf is the event object as readers will see it, built from the same pieces.
+        let object = event_object(
+            Placement {
+                id: &pending.id,
+                organization_id: organization,
+                sequence,
+                received_at: pending.received_at,
+            },
+            &body,
+        );
+        let leaf_hash = event_leaf_hash(&object);
+        for node in head.append(leaf_hash) {
+            self.node_organization.push(organization.to_owned());
+            self.node_level.push(node.level as i32);
+            self.node_index.push(node.index as i64);
+            self.node_hash.push(node.hash.to_vec());
+        }
+        for target in event.targets() {
+            self.target_organization.push(organization.to_owned());
+            self.target_sequence.push(sequence as i64);
+            self.target_id.push(text(&target.id));
+            self.target_type.push(text(&target.kind));
+        }
+        self.organization.push(organization.to_owned());
+        self.sequence.push(sequence as i64);
+        self.id.push(pending.id.clone());
+        self.action.push(text(event.action()));
+        self.occurred_at.push(event.occurred_at().unix_millis());
+        self.received_at.push(pending.received_at.unix_millis());
+        self.actor_id.push(text(&event.actor().id));
+        self.actor_name
+            .push(event.actor().name.as_deref().map(text));
+        self.leaf_hash.push(leaf_hash.to_vec());
+        self.body.push(body.to_string());
+        self.search_text
+            .push(text(&event.search_text().to_lowercase()));
+        Receipt {
+            id: pending.id,
+            sequence,
+            leaf_hash,
+        }
+    }
+
+    fn add_response(
+        &mut self,
+        organization: &str,
+        identity: &[u8; 32],
+        response: &StoredResponse,
+        expires_at: Timestamp,
+    ) {
+        self.identity.push(identity.to_vec());
+        self.identity_organization.push(organization.to_owned());
+        self.status.push(i32::from(response.status));
+        self.response.push(response.body.clone());
+        self.expires_at.push(expires_at.unix_millis());
+    }
+
+    async fn insert(&self, client: &impl GenericClient) -> Result<(), StoreError> {
+        if !self.id.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id,
+                        actor_name, leaf_hash, body, search_text)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
+                        $7::TEXT[], $8::TEXT[], $9::BYTEA[], $10::TEXT[], $11::TEXT[])",
+                    &[
+                        &self.organization,
+                        &self.sequence,
+                        &self.id,
+                        &self.action,
+                        &self.occurred_at,
+                        &self.received_at,
+                        &self.actor_id,
+                        &self.actor_name,
+                        &self.leaf_hash,
+                        &self.body,
+                        &self.search_text,
+                    ],
+                )
+                .await?;
+        }
+        if !self.target_id.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+                    &[
+                        &self.target_organization,
+                        &self.target_sequence,
+                        &self.target_id,
+                        &self.target_type,
+                    ],
+                )
+                .await?;
+        }
+        if !self.node_hash.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::BIGINT[], $4::BYTEA[])",
+                    &[
+                        &self.node_organization,
+                        &self.node_level,
+                        &self.node_index,
+                        &self.node_hash,
+                    ],
+                )
+                .await?;
+        }
+        if !self.identity.is_empty() {
+            // An expired record with the same identity is replaced.
+            client
+                .execute(
+                    "INSERT INTO idempotency (identity, organization_id, status, body, expires_at)
+                     SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::INTEGER[], $4::BYTEA[], $5::BIGINT[])
+                     ON CONFLICT (identity) DO UPDATE SET organization_id = excluded.organization_id,
+                        status = excluded.status, body = excluded.body, expires_at = excluded.expires_at",
+                    &[
+                        &self.identity,
+                        &self.identity_organization,
+                        &self.status,
+                        &self.response,
+                        &self.expires_at,
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

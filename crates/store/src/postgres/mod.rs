@@ -1,0 +1,1235 @@
+//! The scale-out store: PostgreSQL, shared by any number of `trailmark serve` instances.
+//!
+//! Every instance keeps the same promises as the embedded store (see the crate docs), now
+//! across processes:
+//! - **Sequencing** goes through a row lock on the organization's `log_heads` row, taken in
+//!   organization-id order, so two instances never assign the same sequence or compute the same
+//!   Merkle node twice, and never deadlock on each other.
+//! - **Group commit.** Appends from one instance go through one [`appender`] task that commits
+//!   whatever is waiting in one transaction with bulk inserts, so one WAL flush covers many
+//!   requests.
+//! - **Failing fast.** A connection is waited for at most [`POOL_WAIT`]; a database that is gone
+//!   or restarting surfaces as [`StoreError::Unavailable`] (the HTTP edge answers 503, which
+//!   clients retry), never as a hang or a wrong answer. Connections broken by a restart are
+//!   dropped by the pool and replaced on the next request.
+
+mod appender;
+mod search;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde_json::json;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::Scope;
+use trailmark_domain::organization::Organization;
+use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_ledger::LedgerError;
+use trailmark_ledger::tree::{
+    MemoryNodes, NodeReader, consistency_proof, inclusion_proof, tree_hash,
+};
+
+use crate::codec::filter_to_json;
+use crate::model::{
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup,
+    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+};
+use crate::rows::{
+    EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json, hash,
+};
+use crate::window::Window;
+use crate::{Hash, Store, StoreError};
+use appender::Appender;
+
+/// Migrations in order; the `trailmark_migrations` table records which have been applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+/// How long a request waits for a pooled connection (or to open one) before it is answered
+/// with `Unavailable`.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Connections per instance: enough for reads beside the appender and background jobs.
+const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL implementation of [`Store`]. Clones share one pool and one appender.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    appender: Appender,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`), applies the
+    /// migrations it has not seen yet, and starts the appender.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the database cannot be reached, [`StoreError::Database`]
+    /// if a migration fails, [`StoreError::Corrupt`] if a newer Trailmark migrated it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Database(Box::new(e)))?;
+        config.connect_timeout(POOL_WAIT);
+        config.keepalives_idle(Duration::from_secs(30));
+        config.application_name("trailmark");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection broken by a database restart reports itself closed; the pool then
+                // drops it instead of handing it out.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = PostgresStore {
+            appender: Appender::start(pool.clone()),
+            pool,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The number of migrations this database has had applied.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the database cannot be reached.
+    pub async fn schema_version(&self) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM trailmark_migrations",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, i32>(0) as usize)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Applies each migration in its own transaction, which first claims the migration's
+    /// version: an instance starting beside another waits on that row, then finds the version
+    /// taken and moves on, so each migration runs exactly once.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS trailmark_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+        let applied: i32 = client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM trailmark_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        if applied as usize > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {applied}, newer than this Trailmark ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let version = index as i32 + 1;
+            let transaction = client.transaction().await?;
+            let claimed = transaction
+                .execute(
+                    "INSERT INTO trailmark_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&version, &Timestamp::now().unix_millis()],
+                )
+                .await?;
+            if claimed == 0 {
+                continue;
+            }
+            transaction.batch_execute(migration).await?;
+            transaction.commit().await?;
+        }
+        search::index_text_if_possible(&client).await;
+        Ok(())
+    }
+
+    async fn organization_where(
+        &self,
+        condition: &str,
+        id: &str,
+    ) -> Result<Option<Organization>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE {condition}"),
+                &[&id],
+            )
+            .await?;
+        row.map(|row| organization_from_row(&row)).transpose()
+    }
+}
+
+/// What a pool failure means to a caller: the database is not there right now.
+fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("no database connection: {error}"))
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    /// A lost connection, a server shutting down or starting, and a transaction the server chose
+    /// to abort (serialization failure, deadlock) are transient: the request may be retried.
+    fn from(error: tokio_postgres::Error) -> Self {
+        let transient = error.is_closed()
+            || error.code().is_some_and(|code| {
+                let class = &code.code()[..2];
+                class == "08"
+                    || class == "57"
+                    || class == "53"
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+            })
+            || error.code().is_none();
+        if transient {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Database(Box::new(error))
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO api_keys (id, hash, scope, organization_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&key.id, &key.hash.as_slice(), &key.scope.as_str(), &key.organization_id, &key.created_at.unix_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, scope, organization_id, created_at FROM api_keys WHERE hash = $1",
+                &[&hash.as_slice()],
+            )
+            .await?;
+        row.map(|row| {
+            let id: String = row.get(0);
+            let scope: String = row.get(1);
+            let scope = Scope::parse(&scope)
+                .ok_or_else(|| StoreError::Corrupt(format!("key {id} has scope '{scope}'")))?;
+            Ok(ApiKeyRecord {
+                id,
+                hash,
+                scope,
+                organization_id: row.get(2),
+                created_at: Timestamp::from_unix_millis(row.get(3)),
+            })
+        })
+        .transpose()
+    }
+
+    async fn has_api_keys(&self) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT EXISTS (SELECT 1 FROM api_keys)", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_organization(
+        &self,
+        organization: Organization,
+    ) -> Result<Organization, StoreError> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO organizations (id, name, external_id, domains, metadata, allow_profiles_outside_organization,
+                    retention_period_in_days, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &organization.id,
+                    &organization.name,
+                    &organization.external_id,
+                    &domains_json(&organization.domains),
+                    &json!(organization.metadata).to_string(),
+                    &organization.allow_profiles_outside_organization,
+                    &organization.retention_period_in_days.map(|d| d as i32),
+                    &organization.created_at.unix_millis(),
+                    &organization.updated_at.unix_millis(),
+                ],
+            )
+            .await;
+        external_id_conflict(inserted)?;
+        Ok(organization)
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Option<Organization>, StoreError> {
+        self.organization_where("id = $1 AND deleted_at IS NULL", id)
+            .await
+    }
+
+    async fn list_organizations(
+        &self,
+        filter: OrganizationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Organization>, StoreError> {
+        let mut conditions = vec!["deleted_at IS NULL".to_owned()];
+        let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+        if let Some(only) = filter.only {
+            values.push(Box::new(only));
+            conditions.push(format!("id = ${}", values.len()));
+        }
+        if let Some(search) = filter.search {
+            values.push(Box::new(format!(
+                "%{}%",
+                search
+                    .to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )));
+            conditions.push(format!("lower(name) LIKE ${}", values.len()));
+        }
+        if !filter.domains.is_empty() {
+            let domains: Vec<String> = filter
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect();
+            values.push(Box::new(domains));
+            conditions.push(format!(
+                "EXISTS (SELECT 1 FROM json_array_elements(organizations.domains::json) d WHERE d->>'domain' = ANY(${}))",
+                values.len()
+            ));
+        }
+        let window = Window::new(&page);
+        if let Some(cursor) = &window.cursor {
+            values.push(Box::new(cursor.clone()));
+            conditions.push(format!("id {} ${}", window.comparison, values.len()));
+        }
+        let sql = format!(
+            "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE {} ORDER BY id {} LIMIT {}",
+            conditions.join(" AND "),
+            window.direction,
+            page.limit + 1
+        );
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.client().await?.query(&sql, &params).await?;
+        let organizations = rows
+            .iter()
+            .map(organization_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(window.page(organizations, page.limit))
+    }
+
+    async fn update_organization(&self, organization: Organization) -> Result<bool, StoreError> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE organizations SET name = $2, external_id = $3, domains = $4, metadata = $5,
+                    allow_profiles_outside_organization = $6, updated_at = $7
+                 WHERE id = $1 AND deleted_at IS NULL",
+                &[
+                    &organization.id,
+                    &organization.name,
+                    &organization.external_id,
+                    &domains_json(&organization.domains),
+                    &json!(organization.metadata).to_string(),
+                    &organization.allow_profiles_outside_organization,
+                    &organization.updated_at.unix_millis(),
+                ],
+            )
+            .await;
+        Ok(external_id_conflict(changed)? == 1)
+    }
+
+    async fn delete_organization(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        // The external id is freed so a new organization can take it.
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE organizations SET deleted_at = $2, external_id = NULL WHERE id = $1 AND deleted_at IS NULL",
+                &[&id, &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn set_retention(
+        &self,
+        id: &str,
+        days: u32,
+        now: Timestamp,
+    ) -> Result<Option<Organization>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "UPDATE organizations SET retention_period_in_days = $2, updated_at = $3
+                     WHERE id = $1 AND deleted_at IS NULL RETURNING {ORGANIZATION_COLUMNS}"
+                ),
+                &[&id, &(days as i32), &now.unix_millis()],
+            )
+            .await?;
+        row.map(|row| organization_from_row(&row)).transpose()
+    }
+
+    async fn create_schema(
+        &self,
+        action: ActionName,
+        definition: SchemaDefinition,
+        now: Timestamp,
+    ) -> Result<ActionSchema, StoreError> {
+        // Two instances creating a version at once: the primary key lets one win, and the
+        // other tries again against the version that won.
+        loop {
+            let client = self.client().await?;
+            let latest = client
+                .query_opt(
+                    "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1 ORDER BY version DESC LIMIT 1",
+                    &[&action.as_str()],
+                )
+                .await?
+                .map(|row| schema_from_row(&row))
+                .transpose()?;
+            if let Some(latest) = latest
+                .as_ref()
+                .filter(|l| l.definition.to_json() == definition.to_json())
+            {
+                return Ok(latest.clone());
+            }
+            let version = latest.map_or(1, |l| l.version + 1);
+            let inserted = client
+                .execute(
+                    "INSERT INTO action_schemas (action, version, definition, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&action.as_str(), &(version as i32), &definition.to_json().to_string(), &now.unix_millis()],
+                )
+                .await?;
+            if inserted == 1 {
+                return Ok(ActionSchema {
+                    action,
+                    version,
+                    definition,
+                    created_at: now,
+                });
+            }
+        }
+    }
+
+    async fn schema_for_event(
+        &self,
+        action: &str,
+        version: Option<u32>,
+    ) -> Result<SchemaLookup, StoreError> {
+        let client = self.client().await?;
+        let wanted = version.unwrap_or(1) as i32;
+        let found = client
+            .query_opt(
+                "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1 AND version = $2",
+                &[&action, &wanted],
+            )
+            .await?;
+        if let Some(row) = found {
+            return Ok(SchemaLookup::Found(schema_from_row(&row)?));
+        }
+        let latest: Option<i32> = client
+            .query_one(
+                "SELECT MAX(version) FROM action_schemas WHERE action = $1",
+                &[&action],
+            )
+            .await?
+            .get(0);
+        Ok(latest.map_or(SchemaLookup::NoSchema, |latest| {
+            SchemaLookup::UnknownVersion {
+                latest: latest as u32,
+            }
+        }))
+    }
+
+    async fn list_schemas(
+        &self,
+        action: &str,
+        page: PageRequest,
+    ) -> Result<Page<ActionSchema>, StoreError> {
+        let window = Window::new(&page);
+        let cursor = window
+            .cursor
+            .as_ref()
+            .map(|cursor| {
+                cursor.parse::<i32>().map_err(|_| {
+                    StoreError::InvalidCursor(if page.before.is_some() {
+                        "before"
+                    } else {
+                        "after"
+                    })
+                })
+            })
+            .transpose()?;
+        let condition = if cursor.is_some() {
+            format!("AND version {} $2", window.comparison)
+        } else {
+            "AND $2::INTEGER IS NULL".to_owned()
+        };
+        let sql = format!(
+            "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1 {condition}
+             ORDER BY version {} LIMIT {}",
+            window.direction,
+            page.limit + 1
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&action, &cursor])
+            .await?;
+        let schemas = rows
+            .iter()
+            .map(schema_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(window.page(schemas, page.limit))
+    }
+
+    async fn list_actions(&self, page: PageRequest) -> Result<Page<ActionSummary>, StoreError> {
+        let window = Window::new(&page);
+        let condition = if window.cursor.is_some() {
+            format!("WHERE s.action {} $1", window.comparison)
+        } else {
+            "WHERE $1::TEXT IS NULL".to_owned()
+        };
+        let sql = format!(
+            "SELECT s.action, s.version, s.definition, s.created_at, f.created_at
+             FROM action_schemas s
+             JOIN (SELECT action, MAX(version) AS latest, MIN(created_at) AS created_at FROM action_schemas GROUP BY action) f
+               ON f.action = s.action AND f.latest = s.version
+             {condition}
+             ORDER BY s.action {} LIMIT {}",
+            window.direction,
+            page.limit + 1
+        );
+        let rows = self.client().await?.query(&sql, &[&window.cursor]).await?;
+        let summaries = rows
+            .iter()
+            .map(|row| {
+                let latest = schema_from_row(row)?;
+                Ok(ActionSummary {
+                    created_at: Timestamp::from_unix_millis(row.get(4)),
+                    updated_at: latest.created_at,
+                    latest,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(window.page(summaries, page.limit))
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.appender.append(request).await
+    }
+
+    async fn search_events(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+    ) -> Result<SearchPage, StoreError> {
+        let client = self.client().await?;
+        search::search(&client, organization_id, &request).await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.map(|row| event_from_row(&row)).transpose()
+    }
+
+    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO exports (id, organization_id, state, format, filter, row_count, error, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &export.id,
+                    &export.organization_id,
+                    &export.state.as_str(),
+                    &export.format.as_str(),
+                    &filter_to_json(&export.filter),
+                    &export.row_count.map(|n| n as i64),
+                    &export.error,
+                    &export.created_at.unix_millis(),
+                    &export.updated_at.unix_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.map(|row| export_from_row(&row)).transpose()
+    }
+
+    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE state = $1 ORDER BY id"),
+                &[&state.as_str()],
+            )
+            .await?
+            .iter()
+            .map(export_from_row)
+            .collect()
+    }
+
+    async fn finish_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (state, rows, error) = match outcome {
+            Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
+            Err(reason) => (ExportState::Error, None, Some(reason)),
+        };
+        self.client()
+            .await?
+            .execute(
+                "UPDATE exports SET state = $2, row_count = $3, error = $4, updated_at = $5 WHERE id = $1 AND state = 'pending'",
+                &[&id, &state.as_str(), &rows, &error, &now.unix_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT size FROM log_heads WHERE organization_id = $1",
+                &[&organization_id],
+            )
+            .await?;
+        Ok(row.map_or(0, |row| row.get::<_, i64>(0) as u64))
+    }
+
+    async fn log_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT organization_id, size FROM log_heads WHERE size > 0 ORDER BY organization_id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError> {
+        let client = self.client().await?;
+        with_nodes(&client, organization_id, |nodes| tree_hash(size, nodes)).await
+    }
+
+    async fn inclusion_proofs(
+        &self,
+        organization_id: &str,
+        indexes: Vec<u64>,
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, StoreError> {
+        let client = self.client().await?;
+        with_nodes(&client, organization_id, |nodes| {
+            indexes
+                .iter()
+                .map(|&index| inclusion_proof(index, size, nodes))
+                .collect()
+        })
+        .await
+    }
+
+    async fn consistency_proof(
+        &self,
+        organization_id: &str,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        let client = self.client().await?;
+        with_nodes(&client, organization_id, |nodes| {
+            consistency_proof(first, second, nodes)
+        })
+        .await
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
+        // Every instance signs; a second signature of the same size (identical: Ed25519 is
+        // deterministic) is ignored.
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO checkpoints (organization_id, tree_size, root, note, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &checkpoint.organization_id,
+                    &(checkpoint.tree_size as i64),
+                    &checkpoint.root.as_slice(),
+                    &checkpoint.note,
+                    &checkpoint.created_at.unix_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        organization_id: &str,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT organization_id, tree_size, root, note, created_at FROM checkpoints
+                 WHERE organization_id = $1 ORDER BY tree_size DESC LIMIT 1",
+                &[&organization_id],
+            )
+            .await?;
+        row.map(|row| {
+            let organization_id: String = row.get(0);
+            let tree_size: i64 = row.get(1);
+            Ok(StoredCheckpoint {
+                root: hash(row.get(2), || {
+                    format!("checkpoint {organization_id}@{tree_size}: root")
+                })?,
+                note: row.get(3),
+                created_at: Timestamp::from_unix_millis(row.get(4)),
+                tree_size: tree_size as u64,
+                organization_id,
+            })
+        })
+        .transpose()
+    }
+
+    async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT h.organization_id, h.size FROM log_heads h
+                 WHERE h.size > COALESCE((SELECT MAX(tree_size) FROM checkpoints k WHERE k.organization_id = h.organization_id), 0)",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    async fn purgeable_organizations(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT o.id, o.retention_period_in_days FROM organizations o
+                 WHERE o.retention_period_in_days IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.organization_id = o.id)",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i32>(1) as u32))
+            .collect())
+    }
+
+    async fn purge_events(
+        &self,
+        organization_id: &str,
+        received_before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        // The log head's lock orders this purge with legal-hold changes, which append to the
+        // log (and so take the same lock): a hold set now is seen, or waits for this purge.
+        transaction
+            .query(
+                "SELECT size FROM log_heads WHERE organization_id = $1 FOR UPDATE",
+                &[&organization_id],
+            )
+            .await?;
+        let held: bool = transaction
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = $1)",
+                &[&organization_id],
+            )
+            .await?
+            .get(0);
+        if held {
+            return Ok(0);
+        }
+        let expired: Vec<i64> = transaction
+            .query(
+                "SELECT sequence FROM events
+                 WHERE organization_id = $1 AND received_at < $2 AND purged_at IS NULL
+                 ORDER BY sequence LIMIT $3",
+                &[
+                    &organization_id,
+                    &received_before.unix_millis(),
+                    &(limit as i64),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        transaction
+            .execute(
+                "DELETE FROM event_targets WHERE organization_id = $1 AND sequence = ANY($2)",
+                &[&organization_id, &expired],
+            )
+            .await?;
+        transaction
+            .execute(
+                "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, search_text = '',
+                    purged_at = $3
+                 WHERE organization_id = $1 AND sequence = ANY($2)",
+                &[&organization_id, &expired, &now.unix_millis()],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(expired.len() as u64)
+    }
+
+    async fn legal_hold(&self, organization_id: &str) -> Result<Option<LegalHold>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT reason, set_at FROM legal_holds WHERE organization_id = $1",
+                &[&organization_id],
+            )
+            .await?;
+        Ok(row.map(|row| LegalHold {
+            organization_id: organization_id.to_owned(),
+            reason: row.get(0),
+            set_at: Timestamp::from_unix_millis(row.get(1)),
+        }))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        organization_id: &str,
+        reason: Option<String>,
+        record: PendingEvent,
+        now: Timestamp,
+    ) -> Result<Receipt, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        appender::lock_heads(&transaction, &[organization_id.to_owned()]).await?;
+        match &reason {
+            Some(reason) => {
+                transaction
+                    .execute(
+                        "INSERT INTO legal_holds (organization_id, reason, set_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (organization_id) DO UPDATE SET reason = excluded.reason, set_at = excluded.set_at",
+                        &[&organization_id, reason, &now.unix_millis()],
+                    )
+                    .await?
+            }
+            None => {
+                transaction
+                    .execute(
+                        "DELETE FROM legal_holds WHERE organization_id = $1",
+                        &[&organization_id],
+                    )
+                    .await?
+            }
+        };
+        let request = AppendRequest {
+            organization_id: organization_id.to_owned(),
+            events: vec![record],
+            idempotency: None,
+        };
+        let mut outcomes = appender::append_group(&transaction, vec![request]).await?;
+        let receipt = match outcomes.pop() {
+            Some(Ok(AppendOutcome::Appended { mut receipts, .. })) if receipts.len() == 1 => {
+                receipts.remove(0)
+            }
+            Some(Err(error)) => return Err(error),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "recording the legal hold appended no event".into(),
+                ));
+            }
+        };
+        transaction.commit().await?;
+        Ok(receipt)
+    }
+
+    async fn insert_stream(&self, stream: StreamRecord) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO streams (id, organization_id, type, name, config, secrets, enabled, state, cursor,
+                    last_synced_at, last_error, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &[
+                    &stream.id,
+                    &stream.organization_id,
+                    &stream.kind,
+                    &stream.name,
+                    &stream.config.to_string(),
+                    &stream.secrets,
+                    &stream.enabled,
+                    &stream.state.as_str(),
+                    &stream.cursor.map(|c| c as i64),
+                    &stream.last_synced_at.map(Timestamp::unix_millis),
+                    &stream.last_error,
+                    &stream.created_at.unix_millis(),
+                    &stream.updated_at.unix_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_stream(&self, id: &str) -> Result<Option<StreamRecord>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {STREAM_COLUMNS} FROM streams WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.map(|row| stream_from_row(&row)).transpose()
+    }
+
+    async fn list_streams(
+        &self,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<StreamRecord>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {STREAM_COLUMNS} FROM streams WHERE $1::TEXT IS NULL OR organization_id = $1 ORDER BY id"
+                ),
+                &[&organization_id],
+            )
+            .await?
+            .iter()
+            .map(stream_from_row)
+            .collect()
+    }
+
+    async fn update_stream(&self, stream: StreamRecord) -> Result<bool, StoreError> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE streams SET name = $2, config = $3, secrets = $4, enabled = $5, state = $6, last_error = $7,
+                    updated_at = $8 WHERE id = $1",
+                &[
+                    &stream.id,
+                    &stream.name,
+                    &stream.config.to_string(),
+                    &stream.secrets,
+                    &stream.enabled,
+                    &stream.state.as_str(),
+                    &stream.last_error,
+                    &stream.updated_at.unix_millis(),
+                ],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn delete_stream(&self, id: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .client()
+            .await?
+            .execute("DELETE FROM streams WHERE id = $1", &[&id])
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn lease_stream(
+        &self,
+        id: &str,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // One statement checks and takes the lease: under READ COMMITTED, a concurrent taker
+        // waits on the row and re-evaluates the condition against the winner's lease.
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE streams SET lease_holder = $2, lease_until = $3
+                 WHERE id = $1 AND (lease_holder IS NULL OR lease_holder = $2 OR lease_until < $4)",
+                &[&id, &holder, &until.unix_millis(), &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn record_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        from: Option<u64>,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE streams SET cursor = $4, state = CASE WHEN enabled THEN 'active' ELSE 'inactive' END,
+                    last_synced_at = $5, last_error = NULL
+                 WHERE id = $1 AND lease_holder = $2 AND cursor IS NOT DISTINCT FROM $3",
+                &[&id, &holder, &from.map(|c| c as i64), &(to as i64), &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn record_stream_failure(
+        &self,
+        id: &str,
+        state: StreamState,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE streams SET state = $2, last_error = $3, updated_at = $4 WHERE id = $1 AND enabled",
+                &[&id, &state.as_str(), &error, &now.unix_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_stream_cursor(
+        &self,
+        id: &str,
+        cursor: Option<u64>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE streams SET cursor = $2, updated_at = $3 WHERE id = $1",
+                &[&id, &cursor.map(|c| c as i64), &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM idempotency WHERE expires_at <= $1",
+                &[&now.unix_millis()],
+            )
+            .await?)
+    }
+}
+
+/// Runs a Merkle computation over an organization's stored nodes with one query. The nodes an
+/// RFC 6962 computation reads depend only on the leaf indexes and tree sizes, never on the
+/// hashes, so a first pass over a reader that records requests (and answers with zeros) names
+/// them all; they are fetched at once, and the second pass runs on them.
+async fn with_nodes<T>(
+    client: &tokio_postgres::Client,
+    organization_id: &str,
+    compute: impl Fn(&Pass<'_>) -> Result<T, LedgerError>,
+) -> Result<T, StoreError> {
+    let requests = std::cell::RefCell::default();
+    compute(&Pass::Recording(&requests))?;
+    let wanted: Vec<(u32, u64)> = requests.into_inner();
+    let levels: Vec<i32> = wanted.iter().map(|(level, _)| *level as i32).collect();
+    let indexes: Vec<i64> = wanted.iter().map(|(_, index)| *index as i64).collect();
+    let rows = client
+        .query(
+            "SELECT n.level, n.idx, n.hash FROM merkle_nodes n
+             JOIN UNNEST($2::INTEGER[], $3::BIGINT[]) AS w(level, idx) ON n.level = w.level AND n.idx = w.idx
+             WHERE n.organization_id = $1",
+            &[&organization_id, &levels, &indexes],
+        )
+        .await?;
+    let mut nodes = MemoryNodes::default();
+    for row in rows {
+        let (level, index): (i32, i64) = (row.get(0), row.get(1));
+        nodes.extend([trailmark_ledger::tree::Node {
+            level: level as u32,
+            index: index as u64,
+            hash: hash(row.get(2), || format!("merkle node {level}/{index}"))?,
+        }]);
+    }
+    Ok(compute(&Pass::Fetched(nodes))?)
+}
+
+/// The two passes of [`with_nodes`]: recording the nodes asked for (answering zeros), then
+/// answering from the fetched nodes.
+enum Pass<'a> {
+    Recording(&'a std::cell::RefCell<Vec<(u32, u64)>>),
+    Fetched(MemoryNodes),
+}
+
+impl NodeReader for Pass<'_> {
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        match self {
+            Pass::Recording(requests) => {
+                requests.borrow_mut().push((level, index));
+                Ok([0; 32])
+            }
+            Pass::Fetched(nodes) => nodes.node(level, index),
+        }
+    }
+}
+
+fn external_id_conflict(result: Result<u64, tokio_postgres::Error>) -> Result<u64, StoreError> {
+    match result {
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::Conflict("external_id"))
+        }
+        other => Ok(other?),
+    }
+}
+
+const ORGANIZATION_COLUMNS: &str = "id, name, external_id, domains, metadata, allow_profiles_outside_organization, \
+     retention_period_in_days, created_at, updated_at";
+
+fn organization_from_row(row: &Row) -> Result<Organization, StoreError> {
+    OrganizationColumns {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        external_id: row.try_get(2)?,
+        domains: row.try_get(3)?,
+        metadata: row.try_get(4)?,
+        allow_profiles_outside_organization: row.try_get(5)?,
+        retention_period_in_days: row.try_get::<_, Option<i32>>(6)?.map(|d| d as u32),
+        created_at: row.try_get(7)?,
+        updated_at: row.try_get(8)?,
+    }
+    .decode()
+}
+
+/// Maps `action, version, definition, created_at`.
+fn schema_from_row(row: &Row) -> Result<ActionSchema, StoreError> {
+    crate::rows::schema(
+        row.try_get(0)?,
+        row.try_get::<_, i32>(1)? as u32,
+        row.try_get(2)?,
+        row.try_get(3)?,
+    )
+}
+
+pub(crate) const EVENT_COLUMNS: &str =
+    "e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body, e.purged_at";
+
+pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
+    EventColumns {
+        id: row.try_get(0)?,
+        organization_id: row.try_get(1)?,
+        sequence: row.try_get(2)?,
+        received_at: row.try_get(3)?,
+        leaf_hash: row.try_get(4)?,
+        body: row.try_get(5)?,
+        purged_at: row.try_get(6)?,
+    }
+    .decode()
+}
+
+const EXPORT_COLUMNS: &str =
+    "id, organization_id, state, format, filter, row_count, error, created_at, updated_at";
+
+fn export_from_row(row: &Row) -> Result<ExportRecord, StoreError> {
+    ExportColumns {
+        id: row.try_get(0)?,
+        organization_id: row.try_get(1)?,
+        state: row.try_get(2)?,
+        format: row.try_get(3)?,
+        filter: row.try_get(4)?,
+        row_count: row.try_get(5)?,
+        error: row.try_get(6)?,
+        created_at: row.try_get(7)?,
+        updated_at: row.try_get(8)?,
+    }
+    .decode()
+}
+
+const STREAM_COLUMNS: &str = "id, organization_id, type, name, config, secrets, enabled, state, cursor, \
+     last_synced_at, last_error, created_at, updated_at";
+
+fn stream_from_row(row: &Row) -> Result<StreamRecord, StoreError> {
+    StreamColumns {
+        id: row.try_get(0)?,
+        organization_id: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        name: row.try_get(3)?,
+        config: row.try_get(4)?,
+        secrets: row.try_get(5)?,
+        enabled: row.try_get(6)?,
+        state: row.try_get(7)?,
+        cursor: row.try_get(8)?,
+        last_synced_at: row.try_get(9)?,
+        last_error: row.try_get(10)?,
+        created_at: row.try_get(11)?,
+        updated_at: row.try_get(12)?,
+    }
+    .decode()
+}

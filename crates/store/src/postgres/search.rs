@@ -1,0 +1,157 @@
+//! Event search on PostgreSQL: the same filters as the embedded store, as one SQL query.
+
+use tokio_postgres::types::ToSql;
+use trailmark_domain::query::{ActionPattern, EventFilter};
+
+use super::{EVENT_COLUMNS, event_from_row};
+use crate::StoreError;
+use crate::model::{Order, SearchPage, SearchRequest};
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Creates the trigram index that makes `q` fast, where the database offers `pg_trgm`. Without
+/// it `q` still works (a scan of one organization's rows), so a database that lacks the
+/// extension (or a user who may not create it) gets a warning, not a failure.
+pub(super) async fn index_text_if_possible(client: &tokio_postgres::Client) {
+    let created = client
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm;
+             CREATE INDEX IF NOT EXISTS events_search_text ON events USING gin (search_text gin_trgm_ops)",
+        )
+        .await;
+    if let Err(error) = created {
+        tracing::warn!(%error, "no trigram index for free-text search (pg_trgm); `q` searches will scan");
+    }
+}
+
+pub(super) async fn search(
+    client: &tokio_postgres::Client,
+    organization_id: &str,
+    request: &SearchRequest,
+) -> Result<SearchPage, StoreError> {
+    let mut sql = SearchSql::new(organization_id);
+    sql.add_filter(request);
+    let query = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.sequence {} LIMIT {}",
+        sql.conditions.join(" AND "),
+        if request.order == Order::Asc {
+            "ASC"
+        } else {
+            "DESC"
+        },
+        request.limit + 1
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = sql
+        .values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client.query(&query, &params).await?;
+    let mut events = rows
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = events.len() > request.limit;
+    events.truncate(request.limit);
+    Ok(SearchPage { events, more })
+}
+
+/// The WHERE clause of a search, built up with numbered parameters.
+struct SearchSql {
+    conditions: Vec<String>,
+    values: Vec<Param>,
+}
+
+impl SearchSql {
+    fn new(organization_id: &str) -> Self {
+        SearchSql {
+            conditions: vec!["e.organization_id = $1".into()],
+            values: vec![Box::new(organization_id.to_owned())],
+        }
+    }
+
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.values.push(Box::new(value));
+        format!("${}", self.values.len())
+    }
+
+    fn add_filter(&mut self, request: &SearchRequest) {
+        let filter = &request.filter;
+        // A purged stub has no content left to match; unfiltered reads (cursors) still list it.
+        if *filter != EventFilter::default() {
+            self.conditions.push("e.purged_at IS NULL".into());
+        }
+        if let Some(after) = request.after {
+            let p = self.bind(i64::try_from(after).unwrap_or(i64::MAX));
+            self.conditions.push(format!("e.sequence > {p}"));
+        }
+        if let Some(before) = request.before {
+            let p = self.bind(i64::try_from(before).unwrap_or(i64::MAX));
+            self.conditions.push(format!("e.sequence < {p}"));
+        }
+        if let Some(start) = filter.range_start {
+            let p = self.bind(start.unix_millis());
+            self.conditions.push(format!("e.occurred_at >= {p}"));
+        }
+        if let Some(end) = filter.range_end {
+            let p = self.bind(end.unix_millis());
+            self.conditions.push(format!("e.occurred_at <= {p}"));
+        }
+        if !filter.actions.is_empty() {
+            let mut alternatives = Vec::new();
+            let exact: Vec<String> = filter
+                .actions
+                .iter()
+                .filter_map(|pattern| match pattern {
+                    ActionPattern::Exact(action) => Some(action.clone()),
+                    ActionPattern::Prefix(_) => None,
+                })
+                .collect();
+            if !exact.is_empty() {
+                let p = self.bind(exact);
+                alternatives.push(format!("e.action = ANY({p})"));
+            }
+            for pattern in &filter.actions {
+                // A byte-order range on the prefix uses the (organization_id, action) index
+                // (the column is COLLATE "C"), and is case-sensitive where LIKE may not be.
+                if let ActionPattern::Prefix(prefix) = pattern {
+                    let low = self.bind(prefix.clone());
+                    let high = self.bind(format!("{prefix}\u{10FFFF}"));
+                    alternatives.push(format!("(e.action >= {low} AND e.action < {high})"));
+                }
+            }
+            self.conditions
+                .push(format!("({})", alternatives.join(" OR ")));
+        }
+        if !filter.actor_ids.is_empty() {
+            let p = self.bind(filter.actor_ids.clone());
+            self.conditions.push(format!("e.actor_id = ANY({p})"));
+        }
+        if !filter.actor_names.is_empty() {
+            let p = self.bind(filter.actor_names.clone());
+            self.conditions.push(format!("e.actor_name = ANY({p})"));
+        }
+        for (column, values) in [
+            ("target_id", &filter.target_ids),
+            ("target_type", &filter.target_types),
+        ] {
+            if !values.is_empty() {
+                let p = self.bind(values.clone());
+                self.conditions.push(format!(
+                    "e.sequence IN (SELECT t.sequence FROM event_targets t
+                       WHERE t.organization_id = $1 AND t.{column} = ANY({p}))"
+                ));
+            }
+        }
+        if let Some(text) = &filter.text {
+            let escaped = text
+                .to_lowercase()
+                .replace('\0', "")
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let p = self.bind(format!("%{escaped}%"));
+            self.conditions.push(format!("e.search_text LIKE {p}"));
+        }
+    }
+}
