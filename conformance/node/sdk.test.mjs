@@ -7,6 +7,7 @@
 //
 // Run from the repository root:   node --test conformance/node/
 // Binary under test:              $TRAILMARK_BIN, default <repo>/target/debug/trailmark
+// Storage:                        $TRAILMARK_TEST_DATABASE_URL (a fresh database), default SQLite
 //
 // The tests in this file run in order and share one server; later tests use the schema
 // versions created by the schema test (versions 1 and 2 of `user.signed_in`). The export
@@ -91,9 +92,14 @@ function startServer() {
       );
     };
 
+    // The PostgreSQL run of the suite (scripts/test) names a fresh database here.
+    const database = process.env.TRAILMARK_TEST_DATABASE_URL;
     const child = spawn(
       TRAILMARK_BIN,
-      ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir],
+      [
+        'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir,
+        ...(database ? ['--database', database] : []),
+      ],
       { env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     server = child;

@@ -7,6 +7,7 @@ exactly what the server sent, independent of the SDK's parsing.
 
 Environment:
     TRAILMARK_BIN  path of the server binary (default: <repo>/target/debug/trailmark)
+    TRAILMARK_TEST_DATABASE_URL  a fresh database to run on (default: SQLite in the data dir)
 """
 
 from __future__ import annotations
@@ -77,8 +78,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     # The suite controls the configuration: drop any TRAILMARK_* the caller has set.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
     env["TRAILMARK_API_KEY"] = api_key
+    command = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+    # The PostgreSQL run of the suite (scripts/test) names a fresh database here.
+    database = os.environ.get("TRAILMARK_TEST_DATABASE_URL")
+    if database:
+        command += ["--database", database]
     proc = subprocess.Popen(
-        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        command,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -1,42 +1,14 @@
 //! The real binary, killed with SIGKILL in the middle of a stream of ingests, loses no event it
 //! acknowledged; on SIGTERM it finishes the requests in flight and exits cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::helpers::{ADMIN_KEY, TestDatabase, event};
-
-/// Starts `trailmark serve` on a free port over `data_dir` and `database`, and returns it with
-/// its base URL.
-fn start(data_dir: &std::path::Path, database: &TestDatabase) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("TRAILMARK_DATABASE_URL", database.url())
-        .env("TRAILMARK_API_KEY", ADMIN_KEY)
-        .env("TRAILMARK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start trailmark");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server printed its address")
-            .expect("read stdout");
-        if let Some(address) = line.split("listening on ").nth(1) {
-            break address.trim().to_owned();
-        }
-    };
-    (child, base)
-}
+use crate::helpers::{ADMIN_KEY, ServerProcess, TestDatabase, event};
 
 async fn create_organization(client: &reqwest::Client, base: &str) -> String {
     let response = client
@@ -102,7 +74,8 @@ async fn ingest_until(
 async fn kill_9_during_ingest_loses_no_acknowledged_event() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let database = TestDatabase::create(data_dir.path()).await;
-    let (mut server, base) = start(data_dir.path(), &database);
+    let mut server = ServerProcess::start(data_dir.path(), &database, &[]);
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     let organization = create_organization(&client, &base).await;
 
@@ -113,8 +86,7 @@ async fn kill_9_during_ingest_loses_no_acknowledged_event() {
     });
     // Let a few hundred events through, then kill the server mid-stream.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    server.kill().expect("SIGKILL");
-    server.wait().expect("reap");
+    server.kill();
     stop.store(true, Ordering::Relaxed);
     let acknowledged = ingest.await.expect("ingest task");
     assert!(
@@ -123,7 +95,8 @@ async fn kill_9_during_ingest_loses_no_acknowledged_event() {
         acknowledged.len()
     );
 
-    let (mut restarted, base) = start(data_dir.path(), &database);
+    let mut restarted = ServerProcess::start(data_dir.path(), &database, &[]);
+    let base = restarted.base.clone();
     let ready = client
         .get(format!("{base}/readyz"))
         .send()
@@ -162,15 +135,15 @@ async fn kill_9_during_ingest_loses_no_acknowledged_event() {
         .expect("ingest after restart");
     let receipt: serde_json::Value = response.json().await.expect("json");
     assert_eq!(receipt["sequence"], stored.len() as u64);
-    restarted.kill().expect("stop");
-    restarted.wait().expect("reap");
+    restarted.kill();
 }
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let database = TestDatabase::create(data_dir.path()).await;
-    let (mut server, base) = start(data_dir.path(), &database);
+    let mut server = ServerProcess::start(data_dir.path(), &database, &[]);
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     let organization = create_organization(&client, &base).await;
 
@@ -181,11 +154,11 @@ async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let terminated = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .expect("kill -TERM");
     assert!(terminated.success());
-    let status = server.wait().expect("wait");
+    let status = server.child.wait().expect("wait");
     stop.store(true, Ordering::Relaxed);
     assert!(
         status.success(),

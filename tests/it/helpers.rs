@@ -32,10 +32,14 @@ pub fn on_postgres() -> bool {
 }
 
 /// The database a test's servers run on: SQLite in the test's data directory, or, in the
-/// PostgreSQL run, a database of its own, dropped with this value.
+/// PostgreSQL run, a database of its own, dropped with this value (`dropped_as`: its name; `None`
+/// for a database the test does not own).
 pub enum TestDatabase {
     Sqlite(PathBuf),
-    Postgres { name: String, url: String },
+    Postgres {
+        dropped_as: Option<String>,
+        url: String,
+    },
 }
 
 impl TestDatabase {
@@ -44,6 +48,11 @@ impl TestDatabase {
         if !on_postgres() {
             return TestDatabase::Sqlite(data_dir.join("trailmark.db"));
         }
+        TestDatabase::create_postgres().await
+    }
+
+    /// A fresh PostgreSQL database, whichever backend this run tests.
+    pub async fn create_postgres() -> TestDatabase {
         let admin = postgres_admin_url();
         let name = format!(
             "trailmark_test_{}",
@@ -61,7 +70,10 @@ impl TestDatabase {
             Some((server, _)) => format!("{server}/{name}"),
             None => panic!("TRAILMARK_TEST_POSTGRES_URL needs a database name: {admin}"),
         };
-        TestDatabase::Postgres { name, url }
+        TestDatabase::Postgres {
+            dropped_as: Some(name),
+            url,
+        }
     }
 
     /// The `--database` value that names it.
@@ -130,7 +142,11 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let TestDatabase::Postgres { name, .. } = self else {
+        let TestDatabase::Postgres {
+            dropped_as: Some(name),
+            ..
+        } = self
+        else {
             return;
         };
         let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
@@ -395,4 +411,59 @@ pub async fn body(response: Response) -> Value {
     );
     let text = response.text().await.expect("body");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The real `trailmark serve` binary on a free port, killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary over `data_dir` and `database` with the test key, extra environment
+    /// and streams allowed to reach loopback receivers; returns once it listens.
+    pub fn start(data_dir: &Path, database: &TestDatabase, env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trailmark"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-private-destinations",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("TRAILMARK_DATABASE_URL", database.url())
+            .env("TRAILMARK_API_KEY", ADMIN_KEY)
+            .env("TRAILMARK_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start trailmark");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server printed its address")
+                .expect("read stdout");
+            if let Some(address) = line.split("listening on ").nth(1) {
+                break address.trim().to_owned();
+            }
+        };
+        ServerProcess { child, base }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -12,6 +12,7 @@ mod organizations;
 mod read;
 mod receivers;
 mod retention;
+mod scale_out;
 mod schemas;
 mod streams;
 mod workos_rust_sdk;

@@ -2,11 +2,9 @@
 //! delivered, in order, signed or authenticated as each vendor documents; failures retried or
 //! marked invalid, never skipped; one dead stream never delays another; a kill -9 loses nothing.
 
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, Options, TestApp, TestDatabase, body, event};
+use crate::helpers::{ADMIN_KEY, Options, ServerProcess, TestApp, TestDatabase, body, event};
 use crate::receivers::{self, Kind, Receiver};
 
 async fn ingest(app: &TestApp, organization: &str, from: usize, count: usize) {
@@ -330,44 +328,16 @@ async fn stream_settings_are_validated_and_credentials_never_stored_in_clear() {
     );
 }
 
-fn start_binary(
-    data_dir: &std::path::Path,
-    database: &TestDatabase,
-) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
-        .env("TRAILMARK_DATABASE_URL", database.url())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-private-destinations",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("TRAILMARK_API_KEY", ADMIN_KEY)
-        .env("TRAILMARK_LOG", "warn")
-        // The killed process's lease must run out before the restarted one may deliver.
-        .env("TRAILMARK_STREAM_LEASE_SECS", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let base = loop {
-        let line = lines.next().expect("a line").expect("read");
-        if let Some(address) = line.split("listening on ").nth(1) {
-            break address.trim().to_owned();
-        }
-    };
-    (child, base)
-}
+/// The killed process's lease must run out before the restarted one may deliver.
+const SHORT_LEASE: &[(&str, &str)] = &[("TRAILMARK_STREAM_LEASE_SECS", "1")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_delivery_loses_nothing() {
     let data_dir = tempfile::tempdir().expect("dir");
     let receiver = receivers::start(Kind::Http, SECRET, 0).await;
     let database = TestDatabase::create(data_dir.path()).await;
-    let (mut server, base) = start_binary(data_dir.path(), &database);
+    let mut server = ServerProcess::start(data_dir.path(), &database, SHORT_LEASE);
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         client
@@ -401,11 +371,10 @@ async fn kill_9_mid_delivery_loses_nothing() {
         .expect("event");
         assert_eq!(response.status(), 200);
     }
-    server.kill().expect("SIGKILL");
-    server.wait().expect("reap");
+    server.kill();
     let before_restart = receiver.events().len();
 
-    let (mut restarted, _) = start_binary(data_dir.path(), &database);
+    let mut restarted = ServerProcess::start(data_dir.path(), &database, SHORT_LEASE);
     receiver.wait_for(300).await;
     let mut sequences = receiver.sequences();
     let duplicates = sequences.len().saturating_sub(300);
@@ -418,6 +387,5 @@ async fn kill_9_mid_delivery_loses_nothing() {
         (0..300).collect::<Vec<u64>>(),
         "every event arrived ({before_restart} before the kill, {duplicates} duplicates)"
     );
-    restarted.kill().expect("stop");
-    restarted.wait().expect("reap");
+    restarted.kill();
 }

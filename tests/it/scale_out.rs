@@ -1,0 +1,550 @@
+//! Several `trailmark serve` processes over one PostgreSQL database and one shared data
+//! directory, as behind a load balancer: sequencing, idempotency, stream leases and exports are
+//! coordinated through the database; and a PostgreSQL restart under load is answered with
+//! retryable 503s, never a hang or a wrong 2xx, and recovered from without help.
+//!
+//! These tests always run on PostgreSQL (a database of their own, or a private cluster for the
+//! restart), whichever backend the rest of the run tests.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_KEY, ServerProcess, TestDatabase, event};
+use crate::receivers::{self, Kind};
+
+const FAST: &[(&str, &str)] = &[
+    ("TRAILMARK_STREAM_LEASE_SECS", "1"),
+    ("TRAILMARK_CHECKPOINT_INTERVAL_MS", "100"),
+];
+const SECRET: &str = "whsec_dHJhaWxtYXJrLXRlc3Qtc2lnbmluZw==";
+
+/// Three instances sharing `data_dir` and `database`; the first starts alone so that it creates
+/// the key files the others then read.
+fn cluster(data_dir: &Path, database: &TestDatabase) -> Vec<ServerProcess> {
+    let first = ServerProcess::start(data_dir, database, FAST);
+    let mut instances = vec![first];
+    for _ in 0..2 {
+        instances.push(ServerProcess::start(data_dir, database, FAST));
+    }
+    instances
+}
+
+async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> reqwest::Response {
+    client
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn organization(client: &reqwest::Client, base: &str) -> String {
+    let created: Value = post(client, base, "/organizations", json!({"name": "Acme"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    created["id"].as_str().expect("id").to_owned()
+}
+
+/// Sends `count` events spread over `bases`, 8 at a time; returns the receipts.
+async fn ingest_through(
+    bases: &[String],
+    organization: &str,
+    count: usize,
+    tag: &str,
+) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let mut receipts = Vec::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(8) {
+        let sends = chunk.iter().map(|&n| {
+            let base = &bases[n % bases.len()];
+            let mut submitted = event("user.signed_in");
+            submitted["metadata"] = json!({"tag": tag, "n": n});
+            let client = client.clone();
+            async move {
+                let response = post(
+                    &client,
+                    base,
+                    "/audit_logs/events",
+                    json!({"organization_id": organization, "event": submitted}),
+                )
+                .await;
+                assert_eq!(response.status(), 200);
+                response.json::<Value>().await.expect("receipt")
+            }
+        });
+        receipts.extend(futures_util::future::join_all(sends).await);
+    }
+    receipts
+}
+
+async fn wait_for_checkpoint(client: &reqwest::Client, base: &str, organization: &str, size: u64) {
+    for _ in 0..200 {
+        let checkpoint = get(
+            client,
+            base,
+            &format!("/audit_logs/ledger/checkpoint?organization_id={organization}"),
+        )
+        .await;
+        if checkpoint["tree_size"] == size {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no checkpoint of {size} events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_sequence_one_log_gap_free_and_verifiably() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let instances = cluster(data_dir.path(), &database);
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+    let client = reqwest::Client::new();
+    let organization = organization(&client, &bases[0]).await;
+
+    // Concurrent ingest through all three at once, one batch call among them.
+    let receipts = ingest_through(&bases, &organization, 240, "spread").await;
+    let batch: Vec<Value> = (0..60).map(|_| event("user.batch")).collect();
+    let batch_response: Value = post(
+        &client,
+        &bases[2],
+        "/audit_logs/events/batch",
+        json!({"organization_id": organization, "events": batch}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let mut sequences: Vec<u64> = receipts
+        .iter()
+        .chain(batch_response["data"].as_array().expect("data"))
+        .map(|r| r["sequence"].as_u64().expect("sequence"))
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (0..300).collect::<Vec<_>>(),
+        "unique and gap-free"
+    );
+
+    // Each instance reads the others' writes.
+    for base in &bases {
+        let page = get(
+            &client,
+            base,
+            &format!("/audit_logs/events?organization_id={organization}&limit=1"),
+        )
+        .await;
+        assert_eq!(page["data"][0]["sequence"], 299, "{base}");
+    }
+
+    // The whole database passes the offline audit against the instances' shared key.
+    wait_for_checkpoint(&client, &bases[1], &organization, 300).await;
+    let key = get(&client, &bases[2], "/audit_logs/ledger/public_key").await;
+    let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "verify",
+            &format!("--database={}", database.url()),
+            "--public-key",
+        ])
+        .arg(key["verifier_key"].as_str().expect("key"))
+        .output()
+        .expect("verify");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("300 events re-hashed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_sent_to_two_instances_stores_one_event() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let instances = cluster(data_dir.path(), &database);
+    let client = reqwest::Client::new();
+    let organization = organization(&client, &instances[0].base).await;
+
+    for round in 0..10 {
+        let key = format!("retry-{round}");
+        let sends = instances.iter().map(|instance| {
+            let request = client
+                .post(format!("{}/audit_logs/events", instance.base))
+                .bearer_auth(ADMIN_KEY)
+                .header("Idempotency-Key", &key)
+                .json(&json!({"organization_id": organization, "event": event("user.signed_in")}));
+            async move {
+                let response = request.send().await.expect("request");
+                assert_eq!(response.status(), 200);
+                response.json::<Value>().await.expect("receipt")
+            }
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let ids: BTreeSet<&str> = answers
+            .iter()
+            .map(|a| a["id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(ids.len(), 1, "round {round}: {answers:?}");
+    }
+    let stored = database
+        .store()
+        .await
+        .events_after(&organization, None, 1000)
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 10, "one event per key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_delivered_by_one_instance_at_a_time_and_survives_its_holder_being_killed() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let client = reqwest::Client::new();
+
+    // The first instance runs alone until it delivers, so it holds the stream's lease.
+    let mut holder = ServerProcess::start(data_dir.path(), &database, FAST);
+    let organization = organization(&client, &holder.base).await;
+    let created = post(
+        &client,
+        &holder.base,
+        "/audit_logs/streams",
+        json!({"organization_id": organization, "type": "http", "name": "SIEM", "start": "beginning",
+               "config": {"url": receiver.url, "format": "ndjson", "signing_secret": SECRET}}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    ingest_through(
+        std::slice::from_ref(&holder.base),
+        &organization,
+        20,
+        "alone",
+    )
+    .await;
+    receiver.wait_for(20).await;
+
+    let others: Vec<ServerProcess> = (0..2)
+        .map(|_| ServerProcess::start(data_dir.path(), &database, FAST))
+        .collect();
+    let mut bases: Vec<String> = others.iter().map(|i| i.base.clone()).collect();
+    bases.push(holder.base.clone());
+    ingest_through(&bases, &organization, 180, "three").await;
+    let delivered = receiver.wait_for(200).await.len();
+    let sequences = receiver.sequences();
+    assert_eq!(
+        sequences,
+        (0..200).collect::<Vec<u64>>(),
+        "with three instances running, each event was delivered once and in order ({delivered})"
+    );
+
+    holder.kill();
+    let survivors: Vec<String> = others.iter().map(|i| i.base.clone()).collect();
+    ingest_through(&survivors, &organization, 100, "after-kill").await;
+    receiver.wait_for(300).await;
+    let unique: BTreeSet<u64> = receiver.sequences().into_iter().collect();
+    assert_eq!(
+        unique,
+        (0..300).collect::<BTreeSet<u64>>(),
+        "another instance took the lease over and delivered everything"
+    );
+    assert!(
+        receiver.violations().is_empty(),
+        "{:?}",
+        receiver.violations()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_created_on_one_instance_is_served_by_another() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let instances = cluster(data_dir.path(), &database);
+    let client = reqwest::Client::new();
+    let organization = organization(&client, &instances[0].base).await;
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+    ingest_through(&bases, &organization, 30, "export").await;
+
+    let created: Value = post(
+        &client,
+        &bases[0],
+        "/audit_logs/exports",
+        json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z",
+               "range_end": "2026-12-31T00:00:00Z", "format": "ndjson"}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let id = created["id"].as_str().expect("id");
+    let mut ready = json!(null);
+    for _ in 0..200 {
+        ready = get(&client, &bases[1], &format!("/audit_logs/exports/{id}")).await;
+        if ready["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["state"], "ready", "{ready}");
+    let url = ready["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&bases[1]),
+        "{url} is served by the instance asked"
+    );
+    let file = client.get(url).send().await.expect("download");
+    assert_eq!(file.status(), 200);
+    let text = file.text().await.expect("text");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 31, "30 events and the manifest");
+}
+
+/// A PostgreSQL cluster of the test's own (initdb into a temporary directory, on a free port),
+/// so that it can be stopped and started without disturbing anything else.
+struct PrivateCluster {
+    directory: tempfile::TempDir,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivateCluster {
+    fn create() -> PrivateCluster {
+        let directory = tempfile::tempdir().expect("dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        // PostgreSQL refuses to run as root; the distribution's `postgres` user runs it.
+        if running_as_root() {
+            let chowned = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(directory.path())
+                .status()
+                .expect("chown");
+            assert!(chowned.success());
+        }
+        let cluster = PrivateCluster { directory, port };
+        cluster.pg(&[
+            "initdb",
+            "-D",
+            &cluster.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        cluster.start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.directory.path().join("data").display().to_string()
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let program = format!("{PG_BIN}/{}", args[0]);
+        let mut command: Vec<&str> = vec![&program];
+        command.extend(&args[1..]);
+        as_postgres(&command);
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.directory.path().display()
+        );
+        let log = self.directory.path().join("log").display().to_string();
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &options,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+    }
+
+    fn stop(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a command as the `postgres` user when this process is root (as in CI), else as is.
+fn as_postgres(command: &[&str]) {
+    let status = if running_as_root() {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(command)
+            .output()
+    } else {
+        Command::new(command[0]).args(&command[1..]).output()
+    };
+    let output = status.unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success() || command.contains(&"immediate"),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// What one request during the outage got back.
+#[derive(Debug)]
+enum Answer {
+    Stored { id: String, sequence: u64 },
+    Retryable,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_gets_retryable_503s_and_the_instances_recover() {
+    let cluster = PrivateCluster::create();
+    let data_dir = tempfile::tempdir().expect("dir");
+    // The cluster is the test's own: the database goes when its directory does.
+    let database = TestDatabase::Postgres {
+        dropped_as: None,
+        url: cluster.url(),
+    };
+    let instances = [
+        ServerProcess::start(data_dir.path(), &database, FAST),
+        ServerProcess::start(data_dir.path(), &database, FAST),
+    ];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let organization = organization(&client, &instances[0].base).await;
+
+    let stop_at = Instant::now() + Duration::from_secs(12);
+    let senders: Vec<_> = (0..6)
+        .map(|worker| {
+            let (client, base, organization) = (
+                client.clone(),
+                instances[worker % 2].base.clone(),
+                organization.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while Instant::now() < stop_at {
+                    let started = Instant::now();
+                    let response = client
+                        .post(format!("{base}/audit_logs/events"))
+                        .bearer_auth(ADMIN_KEY)
+                        .json(&json!({"organization_id": organization, "event": event("user.signed_in")}))
+                        .send()
+                        .await
+                        .expect("an answer, not a hang or a dropped connection");
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.expect("a JSON body");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "answered in {:?}",
+                        started.elapsed()
+                    );
+                    answers.push(match status {
+                        200 => Answer::Stored {
+                            id: body["id"].as_str().expect("id").to_owned(),
+                            sequence: body["sequence"].as_u64().expect("sequence"),
+                        },
+                        503 => {
+                            assert_eq!(body["code"], "service_unavailable", "{body}");
+                            Answer::Retryable
+                        }
+                        other => panic!("status {other} during the restart: {body}"),
+                    });
+                    if status == 503 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = client
+        .get(format!("{}/readyz", instances[1].base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503, "not ready while the database is down");
+    cluster.start();
+
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.extend(sender.await.expect("sender"));
+    }
+    let retryable = answers
+        .iter()
+        .filter(|a| matches!(a, Answer::Retryable))
+        .count();
+    assert!(retryable > 0, "the outage was seen");
+    // After the restart, both instances store events again.
+    let tail = ingest_through(
+        &[instances[0].base.clone(), instances[1].base.clone()],
+        &organization,
+        10,
+        "after",
+    )
+    .await;
+    assert_eq!(tail.len(), 10);
+
+    // Every 200 is in the log under the sequence it was given; the log has no gaps.
+    let stored = database
+        .store()
+        .await
+        .events_after(&organization, None, 1_000_000)
+        .await
+        .expect("read");
+    let by_id: HashMap<&str, u64> = stored.iter().map(|e| (e.id.as_str(), e.sequence)).collect();
+    for answer in &answers {
+        if let Answer::Stored { id, sequence } = answer {
+            assert_eq!(by_id.get(id.as_str()), Some(sequence), "{id}");
+        }
+    }
+    let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (0..stored.len() as u64).collect::<Vec<_>>());
+}
