@@ -1,12 +1,15 @@
 //! Background export jobs: each pending export is streamed from storage into
 //! `<data-dir>/exports/<id>.<csv|ndjson>` (written under a `.partial` name, fsync'd, then renamed,
 //! so a file that exists is complete), then marked ready with its row count, or `error` with the
-//! reason. Jobs left pending by a crash or restart are started again when the server starts, so
-//! no export stays pending forever. NDJSON exports end with a manifest holding a checkpoint
+//! reason. Each job runs under a lease in the database ([`EXPORT_LEASE`], renewed while it
+//! runs), so of several instances over one database exactly one generates it; a sweep every
+//! [`SWEEP_INTERVAL`] takes over jobs whose lease ran out (their instance crashed or restarted),
+//! so no export stays pending forever. NDJSON exports end with a manifest holding a checkpoint
 //! signed for them (see `trailmark_export`).
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
@@ -22,13 +25,73 @@ pub(crate) fn export_file(data_dir: &Path, id: &str, format: ExportFormat) -> Pa
         .join(format!("{id}.{}", format.as_str()))
 }
 
-/// Runs `export` in the background.
+/// How long a claim on an export lasts unless renewed.
+const EXPORT_LEASE: Duration = Duration::from_secs(30);
+/// How often pending exports without a live runner are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Removes an export from the running set when its task ends, however it ends.
+struct Running {
+    state: AppState,
+    id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.state.running_exports.lock() {
+            running.remove(&self.id);
+        }
+    }
+}
+
+async fn claim(state: &AppState, id: &str) -> bool {
+    let now = Timestamp::now();
+    let until = now.plus_millis(EXPORT_LEASE.as_millis() as i64);
+    match state
+        .store
+        .claim_export(id, &state.instance_id, until, now)
+        .await
+    {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            tracing::warn!(export = %id, %error, "cannot claim the export");
+            false
+        }
+    }
+}
+
+/// Runs `export` in the background, unless this process already is, or another instance holds
+/// its lease.
 pub(crate) fn start(state: AppState, export: ExportRecord) {
+    let newly_running = state
+        .running_exports
+        .lock()
+        .is_ok_and(|mut running| running.insert(export.id.clone()));
+    if !newly_running {
+        return;
+    }
     tokio::spawn(async move {
+        let _running = Running {
+            state: state.clone(),
+            id: export.id.clone(),
+        };
         let Ok(_permit) = state.export_jobs.clone().acquire_owned().await else {
             return;
         };
+        if !claim(&state, &export.id).await {
+            return;
+        }
+        let renewal = tokio::spawn({
+            let (state, id) = (state.clone(), export.id.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(EXPORT_LEASE / 3).await;
+                    claim(&state, &id).await;
+                }
+            }
+        });
         let outcome = run(&state, &export).await;
+        renewal.abort();
         if let Err(reason) = &outcome {
             tracing::warn!(export = %export.id, %reason, "export failed");
         }
@@ -42,24 +105,34 @@ pub(crate) fn start(state: AppState, export: ExportRecord) {
     });
 }
 
-/// Starts every export a previous run left pending.
+/// Looks for pending exports now and every [`SWEEP_INTERVAL`], and starts those no live
+/// instance is generating ([`start`] claims them; a claimed one is left alone).
 pub(crate) fn resume_pending(state: AppState) {
     tokio::spawn(async move {
-        match state.store.exports_in_state(ExportState::Pending).await {
-            Ok(pending) => {
-                for export in pending {
-                    tracing::info!(export = %export.id, "resuming a pending export");
-                    start(state.clone(), export);
+        let mut sweeps = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            sweeps.tick().await;
+            match state.store.exports_in_state(ExportState::Pending).await {
+                Ok(pending) => {
+                    for export in pending {
+                        start(state.clone(), export);
+                    }
                 }
+                Err(error) => tracing::error!(%error, "cannot list pending exports"),
             }
-            Err(error) => tracing::error!(%error, "cannot list pending exports"),
         }
     });
 }
 
 async fn run(state: &AppState, export: &ExportRecord) -> Result<u64, String> {
     let path = export_file(&state.config.data_dir, &export.id, export.format);
-    let partial = path.with_extension(format!("{}.partial", export.format.as_str()));
+    // Named for this instance: should a lease lapse while this run is slow, another instance's
+    // run of the same export writes its own draft, and each rename publishes a complete file.
+    let partial = path.with_extension(format!(
+        "{}.{}.partial",
+        export.format.as_str(),
+        state.instance_id
+    ));
     if let Some(directory) = path.parent() {
         std::fs::create_dir_all(directory)
             .map_err(|e| format!("cannot create {}: {e}", directory.display()))?;

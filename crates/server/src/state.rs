@@ -91,6 +91,10 @@ pub struct AppState {
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) links: LinkSigner,
     pub(crate) export_jobs: Arc<Semaphore>,
+    /// Exports this process is generating (or queued to), so a sweep does not start them twice.
+    pub(crate) running_exports: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// This process's name in leases (streams, exports) shared with other instances.
+    pub(crate) instance_id: Arc<str>,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) streams: Arc<StreamWorkers>,
 }
@@ -103,11 +107,12 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Result<Self, String> {
         let signer =
             NoteSigner::new(&config.ledger_name, config.signing_key).map_err(|e| e.to_string())?;
+        let instance_id: Arc<str> = IdKind::Worker.generate().into_string().into();
         let streams = StreamWorkers::new(
             Arc::clone(&store),
             Sealer::new(&config.secrets_key),
             config.streams.clone(),
-            IdKind::Worker.generate().into_string(),
+            instance_id.to_string(),
         )
         .map_err(|e| format!("cannot build the HTTP client for streams: {e}"))?;
         Ok(AppState {
@@ -121,13 +126,16 @@ impl AppState {
                 &config.public_url,
             ),
             export_jobs: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
+            running_exports: Arc::default(),
+            instance_id,
             ledger: Arc::new(Ledger::new(signer, config.checkpoint_interval)),
             streams,
             config: Arc::new(config),
         })
     }
 
-    /// Starts the background work: export jobs left pending by a previous run are resumed,
+    /// Starts the background work: pending export jobs nobody is running (left by a previous
+    /// run, or by an instance that died) are taken over,
     /// checkpoints are signed, retention purges expired events, and expired idempotency records
     /// are deleted hourly.
     pub(crate) fn spawn_maintenance(&self) {

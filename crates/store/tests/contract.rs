@@ -105,6 +105,7 @@ macro_rules! contract {
                 expired_idempotency_records_no_longer_replay,
                 appends_to_unknown_or_deleted_organizations_fail_alone,
                 an_equal_schema_returns_the_latest_version,
+                one_runner_at_a_time_claims_a_pending_export,
             );
         )*
     };
@@ -361,5 +362,62 @@ async fn an_equal_schema_returns_the_latest_version(store: &dyn Store) {
     assert_eq!(
         store.schema_for_event("other", None).await.expect("lookup"),
         SchemaLookup::NoSchema
+    );
+}
+
+async fn one_runner_at_a_time_claims_a_pending_export(store: &dyn Store) {
+    let organization = organization(store, "Acme").await;
+    let now = Timestamp::now();
+    store
+        .insert_export(trailmark_store::ExportRecord {
+            id: "audit_log_export_1".into(),
+            organization_id: organization,
+            state: trailmark_store::ExportState::Pending,
+            format: trailmark_domain::export::ExportFormat::Csv,
+            filter: Default::default(),
+            row_count: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("insert");
+    let id = "audit_log_export_1";
+    let until = now.plus_millis(30_000);
+    assert!(
+        store
+            .claim_export(id, "a", until, now)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim_export(id, "b", until, now)
+            .await
+            .expect("claim"),
+        "a live lease keeps others out"
+    );
+    assert!(
+        store
+            .claim_export(id, "a", until, now)
+            .await
+            .expect("renew"),
+        "the holder renews"
+    );
+    let later = now.plus_millis(31_000);
+    assert!(
+        store
+            .claim_export(id, "b", later.plus_millis(30_000), later)
+            .await
+            .expect("claim"),
+        "an expired lease is taken over"
+    );
+    store.finish_export(id, Ok(0), later).await.expect("finish");
+    assert!(
+        !store
+            .claim_export(id, "c", later, later.plus_millis(60_000))
+            .await
+            .expect("claim"),
+        "a finished export is not claimed"
     );
 }

@@ -1086,6 +1086,25 @@ impl Store for PostgresStore {
             )
             .await?)
     }
+
+    async fn claim_export(
+        &self,
+        id: &str,
+        runner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE exports SET runner = $2, run_until = $3
+                 WHERE id = $1 AND state = 'pending' AND (runner IS NULL OR runner = $2 OR run_until < $4)",
+                &[&id, &runner, &until.unix_millis(), &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
 }
 
 /// Runs a Merkle computation over an organization's stored nodes with one query. The nodes an

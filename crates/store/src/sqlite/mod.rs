@@ -31,7 +31,10 @@ use crate::{Hash, Store, StoreError};
 use worker::{Database, GroupWork};
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_export_runners.sql"),
+];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
 #[derive(Clone)]
@@ -908,6 +911,26 @@ impl Store for SqliteStore {
                     "DELETE FROM idempotency WHERE expires_at <= ?1",
                     [now.unix_millis()],
                 )? as u64)
+            })
+            .await
+    }
+
+    async fn claim_export(
+        &self,
+        id: &str,
+        runner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, runner) = (id.to_owned(), runner.to_owned());
+        self.db
+            .write(move |c| {
+                let changed = c.execute(
+                    "UPDATE exports SET runner = ?2, run_until = ?3
+                     WHERE id = ?1 AND state = 'pending' AND (runner IS NULL OR runner = ?2 OR run_until < ?4)",
+                    params![id, runner, until.unix_millis(), now.unix_millis()],
+                )?;
+                Ok(changed == 1)
             })
             .await
     }

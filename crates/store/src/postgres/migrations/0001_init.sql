@@ -101,6 +101,7 @@ CREATE TABLE legal_holds (
 );
 
 -- Export jobs. The file lives in the (shared) data directory under exports/<id>.<csv|ndjson>.
+-- `runner` holds the lease of the instance generating a pending export until `run_until`.
 CREATE TABLE exports (
     id TEXT PRIMARY KEY,
     organization_id TEXT NOT NULL,
@@ -110,7 +111,9 @@ CREATE TABLE exports (
     row_count BIGINT,
     error TEXT,
     created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    runner TEXT,
+    run_until BIGINT
 );
 CREATE INDEX exports_by_state ON exports (state);
 
