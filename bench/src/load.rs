@@ -102,7 +102,7 @@ impl Measured {
         self.latencies_us.last().map(|&us| us as f64 / 1000.0)
     }
 
-    fn merge(&mut self, other: Measured) {
+    pub fn merge(&mut self, other: Measured) {
         self.requests += other.requests;
         self.events += other.events;
         self.latencies_us.extend(other.latencies_us);

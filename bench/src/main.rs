@@ -7,6 +7,8 @@
 //!   same SQLite), with and without the ledger's work.
 //! - `read` (`./bench/read`): search, export, proofs and verify on a store of a million events,
 //!   beside raw scans of the same SQLite file.
+//! - `postgres` (`./bench/postgres`): ingest over PostgreSQL with one and two instances beside
+//!   PostgreSQL's own multi-row insert rate for the same rows.
 
 mod ceiling;
 mod child;
@@ -15,6 +17,7 @@ mod dataset;
 mod ingest;
 mod load;
 mod payload;
+mod postgres;
 mod raw;
 mod read;
 mod search;
@@ -39,12 +42,15 @@ enum Command {
     Ingest(ingest::Args),
     /// Search, export, ledger proofs and verify on a large store beside raw scans.
     Read(read::Args),
+    /// Ingest over PostgreSQL, one and two instances, beside raw multi-row inserts.
+    Postgres(postgres::Args),
 }
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Ingest(args) => ingest::run(&args),
         Command::Read(args) => read::run(&args),
+        Command::Postgres(args) => postgres::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
