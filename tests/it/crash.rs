@@ -28,8 +28,8 @@ async fn ingest_until(
     organization: &str,
     stop: Arc<AtomicBool>,
     workers: usize,
+    acknowledged: Arc<Mutex<Vec<(u64, String)>>>,
 ) -> Vec<(u64, String)> {
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let client = reqwest::Client::new();
     let tasks: Vec<_> = (0..workers)
         .map(|worker| {
@@ -80,17 +80,24 @@ async fn kill_9_during_ingest_loses_no_acknowledged_event() {
     let organization = create_organization(&client, &base).await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged_so_far = Arc::new(Mutex::new(Vec::new()));
     let ingest = tokio::spawn({
         let (base, organization, stop) = (base.clone(), organization.clone(), Arc::clone(&stop));
-        async move { ingest_until(&base, &organization, stop, 8).await }
+        let acknowledged = Arc::clone(&acknowledged_so_far);
+        async move { ingest_until(&base, &organization, stop, 8, acknowledged).await }
     });
-    // Let a few hundred events through, then kill the server mid-stream.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Let some events through (however slow the machine is), then kill the server mid-stream.
+    for _ in 0..600 {
+        if acknowledged_so_far.lock().await.len() >= 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     server.kill();
     stop.store(true, Ordering::Relaxed);
     let acknowledged = ingest.await.expect("ingest task");
     assert!(
-        acknowledged.len() > 50,
+        acknowledged.len() >= 100,
         "only {} events were acknowledged before the kill",
         acknowledged.len()
     );
@@ -150,7 +157,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     let stop = Arc::new(AtomicBool::new(false));
     let ingest = tokio::spawn({
         let (base, organization, stop) = (base.clone(), organization.clone(), Arc::clone(&stop));
-        async move { ingest_until(&base, &organization, stop, 8).await }
+        async move { ingest_until(&base, &organization, stop, 8, Arc::default()).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let terminated = Command::new("kill")

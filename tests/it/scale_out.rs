@@ -476,6 +476,7 @@ async fn a_postgres_restart_under_load_gets_retryable_503s_and_the_instances_rec
                         .await
                         .expect("an answer, not a hang or a dropped connection");
                     let status = response.status().as_u16();
+                    let retry_after = response.headers().get("retry-after").cloned();
                     let body: Value = response.json().await.expect("a JSON body");
                     assert!(
                         started.elapsed() < Duration::from_secs(10),
@@ -489,6 +490,7 @@ async fn a_postgres_restart_under_load_gets_retryable_503s_and_the_instances_rec
                         },
                         503 => {
                             assert_eq!(body["code"], "service_unavailable", "{body}");
+                            assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
                             Answer::Retryable
                         }
                         other => panic!("status {other} during the restart: {body}"),
