@@ -125,11 +125,16 @@ impl PostgresStore {
     /// taken and moves on, so each migration runs exactly once.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS trailmark_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
-            )
-            .await?;
+        let create = "CREATE TABLE IF NOT EXISTS trailmark_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)";
+        // Two instances creating the table at the same moment: one of them gets a unique
+        // violation from the catalog (IF NOT EXISTS does not cover that race); by the time it
+        // retries, the table exists.
+        if let Err(error) = client.batch_execute(create).await {
+            if error.code() != Some(&SqlState::UNIQUE_VIOLATION) {
+                return Err(error.into());
+            }
+            client.batch_execute(create).await?;
+        }
         let applied: i32 = client
             .query_one(
                 "SELECT COALESCE(MAX(version), 0) FROM trailmark_migrations",
