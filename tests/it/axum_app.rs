@@ -201,3 +201,89 @@ async fn a_trusted_proxy_forwarded_address_is_the_location() {
         ]
     );
 }
+
+/// Trailmark unreachable: the audited action answers 503 rather than pretend it was recorded.
+#[tokio::test]
+async fn an_unreachable_trailmark_is_a_503() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead = format!("http://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    let client = Client::builder(dead, ADMIN_KEY)
+        .retry_policy(trailmark_client::RetryPolicy::none())
+        .build()
+        .expect("client");
+    let base = spawn_example(client, "org_unused", TrustedProxies::none()).await;
+    let mut browser = Browser::new(&base, "198.51.100.77");
+    let login = browser
+        .post("/login", &[("email", "ada@example.com")])
+        .await;
+    assert_eq!(login.status(), 503);
+    let body: Value = login.json().await.expect("json");
+    assert_eq!(body["code"], "audit_unavailable");
+}
+
+/// With a background queue, `send()` returns once queued and the queue delivers on shutdown.
+#[tokio::test]
+async fn the_middleware_can_send_through_the_background_queue() {
+    use axum::extract::Request;
+    use axum::middleware::{self, Next};
+    use std::sync::Arc;
+    use trailmark_client::BackgroundConfig;
+    use trailmark_client::axum::{Audit, AuditActor, AuditError, AuditLayer};
+
+    let trailmark = TestApp::spawn().await;
+    let client = Client::new(&trailmark.base, ADMIN_KEY).expect("client");
+    let org = client.create_organization("Acme").await.expect("org").id;
+    let queue = Arc::new(client.background(BackgroundConfig::default()));
+    let actor = AuditActor::user(&org, "user_1", "Jon Smith").team("team_1", "Team");
+    let sign_in = move |mut request: Request, next: Next| {
+        request.extensions_mut().insert(actor.clone());
+        next.run(request)
+    };
+    let router = axum::Router::new()
+        .route(
+            "/documents/{id}",
+            axum::routing::get(
+                |audit: Audit, axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    let receipt = audit
+                        .log("document.read")
+                        .target("document", id)
+                        .send()
+                        .await?;
+                    Ok::<_, AuditError>(format!("queued: {}", receipt.is_none()))
+                },
+            ),
+        )
+        .layer(middleware::from_fn(sign_in))
+        .layer(AuditLayer::new(client.clone()).background(Arc::clone(&queue)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+
+    let answer = reqwest::get(format!("{base}/documents/doc_7"))
+        .await
+        .expect("request");
+    assert_eq!(answer.text().await.expect("body"), "queued: true");
+    queue.flush().await;
+    assert_eq!(queue.stats().sent(), 1);
+    let events = events(&client, &org).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].action, "document.read");
+    assert_eq!(
+        events[0].targets,
+        [
+            Target::new("document", "doc_7"),
+            Target::new("team", "team_1").named("Team")
+        ]
+    );
+}
