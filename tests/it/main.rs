@@ -1,6 +1,8 @@
 //! Black-box tests: each starts a real Trailmark server (in-process on a loopback port, or the
 //! real binary where a crash is involved) and talks to it over HTTP.
 
+mod axum_app;
+mod client;
 mod crash;
 mod edges;
 mod events;
