@@ -5,6 +5,7 @@ mod crash;
 mod edges;
 mod events;
 mod exports;
+mod gcs_service_account;
 mod helpers;
 mod ledger;
 mod object_stores;

@@ -67,6 +67,7 @@ pub struct StreamWorkers {
     holder: String,
     wake: Notify,
     running: Mutex<HashSet<String>>,
+    tokens: crate::gcs::Tokens,
 }
 
 impl StreamWorkers {
@@ -88,6 +89,7 @@ impl StreamWorkers {
             holder,
             wake: Notify::new(),
             running: Mutex::new(HashSet::new()),
+            tokens: crate::gcs::Tokens::default(),
         }))
     }
 
@@ -133,6 +135,7 @@ impl StreamWorkers {
                     settings: &settings,
                     client: &self.client,
                     allow_private: self.config.allow_private,
+                    tokens: &self.tokens,
                 }
                 .deliver(events)
                 .await

@@ -353,15 +353,22 @@ async fn check_destination(state: &AppState, settings: &Settings) -> Result<(), 
     let url = settings
         .destination_url()
         .ok_or_else(|| ApiError::field("required", field, "a destination URL is required"))?;
-    trailmark_streams::net::check_destination(&url, state.streams.allow_private())
-        .await
-        .map_err(|error| {
-            ApiError::Malformed(vec![FieldProblem {
-                code: "forbidden_destination",
-                field: field.into(),
-                message: error.to_string(),
-            }])
-        })
+    let mut targets = vec![(field, url)];
+    if let Some(account) = settings.service_account() {
+        targets.push(("config.service_account_json", account.token_uri));
+    }
+    for (field, url) in targets {
+        trailmark_streams::net::check_destination(&url, state.streams.allow_private())
+            .await
+            .map_err(|error| {
+                ApiError::Malformed(vec![FieldProblem {
+                    code: "forbidden_destination",
+                    field: field.into(),
+                    message: error.to_string(),
+                }])
+            })?;
+    }
+    Ok(())
 }
 
 fn seal(state: &AppState, id: &str, settings: &Settings) -> Result<Vec<u8>, ApiError> {
