@@ -7,11 +7,14 @@
 //!   same SQLite), with and without the ledger's work.
 //! - `read` (`./bench/read`): search, export, proofs and verify on a store of a million events,
 //!   beside raw scans of the same SQLite file.
+//! - `delivery` (`./bench/delivery`): a log stream's delivery rate from a backlog and its lag
+//!   under steady ingest, beside the local receiver's own accept rate.
 
 mod ceiling;
 mod child;
 mod client;
 mod dataset;
+mod delivery;
 mod ingest;
 mod load;
 mod payload;
@@ -39,12 +42,15 @@ enum Command {
     Ingest(ingest::Args),
     /// Search, export, ledger proofs and verify on a large store beside raw scans.
     Read(read::Args),
+    /// A log stream's delivery rate and lag to a local HTTP receiver beside the receiver's own rate.
+    Delivery(delivery::Args),
 }
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Ingest(args) => ingest::run(&args),
         Command::Read(args) => read::run(&args),
+        Command::Delivery(args) => delivery::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

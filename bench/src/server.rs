@@ -26,12 +26,23 @@ impl Trailmark {
     /// Starts `binary serve` on an ephemeral loopback port and waits for the line that says
     /// where it listens.
     pub fn start(binary: &Path, data_dir: &Path, api_key: &str) -> Result<Self, String> {
+        Self::start_with(binary, data_dir, api_key, &[])
+    }
+
+    /// [`Trailmark::start`] with extra `serve` flags.
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        api_key: &str,
+        flags: &[&str],
+    ) -> Result<Self, String> {
         let log = data_dir.with_extension("log");
         let stderr =
             std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("TRAILMARK_API_KEY", api_key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

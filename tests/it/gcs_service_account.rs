@@ -406,8 +406,11 @@ async fn stored_objects(
     objects
 }
 
-/// Event objects in gzip NDJSON batch objects, in object-name order.
+/// Event objects in gzip NDJSON batch objects, in log order: by the `<first>-<last>` sequence
+/// range that names each object (the day directory before it is the first event's).
 fn batch_events(objects: &[(String, Value, Vec<u8>)]) -> Vec<Value> {
+    let mut objects: Vec<&(String, Value, Vec<u8>)> = objects.iter().collect();
+    objects.sort_by_key(|(name, _, _)| name.rsplit('/').next().unwrap_or_default().to_owned());
     let mut events = Vec::new();
     for (_, _, bytes) in objects {
         // fake-gcs-server, like GCS, serves a gzip-encoded object decompressed unless asked not to.

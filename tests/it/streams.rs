@@ -146,6 +146,26 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
         "{invalid}"
     );
     assert_eq!(invalid["lag_events"], 8, "nothing was skipped");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let labels = format!("stream_id=\"{id}\",organization_id=\"{organization}\",type=\"datadog\"");
+    for series in [
+        format!("trailmark_stream_lag_events{{{labels}}} 8"),
+        format!("trailmark_stream_state{{{labels},state=\"invalid\"}} 1"),
+        format!("trailmark_stream_state{{{labels},state=\"active\"}} 0"),
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == series),
+            "{series} in\n{metrics}"
+        );
+    }
 
     let response = app
         .client
@@ -163,8 +183,20 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
         "{:?}",
         receiver.violations()
     );
-    let healthy = wait_state(&app, &id, "active").await;
-    assert_eq!(healthy["lag_events"], 0);
+    // The PATCH already made it `active`; the cursor moves once the receiver's 202 is recorded.
+    let mut healthy = json!(null);
+    for _ in 0..200 {
+        healthy = stream(&app, &id).await;
+        if healthy["lag_events"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        (healthy["state"].clone(), healthy["lag_events"].clone()),
+        (json!("active"), json!(0)),
+        "{healthy}"
+    );
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ enum ObjectAuth<'a> {
     SigV4 { key_id: &'a str, secret: &'a str },
     /// GCS's JSON API with a bearer token from a service account.
     Bearer {
-        account: ServiceAccount,
+        account: Box<ServiceAccount>,
         token: String,
     },
 }
@@ -109,7 +109,10 @@ impl Destination<'_> {
                 return Outcome::Invalid(error.to_string());
             }
             match self.tokens.get(self.client, &account).await {
-                Ok(token) => ObjectAuth::Bearer { account, token },
+                Ok(token) => ObjectAuth::Bearer {
+                    account: Box::new(account),
+                    token,
+                },
                 Err(outcome) => return outcome,
             }
         } else {
