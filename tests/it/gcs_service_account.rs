@@ -709,4 +709,55 @@ async fn gcs_credentials_take_exactly_one_form_and_the_token_uri_is_guarded() {
             "{error}"
         );
     }
+
+    // A PATCH giving one credential form replaces the other.
+    let created = body(
+        guarded
+            .post(
+                "/audit_logs/streams",
+                &json!({"organization_id": organization, "type": "gcs", "name": "GCS",
+                        "config": {"bucket": "b-1", "endpoint": endpoint, "hmac_access_id": "GOOG1ID", "hmac_secret": "hmac-secret"}}),
+            )
+            .await,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let patch = |config: Value| {
+        guarded
+            .client
+            .patch(guarded.url(&format!("/audit_logs/streams/{id}")))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"config": config}))
+            .send()
+    };
+    let switched = body(
+        patch(json!({"service_account_json": key.service_account_json("https://93.184.215.14/token")}))
+            .await
+            .expect("patch"),
+    )
+    .await;
+    assert_eq!(
+        switched["config"]["service_account_json"]["client_email"], EMAIL,
+        "{switched}"
+    );
+    assert!(
+        switched["config"].get("hmac_access_id").is_none()
+            && switched["config"].get("hmac_secret").is_none(),
+        "{switched}"
+    );
+    let back = body(
+        patch(json!({"hmac_access_id": "GOOG2ID", "hmac_secret": "other-secret"}))
+            .await
+            .expect("patch"),
+    )
+    .await;
+    assert_eq!(
+        (
+            back["config"]["hmac_access_id"].clone(),
+            back["config"]["hmac_secret"].clone(),
+            back["config"].get("service_account_json")
+        ),
+        (json!("GOOG2ID"), json!("****cret"), None),
+        "{back}"
+    );
 }
