@@ -532,7 +532,15 @@ async fn gcs_service_account_uploads_through_the_json_api_to_fake_gcs_server_wit
         uploads.len() >= 10 && uploads.iter().all(|token| *token == grants[0].0),
         "{uploads:?}"
     );
-    let health = stream(&app, &id).await;
+    // The objects exist once the store answered; the cursor moves once that answer is recorded.
+    let mut health = json!(null);
+    for _ in 0..400 {
+        health = stream(&app, &id).await;
+        if health["lag_events"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_eq!(
         (health["state"].clone(), health["lag_events"].clone()),
         (json!("active"), json!(0))
