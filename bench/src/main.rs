@@ -9,11 +9,14 @@
 //!   beside raw scans of the same SQLite file.
 //! - `postgres` (`./bench/postgres`): ingest over PostgreSQL with one and two instances beside
 //!   PostgreSQL's own multi-row insert rate for the same rows.
+//! - `delivery` (`./bench/delivery`): a log stream's delivery rate from a backlog and its lag
+//!   under steady ingest, beside the local receiver's own accept rate.
 
 mod ceiling;
 mod child;
 mod client;
 mod dataset;
+mod delivery;
 mod ingest;
 mod load;
 mod payload;
@@ -44,6 +47,8 @@ enum Command {
     Read(read::Args),
     /// Ingest over PostgreSQL, one and two instances, beside raw multi-row inserts.
     Postgres(postgres::Args),
+    /// A log stream's delivery rate and lag to a local HTTP receiver beside the receiver's own rate.
+    Delivery(delivery::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(&args),
         Command::Read(args) => read::run(&args),
         Command::Postgres(args) => postgres::run(&args),
+        Command::Delivery(args) => delivery::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

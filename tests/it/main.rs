@@ -7,6 +7,7 @@ mod crash;
 mod edges;
 mod events;
 mod exports;
+mod gcs_service_account;
 mod helpers;
 mod ledger;
 mod object_stores;

@@ -43,6 +43,19 @@ async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
     panic!("stream {id} never became {state}: {last}");
 }
 
+/// The stream once it has no events left to deliver (or its last state after 10 s).
+async fn caught_up(app: &TestApp, id: &str) -> Value {
+    let mut last = json!(null);
+    for _ in 0..400 {
+        last = stream(app, id).await;
+        if last["lag_events"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    last
+}
+
 fn http_stream(organization: &str, receiver: &Receiver, format: &str) -> Value {
     json!({"organization_id": organization, "type": "http", "name": "SIEM", "start": "beginning",
            "config": {"url": receiver.url, "format": format, "signing_secret": receiver.log.lock().map(|l| l.credential.clone()).unwrap_or_default(),
@@ -100,7 +113,8 @@ async fn http_streams_deliver_every_event_in_order_signed() {
         "the payload carries the event object"
     );
 
-    let health = stream(&app, created["id"].as_str().unwrap_or_default()).await;
+    // The receiver has the events once it answered; the cursor moves once that answer is recorded.
+    let health = caught_up(&app, created["id"].as_str().unwrap_or_default()).await;
     assert_eq!(
         (
             health["state"].clone(),
@@ -144,6 +158,26 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
         "{invalid}"
     );
     assert_eq!(invalid["lag_events"], 8, "nothing was skipped");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let labels = format!("stream_id=\"{id}\",organization_id=\"{organization}\",type=\"datadog\"");
+    for series in [
+        format!("trailmark_stream_lag_events{{{labels}}} 8"),
+        format!("trailmark_stream_state{{{labels},state=\"invalid\"}} 1"),
+        format!("trailmark_stream_state{{{labels},state=\"active\"}} 0"),
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == series),
+            "{series} in\n{metrics}"
+        );
+    }
 
     let response = app
         .client
@@ -161,8 +195,13 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
         "{:?}",
         receiver.violations()
     );
-    let healthy = wait_state(&app, &id, "active").await;
-    assert_eq!(healthy["lag_events"], 0);
+    // The PATCH already made it `active`; the cursor moves once the receiver's 202 is recorded.
+    let healthy = caught_up(&app, &id).await;
+    assert_eq!(
+        (healthy["state"].clone(), healthy["lag_events"].clone()),
+        (json!("active"), json!(0)),
+        "{healthy}"
+    );
 }
 
 #[tokio::test]

@@ -11,11 +11,13 @@
 //!   credentials split off, [`seal`]ed at rest and masked when shown.
 //! - [`net`]: the HTTP client, the guard against private destinations, and the classification
 //!   of a destination's answer into delivered / retry / invalid.
-//! - [`http`], [`datadog`], [`splunk`]: each destination's payload (pure) and request.
+//! - [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`]: each destination's payload (pure) and
+//!   request; [`gcs`] also gets service-account tokens.
 //! - [`destination`]: one type over them; [`worker`]: the delivery loop.
 
 pub mod datadog;
 pub mod destination;
+pub mod gcs;
 pub mod http;
 pub mod net;
 pub mod s3;

@@ -7,12 +7,16 @@
 //! - `splunk`: `{url, token, index?, source?}` (`url` is the HEC base URL);
 //! - `s3`: `{bucket, region, prefix?, endpoint?, access_key_id, secret_access_key,
 //!   layout?: "object_per_event"|"ndjson_gzip"}` (`endpoint` for S3-compatible stores);
-//! - `gcs`: `{bucket, prefix?, endpoint?, hmac_access_id, hmac_secret, layout?}`, written through
-//!   GCS's S3-compatible XML API with HMAC keys, as WorkOS does.
+//! - `gcs`: `{bucket, prefix?, endpoint?, hmac_access_id + hmac_secret | service_account_json,
+//!   layout?}`: with HMAC keys, written through GCS's S3-compatible XML API as WorkOS does; with a
+//!   service-account key (the JSON key file, as a string or an object), through the JSON API
+//!   ([`crate::gcs`]). Exactly one of the two; a PATCH that gives one replaces the other.
 //!
-//! Credentials (`api_key`, `token`, `signing_secret`, the values of `headers`) are split from the
-//! rest into [`Secrets`], sealed at rest, and masked when shown (`"****…1234"`). Every problem is
-//! reported with its field, prefixed `config.`.
+//! Credentials (`api_key`, `token`, `signing_secret`, `secret_access_key`, `hmac_secret`,
+//! `service_account_json`, the values of `headers`) are split from the rest into [`Secrets`],
+//! sealed at rest, and masked when shown (`"****…1234"`; a service-account key shows only its
+//! `client_email`, `token_uri` and the end of its `private_key_id`). Every problem is reported
+//! with its field, prefixed `config.`.
 
 use serde_json::{Map, Value, json};
 use trailmark_domain::FieldProblem;
@@ -77,7 +81,7 @@ impl StreamKind {
             StreamKind::Datadog => &["api_key"],
             StreamKind::Splunk => &["token"],
             StreamKind::S3 => &["secret_access_key"],
-            StreamKind::Gcs => &["hmac_secret"],
+            StreamKind::Gcs => &["hmac_secret", "service_account_json"],
         }
     }
 }
@@ -174,6 +178,16 @@ impl Settings {
         };
         let mut merged = public.clone();
         let mut secret_map = secrets.0.clone();
+        if kind == StreamKind::Gcs {
+            // Giving one credential form replaces the stored other, so switching needs no nulls.
+            let names = |key: &str| patch.get(key).is_some_and(|v| !v.is_null());
+            if names("service_account_json") {
+                merged.remove("hmac_access_id");
+                secret_map.remove("hmac_secret");
+            } else if names("hmac_access_id") || names("hmac_secret") {
+                secret_map.remove("service_account_json");
+            }
+        }
         for (key, value) in patch {
             if kind.secret_fields().contains(&key.as_str()) || key == "headers" {
                 secret_map.insert(key.clone(), value.clone());
@@ -320,8 +334,52 @@ impl Settings {
                     ));
                 }
                 url(&merged, "endpoint", false, &mut problems);
-                text(&merged, key_id, true, &mut problems);
-                text(&secret_map, kind.secret_fields()[0], true, &mut problems);
+                let service_account = secret_map
+                    .get("service_account_json")
+                    .filter(|v| !v.is_null())
+                    .cloned();
+                match (kind, service_account) {
+                    (StreamKind::Gcs, Some(key)) => {
+                        if merged.get("hmac_access_id").is_some_and(|v| !v.is_null())
+                            || secret_map.get("hmac_secret").is_some_and(|v| !v.is_null())
+                        {
+                            problems.push(problem(
+                                "conflict",
+                                "config.service_account_json",
+                                "give either hmac_access_id and hmac_secret, or service_account_json, not both",
+                            ));
+                        }
+                        // Stored as the key file's text, whichever form it came in.
+                        let key_text = match key {
+                            Value::String(text) => text,
+                            other => other.to_string(),
+                        };
+                        match crate::gcs::ServiceAccount::parse(&key_text) {
+                            Ok(_) => {
+                                secret_map.insert("service_account_json".into(), json!(key_text));
+                            }
+                            Err(error) => problems.push(problem(
+                                "invalid_value",
+                                "config.service_account_json",
+                                &error.to_string(),
+                            )),
+                        }
+                    }
+                    (StreamKind::Gcs, None)
+                        if merged.get("hmac_access_id").is_none_or(Value::is_null)
+                            && secret_map.get("hmac_secret").is_none_or(Value::is_null) =>
+                    {
+                        problems.push(problem(
+                            "required",
+                            "config.service_account_json",
+                            "give hmac_access_id and hmac_secret, or service_account_json",
+                        ));
+                    }
+                    _ => {
+                        text(&merged, key_id, true, &mut problems);
+                        text(&secret_map, kind.secret_fields()[0], true, &mut problems);
+                    }
+                }
                 match merged.get("layout") {
                     None | Some(Value::Null) => {
                         merged.insert("layout".into(), json!("object_per_event"));
@@ -332,15 +390,6 @@ impl Settings {
                         "config.layout",
                         "layout must be 'object_per_event' or 'ndjson_gzip'",
                     )),
-                }
-                if merged.contains_key("service_account_json")
-                    || secret_map.contains_key("service_account_json")
-                {
-                    problems.push(problem(
-                        "unsupported",
-                        "config.service_account_json",
-                        "service-account keys are not supported yet; use HMAC keys (hmac_access_id, hmac_secret)",
-                    ));
                 }
             }
         }
@@ -361,6 +410,17 @@ impl Settings {
         let mut shown = self.public.clone();
         for (key, value) in &self.secrets.0 {
             let masked = match value {
+                Value::String(text) if key == "service_account_json" => {
+                    match crate::gcs::ServiceAccount::parse(text) {
+                        Ok(account) => json!({
+                            "client_email": account.client_email,
+                            "token_uri": account.token_uri,
+                            "private_key_id": account.private_key_id.as_deref().map(mask),
+                            "private_key": "****",
+                        }),
+                        Err(_) => json!("****"),
+                    }
+                }
                 Value::Object(headers) => Value::Object(
                     headers
                         .iter()
@@ -374,7 +434,16 @@ impl Settings {
         Value::Object(shown)
     }
 
-    /// The URL deliveries go to, for the private-address guard.
+    /// The service-account key of a `gcs` stream that uses one.
+    pub fn service_account(&self) -> Option<crate::gcs::ServiceAccount> {
+        if self.kind != StreamKind::Gcs {
+            return None;
+        }
+        crate::gcs::ServiceAccount::parse(self.secrets.get("service_account_json")?).ok()
+    }
+
+    /// The URL deliveries go to, for the private-address guard (a service account's
+    /// `token_uri` is checked too: see [`Settings::service_account`]).
     pub fn destination_url(&self) -> Option<String> {
         let field = |key: &str| {
             self.public

@@ -1,6 +1,7 @@
 //! The delivery engine. A supervisor keeps one task per stream; each task loops:
 //!
-//! 1. take (or renew) the stream's lease, so only one worker delivers it at a time;
+//! 1. take the stream's lease, so only one worker delivers it at a time (renewed once a third of
+//!    it has passed, not on every batch: each renewal is a durable write);
 //! 2. read the events after the stream's cursor, in log order;
 //! 3. send as many as one request holds ([`crate::destination`]);
 //! 4. on success, advance the cursor to the last event sent — only if the lease is still held and
@@ -67,6 +68,7 @@ pub struct StreamWorkers {
     holder: String,
     wake: Notify,
     running: Mutex<HashSet<String>>,
+    tokens: crate::gcs::Tokens,
 }
 
 impl StreamWorkers {
@@ -88,6 +90,7 @@ impl StreamWorkers {
             holder,
             wake: Notify::new(),
             running: Mutex::new(HashSet::new()),
+            tokens: crate::gcs::Tokens::default(),
         }))
     }
 
@@ -133,6 +136,7 @@ impl StreamWorkers {
                     settings: &settings,
                     client: &self.client,
                     allow_private: self.config.allow_private,
+                    tokens: &self.tokens,
                 }
                 .deliver(events)
                 .await
@@ -178,6 +182,7 @@ impl StreamWorkers {
 
     async fn run(self: Arc<Self>, id: String) {
         let mut backoff = self.config.backoff_initial;
+        let mut lease = LeaseClock::default();
         loop {
             let stream = match self.store.get_stream(&id).await {
                 Ok(Some(stream)) => stream,
@@ -188,7 +193,7 @@ impl StreamWorkers {
                     continue;
                 }
             };
-            let pause = self.step(&stream, &mut backoff).await;
+            let pause = self.step(&stream, &mut backoff, &mut lease).await;
             if let Some(pause) = pause {
                 let _ = tokio::time::timeout(pause, self.wake.notified()).await;
             }
@@ -199,24 +204,37 @@ impl StreamWorkers {
     }
 
     /// One attempt; returns how long to wait before the next (`None`: go on at once).
-    async fn step(&self, stream: &StreamRecord, backoff: &mut Duration) -> Option<Duration> {
+    async fn step(
+        &self,
+        stream: &StreamRecord,
+        backoff: &mut Duration,
+        lease: &mut LeaseClock,
+    ) -> Option<Duration> {
         if !stream.enabled {
             return Some(self.config.idle_poll);
         }
-        let now = Timestamp::now();
-        let until = now.plus_millis(self.config.lease.as_millis() as i64);
-        match self
-            .store
-            .lease_stream(&stream.id, &self.holder, until, now)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return Some(self.config.lease / 3),
-            Err(error) => {
-                tracing::warn!(stream = %stream.id, %error, "cannot lease the stream");
-                return Some(self.config.backoff_initial);
+        // A lease renewed less than a third of its length ago cannot have been taken by anyone.
+        if lease.due(self.config.lease) {
+            let now = Timestamp::now();
+            let until = now.plus_millis(self.config.lease.as_millis() as i64);
+            let started = std::time::Instant::now();
+            match self
+                .store
+                .lease_stream(&stream.id, &self.holder, until, now)
+                .await
+            {
+                Ok(true) => lease.renewed(started),
+                Ok(false) => {
+                    *lease = LeaseClock::default();
+                    return Some(self.config.lease / 3);
+                }
+                Err(error) => {
+                    tracing::warn!(stream = %stream.id, %error, "cannot lease the stream");
+                    return Some(self.config.backoff_initial);
+                }
             }
         }
+        let started = std::time::Instant::now();
         let events = match self
             .store
             .events_after(&stream.organization_id, stream.cursor, READ_BATCH)
@@ -230,7 +248,9 @@ impl StreamWorkers {
             }
         };
         let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
+        let read = started.elapsed();
         let outcome = self.send(stream, &objects).await;
+        let sent = started.elapsed();
         let now = Timestamp::now();
         match outcome {
             Outcome::Delivered(count) if count > 0 => {
@@ -242,6 +262,16 @@ impl StreamWorkers {
                 {
                     tracing::warn!(stream = %stream.id, %error, "cannot advance the cursor; the batch will be sent again");
                 }
+                // Where a stream's time goes (`TRAILMARK_LOG=trailmark_streams=debug`): reading
+                // and building event objects, the request, and the durable cursor update.
+                tracing::debug!(
+                    stream = %stream.id,
+                    events = count,
+                    read_ms = read.as_secs_f64() * 1000.0,
+                    send_ms = (sent - read).as_secs_f64() * 1000.0,
+                    record_ms = (started.elapsed() - sent).as_secs_f64() * 1000.0,
+                    "delivered"
+                );
                 *backoff = self.config.backoff_initial;
                 None
             }
@@ -277,6 +307,24 @@ impl StreamWorkers {
         {
             tracing::warn!(stream = %stream.id, %error, "cannot record the failure");
         }
+    }
+}
+
+/// When this task last took or renewed its stream's lease (by the monotonic clock, read before
+/// the renewal was sent, so the lease is never thought to last longer than it does).
+#[derive(Default)]
+struct LeaseClock {
+    renewed_at: Option<std::time::Instant>,
+}
+
+impl LeaseClock {
+    /// Whether a third of the lease has passed since it was renewed (or it never was).
+    fn due(&self, lease: Duration) -> bool {
+        self.renewed_at.is_none_or(|at| at.elapsed() >= lease / 3)
+    }
+
+    fn renewed(&mut self, at: std::time::Instant) {
+        self.renewed_at = Some(at);
     }
 }
 

@@ -291,8 +291,9 @@ pub async fn test(
     Ok(Json(answer))
 }
 
-/// The stream object, with its health: how far behind the log it is, in events and seconds.
-pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Value, ApiError> {
+/// How far behind its log a stream is: events not yet delivered, and the age in seconds of the
+/// oldest of them.
+async fn lag(state: &AppState, stream: &StreamRecord) -> Result<(u64, i64), ApiError> {
     let size = state.store.log_size(&stream.organization_id).await?;
     let delivered = stream.cursor.map_or(0, |c| c + 1);
     let oldest_waiting = state
@@ -302,6 +303,60 @@ pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Valu
     let lag_seconds = oldest_waiting.first().map_or(0, |event| {
         (Timestamp::now().unix_millis() - event.received_at.unix_millis()).max(0) / 1000
     });
+    Ok((size.saturating_sub(delivered), lag_seconds))
+}
+
+/// Every stream's health in the Prometheus text format, for `GET /metrics`:
+/// `trailmark_stream_lag_events`, `trailmark_stream_lag_seconds` and `trailmark_stream_state`
+/// (1 for the state the stream is in, 0 for the others), labelled by stream, organization and
+/// type.
+pub async fn metrics(state: &AppState) -> Result<String, ApiError> {
+    use std::fmt::Write as _;
+    const STATES: [StreamState; 4] = [
+        StreamState::Active,
+        StreamState::Inactive,
+        StreamState::Error,
+        StreamState::Invalid,
+    ];
+    let mut lag_events = String::from(
+        "# HELP trailmark_stream_lag_events Events in the log not yet delivered by the stream.\n# TYPE trailmark_stream_lag_events gauge\n",
+    );
+    let mut lag_seconds = String::from(
+        "# HELP trailmark_stream_lag_seconds Age of the oldest event the stream has not delivered.\n# TYPE trailmark_stream_lag_seconds gauge\n",
+    );
+    let mut states = String::from(
+        "# HELP trailmark_stream_state The stream's state (1 for the current one).\n# TYPE trailmark_stream_state gauge\n",
+    );
+    for stream in state.store.list_streams(None).await? {
+        let (events, seconds) = lag(state, &stream).await?;
+        // Ids and types are generated or validated: nothing in them needs escaping.
+        let labels = format!(
+            "stream_id=\"{}\",organization_id=\"{}\",type=\"{}\"",
+            stream.id, stream.organization_id, stream.kind
+        );
+        let _ = writeln!(
+            lag_events,
+            "trailmark_stream_lag_events{{{labels}}} {events}"
+        );
+        let _ = writeln!(
+            lag_seconds,
+            "trailmark_stream_lag_seconds{{{labels}}} {seconds}"
+        );
+        for candidate in STATES {
+            let _ = writeln!(
+                states,
+                "trailmark_stream_state{{{labels},state=\"{}\"}} {}",
+                candidate.as_str(),
+                u8::from(candidate == stream.state)
+            );
+        }
+    }
+    Ok(lag_events + &lag_seconds + &states)
+}
+
+/// The stream object, with its health: how far behind the log it is, in events and seconds.
+pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Value, ApiError> {
+    let (lag_events, lag_seconds) = lag(state, stream).await?;
     let config = state
         .streams
         .open_settings(stream)
@@ -316,7 +371,7 @@ pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Valu
         "enabled": stream.enabled,
         "state": stream.state.as_str(),
         "last_synced_at": stream.last_synced_at.map(|t| t.to_string()),
-        "lag_events": size.saturating_sub(delivered),
+        "lag_events": lag_events,
         "lag_seconds": lag_seconds,
         "last_error": stream.last_error,
         "cursor": stream.cursor,
@@ -353,15 +408,22 @@ async fn check_destination(state: &AppState, settings: &Settings) -> Result<(), 
     let url = settings
         .destination_url()
         .ok_or_else(|| ApiError::field("required", field, "a destination URL is required"))?;
-    trailmark_streams::net::check_destination(&url, state.streams.allow_private())
-        .await
-        .map_err(|error| {
-            ApiError::Malformed(vec![FieldProblem {
-                code: "forbidden_destination",
-                field: field.into(),
-                message: error.to_string(),
-            }])
-        })
+    let mut targets = vec![(field, url)];
+    if let Some(account) = settings.service_account() {
+        targets.push(("config.service_account_json", account.token_uri));
+    }
+    for (field, url) in targets {
+        trailmark_streams::net::check_destination(&url, state.streams.allow_private())
+            .await
+            .map_err(|error| {
+                ApiError::Malformed(vec![FieldProblem {
+                    code: "forbidden_destination",
+                    field: field.into(),
+                    message: error.to_string(),
+                }])
+            })?;
+    }
+    Ok(())
 }
 
 fn seal(state: &AppState, id: &str, settings: &Settings) -> Result<Vec<u8>, ApiError> {
