@@ -528,3 +528,58 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered_lines(count: usize) -> std::io::Cursor<String> {
+        std::io::Cursor::new((1..=count).map(|n| format!("{n}\n")).collect())
+    }
+
+    #[test]
+    fn lines_are_followed_in_file_order_until_told_to_stop() {
+        let mut seen = Vec::new();
+        in_parallel(
+            numbered_lines(5 * BATCH_LINES + 7),
+            |number, line| Ok((number, line.parse::<usize>()?)),
+            |outcome| {
+                let (number, value) = outcome?;
+                assert_eq!(number, value);
+                seen.push(value);
+                Ok(if value == 4 * BATCH_LINES + 3 {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            },
+        )
+        .expect("every line checks");
+        assert_eq!(seen, (1..=4 * BATCH_LINES + 3).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_first_failing_line_in_file_order_is_reported() {
+        let mut seen = 0;
+        let error = in_parallel(
+            numbered_lines(6 * BATCH_LINES),
+            |number, _| {
+                if number == 3 * BATCH_LINES + 1 || number == 5 * BATCH_LINES {
+                    anyhow::bail!("line {number} is bad")
+                }
+                Ok(number)
+            },
+            |outcome| {
+                outcome?;
+                seen += 1;
+                Ok(Flow::Continue)
+            },
+        )
+        .expect_err("a line fails");
+        assert_eq!(
+            error.to_string(),
+            format!("line {} is bad", 3 * BATCH_LINES + 1)
+        );
+        assert_eq!(seen, 3 * BATCH_LINES);
+    }
+}
