@@ -95,9 +95,10 @@ pub struct StorageMeasured {
 /// Trailmark's whole schema, from its own migration file, so the ceiling writes into the same
 /// tables, keys and indexes (most of the insert cost) and follows every change to them. A new
 /// migration file must be added here too, in order.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../crates/store/src/sqlite/migrations/0001_init.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../crates/store/src/sqlite/migrations/0001_init.sql"),
+    include_str!("../../crates/store/src/sqlite/migrations/0002_live_search_indexes.sql"),
+];
 
 /// How many idempotency rows go with the events: Trailmark stores one per request, so one per
 /// event for single-event ingest and one per batch for batch ingest.

@@ -11,12 +11,12 @@ use trailmark_ledger::tree::{
     Hash, NodeReader, consistency_proof, inclusion_proof, leaf_hash, tree_hash,
 };
 
+use trailmark_store::search_statements;
+
 use crate::search::Search;
 
 pub struct Raw {
     connection: Connection,
-    /// The events table has retention's `purged_at` column (Trailmark's search SQL reads it).
-    purged_column: bool,
 }
 
 fn sql(e: rusqlite::Error) -> String {
@@ -30,67 +30,82 @@ pub fn read_only(path: &Path) -> Result<Connection, String> {
 
 impl Raw {
     pub fn open(path: &Path) -> Result<Self, String> {
-        let connection = read_only(path)?;
-        let purged_column = connection
-            .prepare("SELECT purged_at FROM events LIMIT 0")
-            .is_ok();
         Ok(Raw {
-            connection,
-            purged_column,
+            connection: read_only(path)?,
         })
     }
 
-    /// Runs Trailmark's SQL for `search` and reads every column of every row (the body as
-    /// text, not parsed); returns the number of rows.
+    /// Runs Trailmark's SQL for `search` (its statements in one read transaction, as the store
+    /// does) and reads every column of every row (the body as text, not parsed); returns the
+    /// number of rows.
     pub fn search(
         &self,
         search: &Search,
         organization_id: &str,
         limit: usize,
     ) -> Result<usize, String> {
-        let (text, values) = search.sql(organization_id, limit, self.purged_column);
-        let mut statement = self.connection.prepare_cached(&text).map_err(sql)?;
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(values))
-            .map_err(sql)?;
+        let transaction = self.connection.unchecked_transaction().map_err(sql)?;
+        let statements = search_statements(&transaction, organization_id, &search.request(limit))
+            .map_err(|e| e.to_string())?;
         let mut count = 0;
-        while let Some(row) = rows.next().map_err(sql)? {
-            let id = row
-                .get_ref(0)
-                .map_err(sql)?
-                .as_str()
-                .map_err(|e| e.to_string())?;
-            let body = row
-                .get_ref(5)
-                .map_err(sql)?
-                .as_str()
-                .map_err(|e| e.to_string())?;
-            std::hint::black_box((id, body, row.get_ref(4).map_err(sql)?));
-            count += 1;
+        for statement in statements {
+            let mut prepared = transaction.prepare_cached(&statement.sql).map_err(sql)?;
+            let mut rows = prepared
+                .query(rusqlite::params_from_iter(statement.values))
+                .map_err(sql)?;
+            while let Some(row) = rows.next().map_err(sql)? {
+                let id = row
+                    .get_ref(0)
+                    .map_err(sql)?
+                    .as_str()
+                    .map_err(|e| e.to_string())?;
+                let body = row
+                    .get_ref(5)
+                    .map_err(sql)?
+                    .as_str()
+                    .map_err(|e| e.to_string())?;
+                std::hint::black_box((
+                    id,
+                    body,
+                    row.get_ref(4).map_err(sql)?,
+                    row.get_ref(6).map_err(sql)?,
+                ));
+                count += 1;
+            }
+            if count > limit {
+                break;
+            }
         }
         Ok(count)
     }
 
-    /// SQLite's plan for Trailmark's SQL for `search`, one step per `;`.
+    /// SQLite's plan for Trailmark's SQL for `search`, one step per `;`, statements apart by
+    /// ` | `.
     pub fn plan(
         &self,
         search: &Search,
         organization_id: &str,
         limit: usize,
     ) -> Result<String, String> {
-        let (text, values) = search.sql(organization_id, limit, self.purged_column);
-        let mut statement = self
-            .connection
-            .prepare(&format!("EXPLAIN QUERY PLAN {text}"))
-            .map_err(sql)?;
-        let steps = statement
-            .query_map(rusqlite::params_from_iter(values), |row| {
-                row.get::<_, String>(3)
-            })
-            .map_err(sql)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql)?;
-        Ok(steps.join("; "))
+        let statements =
+            search_statements(&self.connection, organization_id, &search.request(limit))
+                .map_err(|e| e.to_string())?;
+        let mut plans = Vec::new();
+        for statement in statements {
+            let mut prepared = self
+                .connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))
+                .map_err(sql)?;
+            let steps = prepared
+                .query_map(rusqlite::params_from_iter(statement.values), |row| {
+                    row.get::<_, String>(3)
+                })
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            plans.push(steps.join("; "));
+        }
+        Ok(plans.join(" | "))
     }
 
     /// `SELECT body … ORDER BY sequence` for the organization (within `range` of `occurred_at`

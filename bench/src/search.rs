@@ -2,15 +2,15 @@
 //! with values drawn from the dataset so every search finds events, and the same search as the
 //! SQL Trailmark runs for it, for the raw ceiling.
 //!
-//! [`Search::sql`] mirrors `SearchSql` and `search_events` in `crates/store/src/sqlite/mod.rs`
-//! clause for clause (same columns, same conditions in the same order, same `LIMIT limit + 1`),
-//! so the raw ceiling runs the query plan Trailmark gets, without HTTP, JSON or the reader pool.
-//! When that query changes, change this one with it.
+//! [`Search::request`] is the search as Trailmark's store receives it; the raw ceiling runs the
+//! statements the store's own `search_statements` makes of it (the same SQL, the same plan),
+//! without HTTP, JSON or the reader pool.
 
 use std::fmt::Write as _;
 
-use rusqlite::types::Value as SqlValue;
 use trailmark_domain::Timestamp;
+use trailmark_domain::query::{ActionPattern, EventFilter};
+use trailmark_store::{Order, SearchRequest};
 
 use crate::dataset::{
     ACTIONS, DAY_MS, Dataset, Random, USERS, document_id, request_id, user_actor,
@@ -68,97 +68,34 @@ impl Search {
         url
     }
 
-    /// Whether any filter is set (cursors and order are not filters).
-    fn filters(&self) -> bool {
-        self.range.is_some()
-            || !self.actions.is_empty()
-            || !self.actor_ids.is_empty()
-            || !self.actor_names.is_empty()
-            || !self.target_ids.is_empty()
-            || !self.target_types.is_empty()
-            || self.q.is_some()
-    }
-
-    /// The SQL and parameters Trailmark's store runs for this search (see the module docs).
-    /// `purged_column`: the events table has retention's `purged_at` column; the store then
-    /// reads it and leaves purged stubs out of filtered searches.
-    pub fn sql(
-        &self,
-        organization_id: &str,
-        limit: usize,
-        purged_column: bool,
-    ) -> (String, Vec<SqlValue>) {
-        let mut values: Vec<SqlValue> = vec![organization_id.to_owned().into()];
-        let mut conditions = vec!["e.organization_id = ?1".to_owned()];
-        if purged_column && self.filters() {
-            conditions.push("e.purged_at IS NULL".to_owned());
+    /// The same search as Trailmark's store receives it.
+    pub fn request(&self, limit: usize) -> SearchRequest {
+        SearchRequest {
+            filter: EventFilter {
+                range_start: self
+                    .range
+                    .map(|(start, _)| Timestamp::from_unix_millis(start)),
+                range_end: self.range.map(|(_, end)| Timestamp::from_unix_millis(end)),
+                actions: self
+                    .actions
+                    .iter()
+                    .map(|a| ActionPattern::parse(a))
+                    .collect(),
+                actor_ids: self.actor_ids.clone(),
+                actor_names: self.actor_names.clone(),
+                target_ids: self.target_ids.clone(),
+                target_types: self.target_types.clone(),
+                text: self.q.clone(),
+            },
+            after: self.after,
+            before: None,
+            order: if self.ascending {
+                Order::Asc
+            } else {
+                Order::Desc
+            },
+            limit,
         }
-        let mut bind = |value: SqlValue| {
-            values.push(value);
-            format!("?{}", values.len())
-        };
-        if let Some(after) = self.after {
-            conditions.push(format!("e.sequence > {}", bind((after as i64).into())));
-        }
-        if let Some((start, end)) = self.range {
-            conditions.push(format!("e.occurred_at >= {}", bind(start.into())));
-            conditions.push(format!("e.occurred_at <= {}", bind(end.into())));
-        }
-        if !self.actions.is_empty() {
-            let alternatives: Vec<String> = self
-                .actions
-                .iter()
-                .map(|action| match action.strip_suffix('*') {
-                    Some(prefix) => {
-                        let low = bind(prefix.to_owned().into());
-                        let high = bind(format!("{prefix}\u{10FFFF}").into());
-                        format!("(e.action >= {low} AND e.action < {high})")
-                    }
-                    None => format!("e.action = {}", bind(action.clone().into())),
-                })
-                .collect();
-            conditions.push(format!("({})", alternatives.join(" OR ")));
-        }
-        let mut list = |values: &[String]| {
-            values
-                .iter()
-                .map(|v| bind(v.clone().into()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !self.actor_ids.is_empty() {
-            conditions.push(format!("e.actor_id IN ({})", list(&self.actor_ids)));
-        }
-        if !self.actor_names.is_empty() {
-            conditions.push(format!("e.actor_name IN ({})", list(&self.actor_names)));
-        }
-        for (column, wanted) in [
-            ("target_id", &self.target_ids),
-            ("target_type", &self.target_types),
-        ] {
-            if !wanted.is_empty() {
-                conditions.push(format!(
-                    "EXISTS (SELECT 1 FROM event_targets t WHERE t.organization_id = e.organization_id
-                       AND t.sequence = e.sequence AND t.{column} IN ({}))",
-                    list(wanted)
-                ));
-            }
-        }
-        if let Some(q) = &self.q {
-            let phrase = bind(format!("\"{}\"", q.replace('"', "\"\"")).into());
-            conditions.push(format!(
-                "e.rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH {phrase})"
-            ));
-        }
-        let sql = format!(
-            "SELECT e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body{} \
-             FROM events e WHERE {} ORDER BY e.sequence {} LIMIT {}",
-            if purged_column { ", e.purged_at" } else { "" },
-            conditions.join(" AND "),
-            if self.ascending { "ASC" } else { "DESC" },
-            limit + 1
-        );
-        (sql, values)
     }
 }
 
@@ -329,14 +266,9 @@ mod tests {
             url.contains("range_start=1970-01-01T00%3A00%3A00.000Z"),
             "{url}"
         );
-        let (sql, values) = search.sql("org_1", 10, true);
-        assert_eq!(values.len(), 9);
-        assert!(
-            sql.contains("?9)") && sql.ends_with("DESC LIMIT 11"),
-            "{sql}"
-        );
-        assert!(sql.contains("e.purged_at IS NULL"), "{sql}");
-        let (unfiltered, _) = Search::default().sql("org_1", 10, true);
-        assert!(!unfiltered.contains("IS NULL"), "{unfiltered}");
+        let request = search.request(10);
+        assert_eq!(request.filter.actions.len(), 2);
+        assert_eq!(request.filter.text.as_deref(), Some("a\"b"));
+        assert_eq!(request.order, Order::Desc);
     }
 }

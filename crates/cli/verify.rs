@@ -12,15 +12,16 @@
 //!
 //! It prints what it checked and exits non-zero naming the first event that fails.
 
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 use trailmark_export::MANIFEST_OBJECT;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
 use trailmark_ledger::leaf::event_leaf_hash;
-use trailmark_ledger::tree::{Frontier, verify_inclusion};
+use trailmark_ledger::tree::{Frontier, Hash, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
 
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
@@ -55,20 +56,8 @@ fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
 }
 
 fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
-    let open = || -> anyhow::Result<BufReader<std::fs::File>> {
-        Ok(BufReader::new(std::fs::File::open(path).with_context(
-            || format!("cannot open {}", path.display()),
-        )?))
-    };
-    // First pass: the manifest is the last line, and the proofs are checked against it.
-    let mut last = None;
-    for line in open()?.lines() {
-        let line = line?;
-        if !line.trim().is_empty() {
-            last = Some(line);
-        }
-    }
-    let manifest: Value = serde_json::from_str(&last.context("the export is empty")?)
+    // The manifest is the last line, and the proofs are checked against it.
+    let manifest: Value = serde_json::from_str(&last_line(path)?.context("the export is empty")?)
         .context("the last line is not JSON")?;
     if manifest["object"] != MANIFEST_OBJECT {
         bail!(
@@ -98,97 +87,57 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
         verifier.name()
     );
 
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut progress = Progress::new();
     let mut frontier = Frontier::empty();
     let mut previous: Option<u64> = None;
     let mut count = 0u64;
     let mut purged = 0u64;
-    for (number, line) in open()?.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: Value = serde_json::from_str(&line)
-            .with_context(|| format!("line {} is not JSON", number + 1))?;
-        if event["object"] == MANIFEST_OBJECT {
-            break;
-        }
-        let id = event["id"].as_str().unwrap_or("(no id)").to_owned();
-        let sequence = event["sequence"]
-            .as_u64()
-            .with_context(|| format!("event {id} (line {}) has no sequence", number + 1))?;
-        let fail = |what: String| {
-            anyhow::anyhow!(
-                "event {id} (sequence {sequence}, line {}): {what}",
-                number + 1
-            )
-        };
-        if event["organization_id"] != organization {
-            return Err(fail(format!(
-                "belongs to {}, not {organization}",
-                event["organization_id"]
-            )));
-        }
-        if previous.is_some_and(|p| sequence <= p) {
-            return Err(fail("is out of order or repeated".into()));
-        }
-        if sequence >= checkpoint.size {
-            return Err(fail(format!(
-                "is beyond the checkpoint's {} events",
-                checkpoint.size
-            )));
-        }
-        let claimed = event["leaf_hash"]
-            .as_str()
-            .map(decode_hash)
-            .transpose()
-            .map_err(|e| fail(e.to_string()))?;
-        let leaf = if event["purged"] == true {
-            // Retention removed the contents: the leaf hash is all that is left, and the proof
-            // (or the rebuilt root) still checks it.
-            purged += 1;
-            claimed.ok_or_else(|| fail("a purged stub without a leaf_hash".into()))?
-        } else {
-            let leaf = event_leaf_hash(&event);
-            if claimed != Some(leaf) {
-                return Err(fail(
-                    "its content does not hash to its leaf_hash: it was altered".into(),
-                ));
+    let checks = LineChecks {
+        organization,
+        checkpoint: &checkpoint,
+        complete,
+    };
+    // Parsing and hashing each line is nearly all the work and needs no other line, so it runs
+    // on every core; the checks that follow the log's order run here, line by line.
+    in_parallel(
+        BufReader::with_capacity(1 << 20, file),
+        |number, line| checks.check(number, line),
+        |outcome| {
+            let (number, id, sequence, leaf) = match outcome? {
+                Line::Blank => return Ok(Flow::Continue),
+                Line::Manifest => return Ok(Flow::Stop),
+                Line::Event {
+                    number,
+                    id,
+                    sequence,
+                    leaf,
+                } => (number, id, sequence, leaf),
+            };
+            let fail = |what: String| {
+                anyhow::anyhow!("event {id} (sequence {sequence}, line {number}): {what}")
+            };
+            if previous.is_some_and(|p| sequence <= p) {
+                return Err(fail("is out of order or repeated".into()));
             }
-            leaf
-        };
-        if complete {
-            if sequence != frontier.size() {
-                return Err(fail(format!(
-                    "sequence {} is missing before it",
-                    frontier.size()
-                )));
+            let (leaf, was_purged) = leaf?;
+            purged += u64::from(was_purged);
+            if complete {
+                if sequence != frontier.size() {
+                    return Err(fail(format!(
+                        "sequence {} is missing before it",
+                        frontier.size()
+                    )));
+                }
+                frontier.append(leaf);
             }
-            frontier.append(leaf);
-        } else {
-            let proof = event["inclusion_proof"]
-                .as_array()
-                .ok_or_else(|| fail("has no inclusion_proof".into()))?
-                .iter()
-                .map(|h| {
-                    h.as_str().map(decode_hash).unwrap_or_else(|| {
-                        Err(trailmark_ledger::LedgerError::Malformed(
-                            "not a string".into(),
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| fail(e.to_string()))?;
-            if !verify_inclusion(sequence, checkpoint.size, &leaf, &proof, &checkpoint.root) {
-                return Err(fail(
-                    "its inclusion proof does not lead to the checkpoint's root".into(),
-                ));
-            }
-        }
-        previous = Some(sequence);
-        count += 1;
-        progress.update(count);
-    }
+            previous = Some(sequence);
+            count += 1;
+            progress.update(count);
+            Ok(Flow::Continue)
+        },
+    )?;
     progress.finish();
     if manifest["event_count"].as_u64() != Some(count) {
         bail!(
@@ -344,6 +293,217 @@ async fn verify_log(
     })
 }
 
+/// The last line of `path` that is not blank, read from the end of the file.
+fn last_line(path: &Path) -> anyhow::Result<Option<String>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let length = file.metadata()?.len();
+    let mut tail = 64 * 1024u64;
+    loop {
+        let start = length.saturating_sub(tail);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::with_capacity((length - start) as usize);
+        file.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end();
+        // A line is complete once a newline precedes it, or the file starts there.
+        if let Some(newline) = text.rfind('\n').filter(|_| !text.is_empty()) {
+            let line = &text[newline + 1..];
+            if !line.trim().is_empty() {
+                return Ok(Some(line.to_owned()));
+            }
+        } else if start == 0 {
+            return Ok(Some(text.to_owned()).filter(|t| !t.trim().is_empty()));
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        tail *= 4;
+    }
+}
+
+/// What one line of an export holds, as far as it can be checked on its own.
+enum Line {
+    Blank,
+    Manifest,
+    Event {
+        number: usize,
+        id: String,
+        sequence: u64,
+        /// The leaf and whether the event is a purged stub, or the first problem found after
+        /// the organization check (reported only once the line's order is checked).
+        leaf: anyhow::Result<(Hash, bool)>,
+    },
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The checks of one export line that need no other line.
+struct LineChecks<'a> {
+    organization: &'a str,
+    checkpoint: &'a Checkpoint,
+    complete: bool,
+}
+
+impl LineChecks<'_> {
+    fn check(&self, number: usize, line: &str) -> anyhow::Result<Line> {
+        if line.trim().is_empty() {
+            return Ok(Line::Blank);
+        }
+        let event: Value =
+            serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?;
+        if event["object"] == MANIFEST_OBJECT {
+            return Ok(Line::Manifest);
+        }
+        let id = event["id"].as_str().unwrap_or("(no id)").to_owned();
+        let sequence = event["sequence"]
+            .as_u64()
+            .with_context(|| format!("event {id} (line {number}) has no sequence"))?;
+        let fail = |what: String| {
+            anyhow::anyhow!("event {id} (sequence {sequence}, line {number}): {what}")
+        };
+        if event["organization_id"] != self.organization {
+            return Err(fail(format!(
+                "belongs to {}, not {}",
+                event["organization_id"], self.organization
+            )));
+        }
+        let leaf = self.leaf(&event, sequence).map_err(fail);
+        Ok(Line::Event {
+            number,
+            id,
+            sequence,
+            leaf,
+        })
+    }
+
+    fn leaf(&self, event: &Value, sequence: u64) -> Result<(Hash, bool), String> {
+        let checkpoint = self.checkpoint;
+        if sequence >= checkpoint.size {
+            return Err(format!(
+                "is beyond the checkpoint's {} events",
+                checkpoint.size
+            ));
+        }
+        let claimed = event["leaf_hash"]
+            .as_str()
+            .map(decode_hash)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let purged = event["purged"] == true;
+        let leaf = if purged {
+            // Retention removed the contents: the leaf hash is all that is left, and the proof
+            // (or the rebuilt root) still checks it.
+            claimed.ok_or("a purged stub without a leaf_hash")?
+        } else {
+            let leaf = event_leaf_hash(event);
+            if claimed != Some(leaf) {
+                return Err("its content does not hash to its leaf_hash: it was altered".into());
+            }
+            leaf
+        };
+        if !self.complete {
+            let proof = event["inclusion_proof"]
+                .as_array()
+                .ok_or("has no inclusion_proof")?
+                .iter()
+                .map(|h| {
+                    h.as_str().map(decode_hash).unwrap_or_else(|| {
+                        Err(trailmark_ledger::LedgerError::Malformed(
+                            "not a string".into(),
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            if !verify_inclusion(sequence, checkpoint.size, &leaf, &proof, &checkpoint.root) {
+                return Err("its inclusion proof does not lead to the checkpoint's root".into());
+            }
+        }
+        Ok((leaf, purged))
+    }
+}
+
+/// Lines read per batch handed to a worker.
+const BATCH_LINES: usize = 512;
+
+/// Reads `reader` line by line (numbered from 1), runs `check` on every line on all cores, and
+/// hands the results to `follow` in file order until it says stop or returns an error.
+fn in_parallel<T: Send>(
+    reader: impl BufRead + Send,
+    check: impl Fn(usize, &str) -> anyhow::Result<T> + Sync,
+    mut follow: impl FnMut(anyhow::Result<T>) -> anyhow::Result<Flow>,
+) -> anyhow::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        let (batches, batch_queue) =
+            mpsc::sync_channel::<(usize, Vec<(usize, String)>)>(workers * 2);
+        let (results, result_queue) =
+            mpsc::sync_channel::<(usize, Vec<anyhow::Result<T>>)>(workers * 2);
+        let reading = scope.spawn(move || -> std::io::Result<()> {
+            let mut lines = reader.lines().enumerate();
+            for index in 0.. {
+                let batch: Vec<(usize, String)> = lines
+                    .by_ref()
+                    .take(BATCH_LINES)
+                    .map(|(number, line)| line.map(|line| (number + 1, line)))
+                    .collect::<Result<_, _>>()?;
+                if batch.is_empty() || batches.send((index, batch)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        // Shared by the workers and dropped with the last of them, which stops the reader.
+        let batch_queue = Arc::new(Mutex::new(batch_queue));
+        for _ in 0..workers {
+            let (batch_queue, results, check) = (Arc::clone(&batch_queue), results.clone(), &check);
+            scope.spawn(move || {
+                loop {
+                    let next = match batch_queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((index, batch)) = next else { return };
+                    let checked = batch
+                        .iter()
+                        .map(|(number, line)| check(*number, line))
+                        .collect();
+                    if results.send((index, checked)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((results, batch_queue));
+        // Batches come back in any order; they are followed in file order.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        let mut stopped = false;
+        'follow: for (index, checked) in result_queue.iter() {
+            waiting.insert(index, checked);
+            while let Some(checked) = waiting.remove(&next) {
+                next += 1;
+                for outcome in checked {
+                    if let Flow::Stop = follow(outcome)? {
+                        stopped = true;
+                        break 'follow;
+                    }
+                }
+            }
+        }
+        drop(result_queue);
+        match reading.join() {
+            Ok(Err(error)) if !stopped => Err(error.into()),
+            Ok(_) => Ok(()),
+            Err(_) => bail!("the export reader stopped unexpectedly"),
+        }
+    })
+}
+
 /// A running count on stderr, only when stderr is a terminal.
 struct Progress {
     enabled: bool,
@@ -366,5 +526,60 @@ impl Progress {
         if self.enabled {
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered_lines(count: usize) -> std::io::Cursor<String> {
+        std::io::Cursor::new((1..=count).map(|n| format!("{n}\n")).collect())
+    }
+
+    #[test]
+    fn lines_are_followed_in_file_order_until_told_to_stop() {
+        let mut seen = Vec::new();
+        in_parallel(
+            numbered_lines(5 * BATCH_LINES + 7),
+            |number, line| Ok((number, line.parse::<usize>()?)),
+            |outcome| {
+                let (number, value) = outcome?;
+                assert_eq!(number, value);
+                seen.push(value);
+                Ok(if value == 4 * BATCH_LINES + 3 {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            },
+        )
+        .expect("every line checks");
+        assert_eq!(seen, (1..=4 * BATCH_LINES + 3).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_first_failing_line_in_file_order_is_reported() {
+        let mut seen = 0;
+        let error = in_parallel(
+            numbered_lines(6 * BATCH_LINES),
+            |number, _| {
+                if number == 3 * BATCH_LINES + 1 || number == 5 * BATCH_LINES {
+                    anyhow::bail!("line {number} is bad")
+                }
+                Ok(number)
+            },
+            |outcome| {
+                outcome?;
+                seen += 1;
+                Ok(Flow::Continue)
+            },
+        )
+        .expect_err("a line fails");
+        assert_eq!(
+            error.to_string(),
+            format!("line {} is bad", 3 * BATCH_LINES + 1)
+        );
+        assert_eq!(seen, 3 * BATCH_LINES);
     }
 }

@@ -17,8 +17,17 @@ use serde_json::Value;
 
 /// The RFC 8785 canonical bytes of `value`.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    write_value(value, &mut out);
+    canonical_json_without(value, &[])
+}
+
+/// The canonical bytes of `value` with the members named in `skip` left out of it, if it is an
+/// object (only at the top level): what a copy of the object without them would give.
+pub fn canonical_json_without(value: &Value, skip: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    match value {
+        Value::Object(map) => write_object(map, skip, &mut out),
+        other => write_value(other, &mut out),
+    }
     out
 }
 
@@ -27,7 +36,14 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(number) => write_number(number.as_f64().unwrap_or(0.0), out),
+        Value::Number(number) => match number
+            .as_i64()
+            .filter(|n| n.unsigned_abs() <= EXACT_INTEGER)
+        {
+            // Below 2^53 an integer's double is the integer, and ECMAScript prints it as such.
+            Some(integer) => out.extend_from_slice(integer.to_string().as_bytes()),
+            None => write_number(number.as_f64().unwrap_or(0.0), out),
+        },
         Value::String(text) => write_string(text, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -39,43 +55,70 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push(b'{');
-            for (i, (key, item)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map, &[], out),
     }
+}
+
+/// 2^53: every integer up to it is exactly a double.
+const EXACT_INTEGER: u64 = 1 << 53;
+
+fn write_object(map: &serde_json::Map<String, Value>, skip: &[&str], out: &mut Vec<u8>) {
+    let mut members: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(key, _)| !skip.contains(&key.as_str()))
+        .collect();
+    if !in_utf16_order(&members) {
+        members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    }
+    out.push(b'{');
+    for (i, (key, item)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(item, out);
+    }
+    out.push(b'}');
+}
+
+/// Whether `members` are already in UTF-16 code unit order, checked cheaply: byte order is code
+/// point order, which is UTF-16 order as long as no key holds a character from U+E000 up (whose
+/// UTF-8 starts at 0xEE: those sort differently against surrogate pairs). Usually true, since
+/// serde_json's default map iterates in byte order; the full sort handles every other case.
+fn in_utf16_order(members: &[(&String, &Value)]) -> bool {
+    members.iter().all(|(key, _)| key.bytes().all(|b| b < 0xEE))
+        && members.windows(2).all(|pair| pair[0].0 < pair[1].0)
 }
 
 fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        // Every byte of a multi-byte UTF-8 character is 0x80 or above, so escaping byte by byte
+        // never splits a character.
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            byte if byte < 0x20 => {
+                out.extend_from_slice(&bytes[run..i]);
+                out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
+                run = i + 1;
+                continue;
             }
-            c => {
-                let mut buffer = [0; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
-            }
-        }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        out.extend_from_slice(escape);
+        run = i + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 

@@ -24,6 +24,8 @@
 //! arrives as the text `'=HYPERLINK(…)`. Compatibility rule: columns may be appended, never
 //! reordered or removed.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// The file format of an export.
@@ -94,18 +96,6 @@ pub fn csv_header() -> String {
 
 /// Appends the CSV row of `event` (an event object) to `out`.
 pub fn csv_row(event: &Value, out: &mut String) {
-    let text = |value: &Value| match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let json_or_empty = |value: &Value| {
-        if value.is_null() {
-            String::new()
-        } else {
-            value.to_string()
-        }
-    };
     let actor = &event["actor"];
     let context = &event["context"];
     let cells = [
@@ -132,6 +122,23 @@ pub fn csv_row(event: &Value, out: &mut String) {
         write_cell(cell, out);
     }
     out.push_str("\r\n");
+}
+
+/// A cell's text: a string as is, a number as JSON, null as nothing.
+fn text(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::Null => Cow::Borrowed(""),
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+fn json_or_empty(value: &Value) -> Cow<'_, str> {
+    if value.is_null() {
+        Cow::Borrowed("")
+    } else {
+        Cow::Owned(value.to_string())
+    }
 }
 
 /// Appends the NDJSON line of `event` to `out`.

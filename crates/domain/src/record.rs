@@ -29,27 +29,40 @@ pub struct Placement<'a> {
 
 /// The event object for a stored event whose normalized JSON (`NewEvent::to_json`) is `body`.
 pub fn event_object(placement: Placement<'_>, body: &Value) -> Value {
-    let field = |name: &str| body.get(name).cloned().unwrap_or(Value::Null);
-    let mut object = Map::with_capacity(12);
+    into_event_object(placement, body.clone())
+}
+
+/// [`event_object`], taking the body's parts instead of copying them (bulk reads build one
+/// object per event and need the body no more).
+pub fn into_event_object(placement: Placement<'_>, body: Value) -> Value {
+    let mut body = match body {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let mut object = Map::new();
     object.insert("object".into(), json!("audit_log_event"));
     object.insert("id".into(), json!(placement.id));
     object.insert("organization_id".into(), json!(placement.organization_id));
     object.insert("sequence".into(), json!(placement.sequence));
-    object.insert("action".into(), field("action"));
-    object.insert("occurred_at".into(), field("occurred_at"));
+    object.insert("action".into(), take(&mut body, "action"));
+    object.insert("occurred_at".into(), take(&mut body, "occurred_at"));
     object.insert(
         "received_at".into(),
         json!(placement.received_at.to_string()),
     );
-    object.insert("version".into(), field("version"));
-    object.insert("actor".into(), field("actor"));
+    object.insert("version".into(), take(&mut body, "version"));
+    object.insert("actor".into(), take(&mut body, "actor"));
     object.insert(
         "targets".into(),
-        body.get("targets").cloned().unwrap_or_else(|| json!([])),
+        body.remove("targets").unwrap_or_else(|| json!([])),
     );
-    object.insert("context".into(), field("context"));
-    object.insert("metadata".into(), field("metadata"));
+    object.insert("context".into(), take(&mut body, "context"));
+    object.insert("metadata".into(), take(&mut body, "metadata"));
     Value::Object(object)
+}
+
+fn take(body: &mut Map<String, Value>, name: &str) -> Value {
+    body.remove(name).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

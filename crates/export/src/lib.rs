@@ -24,11 +24,13 @@
 
 use std::io::Write;
 
+use futures_util::future::join;
 use serde_json::{Value, json};
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::query::EventFilter;
+use trailmark_domain::record::{Placement, into_event_object};
 use trailmark_ledger::encode_hash;
-use trailmark_store::{Order, SearchRequest, Store, StoreError, StoredCheckpoint};
+use trailmark_store::{Order, SearchRequest, Store, StoreError, StoredCheckpoint, StoredEvent};
 
 /// Events read per storage query: large enough to amortize a query, small enough to keep
 /// memory flat (about 1 MB of events in flight).
@@ -74,17 +76,21 @@ pub async fn write_export(
     let before = snapshot.map(|s| s.checkpoint.tree_size);
     out.write_all(format.preamble().as_bytes())?;
     let mut written = 0u64;
-    let mut after = None;
+    let fetch = |after: Option<u64>| {
+        store.search_events(
+            organization_id,
+            SearchRequest {
+                filter: filter.clone(),
+                after,
+                before,
+                order: Order::Asc,
+                limit: PAGE_SIZE,
+            },
+        )
+    };
     let mut buffer = String::with_capacity(PAGE_SIZE * 512);
+    let mut page = fetch(None).await?;
     loop {
-        let request = SearchRequest {
-            filter: filter.clone(),
-            after,
-            before,
-            order: Order::Asc,
-            limit: PAGE_SIZE,
-        };
-        let page = store.search_events(organization_id, request).await?;
         let proofs = match verifiable {
             Some(snapshot) if !complete && !page.events.is_empty() => {
                 let sequences = page.events.iter().map(|e| e.sequence).collect();
@@ -96,25 +102,45 @@ pub async fn write_export(
             }
             _ => None,
         };
-        buffer.clear();
-        for (position, event) in page.events.iter().enumerate() {
-            let mut object = event.to_object();
-            if let Some(proof) = proofs.as_ref().and_then(|proofs| proofs.get(position)) {
-                object["inclusion_proof"] = Value::Array(
-                    proof
-                        .iter()
-                        .map(|h| Value::String(encode_hash(h)))
-                        .collect(),
-                );
+        let next = page
+            .events
+            .last()
+            .filter(|_| page.more)
+            .map(|last| last.sequence);
+        let count = page.events.len() as u64;
+        // The store reads and parses the next page on its own thread while this one is written.
+        let write_page = async {
+            buffer.clear();
+            for (position, event) in page.events.into_iter().enumerate() {
+                let mut object = into_object(event);
+                if let Some(proof) = proofs.as_ref().and_then(|proofs| proofs.get(position)) {
+                    object["inclusion_proof"] = Value::Array(
+                        proof
+                            .iter()
+                            .map(|h| Value::String(encode_hash(h)))
+                            .collect(),
+                    );
+                }
+                format.write(&object, &mut buffer);
             }
-            format.write(&object, &mut buffer);
-        }
-        out.write_all(buffer.as_bytes())?;
-        written += page.events.len() as u64;
+            out.write_all(buffer.as_bytes())
+        };
+        let following = match next {
+            Some(after) => {
+                let (following, written_page) = join(fetch(Some(after)), write_page).await;
+                written_page?;
+                Some(following?)
+            }
+            None => {
+                write_page.await?;
+                None
+            }
+        };
+        written += count;
         progress(written);
-        match page.events.last() {
-            Some(last) if page.more => after = Some(last.sequence),
-            _ => break,
+        match following {
+            Some(following) => page = following,
+            None => break,
         }
     }
     if let Some(snapshot) = verifiable {
@@ -134,4 +160,24 @@ pub async fn write_export(
     }
     out.flush()?;
     Ok(written)
+}
+
+/// The event object with its `leaf_hash` ([`StoredEvent::to_object`]), built from the event's
+/// own parts rather than copies of them.
+fn into_object(event: StoredEvent) -> Value {
+    if event.purged_at.is_some() {
+        return event.to_object();
+    }
+    let leaf_hash = encode_hash(&event.leaf_hash);
+    let mut object = into_event_object(
+        Placement {
+            id: &event.id,
+            organization_id: &event.organization_id,
+            sequence: event.sequence,
+            received_at: event.received_at,
+        },
+        event.body,
+    );
+    object["leaf_hash"] = Value::String(leaf_hash);
+    object
 }

@@ -16,7 +16,7 @@
 //! ingested after the change only; verifiers hash whatever keys an event carries.
 
 use serde_json::Value;
-use trailmark_domain::canonical::canonical_json;
+use trailmark_domain::canonical::canonical_json_without;
 
 use crate::tree::{Hash, leaf_hash};
 
@@ -25,16 +25,7 @@ pub const NON_LEAF_KEYS: [&str; 2] = ["leaf_hash", "inclusion_proof"];
 
 /// The leaf bytes of an event object.
 pub fn leaf_bytes(event_object: &Value) -> Vec<u8> {
-    match event_object {
-        Value::Object(map) if NON_LEAF_KEYS.iter().any(|key| map.contains_key(*key)) => {
-            let mut trimmed = map.clone();
-            for key in NON_LEAF_KEYS {
-                trimmed.remove(key);
-            }
-            canonical_json(&Value::Object(trimmed))
-        }
-        other => canonical_json(other),
-    }
+    canonical_json_without(event_object, &NON_LEAF_KEYS)
 }
 
 /// The leaf hash of an event object.

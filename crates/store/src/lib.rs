@@ -46,6 +46,9 @@ pub use model::{
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+/// The SQL a search runs on SQLite, for the read benchmark's raw ceiling.
+#[doc(hidden)]
+pub use sqlite::{SearchStatement, search_statements};
 pub use trailmark_ledger::tree::Hash;
 
 /// Everything Trailmark persists. Implementations are cheap to share (`Arc<dyn Store>`).

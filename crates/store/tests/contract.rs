@@ -9,10 +9,11 @@ use serde_json::json;
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
 use trailmark_domain::organization::OrganizationChanges;
+use trailmark_domain::query::{ActionPattern, EventFilter};
 use trailmark_domain::schema::{ActionName, SchemaDefinition};
 use trailmark_store::{
-    AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, PostgresStore, SchemaLookup,
-    SqliteStore, Store, StoreError, StoredResponse,
+    AppendOutcome, AppendRequest, IdempotencyClaim, Order, PendingEvent, PostgresStore,
+    SchemaLookup, SearchRequest, SqliteStore, Store, StoreError, StoredResponse,
 };
 
 /// A store over a fresh temporary database, and the guard that deletes it.
@@ -106,6 +107,7 @@ macro_rules! contract {
                 appends_to_unknown_or_deleted_organizations_fail_alone,
                 an_equal_schema_returns_the_latest_version,
                 one_runner_at_a_time_claims_a_pending_export,
+                searches_find_exactly_the_matching_events_of_a_long_log,
             );
         )*
     };
@@ -420,4 +422,264 @@ async fn one_runner_at_a_time_claims_a_pending_export(store: &dyn Store) {
             .expect("claim"),
         "a finished export is not claimed"
     );
+}
+
+/// Events of the long log below: the `i`-th gets sequence `i`.
+const LONG_LOG: u64 = 6_000;
+/// The first events are received long ago, and retention purges them.
+const PURGED: u64 = 100;
+const MINUTE_MS: i64 = 60_000;
+const LOG_START_MS: i64 = 1_780_000_000_000;
+
+/// What the `i`-th event of the long log is: action, actor, targets, minute it occurred at.
+struct Shape {
+    action: &'static str,
+    actor: String,
+    targets: Vec<(String, &'static str)>,
+    minute: i64,
+}
+
+fn shape(i: u64) -> Shape {
+    let action = match i % 10 {
+        0..=2 => "user.signed_in",
+        3 | 4 => "user.signed_out",
+        5..=8 => "document.updated",
+        _ if i % 100 == 9 => "api_key.created",
+        _ => "document.viewed",
+    };
+    let actor = if i.is_multiple_of(997) {
+        "rare_actor".to_owned()
+    } else {
+        format!("user_{}", i % 7)
+    };
+    let mut targets = vec![(format!("doc_{}", i % 300), "document")];
+    if i.is_multiple_of(50) {
+        targets.push(("team_1".to_owned(), "team"));
+    }
+    // Mostly in order, one in a hundred back-dated by two days.
+    let minute = i as i64 - if i % 100 == 42 { 2 * 24 * 60 } else { 0 };
+    Shape {
+        action,
+        actor,
+        targets,
+        minute,
+    }
+}
+
+fn long_log_event(i: u64) -> PendingEvent {
+    let shape = shape(i);
+    let targets: Vec<_> = shape
+        .targets
+        .iter()
+        .map(|(id, kind)| json!({"id": id, "type": kind}))
+        .collect();
+    let event = NewEvent::parse(&json!({
+        "action": shape.action,
+        "occurred_at": Timestamp::from_unix_millis(LOG_START_MS + shape.minute * MINUTE_MS).to_string(),
+        "actor": {"id": shape.actor, "type": "user"},
+        "targets": targets,
+        "context": {"location": "192.0.2.1"},
+        "metadata": {"n": format!("needle{i}")}
+    }))
+    .expect("valid event");
+    PendingEvent {
+        id: format!("event_{i:026}"),
+        event,
+        received_at: if i < PURGED {
+            Timestamp::from_unix_millis(1_000)
+        } else {
+            Timestamp::now()
+        },
+    }
+}
+
+/// Whether the `i`-th event matches `filter`, by the filter semantics, checked by brute force.
+fn long_log_matches(i: u64, filter: &EventFilter) -> bool {
+    let shape = shape(i);
+    let occurred = LOG_START_MS + shape.minute * MINUTE_MS;
+    let any_or_empty = |values: &[String], found: &dyn Fn(&String) -> bool| {
+        values.is_empty() || values.iter().any(found)
+    };
+    i >= PURGED
+        && filter
+            .range_start
+            .is_none_or(|s| occurred >= s.unix_millis())
+        && filter.range_end.is_none_or(|e| occurred <= e.unix_millis())
+        && (filter.actions.is_empty() || filter.actions.iter().any(|a| a.matches(shape.action)))
+        && any_or_empty(&filter.actor_ids, &|a| *a == shape.actor)
+        && any_or_empty(&filter.target_ids, &|t| {
+            shape.targets.iter().any(|(id, _)| id == t)
+        })
+        && any_or_empty(&filter.target_types, &|t| {
+            shape.targets.iter().any(|(_, kind)| kind == t)
+        })
+        && filter
+            .text
+            .as_ref()
+            .is_none_or(|q| format!("needle{i}").contains(&q.to_lowercase()))
+}
+
+/// Longer than the stretch a search tests event by event, with other organizations' events
+/// between its batches and retention's stubs at its start: every filter, both orders, paged
+/// with cursors, finds exactly the events a brute-force filter finds.
+async fn searches_find_exactly_the_matching_events_of_a_long_log(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    let mut noise = 0;
+    for batch in (0..LONG_LOG).collect::<Vec<_>>().chunks(1_000) {
+        let events = batch.iter().map(|i| long_log_event(*i)).collect();
+        append(store, &acme, events).await.expect("append");
+        // Same search text in another organization: it must never show up.
+        let twins = [12, 1_234].map(|i| PendingEvent {
+            id: format!("event_globex_{noise}_{i}"),
+            ..long_log_event(i)
+        });
+        append(store, &globex, twins.into()).await.expect("append");
+        noise += 2;
+    }
+    assert_eq!(store.log_size(&globex).await.expect("size"), noise);
+    let purged = store
+        .purge_events(
+            &acme,
+            Timestamp::from_unix_millis(2_000),
+            1_000,
+            Timestamp::now(),
+        )
+        .await
+        .expect("purge");
+    assert_eq!(purged, PURGED);
+
+    let at = |minute: i64| {
+        Some(Timestamp::from_unix_millis(
+            LOG_START_MS + minute * MINUTE_MS,
+        ))
+    };
+    let actions = |patterns: &[&str]| patterns.iter().map(|p| ActionPattern::parse(p)).collect();
+    let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect();
+    let filters = [
+        EventFilter {
+            actions: actions(&["user.*"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            actions: actions(&["api_key.*"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            actions: actions(&["document.viewed", "api_key.created"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            actor_ids: strings(&["rare_actor"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            target_ids: strings(&["doc_5"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            target_types: strings(&["team"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            target_types: strings(&["team"]),
+            target_ids: strings(&["doc_0", "doc_50"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            target_ids: strings(&["doc_7"]),
+            actions: actions(&["document.updated"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            target_types: strings(&["team"]),
+            actions: actions(&["user.*"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            range_start: at(2_000),
+            range_end: at(2_300),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            range_end: at(400),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            range_start: at(1_000),
+            range_end: at(3_000),
+            actions: actions(&["user.*"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            range_start: at(1_000),
+            range_end: at(5_000),
+            actions: actions(&["user.*"]),
+            actor_ids: strings(&["user_3"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            text: Some("needle12".into()),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            text: Some("NEEDLE".into()),
+            actions: actions(&["api_key.*"]),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            text: Some("needle5999".into()),
+            ..EventFilter::default()
+        },
+    ];
+    for filter in filters {
+        for order in [Order::Desc, Order::Asc] {
+            let mut all: Vec<u64> = (0..LONG_LOG)
+                .filter(|i| long_log_matches(*i, &filter))
+                .collect();
+            if order == Order::Desc {
+                all.reverse();
+            }
+            assert!(!all.is_empty(), "{filter:?} matches nothing");
+            // Long lists are compared over their first pages.
+            let expected = &all[..all.len().min(7 * 40)];
+            let mut found = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (after, before) = match order {
+                    Order::Desc => (None, cursor),
+                    Order::Asc => (cursor, None),
+                };
+                let page = store
+                    .search_events(
+                        &acme,
+                        SearchRequest {
+                            filter: filter.clone(),
+                            after,
+                            before,
+                            order,
+                            limit: 7,
+                        },
+                    )
+                    .await
+                    .expect("search");
+                found.extend(page.events.iter().map(|e| e.sequence));
+                assert!(
+                    page.events.iter().all(|e| e.purged_at.is_none()),
+                    "{filter:?}: a stub"
+                );
+                if !page.more || found.len() >= expected.len() {
+                    assert_eq!(
+                        page.more,
+                        found.len() < all.len(),
+                        "{filter:?} {order:?}: more"
+                    );
+                    break;
+                }
+                cursor = page.events.last().map(|e| e.sequence);
+            }
+            found.truncate(expected.len());
+            assert_eq!(found, expected, "{filter:?} {order:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode, one file, durable on every acknowledged commit.
 //! See [`worker`] for how writes are grouped into commits.
 
+mod search;
 mod worker;
 
 use std::path::Path;
@@ -10,30 +11,35 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
+use trailmark_domain::canonical::canonical_json;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Domain, DomainState, Organization};
-use trailmark_domain::query::{ActionPattern, EventFilter};
 use trailmark_domain::record::{Placement, event_object};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
-use trailmark_ledger::leaf::event_leaf_hash;
-use trailmark_ledger::tree::{Frontier, NodeReader, consistency_proof, inclusion_proof, tree_hash};
+use trailmark_ledger::leaf::leaf_bytes;
+use trailmark_ledger::tree::{
+    Frontier, NodeReader, consistency_proof, inclusion_proof, leaf_hash, tree_hash,
+};
 
 use crate::codec::{filter_from_json, filter_to_json};
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup,
-    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse, StreamRecord,
-    StreamState,
+    IdempotencyClaim, LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt,
+    SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
+    StreamRecord, StreamState,
 };
 use crate::window::Window;
 use crate::{Hash, Store, StoreError};
+use search::EVENT_COLUMNS;
+pub use search::{SearchStatement, search_statements};
 use worker::{Database, GroupWork};
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_export_runners.sql"),
+    include_str!("migrations/0002_live_search_indexes.sql"),
+    include_str!("migrations/0003_export_runners.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -399,8 +405,18 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        // Everything about the events that does not depend on their sequence numbers is done
+        // here, beside the other requests, so the one writer thread only assigns sequences,
+        // hashes and inserts. A large batch is prepared off the async threads.
+        let prepared = if request.events.len() >= PREPARE_OFF_THREAD {
+            tokio::task::spawn_blocking(move || PreparedAppend::new(request))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("preparing events failed: {e}")))?
+        } else {
+            PreparedAppend::new(request)
+        };
         self.db
-            .write_in_group(move |c, group| append(c, group, request))
+            .write_in_group(move |c, group| append(c, group, prepared))
             .await
     }
 
@@ -412,24 +428,19 @@ impl Store for SqliteStore {
         let organization_id = organization_id.to_owned();
         self.db
             .read(move |c| {
-                let mut query = SearchSql::new(&organization_id);
-                query.add_filter(&request);
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.sequence {} LIMIT {}",
-                    query.conditions.join(" AND "),
-                    if request.order == Order::Asc {
-                        "ASC"
-                    } else {
-                        "DESC"
-                    },
-                    request.limit + 1
-                );
-                let mut events = c
-                    .prepare_cached(&sql)?
-                    .query_map(rusqlite::params_from_iter(query.values), event_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into_iter()
-                    .collect::<Result<Vec<_>, _>>()?;
+                // One snapshot for every statement: the plan depends on the log's size.
+                let transaction = c.unchecked_transaction()?;
+                let mut events = Vec::with_capacity(request.limit + 1);
+                for statement in search_statements(&transaction, &organization_id, &request)? {
+                    let mut prepared = transaction.prepare_cached(&statement.sql)?;
+                    let mut rows = prepared.query(rusqlite::params_from_iter(statement.values))?;
+                    while let Some(row) = rows.next()? {
+                        events.push(event_from_row(row)??);
+                    }
+                    if events.len() > request.limit {
+                        break;
+                    }
+                }
                 let more = events.len() > request.limit;
                 events.truncate(request.limit);
                 Ok(SearchPage { events, more })
@@ -728,7 +739,7 @@ impl Store for SqliteStore {
                     None => c.execute("DELETE FROM legal_holds WHERE organization_id = ?1", [&organization_id])?,
                 };
                 let request = AppendRequest { organization_id: organization_id.clone(), events: vec![record], idempotency: None };
-                match append(c, group, request)? {
+                match append(c, group, PreparedAppend::new(request))? {
                     AppendOutcome::Appended { mut receipts, .. } if receipts.len() == 1 => Ok(receipts.remove(0)),
                     _ => Err(StoreError::Corrupt("recording the legal hold appended no event".into())),
                 }
@@ -936,12 +947,116 @@ impl Store for SqliteStore {
     }
 }
 
+/// Events per append from which their preparation moves to a blocking thread.
+const PREPARE_OFF_THREAD: usize = 32;
+
+/// An append with each event's columns, stored JSON, search text and leaf bytes ready.
+struct PreparedAppend {
+    organization_id: String,
+    events: Vec<PreparedEvent>,
+    idempotency: Option<IdempotencyClaim>,
+}
+
+struct PreparedEvent {
+    id: String,
+    received_at: Timestamp,
+    action: String,
+    occurred_at: Timestamp,
+    actor_id: String,
+    actor_name: Option<String>,
+    /// `(id, type)` of each target.
+    targets: Vec<(String, String)>,
+    body: String,
+    search_text: String,
+    leaf: LeafTemplate,
+}
+
+impl PreparedAppend {
+    fn new(request: AppendRequest) -> Self {
+        let organization_id = request.organization_id;
+        let events = request
+            .events
+            .into_iter()
+            .map(|pending| {
+                let event = &pending.event;
+                let body = event.to_json();
+                PreparedEvent {
+                    leaf: LeafTemplate::new(&pending, &organization_id, &body),
+                    body: body.to_string(),
+                    search_text: event.search_text(),
+                    action: event.action().to_owned(),
+                    occurred_at: event.occurred_at(),
+                    actor_id: event.actor().id.clone(),
+                    actor_name: event.actor().name.clone(),
+                    targets: event
+                        .targets()
+                        .iter()
+                        .map(|t| (t.id.clone(), t.kind.clone()))
+                        .collect(),
+                    received_at: pending.received_at,
+                    id: pending.id,
+                }
+            })
+            .collect();
+        PreparedAppend {
+            organization_id,
+            events,
+            idempotency: request.idempotency,
+        }
+    }
+}
+
+/// An event's leaf bytes before its sequence number is known: the canonical JSON of its event
+/// object up to the `sequence` value, and after it. The leaf is the object as readers will see
+/// it, built from the same pieces a reader's copy is built from; only the number is missing.
+struct LeafTemplate {
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+impl LeafTemplate {
+    fn new(pending: &PendingEvent, organization_id: &str, body: &Value) -> Self {
+        let leaf = |sequence| {
+            leaf_bytes(&event_object(
+                Placement {
+                    id: &pending.id,
+                    organization_id,
+                    sequence,
+                    received_at: pending.received_at,
+                },
+                body,
+            ))
+        };
+        // The two differ only in the one digit where the sequence is written, wherever the
+        // canonical form puts it.
+        let (zero, one) = (leaf(0), leaf(1));
+        let at = zero
+            .iter()
+            .zip(&one)
+            .position(|(a, b)| a != b)
+            .unwrap_or(zero.len());
+        LeafTemplate {
+            before: zero[..at].to_vec(),
+            after: zero[(at + 1).min(zero.len())..].to_vec(),
+        }
+    }
+
+    fn hash(&self, sequence: u64) -> Hash {
+        let number = canonical_json(&Value::from(sequence));
+        let mut bytes = Vec::with_capacity(self.before.len() + number.len() + self.after.len());
+        bytes.extend_from_slice(&self.before);
+        bytes.extend_from_slice(&number);
+        bytes.extend_from_slice(&self.after);
+        leaf_hash(&bytes)
+    }
+}
+
 /// The body of an append, run by the writer inside the group transaction. The search text is
 /// indexed by the group, after every job (see [`GroupWork`]).
 fn append(
     c: &Connection,
     group: &mut GroupWork,
-    request: AppendRequest,
+    request: PreparedAppend,
 ) -> Result<AppendOutcome, StoreError> {
     let organization = request.organization_id;
     let live: bool = c
@@ -984,22 +1099,9 @@ fn append(
         "INSERT INTO merkle_nodes (organization_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
     )?;
     let mut receipts = Vec::with_capacity(request.events.len());
-    for pending in request.events {
+    for event in request.events {
         let sequence = frontier.size();
-        let event = &pending.event;
-        let body = event.to_json();
-        // The leaf is the event object as readers will see it, so it is built here, once the
-        // sequence is known, from the same pieces a reader's copy is built from.
-        let object = event_object(
-            Placement {
-                id: &pending.id,
-                organization_id: &organization,
-                sequence,
-                received_at: pending.received_at,
-            },
-            &body,
-        );
-        let leaf_hash = event_leaf_hash(&object);
+        let leaf_hash = event.leaf.hash(sequence);
         for node in frontier.append(leaf_hash) {
             insert_node.execute(params![
                 organization,
@@ -1011,28 +1113,28 @@ fn append(
         insert.execute(params![
             organization,
             sequence as i64,
-            pending.id,
-            event.action(),
-            event.occurred_at().unix_millis(),
-            pending.received_at.unix_millis(),
-            event.actor().id,
-            event.actor().name,
+            event.id,
+            event.action,
+            event.occurred_at.unix_millis(),
+            event.received_at.unix_millis(),
+            event.actor_id,
+            event.actor_name,
             leaf_hash.as_slice(),
-            body.to_string(),
+            event.body,
         ])?;
         group
             .search_rows
-            .push((c.last_insert_rowid(), event.search_text()));
-        for target in event.targets() {
+            .push((c.last_insert_rowid(), event.search_text));
+        for (target_id, target_type) in &event.targets {
             insert_target.execute(params![
                 organization,
                 sequence as i64,
-                target.id,
-                target.kind
+                target_id,
+                target_type
             ])?;
         }
         receipts.push(Receipt {
-            id: pending.id,
+            id: event.id,
             sequence,
             leaf_hash,
         });
@@ -1182,9 +1284,6 @@ fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StreamRecord, Store
     })())
 }
 
-const EVENT_COLUMNS: &str =
-    "e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body, e.purged_at";
-
 /// Maps a row of [`EVENT_COLUMNS`].
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
     let id: String = row.get(0)?;
@@ -1208,105 +1307,6 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreEr
             purged_at: purged_at.map(Timestamp::from_unix_millis),
         })
     })())
-}
-
-/// The WHERE clause of a search, built up with numbered parameters.
-struct SearchSql {
-    conditions: Vec<String>,
-    values: Vec<rusqlite::types::Value>,
-}
-
-impl SearchSql {
-    fn new(organization_id: &str) -> Self {
-        SearchSql {
-            conditions: vec!["e.organization_id = ?1".into()],
-            values: vec![organization_id.to_owned().into()],
-        }
-    }
-
-    fn bind(&mut self, value: impl Into<rusqlite::types::Value>) -> String {
-        self.values.push(value.into());
-        format!("?{}", self.values.len())
-    }
-
-    fn bind_all(&mut self, values: &[String]) -> String {
-        values
-            .iter()
-            .map(|v| self.bind(v.clone()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn add_filter(&mut self, request: &SearchRequest) {
-        let filter = &request.filter;
-        // A purged stub has no content left to match; unfiltered reads (cursors) still list it.
-        if *filter != EventFilter::default() {
-            self.conditions.push("e.purged_at IS NULL".into());
-        }
-        if let Some(after) = request.after {
-            let p = self.bind(i64::try_from(after).unwrap_or(i64::MAX));
-            self.conditions.push(format!("e.sequence > {p}"));
-        }
-        if let Some(before) = request.before {
-            let p = self.bind(i64::try_from(before).unwrap_or(i64::MAX));
-            self.conditions.push(format!("e.sequence < {p}"));
-        }
-        if let Some(start) = filter.range_start {
-            let p = self.bind(start.unix_millis());
-            self.conditions.push(format!("e.occurred_at >= {p}"));
-        }
-        if let Some(end) = filter.range_end {
-            let p = self.bind(end.unix_millis());
-            self.conditions.push(format!("e.occurred_at <= {p}"));
-        }
-        if !filter.actions.is_empty() {
-            let mut alternatives = Vec::new();
-            for pattern in &filter.actions {
-                match pattern {
-                    ActionPattern::Exact(action) => {
-                        let p = self.bind(action.clone());
-                        alternatives.push(format!("e.action = {p}"));
-                    }
-                    // A range on the prefix uses the (organization_id, action) index, and is
-                    // case-sensitive where LIKE would not be.
-                    ActionPattern::Prefix(prefix) => {
-                        let low = self.bind(prefix.clone());
-                        let high = self.bind(format!("{prefix}\u{10FFFF}"));
-                        alternatives.push(format!("(e.action >= {low} AND e.action < {high})"));
-                    }
-                }
-            }
-            self.conditions
-                .push(format!("({})", alternatives.join(" OR ")));
-        }
-        if !filter.actor_ids.is_empty() {
-            let list = self.bind_all(&filter.actor_ids);
-            self.conditions.push(format!("e.actor_id IN ({list})"));
-        }
-        if !filter.actor_names.is_empty() {
-            let list = self.bind_all(&filter.actor_names);
-            self.conditions.push(format!("e.actor_name IN ({list})"));
-        }
-        for (column, values) in [
-            ("target_id", &filter.target_ids),
-            ("target_type", &filter.target_types),
-        ] {
-            if !values.is_empty() {
-                let list = self.bind_all(values);
-                self.conditions.push(format!(
-                    "EXISTS (SELECT 1 FROM event_targets t WHERE t.organization_id = e.organization_id
-                       AND t.sequence = e.sequence AND t.{column} IN ({list}))"
-                ));
-            }
-        }
-        if let Some(text) = &filter.text {
-            // An FTS5 phrase: the trigram tokenizer matches it as a substring.
-            let p = self.bind(format!("\"{}\"", text.replace('"', "\"\"")));
-            self.conditions.push(format!(
-                "e.rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH {p})"
-            ));
-        }
-    }
 }
 
 const EXPORT_COLUMNS: &str =
@@ -1426,4 +1426,46 @@ fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ActionSchema, Store
             created_at,
         })
     })())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailmark_domain::event::NewEvent;
+    use trailmark_ledger::leaf::event_leaf_hash;
+
+    #[test]
+    fn a_leaf_template_hashes_as_the_whole_event_object_does() {
+        let event = NewEvent::parse(&json!({
+            "action": "user.signed_in",
+            "occurred_at": "2026-08-01T10:00:00.000Z",
+            "actor": {"id": "user_1", "type": "user", "name": "Sequence 0 \"1\"", "metadata": {"sequence": "1"}},
+            "targets": [{"id": "team_10", "type": "team", "metadata": {"n": "11"}}],
+            "context": {"location": "192.0.2.1", "user_agent": "UA/1.0"},
+            "metadata": {"attempt": "1", "note": "ü \\u0001 1"}
+        }))
+        .expect("a valid event");
+        let pending = PendingEvent {
+            id: "event_01".into(),
+            event,
+            received_at: Timestamp::from_unix_millis(1_785_578_400_001),
+        };
+        let body = pending.event.to_json();
+        let template = LeafTemplate::new(&pending, "org_1", &body);
+        for sequence in [0, 1, 9, 10, 11, 99, 100, 12_345, 1 << 40] {
+            let object = event_object(
+                Placement {
+                    id: &pending.id,
+                    organization_id: "org_1",
+                    sequence,
+                    received_at: pending.received_at,
+                },
+                &body,
+            );
+            assert_eq!(
+                template.hash(sequence),
+                event_leaf_hash(&object),
+                "{sequence}"
+            );
+        }
+    }
 }
