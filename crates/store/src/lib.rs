@@ -26,6 +26,7 @@
 mod codec;
 mod error;
 mod model;
+mod portal;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -41,6 +42,7 @@ pub use model::{
     Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
     StoredResponse, StreamRecord, StreamState,
 };
+pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 pub use sqlite::SqliteStore;
 pub use trailmark_ledger::tree::Hash;
 
@@ -254,4 +256,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes idempotency records that expired before `now`; returns how many.
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Stores a newly issued Admin Portal link (only its token's hash).
+    async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError>;
+    /// Opens the link whose token hashes to `token_hash`, in one commit: if it is unused and
+    /// not expired at `now`, marks it used and stores `session` with the link's organization,
+    /// intent, e-mail and return URL. A link can therefore open one session only, even when two
+    /// requests race.
+    async fn redeem_portal_link(
+        &self,
+        token_hash: [u8; 32],
+        now: Timestamp,
+        session: NewPortalSession,
+    ) -> Result<PortalRedemption, StoreError>;
+    /// The portal session whose cookie secret hashes to `secret_hash`, if it has not expired at
+    /// `now`; its expiry moves to `renew_until` (sessions expire after inactivity).
+    async fn touch_portal_session(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+        renew_until: Timestamp,
+    ) -> Result<Option<PortalSession>, StoreError>;
+    /// Deletes portal links and sessions that expired before `before`; returns how many.
+    async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
