@@ -118,10 +118,12 @@ pub async fn list(
     let current = query_string(filters.iter().copied());
     let mut paging = String::new();
     if query.get("before").is_some_and(|b| !b.is_empty()) {
-        paging.push_str(&format!(
-            r#"<a href="/portal/events?{}">← Newest</a>"#,
-            esc(&current)
-        ));
+        let newest = if current.is_empty() {
+            "/portal/events".to_owned()
+        } else {
+            format!("/portal/events?{current}")
+        };
+        paging.push_str(&format!(r#"<a href="{}">← Newest</a>"#, esc(&newest)));
     }
     if let Some(older) = older {
         let older = older.to_string();
