@@ -267,7 +267,7 @@ describe('audit_logs intent', () => {
     assert.deepEqual(sequences, ['5', '4', '3', '2', '1', '0']);
     assert.equal(await page.getByRole('link', { name: 'Older events →' }).count(), 0);
     await page.getByRole('link', { name: '← Newest' }).click();
-    await page.waitForURL(`${server.url}/portal/events`;
+    await page.waitForURL(`${server.url}/portal/events`);
   });
 
   it('filters with the read API filters (actions and free text)', async () => {

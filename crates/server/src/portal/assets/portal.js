@@ -8,6 +8,12 @@ document.querySelectorAll('form[data-confirm]').forEach((form) => {
   });
 });
 
+// On a phone, the filters start folded unless some are in use, so the events come first.
+const filters = document.querySelector('form.filters details');
+if (filters && !('active' in filters.dataset) && window.matchMedia('(max-width: 40rem)').matches) {
+  filters.open = false;
+}
+
 // An element with data-reload="N" reloads the page every N seconds, unless the user is typing.
 const live = document.querySelector('[data-reload]');
 if (live) {

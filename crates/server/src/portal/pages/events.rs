@@ -145,8 +145,10 @@ pub async fn list(
         .collect();
     let body = format!(
         r#"<form class="filters" method="get" action="/portal/events" role="search">
-<fieldset><legend>Filter</legend>{inputs}</fieldset>
+<details open{active}><summary>Filters</summary>
+<fieldset><legend class="sr-only">Filter</legend>{inputs}</fieldset>
 <div class="actions"><button type="submit">Apply filters</button> <a href="/portal/events">Clear</a></div>
+</details>
 </form>
 {notice}
 <form class="export" method="post" action="/portal/exports">{csrf}{hidden_filters}
@@ -157,6 +159,11 @@ pub async fn list(
 {table}
 <nav class="paging" aria-label="Pages">{paging}</nav>"#,
         notice = problems_notice(&problems),
+        active = if hidden_filters.is_empty() {
+            ""
+        } else {
+            " data-active"
+        },
         csrf = csrf_input(&portal.session),
         what = if hidden_filters.is_empty() {
             "every event"
