@@ -1076,3 +1076,39 @@ def test_get_unknown_export_is_not_found(client: WorkOSClient):
         client.audit_logs.get_export(UNKNOWN_EXPORT)
     assert exc.value.status_code == 404
     assert UNKNOWN_EXPORT in exc.value.message, exc.value.response_json
+
+
+# ---------------------------------------------------------------------------------------
+# Admin Portal link (§3): Python 10's `admin_portal.generate_link`, which sends
+# `it_contact_emails` and `external_user_id`.
+
+
+def test_admin_portal_link_opens_once(client: WorkOSClient, org, server):
+    response = client.admin_portal.generate_link(
+        organization=org.id,
+        intent="audit_logs",
+        return_url="https://app.example.com/settings",
+        it_contact_emails=["it@acme.test"],
+        external_user_id="user_42",
+    )
+    assert re.fullmatch(rf"{re.escape(server.base_url)}/portal\?token=[0-9a-f]{{64}}", response.link)
+    with urllib.request.urlopen(response.link) as opened:
+        assert opened.status == 200
+        assert opened.headers["Content-Type"].startswith("text/html")
+        assert "HttpOnly; SameSite=Strict" in opened.headers["Set-Cookie"]
+    with pytest.raises(urllib.error.HTTPError) as again:
+        urllib.request.urlopen(response.link)
+    assert again.value.code == 410
+
+
+def test_admin_portal_refuses_intents_it_does_not_serve(client: WorkOSClient, org):
+    with pytest.raises(UnprocessableEntityError) as exc:
+        client.admin_portal.generate_link(organization=org.id, intent="sso")
+    assert exc.value.status_code == 422
+    assert "audit_logs, log_streams" in json.dumps(exc.value.response_json)
+
+
+def test_admin_portal_link_for_unknown_organization_is_not_found(client: WorkOSClient):
+    with pytest.raises(NotFoundError) as exc:
+        client.admin_portal.generate_link(organization=UNKNOWN_ORG, intent="log_streams")
+    assert exc.value.status_code == 404

@@ -197,6 +197,15 @@ pub struct ServeArgs {
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600)]
     pub export_link_ttl_secs: u64,
+    /// How long an Admin Portal link can be opened, in seconds. Hidden: WorkOS's links last 5
+    /// minutes and so do Trailmark's; only the browser tests shorten it, to see a link expire.
+    #[arg(
+        long,
+        env = "TRAILMARK_PORTAL_LINK_TTL_SECS",
+        default_value_t = 300,
+        hide = true
+    )]
+    pub portal_link_ttl_secs: u64,
     /// Longest date range one export may span, in days (default: no limit).
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS")]
     pub export_max_range_days: Option<u32>,

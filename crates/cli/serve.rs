@@ -112,7 +112,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(?config, %address, "starting");
     // Tests and scripts wait for this exact line to learn the port.
-    let state = AppState::new(store, config).map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?;
+    let state = AppState::new(store, config)
+        .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?
+        .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
     println!("Trailmark listening on http://{address}");
     trailmark_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");

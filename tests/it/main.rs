@@ -12,6 +12,7 @@ mod helpers;
 mod ledger;
 mod object_stores;
 mod organizations;
+mod portal;
 mod read;
 mod receivers;
 mod retention;

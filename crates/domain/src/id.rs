@@ -17,6 +17,8 @@ pub enum IdKind {
     Worker,
     /// Request ids (`X-Request-ID`) that Trailmark makes when the client sent none.
     Request,
+    /// An Admin Portal session, as the actor of the changes made through it.
+    PortalSession,
 }
 
 impl IdKind {
@@ -30,6 +32,7 @@ impl IdKind {
             IdKind::LogStream => "log_stream",
             IdKind::Worker => "worker",
             IdKind::Request => "req",
+            IdKind::PortalSession => "portal_session",
         }
     }
 

@@ -41,6 +41,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod metadata;
 pub mod organization;
+pub mod portal;
 pub mod problem;
 pub mod query;
 pub mod record;

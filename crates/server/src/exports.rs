@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
+use trailmark_domain::id::IdKind;
+use trailmark_domain::query::EventFilter;
 use trailmark_export::{Snapshot, write_export};
 use trailmark_store::{ExportRecord, ExportState};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The file of a finished export.
@@ -23,6 +26,35 @@ pub(crate) fn export_file(data_dir: &Path, id: &str, format: ExportFormat) -> Pa
     data_dir
         .join("exports")
         .join(format!("{id}.{}", format.as_str()))
+}
+
+/// Records a new pending export of `organization_id`'s events matching `filter` and starts
+/// writing it. Shared by the exports API and the portal.
+///
+/// # Errors
+///
+/// A storage error recording the job.
+pub(crate) async fn begin(
+    state: &AppState,
+    organization_id: String,
+    format: ExportFormat,
+    filter: EventFilter,
+) -> Result<ExportRecord, ApiError> {
+    let now = Timestamp::now();
+    let export = ExportRecord {
+        id: IdKind::Export.generate().into_string(),
+        organization_id,
+        state: ExportState::Pending,
+        format,
+        filter,
+        row_count: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_export(export.clone()).await?;
+    start(state.clone(), export.clone());
+    Ok(export)
 }
 
 /// How long a claim on an export lasts unless renewed.

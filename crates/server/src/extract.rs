@@ -162,7 +162,7 @@ impl QueryPairs {
 }
 
 /// Decodes `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` a byte).
-fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

@@ -15,6 +15,7 @@
 //! - `wire`: hand-written JSON for every object the API returns.
 //! - `exports`: background export jobs; `links`: their signed download links.
 //! - `ledger`: checkpoint signing (a background task and on demand); `retention`: the purge job.
+//! - `portal/`: the Admin Portal, server-rendered pages opened by one-time links.
 //! - `routes/`: one file per resource.
 
 mod auth;
@@ -25,6 +26,7 @@ mod ledger;
 mod links;
 mod metrics;
 mod middleware;
+mod portal;
 mod retention;
 mod routes;
 pub mod state;

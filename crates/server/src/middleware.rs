@@ -2,7 +2,7 @@
 //!
 //! 1. **Request id.** A sane incoming `X-Request-ID` (at most 128 visible ASCII characters) is
 //!    kept, otherwise a new `req_<ULID>` is made; it goes on the response and into the log span.
-//! 2. **JSON errors.** An error response that is not JSON already (axum's 405 for a wrong method,
+//! 2. **JSON errors.** An error response that is not JSON already (nor a portal page in HTML) (axum's 405 for a wrong method,
 //!    a panic caught below, a body-limit rejection) gets a WorkOS-shaped `{"message": …}` body, so
 //!    SDKs never see a non-JSON error (Node would raise `ParseError`).
 //! 3. **Panics.** A panicking handler becomes a 500 JSON answer; the server keeps running.
@@ -76,12 +76,15 @@ pub(crate) async fn around_every_request(
 }
 
 fn ensure_json_error(response: Response) -> Response {
-    let is_json = response
+    // The portal's error pages are HTML for people, and stay so.
+    let is_json_or_page = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with("text/html")
+        });
+    if is_json_or_page {
         return response;
     }
     let status = response.status();

@@ -57,6 +57,13 @@ pub struct ServerConfig {
 /// Export jobs that run at once; more wait their turn (each streams from storage to a file).
 const EXPORT_JOBS_AT_ONCE: usize = 2;
 
+/// How long a portal link can be opened: WorkOS's links expire after 5 minutes.
+const PORTAL_LINK_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Portal links and sessions are deleted this long after they expired, so that until then a
+/// used or expired link is still told apart from a forged one.
+const PORTAL_PURGE_AFTER_MILLIS: i64 = 24 * 3600 * 1000;
+
 /// A batch may carry up to 1,000 events, so its body limit is this multiple of the normal one.
 pub const BATCH_BODY_FACTOR: usize = 16;
 
@@ -97,6 +104,8 @@ pub struct AppState {
     pub(crate) instance_id: Arc<str>,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) streams: Arc<StreamWorkers>,
+    /// How long an Admin Portal link can be opened after it was issued.
+    pub(crate) portal_link_ttl: Duration,
 }
 
 impl AppState {
@@ -130,13 +139,22 @@ impl AppState {
             instance_id,
             ledger: Arc::new(Ledger::new(signer, config.checkpoint_interval)),
             streams,
+            portal_link_ttl: PORTAL_LINK_TTL,
             config: Arc::new(config),
         })
     }
 
+    /// Changes how long portal links stay valid (WorkOS's 5 minutes by default). Only tests
+    /// shorten it, to see an expired link refused without waiting five minutes.
+    #[must_use]
+    pub fn with_portal_link_ttl(mut self, ttl: Duration) -> Self {
+        self.portal_link_ttl = ttl;
+        self
+    }
+
     /// Starts the background work: pending export jobs nobody is running (left by a previous
-    /// run, or by an instance that died) are taken over,
-    /// checkpoints are signed, retention purges expired events, and expired idempotency records
+    /// run, or by an instance that died) are taken over, checkpoints are signed, retention
+    /// purges expired events, and expired idempotency records, portal links and portal sessions
     /// are deleted hourly.
     pub(crate) fn spawn_maintenance(&self) {
         crate::exports::resume_pending(self.clone());
@@ -151,6 +169,15 @@ impl AppState {
                 match store.purge_idempotency(Timestamp::now()).await {
                     Ok(purged) => tracing::debug!(purged, "expired idempotency records deleted"),
                     Err(error) => tracing::warn!(%error, "could not purge idempotency records"),
+                }
+                let portal_cutoff = Timestamp::now().plus_millis(-PORTAL_PURGE_AFTER_MILLIS);
+                match store.purge_portal(portal_cutoff).await {
+                    Ok(purged) => {
+                        tracing::debug!(purged, "expired portal links and sessions deleted")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not purge portal links and sessions")
+                    }
                 }
             }
         });

@@ -26,6 +26,7 @@
 mod codec;
 mod error;
 mod model;
+mod portal;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -44,6 +45,7 @@ pub use model::{
     Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
     StoredResponse, StreamRecord, StreamState,
 };
+pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 /// The SQL a search runs on SQLite, for the read benchmark's raw ceiling.
@@ -273,4 +275,27 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// Stores a newly issued Admin Portal link (only its token's hash).
+    async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError>;
+    /// Opens the link whose token hashes to `token_hash`, in one commit: if it is unused and
+    /// not expired at `now`, marks it used and stores `session` with the link's organization,
+    /// intent, e-mail and return URL. A link can therefore open one session only, even when two
+    /// requests race.
+    async fn redeem_portal_link(
+        &self,
+        token_hash: [u8; 32],
+        now: Timestamp,
+        session: NewPortalSession,
+    ) -> Result<PortalRedemption, StoreError>;
+    /// The portal session whose cookie secret hashes to `secret_hash`, if it has not expired at
+    /// `now`; its expiry moves to `renew_until` (sessions expire after inactivity).
+    async fn touch_portal_session(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+        renew_until: Timestamp,
+    ) -> Result<Option<PortalSession>, StoreError>;
+    /// Deletes portal links and sessions that expired before `before`; returns how many.
+    async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError>;
 }

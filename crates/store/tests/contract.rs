@@ -9,11 +9,13 @@ use serde_json::json;
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
 use trailmark_domain::organization::OrganizationChanges;
+use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::query::{ActionPattern, EventFilter};
 use trailmark_domain::schema::{ActionName, SchemaDefinition};
 use trailmark_store::{
-    AppendOutcome, AppendRequest, IdempotencyClaim, Order, PendingEvent, PostgresStore,
-    SchemaLookup, SearchRequest, SqliteStore, Store, StoreError, StoredResponse,
+    AppendOutcome, AppendRequest, IdempotencyClaim, NewPortalSession, Order, PendingEvent,
+    PortalLink, PortalRedemption, PostgresStore, SchemaLookup, SearchRequest, SqliteStore, Store,
+    StoreError, StoredResponse,
 };
 
 /// A store over a fresh temporary database, and the guard that deletes it.
@@ -108,6 +110,8 @@ macro_rules! contract {
                 an_equal_schema_returns_the_latest_version,
                 one_runner_at_a_time_claims_a_pending_export,
                 searches_find_exactly_the_matching_events_of_a_long_log,
+                a_portal_link_opens_one_session_even_when_raced,
+                portal_sessions_expire_after_inactivity_and_are_purged,
             );
         )*
     };
@@ -682,4 +686,145 @@ async fn searches_find_exactly_the_matching_events_of_a_long_log(store: &dyn Sto
             assert_eq!(found, expected, "{filter:?} {order:?}");
         }
     }
+}
+
+fn portal_link(organization_id: &str, token: u8, issued: Timestamp) -> PortalLink {
+    PortalLink {
+        token_hash: [token; 32],
+        organization_id: organization_id.to_owned(),
+        intent: PortalIntent::LogStreams,
+        email: Some("it@acme.test".into()),
+        return_url: Some("https://app.example.com".into()),
+        created_at: issued,
+        expires_at: issued.plus_millis(300_000),
+    }
+}
+
+fn portal_session(n: u8, expires_at: Timestamp) -> NewPortalSession {
+    NewPortalSession {
+        id: format!("portal_session_{n:026}"),
+        secret_hash: [n; 32],
+        csrf_token: format!("csrf-{n}"),
+        expires_at,
+    }
+}
+
+async fn a_portal_link_opens_one_session_even_when_raced(store: &dyn Store) {
+    let org = organization(store, "Acme").await;
+    let issued = Timestamp::now();
+    store
+        .insert_portal_link(portal_link(&org, 1, issued))
+        .await
+        .expect("insert");
+    let now = issued.plus_millis(1_000);
+    let session_expiry = now.plus_millis(1_800_000);
+    let attempts =
+        (10..18).map(|n| store.redeem_portal_link([1; 32], now, portal_session(n, session_expiry)));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let opened: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Ok(PortalRedemption::Opened(session)) => Some(session.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(PortalRedemption::AlreadyUsed)))
+            .count(),
+        7
+    );
+    let session = &opened[0];
+    assert_eq!(session.organization_id, org);
+    assert_eq!(session.intent, PortalIntent::LogStreams);
+    assert_eq!(session.email.as_deref(), Some("it@acme.test"));
+    assert_eq!(
+        session.return_url.as_deref(),
+        Some("https://app.example.com")
+    );
+
+    assert_eq!(
+        store
+            .redeem_portal_link([9; 32], now, portal_session(30, session_expiry))
+            .await
+            .expect("redeem"),
+        PortalRedemption::Unknown
+    );
+    store
+        .insert_portal_link(portal_link(&org, 2, issued))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .redeem_portal_link(
+                [2; 32],
+                issued.plus_millis(300_001),
+                portal_session(31, session_expiry)
+            )
+            .await
+            .expect("redeem"),
+        PortalRedemption::Expired
+    );
+}
+
+async fn portal_sessions_expire_after_inactivity_and_are_purged(store: &dyn Store) {
+    let org = organization(store, "Acme").await;
+    let issued = Timestamp::now();
+    store
+        .insert_portal_link(portal_link(&org, 3, issued))
+        .await
+        .expect("insert");
+    let idle = 1_800_000;
+    let PortalRedemption::Opened(opened) = store
+        .redeem_portal_link(
+            [3; 32],
+            issued,
+            portal_session(40, issued.plus_millis(idle)),
+        )
+        .await
+        .expect("redeem")
+    else {
+        panic!("the link should open");
+    };
+    // A request within the idle period finds the session and pushes its expiry forward.
+    let later = issued.plus_millis(idle - 1);
+    let touched = store
+        .touch_portal_session([40; 32], later, later.plus_millis(idle))
+        .await
+        .expect("touch")
+        .expect("the session is open");
+    assert_eq!(touched.id, opened.id);
+    assert_eq!(touched.csrf_token, "csrf-40");
+    assert_eq!(touched.expires_at, later.plus_millis(idle));
+    assert!(
+        store
+            .touch_portal_session([41; 32], later, later.plus_millis(idle))
+            .await
+            .expect("touch")
+            .is_none(),
+        "an unknown secret opens nothing"
+    );
+    // Past the renewed expiry, the session is gone.
+    let idle_too_long = later.plus_millis(idle + 1);
+    assert!(
+        store
+            .touch_portal_session([40; 32], idle_too_long, idle_too_long.plus_millis(idle))
+            .await
+            .expect("touch")
+            .is_none()
+    );
+    assert_eq!(
+        store.purge_portal(idle_too_long).await.expect("purge"),
+        2,
+        "the link and the session"
+    );
+    assert_eq!(
+        store
+            .redeem_portal_link([3; 32], idle_too_long, portal_session(42, idle_too_long))
+            .await
+            .expect("redeem"),
+        PortalRedemption::Unknown
+    );
 }

@@ -21,7 +21,7 @@ use trailmark_store::{ExportRecord, ExportState};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::exports::{export_file, start};
+use crate::exports::{begin, export_file};
 use crate::extract::{JsonBody, QueryPairs};
 use crate::links::LinkRefusal;
 use crate::routes::live_organization;
@@ -76,20 +76,7 @@ pub async fn create(
     };
     let filter = export_filter(&body, state.config.export_max_range_days)?;
     live_organization(&state, &organization_id).await?;
-    let now = Timestamp::now();
-    let export = ExportRecord {
-        id: IdKind::Export.generate().into_string(),
-        organization_id,
-        state: ExportState::Pending,
-        format,
-        filter,
-        row_count: None,
-        error: None,
-        created_at: now,
-        updated_at: now,
-    };
-    state.store.insert_export(export.clone()).await?;
-    start(state.clone(), export.clone());
+    let export = begin(&state, organization_id, format, filter).await?;
     Ok((StatusCode::CREATED, Json(export_json(&state, &export))))
 }
 

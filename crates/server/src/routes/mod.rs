@@ -5,8 +5,8 @@ mod exports;
 mod ledger;
 mod organizations;
 mod schemas;
-mod search;
-mod streams;
+pub(crate) mod search;
+pub(crate) mod streams;
 mod system;
 
 use axum::Router;
@@ -104,6 +104,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("POST", "/portal/generate_link"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -170,6 +171,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
+        .route(
+            "/portal/generate_link",
+            post(crate::portal::links::generate),
+        )
+        .merge(crate::portal::router())
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

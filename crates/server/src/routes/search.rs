@@ -104,8 +104,8 @@ pub async fn get(
 }
 
 /// The search filters from query parameters; list parameters take several values, repeated or
-/// comma-separated.
-fn filter_from_query(query: &QueryPairs) -> Result<EventFilter, ApiError> {
+/// comma-separated. The portal's filter form uses the same names, so it parses here too.
+pub(crate) fn filter_from_query(query: &QueryPairs) -> Result<EventFilter, ApiError> {
     let instant = |name: &'static str| -> Result<Option<Timestamp>, ApiError> {
         query
             .get(name)

@@ -38,6 +38,20 @@ pub async fn create(
     caller.require(Scope::Admin)?;
     let organization_id = required_text(&body, "organization_id")?;
     caller.require_organization(&organization_id)?;
+    let stream = create_stream(&state, organization_id, &body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(stream_json(&state, &stream).await?),
+    ))
+}
+
+/// Validates a new stream's `type`, `name`, `enabled`, `config` and `start` (as the API takes
+/// them), checks its destination, stores it and starts delivering. Shared with the portal.
+pub(crate) async fn create_stream(
+    state: &AppState,
+    organization_id: String,
+    body: &Value,
+) -> Result<StreamRecord, ApiError> {
     let kind = match body.get("type").and_then(Value::as_str) {
         Some(text) => StreamKind::parse(text).ok_or_else(|| {
             ApiError::field(
@@ -49,14 +63,14 @@ pub async fn create(
         None => return Err(ApiError::field("required", "type", "type is required")),
     };
     let name =
-        name(&body)?.ok_or_else(|| ApiError::field("required", "name", "name is required"))?;
-    let enabled = enabled(&body)?.unwrap_or(true);
+        name(body)?.ok_or_else(|| ApiError::field("required", "name", "name is required"))?;
+    let enabled = enabled(body)?.unwrap_or(true);
     let settings = Settings::parse(kind, body.get("config").unwrap_or(&Value::Null), || {
         new_signing_secret().unwrap_or_default()
     })
     .map_err(ApiError::Malformed)?;
-    check_destination(&state, &settings).await?;
-    live_organization(&state, &organization_id).await?;
+    check_destination(state, &settings).await?;
+    live_organization(state, &organization_id).await?;
     let cursor = match body.get("start").and_then(Value::as_str) {
         None | Some("now") => state.store.log_size(&organization_id).await?.checked_sub(1),
         Some("beginning") => None,
@@ -71,7 +85,7 @@ pub async fn create(
     let id = IdKind::LogStream.generate().into_string();
     let now = Timestamp::now();
     let stream = StreamRecord {
-        secrets: seal(&state, &id, &settings)?,
+        secrets: seal(state, &id, &settings)?,
         id,
         organization_id,
         kind: kind.as_str().to_owned(),
@@ -91,10 +105,7 @@ pub async fn create(
     };
     state.store.insert_stream(stream.clone()).await?;
     state.streams.start_new_streams().await;
-    Ok((
-        StatusCode::CREATED,
-        Json(stream_json(&state, &stream).await?),
-    ))
+    Ok(stream)
 }
 
 /// `GET /audit_logs/streams?organization_id=…`.
@@ -134,7 +145,18 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    let mut stream = find(&state, &caller, &id).await?;
+    let stream = find(&state, &caller, &id).await?;
+    let stream = update_stream(&state, stream, &body).await?;
+    Ok(Json(stream_json(&state, &stream).await?))
+}
+
+/// Applies a `PATCH` body (`name`, `enabled`, `config`) to `stream` and stores it. Shared with
+/// the portal.
+pub(crate) async fn update_stream(
+    state: &AppState,
+    mut stream: StreamRecord,
+    body: &Value,
+) -> Result<StreamRecord, ApiError> {
     let current = state
         .streams
         .open_settings(&stream)
@@ -148,8 +170,8 @@ pub async fn update(
             || new_signing_secret().unwrap_or_default(),
         )
         .map_err(ApiError::Malformed)?;
-        check_destination(&state, &settings).await?;
-        stream.secrets = seal(&state, &stream.id, &settings)?;
+        check_destination(state, &settings).await?;
+        stream.secrets = seal(state, &stream.id, &settings)?;
         stream.config = Value::Object(settings.public);
         // New settings deserve a fresh verdict from the destination.
         stream.last_error = None;
@@ -157,10 +179,10 @@ pub async fn update(
             stream.state = StreamState::Active;
         }
     }
-    if let Some(name) = name(&body)? {
+    if let Some(name) = name(body)? {
         stream.name = name;
     }
-    if let Some(enabled) = enabled(&body)? {
+    if let Some(enabled) = enabled(body)? {
         stream.enabled = enabled;
         stream.state = if enabled {
             StreamState::Active
@@ -171,7 +193,7 @@ pub async fn update(
     stream.updated_at = Timestamp::now();
     state.store.update_stream(stream.clone()).await?;
     state.streams.wake();
-    Ok(Json(stream_json(&state, &stream).await?))
+    Ok(stream)
 }
 
 /// `DELETE /audit_logs/streams/{id}` → 204.
@@ -182,9 +204,15 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Admin)?;
     find(&state, &caller, &id).await?;
-    state.store.delete_stream(&id).await?;
-    state.streams.wake();
+    delete_stream(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a stream and lets its worker stop. Shared with the portal.
+pub(crate) async fn delete_stream(state: &AppState, id: &str) -> Result<(), ApiError> {
+    state.store.delete_stream(id).await?;
+    state.streams.wake();
+    Ok(())
 }
 
 /// `POST /audit_logs/streams/{id}/replay` with `{"from_sequence": N}` (deliver again from event
@@ -197,6 +225,18 @@ pub async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let stream = find(&state, &caller, &id).await?;
+    replay_stream(&state, &stream, &body).await?;
+    let stream = find(&state, &caller, &id).await?;
+    Ok(Json(stream_json(&state, &stream).await?))
+}
+
+/// Moves `stream`'s cursor back as a replay body says (`from_sequence` or `from_time`); returns
+/// the first sequence that will be delivered again. Shared with the portal.
+pub(crate) async fn replay_stream(
+    state: &AppState,
+    stream: &StreamRecord,
+    body: &Value,
+) -> Result<u64, ApiError> {
     let from = match (
         body.get("from_sequence"),
         body.get("from_time").and_then(Value::as_str),
@@ -246,11 +286,10 @@ pub async fn replay(
     };
     state
         .store
-        .set_stream_cursor(&id, from.checked_sub(1), Timestamp::now())
+        .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
         .await?;
     state.streams.wake();
-    let stream = find(&state, &caller, &id).await?;
-    Ok(Json(stream_json(&state, &stream).await?))
+    Ok(from)
 }
 
 /// `POST /audit_logs/streams/{id}/test`: sends one made-up event (`trailmark.stream.test`),
@@ -262,6 +301,13 @@ pub async fn test(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let stream = find(&state, &caller, &id).await?;
+    let actor = json!({"id": caller.key_id, "type": "api_key"});
+    Ok(Json(test_stream(&state, &stream, actor).await))
+}
+
+/// Sends one made-up event to `stream`'s destination, with `actor` as its actor, and describes
+/// what the destination answered (`delivered`, `outcome`, `message`). Shared with the portal.
+pub(crate) async fn test_stream(state: &AppState, stream: &StreamRecord, actor: Value) -> Value {
     let now = Timestamp::now().to_string();
     let event = json!({
         "object": "audit_log_event",
@@ -272,12 +318,12 @@ pub async fn test(
         "occurred_at": now,
         "received_at": now,
         "version": null,
-        "actor": {"id": caller.key_id, "type": "api_key"},
+        "actor": actor,
         "targets": [{"id": stream.id, "type": "log_stream"}],
         "context": {"location": "trailmark"},
         "metadata": {"test": true},
     });
-    let answer = match state.streams.send(&stream, &[event]).await {
+    match state.streams.send(stream, &[event]).await {
         Outcome::Delivered(_) => {
             json!({"delivered": true, "outcome": "delivered", "message": "The destination accepted the test event."})
         }
@@ -287,8 +333,7 @@ pub async fn test(
         Outcome::Invalid(reason) => {
             json!({"delivered": false, "outcome": "invalid", "message": reason})
         }
-    };
-    Ok(Json(answer))
+    }
 }
 
 /// How far behind its log a stream is: events not yet delivered, and the age in seconds of the
@@ -382,16 +427,21 @@ pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Valu
 }
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<StreamRecord, ApiError> {
+    find_in(state, caller.organization.as_deref(), id).await
+}
+
+/// The stream `id`, if it belongs to `organization` (any organization when `None`): another
+/// organization's stream is reported as not found, so its existence does not leak.
+pub(crate) async fn find_in(
+    state: &AppState,
+    organization: Option<&str>,
+    id: &str,
+) -> Result<StreamRecord, ApiError> {
     state
         .store
         .get_stream(id)
         .await?
-        .filter(|stream| {
-            caller
-                .organization
-                .as_ref()
-                .is_none_or(|own| *own == stream.organization_id)
-        })
+        .filter(|stream| organization.is_none_or(|own| own == stream.organization_id))
         .ok_or_else(|| ApiError::NotFound(format!("Log stream not found: '{id}'.")))
 }
 

@@ -27,6 +27,7 @@ use tokio_postgres::{NoTls, Row};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::organization::Organization;
+use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::tree::{
@@ -39,6 +40,7 @@ use crate::model::{
     LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup,
     SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
+use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{
     EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json, hash,
 };
@@ -47,7 +49,10 @@ use crate::{Hash, Store, StoreError};
 use appender::Appender;
 
 /// Migrations in order; the `trailmark_migrations` table records which have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_portal.sql"),
+];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(5);
@@ -1110,6 +1115,145 @@ impl Store for PostgresStore {
             .await?;
         Ok(changed == 1)
     }
+
+    async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO portal_links (token_hash, organization_id, intent, email, return_url, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &link.token_hash.as_slice(),
+                    &link.organization_id,
+                    &link.intent.as_str(),
+                    &link.email,
+                    &link.return_url,
+                    &link.created_at.unix_millis(),
+                    &link.expires_at.unix_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn redeem_portal_link(
+        &self,
+        token_hash: [u8; 32],
+        now: Timestamp,
+        session: NewPortalSession,
+    ) -> Result<PortalRedemption, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        // One statement marks the link used only if it is unused and current: of two racing
+        // requests (on any instances), one gets the row.
+        let opened = transaction
+            .query_opt(
+                "UPDATE portal_links SET used_at = $2
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at >= $2
+                 RETURNING organization_id, intent, email, return_url",
+                &[&token_hash.as_slice(), &now.unix_millis()],
+            )
+            .await?;
+        let Some(link) = opened else {
+            let found = transaction
+                .query_opt(
+                    "SELECT used_at FROM portal_links WHERE token_hash = $1",
+                    &[&token_hash.as_slice()],
+                )
+                .await?;
+            return Ok(match found {
+                None => PortalRedemption::Unknown,
+                Some(row) if row.try_get::<_, Option<i64>>(0)?.is_some() => {
+                    PortalRedemption::AlreadyUsed
+                }
+                Some(_) => PortalRedemption::Expired,
+            });
+        };
+        let organization_id: String = link.try_get(0)?;
+        let intent: String = link.try_get(1)?;
+        let email: Option<String> = link.try_get(2)?;
+        let return_url: Option<String> = link.try_get(3)?;
+        let intent = portal_intent(&intent)?;
+        transaction
+            .execute(
+                "INSERT INTO portal_sessions (secret_hash, id, organization_id, intent, email, return_url, csrf_token, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &session.secret_hash.as_slice(),
+                    &session.id,
+                    &organization_id,
+                    &intent.as_str(),
+                    &email,
+                    &return_url,
+                    &session.csrf_token,
+                    &now.unix_millis(),
+                    &session.expires_at.unix_millis(),
+                ],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(PortalRedemption::Opened(PortalSession {
+            id: session.id,
+            organization_id,
+            intent,
+            email,
+            return_url,
+            csrf_token: session.csrf_token,
+            expires_at: session.expires_at,
+        }))
+    }
+
+    async fn touch_portal_session(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+        renew_until: Timestamp,
+    ) -> Result<Option<PortalSession>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE portal_sessions SET expires_at = $3 WHERE secret_hash = $1 AND expires_at > $2
+                 RETURNING id, organization_id, intent, email, return_url, csrf_token",
+                &[&secret_hash.as_slice(), &now.unix_millis(), &renew_until.unix_millis()],
+            )
+            .await?;
+        row.map(|row| {
+            let intent: String = row.try_get(2)?;
+            Ok(PortalSession {
+                id: row.try_get(0)?,
+                organization_id: row.try_get(1)?,
+                intent: portal_intent(&intent)?,
+                email: row.try_get(3)?,
+                return_url: row.try_get(4)?,
+                csrf_token: row.try_get(5)?,
+                expires_at: renew_until,
+            })
+        })
+        .transpose()
+    }
+
+    async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let links = client
+            .execute(
+                "DELETE FROM portal_links WHERE expires_at < $1",
+                &[&before.unix_millis()],
+            )
+            .await?;
+        let sessions = client
+            .execute(
+                "DELETE FROM portal_sessions WHERE expires_at < $1",
+                &[&before.unix_millis()],
+            )
+            .await?;
+        Ok(links + sessions)
+    }
+}
+
+fn portal_intent(text: &str) -> Result<PortalIntent, StoreError> {
+    PortalIntent::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("a portal link has the intent '{text}'")))
 }
 
 /// Runs a Merkle computation over an organization's stored nodes with one query. The nodes an

@@ -14,6 +14,7 @@ use trailmark_domain::api_key::Scope;
 use trailmark_domain::canonical::canonical_json;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Domain, DomainState, Organization};
+use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::record::{Placement, event_object};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
@@ -29,6 +30,7 @@ use crate::model::{
     SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
     StreamRecord, StreamState,
 };
+use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::window::Window;
 use crate::{Hash, Store, StoreError};
 use search::EVENT_COLUMNS;
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_live_search_indexes.sql"),
     include_str!("migrations/0003_export_runners.sql"),
+    include_str!("migrations/0004_portal.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -945,6 +948,152 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO portal_links (token_hash, organization_id, intent, email, return_url, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        link.token_hash.as_slice(),
+                        link.organization_id,
+                        link.intent.as_str(),
+                        link.email,
+                        link.return_url,
+                        link.created_at.unix_millis(),
+                        link.expires_at.unix_millis(),
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn redeem_portal_link(
+        &self,
+        token_hash: [u8; 32],
+        now: Timestamp,
+        session: NewPortalSession,
+    ) -> Result<PortalRedemption, StoreError> {
+        self.db
+            .write(move |c| {
+                let link = c
+                    .query_row(
+                        "SELECT organization_id, intent, email, return_url, expires_at, used_at
+                         FROM portal_links WHERE token_hash = ?1",
+                        [token_hash.as_slice()],
+                        |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, Option<String>>(2)?,
+                                row.get::<_, Option<String>>(3)?,
+                                row.get::<_, i64>(4)?,
+                                row.get::<_, Option<i64>>(5)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((organization_id, intent, email, return_url, expires_at, used_at)) = link
+                else {
+                    return Ok(PortalRedemption::Unknown);
+                };
+                if used_at.is_some() {
+                    return Ok(PortalRedemption::AlreadyUsed);
+                }
+                if now.unix_millis() > expires_at {
+                    return Ok(PortalRedemption::Expired);
+                }
+                let intent = portal_intent(&intent)?;
+                c.execute(
+                    "UPDATE portal_links SET used_at = ?2 WHERE token_hash = ?1",
+                    params![token_hash.as_slice(), now.unix_millis()],
+                )?;
+                c.execute(
+                    "INSERT INTO portal_sessions (secret_hash, id, organization_id, intent, email, return_url, csrf_token, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        session.secret_hash.as_slice(),
+                        session.id,
+                        organization_id,
+                        intent.as_str(),
+                        email,
+                        return_url,
+                        session.csrf_token,
+                        now.unix_millis(),
+                        session.expires_at.unix_millis(),
+                    ],
+                )?;
+                Ok(PortalRedemption::Opened(PortalSession {
+                    id: session.id,
+                    organization_id,
+                    intent,
+                    email,
+                    return_url,
+                    csrf_token: session.csrf_token,
+                    expires_at: session.expires_at,
+                }))
+            })
+            .await
+    }
+
+    async fn touch_portal_session(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+        renew_until: Timestamp,
+    ) -> Result<Option<PortalSession>, StoreError> {
+        self.db
+            .write(move |c| {
+                let row = c
+                    .query_row(
+                        "UPDATE portal_sessions SET expires_at = ?3 WHERE secret_hash = ?1 AND expires_at > ?2
+                         RETURNING id, organization_id, intent, email, return_url, csrf_token",
+                        params![secret_hash.as_slice(), now.unix_millis(), renew_until.unix_millis()],
+                        |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                                row.get::<_, Option<String>>(3)?,
+                                row.get::<_, Option<String>>(4)?,
+                                row.get::<_, String>(5)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                row.map(|(id, organization_id, intent, email, return_url, csrf_token)| {
+                    Ok(PortalSession {
+                        id,
+                        organization_id,
+                        intent: portal_intent(&intent)?,
+                        email,
+                        return_url,
+                        csrf_token,
+                        expires_at: renew_until,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.db
+            .write(move |c| {
+                let links = c.execute(
+                    "DELETE FROM portal_links WHERE expires_at < ?1",
+                    [before.unix_millis()],
+                )?;
+                let sessions = c.execute(
+                    "DELETE FROM portal_sessions WHERE expires_at < ?1",
+                    [before.unix_millis()],
+                )?;
+                Ok((links + sessions) as u64)
+            })
+            .await
+    }
 }
 
 /// Events per append from which their preparation moves to a blocking thread.
@@ -1049,6 +1198,11 @@ impl LeafTemplate {
         bytes.extend_from_slice(&self.after);
         leaf_hash(&bytes)
     }
+}
+
+fn portal_intent(text: &str) -> Result<PortalIntent, StoreError> {
+    PortalIntent::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("a portal link has the intent '{text}'")))
 }
 
 /// The body of an append, run by the writer inside the group transaction. The search text is

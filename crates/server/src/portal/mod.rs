@@ -1,0 +1,212 @@
+//! The Admin Portal: a small server-rendered web UI that an app opens for its customer's admins
+//! with a one-time link (`POST /portal/generate_link`, as WorkOS's), scoped to one organization
+//! and one intent: `audit_logs` (browse, filter, inspect and export events) or `log_streams`
+//! (manage the organization's log streams).
+//!
+//! It is a face on the API, not a second implementation: filters parse with the search API's
+//! parser, exports and stream changes go through the same functions as their API routes, and
+//! organization scoping is the same "another organization's id is not found" rule.
+//!
+//! - `links`: issuing links and opening them (link → session cookie).
+//! - `session`: the session cookie, the [`session::Portal`] extractor, and CSRF-checked forms.
+//! - `html`: escaping and the page layout; `assets/`: the CSS and the little JavaScript, embedded.
+//! - `pages/`: one file per section.
+//!
+//! Every page carries a strict Content-Security-Policy (nothing but this server's own CSS and
+//! script), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `nosniff`. Everything
+//! done through the portal that changes something or takes data out (exports, stream changes,
+//! replays, test deliveries, opening a session) is recorded in the organization's own log, with
+//! the session as actor (`portal_session`, named by the link's e-mail when the app gave one).
+
+mod html;
+pub(crate) mod links;
+mod pages;
+mod session;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use trailmark_domain::Timestamp;
+use trailmark_domain::event::NewEvent;
+use trailmark_domain::id::IdKind;
+use trailmark_store::{AppendRequest, PendingEvent, PortalSession};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The portal's pages, under `/portal`, with their security headers.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/portal", get(links::open))
+        .route("/portal/assets/portal.css", get(pages::assets::css))
+        .route("/portal/assets/portal.js", get(pages::assets::js))
+        .route("/portal/events", get(pages::events::list))
+        .route("/portal/events/{id}", get(pages::events::show))
+        .route("/portal/exports", post(pages::exports::create))
+        .route("/portal/exports/{id}", get(pages::exports::show))
+        .route(
+            "/portal/streams",
+            get(pages::streams::list).post(pages::streams::create),
+        )
+        .route("/portal/streams/new", get(pages::streams::new_form))
+        .route("/portal/streams/{id}", get(pages::streams::show))
+        .route("/portal/streams/{id}/{action}", post(pages::streams::act))
+        .route("/portal/{*rest}", get(not_found).post(not_found))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The policy: this server's own stylesheet, script and images, forms posting only back here,
+/// no framing, no `<base>` tricks, nothing else.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Pages show one organization's data to one session: no shared cache may keep them.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn not_found() -> PortalError {
+    PortalError::NotFound
+}
+
+/// Why a portal request was refused; each becomes a friendly HTML page with a 4xx status (a 500
+/// for unexpected failures, whose cause is logged and never shown).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PortalError {
+    #[error("the portal link was already used")]
+    LinkUsed,
+    #[error("the portal link expired")]
+    LinkExpired,
+    #[error("the portal link is not valid")]
+    LinkInvalid,
+    #[error("no portal session")]
+    NoSession,
+    #[error("this session was opened for another section")]
+    WrongIntent,
+    #[error("the form's CSRF token is missing or wrong")]
+    Csrf,
+    #[error("not found in this organization")]
+    NotFound,
+    #[error("{0}")]
+    Api(#[from] ApiError),
+}
+
+impl IntoResponse for PortalError {
+    fn into_response(self) -> Response {
+        let (status, title, text) = match &self {
+            PortalError::LinkUsed => (
+                StatusCode::GONE,
+                "This link was already used",
+                "Portal links work once. Go back to your app and open the portal again to get a fresh link.",
+            ),
+            PortalError::LinkExpired => (
+                StatusCode::GONE,
+                "This link has expired",
+                "Portal links work for 5 minutes after they are made. Go back to your app and open the portal again.",
+            ),
+            PortalError::LinkInvalid => (
+                StatusCode::NOT_FOUND,
+                "This link is not valid",
+                "It may have been copied incompletely. Go back to your app and open the portal again.",
+            ),
+            PortalError::NoSession => (
+                StatusCode::UNAUTHORIZED,
+                "Your portal session has ended",
+                "Sessions end after 30 minutes without activity. Go back to your app and open the portal again.",
+            ),
+            PortalError::WrongIntent => (
+                StatusCode::FORBIDDEN,
+                "Not part of this portal",
+                "This portal was opened for another section. Ask your app for a link to this one.",
+            ),
+            PortalError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "Reload the page and try again.",
+            ),
+            PortalError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing at this address in your organization.",
+            ),
+            PortalError::Api(error) if error.status().is_server_error() => {
+                tracing::error!(%error, "portal request failed");
+                (
+                    error.status(),
+                    "Something went wrong",
+                    "The server could not complete this request. Try again in a moment.",
+                )
+            }
+            PortalError::Api(error) => (error.status(), "This request was refused", ""),
+        };
+        let detail = match &self {
+            PortalError::Api(error) if !error.status().is_server_error() => error.body()["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            _ => text.to_owned(),
+        };
+        html::error_page(status, title, &detail)
+    }
+}
+
+/// Records something done through the portal in the organization's own log, with the session
+/// as actor.
+///
+/// # Errors
+///
+/// A storage error: the change was made but could not be recorded, and the page says so.
+pub(crate) async fn record(
+    state: &AppState,
+    session: &PortalSession,
+    action: &str,
+    target: Value,
+    metadata: Value,
+) -> Result<(), PortalError> {
+    let now = Timestamp::now();
+    let mut actor = json!({"id": session.id, "type": "portal_session"});
+    if let Some(email) = &session.email {
+        actor["name"] = json!(email);
+    }
+    let event = NewEvent::parse(&json!({
+        "action": action,
+        "occurred_at": now.to_string(),
+        "actor": actor,
+        "targets": [target],
+        "context": {"location": "trailmark portal"},
+        "metadata": metadata,
+    }))
+    .map_err(ApiError::from)?;
+    state
+        .store
+        .append(AppendRequest {
+            organization_id: session.organization_id.clone(),
+            events: vec![PendingEvent {
+                id: IdKind::Event.generate().into_string(),
+                event,
+                received_at: now,
+            }],
+            idempotency: None,
+        })
+        .await
+        .map_err(ApiError::from)?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Exports from the portal: the events page's export buttons post the current filters here; the
+//! export is written in the background by the same job as the API's, and its page reloads
+//! every second until the file is ready, then offers the signed download link.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+use trailmark_domain::Timestamp;
+use trailmark_domain::export::ExportFormat;
+use trailmark_domain::portal::PortalIntent;
+use trailmark_store::ExportState;
+
+use crate::error::ApiError;
+use crate::exports::begin;
+use crate::portal::html::{self, Frame, esc, query_string};
+use crate::portal::session::{Portal, PortalForm};
+use crate::portal::{PortalError, record};
+use crate::routes::search::filter_from_query;
+use crate::state::AppState;
+
+use super::events::FILTER_FIELDS;
+
+/// `POST /portal/exports` with `format` and the events page's filters.
+pub async fn create(
+    State(state): State<AppState>,
+    PortalForm { portal, fields }: PortalForm,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::AuditLogs)?;
+    let format = fields
+        .get("format")
+        .and_then(ExportFormat::parse)
+        .ok_or_else(|| {
+            ApiError::field(
+                "invalid_value",
+                "format",
+                "format must be 'csv' or 'ndjson'",
+            )
+        })?;
+    let filter = filter_from_query(&fields)?;
+    let export = begin(
+        &state,
+        portal.session.organization_id.clone(),
+        format,
+        filter,
+    )
+    .await?;
+    let filters = query_string(
+        FILTER_FIELDS
+            .iter()
+            .map(|(name, _, _)| (*name, fields.get(name).unwrap_or_default())),
+    );
+    record(
+        &state,
+        &portal.session,
+        "trailmark.portal.export.created",
+        json!({"id": export.id, "type": "audit_log_export"}),
+        json!({"format": format.as_str(), "filters": filters}),
+    )
+    .await?;
+    Ok(html::see_other(&format!("/portal/exports/{}", export.id)))
+}
+
+/// `GET /portal/exports/{id}`: progress, then the download link.
+pub async fn show(
+    State(state): State<AppState>,
+    portal: Portal,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::AuditLogs)?;
+    let export = state
+        .store
+        .get_export(&id)
+        .await
+        .map_err(ApiError::from)?
+        .filter(|export| export.organization_id == portal.session.organization_id)
+        .ok_or(PortalError::NotFound)?;
+    let format = match export.format {
+        ExportFormat::Csv => "CSV",
+        ExportFormat::Ndjson => "NDJSON",
+    };
+    let (body, refresh) = match export.state {
+        ExportState::Pending => (
+            format!(
+                r#"<p role="status" id="export-state">Preparing your {format} export…</p>
+<progress aria-label="Export in progress"></progress>
+<p class="muted">This page refreshes by itself.</p>"#
+            ),
+            Some("1".to_owned()),
+        ),
+        ExportState::Ready => {
+            let link = state.links.link(&export.id, Timestamp::now());
+            let rows = export.row_count.unwrap_or_default();
+            let verify = if export.format == ExportFormat::Ndjson {
+                r#"<p class="muted">The file ends with a signed checkpoint; check it offline with <code>trailmark verify FILE --public-key KEY</code>.</p>"#
+            } else {
+                ""
+            };
+            (
+                format!(
+                    r#"<p role="status" id="export-state">Your {format} export is ready: {rows} events.</p>
+<p><a class="button" id="download" href="{link}" download>Download {format}</a></p>
+<p class="muted">The download link works for a few minutes; reload this page for a fresh one.</p>{verify}"#,
+                    link = esc(&link),
+                ),
+                None,
+            )
+        }
+        ExportState::Error => (
+            format!(
+                r#"<p class="notice error" role="alert" id="export-state">The export failed: {}</p>"#,
+                esc(export.error.as_deref().unwrap_or("unknown reason"))
+            ),
+            None,
+        ),
+    };
+    let body = format!(r#"{body}<p><a href="/portal/events">← Back to the audit log</a></p>"#);
+    let frame = Frame {
+        title: "Export",
+        session: Some(&portal.session),
+        organization_name: &portal.organization_name,
+        refresh,
+    };
+    Ok(html::page(StatusCode::OK, &frame, &body))
+}

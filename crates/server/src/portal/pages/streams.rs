@@ -1,0 +1,593 @@
+//! The log streams section: the organization's streams with their health, a form per
+//! destination type (validated by the streams API's own parser, its problems shown beside the
+//! fields), and per stream: send a test event, pause, resume, replay from a time, delete.
+//! Credentials are write-only: the forms never show them, and the stream page shows them masked.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+use trailmark_domain::FieldProblem;
+use trailmark_domain::portal::PortalIntent;
+use trailmark_store::StreamRecord;
+use trailmark_streams::settings::{DATADOG_SITES, StreamKind};
+
+use super::{csrf_input, problems_notice};
+use crate::error::ApiError;
+use crate::extract::QueryPairs;
+use crate::portal::html::{self, Frame, esc, url};
+use crate::portal::session::{Portal, PortalForm};
+use crate::portal::{PortalError, record};
+use crate::routes::streams::{
+    create_stream, delete_stream, find_in, replay_stream, stream_json, test_stream, update_stream,
+};
+use crate::state::AppState;
+
+/// How a configuration field is entered.
+#[derive(Clone, Copy)]
+enum Input {
+    Text,
+    Url,
+    /// Write-only: never pre-filled, never shown.
+    Secret,
+    Choice(&'static [&'static str]),
+}
+
+/// One field of a destination's form: its `config` key, label, input and whether it is required.
+struct Field {
+    name: &'static str,
+    label: &'static str,
+    input: Input,
+    required: bool,
+}
+
+const fn field(name: &'static str, label: &'static str, input: Input, required: bool) -> Field {
+    Field {
+        name,
+        label,
+        input,
+        required,
+    }
+}
+
+/// The destination types, in the order the form offers them, with their labels.
+const KINDS: [(StreamKind, &str); 5] = [
+    (StreamKind::Http, "HTTPS webhook"),
+    (StreamKind::Datadog, "Datadog"),
+    (StreamKind::Splunk, "Splunk HEC"),
+    (StreamKind::S3, "Amazon S3"),
+    (StreamKind::Gcs, "Google Cloud Storage"),
+];
+
+const LAYOUTS: &[&str] = &["object_per_event", "ndjson_gzip"];
+
+/// The configuration fields of each destination type (see `trailmark_streams::settings`).
+fn fields(kind: StreamKind) -> &'static [Field] {
+    const HTTP: &[Field] = &[
+        field("url", "Endpoint URL", Input::Url, true),
+        field(
+            "format",
+            "Format",
+            Input::Choice(&["json", "ndjson"]),
+            false,
+        ),
+        field(
+            "signing_secret",
+            "Signing secret (whsec_…; generated if empty)",
+            Input::Secret,
+            false,
+        ),
+        field("source", "Source", Input::Text, false),
+    ];
+    const DATADOG: &[Field] = &[
+        field("site", "Site", Input::Choice(&DATADOG_SITES), true),
+        field("api_key", "API key", Input::Secret, true),
+        field("source", "Source", Input::Text, false),
+        field("endpoint", "Endpoint override", Input::Url, false),
+    ];
+    const SPLUNK: &[Field] = &[
+        field("url", "HEC URL", Input::Url, true),
+        field("token", "HEC token", Input::Secret, true),
+        field("index", "Index", Input::Text, false),
+        field("source", "Source", Input::Text, false),
+    ];
+    const S3: &[Field] = &[
+        field("bucket", "Bucket", Input::Text, true),
+        field("region", "Region", Input::Text, true),
+        field("prefix", "Prefix", Input::Text, false),
+        field("access_key_id", "Access key id", Input::Text, true),
+        field(
+            "secret_access_key",
+            "Secret access key",
+            Input::Secret,
+            true,
+        ),
+        field("layout", "Layout", Input::Choice(LAYOUTS), false),
+        field(
+            "endpoint",
+            "Endpoint (S3-compatible stores)",
+            Input::Url,
+            false,
+        ),
+    ];
+    const GCS: &[Field] = &[
+        field("bucket", "Bucket", Input::Text, true),
+        field("prefix", "Prefix", Input::Text, false),
+        field("hmac_access_id", "HMAC access id", Input::Text, true),
+        field("hmac_secret", "HMAC secret", Input::Secret, true),
+        field("layout", "Layout", Input::Choice(LAYOUTS), false),
+        field("endpoint", "Endpoint override", Input::Url, false),
+    ];
+    match kind {
+        StreamKind::Http => HTTP,
+        StreamKind::Datadog => DATADOG,
+        StreamKind::Splunk => SPLUNK,
+        StreamKind::S3 => S3,
+        StreamKind::Gcs => GCS,
+    }
+}
+
+/// `GET /portal/streams`: every stream of the organization with its health.
+pub async fn list(
+    State(state): State<AppState>,
+    portal: Portal,
+    query: QueryPairs,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let streams = state
+        .store
+        .list_streams(Some(&portal.session.organization_id))
+        .await
+        .map_err(ApiError::from)?;
+    let mut rows = String::new();
+    for stream in &streams {
+        let health = stream_json(&state, stream).await?;
+        rows.push_str(&format!(
+            r#"<tr><td><a href="/portal/streams/{id}">{name}</a></td><td>{kind}</td><td>{badge}</td><td>{lag}</td><td>{synced}</td><td>{error}</td></tr>"#,
+            id = esc(&stream.id),
+            name = esc(&stream.name),
+            kind = esc(&stream.kind),
+            badge = state_badge(&health),
+            lag = health["lag_events"],
+            synced = esc(health["last_synced_at"].as_str().unwrap_or("never")),
+            error = esc(health["last_error"].as_str().unwrap_or("")),
+        ));
+    }
+    let table = if streams.is_empty() {
+        r#"<p class="empty">No log streams yet.</p>"#.to_owned()
+    } else {
+        format!(
+            r#"<div class="scroll"><table><thead><tr><th scope="col">Name</th><th scope="col">Type</th><th scope="col">State</th><th scope="col">Lag (events)</th><th scope="col">Last synced (UTC)</th><th scope="col">Last error</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        )
+    };
+    let body = format!(
+        r#"{notice}<p>Each stream delivers every event of your audit log, in order, to a destination you choose.</p>
+{table}
+<p><a class="button" href="/portal/streams/new">Add a stream</a> <a href="/portal/streams">Refresh</a></p>"#,
+        notice = notice(&query),
+    );
+    let frame = Frame {
+        title: "Log streams",
+        session: Some(&portal.session),
+        organization_name: &portal.organization_name,
+        refresh: None,
+    };
+    Ok(html::page(StatusCode::OK, &frame, &body))
+}
+
+/// `GET /portal/streams/new?type=http`: the form for one destination type.
+pub async fn new_form(portal: Portal, query: QueryPairs) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let kind = query
+        .get("type")
+        .and_then(StreamKind::parse)
+        .unwrap_or(StreamKind::Http);
+    Ok(form_page(
+        StatusCode::OK,
+        &portal,
+        kind,
+        &Map::new(),
+        "",
+        &[],
+    ))
+}
+
+fn form_page(
+    status: StatusCode,
+    portal: &Portal,
+    kind: StreamKind,
+    values: &Map<String, Value>,
+    name: &str,
+    problems: &[FieldProblem],
+) -> Response {
+    let tabs: String = KINDS
+        .iter()
+        .map(|(k, label)| {
+            let current = if *k == kind {
+                r#" aria-current="page""#
+            } else {
+                ""
+            };
+            format!(
+                r#"<a href="/portal/streams/new?type={}"{current}>{label}</a>"#,
+                k.as_str()
+            )
+        })
+        .collect();
+    let problem_for = |field: &str| -> String {
+        problems
+            .iter()
+            .filter(|p| p.field == field)
+            .map(|p| {
+                format!(
+                    r#"<span class="field-error" id="{}-error">{}</span>"#,
+                    esc(field),
+                    esc(&p.message)
+                )
+            })
+            .collect()
+    };
+    let invalid = |field: &str| -> String {
+        if problems.iter().any(|p| p.field == field) {
+            format!(
+                r#" aria-invalid="true" aria-describedby="{}-error""#,
+                esc(field)
+            )
+        } else {
+            String::new()
+        }
+    };
+    let inputs: String = fields(kind)
+        .iter()
+        .map(|f| {
+            let key = format!("config.{}", f.name);
+            let value = values.get(f.name).and_then(Value::as_str).unwrap_or("");
+            let required = if f.required { " required" } else { "" };
+            let control = match f.input {
+                Input::Text | Input::Url => format!(
+                    r#"<input type="{}" name="{key}" value="{}"{required}{}>"#,
+                    if matches!(f.input, Input::Url) {
+                        "url"
+                    } else {
+                        "text"
+                    },
+                    esc(value),
+                    invalid(&key),
+                ),
+                Input::Secret => format!(
+                    r#"<input type="password" name="{key}" autocomplete="off"{required}{}>"#,
+                    invalid(&key)
+                ),
+                Input::Choice(choices) => {
+                    let options: String = choices
+                        .iter()
+                        .map(|c| {
+                            let selected = if *c == value { " selected" } else { "" };
+                            format!(r#"<option{selected}>{c}</option>"#)
+                        })
+                        .collect();
+                    format!(
+                        r#"<select name="{key}"{}>{options}</select>"#,
+                        invalid(&key)
+                    )
+                }
+            };
+            format!(
+                r#"<label>{label}{mark}{control}{error}</label>"#,
+                label = f.label,
+                mark = if f.required { " *" } else { "" },
+                error = problem_for(&key),
+            )
+        })
+        .collect();
+    let other_problems: Vec<FieldProblem> = problems
+        .iter()
+        .filter(|p| {
+            p.field != "name"
+                && !fields(kind)
+                    .iter()
+                    .any(|f| p.field == format!("config.{}", f.name))
+        })
+        .cloned()
+        .collect();
+    let body = format!(
+        r#"<nav class="tabs" aria-label="Destination type">{tabs}</nav>
+{other}
+<form class="stream" method="post" action="/portal/streams" novalidate>{csrf}
+<input type="hidden" name="type" value="{kind}">
+<label>Name *<input type="text" name="name" value="{name}" required{name_invalid}>{name_error}</label>
+{inputs}
+<div class="actions"><button type="submit">Create stream</button> <a href="/portal/streams">Cancel</a></div>
+</form>"#,
+        other = problems_notice(&other_problems),
+        csrf = csrf_input(&portal.session),
+        kind = kind.as_str(),
+        name = esc(name),
+        name_invalid = invalid("name"),
+        name_error = problem_for("name"),
+    );
+    let frame = Frame {
+        title: "Add a log stream",
+        session: Some(&portal.session),
+        organization_name: &portal.organization_name,
+        refresh: None,
+    };
+    html::page(status, &frame, &body)
+}
+
+/// `POST /portal/streams`: creates a stream through the streams API's own validation.
+pub async fn create(
+    State(state): State<AppState>,
+    PortalForm {
+        portal,
+        fields: form,
+    }: PortalForm,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let kind = form
+        .get("type")
+        .and_then(StreamKind::parse)
+        .unwrap_or(StreamKind::Http);
+    let mut config = Map::new();
+    let mut shown = Map::new();
+    for f in fields(kind) {
+        let value = form
+            .get(&format!("config.{}", f.name))
+            .unwrap_or_default()
+            .trim();
+        if value.is_empty() {
+            continue;
+        }
+        config.insert(f.name.into(), json!(value));
+        if !matches!(f.input, Input::Secret) {
+            shown.insert(f.name.into(), json!(value));
+        }
+    }
+    let name = form.get("name").unwrap_or_default().trim().to_owned();
+    let mut body = json!({"type": kind.as_str(), "config": config});
+    if !name.is_empty() {
+        body["name"] = json!(name);
+    }
+    match create_stream(&state, portal.session.organization_id.clone(), &body).await {
+        Ok(stream) => {
+            record(
+                &state,
+                &portal.session,
+                "trailmark.portal.stream.created",
+                stream_target(&stream),
+                json!({"type": stream.kind, "name": stream.name}),
+            )
+            .await?;
+            Ok(html::see_other(&format!(
+                "/portal/streams/{}?notice=created",
+                stream.id
+            )))
+        }
+        Err(ApiError::Malformed(problems)) => Ok(form_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &portal,
+            kind,
+            &shown,
+            &name,
+            &problems,
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `GET /portal/streams/{id}`: another organization's stream is not found.
+pub async fn show(
+    State(state): State<AppState>,
+    portal: Portal,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let stream = find(&state, &portal, &id).await?;
+    let health = stream_json(&state, &stream).await?;
+    let config: String = health["config"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            let value = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            format!("<dt>{}</dt><dd><code>{}</code></dd>", esc(key), esc(&value))
+        })
+        .collect();
+    let csrf = csrf_input(&portal.session);
+    let action = |name: &str| format!("/portal/streams/{}/{name}", url(&stream.id));
+    let toggle = if stream.enabled {
+        format!(
+            r#"<form method="post" action="{}">{csrf}<button type="submit">Pause</button></form>"#,
+            action("pause")
+        )
+    } else {
+        format!(
+            r#"<form method="post" action="{}">{csrf}<button type="submit">Resume</button></form>"#,
+            action("resume")
+        )
+    };
+    let body = format!(
+        r#"{notice}
+<dl class="facts" id="health" data-reload="5">
+<dt>State</dt><dd>{badge}</dd>
+<dt>Type</dt><dd>{kind}</dd>
+<dt>Lag</dt><dd>{lag_events} events ({lag_seconds} s)</dd>
+<dt>Last synced (UTC)</dt><dd id="last-synced">{synced}</dd>
+<dt>Last error</dt><dd>{error}</dd>
+</dl>
+<h2>Settings</h2>
+<dl class="facts">{config}</dl>
+<h2>Actions</h2>
+<div class="stream-actions">
+{toggle}
+<form method="post" action="{test}">{csrf}<button type="submit">Send test event</button></form>
+<form method="post" action="{replay}" class="replay">{csrf}<label>Replay from (UTC)<input type="datetime-local" name="from_time" step="1" required></label><button type="submit">Replay</button></form>
+<form method="post" action="{delete}" data-confirm="Delete this stream? Delivery stops at once.">{csrf}<button type="submit" class="danger">Delete stream</button></form>
+</div>
+<p><a href="/portal/streams">← All streams</a> <a href="/portal/streams/{id}">Refresh</a></p>"#,
+        notice = notice(&query),
+        badge = state_badge(&health),
+        kind = esc(&stream.kind),
+        lag_events = health["lag_events"],
+        lag_seconds = health["lag_seconds"],
+        synced = esc(health["last_synced_at"].as_str().unwrap_or("never")),
+        error = esc(health["last_error"].as_str().unwrap_or("none")),
+        test = action("test"),
+        replay = action("replay"),
+        delete = action("delete"),
+        id = url(&stream.id),
+    );
+    let frame = Frame {
+        title: &stream.name,
+        session: Some(&portal.session),
+        organization_name: &portal.organization_name,
+        refresh: None,
+    };
+    Ok(html::page(StatusCode::OK, &frame, &body))
+}
+
+/// `POST /portal/streams/{id}/{pause|resume|test|replay|delete}`.
+pub async fn act(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    PortalForm {
+        portal,
+        fields: form,
+    }: PortalForm,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let stream = find(&state, &portal, &id).await?;
+    let back = |query: &str| html::see_other(&format!("/portal/streams/{}?{query}", stream.id));
+    let target = stream_target(&stream);
+    match action.as_str() {
+        "pause" | "resume" => {
+            let enabled = action == "resume";
+            update_stream(&state, stream.clone(), &json!({"enabled": enabled})).await?;
+            let recorded = if enabled {
+                "trailmark.portal.stream.resumed"
+            } else {
+                "trailmark.portal.stream.paused"
+            };
+            record(&state, &portal.session, recorded, target, json!({})).await?;
+            Ok(back(if enabled {
+                "notice=resumed"
+            } else {
+                "notice=paused"
+            }))
+        }
+        "test" => {
+            let mut actor = json!({"id": portal.session.id, "type": "portal_session"});
+            if let Some(email) = &portal.session.email {
+                actor["name"] = json!(email);
+            }
+            let answer = test_stream(&state, &stream, actor).await;
+            let delivered = answer["delivered"].as_bool().unwrap_or(false);
+            record(
+                &state,
+                &portal.session,
+                "trailmark.portal.stream.tested",
+                target,
+                json!({"delivered": delivered}),
+            )
+            .await?;
+            let message = answer["message"].as_str().unwrap_or_default();
+            Ok(back(&format!(
+                "notice={}&detail={}",
+                if delivered {
+                    "test_delivered"
+                } else {
+                    "test_failed"
+                },
+                url(message)
+            )))
+        }
+        "replay" => {
+            let from_time = form.get("from_time").unwrap_or_default();
+            match replay_stream(&state, &stream, &json!({"from_time": from_time})).await {
+                Ok(from) => {
+                    record(
+                        &state,
+                        &portal.session,
+                        "trailmark.portal.stream.replayed",
+                        target,
+                        json!({"from_time": from_time, "from_sequence": from}),
+                    )
+                    .await?;
+                    Ok(back(&format!("notice=replayed&detail={from}")))
+                }
+                Err(ApiError::Malformed(problems)) => {
+                    let message = problems
+                        .first()
+                        .map(|p| p.message.as_str())
+                        .unwrap_or("invalid replay");
+                    Ok(back(&format!("notice=invalid&detail={}", url(message))))
+                }
+                Err(other) => Err(other.into()),
+            }
+        }
+        "delete" => {
+            delete_stream(&state, &stream.id).await?;
+            record(
+                &state,
+                &portal.session,
+                "trailmark.portal.stream.deleted",
+                target,
+                json!({"name": stream.name}),
+            )
+            .await?;
+            Ok(html::see_other("/portal/streams?notice=deleted"))
+        }
+        _ => Err(PortalError::NotFound),
+    }
+}
+
+async fn find(state: &AppState, portal: &Portal, id: &str) -> Result<StreamRecord, PortalError> {
+    find_in(state, Some(&portal.session.organization_id), id)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => PortalError::NotFound,
+            other => other.into(),
+        })
+}
+
+fn stream_target(stream: &StreamRecord) -> Value {
+    json!({"id": stream.id, "type": "log_stream", "name": stream.name})
+}
+
+fn state_badge(health: &Value) -> String {
+    let state = health["state"].as_str().unwrap_or("unknown");
+    format!(
+        r#"<span class="badge state-{state}" data-state="{state}">{state}</span>"#,
+        state = esc(state)
+    )
+}
+
+/// The message after an action (Post/Redirect/Get carries it in the query).
+fn notice(query: &QueryPairs) -> String {
+    let detail = query.get("detail").unwrap_or_default();
+    let (class, text) = match query.get("notice") {
+        Some("created") => (
+            "ok",
+            "Stream created. Delivery starts with the next event.".to_owned(),
+        ),
+        Some("paused") => (
+            "ok",
+            "Stream paused. Events wait in the log until you resume.".to_owned(),
+        ),
+        Some("resumed") => ("ok", "Stream resumed.".to_owned()),
+        Some("deleted") => ("ok", "Stream deleted.".to_owned()),
+        Some("replayed") => ("ok", format!("Replaying from event {detail}.")),
+        Some("test_delivered") => ("ok", format!("Test event delivered: {detail}")),
+        Some("test_failed") => ("error", format!("Test event not delivered: {detail}")),
+        Some("invalid") => ("error", detail.to_owned()),
+        _ => return String::new(),
+    };
+    format!(
+        r#"<p class="notice {class}" role="status">{}</p>"#,
+        esc(&text)
+    )
+}

@@ -1,0 +1,382 @@
+//! The Admin Portal over HTTP: `POST /portal/generate_link` as WorkOS answers it, one-time links,
+//! the session cookie and security headers, CSRF on every form, organization and intent scoping,
+//! and the events the portal records. The browser tests (`tests/browser`) drive the same pages
+//! in Chromium.
+
+use reqwest::redirect::Policy;
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, body, event};
+
+/// A client that shows redirects instead of following them, and keeps no cookies.
+fn browser() -> Client {
+    Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+async fn link(app: &TestApp, organization: &str, intent: &str) -> String {
+    let response = app
+        .post(
+            "/portal/generate_link",
+            &json!({"organization": organization, "intent": intent,
+                    "return_url": "https://app.example.com/settings",
+                    "admin_emails": ["it@acme.test"]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    body(response).await["link"]
+        .as_str()
+        .expect("link")
+        .to_owned()
+}
+
+/// Opens a link and returns the session cookie (`name=value`).
+async fn open(link: &str) -> String {
+    let response = browser().get(link).send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    set_cookie
+        .split(';')
+        .next()
+        .expect("cookie pair")
+        .to_owned()
+}
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> Response {
+    browser()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The CSRF token in a page's forms.
+async fn csrf(app: &TestApp, cookie: &str, path: &str) -> String {
+    let html = page(app, cookie, path).await.text().await.expect("html");
+    let start = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
+    html[start..start + 64].to_owned()
+}
+
+async fn post_form(app: &TestApp, cookie: &str, path: &str, form: &str) -> Response {
+    browser()
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .expect("request")
+}
+
+fn is_html(response: &Response) -> bool {
+    response.headers()["content-type"]
+        .to_str()
+        .is_ok_and(|v| v.starts_with("text/html"))
+}
+
+#[tokio::test]
+async fn generate_link_answers_as_workos_and_serves_two_intents() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let cases = [
+        (json!({"intent": "audit_logs"}), "organization"),
+        (json!({"organization": organization}), "intent"),
+        (
+            json!({"organization": organization, "intent": "sso"}),
+            "intent",
+        ),
+        (
+            json!({"organization": organization, "intent": "audit_logs", "return_url": "javascript:alert(1)"}),
+            "return_url",
+        ),
+    ];
+    for (request, field) in cases {
+        let response = app.post("/portal/generate_link", &request).await;
+        assert_eq!(response.status(), 422, "{request}");
+        let answer = body(response).await;
+        assert_eq!(answer["errors"][0]["field"], field, "{answer}");
+    }
+    let refused = body(
+        app.post(
+            "/portal/generate_link",
+            &json!({"organization": organization, "intent": "dsync"}),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("audit_logs, log_streams")),
+        "{refused}"
+    );
+    let unknown = app
+        .post(
+            "/portal/generate_link",
+            &json!({"organization": "org_01HZZZZZZZZZZZZZZZZZZZZZZZ", "intent": "audit_logs"}),
+        )
+        .await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        body(unknown).await["message"],
+        "Could not find an organization with the id, org_01HZZZZZZZZZZZZZZZZZZZZZZZ."
+    );
+    // Keys WorkOS's SDKs add are accepted and ignored.
+    let response = app
+        .post(
+            "/portal/generate_link",
+            &json!({"organization": organization, "intent": "log_streams", "success_url": "https://app.example.com/done",
+                    "intent_options": {"sso": {"bookmark_slug": "x"}}, "it_contact_emails": ["a@b.test"], "extra": 1}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let link = body(response).await["link"]
+        .as_str()
+        .expect("link")
+        .to_owned();
+    let token = link
+        .strip_prefix(&format!("{}/portal?token=", app.base))
+        .expect("a link to this server's portal");
+    assert_eq!(token.len(), 64);
+}
+
+#[tokio::test]
+async fn a_link_opens_one_session_once_with_a_strict_cookie_and_security_headers() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let link = link(&app, &organization, "audit_logs").await;
+
+    let opened = browser().get(&link).send().await.expect("request");
+    assert_eq!(opened.status(), 200);
+    let headers = opened.headers();
+    let cookie = headers["set-cookie"].to_str().expect("ascii");
+    assert!(cookie.starts_with("trailmark_portal="), "{cookie}");
+    assert!(
+        cookie.ends_with("; Path=/portal; HttpOnly; SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(
+        headers["content-security-policy"],
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+
+    let again = browser().get(&link).send().await.expect("request");
+    assert_eq!(again.status(), 410);
+    assert!(is_html(&again));
+    assert!(again.headers().get("set-cookie").is_none());
+    assert!(again.text().await.expect("html").contains("already used"));
+
+    let forged = format!("{}/portal?token={}", app.base, "ab".repeat(32));
+    let response = browser().get(&forged).send().await.expect("request");
+    assert_eq!(response.status(), 404);
+    assert!(is_html(&response));
+    let garbage = browser()
+        .get(app.url("/portal?token=<script>"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(garbage.status(), 404);
+    let no_session = browser()
+        .get(app.url("/portal/events"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(no_session.status(), 401);
+    assert!(is_html(&no_session));
+}
+
+#[tokio::test]
+async fn every_portal_form_needs_the_sessions_csrf_token() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let cookie = open(&link(&app, &organization, "audit_logs").await).await;
+    let token = csrf(&app, &cookie, "/portal/events").await;
+
+    for form in [
+        "format=csv",
+        "format=csv&csrf=",
+        &format!("format=csv&csrf={}", "0".repeat(64)),
+    ] {
+        let refused = post_form(&app, &cookie, "/portal/exports", form).await;
+        assert_eq!(refused.status(), 403, "{form}");
+        assert!(is_html(&refused));
+    }
+    // Another session's token is no good either.
+    let other_cookie = open(&link(&app, &organization, "audit_logs").await).await;
+    let other_token = csrf(&app, &other_cookie, "/portal/events").await;
+    assert_ne!(token, other_token);
+    let crossed = post_form(
+        &app,
+        &cookie,
+        "/portal/exports",
+        &format!("format=csv&csrf={other_token}"),
+    )
+    .await;
+    assert_eq!(crossed.status(), 403);
+
+    let accepted = post_form(
+        &app,
+        &cookie,
+        "/portal/exports",
+        &format!("format=csv&csrf={token}"),
+    )
+    .await;
+    assert_eq!(accepted.status(), 303);
+    let location = accepted.headers()["location"].to_str().expect("ascii");
+    assert!(location.starts_with("/portal/exports/audit_log_export_"));
+}
+
+#[tokio::test]
+async fn a_session_sees_only_its_organization_and_its_intent() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    app.create_event(&globex, &event("user.signed_in"), None)
+        .await;
+    let globex_event = body(
+        app.get(&format!("/audit_logs/events?organization_id={globex}"))
+            .await,
+    )
+    .await["data"][0]["id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    let stream = body(
+        app.post(
+            "/audit_logs/streams",
+            &json!({"organization_id": globex, "type": "http", "name": "Globex SIEM",
+                    "config": {"url": "http://127.0.0.1:9/hook"}}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .expect("stream id")
+        .to_owned();
+
+    let events_session = open(&link(&app, &acme, "audit_logs").await).await;
+    let streams_session = open(&link(&app, &acme, "log_streams").await).await;
+    for (cookie, path) in [
+        (&events_session, format!("/portal/events/{globex_event}")),
+        (&streams_session, format!("/portal/streams/{stream}")),
+    ] {
+        let response = page(&app, cookie, &path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let html = response.text().await.expect("html");
+        assert!(!html.contains("Globex"), "{html}");
+    }
+    let token = csrf(&app, &streams_session, "/portal/streams/new").await;
+    let delete = post_form(
+        &app,
+        &streams_session,
+        &format!("/portal/streams/{stream}/delete"),
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(delete.status(), 404);
+    assert_eq!(
+        app.get(&format!("/audit_logs/streams/{stream}"))
+            .await
+            .status(),
+        200
+    );
+
+    assert_eq!(
+        page(&app, &events_session, "/portal/streams")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        page(&app, &streams_session, "/portal/events")
+            .await
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are_audited() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let cookie = open(&link(&app, &organization, "log_streams").await).await;
+    let token = csrf(&app, &cookie, "/portal/streams/new?type=splunk").await;
+
+    let invalid = post_form(
+        &app,
+        &cookie,
+        "/portal/streams",
+        &format!("csrf={token}&type=splunk&name=SIEM&config.url=ftp%3A%2F%2Fx&config.token=secret-hec-token"),
+    )
+    .await;
+    assert_eq!(invalid.status(), 422);
+    let html = invalid.text().await.expect("html");
+    assert!(html.contains(r#"id="config.url-error""#), "{html}");
+    assert!(!html.contains("secret-hec-token"), "a secret was echoed");
+
+    let created = post_form(
+        &app,
+        &cookie,
+        "/portal/streams",
+        &format!("csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson"),
+    )
+    .await;
+    assert_eq!(created.status(), 303);
+    let location = created.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let id = location
+        .trim_start_matches("/portal/streams/")
+        .split('?')
+        .next()
+        .expect("id")
+        .to_owned();
+    let paused = post_form(
+        &app,
+        &cookie,
+        &format!("/portal/streams/{id}/pause"),
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(paused.status(), 303);
+    let stream = body(app.get(&format!("/audit_logs/streams/{id}")).await).await;
+    assert_eq!(stream["enabled"], false);
+    assert_eq!(stream["state"], "inactive");
+
+    let recorded = body(
+        app.get(&format!(
+            "/audit_logs/events?organization_id={organization}&actions=trailmark.portal.*&order=asc"
+        ))
+        .await,
+    )
+    .await;
+    let actions: Vec<&str> = recorded["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "trailmark.portal.session.opened",
+            "trailmark.portal.stream.created",
+            "trailmark.portal.stream.paused"
+        ]
+    );
+    let actor: &Value = &recorded["data"][2]["actor"];
+    assert_eq!(actor["type"], "portal_session");
+    assert_eq!(actor["name"], "it@acme.test");
+    assert_eq!(recorded["data"][2]["targets"][0]["id"], id);
+}
