@@ -15,11 +15,9 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 
 import {
@@ -31,9 +29,8 @@ import {
   UnprocessableEntityException,
 } from '@workos-inc/node';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = resolve(HERE, '..', '..');
-const TRAILMARK_BIN = process.env.TRAILMARK_BIN || join(REPO_ROOT, 'target', 'debug', 'trailmark');
+import { startTrailmark, stopTrailmark } from '../../tests/support/trailmark-process.mjs';
+
 const STARTUP_TIMEOUT_MS = 30_000;
 
 /** `YYYY-MM-DDTHH:MM:SS.mmmZ`, the only timestamp form the server may emit (§2, SPEC §2). */
@@ -66,87 +63,19 @@ let apiKey;
 let baseUrl;
 let workos;
 
-/**
- * Starts `trailmark serve --listen 127.0.0.1:0 --data-dir <tmp>` and resolves with the port
- * parsed from the `listening on http://127.0.0.1:PORT` line on stdout.
- */
-function startServer() {
-  return new Promise((resolvePort, reject) => {
-    // Inherited TRAILMARK_* variables (a developer's database URL, say) must not leak in.
-    const env = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !k.startsWith('TRAILMARK_')),
-    );
-    env.TRAILMARK_API_KEY = apiKey;
-
-    let stdout = '';
-    let stderr = '';
-    let settled = false;
-    const fail = (why) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(
-        new Error(
-          `${why}\n  binary: ${TRAILMARK_BIN}\n  --- stdout ---\n${stdout}\n  --- stderr ---\n${stderr}`,
-        ),
-      );
-    };
-
-    // The PostgreSQL run of the suite (scripts/test) names a fresh database here.
-    const database = process.env.TRAILMARK_TEST_DATABASE_URL;
-    const child = spawn(
-      TRAILMARK_BIN,
-      [
-        'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir,
-        ...(database ? ['--database', database] : []),
-      ],
-      { env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    server = child;
-
-    const timer = setTimeout(
-      () => fail(`trailmark did not print "listening on http://127.0.0.1:PORT" within ${STARTUP_TIMEOUT_MS / 1000} s`),
-      STARTUP_TIMEOUT_MS,
-    );
-
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
-      if (m && !settled) {
-        settled = true;
-        clearTimeout(timer);
-        resolvePort(Number(m[1]));
-      }
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.on('error', (err) => fail(`could not start trailmark: ${err.message}`));
-    child.on('exit', (code, signal) =>
-      fail(`trailmark exited before listening (code ${code}, signal ${signal})`),
-    );
+/** Starts the server under test; on PostgreSQL (scripts/test) over a fresh database. */
+async function startServer() {
+  const database = process.env.TRAILMARK_TEST_DATABASE_URL;
+  const started = await startTrailmark({
+    apiKey,
+    dataDir,
+    args: database ? ['--database', database] : [],
   });
+  server = started.child;
+  return started.port;
 }
 
-/** SIGTERM, then SIGKILL after 10 s; resolves once the child has exited. */
-function stopServer() {
-  return new Promise((done) => {
-    if (!server || server.exitCode !== null || server.signalCode !== null) return done();
-    const killTimer = setTimeout(() => server.kill('SIGKILL'), 10_000);
-    server.once('exit', () => {
-      clearTimeout(killTimer);
-      done();
-    });
-    server.kill('SIGTERM');
-  });
-}
-
-// Never leave the server behind if the runner dies early.
-process.on('exit', () => {
-  if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
-});
+const stopServer = () => stopTrailmark(server);
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -3,90 +3,24 @@
 //
 // Run from the repository root:   node --test examples/express-app/
 // Binary under test:              $TRAILMARK_BIN, default <repo>/target/debug/trailmark
-// (started as conformance/node/sdk.test.mjs starts it).
+// (started by tests/support/trailmark-process.mjs, as the other JavaScript suites start it).
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 import { createApp } from './app.mjs';
+import { startTrailmark, stopTrailmark } from '../../tests/support/trailmark-process.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = resolve(HERE, '..', '..');
-const TRAILMARK_BIN = process.env.TRAILMARK_BIN || join(REPO_ROOT, 'target', 'debug', 'trailmark');
-const STARTUP_TIMEOUT_MS = 30_000;
 const USER_AGENT = 'Mozilla/5.0 (express-example-test)';
 
 let server; // the Trailmark child process
 let dataDir;
 let trailmarkPort;
 const apiKey = `sk_test_${randomBytes(16).toString('hex')}`;
-
-/** Starts `trailmark serve` on an OS-assigned port; resolves with the port it prints. */
-function startTrailmark() {
-  return new Promise((resolvePort, reject) => {
-    // Inherited TRAILMARK_* variables (a developer's database URL, say) must not leak in.
-    const env = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !k.startsWith('TRAILMARK_')),
-    );
-    env.TRAILMARK_API_KEY = apiKey;
-    let stdout = '';
-    let stderr = '';
-    let settled = false;
-    const fail = (why) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new Error(`${why}\n  binary: ${TRAILMARK_BIN}\n  --- stdout ---\n${stdout}\n  --- stderr ---\n${stderr}`));
-    };
-    const child = spawn(TRAILMARK_BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    server = child;
-    const timer = setTimeout(
-      () => fail(`trailmark did not print "listening on http://127.0.0.1:PORT" within ${STARTUP_TIMEOUT_MS / 1000} s`),
-      STARTUP_TIMEOUT_MS,
-    );
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
-      if (m && !settled) {
-        settled = true;
-        clearTimeout(timer);
-        resolvePort(Number(m[1]));
-      }
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.on('error', (err) => fail(`could not start trailmark: ${err.message}`));
-    child.on('exit', (code, signal) => fail(`trailmark exited before listening (code ${code}, signal ${signal})`));
-  });
-}
-
-function stopTrailmark() {
-  return new Promise((done) => {
-    if (!server || server.exitCode !== null || server.signalCode !== null) return done();
-    const killTimer = setTimeout(() => server.kill('SIGKILL'), 10_000);
-    server.once('exit', () => {
-      clearTimeout(killTimer);
-      done();
-    });
-    server.kill('SIGTERM');
-  });
-}
-
-process.on('exit', () => {
-  if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
-});
 
 /** A call to Trailmark's own API (the Node SDK has no search). */
 async function trailmark(method, path, body) {
@@ -155,11 +89,11 @@ const GRACE_TEAMS = [
 describe('the tutorial Express app on Trailmark', () => {
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'trailmark-express-'));
-    trailmarkPort = await startTrailmark();
+    ({ child: server, port: trailmarkPort } = await startTrailmark({ apiKey, dataDir }));
   });
 
   after(async () => {
-    await stopTrailmark();
+    await stopTrailmark(server);
     rmSync(dataDir, { recursive: true, force: true });
   });
 

@@ -14,93 +14,48 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 
 import { WorkOS, UnprocessableEntityException } from '@workos-inc/node';
 import { chromium } from 'playwright-core';
 
+import { startTrailmark, stopTrailmark } from '../support/trailmark-process.mjs';
+
 const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = resolve(HERE, '..', '..');
-const TRAILMARK_BIN = process.env.TRAILMARK_BIN || join(REPO_ROOT, 'target', 'debug', 'trailmark');
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const SCREENSHOTS = join(HERE, 'screenshots');
-const STARTUP_TIMEOUT_MS = 30_000;
 const RETURN_URL = 'https://app.example.com/settings/audit';
 
 // ---------------------------------------------------------------------------------------
 // Processes: the server under test and the browser
 
-const children = [];
-process.on('exit', () => {
-  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
-});
-
-/** Starts `trailmark serve` on a free port over a fresh data directory; resolves with its URL. */
-function startServer(apiKey, extraArgs = []) {
+/** Starts `trailmark serve` on a free port over a fresh data directory, with streams allowed to
+ * reach the local receiver; resolves with its URL and an SDK client pointed at it. */
+async function startServer(apiKey, extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'trailmark-browser-'));
-  return new Promise((resolveServer, reject) => {
-    // Inherited TRAILMARK_* variables must not leak in.
-    const env = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !k.startsWith('TRAILMARK_')),
-    );
-    env.TRAILMARK_API_KEY = apiKey;
-    const child = spawn(
-      TRAILMARK_BIN,
-      ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--allow-private-destinations', ...extraArgs],
-      { env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    let settled = false;
-    const fail = (why) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new Error(`${why}\n  binary: ${TRAILMARK_BIN}\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`));
-    };
-    const timer = setTimeout(() => fail('trailmark did not start listening'), STARTUP_TIMEOUT_MS);
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
-      if (m && !settled) {
-        settled = true;
-        clearTimeout(timer);
-        const port = Number(m[1]);
-        resolveServer({
-          child,
-          dataDir,
-          port,
-          url: `http://127.0.0.1:${port}`,
-          workos: new WorkOS(apiKey, { apiHostname: '127.0.0.1', port, https: false }),
-        });
-      }
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.on('error', (err) => fail(`could not start trailmark: ${err.message}`));
-    child.on('exit', (code, signal) => fail(`trailmark exited (code ${code}, signal ${signal})`));
+  const { child, port } = await startTrailmark({
+    apiKey,
+    dataDir,
+    args: ['--allow-private-destinations', ...extraArgs],
   });
+  return {
+    child,
+    dataDir,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    workos: new WorkOS(apiKey, { apiHostname: '127.0.0.1', port, https: false }),
+  };
 }
 
-function stopServer(server) {
-  return new Promise((done) => {
-    if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return done();
-    server.child.once('exit', () => {
-      rmSync(server.dataDir, { recursive: true, force: true });
-      done();
-    });
-    server.child.kill('SIGTERM');
-  });
+async function stopServer(server) {
+  if (!server) return;
+  await stopTrailmark(server.child);
+  rmSync(server.dataDir, { recursive: true, force: true });
 }
 
 /** A stream destination: a local HTTP server that records every envelope it receives. */
