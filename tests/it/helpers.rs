@@ -129,6 +129,41 @@ impl TestDatabase {
         }
     }
 
+    /// An organization's stored events in log order, read straight from the database.
+    pub async fn stored_events(&self, organization_id: &str) -> Vec<trailmark_store::StoredEvent> {
+        self.store()
+            .await
+            .events_after(organization_id, None, 1_000_000)
+            .await
+            .expect("read events")
+    }
+
+    /// Asserts that every acknowledged `(sequence, id)` is stored under that sequence and that
+    /// the organization's log has no gaps; returns the log.
+    pub async fn assert_log_holds(
+        &self,
+        organization_id: &str,
+        acknowledged: &[(u64, String)],
+    ) -> Vec<trailmark_store::StoredEvent> {
+        let stored = self.stored_events(organization_id).await;
+        let stored_ids: std::collections::HashMap<&str, u64> =
+            stored.iter().map(|e| (e.id.as_str(), e.sequence)).collect();
+        for (sequence, id) in acknowledged {
+            assert_eq!(
+                stored_ids.get(id.as_str()),
+                Some(sequence),
+                "acknowledged event {id} (sequence {sequence}) was lost"
+            );
+        }
+        let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
+        assert_eq!(
+            sequences,
+            (0..stored.len() as u64).collect::<Vec<_>>(),
+            "the log is gap-free"
+        );
+        stored
+    }
+
     /// A store over it, as a second process would open it.
     pub async fn store(&self) -> Arc<dyn Store> {
         match self {
@@ -327,11 +362,7 @@ impl TestApp {
 
     /// The organization's stored events, read straight from the database.
     pub async fn stored_events(&self, organization_id: &str) -> Vec<trailmark_store::StoredEvent> {
-        self.store()
-            .await
-            .events_after(organization_id, None, 100_000)
-            .await
-            .expect("read events")
+        self.database.stored_events(organization_id).await
     }
 }
 
@@ -339,21 +370,7 @@ impl TestApp {
     /// Waits until the organization's latest signed checkpoint covers `size` events (the test
     /// servers sign every 100 ms), and returns it.
     pub async fn wait_for_checkpoint(&self, organization_id: &str, size: u64) -> Value {
-        for _ in 0..200 {
-            let response = self
-                .get(&format!(
-                    "/audit_logs/ledger/checkpoint?organization_id={organization_id}"
-                ))
-                .await;
-            if response.status() == 200 {
-                let checkpoint = body(response).await;
-                if checkpoint["tree_size"] == size {
-                    return checkpoint;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("no checkpoint of {size} events was signed");
+        wait_for_checkpoint(&self.client, &self.base, organization_id, size).await
     }
 
     /// Stops this server and starts another over the same data directory.
@@ -466,4 +483,32 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until the server at `base` has signed a checkpoint of `size` events for the
+/// organization, and returns it.
+pub async fn wait_for_checkpoint(
+    client: &Client,
+    base: &str,
+    organization_id: &str,
+    size: u64,
+) -> Value {
+    for _ in 0..200 {
+        let response = client
+            .get(format!(
+                "{base}/audit_logs/ledger/checkpoint?organization_id={organization_id}"
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("request");
+        if response.status() == 200 {
+            let checkpoint = body(response).await;
+            if checkpoint["tree_size"] == size {
+                return checkpoint;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no checkpoint of {size} events was signed");
 }

@@ -235,18 +235,12 @@ pub(crate) async fn append_group(
         outcomes.push(Ok(AppendOutcome::Appended { receipts, response }));
     }
     rows.insert(client).await?;
-    let (organizations, sizes, frontiers): (Vec<String>, Vec<i64>, Vec<Vec<u8>>) = heads
-        .into_iter()
-        .map(|(organization, head)| (organization, head.size() as i64, head.hashes().concat()))
-        .fold(
-            Default::default(),
-            |(mut o, mut s, mut f), (org, size, hashes)| {
-                o.push(org);
-                s.push(size);
-                f.push(hashes);
-                (o, s, f)
-            },
-        );
+    let (mut organizations, mut sizes, mut frontiers) = (Vec::new(), Vec::new(), Vec::new());
+    for (organization, head) in heads {
+        organizations.push(organization);
+        sizes.push(head.size() as i64);
+        frontiers.push(head.hashes().concat());
+    }
     client
         .execute(
             "UPDATE log_heads h SET size = u.size, frontier = u.frontier

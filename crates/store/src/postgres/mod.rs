@@ -197,16 +197,12 @@ impl From<tokio_postgres::Error> for StoreError {
     /// A lost connection, a server shutting down or starting, and a transaction the server chose
     /// to abort (serialization failure, deadlock) are transient: the request may be retried.
     fn from(error: tokio_postgres::Error) -> Self {
-        let transient = error.is_closed()
-            || error.code().is_some_and(|code| {
-                let class = &code.code()[..2];
-                class == "08"
-                    || class == "57"
-                    || class == "53"
-                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                    || *code == SqlState::T_R_DEADLOCK_DETECTED
-            })
-            || error.code().is_none();
+        // No SQLSTATE means the server never answered: the connection is closed or failed.
+        let transient = error.code().is_none_or(|code| {
+            matches!(&code.code()[..2], "08" | "53" | "57")
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+        });
         if transient {
             StoreError::Unavailable(error.to_string())
         } else {

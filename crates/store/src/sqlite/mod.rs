@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::canonical::canonical_json;
-use trailmark_domain::export::ExportFormat;
-use trailmark_domain::organization::{Domain, DomainState, Organization};
+use trailmark_domain::organization::Organization;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::record::{Placement, event_object};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
@@ -23,7 +22,7 @@ use trailmark_ledger::tree::{
     Frontier, NodeReader, consistency_proof, inclusion_proof, leaf_hash, tree_hash,
 };
 
-use crate::codec::{filter_from_json, filter_to_json};
+use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt,
@@ -31,6 +30,7 @@ use crate::model::{
     StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
+use crate::rows::{EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json};
 use crate::window::Window;
 use crate::{Hash, Store, StoreError};
 use search::EVENT_COLUMNS;
@@ -1319,20 +1319,10 @@ fn read_frontier(c: &Connection, organization_id: &str) -> Result<Frontier, Stor
         .prepare_cached("SELECT size, frontier FROM log_heads WHERE organization_id = ?1")?
         .query_row([organization_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let Some((size, bytes)) = head else {
-        return Ok(Frontier::empty());
-    };
-    let hashes = bytes
-        .chunks(32)
-        .map(|chunk| {
-            Hash::try_from(chunk).map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "log head of {organization_id}: frontier is not whole hashes"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Frontier::from_parts(size as u64, hashes)?)
+    match head {
+        Some((size, bytes)) => crate::rows::frontier(organization_id, size, bytes),
+        None => Ok(Frontier::empty()),
+    }
 }
 
 /// Reads one organization's stored Merkle nodes, remembering what it read: proofs for nearby
@@ -1381,116 +1371,70 @@ fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredCheckpoin
     let root: Vec<u8> = row.get(2)?;
     let note: String = row.get(3)?;
     let created_at = Timestamp::from_unix_millis(row.get(4)?);
-    Ok(Hash::try_from(root)
-        .map_err(|_| {
-            StoreError::Corrupt(format!(
-                "checkpoint {organization_id}@{tree_size}: root is not 32 bytes"
-            ))
-        })
-        .map(|root| StoredCheckpoint {
-            organization_id,
-            tree_size: tree_size as u64,
-            root,
-            note,
-            created_at,
-        }))
+    Ok(crate::rows::hash(root, || {
+        format!("checkpoint {organization_id}@{tree_size}: root")
+    })
+    .map(|root| StoredCheckpoint {
+        organization_id,
+        tree_size: tree_size as u64,
+        root,
+        note,
+        created_at,
+    }))
 }
 
 const STREAM_COLUMNS: &str = "id, organization_id, type, name, config, secrets, enabled, state, cursor, \
      last_synced_at, last_error, created_at, updated_at";
 
 fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StreamRecord, StoreError>> {
-    let id: String = row.get(0)?;
-    let config: String = row.get(4)?;
-    let state: String = row.get(7)?;
-    let cursor: Option<i64> = row.get(8)?;
-    let last_synced_at: Option<i64> = row.get(9)?;
-    let record = (
-        row.get::<_, String>(1)?,
-        row.get::<_, String>(2)?,
-        row.get::<_, String>(3)?,
-        row.get::<_, Vec<u8>>(5)?,
-        row.get::<_, bool>(6)?,
-        row.get::<_, Option<String>>(10)?,
-        row.get::<_, i64>(11)?,
-        row.get::<_, i64>(12)?,
-    );
-    let (organization_id, kind, name, secrets, enabled, last_error, created_at, updated_at) =
-        record;
-    Ok((|| {
-        Ok(StreamRecord {
-            config: serde_json::from_str(&config)
-                .map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?,
-            state: StreamState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("stream {id}: state '{state}'")))?,
-            cursor: cursor.map(|c| c as u64),
-            last_synced_at: last_synced_at.map(Timestamp::from_unix_millis),
-            created_at: Timestamp::from_unix_millis(created_at),
-            updated_at: Timestamp::from_unix_millis(updated_at),
-            id,
-            organization_id,
-            kind,
-            name,
-            secrets,
-            enabled,
-            last_error,
-        })
-    })())
+    Ok(StreamColumns {
+        id: row.get(0)?,
+        organization_id: row.get(1)?,
+        kind: row.get(2)?,
+        name: row.get(3)?,
+        config: row.get(4)?,
+        secrets: row.get(5)?,
+        enabled: row.get(6)?,
+        state: row.get(7)?,
+        cursor: row.get(8)?,
+        last_synced_at: row.get(9)?,
+        last_error: row.get(10)?,
+        created_at: row.get(11)?,
+        updated_at: row.get(12)?,
+    }
+    .decode())
 }
 
 /// Maps a row of [`EVENT_COLUMNS`].
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
-    let id: String = row.get(0)?;
-    let organization_id: String = row.get(1)?;
-    let sequence: i64 = row.get(2)?;
-    let received_at: i64 = row.get(3)?;
-    let leaf_hash: Vec<u8> = row.get(4)?;
-    let body: String = row.get(5)?;
-    let purged_at: Option<i64> = row.get(6)?;
-    Ok((|| {
-        Ok(StoredEvent {
-            body: serde_json::from_str(&body)
-                .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
-            leaf_hash: leaf_hash.try_into().map_err(|_| {
-                StoreError::Corrupt(format!("event {id}: leaf hash is not 32 bytes"))
-            })?,
-            id,
-            organization_id,
-            sequence: sequence as u64,
-            received_at: Timestamp::from_unix_millis(received_at),
-            purged_at: purged_at.map(Timestamp::from_unix_millis),
-        })
-    })())
+pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
+    Ok(EventColumns {
+        id: row.get(0)?,
+        organization_id: row.get(1)?,
+        sequence: row.get(2)?,
+        received_at: row.get(3)?,
+        leaf_hash: row.get(4)?,
+        body: row.get(5)?,
+        purged_at: row.get(6)?,
+    }
+    .decode())
 }
 
 const EXPORT_COLUMNS: &str =
     "id, organization_id, state, format, filter, row_count, error, created_at, updated_at";
 
 fn export_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ExportRecord, StoreError>> {
-    let id: String = row.get(0)?;
-    let state: String = row.get(2)?;
-    let format: String = row.get(3)?;
-    let filter: String = row.get(4)?;
-    let organization_id: String = row.get(1)?;
-    let row_count: Option<i64> = row.get(5)?;
-    let error: Option<String> = row.get(6)?;
-    let created_at = Timestamp::from_unix_millis(row.get(7)?);
-    let updated_at = Timestamp::from_unix_millis(row.get(8)?);
-    Ok((|| {
-        Ok(ExportRecord {
-            state: ExportState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("export {id} state '{state}'")))?,
-            format: ExportFormat::parse(&format)
-                .ok_or_else(|| StoreError::Corrupt(format!("export {id} format '{format}'")))?,
-            filter: filter_from_json(&filter)?,
-            organization_id,
-            row_count: row_count.map(|n| n as u64),
-            error,
-            created_at,
-            updated_at,
-            id,
-        })
-    })())
+    Ok(ExportColumns {
+        id: row.get(0)?,
+        organization_id: row.get(1)?,
+        state: row.get(2)?,
+        format: row.get(3)?,
+        filter: row.get(4)?,
+        row_count: row.get(5)?,
+        error: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    }
+    .decode())
 }
 
 fn ensure_external_id_free(c: &Connection, organization: &Organization) -> Result<(), StoreError> {
@@ -1512,74 +1456,33 @@ fn ensure_external_id_free(c: &Connection, organization: &Organization) -> Resul
 const ORGANIZATION_COLUMNS: &str = "id, name, external_id, domains, metadata, allow_profiles_outside_organization, \
      retention_period_in_days, created_at, updated_at";
 
-fn domains_json(domains: &[Domain]) -> String {
-    Value::Array(
-        domains
-            .iter()
-            .map(|d| json!({"id": d.id, "domain": d.domain, "state": d.state.as_str()}))
-            .collect(),
-    )
-    .to_string()
-}
-
 /// Maps a row of [`ORGANIZATION_COLUMNS`]; the inner `Result` reports stored JSON that no longer
 /// parses, which is corruption rather than a database error.
 fn organization_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Organization, StoreError>> {
-    let id: String = row.get(0)?;
-    let domains: String = row.get(3)?;
-    let metadata: String = row.get(4)?;
-    let parsed = (|| {
-        let domains: Vec<Value> = serde_json::from_str(&domains).map_err(|e| e.to_string())?;
-        let domains = domains
-            .iter()
-            .map(|d| {
-                Some(Domain {
-                    id: d.get("id")?.as_str()?.to_owned(),
-                    domain: d.get("domain")?.as_str()?.to_owned(),
-                    state: DomainState::parse(d.get("state")?.as_str()?)?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or("malformed domain")?;
-        let metadata = serde_json::from_str(&metadata).map_err(|e| e.to_string())?;
-        Ok::<_, String>((domains, metadata))
-    })();
-    Ok(match parsed {
-        Ok((domains, metadata)) => Ok(Organization {
-            name: row.get(1)?,
-            external_id: row.get(2)?,
-            domains,
-            metadata,
-            allow_profiles_outside_organization: row.get(5)?,
-            retention_period_in_days: row.get(6)?,
-            created_at: Timestamp::from_unix_millis(row.get(7)?),
-            updated_at: Timestamp::from_unix_millis(row.get(8)?),
-            id,
-        }),
-        Err(reason) => Err(StoreError::Corrupt(format!("organization {id}: {reason}"))),
-    })
+    Ok(OrganizationColumns {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        external_id: row.get(2)?,
+        domains: row.get(3)?,
+        metadata: row.get(4)?,
+        allow_profiles_outside_organization: row.get(5)?,
+        retention_period_in_days: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    }
+    .decode())
 }
 
 /// Maps `action, version, definition, created_at`.
 fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ActionSchema, StoreError>> {
     let action: String = row.get(0)?;
-    let version: u32 = row.get(1)?;
     let definition: String = row.get(2)?;
-    let created_at = Timestamp::from_unix_millis(row.get(3)?);
-    Ok((|| {
-        let corrupt =
-            |reason: String| StoreError::Corrupt(format!("schema {action} v{version}: {reason}"));
-        let value: Value = serde_json::from_str(&definition).map_err(|e| corrupt(e.to_string()))?;
-        let definition =
-            SchemaDefinition::parse(&value).map_err(|problems| corrupt(format!("{problems:?}")))?;
-        let action = ActionName::parse(&action).map_err(|problem| corrupt(problem.message))?;
-        Ok(ActionSchema {
-            action,
-            version,
-            definition,
-            created_at,
-        })
-    })())
+    Ok(crate::rows::schema(
+        &action,
+        row.get(1)?,
+        &definition,
+        row.get(3)?,
+    ))
 }
 #[cfg(test)]
 mod tests {
