@@ -570,7 +570,7 @@ async fn gcs_service_account_refused_by_the_strict_local_token_endpoint_is_inval
         app.post(
             "/audit_logs/streams",
             &json!({"organization_id": organization, "type": "gcs", "name": "GCS",
-                    "config": {"bucket": "audit-gcs", "endpoint": front.url, "layout": "ndjson_gzip",
+                    "config": {"bucket": "audit-gcs", "endpoint": front.url, "layout": "ndjson_gzip", "batch": {"max_wait_seconds": 0},
                                "service_account_json": impostor.service_account_json(&front.token_uri()).to_string()}}),
         )
         .await,

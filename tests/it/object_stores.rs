@@ -175,6 +175,7 @@ async fn gcs_hmac_keys_write_gzip_ndjson_batches_and_a_wrong_secret_is_invalid()
             "/audit_logs/streams",
             &json!({"organization_id": organization, "type": "gcs", "name": "GCS",
                     "config": {"bucket": "gcs-bucket", "endpoint": server.url, "layout": "ndjson_gzip",
+                               "batch": {"max_wait_seconds": 0},
                                "hmac_access_id": "AKIDTRAILMARK", "hmac_secret": "not-the-secret"}}),
         )
         .await,
@@ -213,24 +214,167 @@ async fn gcs_hmac_keys_write_gzip_ndjson_batches_and_a_wrong_secret_is_invalid()
         .expect("patch");
     assert_eq!(fixed.status(), 200);
     let stored = wait_objects(&server.root.path().join("gcs-bucket"), 1).await;
-    let mut sequences = Vec::new();
-    for (key, bytes) in &stored {
-        assert!(key.ends_with(".ndjson.gz"), "{key}");
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut flate2::read::GzDecoder::new(bytes.as_slice()),
-            &mut text,
-        )
-        .expect("gzip");
-        sequences.extend(text.lines().map(|line| {
-            serde_json::from_str::<Value>(line).expect("json")["sequence"]
-                .as_u64()
-                .unwrap_or(u64::MAX)
-        }));
-    }
+    assert!(
+        stored.iter().all(|(key, _)| key.ends_with(".ndjson.gz")),
+        "{:?}",
+        stored.iter().map(|(key, _)| key).collect::<Vec<_>>()
+    );
     assert_eq!(
-        sequences,
-        (0..6).collect::<Vec<u64>>(),
+        batches(&stored),
+        [(0..6).collect::<Vec<u64>>()],
         "one batch object, in log order"
+    );
+}
+
+/// Patches a stream's `config`, expecting 200.
+async fn patch_config(app: &TestApp, id: &str, config: Value) -> Value {
+    let response = app
+        .client
+        .patch(app.url(&format!("/audit_logs/streams/{id}")))
+        .bearer_auth(crate::helpers::ADMIN_KEY)
+        .json(&json!({ "config": config }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 200);
+    body(response).await
+}
+
+/// The sequences inside each gzip NDJSON object, in key order.
+fn batches(stored: &[(String, Vec<u8>)]) -> Vec<Vec<u64>> {
+    stored
+        .iter()
+        .map(|(_, bytes)| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+                &mut text,
+            )
+            .expect("gzip");
+            text.lines()
+                .map(|line| {
+                    serde_json::from_str::<Value>(line).expect("json")["sequence"]
+                        .as_u64()
+                        .unwrap_or(u64::MAX)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn s3_gzip_batches_wait_for_their_window_or_go_out_when_full() {
+    let server = s3_server("batched").await;
+    let dir = server.root.path().join("batched");
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let created = body(
+        app.post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "s3", "name": "Archive",
+                    "config": {"bucket": "batched", "region": "us-east-1", "endpoint": server.url,
+                               "layout": "ndjson_gzip", "batch": {"max_events": 10, "max_wait_seconds": 3},
+                               "access_key_id": "AKIDTRAILMARK", "secret_access_key": "trailmark-test-secret"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        created["config"]["batch"],
+        json!({"max_events": 10, "max_wait_seconds": 3.0})
+    );
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+
+    // A trickle: four events, far fewer than a full batch, wait out the window together.
+    let started = std::time::Instant::now();
+    ingest(&app, &organization, 4).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500).saturating_sub(started.elapsed()))
+        .await;
+    assert!(
+        objects(&dir).is_empty(),
+        "nothing is written before the oldest event has waited 3 s"
+    );
+    let stored = wait_objects(&dir, 1).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(2_900),
+        "written after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        batches(&stored),
+        [vec![0, 1, 2, 3]],
+        "one object for the trickle"
+    );
+
+    // A burst: full batches go out at once, whatever the window; the rest waits for it.
+    let patched = patch_config(&app, &id, json!({"batch": {"max_wait_seconds": 3600}})).await;
+    assert_eq!(
+        patched["config"]["batch"],
+        json!({"max_events": 10, "max_wait_seconds": 3600.0}),
+        "a patch keeps the batch fields it does not name"
+    );
+    let burst: Vec<Value> = (0..25).map(|_| event("user.signed_in")).collect();
+    let response = app
+        .post(
+            "/audit_logs/events/batch",
+            &json!({"organization_id": organization, "events": burst}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let stored = wait_objects(&dir, 3).await;
+    assert_eq!(
+        batches(&stored)[1..],
+        [(4..14).collect::<Vec<u64>>(), (14..24).collect()],
+        "two full batches of 10"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(objects(&dir).len(), 3, "the last 5 wait for their window");
+    let health = body(app.get(&format!("/audit_logs/streams/{id}")).await).await;
+    assert_eq!(
+        (health["state"].clone(), health["lag_events"].clone()),
+        (json!("active"), json!(5))
+    );
+
+    // Closing the window sends what is waiting without waiting for the hour to pass.
+    patch_config(&app, &id, json!({"batch": {"max_wait_seconds": 0}})).await;
+    let stored = wait_objects(&dir, 4).await;
+    assert_eq!(
+        batches(&stored).concat(),
+        (0..29).collect::<Vec<u64>>(),
+        "every event once, in log order"
+    );
+}
+
+#[tokio::test]
+async fn batch_settings_are_checked_field_by_field() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let response = app
+        .post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "http", "name": "SIEM",
+                    "config": {"url": "https://siem.example.com/in",
+                               "batch": {"max_events": 5000, "max_wait_seconds": "soon"}}}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let text = body(response).await.to_string();
+    assert!(
+        text.contains("config.batch.max_events") && text.contains("config.batch.max_wait_seconds"),
+        "{text}"
+    );
+    let defaults = body(
+        app.post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "http", "name": "SIEM",
+                    "config": {"url": "https://siem.example.com/in"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        defaults["config"]["batch"],
+        json!({"max_events": 1000, "max_wait_seconds": 0.0}),
+        "a webhook stream sends at once by default"
     );
 }

@@ -150,27 +150,24 @@ impl Destination<'_> {
                 field("endpoint")
             },
         };
-        let ndjson_gzip = field("layout") == Some("ndjson_gzip");
-        let objects = s3::objects(events, bucket.prefix, ndjson_gzip);
-        let mut written = 0;
+        let objects = s3::objects(
+            events,
+            bucket.prefix,
+            field("layout") == Some("ndjson_gzip"),
+        );
+        let mut covered = 0;
         for chunk in objects.chunks(PUTS_AT_ONCE) {
             let puts = chunk.iter().map(|object| self.put(&bucket, object, &auth));
             let outcomes = futures_util::future::join_all(puts).await;
-            for outcome in outcomes {
+            for (object, outcome) in chunk.iter().zip(outcomes) {
                 match outcome {
-                    Outcome::Delivered(_) => written += 1,
-                    failure if written == 0 => return failure,
-                    _ => {
-                        return Outcome::Delivered(s3::events_covered(
-                            events.len(),
-                            written,
-                            ndjson_gzip,
-                        ));
-                    }
+                    Outcome::Delivered(_) => covered += object.events,
+                    failure if covered == 0 => return failure,
+                    _ => return Outcome::Delivered(covered),
                 }
             }
         }
-        Outcome::Delivered(s3::events_covered(events.len(), written, ndjson_gzip))
+        Outcome::Delivered(covered)
     }
 
     async fn put(

@@ -325,6 +325,7 @@ mod tests {
             body: b"\x1f\x8bbytes".to_vec(),
             content_type: "application/x-ndjson",
             content_encoding: Some("gzip"),
+            events: 2,
         };
         let (content_type, body) = multipart(&object, "b0undary");
         assert_eq!(content_type, "multipart/related; boundary=b0undary");

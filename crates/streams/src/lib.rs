@@ -13,8 +13,10 @@
 //!   of a destination's answer into delivered / retry / invalid.
 //! - [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`]: each destination's payload (pure) and
 //!   request; [`gcs`] also gets service-account tokens.
+//! - [`batch`]: when a stream sends (a full batch, or its oldest event has waited long enough).
 //! - [`destination`]: one type over them; [`worker`]: the delivery loop.
 
+pub mod batch;
 pub mod datadog;
 pub mod destination;
 pub mod gcs;

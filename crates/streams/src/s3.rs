@@ -25,6 +25,9 @@ use sha2::{Digest, Sha256};
 pub const MAX_OBJECTS: usize = 64;
 /// Events per gzip NDJSON object.
 pub const MAX_BATCH_EVENTS: usize = 1_000;
+/// Uncompressed NDJSON bytes per gzip object: objects stay small enough for a reader to fetch
+/// and unpack in one go (the last event may pass it; one event is never split).
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where and how to write.
 #[derive(Debug, Clone)]
@@ -70,20 +73,32 @@ pub struct Object {
     pub body: Vec<u8>,
     pub content_type: &'static str,
     pub content_encoding: Option<&'static str>,
+    /// How many of the attempt's events, from where the previous object ended, it holds.
+    pub events: usize,
 }
 
-/// The objects for the events of one attempt, in log order: one per event, or one gzip NDJSON
-/// object for up to [`MAX_BATCH_EVENTS`].
+/// The objects for the events of one attempt, in log order: one per event (up to
+/// [`MAX_OBJECTS`]), or one gzip NDJSON object of up to [`MAX_BATCH_EVENTS`] events and about
+/// [`MAX_BATCH_BYTES`].
 pub fn objects(events: &[Value], prefix: &str, ndjson_gzip: bool) -> Vec<Object> {
     if ndjson_gzip {
-        let batch = &events[..events.len().min(MAX_BATCH_EVENTS)];
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let mut text = Vec::new();
+        let mut count = 0usize;
+        for event in events.iter().take(MAX_BATCH_EVENTS) {
+            if count > 0 && text.len() >= MAX_BATCH_BYTES {
+                break;
+            }
+            let _ = writeln!(text, "{event}");
+            count += 1;
+        }
+        let (Some(first), Some(last)) = (
+            events.first(),
+            count.checked_sub(1).and_then(|i| events.get(i)),
+        ) else {
             return Vec::new();
         };
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        for event in batch {
-            let _ = writeln!(encoder, "{event}");
-        }
+        let _ = encoder.write_all(&text);
         let body = encoder.finish().unwrap_or_default();
         let key = format!(
             "{prefix}{}/{:020}-{:020}.ndjson.gz",
@@ -96,6 +111,7 @@ pub fn objects(events: &[Value], prefix: &str, ndjson_gzip: bool) -> Vec<Object>
             body,
             content_type: "application/x-ndjson",
             content_encoding: Some("gzip"),
+            events: count,
         }]
     } else {
         events
@@ -111,21 +127,9 @@ pub fn objects(events: &[Value], prefix: &str, ndjson_gzip: bool) -> Vec<Object>
                 body: serde_json::to_vec_pretty(event).unwrap_or_default(),
                 content_type: "application/json",
                 content_encoding: None,
+                events: 1,
             })
             .collect()
-    }
-}
-
-/// How many events `objects` covers when it holds `count` objects.
-pub fn events_covered(events: usize, objects: usize, ndjson_gzip: bool) -> usize {
-    if ndjson_gzip {
-        if objects > 0 {
-            events.min(MAX_BATCH_EVENTS)
-        } else {
-            0
-        }
-    } else {
-        objects
     }
 }
 
@@ -257,7 +261,25 @@ mod tests {
             batch[0].key,
             "2026-08-01/00000000000000000007-00000000000000000008.ndjson.gz"
         );
-        assert_eq!(events_covered(2, 1, true), 2);
+        assert_eq!(batch[0].events, 2);
+    }
+
+    #[test]
+    fn a_gzip_object_stops_at_its_byte_limit_and_says_how_many_events_it_holds() {
+        let padding = "x".repeat(MAX_BATCH_BYTES / 3);
+        let events: Vec<Value> = (0..5)
+            .map(|n| json!({"sequence": n, "occurred_at": "2026-08-01T10:00:00.000Z", "metadata": {"pad": padding}}))
+            .collect();
+        let batch = objects(&events, "", true);
+        assert_eq!(
+            batch[0].events, 3,
+            "the third event passes the limit and ends the object"
+        );
+        assert!(
+            batch[0]
+                .key
+                .ends_with("00000000000000000000-00000000000000000002.ndjson.gz")
+        );
     }
 
     #[test]
@@ -269,6 +291,7 @@ mod tests {
             body: b"Welcome to Amazon S3.".to_vec(),
             content_type: "text/plain",
             content_encoding: None,
+            events: 1,
         };
         let now = trailmark_domain::Timestamp::parse("2013-05-24T00:00:00Z").expect("time");
         let headers = signed_put_headers(

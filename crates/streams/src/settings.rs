@@ -12,6 +12,8 @@
 //!   service-account key (the JSON key file, as a string or an object), through the JSON API
 //!   ([`crate::gcs`]). Exactly one of the two; a PATCH that gives one replaces the other.
 //!
+//! Every type also takes `batch: {max_events?, max_wait_seconds?}` ([`crate::batch`]).
+//!
 //! Credentials (`api_key`, `token`, `signing_secret`, `secret_access_key`, `hmac_secret`,
 //! `service_account_json`, the values of `headers`) are split from the rest into [`Secrets`],
 //! sealed at rest, and masked when shown (`"****…1234"`; a service-account key shows only its
@@ -191,6 +193,9 @@ impl Settings {
         for (key, value) in patch {
             if kind.secret_fields().contains(&key.as_str()) || key == "headers" {
                 secret_map.insert(key.clone(), value.clone());
+            } else if key == "batch" {
+                let batch = crate::batch::merge(merged.get("batch"), value);
+                merged.insert(key.clone(), batch);
             } else {
                 merged.insert(key.clone(), value.clone());
             }
@@ -238,6 +243,9 @@ impl Settings {
             }
         };
         text(&merged, "source", false, &mut problems);
+        if let Some(batch) = merged.get("batch") {
+            crate::batch::validate(batch, &mut problems);
+        }
         match kind {
             StreamKind::Http => {
                 url(&merged, "url", true, &mut problems);
@@ -405,9 +413,11 @@ impl Settings {
         })
     }
 
-    /// The configuration as shown: public fields, and secrets masked to their last 4 characters.
+    /// The configuration as shown: public fields, the batching in effect (defaults filled in),
+    /// and secrets masked to their last 4 characters.
     pub fn masked(&self) -> Value {
         let mut shown = self.public.clone();
+        shown.insert("batch".into(), self.batch().to_json());
         for (key, value) in &self.secrets.0 {
             let masked = match value {
                 Value::String(text) if key == "service_account_json" => {
@@ -432,6 +442,11 @@ impl Settings {
             shown.insert(key.clone(), masked);
         }
         Value::Object(shown)
+    }
+
+    /// When the stream sends.
+    pub fn batch(&self) -> crate::batch::BatchPolicy {
+        crate::batch::BatchPolicy::of(self.kind, &self.public)
     }
 
     /// The service-account key of a `gcs` stream that uses one.
@@ -490,7 +505,7 @@ fn mask(secret: &str) -> String {
     format!("****{tail}")
 }
 
-fn problem(code: &'static str, field: &str, message: &str) -> FieldProblem {
+pub(crate) fn problem(code: &'static str, field: &str, message: &str) -> FieldProblem {
     FieldProblem {
         code,
         field: field.to_owned(),

@@ -2,9 +2,11 @@
 //!
 //! 1. take the stream's lease, so only one worker delivers it at a time (renewed once a third of
 //!    it has passed, not on every batch: each renewal is a durable write);
-//! 2. read the events after the stream's cursor, in log order;
-//! 3. send as many as one request holds ([`crate::destination`]);
-//! 4. on success, advance the cursor to the last event sent — only if the lease is still held and
+//! 2. read the events after the stream's cursor, in log order, up to a batch;
+//! 3. if the batch is neither full nor old enough ([`crate::batch`]), wait for whichever comes
+//!    first (the log growing to a full batch, or the oldest event's deadline) and start over;
+//! 4. send as many as one request holds ([`crate::destination`]);
+//! 5. on success, advance the cursor to the last event sent — only if the lease is still held and
 //!    no replay moved the cursor meanwhile; on a retryable failure, mark the stream `error` and
 //!    wait with exponential backoff and full jitter (at least what `Retry-After` asked); on a
 //!    refusal, mark it `invalid` and try again after `invalid_retry` (a minute by default).
@@ -14,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -22,12 +24,10 @@ use trailmark_domain::Timestamp;
 use trailmark_store::{Store, StreamRecord, StreamState};
 
 use crate::Outcome;
+use crate::batch::{BatchPolicy, Decision};
 use crate::destination::Destination;
 use crate::seal::Sealer;
 use crate::settings::{Secrets, Settings, StreamKind};
-
-/// Events read from the log per attempt; destinations send at most this many per request.
-const READ_BATCH: usize = 1_000;
 
 /// Timing of the engine; tests shorten it.
 #[derive(Debug, Clone)]
@@ -66,7 +66,10 @@ pub struct StreamWorkers {
     config: WorkerConfig,
     /// This process's lease identity.
     holder: String,
+    /// Events were appended.
     wake: Notify,
+    /// A stream was changed, replayed or deleted: a filling batch is looked at again.
+    changed: Notify,
     running: Mutex<HashSet<String>>,
     tokens: crate::gcs::Tokens,
 }
@@ -89,6 +92,7 @@ impl StreamWorkers {
             config,
             holder,
             wake: Notify::new(),
+            changed: Notify::new(),
             running: Mutex::new(HashSet::new()),
             tokens: crate::gcs::Tokens::default(),
         }))
@@ -104,6 +108,13 @@ impl StreamWorkers {
 
     /// Tells idle streams that events were appended.
     pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Tells the streams that one was updated, replayed or deleted, so its task reads it again
+    /// at once, even while it holds a batch back.
+    pub fn stream_changed(&self) {
+        self.changed.notify_waiters();
         self.wake.notify_waiters();
     }
 
@@ -193,9 +204,15 @@ impl StreamWorkers {
                     continue;
                 }
             };
-            let pause = self.step(&stream, &mut backoff, &mut lease).await;
-            if let Some(pause) = pause {
-                let _ = tokio::time::timeout(pause, self.wake.notified()).await;
+            match self.step(&stream, &mut backoff, &mut lease).await {
+                None => {}
+                Some(Pause::Idle(wait)) => {
+                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                }
+                Some(Pause::Filling { deadline, full_at }) => {
+                    self.wait_for_batch(&stream.organization_id, deadline, full_at)
+                        .await;
+                }
             }
         }
         if let Ok(mut running) = self.running.lock() {
@@ -203,16 +220,43 @@ impl StreamWorkers {
         }
     }
 
-    /// One attempt; returns how long to wait before the next (`None`: go on at once).
+    /// While a batch fills: returns at `deadline`, once the organization's log holds `full_at`
+    /// events (checked when ingest wakes the streams: the log's size is one cheap read, the batch
+    /// itself is read again only when it may be sent), when a stream changed, or after a third
+    /// of a lease, so the lease is renewed while a long batch window is open.
+    async fn wait_for_batch(&self, organization_id: &str, deadline: Instant, full_at: u64) {
+        let until =
+            tokio::time::Instant::from(deadline.min(Instant::now() + self.config.lease / 3));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return,
+                () = self.changed.notified() => return,
+                () = self.wake.notified() => match self.store.log_size(organization_id).await {
+                    Ok(size) if size < full_at => {}
+                    _ => return,
+                },
+            }
+        }
+    }
+
+    /// One attempt; returns how to wait before the next (`None`: go on at once).
     async fn step(
         &self,
         stream: &StreamRecord,
         backoff: &mut Duration,
         lease: &mut LeaseClock,
-    ) -> Option<Duration> {
+    ) -> Option<Pause> {
         if !stream.enabled {
-            return Some(self.config.idle_poll);
+            return Some(Pause::Idle(self.config.idle_poll));
         }
+        let Some(kind) = StreamKind::parse(&stream.kind) else {
+            let reason = format!("unknown stream type '{}'", stream.kind);
+            self.record_failure(stream, StreamState::Invalid, &reason, Timestamp::now())
+                .await;
+            return Some(Pause::Idle(self.config.invalid_retry));
+        };
+        let public = stream.config.as_object().cloned().unwrap_or_default();
+        let policy = BatchPolicy::of(kind, &public);
         // A lease renewed less than a third of its length ago cannot have been taken by anyone.
         if lease.due(self.config.lease) {
             let now = Timestamp::now();
@@ -226,27 +270,36 @@ impl StreamWorkers {
                 Ok(true) => lease.renewed(started),
                 Ok(false) => {
                     *lease = LeaseClock::default();
-                    return Some(self.config.lease / 3);
+                    return Some(Pause::Idle(self.config.lease / 3));
                 }
                 Err(error) => {
                     tracing::warn!(stream = %stream.id, %error, "cannot lease the stream");
-                    return Some(self.config.backoff_initial);
+                    return Some(Pause::Idle(self.config.backoff_initial));
                 }
             }
         }
         let started = std::time::Instant::now();
         let events = match self
             .store
-            .events_after(&stream.organization_id, stream.cursor, READ_BATCH)
+            .events_after(&stream.organization_id, stream.cursor, policy.max_events)
             .await
         {
-            Ok(events) if events.is_empty() => return Some(self.config.idle_poll),
+            Ok(events) if events.is_empty() => return Some(Pause::Idle(self.config.idle_poll)),
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(stream = %stream.id, %error, "cannot read the log");
-                return Some(self.config.backoff_initial);
+                return Some(Pause::Idle(self.config.backoff_initial));
             }
         };
+        let first = &events[0];
+        let waited = Timestamp::now().unix_millis() - first.received_at.unix_millis();
+        let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
+        if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
+            return Some(Pause::Filling {
+                deadline: Instant::now() + wait,
+                full_at: first.sequence + policy.max_events as u64,
+            });
+        }
         let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
         let read = started.elapsed();
         let outcome = self.send(stream, &objects).await;
@@ -275,20 +328,20 @@ impl StreamWorkers {
                 *backoff = self.config.backoff_initial;
                 None
             }
-            Outcome::Delivered(_) => Some(self.config.idle_poll),
+            Outcome::Delivered(_) => Some(Pause::Idle(self.config.idle_poll)),
             Outcome::Retry { reason, after } => {
                 tracing::info!(stream = %stream.id, %reason, "delivery failed; retrying");
                 self.record_failure(stream, StreamState::Error, &reason, now)
                     .await;
                 let wait = jitter(*backoff).max(after.unwrap_or_default());
                 *backoff = (*backoff * 2).min(self.config.backoff_max);
-                Some(wait)
+                Some(Pause::Idle(wait))
             }
             Outcome::Invalid(reason) => {
                 tracing::info!(stream = %stream.id, %reason, "the destination refused the stream's configuration");
                 self.record_failure(stream, StreamState::Invalid, &reason, now)
                     .await;
-                Some(self.config.invalid_retry)
+                Some(Pause::Idle(self.config.invalid_retry))
             }
         }
     }
@@ -308,6 +361,14 @@ impl StreamWorkers {
             tracing::warn!(stream = %stream.id, %error, "cannot record the failure");
         }
     }
+}
+
+/// How a stream's task waits between attempts.
+enum Pause {
+    /// Up to this long, or until ingest wakes it.
+    Idle(Duration),
+    /// A batch is filling: until `deadline`, or until the log holds `full_at` events.
+    Filling { deadline: Instant, full_at: u64 },
 }
 
 /// When this task last took or renewed its stream's lease (by the monotonic clock, read before

@@ -192,7 +192,7 @@ pub(crate) async fn update_stream(
     }
     stream.updated_at = Timestamp::now();
     state.store.update_stream(stream.clone()).await?;
-    state.streams.wake();
+    state.streams.stream_changed();
     Ok(stream)
 }
 
@@ -211,7 +211,7 @@ pub async fn delete(
 /// Deletes a stream and lets its worker stop. Shared with the portal.
 pub(crate) async fn delete_stream(state: &AppState, id: &str) -> Result<(), ApiError> {
     state.store.delete_stream(id).await?;
-    state.streams.wake();
+    state.streams.stream_changed();
     Ok(())
 }
 
@@ -288,7 +288,7 @@ pub(crate) async fn replay_stream(
         .store
         .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
         .await?;
-    state.streams.wake();
+    state.streams.stream_changed();
     Ok(from)
 }
 
