@@ -1,6 +1,7 @@
 //! `trailmark export`: write one organization's events to a CSV or NDJSON file, from the local
-//! database or from a running server's search API, with a progress line on a terminal and a
-//! summary at the end.
+//! database or through a running server's export API, with a progress line on a terminal and a
+//! summary at the end. Either way the file is the one the server's exports produce: an NDJSON
+//! export ends with the signed checkpoint's manifest, so `trailmark verify` can check it.
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::time::Instant;
@@ -61,47 +62,50 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let started = Instant::now();
     let mut progress = Progress::new();
-    let written = match &args.server {
-        None => {
-            let store = open_store(&args.storage).await?;
-            // The latest checkpoint the server signed (it signs every second) makes an NDJSON
-            // export verifiable; events after it wait for the next export.
-            let snapshot = store
-                .latest_checkpoint(&args.organization)
+    let result: anyhow::Result<u64> = async {
+        Ok(match &args.server {
+            None => {
+                let store = open_store(&args.storage).await?;
+                // The latest checkpoint the server signed (it signs every second) makes an NDJSON
+                // export verifiable; events after it wait for the next export.
+                let snapshot = store
+                    .latest_checkpoint(&args.organization)
+                    .await?
+                    .map(|checkpoint| Snapshot { checkpoint });
+                if format == ExportFormat::Ndjson && snapshot.is_none() {
+                    eprintln!(
+                        "note: this log has no signed checkpoint yet, so the export has no manifest; \
+                         start the server once to sign one"
+                    );
+                }
+                write_export(
+                    store.as_ref(),
+                    &args.organization,
+                    &filter,
+                    format,
+                    snapshot.as_ref(),
+                    &mut out,
+                    |n| progress.update(n),
+                )
                 .await?
-                .map(|checkpoint| Snapshot { checkpoint });
-            if format == ExportFormat::Ndjson && snapshot.is_none() {
-                eprintln!(
-                    "note: this log has no signed checkpoint yet, so the export has no manifest; \
-                     start the server once to sign one"
-                );
             }
-            write_export(
-                store.as_ref(),
-                &args.organization,
-                &filter,
-                format,
-                snapshot.as_ref(),
-                &mut out,
-                |n| progress.update(n),
-            )
-            .await?
-        }
-        Some(server) => {
-            let key = args
-                .api_key
-                .as_deref()
-                .context("--server needs --api-key (or TRAILMARK_API_KEY)")?;
-            export_from_server(
-                server,
-                key,
-                &args.organization,
-                &args,
-                format,
-                &mut out,
-                &mut progress,
-            )
-            .await?
+            Some(server) => {
+                let key = args
+                    .api_key
+                    .as_deref()
+                    .context("--server needs --api-key (or TRAILMARK_API_KEY)")?;
+                export_from_server(server, key, &args, format, &mut out, &mut progress).await?
+            }
+        })
+    }
+    .await;
+    let written = match result {
+        Ok(written) => written,
+        Err(error) => {
+            // A half-written file is never left where a later run or a reader could take it.
+            let _ = std::fs::remove_file(&partial);
+            progress.finish();
+            return Err(error);
         }
     };
     let file = out
@@ -121,82 +125,116 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pages through `GET /audit_logs/events` in log order.
+/// Asks the server for an export job with the same filters (`POST /audit_logs/exports`), waits
+/// for it, and downloads the file through the signed link it answers with.
 async fn export_from_server(
     server: &str,
     key: &str,
-    organization: &str,
     args: &ExportArgs,
     format: ExportFormat,
     out: &mut impl Write,
     progress: &mut Progress,
 ) -> anyhow::Result<u64> {
     let client = reqwest::Client::new();
-    let base = format!("{}/audit_logs/events", server.trim_end_matches('/'));
-    let mut query: Vec<(&str, String)> = vec![
-        ("organization_id", organization.to_owned()),
-        ("order", "asc".into()),
-        ("limit", "100".into()),
-    ];
-    for (name, value) in [
-        ("range_start", &args.since),
-        ("range_end", &args.until),
-        ("q", &args.q),
-    ] {
-        if let Some(value) = value {
-            query.push((name, value.clone()));
-        }
-    }
-    for (name, values) in [
-        ("actions", &args.actions),
-        ("actor_ids", &args.actor_ids),
-        ("actor_names", &args.actor_names),
-        ("target_ids", &args.target_ids),
-        ("target_types", &args.target_types),
-    ] {
-        for value in values {
-            query.push((name, value.clone()));
-        }
-    }
-    out.write_all(format.preamble().as_bytes())?;
-    let mut written = 0u64;
-    let mut after: Option<String> = None;
-    let mut buffer = String::new();
-    loop {
-        let mut request = client.get(&base).bearer_auth(key).query(&query);
-        if let Some(after) = &after {
-            request = request.query(&[("after", after)]);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {server}"))?;
+    let exports = format!("{}/audit_logs/exports", server.trim_end_matches('/'));
+    let request = serde_json::json!({
+        "organization_id": args.organization,
+        "format": format.as_str(),
+        "range_start": args.since,
+        "range_end": args.until,
+        "actions": args.actions,
+        "actor_ids": args.actor_ids,
+        "actor_names": args.actor_names,
+        "target_ids": args.target_ids,
+        "targets": args.target_types,
+        "q": args.q,
+    });
+    let answer = |response: reqwest::Response| async move {
         let status = response.status();
-        let page: serde_json::Value = response
+        let body: serde_json::Value = response
             .json()
             .await
             .context("the server's answer is not JSON")?;
         if !status.is_success() {
+            let fields: Vec<String> = body["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["field"].as_str().unwrap_or("?"),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
             bail!(
-                "the server answered {status}: {}",
-                page["message"].as_str().unwrap_or("no message")
+                "the server answered {status}: {}{}",
+                body["message"].as_str().unwrap_or("no message"),
+                if fields.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", fields.join("; "))
+                }
             );
         }
-        buffer.clear();
-        let events = page["data"].as_array().cloned().unwrap_or_default();
-        for event in &events {
-            format.write(event, &mut buffer);
-        }
-        out.write_all(buffer.as_bytes())?;
-        written += events.len() as u64;
-        progress.update(written);
-        match page["list_metadata"]["after"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => break,
-        }
+        anyhow::Ok(body)
+    };
+    let reach = |e: reqwest::Error| anyhow::anyhow!("cannot reach {server}: {e}");
+    let mut export = answer(
+        client
+            .post(&exports)
+            .bearer_auth(key)
+            .json(&request)
+            .send()
+            .await
+            .map_err(reach)?,
+    )
+    .await?;
+    let id = export["id"].as_str().unwrap_or_default().to_owned();
+    while export["state"] == "pending" {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        export = answer(
+            client
+                .get(format!("{exports}/{id}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .map_err(reach)?,
+        )
+        .await?;
+    }
+    let (Some(url), Some(rows)) = (export["url"].as_str(), export["row_count"].as_u64()) else {
+        bail!(
+            "export {id} ended in state {}: {}",
+            export["state"],
+            export["error"]
+                .as_str()
+                .unwrap_or("the server gave no reason")
+        );
+    };
+    // The link names the server's public URL; the query signs it, so the same path and query on
+    // the address this command was given works behind any proxy.
+    let signed = url.split_once('?').map_or("", |(_, query)| query);
+    let mut response = client
+        .get(format!("{exports}/{id}/download?{signed}"))
+        .send()
+        .await
+        .map_err(reach)?;
+    if !response.status().is_success() {
+        bail!(
+            "downloading export {id}: the server answered {}",
+            response.status()
+        );
+    }
+    let mut lines = 0u64;
+    while let Some(chunk) = response.chunk().await.map_err(reach)? {
+        out.write_all(&chunk)?;
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        progress.update(lines.min(rows));
     }
     out.flush()?;
-    Ok(written)
+    Ok(rows)
 }
 
 /// A one-line progress counter on stderr, only when stderr is a terminal.

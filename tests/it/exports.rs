@@ -182,11 +182,19 @@ async fn export_requests_are_validated_like_workos() {
     let response = app
         .post(
             "/audit_logs/exports",
-            &json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z"}),
+            &json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z", "range_end": 20261231}),
         )
         .await;
     assert_eq!(response.status(), 422);
     assert_eq!(body(response).await["errors"][0]["field"], "range_end");
+    let response = app
+        .post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization, "q": "ab"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(body(response).await["errors"][0]["field"], "q");
     let mut bad_format = range(&organization);
     bad_format["format"] = json!("xlsx");
     assert_eq!(
@@ -219,6 +227,40 @@ async fn export_requests_are_validated_like_workos() {
         .post("/audit_logs/exports", &range(&organization))
         .await;
     assert_eq!(response.status(), 400, "the operator's limit applies");
+    let response = limited
+        .post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization, "range_start": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        body(response).await["errors"][0]["field"],
+        "range_end",
+        "a limited server needs both ends"
+    );
+}
+
+#[tokio::test]
+async fn beyond_workos_an_export_may_leave_out_its_range_and_filter_by_target_id_and_text() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 6).await;
+    let mut odd_one = event("document.shared");
+    odd_one["targets"] = json!([{"id": "doc_7", "type": "document"}]);
+    odd_one["metadata"] = json!({"note": "quarterly-review"});
+    assert_eq!(
+        app.create_event(&organization, &odd_one, None)
+            .await
+            .status(),
+        200
+    );
+    let whole = export(&app, json!({"organization_id": organization})).await;
+    assert_eq!(whole["row_count"], 7, "no range: the whole log");
+    for (filter, value) in [("target_ids", json!(["doc_7"])), ("q", json!("QUARTERLY"))] {
+        let request = json!({"organization_id": organization, filter: value});
+        assert_eq!(export(&app, request).await["row_count"], 1, "{filter}");
+    }
 }
 
 #[tokio::test]
@@ -467,20 +509,62 @@ async fn the_cli_exports_from_the_database_and_from_a_server() {
         "{}",
         String::from_utf8_lossy(&remote.stderr)
     );
-    // The same events either way; only the local export, made against a checkpoint, carries
-    // inclusion proofs and the manifest.
-    let events = |text: &str| -> Vec<(Value, Value)> {
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("Exported 6 events"));
+    // The same file either way: the events with their inclusion proofs, then the manifest of
+    // the same checkpoint (the log did not grow in between).
+    let parsed = |text: &str| -> Vec<Value> {
         text.lines()
             .map(|line| serde_json::from_str::<Value>(line).expect("JSON line"))
-            .filter(|line| line["object"] == "audit_log_event")
-            .map(|event| (event["id"].clone(), event["leaf_hash"].clone()))
             .collect()
     };
     let remote = std::fs::read_to_string(&remote_out).expect("read");
-    assert_eq!(events(&remote).len(), 6);
+    let (remote, local) = (parsed(&remote), parsed(&local));
+    assert_eq!(remote.len(), 7, "6 events and the manifest");
+    assert_eq!(remote[..6], local[..6], "both paths export the same events");
+    assert!(remote[0]["inclusion_proof"].is_array(), "{}", remote[0]);
     assert_eq!(
-        events(&remote),
-        events(&local),
-        "both paths export the same events"
+        remote[6]["checkpoint"], local[6]["checkpoint"],
+        "both end with the same signed checkpoint"
+    );
+    let key = body(app.get("/audit_logs/ledger/public_key").await).await;
+    let verified = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .arg("verify")
+        .arg(&remote_out)
+        .args([
+            "--public-key",
+            key["verifier_key"].as_str().unwrap_or_default(),
+        ])
+        .output()
+        .expect("run trailmark verify");
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "export",
+            "--organization",
+            "org_01HZZZZZZZZZZZZZZZZZZZZZZZ",
+            "--server",
+            &app.base,
+            "--api-key",
+            ADMIN_KEY,
+            "--out",
+        ])
+        .arg(app.data_dir.path().join("refused.csv"))
+        .output()
+        .expect("run trailmark export --server");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the server answered 404"),
+        "the server's refusal reaches the user: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        !app.data_dir.path().join("refused.partial").exists(),
+        "a failed export leaves no partial file"
     );
 }

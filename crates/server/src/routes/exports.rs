@@ -168,26 +168,34 @@ fn export_json(state: &AppState, export: &ExportRecord) -> Value {
         "organization_id": export.organization_id,
         "format": export.format.as_str(),
         "row_count": export.row_count,
+        "error": export.error,
     })
 }
 
-/// The filters of an export body: `range_start` and `range_end` (required), `actions`,
-/// `actor_names` (and its deprecated alias `actors`), `actor_ids`, `targets` (target types).
+/// The filters of an export body: `range_start` and `range_end`, `actions`, `actor_names` (and
+/// its deprecated alias `actors`), `actor_ids`, `targets` (target types), and beyond WorkOS
+/// `target_ids` and `q`. WorkOS requires both ends of the range; Trailmark lets an end be left
+/// out (the log's start, or its latest event), so an export of the whole log is one with no
+/// filter at all, which a verifier can check for completeness against the checkpoint. A server
+/// that limits an export's span (`--export-max-range-days`) requires both.
 fn export_filter(body: &Value, max_range_days: Option<u32>) -> Result<EventFilter, ApiError> {
-    let instant = |name: &'static str| -> Result<Timestamp, ApiError> {
+    let instant = |name: &'static str| -> Result<Option<Timestamp>, ApiError> {
         match body.get(name) {
-            Some(Value::String(text)) => Timestamp::parse(text).map_err(|e| {
+            Some(Value::String(text)) => Timestamp::parse(text).map(Some).map_err(|e| {
                 ApiError::field(
                     "invalid_date",
                     name,
                     format!("{name} is not an ISO-8601 date-time: {e}"),
                 )
             }),
-            None | Some(Value::Null) => Err(ApiError::field(
-                "required",
-                name,
-                format!("{name} is required"),
-            )),
+            None | Some(Value::Null) => match max_range_days {
+                Some(days) => Err(ApiError::field(
+                    "required",
+                    name,
+                    format!("{name} is required: exports on this server span at most {days} days"),
+                )),
+                None => Ok(None),
+            },
             Some(_) => Err(ApiError::field(
                 "invalid_type",
                 name,
@@ -222,32 +230,41 @@ fn export_filter(body: &Value, max_range_days: Option<u32>) -> Result<EventFilte
         code: "invalid_audit_log_export_range_date",
         message,
     };
-    if range_start > range_end {
-        return Err(invalid_range(
-            "Invalid date range: range_start is after range_end.".into(),
-        ));
+    if let (Some(start), Some(end)) = (range_start, range_end) {
+        if start > end {
+            return Err(invalid_range(
+                "Invalid date range: range_start is after range_end.".into(),
+            ));
+        }
+        if let Some(days) = max_range_days
+            && end.unix_millis() - start.unix_millis() > i64::from(days) * 86_400_000
+        {
+            return Err(invalid_range(format!(
+                "Invalid date range: an export may span at most {days} days."
+            )));
+        }
     }
-    if let Some(days) = max_range_days
-        && range_end.unix_millis() - range_start.unix_millis() > i64::from(days) * 86_400_000
-    {
-        return Err(invalid_range(format!(
-            "Invalid date range: an export may span at most {days} days."
-        )));
-    }
+    let text = match body.get("q") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(_) => {
+            return Err(ApiError::field("invalid_type", "q", "q must be a string"));
+        }
+    };
     let mut actor_names = strings("actor_names")?;
     actor_names.extend(strings("actors")?);
     let filter = EventFilter {
-        range_start: Some(range_start),
-        range_end: Some(range_end),
+        range_start,
+        range_end,
         actions: strings("actions")?
             .iter()
             .map(|a| ActionPattern::parse(a))
             .collect(),
         actor_ids: strings("actor_ids")?,
         actor_names,
-        target_ids: Vec::new(),
+        target_ids: strings("target_ids")?,
         target_types: strings("targets")?,
-        text: None,
+        text,
     };
     filter
         .check(&EXPORT_FILTER_NAMES)
