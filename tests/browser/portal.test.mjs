@@ -58,10 +58,13 @@ async function stopServer(server) {
   rmSync(server.dataDir, { recursive: true, force: true });
 }
 
-/** A stream destination: a local HTTP server that records every envelope it receives. */
+/** A stream destination: a local HTTP server that records every envelope it receives, and the
+ * headers of every request. */
 function startReceiver() {
   const received = [];
+  const headers = [];
   const server = createServer((request, response) => {
+    headers.push(request.headers);
     let body = '';
     request.setEncoding('utf8');
     request.on('data', (chunk) => {
@@ -76,7 +79,7 @@ function startReceiver() {
   });
   return new Promise((done) => {
     server.listen(0, '127.0.0.1', () => {
-      done({ server, received, url: `http://127.0.0.1:${server.address().port}/audit-hook` });
+      done({ server, received, headers, url: `http://127.0.0.1:${server.address().port}/audit-hook` });
     });
   });
 }
@@ -386,6 +389,52 @@ describe('log_streams intent', () => {
     );
   });
 
+  it('edits the stream: new settings apply, credentials stay unless retyped', async () => {
+    const headers = { Authorization: `Bearer ${server.apiKey}` };
+    const streamId = page.url().match(/log_stream_[0-9A-Z]+/)[0];
+    const before = await (await fetch(`${server.url}/audit_logs/streams/${streamId}`, { headers })).json();
+    await page.goto(`${server.url}/portal/streams/${streamId}`);
+    await page.getByRole('link', { name: 'Edit settings' }).click();
+    await page.waitForURL(`${server.url}/portal/streams/${streamId}/edit`);
+    assert.equal(await page.getByLabel('Name *').inputValue(), 'Acme SIEM');
+    assert.equal(await page.getByLabel('Endpoint URL *').inputValue(), receiver.url);
+    assert.equal(await page.getByLabel('Signing secret').inputValue(), '', 'a credential is never shown');
+    assert.equal(await page.getByLabel('Batch: longest wait').getAttribute('placeholder'), 'default: 0');
+
+    // A bad value is refused beside its field, and nothing changes.
+    await page.getByLabel('Endpoint URL *').fill('ftp://siem.example.com');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    const error = page.locator('[id="config.url-error"]');
+    await error.waitFor();
+    assert.match(await error.textContent(), /url/i);
+
+    await page.getByLabel('Endpoint URL *').fill(receiver.url);
+    await page.getByLabel('Name *').fill('Acme SIEM (EU)');
+    await page.getByLabel('Extra headers').fill('X-Team: security\nX-Tenant: acme');
+    await page.getByLabel('Batch: most events').fill('50');
+    await page.screenshot({ path: join(SCREENSHOTS, 'portal-stream-edit.png'), fullPage: true });
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.waitForURL(/notice=updated$/);
+    assert.match(await page.locator('.notice.ok').textContent(), /Settings saved/);
+    const settings = await page.locator('dl.facts').nth(1).textContent();
+    assert.match(settings, /"max_events":50/);
+    assert.doesNotMatch(settings, /security/, 'header values are shown masked');
+
+    const after = await (await fetch(`${server.url}/audit_logs/streams/${streamId}`, { headers })).json();
+    assert.equal(after.name, 'Acme SIEM (EU)');
+    assert.equal(after.config.signing_secret, before.config.signing_secret, 'the secret was kept');
+    assert.deepEqual(after.config.headers, { 'X-Team': '****rity', 'X-Tenant': '****acme' });
+    assert.equal(after.config.batch.max_events, 50);
+
+    const requests = receiver.headers.length;
+    await page.getByRole('button', { name: 'Send test event' }).click();
+    await page.waitForURL(/notice=test_delivered/);
+    assert.ok(
+      receiver.headers.slice(requests).some((h) => h['x-team'] === 'security' && h['x-tenant'] === 'acme'),
+      'the new headers reach the destination',
+    );
+  });
+
   it('shows the streams API\'s validation errors beside the fields', async () => {
     await page.goto(`${server.url}/portal/streams/new?type=splunk`);
     await page.getByLabel('Name *').fill('Splunk');
@@ -423,6 +472,8 @@ describe('log_streams intent', () => {
         'trailmark.portal.stream.paused',
         'trailmark.portal.stream.resumed',
         'trailmark.portal.stream.replayed',
+        'trailmark.portal.stream.updated',
+        'trailmark.portal.stream.tested',
         'trailmark.portal.stream.deleted',
       ],
     );

@@ -86,12 +86,14 @@ impl BatchPolicy {
         }
     }
 
-    /// As the streams API shows it.
+    /// As the streams API shows it (whole seconds as an integer, as they are usually given).
     pub fn to_json(self) -> Value {
-        json!({
-            "max_events": self.max_events,
-            "max_wait_seconds": self.max_wait.as_secs_f64(),
-        })
+        let seconds = if self.max_wait.subsec_nanos() == 0 {
+            json!(self.max_wait.as_secs())
+        } else {
+            json!(self.max_wait.as_secs_f64())
+        };
+        json!({"max_events": self.max_events, "max_wait_seconds": seconds})
     }
 }
 

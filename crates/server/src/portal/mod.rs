@@ -52,6 +52,10 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/portal/streams/new", get(pages::streams::new_form))
         .route("/portal/streams/{id}", get(pages::streams::show))
+        .route(
+            "/portal/streams/{id}/edit",
+            get(pages::streams::edit_form).post(pages::streams::save),
+        )
         .route("/portal/streams/{id}/{action}", post(pages::streams::act))
         .route("/portal/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::map_response(security_headers))

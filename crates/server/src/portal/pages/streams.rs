@@ -1,7 +1,8 @@
 //! The log streams section: the organization's streams with their health, a form per
 //! destination type (validated by the streams API's own parser, its problems shown beside the
-//! fields), and per stream: send a test event, pause, resume, replay from a time, delete.
-//! Credentials are write-only: the forms never show them, and the stream page shows them masked.
+//! fields), and per stream: edit its settings, send a test event, pause, resume, replay from a
+//! time, delete. Credentials are write-only: the forms never show them (an edit form leaves a
+//! credential as it is unless a new one is typed), and the stream page shows them masked.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,16 +25,28 @@ use crate::routes::streams::{
 use crate::state::AppState;
 
 /// How a configuration field is entered.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Input {
     Text,
     Url,
+    Number,
     /// Write-only: never pre-filled, never shown.
     Secret,
+    /// Write-only, several lines (a service-account key file).
+    SecretText,
+    /// Write-only: extra HTTP headers, one `Name: value` per line (values may be credentials).
+    Headers,
     Choice(&'static [&'static str]),
 }
 
-/// One field of a destination's form: its `config` key, label, input and whether it is required.
+impl Input {
+    fn write_only(self) -> bool {
+        matches!(self, Input::Secret | Input::SecretText | Input::Headers)
+    }
+}
+
+/// One field of a destination's form: its `config` key (`batch.max_events` for a nested one),
+/// label, input and whether it is required.
 struct Field {
     name: &'static str,
     label: &'static str,
@@ -61,8 +74,9 @@ const KINDS: [(StreamKind, &str); 5] = [
 
 const LAYOUTS: &[&str] = &["object_per_event", "ndjson_gzip"];
 
-/// The configuration fields of each destination type (see `trailmark_streams::settings`).
-fn fields(kind: StreamKind) -> &'static [Field] {
+/// The configuration fields of each destination type (see `trailmark_streams::settings`), then
+/// the batching every type takes.
+fn fields(kind: StreamKind) -> impl Iterator<Item = &'static Field> {
     const HTTP: &[Field] = &[
         field("url", "Endpoint URL", Input::Url, true),
         field(
@@ -75,6 +89,12 @@ fn fields(kind: StreamKind) -> &'static [Field] {
             "signing_secret",
             "Signing secret (whsec_…; generated if empty)",
             Input::Secret,
+            false,
+        ),
+        field(
+            "headers",
+            "Extra headers (one 'Name: value' per line)",
+            Input::Headers,
             false,
         ),
         field("source", "Source", Input::Text, false),
@@ -113,18 +133,130 @@ fn fields(kind: StreamKind) -> &'static [Field] {
     const GCS: &[Field] = &[
         field("bucket", "Bucket", Input::Text, true),
         field("prefix", "Prefix", Input::Text, false),
-        field("hmac_access_id", "HMAC access id", Input::Text, true),
-        field("hmac_secret", "HMAC secret", Input::Secret, true),
+        field("hmac_access_id", "HMAC access id", Input::Text, false),
+        field("hmac_secret", "HMAC secret", Input::Secret, false),
+        field(
+            "service_account_json",
+            "Or a service-account key (the JSON key file)",
+            Input::SecretText,
+            false,
+        ),
         field("layout", "Layout", Input::Choice(LAYOUTS), false),
         field("endpoint", "Endpoint override", Input::Url, false),
     ];
-    match kind {
+    const BATCH: &[Field] = &[
+        field(
+            "batch.max_events",
+            "Batch: most events per request",
+            Input::Number,
+            false,
+        ),
+        field(
+            "batch.max_wait_seconds",
+            "Batch: longest wait for a fuller batch (seconds)",
+            Input::Number,
+            false,
+        ),
+    ];
+    let own = match kind {
         StreamKind::Http => HTTP,
         StreamKind::Datadog => DATADOG,
         StreamKind::Splunk => SPLUNK,
         StreamKind::S3 => S3,
         StreamKind::Gcs => GCS,
+    };
+    own.iter().chain(BATCH)
+}
+
+/// The value of a (possibly nested) field in a configuration, as a form shows it.
+fn shown_value(config: &Map<String, Value>, name: &str) -> String {
+    let value = match name.split_once('.') {
+        Some((outer, inner)) => config.get(outer).and_then(|o| o.get(inner)),
+        None => config.get(name),
+    };
+    match value {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Number(number)) => number.to_string(),
+        _ => String::new(),
     }
+}
+
+/// Puts `value` at a (possibly nested) field of a configuration.
+fn set_value(config: &mut Map<String, Value>, name: &str, value: Value) {
+    match name.split_once('.') {
+        Some((outer, inner)) => {
+            let nested = config
+                .entry(outer)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(nested) = nested {
+                nested.insert(inner.into(), value);
+            }
+        }
+        None => {
+            config.insert(name.into(), value);
+        }
+    }
+}
+
+/// Whether a new stream is being added or an existing one edited.
+enum FormMode<'a> {
+    New,
+    /// Editing `stream`, whose settings are shown as `masked` (credentials masked).
+    Edit {
+        stream: &'a StreamRecord,
+        masked: &'a Map<String, Value>,
+    },
+}
+
+/// The `config` a submitted form asks for, and its non-secret values to show again if the
+/// streams API refuses it. A field left empty is absent from a new stream; when editing, an
+/// empty credential stays as it is and any other empty field returns to its default (`null`).
+/// Values are passed on as typed: the streams API's parser names each bad one.
+fn config_from_form(
+    kind: StreamKind,
+    form: &QueryPairs,
+    editing: bool,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let mut config = Map::new();
+    let mut shown = Map::new();
+    for f in fields(kind) {
+        let typed = form
+            .get(&format!("config.{}", f.name))
+            .unwrap_or_default()
+            .trim();
+        if typed.is_empty() {
+            if editing && !f.input.write_only() {
+                set_value(&mut config, f.name, Value::Null);
+            }
+            continue;
+        }
+        let value = match f.input {
+            Input::Number => serde_json::from_str::<serde_json::Number>(typed)
+                .map_or_else(|_| json!(typed), Value::Number),
+            Input::Headers => headers_from_lines(typed),
+            _ => json!(typed),
+        };
+        if !f.input.write_only() {
+            set_value(&mut shown, f.name, value.clone());
+        }
+        set_value(&mut config, f.name, value);
+    }
+    (config, shown)
+}
+
+/// `Name: value` lines as a headers object; a line without a colon is passed on as its own
+/// name with no value, which the streams API refuses naming it.
+fn headers_from_lines(text: &str) -> Value {
+    let headers: Map<String, Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => (name.trim().to_owned(), json!(value.trim())),
+            None => (line.to_owned(), Value::Null),
+        })
+        .collect();
+    Value::Object(headers)
 }
 
 /// `GET /portal/streams`: every stream of the organization with its health.
@@ -185,6 +317,7 @@ pub async fn new_form(portal: Portal, query: QueryPairs) -> Result<Response, Por
     Ok(form_page(
         StatusCode::OK,
         &portal,
+        FormMode::New,
         kind,
         &Map::new(),
         "",
@@ -192,28 +325,49 @@ pub async fn new_form(portal: Portal, query: QueryPairs) -> Result<Response, Por
     ))
 }
 
+/// `GET /portal/streams/{id}/edit`: the stream's form, filled with its settings.
+pub async fn edit_form(
+    State(state): State<AppState>,
+    portal: Portal,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let stream = find(&state, &portal, &id).await?;
+    let kind = StreamKind::parse(&stream.kind).ok_or(PortalError::NotFound)?;
+    let masked = masked_config(&state, &stream).await?;
+    let stored = stream.config.as_object().cloned().unwrap_or_default();
+    Ok(form_page(
+        StatusCode::OK,
+        &portal,
+        FormMode::Edit {
+            stream: &stream,
+            masked: &masked,
+        },
+        kind,
+        &stored,
+        &stream.name,
+        &[],
+    ))
+}
+
+/// A stream's settings as the streams API shows them (credentials masked, batching in effect).
+async fn masked_config(
+    state: &AppState,
+    stream: &StreamRecord,
+) -> Result<Map<String, Value>, PortalError> {
+    let health = stream_json(state, stream).await?;
+    Ok(health["config"].as_object().cloned().unwrap_or_default())
+}
+
 fn form_page(
     status: StatusCode,
     portal: &Portal,
+    mode: FormMode<'_>,
     kind: StreamKind,
     values: &Map<String, Value>,
     name: &str,
     problems: &[FieldProblem],
 ) -> Response {
-    let tabs: String = KINDS
-        .iter()
-        .map(|(k, label)| {
-            let current = if *k == kind {
-                r#" aria-current="page""#
-            } else {
-                ""
-            };
-            format!(
-                r#"<a href="/portal/streams/new?type={}"{current}>{label}</a>"#,
-                k.as_str()
-            )
-        })
-        .collect();
     let problem_for = |field: &str| -> String {
         problems
             .iter()
@@ -237,25 +391,43 @@ fn form_page(
             String::new()
         }
     };
+    let masked = match &mode {
+        FormMode::Edit { masked, .. } => Some(*masked),
+        FormMode::New => None,
+    };
     let inputs: String = fields(kind)
-        .iter()
         .map(|f| {
             let key = format!("config.{}", f.name);
-            let value = values.get(f.name).and_then(Value::as_str).unwrap_or("");
+            let value = shown_value(values, f.name);
             let required = if f.required { " required" } else { "" };
+            // What a write-only field holds now, and the batching in effect when left empty.
+            let placeholder = match (f.input.write_only(), masked) {
+                (true, Some(masked)) if masked.contains_key(f.name) => {
+                    r#" placeholder="unchanged unless you type a new one""#.to_owned()
+                }
+                (false, Some(masked)) if f.input == Input::Number => format!(
+                    r#" placeholder="default: {}""#,
+                    esc(&shown_value(masked, f.name))
+                ),
+                _ => String::new(),
+            };
             let control = match f.input {
-                Input::Text | Input::Url => format!(
-                    r#"<input type="{}" name="{key}" value="{}"{required}{}>"#,
-                    if matches!(f.input, Input::Url) {
-                        "url"
-                    } else {
-                        "text"
+                Input::Text | Input::Url | Input::Number => format!(
+                    r#"<input type="{}" name="{key}" value="{}"{placeholder}{required}{}>"#,
+                    match f.input {
+                        Input::Url => "url",
+                        Input::Number => "number\" step=\"any",
+                        _ => "text",
                     },
-                    esc(value),
+                    esc(&value),
                     invalid(&key),
                 ),
                 Input::Secret => format!(
-                    r#"<input type="password" name="{key}" autocomplete="off"{required}{}>"#,
+                    r#"<input type="password" name="{key}" autocomplete="off"{placeholder}{required}{}>"#,
+                    invalid(&key)
+                ),
+                Input::SecretText | Input::Headers => format!(
+                    r#"<textarea name="{key}" rows="3" autocomplete="off" spellcheck="false"{placeholder}{}></textarea>"#,
                     invalid(&key)
                 ),
                 Input::Choice(choices) => {
@@ -280,24 +452,60 @@ fn form_page(
             )
         })
         .collect();
+    // Problems without a field of their own on the form (a nested header name, a conflict).
     let other_problems: Vec<FieldProblem> = problems
         .iter()
         .filter(|p| {
-            p.field != "name"
-                && !fields(kind)
-                    .iter()
-                    .any(|f| p.field == format!("config.{}", f.name))
+            p.field != "name" && !fields(kind).any(|f| p.field == format!("config.{}", f.name))
         })
         .cloned()
         .collect();
+    let (title, heading, action, submit, cancel) = match &mode {
+        FormMode::New => {
+            let tabs: String = KINDS
+                .iter()
+                .map(|(k, label)| {
+                    let current = if *k == kind {
+                        r#" aria-current="page""#
+                    } else {
+                        ""
+                    };
+                    format!(
+                        r#"<a href="/portal/streams/new?type={}"{current}>{label}</a>"#,
+                        k.as_str()
+                    )
+                })
+                .collect();
+            (
+                "Add a log stream".to_owned(),
+                format!(r#"<nav class="tabs" aria-label="Destination type">{tabs}</nav>"#),
+                "/portal/streams".to_owned(),
+                "Create stream",
+                "/portal/streams".to_owned(),
+            )
+        }
+        FormMode::Edit { stream, .. } => (
+            format!("Edit {}", stream.name),
+            format!(
+                r#"<p>Type: {}. Credentials are never shown: leave them empty to keep them. An empty batch field returns to its default.</p>"#,
+                KINDS
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map_or("unknown", |(_, label)| label)
+            ),
+            format!("/portal/streams/{}/edit", url(&stream.id)),
+            "Save changes",
+            format!("/portal/streams/{}", url(&stream.id)),
+        ),
+    };
     let body = format!(
-        r#"<nav class="tabs" aria-label="Destination type">{tabs}</nav>
+        r#"{heading}
 {other}
-<form class="stream" method="post" action="/portal/streams" novalidate>{csrf}
+<form class="stream" method="post" action="{action}" novalidate>{csrf}
 <input type="hidden" name="type" value="{kind}">
 <label>Name *<input type="text" name="name" value="{name}" required{name_invalid}>{name_error}</label>
 {inputs}
-<div class="actions"><button type="submit">Create stream</button> <a href="/portal/streams">Cancel</a></div>
+<div class="actions"><button type="submit">{submit}</button> <a href="{cancel}">Cancel</a></div>
 </form>"#,
         other = problems_notice(&other_problems),
         csrf = csrf_input(&portal.session),
@@ -307,7 +515,7 @@ fn form_page(
         name_error = problem_for("name"),
     );
     let frame = Frame {
-        title: "Add a log stream",
+        title: &title,
         session: Some(&portal.session),
         organization_name: &portal.organization_name,
         refresh: None,
@@ -328,21 +536,7 @@ pub async fn create(
         .get("type")
         .and_then(StreamKind::parse)
         .unwrap_or(StreamKind::Http);
-    let mut config = Map::new();
-    let mut shown = Map::new();
-    for f in fields(kind) {
-        let value = form
-            .get(&format!("config.{}", f.name))
-            .unwrap_or_default()
-            .trim();
-        if value.is_empty() {
-            continue;
-        }
-        config.insert(f.name.into(), json!(value));
-        if !matches!(f.input, Input::Secret) {
-            shown.insert(f.name.into(), json!(value));
-        }
-    }
+    let (config, shown) = config_from_form(kind, &form, false);
     let name = form.get("name").unwrap_or_default().trim().to_owned();
     let mut body = json!({"type": kind.as_str(), "config": config});
     if !name.is_empty() {
@@ -366,11 +560,68 @@ pub async fn create(
         Err(ApiError::Malformed(problems)) => Ok(form_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             &portal,
+            FormMode::New,
             kind,
             &shown,
             &name,
             &problems,
         )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `POST /portal/streams/{id}/edit`: applies the form through the streams API's `PATCH`.
+pub async fn save(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PortalForm {
+        portal,
+        fields: form,
+    }: PortalForm,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::LogStreams)?;
+    let stream = find(&state, &portal, &id).await?;
+    let kind = StreamKind::parse(&stream.kind).ok_or(PortalError::NotFound)?;
+    let (config, shown) = config_from_form(kind, &form, true);
+    let name = form.get("name").unwrap_or_default().trim().to_owned();
+    // Which settings changed is recorded, never their values (they may be credentials); as one
+    // string, since event metadata holds flat values only.
+    let changed: Vec<String> = config
+        .iter()
+        .filter(|(key, value)| stream.config.get(key.as_str()) != Some(*value) && !value.is_null())
+        .map(|(key, _)| key.clone())
+        .collect();
+    let body = json!({"name": name, "config": config});
+    match update_stream(&state, stream.clone(), &body).await {
+        Ok(updated) => {
+            record(
+                &state,
+                &portal.session,
+                "trailmark.portal.stream.updated",
+                stream_target(&updated),
+                json!({"name": updated.name, "changed": changed.join(", ")}),
+            )
+            .await?;
+            Ok(html::see_other(&format!(
+                "/portal/streams/{}?notice=updated",
+                updated.id
+            )))
+        }
+        Err(ApiError::Malformed(problems)) => {
+            let masked = masked_config(&state, &stream).await?;
+            Ok(form_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &portal,
+                FormMode::Edit {
+                    stream: &stream,
+                    masked: &masked,
+                },
+                kind,
+                &shown,
+                &name,
+                &problems,
+            ))
+        }
         Err(other) => Err(other.into()),
     }
 }
@@ -421,6 +672,7 @@ pub async fn show(
 </dl>
 <h2>Settings</h2>
 <dl class="facts">{config}</dl>
+<p><a class="button" href="{edit}">Edit settings</a></p>
 <h2>Actions</h2>
 <div class="stream-actions">
 {toggle}
@@ -439,6 +691,7 @@ pub async fn show(
         test = action("test"),
         replay = action("replay"),
         delete = action("delete"),
+        edit = action("edit"),
         id = url(&stream.id),
     );
     let frame = Frame {
@@ -580,6 +833,10 @@ fn notice(query: &QueryPairs) -> String {
         ),
         Some("resumed") => ("ok", "Stream resumed.".to_owned()),
         Some("deleted") => ("ok", "Stream deleted.".to_owned()),
+        Some("updated") => (
+            "ok",
+            "Settings saved. The next delivery uses them.".to_owned(),
+        ),
         Some("replayed") => ("ok", format!("Replaying from event {detail}.")),
         Some("test_delivered") => ("ok", format!("Test event delivered: {detail}")),
         Some("test_failed") => ("error", format!("Test event not delivered: {detail}")),
