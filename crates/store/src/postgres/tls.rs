@@ -1,0 +1,373 @@
+//! TLS for PostgreSQL connections over rustls (the TLS stack reqwest already brings), with the
+//! certificate checks of libpq's `sslmode`: none for `prefer` and `require`, the chain for
+//! `verify-ca`, the chain and the host name for `verify-full`.
+//!
+//! tokio-postgres sends the `SSLRequest` itself and hands the socket to [`RustlsConnect`] for the
+//! handshake; this module only decides what to trust.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+use super::settings::{RootCerts, SettingsError, SslMode};
+
+/// Makes one [`RustlsConnect`] per host tokio-postgres dials; cheap to clone into the pool.
+#[derive(Clone)]
+pub struct RustlsConnector {
+    config: Arc<ClientConfig>,
+}
+
+impl RustlsConnector {
+    /// The TLS client for `mode`, trusting `roots` where the mode checks certificates.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::RootCert`] if `sslrootcert` cannot be read or holds no usable
+    /// certificate.
+    pub fn new(mode: SslMode, roots: &RootCerts) -> Result<Self, SettingsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // A given bundle is read whatever the mode, so a mistyped path fails at startup rather
+        // than the day someone raises the mode.
+        let loaded = match roots {
+            RootCerts::Builtin => None,
+            RootCerts::File(path) => Some(load_roots(path)?),
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match (mode, loaded) {
+            (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
+                Arc::new(Unverified {
+                    algorithms: provider.signature_verification_algorithms,
+                })
+            }
+            (SslMode::Require | SslMode::VerifyCa, loaded) => {
+                Arc::new(ChainOnly(web_pki(loaded, &provider)))
+            }
+            (SslMode::VerifyFull, loaded) => web_pki(loaded, &provider),
+        };
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring's provider supports rustls's default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        // The protocol name PostgreSQL 17 expects (and libpq 17 sends); older servers ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(RustlsConnector {
+            config: Arc::new(config),
+        })
+    }
+}
+
+fn load_roots(path: &std::path::Path) -> Result<RootCertStore, SettingsError> {
+    let error = |reason: String| SettingsError::RootCert {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| error(format!("not a PEM certificate bundle: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| error(format!("a certificate in it is unusable: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(error("holds no PEM certificate".into()));
+    }
+    Ok(roots)
+}
+
+/// The WebPKI verifier over `loaded` roots, or the built-in Mozilla set.
+fn web_pki(
+    loaded: Option<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+) -> Arc<WebPkiServerVerifier> {
+    let roots = loaded.unwrap_or_else(|| RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    });
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .expect("the root store is not empty (load_roots refuses an empty bundle) and has no CRLs")
+}
+
+/// `prefer` and `require` without a root certificate: encrypted, but any certificate is taken
+/// (libpq's behaviour); the handshake's signatures are still checked so the session keys are
+/// really the presented certificate's.
+#[derive(Debug)]
+struct Unverified {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the full WebPKI check, except that a certificate naming another host is accepted.
+/// The name is the last thing the WebPKI verifier checks, so a name error means the chain,
+/// validity period and key usage already passed.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+impl<S> MakeTlsConnect<S> for RustlsConnector
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type TlsConnect = RustlsConnect;
+    type Error = io::Error;
+
+    /// `host` is the URL's host name (or address), the name `verify-full` checks. It is empty
+    /// for a Unix socket, where PostgreSQL offers no TLS and tokio-postgres never asks for a
+    /// handshake.
+    fn make_tls_connect(&mut self, host: &str) -> Result<RustlsConnect, io::Error> {
+        let server_name = match host {
+            "" => None,
+            host => Some(
+                ServerName::try_from(host.to_owned())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+        };
+        Ok(RustlsConnect {
+            config: self.config.clone(),
+            server_name,
+        })
+    }
+}
+
+/// The handshake with one host.
+pub struct RustlsConnect {
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl<S> TlsConnect<S> for RustlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<RustlsStream<S>>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let server_name = self.server_name.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "TLS needs a host name")
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(self.config)
+                .connect(server_name, stream)
+                .await?;
+            Ok(RustlsStream(stream))
+        })
+    }
+}
+
+/// An encrypted connection to the server.
+pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
+    /// No `tls-server-end-point` binding: SCRAM then authenticates without channel binding, as
+    /// libpq does with `channel_binding=prefer` against a server that offers none.
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+
+    fn error_for(mode: SslMode, contents: Option<&str>) -> String {
+        let directory = tempfile::tempdir().expect("dir");
+        let path = directory.path().join("root.pem");
+        if let Some(contents) = contents {
+            std::fs::write(&path, contents).expect("write");
+        }
+        match RustlsConnector::new(mode, &RootCerts::File(path.clone())) {
+            Ok(_) => panic!("{contents:?} was accepted as a root bundle"),
+            Err(error) => {
+                let message = error.to_string();
+                let prefix = format!("sslrootcert={}: ", path.display());
+                assert!(message.starts_with(&prefix), "{message}");
+                message[prefix.len()..].to_owned()
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_root_bundle_is_an_error_naming_sslrootcert_in_every_mode() {
+        for mode in [SslMode::Prefer, SslMode::Require, SslMode::VerifyFull] {
+            let reason = error_for(mode, None);
+            assert!(reason.contains("No such file"), "{mode}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_root_bundle_without_a_certificate_is_refused() {
+        assert_eq!(
+            error_for(SslMode::VerifyCa, Some("")),
+            "holds no PEM certificate"
+        );
+        let key_only = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            error_for(SslMode::VerifyCa, Some(key_only)),
+            "holds no PEM certificate"
+        );
+    }
+
+    #[test]
+    fn a_damaged_root_bundle_is_refused_with_the_reason() {
+        let unterminated = "-----BEGIN CERTIFICATE-----\nMIIB\n";
+        let reason = error_for(SslMode::VerifyFull, Some(unterminated));
+        assert!(
+            reason.starts_with("not a PEM certificate bundle"),
+            "{reason}"
+        );
+        let not_der = "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n";
+        let reason = error_for(SslMode::VerifyFull, Some(not_der));
+        assert!(
+            reason.starts_with("a certificate in it is unusable"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn without_a_bundle_every_mode_builds_on_the_builtin_roots() {
+        for mode in [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            let connector = RustlsConnector::new(mode, &RootCerts::Builtin).expect("builds");
+            assert_eq!(connector.config.alpn_protocols, [b"postgresql".to_vec()]);
+        }
+    }
+}
