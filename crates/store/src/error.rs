@@ -21,7 +21,7 @@ pub enum StoreError {
     },
     /// A PostgreSQL connection URL with an unknown parameter or a bad value (named).
     #[error("invalid PostgreSQL connection URL: {0}")]
-    Settings(#[from] crate::SettingsError),
+    Settings(crate::SettingsError),
     /// Stored data that Trailmark wrote no longer parses: it was changed outside Trailmark.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

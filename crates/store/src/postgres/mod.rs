@@ -82,8 +82,9 @@ impl PostgresStore {
     /// `sslmode` and, for TLS, what the handshake rejected), [`StoreError::Database`] if a
     /// migration fails, [`StoreError::Corrupt`] if a newer Trailmark migrated it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let settings = ConnectionSettings::parse(url)?;
-        let tls = RustlsConnector::new(settings.ssl_mode, &settings.root_certs)?;
+        let settings = ConnectionSettings::parse(url).map_err(StoreError::Settings)?;
+        let tls = RustlsConnector::new(settings.ssl_mode, &settings.root_certs)
+            .map_err(StoreError::Settings)?;
         let target = settings.describe();
         let mut config = settings.config;
         config.connect_timeout(POOL_WAIT);

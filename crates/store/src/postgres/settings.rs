@@ -137,8 +137,8 @@ impl ConnectionSettings {
         })
     }
 
-    /// Where the connection goes and how, for messages: `host:port, … (sslmode=…)`. Never the
-    /// user or password.
+    /// Where the connection goes and how, for messages: `host:port, … (sslmode=…)`, plus the
+    /// roots trusted when the mode checks certificates. Never the user or password.
     pub fn describe(&self) -> String {
         let (hosts, addresses, ports) = (
             self.config.get_hosts(),
@@ -162,7 +162,14 @@ impl ConnectionSettings {
                 format!("{host}:{port}")
             })
             .collect();
-        format!("{} (sslmode={})", targets.join(", "), self.ssl_mode)
+        let roots = match (self.ssl_mode, &self.root_certs) {
+            (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, RootCerts::Builtin) => {
+                String::new()
+            }
+            (_, RootCerts::File(path)) => format!(", sslrootcert={}", path.display()),
+            (_, RootCerts::Builtin) => ", trusting the built-in Mozilla roots".into(),
+        };
+        format!("{} (sslmode={}{roots})", targets.join(", "), self.ssl_mode)
     }
 }
 
@@ -310,9 +317,18 @@ mod tests {
         let settings =
             ConnectionSettings::parse("postgres://u:secret@h1:6000,h2/db?sslmode=verify-full")
                 .unwrap();
-        let described = settings.describe();
-        assert_eq!(described, "h1:6000, h2:5432 (sslmode=verify-full)");
+        assert_eq!(
+            settings.describe(),
+            "h1:6000, h2:5432 (sslmode=verify-full, trusting the built-in Mozilla roots)"
+        );
         let one_port = ConnectionSettings::parse("postgres://u:secret@db.internal/db").unwrap();
         assert_eq!(one_port.describe(), "db.internal:5432 (sslmode=prefer)");
+        let bundle =
+            ConnectionSettings::parse("postgres://h/db?sslmode=require&sslrootcert=/ca.pem")
+                .unwrap();
+        assert_eq!(
+            bundle.describe(),
+            "h:5432 (sslmode=require, sslrootcert=/ca.pem)"
+        );
     }
 }

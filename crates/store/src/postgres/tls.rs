@@ -251,11 +251,94 @@ where
 pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
-    /// No `tls-server-end-point` binding: SCRAM then authenticates without channel binding, as
-    /// libpq does with `channel_binding=prefer` against a server that offers none.
+    /// Binds SCRAM authentication to this TLS session (`SCRAM-SHA-256-PLUS`), so a man in the
+    /// middle cannot relay the password exchange even where the mode checks no certificate.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        self.0
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|certificate| tls_server_end_point(certificate))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
+}
+
+/// RFC 5929 §4.1 `tls-server-end-point`: the server's certificate hashed with the hash of its
+/// signature algorithm, SHA-256 standing in for MD5 and SHA-1 (as PostgreSQL computes it).
+/// `None` for algorithms without a hash of their own (Ed25519, RSA-PSS), where SCRAM goes
+/// unbound, as with libpq.
+fn tls_server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let oid = signature_algorithm(certificate)?;
+    let hash = if let Some(rsa) = oid.strip_prefix(RSA) {
+        match rsa {
+            // md5WithRSA, sha1WithRSA, sha256WithRSA
+            [0x04] | [0x05] | [0x0b] => Hash::Sha256,
+            [0x0c] => Hash::Sha384,
+            [0x0d] => Hash::Sha512,
+            _ => return None,
+        }
+    } else if let Some(ecdsa) = oid.strip_prefix(ECDSA) {
+        match ecdsa {
+            // ecdsa-with-SHA1, ecdsa-with-SHA256
+            [0x01] | [0x03, 0x02] => Hash::Sha256,
+            [0x03, 0x03] => Hash::Sha384,
+            [0x03, 0x04] => Hash::Sha512,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    use sha2::Digest;
+    Some(match hash {
+        Hash::Sha256 => sha2::Sha256::digest(certificate).to_vec(),
+        Hash::Sha384 => sha2::Sha384::digest(certificate).to_vec(),
+        Hash::Sha512 => sha2::Sha512::digest(certificate).to_vec(),
+    })
+}
+
+enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// The OID of `signatureAlgorithm` in a DER certificate:
+/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE { OID, … }, … }`.
+fn signature_algorithm(certificate: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (certificate, _) = der_element(certificate, SEQUENCE)?;
+    let (_to_be_signed, rest) = der_element(certificate, SEQUENCE)?;
+    let (algorithm, _) = der_element(rest, SEQUENCE)?;
+    let (oid, _) = der_element(algorithm, OID)?;
+    Some(oid)
+}
+
+/// Splits the DER element with `tag` at the start of `input` into its contents and what follows.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    let (&first_length, rest) = rest.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (length, rest) = if first_length < 0x80 {
+        (usize::from(first_length), rest)
+    } else {
+        // Long form: the low bits count the length bytes that follow.
+        let count = usize::from(first_length & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(count);
+        let length = bytes
+            .iter()
+            .fold(0usize, |length, &byte| length << 8 | usize::from(byte));
+        (length, rest)
+    };
+    (rest.len() >= length).then(|| rest.split_at(length))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
@@ -368,6 +451,56 @@ mod tests {
         ] {
             let connector = RustlsConnector::new(mode, &RootCerts::Builtin).expect("builds");
             assert_eq!(connector.config.alpn_protocols, [b"postgresql".to_vec()]);
+        }
+    }
+
+    /// A certificate's outline: an opaque `tbsCertificate` of `body` bytes, the algorithm, and
+    /// an empty signature.
+    fn certificate(oid: &[u8], body: usize) -> Vec<u8> {
+        let mut to_be_signed = vec![0x30];
+        if body < 0x80 {
+            to_be_signed.push(body as u8);
+        } else {
+            to_be_signed.extend([0x82, (body >> 8) as u8, body as u8]);
+        }
+        to_be_signed.extend(std::iter::repeat_n(0x05, body));
+        let mut algorithm = vec![0x30, oid.len() as u8 + 2, 0x06, oid.len() as u8];
+        algorithm.extend(oid);
+        let content: Vec<u8> = [to_be_signed, algorithm, vec![0x03, 0x01, 0x00]].concat();
+        let mut der = vec![0x30, 0x82, (content.len() >> 8) as u8, content.len() as u8];
+        der.extend(content);
+        der
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        use sha2::Digest;
+        let sha384_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+        let ecdsa_sha256 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        let sha1_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
+        let ed25519 = [0x2b, 0x65, 0x70];
+        for body in [3, 300] {
+            let der = certificate(&sha384_rsa, body);
+            assert_eq!(
+                tls_server_end_point(&der),
+                Some(sha2::Sha384::digest(&der).to_vec())
+            );
+            for oid in [&ecdsa_sha256[..], &sha1_rsa] {
+                let der = certificate(oid, body);
+                assert_eq!(
+                    tls_server_end_point(&der),
+                    Some(sha2::Sha256::digest(&der).to_vec())
+                );
+            }
+            assert_eq!(tls_server_end_point(&certificate(&ed25519, body)), None);
+        }
+    }
+
+    #[test]
+    fn a_truncated_certificate_has_no_end_point_and_no_panic() {
+        let der = certificate(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02], 300);
+        for end in 0..der.len() {
+            assert_eq!(tls_server_end_point(&der[..end]), None, "{end} bytes");
         }
     }
 }
