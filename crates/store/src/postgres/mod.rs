@@ -12,6 +12,9 @@
 //!   or restarting surfaces as [`StoreError::Unavailable`] (the HTTP edge answers 503, which
 //!   clients retry), never as a hang or a wrong answer. Connections broken by a restart are
 //!   dropped by the pool and replaced on the next request.
+//! - **TLS as libpq does it.** The URL's `sslmode` and `sslrootcert` keep libpq's meanings
+//!   ([`settings`] reads them, [`tls`] checks certificates accordingly); a URL or certificate
+//!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
 mod search;
