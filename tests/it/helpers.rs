@@ -485,6 +485,45 @@ impl Drop for ServerProcess {
     }
 }
 
+/// POSTs `body` as the admin to the server at `base`.
+pub async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Value,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// GETs a JSON body as the admin from the server at `base`.
+pub async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Creates an organization on the server at `base`; returns its id.
+pub async fn organization(client: &reqwest::Client, base: &str) -> String {
+    let created: Value = post(client, base, "/organizations", json!({"name": "Acme"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    created["id"].as_str().expect("id").to_owned()
+}
+
 /// Waits until the server at `base` has signed a checkpoint of `size` events for the
 /// organization, and returns it.
 pub async fn wait_for_checkpoint(

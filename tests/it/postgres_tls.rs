@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{ADMIN_KEY, PrivateCluster, ServerProcess, TestDatabase, event};
+use crate::helpers::{PrivateCluster, ServerProcess, TestDatabase, event, get, organization, post};
 
 const PASSWORD: &str = "tls-test-password";
 
@@ -211,38 +211,22 @@ async fn verify_full_with_the_right_root_serves_events_over_encrypted_connection
     let server = ServerProcess::start(data_dir.path(), &database, &[]);
     let client = reqwest::Client::new();
 
-    let organization: Value = client
-        .post(format!("{}/organizations", server.base))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "Acme"}))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
-    let organization = organization["id"].as_str().expect("id");
-    let appended = client
-        .post(format!("{}/audit_logs/events", server.base))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"organization_id": organization, "event": event("user.signed_in")}))
-        .send()
-        .await
-        .expect("request");
+    let organization = organization(&client, &server.base).await;
+    let appended = post(
+        &client,
+        &server.base,
+        "/audit_logs/events",
+        json!({"organization_id": organization, "event": event("user.signed_in")}),
+    )
+    .await;
     assert_eq!(appended.status(), 200);
     let receipt: Value = appended.json().await.expect("receipt");
-    let page: Value = client
-        .get(format!(
-            "{}/audit_logs/events?organization_id={organization}",
-            server.base
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let page = get(
+        &client,
+        &server.base,
+        &format!("/audit_logs/events?organization_id={organization}"),
+    )
+    .await;
     assert_eq!(page["data"][0]["id"], receipt["id"], "{page}");
     assert_eq!(page["data"][0]["action"], "user.signed_in");
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_KEY, PrivateCluster, ServerProcess, TestDatabase, event, wait_for_checkpoint,
+    ADMIN_KEY, PrivateCluster, ServerProcess, TestDatabase, event, get, organization, post,
+    wait_for_checkpoint,
 };
 use crate::receivers::{self, Kind};
 
@@ -33,37 +34,6 @@ fn cluster(data_dir: &Path, database: &TestDatabase) -> Vec<ServerProcess> {
         instances.push(ServerProcess::start(data_dir, database, FAST));
     }
     instances
-}
-
-async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> reqwest::Response {
-    client
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
-    client
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn organization(client: &reqwest::Client, base: &str) -> String {
-    let created: Value = post(client, base, "/organizations", json!({"name": "Acme"}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    created["id"].as_str().expect("id").to_owned()
 }
 
 /// Sends `count` events spread over `bases`, 8 at a time; returns the receipts.

@@ -113,11 +113,7 @@ impl PostgresStore {
         // The first connection says whether the URL works at all; its failure (refused, wrong
         // password, a certificate the mode rejects) is reported with where and how it was tried.
         let first = pool.get().await.map_err(|error| {
-            let reason = match error {
-                deadpool_postgres::PoolError::Backend(error) => with_causes(&error),
-                other => other.to_string(),
-            };
-            StoreError::Unavailable(format!("cannot connect to {target}: {reason}"))
+            StoreError::Unavailable(format!("cannot connect to {target}: {}", why(error)))
         })?;
         let store = PostgresStore {
             appender: Appender::start(pool.clone()),
@@ -211,7 +207,15 @@ impl PostgresStore {
 
 /// What a pool failure means to a caller: the database is not there right now.
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("no database connection: {}", with_causes(&error)))
+    StoreError::Unavailable(format!("no database connection: {}", why(error)))
+}
+
+/// Why the pool has no connection: the database's own error when opening one failed.
+fn why(error: deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => with_causes(&error),
+        other => other.to_string(),
+    }
 }
 
 /// `error: cause: cause…`. tokio-postgres keeps the substance in the causes: its own message is

@@ -45,15 +45,18 @@ impl RustlsConnector {
             RootCerts::Builtin => None,
             RootCerts::File(path) => Some(load_roots(path)?),
         };
+        let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = match (mode, loaded) {
             (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
-                Arc::new(Unverified {
-                    algorithms: provider.signature_verification_algorithms,
+                Arc::new(Lenient {
+                    chain: None,
+                    algorithms,
                 })
             }
-            (SslMode::Require | SslMode::VerifyCa, loaded) => {
-                Arc::new(ChainOnly(web_pki(loaded, &provider)))
-            }
+            (SslMode::Require | SslMode::VerifyCa, loaded) => Arc::new(Lenient {
+                chain: Some(web_pki(loaded, &provider)),
+                algorithms,
+            }),
             (SslMode::VerifyFull, loaded) => web_pki(loaded, &provider),
         };
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -102,24 +105,36 @@ fn web_pki(
         .expect("the root store is not empty (load_roots refuses an empty bundle) and has no CRLs")
 }
 
-/// `prefer` and `require` without a root certificate: encrypted, but any certificate is taken
-/// (libpq's behaviour); the handshake's signatures are still checked so the session keys are
-/// really the presented certificate's.
+/// The modes short of `verify-full`. Without `chain` (`prefer`, `require` without a root
+/// certificate) any certificate is taken, as libpq does; with it (`verify-ca`) the full WebPKI
+/// check applies except that a certificate naming another host is accepted. Either way the
+/// handshake's signatures are checked, so the session keys are really the certificate's.
 #[derive(Debug)]
-struct Unverified {
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Unverified {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        // The name is the last thing the WebPKI verifier checks, so a name error means the
+        // chain, validity period and key usage already passed.
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -142,55 +157,6 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the full WebPKI check, except that a certificate naming another host is accepted.
-/// The name is the last thing the WebPKI verifier checks, so a name error means the chain,
-/// validity period and key usage already passed.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 
