@@ -326,7 +326,8 @@ fn sslmode_disable_is_refused_by_a_server_that_accepts_only_tls() {
 }
 
 #[test]
-fn require_and_the_default_prefer_encrypt_without_a_root_certificate() {
+fn require_and_the_default_prefer_encrypt_without_a_root_certificate_and_require_checks_a_given_one()
+ {
     let pki = Pki::create();
     let cluster = tls_only_cluster(&pki);
     // Neither mode checks the certificate, so an address the certificate does not name is fine.
@@ -350,6 +351,17 @@ fn require_and_the_default_prefer_encrypt_without_a_root_certificate() {
     }
     let keys = cluster.sql("SELECT count(*) FROM api_keys WHERE scope = 'read'");
     assert_eq!(keys.trim(), "2");
+
+    // Given a root certificate, `require` checks the chain against it, as libpq does.
+    let stderr = refused_at_startup(&url(
+        &cluster,
+        "127.0.0.1",
+        &format!(
+            "sslmode=require&sslrootcert={}",
+            pki.path("other-ca.pem").display()
+        ),
+    ));
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }
 
 #[test]
