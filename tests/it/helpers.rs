@@ -485,6 +485,45 @@ impl Drop for ServerProcess {
     }
 }
 
+/// POSTs `body` as the admin to the server at `base`.
+pub async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Value,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// GETs a JSON body as the admin from the server at `base`.
+pub async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Creates an organization on the server at `base`; returns its id.
+pub async fn organization(client: &reqwest::Client, base: &str) -> String {
+    let created: Value = post(client, base, "/organizations", json!({"name": "Acme"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    created["id"].as_str().expect("id").to_owned()
+}
+
 /// Waits until the server at `base` has signed a checkpoint of `size` events for the
 /// organization, and returns it.
 pub async fn wait_for_checkpoint(
@@ -511,4 +550,143 @@ pub async fn wait_for_checkpoint(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("no checkpoint of {size} events was signed");
+}
+
+/// A PostgreSQL cluster of the test's own (initdb into a temporary directory, on a free port),
+/// so that it can be stopped, started and configured without disturbing anything else.
+pub struct PrivateCluster {
+    directory: TempDir,
+    pub port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivateCluster {
+    pub fn create() -> PrivateCluster {
+        PrivateCluster::create_configured(|_| {})
+    }
+
+    /// A cluster whose data directory `configure` may write into (certificates, `pg_hba.conf`,
+    /// `postgresql.conf` lines) before it first starts.
+    pub fn create_configured(configure: impl FnOnce(&Path)) -> PrivateCluster {
+        let directory = tempfile::tempdir().expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let cluster = PrivateCluster { directory, port };
+        cluster.hand_to_postgres();
+        cluster.pg(&[
+            "initdb",
+            "-D",
+            &cluster.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        configure(&cluster.directory.path().join("data"));
+        cluster.hand_to_postgres();
+        cluster.start();
+        cluster
+    }
+
+    /// PostgreSQL refuses to run as root; the distribution's `postgres` user runs it and must
+    /// own what the test wrote.
+    fn hand_to_postgres(&self) {
+        if running_as_root() {
+            let chowned = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(self.directory.path())
+                .status()
+                .expect("chown");
+            assert!(chowned.success());
+        }
+    }
+
+    fn data(&self) -> String {
+        self.directory.path().join("data").display().to_string()
+    }
+
+    fn pg(&self, args: &[&str]) -> String {
+        let program = format!("{PG_BIN}/{}", args[0]);
+        let mut command: Vec<&str> = vec![&program];
+        command.extend(&args[1..]);
+        as_postgres(&command)
+    }
+
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.directory.path().display()
+        );
+        let log = self.directory.path().join("log").display().to_string();
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &options,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+    }
+
+    pub fn stop(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// The superuser over TCP on 127.0.0.1.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `sql` with psql as the superuser over the cluster's Unix socket (whatever
+    /// `pg_hba.conf` says about TCP) and returns its unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        let socket = self.directory.path().display().to_string();
+        let port = self.port.to_string();
+        self.pg(&[
+            "psql", "-h", &socket, "-p", &port, "-U", "postgres", "-d", "postgres", "-tAc", sql,
+        ])
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a command as the `postgres` user when this process is root (as in CI), else as is;
+/// returns its standard output.
+fn as_postgres(command: &[&str]) -> String {
+    let status = if running_as_root() {
+        std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(command)
+            .output()
+    } else {
+        std::process::Command::new(command[0])
+            .args(&command[1..])
+            .output()
+    };
+    let output = status.unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success() || command.contains(&"immediate"),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -13,6 +13,7 @@ mod ledger;
 mod object_stores;
 mod organizations;
 mod portal;
+mod postgres_tls;
 mod read;
 mod receivers;
 mod retention;

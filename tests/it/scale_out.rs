@@ -7,14 +7,16 @@
 //! restart), whichever backend the rest of the run tests.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, ServerProcess, TestDatabase, event, wait_for_checkpoint};
+use crate::helpers::{
+    ADMIN_KEY, PrivateCluster, ServerProcess, TestDatabase, event, get, organization, post,
+    wait_for_checkpoint,
+};
 use crate::receivers::{self, Kind};
 
 const FAST: &[(&str, &str)] = &[
@@ -32,37 +34,6 @@ fn cluster(data_dir: &Path, database: &TestDatabase) -> Vec<ServerProcess> {
         instances.push(ServerProcess::start(data_dir, database, FAST));
     }
     instances
-}
-
-async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> reqwest::Response {
-    client
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
-    client
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn organization(client: &reqwest::Client, base: &str) -> String {
-    let created: Value = post(client, base, "/organizations", json!({"name": "Acme"}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    created["id"].as_str().expect("id").to_owned()
 }
 
 /// Sends `count` events spread over `bases`, 8 at a time; returns the receipts.
@@ -296,117 +267,6 @@ async fn an_export_created_on_one_instance_is_served_by_another() {
     let text = file.text().await.expect("text");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 31, "30 events and the manifest");
-}
-
-/// A PostgreSQL cluster of the test's own (initdb into a temporary directory, on a free port),
-/// so that it can be stopped and started without disturbing anything else.
-struct PrivateCluster {
-    directory: tempfile::TempDir,
-    port: u16,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl PrivateCluster {
-    fn create() -> PrivateCluster {
-        let directory = tempfile::tempdir().expect("dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        // PostgreSQL refuses to run as root; the distribution's `postgres` user runs it.
-        if running_as_root() {
-            let chowned = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(directory.path())
-                .status()
-                .expect("chown");
-            assert!(chowned.success());
-        }
-        let cluster = PrivateCluster { directory, port };
-        cluster.pg(&[
-            "initdb",
-            "-D",
-            &cluster.data(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ]);
-        cluster.start();
-        cluster
-    }
-
-    fn data(&self) -> String {
-        self.directory.path().join("data").display().to_string()
-    }
-
-    fn pg(&self, args: &[&str]) {
-        let program = format!("{PG_BIN}/{}", args[0]);
-        let mut command: Vec<&str> = vec![&program];
-        command.extend(&args[1..]);
-        as_postgres(&command);
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.directory.path().display()
-        );
-        let log = self.directory.path().join("log").display().to_string();
-        self.pg(&[
-            "pg_ctl",
-            "-D",
-            &self.data(),
-            "-o",
-            &options,
-            "-l",
-            &log,
-            "-w",
-            "start",
-        ]);
-    }
-
-    fn stop(&self) {
-        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "stop"]);
-    }
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-/// Runs a command as the `postgres` user when this process is root (as in CI), else as is.
-fn as_postgres(command: &[&str]) {
-    let status = if running_as_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .args(command)
-            .output()
-    } else {
-        Command::new(command[0]).args(&command[1..]).output()
-    };
-    let output = status.unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success() || command.contains(&"immediate"),
-        "{command:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// What one request during the outage got back.

@@ -19,6 +19,9 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// A PostgreSQL connection URL with an unknown parameter or a bad value (named).
+    #[error("invalid PostgreSQL connection URL: {0}")]
+    Settings(crate::SettingsError),
     /// Stored data that Trailmark wrote no longer parses: it was changed outside Trailmark.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

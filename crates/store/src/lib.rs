@@ -46,7 +46,7 @@ pub use model::{
     StoredResponse, StreamRecord, StreamState,
 };
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, SettingsError};
 pub use sqlite::SqliteStore;
 /// The SQL a search runs on SQLite, for the read benchmark's raw ceiling.
 #[doc(hidden)]

@@ -12,18 +12,22 @@
 //!   or restarting surfaces as [`StoreError::Unavailable`] (the HTTP edge answers 503, which
 //!   clients retry), never as a hang or a wrong answer. Connections broken by a restart are
 //!   dropped by the pool and replaced on the next request.
+//! - **TLS as libpq does it.** The URL's `sslmode` and `sslrootcert` keep libpq's meanings
+//!   ([`settings`] reads them, [`tls`] checks certificates accordingly); a URL or certificate
+//!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
 mod search;
+mod settings;
+mod tls;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde_json::json;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::organization::Organization;
@@ -47,6 +51,9 @@ use crate::rows::{
 use crate::window::Window;
 use crate::{Hash, Store, StoreError};
 use appender::Appender;
+use settings::ConnectionSettings;
+pub use settings::SettingsError;
+use tls::RustlsConnector;
 
 /// Migrations in order; the `trailmark_migrations` table records which have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -67,22 +74,28 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://user@host:port/db`), applies the
-    /// migrations it has not seen yet, and starts the appender.
+    /// Connects to the database at `url` (`postgres://user@host:port/db`, with libpq's
+    /// `sslmode` and `sslrootcert` parameters), applies the migrations it has not seen yet, and
+    /// starts the appender.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the database cannot be reached, [`StoreError::Database`]
-    /// if a migration fails, [`StoreError::Corrupt`] if a newer Trailmark migrated it.
+    /// [`StoreError::Settings`] if the URL has an unknown parameter or a bad value,
+    /// [`StoreError::Unavailable`] if the database cannot be reached (naming the hosts, the
+    /// `sslmode` and, for TLS, what the handshake rejected), [`StoreError::Database`] if a
+    /// migration fails, [`StoreError::Corrupt`] if a newer Trailmark migrated it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Database(Box::new(e)))?;
+        let settings = ConnectionSettings::parse(url).map_err(StoreError::Settings)?;
+        let tls = RustlsConnector::new(settings.ssl_mode, &settings.root_certs)
+            .map_err(StoreError::Settings)?;
+        let target = settings.describe();
+        let mut config = settings.config;
         config.connect_timeout(POOL_WAIT);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("trailmark");
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 // A connection broken by a database restart reports itself closed; the pool then
                 // drops it instead of handing it out.
@@ -97,11 +110,16 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The first connection says whether the URL works at all; its failure (refused, wrong
+        // password, a certificate the mode rejects) is reported with where and how it was tried.
+        let first = pool.get().await.map_err(|error| {
+            StoreError::Unavailable(format!("cannot connect to {target}: {}", why(error)))
+        })?;
         let store = PostgresStore {
             appender: Appender::start(pool.clone()),
             pool,
         };
-        store.migrate().await?;
+        store.migrate(first).await?;
         Ok(store)
     }
 
@@ -128,8 +146,7 @@ impl PostgresStore {
     /// Applies each migration in its own transaction, which first claims the migration's
     /// version: an instance starting beside another waits on that row, then finds the version
     /// taken and moves on, so each migration runs exactly once.
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
+    async fn migrate(&self, mut client: Object) -> Result<(), StoreError> {
         let create = "CREATE TABLE IF NOT EXISTS trailmark_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)";
         // Two instances creating the table at the same moment: one of them gets a unique
         // violation from the catalog (IF NOT EXISTS does not cover that race); by the time it
@@ -190,7 +207,28 @@ impl PostgresStore {
 
 /// What a pool failure means to a caller: the database is not there right now.
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("no database connection: {error}"))
+    StoreError::Unavailable(format!("no database connection: {}", why(error)))
+}
+
+/// Why the pool has no connection: the database's own error when opening one failed.
+fn why(error: deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => with_causes(&error),
+        other => other.to_string(),
+    }
+}
+
+/// `error: cause: cause…`. tokio-postgres keeps the substance in the causes: its own message is
+/// only "error performing TLS handshake" or "invalid connection string".
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        message.push_str(": ");
+        message.push_str(&next.to_string());
+        cause = next.source();
+    }
+    message
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -204,7 +242,7 @@ impl From<tokio_postgres::Error> for StoreError {
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
         });
         if transient {
-            StoreError::Unavailable(error.to_string())
+            StoreError::Unavailable(with_causes(&error))
         } else {
             StoreError::Database(Box::new(error))
         }
