@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use trailmark_domain::canonical::CanonicalObject;
 use trailmark_export::MANIFEST_OBJECT;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
-use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
 use trailmark_ledger::tree::{Frontier, Hash, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
 
@@ -353,8 +354,19 @@ impl LineChecks<'_> {
         if line.trim().is_empty() {
             return Ok(Line::Blank);
         }
-        let event: Value =
-            serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?;
+        // An exported line is normally in canonical form already: then only the members the
+        // checks read are parsed, and the leaf is hashed from the text itself. Any other form
+        // (reordered keys, whitespace, other number or escape forms) is parsed whole and
+        // canonicalized, which gives the same leaf for the same content.
+        let canonical = CanonicalObject::parse(line);
+        let event: Value = match &canonical {
+            Some(object) => {
+                checked_members(object).with_context(|| format!("line {number} is not JSON"))?
+            }
+            None => {
+                serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?
+            }
+        };
         if event["object"] == MANIFEST_OBJECT {
             return Ok(Line::Manifest);
         }
@@ -371,7 +383,11 @@ impl LineChecks<'_> {
                 event["organization_id"], self.organization
             )));
         }
-        let leaf = self.leaf(&event, sequence).map_err(fail);
+        let content_leaf = || match &canonical {
+            Some(object) => canonical_event_leaf_hash(object),
+            None => event_leaf_hash(&event),
+        };
+        let leaf = self.leaf(&event, content_leaf, sequence).map_err(fail);
         Ok(Line::Event {
             number,
             id,
@@ -380,7 +396,13 @@ impl LineChecks<'_> {
         })
     }
 
-    fn leaf(&self, event: &Value, sequence: u64) -> Result<(Hash, bool), String> {
+    /// The line's leaf; `content_leaf` hashes its content (all of it is needed only then).
+    fn leaf(
+        &self,
+        event: &Value,
+        content_leaf: impl FnOnce() -> Hash,
+        sequence: u64,
+    ) -> Result<(Hash, bool), String> {
         let checkpoint = self.checkpoint;
         if sequence >= checkpoint.size {
             return Err(format!(
@@ -399,7 +421,7 @@ impl LineChecks<'_> {
             // (or the rebuilt root) still checks it.
             claimed.ok_or("a purged stub without a leaf_hash")?
         } else {
-            let leaf = event_leaf_hash(event);
+            let leaf = content_leaf();
             if claimed != Some(leaf) {
                 return Err("its content does not hash to its leaf_hash: it was altered".into());
             }
@@ -425,6 +447,28 @@ impl LineChecks<'_> {
         }
         Ok((leaf, purged))
     }
+}
+
+/// The members of an event line that the checks read besides its leaf.
+const CHECKED_MEMBERS: [&str; 7] = [
+    "object",
+    "id",
+    "sequence",
+    "organization_id",
+    "leaf_hash",
+    "purged",
+    "inclusion_proof",
+];
+
+/// An object of just the [`CHECKED_MEMBERS`] a canonical line has.
+fn checked_members(line: &CanonicalObject<'_>) -> serde_json::Result<Value> {
+    let mut members = serde_json::Map::new();
+    for key in CHECKED_MEMBERS {
+        if let Some(text) = line.get(key) {
+            members.insert(key.to_owned(), serde_json::from_str(text)?);
+        }
+    }
+    Ok(Value::Object(members))
 }
 
 /// Lines read per batch handed to a worker.

@@ -3,9 +3,10 @@
 use tokio_postgres::types::ToSql;
 use trailmark_domain::query::{ActionPattern, EventFilter};
 
-use super::{EVENT_COLUMNS, event_from_row};
+use super::{EVENT_COLUMNS, event_columns};
 use crate::StoreError;
 use crate::model::{Order, SearchPage, SearchRequest};
+use crate::rows::EventColumns;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
@@ -24,11 +25,13 @@ pub(super) async fn index_text_if_possible(client: &tokio_postgres::Client) {
     }
 }
 
-pub(super) async fn search(
+/// Runs a search, turning each row's columns into an `E` with `decode`.
+pub(super) async fn search<E>(
     client: &tokio_postgres::Client,
     organization_id: &str,
     request: &SearchRequest,
-) -> Result<SearchPage, StoreError> {
+    decode: fn(EventColumns) -> Result<E, StoreError>,
+) -> Result<SearchPage<E>, StoreError> {
     let mut sql = SearchSql::new(organization_id);
     sql.add_filter(request);
     let query = format!(
@@ -49,7 +52,7 @@ pub(super) async fn search(
     let rows = client.query(&query, &params).await?;
     let mut events = rows
         .iter()
-        .map(event_from_row)
+        .map(|row| decode(event_columns(row)?))
         .collect::<Result<Vec<_>, _>>()?;
     let more = events.len() > request.limit;
     events.truncate(request.limit);
