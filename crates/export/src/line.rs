@@ -276,7 +276,10 @@ mod tests {
             let mut out = String::new();
             assert!(write_from_parts(format, &raw, None, &mut out).is_some());
             let mut expected = String::new();
-            format.write(&raw.clone().decode().expect("JSON").to_object(), &mut expected);
+            format.write(
+                &raw.clone().decode().expect("JSON").to_object(),
+                &mut expected,
+            );
             assert_eq!(out, expected);
         }
     }

@@ -66,8 +66,8 @@ mod tests {
         let event = json!({"object": "audit_log_event", "id": "event_1", "sequence": 0,
                            "metadata": {"note": "é\n\"", "n": 3}, "actor": null, "targets": [],
                            "leaf_hash": "ignored", "inclusion_proof": ["ignored"]});
-        let line = String::from_utf8(trailmark_domain::canonical::canonical_json(&event))
-            .expect("utf-8");
+        let line =
+            String::from_utf8(trailmark_domain::canonical::canonical_json(&event)).expect("utf-8");
         let object = CanonicalObject::parse(&line).expect("canonical");
         assert_eq!(canonical_event_leaf_hash(&object), event_leaf_hash(&event));
     }

@@ -53,6 +53,7 @@ use appender::Appender;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_portal.sql"),
+    include_str!("migrations/0003_actor_time_index.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.

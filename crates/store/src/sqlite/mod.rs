@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_live_search_indexes.sql"),
     include_str!("migrations/0003_export_runners.sql"),
     include_str!("migrations/0004_portal.sql"),
+    include_str!("migrations/0005_actor_time_index.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
