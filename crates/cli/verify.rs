@@ -12,6 +12,7 @@
 //!
 //! It prints what it checked and exits non-zero naming the first event that fails.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -355,39 +356,35 @@ impl LineChecks<'_> {
             return Ok(Line::Blank);
         }
         // An exported line is normally in canonical form already: then only the members the
-        // checks read are parsed, and the leaf is hashed from the text itself. Any other form
+        // checks read are decoded, and the leaf is hashed from the text itself. Any other form
         // (reordered keys, whitespace, other number or escape forms) is parsed whole and
         // canonicalized, which gives the same leaf for the same content.
-        let canonical = CanonicalObject::parse(line);
-        let event: Value = match &canonical {
-            Some(object) => {
-                checked_members(object).with_context(|| format!("line {number} is not JSON"))?
-            }
-            None => {
-                serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?
-            }
+        let event = match CanonicalObject::parse(line) {
+            Some(object) => Parsed::Canonical(object),
+            None => Parsed::Whole(
+                serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?,
+            ),
         };
-        if event["object"] == MANIFEST_OBJECT {
+        if event.text("object").as_deref() == Some(MANIFEST_OBJECT) {
             return Ok(Line::Manifest);
         }
-        let id = event["id"].as_str().unwrap_or("(no id)").to_owned();
-        let sequence = event["sequence"]
-            .as_u64()
+        let id = event
+            .text("id")
+            .map_or_else(|| "(no id)".to_owned(), Cow::into_owned);
+        let sequence = event
+            .integer("sequence")
             .with_context(|| format!("event {id} (line {number}) has no sequence"))?;
         let fail = |what: String| {
             anyhow::anyhow!("event {id} (sequence {sequence}, line {number}): {what}")
         };
-        if event["organization_id"] != self.organization {
+        if event.text("organization_id").as_deref() != Some(self.organization) {
             return Err(fail(format!(
                 "belongs to {}, not {}",
-                event["organization_id"], self.organization
+                event.json("organization_id"),
+                self.organization
             )));
         }
-        let content_leaf = || match &canonical {
-            Some(object) => canonical_event_leaf_hash(object),
-            None => event_leaf_hash(&event),
-        };
-        let leaf = self.leaf(&event, content_leaf, sequence).map_err(fail);
+        let leaf = self.leaf(&event, sequence).map_err(fail);
         Ok(Line::Event {
             number,
             id,
@@ -396,13 +393,7 @@ impl LineChecks<'_> {
         })
     }
 
-    /// The line's leaf; `content_leaf` hashes its content (all of it is needed only then).
-    fn leaf(
-        &self,
-        event: &Value,
-        content_leaf: impl FnOnce() -> Hash,
-        sequence: u64,
-    ) -> Result<(Hash, bool), String> {
+    fn leaf(&self, event: &Parsed<'_>, sequence: u64) -> Result<(Hash, bool), String> {
         let checkpoint = self.checkpoint;
         if sequence >= checkpoint.size {
             return Err(format!(
@@ -410,26 +401,28 @@ impl LineChecks<'_> {
                 checkpoint.size
             ));
         }
-        let claimed = event["leaf_hash"]
-            .as_str()
-            .map(decode_hash)
+        let claimed = event
+            .text("leaf_hash")
+            .map(|text| decode_hash(&text))
             .transpose()
             .map_err(|e| e.to_string())?;
-        let purged = event["purged"] == true;
+        let purged = event.is_true("purged");
         let leaf = if purged {
             // Retention removed the contents: the leaf hash is all that is left, and the proof
             // (or the rebuilt root) still checks it.
             claimed.ok_or("a purged stub without a leaf_hash")?
         } else {
-            let leaf = content_leaf();
+            let leaf = event.leaf_hash();
             if claimed != Some(leaf) {
                 return Err("its content does not hash to its leaf_hash: it was altered".into());
             }
             leaf
         };
         if !self.complete {
-            let proof = event["inclusion_proof"]
-                .as_array()
+            let proof = event.value("inclusion_proof");
+            let proof = proof
+                .as_ref()
+                .and_then(Value::as_array)
                 .ok_or("has no inclusion_proof")?
                 .iter()
                 .map(|h| {
@@ -449,26 +442,65 @@ impl LineChecks<'_> {
     }
 }
 
-/// The members of an event line that the checks read besides its leaf.
-const CHECKED_MEMBERS: [&str; 7] = [
-    "object",
-    "id",
-    "sequence",
-    "organization_id",
-    "leaf_hash",
-    "purged",
-    "inclusion_proof",
-];
+/// An export line: parsed whole, or in canonical form and read member by member.
+enum Parsed<'a> {
+    Whole(Value),
+    Canonical(CanonicalObject<'a>),
+}
 
-/// An object of just the [`CHECKED_MEMBERS`] a canonical line has.
-fn checked_members(line: &CanonicalObject<'_>) -> serde_json::Result<Value> {
-    let mut members = serde_json::Map::new();
-    for key in CHECKED_MEMBERS {
-        if let Some(text) = line.get(key) {
-            members.insert(key.to_owned(), serde_json::from_str(text)?);
+impl Parsed<'_> {
+    /// A member that is a string.
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self {
+            Parsed::Whole(event) => event[key].as_str().map(Cow::Borrowed),
+            Parsed::Canonical(event) => {
+                let json = event.get(key)?;
+                let contents = json.strip_prefix('"')?.strip_suffix('"')?;
+                if contents.contains('\\') {
+                    serde_json::from_str(json).ok().map(Cow::Owned)
+                } else {
+                    Some(Cow::Borrowed(contents))
+                }
+            }
         }
     }
-    Ok(Value::Object(members))
+
+    /// A member that is a non-negative integer.
+    fn integer(&self, key: &str) -> Option<u64> {
+        match self {
+            Parsed::Whole(event) => event[key].as_u64(),
+            // Canonical form writes an integer's digits and nothing else.
+            Parsed::Canonical(event) => event.get(key)?.parse().ok(),
+        }
+    }
+
+    fn is_true(&self, key: &str) -> bool {
+        match self {
+            Parsed::Whole(event) => event[key] == true,
+            Parsed::Canonical(event) => event.get(key) == Some("true"),
+        }
+    }
+
+    /// A member's value, or null.
+    fn value(&self, key: &str) -> Option<Value> {
+        match self {
+            Parsed::Whole(event) => event.get(key).cloned(),
+            Parsed::Canonical(event) => serde_json::from_str(event.get(key)?).ok(),
+        }
+    }
+
+    /// A member as JSON, for messages.
+    fn json(&self, key: &str) -> String {
+        self.value(key).unwrap_or_default().to_string()
+    }
+
+    /// The leaf hash of the line's content.
+    fn leaf_hash(&self) -> Hash {
+        match self {
+            Parsed::Whole(event) => event_leaf_hash(event),
+            Parsed::Canonical(event) => canonical_event_leaf_hash(event),
+        }
+    }
 }
 
 /// Lines read per batch handed to a worker.

@@ -162,9 +162,9 @@ fn write_number(number: f64, out: &mut Vec<u8>) {
 /// can hash the text (less any members it leaves out) without building a tree of it.
 ///
 /// Only the forms Trailmark's own writers produce are recognized, and anything else is left to
-/// [`canonical_json`]: keys of printable ASCII without escapes, integers up to 2^53 (no
-/// fractions or exponents), strings escaped exactly as [`canonical_json`] escapes them, nesting
-/// up to [`MAX_SCAN_DEPTH`].
+/// [`canonical_json`]: keys of printable ASCII without escapes, strings escaped exactly as
+/// [`canonical_json`] escapes them, numbers as it writes them, nesting up to
+/// [`MAX_SCAN_DEPTH`].
 #[derive(Debug)]
 pub struct CanonicalObject<'a> {
     /// Each member's key and its `"key":value` text, in key order.
@@ -253,7 +253,7 @@ impl Scanner<'_> {
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.integer(),
+            b'-' | b'0'..=b'9' => self.number(),
             _ => None,
         }
     }
@@ -321,6 +321,11 @@ impl Scanner<'_> {
     fn string(&mut self) -> Option<()> {
         self.expect(b'"')?;
         loop {
+            // Most of a string needs no escape: skip to the next byte that may.
+            let rest = self.bytes.get(self.at..)?;
+            self.at += rest
+                .iter()
+                .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
             match self.next()? {
                 b'"' => return Some(()),
                 b'\\' => match self.next()? {
@@ -351,31 +356,51 @@ impl Scanner<'_> {
         }
     }
 
-    /// An integer written as ECMAScript writes it: no sign on zero, no leading zeros, at most
-    /// 2^53 in magnitude.
-    fn integer(&mut self) -> Option<()> {
+    /// A number written as [`write_number`] writes its double: an integer up to 2^53 in
+    /// magnitude checked digit by digit, any other number by writing it again and comparing.
+    fn number(&mut self) -> Option<()> {
         let start = self.at;
-        let negative = self.bytes.get(self.at) == Some(&b'-');
-        if negative {
+        if self.bytes.get(self.at) == Some(&b'-') {
             self.at += 1;
         }
-        let digits_start = self.at;
+        let first_digit = self.at;
+        let digits = self.digits()?;
+        let integer = self.at;
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            self.digits()?;
+        }
+        if matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.bytes.get(self.at), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            self.digits()?;
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        if digits > 1 && self.bytes[first_digit] == b'0' {
+            return None;
+        }
+        if integer == self.at && digits < 16 && text != "-0" {
+            // Below 10^15 < 2^53: written as the integer it is.
+            return Some(());
+        }
+        let value: f64 = text.parse().ok()?;
+        if !value.is_finite() {
+            return None;
+        }
+        let mut written = Vec::with_capacity(24);
+        write_number(value, &mut written);
+        (written == text.as_bytes()).then_some(())
+    }
+
+    /// One or more decimal digits; how many.
+    fn digits(&mut self) -> Option<usize> {
+        let start = self.at;
         while matches!(self.bytes.get(self.at), Some(b'0'..=b'9')) {
             self.at += 1;
         }
-        let digits = &self.bytes[digits_start..self.at];
-        if digits.is_empty()
-            || digits.len() > 16
-            || (digits[0] == b'0' && (digits.len() > 1 || negative))
-            || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E'))
-        {
-            return None;
-        }
-        let magnitude: u64 = std::str::from_utf8(&self.bytes[digits_start..self.at])
-            .ok()?
-            .parse()
-            .ok()?;
-        (magnitude <= EXACT_INTEGER && self.at > start).then_some(())
+        (self.at > start).then_some(self.at - start)
     }
 }
 
@@ -464,7 +489,8 @@ mod tests {
     #[test]
     fn the_scan_takes_canonical_text_as_it_is() {
         let value = json!({
-            "a": [1, -2, 0, 9007199254740992_u64, -9007199254740992_i64, true, false, null, [], {}],
+            "a": [1, -2, 0, 9007199254740992_u64, -9007199254740992_i64, 18014398509481984_u64,
+                  1.5, -0.25, 0.1, 1e21, 1e-7, 123456.789, 5e-324, true, false, null, [], {}],
             "b": {"nested": {"deeper": ["x"]}, "with space": 1},
             "c": "tab\t nl\n cr\r bs\u{8} ff\u{c} ctl\u{1}\u{1f} del\u{7f} é € 😀 \"q\" \\ /",
             "leaf_hash": "h",
@@ -495,10 +521,17 @@ mod tests {
             r#"{"a":"\u000a"}"#,
             r#"{"a":"\u0041"}"#,
             r#"{"a":1.0}"#,
-            r#"{"a":1.5}"#,
+            r#"{"a":1.50}"#,
             r#"{"a":1e2}"#,
+            r#"{"a":1E-7}"#,
+            r#"{"a":1e21}"#,
+            r#"{"a":1e+300000}"#,
             r#"{"a":-0}"#,
+            r#"{"a":-0.0}"#,
             r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
             r#"{"a":9007199254740993}"#,
             r#"{"a":12345678901234567}"#,
             r#"{"a":tru}"#,
