@@ -24,7 +24,7 @@ use trailmark_export::MANIFEST_OBJECT;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
 use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
 use trailmark_ledger::tree::{Frontier, Hash, verify_inclusion};
-use trailmark_ledger::{decode_hash, encode_hash};
+use trailmark_ledger::{LedgerError, decode_hash, encode_hash};
 
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
 
@@ -419,20 +419,9 @@ impl LineChecks<'_> {
             leaf
         };
         if !self.complete {
-            let proof = event.value("inclusion_proof");
-            let proof = proof
-                .as_ref()
-                .and_then(Value::as_array)
+            let proof = event
+                .proof()
                 .ok_or("has no inclusion_proof")?
-                .iter()
-                .map(|h| {
-                    h.as_str().map(decode_hash).unwrap_or_else(|| {
-                        Err(trailmark_ledger::LedgerError::Malformed(
-                            "not a string".into(),
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
             if !verify_inclusion(sequence, checkpoint.size, &leaf, &proof, &checkpoint.root) {
                 return Err("its inclusion proof does not lead to the checkpoint's root".into());
@@ -487,6 +476,30 @@ impl Parsed<'_> {
             Parsed::Whole(event) => event.get(key).cloned(),
             Parsed::Canonical(event) => serde_json::from_str(event.get(key)?).ok(),
         }
+    }
+
+    /// The `inclusion_proof` hashes; `None` if it is not an array.
+    fn proof(&self) -> Option<Result<Vec<Hash>, LedgerError>> {
+        let decode = |text: Option<&str>| {
+            text.map_or_else(
+                || Err(LedgerError::Malformed("not a string".into())),
+                decode_hash,
+            )
+        };
+        if let Parsed::Canonical(event) = self {
+            // Base64 needs no escapes, so the strings are read in place.
+            if let Ok(hashes) = serde_json::from_str::<Vec<&str>>(event.get("inclusion_proof")?) {
+                return Some(hashes.into_iter().map(|h| decode(Some(h))).collect());
+            }
+        }
+        let proof = self.value("inclusion_proof")?;
+        Some(
+            proof
+                .as_array()?
+                .iter()
+                .map(|h| decode(h.as_str()))
+                .collect(),
+        )
     }
 
     /// A member as JSON, for messages.

@@ -220,6 +220,17 @@ impl<'a> CanonicalObject<'a> {
     }
 }
 
+/// Whether `a` sorts strictly before `b`, byte by byte: inline, as keys are short and compared
+/// for every member.
+fn precedes(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
 /// Byte ranges of a member's key (without its quotes) and of the whole member.
 type MemberSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
 
@@ -281,7 +292,7 @@ impl Scanner<'_> {
             }
             let key = &self.bytes[key_start..self.at];
             self.expect(b'"')?;
-            if previous.is_some_and(|previous| previous >= key) {
+            if previous.is_some_and(|previous| !precedes(previous, key)) {
                 return None;
             }
             previous = Some(key);
