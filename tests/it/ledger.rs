@@ -334,6 +334,9 @@ async fn exports_verify_offline_and_tampering_is_named() {
     );
 }
 
+/// A rewrite of an export line.
+type Rewrite = dyn Fn(&str) -> String;
+
 /// `line`'s members written in reverse key order, each value as serde_json writes it.
 fn reversed_keys(line: &str) -> String {
     let object: serde_json::Map<String, Value> = serde_json::from_str(line).expect("an object");
@@ -378,7 +381,7 @@ async fn verify_catches_an_edit_whatever_form_the_line_takes() {
     let text = std::fs::read_to_string(&complete).expect("read");
     let victim = receipts[5]["id"].as_str().unwrap_or_default();
     assert!(text.contains("\"Jon Smith\"") && text.contains("\"float\":5.1"));
-    let verify = |rewrite: &dyn Fn(&str) -> String| {
+    let verify = |rewrite: &Rewrite| {
         let rewritten: String = text
             .lines()
             .map(|line| {
@@ -399,7 +402,7 @@ async fn verify_catches_an_edit_whatever_form_the_line_takes() {
             &key,
         ])
     };
-    let same_content: [(&str, &dyn Fn(&str) -> String); 4] = [
+    let same_content: [(&str, &Rewrite); 4] = [
         ("whitespace", &|line| {
             line.replace("\":", "\": ").replace(",\"", ", \"")
         }),
@@ -419,7 +422,7 @@ async fn verify_catches_an_edit_whatever_form_the_line_takes() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let edits: [(&str, &dyn Fn(&str) -> String); 6] = [
+    let edits: [(&str, &Rewrite); 6] = [
         ("an edited name", &|line| {
             line.replace("\"Jon Smith\"", "\"Jon Smyth\"")
         }),

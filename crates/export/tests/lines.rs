@@ -49,10 +49,10 @@ fn named(i: usize, shift: usize) -> &'static str {
 
 fn event(i: usize) -> PendingEvent {
     let mut event = json!({
-        "action": if i % 3 == 0 { "user.signed_in" } else { "document.updated" },
+        "action": if i.is_multiple_of(3) { "user.signed_in" } else { "document.updated" },
         "occurred_at": Timestamp::from_unix_millis(1_785_000_000_000 + i as i64 * 1_000).to_string(),
         "actor": {"id": format!("user_{}", tricky(i, 0)), "type": "user", "name": named(i, 1),
-                  "metadata": {"role": tricky(i, 2), "level": i, "admin": i % 2 == 0}},
+                  "metadata": {"role": tricky(i, 2), "level": i, "admin": i.is_multiple_of(2)}},
         "targets": [
             {"id": format!("doc_{i}"), "type": "document", "name": named(i, 3),
              "metadata": {"k": tricky(i, 4), "n": -(i as i64)}},
@@ -61,13 +61,13 @@ fn event(i: usize) -> PendingEvent {
         "context": {"location": named(i, 6)},
         "metadata": {"note": tricky(i, 7), "n": i, "ratio": 0.5 + i as f64, "tiny": 1e-7, "flag": true, "dash-key_1": tricky(i, 8)}
     });
-    if i % 4 != 0 {
+    if !i.is_multiple_of(4) {
         event["context"]["user_agent"] = json!(named(i, 9));
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         event["version"] = json!(i % 3 + 1);
     }
-    if i % 6 == 0 {
+    if i.is_multiple_of(6) {
         event.as_object_mut().map(|e| e.remove("metadata"));
         event["actor"].as_object_mut().map(|a| a.remove("name"));
         event["targets"] = json!([]);
