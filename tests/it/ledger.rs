@@ -199,6 +199,31 @@ async fn export_to(app: &TestApp, request: Value, path: &std::path::Path) {
     panic!("export {id} never became ready");
 }
 
+/// Exports the organization's whole log as NDJSON with the CLI, straight from the database.
+fn export_complete(app: &TestApp, organization: &str) -> std::path::PathBuf {
+    let dir = app.data_dir.path();
+    let complete = dir.join("complete.ndjson");
+    let output = trailmark(&[
+        "export",
+        "--organization",
+        organization,
+        "--format",
+        "ndjson",
+        "--out",
+        complete.to_str().unwrap_or_default(),
+        "--data-dir",
+        dir.to_str().unwrap_or_default(),
+        "--database",
+        &app.database.url(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    complete
+}
+
 // Multi-threaded: the CLI runs while the in-process server keeps answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_verify_offline_and_tampering_is_named() {
@@ -283,25 +308,7 @@ async fn exports_verify_offline_and_tampering_is_named() {
 
     // A complete export (the CLI, no filter) rebuilds the root; a missing event is named.
     app.wait_for_checkpoint(&organization, 30).await;
-    let complete = dir.join("complete.ndjson");
-    let output = trailmark(&[
-        "export",
-        "--organization",
-        &organization,
-        "--format",
-        "ndjson",
-        "--out",
-        complete.to_str().unwrap_or_default(),
-        "--data-dir",
-        dir.to_str().unwrap_or_default(),
-        "--database",
-        &app.database.url(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let complete = export_complete(&app, &organization);
     let output = trailmark(&[
         "verify",
         complete.to_str().unwrap_or_default(),
@@ -359,25 +366,7 @@ async fn verify_catches_an_edit_whatever_form_the_line_takes() {
     let (key, _) = verifier(&app).await;
     let dir = app.data_dir.path();
     app.wait_for_checkpoint(&organization, 12).await;
-    let complete = dir.join("complete.ndjson");
-    let output = trailmark(&[
-        "export",
-        "--organization",
-        &organization,
-        "--format",
-        "ndjson",
-        "--out",
-        complete.to_str().unwrap_or_default(),
-        "--data-dir",
-        dir.to_str().unwrap_or_default(),
-        "--database",
-        &app.database.url(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let complete = export_complete(&app, &organization);
     let text = std::fs::read_to_string(&complete).expect("read");
     let victim = receipts[5]["id"].as_str().unwrap_or_default();
     assert!(text.contains("\"Jon Smith\"") && text.contains("\"float\":5.1"));
