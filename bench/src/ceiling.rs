@@ -98,6 +98,9 @@ pub struct StorageMeasured {
 const MIGRATIONS: &[&str] = &[
     include_str!("../../crates/store/src/sqlite/migrations/0001_init.sql"),
     include_str!("../../crates/store/src/sqlite/migrations/0002_live_search_indexes.sql"),
+    include_str!("../../crates/store/src/sqlite/migrations/0003_export_runners.sql"),
+    include_str!("../../crates/store/src/sqlite/migrations/0004_portal.sql"),
+    include_str!("../../crates/store/src/sqlite/migrations/0005_actor_time_index.sql"),
 ];
 
 /// How many idempotency rows go with the events: Trailmark stores one per request, so one per

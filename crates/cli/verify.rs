@@ -12,17 +12,19 @@
 //!
 //! It prints what it checked and exits non-zero naming the first event that fails.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use trailmark_domain::canonical::CanonicalObject;
 use trailmark_export::MANIFEST_OBJECT;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
-use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
 use trailmark_ledger::tree::{Frontier, Hash, verify_inclusion};
-use trailmark_ledger::{decode_hash, encode_hash};
+use trailmark_ledger::{LedgerError, decode_hash, encode_hash};
 
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
 
@@ -353,22 +355,33 @@ impl LineChecks<'_> {
         if line.trim().is_empty() {
             return Ok(Line::Blank);
         }
-        let event: Value =
-            serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?;
-        if event["object"] == MANIFEST_OBJECT {
+        // An exported line is normally in canonical form already: then only the members the
+        // checks read are decoded, and the leaf is hashed from the text itself. Any other form
+        // (reordered keys, whitespace, other number or escape forms) is parsed whole and
+        // canonicalized, which gives the same leaf for the same content.
+        let event = match CanonicalObject::parse(line) {
+            Some(object) => Parsed::Canonical(object),
+            None => Parsed::Whole(
+                serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?,
+            ),
+        };
+        if event.text("object").as_deref() == Some(MANIFEST_OBJECT) {
             return Ok(Line::Manifest);
         }
-        let id = event["id"].as_str().unwrap_or("(no id)").to_owned();
-        let sequence = event["sequence"]
-            .as_u64()
+        let id = event
+            .text("id")
+            .map_or_else(|| "(no id)".to_owned(), Cow::into_owned);
+        let sequence = event
+            .integer("sequence")
             .with_context(|| format!("event {id} (line {number}) has no sequence"))?;
         let fail = |what: String| {
             anyhow::anyhow!("event {id} (sequence {sequence}, line {number}): {what}")
         };
-        if event["organization_id"] != self.organization {
+        if event.text("organization_id").as_deref() != Some(self.organization) {
             return Err(fail(format!(
                 "belongs to {}, not {}",
-                event["organization_id"], self.organization
+                event.json("organization_id"),
+                self.organization
             )));
         }
         let leaf = self.leaf(&event, sequence).map_err(fail);
@@ -380,7 +393,7 @@ impl LineChecks<'_> {
         })
     }
 
-    fn leaf(&self, event: &Value, sequence: u64) -> Result<(Hash, bool), String> {
+    fn leaf(&self, event: &Parsed<'_>, sequence: u64) -> Result<(Hash, bool), String> {
         let checkpoint = self.checkpoint;
         if sequence >= checkpoint.size {
             return Err(format!(
@@ -388,42 +401,118 @@ impl LineChecks<'_> {
                 checkpoint.size
             ));
         }
-        let claimed = event["leaf_hash"]
-            .as_str()
-            .map(decode_hash)
+        let claimed = event
+            .text("leaf_hash")
+            .map(|text| decode_hash(&text))
             .transpose()
             .map_err(|e| e.to_string())?;
-        let purged = event["purged"] == true;
+        let purged = event.is_true("purged");
         let leaf = if purged {
             // Retention removed the contents: the leaf hash is all that is left, and the proof
             // (or the rebuilt root) still checks it.
             claimed.ok_or("a purged stub without a leaf_hash")?
         } else {
-            let leaf = event_leaf_hash(event);
+            let leaf = event.leaf_hash();
             if claimed != Some(leaf) {
                 return Err("its content does not hash to its leaf_hash: it was altered".into());
             }
             leaf
         };
         if !self.complete {
-            let proof = event["inclusion_proof"]
-                .as_array()
+            let proof = event
+                .proof()
                 .ok_or("has no inclusion_proof")?
-                .iter()
-                .map(|h| {
-                    h.as_str().map(decode_hash).unwrap_or_else(|| {
-                        Err(trailmark_ledger::LedgerError::Malformed(
-                            "not a string".into(),
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
             if !verify_inclusion(sequence, checkpoint.size, &leaf, &proof, &checkpoint.root) {
                 return Err("its inclusion proof does not lead to the checkpoint's root".into());
             }
         }
         Ok((leaf, purged))
+    }
+}
+
+/// An export line: parsed whole, or in canonical form and read member by member.
+enum Parsed<'a> {
+    Whole(Value),
+    Canonical(CanonicalObject<'a>),
+}
+
+impl Parsed<'_> {
+    /// A member that is a string.
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self {
+            Parsed::Whole(event) => event[key].as_str().map(Cow::Borrowed),
+            Parsed::Canonical(event) => {
+                let json = event.get(key)?;
+                let contents = json.strip_prefix('"')?.strip_suffix('"')?;
+                if contents.contains('\\') {
+                    serde_json::from_str(json).ok().map(Cow::Owned)
+                } else {
+                    Some(Cow::Borrowed(contents))
+                }
+            }
+        }
+    }
+
+    /// A member that is a non-negative integer.
+    fn integer(&self, key: &str) -> Option<u64> {
+        match self {
+            Parsed::Whole(event) => event[key].as_u64(),
+            // Canonical form writes an integer's digits and nothing else.
+            Parsed::Canonical(event) => event.get(key)?.parse().ok(),
+        }
+    }
+
+    fn is_true(&self, key: &str) -> bool {
+        match self {
+            Parsed::Whole(event) => event[key] == true,
+            Parsed::Canonical(event) => event.get(key) == Some("true"),
+        }
+    }
+
+    /// A member's value, or null.
+    fn value(&self, key: &str) -> Option<Value> {
+        match self {
+            Parsed::Whole(event) => event.get(key).cloned(),
+            Parsed::Canonical(event) => serde_json::from_str(event.get(key)?).ok(),
+        }
+    }
+
+    /// The `inclusion_proof` hashes; `None` if it is not an array.
+    fn proof(&self) -> Option<Result<Vec<Hash>, LedgerError>> {
+        let decode = |text: Option<&str>| {
+            text.map_or_else(
+                || Err(LedgerError::Malformed("not a string".into())),
+                decode_hash,
+            )
+        };
+        if let Parsed::Canonical(event) = self {
+            // Base64 needs no escapes, so the strings are read in place.
+            if let Ok(hashes) = serde_json::from_str::<Vec<&str>>(event.get("inclusion_proof")?) {
+                return Some(hashes.into_iter().map(|h| decode(Some(h))).collect());
+            }
+        }
+        let proof = self.value("inclusion_proof")?;
+        Some(
+            proof
+                .as_array()?
+                .iter()
+                .map(|h| decode(h.as_str()))
+                .collect(),
+        )
+    }
+
+    /// A member as JSON, for messages.
+    fn json(&self, key: &str) -> String {
+        self.value(key).unwrap_or_default().to_string()
+    }
+
+    /// The leaf hash of the line's content.
+    fn leaf_hash(&self) -> Hash {
+        match self {
+            Parsed::Whole(event) => event_leaf_hash(event),
+            Parsed::Canonical(event) => canonical_event_leaf_hash(event),
+        }
     }
 }
 

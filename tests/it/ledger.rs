@@ -199,6 +199,31 @@ async fn export_to(app: &TestApp, request: Value, path: &std::path::Path) {
     panic!("export {id} never became ready");
 }
 
+/// Exports the organization's whole log as NDJSON with the CLI, straight from the database.
+fn export_complete(app: &TestApp, organization: &str) -> std::path::PathBuf {
+    let dir = app.data_dir.path();
+    let complete = dir.join("complete.ndjson");
+    let output = trailmark(&[
+        "export",
+        "--organization",
+        organization,
+        "--format",
+        "ndjson",
+        "--out",
+        complete.to_str().unwrap_or_default(),
+        "--data-dir",
+        dir.to_str().unwrap_or_default(),
+        "--database",
+        &app.database.url(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    complete
+}
+
 // Multi-threaded: the CLI runs while the in-process server keeps answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_verify_offline_and_tampering_is_named() {
@@ -283,25 +308,7 @@ async fn exports_verify_offline_and_tampering_is_named() {
 
     // A complete export (the CLI, no filter) rebuilds the root; a missing event is named.
     app.wait_for_checkpoint(&organization, 30).await;
-    let complete = dir.join("complete.ndjson");
-    let output = trailmark(&[
-        "export",
-        "--organization",
-        &organization,
-        "--format",
-        "ndjson",
-        "--out",
-        complete.to_str().unwrap_or_default(),
-        "--data-dir",
-        dir.to_str().unwrap_or_default(),
-        "--database",
-        &app.database.url(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let complete = export_complete(&app, &organization);
     let output = trailmark(&[
         "verify",
         complete.to_str().unwrap_or_default(),
@@ -332,6 +339,107 @@ async fn exports_verify_offline_and_tampering_is_named() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A rewrite of an export line.
+type Rewrite = dyn Fn(&str) -> String;
+
+/// `line`'s members written in reverse key order, each value as serde_json writes it.
+fn reversed_keys(line: &str) -> String {
+    let object: serde_json::Map<String, Value> = serde_json::from_str(line).expect("an object");
+    let members: Vec<String> = object
+        .iter()
+        .rev()
+        .map(|(key, value)| format!("{}:{value}", Value::from(key.as_str())))
+        .collect();
+    format!("{{{}}}", members.join(","))
+}
+
+// Verify hashes a line in canonical form from its text, and parses any other form whole: a
+// line rewritten without changing its content verifies either way, and a changed content is
+// caught either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_catches_an_edit_whatever_form_the_line_takes() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receipts = ingest(&app, &organization, 12).await;
+    let (key, _) = verifier(&app).await;
+    let dir = app.data_dir.path();
+    app.wait_for_checkpoint(&organization, 12).await;
+    let complete = export_complete(&app, &organization);
+    let text = std::fs::read_to_string(&complete).expect("read");
+    let victim = receipts[5]["id"].as_str().unwrap_or_default();
+    assert!(text.contains("\"Jon Smith\"") && text.contains("\"float\":5.1"));
+    let verify = |rewrite: &Rewrite| {
+        let rewritten: String = text
+            .lines()
+            .map(|line| {
+                if line.contains(victim) {
+                    rewrite(line)
+                } else {
+                    line.to_owned()
+                }
+            } + "\n")
+            .collect();
+        assert_ne!(rewritten, text);
+        let path = dir.join("rewritten.ndjson");
+        std::fs::write(&path, rewritten).expect("write");
+        trailmark(&[
+            "verify",
+            path.to_str().unwrap_or_default(),
+            "--public-key",
+            &key,
+        ])
+    };
+    let same_content: [(&str, &Rewrite); 4] = [
+        ("whitespace", &|line| {
+            line.replace("\":", "\": ").replace(",\"", ", \"")
+        }),
+        ("reordered keys", &|line| reversed_keys(line)),
+        ("an escaped letter", &|line| {
+            line.replace("\"Jon Smith\"", "\"J\\u006fn Smith\"")
+        }),
+        ("another number form", &|line| {
+            line.replace("\"float\":5.1", "\"float\":5.10e0")
+        }),
+    ];
+    for (form, rewrite) in same_content {
+        let output = verify(rewrite);
+        assert!(
+            output.status.success(),
+            "{form}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let edits: [(&str, &Rewrite); 6] = [
+        ("an edited name", &|line| {
+            line.replace("\"Jon Smith\"", "\"Jon Smyth\"")
+        }),
+        ("an edited number", &|line| {
+            line.replace("\"float\":5.1", "\"float\":5.2")
+        }),
+        ("an added member", &|line| {
+            line.replacen('{', "{\"extra\":1,", 1)
+        }),
+        ("an edit beside whitespace", &|line| {
+            line.replace("\"Jon Smith\"", "\"Jon Smyth\"")
+                .replace("\":", "\": ")
+        }),
+        ("an edit beside reordered keys", &|line| {
+            reversed_keys(&line.replace("\"Jon Smith\"", "\"Jon Smyth\""))
+        }),
+        ("an edit hidden in an escape", &|line| {
+            line.replace("\"Jon Smith\"", "\"J\\u006Fn Smyth\"")
+        }),
+    ];
+    for (form, rewrite) in edits {
+        let output = verify(rewrite);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(victim) && stderr.contains("altered"),
+            "{form}: {stderr}"
+        );
+    }
 }
 
 /// A server with 12 events whose latest checkpoint covers them all; returns it, the

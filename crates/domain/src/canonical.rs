@@ -157,6 +157,264 @@ fn write_number(number: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(text.as_bytes());
 }
 
+/// A JSON object whose text is already its own canonical form, with where each member sits:
+/// parsing that text and canonicalizing the value would give the same bytes back, so a verifier
+/// can hash the text (less any members it leaves out) without building a tree of it.
+///
+/// Only the forms Trailmark's own writers produce are recognized, and anything else is left to
+/// [`canonical_json`]: keys of printable ASCII without escapes, strings escaped exactly as
+/// [`canonical_json`] escapes them, numbers as it writes them, nesting up to
+/// [`MAX_SCAN_DEPTH`].
+#[derive(Debug)]
+pub struct CanonicalObject<'a> {
+    /// Each member's key and its `"key":value` text, in key order.
+    members: Vec<(&'a str, &'a str)>,
+}
+
+/// Nesting beyond which [`CanonicalObject::parse`] gives up (serde_json's own limit is 128).
+pub const MAX_SCAN_DEPTH: usize = 64;
+
+impl<'a> CanonicalObject<'a> {
+    /// `text` as an object in canonical form; `None` if it is not one (see the type's docs).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let mut scanner = Scanner {
+            bytes: text.as_bytes(),
+            at: 0,
+        };
+        let mut spans = Vec::with_capacity(16);
+        scanner.object(0, Some(&mut spans))?;
+        if scanner.at != text.len() {
+            return None;
+        }
+        // Every span starts and ends at an ASCII delimiter, so slicing never splits a character.
+        let members = spans
+            .into_iter()
+            .map(|(key, member)| Some((text.get(key)?, text.get(member)?)))
+            .collect::<Option<_>>()?;
+        Some(CanonicalObject { members })
+    }
+
+    /// A member's value as JSON text.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.members
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(k, member)| &member[k.len() + 3..])
+    }
+
+    /// What [`canonical_json_without`] gives for the parsed object and `skip`.
+    pub fn without(&self, skip: &[&str]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.members.iter().map(|(_, m)| m.len() + 1).sum());
+        out.push(b'{');
+        for (key, member) in &self.members {
+            if skip.contains(key) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(member.as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Whether `a` sorts strictly before `b`, byte by byte: inline, as keys are short and compared
+/// for every member.
+fn precedes(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
+/// Byte ranges of a member's key (without its quotes) and of the whole member.
+type MemberSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+
+/// Checks canonical form byte by byte; every method returns `None` at the first departure.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Scanner<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match *self.bytes.get(self.at)? {
+            b'{' => self.object(depth + 1, None),
+            b'[' => self.array(depth + 1),
+            b'"' => self.string(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn object(&mut self, depth: usize, mut spans: Option<&mut MemberSpans>) -> Option<()> {
+        if depth > MAX_SCAN_DEPTH {
+            return None;
+        }
+        self.expect(b'{')?;
+        if self.bytes.get(self.at) == Some(&b'}') {
+            self.at += 1;
+            return Some(());
+        }
+        let mut previous: Option<&[u8]> = None;
+        loop {
+            let start = self.at;
+            self.expect(b'"')?;
+            let key_start = self.at;
+            // Printable ASCII needs no escape, and its byte order is UTF-16 order.
+            while matches!(self.bytes.get(self.at), Some(b' '..=b'~'))
+                && self.bytes[self.at] != b'"'
+                && self.bytes[self.at] != b'\\'
+            {
+                self.at += 1;
+            }
+            let key = &self.bytes[key_start..self.at];
+            self.expect(b'"')?;
+            if previous.is_some_and(|previous| !precedes(previous, key)) {
+                return None;
+            }
+            previous = Some(key);
+            self.expect(b':')?;
+            self.value(depth)?;
+            if let Some(spans) = spans.as_mut() {
+                spans.push((key_start..key_start + key.len(), start..self.at));
+            }
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_SCAN_DEPTH {
+            return None;
+        }
+        self.expect(b'[')?;
+        if self.bytes.get(self.at) == Some(&b']') {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string escaped as `write_string` escapes it, and no other way.
+    fn string(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        loop {
+            // Most of a string needs no escape: skip to the next byte that may.
+            let rest = self.bytes.get(self.at..)?;
+            self.at += rest
+                .iter()
+                .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
+            match self.next()? {
+                b'"' => return Some(()),
+                b'\\' => match self.next()? {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => {
+                        let hex = self.bytes.get(self.at..self.at + 4)?;
+                        self.at += 4;
+                        let code = match hex {
+                            [b'0', b'0', high @ b'0'..=b'1', low] => {
+                                let low = match low {
+                                    b'0'..=b'9' => low - b'0',
+                                    b'a'..=b'f' => low - b'a' + 10,
+                                    _ => return None,
+                                };
+                                (high - b'0') * 16 + low
+                            }
+                            _ => return None,
+                        };
+                        if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                            return None;
+                        }
+                    }
+                    _ => return None,
+                },
+                byte if byte < 0x20 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// A number written as [`write_number`] writes its double: an integer up to 2^53 in
+    /// magnitude checked digit by digit, any other number by writing it again and comparing.
+    fn number(&mut self) -> Option<()> {
+        let start = self.at;
+        if self.bytes.get(self.at) == Some(&b'-') {
+            self.at += 1;
+        }
+        let first_digit = self.at;
+        let digits = self.digits()?;
+        let integer = self.at;
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            self.digits()?;
+        }
+        if matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.bytes.get(self.at), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            self.digits()?;
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        if digits > 1 && self.bytes[first_digit] == b'0' {
+            return None;
+        }
+        if integer == self.at && digits < 16 && text != "-0" {
+            // Below 10^15 < 2^53: written as the integer it is.
+            return Some(());
+        }
+        let value: f64 = text.parse().ok()?;
+        if !value.is_finite() {
+            return None;
+        }
+        let mut written = Vec::with_capacity(24);
+        write_number(value, &mut written);
+        (written == text.as_bytes()).then_some(())
+    }
+
+    /// One or more decimal digits; how many.
+    fn digits(&mut self) -> Option<usize> {
+        let start = self.at;
+        while matches!(self.bytes.get(self.at), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        (self.at > start).then_some(self.at - start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +474,90 @@ mod tests {
             canonical(json!("a\"b\\c\n\u{1}\u{7f}€")),
             "\"a\\\"b\\\\c\\n\\u0001\u{7f}€\""
         );
+    }
+
+    /// Whether the scan takes `text` for canonical; when it does, parsing and canonicalizing
+    /// must give the text back, and leaving members out must match `canonical_json_without`.
+    fn scanned(text: &str) -> bool {
+        let Some(object) = CanonicalObject::parse(text) else {
+            return false;
+        };
+        let value: Value = serde_json::from_str(text).expect("the scan accepts JSON only");
+        assert_eq!(
+            String::from_utf8(canonical_json(&value)).expect("utf-8"),
+            text
+        );
+        for skip in [&["b"][..], &["a", "z"], &["leaf_hash", "inclusion_proof"]] {
+            assert_eq!(
+                object.without(skip),
+                canonical_json_without(&value, skip),
+                "{text} without {skip:?}"
+            );
+        }
+        true
+    }
+
+    #[test]
+    fn the_scan_takes_canonical_text_as_it_is() {
+        let value = json!({
+            "a": [1, -2, 0, 9007199254740992_u64, -9007199254740992_i64, 18014398509481984_u64,
+                  1.5, -0.25, 0.1, 1e21, 1e-7, 123456.789, 5e-324, true, false, null, [], {}],
+            "b": {"nested": {"deeper": ["x"]}, "with space": 1},
+            "c": "tab\t nl\n cr\r bs\u{8} ff\u{c} ctl\u{1}\u{1f} del\u{7f} é € 😀 \"q\" \\ /",
+            "leaf_hash": "h",
+            "z": ""
+        });
+        let text = String::from_utf8(canonical_json(&value)).expect("utf-8");
+        assert!(scanned(&text), "{text}");
+        let object = CanonicalObject::parse(&text).expect("canonical");
+        assert_eq!(object.get("z"), Some("\"\""));
+        assert_eq!(object.get("leaf_hash"), Some("\"h\""));
+        assert_eq!(object.get("missing"), None);
+        assert!(scanned("{}"));
+    }
+
+    #[test]
+    fn the_scan_leaves_every_other_form_to_the_parser() {
+        for text in [
+            r#"{"a":1,"b":2} "#,
+            r#"{"a": 1}"#,
+            r#"{ "a":1}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"y":1,"x":2}}"#,
+            r#"{"a":[1, 2]}"#,
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":"\/"}"#,
+            r#"{"a":"\u001F"}"#,
+            r#"{"a":"\u000a"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1.50}"#,
+            r#"{"a":1e2}"#,
+            r#"{"a":1E-7}"#,
+            r#"{"a":1e21}"#,
+            r#"{"a":1e+300000}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":-0.0}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
+            r#"{"a":9007199254740993}"#,
+            r#"{"a":12345678901234567}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1}x"#,
+            r#"{"\u0061":1}"#,
+            r#"{"quote\"d":1}"#,
+            r#"{"é":1}"#,
+            r#"{"a":1,}"#,
+            r#"[1]"#,
+            "{\"a\":\"raw\ncontrol\"}",
+            r#"{"a":"unterminated}"#,
+        ] {
+            assert!(!scanned(text), "{text}");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(!scanned(&deep));
     }
 }

@@ -115,11 +115,17 @@ pub fn csv_row(event: &Value, out: &mut String) {
         text(&context["user_agent"]),
         json_or_empty(&event["metadata"]),
     ];
+    write_csv_row(&cells, out);
+}
+
+/// Appends a row of cells, one per [`CSV_COLUMNS`] entry, quoting and neutralizing each as the
+/// module docs say.
+pub fn write_csv_row<S: AsRef<str>>(cells: &[S; CSV_COLUMNS.len()], out: &mut String) {
     for (index, cell) in cells.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
-        write_cell(cell, out);
+        write_cell(cell.as_ref(), out);
     }
     out.push_str("\r\n");
 }
@@ -157,7 +163,12 @@ fn write_cell(cell: &str, out: &mut String) {
         out.push('\'');
     }
     if quote {
-        out.push_str(&cell.replace('"', "\"\""));
+        for (index, part) in cell.split('"').enumerate() {
+            if index > 0 {
+                out.push_str("\"\"");
+            }
+            out.push_str(part);
+        }
         out.push('"');
     } else {
         out.push_str(cell);

@@ -25,12 +25,13 @@
 use std::io::Write;
 
 use futures_util::future::join;
-use serde_json::{Value, json};
+use serde_json::json;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::query::EventFilter;
-use trailmark_domain::record::{Placement, into_event_object};
 use trailmark_ledger::encode_hash;
-use trailmark_store::{Order, SearchRequest, Store, StoreError, StoredCheckpoint, StoredEvent};
+use trailmark_store::{Order, SearchRequest, Store, StoreError, StoredCheckpoint};
+
+mod line;
 
 /// Events read per storage query: large enough to amortize a query, small enough to keep
 /// memory flat (about 1 MB of events in flight).
@@ -77,7 +78,7 @@ pub async fn write_export(
     out.write_all(format.preamble().as_bytes())?;
     let mut written = 0u64;
     let fetch = |after: Option<u64>| {
-        store.search_events(
+        store.search_raw_events(
             organization_id,
             SearchRequest {
                 filter: filter.clone(),
@@ -112,18 +113,11 @@ pub async fn write_export(
         let write_page = async {
             buffer.clear();
             for (position, event) in page.events.into_iter().enumerate() {
-                let mut object = into_object(event);
-                if let Some(proof) = proofs.as_ref().and_then(|proofs| proofs.get(position)) {
-                    object["inclusion_proof"] = Value::Array(
-                        proof
-                            .iter()
-                            .map(|h| Value::String(encode_hash(h)))
-                            .collect(),
-                    );
-                }
-                format.write(&object, &mut buffer);
+                let proof = proofs.as_ref().and_then(|proofs| proofs.get(position));
+                line::write_event(format, event, proof.map(Vec::as_slice), &mut buffer)?;
             }
-            out.write_all(buffer.as_bytes())
+            out.write_all(buffer.as_bytes())?;
+            Ok::<_, ExportError>(())
         };
         let following = match next {
             Some(after) => {
@@ -160,24 +154,4 @@ pub async fn write_export(
     }
     out.flush()?;
     Ok(written)
-}
-
-/// The event object with its `leaf_hash` ([`StoredEvent::to_object`]), built from the event's
-/// own parts rather than copies of them.
-fn into_object(event: StoredEvent) -> Value {
-    if event.purged_at.is_some() {
-        return event.to_object();
-    }
-    let leaf_hash = encode_hash(&event.leaf_hash);
-    let mut object = into_event_object(
-        Placement {
-            id: &event.id,
-            organization_id: &event.organization_id,
-            sequence: event.sequence,
-            received_at: event.received_at,
-        },
-        event.body,
-    );
-    object["leaf_hash"] = Value::String(leaf_hash);
-    object
 }

@@ -16,7 +16,7 @@
 //! ingested after the change only; verifiers hash whatever keys an event carries.
 
 use serde_json::Value;
-use trailmark_domain::canonical::canonical_json_without;
+use trailmark_domain::canonical::{CanonicalObject, canonical_json_without};
 
 use crate::tree::{Hash, leaf_hash};
 
@@ -31,6 +31,12 @@ pub fn leaf_bytes(event_object: &Value) -> Vec<u8> {
 /// The leaf hash of an event object.
 pub fn event_leaf_hash(event_object: &Value) -> Hash {
     leaf_hash(&leaf_bytes(event_object))
+}
+
+/// [`event_leaf_hash`] of an event object written in canonical form (an exported line),
+/// from its text: the same hash, without building the object.
+pub fn canonical_event_leaf_hash(event_object: &CanonicalObject<'_>) -> Hash {
+    leaf_hash(&event_object.without(&NON_LEAF_KEYS))
 }
 
 #[cfg(test)]
@@ -53,5 +59,16 @@ mod tests {
             event_leaf_hash(&event),
             event_leaf_hash(&json!({"id": "event_2"}))
         );
+    }
+
+    #[test]
+    fn a_canonical_line_hashes_like_its_object() {
+        let event = json!({"object": "audit_log_event", "id": "event_1", "sequence": 0,
+                           "metadata": {"note": "é\n\"", "n": 3}, "actor": null, "targets": [],
+                           "leaf_hash": "ignored", "inclusion_proof": ["ignored"]});
+        let line =
+            String::from_utf8(trailmark_domain::canonical::canonical_json(&event)).expect("utf-8");
+        let object = CanonicalObject::parse(&line).expect("canonical");
+        assert_eq!(canonical_event_leaf_hash(&object), event_leaf_hash(&event));
     }
 }

@@ -42,7 +42,7 @@ pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
-    Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
+    RawEvent, Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
     StoredResponse, StreamRecord, StreamState,
 };
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
@@ -143,6 +143,14 @@ pub trait Store: Send + Sync + 'static {
         organization_id: &str,
         request: SearchRequest,
     ) -> Result<SearchPage, StoreError>;
+    /// [`Store::search_events`] with each body left as the stored text, unparsed: for exports,
+    /// which copy bodies into their output and would otherwise build and drop a JSON tree per
+    /// event.
+    async fn search_raw_events(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+    ) -> Result<SearchPage<RawEvent>, StoreError>;
     /// An event by id, whatever its organization (the caller checks access).
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
 

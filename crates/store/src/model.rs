@@ -187,6 +187,42 @@ impl StoredEvent {
     }
 }
 
+/// An event as stored with its body left as the stored text: the compact JSON `NewEvent::to_json`
+/// gives, written by serde_json (keys in byte order, no whitespace). For bulk readers that copy
+/// the body into their output rather than inspect it; [`RawEvent::decode`] gives the
+/// [`StoredEvent`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEvent {
+    pub id: String,
+    pub organization_id: String,
+    pub sequence: u64,
+    pub received_at: Timestamp,
+    pub leaf_hash: Hash,
+    pub body: String,
+    /// When retention removed the contents.
+    pub purged_at: Option<Timestamp>,
+}
+
+impl RawEvent {
+    /// The event with its body parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::Corrupt`] if the stored body is not JSON.
+    pub fn decode(self) -> Result<StoredEvent, crate::StoreError> {
+        Ok(StoredEvent {
+            body: serde_json::from_str(&self.body)
+                .map_err(|e| crate::StoreError::Corrupt(format!("event {}: {e}", self.id)))?,
+            id: self.id,
+            organization_id: self.organization_id,
+            sequence: self.sequence,
+            received_at: self.received_at,
+            leaf_hash: self.leaf_hash,
+            purged_at: self.purged_at,
+        })
+    }
+}
+
 /// A search over one organization's log: filters, sequence bounds (exclusive), order, size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchRequest {
@@ -200,10 +236,11 @@ pub struct SearchRequest {
 }
 
 /// The result of a search: events in the requested order, and whether more matching events lie
-/// beyond the last one returned (in that order).
+/// beyond the last one returned (in that order). The events are [`StoredEvent`]s, or
+/// [`RawEvent`]s from [`crate::Store::search_raw_events`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct SearchPage {
-    pub events: Vec<StoredEvent>,
+pub struct SearchPage<E = StoredEvent> {
+    pub events: Vec<E>,
     pub more: bool,
 }
 

@@ -8,7 +8,9 @@ use trailmark_domain::organization::{Domain, DomainState, Organization};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 
 use crate::codec::filter_from_json;
-use crate::{ExportRecord, ExportState, Hash, StoreError, StoredEvent, StreamRecord, StreamState};
+use crate::{
+    ExportRecord, ExportState, Hash, RawEvent, StoreError, StoredEvent, StreamRecord, StreamState,
+};
 
 /// The JSON text an organization's domains are stored as.
 pub(crate) fn domains_json(domains: &[Domain]) -> String {
@@ -99,14 +101,17 @@ pub(crate) struct EventColumns {
 
 impl EventColumns {
     pub(crate) fn decode(self) -> Result<StoredEvent, StoreError> {
+        self.raw()?.decode()
+    }
+
+    pub(crate) fn raw(self) -> Result<RawEvent, StoreError> {
         let id = self.id;
-        Ok(StoredEvent {
-            body: serde_json::from_str(&self.body)
-                .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?,
+        Ok(RawEvent {
             leaf_hash: hash(self.leaf_hash, || format!("event {id}: leaf hash"))?,
             organization_id: self.organization_id,
             sequence: self.sequence as u64,
             received_at: Timestamp::from_unix_millis(self.received_at),
+            body: self.body,
             purged_at: self.purged_at.map(Timestamp::from_unix_millis),
             id,
         })

@@ -110,6 +110,7 @@ macro_rules! contract {
                 an_equal_schema_returns_the_latest_version,
                 one_runner_at_a_time_claims_a_pending_export,
                 searches_find_exactly_the_matching_events_of_a_long_log,
+                raw_searches_return_the_stored_body_text_of_the_same_events,
                 a_portal_link_opens_one_session_even_when_raced,
                 portal_sessions_expire_after_inactivity_and_are_purged,
             );
@@ -684,6 +685,64 @@ async fn searches_find_exactly_the_matching_events_of_a_long_log(store: &dyn Sto
             }
             found.truncate(expected.len());
             assert_eq!(found, expected, "{filter:?} {order:?}");
+        }
+    }
+}
+
+/// `search_raw_events` is `search_events` with each body as the stored text: the same events,
+/// pages and cursors, and text that parses to the same body, stubs included.
+async fn raw_searches_return_the_stored_body_text_of_the_same_events(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let events = (0..40).map(long_log_event).collect();
+    append(store, &acme, events).await.expect("append");
+    let purged = store
+        .purge_events(
+            &acme,
+            Timestamp::from_unix_millis(2_000),
+            5,
+            Timestamp::now(),
+        )
+        .await
+        .expect("purge");
+    assert_eq!(purged, 5);
+    let filters = [
+        EventFilter::default(),
+        EventFilter {
+            actions: vec![ActionPattern::parse("user.*")],
+            ..EventFilter::default()
+        },
+    ];
+    for filter in filters {
+        for order in [Order::Asc, Order::Desc] {
+            for after in [None, Some(3), Some(20)] {
+                let request = SearchRequest {
+                    filter: filter.clone(),
+                    after,
+                    before: None,
+                    order,
+                    limit: 6,
+                };
+                let parsed = store
+                    .search_events(&acme, request.clone())
+                    .await
+                    .expect("search");
+                let raw = store
+                    .search_raw_events(&acme, request)
+                    .await
+                    .expect("raw search");
+                assert_eq!(raw.more, parsed.more, "{filter:?} {order:?} {after:?}");
+                assert!(!raw.events.is_empty());
+                let texts: Vec<String> = raw.events.iter().map(|e| e.body.clone()).collect();
+                let decoded = raw
+                    .events
+                    .into_iter()
+                    .map(|e| e.decode().expect("a JSON body"))
+                    .collect::<Vec<_>>();
+                assert_eq!(decoded, parsed.events, "{filter:?} {order:?} {after:?}");
+                for (text, event) in texts.iter().zip(&parsed.events) {
+                    assert_eq!(*text, event.body.to_string(), "compact as stored");
+                }
+            }
         }
     }
 }

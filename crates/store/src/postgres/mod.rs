@@ -41,8 +41,9 @@ use trailmark_ledger::tree::{
 use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt, SchemaLookup,
-    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt,
+    SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord,
+    StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{
@@ -59,6 +60,7 @@ use tls::RustlsConnector;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_portal.sql"),
+    include_str!("migrations/0003_actor_time_index.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -602,7 +604,16 @@ impl Store for PostgresStore {
         request: SearchRequest,
     ) -> Result<SearchPage, StoreError> {
         let client = self.client().await?;
-        search::search(&client, organization_id, &request).await
+        search::search(&client, organization_id, &request, EventColumns::decode).await
+    }
+
+    async fn search_raw_events(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+    ) -> Result<SearchPage<RawEvent>, StoreError> {
+        let client = self.client().await?;
+        search::search(&client, organization_id, &request, EventColumns::raw).await
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -1384,7 +1395,11 @@ pub(crate) const EVENT_COLUMNS: &str =
     "e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body, e.purged_at";
 
 pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
-    EventColumns {
+    event_columns(row)?.decode()
+}
+
+pub(crate) fn event_columns(row: &Row) -> Result<EventColumns, StoreError> {
+    Ok(EventColumns {
         id: row.try_get(0)?,
         organization_id: row.try_get(1)?,
         sequence: row.try_get(2)?,
@@ -1392,8 +1407,7 @@ pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
         leaf_hash: row.try_get(4)?,
         body: row.try_get(5)?,
         purged_at: row.try_get(6)?,
-    }
-    .decode()
+    })
 }
 
 const EXPORT_COLUMNS: &str =

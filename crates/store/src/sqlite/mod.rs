@@ -25,9 +25,9 @@ use trailmark_ledger::tree::{
 use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    IdempotencyClaim, LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, Receipt,
-    SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StoredResponse,
-    StreamRecord, StreamState,
+    IdempotencyClaim, LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent,
+    Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
+    StoredResponse, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json};
@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_live_search_indexes.sql"),
     include_str!("migrations/0003_export_runners.sql"),
     include_str!("migrations/0004_portal.sql"),
+    include_str!("migrations/0005_actor_time_index.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -63,6 +64,37 @@ impl SqliteStore {
         Ok(SqliteStore {
             db: Database::open(path, migrate)?,
         })
+    }
+
+    /// Runs a search's statements in one read transaction, turning each row's columns into an
+    /// `E` with `decode` on the reader thread.
+    async fn search<E: Send + 'static>(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+        decode: fn(EventColumns) -> Result<E, StoreError>,
+    ) -> Result<SearchPage<E>, StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .read(move |c| {
+                // One snapshot for every statement: the plan depends on the log's size.
+                let transaction = c.unchecked_transaction()?;
+                let mut events = Vec::with_capacity(request.limit + 1);
+                for statement in search_statements(&transaction, &organization_id, &request)? {
+                    let mut prepared = transaction.prepare_cached(&statement.sql)?;
+                    let mut rows = prepared.query(rusqlite::params_from_iter(statement.values))?;
+                    while let Some(row) = rows.next()? {
+                        events.push(decode(event_columns(row)?)?);
+                    }
+                    if events.len() > request.limit {
+                        break;
+                    }
+                }
+                let more = events.len() > request.limit;
+                events.truncate(request.limit);
+                Ok(SearchPage { events, more })
+            })
+            .await
     }
 }
 
@@ -428,26 +460,16 @@ impl Store for SqliteStore {
         organization_id: &str,
         request: SearchRequest,
     ) -> Result<SearchPage, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| {
-                // One snapshot for every statement: the plan depends on the log's size.
-                let transaction = c.unchecked_transaction()?;
-                let mut events = Vec::with_capacity(request.limit + 1);
-                for statement in search_statements(&transaction, &organization_id, &request)? {
-                    let mut prepared = transaction.prepare_cached(&statement.sql)?;
-                    let mut rows = prepared.query(rusqlite::params_from_iter(statement.values))?;
-                    while let Some(row) = rows.next()? {
-                        events.push(event_from_row(row)??);
-                    }
-                    if events.len() > request.limit {
-                        break;
-                    }
-                }
-                let more = events.len() > request.limit;
-                events.truncate(request.limit);
-                Ok(SearchPage { events, more })
-            })
+        self.search(organization_id, request, EventColumns::decode)
+            .await
+    }
+
+    async fn search_raw_events(
+        &self,
+        organization_id: &str,
+        request: SearchRequest,
+    ) -> Result<SearchPage<RawEvent>, StoreError> {
+        self.search(organization_id, request, EventColumns::raw)
             .await
     }
 
@@ -1407,6 +1429,10 @@ fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StreamRecord, Store
 
 /// Maps a row of [`EVENT_COLUMNS`].
 pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
+    Ok(event_columns(row)?.decode())
+}
+
+fn event_columns(row: &Row<'_>) -> rusqlite::Result<EventColumns> {
     Ok(EventColumns {
         id: row.get(0)?,
         organization_id: row.get(1)?,
@@ -1415,8 +1441,7 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEve
         leaf_hash: row.get(4)?,
         body: row.get(5)?,
         purged_at: row.get(6)?,
-    }
-    .decode())
+    })
 }
 
 const EXPORT_COLUMNS: &str =

@@ -143,7 +143,7 @@ fn window_statement(
 ) -> SearchStatement {
     let mut s = Builder::new(organization_id);
     let bounds = s.bounds("e", low, high);
-    let mut conditions = s.column_conditions(filter, "+e.");
+    let mut conditions = s.column_conditions(filter, "e", Indexes::None);
     for (column, values) in target_filters(filter) {
         // Bounded by the window, the list of matching sequences is short.
         let list = s.list(values);
@@ -172,21 +172,29 @@ fn indexed_statement(
     let mut s = Builder::new(organization_id);
     // SQLite has no statistics to choose an index with, and left alone it walks the sequence
     // index because that one needs no sort. A time range leaves only a few weeks of a long log:
-    // unless an equality (an actor, an exact action) names fewer events, the time index must
-    // drive, so the others are hidden from the planner and the order comes from a sort.
-    let time_driven = (filter.range_start.is_some() || filter.range_end.is_some())
-        && filter.actor_ids.is_empty()
+    // with an actor, the (actor, time) index holds exactly the actor's events in the range, and
+    // drives; otherwise, unless an equality (an actor name, an exact action) names fewer events,
+    // the time index must drive. The other indexes are then hidden from the planner (an action
+    // prefix's index would look as good to it) and the order comes from a sort.
+    let ranged = filter.range_start.is_some() || filter.range_end.is_some();
+    let indexes = if ranged && !filter.actor_ids.is_empty() {
+        Indexes::ActorTime
+    } else if ranged
         && filter.actor_names.is_empty()
         && !filter
             .actions
             .iter()
-            .any(|pattern| matches!(pattern, ActionPattern::Exact(_)));
-    let (prefix, order) = if time_driven {
-        ("+i.", "+i.sequence")
+            .any(|pattern| matches!(pattern, ActionPattern::Exact(_)))
+    {
+        Indexes::Time
     } else {
-        ("i.", "i.sequence")
+        Indexes::All
     };
-    let columns = s.column_conditions(filter, prefix);
+    let order = match indexes {
+        Indexes::All => "i.sequence",
+        _ => "+i.sequence",
+    };
+    let columns = s.column_conditions(filter, "i", indexes);
     let targets = target_filters(filter);
     let inner = if columns.is_empty() {
         // Only target filters: the first one's index yields sequences in order; an event with
@@ -258,7 +266,7 @@ fn text_statement(
     // An FTS5 phrase: the trigram tokenizer matches it as a substring.
     let phrase = s.bind(format!("\"{}\"", text.replace('"', "\"\"")));
     let bounds = s.bounds("e", low, high);
-    let mut conditions = s.column_conditions(filter, "e.");
+    let mut conditions = s.column_conditions(filter, "e", Indexes::All);
     for (column, values) in target_filters(filter) {
         let list = s.list(values);
         conditions.push(format!(
@@ -294,6 +302,28 @@ fn and_all(conditions: &[String]) -> String {
 
 fn to_sql(sequence: u64) -> i64 {
     i64::try_from(sequence).unwrap_or(i64::MAX)
+}
+
+/// Which indexes on the events table's own columns a statement lets the planner use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Indexes {
+    All,
+    None,
+    /// Only the time index (`events_by_time`).
+    Time,
+    /// Only the actor's time index (`events_by_actor_time`, migration 0005).
+    ActorTime,
+}
+
+impl Indexes {
+    fn allows(self, column: &str) -> bool {
+        match self {
+            Indexes::All => true,
+            Indexes::None => false,
+            Indexes::Time => column == "occurred_at",
+            Indexes::ActorTime => matches!(column, "occurred_at" | "actor_id"),
+        }
+    }
 }
 
 /// Collects one statement's numbered parameters; `?1` is always the organization.
@@ -333,19 +363,32 @@ impl Builder {
         text
     }
 
-    /// The conditions on the events table's own columns, each column written `{prefix}column`;
-    /// `+i.` hides every column's index but the time index's (see `indexed_statement`), `+e.`
-    /// all of them.
-    fn column_conditions(&mut self, filter: &EventFilter, prefix: &str) -> Vec<String> {
-        let time = if prefix == "+i." { "i." } else { prefix };
+    /// The conditions on the events table's own columns of the table aliased `alias`, each
+    /// column written `+alias.column` when `indexes` hides its index from the planner.
+    fn column_conditions(
+        &mut self,
+        filter: &EventFilter,
+        alias: &str,
+        indexes: Indexes,
+    ) -> Vec<String> {
+        let column = |name: &str| {
+            let hidden = if indexes.allows(name) { "" } else { "+" };
+            format!("{hidden}{alias}.{name}")
+        };
+        let (time, action_column, actor_id, actor_name) = (
+            column("occurred_at"),
+            column("action"),
+            column("actor_id"),
+            column("actor_name"),
+        );
         let mut conditions = Vec::new();
         if let Some(start) = filter.range_start {
             let p = self.bind(start.unix_millis());
-            conditions.push(format!("{time}occurred_at >= {p}"));
+            conditions.push(format!("{time} >= {p}"));
         }
         if let Some(end) = filter.range_end {
             let p = self.bind(end.unix_millis());
-            conditions.push(format!("{time}occurred_at <= {p}"));
+            conditions.push(format!("{time} <= {p}"));
         }
         if !filter.actions.is_empty() {
             let mut alternatives = Vec::new();
@@ -353,7 +396,7 @@ impl Builder {
                 match pattern {
                     ActionPattern::Exact(action) => {
                         let p = self.bind(action.clone());
-                        alternatives.push(format!("{prefix}action = {p}"));
+                        alternatives.push(format!("{action_column} = {p}"));
                     }
                     // A range on the prefix uses the (organization_id, action) index, and is
                     // case-sensitive where LIKE would not be.
@@ -361,7 +404,7 @@ impl Builder {
                         let low = self.bind(start.clone());
                         let high = self.bind(format!("{start}\u{10FFFF}"));
                         alternatives.push(format!(
-                            "({prefix}action >= {low} AND {prefix}action < {high})"
+                            "({action_column} >= {low} AND {action_column} < {high})"
                         ));
                     }
                 }
@@ -370,11 +413,11 @@ impl Builder {
         }
         if !filter.actor_ids.is_empty() {
             let list = self.list(&filter.actor_ids);
-            conditions.push(format!("{prefix}actor_id IN ({list})"));
+            conditions.push(format!("{actor_id} IN ({list})"));
         }
         if !filter.actor_names.is_empty() {
             let list = self.list(&filter.actor_names);
-            conditions.push(format!("{prefix}actor_name IN ({list})"));
+            conditions.push(format!("{actor_name} IN ({list})"));
         }
         conditions
     }
