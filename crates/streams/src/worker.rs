@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use trailmark_domain::Timestamp;
 use trailmark_store::{Store, StreamRecord, StreamState};
 
@@ -68,8 +68,9 @@ pub struct StreamWorkers {
     holder: String,
     /// Events were appended.
     wake: Notify,
-    /// A stream was changed, replayed or deleted: a filling batch is looked at again.
-    changed: Notify,
+    /// Counts changes, replays and deletions of streams: a task holding a batch back sees any
+    /// that happened since it last read its stream, and reads it again at once.
+    changes: watch::Sender<u64>,
     running: Mutex<HashSet<String>>,
     tokens: crate::gcs::Tokens,
 }
@@ -92,7 +93,7 @@ impl StreamWorkers {
             config,
             holder,
             wake: Notify::new(),
-            changed: Notify::new(),
+            changes: watch::Sender::new(0),
             running: Mutex::new(HashSet::new()),
             tokens: crate::gcs::Tokens::default(),
         }))
@@ -114,7 +115,7 @@ impl StreamWorkers {
     /// Tells the streams that one was updated, replayed or deleted, so its task reads it again
     /// at once, even while it holds a batch back.
     pub fn stream_changed(&self) {
-        self.changed.notify_waiters();
+        self.changes.send_modify(|count| *count += 1);
         self.wake.notify_waiters();
     }
 
@@ -194,7 +195,9 @@ impl StreamWorkers {
     async fn run(self: Arc<Self>, id: String) {
         let mut backoff = self.config.backoff_initial;
         let mut lease = LeaseClock::default();
+        let mut changes = self.changes.subscribe();
         loop {
+            changes.borrow_and_update();
             let stream = match self.store.get_stream(&id).await {
                 Ok(Some(stream)) => stream,
                 Ok(None) => break,
@@ -210,7 +213,7 @@ impl StreamWorkers {
                     let _ = tokio::time::timeout(wait, self.wake.notified()).await;
                 }
                 Some(Pause::Filling { deadline, full_at }) => {
-                    self.wait_for_batch(&stream.organization_id, deadline, full_at)
+                    self.wait_for_batch(&stream.organization_id, deadline, full_at, &mut changes)
                         .await;
                 }
             }
@@ -224,13 +227,19 @@ impl StreamWorkers {
     /// events (checked when ingest wakes the streams: the log's size is one cheap read, the batch
     /// itself is read again only when it may be sent), when a stream changed, or after a third
     /// of a lease, so the lease is renewed while a long batch window is open.
-    async fn wait_for_batch(&self, organization_id: &str, deadline: Instant, full_at: u64) {
+    async fn wait_for_batch(
+        &self,
+        organization_id: &str,
+        deadline: Instant,
+        full_at: u64,
+        changes: &mut watch::Receiver<u64>,
+    ) {
         let until =
             tokio::time::Instant::from(deadline.min(Instant::now() + self.config.lease / 3));
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return,
-                () = self.changed.notified() => return,
+                _ = changes.changed() => return,
                 () = self.wake.notified() => match self.store.log_size(organization_id).await {
                     Ok(size) if size < full_at => {}
                     _ => return,
