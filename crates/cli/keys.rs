@@ -1,5 +1,6 @@
 //! `trailmark keys create`: mint an API key in the same database the server uses.
 
+use crate::say;
 use anyhow::{Context, bail};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
@@ -32,7 +33,7 @@ pub async fn create(args: KeyCreateArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot store the new key")?;
-    println!("{}", secret.expose());
+    say!("{}", secret.expose());
     let restriction = args
         .organization
         .map(|o| format!(", restricted to {o}"))

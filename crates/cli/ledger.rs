@@ -1,5 +1,6 @@
 //! `trailmark ledger public-key`: print the verifier key of this instance's checkpoints.
 
+use crate::say;
 use trailmark_ledger::checkpoint::NoteSigner;
 
 use crate::args::LedgerKeyArgs;
@@ -13,6 +14,6 @@ pub fn signer(args: &LedgerKeyArgs) -> anyhow::Result<NoteSigner> {
 }
 
 pub fn public_key(args: &LedgerKeyArgs) -> anyhow::Result<()> {
-    println!("{}", signer(args)?.verifier_key());
+    say!("{}", signer(args)?.verifier_key());
     Ok(())
 }

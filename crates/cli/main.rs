@@ -9,7 +9,30 @@ mod ledger;
 mod serve;
 mod verify;
 
+use std::io::Write;
+
 use clap::Parser;
+
+/// `println!` for the subcommands' results: a reader that stops early (`trailmark verify … |
+/// head`) ends the process quietly, with the status a shell gives a command killed by SIGPIPE,
+/// instead of the panic `println!` raises.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(128 + 13);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
 
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();

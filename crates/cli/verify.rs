@@ -12,6 +12,7 @@
 //!
 //! It prints what it checked and exits non-zero naming the first event that fails.
 
+use crate::say;
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -82,7 +83,7 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
         );
     }
     let complete = manifest["complete"].as_bool().unwrap_or(false);
-    println!(
+    say!(
         "checkpoint: {} events, root {}, signed by {} ✓",
         checkpoint.size,
         encode_hash(&checkpoint.root),
@@ -158,22 +159,22 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
         if frontier.root() != checkpoint.root {
             bail!("the events rebuild a different root than the checkpoint's");
         }
-        println!(
+        say!(
             "{count} events re-hashed; sequences 0…{} all present; the rebuilt root matches the checkpoint ✓",
             checkpoint.size.saturating_sub(1)
         );
     } else {
-        println!("{count} events re-hashed; each proved included in the checkpoint's tree ✓");
+        say!("{count} events re-hashed; each proved included in the checkpoint's tree ✓");
     }
     if purged > 0 {
-        println!(
+        say!(
             "{purged} of them are stubs whose contents retention removed; their leaves still check"
         );
     }
     if complete {
-        println!("OK: {} is complete and unaltered.", path.display());
+        say!("OK: {} is complete and unaltered.", path.display());
     } else {
-        println!(
+        say!(
             "OK: every event in {} is unaltered and in the signed log.",
             path.display()
         );
@@ -195,10 +196,10 @@ async fn verify_database(
     let mut failures = 0;
     for (organization, size) in &logs {
         match verify_log(store.as_ref(), organization, *size, verifier).await {
-            Ok(summary) => println!("{organization}: {summary} ✓"),
+            Ok(summary) => say!("{organization}: {summary} ✓"),
             Err(error) => {
                 failures += 1;
-                println!("{organization}: FAILED: {error:#}");
+                say!("{organization}: FAILED: {error:#}");
             }
         }
     }
@@ -208,7 +209,7 @@ async fn verify_database(
             logs.len()
         );
     }
-    println!("OK: {} organization logs verified.", logs.len());
+    say!("OK: {} organization logs verified.", logs.len());
     Ok(())
 }
 

@@ -255,6 +255,29 @@ async fn exports_verify_offline_and_tampering_is_named() {
             .contains("20 events re-hashed; each proved included")
     );
 
+    // A reader that goes away (`trailmark verify … | head -0`) ends it quietly, as SIGPIPE
+    // ends any Unix tool, not with a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "verify",
+            filtered.to_str().unwrap_or_default(),
+            "--public-key",
+            &key,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run trailmark verify");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.code() == Some(141),
+        "{:?} {stderr}",
+        output.status
+    );
+
     // An altered field is caught and the event is named.
     let text = std::fs::read_to_string(&filtered).expect("read");
     let victim = receipts[4]["id"].as_str().unwrap_or_default();
