@@ -13,11 +13,23 @@ use trailmark_store::{PostgresStore, SqliteStore, Store};
 pub const ADMIN_KEY: &str = "sk_test_admin_0123456789abcdef";
 
 pub struct TestApp {
+    /// First, so the server is told to stop before the data directory and database go.
+    server: InProcessServer,
     pub base: String,
     pub client: Client,
     pub data_dir: TempDir,
     pub database: TestDatabase,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Stops the in-process server when dropped.
+struct InProcessServer(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.0.take() {
+            let _ = shutdown.send(());
+        }
+    }
 }
 
 /// Where the PostgreSQL runs of the suite create their databases.
@@ -283,7 +295,7 @@ impl TestApp {
             client: Client::new(),
             data_dir,
             database,
-            shutdown: Some(shutdown),
+            server: InProcessServer(Some(shutdown)),
         }
     }
 
@@ -374,27 +386,20 @@ impl TestApp {
     }
 
     /// Stops this server and starts another over the same data directory.
-    pub async fn restart(mut self) -> TestApp {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let data_dir =
-            std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"));
-        let database = std::mem::replace(&mut self.database, TestDatabase::Sqlite(PathBuf::new()));
+    pub async fn restart(self) -> TestApp {
+        let TestApp {
+            data_dir,
+            database,
+            server,
+            ..
+        } = self;
+        drop(server);
         TestApp::spawn_with(Options {
             data_dir: Some(data_dir),
             database: Some(database),
             ..Options::default()
         })
         .await
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
     }
 }
 
