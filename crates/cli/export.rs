@@ -7,6 +7,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use trailmark_client::wire::ExportRequest;
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::query::{ActionPattern, EventFilter, FilterNames};
@@ -135,106 +136,100 @@ async fn export_from_server(
     out: &mut impl Write,
     progress: &mut Progress,
 ) -> anyhow::Result<u64> {
-    let client = reqwest::Client::new();
-    let exports = format!("{}/audit_logs/exports", server.trim_end_matches('/'));
-    let request = serde_json::json!({
-        "organization_id": args.organization,
-        "format": format.as_str(),
-        "range_start": args.since,
-        "range_end": args.until,
-        "actions": args.actions,
-        "actor_ids": args.actor_ids,
-        "actor_names": args.actor_names,
-        "target_ids": args.target_ids,
-        "targets": args.target_types,
-        "q": args.q,
-    });
-    let answer = |response: reqwest::Response| async move {
-        let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .context("the server's answer is not JSON")?;
-        if !status.is_success() {
-            let fields: Vec<String> = body["errors"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    format!(
-                        "{}: {}",
-                        e["field"].as_str().unwrap_or("?"),
-                        e["message"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            bail!(
-                "the server answered {status}: {}{}",
-                body["message"].as_str().unwrap_or("no message"),
-                if fields.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", fields.join("; "))
-                }
-            );
-        }
-        anyhow::Ok(body)
+    let client = trailmark_client::Client::new(server, key)?;
+    let request = ExportRequest {
+        organization_id: args.organization.clone(),
+        range_start: args.since.clone(),
+        range_end: args.until.clone(),
+        actions: args.actions.clone(),
+        actor_ids: args.actor_ids.clone(),
+        actor_names: args.actor_names.clone(),
+        targets: args.target_types.clone(),
+        target_ids: args.target_ids.clone(),
+        q: args.q.clone(),
+        format: Some(format.as_str().to_owned()),
     };
-    let reach = |e: reqwest::Error| anyhow::anyhow!("cannot reach {server}: {e}");
-    let mut export = answer(
-        client
-            .post(&exports)
-            .bearer_auth(key)
-            .json(&request)
-            .send()
-            .await
-            .map_err(reach)?,
-    )
-    .await?;
-    let id = export["id"].as_str().unwrap_or_default().to_owned();
-    while export["state"] == "pending" {
+    let mut export = client.create_export(&request).await.map_err(refusal)?;
+    while export.state == "pending" {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        export = answer(
-            client
-                .get(format!("{exports}/{id}"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .map_err(reach)?,
-        )
-        .await?;
+        export = client.get_export(&export.id).await.map_err(refusal)?;
     }
-    let (Some(url), Some(rows)) = (export["url"].as_str(), export["row_count"].as_u64()) else {
+    let Some(rows) = export.row_count.filter(|_| export.state == "ready") else {
         bail!(
-            "export {id} ended in state {}: {}",
-            export["state"],
-            export["error"]
-                .as_str()
+            "export {} ended in state {}: {}",
+            export.id,
+            export.state,
+            export
+                .error
+                .as_deref()
                 .unwrap_or("the server gave no reason")
         );
     };
-    // The link names the server's public URL; the query signs it, so the same path and query on
-    // the address this command was given works behind any proxy.
-    let signed = url.split_once('?').map_or("", |(_, query)| query);
-    let mut response = client
-        .get(format!("{exports}/{id}/download?{signed}"))
-        .send()
+    let mut counted = CountedLines {
+        inner: out,
+        lines: 0,
+        rows,
+        progress,
+    };
+    client
+        .download_export_to(&export, &mut counted)
         .await
-        .map_err(reach)?;
-    if !response.status().is_success() {
-        bail!(
-            "downloading export {id}: the server answered {}",
-            response.status()
-        );
-    }
-    let mut lines = 0u64;
-    while let Some(chunk) = response.chunk().await.map_err(reach)? {
-        out.write_all(&chunk)?;
-        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-        progress.update(lines.min(rows));
-    }
-    out.flush()?;
+        .map_err(refusal)?;
     Ok(rows)
+}
+
+/// Passes a download through, showing how many of its `rows` have arrived.
+struct CountedLines<'a, W> {
+    inner: &'a mut W,
+    lines: u64,
+    rows: u64,
+    progress: &'a mut Progress,
+}
+
+impl<W: Write> Write for CountedLines<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.lines += bytes[..written].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.progress.update(self.lines.min(self.rows));
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The server's answer as a user reads it: its status, message and each field it names.
+fn refusal(error: trailmark_client::Error) -> anyhow::Error {
+    let trailmark_client::Error::Api {
+        status,
+        message,
+        body,
+        ..
+    } = &error
+    else {
+        return error.into();
+    };
+    let fields: Vec<String> = body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["field"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if fields.is_empty() {
+        anyhow::anyhow!("the server answered {status}: {message}")
+    } else {
+        anyhow::anyhow!(
+            "the server answered {status}: {message} ({})",
+            fields.join("; ")
+        )
+    }
 }
 
 /// A one-line progress counter on stderr, only when stderr is a terminal.

@@ -153,8 +153,8 @@ async fn schemas_exports_and_streams() {
     let export = client
         .create_export(&ExportRequest {
             organization_id: org.clone(),
-            range_start: "2000-01-01T00:00:00Z".into(),
-            range_end: "2100-01-01T00:00:00Z".into(),
+            range_start: Some("2000-01-01T00:00:00Z".into()),
+            range_end: Some("2100-01-01T00:00:00Z".into()),
             format: Some("ndjson".into()),
             ..ExportRequest::default()
         })

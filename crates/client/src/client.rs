@@ -500,21 +500,47 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Decode`] if the export has no `url` yet; [`Error::Api`] 403 for an expired link.
+    /// As [`Client::download_export_to`].
     pub async fn download_export(&self, export: &Export) -> Result<Vec<u8>, Error> {
-        let url = export
+        let mut file = Vec::new();
+        self.download_export_to(export, &mut file).await?;
+        Ok(file)
+    }
+
+    /// Writes a ready export's file to `out` as it arrives (flat memory whatever its size),
+    /// through its signed link. The link's signature is sent to this client's base URL, not to
+    /// the server's public URL the link names, so a client that reaches Trailmark by another
+    /// address (an internal one, a proxy) downloads from the same server it talks to.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if the export has no `url` yet; [`Error::Api`] 403 for an expired link;
+    /// [`Error::Write`] if `out` refuses the bytes.
+    pub async fn download_export_to(
+        &self,
+        export: &Export,
+        out: &mut impl std::io::Write,
+    ) -> Result<(), Error> {
+        let link = export
             .url
             .as_deref()
             .ok_or_else(|| Error::Decode(format!("export {} has no url yet", export.id)))?;
-        let url = Url::parse(url).map_err(|e| Error::Decode(format!("export url: {e}")))?;
-        let response = self
+        let link = Url::parse(link).map_err(|e| Error::Decode(format!("export url: {e}")))?;
+        let mut url = self.url(
+            &format!("audit_logs/exports/{}/download", segment(&export.id)),
+            &[],
+        )?;
+        url.set_query(link.query());
+        let mut response = self
             .send(Method::GET, url, None, Repeat::Safe, false)
             .await?;
-        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+        while let Some(chunk) = response.chunk().await.map_err(|source| Error::Transport {
             source,
             attempts: 1,
-        })?;
-        Ok(bytes.to_vec())
+        })? {
+            out.write_all(&chunk).map_err(Error::Write)?;
+        }
+        out.flush().map_err(Error::Write)
     }
 
     /// Creates a log stream.

@@ -30,6 +30,9 @@ pub enum Error {
     /// Trailmark answered 2xx with a body this client could not read.
     #[error("unexpected answer from Trailmark: {0}")]
     Decode(String),
+    /// A download could not be written where the caller asked.
+    #[error("cannot write the download: {0}")]
+    Write(#[source] std::io::Error),
     /// The OS random source failed (idempotency keys and jitter use it).
     #[error("OS random source failed: {0}")]
     Random(String),

@@ -315,6 +315,9 @@ pub struct Export {
     pub format: Option<String>,
     #[serde(default)]
     pub row_count: Option<u64>,
+    /// Why an export in state `error` failed.
+    #[serde(default)]
+    pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -323,8 +326,11 @@ pub struct Export {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExportRequest {
     pub organization_id: String,
-    pub range_start: String,
-    pub range_end: String,
+    /// Inclusive; WorkOS requires both ends, Trailmark defaults to the whole log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -334,6 +340,11 @@ pub struct ExportRequest {
     /// Target types.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_ids: Vec<String>,
+    /// Free text, as in search (at least 3 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
     /// `csv` (the default) or `ndjson` (verifiable offline).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
