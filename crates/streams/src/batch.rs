@@ -44,6 +44,12 @@ pub enum Decision {
 }
 
 impl BatchPolicy {
+    /// Whatever is waiting goes out at once, as much as a request holds.
+    pub const AT_ONCE: BatchPolicy = BatchPolicy {
+        max_events: MAX_EVENTS,
+        max_wait: Duration::ZERO,
+    };
+
     /// The policy of a stream of type `kind` with public settings `public` (already validated;
     /// anything unreadable falls back to the default).
     pub fn of(kind: StreamKind, public: &Map<String, Value>) -> Self {

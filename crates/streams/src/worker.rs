@@ -258,14 +258,12 @@ impl StreamWorkers {
         if !stream.enabled {
             return Some(Pause::Idle(self.config.idle_poll));
         }
-        let Some(kind) = StreamKind::parse(&stream.kind) else {
-            let reason = format!("unknown stream type '{}'", stream.kind);
-            self.record_failure(stream, StreamState::Invalid, &reason, Timestamp::now())
-                .await;
-            return Some(Pause::Idle(self.config.invalid_retry));
-        };
-        let public = stream.config.as_object().cloned().unwrap_or_default();
-        let policy = BatchPolicy::of(kind, &public);
+        // A type this release does not know sends at once: the attempt then finds the stream
+        // `invalid` as every unreadable configuration is ([`StreamWorkers::open_settings`]).
+        let no_settings = serde_json::Map::new();
+        let policy = StreamKind::parse(&stream.kind).map_or(BatchPolicy::AT_ONCE, |kind| {
+            BatchPolicy::of(kind, stream.config.as_object().unwrap_or(&no_settings))
+        });
         // A lease renewed less than a third of its length ago cannot have been taken by anyone.
         if lease.due(self.config.lease) {
             let now = Timestamp::now();

@@ -402,11 +402,7 @@ pub async fn metrics(state: &AppState) -> Result<String, ApiError> {
 /// The stream object, with its health: how far behind the log it is, in events and seconds.
 pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Value, ApiError> {
     let (lag_events, lag_seconds) = lag(state, stream).await?;
-    let config = state
-        .streams
-        .open_settings(stream)
-        .map(|settings| settings.masked())
-        .unwrap_or_else(|_| stream.config.clone());
+    let config = shown_config(state, stream);
     Ok(json!({
         "object": "log_stream",
         "id": stream.id,
@@ -424,6 +420,16 @@ pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Valu
         "created_at": stream.created_at.to_string(),
         "updated_at": stream.updated_at.to_string(),
     }))
+}
+
+/// A stream's settings as shown: credentials masked, batching in effect (the stored public part
+/// if the credentials cannot be opened). Shared with the portal.
+pub(crate) fn shown_config(state: &AppState, stream: &StreamRecord) -> Value {
+    state
+        .streams
+        .open_settings(stream)
+        .map(|settings| settings.masked())
+        .unwrap_or_else(|_| stream.config.clone())
 }
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<StreamRecord, ApiError> {

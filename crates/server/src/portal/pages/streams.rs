@@ -20,7 +20,8 @@ use crate::portal::html::{self, Frame, esc, url};
 use crate::portal::session::{Portal, PortalForm};
 use crate::portal::{PortalError, record};
 use crate::routes::streams::{
-    create_stream, delete_stream, find_in, replay_stream, stream_json, test_stream, update_stream,
+    create_stream, delete_stream, find_in, replay_stream, shown_config, stream_json, test_stream,
+    update_stream,
 };
 use crate::state::AppState;
 
@@ -204,7 +205,7 @@ enum FormMode<'a> {
     /// Editing `stream`, whose settings are shown as `masked` (credentials masked).
     Edit {
         stream: &'a StreamRecord,
-        masked: &'a Map<String, Value>,
+        masked: &'a Value,
     },
 }
 
@@ -334,7 +335,7 @@ pub async fn edit_form(
     portal.require(PortalIntent::LogStreams)?;
     let stream = find(&state, &portal, &id).await?;
     let kind = StreamKind::parse(&stream.kind).ok_or(PortalError::NotFound)?;
-    let masked = masked_config(&state, &stream).await?;
+    let masked = shown_config(&state, &stream);
     let stored = stream.config.as_object().cloned().unwrap_or_default();
     Ok(form_page(
         StatusCode::OK,
@@ -348,15 +349,6 @@ pub async fn edit_form(
         &stream.name,
         &[],
     ))
-}
-
-/// A stream's settings as the streams API shows them (credentials masked, batching in effect).
-async fn masked_config(
-    state: &AppState,
-    stream: &StreamRecord,
-) -> Result<Map<String, Value>, PortalError> {
-    let health = stream_json(state, stream).await?;
-    Ok(health["config"].as_object().cloned().unwrap_or_default())
 }
 
 fn form_page(
@@ -392,7 +384,7 @@ fn form_page(
         }
     };
     let masked = match &mode {
-        FormMode::Edit { masked, .. } => Some(*masked),
+        FormMode::Edit { masked, .. } => masked.as_object(),
         FormMode::New => None,
     };
     let inputs: String = fields(kind)
@@ -608,7 +600,7 @@ pub async fn save(
             )))
         }
         Err(ApiError::Malformed(problems)) => {
-            let masked = masked_config(&state, &stream).await?;
+            let masked = shown_config(&state, &stream);
             Ok(form_page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &portal,
