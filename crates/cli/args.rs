@@ -12,9 +12,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "trailmark",
     version,
+    propagate_version = true,
     about = "Self-hosted, WorkOS-compatible audit logs with a tamper-evident ledger"
 )]
 pub struct Cli {
+    /// A TOML file of settings whose keys are the flags without their dashes
+    /// (`listen = "0.0.0.0:8080"`, `data-dir = "/var/lib/trailmark"`); a flag or environment
+    /// variable given as well wins over it.
+    #[arg(long, global = true, env = "TRAILMARK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,6 +41,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Bring the database's schema up to date and exit (`serve` also does this on start).
     Migrate(StorageArgs),
+    /// Print a shell completion script: `source <(trailmark completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +59,8 @@ pub enum LedgerCommand {
 pub struct LedgerKeyArgs {
     /// File holding the 32-byte Ed25519 seed checkpoints are signed with.
     /// Default: `<data-dir>/ledger.key`, created with mode 0600 on first start.
-    #[arg(long, env = "TRAILMARK_SIGNING_KEY_FILE")]
+    /// (Also read from `TRAILMARK_SIGNING_KEY_FILE`, its older name.)
+    #[arg(long, env = "TRAILMARK_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
     /// The ledger's name: the signing key's name and the first part of every checkpoint origin
     /// (`<name>/<organization id>`). Use a name you control, such as your domain; changing it
@@ -87,6 +99,9 @@ pub struct VerifyArgs {
     /// The ledger's name, to derive the verifier key from the local signing key file.
     #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
     pub ledger_name: String,
+    /// Print the result as one JSON object on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,7 +117,8 @@ pub struct StorageArgs {
     #[arg(long, env = "TRAILMARK_DATA_DIR", default_value = "./trailmark-data")]
     pub data_dir: PathBuf,
     /// Storage URL: `sqlite://PATH` (default `sqlite://<data-dir>/trailmark.db`) or `postgres://…`.
-    #[arg(long, env = "TRAILMARK_DATABASE_URL")]
+    /// (Also read from `TRAILMARK_DATABASE_URL`, its older name.)
+    #[arg(long, env = "TRAILMARK_DATABASE", value_name = "URL")]
     pub database: Option<String>,
 }
 
@@ -167,11 +183,13 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
     /// File holding the 32-byte secrets key (download-link signing; stream credentials).
     /// Default: `<data-dir>/secrets.key`, created with mode 0600 on first start.
-    #[arg(long, env = "TRAILMARK_SECRETS_KEY_FILE")]
+    /// (Also read from `TRAILMARK_SECRETS_KEY_FILE`, its older name.)
+    #[arg(long, env = "TRAILMARK_SECRETS_KEY", value_name = "FILE")]
     pub secrets_key: Option<PathBuf>,
     /// File holding the 32-byte Ed25519 seed checkpoints are signed with.
     /// Default: `<data-dir>/ledger.key`, created with mode 0600 on first start.
-    #[arg(long, env = "TRAILMARK_SIGNING_KEY_FILE")]
+    /// (Also read from `TRAILMARK_SIGNING_KEY_FILE`, its older name.)
+    #[arg(long, env = "TRAILMARK_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
     /// The ledger's name: the signing key's name and the first part of every checkpoint origin.
     #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
@@ -209,9 +227,14 @@ pub struct ServeArgs {
     /// Longest date range one export may span, in days (default: no limit).
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS")]
     pub export_max_range_days: Option<u32>,
-    /// Log filter, e.g. `info`, `debug`, `trailmark_server=debug`.
-    #[arg(long, env = "TRAILMARK_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter in `RUST_LOG` syntax, e.g. `info`, `debug`, `warn,trailmark::access=info`
+    /// (default: `RUST_LOG` if set, else `info`).
+    #[arg(long, env = "TRAILMARK_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// How log lines are written to standard error: `text` (coloured on a terminal) or `json`
+    /// (one object per line).
+    #[arg(long, env = "TRAILMARK_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -229,6 +252,9 @@ pub struct KeyCreateArgs {
     /// Restrict the key to one organization.
     #[arg(long)]
     pub organization: Option<String>,
+    /// Print the key and its details as one JSON object on standard output.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -279,6 +305,9 @@ pub struct ExportArgs {
     /// API key for `--server`.
     #[arg(long, env = "TRAILMARK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Print a summary of the written file as one JSON object on standard output.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }

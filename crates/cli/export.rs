@@ -116,6 +116,21 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     std::fs::rename(&partial, &args.out)
         .with_context(|| format!("cannot move the export to {}", args.out.display()))?;
     progress.finish();
+    if args.json {
+        let bytes = std::fs::metadata(&args.out).map_or(0, |m| m.len());
+        crate::say!(
+            "{}",
+            serde_json::json!({
+                "file": args.out.display().to_string(),
+                "organization_id": args.organization,
+                "format": format.as_str(),
+                "events": written,
+                "bytes": bytes,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+        return Ok(());
+    }
     eprintln!(
         "Exported {written} events of {} to {} ({}) in {:.1}s.",
         args.organization,

@@ -23,16 +23,31 @@ pub async fn create(args: KeyCreateArgs) -> anyhow::Result<()> {
         ScopeArg::Admin => Scope::Admin,
     };
     let secret = ApiKeySecret::from_entropy(entropy()?);
+    let id = IdKind::ApiKey.generate().into_string();
+    let created_at = Timestamp::now();
     store
         .insert_api_key(ApiKeyRecord {
-            id: IdKind::ApiKey.generate().into_string(),
+            id: id.clone(),
             hash: secret.hash(),
             scope,
             organization_id: args.organization.clone(),
-            created_at: Timestamp::now(),
+            created_at,
         })
         .await
         .context("cannot store the new key")?;
+    if args.json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "id": id,
+                "key": secret.expose(),
+                "scope": scope.as_str(),
+                "organization_id": args.organization,
+                "created_at": created_at.to_string(),
+            })
+        );
+        return Ok(());
+    }
     say!("{}", secret.expose());
     let restriction = args
         .organization

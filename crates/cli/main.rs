@@ -2,16 +2,18 @@
 //! It is the only crate that reads environment variables (through clap) or uses `anyhow`.
 
 mod args;
+mod config;
 mod export;
 mod key_files;
 mod keys;
 mod ledger;
+mod logging;
 mod serve;
 mod verify;
 
 use std::io::Write;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// `println!` for the subcommands' results: a reader that stops early (`trailmark verify … |
 /// head`) ends the process quietly, with the status a shell gives a command killed by SIGPIPE,
@@ -35,7 +37,24 @@ pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = args::Cli::parse();
+    let argv = match config::arguments(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            // The same status clap gives any other unusable command line or setting.
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = args::Cli::parse_from(argv);
+    if let args::Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut args::Cli::command(),
+            "trailmark",
+            &mut std::io::stdout(),
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +77,7 @@ fn main() -> std::process::ExitCode {
             }
             args::Command::Verify(verify_args) => verify::run(verify_args).await,
             args::Command::Migrate(storage) => serve::migrate(&storage).await,
+            args::Command::Completions { .. } => Ok(()),
         }
     });
     match result {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
@@ -43,10 +42,7 @@ pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).context("--log is not a valid filter")?)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(args.log.as_deref(), args.log_format)?;
 
     let store = open_store(&args.storage).await?;
     let listener = TcpListener::bind(args.listen)
@@ -110,7 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
     };
-    tracing::info!(?config, %address, "starting");
+    log_start(&args, &config, address);
     // Tests and scripts wait for this exact line to learn the port.
     let state = AppState::new(store, config)
         .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?
@@ -119,6 +115,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     trailmark_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One readable line saying what started, where, and with which choices that matter; never a
+/// key, and a database URL only without its password.
+fn log_start(args: &ServeArgs, config: &ServerConfig, address: std::net::SocketAddr) {
+    let database = match args.storage.resolve() {
+        Ok(DatabaseUrl::Sqlite(path)) => format!("sqlite://{}", path.display()),
+        Ok(DatabaseUrl::Postgres(url)) => without_password(&url),
+        Err(_) => "unknown".to_owned(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %address,
+        public_url = %config.public_url,
+        database = %database,
+        data_dir = %config.data_dir.display(),
+        ledger_name = %config.ledger_name,
+        require_schemas = config.require_schemas,
+        private_destinations = if config.streams.allow_private { "allowed" } else { "refused" },
+        "Trailmark {} serving on http://{address}, storage {database}",
+        env!("CARGO_PKG_VERSION"),
+    );
+}
+
+/// A PostgreSQL URL with any password (in the user part or as a `password=` parameter) masked.
+fn without_password(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user_info, host)) => {
+                let user = user_info
+                    .split_once(':')
+                    .map_or(user_info, |(user, _)| user);
+                let masked = if user_info.contains(':') { ":****" } else { "" };
+                format!("{scheme}://{user}{masked}@{host}")
+            }
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if query.is_empty() {
+        return base;
+    }
+    let parameters: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=****"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", parameters.join("&"))
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -144,4 +191,22 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn database_urls_lose_their_passwords() {
+        assert_eq!(
+            without_password("postgres://trailmark:s3cret@db:5432/audit?sslmode=require"),
+            "postgres://trailmark:****@db:5432/audit?sslmode=require"
+        );
+        assert_eq!(
+            without_password("postgresql://u@h/d?password=s3cret&sslmode=disable"),
+            "postgresql://u@h/d?password=****&sslmode=disable"
+        );
+        assert_eq!(without_password("postgres://h/d"), "postgres://h/d");
+    }
 }

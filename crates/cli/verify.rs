@@ -10,7 +10,9 @@
 //!   have gap-free sequences, rebuild the root of the stored tree, and match the latest signed
 //!   checkpoint.
 //!
-//! It prints what it checked and exits non-zero naming the first event that fails.
+//! It prints what it checked and exits non-zero naming the first event that fails. With
+//! `--json` it prints one JSON object instead (`"ok"`, what was checked, and `"error"` on a
+//! failure), for scripts.
 
 use crate::say;
 use std::borrow::Cow;
@@ -30,12 +32,65 @@ use trailmark_ledger::{LedgerError, decode_hash, encode_hash};
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    let verifier = verifier(&args)?;
-    match (&args.export, &args.database) {
-        (Some(export), None) => verify_export(export, &verifier),
-        (None, Some(database)) => verify_database(&args, database, &verifier).await,
-        (Some(_), Some(_)) => bail!("give either an export file or --database, not both"),
-        (None, None) => bail!("give an NDJSON export to verify, or --database"),
+    let out = Out { json: args.json };
+    let result = async {
+        let verifier = verifier(&args)?;
+        match (&args.export, &args.database) {
+            (Some(export), None) => verify_export(export, &verifier, out),
+            (None, Some(database)) => verify_database(&args, database, &verifier, out).await,
+            (Some(_), Some(_)) => bail!("give either an export file or --database, not both"),
+            (None, None) => bail!("give an NDJSON export to verify, or --database"),
+        }
+    }
+    .await;
+    match result {
+        Ok(report) => {
+            if out.json {
+                say!("{report}");
+            }
+            Ok(())
+        }
+        Err(error) => {
+            if out.json {
+                match error.downcast_ref::<LogsFailed>() {
+                    Some(failed) => say!("{}", failed.report),
+                    None => say!(
+                        "{}",
+                        serde_json::json!({"ok": false, "error": format!("{error:#}")})
+                    ),
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Some organization logs of a database failed; `report` says which, for `--json`.
+#[derive(Debug)]
+struct LogsFailed {
+    message: String,
+    report: Value,
+}
+
+impl std::fmt::Display for LogsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LogsFailed {}
+
+/// Where the human-readable lines go: standard output, unless `--json` asked for one object.
+#[derive(Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn line(self, line: std::fmt::Arguments<'_>) {
+        if !self.json {
+            crate::write_line(line);
+        }
     }
 }
 
@@ -58,7 +113,7 @@ fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
     NoteVerifier::parse(text.trim()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
+fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Result<Value> {
     // The manifest is the last line, and the proofs are checked against it.
     let manifest: Value = serde_json::from_str(&last_line(path)?.context("the export is empty")?)
         .context("the last line is not JSON")?;
@@ -83,12 +138,12 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
         );
     }
     let complete = manifest["complete"].as_bool().unwrap_or(false);
-    say!(
+    out.line(format_args!(
         "checkpoint: {} events, root {}, signed by {} ✓",
         checkpoint.size,
         encode_hash(&checkpoint.root),
         verifier.name()
-    );
+    ));
 
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -159,34 +214,52 @@ fn verify_export(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
         if frontier.root() != checkpoint.root {
             bail!("the events rebuild a different root than the checkpoint's");
         }
-        say!(
+        out.line(format_args!(
             "{count} events re-hashed; sequences 0…{} all present; the rebuilt root matches the checkpoint ✓",
             checkpoint.size.saturating_sub(1)
-        );
+        ));
     } else {
-        say!("{count} events re-hashed; each proved included in the checkpoint's tree ✓");
+        out.line(format_args!(
+            "{count} events re-hashed; each proved included in the checkpoint's tree ✓"
+        ));
     }
     if purged > 0 {
-        say!(
+        out.line(format_args!(
             "{purged} of them are stubs whose contents retention removed; their leaves still check"
-        );
+        ));
     }
     if complete {
-        say!("OK: {} is complete and unaltered.", path.display());
+        out.line(format_args!(
+            "OK: {} is complete and unaltered.",
+            path.display()
+        ));
     } else {
-        say!(
+        out.line(format_args!(
             "OK: every event in {} is unaltered and in the signed log.",
             path.display()
-        );
+        ));
     }
-    Ok(())
+    Ok(serde_json::json!({
+        "ok": true,
+        "export": path.display().to_string(),
+        "organization_id": organization,
+        "events": count,
+        "purged": purged,
+        "complete": complete,
+        "checkpoint": {
+            "size": checkpoint.size,
+            "root": encode_hash(&checkpoint.root),
+            "signer": verifier.name(),
+        },
+    }))
 }
 
 async fn verify_database(
     args: &VerifyArgs,
     database: &str,
     verifier: &NoteVerifier,
-) -> anyhow::Result<()> {
+    out: Out,
+) -> anyhow::Result<Value> {
     let storage = StorageArgs {
         data_dir: args.data_dir.clone(),
         database: Some(database.to_owned()).filter(|d| !d.is_empty()),
@@ -194,23 +267,67 @@ async fn verify_database(
     let store = crate::serve::open_store(&storage).await?;
     let logs = store.log_sizes().await?;
     let mut failures = 0;
+    let mut results = Vec::with_capacity(logs.len());
     for (organization, size) in &logs {
         match verify_log(store.as_ref(), organization, *size, verifier).await {
-            Ok(summary) => say!("{organization}: {summary} ✓"),
+            Ok(checked) => {
+                out.line(format_args!("{organization}: {} ✓", checked.summary()));
+                results.push(serde_json::json!({
+                    "organization_id": organization,
+                    "ok": true,
+                    "events": checked.size,
+                    "checkpoint_size": checked.checkpoint_size,
+                }));
+            }
             Err(error) => {
                 failures += 1;
-                say!("{organization}: FAILED: {error:#}");
+                out.line(format_args!("{organization}: FAILED: {error:#}"));
+                results.push(serde_json::json!({
+                    "organization_id": organization,
+                    "ok": false,
+                    "error": format!("{error:#}"),
+                }));
             }
         }
     }
     if failures > 0 {
-        bail!(
+        let message = format!(
             "{failures} of {} organization logs failed verification",
             logs.len()
         );
+        return Err(LogsFailed {
+            report: serde_json::json!({"ok": false, "error": message, "organizations": results}),
+            message,
+        }
+        .into());
     }
-    say!("OK: {} organization logs verified.", logs.len());
-    Ok(())
+    out.line(format_args!(
+        "OK: {} organization logs verified.",
+        logs.len()
+    ));
+    Ok(serde_json::json!({"ok": true, "organizations": results}))
+}
+
+/// What one organization's log check established.
+struct CheckedLog {
+    size: u64,
+    /// The size of the latest signed checkpoint the rebuilt tree matched, if there is one.
+    checkpoint_size: Option<u64>,
+}
+
+impl CheckedLog {
+    fn summary(&self) -> String {
+        match self.checkpoint_size {
+            None => format!(
+                "{} events re-hashed, tree rebuilt (no signed checkpoint yet)",
+                self.size
+            ),
+            Some(checkpoint) => format!(
+                "{} events re-hashed, tree rebuilt, matches the signed checkpoint of {checkpoint} events",
+                self.size
+            ),
+        }
+    }
 }
 
 async fn verify_log(
@@ -218,7 +335,7 @@ async fn verify_log(
     organization: &str,
     size: u64,
     verifier: &NoteVerifier,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<CheckedLog> {
     let checkpoint = match store.latest_checkpoint(organization).await? {
         Some(stored) => Some(
             verifier
@@ -284,11 +401,14 @@ async fn verify_log(
         bail!("the stored Merkle tree's root differs from the root rebuilt from the events");
     }
     Ok(match (checkpoint, checked_checkpoint) {
-        (None, _) => format!("{size} events re-hashed, tree rebuilt (no signed checkpoint yet)"),
-        (Some(_), Some(c)) => format!(
-            "{size} events re-hashed, tree rebuilt, matches the signed checkpoint of {} events",
-            c.size
-        ),
+        (None, _) => CheckedLog {
+            size,
+            checkpoint_size: None,
+        },
+        (Some(_), Some(c)) => CheckedLog {
+            size,
+            checkpoint_size: Some(c.size),
+        },
         (Some(c), None) => bail!(
             "the signed checkpoint covers {} events but only {size} are stored",
             c.size

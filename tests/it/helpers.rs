@@ -695,3 +695,63 @@ fn as_postgres(command: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The real `trailmark serve` binary with its standard error kept in a file, for tests that
+/// read its logs: `args` and `env` are added to a loopback listen address, a fresh data
+/// directory and the test key; inherited `TRAILMARK_*` and `RUST_LOG` variables are removed.
+pub struct LoggedServer {
+    pub process: ServerProcess,
+    pub data_dir: TempDir,
+    log: PathBuf,
+}
+
+impl LoggedServer {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> LoggedServer {
+        use std::io::{BufRead, BufReader};
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let log = data_dir.path().join("stderr.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_trailmark"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("TRAILMARK_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .args(args)
+            .env("TRAILMARK_API_KEY", ADMIN_KEY)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start trailmark");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "the server stopped before it listened: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            };
+            if let Some(address) = line.split("listening on ").nth(1) {
+                break address.trim().to_owned();
+            }
+        };
+        LoggedServer {
+            process: ServerProcess { child, base },
+            data_dir,
+            log,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.process.base
+    }
+
+    /// Everything the server wrote to standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).expect("read the log")
+    }
+}

@@ -2,6 +2,7 @@
 //! real binary where a crash is involved) and talks to it over HTTP.
 
 mod axum_app;
+mod cli;
 mod client;
 mod crash;
 mod edges;
@@ -10,6 +11,7 @@ mod exports;
 mod gcs_service_account;
 mod helpers;
 mod ledger;
+mod logs;
 mod object_stores;
 mod organizations;
 mod portal;

@@ -7,6 +7,10 @@
 //!    SDKs never see a non-JSON error (Node would raise `ParseError`).
 //! 3. **Panics.** A panicking handler becomes a 500 JSON answer; the server keeps running.
 //! 4. **Metrics.** Each request is counted by method, route template and status, and timed.
+//! 5. **Access log.** One `info` line per request, whatever its status (401, 403, 429 and the
+//!    errors axum answers itself included), with target `trailmark::access`: `request_id`,
+//!    `method`, `route` (the route template), `status` and `latency_ms`. Never a header, a query
+//!    string or a body, so no key or token reaches the log.
 
 use std::time::Instant;
 
@@ -42,7 +46,7 @@ pub(crate) async fn around_every_request(
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
-    let span = tracing::info_span!("request", id = %request_id, %method, route = %route);
+    let span = tracing::info_span!("request", request_id = %request_id, %method, route = %route);
 
     let handled = std::panic::AssertUnwindSafe(next.run(request))
         .catch_unwind()
@@ -65,13 +69,17 @@ pub(crate) async fn around_every_request(
     state
         .metrics
         .record_request(method.as_str(), &route, status.as_u16(), started.elapsed());
-    span.in_scope(|| {
-        tracing::debug!(
-            status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "answered"
-        )
-    });
+    // Outside the request's span, with its fields of its own: the line is whole even when a
+    // filter (`warn,trailmark::access=info`) disables the span, and says each field once.
+    tracing::info!(
+        target: "trailmark::access",
+        request_id = %request_id,
+        %method,
+        route = %route,
+        status = status.as_u16(),
+        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        "answered"
+    );
     response
 }
 
