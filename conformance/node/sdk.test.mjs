@@ -909,4 +909,36 @@ describe('@workos-inc/node 11.x against trailmark', () => {
     const nf = await expectReject(workos.auditLogs.getExport(UNKNOWN_EXPORT), NotFoundException, `getExport(${UNKNOWN_EXPORT})`);
     assert.ok(nf.message.includes(UNKNOWN_EXPORT), `the 404 message names the export (§2.3): ${nf.message}`);
   });
+
+  // -------------------------------------------------------------------------------------
+  it('7. getOrganizationByExternalId; the tutorial\'s empty context.location; generateLink with successUrl (§3, §4, §2.1)', async () => {
+    const externalId = `ext-${randomUUID()}`;
+    const org = await workos.organizations.createOrganization({ name: 'External Inc', externalId });
+    assert.equal(org.externalId, externalId);
+    const found = await workos.organizations.getOrganizationByExternalId(externalId);
+    assert.equal(found.id, org.id);
+    assert.equal(found.name, 'External Inc');
+    assert.equal(found.externalId, externalId);
+    await expectReject(
+      workos.organizations.getOrganizationByExternalId(`ext-missing-${randomUUID()}`),
+      NotFoundException,
+      'getOrganizationByExternalId(unknown)',
+    );
+
+    // The tutorial's middleware: `location: req.headers['x-forwarded-for'] ?? ''`, empty without
+    // a proxy in front. WorkOS accepts it; so does Trailmark, and stores it as sent.
+    await workos.auditLogs.createEvent(org.id, validEvent({ context: { location: '', userAgent: 'node' } }));
+    const search = await raw('GET', `/audit_logs/events?organization_id=${org.id}`);
+    assert.equal(search.status, 200, show('GET', '/audit_logs/events', search));
+    assert.equal(search.json.data.length, 1, search.text);
+    assert.equal(search.json.data[0].context.location, '', search.text);
+
+    const { link } = await workos.adminPortal.generateLink({
+      organization: org.id,
+      intent: 'log_streams',
+      returnUrl: 'https://app.example.com/settings',
+      successUrl: 'https://app.example.com/settings/streams?done=1',
+    });
+    assert.match(link, /\/portal\?token=[0-9a-f]{64}$/);
+  });
 });

@@ -203,6 +203,18 @@ def test_list_organizations_includes_created(client: WorkOSClient, org):
     assert ids.count(org.id) == 1
 
 
+def test_get_organization_by_external_id(client: WorkOSClient):
+    external_id = f"ext-{secrets.token_hex(6)}"
+    org = client.organizations.create_organization(name="External Inc", external_id=external_id)
+    assert org.external_id == external_id
+    found = client.organizations.get_organization_by_external_id(external_id)
+    assert found.id == org.id
+    assert found.external_id == external_id
+    with pytest.raises(NotFoundError) as exc:
+        client.organizations.get_organization_by_external_id(f"ext-missing-{secrets.token_hex(6)}")
+    assert exc.value.status_code == 404
+
+
 def test_get_unknown_organization_is_not_found(client: WorkOSClient):
     with pytest.raises(NotFoundError) as exc:
         client.organizations.get_organization(UNKNOWN_ORG)
@@ -345,6 +357,20 @@ def test_create_event(client: WorkOSClient, org, signed_in_schemas):
     result = client.audit_logs.create_event(organization_id=org.id, event=sdk_event())
     assert isinstance(result, AuditLogEventCreateResponse)
     assert result.success is True
+
+
+def test_create_event_with_an_empty_location_as_the_tutorial_sends_it(
+    client: WorkOSClient, raw: Raw, org, signed_in_schemas
+):
+    """The tutorial's middleware sends `req.headers['x-forwarded-for'] ?? ''`: empty locally."""
+    result = client.audit_logs.create_event(
+        organization_id=org.id,
+        event=sdk_event(context=AuditLogEventContext(location="", user_agent="conformance/1.0")),
+    )
+    assert result.success is True
+    found = raw.request("GET", f"/audit_logs/events?organization_id={org.id}")
+    assert found.status == 200
+    assert [e["context"]["location"] for e in found.json()["data"]] == [""]
 
 
 def test_create_event_with_non_utc_datetime(client: WorkOSClient, org, signed_in_schemas):
@@ -1099,6 +1125,16 @@ def test_admin_portal_link_opens_once(client: WorkOSClient, org, server):
     with pytest.raises(urllib.error.HTTPError) as again:
         urllib.request.urlopen(response.link)
     assert again.value.code == 410
+
+
+def test_admin_portal_link_takes_a_success_url(client: WorkOSClient, org, server):
+    response = client.admin_portal.generate_link(
+        organization=org.id,
+        intent="log_streams",
+        return_url="https://app.example.com/settings",
+        success_url="https://app.example.com/settings/streams?done=1",
+    )
+    assert re.fullmatch(rf"{re.escape(server.base_url)}/portal\?token=[0-9a-f]{{64}}", response.link)
 
 
 def test_admin_portal_refuses_intents_it_does_not_serve(client: WorkOSClient, org):

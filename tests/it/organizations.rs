@@ -240,3 +240,46 @@ async fn retention_accepts_both_body_forms_and_refuses_others() {
         json!({"organization_id": id, "retention_period_in_days": 90, "state": "active"})
     );
 }
+
+#[tokio::test]
+async fn an_organization_is_found_by_its_external_id() {
+    let app = TestApp::spawn().await;
+    let created = body(
+        app.post(
+            "/organizations",
+            &json!({"name": "Acme", "external_id": "acme-42"}),
+        )
+        .await,
+    )
+    .await;
+    app.create_organization("Other").await;
+    let found = app.get("/organizations/external_id/acme-42").await;
+    assert_eq!(found.status(), 200);
+    let found = body(found).await;
+    assert_eq!(found["id"], created["id"]);
+    assert_eq!(found["external_id"], "acme-42");
+    assert_eq!(found["object"], "organization");
+
+    let missing = app.get("/organizations/external_id/acme-43").await;
+    assert_eq!(missing.status(), 404);
+    let message = body(missing).await["message"].clone();
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("acme-43")),
+        "{message}"
+    );
+
+    // A deleted organization gives its external id up.
+    let id = created["id"].as_str().expect("id");
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/organizations/{id}")))
+        .bearer_auth(crate::helpers::ADMIN_KEY)
+        .send()
+        .await
+        .expect("request");
+    assert!(deleted.status().is_success());
+    assert_eq!(
+        app.get("/organizations/external_id/acme-42").await.status(),
+        404
+    );
+}

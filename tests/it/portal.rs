@@ -380,3 +380,66 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
     assert_eq!(actor["name"], "it@acme.test");
     assert_eq!(recorded["data"][2]["targets"][0]["id"], id);
 }
+
+#[tokio::test]
+async fn a_stream_set_up_in_the_portal_sends_the_admin_to_the_links_success_url() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let response = app
+        .post(
+            "/portal/generate_link",
+            &json!({"organization": organization, "intent": "log_streams",
+                    "success_url": "https://app.example.com/streams/done"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let with_success = body(response).await["link"]
+        .as_str()
+        .expect("link")
+        .to_owned();
+    let cookie = open(&with_success).await;
+    let token = csrf(&app, &cookie, "/portal/streams/new").await;
+    let form = |token: &str| {
+        format!(
+            "csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson"
+        )
+    };
+    // A refused form stays in the portal, with its problems shown.
+    let refused = post_form(
+        &app,
+        &cookie,
+        "/portal/streams",
+        &format!("csrf={token}&type=http&name=Webhook&config.url=ftp%3A%2F%2Fx"),
+    )
+    .await;
+    assert_eq!(refused.status(), 422);
+    let created = post_form(&app, &cookie, "/portal/streams", &form(&token)).await;
+    assert_eq!(created.status(), 303);
+    assert_eq!(
+        created.headers()["location"],
+        "https://app.example.com/streams/done"
+    );
+
+    // Without a success_url, the new stream's own page says it was created.
+    let cookie = open(&link(&app, &organization, "log_streams").await).await;
+    let token = csrf(&app, &cookie, "/portal/streams/new").await;
+    let created = post_form(&app, &cookie, "/portal/streams", &form(&token)).await;
+    assert_eq!(created.status(), 303);
+    let location = created.headers()["location"].to_str().expect("ascii");
+    assert!(
+        location.starts_with("/portal/streams/log_stream_")
+            && location.ends_with("?notice=created"),
+        "{location}"
+    );
+
+    // A success_url that is no web URL is refused when the link is made.
+    let response = app
+        .post(
+            "/portal/generate_link",
+            &json!({"organization": organization, "intent": "log_streams",
+                    "success_url": "javascript:alert(1)"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(body(response).await["errors"][0]["field"], "success_url");
+}

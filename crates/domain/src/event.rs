@@ -201,7 +201,9 @@ impl NewEvent {
             shape,
         )
         .and_then(|context| {
-            let location = text(
+            // Required, but may be empty, as WorkOS accepts it: the WorkOS tutorial's middleware
+            // sends `req.headers['x-forwarded-for'] ?? ''`, which is empty without a proxy.
+            let location = required_text(
                 context,
                 &format!("{context_field}.location"),
                 LOCATION_MAX_CHARS,
@@ -465,6 +467,23 @@ fn text(
     }
 }
 
+/// Like [`text`], but an empty string is a value.
+fn required_text(
+    object: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    shape: &mut FieldProblems,
+) -> Option<String> {
+    let key = last_segment(field);
+    match object.get(key) {
+        None | Some(Value::Null) => {
+            shape.push("required", field, format!("{key} is required"));
+            None
+        }
+        value => optional_text(value, field, max, shape).ok().flatten(),
+    }
+}
+
 /// `Ok(None)` when absent, `Ok(Some(_))` for a string within `max` characters, `Err(())` (with
 /// the problem recorded) otherwise.
 fn optional_text(
@@ -532,6 +551,29 @@ mod tests {
         assert_eq!(event.action(), "document.updated");
         assert_eq!(event.targets()[0].kind, "document");
         assert_eq!(event.to_json(), valid());
+    }
+
+    #[test]
+    fn an_empty_location_is_a_location_but_a_missing_one_is_not() {
+        let mut event = json!({
+            "action": "user.signed_in",
+            "occurred_at": "2026-08-01T10:00:00.000Z",
+            "actor": {"id": "user_1", "type": "user"},
+            "targets": [],
+            "context": {"location": ""}
+        });
+        let parsed = NewEvent::parse(&event).expect("an empty location is accepted");
+        assert_eq!(parsed.context.location, "");
+        event["context"] = json!({"location": null});
+        assert_eq!(
+            fields(NewEvent::parse(&event).unwrap_err()),
+            [("required", "event.context.location".to_owned())]
+        );
+        event["context"] = json!({"location": 7});
+        assert_eq!(
+            fields(NewEvent::parse(&event).unwrap_err()),
+            [("invalid_type", "event.context.location".to_owned())]
+        );
     }
 
     #[test]

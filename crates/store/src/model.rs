@@ -55,6 +55,8 @@ pub struct OrganizationFilter {
     pub search: Option<String>,
     /// Only this organization (for keys restricted to one).
     pub only: Option<String>,
+    /// Only the organization with this `external_id`.
+    pub external_id: Option<String>,
 }
 
 /// What [`crate::Store::schema_for_event`] found.

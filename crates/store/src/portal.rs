@@ -17,6 +17,8 @@ pub struct PortalLink {
     pub email: Option<String>,
     /// Where the portal's "back" link leads (an `http(s)` URL, checked when issued).
     pub return_url: Option<String>,
+    /// Where the admin is sent after finishing what the link was for (WorkOS's `success_url`).
+    pub success_url: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }
@@ -41,6 +43,7 @@ pub struct PortalSession {
     pub intent: PortalIntent,
     pub email: Option<String>,
     pub return_url: Option<String>,
+    pub success_url: Option<String>,
     pub csrf_token: String,
     pub expires_at: Timestamp,
 }

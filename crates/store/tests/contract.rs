@@ -754,6 +754,7 @@ fn portal_link(organization_id: &str, token: u8, issued: Timestamp) -> PortalLin
         intent: PortalIntent::LogStreams,
         email: Some("it@acme.test".into()),
         return_url: Some("https://app.example.com".into()),
+        success_url: Some("https://app.example.com/streams/done".into()),
         created_at: issued,
         expires_at: issued.plus_millis(300_000),
     }
@@ -802,6 +803,10 @@ async fn a_portal_link_opens_one_session_even_when_raced(store: &dyn Store) {
     assert_eq!(
         session.return_url.as_deref(),
         Some("https://app.example.com")
+    );
+    assert_eq!(
+        session.success_url.as_deref(),
+        Some("https://app.example.com/streams/done")
     );
 
     assert_eq!(

@@ -78,7 +78,7 @@ pub async fn generate(
     })?;
     caller.require_organization(&organization_id)?;
     let return_url = web_url(&body, "return_url")?;
-    web_url(&body, "success_url")?;
+    let success_url = web_url(&body, "success_url")?;
     let email = ["admin_emails", "it_contact_emails"]
         .iter()
         .filter_map(|field| body.get(*field).and_then(Value::as_array))
@@ -107,6 +107,7 @@ pub async fn generate(
             intent,
             email,
             return_url,
+            success_url,
             created_at: now,
             expires_at: now.plus_millis(state.portal_link_ttl.as_millis() as i64),
         })

@@ -134,6 +134,10 @@ pub fn router(state: AppState) -> Router {
             post(organizations::create).get(organizations::list),
         )
         .route(
+            "/organizations/external_id/{external_id}",
+            get(organizations::get_by_external_id),
+        )
+        .route(
             "/organizations/{id}",
             get(organizations::get)
                 .put(organizations::update)

@@ -17,7 +17,7 @@ use trailmark_domain::id::IdKind;
 use trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_domain::retention::parse_retention_update;
-use trailmark_store::{LegalHold, OrganizationFilter, PendingEvent};
+use trailmark_store::{LegalHold, Order, OrganizationFilter, PageRequest, PendingEvent};
 use trailmark_streams::settings::StreamKind;
 
 use crate::auth::Caller;
@@ -54,6 +54,36 @@ pub async fn get(
     Ok(Json(wire::organization(&organization)))
 }
 
+/// `GET /organizations/external_id/{external_id}`: the live organization your system knows by
+/// that id (WorkOS's lookup; both official SDKs call it).
+pub async fn get_by_external_id(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(external_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let filter = OrganizationFilter {
+        domains: Vec::new(),
+        search: None,
+        // A key restricted to another organization learns nothing: the same 404.
+        only: caller.organization.clone(),
+        external_id: Some(external_id.clone()),
+    };
+    let page = PageRequest {
+        limit: 1,
+        order: Order::Desc,
+        before: None,
+        after: None,
+    };
+    let found = state.store.list_organizations(filter, page).await?;
+    let organization = found.items.first().ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "Organization not found with external_id: '{external_id}'."
+        ))
+    })?;
+    Ok(Json(wire::organization(organization)))
+}
+
 /// `GET /organizations?domains=…&search=…&limit=…&order=…&before|after=…`, newest first.
 pub async fn list(
     State(state): State<AppState>,
@@ -68,6 +98,7 @@ pub async fn list(
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
         only: caller.organization.clone(),
+        external_id: None,
     };
     let page = state
         .store

@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_portal.sql"),
     include_str!("migrations/0003_actor_time_index.sql"),
+    include_str!("migrations/0004_portal_success_url.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -345,6 +346,10 @@ impl Store for PostgresStore {
         if let Some(only) = filter.only {
             values.push(Box::new(only));
             conditions.push(format!("id = ${}", values.len()));
+        }
+        if let Some(external_id) = filter.external_id {
+            values.push(Box::new(external_id));
+            conditions.push(format!("external_id = ${}", values.len()));
         }
         if let Some(search) = filter.search {
             values.push(Box::new(format!(
@@ -1165,8 +1170,8 @@ impl Store for PostgresStore {
         self.client()
             .await?
             .execute(
-                "INSERT INTO portal_links (token_hash, organization_id, intent, email, return_url, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO portal_links (token_hash, organization_id, intent, email, return_url, created_at, expires_at, success_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     &link.token_hash.as_slice(),
                     &link.organization_id,
@@ -1175,6 +1180,7 @@ impl Store for PostgresStore {
                     &link.return_url,
                     &link.created_at.unix_millis(),
                     &link.expires_at.unix_millis(),
+                    &link.success_url,
                 ],
             )
             .await?;
@@ -1195,7 +1201,7 @@ impl Store for PostgresStore {
             .query_opt(
                 "UPDATE portal_links SET used_at = $2
                  WHERE token_hash = $1 AND used_at IS NULL AND expires_at >= $2
-                 RETURNING organization_id, intent, email, return_url",
+                 RETURNING organization_id, intent, email, return_url, success_url",
                 &[&token_hash.as_slice(), &now.unix_millis()],
             )
             .await?;
@@ -1218,11 +1224,12 @@ impl Store for PostgresStore {
         let intent: String = link.try_get(1)?;
         let email: Option<String> = link.try_get(2)?;
         let return_url: Option<String> = link.try_get(3)?;
+        let success_url: Option<String> = link.try_get(4)?;
         let intent = portal_intent(&intent)?;
         transaction
             .execute(
-                "INSERT INTO portal_sessions (secret_hash, id, organization_id, intent, email, return_url, csrf_token, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO portal_sessions (secret_hash, id, organization_id, intent, email, return_url, csrf_token, created_at, expires_at, success_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 &[
                     &session.secret_hash.as_slice(),
                     &session.id,
@@ -1233,6 +1240,7 @@ impl Store for PostgresStore {
                     &session.csrf_token,
                     &now.unix_millis(),
                     &session.expires_at.unix_millis(),
+                    &success_url,
                 ],
             )
             .await?;
@@ -1243,6 +1251,7 @@ impl Store for PostgresStore {
             intent,
             email,
             return_url,
+            success_url,
             csrf_token: session.csrf_token,
             expires_at: session.expires_at,
         }))
@@ -1259,7 +1268,7 @@ impl Store for PostgresStore {
             .await?
             .query_opt(
                 "UPDATE portal_sessions SET expires_at = $3 WHERE secret_hash = $1 AND expires_at > $2
-                 RETURNING id, organization_id, intent, email, return_url, csrf_token",
+                 RETURNING id, organization_id, intent, email, return_url, csrf_token, success_url",
                 &[&secret_hash.as_slice(), &now.unix_millis(), &renew_until.unix_millis()],
             )
             .await?;
@@ -1272,6 +1281,7 @@ impl Store for PostgresStore {
                 email: row.try_get(3)?,
                 return_url: row.try_get(4)?,
                 csrf_token: row.try_get(5)?,
+                success_url: row.try_get(6)?,
                 expires_at: renew_until,
             })
         })

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_export_runners.sql"),
     include_str!("migrations/0004_portal.sql"),
     include_str!("migrations/0005_actor_time_index.sql"),
+    include_str!("migrations/0006_portal_success_url.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -218,6 +219,10 @@ impl Store for SqliteStore {
                 if let Some(only) = filter.only {
                     values.push(only.into());
                     conditions.push(format!("id = ?{}", values.len()));
+                }
+                if let Some(external_id) = filter.external_id {
+                    values.push(external_id.into());
+                    conditions.push(format!("external_id = ?{}", values.len()));
                 }
                 if let Some(search) = filter.search {
                     values.push(format!("%{}%", search.to_lowercase().replace('%', "\\%").replace('_', "\\_")).into());
@@ -975,8 +980,8 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO portal_links (token_hash, organization_id, intent, email, return_url, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO portal_links (token_hash, organization_id, intent, email, return_url, created_at, expires_at, success_url)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         link.token_hash.as_slice(),
                         link.organization_id,
@@ -985,6 +990,7 @@ impl Store for SqliteStore {
                         link.return_url,
                         link.created_at.unix_millis(),
                         link.expires_at.unix_millis(),
+                        link.success_url,
                     ],
                 )?;
                 Ok(())
@@ -1002,7 +1008,7 @@ impl Store for SqliteStore {
             .write(move |c| {
                 let link = c
                     .query_row(
-                        "SELECT organization_id, intent, email, return_url, expires_at, used_at
+                        "SELECT organization_id, intent, email, return_url, expires_at, used_at, success_url
                          FROM portal_links WHERE token_hash = ?1",
                         [token_hash.as_slice()],
                         |row| {
@@ -1013,11 +1019,13 @@ impl Store for SqliteStore {
                                 row.get::<_, Option<String>>(3)?,
                                 row.get::<_, i64>(4)?,
                                 row.get::<_, Option<i64>>(5)?,
+                                row.get::<_, Option<String>>(6)?,
                             ))
                         },
                     )
                     .optional()?;
-                let Some((organization_id, intent, email, return_url, expires_at, used_at)) = link
+                let Some((organization_id, intent, email, return_url, expires_at, used_at, success_url)) =
+                    link
                 else {
                     return Ok(PortalRedemption::Unknown);
                 };
@@ -1033,8 +1041,8 @@ impl Store for SqliteStore {
                     params![token_hash.as_slice(), now.unix_millis()],
                 )?;
                 c.execute(
-                    "INSERT INTO portal_sessions (secret_hash, id, organization_id, intent, email, return_url, csrf_token, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO portal_sessions (secret_hash, id, organization_id, intent, email, return_url, csrf_token, created_at, expires_at, success_url)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         session.secret_hash.as_slice(),
                         session.id,
@@ -1045,6 +1053,7 @@ impl Store for SqliteStore {
                         session.csrf_token,
                         now.unix_millis(),
                         session.expires_at.unix_millis(),
+                        success_url,
                     ],
                 )?;
                 Ok(PortalRedemption::Opened(PortalSession {
@@ -1053,6 +1062,7 @@ impl Store for SqliteStore {
                     intent,
                     email,
                     return_url,
+                    success_url,
                     csrf_token: session.csrf_token,
                     expires_at: session.expires_at,
                 }))
@@ -1071,7 +1081,7 @@ impl Store for SqliteStore {
                 let row = c
                     .query_row(
                         "UPDATE portal_sessions SET expires_at = ?3 WHERE secret_hash = ?1 AND expires_at > ?2
-                         RETURNING id, organization_id, intent, email, return_url, csrf_token",
+                         RETURNING id, organization_id, intent, email, return_url, csrf_token, success_url",
                         params![secret_hash.as_slice(), now.unix_millis(), renew_until.unix_millis()],
                         |row| {
                             Ok((
@@ -1081,17 +1091,19 @@ impl Store for SqliteStore {
                                 row.get::<_, Option<String>>(3)?,
                                 row.get::<_, Option<String>>(4)?,
                                 row.get::<_, String>(5)?,
+                                row.get::<_, Option<String>>(6)?,
                             ))
                         },
                     )
                     .optional()?;
-                row.map(|(id, organization_id, intent, email, return_url, csrf_token)| {
+                row.map(|(id, organization_id, intent, email, return_url, csrf_token, success_url)| {
                     Ok(PortalSession {
                         id,
                         organization_id,
                         intent: portal_intent(&intent)?,
                         email,
                         return_url,
+                        success_url,
                         csrf_token,
                         expires_at: renew_until,
                     })

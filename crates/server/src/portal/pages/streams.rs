@@ -544,10 +544,12 @@ pub async fn create(
                 json!({"type": stream.kind, "name": stream.name}),
             )
             .await?;
-            Ok(html::see_other(&format!(
-                "/portal/streams/{}?notice=created",
-                stream.id
-            )))
+            // WorkOS sends the admin to the link's `success_url` once the setup is done; without
+            // one, the new stream's page says it was created.
+            Ok(match &portal.session.success_url {
+                Some(url) => html::see_other(url),
+                None => html::see_other(&format!("/portal/streams/{}?notice=created", stream.id)),
+            })
         }
         Err(ApiError::Malformed(problems)) => Ok(form_page(
             StatusCode::UNPROCESSABLE_ENTITY,
