@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
-use trailmark_server::{AppState, ServerConfig};
-use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store};
+use trailmark_server::{AppState, Metrics, ServerConfig};
+use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store, StoreObserver};
 use trailmark_streams::worker::WorkerConfig;
 
 use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
@@ -18,16 +18,31 @@ use crate::key_files::load_or_create;
 
 /// Opens the storage `--database` names, applying any migrations it lacks.
 pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    open_observed_store(storage, None).await
+}
+
+/// [`open_store`], reporting commits and connection use to `observer` (the server's metrics).
+async fn open_observed_store(
+    storage: &StorageArgs,
+    observer: Option<Arc<dyn StoreObserver>>,
+) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
         DatabaseUrl::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
+            let opened = match observer {
+                Some(observer) => SqliteStore::open_observed(&path, observer),
+                None => SqliteStore::open(&path),
+            };
+            let store = opened
                 .with_context(|| format!("cannot open the database at {}", path.display()))?;
             Ok(Arc::new(store))
         }
         DatabaseUrl::Postgres(url) => {
-            let store = PostgresStore::connect(&url)
-                .await
-                .context("cannot open the PostgreSQL database given by --database")?;
+            let connected = match observer {
+                Some(observer) => PostgresStore::connect_observed(&url, observer).await,
+                None => PostgresStore::connect(&url).await,
+            };
+            let store =
+                connected.context("cannot open the PostgreSQL database given by --database")?;
             Ok(Arc::new(store))
         }
     }
@@ -44,7 +59,12 @@ pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log.as_deref(), args.log_format)?;
 
-    let store = open_store(&args.storage).await?;
+    let metrics = Arc::new(Metrics::new());
+    let store = open_observed_store(
+        &args.storage,
+        Some(Arc::clone(&metrics) as Arc<dyn StoreObserver>),
+    )
+    .await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -108,7 +128,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     log_start(&args, &config, address);
     // Tests and scripts wait for this exact line to learn the port.
-    let state = AppState::new(store, config)
+    let state = AppState::with_metrics(store, config, metrics)
         .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?
         .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
     println!("Trailmark listening on http://{address}");

@@ -74,6 +74,23 @@ impl ApiError {
         }
     }
 
+    /// Why the request was refused, as `trailmark_rejections_total` counts it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Malformed(_) => "validation",
+            ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
     /// The JSON body for this error.
     pub fn body(&self) -> Value {
         match self {
@@ -131,6 +148,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
+        response.extensions_mut().insert(Rejection(self.reason()));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Small, so SDKs that honour Retry-After without a cap (Python) retry promptly.
             response
@@ -140,6 +158,10 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A refused response's reason, left on it for the middleware's count.
+#[derive(Clone, Copy)]
+pub(crate) struct Rejection(pub(crate) &'static str);
 
 impl From<Problems> for ApiError {
     fn from(problems: Problems) -> Self {

@@ -122,8 +122,20 @@ pub(crate) fn start(state: AppState, export: ExportRecord) {
                 }
             }
         });
+        let started = std::time::Instant::now();
         let outcome = run(&state, &export).await;
         renewal.abort();
+        let bytes = outcome.as_ref().map_or(0, |_| {
+            std::fs::metadata(export_file(
+                &state.config.data_dir,
+                &export.id,
+                export.format,
+            ))
+            .map_or(0, |file| file.len())
+        });
+        state
+            .metrics
+            .export_finished(outcome.as_ref().ok().copied(), bytes, started.elapsed());
         if let Err(reason) = &outcome {
             tracing::warn!(export = %export.id, %reason, "export failed");
         }

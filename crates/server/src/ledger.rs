@@ -7,11 +7,13 @@
 //! Origins are `<ledger name>/<organization id>`; the ledger name is also the signing key's name.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use trailmark_domain::Timestamp;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteSigner};
 use trailmark_store::{Store, StoreError, StoredCheckpoint};
+
+use crate::metrics::Metrics;
 
 /// Signs checkpoints for this instance.
 pub struct Ledger {
@@ -19,14 +21,16 @@ pub struct Ledger {
     interval: Duration,
     /// Serializes on-demand signing so two requests do not sign the same size twice.
     signing: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Ledger {
-    pub fn new(signer: NoteSigner, interval: Duration) -> Self {
+    pub fn new(signer: NoteSigner, interval: Duration, metrics: Arc<Metrics>) -> Self {
         Ledger {
             signer,
             interval,
             signing: tokio::sync::Mutex::new(()),
+            metrics,
         }
     }
 
@@ -40,6 +44,18 @@ impl Ledger {
 
     /// Signs and stores a checkpoint of the first `size` leaves of an organization's log.
     async fn sign(
+        &self,
+        store: &dyn Store,
+        organization_id: &str,
+        size: u64,
+    ) -> Result<StoredCheckpoint, StoreError> {
+        let started = Instant::now();
+        let signed = self.sign_now(store, organization_id, size).await;
+        self.metrics.checkpoint(signed.is_ok(), started.elapsed());
+        signed
+    }
+
+    async fn sign_now(
         &self,
         store: &dyn Store,
         organization_id: &str,

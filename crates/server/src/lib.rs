@@ -37,6 +37,7 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use metrics::Metrics;
 pub use state::{AppState, ServerConfig};
 
 /// The whole API as an axum router over `state`.

@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::Instrument;
 use trailmark_domain::id::IdKind;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Rejection};
 use crate::state::AppState;
 
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,6 +60,11 @@ pub(crate) async fn around_every_request(
         }
     };
     if response.status().is_client_error() || response.status().is_server_error() {
+        let reason = response
+            .extensions()
+            .get::<Rejection>()
+            .map_or_else(|| reason_for(response.status()), |rejection| rejection.0);
+        state.metrics.rejection(&route, reason);
         response = ensure_json_error(response);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -81,6 +86,26 @@ pub(crate) async fn around_every_request(
         "answered"
     );
     response
+}
+
+/// The reason of a refusal that did not come from an [`ApiError`] (axum's own answers, or a
+/// layer's), from its status.
+fn reason_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_server_error() => "internal",
+        _ => "other",
+    }
 }
 
 fn ensure_json_error(response: Response) -> Response {

@@ -18,13 +18,24 @@ const DAY_MILLIS: i64 = 86_400_000;
 
 /// Runs one pass over every organization; returns how many events were purged.
 pub(crate) async fn purge_once(state: &AppState) -> u64 {
+    let started = std::time::Instant::now();
+    let (purged, failed) = purge_every_organization(state).await;
+    state
+        .metrics
+        .retention_run(failed, purged, started.elapsed());
+    purged
+}
+
+/// One pass; how many events were purged, and whether any part of it failed.
+async fn purge_every_organization(state: &AppState) -> (u64, bool) {
     let organizations = match state.store.purgeable_organizations().await {
         Ok(organizations) => organizations,
         Err(error) => {
             tracing::warn!(%error, "cannot list organizations to purge");
-            return 0;
+            return (0, true);
         }
     };
+    let mut failed = false;
     let mut total = 0;
     for (organization_id, days) in organizations {
         let now = Timestamp::now();
@@ -39,6 +50,7 @@ pub(crate) async fn purge_once(state: &AppState) -> u64 {
                 Ok(purged) => total += purged,
                 Err(error) => {
                     tracing::error!(organization = %organization_id, %error, "retention purge failed");
+                    failed = true;
                     break;
                 }
             }
@@ -50,7 +62,7 @@ pub(crate) async fn purge_once(state: &AppState) -> u64 {
             "retention removed the contents of expired events"
         );
     }
-    total
+    (total, failed)
 }
 
 /// Runs [`purge_once`] every `interval`, forever.

@@ -114,20 +114,40 @@ impl AppState {
     /// A message if the ledger name cannot be a signing key's name, or the HTTP client for
     /// streams cannot be built.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Result<Self, String> {
+        Self::with_metrics(store, config, Arc::new(Metrics::new()))
+    }
+
+    /// [`AppState::new`] with a metrics registry made beforehand, so the store (opened with it
+    /// as its observer) reports into the same one.
+    ///
+    /// # Errors
+    ///
+    /// As [`AppState::new`].
+    pub fn with_metrics(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let signer =
             NoteSigner::new(&config.ledger_name, config.signing_key).map_err(|e| e.to_string())?;
         let instance_id: Arc<str> = IdKind::Worker.generate().into_string().into();
-        let streams = StreamWorkers::new(
+        let streams = StreamWorkers::observed(
             Arc::clone(&store),
             Sealer::new(&config.secrets_key),
             config.streams.clone(),
             instance_id.to_string(),
+            Arc::clone(&metrics) as Arc<dyn trailmark_streams::observe::DeliveryObserver>,
         )
         .map_err(|e| format!("cannot build the HTTP client for streams: {e}"))?;
         Ok(AppState {
             store,
             schemas: Arc::new(SchemaCache::default()),
-            metrics: Arc::new(Metrics::default()),
+            ledger: Arc::new(Ledger::new(
+                signer,
+                config.checkpoint_interval,
+                Arc::clone(&metrics),
+            )),
+            metrics,
             keys: Arc::new(KeyCache::default()),
             links: LinkSigner::new(
                 &config.secrets_key,
@@ -137,7 +157,6 @@ impl AppState {
             export_jobs: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
             running_exports: Arc::default(),
             instance_id,
-            ledger: Arc::new(Ledger::new(signer, config.checkpoint_interval)),
             streams,
             portal_link_ttl: PORTAL_LINK_TTL,
             config: Arc::new(config),

@@ -26,6 +26,7 @@
 mod codec;
 mod error;
 mod model;
+mod observe;
 mod portal;
 mod postgres;
 mod rows;
@@ -45,6 +46,7 @@ pub use model::{
     RawEvent, Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
     StoredResponse, StreamRecord, StreamState,
 };
+pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 pub use postgres::{PostgresStore, SettingsError};
 pub use sqlite::SqliteStore;

@@ -14,7 +14,8 @@
 //! - [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`]: each destination's payload (pure) and
 //!   request; [`gcs`] also gets service-account tokens.
 //! - [`batch`]: when a stream sends (a full batch, or its oldest event has waited long enough).
-//! - [`destination`]: one type over them; [`worker`]: the delivery loop.
+//! - [`destination`]: one type over them; [`worker`]: the delivery loop, which reports each
+//!   request and each stream's health to an [`observe::DeliveryObserver`].
 
 pub mod batch;
 pub mod datadog;
@@ -22,6 +23,7 @@ pub mod destination;
 pub mod gcs;
 pub mod http;
 pub mod net;
+pub mod observe;
 pub mod s3;
 pub mod seal;
 pub mod settings;

@@ -26,6 +26,7 @@ use trailmark_store::{Store, StreamRecord, StreamState};
 use crate::Outcome;
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::Destination;
+use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
 use crate::settings::{Secrets, Settings, StreamKind};
 
@@ -73,6 +74,7 @@ pub struct StreamWorkers {
     changes: watch::Sender<u64>,
     running: Mutex<HashSet<String>>,
     tokens: crate::gcs::Tokens,
+    observer: Arc<dyn DeliveryObserver>,
 }
 
 impl StreamWorkers {
@@ -85,6 +87,28 @@ impl StreamWorkers {
         config: WorkerConfig,
         holder: String,
     ) -> Result<Arc<Self>, reqwest::Error> {
+        Self::observed(
+            store,
+            sealer,
+            config,
+            holder,
+            Arc::new(crate::observe::Unobserved),
+        )
+    }
+
+    /// [`StreamWorkers::new`], reporting every delivery attempt and each stream's health to
+    /// `observer`.
+    ///
+    /// # Errors
+    ///
+    /// If the HTTP client cannot be built (TLS backend).
+    pub fn observed(
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+        config: WorkerConfig,
+        holder: String,
+        observer: Arc<dyn DeliveryObserver>,
+    ) -> Result<Arc<Self>, reqwest::Error> {
         let client = crate::net::client(config.allow_private)?;
         Ok(Arc::new(StreamWorkers {
             store,
@@ -96,6 +120,7 @@ impl StreamWorkers {
             changes: watch::Sender::new(0),
             running: Mutex::new(HashSet::new()),
             tokens: crate::gcs::Tokens::default(),
+            observer,
         }))
     }
 
@@ -218,9 +243,28 @@ impl StreamWorkers {
                 }
             }
         }
+        self.observer.released(&id);
         if let Ok(mut running) = self.running.lock() {
             running.remove(&id);
         }
+    }
+
+    /// Reports the stream's health as this task now knows it.
+    fn report(
+        &self,
+        stream: &StreamRecord,
+        state: StreamState,
+        lag_events: u64,
+        oldest_pending: Option<Timestamp>,
+    ) {
+        self.observer.health(&Health {
+            stream_id: &stream.id,
+            organization_id: &stream.organization_id,
+            kind: &stream.kind,
+            state,
+            lag_events,
+            oldest_pending,
+        });
     }
 
     /// While a batch fills: returns at `deadline`, once the organization's log holds `full_at`
@@ -256,6 +300,7 @@ impl StreamWorkers {
         lease: &mut LeaseClock,
     ) -> Option<Pause> {
         if !stream.enabled {
+            self.report(stream, stream.state, 0, None);
             return Some(Pause::Idle(self.config.idle_poll));
         }
         // A type this release does not know sends at once: the attempt then finds the stream
@@ -277,6 +322,8 @@ impl StreamWorkers {
                 Ok(true) => lease.renewed(started),
                 Ok(false) => {
                     *lease = LeaseClock::default();
+                    // Another instance delivers it, and reports it.
+                    self.observer.released(&stream.id);
                     return Some(Pause::Idle(self.config.lease / 3));
                 }
                 Err(error) => {
@@ -291,7 +338,10 @@ impl StreamWorkers {
             .events_after(&stream.organization_id, stream.cursor, policy.max_events)
             .await
         {
-            Ok(events) if events.is_empty() => return Some(Pause::Idle(self.config.idle_poll)),
+            Ok(events) if events.is_empty() => {
+                self.report(stream, stream.state, 0, None);
+                return Some(Pause::Idle(self.config.idle_poll));
+            }
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(stream = %stream.id, %error, "cannot read the log");
@@ -299,6 +349,17 @@ impl StreamWorkers {
             }
         };
         let first = &events[0];
+        // A batch shorter than the stream's maximum holds every pending event; a full one may
+        // have more behind it, which the log's size tells.
+        let lag_events = if events.len() < policy.max_events {
+            events.len() as u64
+        } else {
+            match self.store.log_size(&stream.organization_id).await {
+                Ok(size) => size.saturating_sub(first.sequence),
+                Err(_) => events.len() as u64,
+            }
+        };
+        self.report(stream, stream.state, lag_events, Some(first.received_at));
         let waited = Timestamp::now().unix_millis() - first.received_at.unix_millis();
         let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
         if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
@@ -312,6 +373,19 @@ impl StreamWorkers {
         let outcome = self.send(stream, &objects).await;
         let sent = started.elapsed();
         let now = Timestamp::now();
+        let (attempt, delivered) = match &outcome {
+            Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
+            Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
+            Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
+        };
+        self.observer.attempt(&Attempt {
+            stream_id: &stream.id,
+            kind: &stream.kind,
+            events: objects.len(),
+            delivered,
+            outcome: attempt,
+            took: sent - read,
+        });
         match outcome {
             Outcome::Delivered(count) if count > 0 => {
                 let to = events[count - 1].sequence;
@@ -322,6 +396,12 @@ impl StreamWorkers {
                 {
                     tracing::warn!(stream = %stream.id, %error, "cannot advance the cursor; the batch will be sent again");
                 }
+                self.report(
+                    stream,
+                    StreamState::Active,
+                    lag_events.saturating_sub(count as u64),
+                    events.get(count).map(|next| next.received_at),
+                );
                 // Where a stream's time goes (`TRAILMARK_LOG=trailmark_streams=debug`): reading
                 // and building event objects, the request, and the durable cursor update.
                 tracing::debug!(
@@ -340,6 +420,12 @@ impl StreamWorkers {
                 tracing::info!(stream = %stream.id, %reason, "delivery failed; retrying");
                 self.record_failure(stream, StreamState::Error, &reason, now)
                     .await;
+                self.report(
+                    stream,
+                    StreamState::Error,
+                    lag_events,
+                    Some(first.received_at),
+                );
                 let wait = jitter(*backoff).max(after.unwrap_or_default());
                 *backoff = (*backoff * 2).min(self.config.backoff_max);
                 Some(Pause::Idle(wait))
@@ -348,6 +434,12 @@ impl StreamWorkers {
                 tracing::info!(stream = %stream.id, %reason, "the destination refused the stream's configuration");
                 self.record_failure(stream, StreamState::Invalid, &reason, now)
                     .await;
+                self.report(
+                    stream,
+                    StreamState::Invalid,
+                    lag_events,
+                    Some(first.received_at),
+                );
                 Some(Pause::Idle(self.config.invalid_retry))
             }
         }

@@ -351,54 +351,6 @@ async fn lag(state: &AppState, stream: &StreamRecord) -> Result<(u64, i64), ApiE
     Ok((size.saturating_sub(delivered), lag_seconds))
 }
 
-/// Every stream's health in the Prometheus text format, for `GET /metrics`:
-/// `trailmark_stream_lag_events`, `trailmark_stream_lag_seconds` and `trailmark_stream_state`
-/// (1 for the state the stream is in, 0 for the others), labelled by stream, organization and
-/// type.
-pub async fn metrics(state: &AppState) -> Result<String, ApiError> {
-    use std::fmt::Write as _;
-    const STATES: [StreamState; 4] = [
-        StreamState::Active,
-        StreamState::Inactive,
-        StreamState::Error,
-        StreamState::Invalid,
-    ];
-    let mut lag_events = String::from(
-        "# HELP trailmark_stream_lag_events Events in the log not yet delivered by the stream.\n# TYPE trailmark_stream_lag_events gauge\n",
-    );
-    let mut lag_seconds = String::from(
-        "# HELP trailmark_stream_lag_seconds Age of the oldest event the stream has not delivered.\n# TYPE trailmark_stream_lag_seconds gauge\n",
-    );
-    let mut states = String::from(
-        "# HELP trailmark_stream_state The stream's state (1 for the current one).\n# TYPE trailmark_stream_state gauge\n",
-    );
-    for stream in state.store.list_streams(None).await? {
-        let (events, seconds) = lag(state, &stream).await?;
-        // Ids and types are generated or validated: nothing in them needs escaping.
-        let labels = format!(
-            "stream_id=\"{}\",organization_id=\"{}\",type=\"{}\"",
-            stream.id, stream.organization_id, stream.kind
-        );
-        let _ = writeln!(
-            lag_events,
-            "trailmark_stream_lag_events{{{labels}}} {events}"
-        );
-        let _ = writeln!(
-            lag_seconds,
-            "trailmark_stream_lag_seconds{{{labels}}} {seconds}"
-        );
-        for candidate in STATES {
-            let _ = writeln!(
-                states,
-                "trailmark_stream_state{{{labels},state=\"{}\"}} {}",
-                candidate.as_str(),
-                u8::from(candidate == stream.state)
-            );
-        }
-    }
-    Ok(lag_events + &lag_seconds + &states)
-}
-
 /// The stream object, with its health: how far behind the log it is, in events and seconds.
 pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Value, ApiError> {
     let (lag_events, lag_seconds) = lag(state, stream).await?;

@@ -23,21 +23,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({"status": "ready"})))
 }
 
-/// `GET /metrics`: Prometheus text format. No key needed (bind the server to a private
-/// interface or filter this path at the proxy if metrics are sensitive).
+/// `GET /metrics`: the OpenMetrics text format, which Prometheus reads. No key needed (bind the
+/// server to a private interface or filter this path at the proxy if metrics are sensitive).
+/// Everything comes from memory: a scrape never queries the database.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut text = state.metrics.render();
-    // Stream health comes from storage; if it does not answer, the process's own series still do.
-    match crate::routes::streams::metrics(&state).await {
-        Ok(streams) => text.push_str(&streams),
-        Err(error) => tracing::warn!(%error, "cannot read stream health for /metrics"),
-    }
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        text,
+        state.metrics.render(),
     )
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -19,6 +20,7 @@ use trailmark_ledger::tree::Frontier;
 use super::pool_error;
 use crate::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, Receipt, StoredResponse};
+use crate::observe::{Commit, StoreObserver};
 use crate::rows::frontier;
 
 /// Requests that may wait for a committer before senders wait too (back-pressure).
@@ -38,11 +40,15 @@ pub(crate) struct Appender {
 
 impl Appender {
     /// Starts the committer tasks; they stop when the last handle is dropped.
-    pub(crate) fn start(pool: Pool) -> Self {
+    pub(crate) fn start(pool: Pool, observer: Arc<dyn StoreObserver>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..COMMITTERS {
-            tokio::spawn(run_committer(pool.clone(), Arc::clone(&queue)));
+            tokio::spawn(run_committer(
+                pool.clone(),
+                Arc::clone(&queue),
+                Arc::clone(&observer),
+            ));
         }
         Appender { jobs }
     }
@@ -60,7 +66,11 @@ impl Appender {
     }
 }
 
-async fn run_committer(pool: Pool, queue: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>) {
+async fn run_committer(
+    pool: Pool,
+    queue: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>,
+    observer: Arc<dyn StoreObserver>,
+) {
     loop {
         let group = {
             let mut queue = queue.lock().await;
@@ -80,13 +90,13 @@ async fn run_committer(pool: Pool, queue: Arc<Mutex<mpsc::Receiver<(AppendReques
             }
             group
         };
-        commit(&pool, group).await;
+        commit(&pool, group, observer.as_ref()).await;
     }
 }
 
-async fn commit(pool: &Pool, group: Vec<(AppendRequest, Reply)>) {
+async fn commit(pool: &Pool, group: Vec<(AppendRequest, Reply)>, observer: &dyn StoreObserver) {
     let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-    match commit_requests(pool, requests).await {
+    match commit_requests(pool, requests, observer).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The caller may have gone away (client disconnected); the write stands anyway.
@@ -114,12 +124,30 @@ async fn commit(pool: &Pool, group: Vec<(AppendRequest, Reply)>) {
 async fn commit_requests(
     pool: &Pool,
     requests: Vec<AppendRequest>,
+    observer: &dyn StoreObserver,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    let asked = Instant::now();
     let mut client = pool.get().await.map_err(pool_error)?;
-    let transaction = client.transaction().await?;
-    let outcomes = append_group(&transaction, requests).await?;
-    transaction.commit().await?;
-    Ok(outcomes)
+    observer.connection_wait(asked.elapsed());
+    let events = requests.iter().map(|request| request.events.len()).sum();
+    let started = Instant::now();
+    let mut flush = Duration::ZERO;
+    let result = async {
+        let transaction = client.transaction().await?;
+        let outcomes = append_group(&transaction, requests).await?;
+        let flushing = Instant::now();
+        transaction.commit().await?;
+        flush = flushing.elapsed();
+        Ok(outcomes)
+    }
+    .await;
+    observer.commit(&Commit {
+        events,
+        total: started.elapsed(),
+        flush,
+        committed: result.is_ok(),
+    });
+    result
 }
 
 /// Locks the log heads of `organizations` (creating empty ones as needed), in id order so that

@@ -21,6 +21,7 @@ mod search;
 mod settings;
 mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -74,6 +75,7 @@ const POOL_SIZE: usize = 16;
 pub struct PostgresStore {
     pool: Pool,
     appender: Appender,
+    observer: Arc<dyn crate::StoreObserver>,
 }
 
 impl PostgresStore {
@@ -88,6 +90,19 @@ impl PostgresStore {
     /// `sslmode` and, for TLS, what the handshake rejected), [`StoreError::Database`] if a
     /// migration fails, [`StoreError::Corrupt`] if a newer Trailmark migrated it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_observed(url, Arc::new(crate::observe::Unobserved)).await
+    }
+
+    /// [`PostgresStore::connect`], reporting commits, connection waits and the pool's use to
+    /// `observer`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::connect`].
+    pub async fn connect_observed(
+        url: &str,
+        observer: Arc<dyn crate::StoreObserver>,
+    ) -> Result<Self, StoreError> {
         let settings = ConnectionSettings::parse(url).map_err(StoreError::Settings)?;
         let tls = RustlsConnector::new(settings.ssl_mode, &settings.root_certs)
             .map_err(StoreError::Settings)?;
@@ -118,9 +133,20 @@ impl PostgresStore {
         let first = pool.get().await.map_err(|error| {
             StoreError::Unavailable(format!("cannot connect to {target}: {}", why(error)))
         })?;
+        let probe = pool.clone();
+        observer.pool(Arc::new(move || {
+            let status = probe.status();
+            crate::PoolUse {
+                max: status.max_size,
+                in_use: status.size.saturating_sub(status.available),
+                idle: status.available,
+                waiting: status.waiting,
+            }
+        }));
         let store = PostgresStore {
-            appender: Appender::start(pool.clone()),
+            appender: Appender::start(pool.clone(), Arc::clone(&observer)),
             pool,
+            observer,
         };
         store.migrate(first).await?;
         Ok(store)
@@ -143,7 +169,10 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(pool_error)
+        let asked = std::time::Instant::now();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        self.observer.connection_wait(asked.elapsed());
+        Ok(client)
     }
 
     /// Applies each migration in its own transaction, which first claims the migration's

@@ -5,6 +5,7 @@ mod search;
 mod worker;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -62,8 +63,21 @@ impl SqliteStore {
     /// file is not a usable SQLite database or a migration fails, [`StoreError::Corrupt`] if it
     /// was created by a newer Trailmark.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_observed(path, Arc::new(crate::observe::Unobserved))
+    }
+
+    /// [`SqliteStore::open`], reporting commits, reader waits and the reader pool's use to
+    /// `observer`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub fn open_observed(
+        path: &Path,
+        observer: Arc<dyn crate::StoreObserver>,
+    ) -> Result<Self, StoreError> {
         Ok(SqliteStore {
-            db: Database::open(path, migrate)?,
+            db: Database::open(path, migrate, observer)?,
         })
     }
 

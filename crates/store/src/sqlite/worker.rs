@@ -13,12 +13,15 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::StoreError;
+use crate::observe::{Commit, PoolUse, StoreObserver};
 
 /// Jobs committed together at most; bounds the latency one commit adds to its first job.
 const MAX_JOBS_PER_COMMIT: usize = 1_024;
@@ -50,12 +53,28 @@ pub(crate) struct GroupWork {
 pub(crate) struct Database {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
+    observer: Arc<dyn StoreObserver>,
 }
 
 struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    /// Reads waiting for a connection, for [`PoolUse`].
+    waiting: AtomicUsize,
+}
+
+impl ReadPool {
+    fn in_use(&self) -> PoolUse {
+        let in_use = READERS - self.permits.available_permits();
+        let open = self.idle.lock().map_or(0, |idle| idle.len());
+        PoolUse {
+            max: READERS,
+            in_use,
+            idle: open,
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Database {
@@ -64,6 +83,7 @@ impl Database {
     pub(crate) fn open(
         path: &Path,
         migrate: impl FnOnce(&mut Connection) -> Result<(), StoreError>,
+        observer: Arc<dyn StoreObserver>,
     ) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Open {
@@ -85,20 +105,26 @@ impl Database {
         migrate(&mut writer)?;
 
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
+        let writer_observer = Arc::clone(&observer);
         std::thread::Builder::new()
             .name("trailmark-sqlite-writer".into())
-            .spawn(move || run_writer(writer, queue))
+            .spawn(move || run_writer(writer, queue, writer_observer.as_ref()))
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
+        let readers = Arc::new(ReadPool {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(READERS),
+            waiting: AtomicUsize::new(0),
+        });
+        let probe = Arc::clone(&readers);
+        observer.pool(Arc::new(move || probe.in_use()));
         Ok(Database {
             jobs,
-            readers: Arc::new(ReadPool {
-                path: path.to_owned(),
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(READERS),
-            }),
+            readers,
+            observer,
         })
     }
 
@@ -147,11 +173,12 @@ impl Database {
         work: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let readers = Arc::clone(&self.readers);
-        let _permit = readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
+        let asked = Instant::now();
+        readers.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = readers.permits.acquire().await;
+        readers.waiting.fetch_sub(1, Ordering::Relaxed);
+        let _permit = permit.map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
+        self.observer.connection_wait(asked.elapsed());
         let pool = Arc::clone(&readers);
         tokio::task::spawn_blocking(move || {
             let connection = pool.take()?;
@@ -190,7 +217,11 @@ impl ReadPool {
     }
 }
 
-fn run_writer(connection: Connection, mut queue: mpsc::Receiver<Job>) {
+fn run_writer(
+    connection: Connection,
+    mut queue: mpsc::Receiver<Job>,
+    observer: &dyn StoreObserver,
+) {
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_JOBS_PER_COMMIT {
@@ -199,11 +230,12 @@ fn run_writer(connection: Connection, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&connection, group);
+        commit_group(&connection, group, observer);
     }
 }
 
-fn commit_group(connection: &Connection, group: Vec<Job>) {
+fn commit_group(connection: &Connection, group: Vec<Job>, observer: &dyn StoreObserver) {
+    let started = Instant::now();
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each caller gets `Unavailable`.
         tracing::error!(%error, jobs = group.len(), "could not begin a write transaction");
@@ -235,12 +267,25 @@ fn commit_group(connection: &Connection, group: Vec<Job>) {
             }
         }
     }
+    let mut flush = std::time::Duration::ZERO;
     let commit = index_search_text(connection, &work.search_rows)
-        .and_then(|()| connection.execute_batch("COMMIT"))
+        .and_then(|()| {
+            let flushing = Instant::now();
+            let committed = connection.execute_batch("COMMIT");
+            flush = flushing.elapsed();
+            committed
+        })
         .map_err(|e| e.to_string());
     if commit.is_err() {
         let _ = connection.execute_batch("ROLLBACK");
     }
+    observer.commit(&Commit {
+        // Each appended event hands its search text to the group.
+        events: work.search_rows.len(),
+        total: started.elapsed(),
+        flush,
+        committed: commit.is_ok(),
+    });
     let failure = commit.err();
     for finish in finishes {
         finish(failure.as_deref());
