@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use trailmark_domain::Timestamp;
-use trailmark_store::{Commit, PoolProbe, StoreObserver, StreamState};
+use trailmark_store::{Commit, PoolProbe, Receipt, StoreObserver, StreamState};
 use trailmark_streams::observe::{Attempt, DeliveryObserver, Health};
 
 /// Latency buckets, in seconds: 1 ms to 10 s.
@@ -96,7 +96,8 @@ fn seconds_histogram() -> Histogram {
 struct StreamHealth {
     labels: StreamLabels,
     state: StreamState,
-    lag_events: u64,
+    /// Events delivered (the cursor plus one).
+    delivered: u64,
     oldest_pending: Option<Timestamp>,
 }
 
@@ -124,6 +125,9 @@ pub struct Metrics {
     stream_lag_seconds: Family<StreamLabels, SecondsGauge>,
     stream_state: Family<StreamStateLabels, Gauge>,
     streams: Mutex<HashMap<String, StreamHealth>>,
+    /// The largest size of each organization's log this instance has seen (its own appends
+    /// and its streams' reads).
+    log_sizes: Mutex<HashMap<String, u64>>,
     checkpoints: Family<OutcomeLabels, Counter>,
     checkpoint_seconds: Histogram,
     exports: Family<OutcomeLabels, Counter>,
@@ -179,6 +183,7 @@ impl Metrics {
             stream_lag_seconds: Family::default(),
             stream_state: Family::default(),
             streams: Mutex::new(HashMap::new()),
+            log_sizes: Mutex::new(HashMap::new()),
             checkpoints: Family::default(),
             checkpoint_seconds: seconds_histogram(),
             exports: Family::default(),
@@ -408,8 +413,16 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn events_ingested(&self, count: u64) {
-        self.events_ingested.inc_by(count);
+    /// Events this instance appended: counted, and the organization's log size noted, so its
+    /// streams' lag grows at once, not only at their next attempt.
+    pub(crate) fn events_ingested(&self, organization_id: &str, receipts: &[Receipt]) {
+        self.events_ingested.inc_by(receipts.len() as u64);
+        if let Some(last) = receipts.iter().map(|r| r.sequence).max()
+            && let Ok(mut sizes) = self.log_sizes.lock()
+        {
+            let size = sizes.entry(organization_id.to_owned()).or_default();
+            *size = (*size).max(last + 1);
+        }
     }
 
     pub(crate) fn idempotent_replay(&self) {
@@ -466,15 +479,24 @@ impl Metrics {
         let Ok(streams) = self.streams.lock() else {
             return;
         };
+        let sizes = self
+            .log_sizes
+            .lock()
+            .map(|sizes| sizes.clone())
+            .unwrap_or_default();
         // Rebuilt from the reported health, so a stream that is gone leaves no series behind.
         self.stream_lag_events.clear();
         self.stream_lag_seconds.clear();
         self.stream_state.clear();
         let now = Timestamp::now().unix_millis();
         for health in streams.values() {
+            let size = sizes
+                .get(&health.labels.organization_id)
+                .copied()
+                .unwrap_or(0);
             self.stream_lag_events
                 .get_or_create(&health.labels)
-                .set(health.lag_events as i64);
+                .set(size.saturating_sub(health.delivered) as i64);
             let age = health.oldest_pending.map_or(0.0, |received| {
                 (now - received.unix_millis()).max(0) as f64 / 1000.0
             });
@@ -628,6 +650,10 @@ impl DeliveryObserver for Metrics {
     }
 
     fn health(&self, health: &Health<'_>) {
+        if let Ok(mut sizes) = self.log_sizes.lock() {
+            let size = sizes.entry(health.organization_id.to_owned()).or_default();
+            *size = (*size).max(health.delivered + health.lag_events);
+        }
         if let Ok(mut streams) = self.streams.lock() {
             streams.insert(
                 health.stream_id.to_owned(),
@@ -638,7 +664,7 @@ impl DeliveryObserver for Metrics {
                         r#type: health.kind.to_owned(),
                     },
                     state: health.state,
-                    lag_events: health.lag_events,
+                    delivered: health.delivered,
                     oldest_pending: health.oldest_pending,
                 },
             );

@@ -58,7 +58,9 @@ pub struct Health<'a> {
     pub organization_id: &'a str,
     pub kind: &'a str,
     pub state: StreamState,
-    /// Events in the log the destination has not acknowledged.
+    /// Events the destination acknowledged: the cursor plus one.
+    pub delivered: u64,
+    /// Events in the log, as far as the task knows, the destination has not acknowledged.
     pub lag_events: u64,
     /// When the oldest of them was received (`None` when caught up), so its age can be told
     /// at any later moment.

@@ -249,11 +249,13 @@ impl StreamWorkers {
         }
     }
 
-    /// Reports the stream's health as this task now knows it.
+    /// Reports the stream's health as this task now knows it: `delivered` events acknowledged
+    /// (the cursor plus one), `lag_events` after them.
     fn report(
         &self,
         stream: &StreamRecord,
         state: StreamState,
+        delivered: u64,
         lag_events: u64,
         oldest_pending: Option<Timestamp>,
     ) {
@@ -262,6 +264,7 @@ impl StreamWorkers {
             organization_id: &stream.organization_id,
             kind: &stream.kind,
             state,
+            delivered,
             lag_events,
             oldest_pending,
         });
@@ -300,7 +303,7 @@ impl StreamWorkers {
         lease: &mut LeaseClock,
     ) -> Option<Pause> {
         if !stream.enabled {
-            self.report(stream, stream.state, 0, None);
+            self.report(stream, stream.state, acknowledged(stream), 0, None);
             return Some(Pause::Idle(self.config.idle_poll));
         }
         // A type this release does not know sends at once: the attempt then finds the stream
@@ -339,7 +342,7 @@ impl StreamWorkers {
             .await
         {
             Ok(events) if events.is_empty() => {
-                self.report(stream, stream.state, 0, None);
+                self.report(stream, stream.state, acknowledged(stream), 0, None);
                 return Some(Pause::Idle(self.config.idle_poll));
             }
             Ok(events) => events,
@@ -359,7 +362,13 @@ impl StreamWorkers {
                 Err(_) => events.len() as u64,
             }
         };
-        self.report(stream, stream.state, lag_events, Some(first.received_at));
+        self.report(
+            stream,
+            stream.state,
+            acknowledged(stream),
+            lag_events,
+            Some(first.received_at),
+        );
         let waited = Timestamp::now().unix_millis() - first.received_at.unix_millis();
         let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
         if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
@@ -399,6 +408,7 @@ impl StreamWorkers {
                 self.report(
                     stream,
                     StreamState::Active,
+                    to + 1,
                     lag_events.saturating_sub(count as u64),
                     events.get(count).map(|next| next.received_at),
                 );
@@ -423,6 +433,7 @@ impl StreamWorkers {
                 self.report(
                     stream,
                     StreamState::Error,
+                    acknowledged(stream),
                     lag_events,
                     Some(first.received_at),
                 );
@@ -437,6 +448,7 @@ impl StreamWorkers {
                 self.report(
                     stream,
                     StreamState::Invalid,
+                    acknowledged(stream),
                     lag_events,
                     Some(first.received_at),
                 );
@@ -460,6 +472,11 @@ impl StreamWorkers {
             tracing::warn!(stream = %stream.id, %error, "cannot record the failure");
         }
     }
+}
+
+/// Events the stream's destination acknowledged, by its stored cursor.
+fn acknowledged(stream: &StreamRecord) -> u64 {
+    stream.cursor.map_or(0, |cursor| cursor + 1)
 }
 
 /// How a stream's task waits between attempts.

@@ -76,12 +76,12 @@ pub async fn create(
     let outcome = state
         .store
         .append(AppendRequest {
-            organization_id,
+            organization_id: organization_id.clone(),
             events: vec![pending],
             idempotency: Some(claim),
         })
         .await?;
-    respond(&state, outcome)
+    respond(&state, &organization_id, outcome)
 }
 
 /// `POST /audit_logs/events/batch` with `{"organization_id", "events": [up to 1,000]}` → 200
@@ -189,12 +189,12 @@ pub async fn create_batch(
     let outcome = state
         .store
         .append(AppendRequest {
-            organization_id,
+            organization_id: organization_id.clone(),
             events: pending,
             idempotency: Some(claim),
         })
         .await?;
-    respond(&state, outcome)
+    respond(&state, &organization_id, outcome)
 }
 
 /// Validates `event` against the schema version it names (version 1 when it names none).
@@ -281,13 +281,17 @@ fn failure_json(index: usize, error: &ApiError) -> Value {
     body
 }
 
-fn respond(state: &AppState, outcome: AppendOutcome) -> Result<Response, ApiError> {
+fn respond(
+    state: &AppState,
+    organization_id: &str,
+    outcome: AppendOutcome,
+) -> Result<Response, ApiError> {
     let (stored, replayed) = match outcome {
         AppendOutcome::Appended {
             receipts,
             response: Some(response),
         } => {
-            state.metrics.events_ingested(receipts.len() as u64);
+            state.metrics.events_ingested(organization_id, &receipts);
             state.streams.wake();
             (response, false)
         }
