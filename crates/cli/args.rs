@@ -235,6 +235,11 @@ pub struct ServeArgs {
     /// (one object per line).
     #[arg(long, env = "TRAILMARK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
+    /// Send OpenTelemetry traces (a span per request, with its storage commit and stream
+    /// deliveries) over OTLP/HTTP to this collector, e.g. `http://127.0.0.1:4318` (default:
+    /// none). Needs the `otlp` cargo feature, on by default.
+    #[arg(long, env = "TRAILMARK_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -24,7 +24,10 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 use trailmark_domain::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,8 +38,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the process's log subscriber. `filter` is `--log` (or `TRAILMARK_LOG`) if given.
-pub fn init(filter: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
+/// What else than logs the subscriber sends: spans to an OTLP collector.
+pub type Traces = Option<Box<dyn Layer<Registry> + Send + Sync>>;
+
+/// Installs the process's log subscriber. `filter` is `--log` (or `TRAILMARK_LOG`) if given;
+/// `traces` sees Trailmark's spans whatever the log filter lets through.
+pub fn init(filter: Option<&str>, format: LogFormat, traces: Traces) -> anyhow::Result<()> {
     let from_rust_log = std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty());
     let (directives, origin) = match (filter, from_rust_log.as_deref()) {
         (Some(filter), _) => (filter, "--log"),
@@ -45,22 +52,30 @@ pub fn init(filter: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
     };
     let filter = EnvFilter::try_new(directives)
         .with_context(|| format!("{origin} is not a valid log filter: {directives:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format {
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => {
             let colour = std::io::stderr().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            builder.with_ansi(colour).try_init()
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .with_filter(filter)
+                .boxed()
         }
-        LogFormat::Json => builder
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines)
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
-    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+    let mut layers = vec![logs];
+    layers.extend(traces);
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
 /// Formats each event as one JSON object on its own line (see the module docs).

@@ -8,6 +8,8 @@ mod key_files;
 mod keys;
 mod ledger;
 mod logging;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod serve;
 mod verify;
 

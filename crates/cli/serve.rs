@@ -57,7 +57,8 @@ pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    crate::logging::init(args.log.as_deref(), args.log_format)?;
+    let (traces, flusher) = traces(args.otlp_endpoint.as_deref())?;
+    crate::logging::init(args.log.as_deref(), args.log_format, traces)?;
 
     let metrics = Arc::new(Metrics::new());
     let store = open_observed_store(
@@ -133,8 +134,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
     println!("Trailmark listening on http://{address}");
     trailmark_server::serve(listener, state, shutdown_signal()).await?;
+    #[cfg(feature = "otlp")]
+    if let Some(flusher) = flusher {
+        flusher.flush(Duration::from_secs(5)).await;
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _: Option<Flusher> = flusher;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(feature = "otlp")]
+type Flusher = crate::otlp::Flusher;
+#[cfg(not(feature = "otlp"))]
+type Flusher = std::convert::Infallible;
+
+/// The OTLP exporter `--otlp-endpoint` asks for: Trailmark's spans (targets `trailmark…`) at
+/// info and above, whatever the log filter.
+#[cfg(feature = "otlp")]
+fn traces(endpoint: Option<&str>) -> anyhow::Result<(crate::logging::Traces, Option<Flusher>)> {
+    use tracing_subscriber::Layer;
+    let Some(endpoint) = endpoint else {
+        return Ok((None, None));
+    };
+    let (layer, flusher) = crate::otlp::layer(endpoint)?;
+    let spans = tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.is_span()
+            && metadata.target().starts_with("trailmark")
+            && *metadata.level() <= tracing::Level::INFO
+    });
+    Ok((Some(layer.with_filter(spans).boxed()), Some(flusher)))
+}
+
+#[cfg(not(feature = "otlp"))]
+fn traces(endpoint: Option<&str>) -> anyhow::Result<(crate::logging::Traces, Option<Flusher>)> {
+    match endpoint {
+        Some(_) => anyhow::bail!(
+            "--otlp-endpoint needs a trailmark built with the `otlp` cargo feature (on by default)"
+        ),
+        None => Ok((None, None)),
+    }
 }
 
 /// One readable line saying what started, where, and with which choices that matter; never a

@@ -46,7 +46,13 @@ pub(crate) async fn around_every_request(
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
-    let span = tracing::info_span!("request", request_id = %request_id, %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        %method,
+        route = %route,
+        status = tracing::field::Empty,
+    );
 
     let handled = std::panic::AssertUnwindSafe(next.run(request))
         .catch_unwind()
@@ -71,6 +77,7 @@ pub(crate) async fn around_every_request(
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
     let status = response.status();
+    span.record("status", status.as_u16());
     state
         .metrics
         .record_request(method.as_str(), &route, status.as_u16(), started.elapsed());

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 use trailmark_domain::Timestamp;
 use trailmark_store::{Store, StreamRecord, StreamState};
 
@@ -164,8 +165,29 @@ impl StreamWorkers {
         })
     }
 
-    /// Sends `events` once, outside the cursor (the streams API's "send test event").
+    /// Sends `events` once (the delivery loop, and the streams API's "send test event"), in a
+    /// `stream.delivery` span: a child of the request that asked for it, if any.
     pub async fn send(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
+        let span = tracing::info_span!(
+            "stream.delivery",
+            stream_id = %stream.id,
+            "type" = %stream.kind,
+            events = events.len(),
+            outcome = tracing::field::Empty,
+        );
+        let outcome = self.deliver(stream, events).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            match &outcome {
+                Outcome::Delivered(_) => "delivered",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Invalid(_) => "invalid",
+            },
+        );
+        outcome
+    }
+
+    async fn deliver(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
         match self.open_settings(stream) {
             Ok(settings) => {
                 Destination {

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::event::NewEvent;
@@ -80,6 +81,7 @@ pub async fn create(
             events: vec![pending],
             idempotency: Some(claim),
         })
+        .instrument(commit_span(&organization_id, 1))
         .await?;
     respond(&state, &organization_id, outcome)
 }
@@ -186,6 +188,7 @@ pub async fn create_batch(
             }
         }),
     };
+    let count = pending.len();
     let outcome = state
         .store
         .append(AppendRequest {
@@ -193,6 +196,7 @@ pub async fn create_batch(
             events: pending,
             idempotency: Some(claim),
         })
+        .instrument(commit_span(&organization_id, count))
         .await?;
     respond(&state, &organization_id, outcome)
 }
@@ -271,6 +275,12 @@ fn receipt_json(organization_id: &str, receipt: &Receipt) -> Value {
         "sequence": receipt.sequence,
         "leaf_hash": trailmark_ledger::encode_hash(&receipt.leaf_hash),
     })
+}
+
+/// The span of an append, from the request to its durable group commit (a child of the
+/// request's span in traces).
+fn commit_span(organization_id: &str, events: usize) -> tracing::Span {
+    tracing::info_span!("store.commit", organization_id = %organization_id, events)
 }
 
 fn failure_json(index: usize, error: &ApiError) -> Value {
