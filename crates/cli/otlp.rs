@@ -165,7 +165,7 @@ where
             let dropped = self
                 .dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if dropped % 1000 == 0 {
+            if dropped.is_multiple_of(1000) {
                 tracing::warn!(
                     dropped = dropped + 1,
                     "the OTLP exporter is behind; spans were dropped"
@@ -315,7 +315,7 @@ async fn export(client: reqwest::Client, url: String, mut queue: mpsc::Receiver<
                 Ok(()) => failures = 0,
                 Err(reason) => {
                     failures += 1;
-                    if failures == 1 || failures % 100 == 0 {
+                    if failures == 1 || failures.is_multiple_of(100) {
                         tracing::warn!(%reason, url = %url, failures, "cannot send spans to the OTLP collector");
                     }
                 }
