@@ -193,7 +193,7 @@ mod tests {
         let router = super::router(state);
         let mut operations = BTreeSet::new();
         for (path, _) in super::api(1024) {
-            let concrete = path.replace('{', "").replace('}', "");
+            let concrete = path.replace(['{', '}'], "");
             for method in [
                 Method::GET,
                 Method::POST,
