@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+use trailmark_app::{AppConfig, Trailmark};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
@@ -91,12 +92,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.storage.data_dir.join("ledger.key"));
     let signing_key = load_or_create(&signing_key_path, args.signing_key.is_none())?;
-    let config = ServerConfig {
+    let app_config = AppConfig {
         data_dir: args.storage.data_dir.clone(),
-        public_url: public_url.clone(),
         secrets_key,
-        export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
-        export_max_range_days: args.export_max_range_days,
         ledger_name: args.ledger_name.clone(),
         signing_key,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(1)),
@@ -107,14 +105,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..WorkerConfig::default()
         },
         require_schemas: args.require_schemas,
-        max_body_bytes: args.max_body_bytes,
+        export_max_range_days: args.export_max_range_days,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
     };
-    tracing::info!(?config, %address, "starting");
-    // Tests and scripts wait for this exact line to learn the port.
-    let state = AppState::new(store, config)
-        .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?
+    let config = ServerConfig {
+        public_url: public_url.clone(),
+        secrets_key,
+        export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
+        max_body_bytes: args.max_body_bytes,
+    };
+    tracing::info!(?app_config, ?config, %address, "starting");
+    let app =
+        Trailmark::new(store, app_config).map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?;
+    let state = AppState::new(app, config)
         .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
+    // Tests and scripts wait for this exact line to learn the port.
     println!("Trailmark listening on http://{address}");
     trailmark_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use trailmark_app::metrics::AppMetrics;
 
 /// Histogram bucket upper bounds, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -21,8 +22,6 @@ const BUCKETS: [f64; 12] = [
 pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
-    events_ingested: AtomicU64,
-    idempotent_replays: AtomicU64,
 }
 
 #[derive(Default)]
@@ -52,15 +51,8 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn events_ingested(&self, count: u64) {
-        self.events_ingested.fetch_add(count, Ordering::Relaxed);
-    }
-
-    pub(crate) fn idempotent_replay(&self) {
-        self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn render(&self) -> String {
+    /// The HTTP series, then the application's counters.
+    pub(crate) fn render(&self, app: &AppMetrics) -> String {
         let mut out = String::new();
         out.push_str("# HELP trailmark_http_requests_total HTTP requests answered.\n# TYPE trailmark_http_requests_total counter\n");
         if let Ok(requests) = self.requests.lock() {
@@ -102,12 +94,12 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP trailmark_events_ingested_total Events durably stored.\n# TYPE trailmark_events_ingested_total counter\ntrailmark_events_ingested_total {}",
-            self.events_ingested.load(Ordering::Relaxed)
+            app.events_ingested()
         );
         let _ = writeln!(
             out,
             "# HELP trailmark_idempotent_replays_total Requests answered from a stored idempotent response.\n# TYPE trailmark_idempotent_replays_total counter\ntrailmark_idempotent_replays_total {}",
-            self.idempotent_replays.load(Ordering::Relaxed)
+            app.idempotent_replays()
         );
         out
     }

@@ -29,11 +29,7 @@ pub(crate) async fn live_organization(
     state: &AppState,
     id: &str,
 ) -> Result<Organization, ApiError> {
-    state
-        .store
-        .get_organization(id)
-        .await?
-        .ok_or_else(|| ApiError::organization_not_found(id))
+    Ok(state.app.live_organization(id).await?)
 }
 
 /// The live organization a read concerns: `organization_id` from the query, or the key's own

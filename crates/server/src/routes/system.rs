@@ -19,14 +19,14 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: storage answers. No key needed.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await?;
+    state.app.ping().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
 /// `GET /metrics`: Prometheus text format. No key needed (bind the server to a private
 /// interface or filter this path at the proxy if metrics are sensitive).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut text = state.metrics.render();
+    let mut text = state.metrics.render(state.app.metrics());
     // Stream health comes from storage; if it does not answer, the process's own series still do.
     match crate::routes::streams::metrics(&state).await {
         Ok(streams) => text.push_str(&streams),
