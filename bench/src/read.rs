@@ -19,7 +19,9 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
 use trailmark_domain::id::IdKind;
 use trailmark_domain::organization::Organization;
-use trailmark_store::{AppendOutcome, AppendRequest, PendingEvent, SqliteStore, Store};
+use trailmark_store::{
+    AppendOutcome, AppendRequest, EventLog, Organizations, PendingEvent, SqliteStore,
+};
 
 use crate::child::{self, Finished};
 use crate::client::Client;
@@ -572,7 +574,7 @@ fn check_appended(
 ) -> Result<(), String> {
     match outcome {
         Ok(AppendOutcome::Appended { .. }) => Ok(()),
-        Ok(AppendOutcome::Replayed(_)) => Err("an append was replayed, not stored".into()),
+        Ok(AppendOutcome::Replayed { .. }) => Err("an append was replayed, not stored".into()),
         Err(e) => Err(format!("append: {e}")),
     }
 }

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use trailmark_app::metrics::AppMetrics;
+use trailmark_app::{AppConfig, Trailmark};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
-use trailmark_server::{AppState, Metrics, ServerConfig};
+use trailmark_server::{AppState, ServerConfig};
 use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store, StoreObserver};
 use trailmark_streams::worker::WorkerConfig;
 
@@ -21,7 +23,7 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
     open_observed_store(storage, None).await
 }
 
-/// [`open_store`], reporting commits and connection use to `observer` (the server's metrics).
+/// [`open_store`], reporting commits and connection use to `observer` (the metrics).
 async fn open_observed_store(
     storage: &StorageArgs,
     observer: Option<Arc<dyn StoreObserver>>,
@@ -60,7 +62,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (traces, flusher) = traces(args.otlp_endpoint.as_deref())?;
     crate::logging::init(args.log.as_deref(), args.log_format, traces)?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(AppMetrics::default());
     let store = open_observed_store(
         &args.storage,
         Some(Arc::clone(&metrics) as Arc<dyn StoreObserver>),
@@ -108,12 +110,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.storage.data_dir.join("ledger.key"));
     let signing_key = load_or_create(&signing_key_path, args.signing_key.is_none())?;
-    let config = ServerConfig {
+    let app_config = AppConfig {
         data_dir: args.storage.data_dir.clone(),
-        public_url: public_url.clone(),
         secrets_key,
-        export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
-        export_max_range_days: args.export_max_range_days,
         ledger_name: args.ledger_name.clone(),
         signing_key,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(1)),
@@ -124,14 +123,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..WorkerConfig::default()
         },
         require_schemas: args.require_schemas,
-        max_body_bytes: args.max_body_bytes,
+        export_max_range_days: args.export_max_range_days,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
     };
-    log_start(&args, &config, address);
-    // Tests and scripts wait for this exact line to learn the port.
-    let state = AppState::with_metrics(store, config, metrics)
-        .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?
+    let config = ServerConfig {
+        public_url: public_url.clone(),
+        secrets_key,
+        export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
+        max_body_bytes: args.max_body_bytes,
+    };
+    log_start(&args, &app_config, &config, address);
+    let app = Trailmark::with_metrics(store, app_config, metrics)
+        .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?;
+    let state = AppState::new(app, config)
         .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
+    // Tests and scripts wait for this exact line to learn the port.
     println!("Trailmark listening on http://{address}");
     trailmark_server::serve(listener, state, shutdown_signal()).await?;
     #[cfg(feature = "otlp")]
@@ -178,7 +184,12 @@ fn traces(endpoint: Option<&str>) -> anyhow::Result<(crate::logging::Traces, Opt
 
 /// One readable line saying what started, where, and with which choices that matter; never a
 /// key, and a database URL only without its password.
-fn log_start(args: &ServeArgs, config: &ServerConfig, address: std::net::SocketAddr) {
+fn log_start(
+    args: &ServeArgs,
+    app: &AppConfig,
+    config: &ServerConfig,
+    address: std::net::SocketAddr,
+) {
     let database = match args.storage.resolve() {
         Ok(DatabaseUrl::Sqlite(path)) => format!("sqlite://{}", path.display()),
         Ok(DatabaseUrl::Postgres(url)) => without_password(&url),
@@ -189,10 +200,10 @@ fn log_start(args: &ServeArgs, config: &ServerConfig, address: std::net::SocketA
         listen = %address,
         public_url = %config.public_url,
         database = %database,
-        data_dir = %config.data_dir.display(),
-        ledger_name = %config.ledger_name,
-        require_schemas = config.require_schemas,
-        private_destinations = if config.streams.allow_private { "allowed" } else { "refused" },
+        data_dir = %app.data_dir.display(),
+        ledger_name = %app.ledger_name,
+        require_schemas = app.require_schemas,
+        private_destinations = if app.streams.allow_private { "allowed" } else { "refused" },
         "Trailmark {} serving on http://{address}, storage {database}",
         env!("CARGO_PKG_VERSION"),
     );

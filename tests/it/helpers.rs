@@ -7,6 +7,7 @@ use std::sync::Arc;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use trailmark_app::{AppConfig, Trailmark};
 use trailmark_server::{AppState, ServerConfig};
 use trailmark_store::{PostgresStore, SqliteStore, Store};
 
@@ -261,12 +262,9 @@ impl TestApp {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
-        let config = ServerConfig {
+        let app_config = AppConfig {
             data_dir: data_dir.path().to_owned(),
-            public_url: base.clone(),
             secrets_key: [42; 32],
-            export_link_ttl: std::time::Duration::from_secs(600),
-            export_max_range_days: options.export_max_range_days,
             ledger_name: "trailmark.test".into(),
             signing_key: [7; 32],
             checkpoint_interval: std::time::Duration::from_millis(100),
@@ -280,13 +278,20 @@ impl TestApp {
                 lease: std::time::Duration::from_secs(5),
             },
             require_schemas: options.require_schemas,
-            max_body_bytes: options.max_body_bytes,
+            export_max_range_days: options.export_max_range_days,
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
         };
+        let config = ServerConfig {
+            public_url: base.clone(),
+            secrets_key: [42; 32],
+            export_link_ttl: std::time::Duration::from_secs(600),
+            max_body_bytes: options.max_body_bytes,
+        };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(store, config).expect("valid config");
+        let app = Trailmark::new(store, app_config).expect("valid config");
+        let state = AppState::new(app, config);
         tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));

@@ -12,7 +12,8 @@ use trailmark_domain::query::{ActionPattern, EventFilter};
 use trailmark_export::{PAGE_SIZE, Snapshot, write_export};
 use trailmark_ledger::encode_hash;
 use trailmark_store::{
-    AppendRequest, Order, PendingEvent, SearchRequest, SqliteStore, Store, StoredCheckpoint,
+    AppendRequest, EventLog, LedgerStore, Order, Organizations, PendingEvent, Retention,
+    SearchRequest, SqliteStore, Store, StoredCheckpoint,
 };
 
 const TRICKY: [&str; 14] = [

@@ -16,7 +16,9 @@
 //! ingested after the change only; verifiers hash whatever keys an event carries.
 
 use serde_json::Value;
-use trailmark_domain::canonical::{CanonicalObject, canonical_json_without};
+use trailmark_domain::Timestamp;
+use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_json_without};
+use trailmark_domain::record::{Placement, event_object};
 
 use crate::tree::{Hash, leaf_hash};
 
@@ -39,10 +41,90 @@ pub fn canonical_event_leaf_hash(event_object: &CanonicalObject<'_>) -> Hash {
     leaf_hash(&event_object.without(&NON_LEAF_KEYS))
 }
 
+/// An event's leaf before its sequence number is known, so that the one place that assigns
+/// sequences (inside a commit) only has to hash: the leaf bytes of its event object up to the
+/// `sequence` value, and after it. Every backend computes leaves through it, so a leaf is the
+/// same whichever database stored the event.
+#[derive(Debug, Clone)]
+pub struct LeafTemplate {
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+impl LeafTemplate {
+    /// The template of the event whose normalized body is `body`, placed in `organization_id`'s
+    /// log with `id`, received at `received_at`.
+    pub fn new(id: &str, organization_id: &str, received_at: Timestamp, body: &Value) -> Self {
+        let leaf = |sequence| {
+            leaf_bytes(&event_object(
+                Placement {
+                    id,
+                    organization_id,
+                    sequence,
+                    received_at,
+                },
+                body,
+            ))
+        };
+        // The two differ only in the one digit where the sequence is written, wherever the
+        // canonical form puts it.
+        let (zero, one) = (leaf(0), leaf(1));
+        let at = zero
+            .iter()
+            .zip(&one)
+            .position(|(a, b)| a != b)
+            .unwrap_or(zero.len());
+        LeafTemplate {
+            before: zero[..at].to_vec(),
+            after: zero[(at + 1).min(zero.len())..].to_vec(),
+        }
+    }
+
+    /// The leaf hash of the event at `sequence`: [`event_leaf_hash`] of its event object.
+    pub fn hash(&self, sequence: u64) -> Hash {
+        let number = canonical_json(&Value::from(sequence));
+        let mut bytes = Vec::with_capacity(self.before.len() + number.len() + self.after.len());
+        bytes.extend_from_slice(&self.before);
+        bytes.extend_from_slice(&number);
+        bytes.extend_from_slice(&self.after);
+        leaf_hash(&bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_leaf_template_hashes_as_the_whole_event_object_does() {
+        let body = json!({
+            "action": "user.signed_in",
+            "occurred_at": "2026-08-01T10:00:00.000Z",
+            "actor": {"id": "user_1", "type": "user", "name": "Sequence 0 \"1\"", "metadata": {"sequence": "1"}},
+            "targets": [{"id": "team_10", "type": "team", "metadata": {"n": "11"}}],
+            "context": {"location": "192.0.2.1", "user_agent": "UA/1.0"},
+            "metadata": {"attempt": "1", "note": "ü \\u0001 1"}
+        });
+        let received_at = Timestamp::from_unix_millis(1_785_578_400_001);
+        let template = LeafTemplate::new("event_01", "org_1", received_at, &body);
+        for sequence in [0, 1, 9, 10, 11, 99, 100, 12_345, 1 << 40] {
+            let object = event_object(
+                Placement {
+                    id: "event_01",
+                    organization_id: "org_1",
+                    sequence,
+                    received_at,
+                },
+                &body,
+            );
+            assert_eq!(
+                template.hash(sequence),
+                event_leaf_hash(&object),
+                "{sequence}"
+            );
+        }
+    }
 
     #[test]
     fn the_leaf_ignores_key_order_and_non_leaf_keys() {

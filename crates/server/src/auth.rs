@@ -1,28 +1,15 @@
 //! Who is calling: the `Caller` extractor turns `Authorization: Bearer sk_…` into a scope and an
-//! optional organization restriction, or rejects the request with 401.
-//!
-//! Keys are looked up by their SHA-256. Found keys are cached briefly so ingest at thousands of
-//! requests a second does not read the key table each time; unknown keys are never cached.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! optional organization restriction (`Trailmark::authenticate`), or rejects the request with
+//! 401.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use trailmark_domain::api_key::{ApiKeySecret, Scope};
+use trailmark_app::keys::Principal;
+use trailmark_domain::api_key::Scope;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// The id under which the `TRAILMARK_API_KEY` key acts.
-const BOOTSTRAP_KEY_ID: &str = "key_bootstrap";
-
-/// How long a found key is trusted without re-reading it.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Entries kept at most; the cache is cleared when full (keys are few in practice).
-const KEY_CACHE_MAX: usize = 10_000;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +63,15 @@ impl Caller {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct KeyCache(Mutex<HashMap<[u8; 32], (Caller, Instant)>>);
+impl From<Principal> for Caller {
+    fn from(principal: Principal) -> Self {
+        Caller {
+            key_id: principal.key_id,
+            scope: principal.scope,
+            organization: principal.organization,
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -98,47 +92,11 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let hash = ApiKeySecret::new(presented).hash();
-
-        if let Some(bootstrap) = &state.config.bootstrap_key_hash
-            && constant_time_eq(bootstrap, &hash)
-        {
-            return Ok(Caller {
-                key_id: BOOTSTRAP_KEY_ID.into(),
-                scope: Scope::Admin,
-                organization: None,
-            });
-        }
-        let cached = state.keys.0.lock().ok().and_then(|cache| {
-            cache
-                .get(&hash)
-                .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-                .map(|(caller, _)| caller.clone())
-        });
-        if let Some(caller) = cached {
-            return Ok(caller);
-        }
-        let record = state
-            .store
-            .find_api_key(hash)
+        state
+            .app
+            .authenticate(presented)
             .await?
-            .ok_or(ApiError::Unauthorized)?;
-        let caller = Caller {
-            key_id: record.id,
-            scope: record.scope,
-            organization: record.organization_id,
-        };
-        if let Ok(mut cache) = state.keys.0.lock() {
-            if cache.len() >= KEY_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(hash, (caller.clone(), Instant::now()));
-        }
-        Ok(caller)
+            .map(Caller::from)
+            .ok_or(ApiError::Unauthorized)
     }
-}
-
-/// Compares two key hashes in time independent of where they differ.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -14,8 +14,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use trailmark_app::{AppError, NotFoundKind};
 use trailmark_domain::{FieldProblem, PathProblem, Problems};
-use trailmark_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -172,18 +172,20 @@ impl From<Problems> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
         match error {
-            StoreError::OrganizationNotFound(id) => ApiError::organization_not_found(&id),
-            StoreError::Conflict(field) => ApiError::Conflict(field),
-            StoreError::InvalidCursor(field) => ApiError::field(
-                "invalid_value",
-                field,
-                format!("{field} is not a cursor this list returned"),
-            ),
-            StoreError::Unavailable(reason) => ApiError::Unavailable(reason),
-            other => ApiError::Internal(other.to_string()),
+            AppError::Problems(problems) => ApiError::from(problems),
+            AppError::OrganizationNotFound(id) => ApiError::organization_not_found(&id),
+            // WorkOS's wording for each kind.
+            AppError::NotFound { kind, id } => ApiError::NotFound(match kind {
+                NotFoundKind::Event => format!("Audit Log Event not found: '{id}'."),
+                NotFoundKind::Export => format!("Audit Log Export not found: '{id}'."),
+                NotFoundKind::LogStream => format!("Log stream not found: '{id}'."),
+            }),
+            AppError::Conflict(field) => ApiError::Conflict(field),
+            AppError::Unavailable(reason) => ApiError::Unavailable(reason),
+            AppError::Internal(reason) => ApiError::Internal(reason),
         }
     }
 }

@@ -1,8 +1,15 @@
 //! Trailmark's storage: the [`Store`] trait every other crate talks to, and [`SqliteStore`], the
 //! embedded implementation that `trailmark serve` uses by default.
 //!
-//! This is the only crate that contains SQL. It knows nothing about HTTP: what it stores for an
-//! idempotent request is an opaque [`StoredResponse`] that the caller rendered.
+//! This is the only crate that contains SQL. It knows nothing about HTTP: an idempotent append
+//! returns receipts (its events' ids, sequences and leaf hashes), and what else the caller
+//! needs to answer a replay is an opaque outcome it stored with the claim.
+//!
+//! Each aggregate has its own narrow trait ([`EventLog`], [`LedgerStore`], [`Organizations`],
+//! [`Schemas`], [`ApiKeys`], [`StreamStore`], [`ExportStore`], [`PortalStore`], [`Retention`],
+//! [`Health`]); [`Store`] is all of them, which each backend implements. The rules that decide
+//! what to store (sequencing, leaf hashing, idempotency, schema versions, stream states) are
+//! written once, in [`rules`], and called by both backends.
 //!
 //! The promises every implementation keeps:
 //! - **Durable before acknowledged.** A write method returns `Ok` only after its transaction is
@@ -17,7 +24,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), trailmark_store::StoreError> {
-//! use trailmark_store::{SqliteStore, Store};
+//! use trailmark_store::{Health, SqliteStore};
 //! let store = SqliteStore::open("trailmark-data/trailmark.db".as_ref())?;
 //! store.ping().await?;
 //! # Ok(()) }
@@ -30,6 +37,7 @@ mod observe;
 mod portal;
 mod postgres;
 mod rows;
+pub mod rules;
 mod sqlite;
 mod window;
 
@@ -37,14 +45,14 @@ use async_trait::async_trait;
 use trailmark_domain::Timestamp;
 use trailmark_domain::organization::Organization;
 use trailmark_domain::query::EventFilter;
-use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_domain::schema::ActionSchema;
 
 pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
     RawEvent, Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
-    StoredResponse, StreamRecord, StreamState,
+    StreamRecord, StreamState,
 };
 pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
@@ -55,19 +63,58 @@ pub use sqlite::SqliteStore;
 pub use sqlite::{SearchStatement, search_statements};
 pub use trailmark_ledger::tree::Hash;
 
-/// Everything Trailmark persists. Implementations are cheap to share (`Arc<dyn Store>`).
+/// Everything Trailmark persists: every aggregate's trait, implemented by one backend. Callers
+/// that need one aggregate take that trait (`&dyn StreamStore`); an `Arc<dyn Store>` coerces to
+/// any of them.
+pub trait Store:
+    Health
+    + ApiKeys
+    + Organizations
+    + Schemas
+    + EventLog
+    + LedgerStore
+    + Retention
+    + StreamStore
+    + ExportStore
+    + PortalStore
+{
+}
+
+impl<T> Store for T where
+    T: Health
+        + ApiKeys
+        + Organizations
+        + Schemas
+        + EventLog
+        + LedgerStore
+        + Retention
+        + StreamStore
+        + ExportStore
+        + PortalStore
+{
+}
+
+/// Whether the database answers.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Health: Send + Sync + 'static {
     /// Succeeds when the database answers a query (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
+/// API keys, stored by hash.
+#[async_trait]
+pub trait ApiKeys: Send + Sync + 'static {
     /// Stores a new API key (only its hash).
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError>;
     /// The key whose SHA-256 is `hash`, if any.
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Whether any key has ever been created (the first start creates one).
     async fn has_api_keys(&self) -> Result<bool, StoreError>;
+}
 
+/// Organizations, the tenants whose logs Trailmark keeps.
+#[async_trait]
+pub trait Organizations: Send + Sync + 'static {
     /// Stores a new organization. [`StoreError::Conflict`] if its `external_id` is taken.
     async fn insert_organization(
         &self,
@@ -93,21 +140,23 @@ pub trait Store: Send + Sync + 'static {
         days: u32,
         now: Timestamp,
     ) -> Result<Option<Organization>, StoreError>;
+}
 
-    /// Creates the next version of `action`'s schema, or returns the latest version unchanged if
-    /// `definition` equals it.
-    async fn create_schema(
-        &self,
-        action: ActionName,
-        definition: SchemaDefinition,
-        now: Timestamp,
-    ) -> Result<ActionSchema, StoreError>;
-    /// The schema version an event of `action` is validated against: `version`, or 1 if `None`.
-    async fn schema_for_event(
+/// Versioned event schemas. Versions are immutable; which version to create is decided once,
+/// in [`rules::create_schema`], over these primitives.
+#[async_trait]
+pub trait Schemas: Send + Sync + 'static {
+    /// The highest version of `action`'s schema, if it has one.
+    async fn latest_schema(&self, action: &str) -> Result<Option<ActionSchema>, StoreError>;
+    /// One version of `action`'s schema.
+    async fn get_schema(
         &self,
         action: &str,
-        version: Option<u32>,
-    ) -> Result<SchemaLookup, StoreError>;
+        version: u32,
+    ) -> Result<Option<ActionSchema>, StoreError>;
+    /// Stores a new version. [`StoreError::Conflict`] (`version`) if that version exists: another
+    /// writer created it first.
+    async fn insert_schema(&self, schema: ActionSchema) -> Result<(), StoreError>;
     /// The versions of one action's schema. Cursors are version numbers.
     async fn list_schemas(
         &self,
@@ -116,9 +165,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<ActionSchema>, StoreError>;
     /// Actions that have a schema, each with its latest version. Ordered and paged by name.
     async fn list_actions(&self, page: PageRequest) -> Result<Page<ActionSummary>, StoreError>;
+}
 
-    /// Appends events to an organization's log, durably, or replays an earlier response (see
-    /// the crate docs). [`StoreError::OrganizationNotFound`] if the organization is not live.
+/// The organizations' logs: durable, sequenced, idempotent appends and the reads over them.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends events to an organization's log, durably, or finds the earlier append with the
+    /// same idempotency identity (see the crate docs). [`StoreError::OrganizationNotFound`] if
+    /// the organization is not live.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
     /// Up to `limit` events of an organization's log with a sequence greater than `after` (all
     /// from the start when `None`), in sequence order: the cursor read that pollers, streams and
@@ -145,9 +199,9 @@ pub trait Store: Send + Sync + 'static {
         organization_id: &str,
         request: SearchRequest,
     ) -> Result<SearchPage, StoreError>;
-    /// [`Store::search_events`] with each body left as the stored text, unparsed: for exports,
-    /// which copy bodies into their output and would otherwise build and drop a JSON tree per
-    /// event.
+    /// [`EventLog::search_events`] with each body left as the stored text, unparsed: for
+    /// exports, which copy bodies into their output and would otherwise build and drop a JSON
+    /// tree per event.
     async fn search_raw_events(
         &self,
         organization_id: &str,
@@ -155,25 +209,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<SearchPage<RawEvent>, StoreError>;
     /// An event by id, whatever its organization (the caller checks access).
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
-
-    /// Records a new export job.
-    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError>;
-    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError>;
-    /// Export jobs in `state`, oldest first (the server resumes pending ones after a restart).
-    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError>;
-    /// Marks a pending export ready (with its row count) or failed (with the reason).
-    async fn finish_export(
-        &self,
-        id: &str,
-        outcome: Result<u64, String>,
-        now: Timestamp,
-    ) -> Result<(), StoreError>;
-
     /// The number of events in an organization's log (0 if it has none).
     async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError>;
     /// Every organization with a log, with its size (deleted organizations included: their
     /// logs remain).
     async fn log_sizes(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Deletes idempotency records that expired before `now`; returns how many.
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// The Merkle trees over the logs and their signed checkpoints.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
     /// The root of the first `size` leaves of an organization's log.
     async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError>;
     /// RFC 6962 inclusion proofs of the given leaves in the tree of `size` leaves, in order.
@@ -199,7 +246,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// Organizations whose log has grown past their latest checkpoint, with the current size.
     async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
 
+/// Retention and legal holds: what may be purged, and the purge itself.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
     /// Organizations with a retention period and no legal hold: `(id, days)`.
     async fn purgeable_organizations(&self) -> Result<Vec<(String, u32)>, StoreError>;
     /// Removes the contents of up to `limit` events of an organization received before
@@ -222,7 +273,11 @@ pub trait Store: Send + Sync + 'static {
         record: PendingEvent,
         now: Timestamp,
     ) -> Result<Receipt, StoreError>;
+}
 
+/// Log streams: their settings, health, cursors and delivery leases.
+#[async_trait]
+pub trait StreamStore: Send + Sync + 'static {
     /// Stores a new log stream.
     async fn insert_stream(&self, stream: StreamRecord) -> Result<(), StoreError>;
     async fn get_stream(&self, id: &str) -> Result<Option<StreamRecord>, StoreError>;
@@ -244,9 +299,9 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
-    /// Records a delivery: moves the cursor from `from` to `to` and marks the stream active,
-    /// only while `holder` holds the lease and the cursor is still `from` (a replay may have
-    /// moved it). Returns whether it did.
+    /// Records a delivery: moves the cursor from `from` to `to` and sets the stream's state to
+    /// [`rules::state_after_delivery`] of its enabled flag, only while `holder` holds the lease
+    /// and the cursor is still `from` (a replay may have moved it). Returns whether it did.
     async fn record_delivery(
         &self,
         id: &str,
@@ -270,10 +325,23 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<u64>,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+}
 
-    /// Deletes idempotency records that expired before `now`; returns how many.
-    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError>;
-
+/// Export jobs.
+#[async_trait]
+pub trait ExportStore: Send + Sync + 'static {
+    /// Records a new export job.
+    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError>;
+    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError>;
+    /// Export jobs in `state`, oldest first (the server resumes pending ones after a restart).
+    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError>;
+    /// Marks a pending export ready (with its row count) or failed (with the reason).
+    async fn finish_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Takes or renews the right to generate a pending export for `runner` until `until`;
     /// `false` if the export is no longer pending or another runner's lease is still running.
     /// Instances sharing a database use it so that each export is generated by one of them, and
@@ -285,7 +353,11 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+}
 
+/// Admin Portal links and sessions.
+#[async_trait]
+pub trait PortalStore: Send + Sync + 'static {
     /// Stores a newly issued Admin Portal link (only its token's hash).
     async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError>;
     /// Opens the link whose token hashes to `token_hash`, in one commit: if it is unused and

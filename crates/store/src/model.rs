@@ -87,13 +87,6 @@ pub struct PendingEvent {
     pub received_at: Timestamp,
 }
 
-/// A response to replay for a repeated request: the status and body exactly as first sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
 /// Proof of storage for one event: its id and its position in the organization's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -103,23 +96,14 @@ pub struct Receipt {
     pub leaf_hash: Hash,
 }
 
-/// Renders the response for the receipts of a commit, so it can be stored with them.
-pub type RenderResponse = Box<dyn FnOnce(&[Receipt]) -> StoredResponse + Send>;
-
-/// Makes an append idempotent: the identity (see `trailmark_domain::idempotency`) and the
-/// function that renders the response to store for it.
+/// Makes an append idempotent: the identity (see `trailmark_domain::idempotency`), how long the
+/// record answers, and what the caller wants back on a replay besides the receipts (opaque to
+/// the store; the application layer writes and reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyClaim {
     pub identity: [u8; 32],
     pub expires_at: Timestamp,
-    pub render: RenderResponse,
-}
-
-impl std::fmt::Debug for IdempotencyClaim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdempotencyClaim")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
+    pub outcome: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -131,13 +115,14 @@ pub struct AppendRequest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppendOutcome {
-    /// The events were committed; `response` is what the claim rendered, if there was one.
-    Appended {
-        receipts: Vec<Receipt>,
-        response: Option<StoredResponse>,
-    },
+    /// The events were committed, in order.
+    Appended { receipts: Vec<Receipt> },
     /// An earlier commit with the same identity answered this already; nothing was stored.
-    Replayed(StoredResponse),
+    /// `receipts` are that commit's events, `outcome` the claim it stored.
+    Replayed {
+        receipts: Vec<Receipt>,
+        outcome: Vec<u8>,
+    },
 }
 
 /// An event as stored: its place in the log and its normalized JSON (`NewEvent::to_json`).

@@ -15,7 +15,7 @@ use trailmark_domain::schema::{ActionName, SchemaDefinition};
 use trailmark_store::{
     AppendOutcome, AppendRequest, IdempotencyClaim, NewPortalSession, Order, PendingEvent,
     PortalLink, PortalRedemption, PostgresStore, SchemaLookup, SearchRequest, SqliteStore, Store,
-    StoreError, StoredResponse,
+    StoreError, rules,
 };
 
 /// A store over a fresh temporary database, and the guard that deletes it.
@@ -148,10 +148,7 @@ fn claim(identity: u8, expires_at: Timestamp) -> IdempotencyClaim {
     IdempotencyClaim {
         identity: [identity; 32],
         expires_at,
-        render: Box::new(|receipts| StoredResponse {
-            status: 200,
-            body: receipts[0].id.clone().into_bytes(),
-        }),
+        outcome: vec![identity, 1, 2],
     }
 }
 
@@ -226,14 +223,23 @@ async fn an_idempotent_append_is_stored_once(store: &dyn Store) {
         })
     });
     let outcomes = futures_util::future::join_all(racers).await;
-    let bodies: std::collections::BTreeSet<Vec<u8>> = outcomes
-        .into_iter()
-        .map(|outcome| match outcome.expect("append") {
-            AppendOutcome::Appended { response, .. } => response.expect("rendered").body,
-            AppendOutcome::Replayed(response) => response.body,
-        })
-        .collect();
-    assert_eq!(bodies.len(), 1, "every racer saw the first response");
+    let mut appended = Vec::new();
+    let mut replayed = Vec::new();
+    for outcome in outcomes {
+        match outcome.expect("append") {
+            AppendOutcome::Appended { receipts } => appended.push(receipts),
+            AppendOutcome::Replayed { receipts, outcome } => {
+                assert_eq!(outcome, [7, 1, 2], "the first claim's outcome comes back");
+                replayed.push(receipts);
+            }
+        }
+    }
+    assert_eq!(appended.len(), 1, "one racer stored its event");
+    assert_eq!(replayed.len(), 9);
+    assert!(
+        replayed.iter().all(|r| *r == appended[0]),
+        "every racer saw the first append's receipts"
+    );
     assert_eq!(
         store
             .events_after(&acme, None, 100)
@@ -324,32 +330,28 @@ async fn an_equal_schema_returns_the_latest_version(store: &dyn Store) {
     let v2 = SchemaDefinition::parse(&json!({"targets": [{"type": "invoice"}]})).expect("valid");
     let now = Timestamp::now();
     assert_eq!(
-        store
-            .create_schema(action(), v1.clone(), now)
+        rules::create_schema(store, action(), v1.clone(), now)
             .await
             .expect("create")
             .version,
         1
     );
     assert_eq!(
-        store
-            .create_schema(action(), v1.clone(), now)
+        rules::create_schema(store, action(), v1.clone(), now)
             .await
             .expect("create")
             .version,
         1
     );
     assert_eq!(
-        store
-            .create_schema(action(), v2, now)
+        rules::create_schema(store, action(), v2, now)
             .await
             .expect("create")
             .version,
         2
     );
     assert_eq!(
-        store
-            .create_schema(action(), v1, now)
+        rules::create_schema(store, action(), v1, now)
             .await
             .expect("create")
             .version,
@@ -357,17 +359,18 @@ async fn an_equal_schema_returns_the_latest_version(store: &dyn Store) {
         "equal to an older version is new"
     );
     assert!(
-        matches!(store.schema_for_event("user.signed_in", None).await.expect("lookup"), SchemaLookup::Found(s) if s.version == 1)
+        matches!(rules::schema_for_event(store, "user.signed_in", None).await.expect("lookup"), SchemaLookup::Found(s) if s.version == 1)
     );
     assert_eq!(
-        store
-            .schema_for_event("user.signed_in", Some(4))
+        rules::schema_for_event(store, "user.signed_in", Some(4))
             .await
             .expect("lookup"),
         SchemaLookup::UnknownVersion { latest: 3 }
     );
     assert_eq!(
-        store.schema_for_event("other", None).await.expect("lookup"),
+        rules::schema_for_event(store, "other", None)
+            .await
+            .expect("lookup"),
         SchemaLookup::NoSchema
     );
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use trailmark_domain::Timestamp;
 use trailmark_store::{Store, StreamRecord, StreamState};
@@ -30,6 +31,20 @@ use crate::destination::Destination;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
 use crate::settings::{Secrets, Settings, StreamKind};
+
+/// Takes a stream out of the running set when its task ends, however it ends.
+struct Running {
+    workers: Arc<StreamWorkers>,
+    id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.workers.running.lock() {
+            running.remove(&self.id);
+        }
+    }
+}
 
 /// Timing of the engine; tests shorten it.
 #[derive(Debug, Clone)]
@@ -76,6 +91,8 @@ pub struct StreamWorkers {
     running: Mutex<HashSet<String>>,
     tokens: crate::gcs::Tokens,
     observer: Arc<dyn DeliveryObserver>,
+    /// Stops every stream task (the application's shutdown signal).
+    shutdown: CancellationToken,
 }
 
 impl StreamWorkers {
@@ -87,12 +104,14 @@ impl StreamWorkers {
         sealer: Sealer,
         config: WorkerConfig,
         holder: String,
+        shutdown: CancellationToken,
     ) -> Result<Arc<Self>, reqwest::Error> {
         Self::observed(
             store,
             sealer,
             config,
             holder,
+            shutdown,
             Arc::new(crate::observe::Unobserved),
         )
     }
@@ -108,6 +127,7 @@ impl StreamWorkers {
         sealer: Sealer,
         config: WorkerConfig,
         holder: String,
+        shutdown: CancellationToken,
         observer: Arc<dyn DeliveryObserver>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = crate::net::client(config.allow_private)?;
@@ -122,6 +142,7 @@ impl StreamWorkers {
             running: Mutex::new(HashSet::new()),
             tokens: crate::gcs::Tokens::default(),
             observer,
+            shutdown,
         }))
     }
 
@@ -204,16 +225,15 @@ impl StreamWorkers {
         }
     }
 
-    /// Starts the supervisor: every second it starts a task for each stream without one.
-    pub fn spawn(self: &Arc<Self>) {
-        let workers = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                ticks.tick().await;
-                workers.start_new_streams().await;
-            }
-        });
+    /// The supervisor: every second it starts a task for each stream without one, so a stream
+    /// whose task ended (its stream was deleted, or it panicked) is looked at again. Runs until
+    /// the future is dropped.
+    pub async fn supervise(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            self.start_new_streams().await;
+        }
     }
 
     /// Starts tasks for streams that have none (the streams API calls it after a create, so a new
@@ -234,7 +254,20 @@ impl StreamWorkers {
                 .unwrap_or(false);
             if fresh {
                 let workers = Arc::clone(self);
-                tokio::spawn(async move { workers.run(stream.id).await });
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    // However the task ends — its stream deleted, shutdown, or a panic — the
+                    // stream leaves the running set, so the supervisor starts it again if it
+                    // still exists.
+                    let _running = Running {
+                        workers: Arc::clone(&workers),
+                        id: stream.id.clone(),
+                    };
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = workers.run(stream.id.clone()) => {}
+                    }
+                });
             }
         }
     }
@@ -266,9 +299,6 @@ impl StreamWorkers {
             }
         }
         self.observer.released(&id);
-        if let Ok(mut running) = self.running.lock() {
-            running.remove(&id);
-        }
     }
 
     /// Reports the stream's health as this task now knows it: `delivered` events acknowledged

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use trailmark_app::AppError;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::id::IdKind;
@@ -86,22 +87,11 @@ pub async fn generate(
         .filter_map(Value::as_str)
         .find(|email| email.contains('@') && email.chars().count() <= EMAIL_MAX_CHARS)
         .map(str::to_owned);
-    if state
-        .store
-        .get_organization(&organization_id)
-        .await?
-        .is_none()
-    {
-        // WorkOS's wording (the Node SDK's fixture).
-        return Err(ApiError::NotFound(format!(
-            "Could not find an organization with the id, {organization_id}."
-        )));
-    }
     let token = random_token()?;
     let now = Timestamp::now();
     state
-        .store
-        .insert_portal_link(PortalLink {
+        .app
+        .issue_portal_link(PortalLink {
             token_hash: token_hash(&token),
             organization_id,
             intent,
@@ -111,7 +101,14 @@ pub async fn generate(
             created_at: now,
             expires_at: now.plus_millis(state.portal_link_ttl.as_millis() as i64),
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // WorkOS's wording (the Node SDK's fixture).
+            AppError::OrganizationNotFound(id) => {
+                ApiError::NotFound(format!("Could not find an organization with the id, {id}."))
+            }
+            other => ApiError::from(other),
+        })?;
     let link = format!(
         "{}/portal?token={token}",
         state.config.public_url.trim_end_matches('/')
@@ -163,8 +160,8 @@ pub async fn open(
         expires_at: renewed_expiry(now),
     };
     let session = match state
-        .store
-        .redeem_portal_link(token_hash(token), now, session)
+        .app
+        .redeem_portal_link(token_hash(token), session)
         .await
         .map_err(ApiError::from)?
     {

@@ -27,11 +27,10 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
-use trailmark_domain::Timestamp;
-use trailmark_domain::event::NewEvent;
-use trailmark_domain::id::IdKind;
-use trailmark_store::{AppendRequest, PendingEvent, PortalSession};
+use serde_json::Value;
+use trailmark_app::AppError;
+use trailmark_app::system::{SystemActor, SystemEvent};
+use trailmark_store::PortalSession;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -113,6 +112,16 @@ pub(crate) enum PortalError {
     Api(#[from] ApiError),
 }
 
+impl From<AppError> for PortalError {
+    /// Another organization's event, export or stream is simply not found in this one.
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::NotFound { .. } => PortalError::NotFound,
+            other => PortalError::Api(other.into()),
+        }
+    }
+}
+
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         let (status, title, text) = match &self {
@@ -185,31 +194,20 @@ pub(crate) async fn record(
     target: Value,
     metadata: Value,
 ) -> Result<(), PortalError> {
-    let now = Timestamp::now();
-    let mut actor = json!({"id": session.id, "type": "portal_session"});
-    if let Some(email) = &session.email {
-        actor["name"] = json!(email);
-    }
-    let event = NewEvent::parse(&json!({
-        "action": action,
-        "occurred_at": now.to_string(),
-        "actor": actor,
-        "targets": [target],
-        "context": {"location": "trailmark portal"},
-        "metadata": metadata,
-    }))
-    .map_err(ApiError::from)?;
+    let event = SystemEvent {
+        action: action.to_owned(),
+        actor: SystemActor {
+            id: session.id.clone(),
+            kind: "portal_session",
+            name: session.email.clone(),
+        },
+        target,
+        location: "trailmark portal".into(),
+        metadata,
+    };
     state
-        .store
-        .append(AppendRequest {
-            organization_id: session.organization_id.clone(),
-            events: vec![PendingEvent {
-                id: IdKind::Event.generate().into_string(),
-                event,
-                received_at: now,
-            }],
-            idempotency: None,
-        })
+        .app
+        .record(&session.organization_id, event)
         .await
         .map_err(ApiError::from)?;
     Ok(())

@@ -84,22 +84,16 @@ impl FromRequestParts<AppState> for Portal {
     ) -> Result<Self, Self::Rejection> {
         let secret = session_secret(parts).ok_or(PortalError::NoSession)?;
         let now = Timestamp::now();
-        let session = state
-            .store
-            .touch_portal_session(token_hash(&secret), now, renewed_expiry(now))
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(PortalError::NoSession)?;
         // A deleted organization closes its portal.
-        let organization = state
-            .store
-            .get_organization(&session.organization_id)
+        let (session, organization_name) = state
+            .app
+            .portal_session(token_hash(&secret), renewed_expiry(now))
             .await
             .map_err(ApiError::from)?
             .ok_or(PortalError::NoSession)?;
         Ok(Portal {
             session,
-            organization_name: organization.name,
+            organization_name,
         })
     }
 }

@@ -21,10 +21,8 @@ use trailmark_store::{ExportRecord, ExportState};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::exports::{begin, export_file};
 use crate::extract::{JsonBody, QueryPairs};
 use crate::links::LinkRefusal;
-use crate::routes::live_organization;
 use crate::state::AppState;
 
 /// The export body's names for the filters (WorkOS's `AuditLogExportCreationDto`).
@@ -74,9 +72,11 @@ pub async fn create(
             ));
         }
     };
-    let filter = export_filter(&body, state.config.export_max_range_days)?;
-    live_organization(&state, &organization_id).await?;
-    let export = begin(&state, organization_id, format, filter).await?;
+    let filter = export_filter(&body, state.app.config().export_max_range_days)?;
+    let export = state
+        .app
+        .begin_export(&organization_id, format, filter)
+        .await?;
     Ok((StatusCode::CREATED, Json(export_json(&state, &export))))
 }
 
@@ -87,14 +87,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let export = state.store.get_export(&id).await?.filter(|export| {
-        caller
-            .organization
-            .as_ref()
-            .is_none_or(|own| *own == export.organization_id)
-    });
-    let export =
-        export.ok_or_else(|| ApiError::NotFound(format!("Audit Log Export not found: '{id}'.")))?;
+    let export = state
+        .app
+        .export(&id, caller.organization.as_deref())
+        .await?;
     Ok(Json(export_json(&state, &export)))
 }
 
@@ -124,15 +120,16 @@ pub async fn download(
             ));
         }
     }
-    let export = state
-        .store
-        .get_export(&id)
-        .await?
-        .filter(|export| export.state == ExportState::Ready)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("Audit Log Export not found or not ready: '{id}'."))
+    let (export, path) = state
+        .app
+        .ready_export(&id)
+        .await
+        .map_err(|error| match error {
+            trailmark_app::AppError::NotFound { .. } => {
+                ApiError::NotFound(format!("Audit Log Export not found or not ready: '{id}'."))
+            }
+            other => ApiError::from(other),
         })?;
-    let path = export_file(&state.config.data_dir, &export.id, export.format);
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::Internal(format!("export file {}: {e}", path.display())))?;

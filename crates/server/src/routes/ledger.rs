@@ -19,9 +19,9 @@ use crate::state::AppState;
 pub async fn public_key(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "object": "ledger_public_key",
-        "name": state.ledger.name(),
+        "name": state.app.ledger_name(),
         "algorithm": "ed25519",
-        "verifier_key": state.ledger.verifier_key(),
+        "verifier_key": state.app.verifier_key(),
     }))
 }
 
@@ -32,10 +32,7 @@ pub async fn checkpoint(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let organization_id = organization(&state, &caller, &query).await?;
-    let checkpoint = state
-        .ledger
-        .latest(state.store.as_ref(), &organization_id)
-        .await?;
+    let checkpoint = state.app.latest_checkpoint(&organization_id).await?;
     Ok(Json(checkpoint_json(&checkpoint)))
 }
 
@@ -52,55 +49,20 @@ pub async fn inclusion(
         .get("event_id")
         .filter(|id| !id.is_empty())
         .ok_or_else(|| ApiError::field("required", "event_id", "event_id is required"))?;
-    let event = state
-        .store
-        .get_event(event_id)
-        .await?
-        .filter(|event| event.organization_id == organization_id)
-        .ok_or_else(|| ApiError::NotFound(format!("Audit Log Event not found: '{event_id}'.")))?;
-    let (size, checkpoint) = match number(&query, "tree_size")? {
-        Some(size) => (size, None),
-        None => {
-            let checkpoint = state
-                .ledger
-                .fresh(state.store.as_ref(), &organization_id)
-                .await?;
-            (checkpoint.tree_size, Some(checkpoint))
-        }
-    };
-    if event.sequence >= size {
-        return Err(ApiError::field(
-            "invalid_value",
-            "tree_size",
-            format!(
-                "tree_size must be greater than the event's sequence ({})",
-                event.sequence
-            ),
-        ));
-    }
-    let log_size = state.store.log_size(&organization_id).await?;
-    if size > log_size {
-        return Err(ApiError::field(
-            "invalid_value",
-            "tree_size",
-            format!("the log has only {log_size} events"),
-        ));
-    }
-    let proof = state
-        .store
-        .inclusion_proofs(&organization_id, vec![event.sequence], size)
+    let proven = state
+        .app
+        .inclusion_proof(&organization_id, event_id, number(&query, "tree_size")?)
         .await?;
-    let root = state.store.tree_root(&organization_id, size).await?;
     Ok(Json(json!({
         "object": "inclusion_proof",
         "organization_id": organization_id,
-        "event_id": event.id,
-        "sequence": event.sequence,
-        "leaf_hash": encode_hash(&event.leaf_hash),
-        "tree_size": size,
-        "root_hash": encode_hash(&root),
-        "proof": proof.into_iter().flatten().map(|hash| encode_hash(&hash)).collect::<Vec<_>>(),
-        "checkpoint": checkpoint.map(|c| c.note),
+        "event_id": proven.event.id,
+        "sequence": proven.event.sequence,
+        "leaf_hash": encode_hash(&proven.event.leaf_hash),
+        "tree_size": proven.tree_size,
+        "root_hash": encode_hash(&proven.root),
+        "proof": proven.proof.iter().map(encode_hash).collect::<Vec<_>>(),
+        "checkpoint": proven.checkpoint.map(|c| c.note),
     })))
 }
 
@@ -116,35 +78,18 @@ pub async fn consistency(
         .ok_or_else(|| ApiError::field("required", "first", "first is required"))?;
     let second = number(&query, "second")?
         .ok_or_else(|| ApiError::field("required", "second", "second is required"))?;
-    let log_size = state.store.log_size(&organization_id).await?;
-    if first == 0 || first > second {
-        return Err(ApiError::field(
-            "invalid_value",
-            "first",
-            "first must be at least 1 and at most second",
-        ));
-    }
-    if second > log_size {
-        return Err(ApiError::field(
-            "invalid_value",
-            "second",
-            format!("the log has only {log_size} events"),
-        ));
-    }
-    let proof = state
-        .store
+    let proven = state
+        .app
         .consistency_proof(&organization_id, first, second)
         .await?;
-    let first_root = state.store.tree_root(&organization_id, first).await?;
-    let second_root = state.store.tree_root(&organization_id, second).await?;
     Ok(Json(json!({
         "object": "consistency_proof",
         "organization_id": organization_id,
-        "first": first,
-        "second": second,
-        "first_root_hash": encode_hash(&first_root),
-        "second_root_hash": encode_hash(&second_root),
-        "proof": proof.iter().map(encode_hash).collect::<Vec<_>>(),
+        "first": proven.first,
+        "second": proven.second,
+        "first_root_hash": encode_hash(&proven.first_root),
+        "second_root_hash": encode_hash(&proven.second_root),
+        "proof": proven.proof.iter().map(encode_hash).collect::<Vec<_>>(),
     })))
 }
 

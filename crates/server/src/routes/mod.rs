@@ -29,11 +29,7 @@ pub(crate) async fn live_organization(
     state: &AppState,
     id: &str,
 ) -> Result<Organization, ApiError> {
-    state
-        .store
-        .get_organization(id)
-        .await?
-        .ok_or_else(|| ApiError::organization_not_found(id))
+    Ok(state.app.live_organization(id).await?)
 }
 
 /// The live organization a read concerns: `organization_id` from the query, or the key's own
@@ -174,22 +170,26 @@ mod tests {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let store =
             trailmark_store::SqliteStore::open(&data_dir.path().join("t.db")).expect("store");
-        let config = ServerConfig {
+        let app_config = trailmark_app::AppConfig {
             data_dir: data_dir.path().to_owned(),
-            public_url: "http://127.0.0.1:1".into(),
             secrets_key: [1; 32],
-            export_link_ttl: std::time::Duration::from_secs(600),
-            export_max_range_days: None,
             ledger_name: "trailmark.test".into(),
             signing_key: [2; 32],
             checkpoint_interval: std::time::Duration::from_secs(1),
             retention_interval: std::time::Duration::from_secs(3600),
             streams: trailmark_streams::worker::WorkerConfig::default(),
             require_schemas: false,
-            max_body_bytes: 1024,
+            export_max_range_days: None,
             bootstrap_key_hash: None,
         };
-        let state = AppState::new(Arc::new(store), config).expect("state");
+        let config = ServerConfig {
+            public_url: "http://127.0.0.1:1".into(),
+            secrets_key: [1; 32],
+            export_link_ttl: std::time::Duration::from_secs(600),
+            max_body_bytes: 1024,
+        };
+        let app = trailmark_app::Trailmark::new(Arc::new(store), app_config).expect("app");
+        let state = AppState::new(app, config);
         let router = super::router(state);
         let mut operations = BTreeSet::new();
         for (path, _) in super::api(1024) {

@@ -9,15 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use trailmark_domain::Problems;
-use trailmark_domain::Timestamp;
+use trailmark_app::system::SystemActor;
 use trailmark_domain::api_key::Scope;
-use trailmark_domain::event::NewEvent;
-use trailmark_domain::id::IdKind;
-use trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_domain::retention::parse_retention_update;
-use trailmark_store::{LegalHold, Order, OrganizationFilter, PageRequest, PendingEvent};
+use trailmark_store::{LegalHold, Order, OrganizationFilter, PageRequest};
 use trailmark_streams::settings::StreamKind;
 
 use crate::auth::Caller;
@@ -36,10 +32,7 @@ pub async fn create(
     caller.require(Scope::Admin)?;
     caller.require_unrestricted()?;
     let changes = OrganizationChanges::parse(&body, true).map_err(ApiError::Malformed)?;
-    let organization = state
-        .store
-        .insert_organization(changes.into_new_organization(Timestamp::now()))
-        .await?;
+    let organization = state.app.create_organization(changes).await?;
     Ok((StatusCode::CREATED, Json(wire::organization(&organization))))
 }
 
@@ -75,7 +68,7 @@ pub async fn get_by_external_id(
         before: None,
         after: None,
     };
-    let found = state.store.list_organizations(filter, page).await?;
+    let found = state.app.list_organizations(filter, page).await?;
     let organization = found.items.first().ok_or_else(|| {
         ApiError::NotFound(format!(
             "Organization not found with external_id: '{external_id}'."
@@ -100,10 +93,7 @@ pub async fn list(
         only: caller.organization.clone(),
         external_id: None,
     };
-    let page = state
-        .store
-        .list_organizations(filter, query.page()?)
-        .await?;
+    let page = state.app.list_organizations(filter, query.page()?).await?;
     Ok(Json(wire::list(
         &page,
         |o| o.id.clone(),
@@ -120,15 +110,8 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let changes = OrganizationChanges::parse(&body, false).map_err(ApiError::Malformed)?;
-    let mut organization = find(&state, &caller, &id).await?;
-    changes.apply_to(&mut organization, Timestamp::now());
-    if !state
-        .store
-        .update_organization(organization.clone())
-        .await?
-    {
-        return Err(ApiError::organization_not_found(&id));
-    }
+    caller.require_organization(&id)?;
+    let organization = state.app.update_organization(&id, changes).await?;
     Ok(Json(wire::organization(&organization)))
 }
 
@@ -140,13 +123,7 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Admin)?;
     caller.require_organization(&id)?;
-    if !state
-        .store
-        .delete_organization(&id, Timestamp::now())
-        .await?
-    {
-        return Err(ApiError::organization_not_found(&id));
-    }
+    state.app.delete_organization(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -171,11 +148,7 @@ pub async fn set_retention(
     caller.require(Scope::Admin)?;
     caller.require_organization(&id)?;
     let days = parse_retention_update(&body).map_err(ApiError::Malformed)?;
-    let organization = state
-        .store
-        .set_retention(&id, days, Timestamp::now())
-        .await?
-        .ok_or_else(|| ApiError::organization_not_found(&id))?;
+    let organization = state.app.set_retention(&id, days).await?;
     Ok(Json(wire::retention(&organization)))
 }
 
@@ -194,8 +167,7 @@ pub async fn configuration(
         "state": "active",
     });
     // WorkOS reports one stream; with several, the oldest stands for them.
-    let streams = state.store.list_streams(Some(&id)).await?;
-    if let Some(stream) = streams.first() {
+    if let Some(stream) = state.app.first_stream(&id).await? {
         let kind = StreamKind::parse(&stream.kind)
             .map_or_else(|| stream.kind.clone(), |k| k.workos_name().to_owned());
         configuration["log_stream"] = json!({
@@ -222,7 +194,7 @@ pub async fn get_legal_hold(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     find(&state, &caller, &id).await?;
-    let hold = state.store.legal_hold(&id).await?;
+    let hold = state.app.legal_hold(&id).await?;
     Ok(Json(legal_hold_json(&id, hold.as_ref())))
 }
 
@@ -269,50 +241,12 @@ pub async fn set_legal_hold(
             ));
         }
     };
-    if active && reason.is_none() {
-        return Err(ApiError::field(
-            "required",
-            "reason",
-            "a legal hold needs a reason",
-        ));
-    }
-    let now = Timestamp::now();
-    let action = if active {
-        "trailmark.legal_hold.set"
-    } else {
-        "trailmark.legal_hold.lifted"
+    let actor = SystemActor {
+        id: caller.key_id.clone(),
+        kind: "api_key",
+        name: None,
     };
-    let mut metadata = serde_json::Map::new();
-    if let Some(reason) = &reason {
-        metadata.insert("reason".into(), json!(reason));
-    }
-    let record = NewEvent::parse(&json!({
-        "action": action,
-        "occurred_at": now.to_string(),
-        "actor": {"id": caller.key_id, "type": "api_key"},
-        "targets": [{"id": id, "type": "organization"}],
-        "context": {"location": "trailmark"},
-        "metadata": metadata,
-    }))
-    .map_err(|problems| match problems {
-        // The only input in the record is the reason; name it as the client sent it.
-        Problems::Invalid(_) => ApiError::field(
-            "too_long",
-            "reason",
-            format!("reason must be at most {METADATA_VALUE_MAX_CHARS} characters"),
-        ),
-        other => ApiError::from(other),
-    })?;
-    let pending = PendingEvent {
-        id: IdKind::Event.generate().into_string(),
-        event: record,
-        received_at: now,
-    };
-    state
-        .store
-        .set_legal_hold(&id, reason.filter(|_| active), pending, now)
-        .await?;
-    let hold = state.store.legal_hold(&id).await?;
+    let hold = state.app.set_legal_hold(&id, active, reason, actor).await?;
     Ok(Json(legal_hold_json(&id, hold.as_ref())))
 }
 

@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::Value;
-use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::schema::{ActionName, SchemaDefinition};
 
@@ -29,11 +28,7 @@ pub async fn create(
     let action =
         ActionName::parse(&action).map_err(|problem| ApiError::Malformed(vec![problem]))?;
     let definition = SchemaDefinition::parse(&body).map_err(ApiError::Malformed)?;
-    let schema = state
-        .store
-        .create_schema(action, definition, Timestamp::now())
-        .await?;
-    state.schemas.schema_created(schema.action.as_str());
+    let schema = state.app.create_schema(action, definition).await?;
     Ok((StatusCode::CREATED, Json(wire::schema(&schema))))
 }
 
@@ -46,7 +41,7 @@ pub async fn list(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let page = state.store.list_schemas(&action, query.page()?).await?;
+    let page = state.app.list_schemas(&action, query.page()?).await?;
     if page.items.is_empty()
         && !page.more_before
         && !page.more_after
@@ -71,7 +66,7 @@ pub async fn list_actions(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let page = state.store.list_actions(query.page()?).await?;
+    let page = state.app.list_actions(query.page()?).await?;
     Ok(Json(wire::list(
         &page,
         |a| a.latest.action.as_str().to_owned(),

@@ -59,7 +59,7 @@ pub async fn search(
         order,
         limit,
     };
-    let result = state.store.search_events(&organization_id, request).await?;
+    let result = state.app.search(&organization_id, request).await?;
 
     let first = result.events.first().map(|e| e.sequence);
     let last = result.events.last().map(|e| e.sequence);
@@ -90,16 +90,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let not_found = || ApiError::NotFound(format!("Audit Log Event not found: '{id}'."));
-    let event = state.store.get_event(&id).await?.ok_or_else(not_found)?;
     // A restricted key learns nothing about other organizations' events, not even that they exist.
-    if caller
-        .organization
-        .as_ref()
-        .is_some_and(|own| *own != event.organization_id)
-    {
-        return Err(not_found());
-    }
+    let event = state.app.event(&id, caller.organization.as_deref()).await?;
     Ok(Json(event.to_object()))
 }
 

@@ -10,18 +10,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use trailmark_app::streams::{NewStream, ReplayFrom, StreamChanges, StreamLag, StreamStart};
+use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
-use trailmark_domain::id::IdKind;
-use trailmark_domain::query::EventFilter;
-use trailmark_domain::{FieldProblem, Timestamp};
-use trailmark_store::{Order, SearchRequest, StreamRecord, StreamState};
+use trailmark_store::StreamRecord;
 use trailmark_streams::Outcome;
-use trailmark_streams::settings::{Settings, StreamKind, new_signing_secret};
+use trailmark_streams::settings::StreamKind;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryPairs};
-use crate::routes::{live_organization, readable_organization};
+use crate::routes::readable_organization;
 use crate::state::AppState;
 
 /// Longest stream name.
@@ -65,15 +64,9 @@ pub(crate) async fn create_stream(
     let name =
         name(body)?.ok_or_else(|| ApiError::field("required", "name", "name is required"))?;
     let enabled = enabled(body)?.unwrap_or(true);
-    let settings = Settings::parse(kind, body.get("config").unwrap_or(&Value::Null), || {
-        new_signing_secret().unwrap_or_default()
-    })
-    .map_err(ApiError::Malformed)?;
-    check_destination(state, &settings).await?;
-    live_organization(state, &organization_id).await?;
-    let cursor = match body.get("start").and_then(Value::as_str) {
-        None | Some("now") => state.store.log_size(&organization_id).await?.checked_sub(1),
-        Some("beginning") => None,
+    let start = match body.get("start").and_then(Value::as_str) {
+        None | Some("now") => StreamStart::Now,
+        Some("beginning") => StreamStart::Beginning,
         Some(_) => {
             return Err(ApiError::field(
                 "invalid_value",
@@ -82,30 +75,17 @@ pub(crate) async fn create_stream(
             ));
         }
     };
-    let id = IdKind::LogStream.generate().into_string();
-    let now = Timestamp::now();
-    let stream = StreamRecord {
-        secrets: seal(state, &id, &settings)?,
-        id,
-        organization_id,
-        kind: kind.as_str().to_owned(),
-        name,
-        config: Value::Object(settings.public),
-        enabled,
-        state: if enabled {
-            StreamState::Active
-        } else {
-            StreamState::Inactive
-        },
-        cursor,
-        last_synced_at: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
-    state.store.insert_stream(stream.clone()).await?;
-    state.streams.start_new_streams().await;
-    Ok(stream)
+    Ok(state
+        .app
+        .create_stream(NewStream {
+            organization_id,
+            kind,
+            name,
+            enabled,
+            config: body.get("config").cloned().unwrap_or(Value::Null),
+            start,
+        })
+        .await?)
 }
 
 /// `GET /audit_logs/streams?organization_id=…`.
@@ -117,7 +97,7 @@ pub async fn list(
     caller.require(Scope::Read)?;
     let organization_id = readable_organization(&state, &caller, &query).await?;
     let mut data = Vec::new();
-    for stream in state.store.list_streams(Some(&organization_id)).await? {
+    for stream in state.app.streams(&organization_id).await? {
         data.push(stream_json(&state, &stream).await?);
     }
     Ok(Json(
@@ -154,46 +134,15 @@ pub async fn update(
 /// the portal.
 pub(crate) async fn update_stream(
     state: &AppState,
-    mut stream: StreamRecord,
+    stream: StreamRecord,
     body: &Value,
 ) -> Result<StreamRecord, ApiError> {
-    let current = state
-        .streams
-        .open_settings(&stream)
-        .map_err(ApiError::Internal)?;
-    if let Some(patch) = body.get("config").filter(|c| !c.is_null()) {
-        let settings = Settings::merge(
-            current.kind,
-            &current.public,
-            &current.secrets,
-            patch,
-            || new_signing_secret().unwrap_or_default(),
-        )
-        .map_err(ApiError::Malformed)?;
-        check_destination(state, &settings).await?;
-        stream.secrets = seal(state, &stream.id, &settings)?;
-        stream.config = Value::Object(settings.public);
-        // New settings deserve a fresh verdict from the destination.
-        stream.last_error = None;
-        if stream.state == StreamState::Invalid {
-            stream.state = StreamState::Active;
-        }
-    }
-    if let Some(name) = name(body)? {
-        stream.name = name;
-    }
-    if let Some(enabled) = enabled(body)? {
-        stream.enabled = enabled;
-        stream.state = if enabled {
-            StreamState::Active
-        } else {
-            StreamState::Inactive
-        };
-    }
-    stream.updated_at = Timestamp::now();
-    state.store.update_stream(stream.clone()).await?;
-    state.streams.stream_changed();
-    Ok(stream)
+    let changes = StreamChanges {
+        name: name(body)?,
+        enabled: enabled(body)?,
+        config: body.get("config").filter(|c| !c.is_null()).cloned(),
+    };
+    Ok(state.app.update_stream(stream, changes).await?)
 }
 
 /// `DELETE /audit_logs/streams/{id}` → 204.
@@ -210,9 +159,7 @@ pub async fn delete(
 
 /// Deletes a stream and lets its worker stop. Shared with the portal.
 pub(crate) async fn delete_stream(state: &AppState, id: &str) -> Result<(), ApiError> {
-    state.store.delete_stream(id).await?;
-    state.streams.stream_changed();
-    Ok(())
+    Ok(state.app.delete_stream(id).await?)
 }
 
 /// `POST /audit_logs/streams/{id}/replay` with `{"from_sequence": N}` (deliver again from event
@@ -241,41 +188,20 @@ pub(crate) async fn replay_stream(
         body.get("from_sequence"),
         body.get("from_time").and_then(Value::as_str),
     ) {
-        (Some(sequence), None) => sequence.as_u64().ok_or_else(|| {
+        (Some(sequence), None) => ReplayFrom::Sequence(sequence.as_u64().ok_or_else(|| {
             ApiError::field(
                 "invalid_value",
                 "from_sequence",
                 "from_sequence must be an integer ≥ 0",
             )
-        })?,
-        (None, Some(time)) => {
-            let start = Timestamp::parse(time).map_err(|e| {
-                ApiError::field(
-                    "invalid_date",
-                    "from_time",
-                    format!("from_time is not an ISO-8601 date-time: {e}"),
-                )
-            })?;
-            let filter = EventFilter {
-                range_start: Some(start),
-                ..EventFilter::default()
-            };
-            let first = SearchRequest {
-                filter,
-                after: None,
-                before: None,
-                order: Order::Asc,
-                limit: 1,
-            };
-            let page = state
-                .store
-                .search_events(&stream.organization_id, first)
-                .await?;
-            match page.events.first() {
-                Some(event) => event.sequence,
-                None => state.store.log_size(&stream.organization_id).await?,
-            }
-        }
+        })?),
+        (None, Some(time)) => ReplayFrom::Time(Timestamp::parse(time).map_err(|e| {
+            ApiError::field(
+                "invalid_date",
+                "from_time",
+                format!("from_time is not an ISO-8601 date-time: {e}"),
+            )
+        })?),
         _ => {
             return Err(ApiError::field(
                 "required",
@@ -284,12 +210,7 @@ pub(crate) async fn replay_stream(
             ));
         }
     };
-    state
-        .store
-        .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
-        .await?;
-    state.streams.stream_changed();
-    Ok(from)
+    Ok(state.app.replay_stream(stream, from).await?)
 }
 
 /// `POST /audit_logs/streams/{id}/test`: sends one made-up event (`trailmark.stream.test`),
@@ -308,22 +229,7 @@ pub async fn test(
 /// Sends one made-up event to `stream`'s destination, with `actor` as its actor, and describes
 /// what the destination answered (`delivered`, `outcome`, `message`). Shared with the portal.
 pub(crate) async fn test_stream(state: &AppState, stream: &StreamRecord, actor: Value) -> Value {
-    let now = Timestamp::now().to_string();
-    let event = json!({
-        "object": "audit_log_event",
-        "id": IdKind::Event.generate().into_string(),
-        "organization_id": stream.organization_id,
-        "sequence": null,
-        "action": "trailmark.stream.test",
-        "occurred_at": now,
-        "received_at": now,
-        "version": null,
-        "actor": actor,
-        "targets": [{"id": stream.id, "type": "log_stream"}],
-        "context": {"location": "trailmark"},
-        "metadata": {"test": true},
-    });
-    match state.streams.send(stream, &[event]).await {
+    match state.app.test_stream(stream, actor).await {
         Outcome::Delivered(_) => {
             json!({"delivered": true, "outcome": "delivered", "message": "The destination accepted the test event."})
         }
@@ -336,24 +242,12 @@ pub(crate) async fn test_stream(state: &AppState, stream: &StreamRecord, actor: 
     }
 }
 
-/// How far behind its log a stream is: events not yet delivered, and the age in seconds of the
-/// oldest of them.
-async fn lag(state: &AppState, stream: &StreamRecord) -> Result<(u64, i64), ApiError> {
-    let size = state.store.log_size(&stream.organization_id).await?;
-    let delivered = stream.cursor.map_or(0, |c| c + 1);
-    let oldest_waiting = state
-        .store
-        .events_after(&stream.organization_id, stream.cursor, 1)
-        .await?;
-    let lag_seconds = oldest_waiting.first().map_or(0, |event| {
-        (Timestamp::now().unix_millis() - event.received_at.unix_millis()).max(0) / 1000
-    });
-    Ok((size.saturating_sub(delivered), lag_seconds))
-}
-
 /// The stream object, with its health: how far behind the log it is, in events and seconds.
 pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Value, ApiError> {
-    let (lag_events, lag_seconds) = lag(state, stream).await?;
+    let StreamLag {
+        events: lag_events,
+        seconds: lag_seconds,
+    } = state.app.stream_lag(stream).await?;
     let config = shown_config(state, stream);
     Ok(json!({
         "object": "log_stream",
@@ -377,11 +271,7 @@ pub async fn stream_json(state: &AppState, stream: &StreamRecord) -> Result<Valu
 /// A stream's settings as shown: credentials masked, batching in effect (the stored public part
 /// if the credentials cannot be opened). Shared with the portal.
 pub(crate) fn shown_config(state: &AppState, stream: &StreamRecord) -> Value {
-    state
-        .streams
-        .open_settings(stream)
-        .map(|settings| settings.masked())
-        .unwrap_or_else(|_| stream.config.clone())
+    state.app.shown_stream_config(stream)
 }
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<StreamRecord, ApiError> {
@@ -395,51 +285,7 @@ pub(crate) async fn find_in(
     organization: Option<&str>,
     id: &str,
 ) -> Result<StreamRecord, ApiError> {
-    state
-        .store
-        .get_stream(id)
-        .await?
-        .filter(|stream| organization.is_none_or(|own| own == stream.organization_id))
-        .ok_or_else(|| ApiError::NotFound(format!("Log stream not found: '{id}'.")))
-}
-
-async fn check_destination(state: &AppState, settings: &Settings) -> Result<(), ApiError> {
-    let field = match settings.kind {
-        StreamKind::Datadog if settings.public.contains_key("endpoint") => "config.endpoint",
-        StreamKind::Datadog => "config.site",
-        StreamKind::Http | StreamKind::Splunk => "config.url",
-        StreamKind::S3 | StreamKind::Gcs if settings.public.contains_key("endpoint") => {
-            "config.endpoint"
-        }
-        StreamKind::S3 | StreamKind::Gcs => "config.bucket",
-    };
-    let url = settings
-        .destination_url()
-        .ok_or_else(|| ApiError::field("required", field, "a destination URL is required"))?;
-    let mut targets = vec![(field, url)];
-    if let Some(account) = settings.service_account() {
-        targets.push(("config.service_account_json", account.token_uri));
-    }
-    for (field, url) in targets {
-        trailmark_streams::net::check_destination(&url, state.streams.allow_private())
-            .await
-            .map_err(|error| {
-                ApiError::Malformed(vec![FieldProblem {
-                    code: "forbidden_destination",
-                    field: field.into(),
-                    message: error.to_string(),
-                }])
-            })?;
-    }
-    Ok(())
-}
-
-fn seal(state: &AppState, id: &str, settings: &Settings) -> Result<Vec<u8>, ApiError> {
-    state
-        .streams
-        .sealer()
-        .seal(id, &settings.secrets.to_bytes())
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    Ok(state.app.stream(id, organization).await?)
 }
 
 fn required_text(body: &Value, field: &'static str) -> Result<String, ApiError> {

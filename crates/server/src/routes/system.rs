@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: storage answers. No key needed.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await?;
+    state.app.ping().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
@@ -32,7 +32,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render(state.app.metrics()),
     )
 }
 

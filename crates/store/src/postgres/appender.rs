@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use trailmark_domain::Timestamp;
-use trailmark_domain::record::{Placement, event_object};
-use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::Frontier;
 
 use super::pool_error;
 use crate::StoreError;
-use crate::model::{AppendOutcome, AppendRequest, Receipt, StoredResponse};
+use crate::model::{AppendOutcome, AppendRequest, Receipt};
 use crate::observe::{Commit, StoreObserver};
 use crate::rows::frontier;
+use crate::rules::{self, PreparedAppend, PreparedEvent};
 
 /// Requests that may wait for a committer before senders wait too (back-pressure).
 const QUEUE_DEPTH: usize = 8_192;
@@ -35,7 +34,7 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 /// The handle appends go through; clones share the queue.
 #[derive(Clone)]
 pub(crate) struct Appender {
-    jobs: mpsc::Sender<(AppendRequest, Reply)>,
+    jobs: mpsc::Sender<(PreparedAppend, Reply)>,
 }
 
 impl Appender {
@@ -55,9 +54,11 @@ impl Appender {
 
     /// Appends `request` in the next group commit; returns once that commit is durable.
     pub(crate) async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        // Prepared beside the other requests, so a committer only assigns sequences and writes.
+        let prepared = PreparedAppend::prepare(request).await?;
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send((request, reply))
+            .send((prepared, reply))
             .await
             .map_err(|_| StoreError::Unavailable("the appender has stopped".into()))?;
         answer
@@ -68,7 +69,7 @@ impl Appender {
 
 async fn run_committer(
     pool: Pool,
-    queue: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>,
+    queue: Arc<Mutex<mpsc::Receiver<(PreparedAppend, Reply)>>>,
     observer: Arc<dyn StoreObserver>,
 ) {
     loop {
@@ -94,7 +95,7 @@ async fn run_committer(
     }
 }
 
-async fn commit(pool: &Pool, group: Vec<(AppendRequest, Reply)>, observer: &dyn StoreObserver) {
+async fn commit(pool: &Pool, group: Vec<(PreparedAppend, Reply)>, observer: &dyn StoreObserver) {
     let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
     match commit_requests(pool, requests, observer).await {
         Ok(outcomes) => {
@@ -123,7 +124,7 @@ async fn commit(pool: &Pool, group: Vec<(AppendRequest, Reply)>, observer: &dyn 
 /// text is made storable), so a failure is the database's and fails the group.
 async fn commit_requests(
     pool: &Pool,
-    requests: Vec<AppendRequest>,
+    requests: Vec<PreparedAppend>,
     observer: &dyn StoreObserver,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let asked = Instant::now();
@@ -184,7 +185,7 @@ pub(crate) async fn lock_heads(
 /// order. An error is a failure of the whole transaction.
 pub(crate) async fn append_group(
     client: &impl GenericClient,
-    requests: Vec<AppendRequest>,
+    requests: Vec<PreparedAppend>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let organizations: Vec<String> = requests
         .iter()
@@ -214,23 +215,29 @@ pub(crate) async fn append_group(
         .filter(|r| live.contains(&r.organization_id))
         .filter_map(|r| r.idempotency.as_ref().map(|c| c.identity.as_slice()))
         .collect();
-    let mut answered: HashMap<Vec<u8>, StoredResponse> = HashMap::new();
+    let mut answered: HashMap<Vec<u8>, Earlier> = HashMap::new();
     if !identities.is_empty() {
+        let now = Timestamp::now();
         for row in client
             .query(
-                "SELECT identity, status, body FROM idempotency WHERE identity = ANY($1) AND expires_at > $2",
-                &[&identities, &Timestamp::now().unix_millis()],
+                "SELECT identity, organization_id, first_sequence, event_count, outcome, expires_at
+                 FROM idempotency WHERE identity = ANY($1)",
+                &[&identities],
             )
             .await?
         {
-            let status: i32 = row.try_get(1)?;
-            answered.insert(
-                row.try_get(0)?,
-                StoredResponse {
-                    status: status as u16,
-                    body: row.try_get(2)?,
-                },
-            );
+            let expires_at = Timestamp::from_unix_millis(row.try_get(5)?);
+            if rules::idempotency_record_answers(expires_at, now) {
+                answered.insert(
+                    row.try_get(0)?,
+                    Earlier::Committed {
+                        organization: row.try_get(1)?,
+                        first: row.try_get(2)?,
+                        count: row.try_get(3)?,
+                        outcome: row.try_get(4)?,
+                    },
+                );
+            }
         }
     }
 
@@ -242,25 +249,49 @@ pub(crate) async fn append_group(
             outcomes.push(Err(StoreError::OrganizationNotFound(organization)));
             continue;
         };
-        if let Some(response) = request
+        if let Some(earlier) = request
             .idempotency
             .as_ref()
             .and_then(|claim| answered.get(claim.identity.as_slice()))
         {
-            outcomes.push(Ok(AppendOutcome::Replayed(response.clone())));
+            let (receipts, outcome) = match earlier {
+                Earlier::Committed {
+                    organization,
+                    first,
+                    count,
+                    outcome,
+                } => (
+                    receipts_between(client, organization, *first, *count).await?,
+                    outcome.clone(),
+                ),
+                Earlier::InGroup { receipts, outcome } => (receipts.clone(), outcome.clone()),
+            };
+            outcomes.push(Ok(AppendOutcome::Replayed { receipts, outcome }));
             continue;
         }
+        let first_sequence = head.size() as i64;
         let mut receipts = Vec::with_capacity(request.events.len());
-        for pending in request.events {
-            receipts.push(rows.add_event(head, &organization, pending));
+        for event in &request.events {
+            receipts.push(rows.add_event(head, &organization, event));
         }
-        let response = request.idempotency.map(|claim| {
-            let response = (claim.render)(&receipts);
-            rows.add_response(&organization, &claim.identity, &response, claim.expires_at);
-            answered.insert(claim.identity.to_vec(), response.clone());
-            response
-        });
-        outcomes.push(Ok(AppendOutcome::Appended { receipts, response }));
+        if let Some(claim) = request.idempotency {
+            rows.add_claim(
+                &organization,
+                &claim.identity,
+                first_sequence,
+                receipts.len() as i64,
+                &claim.outcome,
+                claim.expires_at,
+            );
+            answered.insert(
+                claim.identity.to_vec(),
+                Earlier::InGroup {
+                    receipts: receipts.clone(),
+                    outcome: claim.outcome,
+                },
+            );
+        }
+        outcomes.push(Ok(AppendOutcome::Appended { receipts }));
     }
     rows.insert(client).await?;
     let (mut organizations, mut sizes, mut frontiers) = (Vec::new(), Vec::new(), Vec::new());
@@ -278,6 +309,22 @@ pub(crate) async fn append_group(
         )
         .await?;
     Ok(outcomes)
+}
+
+/// An earlier append with the same idempotency identity as a request in the group.
+enum Earlier {
+    /// Committed before this group: its receipts are read back from its events.
+    Committed {
+        organization: String,
+        first: i64,
+        count: i64,
+        outcome: Vec<u8>,
+    },
+    /// Earlier in this group: its events are not written yet, so its receipts are kept.
+    InGroup {
+        receipts: Vec<Receipt>,
+        outcome: Vec<u8>,
+    },
 }
 
 /// The rows one group inserts, column by column, for `UNNEST`.
@@ -304,8 +351,9 @@ struct Rows {
     node_hash: Vec<Vec<u8>>,
     identity: Vec<Vec<u8>>,
     identity_organization: Vec<String>,
-    status: Vec<i32>,
-    response: Vec<Vec<u8>>,
+    first_sequence: Vec<i64>,
+    event_count: Vec<i64>,
+    outcome: Vec<Vec<u8>>,
     expires_at: Vec<i64>,
 }
 
@@ -319,65 +367,51 @@ impl Rows {
         &mut self,
         head: &mut Frontier,
         organization: &str,
-        pending: crate::model::PendingEvent,
+        event: &PreparedEvent,
     ) -> Receipt {
-        let sequence = head.size();
-        let event = &pending.event;
-        let body = event.to_json();
-        // The leaf is the event object as readers will see it, built from the same pieces.
-        let object = event_object(
-            Placement {
-                id: &pending.id,
-                organization_id: organization,
-                sequence,
-                received_at: pending.received_at,
-            },
-            &body,
-        );
-        let leaf_hash = event_leaf_hash(&object);
-        for node in head.append(leaf_hash) {
+        let (receipt, nodes) = rules::sequence(head, event);
+        let sequence = receipt.sequence as i64;
+        for node in nodes {
             self.node_organization.push(organization.to_owned());
             self.node_level.push(node.level as i32);
             self.node_index.push(node.index as i64);
             self.node_hash.push(node.hash.to_vec());
         }
-        for target in event.targets() {
+        for (target_id, target_type) in &event.targets {
             self.target_organization.push(organization.to_owned());
-            self.target_sequence.push(sequence as i64);
-            self.target_id.push(text(&target.id));
-            self.target_type.push(text(&target.kind));
+            self.target_sequence.push(sequence);
+            self.target_id.push(text(target_id));
+            self.target_type.push(text(target_type));
         }
         self.organization.push(organization.to_owned());
-        self.sequence.push(sequence as i64);
-        self.id.push(pending.id.clone());
-        self.action.push(text(event.action()));
-        self.occurred_at.push(event.occurred_at().unix_millis());
-        self.received_at.push(pending.received_at.unix_millis());
-        self.actor_id.push(text(&event.actor().id));
-        self.actor_name
-            .push(event.actor().name.as_deref().map(text));
-        self.leaf_hash.push(leaf_hash.to_vec());
-        self.body.push(body.to_string());
+        self.sequence.push(sequence);
+        self.id.push(event.id.clone());
+        self.action.push(text(&event.action));
+        self.occurred_at.push(event.occurred_at.unix_millis());
+        self.received_at.push(event.received_at.unix_millis());
+        self.actor_id.push(text(&event.actor_id));
+        self.actor_name.push(event.actor_name.as_deref().map(text));
+        self.leaf_hash.push(receipt.leaf_hash.to_vec());
+        self.body.push(event.body.clone());
         self.search_text
-            .push(text(&event.search_text().to_lowercase()));
-        Receipt {
-            id: pending.id,
-            sequence,
-            leaf_hash,
-        }
+            .push(text(&event.search_text.to_lowercase()));
+        receipt
     }
 
-    fn add_response(
+    fn add_claim(
         &mut self,
         organization: &str,
         identity: &[u8; 32],
-        response: &StoredResponse,
+        first_sequence: i64,
+        event_count: i64,
+        outcome: &[u8],
         expires_at: Timestamp,
     ) {
         self.identity.push(identity.to_vec());
         self.identity_organization.push(organization.to_owned());
-        self.status.push(i32::from(response.status));
-        self.response.push(response.body.clone());
+        self.first_sequence.push(first_sequence);
+        self.event_count.push(event_count);
+        self.outcome.push(outcome.to_vec());
         self.expires_at.push(expires_at.unix_millis());
     }
 
@@ -437,15 +471,17 @@ impl Rows {
             // An expired record with the same identity is replaced.
             client
                 .execute(
-                    "INSERT INTO idempotency (identity, organization_id, status, body, expires_at)
-                     SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::INTEGER[], $4::BYTEA[], $5::BIGINT[])
+                    "INSERT INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
+                     SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[])
                      ON CONFLICT (identity) DO UPDATE SET organization_id = excluded.organization_id,
-                        status = excluded.status, body = excluded.body, expires_at = excluded.expires_at",
+                        first_sequence = excluded.first_sequence, event_count = excluded.event_count,
+                        outcome = excluded.outcome, expires_at = excluded.expires_at",
                     &[
                         &self.identity,
                         &self.identity_organization,
-                        &self.status,
-                        &self.response,
+                        &self.first_sequence,
+                        &self.event_count,
+                        &self.outcome,
                         &self.expires_at,
                     ],
                 )
@@ -453,4 +489,32 @@ impl Rows {
         }
         Ok(())
     }
+}
+
+/// The receipts of `count` events of a log from sequence `first` on: what an earlier append
+/// answered.
+async fn receipts_between(
+    client: &impl GenericClient,
+    organization_id: &str,
+    first: i64,
+    count: i64,
+) -> Result<Vec<Receipt>, StoreError> {
+    client
+        .query(
+            "SELECT id, sequence, leaf_hash FROM events WHERE organization_id = $1 AND sequence >= $2 AND sequence < $3
+             ORDER BY sequence",
+            &[&organization_id, &first, &(first + count)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get(0)?;
+            let sequence: i64 = row.try_get(1)?;
+            Ok(Receipt {
+                leaf_hash: crate::rows::hash(row.try_get(2)?, || format!("event {id}: leaf_hash"))?,
+                id,
+                sequence: sequence as u64,
+            })
+        })
+        .collect()
 }

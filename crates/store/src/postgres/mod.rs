@@ -33,7 +33,7 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::organization::Organization;
 use trailmark_domain::portal::PortalIntent;
-use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_domain::schema::ActionSchema;
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::tree::{
     MemoryNodes, NodeReader, consistency_proof, inclusion_proof, tree_hash,
@@ -42,16 +42,19 @@ use trailmark_ledger::tree::{
 use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt,
-    SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord,
-    StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, SearchPage,
+    SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{
     EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json, hash,
 };
+use crate::rules;
 use crate::window::Window;
-use crate::{Hash, Store, StoreError};
+use crate::{
+    ApiKeys, EventLog, ExportStore, Hash, Health, LedgerStore, Organizations, PortalStore,
+    Retention, Schemas, StoreError, StreamStore,
+};
 use appender::Appender;
 use settings::ConnectionSettings;
 pub use settings::SettingsError;
@@ -62,7 +65,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_portal.sql"),
     include_str!("migrations/0003_actor_time_index.sql"),
-    include_str!("migrations/0004_portal_success_url.sql"),
+    include_str!("migrations/0004_idempotency_receipts.sql"),
+    include_str!("migrations/0005_portal_success_url.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -282,12 +286,15 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Health for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.client().await?.query_one("SELECT 1", &[]).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl ApiKeys for PostgresStore {
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
         self.client()
             .await?
@@ -332,7 +339,10 @@ impl Store for PostgresStore {
             .await?;
         Ok(row.get(0))
     }
+}
 
+#[async_trait]
+impl Organizations for PostgresStore {
     async fn insert_organization(
         &self,
         organization: Organization,
@@ -480,78 +490,64 @@ impl Store for PostgresStore {
             .await?;
         row.map(|row| organization_from_row(&row)).transpose()
     }
+}
 
-    async fn create_schema(
-        &self,
-        action: ActionName,
-        definition: SchemaDefinition,
-        now: Timestamp,
-    ) -> Result<ActionSchema, StoreError> {
-        // Two instances creating a version at once: the primary key lets one win, and the
-        // other tries again against the version that won.
-        loop {
-            let client = self.client().await?;
-            let latest = client
-                .query_opt(
-                    "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1 ORDER BY version DESC LIMIT 1",
-                    &[&action.as_str()],
-                )
-                .await?
-                .map(|row| schema_from_row(&row))
-                .transpose()?;
-            if let Some(latest) = latest
-                .as_ref()
-                .filter(|l| l.definition.to_json() == definition.to_json())
-            {
-                return Ok(latest.clone());
-            }
-            let version = latest.map_or(1, |l| l.version + 1);
-            let inserted = client
-                .execute(
-                    "INSERT INTO action_schemas (action, version, definition, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT DO NOTHING",
-                    &[&action.as_str(), &(version as i32), &definition.to_json().to_string(), &now.unix_millis()],
-                )
-                .await?;
-            if inserted == 1 {
-                return Ok(ActionSchema {
-                    action,
-                    version,
-                    definition,
-                    created_at: now,
-                });
-            }
-        }
-    }
-
-    async fn schema_for_event(
-        &self,
-        action: &str,
-        version: Option<u32>,
-    ) -> Result<SchemaLookup, StoreError> {
-        let client = self.client().await?;
-        let wanted = version.unwrap_or(1) as i32;
-        let found = client
+#[async_trait]
+impl Schemas for PostgresStore {
+    async fn latest_schema(&self, action: &str) -> Result<Option<ActionSchema>, StoreError> {
+        self.client()
+            .await?
             .query_opt(
-                "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1 AND version = $2",
-                &[&action, &wanted],
-            )
-            .await?;
-        if let Some(row) = found {
-            return Ok(SchemaLookup::Found(schema_from_row(&row)?));
-        }
-        let latest: Option<i32> = client
-            .query_one(
-                "SELECT MAX(version) FROM action_schemas WHERE action = $1",
+                "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1
+                 ORDER BY version DESC LIMIT 1",
                 &[&action],
             )
             .await?
-            .get(0);
-        Ok(latest.map_or(SchemaLookup::NoSchema, |latest| {
-            SchemaLookup::UnknownVersion {
-                latest: latest as u32,
-            }
-        }))
+            .map(|row| schema_from_row(&row))
+            .transpose()
+    }
+
+    async fn get_schema(
+        &self,
+        action: &str,
+        version: u32,
+    ) -> Result<Option<ActionSchema>, StoreError> {
+        let Ok(version) = i32::try_from(version) else {
+            return Ok(None);
+        };
+        self.client()
+            .await?
+            .query_opt(
+                "SELECT action, version, definition, created_at FROM action_schemas WHERE action = $1 AND version = $2",
+                &[&action, &version],
+            )
+            .await?
+            .map(|row| schema_from_row(&row))
+            .transpose()
+    }
+
+    async fn insert_schema(&self, schema: ActionSchema) -> Result<(), StoreError> {
+        let version = i32::try_from(schema.version).map_err(|_| {
+            StoreError::Corrupt(format!("schema version {} is too large", schema.version))
+        })?;
+        let inserted = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO action_schemas (action, version, definition, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &schema.action.as_str(),
+                    &version,
+                    &schema.definition.to_json().to_string(),
+                    &schema.created_at.unix_millis(),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("version"));
+        }
+        Ok(())
     }
 
     async fn list_schemas(
@@ -627,7 +623,10 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(window.page(summaries, page.limit))
     }
+}
 
+#[async_trait]
+impl EventLog for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.appender.append(request).await
     }
@@ -662,73 +661,6 @@ impl Store for PostgresStore {
         row.map(|row| event_from_row(&row)).transpose()
     }
 
-    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO exports (id, organization_id, state, format, filter, row_count, error, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &export.id,
-                    &export.organization_id,
-                    &export.state.as_str(),
-                    &export.format.as_str(),
-                    &filter_to_json(&export.filter),
-                    &export.row_count.map(|n| n as i64),
-                    &export.error,
-                    &export.created_at.unix_millis(),
-                    &export.updated_at.unix_millis(),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = $1"),
-                &[&id],
-            )
-            .await?;
-        row.map(|row| export_from_row(&row)).transpose()
-    }
-
-    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError> {
-        self.client()
-            .await?
-            .query(
-                &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE state = $1 ORDER BY id"),
-                &[&state.as_str()],
-            )
-            .await?
-            .iter()
-            .map(export_from_row)
-            .collect()
-    }
-
-    async fn finish_export(
-        &self,
-        id: &str,
-        outcome: Result<u64, String>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let (state, rows, error) = match outcome {
-            Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
-            Err(reason) => (ExportState::Error, None, Some(reason)),
-        };
-        self.client()
-            .await?
-            .execute(
-                "UPDATE exports SET state = $2, row_count = $3, error = $4, updated_at = $5 WHERE id = $1 AND state = 'pending'",
-                &[&id, &state.as_str(), &rows, &error, &now.unix_millis()],
-            )
-            .await?;
-        Ok(())
-    }
-
     async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError> {
         let row = self
             .client()
@@ -756,6 +688,20 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM idempotency WHERE expires_at <= $1",
+                &[&now.unix_millis()],
+            )
+            .await?)
+    }
+}
+
+#[async_trait]
+impl LedgerStore for PostgresStore {
     async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError> {
         let client = self.client().await?;
         with_nodes(&client, organization_id, |nodes| tree_hash(size, nodes)).await
@@ -854,7 +800,10 @@ impl Store for PostgresStore {
             .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
             .collect())
     }
+}
 
+#[async_trait]
+impl Retention for PostgresStore {
     async fn purgeable_organizations(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let rows = self
             .client()
@@ -985,7 +934,8 @@ impl Store for PostgresStore {
             events: vec![record],
             idempotency: None,
         };
-        let mut outcomes = appender::append_group(&transaction, vec![request]).await?;
+        let mut outcomes =
+            appender::append_group(&transaction, vec![rules::PreparedAppend::new(request)]).await?;
         let receipt = match outcomes.pop() {
             Some(Ok(AppendOutcome::Appended { mut receipts, .. })) if receipts.len() == 1 => {
                 receipts.remove(0)
@@ -1000,7 +950,10 @@ impl Store for PostgresStore {
         transaction.commit().await?;
         Ok(receipt)
     }
+}
 
+#[async_trait]
+impl StreamStore for PostgresStore {
     async fn insert_stream(&self, stream: StreamRecord) -> Result<(), StoreError> {
         self.client()
             .await?
@@ -1122,10 +1075,18 @@ impl Store for PostgresStore {
             .client()
             .await?
             .execute(
-                "UPDATE streams SET cursor = $4, state = CASE WHEN enabled THEN 'active' ELSE 'inactive' END,
+                "UPDATE streams SET cursor = $4, state = CASE WHEN enabled THEN $6 ELSE $7 END,
                     last_synced_at = $5, last_error = NULL
                  WHERE id = $1 AND lease_holder = $2 AND cursor IS NOT DISTINCT FROM $3",
-                &[&id, &holder, &from.map(|c| c as i64), &(to as i64), &now.unix_millis()],
+                &[
+                    &id,
+                    &holder,
+                    &from.map(|c| c as i64),
+                    &(to as i64),
+                    &now.unix_millis(),
+                    &rules::stream_state_after_delivery(true).as_str(),
+                    &rules::stream_state_after_delivery(false).as_str(),
+                ],
             )
             .await?;
         Ok(changed == 1)
@@ -1164,16 +1125,75 @@ impl Store for PostgresStore {
             .await?;
         Ok(changed == 1)
     }
+}
 
-    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
-        Ok(self
-            .client()
+#[async_trait]
+impl ExportStore for PostgresStore {
+    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError> {
+        self.client()
             .await?
             .execute(
-                "DELETE FROM idempotency WHERE expires_at <= $1",
-                &[&now.unix_millis()],
+                "INSERT INTO exports (id, organization_id, state, format, filter, row_count, error, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &export.id,
+                    &export.organization_id,
+                    &export.state.as_str(),
+                    &export.format.as_str(),
+                    &filter_to_json(&export.filter),
+                    &export.row_count.map(|n| n as i64),
+                    &export.error,
+                    &export.created_at.unix_millis(),
+                    &export.updated_at.unix_millis(),
+                ],
             )
-            .await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.map(|row| export_from_row(&row)).transpose()
+    }
+
+    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE state = $1 ORDER BY id"),
+                &[&state.as_str()],
+            )
+            .await?
+            .iter()
+            .map(export_from_row)
+            .collect()
+    }
+
+    async fn finish_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (state, rows, error) = match outcome {
+            Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
+            Err(reason) => (ExportState::Error, None, Some(reason)),
+        };
+        self.client()
+            .await?
+            .execute(
+                "UPDATE exports SET state = $2, row_count = $3, error = $4, updated_at = $5 WHERE id = $1 AND state = 'pending'",
+                &[&id, &state.as_str(), &rows, &error, &now.unix_millis()],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn claim_export(
@@ -1194,7 +1214,10 @@ impl Store for PostgresStore {
             .await?;
         Ok(changed == 1)
     }
+}
 
+#[async_trait]
+impl PortalStore for PostgresStore {
     async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError> {
         self.client()
             .await?

@@ -9,31 +9,29 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::{Value, json};
+use serde_json::json;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
-use trailmark_domain::canonical::canonical_json;
 use trailmark_domain::organization::Organization;
 use trailmark_domain::portal::PortalIntent;
-use trailmark_domain::record::{Placement, event_object};
-use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_domain::schema::ActionSchema;
 use trailmark_ledger::LedgerError;
-use trailmark_ledger::leaf::leaf_bytes;
-use trailmark_ledger::tree::{
-    Frontier, NodeReader, consistency_proof, inclusion_proof, leaf_hash, tree_hash,
-};
+use trailmark_ledger::tree::{Frontier, NodeReader, consistency_proof, inclusion_proof, tree_hash};
 
 use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    IdempotencyClaim, LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent,
-    Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
-    StoredResponse, StreamRecord, StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, SearchPage,
+    SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json};
+use crate::rules::{self, PreparedAppend};
 use crate::window::Window;
-use crate::{Hash, Store, StoreError};
+use crate::{
+    ApiKeys, EventLog, ExportStore, Hash, Health, LedgerStore, Organizations, PortalStore,
+    Retention, Schemas, StoreError, StreamStore,
+};
 use search::EVENT_COLUMNS;
 pub use search::{SearchStatement, search_statements};
 use worker::{Database, GroupWork};
@@ -45,7 +43,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_export_runners.sql"),
     include_str!("migrations/0004_portal.sql"),
     include_str!("migrations/0005_actor_time_index.sql"),
-    include_str!("migrations/0006_portal_success_url.sql"),
+    include_str!("migrations/0006_idempotency_receipts.sql"),
+    include_str!("migrations/0007_portal_success_url.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -132,13 +131,16 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Health for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.db
             .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
+}
 
+#[async_trait]
+impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
@@ -180,7 +182,10 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl Organizations for SqliteStore {
     async fn insert_organization(
         &self,
         organization: Organization,
@@ -332,55 +337,60 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
-    async fn create_schema(
-        &self,
-        action: ActionName,
-        definition: SchemaDefinition,
-        now: Timestamp,
-    ) -> Result<ActionSchema, StoreError> {
+#[async_trait]
+impl Schemas for SqliteStore {
+    async fn latest_schema(&self, action: &str) -> Result<Option<ActionSchema>, StoreError> {
+        let action = action.to_owned();
         self.db
-            .write(move |c| {
-                let latest = c
-                    .prepare_cached(
-                        "SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1 ORDER BY version DESC LIMIT 1",
-                    )?
-                    .query_row([action.as_str()], schema_from_row)
-                    .optional()?
-                    .transpose()?;
-                if let Some(latest) = latest.as_ref().filter(|l| l.definition.to_json() == definition.to_json()) {
-                    return Ok(latest.clone());
-                }
-                let version = latest.map_or(1, |l| l.version + 1);
-                c.execute(
-                    "INSERT INTO action_schemas (action, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![action.as_str(), version, definition.to_json().to_string(), now.unix_millis()],
-                )?;
-                Ok(ActionSchema { action, version, definition, created_at: now })
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1
+                     ORDER BY version DESC LIMIT 1",
+                )?
+                .query_row([action], schema_from_row)
+                .optional()?
+                .transpose()
             })
             .await
     }
 
-    async fn schema_for_event(
+    async fn get_schema(
         &self,
         action: &str,
-        version: Option<u32>,
-    ) -> Result<SchemaLookup, StoreError> {
+        version: u32,
+    ) -> Result<Option<ActionSchema>, StoreError> {
         let action = action.to_owned();
         self.db
             .read(move |c| {
-                let wanted = version.unwrap_or(1);
-                let found = c
-                    .prepare_cached("SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1 AND version = ?2")?
-                    .query_row(params![action, wanted], schema_from_row)
-                    .optional()?
-                    .transpose()?;
-                if let Some(schema) = found {
-                    return Ok(SchemaLookup::Found(schema));
+                c.prepare_cached(
+                    "SELECT action, version, definition, created_at FROM action_schemas WHERE action = ?1 AND version = ?2",
+                )?
+                .query_row(params![action, version], schema_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn insert_schema(&self, schema: ActionSchema) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                let inserted = c.execute(
+                    "INSERT INTO action_schemas (action, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (action, version) DO NOTHING",
+                    params![
+                        schema.action.as_str(),
+                        schema.version,
+                        schema.definition.to_json().to_string(),
+                        schema.created_at.unix_millis()
+                    ],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict("version"));
                 }
-                let latest: Option<u32> =
-                    c.query_row("SELECT MAX(version) FROM action_schemas WHERE action = ?1", [&action], |row| row.get(0))?;
-                Ok(latest.map_or(SchemaLookup::NoSchema, |latest| SchemaLookup::UnknownVersion { latest }))
+                Ok(())
             })
             .await
     }
@@ -457,18 +467,14 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl EventLog for SqliteStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        // Everything about the events that does not depend on their sequence numbers is done
-        // here, beside the other requests, so the one writer thread only assigns sequences,
-        // hashes and inserts. A large batch is prepared off the async threads.
-        let prepared = if request.events.len() >= PREPARE_OFF_THREAD {
-            tokio::task::spawn_blocking(move || PreparedAppend::new(request))
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("preparing events failed: {e}")))?
-        } else {
-            PreparedAppend::new(request)
-        };
+        // Prepared beside the other requests, so the one writer thread only assigns sequences,
+        // hashes and inserts.
+        let prepared = PreparedAppend::prepare(request).await?;
         self.db
             .write_in_group(move |c, group| append(c, group, prepared))
             .await
@@ -506,79 +512,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError> {
-        self.db
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO exports (id, organization_id, state, format, filter, row_count, error, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        export.id,
-                        export.organization_id,
-                        export.state.as_str(),
-                        export.format.as_str(),
-                        filter_to_json(&export.filter),
-                        export.row_count.map(|n| n as i64),
-                        export.error,
-                        export.created_at.unix_millis(),
-                        export.updated_at.unix_millis(),
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError> {
-        let id = id.to_owned();
-        self.db
-            .read(move |c| {
-                c.prepare_cached(&format!(
-                    "SELECT {EXPORT_COLUMNS} FROM exports WHERE id = ?1"
-                ))?
-                .query_row([id], export_from_row)
-                .optional()?
-                .transpose()
-            })
-            .await
-    }
-
-    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError> {
-        self.db
-            .read(move |c| {
-                c.prepare_cached(&format!(
-                    "SELECT {EXPORT_COLUMNS} FROM exports WHERE state = ?1 ORDER BY id"
-                ))?
-                .query_map([state.as_str()], export_from_row)?
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .collect()
-            })
-            .await
-    }
-
-    async fn finish_export(
-        &self,
-        id: &str,
-        outcome: Result<u64, String>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.db
-            .write(move |c| {
-                let (state, rows, error) = match outcome {
-                    Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
-                    Err(reason) => (ExportState::Error, None, Some(reason)),
-                };
-                c.execute(
-                    "UPDATE exports SET state = ?2, row_count = ?3, error = ?4, updated_at = ?5 WHERE id = ?1 AND state = 'pending'",
-                    params![id, state.as_str(), rows, error, now.unix_millis()],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
     async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError> {
         let organization_id = organization_id.to_owned();
         self.db
@@ -600,6 +533,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.db
+            .write(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM idempotency WHERE expires_at <= ?1",
+                    [now.unix_millis()],
+                )? as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
     async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError> {
         let organization_id = organization_id.to_owned();
         self.db
@@ -690,7 +637,10 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl Retention for SqliteStore {
     async fn purgeable_organizations(&self) -> Result<Vec<(String, u32)>, StoreError> {
         self.db
             .read(|c| {
@@ -790,7 +740,10 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl StreamStore for SqliteStore {
     async fn insert_stream(&self, stream: StreamRecord) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
@@ -912,10 +865,18 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 let changed = c.execute(
-                    "UPDATE streams SET cursor = ?4, state = CASE WHEN enabled THEN 'active' ELSE 'inactive' END,
+                    "UPDATE streams SET cursor = ?4, state = CASE WHEN enabled THEN ?6 ELSE ?7 END,
                         last_synced_at = ?5, last_error = NULL
                      WHERE id = ?1 AND lease_holder = ?2 AND cursor IS ?3",
-                    params![id, holder, from.map(|c| c as i64), to as i64, now.unix_millis()],
+                    params![
+                        id,
+                        holder,
+                        from.map(|c| c as i64),
+                        to as i64,
+                        now.unix_millis(),
+                        rules::stream_state_after_delivery(true).as_str(),
+                        rules::stream_state_after_delivery(false).as_str()
+                    ],
                 )?;
                 Ok(changed == 1)
             })
@@ -958,14 +919,79 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
-    async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
+#[async_trait]
+impl ExportStore for SqliteStore {
+    async fn insert_export(&self, export: ExportRecord) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
-                Ok(c.execute(
-                    "DELETE FROM idempotency WHERE expires_at <= ?1",
-                    [now.unix_millis()],
-                )? as u64)
+                c.execute(
+                    "INSERT INTO exports (id, organization_id, state, format, filter, row_count, error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        export.id,
+                        export.organization_id,
+                        export.state.as_str(),
+                        export.format.as_str(),
+                        filter_to_json(&export.filter),
+                        export.row_count.map(|n| n as i64),
+                        export.error,
+                        export.created_at.unix_millis(),
+                        export.updated_at.unix_millis(),
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<ExportRecord>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {EXPORT_COLUMNS} FROM exports WHERE id = ?1"
+                ))?
+                .query_row([id], export_from_row)
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn exports_in_state(&self, state: ExportState) -> Result<Vec<ExportRecord>, StoreError> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {EXPORT_COLUMNS} FROM exports WHERE state = ?1 ORDER BY id"
+                ))?
+                .query_map([state.as_str()], export_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn finish_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                let (state, rows, error) = match outcome {
+                    Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
+                    Err(reason) => (ExportState::Error, None, Some(reason)),
+                };
+                c.execute(
+                    "UPDATE exports SET state = ?2, row_count = ?3, error = ?4, updated_at = ?5 WHERE id = ?1 AND state = 'pending'",
+                    params![id, state.as_str(), rows, error, now.unix_millis()],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -989,7 +1015,10 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl PortalStore for SqliteStore {
     async fn insert_portal_link(&self, link: PortalLink) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
@@ -1144,110 +1173,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Events per append from which their preparation moves to a blocking thread.
-const PREPARE_OFF_THREAD: usize = 32;
-
-/// An append with each event's columns, stored JSON, search text and leaf bytes ready.
-struct PreparedAppend {
-    organization_id: String,
-    events: Vec<PreparedEvent>,
-    idempotency: Option<IdempotencyClaim>,
-}
-
-struct PreparedEvent {
-    id: String,
-    received_at: Timestamp,
-    action: String,
-    occurred_at: Timestamp,
-    actor_id: String,
-    actor_name: Option<String>,
-    /// `(id, type)` of each target.
-    targets: Vec<(String, String)>,
-    body: String,
-    search_text: String,
-    leaf: LeafTemplate,
-}
-
-impl PreparedAppend {
-    fn new(request: AppendRequest) -> Self {
-        let organization_id = request.organization_id;
-        let events = request
-            .events
-            .into_iter()
-            .map(|pending| {
-                let event = &pending.event;
-                let body = event.to_json();
-                PreparedEvent {
-                    leaf: LeafTemplate::new(&pending, &organization_id, &body),
-                    body: body.to_string(),
-                    search_text: event.search_text(),
-                    action: event.action().to_owned(),
-                    occurred_at: event.occurred_at(),
-                    actor_id: event.actor().id.clone(),
-                    actor_name: event.actor().name.clone(),
-                    targets: event
-                        .targets()
-                        .iter()
-                        .map(|t| (t.id.clone(), t.kind.clone()))
-                        .collect(),
-                    received_at: pending.received_at,
-                    id: pending.id,
-                }
-            })
-            .collect();
-        PreparedAppend {
-            organization_id,
-            events,
-            idempotency: request.idempotency,
-        }
-    }
-}
-
-/// An event's leaf bytes before its sequence number is known: the canonical JSON of its event
-/// object up to the `sequence` value, and after it. The leaf is the object as readers will see
-/// it, built from the same pieces a reader's copy is built from; only the number is missing.
-struct LeafTemplate {
-    before: Vec<u8>,
-    after: Vec<u8>,
-}
-
-impl LeafTemplate {
-    fn new(pending: &PendingEvent, organization_id: &str, body: &Value) -> Self {
-        let leaf = |sequence| {
-            leaf_bytes(&event_object(
-                Placement {
-                    id: &pending.id,
-                    organization_id,
-                    sequence,
-                    received_at: pending.received_at,
-                },
-                body,
-            ))
-        };
-        // The two differ only in the one digit where the sequence is written, wherever the
-        // canonical form puts it.
-        let (zero, one) = (leaf(0), leaf(1));
-        let at = zero
-            .iter()
-            .zip(&one)
-            .position(|(a, b)| a != b)
-            .unwrap_or(zero.len());
-        LeafTemplate {
-            before: zero[..at].to_vec(),
-            after: zero[(at + 1).min(zero.len())..].to_vec(),
-        }
-    }
-
-    fn hash(&self, sequence: u64) -> Hash {
-        let number = canonical_json(&Value::from(sequence));
-        let mut bytes = Vec::with_capacity(self.before.len() + number.len() + self.after.len());
-        bytes.extend_from_slice(&self.before);
-        bytes.extend_from_slice(&number);
-        bytes.extend_from_slice(&self.after);
-        leaf_hash(&bytes)
-    }
-}
-
 fn portal_intent(text: &str) -> Result<PortalIntent, StoreError> {
     PortalIntent::parse(text)
         .ok_or_else(|| StoreError::Corrupt(format!("a portal link has the intent '{text}'")))
@@ -1270,22 +1195,22 @@ fn append(
         return Err(StoreError::OrganizationNotFound(organization));
     }
     if let Some(claim) = &request.idempotency {
-        let earlier = c
+        let earlier: Option<(i64, i64, Vec<u8>, i64)> = c
             .prepare_cached(
-                "SELECT status, body FROM idempotency WHERE identity = ?1 AND expires_at > ?2",
+                "SELECT first_sequence, event_count, outcome, expires_at FROM idempotency WHERE identity = ?1",
             )?
-            .query_row(
-                params![claim.identity.as_slice(), Timestamp::now().unix_millis()],
-                |row| {
-                    Ok(StoredResponse {
-                        status: row.get(0)?,
-                        body: row.get(1)?,
-                    })
-                },
-            )
+            .query_row([claim.identity.as_slice()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .optional()?;
-        if let Some(response) = earlier {
-            return Ok(AppendOutcome::Replayed(response));
+        if let Some((first, count, outcome, expires_at)) = earlier
+            && rules::idempotency_record_answers(
+                Timestamp::from_unix_millis(expires_at),
+                Timestamp::now(),
+            )
+        {
+            let receipts = receipts_between(c, &organization, first, count)?;
+            return Ok(AppendOutcome::Replayed { receipts, outcome });
         }
     }
 
@@ -1300,11 +1225,12 @@ fn append(
     let mut insert_node = c.prepare_cached(
         "INSERT INTO merkle_nodes (organization_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
     )?;
+    let first_sequence = frontier.size();
     let mut receipts = Vec::with_capacity(request.events.len());
     for event in request.events {
-        let sequence = frontier.size();
-        let leaf_hash = event.leaf.hash(sequence);
-        for node in frontier.append(leaf_hash) {
+        let (receipt, nodes) = rules::sequence(&mut frontier, &event);
+        let (sequence, leaf_hash) = (receipt.sequence, receipt.leaf_hash);
+        for node in nodes {
             insert_node.execute(params![
                 organization,
                 node.level,
@@ -1335,11 +1261,7 @@ fn append(
                 target_type
             ])?;
         }
-        receipts.push(Receipt {
-            id: event.id,
-            sequence,
-            leaf_hash,
-        });
+        receipts.push(receipt);
     }
     c.prepare_cached(
         "INSERT INTO log_heads (organization_id, size, frontier) VALUES (?1, ?2, ?3)
@@ -1347,18 +1269,48 @@ fn append(
     )?
     .execute(params![organization, frontier.size() as i64, frontier.hashes().concat()])?;
 
-    let response = match request.idempotency {
-        Some(claim) => {
-            let response = (claim.render)(&receipts);
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO idempotency (identity, organization_id, status, body, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![claim.identity.as_slice(), organization, response.status, response.body, claim.expires_at.unix_millis()])?;
-            Some(response)
-        }
-        None => None,
-    };
-    Ok(AppendOutcome::Appended { receipts, response })
+    if let Some(claim) = request.idempotency {
+        // An expired record with the same identity is replaced.
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            claim.identity.as_slice(),
+            organization,
+            first_sequence as i64,
+            receipts.len() as i64,
+            claim.outcome,
+            claim.expires_at.unix_millis()
+        ])?;
+    }
+    Ok(AppendOutcome::Appended { receipts })
+}
+
+/// The receipts of `count` events of a log from sequence `first` on: what an earlier append
+/// answered.
+fn receipts_between(
+    c: &Connection,
+    organization_id: &str,
+    first: i64,
+    count: i64,
+) -> Result<Vec<Receipt>, StoreError> {
+    c.prepare_cached(
+        "SELECT id, sequence, leaf_hash FROM events WHERE organization_id = ?1 AND sequence >= ?2 AND sequence < ?3
+         ORDER BY sequence",
+    )?
+    .query_map(params![organization_id, first, first + count], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, Vec<u8>>(2)?))
+    })?
+    .map(|row| {
+        let (id, sequence, leaf_hash) = row?;
+        Ok(Receipt {
+            leaf_hash: crate::rows::hash(leaf_hash, || format!("event {id}: leaf_hash"))?,
+            id,
+            sequence: sequence as u64,
+        })
+    })
+    .collect()
 }
 
 /// The organization's Merkle frontier, from its log head.
@@ -1534,46 +1486,4 @@ fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ActionSchema, Store
         &definition,
         row.get(3)?,
     ))
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use trailmark_domain::event::NewEvent;
-    use trailmark_ledger::leaf::event_leaf_hash;
-
-    #[test]
-    fn a_leaf_template_hashes_as_the_whole_event_object_does() {
-        let event = NewEvent::parse(&json!({
-            "action": "user.signed_in",
-            "occurred_at": "2026-08-01T10:00:00.000Z",
-            "actor": {"id": "user_1", "type": "user", "name": "Sequence 0 \"1\"", "metadata": {"sequence": "1"}},
-            "targets": [{"id": "team_10", "type": "team", "metadata": {"n": "11"}}],
-            "context": {"location": "192.0.2.1", "user_agent": "UA/1.0"},
-            "metadata": {"attempt": "1", "note": "ü \\u0001 1"}
-        }))
-        .expect("a valid event");
-        let pending = PendingEvent {
-            id: "event_01".into(),
-            event,
-            received_at: Timestamp::from_unix_millis(1_785_578_400_001),
-        };
-        let body = pending.event.to_json();
-        let template = LeafTemplate::new(&pending, "org_1", &body);
-        for sequence in [0, 1, 9, 10, 11, 99, 100, 12_345, 1 << 40] {
-            let object = event_object(
-                Placement {
-                    id: &pending.id,
-                    organization_id: "org_1",
-                    sequence,
-                    received_at: pending.received_at,
-                },
-                &body,
-            );
-            assert_eq!(
-                template.hash(sequence),
-                event_leaf_hash(&object),
-                "{sequence}"
-            );
-        }
-    }
 }

@@ -70,8 +70,8 @@ pub async fn list(
     let (rows, older, problems) = match search {
         Ok((filter, before)) => {
             let page = state
-                .store
-                .search_events(
+                .app
+                .search(
                     organization_id,
                     SearchRequest {
                         filter,
@@ -233,38 +233,27 @@ pub async fn show(
 ) -> Result<Response, PortalError> {
     portal.require(PortalIntent::AuditLogs)?;
     let organization_id = &portal.session.organization_id;
-    let event = state
-        .store
-        .get_event(&id)
-        .await
-        .map_err(ApiError::from)?
-        .filter(|event| event.organization_id == *organization_id)
-        .ok_or(PortalError::NotFound)?;
+    // Proved against a checkpoint signed now, so it covers this event.
+    let proven = state
+        .app
+        .inclusion_proof(organization_id, &id, None)
+        .await?;
+    let event = &proven.event;
     let leaf_matches =
         event.purged_at.is_some() || event_leaf_hash(&event.leaf_object()) == event.leaf_hash;
-    let checkpoint = state
-        .ledger
-        .fresh(state.store.as_ref(), organization_id)
-        .await
-        .map_err(ApiError::from)?;
-    let proof = state
-        .store
-        .inclusion_proofs(organization_id, vec![event.sequence], checkpoint.tree_size)
-        .await
-        .map_err(ApiError::from)?;
-    let included = proof.first().is_some_and(|path| {
+    let included = proven.checkpoint.as_ref().is_some_and(|checkpoint| {
         verify_inclusion(
             event.sequence,
             checkpoint.tree_size,
             &event.leaf_hash,
-            path,
+            &proven.proof,
             &checkpoint.root,
         )
     });
     let verdict = match (leaf_matches, included) {
         (true, true) => format!(
             r#"<p class="notice ok" id="proof">✓ Unaltered, and included in the signed checkpoint of {} events.</p>"#,
-            checkpoint.tree_size
+            proven.tree_size
         ),
         (false, _) => r#"<p class="notice error" id="proof">✗ This event's contents do not hash to its leaf hash: it was altered.</p>"#.to_owned(),
         (true, false) => r#"<p class="notice error" id="proof">✗ The inclusion proof does not check against the latest signed checkpoint.</p>"#.to_owned(),
@@ -285,10 +274,10 @@ pub async fn show(
         id = esc(&event.id),
         sequence = event.sequence,
         leaf = esc(&encode_hash(&event.leaf_hash)),
-        size = checkpoint.tree_size,
-        root = esc(&encode_hash(&checkpoint.root)),
+        size = proven.tree_size,
+        root = esc(&encode_hash(&proven.root)),
         pretty = esc(&pretty),
-        note = esc(&checkpoint.note),
+        note = esc(proven.checkpoint.as_ref().map_or("", |c| c.note.as_str())),
     );
     let title = format!("Event {}", event.sequence);
     let frame = Frame {

@@ -12,7 +12,6 @@ use trailmark_domain::portal::PortalIntent;
 use trailmark_store::ExportState;
 
 use crate::error::ApiError;
-use crate::exports::begin;
 use crate::portal::html::{self, Frame, esc, query_string};
 use crate::portal::session::{Portal, PortalForm};
 use crate::portal::{PortalError, record};
@@ -38,13 +37,10 @@ pub async fn create(
             )
         })?;
     let filter = filter_from_query(&fields)?;
-    let export = begin(
-        &state,
-        portal.session.organization_id.clone(),
-        format,
-        filter,
-    )
-    .await?;
+    let export = state
+        .app
+        .begin_export(&portal.session.organization_id, format, filter)
+        .await?;
     let filters = query_string(
         FILTER_FIELDS
             .iter()
@@ -69,12 +65,9 @@ pub async fn show(
 ) -> Result<Response, PortalError> {
     portal.require(PortalIntent::AuditLogs)?;
     let export = state
-        .store
-        .get_export(&id)
-        .await
-        .map_err(ApiError::from)?
-        .filter(|export| export.organization_id == portal.session.organization_id)
-        .ok_or(PortalError::NotFound)?;
+        .app
+        .export(&id, Some(&portal.session.organization_id))
+        .await?;
     let format = match export.format {
         ExportFormat::Csv => "CSV",
         ExportFormat::Ndjson => "NDJSON",

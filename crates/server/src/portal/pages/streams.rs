@@ -267,11 +267,7 @@ pub async fn list(
     query: QueryPairs,
 ) -> Result<Response, PortalError> {
     portal.require(PortalIntent::LogStreams)?;
-    let streams = state
-        .store
-        .list_streams(Some(&portal.session.organization_id))
-        .await
-        .map_err(ApiError::from)?;
+    let streams = state.app.streams(&portal.session.organization_id).await?;
     let mut rows = String::new();
     for stream in &streams {
         let health = stream_json(&state, stream).await?;

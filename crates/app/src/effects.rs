@@ -1,0 +1,77 @@
+//! What follows a commit, done once here for every caller: count the events, wake the log
+//! streams, and tell live readers the log grew. A use case that appends calls
+//! [`Effects::appended`] after the store returned `Ok`, never before.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use trailmark_store::Receipt;
+use trailmark_streams::worker::StreamWorkers;
+
+use crate::metrics::AppMetrics;
+
+/// Growth notices a slow live reader may fall behind by before it is told to catch up from
+/// storage (it then reads the events it missed by sequence; nothing is lost).
+const GROWTH_BUFFER: usize = 1_024;
+
+/// An organization's log grew to `size` events (on this instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGrowth {
+    pub organization_id: Arc<str>,
+    pub size: u64,
+}
+
+pub(crate) struct Effects {
+    metrics: Arc<AppMetrics>,
+    streams: Arc<StreamWorkers>,
+    growth: broadcast::Sender<LogGrowth>,
+}
+
+impl Effects {
+    pub(crate) fn new(metrics: Arc<AppMetrics>, streams: Arc<StreamWorkers>) -> Self {
+        Effects {
+            metrics,
+            streams,
+            growth: broadcast::Sender::new(GROWTH_BUFFER),
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &AppMetrics {
+        &self.metrics
+    }
+
+    /// `receipts` were committed to `organization_id`'s log.
+    pub(crate) fn appended(&self, organization_id: &str, receipts: &[Receipt]) {
+        let Some(last) = receipts.last() else {
+            return;
+        };
+        self.metrics.events_appended(organization_id, receipts);
+        self.streams.wake();
+        // No live reader is not an error.
+        let _ = self.growth.send(LogGrowth {
+            organization_id: organization_id.into(),
+            size: last.sequence + 1,
+        });
+    }
+
+    pub(crate) fn replayed(&self) {
+        self.metrics.idempotent_replay();
+    }
+
+    pub(crate) fn stream_changed(&self) {
+        self.streams.stream_changed();
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogGrowth> {
+        self.growth.subscribe()
+    }
+}
+
+impl crate::Trailmark {
+    /// Notices of logs growing on this instance, as they commit: for live readers, which then
+    /// read the new events from storage (instances over one database also poll, since another
+    /// instance's commits are not announced here).
+    pub fn subscribe_log_growth(&self) -> broadcast::Receiver<LogGrowth> {
+        self.inner.effects.subscribe()
+    }
+}

@@ -1,0 +1,253 @@
+//! The ledger: signed checkpoints of organizations' logs, and the proofs over them.
+//!
+//! A background task signs a checkpoint for every log that has grown since its last one, at most
+//! once per interval (1 s by default). A reader who needs a checkpoint covering everything so far
+//! (an export, an inclusion proof with no size given, the first checkpoint of a log) gets one
+//! signed on the spot. Origins are `<ledger name>/<organization id>`; the ledger name is also the
+//! signing key's name.
+
+use std::time::Duration;
+
+use trailmark_domain::Timestamp;
+use trailmark_ledger::checkpoint::{Checkpoint, NoteSigner};
+use trailmark_store::{Hash, StoredCheckpoint, StoredEvent};
+
+use crate::{AppError, NotFoundKind, Trailmark};
+
+/// Signs checkpoints for this instance.
+pub(crate) struct Ledger {
+    signer: NoteSigner,
+    interval: Duration,
+    /// Serializes signing so two requests do not sign the same size twice.
+    signing: tokio::sync::Mutex<()>,
+}
+
+impl Ledger {
+    pub(crate) fn new(signer: NoteSigner, interval: Duration) -> Self {
+        Ledger {
+            signer,
+            interval,
+            signing: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// An event's audit path in the tree of `tree_size` leaves, with that tree's root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InclusionProof {
+    pub event: StoredEvent,
+    pub tree_size: u64,
+    pub root: Hash,
+    pub proof: Vec<Hash>,
+    /// The checkpoint signed for `tree_size`, when the caller asked for the latest tree.
+    pub checkpoint: Option<StoredCheckpoint>,
+}
+
+/// Proof that the log of `first` events is a prefix of the log of `second` events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencyProof {
+    pub first: u64,
+    pub second: u64,
+    pub first_root: Hash,
+    pub second_root: Hash,
+    pub proof: Vec<Hash>,
+}
+
+impl Trailmark {
+    /// The ledger's key name.
+    pub fn ledger_name(&self) -> &str {
+        self.inner.ledger.signer.name()
+    }
+
+    /// The ledger's verifier key (C2SP signed-note format).
+    pub fn verifier_key(&self) -> String {
+        self.inner.ledger.signer.verifier_key()
+    }
+
+    /// Signs and stores a checkpoint of the first `size` leaves of an organization's log.
+    async fn sign(&self, organization_id: &str, size: u64) -> Result<StoredCheckpoint, AppError> {
+        let started = std::time::Instant::now();
+        let signed = self.sign_now(organization_id, size).await;
+        self.metrics().checkpoint(signed.is_ok(), started.elapsed());
+        signed
+    }
+
+    async fn sign_now(
+        &self,
+        organization_id: &str,
+        size: u64,
+    ) -> Result<StoredCheckpoint, AppError> {
+        let signer = &self.inner.ledger.signer;
+        let root = self.store().tree_root(organization_id, size).await?;
+        let checkpoint = Checkpoint {
+            origin: format!("{}/{organization_id}", signer.name()),
+            size,
+            root,
+        };
+        let stored = StoredCheckpoint {
+            organization_id: organization_id.to_owned(),
+            tree_size: size,
+            root,
+            note: signer.sign(&checkpoint),
+            created_at: Timestamp::now(),
+        };
+        self.store().insert_checkpoint(stored.clone()).await?;
+        Ok(stored)
+    }
+
+    /// The latest checkpoint, signing one first if the log has none yet.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn latest_checkpoint(
+        &self,
+        organization_id: &str,
+    ) -> Result<StoredCheckpoint, AppError> {
+        if let Some(latest) = self.store().latest_checkpoint(organization_id).await? {
+            return Ok(latest);
+        }
+        let _signing = self.inner.ledger.signing.lock().await;
+        let size = self.store().log_size(organization_id).await?;
+        self.sign(organization_id, size).await
+    }
+
+    /// A checkpoint covering every event committed so far, signed now if the latest falls short.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn fresh_checkpoint(
+        &self,
+        organization_id: &str,
+    ) -> Result<StoredCheckpoint, AppError> {
+        let _signing = self.inner.ledger.signing.lock().await;
+        let size = self.store().log_size(organization_id).await?;
+        match self.store().latest_checkpoint(organization_id).await? {
+            Some(latest) if latest.tree_size >= size => Ok(latest),
+            _ => self.sign(organization_id, size).await,
+        }
+    }
+
+    /// The inclusion proof of event `event_id` of `organization_id`'s log in the tree of
+    /// `tree_size` leaves, or, with `None`, in a fresh checkpoint's tree (returned with it).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if the organization has no such event; a problem naming
+    /// `tree_size` if the tree does not contain the event or is larger than the log.
+    pub async fn inclusion_proof(
+        &self,
+        organization_id: &str,
+        event_id: &str,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, AppError> {
+        let event = self
+            .store()
+            .get_event(event_id)
+            .await?
+            .filter(|event| event.organization_id == organization_id)
+            .ok_or_else(|| AppError::not_found(NotFoundKind::Event, event_id))?;
+        let (size, checkpoint) = match tree_size {
+            Some(size) => (size, None),
+            None => {
+                let checkpoint = self.fresh_checkpoint(organization_id).await?;
+                (checkpoint.tree_size, Some(checkpoint))
+            }
+        };
+        if event.sequence >= size {
+            return Err(AppError::field(
+                "invalid_value",
+                "tree_size",
+                format!(
+                    "tree_size must be greater than the event's sequence ({})",
+                    event.sequence
+                ),
+            ));
+        }
+        let log_size = self.store().log_size(organization_id).await?;
+        if size > log_size {
+            return Err(AppError::field(
+                "invalid_value",
+                "tree_size",
+                format!("the log has only {log_size} events"),
+            ));
+        }
+        let proof = self
+            .store()
+            .inclusion_proofs(organization_id, vec![event.sequence], size)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let root = self.store().tree_root(organization_id, size).await?;
+        Ok(InclusionProof {
+            event,
+            tree_size: size,
+            root,
+            proof,
+            checkpoint,
+        })
+    }
+
+    /// The consistency proof between the trees of `first` and `second` leaves.
+    ///
+    /// # Errors
+    ///
+    /// A problem naming `first` (0, or more than `second`) or `second` (larger than the log).
+    pub async fn consistency_proof(
+        &self,
+        organization_id: &str,
+        first: u64,
+        second: u64,
+    ) -> Result<ConsistencyProof, AppError> {
+        if first == 0 || first > second {
+            return Err(AppError::field(
+                "invalid_value",
+                "first",
+                "first must be at least 1 and at most second",
+            ));
+        }
+        let log_size = self.store().log_size(organization_id).await?;
+        if second > log_size {
+            return Err(AppError::field(
+                "invalid_value",
+                "second",
+                format!("the log has only {log_size} events"),
+            ));
+        }
+        let proof = self
+            .store()
+            .consistency_proof(organization_id, first, second)
+            .await?;
+        Ok(ConsistencyProof {
+            first,
+            second,
+            first_root: self.store().tree_root(organization_id, first).await?,
+            second_root: self.store().tree_root(organization_id, second).await?,
+            proof,
+        })
+    }
+
+    /// Signs checkpoints for grown logs, every interval, until shutdown.
+    pub(crate) async fn sign_grown_logs_forever(&self) {
+        let mut ticks = tokio::time::interval(self.inner.ledger.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let grown = match self.store().logs_needing_checkpoint().await {
+                Ok(grown) => grown,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list logs to checkpoint");
+                    continue;
+                }
+            };
+            let _signing = self.inner.ledger.signing.lock().await;
+            for (organization_id, size) in grown {
+                if let Err(error) = self.sign(&organization_id, size).await {
+                    tracing::error!(organization = %organization_id, %error, "cannot sign a checkpoint");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Log streams: creating, changing, replaying, deleting and testing them. Delivery itself is
+//! `trailmark_streams::worker`; every change here tells the workers at once, so a waiting batch
+//! sees new settings immediately.
+
+use serde_json::{Value, json};
+use trailmark_domain::id::IdKind;
+use trailmark_domain::query::EventFilter;
+use trailmark_domain::{FieldProblem, Problems, Timestamp};
+use trailmark_store::{Order, SearchRequest, StreamRecord, rules};
+use trailmark_streams::Outcome;
+use trailmark_streams::settings::{Settings, StreamKind, new_signing_secret};
+
+use crate::{AppError, NotFoundKind, Trailmark};
+
+/// A stream to create.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    pub organization_id: String,
+    pub kind: StreamKind,
+    pub name: String,
+    pub enabled: bool,
+    /// The destination's settings as the API takes them (`config`), validated here.
+    pub config: Value,
+    pub start: StreamStart,
+}
+
+/// Where a new stream starts delivering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// After the last event already in the log.
+    Now,
+    /// From the first event.
+    Beginning,
+}
+
+/// A change to a stream: fields given replace the stored ones; credentials a `config` patch
+/// does not name are kept.
+#[derive(Debug, Clone, Default)]
+pub struct StreamChanges {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub config: Option<Value>,
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFrom {
+    Sequence(u64),
+    /// The first event, in log order, that occurred at or after this time.
+    Time(Timestamp),
+}
+
+/// How far behind its log a stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLag {
+    /// Events not yet delivered.
+    pub events: u64,
+    /// Age in seconds of the oldest of them.
+    pub seconds: i64,
+}
+
+impl Trailmark {
+    /// Validates a new stream's settings and destination, stores it and starts delivering.
+    ///
+    /// # Errors
+    ///
+    /// Problems naming `config.*` fields, [`AppError::OrganizationNotFound`], storage errors.
+    pub async fn create_stream(&self, new: NewStream) -> Result<StreamRecord, AppError> {
+        let settings = Settings::parse(new.kind, &new.config, || {
+            new_signing_secret().unwrap_or_default()
+        })
+        .map_err(Problems::Malformed)?;
+        self.check_destination(&settings).await?;
+        self.live_organization(&new.organization_id).await?;
+        let cursor = match new.start {
+            StreamStart::Now => self
+                .store()
+                .log_size(&new.organization_id)
+                .await?
+                .checked_sub(1),
+            StreamStart::Beginning => None,
+        };
+        let id = IdKind::LogStream.generate().into_string();
+        let now = Timestamp::now();
+        let stream = StreamRecord {
+            secrets: self.seal(&id, &settings)?,
+            id,
+            organization_id: new.organization_id,
+            kind: new.kind.as_str().to_owned(),
+            name: new.name,
+            config: Value::Object(settings.public),
+            enabled: new.enabled,
+            state: rules::initial_stream_state(new.enabled),
+            cursor,
+            last_synced_at: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store().insert_stream(stream.clone()).await?;
+        self.inner.streams.start_new_streams().await;
+        Ok(stream)
+    }
+
+    /// The stream `id`, if it belongs to `organization` (any organization when `None`):
+    /// another organization's stream is reported as not found, so its existence does not leak.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`], or storage errors.
+    pub async fn stream(
+        &self,
+        id: &str,
+        organization: Option<&str>,
+    ) -> Result<StreamRecord, AppError> {
+        self.store()
+            .get_stream(id)
+            .await?
+            .filter(|stream| organization.is_none_or(|own| own == stream.organization_id))
+            .ok_or_else(|| AppError::not_found(NotFoundKind::LogStream, id))
+    }
+
+    /// The streams of one organization, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn streams(&self, organization_id: &str) -> Result<Vec<StreamRecord>, AppError> {
+        Ok(self.store().list_streams(Some(organization_id)).await?)
+    }
+
+    /// Applies `changes` to `stream` and stores it.
+    ///
+    /// # Errors
+    ///
+    /// Problems naming `config.*` fields, storage errors.
+    pub async fn update_stream(
+        &self,
+        mut stream: StreamRecord,
+        changes: StreamChanges,
+    ) -> Result<StreamRecord, AppError> {
+        let mut settings_changed = false;
+        if let Some(patch) = changes.config.filter(|c| !c.is_null()) {
+            let current = self
+                .inner
+                .streams
+                .open_settings(&stream)
+                .map_err(AppError::Internal)?;
+            let settings = Settings::merge(
+                current.kind,
+                &current.public,
+                &current.secrets,
+                &patch,
+                || new_signing_secret().unwrap_or_default(),
+            )
+            .map_err(Problems::Malformed)?;
+            self.check_destination(&settings).await?;
+            stream.secrets = self.seal(&stream.id, &settings)?;
+            stream.config = Value::Object(settings.public);
+            // New settings deserve a fresh verdict from the destination.
+            stream.last_error = None;
+            settings_changed = true;
+        }
+        if let Some(name) = changes.name {
+            stream.name = name;
+        }
+        if let Some(enabled) = changes.enabled {
+            stream.enabled = enabled;
+        }
+        stream.state =
+            rules::stream_state_after_change(stream.state, changes.enabled, settings_changed);
+        stream.updated_at = Timestamp::now();
+        self.store().update_stream(stream.clone()).await?;
+        self.inner.effects.stream_changed();
+        Ok(stream)
+    }
+
+    /// Deletes a stream; its worker stops.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn delete_stream(&self, id: &str) -> Result<(), AppError> {
+        self.store().delete_stream(id).await?;
+        self.inner.effects.stream_changed();
+        Ok(())
+    }
+
+    /// Moves `stream`'s cursor back so delivery starts again at `from`; returns the first
+    /// sequence that will be delivered again.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn replay_stream(
+        &self,
+        stream: &StreamRecord,
+        from: ReplayFrom,
+    ) -> Result<u64, AppError> {
+        let from = match from {
+            ReplayFrom::Sequence(sequence) => sequence,
+            ReplayFrom::Time(start) => {
+                let first = SearchRequest {
+                    filter: EventFilter {
+                        range_start: Some(start),
+                        ..EventFilter::default()
+                    },
+                    after: None,
+                    before: None,
+                    order: Order::Asc,
+                    limit: 1,
+                };
+                let page = self
+                    .store()
+                    .search_events(&stream.organization_id, first)
+                    .await?;
+                match page.events.first() {
+                    Some(event) => event.sequence,
+                    None => self.store().log_size(&stream.organization_id).await?,
+                }
+            }
+        };
+        self.store()
+            .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
+            .await?;
+        self.inner.effects.stream_changed();
+        Ok(from)
+    }
+
+    /// Sends one made-up event (`trailmark.stream.test`, by `actor`) to `stream`'s destination,
+    /// outside its cursor, and returns what the destination answered.
+    pub async fn test_stream(&self, stream: &StreamRecord, actor: Value) -> Outcome {
+        let now = Timestamp::now().to_string();
+        let event = json!({
+            "object": "audit_log_event",
+            "id": IdKind::Event.generate().into_string(),
+            "organization_id": stream.organization_id,
+            "sequence": null,
+            "action": "trailmark.stream.test",
+            "occurred_at": now,
+            "received_at": now,
+            "version": null,
+            "actor": actor,
+            "targets": [{"id": stream.id, "type": "log_stream"}],
+            "context": {"location": "trailmark"},
+            "metadata": {"test": true},
+        });
+        self.inner.streams.send(stream, &[event]).await
+    }
+
+    /// How far behind its log `stream` is.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn stream_lag(&self, stream: &StreamRecord) -> Result<StreamLag, AppError> {
+        let size = self.store().log_size(&stream.organization_id).await?;
+        let delivered = stream.cursor.map_or(0, |c| c + 1);
+        let oldest_waiting = self
+            .store()
+            .events_after(&stream.organization_id, stream.cursor, 1)
+            .await?;
+        let seconds = oldest_waiting.first().map_or(0, |event| {
+            (Timestamp::now().unix_millis() - event.received_at.unix_millis()).max(0) / 1000
+        });
+        Ok(StreamLag {
+            events: size.saturating_sub(delivered),
+            seconds,
+        })
+    }
+
+    /// Every stream of every organization, for the metrics endpoint.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn all_streams(&self) -> Result<Vec<StreamRecord>, AppError> {
+        Ok(self.store().list_streams(None).await?)
+    }
+
+    /// A stream's settings as shown: credentials masked, batching in effect (the stored public
+    /// part if the credentials cannot be opened).
+    pub fn shown_stream_config(&self, stream: &StreamRecord) -> Value {
+        self.inner
+            .streams
+            .open_settings(stream)
+            .map(|settings| settings.masked())
+            .unwrap_or_else(|_| stream.config.clone())
+    }
+
+    /// Refuses a destination that is not allowed (a private address without
+    /// `--allow-private-destinations`), naming the setting it came from.
+    async fn check_destination(&self, settings: &Settings) -> Result<(), AppError> {
+        let field = match settings.kind {
+            StreamKind::Datadog if settings.public.contains_key("endpoint") => "config.endpoint",
+            StreamKind::Datadog => "config.site",
+            StreamKind::Http | StreamKind::Splunk => "config.url",
+            StreamKind::S3 | StreamKind::Gcs if settings.public.contains_key("endpoint") => {
+                "config.endpoint"
+            }
+            StreamKind::S3 | StreamKind::Gcs => "config.bucket",
+        };
+        let url = settings
+            .destination_url()
+            .ok_or_else(|| AppError::field("required", field, "a destination URL is required"))?;
+        let mut targets = vec![(field, url)];
+        if let Some(account) = settings.service_account() {
+            targets.push(("config.service_account_json", account.token_uri));
+        }
+        for (field, url) in targets {
+            trailmark_streams::net::check_destination(&url, self.inner.streams.allow_private())
+                .await
+                .map_err(|error| {
+                    Problems::Malformed(vec![FieldProblem {
+                        code: "forbidden_destination",
+                        field: field.into(),
+                        message: error.to_string(),
+                    }])
+                })?;
+        }
+        Ok(())
+    }
+
+    fn seal(&self, id: &str, settings: &Settings) -> Result<Vec<u8>, AppError> {
+        self.inner
+            .streams
+            .sealer()
+            .seal(id, &settings.secrets.to_bytes())
+            .map_err(|e| AppError::Internal(e.to_string()))
+    }
+}

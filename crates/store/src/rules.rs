@@ -1,0 +1,240 @@
+//! The storage rules, written once for every backend.
+//!
+//! A backend stores and fetches; what to store is decided here: how an append's events become
+//! rows (their stored JSON, search text and leaf), how sequences and Merkle nodes are assigned
+//! inside a commit, when an idempotency record still answers, which schema version a request
+//! creates, and what state a stream is in after a change or a delivery. The SQLite and
+//! PostgreSQL implementations call these functions rather than restating them.
+
+use trailmark_domain::Timestamp;
+use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_ledger::leaf::LeafTemplate;
+use trailmark_ledger::tree::{Frontier, Node};
+
+use crate::model::{AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState};
+use crate::{Schemas, StoreError};
+
+/// An append whose events are ready to be sequenced: everything that does not depend on the
+/// sequence numbers is computed before the commit, beside the other requests, so the commit
+/// itself only assigns numbers, hashes and writes.
+pub struct PreparedAppend {
+    pub organization_id: String,
+    pub events: Vec<PreparedEvent>,
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// One event's stored columns.
+pub struct PreparedEvent {
+    pub id: String,
+    pub received_at: Timestamp,
+    pub action: String,
+    pub occurred_at: Timestamp,
+    pub actor_id: String,
+    pub actor_name: Option<String>,
+    /// `(id, type)` of each target.
+    pub targets: Vec<(String, String)>,
+    /// The normalized event JSON (`NewEvent::to_json`), compact.
+    pub body: String,
+    /// What the free-text filter searches (`NewEvent::search_text`).
+    pub search_text: String,
+    pub leaf: LeafTemplate,
+}
+
+/// Appends from this many events up are prepared off the async threads.
+pub const PREPARE_OFF_THREAD: usize = 32;
+
+impl PreparedAppend {
+    pub fn new(request: AppendRequest) -> Self {
+        let organization_id = request.organization_id;
+        let events = request
+            .events
+            .into_iter()
+            .map(|pending| {
+                let event = &pending.event;
+                let body = event.to_json();
+                PreparedEvent {
+                    leaf: LeafTemplate::new(
+                        &pending.id,
+                        &organization_id,
+                        pending.received_at,
+                        &body,
+                    ),
+                    body: body.to_string(),
+                    search_text: event.search_text(),
+                    action: event.action().to_owned(),
+                    occurred_at: event.occurred_at(),
+                    actor_id: event.actor().id.clone(),
+                    actor_name: event.actor().name.clone(),
+                    targets: event
+                        .targets()
+                        .iter()
+                        .map(|t| (t.id.clone(), t.kind.clone()))
+                        .collect(),
+                    received_at: pending.received_at,
+                    id: pending.id,
+                }
+            })
+            .collect();
+        PreparedAppend {
+            organization_id,
+            events,
+            idempotency: request.idempotency,
+        }
+    }
+
+    /// [`PreparedAppend::new`], on a blocking thread when the append is large enough for the
+    /// JSON work to hold up other requests.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the blocking task could not run.
+    pub async fn prepare(request: AppendRequest) -> Result<Self, StoreError> {
+        if request.events.len() >= PREPARE_OFF_THREAD {
+            tokio::task::spawn_blocking(move || PreparedAppend::new(request))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("preparing events failed: {e}")))
+        } else {
+            Ok(PreparedAppend::new(request))
+        }
+    }
+}
+
+/// Gives `event` the next sequence of the log whose head is `head`: its receipt, and the Merkle
+/// nodes its leaf completes (to store once; they never change).
+pub fn sequence(head: &mut Frontier, event: &PreparedEvent) -> (Receipt, Vec<Node>) {
+    let sequence = head.size();
+    let leaf_hash = event.leaf.hash(sequence);
+    let nodes = head.append(leaf_hash);
+    (
+        Receipt {
+            id: event.id.clone(),
+            sequence,
+            leaf_hash,
+        },
+        nodes,
+    )
+}
+
+/// Whether an idempotency record that expires at `expires_at` still answers at `now`.
+pub fn idempotency_record_answers(expires_at: Timestamp, now: Timestamp) -> bool {
+    expires_at > now
+}
+
+/// Creates the next version of `action`'s schema, or returns the latest version unchanged if
+/// `definition` equals it. Two writers racing for one version: the loser sees the winner's.
+///
+/// # Errors
+///
+/// Storage errors.
+pub async fn create_schema(
+    store: &dyn Schemas,
+    action: ActionName,
+    definition: SchemaDefinition,
+    now: Timestamp,
+) -> Result<ActionSchema, StoreError> {
+    loop {
+        let latest = store.latest_schema(action.as_str()).await?;
+        if let Some(latest) = latest
+            .as_ref()
+            .filter(|l| l.definition.to_json() == definition.to_json())
+        {
+            return Ok(latest.clone());
+        }
+        let schema = ActionSchema {
+            action: action.clone(),
+            version: latest.map_or(1, |l| l.version + 1),
+            definition: definition.clone(),
+            created_at: now,
+        };
+        match store.insert_schema(schema.clone()).await {
+            Ok(()) => return Ok(schema),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// The schema version an event of `action` is validated against: `version`, or 1 if `None`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub async fn schema_for_event(
+    store: &dyn Schemas,
+    action: &str,
+    version: Option<u32>,
+) -> Result<SchemaLookup, StoreError> {
+    if let Some(schema) = store.get_schema(action, version.unwrap_or(1)).await? {
+        return Ok(SchemaLookup::Found(schema));
+    }
+    Ok(match store.latest_schema(action).await? {
+        None => SchemaLookup::NoSchema,
+        Some(latest) => SchemaLookup::UnknownVersion {
+            latest: latest.version,
+        },
+    })
+}
+
+/// A new stream's state: delivering if enabled, else `inactive`.
+pub fn initial_stream_state(enabled: bool) -> StreamState {
+    if enabled {
+        StreamState::Active
+    } else {
+        StreamState::Inactive
+    }
+}
+
+/// A stream's state after its owner changed it: new settings give an `invalid` stream (whose
+/// destination refused the old ones) a fresh verdict; naming `enabled` (`Some`) starts or stops
+/// delivery whatever the state was; otherwise the state stands until the next attempt tells.
+pub fn stream_state_after_change(
+    current: StreamState,
+    enabled: Option<bool>,
+    settings_changed: bool,
+) -> StreamState {
+    match (enabled, current) {
+        (Some(enabled), _) => initial_stream_state(enabled),
+        (None, StreamState::Invalid) if settings_changed => StreamState::Active,
+        (None, state) => state,
+    }
+}
+
+/// A stream's state after a successful delivery: `active`, or `inactive` if it was disabled
+/// meanwhile (the delivery was already under way).
+pub fn stream_state_after_delivery(enabled: bool) -> StreamState {
+    initial_stream_state(enabled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_states_follow_changes() {
+        use StreamState::*;
+        assert_eq!(initial_stream_state(true), Active);
+        assert_eq!(initial_stream_state(false), Inactive);
+        for state in [Active, Inactive, Error, Invalid] {
+            assert_eq!(
+                stream_state_after_change(state, Some(false), true),
+                Inactive
+            );
+            assert_eq!(stream_state_after_change(state, Some(true), false), Active);
+        }
+        assert_eq!(stream_state_after_change(Invalid, None, true), Active);
+        assert_eq!(stream_state_after_change(Invalid, None, false), Invalid);
+        assert_eq!(stream_state_after_change(Error, None, true), Error);
+        assert_eq!(stream_state_after_change(Inactive, None, true), Inactive);
+        assert_eq!(stream_state_after_delivery(false), Inactive);
+    }
+
+    #[test]
+    fn an_idempotency_record_answers_until_it_expires() {
+        let at = Timestamp::from_unix_millis(1_000);
+        assert!(idempotency_record_answers(
+            at,
+            Timestamp::from_unix_millis(999)
+        ));
+        assert!(!idempotency_record_answers(at, at));
+    }
+}
