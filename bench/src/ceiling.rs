@@ -99,6 +99,9 @@ pub struct SqliteMeasured {
     /// Rows committed in all, warm-up included, and the bytes of the database's files after.
     pub stored: u64,
     pub database_bytes: u64,
+    /// Time spent on the ledger's work (each leaf hash and its frontier append) inside the
+    /// window's transactions.
+    pub ledger_time: Duration,
 }
 
 impl SqliteMeasured {
@@ -107,9 +110,19 @@ impl SqliteMeasured {
     }
 }
 
-/// A plain table for events: the columns any event log searches by, indexed, and the JSON
-/// body. Deliberately not Trailmark's schema (which changes), so the figure says what SQLite
-/// does with these rows, whatever layout Trailmark picks.
+/// What the SQLite ceiling's table has besides its rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The columns any event log searches by, indexed: see [`INDEXES`].
+    Indexed,
+    /// Only the rows, in sequence order (the rowid): an append-only log, the least any layout
+    /// must write.
+    LogOnly,
+}
+
+/// A plain table for events: the columns any event log searches by and the JSON body.
+/// Deliberately not Trailmark's schema (which changes), so the figure says what SQLite does
+/// with these rows, whatever layout Trailmark picks.
 const PLAIN_TABLE: &str = "
     CREATE TABLE events (
         organization_id TEXT NOT NULL,
@@ -119,9 +132,16 @@ const PLAIN_TABLE: &str = "
         occurred_at TEXT NOT NULL,
         actor_id TEXT NOT NULL,
         leaf_hash BLOB,
-        body TEXT NOT NULL,
-        UNIQUE (organization_id, sequence)
+        body TEXT NOT NULL
     );
+";
+
+/// What [`Layout::Indexed`] adds: a unique (organization, sequence) and id, and the two
+/// searches every log serves, by actor and by time. The actor index takes its keys in random
+/// order (many actors), the others in ascending order.
+const INDEXES: &str = "
+    CREATE UNIQUE INDEX events_sequence ON events (organization_id, sequence);
+    CREATE UNIQUE INDEX events_id ON events (id);
     CREATE INDEX events_actor ON events (organization_id, actor_id, sequence);
     CREATE INDEX events_occurred ON events (organization_id, occurred_at);
 ";
@@ -130,24 +150,25 @@ const PLAIN_TABLE: &str = "
 /// id and sequence): generating them is the client's work, not the storage's.
 const POOL: u64 = 20_000;
 
-/// Inserts `per_commit` events a transaction into [`PLAIN_TABLE`] for `warmup` then
-/// `duration`, in a new database in `dir` opened as Trailmark opens its own (WAL,
-/// `synchronous=FULL`: durable at commit). Each event's JSON is parsed for its columns, as any
-/// server must; with `ledger`, its leaf hash is computed as Trailmark's ledger does (the event
-/// object, RFC 8785, SHA-256), stored in its row and appended to a Merkle frontier kept in
-/// memory. Interior Merkle nodes are not stored: how Trailmark stores them is its own design.
+/// Inserts `per_commit` events a transaction into [`PLAIN_TABLE`] (with [`INDEXES`] for
+/// [`Layout::Indexed`]) for `warmup` then `duration`, in a new database in `dir` opened as
+/// Trailmark opens its own (WAL, `synchronous=FULL`: durable at commit). Each event's JSON is
+/// parsed for its columns, as any server must, and its leaf hash is computed as Trailmark's
+/// ledger does (the event object, RFC 8785, SHA-256), stored in its row and appended to a Merkle
+/// frontier kept in memory; the time that takes is measured apart. Interior Merkle nodes are not
+/// stored: how Trailmark stores them is its own design.
 pub fn sqlite_ceiling(
     dir: &Path,
     events: &Events,
     per_commit: u64,
-    ledger: bool,
+    layout: Layout,
     warmup: Duration,
     duration: Duration,
 ) -> Result<SqliteMeasured, String> {
-    let data = dir.join(format!(
-        "sqlite-ceiling-{}",
-        if ledger { "ledger" } else { "no-ledger" }
-    ));
+    let data = dir.join(match layout {
+        Layout::Indexed => "sqlite-ceiling-indexed",
+        Layout::LogOnly => "sqlite-ceiling-log",
+    });
     std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
     let sql = |e: rusqlite::Error| format!("SQLite ceiling: {e}");
     let mut connection = Connection::open(data.join("events.db")).map_err(sql)?;
@@ -158,6 +179,9 @@ pub fn sqlite_ceiling(
         .pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     connection.execute_batch(PLAIN_TABLE).map_err(sql)?;
+    if layout == Layout::Indexed {
+        connection.execute_batch(INDEXES).map_err(sql)?;
+    }
 
     let occurred_at = now_iso();
     let pool: Vec<String> = (0..POOL)
@@ -182,12 +206,14 @@ pub fn sqlite_ceiling(
         probed: Sample::default(),
         stored: 0,
         database_bytes: 0,
+        ledger_time: Duration::ZERO,
     };
     while Instant::now() < end {
         if opened.is_none() && Instant::now() >= window_start {
             opened = Some(probe::process("self")?);
         }
         let began = Instant::now();
+        let mut ledger_time = Duration::ZERO;
         let transaction = connection.transaction().map_err(sql)?;
         {
             let mut insert = transaction
@@ -203,20 +229,19 @@ pub fn sqlite_ceiling(
                 let body: Value = serde_json::from_str(text)
                     .map_err(|e| format!("SQLite ceiling: an event is not JSON: {e}"))?;
                 let id = format!("event_{}", ulid_like(now_ms, &mut random));
-                let leaf_hash = ledger.then(|| {
-                    let object = event_object(
-                        Placement {
-                            id: &id,
-                            organization_id,
-                            sequence,
-                            received_at,
-                        },
-                        &body,
-                    );
-                    let leaf = event_leaf_hash(&object);
-                    frontier.append(leaf);
-                    leaf.to_vec()
-                });
+                let hashing = Instant::now();
+                let object = event_object(
+                    Placement {
+                        id: &id,
+                        organization_id,
+                        sequence,
+                        received_at,
+                    },
+                    &body,
+                );
+                let leaf = event_leaf_hash(&object);
+                frontier.append(leaf);
+                ledger_time += hashing.elapsed();
                 let field = |name: &str| body[name].as_str().unwrap_or_default();
                 insert
                     .execute(params![
@@ -226,7 +251,7 @@ pub fn sqlite_ceiling(
                         field("action"),
                         field("occurred_at"),
                         body["actor"]["id"].as_str().unwrap_or_default(),
-                        leaf_hash,
+                        leaf.as_slice(),
                         text
                     ])
                     .map_err(sql)?;
@@ -238,6 +263,7 @@ pub fn sqlite_ceiling(
         let done = Instant::now();
         if done >= window_start && done <= end {
             measured.rows += per_commit;
+            measured.ledger_time += ledger_time;
             measured
                 .commits_us
                 .push(done.duration_since(began).as_micros() as u64);

@@ -90,8 +90,11 @@ fn trailmark_binary(given: Option<&Path>) -> Result<PathBuf, String> {
     }
 }
 
+/// Prints a step, with the seconds since the first step: where a run's time goes.
 fn progress(what: &str) {
-    println!("-> {what}");
+    static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let since = FIRST.get_or_init(std::time::Instant::now).elapsed();
+    println!("-> [{:>4.0}s] {what}", since.as_secs_f64());
 }
 
 fn cores() -> usize {

@@ -190,6 +190,7 @@ struct Ceiling {
 
 pub fn run(args: &Args) -> Result<(), String> {
     check(args)?;
+    let began = Instant::now();
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
@@ -380,6 +381,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         load.map_or_else(|| "unknown".into(), |l| format!("{l:.2}")),
         busy_note(load)
     );
+    println!("The run took {:.0}s.", began.elapsed().as_secs_f64());
     Ok(())
 }
 
