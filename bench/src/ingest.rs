@@ -70,6 +70,10 @@ pub struct Args {
     /// [default: the system's temporary directory].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Keep the work directory (Trailmark's data directory as the last part left it, and its
+    /// log) and print where it is, to look inside.
+    #[arg(long)]
+    keep: bool,
     /// Run only these parts (repeat or separate with commas).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -125,7 +129,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
-    let work = WorkDir::create(args.work_dir.as_deref())?;
+    let mut work = WorkDir::create(args.work_dir.as_deref())?;
+    work.keep = args.keep;
     let size = EventSize::measure();
     let events = Events::new();
 
@@ -414,6 +419,9 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!();
     print_summary(args, &size, &results);
     println!("The run took {:.0}s.", began.elapsed().as_secs_f64());
+    if args.keep {
+        println!("kept: {}", work.path.display());
+    }
     Ok(())
 }
 
