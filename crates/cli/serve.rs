@@ -18,12 +18,23 @@ use trailmark_streams::worker::WorkerConfig;
 use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
 use crate::key_files::load_or_create;
 
+/// Who opens the storage: the server (the one writer of an embedded log), or a command that
+/// may run beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Serve,
+    Beside,
+}
+
 /// Opens the storage `--database` names, applying any migrations it lacks.
-pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(storage: &StorageArgs, access: Access) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
         DatabaseUrl::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
-                .with_context(|| format!("cannot open the database at {}", path.display()))?;
+            let store = match access {
+                Access::Serve => SqliteStore::open(&path),
+                Access::Beside => SqliteStore::open_beside(&path),
+            }
+            .with_context(|| format!("cannot open the database at {}", path.display()))?;
             Ok(Arc::new(store))
         }
         DatabaseUrl::Postgres(url) => {
@@ -38,7 +49,7 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
 /// `trailmark migrate`: opening a store applies its migrations, so instances started later (and
 /// at once) find the schema ready.
 pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
-    open_store(storage).await?;
+    open_store(storage, Access::Serve).await?;
     println!("The database's schema is up to date.");
     Ok(())
 }
@@ -49,7 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let store = open_store(&args.storage).await?;
+    let store = open_store(&args.storage, Access::Serve).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -32,6 +32,7 @@
 
 mod codec;
 mod error;
+mod log;
 mod model;
 mod portal;
 mod postgres;
@@ -56,9 +57,6 @@ pub use model::{
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 pub use postgres::{PostgresStore, SettingsError};
 pub use sqlite::SqliteStore;
-/// The SQL a search runs on SQLite, for the read benchmark's raw ceiling.
-#[doc(hidden)]
-pub use sqlite::{SearchStatement, search_statements};
 pub use trailmark_ledger::tree::Hash;
 
 /// Everything Trailmark persists: every aggregate's trait, implemented by one backend. Callers
