@@ -1071,10 +1071,12 @@ async fn organization_lists_filter_by_domain_name_and_id(store: &dyn Store) {
         (OrganizationFilter::default(), vec![1, 2, 3, 4, 5]),
         (by_search("aCmE"), vec![1, 3, 4]),
         (by_search("labs"), vec![3, 4]),
-        // `%` and `_` are text, not patterns.
+        // `%`, `_` and `\` are text, not patterns.
         (by_search("%"), vec![2]),
         (by_search("_"), vec![3]),
         (by_search("e_l"), vec![3]),
+        (by_search("\\"), vec![5]),
+        (by_search("k\\s"), vec![5]),
         (by_search("globex"), vec![]),
         (by_domains(&["PURE-LABS.test"]), vec![2]),
         (

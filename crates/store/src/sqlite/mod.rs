@@ -246,7 +246,9 @@ impl Organizations for SqliteStore {
                     conditions.push(format!("id = ?{}", values.len()));
                 }
                 if let Some(search) = filter.search {
-                    values.push(format!("%{}%", search.to_lowercase().replace('%', "\\%").replace('_', "\\_")).into());
+                    // `\` escapes first: a backslash in the text is text too.
+                    let escaped = search.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    values.push(format!("%{escaped}%").into());
                     conditions.push(format!("lower(name) LIKE ?{} ESCAPE '\\'", values.len()));
                 }
                 if !filter.domains.is_empty() {
