@@ -75,6 +75,7 @@ EventLog::events_after                searches_honour_both_sequence_bounds_in_bo
 EventLog::search_events               searches_find_exactly_the_matching_events_of_a_long_log
 EventLog::search_events               searches_honour_both_sequence_bounds_in_both_orders
 EventLog::search_events               every_acknowledged_append_is_visible_at_once
+EventLog::search_events               free_text_finds_case_insensitive_substrings_of_every_searched_field
 EventLog::search_raw_events           raw_searches_return_the_stored_body_text_of_the_same_events
 EventLog::search_raw_events           searches_honour_both_sequence_bounds_in_both_orders
 EventLog::get_event                   appended_events_read_back_as_stored
@@ -151,6 +152,7 @@ macro_rules! contract_tests {
                 every_acknowledged_append_is_visible_at_once,
                 log_sizes_count_every_log_including_deleted_organizations,
                 searches_honour_both_sequence_bounds_in_both_orders,
+                free_text_finds_case_insensitive_substrings_of_every_searched_field,
                 searches_find_exactly_the_matching_events_of_a_long_log,
                 raw_searches_return_the_stored_body_text_of_the_same_events,
                 tree_roots_are_the_roots_of_the_appended_leaves,
@@ -2089,6 +2091,11 @@ async fn every_acknowledged_append_is_visible_at_once(store: &dyn Store) {
                     ..EventFilter::default()
                 },
                 EventFilter {
+                    actor_names: vec![format!("Actor {n}")],
+                    target_types: vec!["document".into()],
+                    ..EventFilter::default()
+                },
+                EventFilter {
                     target_ids: vec![format!("doc_{n}")],
                     actions: vec![ActionPattern::parse("user.*")],
                     ..EventFilter::default()
@@ -2220,6 +2227,93 @@ async fn searches_honour_both_sequence_bounds_in_both_orders(store: &dyn Store) 
                 }
             }
         }
+    }
+}
+
+/// The free-text filter is a case-insensitive substring search over the action, the actor's and
+/// targets' ids and names, the location and every metadata value (see
+/// `trailmark_domain::query`); `%`, `_`, `\`, quotes and FTS or regex syntax are text.
+async fn free_text_finds_case_insensitive_substrings_of_every_searched_field(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let bodies = [
+        json!({
+            "action": "invoice.paid",
+            "actor": {"id": "user_Ada", "type": "user", "name": "O'Brien \"Bob\"",
+                      "metadata": {"team": "Ärzte Büro"}},
+            "targets": [{"id": "inv_100", "type": "invoice", "name": "Invoice one hundred",
+                         "metadata": {"amount": 12345}}],
+            "occurred_at": "2026-08-01T10:00:00Z",
+            "context": {"location": "198.51.100.7"},
+            "metadata": {"note": "50% off_sale"}
+        }),
+        json!({
+            "action": "document.updated",
+            "actor": {"id": "svc_backup", "type": "service"},
+            "targets": [{"id": "doc_9", "type": "document"}],
+            "occurred_at": "2026-08-01T10:00:00Z",
+            "context": {"location": "10.0.0.1"},
+            "metadata": {"path": "C:\\temp\\x", "query": "a*b (c:d) OR \"e\""}
+        }),
+        json!({
+            "action": "user.signed_in",
+            "actor": {"id": "user_Eve", "type": "user"},
+            "targets": [],
+            "occurred_at": "2026-08-01T10:00:00Z",
+            "context": {"location": "::1"},
+            "metadata": {"plain": "50 percent offXsale"}
+        }),
+    ];
+    let events = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| PendingEvent {
+            id: format!("event_{n:026}"),
+            event: NewEvent::parse(body).expect("valid event"),
+            received_at: Timestamp::now(),
+        })
+        .collect();
+    appended(store, &acme, events).await;
+    let cases: [(&str, &[u64]); 20] = [
+        ("VOICE.PA", &[0]),
+        ("ument.upd", &[1]),
+        ("USER_ada", &[0]),
+        ("c_back", &[1]),
+        ("o'brien \"bob\"", &[0]),
+        ("ÄRZTE BÜRO", &[0]),
+        ("inv_1", &[0]),
+        ("one hundred", &[0]),
+        ("2345", &[0]),
+        ("51.100", &[0]),
+        ("50% off_sale", &[0]),
+        ("50%", &[0]),
+        ("off_s", &[0]),
+        ("C:\\temp", &[1]),
+        ("a*b (c:d) OR \"e\"", &[1]),
+        ("user", &[0, 2]),
+        ("doc_9", &[1]),
+        ("50 percent", &[2]),
+        ("no such text", &[]),
+        ("\"\"\"", &[]),
+    ];
+    for (text, expected) in cases {
+        let found = store
+            .search_events(
+                &acme,
+                SearchRequest {
+                    filter: EventFilter {
+                        text: Some(text.to_owned()),
+                        ..EventFilter::default()
+                    },
+                    after: None,
+                    before: None,
+                    order: Order::Asc,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("search");
+        let sequences: Vec<u64> = found.events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, expected, "{text:?}");
     }
 }
 
