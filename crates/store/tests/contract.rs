@@ -1047,6 +1047,7 @@ async fn organization_lists_filter_by_domain_name_and_id(store: &dyn Store) {
         named(4, "AcmeXLabs", &["xlabs.test"]),
         named(5, "Back\\slash Inc", &[]),
         named(6, "Globex", &["globex.test"]),
+        named(7, "Ärzte am Ölberg", &[]),
     ];
     for organization in &organizations {
         store
@@ -1070,9 +1071,10 @@ async fn organization_lists_filter_by_domain_name_and_id(store: &dyn Store) {
         ..OrganizationFilter::default()
     };
     let cases: Vec<(OrganizationFilter, Vec<u32>)> = vec![
-        (OrganizationFilter::default(), vec![1, 2, 3, 4, 5]),
+        (OrganizationFilter::default(), vec![1, 2, 3, 4, 5, 7]),
         (by_search("aCmE"), vec![1, 3, 4]),
         (by_search("labs"), vec![3, 4]),
+        (by_search("äRZTE AM öl"), vec![7]),
         // `%`, `_` and `\` are text, not patterns.
         (by_search("%"), vec![2]),
         (by_search("_"), vec![3]),

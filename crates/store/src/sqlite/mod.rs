@@ -108,6 +108,19 @@ impl SqliteStore {
     }
 }
 
+/// The SQL functions this module's queries use, registered on the writer's and the readers'
+/// connections: `trailmark_lower(text)` lower-cases as Rust does, as search text is, where
+/// SQLite's own `lower()` folds ASCII letters only ("Ärzte" stayed "Ärzte").
+pub(crate) fn register_functions(connection: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    connection.create_scalar_function(
+        "trailmark_lower",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |context| Ok(context.get::<String>(0)?.to_lowercase()),
+    )
+}
+
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let applied = usize::try_from(applied).unwrap_or(usize::MAX);
@@ -249,7 +262,7 @@ impl Organizations for SqliteStore {
                     // `\` escapes first: a backslash in the text is text too.
                     let escaped = search.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
                     values.push(format!("%{escaped}%").into());
-                    conditions.push(format!("lower(name) LIKE ?{} ESCAPE '\\'", values.len()));
+                    conditions.push(format!("trailmark_lower(name) LIKE ?{} ESCAPE '\\'", values.len()));
                 }
                 if !filter.domains.is_empty() {
                     let mut placeholders = Vec::new();

@@ -72,6 +72,7 @@ impl Database {
             })?;
         }
         let mut writer = Connection::open(path)?;
+        super::register_functions(&writer)?;
         writer.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
         // WAL lets readers run beside the writer; FULL makes every commit durable before it
         // returns, which is what an acknowledged audit event requires.
@@ -175,6 +176,7 @@ impl ReadPool {
             Some(connection) => Ok(connection),
             None => {
                 let connection = Connection::open(&self.path)?;
+                super::register_functions(&connection)?;
                 connection
                     .busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
                 connection.pragma_update(None, "query_only", true)?;
