@@ -296,7 +296,7 @@ pub trait StreamStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
     /// Records a delivery: moves the cursor from `from` to `to` and sets the stream's state to
-    /// [`rules::state_after_delivery`] of its enabled flag, only while `holder` holds the lease
+    /// [`rules::stream_state_after_delivery`] of its enabled flag, only while `holder` holds the lease
     /// and the cursor is still `from` (a replay may have moved it). Returns whether it did.
     async fn record_delivery(
         &self,
