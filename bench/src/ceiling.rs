@@ -1,7 +1,8 @@
-//! The two ceilings: what the same HTTP framework and the same storage engine can do when they
-//! do nothing but their own part of ingest.
+//! Two ceilings measured in the process itself: what the same HTTP framework can do when it
+//! does nothing but parse the request, and what SQLite alone does with the same events in a
+//! plain table. Neither knows Trailmark's schema, so both keep their meaning whatever Trailmark
+//! stores and however it lays it out.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use trailmark_domain::record::{Placement, event_object};
 use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::Frontier;
 
-use crate::payload::{event_body, now_iso, search_text};
+use crate::payload::{Events, now_iso};
+use crate::probe::{self, Sample};
 
 /// An axum server answering `POST /audit_logs/events` with `{"success":true}` after parsing
 /// the JSON body, on its own runtime and threads, as Trailmark runs in its own process.
@@ -85,234 +87,194 @@ impl Drop for HttpCeiling {
     }
 }
 
-pub struct StorageMeasured {
+/// What the SQLite ceiling measured.
+pub struct SqliteMeasured {
+    /// Rows committed inside the measured window.
     pub rows: u64,
     /// Per transaction, microseconds, sorted.
     pub commits_us: Vec<u64>,
     pub window: Duration,
+    /// This process's writes and CPU over the window.
+    pub probed: Sample,
+    /// Rows committed in all, warm-up included, and the bytes of the database's files after.
+    pub stored: u64,
+    pub database_bytes: u64,
+    /// Time spent on the ledger's work (each leaf hash and its frontier append) inside the
+    /// window's transactions.
+    pub ledger_time: Duration,
 }
 
-/// Trailmark's whole schema, from its own migration file, so the ceiling writes into the same
-/// tables, keys and indexes (most of the insert cost) and follows every change to them. A new
-/// migration file must be added here too, in order.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../crates/store/src/sqlite/migrations/0001_init.sql"),
-    include_str!("../../crates/store/src/sqlite/migrations/0002_live_search_indexes.sql"),
-    include_str!("../../crates/store/src/sqlite/migrations/0003_export_runners.sql"),
-    include_str!("../../crates/store/src/sqlite/migrations/0004_portal.sql"),
-    include_str!("../../crates/store/src/sqlite/migrations/0005_actor_time_index.sql"),
-];
+impl SqliteMeasured {
+    pub fn rate(&self) -> f64 {
+        self.rows as f64 / self.window.as_secs_f64()
+    }
+}
 
-/// How many idempotency rows go with the events: Trailmark stores one per request, so one per
-/// event for single-event ingest and one per batch for batch ingest.
+/// What the SQLite ceiling's table has besides its rows.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum IdempotencyRows {
-    PerEvent,
-    PerCommit,
+pub enum Layout {
+    /// The columns any event log searches by, indexed: see [`INDEXES`].
+    Indexed,
+    /// Only the rows, in sequence order (the rowid): an append-only log, the least any layout
+    /// must write.
+    LogOnly,
 }
 
-/// What one storage-ceiling run writes.
-#[derive(Clone, Copy)]
-pub struct StorageShape {
-    /// Events per transaction.
-    pub per_commit: u64,
-    /// One request per event, or one request for the whole transaction (a batch).
-    pub idempotency: IdempotencyRows,
-    /// Whether to do the ledger's work: hash each event's leaf (RFC 8785 JSON of its event
-    /// object, SHA-256), append it to the frontier, store the completed Merkle nodes and the
-    /// frontier. Without it the leaf hash column is empty and the log head holds only the size:
-    /// what Trailmark would write if it had no ledger.
-    pub ledger: bool,
-}
+/// A plain table for events: the columns any event log searches by and the JSON body.
+/// Deliberately not Trailmark's schema (which changes), so the figure says what SQLite does
+/// with these rows, whatever layout Trailmark picks.
+const PLAIN_TABLE: &str = "
+    CREATE TABLE events (
+        organization_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        action TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        leaf_hash BLOB,
+        body TEXT NOT NULL
+    );
+";
 
-/// Inserts `shape.per_commit` events to a transaction, with every row Trailmark's writer
-/// (`crates/store/src/sqlite/mod.rs`, `append`, and `worker.rs`) stores for them, for `warmup`
-/// then `duration`, into a new database in `dir` opened the way Trailmark opens its own (same
-/// pragmas, SQLite's default page cache). Per request: its events (all columns), their targets,
-/// their Merkle nodes, the log head upsert and the idempotency row; per transaction, after all
-/// the events, their free-text index rows, as the group commit indexes them.
-pub fn storage_ceiling(
+/// What [`Layout::Indexed`] adds: a unique (organization, sequence) and id, and the two
+/// searches every log serves, by actor and by time. The actor index takes its keys in random
+/// order (many actors), the others in ascending order.
+const INDEXES: &str = "
+    CREATE UNIQUE INDEX events_sequence ON events (organization_id, sequence);
+    CREATE UNIQUE INDEX events_id ON events (id);
+    CREATE INDEX events_actor ON events (organization_id, actor_id, sequence);
+    CREATE INDEX events_occurred ON events (organization_id, occurred_at);
+";
+
+/// Events generated before the clock starts and reused in turn (each row still gets its own
+/// id and sequence): generating them is the client's work, not the storage's.
+const POOL: u64 = 20_000;
+
+/// Inserts `per_commit` events a transaction into [`PLAIN_TABLE`] (with [`INDEXES`] for
+/// [`Layout::Indexed`]) for `warmup` then `duration`, in a new database in `dir` opened as
+/// Trailmark opens its own (WAL, `synchronous=FULL`: durable at commit). Each event's JSON is
+/// parsed for its columns, as any server must, and its leaf hash is computed as Trailmark's
+/// ledger does (the event object, RFC 8785, SHA-256), stored in its row and appended to a Merkle
+/// frontier kept in memory; the time that takes is measured apart. Interior Merkle nodes are not
+/// stored: how Trailmark stores them is its own design.
+pub fn sqlite_ceiling(
     dir: &Path,
-    shape: StorageShape,
+    events: &Events,
+    per_commit: u64,
+    layout: Layout,
     warmup: Duration,
     duration: Duration,
-) -> Result<StorageMeasured, String> {
-    let path = dir.join(format!(
-        "storage-ceiling-{}-{}.db",
-        shape.per_commit,
-        if shape.ledger { "ledger" } else { "no-ledger" }
-    ));
-    let sql = |e: rusqlite::Error| format!("storage ceiling: {e}");
-    let mut connection = Connection::open(&path).map_err(sql)?;
+) -> Result<SqliteMeasured, String> {
+    let data = dir.join(match layout {
+        Layout::Indexed => "sqlite-ceiling-indexed",
+        Layout::LogOnly => "sqlite-ceiling-log",
+    });
+    std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+    let sql = |e: rusqlite::Error| format!("SQLite ceiling: {e}");
+    let mut connection = Connection::open(data.join("events.db")).map_err(sql)?;
     connection
         .pragma_update(None, "journal_mode", "WAL")
         .map_err(sql)?;
     connection
         .pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
-    for migration in MIGRATIONS {
-        connection.execute_batch(migration).map_err(sql)?;
+    connection.execute_batch(PLAIN_TABLE).map_err(sql)?;
+    if layout == Layout::Indexed {
+        connection.execute_batch(INDEXES).map_err(sql)?;
     }
 
+    let occurred_at = now_iso();
+    let pool: Vec<String> = (0..POOL)
+        .map(|n| {
+            let mut out = String::with_capacity(520);
+            events.event(&mut out, n, &occurred_at);
+            out
+        })
+        .collect();
     let organization_id = "org_01KBENCH0000000000000000000";
-    let mut random = SplitMix(seed());
+    let mut random = crate::dataset::Random::new(seed());
     let mut frontier = Frontier::empty();
-    let mut sequence: i64 = 0;
+    let mut sequence: u64 = 0;
     let start = Instant::now();
     let window_start = start + warmup;
     let end = window_start + duration;
-    let mut measured = StorageMeasured {
+    let mut opened: Option<Sample> = None;
+    let mut measured = SqliteMeasured {
         rows: 0,
         commits_us: Vec::new(),
         window: duration,
+        probed: Sample::default(),
+        stored: 0,
+        database_bytes: 0,
+        ledger_time: Duration::ZERO,
     };
-    let mut search_rows: Vec<(i64, String)> = Vec::with_capacity(shape.per_commit as usize);
     while Instant::now() < end {
+        if opened.is_none() && Instant::now() >= window_start {
+            opened = Some(probe::process("self")?);
+        }
         let began = Instant::now();
+        let mut ledger_time = Duration::ZERO;
         let transaction = connection.transaction().map_err(sql)?;
         {
-            let mut event = transaction
+            let mut insert = transaction
                 .prepare_cached(
-                    "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id, actor_name, leaf_hash, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .map_err(sql)?;
-            let mut target = transaction
-                .prepare_cached(
-                    "INSERT INTO event_targets (organization_id, sequence, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(sql)?;
-            let mut node = transaction
-                .prepare_cached(
-                    "INSERT INTO merkle_nodes (organization_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(sql)?;
-            let mut head = transaction
-                .prepare_cached(
-                    "INSERT INTO log_heads (organization_id, size, frontier) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (organization_id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
-                )
-                .map_err(sql)?;
-            let mut idempotency = transaction
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO idempotency (identity, organization_id, status, body, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO events (organization_id, sequence, id, action, occurred_at, actor_id, leaf_hash, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sql)?;
             let now_ms = unix_millis();
             let received_at = Timestamp::from_unix_millis(now_ms);
-            let occurred_at = now_iso();
-            // The stored answer: one receipt per event of the request it belongs to.
-            let mut answer = String::with_capacity(128);
-            for index in 0..shape.per_commit {
-                // The same row contents Trailmark writes: a time-ordered `event_<ULID>` id, the
-                // normalized event JSON, its leaf hash, a SHA-256-sized random identity and the
-                // stored answer.
+            for _ in 0..per_commit {
+                let text = &pool[(sequence % POOL) as usize];
+                let body: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("SQLite ceiling: an event is not JSON: {e}"))?;
                 let id = format!("event_{}", ulid_like(now_ms, &mut random));
-                let n = sequence as u64;
-                let body = event_body(n, &occurred_at);
-                let leaf_hash = if shape.ledger {
-                    let object = event_object(
-                        Placement {
-                            id: &id,
-                            organization_id,
-                            sequence: n,
-                            received_at,
-                        },
-                        &body,
-                    );
-                    let leaf = event_leaf_hash(&object);
-                    for completed in frontier.append(leaf) {
-                        node.execute(params![
-                            organization_id,
-                            completed.level,
-                            completed.index as i64,
-                            completed.hash.as_slice()
-                        ])
-                        .map_err(sql)?;
-                    }
-                    leaf.to_vec()
-                } else {
-                    Vec::new()
-                };
-                event
-                    .execute(params![
+                let hashing = Instant::now();
+                let object = event_object(
+                    Placement {
+                        id: &id,
                         organization_id,
                         sequence,
-                        id,
-                        "user.signed_in",
-                        now_ms,
-                        now_ms,
-                        format!("user_{n}"),
-                        "Jon Smith",
-                        leaf_hash,
-                        body.to_string()
-                    ])
-                    .map_err(sql)?;
-                search_rows.push((transaction.last_insert_rowid(), search_text(n)));
-                target
-                    .execute(params![organization_id, sequence, "team_1", "team"])
-                    .map_err(sql)?;
-                answer.push_str(if answer.is_empty() { "[" } else { "," });
-                let _ = write!(
-                    answer,
-                    r#"{{"id":"{id}","organization_id":"{organization_id}","sequence":{sequence},"success":true}}"#
+                        received_at,
+                    },
+                    &body,
                 );
-                sequence += 1;
-                let request_ends = match shape.idempotency {
-                    IdempotencyRows::PerEvent => true,
-                    IdempotencyRows::PerCommit => index + 1 == shape.per_commit,
-                };
-                if !request_ends {
-                    continue;
-                }
-                // Each request ends by moving its organization's log head.
-                let frontier_bytes = if shape.ledger {
-                    frontier.hashes().concat()
-                } else {
-                    Vec::new()
-                };
-                head.execute(params![organization_id, sequence, frontier_bytes])
-                    .map_err(sql)?;
-                answer.push(']');
-                let mut identity = [0u8; 32];
-                for chunk in identity.chunks_mut(8) {
-                    chunk.copy_from_slice(&random.next().to_le_bytes());
-                }
-                idempotency
+                let leaf = event_leaf_hash(&object);
+                frontier.append(leaf);
+                ledger_time += hashing.elapsed();
+                let field = |name: &str| body[name].as_str().unwrap_or_default();
+                insert
                     .execute(params![
-                        identity.as_slice(),
                         organization_id,
-                        200,
-                        answer.as_bytes(),
-                        now_ms + 86_400_000
+                        sequence as i64,
+                        id,
+                        field("action"),
+                        field("occurred_at"),
+                        body["actor"]["id"].as_str().unwrap_or_default(),
+                        leaf.as_slice(),
+                        text
                     ])
                     .map_err(sql)?;
-                answer.clear();
-            }
-            // The group's free-text rows go in once, after every job, as Trailmark's writer
-            // does (one FTS5 segment per commit).
-            let mut fts = transaction
-                .prepare_cached("INSERT INTO events_fts (rowid, text) VALUES (?1, ?2)")
-                .map_err(sql)?;
-            for (rowid, text) in search_rows.drain(..) {
-                fts.execute(params![rowid, text]).map_err(sql)?;
+                sequence += 1;
             }
         }
         transaction.commit().map_err(sql)?;
+        measured.stored += per_commit;
         let done = Instant::now();
         if done >= window_start && done <= end {
-            measured.rows += shape.per_commit;
+            measured.rows += per_commit;
+            measured.ledger_time += ledger_time;
             measured
                 .commits_us
                 .push(done.duration_since(began).as_micros() as u64);
         }
     }
+    let closed = probe::process("self")?;
+    measured.probed = closed.since(&opened.unwrap_or(closed));
     measured.commits_us.sort_unstable();
     drop(connection);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    measured.database_bytes = probe::files_under(&data).iter().map(|(_, len)| len).sum();
+    std::fs::remove_dir_all(&data).map_err(|e| format!("removing {}: {e}", data.display()))?;
     Ok(measured)
 }
 
@@ -329,25 +291,12 @@ fn seed() -> u64 {
 }
 
 /// 26 Crockford base-32 characters: 48 bits of milliseconds then 80 random bits, like a ULID,
-/// so the `id` index sees the same mostly-ascending keys as Trailmark's.
-fn ulid_like(millis: i64, random: &mut SplitMix) -> String {
+/// so the `id` index sees mostly-ascending keys, as time-ordered event ids give.
+fn ulid_like(millis: i64, random: &mut crate::dataset::Random) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let value: u128 = ((millis as u128) << 80) | (u128::from(random.next()) << 16);
     (0..26)
         .rev()
         .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
         .collect()
-}
-
-/// A tiny PRNG: the rows need unpredictable keys, not secure ones.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }

@@ -15,6 +15,7 @@
 //! and signatures). Trailmark runs as the real release binary with `--allow-private-destinations`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +28,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::client::Client;
-use crate::payload::{now_iso, push_event};
+use crate::payload::now_iso;
 use crate::server::{Trailmark, create_organization};
 use crate::{WorkDir, cores, filesystem_of, load_average, ms, percent, progress, trailmark_binary};
 
@@ -333,7 +334,7 @@ async fn ingest_backlog(
                     if n != first {
                         body.push(',');
                     }
-                    push_event(&mut body, n, &occurred_at);
+                    push_numbered_event(&mut body, n, &occurred_at);
                 }
                 body.push_str("]}");
                 let (status, answer) = client
@@ -386,7 +387,7 @@ async fn ingest_at_rate(
                 tokio::time::sleep_until(start + interval * i as u32).await;
                 let n = first_n + i;
                 let mut body = format!(r#"{{"organization_id":"{organization}","event":"#);
-                push_event(&mut body, n, &now_iso());
+                push_numbered_event(&mut body, n, &now_iso());
                 body.push('}');
                 let (status, answer) = client
                     .send(Method::POST, "/audit_logs/events", Some(body))
@@ -471,4 +472,13 @@ fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// One small event in the SDK shape carrying its number in `metadata.n`, which the receiver
+/// reads to match each delivery with its acknowledgment.
+fn push_numbered_event(out: &mut String, n: u64, occurred_at: &str) {
+    let _ = write!(
+        out,
+        r#"{{"action":"user.signed_in","occurred_at":"{occurred_at}","actor":{{"id":"user_{n}","name":"Jon Smith","type":"user"}},"targets":[{{"id":"team_1","type":"team"}}],"context":{{"location":"192.0.2.8","user_agent":"bench"}},"metadata":{{"n":{n}}}}}"#
+    );
 }

@@ -2,7 +2,7 @@
 //! sends its next request as soon as the previous answer is read) or open-loop (requests are
 //! due at fixed times, whatever the server does).
 //!
-//! Every target (Trailmark and the HTTP ceiling) is driven by this same code with the same
+//! Every target (Trailmark, its `/healthz` and the HTTP ceiling) is driven by this same code with the same
 //! settings, so the generator's own cost weighs equally on both sides of a ratio.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,8 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::probe::{Probe, Sample};
+
 /// A request that has not answered by then counts as an error; it bounds the drain at the end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Distinct error messages kept for the report; the count covers all of them.
@@ -28,8 +30,9 @@ static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// One request body, ready to send.
 pub struct Prepared {
+    /// Empty for a `GET`.
     pub body: Bytes,
-    pub idempotency_key: String,
+    pub idempotency_key: Option<String>,
     /// Events the body carries; an accepted request counts this many.
     pub events: u64,
 }
@@ -47,6 +50,7 @@ pub enum Check {
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    pub method: Method,
     pub path: &'static str,
     pub bearer: Option<HeaderValue>,
     pub check: Check,
@@ -67,6 +71,9 @@ pub struct Plan {
     pub warmup: Duration,
     pub duration: Duration,
     pub pacing: Pacing,
+    /// Read when the measured window opens and when it closes; the difference is
+    /// [`Measured::probed`].
+    pub probe: Option<Probe>,
 }
 
 /// What one phase measured. Successes and latencies count only answers that arrived inside
@@ -82,6 +89,11 @@ pub struct Measured {
     /// Open loop only: the longest a due request waited for a free connection (in the window).
     pub max_send_lag: Duration,
     pub window: Duration,
+    /// Events accepted over the whole phase, warm-up and the drain after the window included:
+    /// what the server stored.
+    pub stored: u64,
+    /// What the plan's probe saw change over the measured window.
+    pub probed: Option<Sample>,
 }
 
 impl Measured {
@@ -105,6 +117,7 @@ impl Measured {
     pub fn merge(&mut self, other: Measured) {
         self.requests += other.requests;
         self.events += other.events;
+        self.stored += other.stored;
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
         for (kind, count) in other.error_kinds {
@@ -168,17 +181,19 @@ async fn send(connection: &mut Connection, target: &Target, host: &HeaderValue) 
         failed: events,
     };
     let mut request = Request::builder()
-        .method(Method::POST)
+        .method(target.method.clone())
         .uri(target.path)
-        .header(HOST, host.clone())
-        .header(CONTENT_TYPE, "application/json");
+        .header(HOST, host.clone());
+    if !prepared.body.is_empty() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
     if let Some(bearer) = &target.bearer {
         request = request.header(AUTHORIZATION, bearer.clone());
     }
-    let request = match request
-        .header(&IDEMPOTENCY_KEY, prepared.idempotency_key)
-        .body(Full::new(prepared.body))
-    {
+    if let Some(key) = prepared.idempotency_key {
+        request = request.header(&IDEMPOTENCY_KEY, key);
+    }
+    let request = match request.body(Full::new(prepared.body)) {
         Ok(request) => request,
         Err(e) => return failed(format!("building the request: {e}")),
     };
@@ -253,6 +268,14 @@ pub async fn run(target: Target, plan: Plan) -> Result<Measured, String> {
         Pacing::Open { rate } => Some(1.0 / rate),
     };
     let next_due = Arc::new(AtomicU64::new(0));
+    let probing = plan.probe.map(|probe| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window_start).await;
+            let opened = probe().await?;
+            tokio::time::sleep_until(end).await;
+            Ok::<_, String>(probe().await?.since(&opened))
+        })
+    });
 
     let mut workers = Vec::with_capacity(connections.len());
     for connection in connections {
@@ -316,6 +339,7 @@ pub async fn run(target: Target, plan: Plan) -> Result<Measured, String> {
                 let latency_us = done.saturating_duration_since(counted_from).as_micros() as u64;
                 match answer {
                     Answer::Accepted(events) => {
+                        measured.stored += events;
                         if in_window {
                             measured.requests += 1;
                             measured.events += events;
@@ -323,6 +347,7 @@ pub async fn run(target: Target, plan: Plan) -> Result<Measured, String> {
                         }
                     }
                     Answer::PartlyFailed { accepted, failed } => {
+                        measured.stored += accepted;
                         if in_window {
                             measured.requests += 1;
                             measured.events += accepted;
@@ -351,6 +376,13 @@ pub async fn run(target: Target, plan: Plan) -> Result<Measured, String> {
             worker
                 .await
                 .map_err(|e| format!("a load worker failed: {e}"))?,
+        );
+    }
+    if let Some(probing) = probing {
+        total.probed = Some(
+            probing
+                .await
+                .map_err(|e| format!("the window's probe failed: {e}"))??,
         );
     }
     total.finish();

@@ -2,13 +2,15 @@
 //! measured in the same run on the same machine, so that the ratios mean something
 //! (SPEC §6; see bench/README.md).
 //!
-//! - `ingest` (`./bench/ingest`): ingest beside an HTTP ceiling (the same framework answering
-//!   without doing any work) and a storage ceiling (raw batched inserts of the same rows into the
-//!   same SQLite), with and without the ledger's work.
+//! - `ingest` (`./bench/ingest`): ingest of a realistic event beside the disk's own synced write
+//!   rate, the same server's `/healthz`, an HTTP ceiling (the same framework answering without
+//!   doing any work) and SQLite's own insert rate for the same events in a plain table, with the
+//!   bytes written to disk per event.
 //! - `read` (`./bench/read`): search, export, proofs and verify on a store of a million events,
 //!   beside raw scans of the same SQLite file.
-//! - `postgres` (`./bench/postgres`): ingest over PostgreSQL with one and two instances beside
-//!   PostgreSQL's own multi-row insert rate for the same rows.
+//! - `postgres` (`./bench/postgres`): ingest over PostgreSQL with one and two instances, one
+//!   and eight organizations, beside PostgreSQL's own multi-row insert rate for the same events
+//!   in a plain table, with WAL and database bytes per event.
 //! - `delivery` (`./bench/delivery`): a log stream's delivery rate from a backlog and its lag
 //!   under steady ingest, beside the local receiver's own accept rate.
 
@@ -21,6 +23,7 @@ mod ingest;
 mod load;
 mod payload;
 mod postgres;
+mod probe;
 mod raw;
 mod read;
 mod search;
@@ -41,11 +44,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Ingest through the HTTP API beside an HTTP and a storage ceiling.
+    /// Ingest through the HTTP API beside the disk, /healthz, HTTP and SQLite ceilings.
     Ingest(ingest::Args),
     /// Search, export, ledger proofs and verify on a large store beside raw scans.
     Read(read::Args),
-    /// Ingest over PostgreSQL, one and two instances, beside raw multi-row inserts.
+    /// Ingest over PostgreSQL, one and two instances, beside PostgreSQL's multi-row inserts.
     Postgres(postgres::Args),
     /// A log stream's delivery rate and lag to a local HTTP receiver beside the receiver's own rate.
     Delivery(delivery::Args),
@@ -87,8 +90,11 @@ fn trailmark_binary(given: Option<&Path>) -> Result<PathBuf, String> {
     }
 }
 
+/// Prints a step, with the seconds since the first step: where a run's time goes.
 fn progress(what: &str) {
-    println!("-> {what}");
+    static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let since = FIRST.get_or_init(std::time::Instant::now).elapsed();
+    println!("-> [{:>4.0}s] {what}", since.as_secs_f64());
 }
 
 fn cores() -> usize {
@@ -172,6 +178,25 @@ fn machine_busy(window: Duration) -> Option<f64> {
     let (total, idle) = sample()?;
     let elapsed = total.checked_sub(total_before)?;
     (elapsed > 0).then(|| 1.0 - (idle - idle_before) as f64 / elapsed as f64)
+}
+
+/// A warning for a report when other work shares the cores (load average at least half the
+/// cores): every figure, the ceilings' too, is then lower than on an idle machine, and not
+/// evenly.
+fn busy_note(load: Option<f64>) -> String {
+    match load {
+        Some(load) if load >= cores() as f64 * 0.5 => format!(
+            " (BUSY: other work shares the cores, {load:.2} on {}: every figure, the ceilings' \
+             too, is lower than on an idle machine, and not evenly)",
+            cores()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// How an aim fares, for the summaries.
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
 }
 
 fn ms(value: Option<f64>) -> String {

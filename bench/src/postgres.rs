@@ -1,30 +1,45 @@
 //! The PostgreSQL benchmark (`./bench/postgres`): Trailmark's ingest over PostgreSQL with one
-//! and with two instances (one database, one shared data directory), beside PostgreSQL's own
-//! multi-row insert rate for the same rows into the same tables, in one run on one machine.
+//! and with two instances (one database, one shared data directory), for one organization and
+//! for eight, beside PostgreSQL's own multi-row insert rate for the same events in a plain
+//! table, in one run on one machine, with the realistic event of issue 13.
 //!
-//! Each part gets a fresh database on the server `--postgres-url` names, dropped afterwards.
+//! The ceiling's table is not Trailmark's schema: an event row with its JSON body and a few
+//! indexed columns, so the ratio keeps its meaning when Trailmark's schema changes. Each part
+//! gets a fresh database on the server `--postgres-url` names, dropped afterwards.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
+use hyper::Method;
 use hyper::header::HeaderValue;
 
 use crate::load::{self, Check, Measured, Pacing, Plan, Target};
-use crate::payload::{Events, event_body, now_iso, search_text};
+use crate::payload::{EventSize, Events, now_iso};
+use crate::probe::{self, Probe, Sample};
 use crate::server::{Trailmark, create_organization};
-use crate::{WorkDir, cores, load_average, ms, percent, progress, trailmark_binary};
+use crate::{WorkDir, busy_note, cores, load_average, ms, progress, trailmark_binary, verdict};
 
 const API_KEY: &str = "sk_bench_postgres";
+
+/// Issue 13's aims for PostgreSQL.
+const AIM_SINGLE_VS_CEILING: f64 = 0.4;
+const AIM_TWO_ONE_ORG: f64 = 1.0;
+const AIM_TWO_MANY_ORGS: f64 = 1.8;
+const AIM_WRITTEN_X: f64 = 3.0;
+const AIM_STORED_X: f64 = 2.0;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A PostgreSQL database the benchmark may connect to and create databases from.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
     /// Seconds measured per part, after the warm-up.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 8.0)]
     duration: f64,
     /// Seconds of load before measuring starts, per part.
     #[arg(long, default_value_t = 2.0)]
@@ -32,15 +47,32 @@ pub struct Args {
     /// Concurrent connections for single-event ingest (split between the instances).
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Concurrent connections for batch ingest (split between the instances).
+    /// Concurrent connections for batch ingest (split between the instances), and sessions of
+    /// the ceiling.
     #[arg(long, default_value_t = 4)]
     batch_connections: usize,
-    /// Events per batch request, and rows per transaction in the raw-insert ceiling.
+    /// Events per batch request, and rows per transaction in the ceiling.
     #[arg(long, default_value_t = 1000)]
     batch_size: u64,
+    /// Organizations the many-organization parts spread their requests over.
+    #[arg(long, default_value_t = 8)]
+    organizations: usize,
     /// The `trailmark` binary to start [default: `trailmark` beside this binary].
     #[arg(long)]
     trailmark_bin: Option<PathBuf>,
+    /// Run only these parts (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// PostgreSQL's own multi-row insert rate.
+    Ceiling,
+    /// Single-event ingest, every instance/organization setup.
+    Single,
+    /// Batch ingest, every instance/organization setup.
+    Batch,
 }
 
 /// A database of this run's, dropped when it ends.
@@ -82,18 +114,84 @@ impl Drop for Database {
     }
 }
 
-async fn admin(url: &str, statement: &str) -> Result<(), String> {
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("connecting to {url}: {e}"))?;
     tokio::spawn(connection);
-    client
+    Ok(client)
+}
+
+async fn admin(url: &str, statement: &str) -> Result<(), String> {
+    connect(url)
+        .await?
         .batch_execute(statement)
         .await
         .map_err(|e| format!("{statement}: {e}"))
 }
 
+/// A probe of the database at `url` (its size, and the cluster's WAL position) and of the
+/// Trailmark processes `pids` (their writes and CPU).
+async fn database_probe(url: &str, pids: Vec<u32>) -> Result<Probe, String> {
+    let client = Arc::new(connect(url).await?);
+    let processes = probe::processes(pids);
+    Ok(Arc::new(move || {
+        let client = Arc::clone(&client);
+        let processes = Arc::clone(&processes);
+        Box::pin(async move {
+            let mut sample = processes().await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::BIGINT,
+                            pg_database_size(current_database())",
+                    &[],
+                )
+                .await
+                .map_err(|e| format!("sampling PostgreSQL: {e}"))?;
+            sample.wal = Some(row.get::<_, i64>(0).max(0) as u64);
+            sample.database = Some(row.get::<_, i64>(1).max(0) as u64);
+            Ok(sample)
+        })
+    }))
+}
+
+/// One measured part: its setup and what it saw.
+struct Row {
+    instances: usize,
+    organizations: usize,
+    batch: Option<u64>,
+    measured: Measured,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.measured.per_second(self.measured.events)
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{} instance{}, {} org{}, {}",
+            self.instances,
+            if self.instances == 1 { "" } else { "s" },
+            self.organizations,
+            if self.organizations == 1 { "" } else { "s" },
+            self.batch
+                .map_or_else(|| "single-event".into(), |b| format!("batch x{b}"))
+        )
+    }
+}
+
+/// The ceiling's figures.
+struct Ceiling {
+    rate: f64,
+    probed: Sample,
+    rows: u64,
+}
+
 pub fn run(args: &Args) -> Result<(), String> {
+    check(args)?;
+    let began = Instant::now();
+    let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -103,123 +201,399 @@ pub fn run(args: &Args) -> Result<(), String> {
     );
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
-    let binary = trailmark_binary(args.trailmark_bin.as_deref())?;
+    let size = EventSize::measure();
+    let events = Events::new();
     println!("Trailmark PostgreSQL benchmark");
+    let load = load_average();
     println!(
         "  machine: {} cores shared by the load generator, PostgreSQL and the instances; load \
-         average {} at the start",
+         average {} at the start{}",
         cores(),
-        load_average().map_or_else(|| "unknown".into(), |l| format!("{l:.2}"))
+        load.map_or_else(|| "unknown".into(), |l| format!("{l:.2}")),
+        busy_note(load)
+    );
+    println!(
+        "  event: {:.0} bytes of JSON on average ({}-{}), as in ./bench/ingest",
+        size.mean, size.min, size.max
     );
     println!(
         "  each part: {:.1}s warm-up, then {:.1}s measured; single-event {} connections, batch \
-         {} x {} events",
-        args.warmup, args.duration, args.connections, args.batch_connections, args.batch_size
+         {} x {} events, split over the instances; many organizations = {}",
+        args.warmup,
+        args.duration,
+        args.connections,
+        args.batch_connections,
+        args.batch_size,
+        args.organizations
+    );
+    let background = runtime.block_on(background_wal(&args.postgres_url))?;
+    println!(
+        "  WAL written by the PostgreSQL cluster with no bench load: {:.1} KB/s (other users of \
+         the cluster; WAL figures below include theirs)",
+        background / 1e3
     );
     println!();
 
-    progress(
-        "ceiling: PostgreSQL multi-row INSERT … SELECT FROM UNNEST of the same rows, batch per transaction",
-    );
-    let ceiling = {
+    let ceiling = if wants(Part::Ceiling) {
+        progress(&format!(
+            "ceiling: PostgreSQL multi-row INSERT … SELECT FROM UNNEST into a plain table, {} \
+             sessions x {} rows a transaction",
+            args.batch_connections, args.batch_size
+        ));
         let database = Database::create(&args.postgres_url, &runtime, "raw")?;
-        // Trailmark's own migrations make the tables, so the rows land in the same schema.
-        let instance = Trailmark::start_with(
-            &binary,
-            &WorkDir::create(None)?.path.join("raw"),
-            API_KEY,
-            &["--database", &database.url()?],
-        )?;
-        drop(instance);
-        runtime.block_on(raw_inserts(
+        let ceiling = runtime.block_on(raw_inserts(
             &database.url()?,
+            &events,
             args.batch_connections,
             args.batch_size,
             warmup,
             duration,
-        ))?
+        ))?;
+        println!(
+            "    {:.0} rows/s, WAL {:.0} B/row",
+            ceiling.rate,
+            per(ceiling.probed.wal, ceiling.rows).unwrap_or(0.0)
+        );
+        Some(ceiling)
+    } else {
+        None
     };
-    println!("    {ceiling:.0} rows/s");
 
-    let mut lines = vec![format!(
-        "{:<44} {:>12} {:>9} {:>9} {:>9}",
-        "part", "events/s", "p50 ms", "p99 ms", "vs raw"
-    )];
-    for instances in [1usize, 2] {
-        let database = Database::create(&args.postgres_url, &runtime, &format!("x{instances}"))?;
+    let mut rows: Vec<Row> = Vec::new();
+    let binary = trailmark_binary(args.trailmark_bin.as_deref())?;
+    let kinds: Vec<Option<u64>> = [
+        wants(Part::Single).then_some(None),
+        wants(Part::Batch).then_some(Some(args.batch_size)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (instances, organizations) in [
+        (1usize, 1usize),
+        (1, args.organizations),
+        (2, 1),
+        (2, args.organizations),
+    ] {
+        if kinds.is_empty() {
+            break;
+        }
+        let database = Database::create(
+            &args.postgres_url,
+            &runtime,
+            &format!("x{instances}_o{organizations}"),
+        )?;
         let url = database.url()?;
         let work = WorkDir::create(None)?;
         let data_dir = work.path.join("shared-data");
-        let servers = (0..instances)
+        let mut servers = (0..instances)
             .map(|_| Trailmark::start_with(&binary, &data_dir, API_KEY, &["--database", &url]))
             .collect::<Result<Vec<_>, _>>()?;
         let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-        let organization = runtime.block_on(create_organization(addrs[0], API_KEY))?;
-        let events = Events::new();
-        for (label, batch) in [("single-event", None), ("batch", Some(args.batch_size))] {
-            progress(&format!(
-                "{instances} instance(s), {label} ingest, closed loop"
-            ));
+        let mut orgs = Vec::with_capacity(organizations);
+        for _ in 0..organizations {
+            orgs.push(runtime.block_on(create_organization(addrs[0], API_KEY))?);
+        }
+        let probe = runtime.block_on(database_probe(
+            &url,
+            servers.iter().map(Trailmark::pid).collect(),
+        ))?;
+        for &batch in &kinds {
+            let mut row = Row {
+                instances,
+                organizations,
+                batch,
+                measured: Measured::default(),
+            };
+            progress(&format!("{}, closed loop", row.name()));
             let connections = if batch.is_some() {
                 args.batch_connections
             } else {
                 args.connections
             };
-            let measured = runtime.block_on(spread(
+            row.measured = runtime.block_on(spread(
                 &addrs,
-                &organization,
+                &orgs,
                 &events,
                 batch,
                 connections,
                 warmup,
                 duration,
+                &probe,
             ))?;
-            let rate = measured.per_second(measured.events);
-            lines.push(format!(
-                "{:<44} {:>12.0} {:>9} {:>9} {:>9}",
-                format!(
-                    "{instances} instance(s), {label}{}",
-                    batch.map_or_else(String::new, |b| format!(" x{b}"))
-                ),
-                rate,
-                ms(measured.percentile_ms(0.50)),
-                ms(measured.percentile_ms(0.99)),
-                percent(rate, ceiling)
+            println!("    {}", format_row(&row, ceiling.as_ref(), size.mean));
+            rows.push(row);
+        }
+        if let Some(dead) = servers.iter_mut().position(|s| !s.still_running()) {
+            return Err(format!(
+                "an instance exited during the run; its log:\n{}",
+                servers[dead].log_tail()
             ));
-            if measured.errors > 0 {
-                lines.push(format!(
-                    "    {} errors: {:?}",
-                    measured.errors, measured.error_kinds
-                ));
-            }
+        }
+        if rows.iter().any(|r| r.measured.errors > 0) {
+            println!(
+                "    an instance's log, last lines:\n{}",
+                servers[0].log_tail()
+            );
         }
         drop(servers);
     }
+
     println!();
-    println!("PostgreSQL raw multi-row insert ceiling: {ceiling:.0} rows/s");
-    for line in lines {
-        println!("{line}");
+    println!("{}", header());
+    println!("{}", "-".repeat(118));
+    if let Some(ceiling) = &ceiling {
+        println!(
+            "{:<36} {:>9.0} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6}",
+            format!("PostgreSQL ceiling ({} sessions)", args.batch_connections),
+            ceiling.rate,
+            "-",
+            "-",
+            0,
+            "1.00x",
+            bytes(per(ceiling.probed.wal, ceiling.rows), size.mean),
+            bytes(per(ceiling.probed.database, ceiling.rows), size.mean),
+            "-",
+            "-"
+        );
+    }
+    for row in &rows {
+        println!("{}", format_row(row, ceiling.as_ref(), size.mean));
+        for (kind, count) in &row.measured.error_kinds {
+            println!("    {count} x {kind}");
+        }
+    }
+    println!(
+        "(events/s and latencies count answers received in the measured window; failed = events \
+         not accepted over the whole part; WAL = the cluster's WAL bytes over the window per \
+         event acknowledged in it (pg_current_wal_lsn), DB = the database's growth \
+         (pg_database_size), srv wrote = the instances' own write_bytes (/proc/<pid>/io), each \
+         per event and as a multiple of the event's JSON; cores = the instances' CPU time over \
+         the window)"
+    );
+    println!();
+    print_summary(args, ceiling.as_ref(), &rows, size.mean);
+    let load = load_average();
+    println!(
+        "\nThe load generator, PostgreSQL and the instances share {} cores: absolute numbers \
+         understate a dedicated machine; the ratios are the result. Load average at the end: \
+         {}{}.",
+        cores(),
+        load.map_or_else(|| "unknown".into(), |l| format!("{l:.2}")),
+        busy_note(load)
+    );
+    println!("The run took {:.0}s.", began.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn check(args: &Args) -> Result<(), String> {
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        return Err("--duration must be a positive number".into());
+    }
+    if !(args.warmup.is_finite() && args.warmup >= 0.0) {
+        return Err("--warmup must be zero or more seconds".into());
+    }
+    if args.connections == 0 || args.batch_connections == 0 || args.organizations == 0 {
+        return Err("connection and organization counts must be at least 1".into());
+    }
+    if !(1..=1000).contains(&args.batch_size) {
+        return Err("--batch-size must be 1 to 1000 (Trailmark's limit)".into());
     }
     Ok(())
 }
 
-/// Closed-loop load spread evenly over the instances at `addrs`, measured together.
+fn per(total: Option<u64>, count: u64) -> Option<f64> {
+    (count > 0).then_some(total? as f64 / count as f64)
+}
+
+/// `B/event (x JSON)`, or `-`.
+fn bytes(per_event: Option<f64>, event: f64) -> String {
+    per_event.map_or_else(|| "-".into(), |b| format!("{b:.0} {:.1}x", b / event))
+}
+
+fn header() -> String {
+    format!(
+        "{:<36} {:>9} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6}",
+        "part",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "/ceil",
+        "WAL B/e",
+        "DB B/e",
+        "srv wrote",
+        "cores"
+    )
+}
+
+fn format_row(row: &Row, ceiling: Option<&Ceiling>, event: f64) -> String {
+    let m = &row.measured;
+    let probed = m.probed.unwrap_or_default();
+    format!(
+        "{:<36} {:>9.0} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6.2}",
+        row.name(),
+        row.rate(),
+        ms(m.percentile_ms(0.50)),
+        ms(m.percentile_ms(0.99)),
+        m.errors,
+        ceiling.map_or_else(|| "-".into(), |c| format!("{:.2}x", row.rate() / c.rate)),
+        bytes(per(probed.wal, m.events), event),
+        bytes(per(probed.database, m.events), event),
+        per(Some(probed.written), m.events).map_or_else(|| "-".into(), |b| format!("{b:.0}")),
+        probed.cpu / m.window.as_secs_f64().max(f64::MIN_POSITIVE)
+    )
+}
+
+fn print_summary(args: &Args, ceiling: Option<&Ceiling>, rows: &[Row], event: f64) {
+    let mut out = String::new();
+    let mut line = |label: &str, text: String| {
+        let _ = writeln!(out, "{label:<40}{text}");
+    };
+    let find = |instances: usize, organizations: usize, batch: bool| {
+        rows.iter().find(|r| {
+            r.instances == instances
+                && r.organizations == organizations
+                && r.batch.is_some() == batch
+        })
+    };
+    if let Some(ceiling) = ceiling {
+        line(
+            "PostgreSQL ceiling",
+            format!(
+                "{:.0} rows/s (plain table, {} sessions x {} rows a transaction); WAL {}; \
+                 database {} per row",
+                ceiling.rate,
+                args.batch_connections,
+                args.batch_size,
+                bytes(per(ceiling.probed.wal, ceiling.rows), event),
+                bytes(per(ceiling.probed.database, ceiling.rows), event)
+            ),
+        );
+    }
+    if let Some(one) = find(1, 1, false) {
+        let mut text = format!(
+            "{:.0} ev/s  p50 {} ms  p99 {} ms",
+            one.rate(),
+            ms(one.measured.percentile_ms(0.50)),
+            ms(one.measured.percentile_ms(0.99))
+        );
+        if let Some(ceiling) = ceiling {
+            let _ = write!(
+                text,
+                "  = {:.2}x the ceiling; aim >= {AIM_SINGLE_VS_CEILING}x: {}",
+                one.rate() / ceiling.rate,
+                verdict(one.rate() >= AIM_SINGLE_VS_CEILING * ceiling.rate)
+            );
+        }
+        line("one instance, single-event", text);
+    }
+    for (organizations, aim) in [
+        (1, AIM_TWO_ONE_ORG),
+        (args.organizations, AIM_TWO_MANY_ORGS),
+    ] {
+        for batch in [false, true] {
+            let (Some(one), Some(two)) =
+                (find(1, organizations, batch), find(2, organizations, batch))
+            else {
+                continue;
+            };
+            let ratio = two.rate() / one.rate().max(f64::MIN_POSITIVE);
+            line(
+                &format!(
+                    "two instances vs one, {organizations} org{}, {}",
+                    if organizations == 1 { "" } else { "s" },
+                    if batch { "batch" } else { "single" }
+                ),
+                format!(
+                    "{:.0} ev/s vs one instance's {:.0} = {ratio:.2}x; aim >= {aim}x: {}",
+                    two.rate(),
+                    one.rate(),
+                    verdict(ratio >= aim)
+                ),
+            );
+        }
+    }
+    if !rows.is_empty() {
+        line(
+            "bytes/event",
+            format!(
+                "WAL aim <= {AIM_WRITTEN_X}x the event's JSON ({:.0} B), database growth aim <= \
+                 {AIM_STORED_X}x ({:.0} B)",
+                AIM_WRITTEN_X * event,
+                AIM_STORED_X * event
+            ),
+        );
+    }
+    for row in rows {
+        let m = &row.measured;
+        let probed = m.probed.unwrap_or_default();
+        let (Some(wal), Some(db)) = (per(probed.wal, m.events), per(probed.database, m.events))
+        else {
+            continue;
+        };
+        line(
+            &format!("  {}", row.name()),
+            format!(
+                "WAL {wal:>6.0} B = {:>4.1}x {:<6}  database +{db:>5.0} B = {:>4.1}x {}",
+                wal / event,
+                verdict(wal <= AIM_WRITTEN_X * event),
+                db / event,
+                verdict(db <= AIM_STORED_X * event)
+            ),
+        );
+    }
+    println!("Summary (issue 13's aims beside the ceiling measured in this run)");
+    print!("{out}");
+    println!(
+        "(WAL is what PostgreSQL writes before it commits; the table and index pages it dirties \
+         are written again at checkpoints, on top of it. The WAL position is the whole \
+         cluster's: other databases' writes during a window count too.)"
+    );
+}
+
+/// The cluster's WAL bytes per second over one idle second: what other users write.
+async fn background_wal(url: &str) -> Result<f64, String> {
+    let client = connect(url).await?;
+    let lsn = || async {
+        client
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::BIGINT",
+                &[],
+            )
+            .await
+            .map(|row| row.get::<_, i64>(0))
+            .map_err(|e| format!("reading the WAL position: {e}"))
+    };
+    let before = lsn().await?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = lsn().await?;
+    Ok((after - before).max(0) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Closed-loop load spread evenly over the instances at `addrs`, each request for the next of
+/// `organizations` in turn, measured together.
+#[allow(clippy::too_many_arguments)]
 async fn spread(
     addrs: &[SocketAddr],
-    organization: &str,
+    organizations: &[String],
     events: &Arc<Events>,
     batch: Option<u64>,
     connections: usize,
     warmup: Duration,
     duration: Duration,
+    probe: &Probe,
 ) -> Result<Measured, String> {
     let bearer = HeaderValue::from_str(&format!("Bearer {API_KEY}"))
         .map_err(|e| format!("API key header: {e}"))?;
-    let runs = addrs.iter().map(|&addr| {
+    let turn = Arc::new(AtomicUsize::new(0));
+    let runs = addrs.iter().enumerate().map(|(index, &addr)| {
         let events = Arc::clone(events);
-        let organization = organization.to_owned();
+        let organizations = organizations.to_vec();
+        let turn = Arc::clone(&turn);
         let target = Target {
             addr,
+            method: Method::POST,
             path: if batch.is_some() {
                 "/audit_logs/events/batch"
             } else {
@@ -231,9 +605,13 @@ async fn spread(
             } else {
                 Check::Status200
             },
-            make: Arc::new(move || match batch {
-                Some(size) => events.batch(&organization, size),
-                None => events.single(&organization),
+            make: Arc::new(move || {
+                let organization =
+                    &organizations[turn.fetch_add(1, Ordering::Relaxed) % organizations.len()];
+                match batch {
+                    Some(size) => events.batch(organization, size),
+                    None => events.single(organization),
+                }
             }),
         };
         let plan = Plan {
@@ -241,6 +619,9 @@ async fn spread(
             warmup,
             duration,
             pacing: Pacing::Closed,
+            // One probe for all instances (it sums them): the first run's window stands for
+            // all, as they start together.
+            probe: (index == 0).then(|| Arc::clone(probe)),
         };
         load::run(target, plan)
     });
@@ -248,68 +629,105 @@ async fn spread(
     for measured in futures_util::future::join_all(runs).await {
         let measured = measured?;
         total.window = total.window.max(measured.window);
+        total.probed = total.probed.or(measured.probed);
         total.merge(measured);
     }
     total.latencies_us.sort_unstable();
     Ok(total)
 }
 
-/// Rows per second that `connections` sessions insert into `events` (and one target row each
-/// into `event_targets`), `batch` rows per transaction with the same bulk statement Trailmark
-/// uses, measured over `duration` after `warmup`.
+/// A plain table for events: the columns any event log searches by, indexed, and the JSON
+/// body; not Trailmark's schema, so the ceiling keeps its meaning when that changes.
+const PLAIN_TABLE: &str = r#"
+    CREATE TABLE events (
+        organization_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        action TEXT COLLATE "C" NOT NULL,
+        occurred_at TEXT COLLATE "C" NOT NULL,
+        actor_id TEXT NOT NULL,
+        leaf_hash BYTEA NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (organization_id, sequence)
+    );
+    CREATE INDEX events_actor ON events (organization_id, actor_id, sequence);
+    CREATE INDEX events_occurred ON events (organization_id, occurred_at);
+"#;
+
+/// Events generated before the clock starts and reused in turn (each row still gets its own
+/// id and sequence): generating them is the client's work, not the database's.
+const POOL: u64 = 20_000;
+
+/// Rows per second that `sessions` sessions insert into [`PLAIN_TABLE`], `batch` rows a
+/// transaction in one `INSERT … SELECT FROM UNNEST`, each session for its own organization,
+/// measured over `duration` after `warmup`, with the WAL and the database's growth over the
+/// window.
 async fn raw_inserts(
     url: &str,
-    connections: usize,
+    events: &Events,
+    sessions: usize,
     batch: u64,
     warmup: Duration,
     duration: Duration,
-) -> Result<f64, String> {
+) -> Result<Ceiling, String> {
+    connect(url)
+        .await?
+        .batch_execute(PLAIN_TABLE)
+        .await
+        .map_err(|e| format!("creating the ceiling's table: {e}"))?;
+    let occurred_at = now_iso();
+    let pool: Arc<Vec<(String, String, String, String)>> = Arc::new(
+        (0..POOL)
+            .map(|n| {
+                let mut text = String::with_capacity(520);
+                events.event(&mut text, n, &occurred_at);
+                let body: serde_json::Value =
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+                let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    field(&body["action"]),
+                    field(&body["occurred_at"]),
+                    field(&body["actor"]["id"]),
+                    text,
+                )
+            })
+            .collect(),
+    );
+    let probe = database_probe(url, Vec::new()).await?;
     let start = Instant::now();
     let window_start = start + warmup;
     let end = window_start + duration;
-    let mut sessions = Vec::new();
-    for session in 0..connections {
-        let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("connecting: {e}"))?;
-        tokio::spawn(connection);
-        sessions.push(tokio::spawn(async move {
+    let mut tasks = Vec::new();
+    for session in 0..sessions {
+        let mut client = connect(url).await?;
+        let pool = Arc::clone(&pool);
+        tasks.push(tokio::spawn(async move {
             let mut counted = 0u64;
             let mut next = 0u64;
-            let occurred_at = now_iso();
+            let organization = format!("org_raw_{session}");
             while Instant::now() < end {
                 let rows: Vec<u64> = (next..next + batch).collect();
                 next += batch;
-                let organization = format!("org_raw_{session}");
-                let column = |f: &dyn Fn(u64) -> String| rows.iter().map(|&n| f(n)).collect::<Vec<String>>();
-                let organizations = column(&|_| organization.clone());
+                let pick = |n: u64| &pool[((n + session as u64 * 997) % POOL) as usize];
+                let organizations: Vec<&str> = rows.iter().map(|_| organization.as_str()).collect();
                 let sequences: Vec<i64> = rows.iter().map(|&n| n as i64).collect();
-                let ids = column(&|n| format!("event_raw_{session}_{n}"));
-                let actions = column(&|_| "user.signed_in".into());
-                let times: Vec<i64> = rows.iter().map(|&n| 1_780_000_000_000 + n as i64).collect();
-                let actors = column(&|n| format!("user_{n}"));
-                let names: Vec<Option<String>> = rows.iter().map(|n| Some(format!("Person {n}"))).collect();
+                let ids: Vec<String> = rows
+                    .iter()
+                    .map(|&n| format!("event_{session:02}{n:024}"))
+                    .collect();
+                let actions: Vec<&str> = rows.iter().map(|&n| pick(n).0.as_str()).collect();
+                let times: Vec<&str> = rows.iter().map(|&n| pick(n).1.as_str()).collect();
+                let actors: Vec<&str> = rows.iter().map(|&n| pick(n).2.as_str()).collect();
+                // The size of a SHA-256 leaf hash; its value does not matter to the database.
                 let leaves: Vec<Vec<u8>> = rows.iter().map(|n| n.to_be_bytes().repeat(4)).collect();
-                let bodies = column(&|n| event_body(n, &occurred_at).to_string());
-                let texts = column(&|n| search_text(n).to_lowercase());
-                let targets = column(&|n| format!("team_{}", n % 100));
-                let kinds = column(&|_| "team".into());
+                let bodies: Vec<&str> = rows.iter().map(|&n| pick(n).3.as_str()).collect();
                 let transaction = client.transaction().await.map_err(|e| e.to_string())?;
                 transaction
                     .execute(
-                        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id,
-                            actor_name, leaf_hash, body, search_text)
-                         SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $5::BIGINT[],
-                            $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[])",
-                        &[&organizations, &sequences, &ids, &actions, &times, &actors, &names, &leaves, &bodies, &texts],
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                transaction
-                    .execute(
-                        "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
-                         SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
-                        &[&organizations, &sequences, &targets, &kinds],
+                        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, actor_id, leaf_hash, body)
+                         SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                            $6::TEXT[], $7::BYTEA[], $8::TEXT[])",
+                        &[&organizations, &sequences, &ids, &actions, &times, &actors, &leaves, &bodies],
                     )
                     .await
                     .map_err(|e| e.to_string())?;
@@ -322,9 +740,23 @@ async fn raw_inserts(
             Ok::<u64, String>(counted)
         }));
     }
+    let sampling = {
+        let probe = Arc::clone(&probe);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window_start.into()).await;
+            let opened = probe().await?;
+            tokio::time::sleep_until(end.into()).await;
+            Ok::<_, String>(probe().await?.since(&opened))
+        })
+    };
     let mut rows = 0;
-    for session in sessions {
-        rows += session.await.map_err(|e| e.to_string())??;
+    for task in tasks {
+        rows += task.await.map_err(|e| e.to_string())??;
     }
-    Ok(rows as f64 / duration.as_secs_f64())
+    let probed = sampling.await.map_err(|e| e.to_string())??;
+    Ok(Ceiling {
+        rate: rows as f64 / duration.as_secs_f64(),
+        probed,
+        rows,
+    })
 }

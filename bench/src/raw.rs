@@ -1,162 +1,170 @@
-//! The read ceilings: the same SQLite file, read with rusqlite directly on a read-only
-//! connection (SQLite's default page cache, as Trailmark's readers have), doing the storage part
-//! of each operation and nothing else: no HTTP, no JSON parsing or writing, no reader pool.
+//! The read ceilings: the same data directory, opened in-process beside the server
+//! (`SqliteStore::open_beside`, as `trailmark verify` opens it) and read through the store's own
+//! calls: the storage part of each operation and nothing else — no HTTP, no JSON parsing or
+//! writing of responses, no reader pool of the server's.
+//!
+//! The store is async; the bench calls these from inside its own runtime, so the store lives on
+//! a thread of its own with a runtime of its own, and each call waits for its answer there.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
+use std::sync::mpsc;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use trailmark_ledger::LedgerError;
-use trailmark_ledger::tree::{
-    Hash, NodeReader, consistency_proof, inclusion_proof, leaf_hash, tree_hash,
-};
-
-use trailmark_store::search_statements;
+use trailmark_domain::Timestamp;
+use trailmark_domain::query::EventFilter;
+use trailmark_ledger::tree::leaf_hash;
+use trailmark_store::{EventLog, LedgerStore, Order, SearchRequest, SqliteStore};
 
 use crate::search::Search;
 
+type Job = Box<dyn FnOnce(&tokio::runtime::Runtime, &SqliteStore) + Send>;
+
 pub struct Raw {
-    connection: Connection,
-}
-
-fn sql(e: rusqlite::Error) -> String {
-    format!("raw read: {e}")
-}
-
-/// A read-only connection to the database at `path`.
-pub fn read_only(path: &Path) -> Result<Connection, String> {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Raw {
     pub fn open(path: &Path) -> Result<Self, String> {
-        Ok(Raw {
-            connection: read_only(path)?,
-        })
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (opened, opening) = mpsc::channel();
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = opened.send(Err(format!("raw read: runtime: {e}")));
+                    return;
+                }
+            };
+            let store = match SqliteStore::open_beside(&path) {
+                Ok(store) => store,
+                Err(e) => {
+                    let _ = opened.send(Err(format!("raw read: {e}")));
+                    return;
+                }
+            };
+            let _ = opened.send(Ok(()));
+            while let Ok(job) = queue.recv() {
+                job(&runtime, &store);
+            }
+        });
+        opening
+            .recv()
+            .map_err(|_| "raw read: the reader thread died".to_owned())??;
+        Ok(Raw { jobs })
     }
 
-    /// Runs Trailmark's SQL for `search` (its statements in one read transaction, as the store
-    /// does) and reads every column of every row (the body as text, not parsed); returns the
-    /// number of rows.
+    fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&tokio::runtime::Runtime, &SqliteStore) -> Result<R, String> + Send + 'static,
+    ) -> Result<R, String> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |runtime, store| {
+                let _ = answer.send(work(runtime, store));
+            }))
+            .map_err(|_| "raw read: the reader thread stopped".to_owned())?;
+        answered
+            .recv()
+            .map_err(|_| "raw read: the reader thread stopped".to_owned())?
+    }
+
+    /// Runs `search` through the store and touches every event's body; returns the number of
+    /// events.
     pub fn search(
         &self,
         search: &Search,
         organization_id: &str,
         limit: usize,
     ) -> Result<usize, String> {
-        let transaction = self.connection.unchecked_transaction().map_err(sql)?;
-        let statements = search_statements(&transaction, organization_id, &search.request(limit))
-            .map_err(|e| e.to_string())?;
-        let mut count = 0;
-        for statement in statements {
-            let mut prepared = transaction.prepare_cached(&statement.sql).map_err(sql)?;
-            let mut rows = prepared
-                .query(rusqlite::params_from_iter(statement.values))
-                .map_err(sql)?;
-            while let Some(row) = rows.next().map_err(sql)? {
-                let id = row
-                    .get_ref(0)
-                    .map_err(sql)?
-                    .as_str()
-                    .map_err(|e| e.to_string())?;
-                let body = row
-                    .get_ref(5)
-                    .map_err(sql)?
-                    .as_str()
-                    .map_err(|e| e.to_string())?;
-                std::hint::black_box((
-                    id,
-                    body,
-                    row.get_ref(4).map_err(sql)?,
-                    row.get_ref(6).map_err(sql)?,
-                ));
-                count += 1;
+        let request = search.request(limit);
+        let organization_id = organization_id.to_owned();
+        self.call(move |runtime, store| {
+            let page = runtime
+                .block_on(store.search_raw_events(&organization_id, request))
+                .map_err(|e| e.to_string())?;
+            for event in &page.events {
+                std::hint::black_box((&event.id, &event.body, &event.leaf_hash));
             }
-            if count > limit {
-                break;
-            }
-        }
-        Ok(count)
+            Ok(page.events.len())
+        })
     }
 
-    /// SQLite's plan for Trailmark's SQL for `search`, one step per `;`, statements apart by
-    /// ` | `.
+    /// What answers a search in the embedded store (there is no query plan to show).
     pub fn plan(
         &self,
-        search: &Search,
-        organization_id: &str,
-        limit: usize,
+        _search: &Search,
+        _organization_id: &str,
+        _limit: usize,
     ) -> Result<String, String> {
-        let statements =
-            search_statements(&self.connection, organization_id, &search.request(limit))
-                .map_err(|e| e.to_string())?;
-        let mut plans = Vec::new();
-        for statement in statements {
-            let mut prepared = self
-                .connection
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))
-                .map_err(sql)?;
-            let steps = prepared
-                .query_map(rusqlite::params_from_iter(statement.values), |row| {
-                    row.get::<_, String>(3)
-                })
-                .map_err(sql)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sql)?;
-            plans.push(steps.join("; "));
-        }
-        Ok(plans.join(" | "))
+        Ok("log blocks: terms, trigram filter, then records by position".into())
     }
 
-    /// `SELECT body … ORDER BY sequence` for the organization (within `range` of `occurred_at`
-    /// if given), each body written to `out` on its own line: the least work an export does.
-    /// Returns the rows and bytes written.
+    /// Every body of the organization's log in sequence order (within `range` of
+    /// `occurred_at` if given), each written to `out` on its own line, read through the store's
+    /// raw-body read: the least work an export does. Returns the rows and bytes written.
     pub fn scan_bodies(
         &self,
         organization_id: &str,
         range: Option<(i64, i64)>,
         out: &Path,
     ) -> Result<(u64, u64), String> {
-        let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-        let mut file = BufWriter::with_capacity(1 << 20, file);
-        let (text, values): (&str, Vec<rusqlite::types::Value>) = match range {
-            None => (
-                "SELECT body FROM events WHERE organization_id = ?1 ORDER BY sequence",
-                vec![organization_id.to_owned().into()],
-            ),
-            Some((start, end)) => (
-                "SELECT body FROM events WHERE organization_id = ?1 AND occurred_at >= ?2 AND occurred_at <= ?3 ORDER BY sequence",
-                vec![organization_id.to_owned().into(), start.into(), end.into()],
-            ),
-        };
-        let mut statement = self.connection.prepare(text).map_err(sql)?;
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(values))
-            .map_err(sql)?;
-        let (mut count, mut bytes) = (0u64, 0u64);
-        let write = |e: std::io::Error| format!("{}: {e}", out.display());
-        while let Some(row) = rows.next().map_err(sql)? {
-            let body = row
-                .get_ref(0)
-                .map_err(sql)?
-                .as_bytes()
-                .map_err(|e| e.to_string())?;
-            file.write_all(body).map_err(write)?;
-            file.write_all(b"\n").map_err(write)?;
-            count += 1;
-            bytes += body.len() as u64 + 1;
-        }
-        file.flush().map_err(write)?;
-        Ok((count, bytes))
+        let organization_id = organization_id.to_owned();
+        let out = out.to_owned();
+        self.call(move |runtime, store| {
+            let file =
+                std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let mut file = BufWriter::with_capacity(1 << 20, file);
+            let write = |e: std::io::Error| format!("{}: {e}", out.display());
+            let filter = EventFilter {
+                range_start: range.map(|(start, _)| Timestamp::from_unix_millis(start)),
+                range_end: range.map(|(_, end)| Timestamp::from_unix_millis(end)),
+                ..EventFilter::default()
+            };
+            let (mut count, mut bytes, mut after) = (0u64, 0u64, None);
+            loop {
+                let request = SearchRequest {
+                    filter: filter.clone(),
+                    after,
+                    before: None,
+                    order: Order::Asc,
+                    limit: 1_000,
+                };
+                let page = runtime
+                    .block_on(store.search_raw_events(&organization_id, request))
+                    .map_err(|e| e.to_string())?;
+                for event in &page.events {
+                    file.write_all(event.body.as_bytes()).map_err(write)?;
+                    file.write_all(b"\n").map_err(write)?;
+                    count += 1;
+                    bytes += event.body.len() as u64 + 1;
+                }
+                match (page.more, page.events.last()) {
+                    (true, Some(last)) => after = Some(last.sequence),
+                    _ => break,
+                }
+            }
+            file.flush().map_err(write)?;
+            Ok((count, bytes))
+        })
     }
 
     /// The id of the event at `sequence`.
     pub fn event_id(&self, organization_id: &str, sequence: u64) -> Result<String, String> {
-        self.connection
-            .prepare_cached("SELECT id FROM events WHERE organization_id = ?1 AND sequence = ?2")
-            .map_err(sql)?
-            .query_row(params![organization_id, sequence as i64], |row| row.get(0))
-            .map_err(sql)
+        let organization_id = organization_id.to_owned();
+        self.call(move |runtime, store| {
+            let events = runtime
+                .block_on(store.events_after(&organization_id, sequence.checked_sub(1), 1))
+                .map_err(|e| e.to_string())?;
+            events
+                .into_iter()
+                .next()
+                .map(|event| event.id)
+                .ok_or_else(|| format!("no event {sequence}"))
+        })
     }
 
     /// The storage reads of `GET /audit_logs/ledger/inclusion` with a `tree_size`: the event
@@ -167,21 +175,31 @@ impl Raw {
         event_id: &str,
         size: u64,
     ) -> Result<usize, String> {
-        let (sequence, leaf): (i64, Vec<u8>) = self
-            .connection
-            .prepare_cached(
-                "SELECT e.id, e.organization_id, e.sequence, e.received_at, e.leaf_hash, e.body FROM events e WHERE e.id = ?1",
-            )
-            .map_err(sql)?
-            .query_row([event_id], |row| Ok((row.get(2)?, row.get(4)?)))
-            .map_err(sql)?;
-        std::hint::black_box(leaf);
-        self.log_size(organization_id)?;
-        let proof = inclusion_proof(sequence as u64, size, &self.nodes(organization_id))
-            .map_err(|e| e.to_string())?;
-        let root = tree_hash(size, &self.nodes(organization_id)).map_err(|e| e.to_string())?;
-        std::hint::black_box(root);
-        Ok(proof.len())
+        let (organization_id, event_id) = (organization_id.to_owned(), event_id.to_owned());
+        self.call(move |runtime, store| {
+            runtime.block_on(async {
+                let event = store
+                    .get_event(&event_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no event {event_id}"))?;
+                store
+                    .log_size(&organization_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let proof = store
+                    .inclusion_proofs(&organization_id, vec![event.sequence], size)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                std::hint::black_box(
+                    store
+                        .tree_root(&organization_id, size)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+                Ok(proof.first().map_or(0, Vec::len))
+            })
+        })
     }
 
     /// The storage reads of `GET /audit_logs/ledger/consistency`: the log size, the proof and
@@ -192,65 +210,28 @@ impl Raw {
         first: u64,
         second: u64,
     ) -> Result<usize, String> {
-        self.log_size(organization_id)?;
-        let proof = consistency_proof(first, second, &self.nodes(organization_id))
-            .map_err(|e| e.to_string())?;
-        for size in [first, second] {
-            std::hint::black_box(
-                tree_hash(size, &self.nodes(organization_id)).map_err(|e| e.to_string())?,
-            );
-        }
-        Ok(proof.len())
-    }
-
-    fn log_size(&self, organization_id: &str) -> Result<u64, String> {
-        let size: Option<i64> = self
-            .connection
-            .prepare_cached("SELECT size, frontier FROM log_heads WHERE organization_id = ?1")
-            .map_err(sql)?
-            .query_row([organization_id], |row| row.get(0))
-            .optional()
-            .map_err(sql)?;
-        Ok(size.unwrap_or(0) as u64)
-    }
-
-    fn nodes<'c>(&'c self, organization_id: &'c str) -> Nodes<'c> {
-        Nodes {
-            connection: &self.connection,
-            organization_id,
-            seen: Default::default(),
-        }
-    }
-}
-
-/// Stored Merkle nodes, read one query each and remembered for the rest of one operation, as
-/// Trailmark's `SqliteNodes` does.
-struct Nodes<'c> {
-    connection: &'c Connection,
-    organization_id: &'c str,
-    seen: std::cell::RefCell<std::collections::HashMap<(u32, u64), Hash>>,
-}
-
-impl NodeReader for Nodes<'_> {
-    fn node(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
-        if let Some(hash) = self.seen.borrow().get(&(level, index)) {
-            return Ok(*hash);
-        }
-        let bytes: Option<Vec<u8>> = self
-            .connection
-            .prepare_cached(
-                "SELECT hash FROM merkle_nodes WHERE organization_id = ?1 AND level = ?2 AND idx = ?3",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![self.organization_id, level, index as i64], |row| row.get(0))
-                    .optional()
+        let organization_id = organization_id.to_owned();
+        self.call(move |runtime, store| {
+            runtime.block_on(async {
+                store
+                    .log_size(&organization_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let proof = store
+                    .consistency_proof(&organization_id, first, second)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for size in [first, second] {
+                    std::hint::black_box(
+                        store
+                            .tree_root(&organization_id, size)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(proof.len())
             })
-            .map_err(|e| LedgerError::Read(e.to_string()))?;
-        let hash = bytes
-            .and_then(|b| Hash::try_from(b).ok())
-            .ok_or(LedgerError::MissingNode { level, index })?;
-        self.seen.borrow_mut().insert((level, index), hash);
-        Ok(hash)
+        })
     }
 }
 

@@ -554,7 +554,12 @@ async fn populate(
             dataset.events
         ));
     }
-    drop(store);
+    // Blocks and runs written, the log released, the WAL moved into the database: the server
+    // starts on a data directory holding everything, as after any long-running server's work.
+    store
+        .close()
+        .await
+        .map_err(|e| format!("closing the store: {e}"))?;
     checkpoint_wal(&path)?;
     Ok((
         organization_id,
@@ -600,33 +605,48 @@ fn checkpoint_wal(path: &Path) -> Result<(), String> {
 
 /// The organization and dataset shape of a data directory populated by an earlier run.
 fn existing(data_dir: &Path) -> Result<(String, Dataset), String> {
-    let connection = raw::read_only(&data_dir.join("trailmark.db"))?;
-    let sql = |e: rusqlite::Error| format!("reading {}: {e}", data_dir.display());
-    let (organization_id, size): (String, i64) = connection
-        .query_row(
-            "SELECT organization_id, size FROM log_heads LIMIT 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .map_err(sql)?;
-    let received = |sequence: i64| {
-        connection
-            .query_row(
-                "SELECT received_at FROM events WHERE organization_id = ?1 AND sequence = ?2",
-                rusqlite::params![organization_id, sequence],
-                |row| row.get::<_, i64>(0),
-            )
-            .map_err(sql)
-    };
-    let (first, last) = (received(0)?, received(size - 1)?);
-    Ok((
-        organization_id,
-        Dataset {
-            events: size as u64,
-            start_ms: first,
-            span_ms: ((last - first) as f64 * size as f64 / (size - 1).max(1) as f64) as i64,
-        },
-    ))
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async {
+        let store = SqliteStore::open_beside(&data_dir.join("trailmark.db"))
+            .map_err(|e| format!("reading {}: {e}", data_dir.display()))?;
+        let read = |e: trailmark_store::StoreError| format!("reading {}: {e}", data_dir.display());
+        let (organization_id, size) = store
+            .log_sizes()
+            .await
+            .map_err(read)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{} holds no log", data_dir.display()))?;
+        let received = |events: Vec<trailmark_store::StoredEvent>| {
+            events
+                .first()
+                .map(|e| e.received_at.unix_millis())
+                .ok_or_else(|| "a log without its first or last event".to_owned())
+        };
+        let first = received(
+            store
+                .events_after(&organization_id, None, 1)
+                .await
+                .map_err(read)?,
+        )?;
+        let last = received(
+            store
+                .events_after(&organization_id, size.checked_sub(2), 1)
+                .await
+                .map_err(read)?,
+        )?;
+        Ok((
+            organization_id,
+            Dataset {
+                events: size,
+                start_ms: first,
+                span_ms: ((last - first) as f64 * size as f64 / (size - 1).max(1) as f64) as i64,
+            },
+        ))
+    })
 }
 
 async fn wait_for_checkpoint(

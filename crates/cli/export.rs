@@ -14,7 +14,7 @@ use trailmark_domain::query::{ActionPattern, EventFilter, FilterNames};
 use trailmark_export::{Snapshot, write_export};
 
 use crate::args::{ExportArgs, FormatArg};
-use crate::serve::open_store;
+use crate::serve::{Access, open_store};
 
 const CLI_FILTER_NAMES: FilterNames = FilterNames {
     range_start: "--since",
@@ -66,7 +66,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let result: anyhow::Result<u64> = async {
         Ok(match &args.server {
             None => {
-                let store = open_store(&args.storage).await?;
+                let store = open_store(&args.storage, Access::Beside).await?;
                 // The latest checkpoint the server signed (it signs every second) makes an NDJSON
                 // export verifiable; events after it wait for the next export.
                 let snapshot = store

@@ -8,10 +8,10 @@ use trailmark_domain::id::IdKind;
 use trailmark_store::ApiKeyRecord;
 
 use crate::args::{KeyCreateArgs, ScopeArg, entropy};
-use crate::serve::open_store;
+use crate::serve::{Access, open_store};
 
 pub async fn create(args: KeyCreateArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.storage).await?;
+    let store = open_store(&args.storage, Access::Beside).await?;
     if let Some(organization) = &args.organization
         && store.get_organization(organization).await?.is_none()
     {

@@ -18,24 +18,33 @@ use trailmark_streams::worker::WorkerConfig;
 use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
 use crate::key_files::load_or_create;
 
+/// Who opens the storage: the server (the one writer of an embedded log), or a command that
+/// may run beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Serve,
+    Beside,
+}
+
 /// Opens the storage `--database` names, applying any migrations it lacks.
-pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
-    open_observed_store(storage, None).await
+pub async fn open_store(storage: &StorageArgs, access: Access) -> anyhow::Result<Arc<dyn Store>> {
+    open_observed_store(storage, access, None).await
 }
 
 /// [`open_store`], reporting commits and connection use to `observer` (the metrics).
 async fn open_observed_store(
     storage: &StorageArgs,
+    access: Access,
     observer: Option<Arc<dyn StoreObserver>>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
         DatabaseUrl::Sqlite(path) => {
-            let opened = match observer {
-                Some(observer) => SqliteStore::open_observed(&path, observer),
-                None => SqliteStore::open(&path),
-            };
-            let store = opened
-                .with_context(|| format!("cannot open the database at {}", path.display()))?;
+            let store = match (access, observer) {
+                (Access::Serve, Some(observer)) => SqliteStore::open_observed(&path, observer),
+                (Access::Serve, None) => SqliteStore::open(&path),
+                (Access::Beside, _) => SqliteStore::open_beside(&path),
+            }
+            .with_context(|| format!("cannot open the database at {}", path.display()))?;
             Ok(Arc::new(store))
         }
         DatabaseUrl::Postgres(url) => {
@@ -53,7 +62,7 @@ async fn open_observed_store(
 /// `trailmark migrate`: opening a store applies its migrations, so instances started later (and
 /// at once) find the schema ready.
 pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
-    open_store(storage).await?;
+    open_store(storage, Access::Serve).await?;
     println!("The database's schema is up to date.");
     Ok(())
 }
@@ -65,6 +74,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(AppMetrics::default());
     let store = open_observed_store(
         &args.storage,
+        Access::Serve,
         Some(Arc::clone(&metrics) as Arc<dyn StoreObserver>),
     )
     .await?;

@@ -264,7 +264,7 @@ async fn verify_database(
         data_dir: args.data_dir.clone(),
         database: Some(database.to_owned()).filter(|d| !d.is_empty()),
     };
-    let store = crate::serve::open_store(&storage).await?;
+    let store = crate::serve::open_store(&storage, crate::serve::Access::Beside).await?;
     let logs = store.log_sizes().await?;
     let mut failures = 0;
     let mut results = Vec::with_capacity(logs.len());

@@ -484,7 +484,7 @@ async fn keys_are_checked_for_scope_and_organization() {
     let app = TestApp::spawn().await;
     let acme = app.create_organization("Acme").await;
     let globex = app.create_organization("Globex").await;
-    let store = app.store().await;
+    let store = app.store();
     let mut keys = Vec::new();
     for (name, scope, organization) in [
         ("acme-ingest", Scope::Ingest, Some(acme.clone())),

@@ -308,7 +308,7 @@ async fn a_key_for_one_organization_cannot_read_or_export_another() {
     let globex = app.create_organization("Globex").await;
     ingest(&app, &acme, 2).await;
     ingest(&app, &globex, 2).await;
-    let store = app.store().await;
+    let store = app.store();
     let secret = ApiKeySecret::new("sk_test_acme_reader");
     store
         .insert_api_key(ApiKeyRecord {
@@ -416,7 +416,7 @@ async fn a_pending_export_is_finished_after_a_restart() {
     let app = TestApp::spawn().await;
     let organization = app.create_organization("Acme").await;
     ingest(&app, &organization, 4).await;
-    let store = app.store().await;
+    let store = app.store();
     let now = Timestamp::now();
     store
         .insert_export(trailmark_store::ExportRecord {
@@ -432,6 +432,7 @@ async fn a_pending_export_is_finished_after_a_restart() {
         })
         .await
         .expect("insert");
+    drop(store);
     let app = app.restart().await;
     let ready = wait_ready(&app, "audit_log_export_01JDAAAAAAAAAAAAAAAAAAAAAA").await;
     assert_eq!(

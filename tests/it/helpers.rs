@@ -18,6 +18,8 @@ pub struct TestApp {
     server: InProcessServer,
     pub base: String,
     pub client: Client,
+    /// The store the server runs on (an embedded log has one writer: tests share it).
+    store: Arc<dyn Store>,
     pub data_dir: TempDir,
     pub database: TestDatabase,
 }
@@ -97,6 +99,57 @@ impl TestDatabase {
         }
     }
 
+    /// Whether events live in an embedded log (SQLite) rather than in tables (PostgreSQL).
+    pub fn has_log(&self) -> bool {
+        matches!(self, TestDatabase::Sqlite(_))
+    }
+
+    /// Edits the embedded log's files behind the server's back, as an attacker with access to
+    /// the data directory would who also recomputes every checksum: read with a second reading
+    /// of the format documented in `crates/store/src/log/format.rs`.
+    pub fn tamper_log(&self, tampering: LogTampering) {
+        let TestDatabase::Sqlite(path) = self else {
+            panic!("only an embedded store has a log");
+        };
+        let dir = path.with_extension("log");
+        let segment = std::fs::read_dir(&dir)
+            .expect("the log directory")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .min()
+            .expect("a segment");
+        let bytes = std::fs::read(&segment).expect("read segment");
+        let mut frames = log_format::frames(&bytes);
+        match tampering {
+            LogTampering::EditBody { sequence, from, to } => {
+                let frame = frames
+                    .iter_mut()
+                    .find(|f| f.first_sequence == sequence)
+                    .expect("the event's frame");
+                let body = String::from_utf8(frame.events[0].body.clone()).expect("UTF-8");
+                frame.events[0].body = body.replace(from, to).into_bytes();
+            }
+            LogTampering::Remove(sequence) => frames.retain(|f| f.first_sequence != sequence),
+            LogTampering::Swap(a, b) => {
+                let (i, j) = (
+                    frames
+                        .iter()
+                        .position(|f| f.first_sequence == a)
+                        .expect("a"),
+                    frames
+                        .iter()
+                        .position(|f| f.first_sequence == b)
+                        .expect("b"),
+                );
+                frames.swap(i, j);
+                frames[i].first_sequence = a;
+                frames[j].first_sequence = b;
+            }
+        }
+        let rewritten: Vec<u8> = frames.iter().flat_map(log_format::Frame::encode).collect();
+        std::fs::write(&segment, rewritten).expect("write segment");
+    }
+
     /// Runs SQL on it behind the server's back, as an attacker with database access would.
     pub async fn tamper(&self, sql: &str) {
         match self {
@@ -144,7 +197,7 @@ impl TestDatabase {
 
     /// An organization's stored events in log order, read straight from the database.
     pub async fn stored_events(&self, organization_id: &str) -> Vec<trailmark_store::StoredEvent> {
-        self.store()
+        self.reader()
             .await
             .events_after(organization_id, None, 1_000_000)
             .await
@@ -178,9 +231,36 @@ impl TestDatabase {
     }
 
     /// A store over it, as a second process would open it.
+    /// A store for reading beside a server process that may be running on this database, as
+    /// `trailmark verify` opens it.
+    pub async fn reader(&self) -> Arc<dyn Store> {
+        match self {
+            TestDatabase::Sqlite(path) => {
+                Arc::new(SqliteStore::open_beside(path).expect("open store"))
+            }
+            TestDatabase::Postgres { url, .. } => {
+                Arc::new(PostgresStore::connect(url).await.expect("open store"))
+            }
+        }
+    }
+
+    /// The store a server opens (for an embedded log, its one writer).
     pub async fn store(&self) -> Arc<dyn Store> {
         match self {
-            TestDatabase::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open store")),
+            TestDatabase::Sqlite(path) => {
+                // A server of this process over the same data directory may still be stopping
+                // (a restart): its log's lock goes with it.
+                for _ in 0..200 {
+                    match SqliteStore::open(path) {
+                        Ok(store) => return Arc::new(store),
+                        Err(trailmark_store::StoreError::Locked(_)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        Err(error) => panic!("open store: {error}"),
+                    }
+                }
+                panic!("the previous server never released the log");
+            }
             TestDatabase::Postgres { url, .. } => {
                 Arc::new(PostgresStore::connect(url).await.expect("open store"))
             }
@@ -215,6 +295,124 @@ impl Drop for TestDatabase {
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
             eprintln!("could not drop the test database {name}");
+        }
+    }
+}
+
+/// An edit of the embedded log's frames (see [`TestDatabase::tamper_log`]).
+pub enum LogTampering {
+    /// Replaces text in the body of the event at `sequence`.
+    EditBody {
+        sequence: u64,
+        from: &'static str,
+        to: &'static str,
+    },
+    /// Cuts the frame of the event at this sequence out of the log.
+    Remove(u64),
+    /// Swaps two events' frames, renumbering them so the sequences still run in order.
+    Swap(u64, u64),
+}
+
+/// The log's frame format, read and written independently of the store's code (one frame per
+/// single-event append).
+mod log_format {
+    pub struct Event {
+        pub id: Vec<u8>,
+        pub leaf: Vec<u8>,
+        pub received_at: [u8; 8],
+        pub body: Vec<u8>,
+    }
+
+    pub struct Frame {
+        pub organization: Vec<u8>,
+        pub first_sequence: u64,
+        pub claim: Vec<u8>,
+        pub events: Vec<Event>,
+    }
+
+    fn take<'a>(bytes: &'a [u8], at: &mut usize, n: usize) -> &'a [u8] {
+        let slice = &bytes[*at..*at + n];
+        *at += n;
+        slice
+    }
+
+    fn u32_at(bytes: &[u8], at: &mut usize) -> u32 {
+        u32::from_le_bytes(take(bytes, at, 4).try_into().expect("4 bytes"))
+    }
+
+    pub fn frames(bytes: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            assert_eq!(&bytes[at..at + 4], b"TML1", "a frame starts at {at}");
+            let payload_len =
+                u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("len")) as usize;
+            let payload = &bytes[at + 16..at + 16 + payload_len];
+            at += 16 + payload_len;
+            let mut p = 0;
+            let org_len =
+                u16::from_le_bytes(take(payload, &mut p, 2).try_into().expect("u16")) as usize;
+            let organization = take(payload, &mut p, org_len).to_vec();
+            let first_sequence =
+                u64::from_le_bytes(take(payload, &mut p, 8).try_into().expect("u64"));
+            let count = u32_at(payload, &mut p);
+            let claim_start = p;
+            if take(payload, &mut p, 1)[0] == 1 {
+                take(payload, &mut p, 40);
+                let outcome_len = u32_at(payload, &mut p) as usize;
+                take(payload, &mut p, outcome_len);
+            }
+            let claim = payload[claim_start..p].to_vec();
+            let mut events = Vec::new();
+            for _ in 0..count {
+                let id_len = take(payload, &mut p, 1)[0] as usize;
+                let id = take(payload, &mut p, id_len).to_vec();
+                let leaf = take(payload, &mut p, 32).to_vec();
+                let received_at = take(payload, &mut p, 8).try_into().expect("8 bytes");
+                let body_len = u32_at(payload, &mut p) as usize;
+                take(payload, &mut p, 4);
+                let body = take(payload, &mut p, body_len).to_vec();
+                events.push(Event {
+                    id,
+                    leaf,
+                    received_at,
+                    body,
+                });
+            }
+            frames.push(Frame {
+                organization,
+                first_sequence,
+                claim,
+                events,
+            });
+        }
+        frames
+    }
+
+    impl Frame {
+        pub fn encode(&self) -> Vec<u8> {
+            let mut payload = Vec::new();
+            payload.extend_from_slice(&(self.organization.len() as u16).to_le_bytes());
+            payload.extend_from_slice(&self.organization);
+            payload.extend_from_slice(&self.first_sequence.to_le_bytes());
+            payload.extend_from_slice(&(self.events.len() as u32).to_le_bytes());
+            payload.extend_from_slice(&self.claim);
+            for event in &self.events {
+                payload.push(event.id.len() as u8);
+                payload.extend_from_slice(&event.id);
+                payload.extend_from_slice(&event.leaf);
+                payload.extend_from_slice(&event.received_at);
+                payload.extend_from_slice(&(event.body.len() as u32).to_le_bytes());
+                payload.extend_from_slice(&crc32fast::hash(&event.body).to_le_bytes());
+                payload.extend_from_slice(&event.body);
+            }
+            let mut frame = b"TML1".to_vec();
+            frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            let header_crc = crc32fast::hash(&frame);
+            frame.extend_from_slice(&header_crc.to_le_bytes());
+            frame.extend_from_slice(&payload);
+            frame
         }
     }
 }
@@ -290,7 +488,7 @@ impl TestApp {
             max_body_bytes: options.max_body_bytes,
         };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let app = Trailmark::new(store, app_config).expect("valid config");
+        let app = Trailmark::new(Arc::clone(&store), app_config).expect("valid config");
         let state = AppState::new(app, config);
         tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
@@ -298,6 +496,7 @@ impl TestApp {
         TestApp {
             base,
             client: Client::new(),
+            store,
             data_dir,
             database,
             server: InProcessServer(Some(shutdown)),
@@ -372,14 +571,17 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
-    /// A store over this server's database, as a second process would open it.
-    pub async fn store(&self) -> Arc<dyn Store> {
-        self.database.store().await
+    /// The store this server runs on, for reading and writing beside the API.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
     }
 
-    /// The organization's stored events, read straight from the database.
+    /// The organization's stored events, read straight from the store.
     pub async fn stored_events(&self, organization_id: &str) -> Vec<trailmark_store::StoredEvent> {
-        self.database.stored_events(organization_id).await
+        self.store
+            .events_after(organization_id, None, 1_000_000)
+            .await
+            .expect("read events")
     }
 }
 
@@ -396,9 +598,11 @@ impl TestApp {
             data_dir,
             database,
             server,
+            store,
             ..
         } = self;
         drop(server);
+        drop(store);
         TestApp::spawn_with(Options {
             data_dir: Some(data_dir),
             database: Some(database),

@@ -9,7 +9,7 @@ use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
 
-use crate::helpers::{TestApp, body, event};
+use crate::helpers::{LogTampering, TestApp, body, event};
 
 /// Ingests events numbered `from..from + count` (distinct content, so none is deduplicated).
 async fn ingest_from(app: &TestApp, organization: &str, from: usize, count: usize) -> Vec<Value> {
@@ -502,26 +502,45 @@ async fn the_database_audit_passes_untouched_and_names_each_kind_of_tampering() 
         )
     );
 
+    // Each kind of tampering, in the tables (PostgreSQL) or in the log's files (the embedded
+    // store), by an attacker who also recomputes every checksum the files carry.
     let cases = [
         (
             "UPDATE events SET body = replace(body, 'Jon Smith', 'Mallory') WHERE sequence = 3",
+            LogTampering::EditBody {
+                sequence: 3,
+                from: "Jon Smith",
+                to: "Mallory",
+            },
+            "(sequence 3)",
             "(sequence 3)",
         ),
         (
             "DELETE FROM events WHERE sequence = 5",
+            LogTampering::Remove(5),
+            "sequence 5 is missing",
             "sequence 5 is missing",
         ),
         (
             "UPDATE events SET sequence = -1 WHERE sequence = 8; UPDATE events SET sequence = 8 WHERE sequence = 9; \
              UPDATE events SET sequence = 9 WHERE sequence = -1",
+            LogTampering::Swap(8, 9),
+            "(sequence 8)",
             "(sequence 8)",
         ),
     ];
-    for (sql, named) in cases {
+    for (sql, in_log, named_in_tables, named_in_log) in cases {
         let (app, _, receipts, key) = audited_app().await;
-        app.database.tamper(sql).await;
+        let named = if app.database.has_log() {
+            app.database.tamper_log(in_log);
+            named_in_log
+        } else {
+            app.database.tamper(sql).await;
+            named_in_tables
+        };
         let output = audit(&app, &key);
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{sql}: {stdout}");
         assert!(stdout.contains(named), "{sql}: {named:?} not in {stdout}");
         if named == "(sequence 3)" {

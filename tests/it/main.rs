@@ -22,4 +22,5 @@ mod retention;
 mod scale_out;
 mod schemas;
 mod streams;
+mod upgrade;
 mod workos_rust_sdk;

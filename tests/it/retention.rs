@@ -19,7 +19,7 @@ const DAY: i64 = 86_400_000;
 /// Appends events received `days_ago` days ago, straight through the store (the API always
 /// stamps the current time).
 async fn append_old(app: &TestApp, organization: &str, count: usize, days_ago: i64) -> Vec<String> {
-    let store = app.store().await;
+    let store = app.store();
     let received_at = Timestamp::now().plus_millis(-days_ago * DAY);
     let events = (0..count)
         .map(|n| {

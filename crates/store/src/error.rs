@@ -28,6 +28,12 @@ pub enum StoreError {
     /// A ledger request outside the tree, or a tree missing nodes it must have.
     #[error(transparent)]
     Ledger(#[from] trailmark_ledger::LedgerError),
+    /// Another process writes this embedded log (a second `trailmark serve` on one data
+    /// directory).
+    #[error(
+        "another Trailmark process is writing the log at {0}; stop it first (readers such as `trailmark verify` may run beside it)"
+    )]
+    Locked(String),
     /// The storage worker is gone (the store is shutting down or a worker panicked).
     #[error("storage is unavailable: {0}")]
     Unavailable(String),

@@ -32,6 +32,7 @@
 
 mod codec;
 mod error;
+mod log;
 mod model;
 mod observe;
 mod portal;
@@ -58,9 +59,6 @@ pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 pub use postgres::{PostgresStore, SettingsError};
 pub use sqlite::SqliteStore;
-/// The SQL a search runs on SQLite, for the read benchmark's raw ceiling.
-#[doc(hidden)]
-pub use sqlite::{SearchStatement, search_statements};
 pub use trailmark_ledger::tree::Hash;
 
 /// Everything Trailmark persists: every aggregate's trait, implemented by one backend. Callers
@@ -300,7 +298,7 @@ pub trait StreamStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
     /// Records a delivery: moves the cursor from `from` to `to` and sets the stream's state to
-    /// [`rules::state_after_delivery`] of its enabled flag, only while `holder` holds the lease
+    /// [`rules::stream_state_after_delivery`] of its enabled flag, only while `holder` holds the lease
     /// and the cursor is still `from` (a replay may have moved it). Returns whether it did.
     async fn record_delivery(
         &self,

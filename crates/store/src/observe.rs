@@ -19,15 +19,15 @@ pub trait StoreObserver: Send + Sync {
 /// Reads a pool's use on demand.
 pub type PoolProbe = Arc<dyn Fn() -> PoolUse + Send + Sync>;
 
-/// One group commit: one transaction holding every write that was waiting.
+/// One group commit of events: every append that was waiting, made durable at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Commit {
     /// Events appended in it (other writes, such as a stream's cursor, count none).
     pub events: usize,
-    /// From the transaction's first statement to the end of its `COMMIT`.
+    /// From the group's start to its durable end.
     pub total: Duration,
-    /// The `COMMIT` alone: on SQLite the write of the WAL and its fsync (`synchronous=FULL`);
-    /// on PostgreSQL the round trip in which the server flushes its WAL.
+    /// The durable write alone: on SQLite the log's write and its `fdatasync`; on PostgreSQL
+    /// the `COMMIT` round trip in which the server flushes its WAL.
     pub flush: Duration,
     /// Whether it committed; a failed commit fails every write in it.
     pub committed: bool,

@@ -35,7 +35,8 @@ pub struct PreparedEvent {
     pub targets: Vec<(String, String)>,
     /// The normalized event JSON (`NewEvent::to_json`), compact.
     pub body: String,
-    /// What the free-text filter searches (`NewEvent::search_text`).
+    /// What the free-text filter searches (`NewEvent::search_text`), lower-cased: the filter
+    /// is case-insensitive.
     pub search_text: String,
     pub leaf: LeafTemplate,
 }
@@ -60,7 +61,7 @@ impl PreparedAppend {
                         &body,
                     ),
                     body: body.to_string(),
-                    search_text: event.search_text(),
+                    search_text: event.search_text().to_lowercase(),
                     action: event.action().to_owned(),
                     occurred_at: event.occurred_at(),
                     actor_id: event.actor().id.clone(),
@@ -99,20 +100,22 @@ impl PreparedAppend {
     }
 }
 
+/// The receipt of `event` placed at `sequence`: its leaf hash is computed there, by the one
+/// leaf function every backend uses.
+pub fn receipt_at(sequence: u64, event: &PreparedEvent) -> Receipt {
+    Receipt {
+        id: event.id.clone(),
+        sequence,
+        leaf_hash: event.leaf.hash(sequence),
+    }
+}
+
 /// Gives `event` the next sequence of the log whose head is `head`: its receipt, and the Merkle
-/// nodes its leaf completes (to store once; they never change).
+/// nodes its leaf completes (for backends that store nodes one by one).
 pub fn sequence(head: &mut Frontier, event: &PreparedEvent) -> (Receipt, Vec<Node>) {
-    let sequence = head.size();
-    let leaf_hash = event.leaf.hash(sequence);
-    let nodes = head.append(leaf_hash);
-    (
-        Receipt {
-            id: event.id.clone(),
-            sequence,
-            leaf_hash,
-        },
-        nodes,
-    )
+    let receipt = receipt_at(head.size(), event);
+    let nodes = head.append(receipt.leaf_hash);
+    (receipt, nodes)
 }
 
 /// Whether an idempotency record that expires at `expires_at` still answers at `now`.

@@ -1,40 +1,354 @@
-//! The behaviour every `Store` implementation must have. Each test is written once against
-//! `&dyn Store` and instantiated per backend by `store_tests!`: SQLite in a temporary file, and
-//! PostgreSQL in a database of its own on the server `TRAILMARK_TEST_POSTGRES_URL` names
-//! (default: the local one), dropped afterwards.
+//! The behaviour every storage backend must have. Each test is written once against the
+//! storage traits (`&dyn Store`, or a [`Fixture`] for the tests that reopen the store) and
+//! instantiated per backend by `contract_tests!`: SQLite in a temporary file, and PostgreSQL in
+//! a schema of its own (see [`SHARED_DATABASE`]) on the server `TRAILMARK_TEST_POSTGRES_URL`
+//! names (default: the local one), dropped afterwards. The tests name no table and no SQL, so a
+//! new backend runs them
+//! unchanged: add a fixture function and one `contract_tests!(backend_tests!(name));` line.
+//!
+//! [`COVERAGE`] says which tests cover each method of each trait; `every_store_method_is_covered`
+//! fails when a trait in `src/lib.rs` gains a method the table does not list, or when a listed
+//! test does not call its method.
 
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::json;
 use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::Scope;
 use trailmark_domain::event::NewEvent;
-use trailmark_domain::organization::OrganizationChanges;
+use trailmark_domain::export::ExportFormat;
+use trailmark_domain::organization::{Domain, DomainState, Organization, OrganizationChanges};
 use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::query::{ActionPattern, EventFilter};
-use trailmark_domain::schema::{ActionName, SchemaDefinition};
+use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_ledger::LedgerError;
+use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_inclusion};
 use trailmark_store::{
-    AppendOutcome, AppendRequest, IdempotencyClaim, NewPortalSession, Order, PendingEvent,
-    PortalLink, PortalRedemption, PostgresStore, SchemaLookup, SearchRequest, SqliteStore, Store,
-    StoreError, rules,
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
+    IdempotencyClaim, LegalHold, NewPortalSession, Order, OrganizationFilter, Page, PageRequest,
+    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, SchemaLookup,
+    SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent, StreamRecord,
+    StreamState, rules,
 };
 
-/// A store over a fresh temporary database, and the guard that deletes it.
-struct Fixture {
-    store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-    _database: Option<DatabaseGuard>,
+/// Which contract tests cover each method of each storage trait: one `Trait::method test` pair
+/// a line. `every_store_method_is_covered` checks it against `src/lib.rs` and the tests.
+const COVERAGE: &str = "
+Health::ping                          a_store_answers_ping
+ApiKeys::insert_api_key               api_keys_are_found_by_their_hash
+ApiKeys::find_api_key                 api_keys_are_found_by_their_hash
+ApiKeys::has_api_keys                 api_keys_are_found_by_their_hash
+Organizations::insert_organization    organizations_keep_every_field
+Organizations::insert_organization    external_ids_are_unique_among_live_organizations
+Organizations::get_organization       organizations_keep_every_field
+Organizations::get_organization       updates_replace_the_fields_of_live_organizations_only
+Organizations::get_organization       deleted_organizations_disappear_but_keep_their_logs
+Organizations::list_organizations     organization_lists_page_with_cursors_in_both_orders
+Organizations::list_organizations     organization_lists_filter_by_domain_name_and_id
+Organizations::list_organizations     deleted_organizations_disappear_but_keep_their_logs
+Organizations::update_organization    updates_replace_the_fields_of_live_organizations_only
+Organizations::update_organization    external_ids_are_unique_among_live_organizations
+Organizations::delete_organization    deleted_organizations_disappear_but_keep_their_logs
+Organizations::delete_organization    external_ids_are_unique_among_live_organizations
+Organizations::set_retention          retention_periods_are_set_on_live_organizations_only
+Schemas::latest_schema                schema_versions_are_immutable
+Schemas::get_schema                   schema_versions_are_immutable
+Schemas::insert_schema                schema_versions_are_immutable
+Schemas::list_schemas                 schema_lists_page_by_version_in_both_orders
+Schemas::list_schemas                 racing_schema_writers_create_each_version_once
+Schemas::list_actions                 action_lists_page_by_name_with_first_and_latest_times
+EventLog::append                      sequences_are_gap_free_per_organization
+EventLog::append                      concurrent_appends_never_share_a_sequence
+EventLog::append                      an_idempotent_append_is_stored_once
+EventLog::append                      a_replay_answers_with_the_first_appends_receipts_and_outcome
+EventLog::append                      expired_idempotency_records_no_longer_replay
+EventLog::append                      an_expired_claim_is_replaced_by_the_next_append_with_its_identity
+EventLog::append                      appends_to_unknown_or_deleted_organizations_fail_alone
+EventLog::append                      acknowledged_writes_survive_reopening_the_store
+EventLog::events_after                sequences_are_gap_free_per_organization
+EventLog::events_after                searches_honour_both_sequence_bounds_in_both_orders
+EventLog::search_events               searches_find_exactly_the_matching_events_of_a_long_log
+EventLog::search_events               searches_honour_both_sequence_bounds_in_both_orders
+EventLog::search_events               every_acknowledged_append_is_visible_at_once
+EventLog::search_events               free_text_finds_case_insensitive_substrings_of_every_searched_field
+EventLog::search_raw_events           raw_searches_return_the_stored_body_text_of_the_same_events
+EventLog::search_raw_events           searches_honour_both_sequence_bounds_in_both_orders
+EventLog::get_event                   appended_events_read_back_as_stored
+EventLog::get_event                   every_acknowledged_append_is_visible_at_once
+EventLog::log_size                    log_sizes_count_every_log_including_deleted_organizations
+EventLog::log_sizes                   log_sizes_count_every_log_including_deleted_organizations
+EventLog::purge_idempotency           purging_idempotency_removes_expired_records_only
+EventLog::purge_idempotency           expired_idempotency_records_no_longer_replay
+LedgerStore::tree_root                tree_roots_are_the_roots_of_the_appended_leaves
+LedgerStore::inclusion_proofs         inclusion_proofs_verify_against_the_roots
+LedgerStore::consistency_proof        consistency_proofs_verify_between_sizes
+LedgerStore::insert_checkpoint        checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest
+LedgerStore::latest_checkpoint        checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest
+LedgerStore::logs_needing_checkpoint  logs_needing_a_checkpoint_are_those_grown_past_their_latest
+Retention::purgeable_organizations    purgeable_organizations_have_a_retention_period_and_no_legal_hold
+Retention::purge_events               retention_purges_contents_but_keeps_stubs_in_the_log
+Retention::purge_events               a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit
+Retention::legal_hold                 a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit
+Retention::legal_hold                 a_legal_hold_is_not_set_on_an_organization_that_is_not_live
+Retention::set_legal_hold             a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit
+Retention::set_legal_hold             a_legal_hold_is_not_set_on_an_organization_that_is_not_live
+StreamStore::insert_stream            streams_keep_every_field_and_list_oldest_first
+StreamStore::get_stream               streams_keep_every_field_and_list_oldest_first
+StreamStore::list_streams             streams_keep_every_field_and_list_oldest_first
+StreamStore::update_stream            updating_a_stream_replaces_its_settings_but_not_its_cursor
+StreamStore::delete_stream            a_deleted_stream_is_gone
+StreamStore::lease_stream             a_stream_lease_keeps_other_holders_out_until_it_expires
+StreamStore::record_delivery          deliveries_are_recorded_only_by_the_lease_holder_from_the_expected_cursor
+StreamStore::record_delivery          a_delivery_leaves_the_state_the_enabled_flag_gives
+StreamStore::record_stream_failure    stream_failures_record_the_state_and_the_reason
+StreamStore::set_stream_cursor        replays_move_a_stream_cursor
+ExportStore::insert_export            exports_keep_every_field_and_list_by_state_oldest_first
+ExportStore::get_export               exports_keep_every_field_and_list_by_state_oldest_first
+ExportStore::exports_in_state         exports_keep_every_field_and_list_by_state_oldest_first
+ExportStore::finish_export            exports_keep_every_field_and_list_by_state_oldest_first
+ExportStore::finish_export            a_finished_export_stays_as_it_finished
+ExportStore::claim_export             one_runner_at_a_time_claims_a_pending_export
+PortalStore::insert_portal_link       a_portal_link_opens_one_session_even_when_raced
+PortalStore::redeem_portal_link       a_portal_link_opens_one_session_even_when_raced
+PortalStore::touch_portal_session     portal_sessions_expire_after_inactivity_and_are_purged
+PortalStore::purge_portal             portal_sessions_expire_after_inactivity_and_are_purged
+PortalStore::purge_portal             purging_the_portal_removes_only_what_expired
+";
+
+/// Every contract test, listed once. `stores` take the store; `fixtures` take the whole
+/// fixture, to reopen it. `$then` receives the lists (one backend's tests, or their names).
+macro_rules! contract_tests {
+    ($then:ident!($($args:tt)*)) => {
+        $then!($($args)*
+            stores: [
+                a_store_answers_ping,
+                api_keys_are_found_by_their_hash,
+                organizations_keep_every_field,
+                external_ids_are_unique_among_live_organizations,
+                updates_replace_the_fields_of_live_organizations_only,
+                deleted_organizations_disappear_but_keep_their_logs,
+                organization_lists_page_with_cursors_in_both_orders,
+                organization_lists_filter_by_domain_name_and_id,
+                retention_periods_are_set_on_live_organizations_only,
+                schema_versions_are_immutable,
+                racing_schema_writers_create_each_version_once,
+                an_equal_schema_returns_the_latest_version,
+                schema_lists_page_by_version_in_both_orders,
+                action_lists_page_by_name_with_first_and_latest_times,
+                sequences_are_gap_free_per_organization,
+                concurrent_appends_never_share_a_sequence,
+                an_idempotent_append_is_stored_once,
+                a_replay_answers_with_the_first_appends_receipts_and_outcome,
+                expired_idempotency_records_no_longer_replay,
+                an_expired_claim_is_replaced_by_the_next_append_with_its_identity,
+                purging_idempotency_removes_expired_records_only,
+                appends_to_unknown_or_deleted_organizations_fail_alone,
+                appended_events_read_back_as_stored,
+                every_acknowledged_append_is_visible_at_once,
+                log_sizes_count_every_log_including_deleted_organizations,
+                searches_honour_both_sequence_bounds_in_both_orders,
+                free_text_finds_case_insensitive_substrings_of_every_searched_field,
+                searches_find_exactly_the_matching_events_of_a_long_log,
+                raw_searches_return_the_stored_body_text_of_the_same_events,
+                tree_roots_are_the_roots_of_the_appended_leaves,
+                inclusion_proofs_verify_against_the_roots,
+                consistency_proofs_verify_between_sizes,
+                checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest,
+                logs_needing_a_checkpoint_are_those_grown_past_their_latest,
+                purgeable_organizations_have_a_retention_period_and_no_legal_hold,
+                retention_purges_contents_but_keeps_stubs_in_the_log,
+                a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit,
+                a_legal_hold_is_not_set_on_an_organization_that_is_not_live,
+                streams_keep_every_field_and_list_oldest_first,
+                updating_a_stream_replaces_its_settings_but_not_its_cursor,
+                a_deleted_stream_is_gone,
+                a_stream_lease_keeps_other_holders_out_until_it_expires,
+                deliveries_are_recorded_only_by_the_lease_holder_from_the_expected_cursor,
+                a_delivery_leaves_the_state_the_enabled_flag_gives,
+                stream_failures_record_the_state_and_the_reason,
+                replays_move_a_stream_cursor,
+                exports_keep_every_field_and_list_by_state_oldest_first,
+                a_finished_export_stays_as_it_finished,
+                one_runner_at_a_time_claims_a_pending_export,
+                a_portal_link_opens_one_session_even_when_raced,
+                portal_sessions_expire_after_inactivity_and_are_purged,
+                purging_the_portal_removes_only_what_expired,
+            ],
+            fixtures: [
+                acknowledged_writes_survive_reopening_the_store,
+            ],
+        );
+    };
 }
 
-/// Drops the named PostgreSQL database.
-struct DatabaseGuard(String);
+/// One backend's module of `#[tokio::test]`s, each on a fresh database from `$backend()`.
+macro_rules! backend_tests {
+    ($backend:ident stores: [$($store:ident),* $(,)?], fixtures: [$($fixture:ident),* $(,)?] $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $store() {
+                    let fixture = super::$backend().await;
+                    super::$store(fixture.store.as_ref()).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $fixture() {
+                    super::$fixture(super::$backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The names of the contract tests, for the coverage check.
+macro_rules! test_names {
+    (stores: [$($store:ident),* $(,)?], fixtures: [$($fixture:ident),* $(,)?] $(,)?) => {
+        const CONTRACT_TESTS: &[&str] = &[$(stringify!($store),)* $(stringify!($fixture),)*];
+    };
+}
+
+contract_tests!(backend_tests!(sqlite));
+contract_tests!(backend_tests!(postgres));
+contract_tests!(test_names!());
+
+/// The methods of every `pub trait` in the store's `lib.rs`, as `(trait, method)`.
+fn trait_methods(lib: &str) -> Vec<(String, String)> {
+    let mut methods = Vec::new();
+    let mut current: Option<String> = None;
+    for line in lib.lines() {
+        if let Some(rest) = line.strip_prefix("pub trait ") {
+            let name = rest
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or_default();
+            current = Some(name.to_owned());
+        } else if line == "}" {
+            current = None;
+        } else if let (Some(name), Some((_, rest))) = (&current, line.split_once("async fn ")) {
+            let method = rest
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or_default();
+            methods.push((name.clone(), method.to_owned()));
+        }
+    }
+    methods
+}
+
+/// The text of the top-level function `name` in this file, from its signature to its closing
+/// brace (rustfmt puts that at the start of a line).
+fn function_text<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    let start = source.find(&format!("\nasync fn {name}("))?;
+    let length = source[start..].find("\n}\n")?;
+    Some(&source[start..start + length])
+}
+
+#[test]
+fn every_store_method_is_covered() {
+    let declared = trait_methods(include_str!("../src/lib.rs"));
+    assert!(
+        declared.len() >= 40,
+        "lib.rs no longer reads as expected: {declared:?}"
+    );
+    let rows: Vec<(&str, &str)> = COVERAGE
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(method, test)| (method, test.trim()))
+        .collect();
+    let mut listed: Vec<(String, String)> = rows
+        .iter()
+        .map(|(method, _)| {
+            let (name, method) = method.split_once("::").expect("Trait::method");
+            (name.to_owned(), method.to_owned())
+        })
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let unlisted: Vec<_> = declared.iter().filter(|m| !listed.contains(m)).collect();
+    let unknown: Vec<_> = listed.iter().filter(|m| !declared.contains(m)).collect();
+    assert!(
+        unlisted.is_empty(),
+        "methods no COVERAGE row names (add a test, and a row): {unlisted:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "COVERAGE rows for methods the traits no longer have: {unknown:?}"
+    );
+    let source = include_str!("contract.rs");
+    for (method, test) in rows {
+        assert!(
+            CONTRACT_TESTS.contains(&test),
+            "{test} (for {method}) is not in contract_tests!"
+        );
+        let text = function_text(source, test)
+            .unwrap_or_else(|| panic!("{test} is not an async fn of this file"));
+        let (_, name) = method.split_once("::").expect("Trait::method");
+        assert!(
+            text.contains(&format!("{name}(")),
+            "{test} is listed for {method} but does not call it"
+        );
+    }
+}
+
+/// A store over a fresh database (a temporary file, or a schema of its own), and the guard that
+/// deletes it.
+struct Fixture {
+    store: Arc<dyn Store>,
+    location: Location,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<SchemaGuard>,
+}
+
+/// Where a fixture's database is, to open it again.
+enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// Drops the named schema of the shared PostgreSQL database.
+struct SchemaGuard(String);
+
+async fn open(location: &Location) -> Arc<dyn Store> {
+    match location {
+        Location::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open")),
+        Location::Postgres(url) => Arc::new(PostgresStore::connect(url).await.expect("connect")),
+    }
+}
+
+impl Fixture {
+    /// Closes the store and opens its database again, as a restarted server does.
+    async fn reopen(self) -> Fixture {
+        let Fixture {
+            store,
+            location,
+            _dir,
+            _schema,
+        } = self;
+        drop(store);
+        Fixture {
+            store: open(&location).await,
+            location,
+            _dir,
+            _schema,
+        }
+    }
+}
 
 async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+    let location = Location::Sqlite(dir.path().join("t.db"));
     Fixture {
-        store: Arc::new(store),
+        store: open(&location).await,
+        location,
         _dir: Some(dir),
-        _database: None,
+        _schema: None,
     }
 }
 
@@ -43,88 +357,144 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-async fn admin_statement(sql: &str) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) =
-        tokio_postgres::connect(&postgres_admin_url(), tokio_postgres::NoTls).await?;
+/// The database the PostgreSQL tests share, each in a schema of its own that its store's search
+/// path names. A database per test cost over a second, mostly the checkpoint PostgreSQL forces
+/// on every DROP DATABASE (which also stalls everyone else's writes); a schema is created and
+/// dropped in milliseconds. The database is made on first use and left, empty, for the next run.
+const SHARED_DATABASE: &str = "trailmark_contract";
+
+/// The admin URL with `database` in place of its own, and `parameter` added to its query.
+fn postgres_url(database: &str, parameter: Option<&str>) -> String {
+    let admin = postgres_admin_url();
+    let (server, rest) = admin.rsplit_once('/').expect("a URL with a database");
+    let query = rest.split_once('?').map(|(_, query)| query);
+    let query: Vec<&str> = query.into_iter().chain(parameter).collect();
+    if query.is_empty() {
+        format!("{server}/{database}")
+    } else {
+        format!("{server}/{database}?{}", query.join("&"))
+    }
+}
+
+async fn run_sql(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     client.batch_execute(sql).await
 }
 
 async fn postgres() -> Fixture {
-    let name = format!(
-        "trailmark_contract_{}",
+    use tokio_postgres::error::SqlState;
+    // Two runs creating it at once: one of them finds it taken, by name or in the catalog.
+    if let Err(error) = run_sql(
+        &postgres_admin_url(),
+        &format!("CREATE DATABASE {SHARED_DATABASE}"),
+    )
+    .await
+    {
+        let code = error.code();
+        assert!(
+            code == Some(&SqlState::DUPLICATE_DATABASE)
+                || code == Some(&SqlState::UNIQUE_VIOLATION),
+            "PostgreSQL (TRAILMARK_TEST_POSTGRES_URL) creates the test database: {error}"
+        );
+    }
+    let shared = postgres_url(SHARED_DATABASE, None);
+    // pg_trgm goes in `public`, which every test's search path ends with: a store would
+    // otherwise install it in its own schema, and dropping that schema would drop the
+    // extension with every other test's trigram index. A server without it is no error (the
+    // store then searches text without the index).
+    for _ in 0..3 {
+        match run_sql(
+            &shared,
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public",
+        )
+        .await
+        {
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => continue,
+            _ => break,
+        }
+    }
+    let schema = format!(
+        "contract_{}",
         ulid::Ulid::generate().to_string().to_lowercase()
     );
-    admin_statement(&format!("CREATE DATABASE {name}"))
+    run_sql(&shared, &format!("CREATE SCHEMA {schema}"))
         .await
-        .expect("PostgreSQL (TRAILMARK_TEST_POSTGRES_URL) creates a test database");
-    let admin = postgres_admin_url();
-    let (server, _) = admin.rsplit_once('/').expect("a URL with a database");
-    let store = PostgresStore::connect(&format!("{server}/{name}"))
-        .await
-        .expect("open");
+        .expect("a schema for the test");
+    let search_path = format!("options=-csearch_path%3D{schema}%2Cpublic");
+    let location = Location::Postgres(postgres_url(SHARED_DATABASE, Some(&search_path)));
     Fixture {
-        store: Arc::new(store),
+        store: open(&location).await,
+        location,
         _dir: None,
-        _database: Some(DatabaseGuard(name)),
+        _schema: Some(SchemaGuard(schema)),
     }
 }
 
-impl Drop for DatabaseGuard {
+impl Drop for SchemaGuard {
     fn drop(&mut self) {
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+        // The store is closed, but a session of its may still hold a lock on its tables until
+        // its connection task (on the test's runtime, blocked here) sends a ROLLBACK: those
+        // sessions are ended first, as DROP DATABASE … WITH (FORCE) would.
+        let statement = format!(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+               JOIN pg_class c ON c.oid = l.relation
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = '{0}' AND l.pid <> pg_backend_pid();
+             DROP SCHEMA IF EXISTS {0} CASCADE",
+            self.0
+        );
         // The test's runtime cannot be blocked on from inside; a thread with its own can.
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map(|runtime| runtime.block_on(admin_statement(&statement)))
+                .map(|runtime| {
+                    runtime.block_on(run_sql(&postgres_url(SHARED_DATABASE, None), &statement))
+                })
         })
         .join();
     }
 }
 
-macro_rules! store_tests {
-    ($backend:ident: $($name:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let fixture = super::$backend().await;
-                    super::$name(fixture.store.as_ref()).await;
-                }
-            )*
-        }
-    };
-}
+// ---------------------------------------------------------------------------------------------
+// Helpers
 
-macro_rules! contract {
-    ($($backend:ident),*) => {
-        $(
-            store_tests!($backend:
-                sequences_are_gap_free_per_organization,
-                concurrent_appends_never_share_a_sequence,
-                an_idempotent_append_is_stored_once,
-                expired_idempotency_records_no_longer_replay,
-                appends_to_unknown_or_deleted_organizations_fail_alone,
-                an_equal_schema_returns_the_latest_version,
-                one_runner_at_a_time_claims_a_pending_export,
-                searches_find_exactly_the_matching_events_of_a_long_log,
-                raw_searches_return_the_stored_body_text_of_the_same_events,
-                a_portal_link_opens_one_session_even_when_raced,
-                portal_sessions_expire_after_inactivity_and_are_purged,
-            );
-        )*
-    };
-}
+/// A fixed instant the tests count from, so stored times compare exactly.
+const T0: i64 = 1_780_000_000_000;
 
-contract!(sqlite, postgres);
+fn at(millis: i64) -> Timestamp {
+    Timestamp::from_unix_millis(T0 + millis)
+}
 
 async fn organization(store: &dyn Store, name: &str) -> String {
     let new = OrganizationChanges::parse(&json!({"name": name}), true)
         .expect("valid")
         .into_new_organization(Timestamp::now());
     store.insert_organization(new).await.expect("insert").id
+}
+
+/// The `n`-th organization of a test: ids sort as `n` does, as generated ids sort by time.
+fn new_organization(n: u32, name: &str) -> Organization {
+    Organization {
+        id: format!("org_{n:026}"),
+        name: name.to_owned(),
+        domains: Vec::new(),
+        metadata: BTreeMap::new(),
+        external_id: None,
+        allow_profiles_outside_organization: false,
+        retention_period_in_days: None,
+        created_at: at(i64::from(n)),
+        updated_at: at(i64::from(n)),
+    }
+}
+
+fn domain(n: u32, name: &str, state: DomainState) -> Domain {
+    Domain {
+        id: format!("org_domain_{n:026}"),
+        domain: name.to_owned(),
+        state,
+    }
 }
 
 fn pending(n: u64) -> PendingEvent {
@@ -141,6 +511,25 @@ fn pending(n: u64) -> PendingEvent {
         id: format!("event_{n:026}"),
         event,
         received_at: Timestamp::now(),
+    }
+}
+
+/// The `n`-th event of a test, with its own actor, target and search needle (`needle{n}x`,
+/// which no other event's text contains), received at `received_at`.
+fn described(n: u64, action: &str, received_at: Timestamp) -> PendingEvent {
+    let event = NewEvent::parse(&json!({
+        "action": action,
+        "occurred_at": "2026-08-01T10:00:00Z",
+        "actor": {"id": format!("actor_{n}"), "type": "user", "name": format!("Actor {n}")},
+        "targets": [{"id": format!("doc_{n}"), "type": "document"}],
+        "context": {"location": "192.0.2.1", "user_agent": "contract-test"},
+        "metadata": {"needle": format!("needle{n}x")}
+    }))
+    .expect("valid event");
+    PendingEvent {
+        id: format!("event_{n:026}"),
+        event,
+        received_at,
     }
 }
 
@@ -165,6 +554,870 @@ async fn append(
         })
         .await
 }
+
+async fn appended(
+    store: &dyn Store,
+    organization: &str,
+    events: Vec<PendingEvent>,
+) -> Vec<Receipt> {
+    match append(store, organization, events).await.expect("append") {
+        AppendOutcome::Appended { receipts } => receipts,
+        replayed => panic!("expected an append, got {replayed:?}"),
+    }
+}
+
+async fn whole_log(store: &dyn Store, organization: &str) -> Vec<StoredEvent> {
+    store
+        .events_after(organization, None, 100_000)
+        .await
+        .expect("read")
+}
+
+fn page(order: Order, limit: usize, before: Option<String>, after: Option<String>) -> PageRequest {
+    PageRequest {
+        limit,
+        order,
+        before,
+        after,
+    }
+}
+
+/// The page a cursor-paginated list must give for `request`, cut from the whole list: `all`
+/// holds every item with its cursor, in ascending order, and the request's cursor is one of
+/// them. `more_before`/`more_after` say whether any item lies before the first item of the
+/// page or after its last, in the requested order (the cursor's own item counts).
+fn expected_page<T: Clone>(all: &[(String, T)], request: &PageRequest) -> Page<T> {
+    let mut ordered: Vec<&(String, T)> = all.iter().collect();
+    if request.order == Order::Desc {
+        ordered.reverse();
+    }
+    let position = |cursor: &String| {
+        ordered
+            .iter()
+            .position(|(key, _)| key == cursor)
+            .expect("cursors are items of the list")
+    };
+    let (items, more_before, more_after) = match (&request.before, &request.after) {
+        (Some(before), _) => {
+            let end = position(before);
+            let start = end.saturating_sub(request.limit);
+            (&ordered[start..end], start > 0, true)
+        }
+        (None, Some(after)) => {
+            let start = position(after) + 1;
+            let end = (start + request.limit).min(ordered.len());
+            (&ordered[start..end], true, end < ordered.len())
+        }
+        (None, None) => {
+            let end = request.limit.min(ordered.len());
+            (&ordered[..end], false, end < ordered.len())
+        }
+    };
+    Page {
+        items: items.iter().map(|(_, item)| item.clone()).collect(),
+        more_before,
+        more_after,
+    }
+}
+
+/// Checks every page of a list, in both orders, from the start and before and after each of
+/// its items, against [`expected_page`].
+async fn check_every_page<T, F, R>(all: &[(String, T)], list: F)
+where
+    T: Clone + PartialEq + Debug,
+    F: Fn(PageRequest) -> R,
+    R: Future<Output = Result<Page<T>, StoreError>>,
+{
+    for order in [Order::Asc, Order::Desc] {
+        for limit in [1, 2, all.len()] {
+            let mut requests = vec![page(order, limit, None, None)];
+            for (key, _) in all {
+                requests.push(page(order, limit, Some(key.clone()), None));
+                requests.push(page(order, limit, None, Some(key.clone())));
+            }
+            for request in requests {
+                assert_eq!(
+                    list(request.clone()).await.expect("list"),
+                    expected_page(all, &request),
+                    "{request:?}"
+                );
+            }
+        }
+    }
+}
+
+/// RFC 6962's Merkle tree hash of `leaves`, straight from its definition.
+fn merkle_root(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaves[0],
+        n => {
+            // The largest power of two smaller than n.
+            let split = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
+            node_hash(
+                &merkle_root(&leaves[..split]),
+                &merkle_root(&leaves[split..]),
+            )
+        }
+    }
+}
+
+/// The leaves of an organization's log, each checked to be the leaf hash of its event object.
+async fn leaves(store: &dyn Store, organization: &str) -> Vec<Hash> {
+    whole_log(store, organization)
+        .await
+        .iter()
+        .map(|event| {
+            if event.purged_at.is_none() {
+                assert_eq!(
+                    event.leaf_hash,
+                    event_leaf_hash(&event.leaf_object()),
+                    "event {}",
+                    event.id
+                );
+            }
+            event.leaf_hash
+        })
+        .collect()
+}
+
+/// A log of `batches.iter().sum()` events for a new organization, appended in batches of those
+/// sizes with another organization's events between them; its id and leaves.
+async fn ledger_log(store: &dyn Store, batches: &[u64]) -> (String, Vec<Hash>) {
+    let acme = organization(store, "Acme").await;
+    let other = organization(store, "Other").await;
+    let mut n = 0;
+    for (i, size) in batches.iter().enumerate() {
+        let events = (n..n + size)
+            .map(|n| described(n, "document.updated", Timestamp::now()))
+            .collect();
+        appended(store, &acme, events).await;
+        n += size;
+        let noise = described(10_000 + i as u64, "user.signed_in", Timestamp::now());
+        appended(store, &other, vec![noise]).await;
+    }
+    let leaves = leaves(store, &acme).await;
+    assert_eq!(leaves.len() as u64, n);
+    (acme, leaves)
+}
+
+fn stream(n: u8, organization: &str, enabled: bool) -> StreamRecord {
+    StreamRecord {
+        id: format!("log_stream_{n:026}"),
+        organization_id: organization.to_owned(),
+        kind: "http".into(),
+        name: format!("Stream {n}"),
+        config: json!({"url": format!("http://127.0.0.1:9/hook/{n}"), "batch_size": 100}),
+        secrets: vec![n, 0, 255],
+        enabled,
+        state: rules::initial_stream_state(enabled),
+        cursor: None,
+        last_synced_at: None,
+        last_error: None,
+        created_at: at(i64::from(n)),
+        updated_at: at(i64::from(n)),
+    }
+}
+
+async fn get_stream(store: &dyn Store, id: &str) -> StreamRecord {
+    store
+        .get_stream(id)
+        .await
+        .expect("get")
+        .expect("the stream exists")
+}
+
+fn export(n: u8, organization: &str, format: ExportFormat) -> ExportRecord {
+    ExportRecord {
+        id: format!("audit_log_export_{n:026}"),
+        organization_id: organization.to_owned(),
+        state: ExportState::Pending,
+        format,
+        filter: EventFilter::default(),
+        row_count: None,
+        error: None,
+        created_at: at(i64::from(n)),
+        updated_at: at(i64::from(n)),
+    }
+}
+
+fn action_schema(action: &str, version: u32, target: &str, created_at: Timestamp) -> ActionSchema {
+    ActionSchema {
+        action: ActionName::parse(action).expect("valid"),
+        version,
+        definition: SchemaDefinition::parse(&json!({"targets": [{"type": target}]}))
+            .expect("valid"),
+        created_at,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and API keys
+
+async fn a_store_answers_ping(store: &dyn Store) {
+    store.ping().await.expect("a live database answers");
+}
+
+async fn api_keys_are_found_by_their_hash(store: &dyn Store) {
+    assert!(
+        !store.has_api_keys().await.expect("has"),
+        "a new store has none"
+    );
+    let keys = [
+        ApiKeyRecord {
+            id: "key_1".into(),
+            hash: [1; 32],
+            scope: Scope::Admin,
+            organization_id: None,
+            created_at: at(1),
+        },
+        ApiKeyRecord {
+            id: "key_2".into(),
+            hash: [2; 32],
+            scope: Scope::Ingest,
+            organization_id: Some("org_1".into()),
+            created_at: at(2),
+        },
+        ApiKeyRecord {
+            id: "key_3".into(),
+            hash: [3; 32],
+            scope: Scope::Read,
+            organization_id: None,
+            created_at: at(3),
+        },
+    ];
+    for key in &keys {
+        store.insert_api_key(key.clone()).await.expect("insert");
+    }
+    assert!(store.has_api_keys().await.expect("has"));
+    for key in keys {
+        assert_eq!(store.find_api_key(key.hash).await.expect("find"), Some(key));
+    }
+    assert_eq!(store.find_api_key([4; 32]).await.expect("find"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Organizations
+
+async fn organizations_keep_every_field(store: &dyn Store) {
+    let mut acme = new_organization(1, "Acme");
+    acme.external_id = Some("crm-acme".into());
+    acme.domains = vec![
+        domain(1, "acme.test", DomainState::Verified),
+        domain(2, "acme-labs.test", DomainState::Pending),
+        domain(3, "acme-legacy.test", DomainState::LegacyVerified),
+    ];
+    acme.metadata = BTreeMap::from([
+        ("tier".to_owned(), "gold".to_owned()),
+        ("region".to_owned(), "eu-west".to_owned()),
+    ]);
+    acme.allow_profiles_outside_organization = true;
+    acme.retention_period_in_days = Some(90);
+    let plain = new_organization(2, "Plain");
+    for organization in [acme, plain] {
+        assert_eq!(
+            store
+                .insert_organization(organization.clone())
+                .await
+                .expect("insert"),
+            organization
+        );
+        assert_eq!(
+            store.get_organization(&organization.id).await.expect("get"),
+            Some(organization)
+        );
+    }
+    assert_eq!(
+        store.get_organization("org_missing").await.expect("get"),
+        None
+    );
+}
+
+async fn external_ids_are_unique_among_live_organizations(store: &dyn Store) {
+    let mut first = new_organization(1, "First");
+    first.external_id = Some("crm-1".into());
+    store
+        .insert_organization(first.clone())
+        .await
+        .expect("insert");
+
+    let mut second = new_organization(2, "Second");
+    second.external_id = Some("crm-1".into());
+    assert!(matches!(
+        store.insert_organization(second.clone()).await,
+        Err(StoreError::Conflict("external_id"))
+    ));
+    assert_eq!(
+        store.get_organization(&second.id).await.expect("get"),
+        None,
+        "a refused organization is not stored"
+    );
+    second.external_id = Some("crm-2".into());
+    store
+        .insert_organization(second.clone())
+        .await
+        .expect("insert");
+
+    let mut taking = second.clone();
+    taking.external_id = Some("crm-1".into());
+    assert!(matches!(
+        store.update_organization(taking).await,
+        Err(StoreError::Conflict("external_id"))
+    ));
+    assert_eq!(
+        store.get_organization(&second.id).await.expect("get"),
+        Some(second),
+        "a refused update changes nothing"
+    );
+    first.name = "First, renamed".into();
+    assert!(
+        store
+            .update_organization(first.clone())
+            .await
+            .expect("an organization keeps its own external id")
+    );
+
+    // Deleting an organization frees its external id.
+    assert!(
+        store
+            .delete_organization(&first.id, at(10))
+            .await
+            .expect("delete")
+    );
+    let mut third = new_organization(3, "Third");
+    third.external_id = Some("crm-1".into());
+    assert_eq!(
+        store
+            .insert_organization(third.clone())
+            .await
+            .expect("insert"),
+        third
+    );
+}
+
+async fn updates_replace_the_fields_of_live_organizations_only(store: &dyn Store) {
+    let acme = new_organization(1, "Acme");
+    store
+        .insert_organization(acme.clone())
+        .await
+        .expect("insert");
+    let mut changed = acme.clone();
+    changed.name = "Acme Corporation".into();
+    changed.external_id = Some("crm-7".into());
+    changed.domains = vec![domain(9, "acme.test", DomainState::Pending)];
+    changed.metadata = BTreeMap::from([("plan".to_owned(), "enterprise".to_owned())]);
+    changed.allow_profiles_outside_organization = true;
+    changed.updated_at = at(5_000);
+    assert!(
+        store
+            .update_organization(changed.clone())
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        store.get_organization(&acme.id).await.expect("get"),
+        Some(changed.clone())
+    );
+
+    assert!(
+        !store
+            .update_organization(new_organization(2, "Never stored"))
+            .await
+            .expect("update"),
+        "an unknown organization is not created by an update"
+    );
+    assert_eq!(
+        store
+            .get_organization(&new_organization(2, "").id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(
+        store
+            .delete_organization(&acme.id, at(6_000))
+            .await
+            .expect("delete")
+    );
+    changed.name = "Back from the dead".into();
+    assert!(
+        !store.update_organization(changed).await.expect("update"),
+        "a deleted organization is not updated"
+    );
+    assert_eq!(store.get_organization(&acme.id).await.expect("get"), None);
+}
+
+async fn deleted_organizations_disappear_but_keep_their_logs(store: &dyn Store) {
+    let gone = organization(store, "Gone").await;
+    let stays = organization(store, "Stays").await;
+    let events = (0..3)
+        .map(|n| described(n, "user.signed_in", Timestamp::now()))
+        .collect();
+    appended(store, &gone, events).await;
+    let before = whole_log(store, &gone).await;
+    let root = store.tree_root(&gone, 3).await.expect("root");
+
+    assert!(
+        store
+            .delete_organization(&gone, at(1))
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_organization(&gone, at(2))
+            .await
+            .expect("delete"),
+        "deleted once"
+    );
+    assert!(
+        !store
+            .delete_organization("org_missing", at(2))
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.get_organization(&gone).await.expect("get"), None);
+    let listed = store
+        .list_organizations(
+            OrganizationFilter::default(),
+            page(Order::Asc, 10, None, None),
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|o| o.id.as_str())
+            .collect::<Vec<_>>(),
+        [stays.as_str()]
+    );
+
+    // The audit trail outlives the tenant record.
+    assert_eq!(whole_log(store, &gone).await, before);
+    assert_eq!(
+        store.get_event(&before[1].id).await.expect("get"),
+        Some(before[1].clone())
+    );
+    assert_eq!(store.log_size(&gone).await.expect("size"), 3);
+    assert_eq!(store.tree_root(&gone, 3).await.expect("root"), root);
+}
+
+async fn organization_lists_page_with_cursors_in_both_orders(store: &dyn Store) {
+    // Inserted out of order: a list's order is its ids', not insertion's.
+    let mut all = Vec::new();
+    for n in [3, 1, 5, 2, 4] {
+        let organization = new_organization(n, &format!("Organization {n}"));
+        store
+            .insert_organization(organization.clone())
+            .await
+            .expect("insert");
+        all.push((organization.id.clone(), organization));
+    }
+    let deleted = new_organization(6, "Deleted");
+    store
+        .insert_organization(deleted.clone())
+        .await
+        .expect("insert");
+    store
+        .delete_organization(&deleted.id, at(100))
+        .await
+        .expect("delete");
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    check_every_page(&all, |request| {
+        store.list_organizations(OrganizationFilter::default(), request)
+    })
+    .await;
+}
+
+async fn organization_lists_filter_by_domain_name_and_id(store: &dyn Store) {
+    let named = |n: u32, name: &str, domains: &[&str]| {
+        let mut organization = new_organization(n, name);
+        organization.domains = domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| domain(n * 10 + i as u32, d, DomainState::Verified))
+            .collect();
+        organization
+    };
+    let organizations = [
+        named(1, "Acme", &["acme.test"]),
+        {
+            let mut pure = named(2, "100% Pure", &["pure.test", "pure-labs.test"]);
+            pure.external_id = Some("pure-crm-2".into());
+            pure
+        },
+        named(3, "Acme_Labs", &[]),
+        named(4, "AcmeXLabs", &["xlabs.test"]),
+        named(5, "Back\\slash Inc", &[]),
+        named(6, "Globex", &["globex.test"]),
+        named(7, "Ärzte am Ölberg", &[]),
+    ];
+    for organization in &organizations {
+        store
+            .insert_organization(organization.clone())
+            .await
+            .expect("insert");
+    }
+    let globex = &organizations[5].id;
+    store
+        .delete_organization(globex, at(100))
+        .await
+        .expect("delete");
+
+    let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
+    let by_search = |text: &str| OrganizationFilter {
+        search: Some(text.to_owned()),
+        ..OrganizationFilter::default()
+    };
+    let by_domains = |domains: &[&str]| OrganizationFilter {
+        domains: strings(domains),
+        ..OrganizationFilter::default()
+    };
+    let cases: Vec<(OrganizationFilter, Vec<u32>)> = vec![
+        (OrganizationFilter::default(), vec![1, 2, 3, 4, 5, 7]),
+        (by_search("aCmE"), vec![1, 3, 4]),
+        (by_search("labs"), vec![3, 4]),
+        (by_search("äRZTE AM öl"), vec![7]),
+        // `%`, `_` and `\` are text, not patterns.
+        (by_search("%"), vec![2]),
+        (by_search("_"), vec![3]),
+        (by_search("e_l"), vec![3]),
+        (by_search("\\"), vec![5]),
+        (by_search("k\\s"), vec![5]),
+        (by_search("globex"), vec![]),
+        (by_domains(&["PURE-LABS.test"]), vec![2]),
+        (
+            by_domains(&["acme.test", "xlabs.test", "globex.test"]),
+            vec![1, 4],
+        ),
+        (by_domains(&["nowhere.test"]), vec![]),
+        (
+            OrganizationFilter {
+                only: Some(organizations[2].id.clone()),
+                ..OrganizationFilter::default()
+            },
+            vec![3],
+        ),
+        (
+            OrganizationFilter {
+                only: Some(organizations[2].id.clone()),
+                search: Some("pure".into()),
+                ..OrganizationFilter::default()
+            },
+            vec![],
+        ),
+        (
+            OrganizationFilter {
+                only: Some(globex.clone()),
+                ..OrganizationFilter::default()
+            },
+            vec![],
+        ),
+        (
+            OrganizationFilter {
+                search: Some("acme".into()),
+                domains: strings(&["xlabs.test", "pure.test"]),
+                only: None,
+                external_id: None,
+            },
+            vec![4],
+        ),
+        (
+            OrganizationFilter {
+                external_id: Some("pure-crm-2".into()),
+                ..OrganizationFilter::default()
+            },
+            vec![2],
+        ),
+        (
+            OrganizationFilter {
+                external_id: Some("pure-crm".into()),
+                ..OrganizationFilter::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, expected) in cases {
+        let found = store
+            .list_organizations(filter.clone(), page(Order::Asc, 100, None, None))
+            .await
+            .expect("list");
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|n| organizations[*n as usize - 1].clone())
+            .collect();
+        assert_eq!(found.items, expected, "{filter:?}");
+        assert!(!found.more_before && !found.more_after, "{filter:?}");
+    }
+}
+
+async fn retention_periods_are_set_on_live_organizations_only(store: &dyn Store) {
+    let acme = new_organization(1, "Acme");
+    store
+        .insert_organization(acme.clone())
+        .await
+        .expect("insert");
+    let mut expected = acme.clone();
+    expected.retention_period_in_days = Some(30);
+    expected.updated_at = at(1_000);
+    assert_eq!(
+        store
+            .set_retention(&acme.id, 30, at(1_000))
+            .await
+            .expect("set"),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.get_organization(&acme.id).await.expect("get"),
+        Some(expected)
+    );
+    assert_eq!(
+        store
+            .set_retention("org_missing", 30, at(1_000))
+            .await
+            .expect("set"),
+        None
+    );
+    store
+        .delete_organization(&acme.id, at(2_000))
+        .await
+        .expect("delete");
+    assert_eq!(
+        store
+            .set_retention(&acme.id, 7, at(3_000))
+            .await
+            .expect("set"),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas
+
+async fn schema_versions_are_immutable(store: &dyn Store) {
+    let action = "invoice.paid";
+    assert_eq!(store.latest_schema(action).await.expect("latest"), None);
+    let v1 = action_schema(action, 1, "invoice", at(1));
+    let v2 = action_schema(action, 2, "team", at(2));
+    store.insert_schema(v1.clone()).await.expect("insert");
+    assert_eq!(
+        store.latest_schema(action).await.expect("latest"),
+        Some(v1.clone())
+    );
+    store.insert_schema(v2.clone()).await.expect("insert");
+    assert!(matches!(
+        store
+            .insert_schema(action_schema(action, 2, "document", at(3)))
+            .await,
+        Err(StoreError::Conflict("version"))
+    ));
+    assert!(matches!(
+        store
+            .insert_schema(action_schema(action, 1, "document", at(3)))
+            .await,
+        Err(StoreError::Conflict("version"))
+    ));
+    assert_eq!(
+        store.get_schema(action, 1).await.expect("get"),
+        Some(v1),
+        "the first writer's version stands"
+    );
+    assert_eq!(
+        store.get_schema(action, 2).await.expect("get"),
+        Some(v2.clone())
+    );
+    assert_eq!(store.latest_schema(action).await.expect("latest"), Some(v2));
+    assert_eq!(store.get_schema(action, 3).await.expect("get"), None);
+    assert_eq!(
+        store.get_schema("invoice.sent", 1).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        store.latest_schema("invoice.sent").await.expect("latest"),
+        None
+    );
+}
+
+async fn racing_schema_writers_create_each_version_once(store: &dyn Store) {
+    let action = || ActionName::parse("user.signed_in").expect("valid");
+    let definition = |target: &str| {
+        SchemaDefinition::parse(&json!({"targets": [{"type": target}]})).expect("valid")
+    };
+    let now = Timestamp::now();
+    let same = (0..8).map(|_| rules::create_schema(store, action(), definition("team"), now));
+    let created = futures_util::future::join_all(same).await;
+    for schema in &created {
+        assert_eq!(schema.as_ref().expect("create").version, 1, "{created:?}");
+    }
+    let targets = ["a", "b", "c", "d"];
+    let different = targets
+        .iter()
+        .map(|target| rules::create_schema(store, action(), definition(target), now));
+    let mut versions: Vec<u32> = futures_util::future::join_all(different)
+        .await
+        .into_iter()
+        .map(|schema| schema.expect("create").version)
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        [2, 3, 4, 5],
+        "each writer got a version of its own"
+    );
+    let stored = store
+        .list_schemas("user.signed_in", page(Order::Asc, 100, None, None))
+        .await
+        .expect("list");
+    assert_eq!(
+        stored.items.iter().map(|s| s.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+}
+
+async fn schema_lists_page_by_version_in_both_orders(store: &dyn Store) {
+    // More than nine versions: cursors are numbers, so "10" comes after "9".
+    let mut all = Vec::new();
+    for version in 1..=11 {
+        let schema = action_schema("document.updated", version, "document", at(version.into()));
+        store.insert_schema(schema.clone()).await.expect("insert");
+        all.push((version.to_string(), schema));
+    }
+    for version in 1..=3 {
+        store
+            .insert_schema(action_schema("document.viewed", version, "team", at(50)))
+            .await
+            .expect("insert");
+    }
+    check_every_page(&all, |request| {
+        store.list_schemas("document.updated", request)
+    })
+    .await;
+    assert_eq!(
+        store
+            .list_schemas("document.deleted", page(Order::Desc, 10, None, None))
+            .await
+            .expect("list"),
+        Page {
+            items: Vec::new(),
+            more_before: false,
+            more_after: false,
+        }
+    );
+    for cursor in ["abc", "", "1.5", "v2"] {
+        for order in [Order::Asc, Order::Desc] {
+            assert!(
+                matches!(
+                    store
+                        .list_schemas(
+                            "document.updated",
+                            page(order, 5, None, Some(cursor.into()))
+                        )
+                        .await,
+                    Err(StoreError::InvalidCursor("after"))
+                ),
+                "after={cursor:?}"
+            );
+            assert!(
+                matches!(
+                    store
+                        .list_schemas(
+                            "document.updated",
+                            page(order, 5, Some(cursor.into()), None)
+                        )
+                        .await,
+                    Err(StoreError::InvalidCursor("before"))
+                ),
+                "before={cursor:?}"
+            );
+        }
+    }
+}
+
+async fn action_lists_page_by_name_with_first_and_latest_times(store: &dyn Store) {
+    // (action, the times its versions were created at, in version order)
+    let actions: [(&str, &[i64]); 5] = [
+        ("user.signed_in", &[10, 50]),
+        ("api_key.created", &[20]),
+        ("user.signed_out", &[30, 40, 60]),
+        ("document.updated", &[70]),
+        ("user.invited", &[80, 90]),
+    ];
+    let mut all = Vec::new();
+    for (action, times) in actions {
+        let mut latest = None;
+        for (i, time) in times.iter().enumerate() {
+            let schema = action_schema(action, i as u32 + 1, "team", at(*time));
+            store.insert_schema(schema.clone()).await.expect("insert");
+            latest = Some(schema);
+        }
+        let latest = latest.expect("every action has a version");
+        all.push((
+            action.to_owned(),
+            ActionSummary {
+                created_at: at(times[0]),
+                updated_at: latest.created_at,
+                latest,
+            },
+        ));
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    check_every_page(&all, |request| store.list_actions(request)).await;
+}
+
+async fn an_equal_schema_returns_the_latest_version(store: &dyn Store) {
+    let action = || ActionName::parse("user.signed_in").expect("valid");
+    let v1 = SchemaDefinition::parse(&json!({"targets": [{"type": "team"}]})).expect("valid");
+    let v2 = SchemaDefinition::parse(&json!({"targets": [{"type": "invoice"}]})).expect("valid");
+    let now = Timestamp::now();
+    assert_eq!(
+        rules::create_schema(store, action(), v1.clone(), now)
+            .await
+            .expect("create")
+            .version,
+        1
+    );
+    assert_eq!(
+        rules::create_schema(store, action(), v1.clone(), now)
+            .await
+            .expect("create")
+            .version,
+        1
+    );
+    assert_eq!(
+        rules::create_schema(store, action(), v2, now)
+            .await
+            .expect("create")
+            .version,
+        2
+    );
+    assert_eq!(
+        rules::create_schema(store, action(), v1, now)
+            .await
+            .expect("create")
+            .version,
+        3,
+        "equal to an older version is new"
+    );
+    assert!(
+        matches!(rules::schema_for_event(store, "user.signed_in", None).await.expect("lookup"), SchemaLookup::Found(s) if s.version == 1)
+    );
+    assert_eq!(
+        rules::schema_for_event(store, "user.signed_in", Some(4))
+            .await
+            .expect("lookup"),
+        SchemaLookup::UnknownVersion { latest: 3 }
+    );
+    assert_eq!(
+        rules::schema_for_event(store, "other", None)
+            .await
+            .expect("lookup"),
+        SchemaLookup::NoSchema
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event log
 
 async fn sequences_are_gap_free_per_organization(store: &dyn Store) {
     let acme = organization(store, "Acme").await;
@@ -321,114 +1574,6 @@ async fn appends_to_unknown_or_deleted_organizations_fail_alone(store: &dyn Stor
             .await
             .expect("read")
             .is_empty()
-    );
-}
-
-async fn an_equal_schema_returns_the_latest_version(store: &dyn Store) {
-    let action = || ActionName::parse("user.signed_in").expect("valid");
-    let v1 = SchemaDefinition::parse(&json!({"targets": [{"type": "team"}]})).expect("valid");
-    let v2 = SchemaDefinition::parse(&json!({"targets": [{"type": "invoice"}]})).expect("valid");
-    let now = Timestamp::now();
-    assert_eq!(
-        rules::create_schema(store, action(), v1.clone(), now)
-            .await
-            .expect("create")
-            .version,
-        1
-    );
-    assert_eq!(
-        rules::create_schema(store, action(), v1.clone(), now)
-            .await
-            .expect("create")
-            .version,
-        1
-    );
-    assert_eq!(
-        rules::create_schema(store, action(), v2, now)
-            .await
-            .expect("create")
-            .version,
-        2
-    );
-    assert_eq!(
-        rules::create_schema(store, action(), v1, now)
-            .await
-            .expect("create")
-            .version,
-        3,
-        "equal to an older version is new"
-    );
-    assert!(
-        matches!(rules::schema_for_event(store, "user.signed_in", None).await.expect("lookup"), SchemaLookup::Found(s) if s.version == 1)
-    );
-    assert_eq!(
-        rules::schema_for_event(store, "user.signed_in", Some(4))
-            .await
-            .expect("lookup"),
-        SchemaLookup::UnknownVersion { latest: 3 }
-    );
-    assert_eq!(
-        rules::schema_for_event(store, "other", None)
-            .await
-            .expect("lookup"),
-        SchemaLookup::NoSchema
-    );
-}
-
-async fn one_runner_at_a_time_claims_a_pending_export(store: &dyn Store) {
-    let organization = organization(store, "Acme").await;
-    let now = Timestamp::now();
-    store
-        .insert_export(trailmark_store::ExportRecord {
-            id: "audit_log_export_1".into(),
-            organization_id: organization,
-            state: trailmark_store::ExportState::Pending,
-            format: trailmark_domain::export::ExportFormat::Csv,
-            filter: Default::default(),
-            row_count: None,
-            error: None,
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .expect("insert");
-    let id = "audit_log_export_1";
-    let until = now.plus_millis(30_000);
-    assert!(
-        store
-            .claim_export(id, "a", until, now)
-            .await
-            .expect("claim")
-    );
-    assert!(
-        !store
-            .claim_export(id, "b", until, now)
-            .await
-            .expect("claim"),
-        "a live lease keeps others out"
-    );
-    assert!(
-        store
-            .claim_export(id, "a", until, now)
-            .await
-            .expect("renew"),
-        "the holder renews"
-    );
-    let later = now.plus_millis(31_000);
-    assert!(
-        store
-            .claim_export(id, "b", later.plus_millis(30_000), later)
-            .await
-            .expect("claim"),
-        "an expired lease is taken over"
-    );
-    store.finish_export(id, Ok(0), later).await.expect("finish");
-    assert!(
-        !store
-            .claim_export(id, "c", later, later.plus_millis(60_000))
-            .await
-            .expect("claim"),
-        "a finished export is not claimed"
     );
 }
 
@@ -750,6 +1895,1523 @@ async fn raw_searches_return_the_stored_body_text_of_the_same_events(store: &dyn
     }
 }
 
+async fn a_replay_answers_with_the_first_appends_receipts_and_outcome(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let later = Timestamp::now().plus_millis(600_000);
+    let request = |events: Vec<PendingEvent>, identity: u8, outcome: &[u8]| AppendRequest {
+        organization_id: acme.clone(),
+        events,
+        idempotency: Some(IdempotencyClaim {
+            identity: [identity; 32],
+            expires_at: later,
+            outcome: outcome.to_vec(),
+        }),
+    };
+    let first = (0..3)
+        .map(|n| described(n, "user.signed_in", Timestamp::now()))
+        .collect();
+    let AppendOutcome::Appended { receipts } = store
+        .append(request(first, 1, b"first"))
+        .await
+        .expect("append")
+    else {
+        panic!("the first append with an identity is stored");
+    };
+    assert_eq!(
+        receipts.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+
+    // The same identity with other events and another outcome: the first answer comes back.
+    let retry = (3..5)
+        .map(|n| described(n, "user.signed_in", Timestamp::now()))
+        .collect();
+    assert_eq!(
+        store
+            .append(request(retry, 1, b"second"))
+            .await
+            .expect("append"),
+        AppendOutcome::Replayed {
+            receipts: receipts.clone(),
+            outcome: b"first".to_vec(),
+        }
+    );
+    for n in 3..5 {
+        assert_eq!(
+            store
+                .get_event(&described(n, "user.signed_in", at(0)).id)
+                .await
+                .expect("get"),
+            None,
+            "a replay stores nothing"
+        );
+    }
+    // Another identity is another request.
+    let other = vec![described(5, "user.signed_in", Timestamp::now())];
+    assert!(matches!(
+        store.append(request(other, 2, b"other")).await.expect("append"),
+        AppendOutcome::Appended { receipts } if receipts[0].sequence == 3
+    ));
+    // The receipts are the stored events'.
+    let log = whole_log(store, &acme).await;
+    assert_eq!(log.len(), 4);
+    for (receipt, event) in receipts.iter().zip(&log) {
+        assert_eq!(
+            (&receipt.id, receipt.sequence, receipt.leaf_hash),
+            (&event.id, event.sequence, event.leaf_hash)
+        );
+    }
+}
+
+async fn an_expired_claim_is_replaced_by_the_next_append_with_its_identity(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let request = |n: u64, expires_at: Timestamp, outcome: &[u8]| AppendRequest {
+        organization_id: acme.clone(),
+        events: vec![described(n, "user.signed_in", Timestamp::now())],
+        idempotency: Some(IdempotencyClaim {
+            identity: [4; 32],
+            expires_at,
+            outcome: outcome.to_vec(),
+        }),
+    };
+    let past = Timestamp::now().plus_millis(-1);
+    let later = Timestamp::now().plus_millis(600_000);
+    assert!(matches!(
+        store
+            .append(request(0, past, b"expired"))
+            .await
+            .expect("append"),
+        AppendOutcome::Appended { .. }
+    ));
+    let AppendOutcome::Appended { receipts } = store
+        .append(request(1, later, b"current"))
+        .await
+        .expect("append")
+    else {
+        panic!("an expired record does not answer");
+    };
+    assert_eq!(receipts[0].sequence, 1);
+    assert_eq!(
+        store
+            .append(request(2, later, b"third"))
+            .await
+            .expect("append"),
+        AppendOutcome::Replayed {
+            receipts,
+            outcome: b"current".to_vec(),
+        },
+        "the new claim answers from now on"
+    );
+    assert_eq!(store.log_size(&acme).await.expect("size"), 2);
+}
+
+async fn purging_idempotency_removes_expired_records_only(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let claimed = |n: u64, identity: u8, expires_at: Timestamp| AppendRequest {
+        organization_id: acme.clone(),
+        events: vec![pending(n)],
+        idempotency: Some(claim(identity, expires_at)),
+    };
+    let expiry = Timestamp::now().plus_millis(600_000);
+    let expired = Timestamp::now().plus_millis(-1);
+    store.append(claimed(0, 1, expiry)).await.expect("append");
+    store.append(claimed(1, 2, expired)).await.expect("append");
+    assert_eq!(
+        store
+            .purge_idempotency(Timestamp::now())
+            .await
+            .expect("purge"),
+        1,
+        "only the expired record"
+    );
+    assert!(
+        matches!(
+            store.append(claimed(2, 1, expiry)).await.expect("append"),
+            AppendOutcome::Replayed { .. }
+        ),
+        "a current record still answers after a purge"
+    );
+    // A record expires at its expiry: it no longer answers then, so it may go.
+    assert_eq!(
+        store
+            .purge_idempotency(expiry.plus_millis(-1))
+            .await
+            .expect("purge"),
+        0
+    );
+    assert_eq!(store.purge_idempotency(expiry).await.expect("purge"), 1);
+    assert_eq!(store.purge_idempotency(expiry).await.expect("purge"), 0);
+}
+
+async fn appended_events_read_back_as_stored(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    let acme_events: Vec<_> = (0..4)
+        .map(|n| described(n, "document.updated", at(n as i64)))
+        .collect();
+    let globex_events: Vec<_> = (10..12)
+        .map(|n| described(n, "user.signed_in", at(n as i64)))
+        .collect();
+    for (organization, events) in [(&acme, acme_events), (&globex, globex_events)] {
+        let receipts = appended(store, organization, events.clone()).await;
+        for (pending, receipt) in events.iter().zip(receipts) {
+            let stored = store
+                .get_event(&pending.id)
+                .await
+                .expect("get")
+                .expect("an acknowledged event is there");
+            assert_eq!(
+                stored,
+                StoredEvent {
+                    id: pending.id.clone(),
+                    organization_id: organization.clone(),
+                    sequence: receipt.sequence,
+                    received_at: pending.received_at,
+                    leaf_hash: receipt.leaf_hash,
+                    body: pending.event.to_json(),
+                    purged_at: None,
+                }
+            );
+            assert_eq!(receipt.id, pending.id);
+            assert_eq!(
+                stored.leaf_hash,
+                event_leaf_hash(&stored.leaf_object()),
+                "the leaf is the event object's"
+            );
+        }
+    }
+    assert_eq!(store.get_event("event_missing").await.expect("get"), None);
+}
+
+/// Read-your-writes: each append, as soon as it is acknowledged, is found by id, by the cursor
+/// read, by every kind of filter (the free-text index included) and counted in the log's size,
+/// while other appends are under way.
+async fn every_acknowledged_append_is_visible_at_once(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let writers = (0..24u64).map(|n| {
+        let acme = acme.clone();
+        async move {
+            let event = described(n, "user.signed_in", Timestamp::now());
+            let receipts = appended(store, &acme, vec![event.clone()]).await;
+            let sequence = receipts[0].sequence;
+            assert_eq!(
+                store.get_event(&event.id).await.expect("get").map(|e| e.id),
+                Some(event.id.clone())
+            );
+            assert!(store.log_size(&acme).await.expect("size") > sequence);
+            let after = sequence.checked_sub(1);
+            let next = store.events_after(&acme, after, 1).await.expect("read");
+            assert_eq!(next.iter().map(|e| &e.id).collect::<Vec<_>>(), [&event.id]);
+            let filters = [
+                EventFilter {
+                    text: Some(format!("NEEDLE{n}X")),
+                    ..EventFilter::default()
+                },
+                EventFilter {
+                    actor_ids: vec![format!("actor_{n}")],
+                    ..EventFilter::default()
+                },
+                EventFilter {
+                    actor_names: vec![format!("Actor {n}")],
+                    target_types: vec!["document".into()],
+                    ..EventFilter::default()
+                },
+                EventFilter {
+                    target_ids: vec![format!("doc_{n}")],
+                    actions: vec![ActionPattern::parse("user.*")],
+                    ..EventFilter::default()
+                },
+            ];
+            for filter in filters {
+                let found = store
+                    .search_events(
+                        &acme,
+                        SearchRequest {
+                            filter: filter.clone(),
+                            after: None,
+                            before: None,
+                            order: Order::Desc,
+                            limit: 10,
+                        },
+                    )
+                    .await
+                    .expect("search");
+                assert_eq!(
+                    found.events.iter().map(|e| &e.id).collect::<Vec<_>>(),
+                    [&event.id],
+                    "{filter:?}"
+                );
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    assert_eq!(store.log_size(&acme).await.expect("size"), 24);
+}
+
+async fn log_sizes_count_every_log_including_deleted_organizations(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let gone = organization(store, "Gone").await;
+    let empty = organization(store, "Empty").await;
+    appended(store, &acme, (0..3).map(pending).collect()).await;
+    appended(store, &gone, vec![pending(3)]).await;
+    appended(store, &acme, vec![pending(4)]).await;
+    store
+        .delete_organization(&gone, Timestamp::now())
+        .await
+        .expect("delete");
+    for (organization, size) in [(&acme, 4), (&gone, 1), (&empty, 0)] {
+        assert_eq!(store.log_size(organization).await.expect("size"), size);
+    }
+    assert_eq!(store.log_size("org_missing").await.expect("size"), 0);
+    let mut sizes = store.log_sizes().await.expect("sizes");
+    sizes.sort();
+    let mut expected = vec![(acme, 4), (gone, 1)];
+    expected.sort();
+    assert_eq!(sizes, expected, "an organization without events has no log");
+}
+
+/// Both bounds are exclusive and apply in either order, with and without a filter; the raw
+/// search returns the same page, and `events_after` is the ascending, unfiltered case.
+async fn searches_honour_both_sequence_bounds_in_both_orders(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let action = |n: u64| {
+        if n.is_multiple_of(3) {
+            "user.signed_out"
+        } else {
+            "user.signed_in"
+        }
+    };
+    let events = (0..20)
+        .map(|n| described(n, action(n), Timestamp::now()))
+        .collect();
+    appended(store, &acme, events).await;
+    let filters = [
+        EventFilter::default(),
+        EventFilter {
+            actions: vec![ActionPattern::parse("user.signed_out")],
+            ..EventFilter::default()
+        },
+    ];
+    for filter in &filters {
+        for order in [Order::Asc, Order::Desc] {
+            for after in [None, Some(0), Some(4), Some(18), Some(19)] {
+                for before in [None, Some(1), Some(5), Some(15), Some(20)] {
+                    for limit in [1, 3, 50] {
+                        let mut matching: Vec<u64> = (0..20)
+                            .filter(|n| after.is_none_or(|a| *n > a))
+                            .filter(|n| before.is_none_or(|b| *n < b))
+                            .filter(|n| filter.actions.iter().all(|a| a.matches(action(*n))))
+                            .collect();
+                        if order == Order::Desc {
+                            matching.reverse();
+                        }
+                        let request = SearchRequest {
+                            filter: filter.clone(),
+                            after,
+                            before,
+                            order,
+                            limit,
+                        };
+                        let found = store
+                            .search_events(&acme, request.clone())
+                            .await
+                            .expect("search");
+                        let sequences: Vec<u64> = found.events.iter().map(|e| e.sequence).collect();
+                        assert_eq!(
+                            sequences,
+                            &matching[..matching.len().min(limit)],
+                            "{request:?}"
+                        );
+                        assert_eq!(found.more, matching.len() > limit, "{request:?}");
+                        let raw = store
+                            .search_raw_events(&acme, request.clone())
+                            .await
+                            .expect("raw search");
+                        assert_eq!(raw.more, found.more, "{request:?}");
+                        let decoded: Vec<StoredEvent> = raw
+                            .events
+                            .into_iter()
+                            .map(|e| e.decode().expect("JSON"))
+                            .collect();
+                        assert_eq!(decoded, found.events, "{request:?}");
+                        if *filter == EventFilter::default()
+                            && order == Order::Asc
+                            && before.is_none()
+                        {
+                            assert_eq!(
+                                store.events_after(&acme, after, limit).await.expect("read"),
+                                found.events,
+                                "{request:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The free-text filter is a case-insensitive substring search over the action, the actor's and
+/// targets' ids and names, the location and every metadata value (see
+/// `trailmark_domain::query`); `%`, `_`, `\`, quotes and FTS or regex syntax are text.
+async fn free_text_finds_case_insensitive_substrings_of_every_searched_field(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let bodies = [
+        json!({
+            "action": "invoice.paid",
+            "actor": {"id": "user_Ada", "type": "user", "name": "O'Brien \"Bob\"",
+                      "metadata": {"team": "Ärzte Büro"}},
+            "targets": [{"id": "inv_100", "type": "invoice", "name": "Invoice one hundred",
+                         "metadata": {"amount": 12345}}],
+            "occurred_at": "2026-08-01T10:00:00Z",
+            "context": {"location": "198.51.100.7"},
+            "metadata": {"note": "50% off_sale"}
+        }),
+        json!({
+            "action": "document.updated",
+            "actor": {"id": "svc_backup", "type": "service"},
+            "targets": [{"id": "doc_9", "type": "document"}],
+            "occurred_at": "2026-08-01T10:00:00Z",
+            "context": {"location": "10.0.0.1"},
+            "metadata": {"path": "C:\\temp\\x", "query": "a*b (c:d) OR \"e\""}
+        }),
+        json!({
+            "action": "user.signed_in",
+            "actor": {"id": "user_Eve", "type": "user"},
+            "targets": [],
+            "occurred_at": "2026-08-01T10:00:00Z",
+            "context": {"location": "::1"},
+            "metadata": {"plain": "50 percent offXsale"}
+        }),
+    ];
+    let events = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| PendingEvent {
+            id: format!("event_{n:026}"),
+            event: NewEvent::parse(body).expect("valid event"),
+            received_at: Timestamp::now(),
+        })
+        .collect();
+    appended(store, &acme, events).await;
+    let cases: [(&str, &[u64]); 20] = [
+        ("VOICE.PA", &[0]),
+        ("ument.upd", &[1]),
+        ("USER_ada", &[0]),
+        ("c_back", &[1]),
+        ("o'brien \"bob\"", &[0]),
+        ("ÄRZTE BÜRO", &[0]),
+        ("inv_1", &[0]),
+        ("one hundred", &[0]),
+        ("2345", &[0]),
+        ("51.100", &[0]),
+        ("50% off_sale", &[0]),
+        ("50%", &[0]),
+        ("off_s", &[0]),
+        ("C:\\temp", &[1]),
+        ("a*b (c:d) OR \"e\"", &[1]),
+        ("user", &[0, 2]),
+        ("doc_9", &[1]),
+        ("50 percent", &[2]),
+        ("no such text", &[]),
+        ("\"\"\"", &[]),
+    ];
+    for (text, expected) in cases {
+        let found = store
+            .search_events(
+                &acme,
+                SearchRequest {
+                    filter: EventFilter {
+                        text: Some(text.to_owned()),
+                        ..EventFilter::default()
+                    },
+                    after: None,
+                    before: None,
+                    order: Order::Asc,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("search");
+        let sequences: Vec<u64> = found.events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, expected, "{text:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ledger
+
+async fn tree_roots_are_the_roots_of_the_appended_leaves(store: &dyn Store) {
+    let (acme, leaves) = ledger_log(store, &[1, 2, 5, 1, 8, 3, 13]).await;
+    assert_eq!(store.tree_root(&acme, 0).await.expect("root"), empty_root());
+    for size in 1..=leaves.len() {
+        assert_eq!(
+            store.tree_root(&acme, size as u64).await.expect("root"),
+            merkle_root(&leaves[..size]),
+            "size {size}"
+        );
+    }
+    assert!(matches!(
+        store.tree_root(&acme, leaves.len() as u64 + 1).await,
+        Err(StoreError::Ledger(_))
+    ));
+}
+
+async fn inclusion_proofs_verify_against_the_roots(store: &dyn Store) {
+    let (acme, leaves) = ledger_log(store, &[3, 1, 16, 7, 6]).await;
+    for size in [1, 2, 3, 4, 8, 17, 32, 33] {
+        let root = merkle_root(&leaves[..size]);
+        // Asked for in an order of their own: the proofs come back in that order.
+        let indexes: Vec<u64> = (0..size as u64).rev().collect();
+        let proofs = store
+            .inclusion_proofs(&acme, indexes.clone(), size as u64)
+            .await
+            .expect("proofs");
+        assert_eq!(proofs.len(), indexes.len());
+        for (index, proof) in indexes.iter().zip(&proofs) {
+            assert!(
+                verify_inclusion(*index, size as u64, &leaves[*index as usize], proof, &root),
+                "leaf {index} of {size}"
+            );
+        }
+        if size > 1 {
+            assert!(
+                !verify_inclusion(0, size as u64, &leaves[1], &proofs[size - 1], &root),
+                "a proof proves its own leaf only"
+            );
+        }
+    }
+    assert_eq!(
+        store
+            .inclusion_proofs(&acme, Vec::new(), 5)
+            .await
+            .expect("proofs"),
+        Vec::<Vec<Hash>>::new()
+    );
+    assert!(matches!(
+        store.inclusion_proofs(&acme, vec![1, 5], 5).await,
+        Err(StoreError::Ledger(LedgerError::OutOfRange(_)))
+    ));
+    assert!(matches!(
+        store.inclusion_proofs(&acme, vec![0], 34).await,
+        Err(StoreError::Ledger(_))
+    ));
+}
+
+async fn consistency_proofs_verify_between_sizes(store: &dyn Store) {
+    let (acme, leaves) = ledger_log(store, &[2, 5, 1, 9, 14]).await;
+    let size = leaves.len() as u64;
+    let roots: Vec<Hash> = (0..=leaves.len())
+        .map(|n| merkle_root(&leaves[..n]))
+        .collect();
+    for first in [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 30, 31] {
+        for second in first..=size {
+            let proof = store
+                .consistency_proof(&acme, first, second)
+                .await
+                .expect("proof");
+            assert!(
+                verify_consistency(
+                    first,
+                    second,
+                    &roots[first as usize],
+                    &roots[second as usize],
+                    &proof
+                ),
+                "{first} → {second}"
+            );
+        }
+    }
+    for (first, second) in [(0, 5), (6, 5)] {
+        assert!(
+            matches!(
+                store.consistency_proof(&acme, first, second).await,
+                Err(StoreError::Ledger(LedgerError::OutOfRange(_)))
+            ),
+            "{first} → {second}"
+        );
+    }
+    assert!(matches!(
+        store.consistency_proof(&acme, 3, size + 1).await,
+        Err(StoreError::Ledger(_))
+    ));
+}
+
+async fn checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    appended(store, &acme, (0..5).map(pending).collect()).await;
+    let checkpoint = |size: u64, note: &str| {
+        let acme = acme.clone();
+        let note = note.to_owned();
+        async move {
+            StoredCheckpoint {
+                root: store.tree_root(&acme, size).await.expect("root"),
+                organization_id: acme,
+                tree_size: size,
+                note,
+                created_at: at(size as i64),
+            }
+        }
+    };
+    assert_eq!(store.latest_checkpoint(&acme).await.expect("latest"), None);
+    let three = checkpoint(3, "signed note of size 3").await;
+    store
+        .insert_checkpoint(three.clone())
+        .await
+        .expect("insert");
+    store
+        .insert_checkpoint(checkpoint(3, "another signer's note").await)
+        .await
+        .expect("a second checkpoint of a size is no error");
+    assert_eq!(
+        store.latest_checkpoint(&acme).await.expect("latest"),
+        Some(three),
+        "the first checkpoint of a size stands"
+    );
+    let five = checkpoint(5, "signed note of size 5").await;
+    store.insert_checkpoint(five.clone()).await.expect("insert");
+    store
+        .insert_checkpoint(checkpoint(4, "a late signer").await)
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.latest_checkpoint(&acme).await.expect("latest"),
+        Some(five),
+        "the largest tree, not the last stored"
+    );
+    assert_eq!(
+        store.latest_checkpoint(&globex).await.expect("latest"),
+        None
+    );
+}
+
+async fn logs_needing_a_checkpoint_are_those_grown_past_their_latest(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    let _empty = organization(store, "Empty").await;
+    appended(store, &acme, (0..5).map(pending).collect()).await;
+    appended(store, &globex, (5..8).map(pending).collect()).await;
+    let needing = || async {
+        let mut logs = store.logs_needing_checkpoint().await.expect("logs");
+        logs.sort();
+        logs
+    };
+    let sorted = |mut logs: Vec<(String, u64)>| {
+        logs.sort();
+        logs
+    };
+    let sign = |organization: String, size: u64| async move {
+        store
+            .insert_checkpoint(StoredCheckpoint {
+                root: store.tree_root(&organization, size).await.expect("root"),
+                organization_id: organization,
+                tree_size: size,
+                note: format!("note {size}"),
+                created_at: Timestamp::now(),
+            })
+            .await
+            .expect("insert");
+    };
+    assert_eq!(
+        needing().await,
+        sorted(vec![(acme.clone(), 5), (globex.clone(), 3)])
+    );
+    sign(acme.clone(), 5).await;
+    assert_eq!(needing().await, [(globex.clone(), 3)]);
+    appended(store, &acme, vec![pending(8)]).await;
+    assert_eq!(
+        needing().await,
+        sorted(vec![(acme.clone(), 6), (globex.clone(), 3)])
+    );
+    // A deleted organization's log still gets its checkpoints.
+    store
+        .delete_organization(&globex, Timestamp::now())
+        .await
+        .expect("delete");
+    sign(acme.clone(), 6).await;
+    assert_eq!(needing().await, [(globex.clone(), 3)]);
+    sign(globex, 3).await;
+    assert_eq!(needing().await, []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+async fn purgeable_organizations_have_a_retention_period_and_no_legal_hold(store: &dyn Store) {
+    let kept = organization(store, "Kept forever").await;
+    let monthly = organization(store, "Monthly").await;
+    let held = organization(store, "Held").await;
+    for (organization, days) in [(&monthly, 30), (&held, 7)] {
+        store
+            .set_retention(organization, days, Timestamp::now())
+            .await
+            .expect("set");
+    }
+    let hold = |reason: Option<&str>, n: u64| {
+        store.set_legal_hold(
+            &held,
+            reason.map(str::to_owned),
+            described(n, "legal_hold.changed", Timestamp::now()),
+            Timestamp::now(),
+        )
+    };
+    hold(Some("litigation"), 1).await.expect("hold");
+    let purgeable = || async {
+        let mut organizations = store.purgeable_organizations().await.expect("purgeable");
+        organizations.sort();
+        organizations
+    };
+    assert_eq!(purgeable().await, [(monthly.clone(), 30)]);
+    hold(None, 2).await.expect("lift");
+    let mut expected = vec![(monthly, 30), (held, 7)];
+    expected.sort();
+    assert_eq!(purgeable().await, expected);
+    assert!(!expected.iter().any(|(id, _)| *id == kept));
+}
+
+async fn retention_purges_contents_but_keeps_stubs_in_the_log(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    // Events 0..=5 are received before the cut at 1_006; 6 at the cut itself; 7..=9 after.
+    let events: Vec<_> = (0..10)
+        .map(|n| {
+            let received = if n <= 6 { 1_000 + n as i64 } else { 10_000 };
+            described(n, "document.updated", at(received))
+        })
+        .collect();
+    appended(store, &acme, events.clone()).await;
+    appended(
+        store,
+        &globex,
+        vec![described(20, "document.updated", at(1_000))],
+    )
+    .await;
+    let before = whole_log(store, &acme).await;
+    let leaves_before = leaves(store, &acme).await;
+    let root = store.tree_root(&acme, 10).await.expect("root");
+
+    let purged_at = at(50_000);
+    let cut = at(1_006);
+    // Up to `limit` at a time, until none is left.
+    assert_eq!(
+        store
+            .purge_events(&acme, cut, 4, purged_at)
+            .await
+            .expect("purge"),
+        4
+    );
+    assert_eq!(
+        store
+            .purge_events(&acme, cut, 4, purged_at)
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(
+        store
+            .purge_events(&acme, cut, 4, purged_at)
+            .await
+            .expect("purge"),
+        0
+    );
+
+    let after = whole_log(store, &acme).await;
+    assert_eq!(after.len(), 10, "stubs stay in the log, in place");
+    for (old, new) in before.iter().zip(&after) {
+        if new.sequence <= 5 {
+            assert_eq!(
+                (
+                    &new.id,
+                    &new.organization_id,
+                    new.sequence,
+                    new.received_at,
+                    new.leaf_hash
+                ),
+                (
+                    &old.id,
+                    &old.organization_id,
+                    old.sequence,
+                    old.received_at,
+                    old.leaf_hash
+                ),
+                "a stub keeps what the log needs"
+            );
+            assert_eq!(new.purged_at, Some(purged_at));
+            assert!(
+                new.body.as_object().is_none_or(|o| o.is_empty()),
+                "a stub's contents are gone: {}",
+                new.body
+            );
+            assert_eq!(
+                store.get_event(&new.id).await.expect("get").as_ref(),
+                Some(new)
+            );
+        } else {
+            assert_eq!(new, old, "events received at or after the cut stay whole");
+        }
+    }
+    // Purged contents are no longer found; the other organization's event is untouched.
+    for n in [0, 5] {
+        let found = store
+            .search_events(
+                &acme,
+                SearchRequest {
+                    filter: EventFilter {
+                        text: Some(format!("needle{n}x")),
+                        ..EventFilter::default()
+                    },
+                    after: None,
+                    before: None,
+                    order: Order::Desc,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("search");
+        assert!(found.events.is_empty(), "event {n}: {found:?}");
+    }
+    assert_eq!(
+        whole_log(store, &globex).await[0].purged_at,
+        None,
+        "a purge is one organization's"
+    );
+    // The ledger is unchanged: the same leaves, the same root, proofs for stubs.
+    assert_eq!(leaves(store, &acme).await, leaves_before);
+    assert_eq!(store.tree_root(&acme, 10).await.expect("root"), root);
+    let proofs = store
+        .inclusion_proofs(&acme, vec![0, 5], 10)
+        .await
+        .expect("proofs");
+    assert!(verify_inclusion(
+        0,
+        10,
+        &after[0].leaf_hash,
+        &proofs[0],
+        &root
+    ));
+    assert!(verify_inclusion(
+        5,
+        10,
+        &after[5].leaf_hash,
+        &proofs[1],
+        &root
+    ));
+}
+
+async fn a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    let old: Vec<_> = (0..3)
+        .map(|n| described(n, "document.updated", at(1_000)))
+        .collect();
+    appended(store, &acme, old).await;
+    let record = |n: u64, at: Timestamp| described(n, "legal_hold.changed", at);
+
+    let set = store
+        .set_legal_hold(
+            &acme,
+            Some("litigation".into()),
+            record(10, at(2_000)),
+            at(2_000),
+        )
+        .await
+        .expect("hold");
+    assert_eq!(
+        (set.id.as_str(), set.sequence),
+        (record(10, at(0)).id.as_str(), 3)
+    );
+    let stored = store
+        .get_event(&set.id)
+        .await
+        .expect("get")
+        .expect("the record is in the log");
+    assert_eq!((stored.sequence, stored.leaf_hash), (3, set.leaf_hash));
+    assert_eq!(stored.body, record(10, at(2_000)).event.to_json());
+    assert_eq!(
+        store.legal_hold(&acme).await.expect("hold"),
+        Some(LegalHold {
+            organization_id: acme.clone(),
+            reason: "litigation".into(),
+            set_at: at(2_000),
+        })
+    );
+    assert_eq!(store.legal_hold(&globex).await.expect("hold"), None);
+
+    assert_eq!(
+        store
+            .purge_events(&acme, at(1_000_000), 100, at(3_000))
+            .await
+            .expect("purge"),
+        0,
+        "nothing is purged under a hold"
+    );
+    assert!(
+        whole_log(store, &acme)
+            .await
+            .iter()
+            .all(|e| e.purged_at.is_none())
+    );
+
+    // A new reason replaces the old one, and is recorded too.
+    let changed = store
+        .set_legal_hold(
+            &acme,
+            Some("regulator".into()),
+            record(11, at(4_000)),
+            at(4_000),
+        )
+        .await
+        .expect("hold");
+    assert_eq!(changed.sequence, 4);
+    assert_eq!(
+        store
+            .legal_hold(&acme)
+            .await
+            .expect("hold")
+            .map(|h| (h.reason, h.set_at)),
+        Some(("regulator".to_owned(), at(4_000)))
+    );
+
+    let lifted = store
+        .set_legal_hold(&acme, None, record(12, at(5_000)), at(5_000))
+        .await
+        .expect("lift");
+    assert_eq!(lifted.sequence, 5);
+    assert_eq!(store.legal_hold(&acme).await.expect("hold"), None);
+    assert_eq!(
+        store
+            .purge_events(&acme, at(1_500), 100, at(6_000))
+            .await
+            .expect("purge"),
+        3,
+        "once lifted, retention purges again"
+    );
+    let ids: Vec<String> = whole_log(store, &acme)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids[3..], [set.id, changed.id, lifted.id]);
+}
+
+async fn a_legal_hold_is_not_set_on_an_organization_that_is_not_live(store: &dyn Store) {
+    let gone = organization(store, "Gone").await;
+    appended(store, &gone, (0..2).map(pending).collect()).await;
+    store
+        .delete_organization(&gone, Timestamp::now())
+        .await
+        .expect("delete");
+    for (n, organization) in [(10, gone.as_str()), (11, "org_missing")] {
+        let record = described(n, "legal_hold.changed", Timestamp::now());
+        let outcome = store
+            .set_legal_hold(
+                organization,
+                Some("litigation".into()),
+                record.clone(),
+                Timestamp::now(),
+            )
+            .await;
+        assert!(
+            matches!(outcome, Err(StoreError::OrganizationNotFound(ref id)) if id == organization),
+            "{outcome:?}"
+        );
+        // The hold and its record share one commit: neither is there.
+        assert_eq!(store.legal_hold(organization).await.expect("hold"), None);
+        assert_eq!(store.get_event(&record.id).await.expect("get"), None);
+    }
+    assert_eq!(store.log_size(&gone).await.expect("size"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+async fn streams_keep_every_field_and_list_oldest_first(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let globex = organization(store, "Globex").await;
+    let mut delivered = stream(4, &acme, true);
+    delivered.cursor = Some(7);
+    delivered.last_synced_at = Some(at(40));
+    delivered.state = StreamState::Error;
+    delivered.last_error = Some("503 from the destination".into());
+    let streams = [
+        stream(3, &acme, true),
+        stream(1, &acme, false),
+        stream(2, &globex, true),
+        delivered,
+    ];
+    // Inserted out of order: the lists' order is the streams' age.
+    for record in &streams {
+        store.insert_stream(record.clone()).await.expect("insert");
+    }
+    for record in &streams {
+        assert_eq!(get_stream(store, &record.id).await, *record);
+    }
+    let [three, one, two, four] = streams;
+    assert_eq!(
+        store.list_streams(Some(&acme)).await.expect("list"),
+        [one.clone(), three.clone(), four.clone()]
+    );
+    assert_eq!(
+        store.list_streams(Some(&globex)).await.expect("list"),
+        std::slice::from_ref(&two)
+    );
+    assert_eq!(
+        store.list_streams(None).await.expect("list"),
+        [one, two, three, four]
+    );
+    assert_eq!(
+        store.list_streams(Some("org_missing")).await.expect("list"),
+        []
+    );
+    assert_eq!(
+        store.get_stream("log_stream_missing").await.expect("get"),
+        None
+    );
+}
+
+async fn updating_a_stream_replaces_its_settings_but_not_its_cursor(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let original = stream(1, &acme, true);
+    store.insert_stream(original.clone()).await.expect("insert");
+    assert!(
+        store
+            .lease_stream(&original.id, "worker", at(60_000), at(0))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        store
+            .record_delivery(&original.id, "worker", None, 4, at(50))
+            .await
+            .expect("deliver")
+    );
+    let delivered = get_stream(store, &original.id).await;
+
+    // An update made from a copy read before the delivery.
+    let update = StreamRecord {
+        name: "Renamed".into(),
+        config: json!({"url": "http://127.0.0.1:9/other", "batch_size": 10}),
+        secrets: vec![9, 9, 9],
+        enabled: false,
+        state: StreamState::Inactive,
+        updated_at: at(60),
+        kind: "datadog".into(),
+        organization_id: "org_other".into(),
+        created_at: at(999),
+        cursor: None,
+        last_synced_at: None,
+        ..original.clone()
+    };
+    assert!(store.update_stream(update.clone()).await.expect("update"));
+    assert_eq!(
+        get_stream(store, &original.id).await,
+        StreamRecord {
+            name: update.name,
+            config: update.config,
+            secrets: update.secrets,
+            enabled: false,
+            state: StreamState::Inactive,
+            updated_at: at(60),
+            ..delivered
+        },
+        "the settings change; the cursor, sync time, type, organization and age stay"
+    );
+    assert!(
+        !store
+            .update_stream(stream(2, &acme, true))
+            .await
+            .expect("update"),
+        "an unknown stream is not created by an update"
+    );
+    assert_eq!(
+        store
+            .get_stream(&stream(2, &acme, true).id)
+            .await
+            .expect("get"),
+        None
+    );
+}
+
+async fn a_deleted_stream_is_gone(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let (first, second) = (stream(1, &acme, true), stream(2, &acme, true));
+    for record in [&first, &second] {
+        store.insert_stream(record.clone()).await.expect("insert");
+    }
+    assert!(store.delete_stream(&first.id).await.expect("delete"));
+    assert!(
+        !store.delete_stream(&first.id).await.expect("delete"),
+        "deleted once"
+    );
+    assert_eq!(store.get_stream(&first.id).await.expect("get"), None);
+    assert_eq!(
+        store.list_streams(Some(&acme)).await.expect("list"),
+        [second]
+    );
+    assert!(
+        !store
+            .delete_stream("log_stream_missing")
+            .await
+            .expect("delete")
+    );
+}
+
+async fn a_stream_lease_keeps_other_holders_out_until_it_expires(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let id = stream(1, &acme, true).id;
+    store
+        .insert_stream(stream(1, &acme, true))
+        .await
+        .expect("insert");
+    let lease = |holder: &'static str, until: i64, now: i64| {
+        let id = id.clone();
+        async move {
+            store
+                .lease_stream(&id, holder, at(until), at(now))
+                .await
+                .expect("lease")
+        }
+    };
+    assert!(lease("a", 30_000, 0).await, "a free stream is leased");
+    assert!(
+        !lease("b", 40_000, 1_000).await,
+        "a running lease keeps others out"
+    );
+    assert!(lease("a", 60_000, 29_000).await, "the holder renews");
+    assert!(
+        !lease("b", 90_000, 59_999).await,
+        "until the renewed expiry"
+    );
+    assert!(
+        lease("b", 90_000, 60_001).await,
+        "an expired lease is taken over"
+    );
+    assert!(!lease("a", 120_000, 60_002).await, "the old holder is out");
+    assert!(
+        !store
+            .lease_stream("log_stream_missing", "a", at(1), at(0))
+            .await
+            .expect("lease")
+    );
+}
+
+async fn deliveries_are_recorded_only_by_the_lease_holder_from_the_expected_cursor(
+    store: &dyn Store,
+) {
+    let acme = organization(store, "Acme").await;
+    let id = stream(1, &acme, true).id;
+    store
+        .insert_stream(stream(1, &acme, true))
+        .await
+        .expect("insert");
+    let deliver = |holder: &'static str, from: Option<u64>, to: u64, now: i64| {
+        let id = id.clone();
+        async move {
+            store
+                .record_delivery(&id, holder, from, to, at(now))
+                .await
+                .expect("deliver")
+        }
+    };
+    assert!(!deliver("a", None, 3, 1).await, "nobody holds the lease");
+    assert!(
+        store
+            .lease_stream(&id, "a", at(10_000), at(0))
+            .await
+            .expect("lease")
+    );
+    assert!(!deliver("b", None, 3, 2).await, "b does not hold the lease");
+    assert!(!deliver("a", Some(2), 3, 3).await, "the cursor is not at 2");
+    assert_eq!(
+        get_stream(store, &id).await,
+        stream(1, &acme, true),
+        "untouched"
+    );
+
+    assert!(deliver("a", None, 3, 100).await);
+    let after = get_stream(store, &id).await;
+    assert_eq!(
+        (
+            after.cursor,
+            after.last_synced_at,
+            after.state,
+            after.last_error
+        ),
+        (Some(3), Some(at(100)), StreamState::Active, None)
+    );
+    assert!(!deliver("a", None, 5, 101).await, "the cursor moved on");
+    assert!(deliver("a", Some(3), 8, 102).await);
+
+    // Another holder takes over once the lease ran out; the old one can no longer record.
+    assert!(
+        store
+            .lease_stream(&id, "b", at(40_000), at(10_001))
+            .await
+            .expect("lease")
+    );
+    assert!(!deliver("a", Some(8), 9, 10_002).await);
+    assert!(deliver("b", Some(8), 9, 10_003).await);
+    assert_eq!(get_stream(store, &id).await.cursor, Some(9));
+}
+
+async fn a_delivery_leaves_the_state_the_enabled_flag_gives(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    // (enabled, state before the delivery)
+    let cases = [
+        (true, StreamState::Active),
+        (true, StreamState::Error),
+        (true, StreamState::Invalid),
+        (false, StreamState::Inactive),
+        (false, StreamState::Error),
+    ];
+    for (n, (enabled, state)) in cases.into_iter().enumerate() {
+        let record = StreamRecord {
+            state,
+            last_error: Some("refused".into()),
+            ..stream(n as u8, &acme, enabled)
+        };
+        store.insert_stream(record.clone()).await.expect("insert");
+        assert!(
+            store
+                .lease_stream(&record.id, "w", at(10_000), at(0))
+                .await
+                .expect("lease")
+        );
+        assert!(
+            store
+                .record_delivery(&record.id, "w", None, 1, at(5))
+                .await
+                .expect("deliver")
+        );
+        let after = get_stream(store, &record.id).await;
+        assert_eq!(
+            (after.state, after.last_error),
+            (rules::stream_state_after_delivery(enabled), None),
+            "enabled {enabled}, was {state:?}"
+        );
+    }
+    // Disabled while a delivery was under way: the delivery counts, the stream stays off.
+    let record = stream(9, &acme, true);
+    store.insert_stream(record.clone()).await.expect("insert");
+    assert!(
+        store
+            .lease_stream(&record.id, "w", at(10_000), at(0))
+            .await
+            .expect("lease")
+    );
+    let disabled = StreamRecord {
+        enabled: false,
+        state: StreamState::Inactive,
+        ..record.clone()
+    };
+    assert!(store.update_stream(disabled).await.expect("update"));
+    assert!(
+        store
+            .record_delivery(&record.id, "w", None, 2, at(6))
+            .await
+            .expect("deliver")
+    );
+    let after = get_stream(store, &record.id).await;
+    assert_eq!(
+        (after.state, after.cursor),
+        (StreamState::Inactive, Some(2))
+    );
+}
+
+async fn stream_failures_record_the_state_and_the_reason(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let record = stream(1, &acme, true);
+    store.insert_stream(record.clone()).await.expect("insert");
+    for (state, reason, time) in [
+        (StreamState::Error, "connection refused", 10),
+        (StreamState::Invalid, "401: bad API key", 20),
+    ] {
+        store
+            .record_stream_failure(&record.id, state, reason, at(time))
+            .await
+            .expect("record");
+        let after = get_stream(store, &record.id).await;
+        assert_eq!(
+            after,
+            StreamRecord {
+                state,
+                last_error: Some(reason.to_owned()),
+                updated_at: at(time),
+                ..record.clone()
+            }
+        );
+    }
+    // A disabled stream is inactive, whatever an attempt that was under way reports.
+    let disabled = stream(2, &acme, false);
+    store.insert_stream(disabled.clone()).await.expect("insert");
+    store
+        .record_stream_failure(&disabled.id, StreamState::Error, "timeout", at(30))
+        .await
+        .expect("record");
+    assert_eq!(
+        get_stream(store, &disabled.id).await.state,
+        StreamState::Inactive
+    );
+    store
+        .record_stream_failure("log_stream_missing", StreamState::Error, "x", at(40))
+        .await
+        .expect("an unknown stream records nothing");
+}
+
+async fn replays_move_a_stream_cursor(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let id = stream(1, &acme, true).id;
+    store
+        .insert_stream(stream(1, &acme, true))
+        .await
+        .expect("insert");
+    store
+        .lease_stream(&id, "w", at(60_000), at(0))
+        .await
+        .expect("lease");
+    assert!(
+        store
+            .record_delivery(&id, "w", None, 5, at(1))
+            .await
+            .expect("deliver")
+    );
+    assert!(
+        store
+            .set_stream_cursor(&id, Some(2), at(2))
+            .await
+            .expect("replay")
+    );
+    let after = get_stream(store, &id).await;
+    assert_eq!((after.cursor, after.updated_at), (Some(2), at(2)));
+    assert!(
+        !store
+            .record_delivery(&id, "w", Some(5), 6, at(3))
+            .await
+            .expect("deliver"),
+        "a delivery from before the replay is not recorded"
+    );
+    assert!(
+        store
+            .record_delivery(&id, "w", Some(2), 6, at(4))
+            .await
+            .expect("deliver")
+    );
+    assert!(
+        store
+            .set_stream_cursor(&id, None, at(5))
+            .await
+            .expect("replay")
+    );
+    assert_eq!(get_stream(store, &id).await.cursor, None, "from the start");
+    assert!(
+        !store
+            .set_stream_cursor("log_stream_missing", Some(1), at(6))
+            .await
+            .expect("replay")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exports
+
+async fn exports_keep_every_field_and_list_by_state_oldest_first(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let filtered = ExportRecord {
+        filter: EventFilter {
+            range_start: Some(at(-86_400_000)),
+            range_end: Some(at(0)),
+            actions: vec![
+                ActionPattern::parse("user.*"),
+                ActionPattern::parse("document.updated"),
+            ],
+            actor_ids: vec!["user_1".into()],
+            actor_names: vec!["Ada".into()],
+            target_ids: vec!["doc_1".into(), "doc_2".into()],
+            target_types: vec!["document".into()],
+            text: Some("invoice 42".into()),
+        },
+        ..export(1, &acme, ExportFormat::Csv)
+    };
+    let exports = [
+        export(3, &acme, ExportFormat::Ndjson),
+        filtered,
+        export(2, &acme, ExportFormat::Csv),
+    ];
+    for record in &exports {
+        store.insert_export(record.clone()).await.expect("insert");
+    }
+    for record in &exports {
+        assert_eq!(
+            store.get_export(&record.id).await.expect("get").as_ref(),
+            Some(record)
+        );
+    }
+    let [three, one, two] = exports;
+    assert_eq!(
+        store
+            .exports_in_state(ExportState::Pending)
+            .await
+            .expect("list"),
+        [one.clone(), two.clone(), three.clone()]
+    );
+
+    store
+        .finish_export(&two.id, Ok(42), at(500))
+        .await
+        .expect("finish");
+    store
+        .finish_export(&three.id, Err("disk full".into()), at(600))
+        .await
+        .expect("finish");
+    let ready = ExportRecord {
+        state: ExportState::Ready,
+        row_count: Some(42),
+        updated_at: at(500),
+        ..two
+    };
+    let failed = ExportRecord {
+        state: ExportState::Error,
+        error: Some("disk full".into()),
+        updated_at: at(600),
+        ..three
+    };
+    assert_eq!(
+        store.get_export(&ready.id).await.expect("get"),
+        Some(ready.clone())
+    );
+    assert_eq!(
+        store.get_export(&failed.id).await.expect("get"),
+        Some(failed.clone())
+    );
+    for (state, expected) in [
+        (ExportState::Pending, vec![one]),
+        (ExportState::Ready, vec![ready]),
+        (ExportState::Error, vec![failed]),
+    ] {
+        assert_eq!(
+            store.exports_in_state(state).await.expect("list"),
+            expected,
+            "{state:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .get_export("audit_log_export_missing")
+            .await
+            .expect("get"),
+        None
+    );
+}
+
+async fn a_finished_export_stays_as_it_finished(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let (ready, failed) = (
+        export(1, &acme, ExportFormat::Csv),
+        export(2, &acme, ExportFormat::Ndjson),
+    );
+    for record in [&ready, &failed] {
+        store.insert_export(record.clone()).await.expect("insert");
+    }
+    store
+        .finish_export(&ready.id, Ok(7), at(100))
+        .await
+        .expect("finish");
+    store
+        .finish_export(&failed.id, Err("timeout".into()), at(100))
+        .await
+        .expect("finish");
+    let finished = [
+        store.get_export(&ready.id).await.expect("get"),
+        store.get_export(&failed.id).await.expect("get"),
+    ];
+    // A late runner's outcome changes nothing.
+    for id in [&ready.id, &failed.id] {
+        store
+            .finish_export(id, Err("late".into()), at(200))
+            .await
+            .expect("finish");
+        store
+            .finish_export(id, Ok(99), at(300))
+            .await
+            .expect("finish");
+    }
+    assert_eq!(
+        [
+            store.get_export(&ready.id).await.expect("get"),
+            store.get_export(&failed.id).await.expect("get"),
+        ],
+        finished
+    );
+    assert_eq!(
+        store
+            .exports_in_state(ExportState::Pending)
+            .await
+            .expect("list"),
+        []
+    );
+}
+
+async fn one_runner_at_a_time_claims_a_pending_export(store: &dyn Store) {
+    let organization = organization(store, "Acme").await;
+    let now = Timestamp::now();
+    store
+        .insert_export(trailmark_store::ExportRecord {
+            id: "audit_log_export_1".into(),
+            organization_id: organization,
+            state: trailmark_store::ExportState::Pending,
+            format: trailmark_domain::export::ExportFormat::Csv,
+            filter: Default::default(),
+            row_count: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("insert");
+    let id = "audit_log_export_1";
+    let until = now.plus_millis(30_000);
+    assert!(
+        store
+            .claim_export(id, "a", until, now)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim_export(id, "b", until, now)
+            .await
+            .expect("claim"),
+        "a live lease keeps others out"
+    );
+    assert!(
+        store
+            .claim_export(id, "a", until, now)
+            .await
+            .expect("renew"),
+        "the holder renews"
+    );
+    let later = now.plus_millis(31_000);
+    assert!(
+        store
+            .claim_export(id, "b", later.plus_millis(30_000), later)
+            .await
+            .expect("claim"),
+        "an expired lease is taken over"
+    );
+    store.finish_export(id, Ok(0), later).await.expect("finish");
+    assert!(
+        !store
+            .claim_export(id, "c", later, later.plus_millis(60_000))
+            .await
+            .expect("claim"),
+        "a finished export is not claimed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin Portal
+
 fn portal_link(organization_id: &str, token: u8, issued: Timestamp) -> PortalLink {
     PortalLink {
         token_hash: [token; 32],
@@ -894,4 +3556,142 @@ async fn portal_sessions_expire_after_inactivity_and_are_purged(store: &dyn Stor
             .expect("redeem"),
         PortalRedemption::Unknown
     );
+}
+
+async fn purging_the_portal_removes_only_what_expired(store: &dyn Store) {
+    let org = organization(store, "Acme").await;
+    let link = |token: u8, expires: i64| PortalLink {
+        expires_at: at(expires),
+        ..portal_link(&org, token, at(0))
+    };
+    for (token, expires) in [(1, 1_000), (2, 5_000), (3, 10_000)] {
+        store
+            .insert_portal_link(link(token, expires))
+            .await
+            .expect("insert");
+    }
+    assert!(matches!(
+        store
+            .redeem_portal_link([3; 32], at(0), portal_session(30, at(2_000)))
+            .await
+            .expect("redeem"),
+        PortalRedemption::Opened(_)
+    ));
+    assert_eq!(
+        store.purge_portal(at(1_000)).await.expect("purge"),
+        0,
+        "expired *before* the instant"
+    );
+    assert_eq!(store.purge_portal(at(1_001)).await.expect("purge"), 1);
+    assert_eq!(
+        store
+            .redeem_portal_link([1; 32], at(1_002), portal_session(31, at(9_000)))
+            .await
+            .expect("redeem"),
+        PortalRedemption::Unknown,
+        "the purged link"
+    );
+    assert!(matches!(
+        store
+            .redeem_portal_link([2; 32], at(1_500), portal_session(32, at(9_000)))
+            .await
+            .expect("redeem"),
+        PortalRedemption::Opened(_)
+    ));
+    assert_eq!(
+        store.purge_portal(at(2_001)).await.expect("purge"),
+        1,
+        "the first session"
+    );
+    assert_eq!(
+        store
+            .touch_portal_session([32; 32], at(2_002), at(3_000))
+            .await
+            .expect("touch")
+            .map(|s| s.id),
+        Some(portal_session(32, at(0)).id),
+        "the second session is still open"
+    );
+    assert_eq!(
+        store
+            .redeem_portal_link([2; 32], at(2_003), portal_session(33, at(9_000)))
+            .await
+            .expect("redeem"),
+        PortalRedemption::AlreadyUsed,
+        "a used link is kept until it expires"
+    );
+    assert_eq!(
+        store.purge_portal(at(10_001)).await.expect("purge"),
+        3,
+        "two links and the renewed session"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durability
+
+/// What a store acknowledged is there after it is closed and opened again, and the log goes on
+/// from where it was: the next sequence, a tree that extends the old one, replays that still
+/// answer.
+async fn acknowledged_writes_survive_reopening_the_store(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let acme = organization(store, "Acme").await;
+    let claimed = |events: Vec<PendingEvent>| AppendRequest {
+        organization_id: acme.clone(),
+        events,
+        idempotency: Some(claim(1, Timestamp::now().plus_millis(600_000))),
+    };
+    let AppendOutcome::Appended { receipts } = store
+        .append(claimed((0..3).map(pending).collect()))
+        .await
+        .expect("append")
+    else {
+        panic!("stored");
+    };
+    appended(store, &acme, (3..5).map(pending).collect()).await;
+    let organization_before = store.get_organization(&acme).await.expect("get");
+    let log = whole_log(store, &acme).await;
+    let root = store.tree_root(&acme, 5).await.expect("root");
+    let checkpoint = StoredCheckpoint {
+        organization_id: acme.clone(),
+        tree_size: 5,
+        root,
+        note: "signed".into(),
+        created_at: at(0),
+    };
+    store
+        .insert_checkpoint(checkpoint.clone())
+        .await
+        .expect("insert");
+
+    let fixture = fixture.reopen().await;
+    let store = fixture.store.as_ref();
+    assert_eq!(
+        store.get_organization(&acme).await.expect("get"),
+        organization_before
+    );
+    assert_eq!(whole_log(store, &acme).await, log);
+    assert_eq!(store.log_size(&acme).await.expect("size"), 5);
+    assert_eq!(store.tree_root(&acme, 5).await.expect("root"), root);
+    assert_eq!(
+        store.latest_checkpoint(&acme).await.expect("latest"),
+        Some(checkpoint)
+    );
+    assert_eq!(
+        store
+            .append(claimed(vec![pending(9)]))
+            .await
+            .expect("append"),
+        AppendOutcome::Replayed {
+            receipts,
+            outcome: claim(1, at(0)).outcome,
+        }
+    );
+    let next = appended(store, &acme, vec![pending(5)]).await;
+    assert_eq!(next[0].sequence, 5);
+    let leaves = leaves(store, &acme).await;
+    let new_root = store.tree_root(&acme, 6).await.expect("root");
+    assert_eq!(new_root, merkle_root(&leaves));
+    let proof = store.consistency_proof(&acme, 5, 6).await.expect("proof");
+    assert!(verify_consistency(5, 6, &root, &new_root, &proof));
 }

@@ -393,8 +393,7 @@ impl Rows {
         self.actor_name.push(event.actor_name.as_deref().map(text));
         self.leaf_hash.push(receipt.leaf_hash.to_vec());
         self.body.push(event.body.clone());
-        self.search_text
-            .push(text(&event.search_text.to_lowercase()));
+        self.search_text.push(text(&event.search_text));
         receipt
     }
 

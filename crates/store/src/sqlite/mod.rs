@@ -1,7 +1,6 @@
 //! The embedded store: SQLite in WAL mode, one file, durable on every acknowledged commit.
 //! See [`worker`] for how writes are grouped into commits.
 
-mod search;
 mod worker;
 
 use std::path::Path;
@@ -15,26 +14,23 @@ use trailmark_domain::api_key::Scope;
 use trailmark_domain::organization::Organization;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::schema::ActionSchema;
-use trailmark_ledger::LedgerError;
-use trailmark_ledger::tree::{Frontier, NodeReader, consistency_proof, inclusion_proof, tree_hash};
 
 use crate::codec::filter_to_json;
+use crate::log::{Access, LogEngine};
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, SearchPage,
     SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
-use crate::rows::{EventColumns, ExportColumns, OrganizationColumns, StreamColumns, domains_json};
-use crate::rules::{self, PreparedAppend};
+use crate::rows::{ExportColumns, OrganizationColumns, StreamColumns, domains_json};
+use crate::rules;
 use crate::window::Window;
 use crate::{
     ApiKeys, EventLog, ExportStore, Hash, Health, LedgerStore, Organizations, PortalStore,
     Retention, Schemas, StoreError, StreamStore,
 };
-use search::EVENT_COLUMNS;
-pub use search::{SearchStatement, search_statements};
-use worker::{Database, GroupWork};
+pub(crate) use worker::Database;
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -44,29 +40,36 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_portal.sql"),
     include_str!("migrations/0005_actor_time_index.sql"),
     include_str!("migrations/0006_idempotency_receipts.sql"),
-    include_str!("migrations/0007_portal_success_url.sql"),
+    include_str!("migrations/0007_event_log.sql"),
+    include_str!("migrations/0008_portal_success_url.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Organizations, keys, schemas, streams, exports, checkpoints, legal holds, portal
+    /// sessions, and the log's derived index.
     db: Database,
+    /// The events themselves.
+    log: LogEngine,
 }
 
 impl SqliteStore {
-    /// Opens or creates the database file at `path` and brings its schema up to date.
+    /// Opens or creates the database file at `path` and its log beside it (`<name>.log/`),
+    /// brings the schema up to date, and moves events an earlier version kept in the database
+    /// into the log.
     ///
     /// # Errors
     ///
     /// [`StoreError::Open`] if the directory cannot be created, [`StoreError::Database`] if the
     /// file is not a usable SQLite database or a migration fails, [`StoreError::Corrupt`] if it
-    /// was created by a newer Trailmark.
+    /// was created by a newer Trailmark or its log is damaged.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_observed(path, Arc::new(crate::observe::Unobserved))
     }
 
-    /// [`SqliteStore::open`], reporting commits, reader waits and the reader pool's use to
-    /// `observer`.
+    /// [`SqliteStore::open`], reporting group commits of events, reader waits and the reader
+    /// pool's use to `observer`.
     ///
     /// # Errors
     ///
@@ -75,41 +78,62 @@ impl SqliteStore {
         path: &Path,
         observer: Arc<dyn crate::StoreObserver>,
     ) -> Result<Self, StoreError> {
-        Ok(SqliteStore {
-            db: Database::open(path, migrate, observer)?,
-        })
+        let db = Database::open(path, migrate, observer)?;
+        let log = LogEngine::open(path, db.clone(), Access::Write)?;
+        Ok(SqliteStore { db, log })
     }
 
-    /// Runs a search's statements in one read transaction, turning each row's columns into an
-    /// `E` with `decode` on the reader thread.
-    async fn search<E: Send + 'static>(
-        &self,
-        organization_id: &str,
-        request: SearchRequest,
-        decode: fn(EventColumns) -> Result<E, StoreError>,
-    ) -> Result<SearchPage<E>, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| {
-                // One snapshot for every statement: the plan depends on the log's size.
-                let transaction = c.unchecked_transaction()?;
-                let mut events = Vec::with_capacity(request.limit + 1);
-                for statement in search_statements(&transaction, &organization_id, &request)? {
-                    let mut prepared = transaction.prepare_cached(&statement.sql)?;
-                    let mut rows = prepared.query(rusqlite::params_from_iter(statement.values))?;
-                    while let Some(row) = rows.next()? {
-                        events.push(decode(event_columns(row)?)?);
-                    }
-                    if events.len() > request.limit {
-                        break;
-                    }
-                }
-                let more = events.len() > request.limit;
-                events.truncate(request.limit);
-                Ok(SearchPage { events, more })
-            })
-            .await
+    /// Opens the database and its log beside a server that may be running on them
+    /// (`trailmark verify`, `export`, `keys`): the tables are read and written as usual, the log
+    /// is read as it was at this moment, and nothing is appended to it.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub fn open_beside(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::open(path, migrate, Arc::new(crate::observe::Unobserved))?;
+        let log = LogEngine::open(path, db.clone(), Access::Read)?;
+        Ok(SqliteStore { db, log })
     }
+
+    /// Writes every event still held in memory into the index's blocks, and the lookups into
+    /// runs, so that the database alone answers for them. Nothing depends on it for
+    /// correctness (a start reads them back from the log); it makes the next start quick.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.log.flush().await
+    }
+
+    /// Writes what memory holds ([`SqliteStore::flush`]), then closes the store and waits until
+    /// its log is released, so another process (or another store in this one) can open it.
+    /// Other clones of this store must be dropped first.
+    ///
+    /// # Errors
+    ///
+    /// The flush's errors; the store is closed anyway.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let flushed = self.log.flush().await;
+        let SqliteStore { db, log } = self;
+        drop(db);
+        log.close().await;
+        flushed
+    }
+}
+
+/// The SQL functions this module's queries use, registered on the writer's and the readers'
+/// connections: `trailmark_lower(text)` lower-cases as Rust does, as search text is, where
+/// SQLite's own `lower()` folds ASCII letters only ("Ärzte" stayed "Ärzte").
+pub(crate) fn register_functions(connection: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    connection.create_scalar_function(
+        "trailmark_lower",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |context| Ok(context.get::<String>(0)?.to_lowercase()),
+    )
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -133,6 +157,11 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 #[async_trait]
 impl Health for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.log.is_failed() {
+            return Err(StoreError::Unavailable(
+                "the log could not be written and refuses appends until a restart".into(),
+            ));
+        }
         self.db
             .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
@@ -209,6 +238,11 @@ impl Organizations for SqliteStore {
                         organization.updated_at.unix_millis(),
                     ],
                 )?;
+                // Its number in the log's derived tables, from now on.
+                c.execute(
+                    "INSERT INTO log_organizations (id) VALUES (?1)",
+                    [&organization.id],
+                )?;
                 Ok(organization)
             })
             .await
@@ -244,8 +278,10 @@ impl Organizations for SqliteStore {
                     conditions.push(format!("external_id = ?{}", values.len()));
                 }
                 if let Some(search) = filter.search {
-                    values.push(format!("%{}%", search.to_lowercase().replace('%', "\\%").replace('_', "\\_")).into());
-                    conditions.push(format!("lower(name) LIKE ?{} ESCAPE '\\'", values.len()));
+                    // `\` escapes first: a backslash in the text is text too.
+                    let escaped = search.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    values.push(format!("%{escaped}%").into());
+                    conditions.push(format!("trailmark_lower(name) LIKE ?{} ESCAPE '\\'", values.len()));
                 }
                 if !filter.domains.is_empty() {
                     let mut placeholders = Vec::new();
@@ -472,12 +508,7 @@ impl Schemas for SqliteStore {
 #[async_trait]
 impl EventLog for SqliteStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        // Prepared beside the other requests, so the one writer thread only assigns sequences,
-        // hashes and inserts.
-        let prepared = PreparedAppend::prepare(request).await?;
-        self.db
-            .write_in_group(move |c, group| append(c, group, prepared))
-            .await
+        self.log.append(request).await
     }
 
     async fn search_events(
@@ -485,7 +516,8 @@ impl EventLog for SqliteStore {
         organization_id: &str,
         request: SearchRequest,
     ) -> Result<SearchPage, StoreError> {
-        self.search(organization_id, request, EventColumns::decode)
+        self.log
+            .search(organization_id, request, RawEvent::decode)
             .await
     }
 
@@ -494,64 +526,41 @@ impl EventLog for SqliteStore {
         organization_id: &str,
         request: SearchRequest,
     ) -> Result<SearchPage<RawEvent>, StoreError> {
-        self.search(organization_id, request, EventColumns::raw)
-            .await
+        self.log.search(organization_id, request, Ok).await
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        let id = id.to_owned();
-        self.db
-            .read(move |c| {
-                c.prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"
-                ))?
-                .query_row([&id], event_from_row)
-                .optional()?
-                .transpose()
-            })
-            .await
+        self.log.get_event(id).await
     }
 
     async fn log_size(&self, organization_id: &str) -> Result<u64, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| Ok(read_frontier(c, &organization_id)?.size()))
-            .await
+        self.log.log_size(organization_id)
     }
 
     async fn log_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.db
-            .read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT organization_id, size FROM log_heads ORDER BY organization_id",
-                )?
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
-                })?
-                .collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        self.log.log_sizes()
     }
 
     async fn purge_idempotency(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.db
+        let retired = self.log.retire_claims(now)?;
+        // Records from before the log existed, until the last of them expires.
+        let legacy = self
+            .db
             .write(move |c| {
                 Ok(c.execute(
                     "DELETE FROM idempotency WHERE expires_at <= ?1",
                     [now.unix_millis()],
                 )? as u64)
             })
-            .await
+            .await?;
+        Ok(retired + legacy)
     }
 }
 
 #[async_trait]
 impl LedgerStore for SqliteStore {
     async fn tree_root(&self, organization_id: &str, size: u64) -> Result<Hash, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| Ok(tree_hash(size, &SqliteNodes::new(c, &organization_id))?))
-            .await
+        self.log.tree_root(organization_id, size).await
     }
 
     async fn inclusion_proofs(
@@ -560,15 +569,8 @@ impl LedgerStore for SqliteStore {
         indexes: Vec<u64>,
         size: u64,
     ) -> Result<Vec<Vec<Hash>>, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| {
-                let nodes = SqliteNodes::new(c, &organization_id);
-                Ok(indexes
-                    .into_iter()
-                    .map(|index| inclusion_proof(index, size, &nodes))
-                    .collect::<Result<Vec<_>, _>>()?)
-            })
+        self.log
+            .inclusion_proofs(organization_id, indexes, size)
             .await
     }
 
@@ -578,15 +580,8 @@ impl LedgerStore for SqliteStore {
         first: u64,
         second: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .read(move |c| {
-                Ok(consistency_proof(
-                    first,
-                    second,
-                    &SqliteNodes::new(c, &organization_id),
-                )?)
-            })
+        self.log
+            .consistency_proof(organization_id, first, second)
             .await
     }
 
@@ -626,16 +621,23 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.db
+        let sizes = self.log.log_sizes()?;
+        let signed: std::collections::HashMap<String, u64> = self
+            .db
             .read(|c| {
                 Ok(c.prepare_cached(
-                    "SELECT h.organization_id, h.size FROM log_heads h
-                     WHERE h.size > COALESCE((SELECT MAX(tree_size) FROM checkpoints k WHERE k.organization_id = h.organization_id), 0)",
+                    "SELECT organization_id, MAX(tree_size) FROM checkpoints GROUP BY organization_id",
                 )?
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?
-                .collect::<Result<Vec<_>, _>>()?)
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<_, _>>()?)
             })
-            .await
+            .await?;
+        Ok(sizes
+            .into_iter()
+            .filter(|(id, size)| *size > signed.get(id).copied().unwrap_or(0))
+            .collect())
     }
 }
 
@@ -662,36 +664,8 @@ impl Retention for SqliteStore {
         limit: usize,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let organization_id = organization_id.to_owned();
-        self.db
-            .write(move |c| {
-                let held: bool = c
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = ?1)")?
-                    .query_row([&organization_id], |row| row.get(0))?;
-                if held {
-                    return Ok(0);
-                }
-                let expired: Vec<(i64, i64)> = c
-                    .prepare_cached(
-                        "SELECT rowid, sequence FROM events
-                         WHERE organization_id = ?1 AND received_at < ?2 AND purged_at IS NULL LIMIT ?3",
-                    )?
-                    .query_map(params![organization_id, received_before.unix_millis(), limit as i64], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                for (rowid, sequence) in &expired {
-                    c.prepare_cached("DELETE FROM events_fts WHERE rowid = ?1")?.execute([rowid])?;
-                    c.prepare_cached("DELETE FROM event_targets WHERE organization_id = ?1 AND sequence = ?2")?
-                        .execute(params![organization_id, sequence])?;
-                    c.prepare_cached(
-                        "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, purged_at = ?2
-                         WHERE rowid = ?1",
-                    )?
-                    .execute(params![rowid, now.unix_millis()])?;
-                }
-                Ok(expired.len() as u64)
-            })
+        self.log
+            .purge(organization_id, received_before, limit, now)
             .await
     }
 
@@ -721,9 +695,24 @@ impl Retention for SqliteStore {
         record: PendingEvent,
         now: Timestamp,
     ) -> Result<Receipt, StoreError> {
+        // The record first: a crash between the two leaves a record of a change that did not
+        // happen (the caller, unanswered, retries), never a change without its record.
+        let request = AppendRequest {
+            organization_id: organization_id.to_owned(),
+            events: vec![record],
+            idempotency: None,
+        };
+        let receipt = match self.log.append(request).await? {
+            AppendOutcome::Appended { mut receipts } if receipts.len() == 1 => receipts.remove(0),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "recording the legal hold appended no event".into(),
+                ));
+            }
+        };
         let organization_id = organization_id.to_owned();
         self.db
-            .write_in_group(move |c, group| {
+            .write(move |c| {
                 match &reason {
                     Some(reason) => c.execute(
                         "INSERT INTO legal_holds (organization_id, reason, set_at) VALUES (?1, ?2, ?3)
@@ -732,13 +721,10 @@ impl Retention for SqliteStore {
                     )?,
                     None => c.execute("DELETE FROM legal_holds WHERE organization_id = ?1", [&organization_id])?,
                 };
-                let request = AppendRequest { organization_id: organization_id.clone(), events: vec![record], idempotency: None };
-                match append(c, group, PreparedAppend::new(request))? {
-                    AppendOutcome::Appended { mut receipts, .. } if receipts.len() == 1 => Ok(receipts.remove(0)),
-                    _ => Err(StoreError::Corrupt("recording the legal hold appended no event".into())),
-                }
+                Ok(())
             })
-            .await
+            .await?;
+        Ok(receipt)
     }
 }
 
@@ -1178,191 +1164,6 @@ fn portal_intent(text: &str) -> Result<PortalIntent, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("a portal link has the intent '{text}'")))
 }
 
-/// The body of an append, run by the writer inside the group transaction. The search text is
-/// indexed by the group, after every job (see [`GroupWork`]).
-fn append(
-    c: &Connection,
-    group: &mut GroupWork,
-    request: PreparedAppend,
-) -> Result<AppendOutcome, StoreError> {
-    let organization = request.organization_id;
-    let live: bool = c
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM organizations WHERE id = ?1 AND deleted_at IS NULL)",
-        )?
-        .query_row([&organization], |row| row.get(0))?;
-    if !live {
-        return Err(StoreError::OrganizationNotFound(organization));
-    }
-    if let Some(claim) = &request.idempotency {
-        let earlier: Option<(i64, i64, Vec<u8>, i64)> = c
-            .prepare_cached(
-                "SELECT first_sequence, event_count, outcome, expires_at FROM idempotency WHERE identity = ?1",
-            )?
-            .query_row([claim.identity.as_slice()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .optional()?;
-        if let Some((first, count, outcome, expires_at)) = earlier
-            && rules::idempotency_record_answers(
-                Timestamp::from_unix_millis(expires_at),
-                Timestamp::now(),
-            )
-        {
-            let receipts = receipts_between(c, &organization, first, count)?;
-            return Ok(AppendOutcome::Replayed { receipts, outcome });
-        }
-    }
-
-    let mut frontier = read_frontier(c, &organization)?;
-    let mut insert = c.prepare_cached(
-        "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id, actor_name, leaf_hash, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
-    let mut insert_target = c.prepare_cached(
-        "INSERT INTO event_targets (organization_id, sequence, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let mut insert_node = c.prepare_cached(
-        "INSERT INTO merkle_nodes (organization_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let first_sequence = frontier.size();
-    let mut receipts = Vec::with_capacity(request.events.len());
-    for event in request.events {
-        let (receipt, nodes) = rules::sequence(&mut frontier, &event);
-        let (sequence, leaf_hash) = (receipt.sequence, receipt.leaf_hash);
-        for node in nodes {
-            insert_node.execute(params![
-                organization,
-                node.level,
-                node.index as i64,
-                node.hash.as_slice()
-            ])?;
-        }
-        insert.execute(params![
-            organization,
-            sequence as i64,
-            event.id,
-            event.action,
-            event.occurred_at.unix_millis(),
-            event.received_at.unix_millis(),
-            event.actor_id,
-            event.actor_name,
-            leaf_hash.as_slice(),
-            event.body,
-        ])?;
-        group
-            .search_rows
-            .push((c.last_insert_rowid(), event.search_text));
-        for (target_id, target_type) in &event.targets {
-            insert_target.execute(params![
-                organization,
-                sequence as i64,
-                target_id,
-                target_type
-            ])?;
-        }
-        receipts.push(receipt);
-    }
-    c.prepare_cached(
-        "INSERT INTO log_heads (organization_id, size, frontier) VALUES (?1, ?2, ?3)
-         ON CONFLICT (organization_id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
-    )?
-    .execute(params![organization, frontier.size() as i64, frontier.hashes().concat()])?;
-
-    if let Some(claim) = request.idempotency {
-        // An expired record with the same identity is replaced.
-        c.prepare_cached(
-            "INSERT OR REPLACE INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            claim.identity.as_slice(),
-            organization,
-            first_sequence as i64,
-            receipts.len() as i64,
-            claim.outcome,
-            claim.expires_at.unix_millis()
-        ])?;
-    }
-    Ok(AppendOutcome::Appended { receipts })
-}
-
-/// The receipts of `count` events of a log from sequence `first` on: what an earlier append
-/// answered.
-fn receipts_between(
-    c: &Connection,
-    organization_id: &str,
-    first: i64,
-    count: i64,
-) -> Result<Vec<Receipt>, StoreError> {
-    c.prepare_cached(
-        "SELECT id, sequence, leaf_hash FROM events WHERE organization_id = ?1 AND sequence >= ?2 AND sequence < ?3
-         ORDER BY sequence",
-    )?
-    .query_map(params![organization_id, first, first + count], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, Vec<u8>>(2)?))
-    })?
-    .map(|row| {
-        let (id, sequence, leaf_hash) = row?;
-        Ok(Receipt {
-            leaf_hash: crate::rows::hash(leaf_hash, || format!("event {id}: leaf_hash"))?,
-            id,
-            sequence: sequence as u64,
-        })
-    })
-    .collect()
-}
-
-/// The organization's Merkle frontier, from its log head.
-fn read_frontier(c: &Connection, organization_id: &str) -> Result<Frontier, StoreError> {
-    let head: Option<(i64, Vec<u8>)> = c
-        .prepare_cached("SELECT size, frontier FROM log_heads WHERE organization_id = ?1")?
-        .query_row([organization_id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    match head {
-        Some((size, bytes)) => crate::rows::frontier(organization_id, size, bytes),
-        None => Ok(Frontier::empty()),
-    }
-}
-
-/// Reads one organization's stored Merkle nodes, remembering what it read: proofs for nearby
-/// leaves share most of their nodes.
-struct SqliteNodes<'c> {
-    connection: &'c Connection,
-    organization_id: &'c str,
-    seen: std::cell::RefCell<std::collections::HashMap<(u32, u64), Hash>>,
-}
-
-impl<'c> SqliteNodes<'c> {
-    fn new(connection: &'c Connection, organization_id: &'c str) -> Self {
-        SqliteNodes {
-            connection,
-            organization_id,
-            seen: Default::default(),
-        }
-    }
-}
-
-impl NodeReader for SqliteNodes<'_> {
-    fn node(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
-        if let Some(hash) = self.seen.borrow().get(&(level, index)) {
-            return Ok(*hash);
-        }
-        let hash: Option<Vec<u8>> = self
-            .connection
-            .prepare_cached("SELECT hash FROM merkle_nodes WHERE organization_id = ?1 AND level = ?2 AND idx = ?3")
-            .and_then(|mut statement| {
-                statement.query_row(params![self.organization_id, level, index as i64], |row| row.get(0)).optional()
-            })
-            .map_err(|e| LedgerError::Read(e.to_string()))?;
-        let hash = hash
-            .and_then(|bytes| Hash::try_from(bytes).ok())
-            .ok_or(LedgerError::MissingNode { level, index })?;
-        self.seen.borrow_mut().insert((level, index), hash);
-        Ok(hash)
-    }
-}
-
 const CHECKPOINT_COLUMNS: &str = "organization_id, tree_size, root, note, created_at";
 
 fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredCheckpoint, StoreError>> {
@@ -1403,23 +1204,6 @@ fn stream_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StreamRecord, Store
         updated_at: row.get(12)?,
     }
     .decode())
-}
-
-/// Maps a row of [`EVENT_COLUMNS`].
-pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
-    Ok(event_columns(row)?.decode())
-}
-
-fn event_columns(row: &Row<'_>) -> rusqlite::Result<EventColumns> {
-    Ok(EventColumns {
-        id: row.get(0)?,
-        organization_id: row.get(1)?,
-        sequence: row.get(2)?,
-        received_at: row.get(3)?,
-        leaf_hash: row.get(4)?,
-        body: row.get(5)?,
-        purged_at: row.get(6)?,
-    })
 }
 
 const EXPORT_COLUMNS: &str =

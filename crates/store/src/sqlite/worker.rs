@@ -21,7 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::StoreError;
-use crate::observe::{Commit, PoolUse, StoreObserver};
+use crate::observe::{PoolUse, StoreObserver};
 
 /// Jobs committed together at most; bounds the latency one commit adds to its first job.
 const MAX_JOBS_PER_COMMIT: usize = 1_024;
@@ -53,6 +53,7 @@ pub(crate) struct GroupWork {
 pub(crate) struct Database {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
+    /// Told of reader waits here, and of the log's group commits by its writer.
     observer: Arc<dyn StoreObserver>,
 }
 
@@ -66,12 +67,10 @@ struct ReadPool {
 
 impl ReadPool {
     fn in_use(&self) -> PoolUse {
-        let in_use = READERS - self.permits.available_permits();
-        let open = self.idle.lock().map_or(0, |idle| idle.len());
         PoolUse {
             max: READERS,
-            in_use,
-            idle: open,
+            in_use: READERS - self.permits.available_permits(),
+            idle: self.idle.lock().map_or(0, |idle| idle.len()),
             waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
@@ -92,6 +91,7 @@ impl Database {
             })?;
         }
         let mut writer = Connection::open(path)?;
+        super::register_functions(&writer)?;
         writer.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
         // WAL lets readers run beside the writer; FULL makes every commit durable before it
         // returns, which is what an acknowledged audit event requires.
@@ -105,10 +105,9 @@ impl Database {
         migrate(&mut writer)?;
 
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
-        let writer_observer = Arc::clone(&observer);
         std::thread::Builder::new()
             .name("trailmark-sqlite-writer".into())
-            .spawn(move || run_writer(writer, queue, writer_observer.as_ref()))
+            .spawn(move || run_writer(writer, queue))
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
@@ -167,6 +166,11 @@ impl Database {
             .map_err(|_| StoreError::Unavailable("the write was not committed".into()))?
     }
 
+    /// Who is told what this store measures (the log's writer reports its commits to it).
+    pub(crate) fn observer(&self) -> &dyn StoreObserver {
+        self.observer.as_ref()
+    }
+
     /// Runs `work` on a reader connection, off the async threads.
     pub(crate) async fn read<R: Send + 'static>(
         &self,
@@ -202,6 +206,7 @@ impl ReadPool {
             Some(connection) => Ok(connection),
             None => {
                 let connection = Connection::open(&self.path)?;
+                super::register_functions(&connection)?;
                 connection
                     .busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
                 connection.pragma_update(None, "query_only", true)?;
@@ -217,11 +222,7 @@ impl ReadPool {
     }
 }
 
-fn run_writer(
-    connection: Connection,
-    mut queue: mpsc::Receiver<Job>,
-    observer: &dyn StoreObserver,
-) {
+fn run_writer(connection: Connection, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_JOBS_PER_COMMIT {
@@ -230,12 +231,11 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        commit_group(&connection, group, observer);
+        commit_group(&connection, group);
     }
 }
 
-fn commit_group(connection: &Connection, group: Vec<Job>, observer: &dyn StoreObserver) {
-    let started = Instant::now();
+fn commit_group(connection: &Connection, group: Vec<Job>) {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each caller gets `Unavailable`.
         tracing::error!(%error, jobs = group.len(), "could not begin a write transaction");
@@ -267,25 +267,12 @@ fn commit_group(connection: &Connection, group: Vec<Job>, observer: &dyn StoreOb
             }
         }
     }
-    let mut flush = std::time::Duration::ZERO;
     let commit = index_search_text(connection, &work.search_rows)
-        .and_then(|()| {
-            let flushing = Instant::now();
-            let committed = connection.execute_batch("COMMIT");
-            flush = flushing.elapsed();
-            committed
-        })
+        .and_then(|()| connection.execute_batch("COMMIT"))
         .map_err(|e| e.to_string());
     if commit.is_err() {
         let _ = connection.execute_batch("ROLLBACK");
     }
-    observer.commit(&Commit {
-        // Each appended event hands its search text to the group.
-        events: work.search_rows.len(),
-        total: started.elapsed(),
-        flush,
-        committed: commit.is_ok(),
-    });
     let failure = commit.err();
     for finish in finishes {
         finish(failure.as_deref());

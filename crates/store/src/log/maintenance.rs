@@ -1,0 +1,535 @@
+//! The maintenance thread: everything written behind the log.
+//!
+//! - **Blocks.** An organization's events in memory are written as a block (columns, terms,
+//!   trigram filter) with the tiles they complete, in one SQLite transaction that also moves
+//!   `replay_from` — the log position from which a restart must read events back into memory —
+//!   when 4,096 have gathered, when memory holds too many events overall (the largest go
+//!   first), or when the oldest lies too far behind the log's end.
+//! - **Runs.** Id and claim lookups in memory are written as sorted runs when they grow large
+//!   or lie too far behind the log's end; claim runs whose every record expired are deleted.
+//! - **Purges.** Retention marks events purged in their block (checking the legal hold in the
+//!   same transaction) and then rewrites their bodies in the log as zeros, so their contents
+//!   are gone from disk, not only from reads; a crash in between is finished at the next start
+//!   (`log_redactions`).
+//!
+//! Blocks and runs are derived from the log, so this connection commits with
+//! `synchronous=NORMAL`: a power cut may lose its last commits, never consistency, and the
+//! next start reads those events back from the log.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+use trailmark_domain::Timestamp;
+
+use super::block::{BLOCK_MAX_EVENTS, BlockRecord, Columns};
+use super::format::{body_span, rewritten_body};
+use super::runs::{Memtable, Runs};
+use super::{LogEngine, MAX_OPEN_EVENTS, REPLAY_WINDOW_BYTES, RUN_ENTRIES, Shared};
+use crate::StoreError;
+
+/// How often the thread looks for work nobody woke it for.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the maintenance thread is asked to do.
+pub(crate) enum Task {
+    /// Look for blocks and runs to write.
+    Look,
+    /// Purge up to `limit` events of an organization received before `before` (unless it is
+    /// under a legal hold); answers how many.
+    Purge {
+        organization_id: String,
+        before: i64,
+        limit: usize,
+        now: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    /// Write every event in memory as blocks and every lookup as runs (before a shutdown or a
+    /// copy of the data directory; tests use it to reach the written index).
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+pub(crate) fn wake(shared: &Shared) {
+    let _ = shared.tasks.send(Task::Look);
+}
+
+/// Starts the thread. It holds the engine weakly: once the engine is dropped, the queue's sender
+/// (inside it) goes too, and the thread ends.
+pub(crate) fn start(
+    shared: std::sync::Weak<Shared>,
+    tasks: mpsc::Receiver<Task>,
+) -> Result<(), StoreError> {
+    let db_path = shared
+        .upgrade()
+        .map(|shared| shared.db_path.clone())
+        .ok_or_else(|| StoreError::Unavailable("the log closed while it opened".into()))?;
+    let connection = Connection::open(&db_path)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    std::thread::Builder::new()
+        .name("trailmark-log-maintenance".into())
+        .spawn(move || run(&shared, &connection, &tasks))
+        .map_err(|source| StoreError::Open {
+            path: "the log maintenance thread".into(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn run(shared: &std::sync::Weak<Shared>, connection: &Connection, tasks: &mpsc::Receiver<Task>) {
+    loop {
+        let task = match tasks.recv_timeout(LOOK_EVERY) {
+            Ok(task) => task,
+            Err(RecvTimeoutError::Timeout) => Task::Look,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let shared = shared.as_ref();
+        match task {
+            Task::Look => {
+                if let Err(error) = look(shared, connection) {
+                    tracing::error!(%error, "writing the log's index failed; it is retried");
+                }
+            }
+            Task::Purge {
+                organization_id,
+                before,
+                limit,
+                now,
+                reply,
+            } => {
+                let _ = reply.send(purge(
+                    shared,
+                    connection,
+                    &organization_id,
+                    before,
+                    limit,
+                    now,
+                ));
+            }
+            Task::Flush(reply) => {
+                let _ = reply.send(flush_all(shared, connection));
+            }
+        }
+    }
+}
+
+impl LogEngine {
+    /// Purges (see [`Task::Purge`]).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn purge(
+        &self,
+        organization_id: &str,
+        before: Timestamp,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tasks
+            .send(Task::Purge {
+                organization_id: organization_id.to_owned(),
+                before: before.unix_millis(),
+                limit,
+                now: now.unix_millis(),
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable("the log's maintenance has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the purge was not done".into()))?
+    }
+
+    /// Deletes claims whose records all expired before `now`; returns how many went.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors deleting runs.
+    pub(crate) fn retire_claims(&self, now: Timestamp) -> Result<u64, StoreError> {
+        retire_claims(&self.shared, now.unix_millis())
+    }
+
+    /// Writes everything in memory as blocks and runs.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tasks
+            .send(Task::Flush(reply))
+            .map_err(|_| StoreError::Unavailable("the log's maintenance has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the flush was not done".into()))?
+    }
+}
+
+/// Writes the blocks and runs that are due.
+fn look(shared: &Shared, connection: &Connection) -> Result<(), StoreError> {
+    loop {
+        let due = {
+            let state = shared.read_state()?;
+            let behind = state.end.saturating_sub(REPLAY_WINDOW_BYTES);
+            let full = state
+                .logs
+                .iter()
+                .find(|(_, log)| log.open.len() >= BLOCK_MAX_EVENTS);
+            let old = state
+                .logs
+                .iter()
+                .find(|(_, log)| log.open.first().is_some_and(|e| e.position < behind));
+            let largest = (state.open_events > MAX_OPEN_EVENTS)
+                .then(|| state.logs.iter().max_by_key(|(_, log)| log.open.len()))
+                .flatten();
+            full.or(old).or(largest).map(|(id, _)| id.clone())
+        };
+        match due {
+            Some(organization_id) => seal(shared, connection, &organization_id)?,
+            None => break,
+        }
+    }
+    let (ids_due, claims_due) = {
+        let state = shared.read_state()?;
+        let behind = state.end.saturating_sub(REPLAY_WINDOW_BYTES);
+        (
+            state.ids.len() >= RUN_ENTRIES
+                || (!state.ids.is_empty() && shared.ids.covered_to() < behind),
+            state.claims.len() >= RUN_ENTRIES
+                || (!state.claims.is_empty() && shared.claims.covered_to() < behind),
+        )
+    };
+    if ids_due {
+        flush_runs(shared, RunKind::Ids)?;
+    }
+    if claims_due {
+        flush_runs(shared, RunKind::Claims)?;
+    }
+    Ok(())
+}
+
+fn flush_all(shared: &Shared, connection: &Connection) -> Result<(), StoreError> {
+    loop {
+        let next = {
+            let state = shared.read_state()?;
+            state
+                .logs
+                .iter()
+                .find(|(_, log)| !log.open.is_empty())
+                .map(|(id, _)| id.clone())
+        };
+        match next {
+            Some(organization_id) => seal(shared, connection, &organization_id)?,
+            None => break,
+        }
+    }
+    flush_runs(shared, RunKind::Ids)?;
+    flush_runs(shared, RunKind::Claims)
+}
+
+/// Writes the first (up to) [`BLOCK_MAX_EVENTS`] events in memory of one organization as a
+/// block, with its tiles, and takes them out of memory.
+fn seal(shared: &Shared, connection: &Connection, organization_id: &str) -> Result<(), StoreError> {
+    let (number, events, mut edge, replay_from) = {
+        let state = shared.read_state()?;
+        let Some(log) = state.logs.get(organization_id) else {
+            return Ok(());
+        };
+        let take = log.open.len().min(BLOCK_MAX_EVENTS);
+        if take == 0 {
+            return Ok(());
+        }
+        let replay_from = state
+            .logs
+            .iter()
+            .filter_map(|(id, other)| {
+                let first_left = if id == organization_id { take } else { 0 };
+                other.open.get(first_left).map(|e| e.position)
+            })
+            .min()
+            .unwrap_or(state.end);
+        (
+            log.number,
+            log.open[..take].to_vec(),
+            log.edge.clone(),
+            replay_from,
+        )
+    };
+    let record = BlockRecord::build(&events);
+    let tiles = edge.extend(events.iter().map(|e| e.leaf_hash));
+
+    let transaction = connection.unchecked_transaction()?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO log_blocks (organization, first_sequence, count, min_occurred, max_occurred,
+                min_received, max_received, locations, occurred, received, purged, bloom)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            number,
+            record.first_sequence as i64,
+            record.count,
+            record.min_occurred,
+            record.max_occurred,
+            record.min_received,
+            record.max_received,
+            record.locations,
+            record.occurred,
+            record.received,
+            record.purged,
+            record.bloom,
+        ])?;
+    {
+        let mut term = transaction.prepare_cached(
+            "INSERT INTO log_terms (organization, first_sequence, field, value, postings) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (field, value, postings) in &record.terms {
+            term.execute(params![
+                number,
+                record.first_sequence as i64,
+                field.code(),
+                value,
+                postings
+            ])?;
+        }
+        let mut tile = transaction.prepare_cached(
+            "INSERT INTO log_tiles (organization, level, idx, hashes) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (organization, level, idx) DO UPDATE SET hashes = excluded.hashes",
+        )?;
+        for written in &tiles {
+            tile.execute(params![
+                number,
+                written.level,
+                written.index as i64,
+                written.hashes.concat()
+            ])?;
+        }
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO log_meta (key, value) VALUES ('replay_from', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute([replay_from as i64])?;
+    transaction.commit()?;
+
+    let mut state = shared.write_state()?;
+    let log = state.logs.get_mut(organization_id).ok_or_else(|| {
+        StoreError::Corrupt("an organization left the log while its block was written".into())
+    })?;
+    if log.open.first().map(|e| e.sequence) != Some(record.first_sequence) {
+        return Err(StoreError::Corrupt(
+            "the events in memory changed while their block was written".into(),
+        ));
+    }
+    log.open.drain(..events.len());
+    log.sealed += events.len() as u64;
+    log.edge = edge;
+    state.open_events -= events.len();
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum RunKind {
+    Ids,
+    Claims,
+}
+
+/// Writes one kind's memtable as a run. The memtable stays readable (as "flushing") until the
+/// run is in place.
+fn flush_runs(shared: &Shared, kind: RunKind) -> Result<(), StoreError> {
+    let runs: &Runs = match kind {
+        RunKind::Ids => &shared.ids,
+        RunKind::Claims => &shared.claims,
+    };
+    let (entries, covered_to) = {
+        let mut state = shared.write_state()?;
+        let covered_to = state.end;
+        let table = match kind {
+            RunKind::Ids => std::mem::take(&mut state.ids),
+            RunKind::Claims => std::mem::take(&mut state.claims),
+        };
+        let table: Arc<Memtable> = Arc::new(table);
+        match kind {
+            RunKind::Ids => state.ids_flushing = Some(Arc::clone(&table)),
+            RunKind::Claims => state.claims_flushing = Some(Arc::clone(&table)),
+        }
+        (table, covered_to)
+    };
+    let now = Timestamp::now().unix_millis();
+    let written = runs.write(
+        entries
+            .values()
+            .copied()
+            .filter(|entry| matches!(kind, RunKind::Ids) || entry.b > now),
+        runs.covered_to(),
+        covered_to,
+    );
+    let mut state = shared.write_state()?;
+    match kind {
+        RunKind::Ids => state.ids_flushing = None,
+        RunKind::Claims => state.claims_flushing = None,
+    }
+    if let Err(error) = written {
+        // Put the entries back: they are still needed, and the next flush tries again.
+        let table = match kind {
+            RunKind::Ids => &mut state.ids,
+            RunKind::Claims => &mut state.claims,
+        };
+        for (key, entry) in entries.iter() {
+            table.entry(*key).or_insert(*entry);
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn purge(
+    shared: &Shared,
+    connection: &Connection,
+    organization_id: &str,
+    before: i64,
+    limit: usize,
+    now: i64,
+) -> Result<u64, StoreError> {
+    // Events still in memory are written as blocks first, so a purge only changes blocks.
+    loop {
+        let has_expired_in_memory = shared
+            .read_state()?
+            .logs
+            .get(organization_id)
+            .is_some_and(|log| log.open.iter().any(|e| e.received_at < before));
+        if !has_expired_in_memory {
+            break;
+        }
+        seal(shared, connection, organization_id)?;
+    }
+    let Some(number) = shared
+        .read_state()?
+        .logs
+        .get(organization_id)
+        .map(|log| log.number)
+    else {
+        return Ok(0);
+    };
+    // IMMEDIATE: it reads the hold and the blocks, then writes; a deferred transaction could
+    // not take the write lock after another connection committed.
+    let transaction =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    let held: bool = transaction.query_row(
+        "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = ?1)",
+        [organization_id],
+        |row| row.get(0),
+    )?;
+    if held {
+        return Ok(0);
+    }
+    let mut rewrites = Vec::new();
+    let mut purged = 0usize;
+    {
+        let mut blocks = transaction.prepare_cached(
+            "SELECT first_sequence, count, locations, occurred, received, purged FROM log_blocks
+             WHERE organization = ?1 AND min_received < ?2 ORDER BY first_sequence",
+        )?;
+        let mut rows = blocks.query(params![number, before])?;
+        let mut update = transaction.prepare_cached(
+            "UPDATE log_blocks SET purged = ?3 WHERE organization = ?1 AND first_sequence = ?2",
+        )?;
+        let mut pending = transaction.prepare_cached(
+            "INSERT OR IGNORE INTO log_redactions (organization, first_sequence) VALUES (?1, ?2)",
+        )?;
+        while purged < limit
+            && let Some(row) = rows.next()?
+        {
+            let columns = Columns::from_row(row, 0)?;
+            let first = columns.first_sequence as i64;
+            let offsets: Vec<u16> = (0..columns.len())
+                .filter(|&o| columns.received[o] < before && columns.purged[o].is_none())
+                .take(limit - purged)
+                .map(|o| o as u16)
+                .collect();
+            if offsets.is_empty() {
+                continue;
+            }
+            update.execute(params![number, first, columns.purged_with(&offsets, now)])?;
+            pending.execute(params![number, first])?;
+            rewrites.extend(offsets.iter().map(|&o| columns.locations[o as usize]));
+            purged += offsets.len();
+        }
+    }
+    transaction.commit()?;
+    erase_bodies(shared, &rewrites)?;
+    connection.execute(
+        "DELETE FROM log_redactions WHERE organization = ?1",
+        [number],
+    )?;
+    Ok(purged as u64)
+}
+
+/// Rewrites the bodies of the events at `locations` as zeros (with their CRCs), durably.
+fn erase_bodies(shared: &Shared, locations: &[(u64, u32)]) -> Result<(), StoreError> {
+    for &(position, length) in locations {
+        let record = shared.segments.read_at(position, length as usize)?;
+        let (at, body_len) = body_span(&record)
+            .map_err(|e| StoreError::Corrupt(format!("the record at {position}: {e}")))?;
+        shared
+            .segments
+            .overwrite_at(position + at as u64, &rewritten_body(body_len, None))?;
+    }
+    if !locations.is_empty() {
+        shared.segments.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Finishes purges a crash interrupted between marking events purged and erasing their bodies.
+pub(crate) fn finish_pending_redactions(
+    shared: &Shared,
+    connection: &Connection,
+) -> Result<(), StoreError> {
+    let pending: Vec<(u32, i64)> = connection
+        .prepare("SELECT organization, first_sequence FROM log_redactions")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (number, first) in pending {
+        let mut statement = connection.prepare(
+            "SELECT first_sequence, count, locations, occurred, received, purged FROM log_blocks
+             WHERE organization = ?1 AND first_sequence = ?2",
+        )?;
+        let mut rows = statement.query(params![number, first])?;
+        let Some(row) = rows.next()? else {
+            continue;
+        };
+        let columns = Columns::from_row(row, 0)?;
+
+        let locations: Vec<(u64, u32)> = (0..columns.len())
+            .filter(|&o| columns.purged[o].is_some())
+            .map(|o| columns.locations[o])
+            .collect();
+        erase_bodies(shared, &locations)?;
+        connection.execute(
+            "DELETE FROM log_redactions WHERE organization = ?1 AND first_sequence = ?2",
+            params![number, first],
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes claim runs and memtable entries whose records all expired before `now`; returns how
+/// many records went.
+fn retire_claims(shared: &Shared, now: i64) -> Result<u64, StoreError> {
+    let mut retired = shared.claims.retire_below(now)?;
+    let mut state = shared.write_state()?;
+    let before = state.claims.len();
+    state.claims.retain(|_, entry| entry.b > now);
+    retired += (before - state.claims.len()) as u64;
+    Ok(retired)
+}
