@@ -128,8 +128,13 @@ async fn a_configuration_file_sets_flags_and_the_environment_and_command_line_wi
     let log = server.log();
     let start: Value = log
         .lines()
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("JSON logs from the file's log-format: {log}"));
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("serving on"))
+        })
+        .unwrap_or_else(|| panic!("a JSON start line from the file's log-format: {log}"));
     assert_eq!(start["private_destinations"], "allowed", "{start}");
     let big = reqwest::Client::new()
         .post(format!("{}/organizations", server.base()))
