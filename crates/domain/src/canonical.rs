@@ -31,6 +31,51 @@ pub fn canonical_json_without(value: &Value, skip: &[&str]) -> Vec<u8> {
     out
 }
 
+/// Writes a canonical object member by member, for callers that know their keys and give them
+/// in canonical order (each key sorts after the one before), without building the object.
+pub struct ObjectWriter {
+    out: Vec<u8>,
+}
+
+impl ObjectWriter {
+    pub fn new(capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity);
+        out.push(b'{');
+        ObjectWriter { out }
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        write_string(key, &mut self.out);
+        self.out.push(b':');
+    }
+
+    pub fn member(&mut self, key: &str, value: &Value) {
+        self.key(key);
+        write_value(value, &mut self.out);
+    }
+
+    pub fn string_member(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_string(value, &mut self.out);
+    }
+
+    /// Writes an integer member (exact below 2^53) and returns where its digits start.
+    pub fn integer_member(&mut self, key: &str, value: u64) -> usize {
+        self.key(key);
+        let at = self.out.len();
+        write_value(&Value::from(value), &mut self.out);
+        at
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.push(b'}');
+        self.out
+    }
+}
+
 fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),

@@ -18,7 +18,7 @@
 use serde_json::Value;
 use trailmark_domain::Timestamp;
 use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_json_without};
-use trailmark_domain::record::{Placement, event_object};
+use trailmark_domain::record::{Placement, canonical_event_object};
 
 use crate::tree::{Hash, leaf_hash};
 
@@ -55,25 +55,17 @@ impl LeafTemplate {
     /// The template of the event whose normalized body is `body`, placed in `organization_id`'s
     /// log with `id`, received at `received_at`.
     pub fn new(id: &str, organization_id: &str, received_at: Timestamp, body: &Value) -> Self {
-        let leaf = |sequence| {
-            leaf_bytes(&event_object(
-                Placement {
-                    id,
-                    organization_id,
-                    sequence,
-                    received_at,
-                },
-                body,
-            ))
-        };
-        // The two differ only in the one digit where the sequence is written, wherever the
-        // canonical form puts it.
-        let (zero, one) = (leaf(0), leaf(1));
-        let at = zero
-            .iter()
-            .zip(&one)
-            .position(|(a, b)| a != b)
-            .unwrap_or(zero.len());
+        // The event object carries no `leaf_hash` or `inclusion_proof` (the non-leaf keys), so
+        // its canonical form is its leaf bytes.
+        let (zero, at) = canonical_event_object(
+            Placement {
+                id,
+                organization_id,
+                sequence: 0,
+                received_at,
+            },
+            body,
+        );
         LeafTemplate {
             before: zero[..at].to_vec(),
             after: zero[(at + 1).min(zero.len())..].to_vec(),
@@ -95,6 +87,7 @@ impl LeafTemplate {
 mod tests {
     use super::*;
     use serde_json::json;
+    use trailmark_domain::record::event_object;
 
     #[test]
     fn a_leaf_template_hashes_as_the_whole_event_object_does() {
@@ -104,7 +97,7 @@ mod tests {
             "actor": {"id": "user_1", "type": "user", "name": "Sequence 0 \"1\"", "metadata": {"sequence": "1"}},
             "targets": [{"id": "team_10", "type": "team", "metadata": {"n": "11"}}],
             "context": {"location": "192.0.2.1", "user_agent": "UA/1.0"},
-            "metadata": {"attempt": "1", "note": "ü \\u0001 1"}
+            "metadata": {"attempt": "1", "note": "ü \\u0001 1 \"sequence\":0", "sequence": 0}
         });
         let received_at = Timestamp::from_unix_millis(1_785_578_400_001);
         let template = LeafTemplate::new("event_01", "org_1", received_at, &body);

@@ -140,7 +140,8 @@ impl BlockRecord {
             previous = event.position;
         }
         let mut terms: Postings<'_> = Default::default();
-        let mut trigrams = std::collections::HashSet::new();
+        let mut trigrams: std::collections::HashSet<u64, std::hash::BuildHasherDefault<MixHasher>> =
+            Default::default();
         for (offset, event) in events.iter().enumerate() {
             let offset = offset as u16;
             add_term(&mut terms, Field::Action, &event.action, offset);
@@ -152,7 +153,9 @@ impl BlockRecord {
                 add_term(&mut terms, Field::TargetId, id, offset);
                 add_term(&mut terms, Field::TargetType, kind, offset);
             }
-            trigrams.extend(trigrams_of(&event.text));
+            for_each_trigram(&event.text, |key| {
+                trigrams.insert(key);
+            });
         }
         BlockRecord {
             first_sequence: events[0].sequence,
@@ -437,14 +440,46 @@ fn add_postings(set: &mut OffsetSet, postings: &[u8], block: u64) -> Result<(), 
     Ok(())
 }
 
-/// The distinct trigrams (three consecutive characters within one line) of `text`, hashed.
-pub(crate) fn trigrams_of(text: &str) -> impl Iterator<Item = u64> + '_ {
-    text.split('\n').flat_map(|line| {
-        let chars: Vec<char> = line.chars().collect();
-        (0..chars.len().saturating_sub(2))
-            .map(move |i| trigram_hash(&chars[i..i + 3]))
-            .collect::<Vec<_>>()
-    })
+/// Calls `each` with the hash of every trigram (three consecutive characters within one line)
+/// of `text`, repeats included.
+pub(crate) fn for_each_trigram(text: &str, mut each: impl FnMut(u64)) {
+    for line in text.split('\n') {
+        let mut window = ['\0'; 3];
+        for (count, c) in line.chars().enumerate() {
+            window = [window[1], window[2], c];
+            if count >= 2 {
+                each(trigram_hash(&window));
+            }
+        }
+    }
+}
+
+/// The trigram hashes of `text` ([`for_each_trigram`]), collected.
+pub(crate) fn trigrams_of(text: &str) -> Vec<u64> {
+    let mut trigrams = Vec::with_capacity(text.len());
+    for_each_trigram(text, |key| trigrams.push(key));
+    trigrams
+}
+
+/// A hasher for keys that are hashes already: one multiply spreads them over a table's buckets
+/// (SipHash would only cost time).
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl std::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// FNV-1a over the trigram's UTF-8 bytes: fixed, so filters written by one run of Trailmark are
@@ -661,7 +696,7 @@ mod tests {
 
         fn may_contain_text(&mut self, text: &str) -> Result<bool, StoreError> {
             let blocks = u32::from_le_bytes(self.record.bloom[..4].try_into().expect("count"));
-            Ok(trigrams_of(text).all(|key| {
+            Ok(trigrams_of(text).into_iter().all(|key| {
                 let at = 4 + Bloom::block_of(key, blocks) as usize * Bloom::BLOCK_BYTES;
                 Bloom::block_may_contain(&self.record.bloom[at..at + Bloom::BLOCK_BYTES], key)
             }))

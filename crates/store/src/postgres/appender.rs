@@ -1,17 +1,19 @@
-//! Group commit for appends: the PostgreSQL counterpart of the SQLite writer thread.
+//! Group commit for appends: the PostgreSQL counterpart of the embedded log's writer.
 //!
-//! Each append becomes a job on a queue. A few committer tasks each take every job waiting at
-//! that moment and commit them in one transaction: the organizations' log heads are locked
-//! once, sequences and Merkle nodes are computed in memory, and each table gets one bulk
-//! `INSERT … SELECT FROM UNNEST(…)`. So one WAL flush and a handful of round trips carry a
-//! whole group, whatever its size.
+//! Appends wait in one queue per organization. A few committer tasks each take one
+//! organization's waiting appends (all of them, up to a bound) and commit them in one
+//! transaction: the log head is locked, sequences and Merkle nodes are computed in memory, and
+//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the
+//! connection. So one WAL flush and a handful of round trips carry a whole group, and
+//! transactions of different organizations — from this instance or another — never wait for
+//! each other: only one organization's own appends take turns on its head.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Pool};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use trailmark_domain::Timestamp;
 use trailmark_ledger::tree::Frontier;
 
@@ -22,81 +24,169 @@ use crate::observe::{Commit, StoreObserver};
 use crate::rows::frontier;
 use crate::rules::{self, PreparedAppend, PreparedEvent};
 
-/// Requests that may wait for a committer before senders wait too (back-pressure).
+/// Appends that may wait for a committer before senders wait too (back-pressure).
 const QUEUE_DEPTH: usize = 8_192;
 /// A group stops growing once it holds this many events, which bounds one transaction's size.
 const MAX_EVENTS_PER_COMMIT: usize = 10_000;
-/// Groups in flight at once: while one waits for its WAL flush, the next is being built.
-const COMMITTERS: usize = 2;
+/// Transactions in flight at once from this instance, each for another organization.
+const COMMITTERS: usize = 4;
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
-/// The handle appends go through; clones share the queue.
+/// One waiting append, holding its place in the queue.
+struct Job {
+    append: PreparedAppend,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The waiting appends, by organization.
+#[derive(Default)]
+struct Waiting {
+    by_organization: HashMap<String, VecDeque<Job>>,
+    /// Organizations with waiting appends, the longest waiting first.
+    order: VecDeque<String>,
+    /// Organizations a committer of this instance is writing now.
+    busy: HashSet<String>,
+    closed: bool,
+}
+
+struct Queues {
+    waiting: Mutex<Waiting>,
+    /// Told when an append arrives or an organization is no longer busy.
+    changed: Notify,
+    room: Arc<Semaphore>,
+}
+
+/// Closes the queues when the last [`Appender`] goes, so the committers end.
+struct Handle(Arc<Queues>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.0.waiting.lock() {
+            waiting.closed = true;
+        }
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// The handle appends go through; clones share the queues.
 #[derive(Clone)]
 pub(crate) struct Appender {
-    jobs: mpsc::Sender<(PreparedAppend, Reply)>,
+    handle: Arc<Handle>,
 }
 
 impl Appender {
     /// Starts the committer tasks; they stop when the last handle is dropped.
     pub(crate) fn start(pool: Pool, observer: Arc<dyn StoreObserver>) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let queue = Arc::new(Mutex::new(queue));
+        let queues = Arc::new(Queues {
+            waiting: Mutex::new(Waiting::default()),
+            changed: Notify::new(),
+            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
+        });
         for _ in 0..COMMITTERS {
             tokio::spawn(run_committer(
                 pool.clone(),
-                Arc::clone(&queue),
+                Arc::clone(&queues),
                 Arc::clone(&observer),
             ));
         }
-        Appender { jobs }
+        Appender {
+            handle: Arc::new(Handle(queues)),
+        }
     }
 
-    /// Appends `request` in the next group commit; returns once that commit is durable.
+    /// Appends `request` in the next group commit of its organization; returns once that
+    /// commit is durable.
     pub(crate) async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         // Prepared beside the other requests, so a committer only assigns sequences and writes.
-        let prepared = PreparedAppend::prepare(request).await?;
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send((prepared, reply))
+        let append = PreparedAppend::prepare(request).await?;
+        let queues = &self.handle.0;
+        let permit = Arc::clone(&queues.room)
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Unavailable("the appender has stopped".into()))?;
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut waiting = queues
+                .waiting
+                .lock()
+                .map_err(|_| StoreError::Unavailable("the append queue is poisoned".into()))?;
+            let organization = append.organization_id.clone();
+            let queue = waiting
+                .by_organization
+                .entry(organization.clone())
+                .or_default();
+            let first = queue.is_empty();
+            queue.push_back(Job {
+                append,
+                reply,
+                _permit: permit,
+            });
+            if first {
+                waiting.order.push_back(organization);
+            }
+        }
+        queues.changed.notify_one();
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the append was not committed".into()))?
     }
 }
 
-async fn run_committer(
-    pool: Pool,
-    queue: Arc<Mutex<mpsc::Receiver<(PreparedAppend, Reply)>>>,
-    observer: Arc<dyn StoreObserver>,
-) {
+/// Takes the waiting appends of the organization that waited longest and no committer of
+/// this instance is writing; `None` once the queues are closed and empty.
+async fn next_group(queues: &Queues) -> Option<(String, Vec<Job>)> {
     loop {
-        let group = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut events = first.0.events.len();
-            let mut group = vec![first];
-            while events < MAX_EVENTS_PER_COMMIT {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        events += job.0.events.len();
-                        group.push(job);
+        let notified = queues.changed.notified();
+        {
+            let mut waiting = queues.waiting.lock().ok()?;
+            let free = waiting
+                .order
+                .iter()
+                .position(|organization| !waiting.busy.contains(organization));
+            if let Some(at) = free {
+                let organization = waiting.order.remove(at)?;
+                let queue = waiting.by_organization.get_mut(&organization)?;
+                let mut events = 0;
+                let mut group = Vec::new();
+                while let Some(job) = queue.pop_front() {
+                    events += job.append.events.len();
+                    group.push(job);
+                    if events >= MAX_EVENTS_PER_COMMIT {
+                        break;
                     }
-                    Err(_) => break,
                 }
+                if queue.is_empty() {
+                    waiting.by_organization.remove(&organization);
+                } else {
+                    waiting.order.push_back(organization.clone());
+                }
+                waiting.busy.insert(organization.clone());
+                return Some((organization, group));
             }
-            group
-        };
-        commit(&pool, group, observer.as_ref()).await;
+            if waiting.closed && waiting.by_organization.is_empty() {
+                return None;
+            }
+        }
+        notified.await;
     }
 }
 
-async fn commit(pool: &Pool, group: Vec<(PreparedAppend, Reply)>, observer: &dyn StoreObserver) {
-    let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+async fn run_committer(pool: Pool, queues: Arc<Queues>, observer: Arc<dyn StoreObserver>) {
+    while let Some((organization, group)) = next_group(&queues).await {
+        commit(&pool, group, observer.as_ref()).await;
+        if let Ok(mut waiting) = queues.waiting.lock() {
+            waiting.busy.remove(&organization);
+        }
+        // Another committer may be waiting for this organization.
+        queues.changed.notify_waiters();
+    }
+}
+
+async fn commit(pool: &Pool, group: Vec<Job>, observer: &dyn StoreObserver) {
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        group.into_iter().map(|job| (job.append, job.reply)).unzip();
     match commit_requests(pool, requests, observer).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -151,27 +241,31 @@ async fn commit_requests(
     result
 }
 
-/// Locks the log heads of `organizations` (creating empty ones as needed), in id order so that
-/// two transactions never wait on each other in a cycle, and returns their frontiers.
+/// Locks the log heads of the live ones among `organizations` (creating empty heads for a first
+/// append), in id order so that two transactions never wait on each other in a cycle, and
+/// returns their frontiers; an organization that is not live has none.
 pub(crate) async fn lock_heads(
     client: &impl GenericClient,
     organizations: &[String],
 ) -> Result<HashMap<String, Frontier>, StoreError> {
-    client
-        .execute(
-            "INSERT INTO log_heads (organization_id, size, frontier)
-             SELECT o, 0, ''::BYTEA FROM UNNEST($1::TEXT[]) AS o ORDER BY o
-             ON CONFLICT DO NOTHING",
-            &[&organizations],
-        )
-        .await?;
-    let rows = client
-        .query(
-            "SELECT organization_id, size, frontier FROM log_heads
-             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
-            &[&organizations],
-        )
-        .await?;
+    let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+         JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+         WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
+    let mut rows = client.query(select, &[&organizations]).await?;
+    if rows.len() < organizations.len() {
+        // A first append (or an organization that is not live): make the heads that are
+        // missing for live organizations, then lock them all again.
+        client
+            .execute(
+                "INSERT INTO log_heads (organization_id, size, frontier)
+                 SELECT o.id, 0, ''::BYTEA FROM organizations o
+                 WHERE o.id = ANY($1) AND o.deleted_at IS NULL ORDER BY o.id
+                 ON CONFLICT DO NOTHING",
+                &[&organizations],
+            )
+            .await?;
+        rows = client.query(select, &[&organizations]).await?;
+    }
     rows.iter()
         .map(|row| {
             let organization: String = row.try_get(0)?;
@@ -193,20 +287,9 @@ pub(crate) async fn append_group(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let live: HashSet<String> = client
-        .query(
-            "SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL",
-            &[&organizations],
-        )
-        .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let live_organizations: Vec<String> = organizations
-        .into_iter()
-        .filter(|o| live.contains(o))
-        .collect();
-    let mut heads = lock_heads(client, &live_organizations).await?;
+    // Only live organizations' heads are locked: the others' appends fail alone.
+    let mut heads = lock_heads(client, &organizations).await?;
+    let live: HashSet<String> = heads.keys().cloned().collect();
 
     // Read after the heads are locked: an earlier commit with the same identity (necessarily
     // the same organization) has finished by now, and this statement sees it.
@@ -293,21 +376,24 @@ pub(crate) async fn append_group(
         }
         outcomes.push(Ok(AppendOutcome::Appended { receipts }));
     }
-    rows.insert(client).await?;
     let (mut organizations, mut sizes, mut frontiers) = (Vec::new(), Vec::new(), Vec::new());
     for (organization, head) in heads {
         organizations.push(organization);
         sizes.push(head.size() as i64);
         frontiers.push(head.hashes().concat());
     }
-    client
-        .execute(
-            "UPDATE log_heads h SET size = u.size, frontier = u.frontier
-             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
-             WHERE h.organization_id = u.organization_id AND h.size <> u.size",
-            &[&organizations, &sizes, &frontiers],
-        )
-        .await?;
+    // Issued together: the connection pipelines them, one round trip for all.
+    tokio::try_join!(rows.insert(client), async {
+        client
+                .execute(
+                    "UPDATE log_heads h SET size = u.size, frontier = u.frontier
+                     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
+                     WHERE h.organization_id = u.organization_id AND h.size <> u.size",
+                    &[&organizations, &sizes, &frontiers],
+                )
+                .await
+                .map_err(StoreError::from)
+    })?;
     Ok(outcomes)
 }
 
@@ -414,9 +500,11 @@ impl Rows {
         self.expires_at.push(expires_at.unix_millis());
     }
 
+    /// Inserts the rows, the four statements issued together (pipelined on the connection).
     async fn insert(&self, client: &impl GenericClient) -> Result<(), StoreError> {
-        if !self.id.is_empty() {
-            client
+        let events = async {
+            if !self.id.is_empty() {
+                client
                 .execute(
                     "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id,
                         actor_name, leaf_hash, body, search_text)
@@ -437,9 +525,12 @@ impl Rows {
                     ],
                 )
                 .await?;
-        }
-        if !self.target_id.is_empty() {
-            client
+            }
+            Ok::<(), StoreError>(())
+        };
+        let targets = async {
+            if !self.target_id.is_empty() {
+                client
                 .execute(
                     "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
                      SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
@@ -451,24 +542,30 @@ impl Rows {
                     ],
                 )
                 .await?;
-        }
-        if !self.node_hash.is_empty() {
-            client
-                .execute(
-                    "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
+            }
+            Ok::<(), StoreError>(())
+        };
+        let nodes = async {
+            if !self.node_hash.is_empty() {
+                client
+                    .execute(
+                        "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
                      SELECT * FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::BIGINT[], $4::BYTEA[])",
-                    &[
-                        &self.node_organization,
-                        &self.node_level,
-                        &self.node_index,
-                        &self.node_hash,
-                    ],
-                )
-                .await?;
-        }
-        if !self.identity.is_empty() {
-            // An expired record with the same identity is replaced.
-            client
+                        &[
+                            &self.node_organization,
+                            &self.node_level,
+                            &self.node_index,
+                            &self.node_hash,
+                        ],
+                    )
+                    .await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        let claims = async {
+            if !self.identity.is_empty() {
+                // An expired record with the same identity is replaced.
+                client
                 .execute(
                     "INSERT INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
                      SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[])
@@ -485,7 +582,10 @@ impl Rows {
                     ],
                 )
                 .await?;
-        }
+            }
+            Ok::<(), StoreError>(())
+        };
+        tokio::try_join!(events, targets, nodes, claims)?;
         Ok(())
     }
 }
