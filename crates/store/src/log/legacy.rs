@@ -221,8 +221,8 @@ fn write_block(
     let transaction = connection.unchecked_transaction()?;
     transaction.execute(
         "INSERT INTO log_blocks (organization, first_sequence, count, min_occurred, max_occurred,
-            min_received, max_received, locations, occurred, received, purged, bloom)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            min_received, max_received, locations, occurred, received, purged, bloom, text_values)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             number,
             record.first_sequence as i64,
@@ -236,6 +236,7 @@ fn write_block(
             record.received,
             record.purged,
             record.bloom,
+            record.text_values,
         ],
     )?;
     for (field, value, postings) in &record.terms {

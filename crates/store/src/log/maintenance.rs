@@ -270,8 +270,8 @@ fn seal(shared: &Shared, connection: &Connection, organization_id: &str) -> Resu
     transaction
         .prepare_cached(
             "INSERT INTO log_blocks (organization, first_sequence, count, min_occurred, max_occurred,
-                min_received, max_received, locations, occurred, received, purged, bloom)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                min_received, max_received, locations, occurred, received, purged, bloom, text_values)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             number,
@@ -286,6 +286,7 @@ fn seal(shared: &Shared, connection: &Connection, organization_id: &str) -> Resu
             record.received,
             record.purged,
             record.bloom,
+            record.text_values,
         ])?;
     {
         let mut term = transaction.prepare_cached(

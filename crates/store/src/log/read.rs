@@ -345,7 +345,8 @@ fn sealed_hits(
             first,
             rowid,
         };
-        let mut offsets = candidates(filter, text, &columns, &mut terms)?.offsets();
+        let found = candidates(filter, text, &columns, &mut terms)?;
+        let mut offsets = found.offsets.offsets();
         if descending {
             offsets.reverse();
         }
@@ -365,7 +366,7 @@ fn sealed_hits(
                 received_at: columns.received[offset as usize],
                 purged_at: columns.purged[offset as usize],
             };
-            if let Some(text) = text
+            if let Some(text) = text.filter(|_| found.check_text)
                 && !record_contains(shared, hit, text)?
             {
                 continue;
@@ -554,6 +555,14 @@ impl Terms for SqlTerms<'_> {
             postings.push(row.get(1)?);
         }
         Ok(postings)
+    }
+
+    fn text_values(&mut self) -> Result<Vec<u8>, StoreError> {
+        Ok(self.connection.query_row(
+            "SELECT text_values FROM log_blocks WHERE rowid = ?1",
+            [self.rowid],
+            |row| row.get(0),
+        )?)
     }
 
     fn may_contain_text(&mut self, text: &str) -> Result<bool, StoreError> {

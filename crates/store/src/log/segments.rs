@@ -84,10 +84,27 @@ impl Segments {
     ///
     /// [`StoreError::Corrupt`] if no segment holds them, I/O errors as [`StoreError::Database`].
     pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        let (start, file) = self.segment_of(position)?;
+        let files = self
+            .files
+            .read()
+            .map_err(|_| StoreError::Unavailable("the segment list is poisoned".into()))?;
         let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, position - start)
-            .map_err(|e| io_error(&format!("reading the log at {position}"), e))?;
+        let mut filled = 0;
+        // A read of neighbouring records may run from one segment into the next.
+        while filled < len {
+            let at = position + filled as u64;
+            let (start, file) = files.range(..=at).next_back().ok_or_else(|| {
+                StoreError::Corrupt(format!("no log segment holds position {at}"))
+            })?;
+            let next = files
+                .range(at + 1..)
+                .next()
+                .map_or(u64::MAX, |(next, _)| *next);
+            let piece = ((next - at) as usize).min(len - filled);
+            file.read_exact_at(&mut bytes[filled..filled + piece], at - start)
+                .map_err(|e| io_error(&format!("reading the log at {at}"), e))?;
+            filled += piece;
+        }
         Ok(bytes)
     }
 
@@ -408,6 +425,13 @@ mod tests {
                 bytes
             );
         }
+        let all: Vec<u8> = positions.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(
+            segments
+                .read_at(0, all.len())
+                .expect("a read across segments"),
+            all
+        );
         let reopened = Segments::open(dir.path()).expect("reopen");
         let (sequences, end) = frames_from(&reopened, 0);
         assert_eq!(sequences, (0..10).collect::<Vec<_>>());

@@ -18,7 +18,8 @@ INSERT INTO log_organizations (id) SELECT id FROM organizations ORDER BY rowid;
 -- One row per block: up to 4,096 consecutive events of one organization, written once. The
 -- columns are encoded by `log::block` (delta varints): where each event's record lies in the
 -- log, when each occurred and was received, which retention purged. `bloom` is a trigram filter
--- over the events' search text.
+-- over the events' search text, `text_values` its distinct values with their events (free-text
+-- search).
 CREATE TABLE log_blocks (
     organization INTEGER NOT NULL,
     first_sequence INTEGER NOT NULL,
@@ -32,6 +33,7 @@ CREATE TABLE log_blocks (
     received BLOB NOT NULL,
     purged BLOB NOT NULL,
     bloom BLOB NOT NULL,
+    text_values BLOB NOT NULL,
     UNIQUE (organization, first_sequence)
 );
 
