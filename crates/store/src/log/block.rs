@@ -498,15 +498,15 @@ pub(crate) fn text_value_offsets(encoded: &[u8], text: &str, count: usize) -> Op
         Some(u32::from_le_bytes(encoded.get(at..at + 4)?.try_into().ok()?) as usize)
     };
     let (values, text_len) = (word(0)?, word(4)?);
-    let joined = std::str::from_utf8(encoded.get(8..8 + text_len)?).ok()?;
+    let joined = encoded.get(8..8 + text_len)?;
     let table = 8 + text_len;
     let postings = encoded.get(table + values * 4..)?;
     let mut found = OffsetSet::none(count);
     // Matches come in order: count the values passed on the way, once.
     let (mut value, mut scanned) = (0usize, 0usize);
     let mut last = None;
-    for (at, _) in joined.match_indices(text) {
-        value += joined[scanned..at].bytes().filter(|b| *b == b'\n').count();
+    for at in memchr::memmem::find_iter(joined, text.as_bytes()) {
+        value += memchr::memchr_iter(b'\n', &joined[scanned..at]).count();
         scanned = at;
         if last == Some(value) {
             continue;
