@@ -17,6 +17,9 @@ use std::io::Write;
 
 use clap::{CommandFactory, Parser};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `println!` for the subcommands' results: a reader that stops early (`trailmark verify … |
 /// head`) ends the process quietly, with the status a shell gives a command killed by SIGPIPE,
 /// instead of the panic `println!` raises.
