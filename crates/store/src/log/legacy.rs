@@ -28,6 +28,10 @@ use crate::StoreError;
 /// purge time.
 type LegacyRow = (i64, String, i64, Vec<u8>, String, Option<i64>);
 
+/// The tables that held events before the log.
+const DROP_LEGACY_TABLES: &str = "DROP TABLE events_fts; DROP TABLE event_targets; \
+    DROP TABLE events; DROP TABLE merkle_nodes; DROP TABLE log_heads;";
+
 /// Whether the database still holds events in the old tables.
 ///
 /// # Errors
@@ -54,6 +58,14 @@ pub(crate) fn convert(db_path: &Path) -> Result<(), StoreError> {
     }
     let connection = Connection::open(db_path)?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let total: i64 = connection.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
+    let heads: i64 =
+        connection.query_row("SELECT COUNT(*) FROM log_heads", [], |row| row.get(0))?;
+    if total == 0 && heads == 0 {
+        // A new database: its migrations made the old tables just before the log's.
+        connection.execute_batch(DROP_LEGACY_TABLES)?;
+        return Ok(());
+    }
     // A conversion a crash interrupted starts again from nothing.
     let dir = log_dir(db_path);
     if dir.exists() {
@@ -66,7 +78,6 @@ pub(crate) fn convert(db_path: &Path) -> Result<(), StoreError> {
         "DELETE FROM log_blocks; DELETE FROM log_terms; DELETE FROM log_tiles;
          DELETE FROM log_meta; DELETE FROM log_redactions;",
     )?;
-    let total: i64 = connection.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
     tracing::info!(
         events = total,
         "moving events from the database into the log (an upgrade; once)"
@@ -197,8 +208,7 @@ pub(crate) fn convert(db_path: &Path) -> Result<(), StoreError> {
     connection.execute_batch(&format!(
         "BEGIN;
          INSERT INTO log_meta (key, value) VALUES ('replay_from', {end});
-         DROP TABLE events_fts; DROP TABLE event_targets; DROP TABLE events;
-         DROP TABLE merkle_nodes; DROP TABLE log_heads;
+         {DROP_LEGACY_TABLES}
          COMMIT;"
     ))?;
     tracing::info!(
