@@ -8,6 +8,7 @@ use trailmark_domain::query::EventFilter;
 use trailmark_domain::{FieldProblem, Problems, Timestamp};
 use trailmark_store::{Order, SearchRequest, StreamRecord, rules};
 use trailmark_streams::Outcome;
+use trailmark_streams::net::DestinationError;
 use trailmark_streams::settings::{Settings, StreamKind, new_signing_secret};
 
 use crate::{AppError, NotFoundKind, Trailmark};
@@ -311,8 +312,16 @@ impl Trailmark {
             trailmark_streams::net::check_destination(&url, self.inner.streams.allow_private())
                 .await
                 .map_err(|error| {
+                    // A name that does not resolve may be a typo or a DNS outage, not an
+                    // attempt to reach inside: it gets its own code, so a client can tell the
+                    // two apart.
+                    let code = match error {
+                        DestinationError::Unresolvable { .. } => "unresolvable_destination",
+                        DestinationError::BadUrl => "invalid_url",
+                        DestinationError::Private { .. } => "forbidden_destination",
+                    };
                     Problems::Malformed(vec![FieldProblem {
-                        code: "forbidden_destination",
+                        code,
                         field: field.into(),
                         message: error.to_string(),
                     }])

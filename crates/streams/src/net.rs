@@ -2,12 +2,19 @@
 //! the guard that keeps streams off private networks, and the reading of a destination's answer.
 //!
 //! **Private destinations.** Unless the operator allowed them (`--allow-private-destinations`),
-//! a destination whose host is, or resolves to, a loopback, private, link-local, unique-local,
-//! carrier-grade-NAT or unspecified address is refused: when the stream is saved
-//! ([`check_destination`]) and again at every connection (the client's resolver drops such
-//! addresses), because DNS can change between the two.
+//! a stream may reach only globally routable unicast addresses: everything the IANA
+//! special-purpose address registries (IPv4 and IPv6) mark as not globally reachable is refused,
+//! and so are multicast, the reserved 240.0.0.0/4 and, for IPv6, anything outside the global
+//! unicast block 2000::/3. IPv6 forms that carry an IPv4 address are decoded first: IPv4-mapped
+//! (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::/96`) addresses are judged by the IPv4 address they
+//! reach; the deprecated transition forms (IPv4-compatible `::a.b.c.d`, IPv4-translated
+//! `::ffff:0:a.b.c.d`, 6to4 `2002::/16`, Teredo `2001::/32`) and the local-use NAT64 prefix
+//! `64:ff9b:1::/48` are refused whatever they embed. A destination is checked when the stream is
+//! saved ([`check_destination`]: a name must resolve, and to global addresses only) and again at
+//! every connection (the client's resolver drops refused addresses), because DNS can change
+//! between the two.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,76 +27,353 @@ use crate::Outcome;
 /// How long one delivery request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether `ip` is an address a stream must not reach unless the operator allowed it.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b)) // 100.64.0.0/10, carrier-grade NAT
-                || a == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00 // fc00::/7, unique local
-                || (first & 0xffc0) == 0xfe80 // fe80::/10, link local
+/// Why an address is not one a stream may reach: the registry range it falls in and, for an
+/// IPv6 form that carries an IPv4 address, that address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotGlobal {
+    /// The range and its registry name, e.g. `127.0.0.0/8 (loopback)`.
+    pub range: &'static str,
+    /// The IPv4 address an IPv6 form carries.
+    pub embedded: Option<Ipv4Addr>,
+    /// For IPv6 forms that reach the IPv4 address they carry (IPv4-mapped, NAT64): the form;
+    /// `range` is then the carried address's range.
+    pub form: Option<&'static str>,
+}
+
+impl std::fmt::Display for NotGlobal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.form, self.embedded) {
+            (Some(form), Some(v4)) => write!(f, "the {form} form of {v4}, in {}", self.range),
+            (_, Some(v4)) => write!(f, "{}, carrying {v4}", self.range),
+            _ => f.write_str(self.range),
         }
     }
 }
+
+/// IPv4 ranges that are not globally reachable unicast: the IANA IPv4 Special-Purpose Address
+/// Registry's entries whose "Globally Reachable" is false or N/A, plus multicast (224.0.0.0/4).
+/// Checked after [`V4_GLOBAL_EXCEPTIONS`].
+const V4_NOT_GLOBAL: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "0.0.0.0/8 (this network)"),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "10.0.0.0/8 (private use)"),
+    (
+        Ipv4Addr::new(100, 64, 0, 0),
+        10,
+        "100.64.0.0/10 (shared address space, carrier-grade NAT)",
+    ),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "127.0.0.0/8 (loopback)"),
+    (
+        Ipv4Addr::new(169, 254, 0, 0),
+        16,
+        "169.254.0.0/16 (link local)",
+    ),
+    (
+        Ipv4Addr::new(172, 16, 0, 0),
+        12,
+        "172.16.0.0/12 (private use)",
+    ),
+    (
+        Ipv4Addr::new(192, 0, 0, 0),
+        24,
+        "192.0.0.0/24 (IETF protocol assignments)",
+    ),
+    (
+        Ipv4Addr::new(192, 0, 2, 0),
+        24,
+        "192.0.2.0/24 (documentation, TEST-NET-1)",
+    ),
+    (
+        Ipv4Addr::new(192, 88, 99, 0),
+        24,
+        "192.88.99.0/24 (6to4 relay anycast, deprecated)",
+    ),
+    (
+        Ipv4Addr::new(192, 168, 0, 0),
+        16,
+        "192.168.0.0/16 (private use)",
+    ),
+    (
+        Ipv4Addr::new(198, 18, 0, 0),
+        15,
+        "198.18.0.0/15 (benchmarking)",
+    ),
+    (
+        Ipv4Addr::new(198, 51, 100, 0),
+        24,
+        "198.51.100.0/24 (documentation, TEST-NET-2)",
+    ),
+    (
+        Ipv4Addr::new(203, 0, 113, 0),
+        24,
+        "203.0.113.0/24 (documentation, TEST-NET-3)",
+    ),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "224.0.0.0/4 (multicast)"),
+    (
+        Ipv4Addr::new(255, 255, 255, 255),
+        32,
+        "255.255.255.255/32 (limited broadcast)",
+    ),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "240.0.0.0/4 (reserved)"),
+];
+
+/// Single addresses inside [`V4_NOT_GLOBAL`] ranges that the registry marks globally reachable
+/// (the PCP and TURN anycast addresses in 192.0.0.0/24).
+const V4_GLOBAL_EXCEPTIONS: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(192, 0, 0, 9), 32),
+    (Ipv4Addr::new(192, 0, 0, 10), 32),
+];
+
+/// IPv6 ranges that are not globally reachable unicast (IANA IPv6 Special-Purpose Address
+/// Registry, "Globally Reachable" false or N/A; plus site-local, multicast and SRv6 SIDs), checked
+/// after the embedded IPv4 forms are decoded and after [`V6_GLOBAL_EXCEPTIONS`]. Anything outside
+/// 2000::/3, the one block allocated for global unicast, is refused after this table.
+const V6_NOT_GLOBAL: &[(Ipv6Addr, u8, &str)] = &[
+    (Ipv6Addr::UNSPECIFIED, 128, "::/128 (unspecified)"),
+    (Ipv6Addr::LOCALHOST, 128, "::1/128 (loopback)"),
+    (
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        48,
+        "64:ff9b:1::/48 (local-use IPv4/IPv6 translation)",
+    ),
+    (
+        Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
+        64,
+        "100::/64 (discard only)",
+    ),
+    (
+        Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0),
+        64,
+        "100:0:0:1::/64 (dummy IPv6 prefix)",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        32,
+        "2001:db8::/32 (documentation)",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        23,
+        "2001::/23 (IETF protocol assignments)",
+    ),
+    (
+        Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+        20,
+        "3fff::/20 (documentation)",
+    ),
+    (
+        Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0),
+        16,
+        "5f00::/16 (segment routing SIDs)",
+    ),
+    (
+        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+        7,
+        "fc00::/7 (unique local)",
+    ),
+    (
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "fe80::/10 (link local)",
+    ),
+    (
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "fec0::/10 (site local, deprecated)",
+    ),
+    (
+        Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
+        8,
+        "ff00::/8 (multicast)",
+    ),
+];
+
+/// Globally reachable entries inside 2001::/23 (PCP, TURN and DNS-SD anycast, AMT, AS112-v6,
+/// ORCHIDv2, drone remote ID).
+const V6_GLOBAL_EXCEPTIONS: &[(Ipv6Addr, u8)] = &[
+    (Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 1), 128),
+    (Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 2), 128),
+    (Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 3), 128),
+    (Ipv6Addr::new(0x2001, 3, 0, 0, 0, 0, 0, 0), 32),
+    (Ipv6Addr::new(0x2001, 4, 0x112, 0, 0, 0, 0, 0), 48),
+    (Ipv6Addr::new(0x2001, 0x20, 0, 0, 0, 0, 0, 0), 28),
+    (Ipv6Addr::new(0x2001, 0x30, 0, 0, 0, 0, 0, 0), 28),
+];
+
+fn in_v4(ip: Ipv4Addr, network: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(network) & mask
+}
+
+fn in_v6(ip: Ipv6Addr, network: Ipv6Addr, prefix: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    u128::from(ip) & mask == u128::from(network) & mask
+}
+
+/// `Ok` if a stream may reach `ip` (globally routable unicast), else the range that refuses it.
+///
+/// # Errors
+///
+/// [`NotGlobal`] naming the registry range `ip` (or the IPv4 address it carries) falls in.
+pub fn check_global(ip: IpAddr) -> Result<(), NotGlobal> {
+    match ip {
+        IpAddr::V4(v4) => check_v4(v4),
+        IpAddr::V6(v6) => check_v6(v6),
+    }
+}
+
+fn check_v4(ip: Ipv4Addr) -> Result<(), NotGlobal> {
+    if V4_GLOBAL_EXCEPTIONS
+        .iter()
+        .any(|(network, prefix)| in_v4(ip, *network, *prefix))
+    {
+        return Ok(());
+    }
+    match V4_NOT_GLOBAL
+        .iter()
+        .find(|(network, prefix, _)| in_v4(ip, *network, *prefix))
+    {
+        Some((_, _, range)) => Err(NotGlobal {
+            range,
+            embedded: None,
+            form: None,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_v6(ip: Ipv6Addr) -> Result<(), NotGlobal> {
+    let bits = u128::from(ip);
+    let low32 = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+    let refused = |range: &'static str, embedded: Ipv4Addr| {
+        Err(NotGlobal {
+            range,
+            embedded: Some(embedded),
+            form: None,
+        })
+    };
+    // Forms that reach the IPv4 address they carry are judged by that address.
+    let reached = |form: &'static str| {
+        check_v4(low32).map_err(|inner| NotGlobal {
+            range: inner.range,
+            embedded: Some(low32),
+            form: Some(form),
+        })
+    };
+    if in_v6(ip, Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96) {
+        return reached("IPv4-mapped");
+    }
+    if in_v6(ip, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
+        return reached("NAT64 (64:ff9b::/96)");
+    }
+    // Deprecated transition forms: refused whatever they carry.
+    if in_v6(ip, Ipv6Addr::UNSPECIFIED, 96) && bits > 1 {
+        return refused("::/96 (IPv4-compatible, deprecated)", low32);
+    }
+    if in_v6(ip, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96) {
+        return refused("::ffff:0:0:0/96 (IPv4-translated)", low32);
+    }
+    if in_v6(ip, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
+        let carried = Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32);
+        return refused("2002::/16 (6to4)", carried);
+    }
+    if in_v6(ip, Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32) {
+        // Teredo carries the client's public address with every bit inverted.
+        return refused("2001::/32 (Teredo)", Ipv4Addr::from(!u32::from(low32)));
+    }
+    if V6_GLOBAL_EXCEPTIONS
+        .iter()
+        .any(|(network, prefix)| in_v6(ip, *network, *prefix))
+    {
+        return Ok(());
+    }
+    if let Some((_, _, range)) = V6_NOT_GLOBAL
+        .iter()
+        .find(|(network, prefix, _)| in_v6(ip, *network, *prefix))
+    {
+        return Err(NotGlobal {
+            range,
+            embedded: None,
+            form: None,
+        });
+    }
+    if !in_v6(ip, Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3) {
+        return Err(NotGlobal {
+            range: "outside 2000::/3 (not global unicast)",
+            embedded: None,
+            form: None,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `ip` is an address a stream must not reach unless the operator allowed it.
+pub fn is_private(ip: IpAddr) -> bool {
+    check_global(ip).is_err()
+}
+
+/// The flag that lifts the guard, named in every refusal so the operator knows the way out.
+const ALLOW_FLAG: &str = "--allow-private-destinations (TRAILMARK_ALLOW_PRIVATE_DESTINATIONS)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DestinationError {
     #[error("the destination URL is not valid")]
     BadUrl,
-    #[error("the destination host cannot be resolved: {0}")]
-    Unresolvable(String),
+    #[error("the destination host {host} cannot be resolved: {reason}")]
+    Unresolvable { host: String, reason: String },
     #[error(
-        "the destination {0} is a private, loopback or link-local address; the operator has not allowed private destinations"
+        "the destination {ip} is not a globally routable address ({why}); streams reach private, loopback and reserved addresses only when the server runs with {ALLOW_FLAG}"
     )]
-    Private(IpAddr),
+    Private { ip: IpAddr, why: NotGlobal },
 }
 
-/// Checks that `url`'s host is not a private address (resolving it if it is a name).
-///
-/// # Errors
-///
-/// [`DestinationError`] saying why the destination is refused.
-pub async fn check_destination(url: &str, allow_private: bool) -> Result<(), DestinationError> {
-    if allow_private {
-        return Ok(());
-    }
+fn host_of(url: &str) -> Result<(String, u16), DestinationError> {
     let url = reqwest::Url::parse(url).map_err(|_| DestinationError::BadUrl)?;
     let host = url
         .host_str()
         .ok_or(DestinationError::BadUrl)?
         .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = url.port_or_known_default().unwrap_or(443);
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((host, url.port_or_known_default().unwrap_or(443)))
+}
+
+fn refuse_if_private(ip: IpAddr) -> Result<(), DestinationError> {
+    check_global(ip).map_err(|why| DestinationError::Private { ip, why })
+}
+
+/// Checks that `url`'s host is, or resolves only to, globally routable addresses.
+///
+/// # Errors
+///
+/// [`DestinationError`] saying why the destination is refused: a name that does not resolve
+/// ([`DestinationError::Unresolvable`]) or an address that is not global.
+pub async fn check_destination(url: &str, allow_private: bool) -> Result<(), DestinationError> {
+    if allow_private {
+        return Ok(());
+    }
+    let (host, port) = host_of(url)?;
     let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, port))
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| DestinationError::Unresolvable(e.to_string()))?
+            .map_err(|e| DestinationError::Unresolvable {
+                host: host.clone(),
+                reason: e.to_string(),
+            })?
             .map(|address| address.ip())
             .collect(),
     };
-    match addresses.into_iter().find(|ip| is_private(*ip)) {
-        Some(ip) => Err(DestinationError::Private(ip)),
-        None => Ok(()),
+    if addresses.is_empty() {
+        return Err(DestinationError::Unresolvable {
+            host,
+            reason: "no addresses".into(),
+        });
     }
+    addresses.into_iter().try_for_each(refuse_if_private)
 }
 
-/// Refuses a destination whose host is written as a private IP address; names are left to the
-/// resolver.
+/// Refuses a destination whose host is written as a non-global IP address; names are left to
+/// the resolver.
 ///
 /// # Errors
 ///
@@ -98,19 +382,14 @@ pub fn check_literal(url: &str, allow_private: bool) -> Result<(), DestinationEr
     if allow_private {
         return Ok(());
     }
-    let url = reqwest::Url::parse(url).map_err(|_| DestinationError::BadUrl)?;
-    let host = url
-        .host_str()
-        .ok_or(DestinationError::BadUrl)?
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    let (host, _) = host_of(url)?;
     match host.parse::<IpAddr>() {
-        Ok(ip) if is_private(ip) => Err(DestinationError::Private(ip)),
-        _ => Ok(()),
+        Ok(ip) => refuse_if_private(ip),
+        Err(_) => Ok(()),
     }
 }
 
-/// A resolver that drops private addresses, so a name that changed to point inward after the
+/// A resolver that drops addresses that are not globally routable, so a name that changed to point inward after the
 /// stream was saved is still refused.
 struct PublicOnly;
 
@@ -124,7 +403,7 @@ impl Resolve for PublicOnly {
                 .collect();
             if addresses.is_empty() {
                 return Err(format!(
-                    "{host} resolves only to private addresses, which streams may not reach"
+                    "{host} resolves only to addresses that are not globally routable, which streams reach only with {ALLOW_FLAG}"
                 )
                 .into());
             }
@@ -194,43 +473,220 @@ pub fn network_failure(error: &reqwest::Error) -> Outcome {
 mod tests {
     use super::*;
 
+    /// Each registry range at its edges (first and last address refused, the neighbours outside
+    /// it allowed unless another range takes them), written out by hand rather than derived
+    /// from the tables, so a wrong table entry fails here.
     #[test]
-    fn private_ranges_are_recognized() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
+    fn ipv4_ranges_are_refused_exactly_to_their_edges() {
+        let refused = [
             "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_private(private.parse().expect("ip")), "{private}");
+            "0.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "100.64.0.0",
+            "100.127.255.255",
+            "127.0.0.1",
+            "127.255.255.255",
+            "169.254.0.0",
+            "169.254.169.254",
+            "169.254.255.255",
+            "172.16.0.0",
+            "172.31.255.255",
+            "192.0.0.0",
+            "192.0.0.8",
+            "192.0.0.11",
+            "192.0.0.170",
+            "192.0.0.255",
+            "192.0.2.0",
+            "192.0.2.255",
+            "192.88.99.1",
+            "192.168.0.0",
+            "192.168.255.255",
+            "198.18.0.0",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.7",
+            "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.0",
+            "250.1.2.3",
+            "255.255.255.254",
+            "255.255.255.255",
+        ];
+        for ip in refused {
+            assert!(is_private(ip.parse().expect("ip")), "{ip} must be refused");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
-            assert!(!is_private(public.parse().expect("ip")), "{public}");
+        let allowed = [
+            "1.0.0.0",
+            "8.8.8.8",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "169.255.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "191.255.255.255",
+            "192.0.0.9",
+            "192.0.0.10",
+            "192.0.1.0",
+            "192.0.3.0",
+            "192.31.196.1",
+            "192.52.193.1",
+            "192.88.98.255",
+            "192.88.100.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "192.175.48.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "198.51.99.255",
+            "198.51.101.0",
+            "203.0.112.255",
+            "203.0.114.0",
+            "223.255.255.255",
+        ];
+        for ip in allowed {
+            assert!(!is_private(ip.parse().expect("ip")), "{ip} must be allowed");
         }
     }
 
+    #[test]
+    fn ipv6_ranges_and_embedded_ipv4_forms_are_decoded_and_refused() {
+        let refused = [
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "::2",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b::c0a8:101",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:1::4",
+            "2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::1",
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2002:7f00:1::",
+            "2002:808:808::1",
+            "3fff::1",
+            "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "5f00::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf:ffff::1",
+            "fec0::1",
+            "feff::1",
+            "ff02::1",
+            "ff0e::1",
+            "1000::1",
+            "4000::1",
+            "8000::1",
+            "e000::1",
+        ];
+        for ip in refused {
+            assert!(is_private(ip.parse().expect("ip")), "{ip} must be refused");
+        }
+        let allowed = [
+            "2000::1",
+            "2001:200::1",
+            "2001:1::1",
+            "2001:1::2",
+            "2001:1::3",
+            "2001:3::1",
+            "2001:4:112::1",
+            "2001:20::1",
+            "2001:30::1",
+            "2001:db7:ffff::1",
+            "2001:db9::1",
+            "2003::1",
+            "2606:4700::1111",
+            "2a00:1450:4001::1",
+            "3ffe::1",
+            "3fff:1000::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ];
+        for ip in allowed {
+            assert!(!is_private(ip.parse().expect("ip")), "{ip} must be allowed");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_range_and_the_carried_address() {
+        let why = |ip: &str| {
+            check_global(ip.parse().expect("ip"))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(why("127.0.0.1"), "127.0.0.0/8 (loopback)");
+        assert_eq!(
+            why("::ffff:10.1.2.3"),
+            "the IPv4-mapped form of 10.1.2.3, in 10.0.0.0/8 (private use)"
+        );
+        assert_eq!(
+            why("64:ff9b::7f00:1"),
+            "the NAT64 (64:ff9b::/96) form of 127.0.0.1, in 127.0.0.0/8 (loopback)"
+        );
+        assert_eq!(
+            why("::127.0.0.1"),
+            "::/96 (IPv4-compatible, deprecated), carrying 127.0.0.1"
+        );
+        assert_eq!(
+            why("2002:c0a8:101::1"),
+            "2002::/16 (6to4), carrying 192.168.1.1"
+        );
+        // Teredo inverts the client address: 0x3fff_fdd2 is !192.0.2.45.
+        assert_eq!(
+            why("2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+            "2001::/32 (Teredo), carrying 192.0.2.45"
+        );
+    }
+
     #[tokio::test]
-    async fn literal_and_resolved_private_destinations_are_refused() {
-        assert!(matches!(
-            check_destination("http://127.0.0.1:9/x", false).await,
-            Err(DestinationError::Private(_))
-        ));
-        assert!(matches!(
-            check_destination("http://[::1]/x", false).await,
-            Err(DestinationError::Private(_))
-        ));
-        assert!(matches!(
-            check_destination("http://localhost/x", false).await,
-            Err(DestinationError::Private(_))
-        ));
+    async fn literal_and_resolved_private_destinations_are_refused_naming_the_flag() {
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]/x",
+            "http://localhost/x",
+            "http://[::ffff:7f00:1]/x",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+            "http://198.18.0.1/x",
+            "http://0.0.0.0/x",
+        ] {
+            let error = check_destination(url, false).await.expect_err(url);
+            assert!(
+                matches!(error, DestinationError::Private { .. }),
+                "{url}: {error}"
+            );
+            assert!(
+                error.to_string().contains("--allow-private-destinations"),
+                "{error}"
+            );
+            assert!(check_literal(url, false).is_err() || url.contains("localhost"));
+        }
         assert!(check_destination("http://127.0.0.1/x", true).await.is_ok());
+        assert!(matches!(
+            check_destination("not a url", false).await,
+            Err(DestinationError::BadUrl)
+        ));
     }
 
     #[test]
