@@ -339,6 +339,9 @@ describe('log_streams intent', () => {
     await page.getByLabel('Endpoint URL *').fill(receiver.url);
     await page.getByLabel('Format').selectOption('json');
     await page.getByRole('button', { name: 'Create stream' }).click();
+    // The signing secret the server made is shown once, then the page goes on to the stream.
+    assert.match(await page.locator('#signing-secret').textContent(), /^whsec_/);
+    await page.getByRole('link', { name: 'Continue' }).click();
     await page.waitForURL(/\/portal\/streams\/log_stream_[0-9A-Z]+\?notice=created$/);
     assert.equal(await badge().textContent(), 'active');
     // The stream starts at the end of the log; the first event after it is the portal's own

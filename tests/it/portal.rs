@@ -331,17 +331,47 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
         &format!("csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson"),
     )
     .await;
-    assert_eq!(created.status(), 303);
-    let location = created.headers()["location"]
-        .to_str()
-        .expect("ascii")
+    // The webhook signing secret the server made is shown on the answer, once, and the page
+    // goes on to the stream.
+    assert_eq!(created.status(), 200);
+    let html = created.text().await.expect("html");
+    let secret = html
+        .split(r#"<code id="signing-secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the secret is shown")
         .to_owned();
-    let id = location
-        .trim_start_matches("/portal/streams/")
-        .split('?')
-        .next()
-        .expect("id")
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let id = html
+        .split(r#"href="/portal/streams/"#)
+        .nth(1)
+        .and_then(|rest| rest.split('?').next())
+        .expect("the way on to the stream")
         .to_owned();
+    let shown = page(
+        &app,
+        &cookie,
+        &format!("/portal/streams/{id}?notice=created"),
+    )
+    .await;
+    assert!(
+        !shown.text().await.expect("html").contains(&secret[6..]),
+        "shown once"
+    );
+    let rotated = post_form(
+        &app,
+        &cookie,
+        &format!("/portal/streams/{id}/rotate_secret"),
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(rotated.status(), 200);
+    let html = rotated.text().await.expect("html");
+    assert!(
+        html.contains(r#"<code id="signing-secret">whsec_"#),
+        "{html}"
+    );
+    assert!(!html.contains(&secret), "a new secret");
     let paused = post_form(
         &app,
         &cookie,
@@ -372,13 +402,14 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
         [
             "trailmark.portal.session.opened",
             "trailmark.portal.stream.created",
+            "trailmark.portal.stream.secret_rotated",
             "trailmark.portal.stream.paused"
         ]
     );
-    let actor: &Value = &recorded["data"][2]["actor"];
+    let actor: &Value = &recorded["data"][3]["actor"];
     assert_eq!(actor["type"], "portal_session");
     assert_eq!(actor["name"], "it@acme.test");
-    assert_eq!(recorded["data"][2]["targets"][0]["id"], id);
+    assert_eq!(recorded["data"][3]["targets"][0]["id"], id);
 }
 
 #[tokio::test]

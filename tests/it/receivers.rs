@@ -1,7 +1,10 @@
 //! Local receivers that stand in for destinations with no installable real peer. Each checks the
 //! wire format its vendor documents, strictly, and records what it accepted:
 //! - `http`: verifies the Standard Webhooks signature (`webhook-id`, `webhook-timestamp`,
-//!   `webhook-signature: v1,<base64 HMAC-SHA256>`), independently of Trailmark's signing code;
+//!   `webhook-signature: v1,<base64 HMAC-SHA256>`, one of several space-separated signatures),
+//!   independently of Trailmark's signing code; it records each request's `webhook-id` and, when
+//!   told to, de-duplicates on it as the README tells receivers they may (a repeated id is
+//!   acknowledged and dropped);
 //! - `datadog`: `POST /api/v2/logs`, `DD-API-KEY`, a JSON array of at most 1,000 items of at most
 //!   1 MB, 5 MB in all, each with a string `message`; answers 202 (Datadog "Send logs" API);
 //! - `splunk`: `POST /services/collector/event`, `Authorization: Splunk <token>`, concatenated
@@ -32,6 +35,10 @@ pub struct Log {
     pub fail_first: usize,
     /// The credential the receiver accepts (API key, HEC token or signing secret).
     pub credential: String,
+    /// `webhook-id`s of the HTTP requests accepted, in arrival order.
+    pub webhook_ids: Vec<String>,
+    /// Drop a request whose `webhook-id` was accepted before (acknowledging it).
+    pub deduplicate: bool,
 }
 
 #[derive(Clone)]
@@ -60,6 +67,19 @@ impl Receiver {
             .lock()
             .map(|log| log.violations.clone())
             .unwrap_or_default()
+    }
+
+    pub fn webhook_ids(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|log| log.webhook_ids.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn deduplicate(&self) {
+        if let Ok(mut log) = self.log.lock() {
+            log.deduplicate = true;
+        }
     }
 
     pub fn set_credential(&self, credential: &str) {
@@ -158,7 +178,10 @@ async fn http(
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     );
-    if header("webhook-signature") != expected {
+    if !header("webhook-signature")
+        .split(' ')
+        .any(|signature| signature == expected)
+    {
         return violation(
             &log,
             StatusCode::UNAUTHORIZED,
@@ -208,8 +231,12 @@ async fn http(
         }
     }
     if let Ok(mut log) = log.lock() {
-        log.events
-            .extend(items.into_iter().map(|item| item["event"].clone()));
+        let id = header("webhook-id");
+        if !(log.deduplicate && log.webhook_ids.contains(&id)) {
+            log.webhook_ids.push(id);
+            log.events
+                .extend(items.into_iter().map(|item| item["event"].clone()));
+        }
     }
     (StatusCode::OK, "{}".into())
 }

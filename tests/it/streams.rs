@@ -311,6 +311,218 @@ async fn replay_and_test_events() {
     );
 }
 
+/// Issue 15: the test event's `webhook-id` is its own, so a receiver that de-duplicates on it
+/// still takes the first real event (whose batch is `<stream>_0_0`).
+#[tokio::test]
+async fn issue_15_test_events_have_webhook_ids_of_their_own() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    receiver.deduplicate();
+    let created = create_stream(&app, http_stream(&organization, &receiver, "json")).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    for _ in 0..2 {
+        let tested = body(
+            app.post(&format!("/audit_logs/streams/{id}/test"), &json!({}))
+                .await,
+        )
+        .await;
+        assert_eq!(tested["delivered"], true, "{tested}");
+    }
+    ingest(&app, &organization, 0, 1).await;
+    let events = receiver.wait_for(3).await;
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "trailmark.stream.test",
+            "trailmark.stream.test",
+            "user.signed_in"
+        ],
+        "each test event and then event 0 arrive: {:?}",
+        receiver.webhook_ids()
+    );
+    let ids = receiver.webhook_ids();
+    assert_eq!(ids[2], format!("{id}_0_0"));
+    for test_id in &ids[..2] {
+        assert!(test_id.starts_with(&format!("{id}_event_")), "{test_id}");
+    }
+    assert_ne!(ids[0], ids[1], "every test event has its own id");
+    assert!(
+        receiver.violations().is_empty(),
+        "{:?}",
+        receiver.violations()
+    );
+}
+
+/// Issue 16: a signing secret Trailmark generates is shown once, in the answer that made it
+/// (creation, `PATCH` with `"signing_secret": null`, rotation), never again; after a rotation the
+/// old secret signs beside the new one until its grace period ends.
+#[tokio::test]
+async fn issue_16_generated_secrets_are_shown_once_and_rotation_signs_with_both_during_grace() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, "", 0).await;
+    let response = app
+        .post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "http", "name": "SIEM",
+                    "config": {"url": receiver.url}}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let created = body(response).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let first = created["signing_secret"]
+        .as_str()
+        .expect("the generated secret, in clear")
+        .to_owned();
+    assert!(first.starts_with("whsec_"), "{first}");
+    assert_eq!(
+        created["config"]["signing_secret"],
+        json!(format!("****{}", &first[first.len() - 4..]))
+    );
+    let read = stream(&app, &id).await;
+    assert!(read.get("signing_secret").is_none(), "shown once: {read}");
+    let listed = body(
+        app.get(&format!(
+            "/audit_logs/streams?organization_id={organization}"
+        ))
+        .await,
+    )
+    .await;
+    assert!(!listed.to_string().contains(&first[6..]), "{listed}");
+
+    receiver.set_credential(&first);
+    ingest(&app, &organization, 0, 1).await;
+    assert_eq!(receiver.wait_for(1).await.len(), 1);
+
+    let rotated = body(
+        app.post(
+            &format!("/audit_logs/streams/{id}/rotate_secret"),
+            &json!({"grace_period_seconds": 3600}),
+        )
+        .await,
+    )
+    .await;
+    let second = rotated["signing_secret"]
+        .as_str()
+        .expect("the new secret")
+        .to_owned();
+    assert_ne!(second, first);
+    assert!(
+        rotated["config"]["previous_signing_secret"]["expires_at"].is_string(),
+        "{rotated}"
+    );
+    // A receiver still on the old secret, then one on the new: both verify during the grace.
+    ingest(&app, &organization, 1, 1).await;
+    assert_eq!(receiver.wait_for(2).await.len(), 2);
+    receiver.set_credential(&second);
+    ingest(&app, &organization, 2, 1).await;
+    assert_eq!(receiver.wait_for(3).await.len(), 3);
+
+    // A rotation without a body takes the default grace; with a grace of 0, only the new secret
+    // signs, and a receiver on the old one refuses.
+    let no_body = app
+        .client
+        .post(app.url(&format!("/audit_logs/streams/{id}/rotate_secret")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(no_body.status(), 200);
+    let third = body(no_body).await["signing_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let immediate = body(
+        app.post(
+            &format!("/audit_logs/streams/{id}/rotate_secret"),
+            &json!({"grace_period_seconds": 0}),
+        )
+        .await,
+    )
+    .await;
+    let fourth = immediate["signing_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    receiver.set_credential(&third);
+    ingest(&app, &organization, 3, 1).await;
+    wait_state(&app, &id, "invalid").await;
+    receiver.set_credential(&fourth);
+    // A PATCH with new settings retries at once; `"signing_secret": null` makes (and shows) one.
+    let patched = body(
+        app.client
+            .patch(app.url(&format!("/audit_logs/streams/{id}")))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"config": {"signing_secret": null}}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    let fifth = patched["signing_secret"]
+        .as_str()
+        .expect("shown once")
+        .to_owned();
+    assert!(
+        patched["config"].get("previous_signing_secret").is_none(),
+        "{patched}"
+    );
+    receiver.set_credential(&fifth);
+    assert_eq!(receiver.wait_for(4).await.len(), 4);
+    let named = body(
+        app.client
+            .patch(app.url(&format!("/audit_logs/streams/{id}")))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"name": "SIEM 2"}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert!(named.get("signing_secret").is_none(), "{named}");
+
+    for (request, field) in [
+        (
+            json!({"grace_period_seconds": 604_801}),
+            "grace_period_seconds",
+        ),
+        (json!({"grace_period_seconds": -1}), "grace_period_seconds"),
+        (json!({"grace_period": 60}), "grace_period"),
+    ] {
+        let refused = app
+            .post(&format!("/audit_logs/streams/{id}/rotate_secret"), &request)
+            .await;
+        assert_eq!(refused.status(), 422, "{request}");
+        assert_eq!(
+            body(refused).await["errors"][0]["field"],
+            field,
+            "{request}"
+        );
+    }
+    let splunk = receivers::start(Kind::Splunk, "token", 0).await;
+    let other = create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "splunk", "name": "Splunk",
+               "config": {"url": splunk.url, "token": "token"}}),
+    )
+    .await;
+    assert!(other.get("signing_secret").is_none());
+    let refused = app
+        .post(
+            &format!(
+                "/audit_logs/streams/{}/rotate_secret",
+                other["id"].as_str().unwrap_or_default()
+            ),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(body(refused).await["errors"][0]["field"], "type");
+}
+
 #[tokio::test]
 async fn stream_settings_are_validated_and_credentials_never_stored_in_clear() {
     let guarded = TestApp::spawn_with(Options {

@@ -279,6 +279,39 @@ impl Trailmark {
         Ok(self.store().list_streams(None).await?)
     }
 
+    /// An `http` stream's signing secret in clear, to show once in the answer that made it.
+    pub fn stream_signing_secret(&self, stream: &StreamRecord) -> Option<String> {
+        let settings = self.inner.streams.open_settings(stream).ok()?;
+        settings.secrets.get("signing_secret").map(str::to_owned)
+    }
+
+    /// Gives an `http` stream a new signing secret, the old one signing beside it until
+    /// `grace_until`; returns the stored stream and the new secret.
+    ///
+    /// # Errors
+    ///
+    /// A problem naming `type` for a stream that is not `http`, storage errors.
+    pub async fn rotate_stream_secret(
+        &self,
+        mut stream: StreamRecord,
+        grace_until: Timestamp,
+    ) -> Result<(StreamRecord, String), AppError> {
+        let mut settings = self
+            .inner
+            .streams
+            .open_settings(&stream)
+            .map_err(AppError::Internal)?;
+        let secret = new_signing_secret().map_err(|e| AppError::Internal(e.to_string()))?;
+        settings
+            .rotate_signing_secret(secret.clone(), grace_until)
+            .map_err(|problem| Problems::Malformed(vec![problem]))?;
+        stream.secrets = self.seal(&stream.id, &settings)?;
+        stream.updated_at = Timestamp::now();
+        self.store().update_stream(stream.clone()).await?;
+        self.inner.effects.stream_changed();
+        Ok((stream, secret))
+    }
+
     /// A stream's settings as shown: credentials masked, batching in effect (the stored public
     /// part if the credentials cannot be opened).
     pub fn shown_stream_config(&self, stream: &StreamRecord) -> Value {

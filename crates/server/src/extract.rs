@@ -59,6 +59,30 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// A body that may be left out: no body at all (no `Content-Type`, no length) is `None`; anything
+/// else must be JSON, as for [`JsonBody`].
+impl axum::extract::OptionalFromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: Request,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let headers = request.headers();
+        let empty = headers.get(CONTENT_TYPE).is_none()
+            && headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none_or(|length| length.as_bytes() == b"0")
+            && headers.get(axum::http::header::TRANSFER_ENCODING).is_none();
+        if empty {
+            return Ok(None);
+        }
+        <JsonBody as FromRequest<AppState>>::from_request(request, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// The query string as decoded pairs, in order.
 pub struct QueryPairs(pub Vec<(String, String)>);
 

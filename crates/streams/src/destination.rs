@@ -256,18 +256,9 @@ impl Destination<'_> {
         count: usize,
         secrets: &Secrets,
     ) -> reqwest::RequestBuilder {
-        let sequence = |event: Option<&Value>| {
-            event
-                .and_then(|e| e["sequence"].as_u64())
-                .unwrap_or_default()
-        };
-        let message_id = format!(
-            "{}_{}_{}",
-            self.stream_id,
-            sequence(events.first()),
-            sequence(events.get(count.saturating_sub(1)))
-        );
-        let timestamp = Timestamp::now().unix_millis() / 1000;
+        let message_id = message_id(self.stream_id, &events[..count.min(events.len())]);
+        let now = Timestamp::now();
+        let timestamp = now.unix_millis() / 1000;
         let mut request = self
             .client
             .post(url)
@@ -281,15 +272,59 @@ impl Destination<'_> {
             )
             .header("webhook-id", &message_id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(signature) = secrets
-            .get("signing_secret")
-            .and_then(|secret| http::signature(secret, &message_id, timestamp, &body))
-        {
-            request = request.header("webhook-signature", signature);
+        // Standard Webhooks: several signatures, space-separated; during a rotation's grace
+        // period the previous secret signs too, so receivers can switch at their own pace.
+        let signatures: Vec<String> = secrets
+            .signing_secrets(now)
+            .into_iter()
+            .filter_map(|secret| http::signature(secret, &message_id, timestamp, &body))
+            .collect();
+        if !signatures.is_empty() {
+            request = request.header("webhook-signature", signatures.join(" "));
         }
         for (name, value) in secrets.headers() {
             request = request.header(name, value);
         }
         request.body(body)
+    }
+}
+
+/// The `webhook-id` of a request carrying `events`: `<stream id>_<first sequence>_<last
+/// sequence>` for events of the log, the same on every retry of a batch; events outside the log
+/// (the streams API's test event) have no sequence and are named by the first one's id,
+/// `<stream id>_<event id>`, so they never take the id a logged batch will have.
+fn message_id(stream_id: &str, events: &[Value]) -> String {
+    let sequence = |event: Option<&Value>| event.and_then(|e| e["sequence"].as_u64());
+    match (sequence(events.first()), sequence(events.last())) {
+        (Some(first), Some(last)) => format!("{stream_id}_{first}_{last}"),
+        _ => format!(
+            "{stream_id}_{}",
+            events
+                .first()
+                .and_then(|e| e["id"].as_str())
+                .unwrap_or("unsequenced")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::message_id;
+
+    #[test]
+    fn logged_batches_are_named_by_sequences_and_test_events_by_their_id() {
+        let logged = [
+            json!({"id": "event_a", "sequence": 0}),
+            json!({"id": "event_b", "sequence": 4}),
+        ];
+        assert_eq!(message_id("log_stream_1", &logged), "log_stream_1_0_4");
+        assert_eq!(message_id("log_stream_1", &logged[..1]), "log_stream_1_0_0");
+        let test = [json!({"id": "event_01TEST", "sequence": null})];
+        assert_eq!(
+            message_id("log_stream_1", &test),
+            "log_stream_1_event_01TEST"
+        );
     }
 }

@@ -13,10 +13,12 @@
 //!   of a destination's answer into delivered / retry / invalid.
 //! - [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`]: each destination's payload (pure) and
 //!   request; [`gcs`] also gets service-account tokens.
+//! - [`backoff`]: how long a failing stream waits (it grows with the time it has been failing).
 //! - [`batch`]: when a stream sends (a full batch, or its oldest event has waited long enough).
 //! - [`destination`]: one type over them; [`worker`]: the delivery loop, which reports each
 //!   request and each stream's health to an [`observe::DeliveryObserver`].
 
+pub mod backoff;
 pub mod batch;
 pub mod datadog;
 pub mod destination;

@@ -21,7 +21,12 @@
 //! with its field, prefixed `config.`.
 
 use serde_json::{Map, Value, json};
-use trailmark_domain::FieldProblem;
+use trailmark_domain::{FieldProblem, Timestamp};
+
+/// Where an `http` stream keeps the signing secret a rotation replaced, with the end of its
+/// grace period: `{"secret": "whsec_…", "expires_at": "…"}`. Set only by
+/// [`Settings::rotate_signing_secret`].
+const PREVIOUS_SECRET: &str = "previous_signing_secret";
 
 /// Datadog sites and their logs-intake hosts (Datadog "Send logs" API: `http-intake.logs.<site>`).
 pub const DATADOG_SITES: [&str; 7] = [
@@ -117,6 +122,22 @@ impl Secrets {
         self.0.get(name).and_then(Value::as_str)
     }
 
+    /// The `whsec_…` secrets that sign an `http` stream's requests at `now`: the current one,
+    /// then the one it replaced while the rotation's grace period lasts.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
+        let mut secrets: Vec<&str> = self.get("signing_secret").into_iter().collect();
+        if let Some(previous) = self.0.get(PREVIOUS_SECRET).and_then(Value::as_object) {
+            let until = previous
+                .get("expires_at")
+                .and_then(Value::as_str)
+                .and_then(|text| Timestamp::parse(text).ok());
+            if until.is_some_and(|until| now < until) {
+                secrets.extend(previous.get("secret").and_then(Value::as_str));
+            }
+        }
+        secrets
+    }
+
     /// Extra HTTP headers (name → value), which may hold credentials.
     pub fn headers(&self) -> Vec<(String, String)> {
         self.0
@@ -190,7 +211,21 @@ impl Settings {
                 secret_map.remove("service_account_json");
             }
         }
+        if patch.contains_key(PREVIOUS_SECRET) {
+            problems.push(problem(
+                "read_only",
+                &format!("config.{PREVIOUS_SECRET}"),
+                "the previous signing secret is kept by a rotation (POST …/rotate_secret), not set",
+            ));
+        }
+        if patch.contains_key("signing_secret") {
+            // A secret chosen (or regenerated) outright replaces both: the old one stops signing.
+            secret_map.remove(PREVIOUS_SECRET);
+        }
         for (key, value) in patch {
+            if key == PREVIOUS_SECRET {
+                continue;
+            }
             if kind.secret_fields().contains(&key.as_str()) || key == "headers" {
                 secret_map.insert(key.clone(), value.clone());
             } else if key == "batch" {
@@ -420,6 +455,10 @@ impl Settings {
         shown.insert("batch".into(), self.batch().to_json());
         for (key, value) in &self.secrets.0 {
             let masked = match value {
+                Value::Object(previous) if key == PREVIOUS_SECRET => json!({
+                    "secret": mask(previous.get("secret").and_then(Value::as_str).unwrap_or("")),
+                    "expires_at": previous.get("expires_at"),
+                }),
                 Value::String(text) if key == "service_account_json" => {
                     match crate::gcs::ServiceAccount::parse(text) {
                         Ok(account) => json!({
@@ -442,6 +481,35 @@ impl Settings {
             shown.insert(key.clone(), masked);
         }
         Value::Object(shown)
+    }
+
+    /// Makes `new` an `http` stream's signing secret; the current one keeps signing beside it
+    /// until `grace_until` (Standard Webhooks: a request may carry several signatures), so a
+    /// receiver can move to the new secret without refusing a delivery.
+    ///
+    /// # Errors
+    ///
+    /// A problem naming `type` if the stream is not `http` (only webhooks are signed).
+    pub fn rotate_signing_secret(
+        &mut self,
+        new: String,
+        grace_until: Timestamp,
+    ) -> Result<(), FieldProblem> {
+        if self.kind != StreamKind::Http {
+            return Err(problem(
+                "invalid_value",
+                "type",
+                "only http streams sign their requests; this stream has no signing secret",
+            ));
+        }
+        let map = &mut self.secrets.0;
+        if let Some(Value::String(current)) = map.insert("signing_secret".into(), json!(new)) {
+            map.insert(
+                PREVIOUS_SECRET.into(),
+                json!({"secret": current, "expires_at": grace_until.to_string()}),
+            );
+        }
+        Ok(())
     }
 
     /// When the stream sends.
@@ -544,6 +612,61 @@ mod tests {
             .into_iter()
             .map(|p| p.field)
             .collect()
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_until_its_grace_period_ends() {
+        let old = "whsec_c2VjcmV0c2VjcmV0c2VjcmV0".to_owned();
+        let new = "whsec_bmV3c2VjcmV0bmV3c2VjcmV0".to_owned();
+        let mut settings = Settings::parse(
+            StreamKind::Http,
+            &json!({"url": "https://siem.test/hook", "signing_secret": old}),
+            String::new,
+        )
+        .expect("valid");
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let until = now.plus_millis(60_000);
+        settings
+            .rotate_signing_secret(new.clone(), until)
+            .expect("http streams rotate");
+        assert_eq!(
+            settings.secrets.signing_secrets(now),
+            [new.as_str(), old.as_str()]
+        );
+        assert_eq!(settings.secrets.signing_secrets(until), [new.as_str()]);
+        let shown = settings.masked();
+        assert_eq!(shown["signing_secret"], "****cmV0");
+        assert_eq!(
+            shown["previous_signing_secret"],
+            json!({"secret": "****cmV0", "expires_at": until.to_string()})
+        );
+
+        // Nobody sets the previous secret by hand; choosing a secret outright ends the grace.
+        let refused = Settings::merge(
+            StreamKind::Http,
+            &settings.public,
+            &settings.secrets,
+            &json!({"previous_signing_secret": {"secret": old, "expires_at": "2999-01-01T00:00:00Z"}}),
+            String::new,
+        );
+        assert_eq!(fields(refused), ["config.previous_signing_secret"]);
+        let chosen = Settings::merge(
+            StreamKind::Http,
+            &settings.public,
+            &settings.secrets,
+            &json!({"signing_secret": old}),
+            String::new,
+        )
+        .expect("valid");
+        assert_eq!(chosen.secrets.signing_secrets(now), [old.as_str()]);
+
+        let mut datadog = Settings::parse(
+            StreamKind::Datadog,
+            &json!({"site": "datadoghq.com", "api_key": "k"}),
+            String::new,
+        )
+        .expect("valid");
+        assert!(datadog.rotate_signing_secret(new, until).is_err());
     }
 
     #[test]

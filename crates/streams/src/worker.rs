@@ -8,8 +8,11 @@
 //! 4. send as many as one request holds ([`crate::destination`]);
 //! 5. on success, advance the cursor to the last event sent — only if the lease is still held and
 //!    no replay moved the cursor meanwhile; on a retryable failure, mark the stream `error` and
-//!    wait with exponential backoff and full jitter (at least what `Retry-After` asked); on a
-//!    refusal, mark it `invalid` and try again after `invalid_retry` (a minute by default).
+//!    wait as long as it has been failing ([`crate::backoff`]: at least what `Retry-After`
+//!    asked); on a refusal, mark it `invalid` and try again after `invalid_retry` (a minute by
+//!    default). New events never cut such a wait short (a failing destination gets fewer
+//!    requests, not more); a change to the stream itself (PATCH, replay, pause) does, and the
+//!    lease is kept meanwhile, so no other instance starts the stream's attempts over.
 //!
 //! The cursor never passes an event the destination did not acknowledge, so delivery is
 //! at-least-once and in order; nothing is ever skipped. Each stream waits only for itself.
@@ -26,6 +29,7 @@ use trailmark_domain::Timestamp;
 use trailmark_store::{Store, StreamRecord, StreamState};
 
 use crate::Outcome;
+use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::Destination;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
@@ -51,7 +55,8 @@ impl Drop for Running {
 pub struct WorkerConfig {
     /// Deliver to private and loopback addresses (`--allow-private-destinations`).
     pub allow_private: bool,
-    /// First wait after a retryable failure; doubles up to `backoff_max`.
+    /// Shortest wait after a retryable failure; waits then grow with the time the stream has
+    /// been failing, up to `backoff_max` ([`crate::backoff`]).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Wait after the destination refused credentials or configuration.
@@ -273,7 +278,7 @@ impl StreamWorkers {
     }
 
     async fn run(self: Arc<Self>, id: String) {
-        let mut backoff = self.config.backoff_initial;
+        let mut streak = FailureStreak::default();
         let mut lease = LeaseClock::default();
         let mut changes = self.changes.subscribe();
         loop {
@@ -287,7 +292,7 @@ impl StreamWorkers {
                     continue;
                 }
             };
-            match self.step(&stream, &mut backoff, &mut lease).await {
+            match self.step(&stream, &mut streak, &mut lease).await {
                 None => {}
                 Some(Pause::Idle(wait)) => {
                     let _ = tokio::time::timeout(wait, self.wake.notified()).await;
@@ -296,9 +301,77 @@ impl StreamWorkers {
                     self.wait_for_batch(&stream.organization_id, deadline, full_at, &mut changes)
                         .await;
                 }
+                Some(Pause::Backoff(wait)) => {
+                    self.back_off(&stream, wait, &mut lease, &mut changes).await;
+                }
             }
         }
         self.observer.released(&id);
+    }
+
+    /// After a failed attempt: waits `wait`, keeping the stream's lease, and returns early only
+    /// when the stream itself was changed (settings, state or cursor: a PATCH or a replay
+    /// deserves a fresh attempt), deleted, or its lease lost. New events do not end the wait,
+    /// and neither do changes to other streams.
+    async fn back_off(
+        &self,
+        stream: &StreamRecord,
+        wait: Duration,
+        lease: &mut LeaseClock,
+        changes: &mut watch::Receiver<u64>,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let renew_at = tokio::time::Instant::now() + self.config.lease / 3;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tokio::time::sleep_until(renew_at), if renew_at < deadline => {
+                    if self.renew_lease(stream, lease).await != Some(true) {
+                        return;
+                    }
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    match self.store.get_stream(&stream.id).await {
+                        Ok(Some(now)) if same_delivery(stream, &now) => {}
+                        _ => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes or renews `stream`'s lease if a third of it has passed: whether this worker holds
+    /// it (`None`: the store could not say).
+    async fn renew_lease(&self, stream: &StreamRecord, lease: &mut LeaseClock) -> Option<bool> {
+        if !lease.due(self.config.lease) {
+            return Some(true);
+        }
+        let now = Timestamp::now();
+        let until = now.plus_millis(self.config.lease.as_millis() as i64);
+        let started = std::time::Instant::now();
+        match self
+            .store
+            .lease_stream(&stream.id, &self.holder, until, now)
+            .await
+        {
+            Ok(true) => {
+                lease.renewed(started);
+                Some(true)
+            }
+            Ok(false) => {
+                *lease = LeaseClock::default();
+                // Another instance delivers it, and reports it.
+                self.observer.released(&stream.id);
+                Some(false)
+            }
+            Err(error) => {
+                tracing::warn!(stream = %stream.id, %error, "cannot lease the stream");
+                None
+            }
+        }
     }
 
     /// Reports the stream's health as this task now knows it: `delivered` events acknowledged
@@ -351,7 +424,7 @@ impl StreamWorkers {
     async fn step(
         &self,
         stream: &StreamRecord,
-        backoff: &mut Duration,
+        streak: &mut FailureStreak,
         lease: &mut LeaseClock,
     ) -> Option<Pause> {
         if !stream.enabled {
@@ -366,25 +439,10 @@ impl StreamWorkers {
         });
         // A lease renewed less than a third of its length ago cannot have been taken by anyone.
         if lease.due(self.config.lease) {
-            let now = Timestamp::now();
-            let until = now.plus_millis(self.config.lease.as_millis() as i64);
-            let started = std::time::Instant::now();
-            match self
-                .store
-                .lease_stream(&stream.id, &self.holder, until, now)
-                .await
-            {
-                Ok(true) => lease.renewed(started),
-                Ok(false) => {
-                    *lease = LeaseClock::default();
-                    // Another instance delivers it, and reports it.
-                    self.observer.released(&stream.id);
-                    return Some(Pause::Idle(self.config.lease / 3));
-                }
-                Err(error) => {
-                    tracing::warn!(stream = %stream.id, %error, "cannot lease the stream");
-                    return Some(Pause::Idle(self.config.backoff_initial));
-                }
+            match self.renew_lease(stream, lease).await {
+                Some(true) => {}
+                Some(false) => return Some(Pause::Idle(self.config.lease / 3)),
+                None => return Some(Pause::Idle(self.config.backoff_initial)),
             }
         }
         let started = std::time::Instant::now();
@@ -474,12 +532,14 @@ impl StreamWorkers {
                     record_ms = (started.elapsed() - sent).as_secs_f64() * 1000.0,
                     "delivered"
                 );
-                *backoff = self.config.backoff_initial;
+                streak.recovered();
                 None
             }
             Outcome::Delivered(_) => Some(Pause::Idle(self.config.idle_poll)),
             Outcome::Retry { reason, after } => {
-                tracing::info!(stream = %stream.id, %reason, "delivery failed; retrying");
+                let failing_for = streak.failed(tokio::time::Instant::now());
+                let wait = self.retry_policy().delay(failing_for, after, random());
+                tracing::info!(stream = %stream.id, %reason, failing_s = failing_for.as_secs(), retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
                 self.record_failure(stream, StreamState::Error, &reason, now)
                     .await;
                 self.report(
@@ -489,11 +549,10 @@ impl StreamWorkers {
                     lag_events,
                     Some(first.received_at),
                 );
-                let wait = jitter(*backoff).max(after.unwrap_or_default());
-                *backoff = (*backoff * 2).min(self.config.backoff_max);
-                Some(Pause::Idle(wait))
+                Some(Pause::Backoff(wait))
             }
             Outcome::Invalid(reason) => {
+                streak.failed(tokio::time::Instant::now());
                 tracing::info!(stream = %stream.id, %reason, "the destination refused the stream's configuration");
                 self.record_failure(stream, StreamState::Invalid, &reason, now)
                     .await;
@@ -504,8 +563,15 @@ impl StreamWorkers {
                     lag_events,
                     Some(first.received_at),
                 );
-                Some(Pause::Idle(self.config.invalid_retry))
+                Some(Pause::Backoff(self.config.invalid_retry))
             }
+        }
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: self.config.backoff_initial,
+            max: self.config.backoff_max,
         }
     }
 
@@ -537,6 +603,17 @@ enum Pause {
     Idle(Duration),
     /// A batch is filling: until `deadline`, or until the log holds `full_at` events.
     Filling { deadline: Instant, full_at: u64 },
+    /// After a failure: this long, whatever is ingested meanwhile ([`StreamWorkers::back_off`]).
+    Backoff(Duration),
+}
+
+/// Whether nothing that decides what and where a stream delivers changed between two reads of
+/// it (the state and last error a failure records do not count).
+fn same_delivery(before: &StreamRecord, after: &StreamRecord) -> bool {
+    before.cursor == after.cursor
+        && before.enabled == after.enabled
+        && before.config == after.config
+        && before.secrets == after.secrets
 }
 
 /// When this task last took or renewed its stream's lease (by the monotonic clock, read before
@@ -557,13 +634,282 @@ impl LeaseClock {
     }
 }
 
-/// A wait between half and all of `backoff` ("full jitter" halved, so retries never bunch up
-/// and never come much earlier than planned).
-fn jitter(backoff: Duration) -> Duration {
+/// A random number for jitter (0 if the OS random source fails: the wait is then its shortest).
+fn random() -> u64 {
     let mut bytes = [0u8; 8];
-    let random = getrandom::fill(&mut bytes)
+    getrandom::fill(&mut bytes)
         .map(|()| u64::from_le_bytes(bytes))
-        .unwrap_or(0);
-    let half = backoff / 2;
-    half + Duration::from_nanos(random % (half.as_nanos().max(1) as u64))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use serde_json::json;
+    use tokio::time::Instant as VirtualInstant;
+    use trailmark_domain::event::NewEvent;
+    use trailmark_domain::id::IdKind;
+    use trailmark_domain::organization::OrganizationChanges;
+    use trailmark_store::{AppendRequest, PendingEvent, SqliteStore};
+
+    use super::*;
+    use crate::backoff::RetryPolicy;
+
+    /// What the receiver saw: when (on the paused clock) each request came and how it was
+    /// answered.
+    #[derive(Default)]
+    struct Seen {
+        requests: Vec<(Duration, StatusCode, usize)>,
+    }
+
+    /// A webhook receiver that checks each request is a signed Standard Webhooks delivery of
+    /// WorkOS envelopes, answers 503 until `healthy` is set, then 200.
+    async fn strict_local_receiver(
+        secret: String,
+        start: VirtualInstant,
+        healthy: Arc<AtomicBool>,
+        seen: Arc<Mutex<Seen>>,
+    ) -> String {
+        let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (secret, healthy, seen) = (secret.clone(), Arc::clone(&healthy), Arc::clone(&seen));
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let (Some(id), Some(timestamp), Some(signature)) = (
+                    header("webhook-id"),
+                    header("webhook-timestamp"),
+                    header("webhook-signature"),
+                ) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                let expected = timestamp
+                    .parse()
+                    .ok()
+                    .and_then(|t| crate::http::signature(&secret, &id, t, &body));
+                if expected.as_deref() != Some(signature.as_str()) {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&body) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                if items
+                    .iter()
+                    .any(|item| item["event"]["id"] != item["keySuffix"])
+                {
+                    return StatusCode::BAD_REQUEST;
+                }
+                let status = if healthy.load(Ordering::SeqCst) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                if let Ok(mut seen) = seen.lock() {
+                    seen.requests.push((start.elapsed(), status, items.len()));
+                }
+                status
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let app = axum::Router::new().route("/hook", axum::routing::post(handler));
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{address}/hook")
+    }
+
+    /// The storm: a receiver down for 4 s while 500 events arrive one by one, each waking
+    /// the streams. On the paused clock, the stream tries a handful of times (its waits grow
+    /// with the outage, and no event cuts one short), then delivers everything within the wait
+    /// that was in force when the receiver came back.
+    #[tokio::test(start_paused = true)]
+    async fn events_arriving_during_an_outage_never_shorten_the_backoff_strict_local_receiver() {
+        // The clock moves only when this test advances it: a task that is always ready keeps
+        // the runtime from jumping to the next timer while SQLite's writer thread works.
+        let spinner = tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&directory.path().join("t.db")).expect("store"));
+        let organization = store
+            .insert_organization(
+                OrganizationChanges::parse(&json!({"name": "Acme"}), true)
+                    .expect("organization")
+                    .into_new_organization(Timestamp::now()),
+            )
+            .await
+            .expect("insert organization");
+
+        let start = VirtualInstant::now();
+        let healthy = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let secret = crate::settings::new_signing_secret().expect("secret");
+        let url = strict_local_receiver(
+            secret.clone(),
+            start,
+            Arc::clone(&healthy),
+            Arc::clone(&seen),
+        )
+        .await;
+        let sealer = Sealer::new(&[9; 32]);
+        let settings = Settings::parse(
+            StreamKind::Http,
+            &json!({"url": url, "signing_secret": secret}),
+            String::new,
+        )
+        .expect("settings");
+        let id = IdKind::LogStream.generate().into_string();
+        let now = Timestamp::now();
+        store
+            .insert_stream(StreamRecord {
+                secrets: sealer
+                    .seal(&id, &settings.secrets.to_bytes())
+                    .expect("seal"),
+                id: id.clone(),
+                organization_id: organization.id.clone(),
+                kind: "http".into(),
+                name: "SIEM".into(),
+                config: Value::Object(settings.public),
+                enabled: true,
+                state: StreamState::Active,
+                cursor: None,
+                last_synced_at: None,
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("stream");
+        let policy = RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        };
+        let workers = StreamWorkers::new(
+            Arc::clone(&store),
+            sealer,
+            WorkerConfig {
+                allow_private: true,
+                backoff_initial: policy.initial,
+                backoff_max: policy.max,
+                ..WorkerConfig::default()
+            },
+            "worker_test".into(),
+            CancellationToken::new(),
+        )
+        .expect("workers");
+        workers.start_new_streams().await;
+
+        let outage = Duration::from_secs(4);
+        for n in 0..500 {
+            let event = NewEvent::parse(&json!({
+                "action": "user.signed_in",
+                "occurred_at": "2026-08-01T10:00:00Z",
+                "actor": {"id": format!("user_{n}"), "type": "user"},
+                "targets": [],
+                "context": {"location": "192.0.2.1"},
+            }))
+            .expect("event");
+            store
+                .append(AppendRequest {
+                    organization_id: organization.id.clone(),
+                    events: vec![PendingEvent {
+                        id: IdKind::Event.generate().into_string(),
+                        event,
+                        received_at: Timestamp::now(),
+                    }],
+                    idempotency: None,
+                })
+                .await
+                .expect("append");
+            workers.wake();
+            tokio::time::advance(outage / 500).await;
+        }
+        healthy.store(true, Ordering::SeqCst);
+        let recovered_at = start.elapsed();
+
+        let delivered = |seen: &Seen| {
+            seen.requests
+                .iter()
+                .filter(|(_, status, _)| status.is_success())
+                .map(|(_, _, count)| count)
+                .sum::<usize>()
+        };
+        // Until everything arrived, the clock runs at most a few times faster than real time, so
+        // the real time an attempt takes (reading 500 events, the request) shows up on the
+        // paused clock as tens of milliseconds, not seconds.
+        while seen.lock().map(|s| delivered(&s)).unwrap_or(0) < 500 {
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "never delivered"
+            );
+            tokio::time::advance(Duration::from_millis(4)).await;
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+                .await
+                .expect("sleep");
+        }
+
+        let requests = seen.lock().expect("seen").requests.clone();
+        let failures: Vec<Duration> = requests
+            .iter()
+            .filter(|(_, status, _)| !status.is_success())
+            .map(|(at, _, _)| *at)
+            .collect();
+        assert!(
+            (2..=8).contains(&failures.len()),
+            "{} attempts during a 4 s outage with 500 events arriving: {requests:?}",
+            failures.len()
+        );
+        for pair in failures.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= policy.initial / 2,
+                "attempts came closer than the shortest wait: {requests:?}"
+            );
+        }
+        let (first_failure, last_failure) = (failures[0], failures[failures.len() - 1]);
+        let in_force = policy.in_force(last_failure - first_failure);
+        let first_success = requests
+            .iter()
+            .find(|(_, status, _)| status.is_success())
+            .map(|(at, _, _)| *at)
+            .expect("a success");
+        assert!(
+            first_success >= recovered_at.min(last_failure),
+            "{requests:?}"
+        );
+        // The next attempt comes within the wait in force when the outage ended; the slack
+        // covers the clock this test moved while the attempt was under way.
+        assert!(
+            first_success <= last_failure + in_force + Duration::from_millis(500),
+            "resumed at {first_success:?}, last failure at {last_failure:?} with {in_force:?} in force: {requests:?}"
+        );
+        // The cursor moves once the worker has the destination's answer.
+        let mut cursor = None;
+        for _ in 0..1000 {
+            cursor = store
+                .get_stream(&id)
+                .await
+                .expect("read")
+                .expect("stream")
+                .cursor;
+            if cursor == Some(499) {
+                break;
+            }
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(2)))
+                .await
+                .expect("sleep");
+        }
+        assert_eq!(cursor, Some(499));
+        spinner.abort();
+    }
 }

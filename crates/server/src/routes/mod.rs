@@ -124,6 +124,10 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/audit_logs/streams/{id}/replay", post(streams::replay)),
         ("/audit_logs/streams/{id}/test", post(streams::test)),
+        (
+            "/audit_logs/streams/{id}/rotate_secret",
+            post(streams::rotate_secret),
+        ),
         ("/audit_logs/ledger/public_key", get(ledger::public_key)),
         ("/audit_logs/ledger/checkpoint", get(ledger::checkpoint)),
         ("/audit_logs/ledger/inclusion", get(ledger::inclusion)),

@@ -1,9 +1,14 @@
 //! Log streams over HTTP (Trailmark; WorkOS manages streams only in its dashboard):
 //! `POST /audit_logs/streams`, `GET /audit_logs/streams?organization_id=…`,
 //! `GET|PATCH|DELETE /audit_logs/streams/{id}`, `POST /audit_logs/streams/{id}/replay` and
-//! `POST /audit_logs/streams/{id}/test`. Managing streams needs an `admin` key (restricted keys
-//! manage their own organization's); reading them needs `read`. Credentials are never shown:
-//! `config` comes back with secrets masked.
+//! `POST /audit_logs/streams/{id}/test` and `POST /audit_logs/streams/{id}/rotate_secret`.
+//! Managing streams needs an `admin` key (restricted keys manage their own organization's);
+//! reading them needs `read`. Credentials are never shown: `config` comes back with secrets
+//! masked. The one exception is an `http` stream's signing secret when Trailmark made it (on
+//! creation without one, or by a rotation): the answer that made it carries it once, in clear,
+//! as top-level `signing_secret`, since the receiver needs it to check signatures.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -38,10 +43,37 @@ pub async fn create(
     let organization_id = required_text(&body, "organization_id")?;
     caller.require_organization(&organization_id)?;
     let stream = create_stream(&state, organization_id, &body).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(stream_json(&state, &stream).await?),
-    ))
+    let mut shown = stream_json(&state, &stream).await?;
+    if let Some(secret) = generated_secret(&state, &stream, &body, true) {
+        shown["signing_secret"] = json!(secret);
+    }
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+/// The signing secret Trailmark generated while applying `body` to `stream` (an `http` stream
+/// created without one, or updated with `"signing_secret": null`), to show once in the answer:
+/// it is never shown again.
+pub(crate) fn generated_secret(
+    state: &AppState,
+    stream: &StreamRecord,
+    body: &Value,
+    creating: bool,
+) -> Option<String> {
+    if stream.kind != StreamKind::Http.as_str() {
+        return None;
+    }
+    let generated = match body
+        .get("config")
+        .and_then(|config| config.get("signing_secret"))
+    {
+        Some(Value::String(_)) => false,
+        Some(_) => true,
+        None => creating,
+    };
+    if !generated {
+        return None;
+    }
+    state.app.stream_signing_secret(stream)
 }
 
 /// Validates a new stream's `type`, `name`, `enabled`, `config` and `start` (as the API takes
@@ -127,7 +159,83 @@ pub async fn update(
     caller.require(Scope::Admin)?;
     let stream = find(&state, &caller, &id).await?;
     let stream = update_stream(&state, stream, &body).await?;
-    Ok(Json(stream_json(&state, &stream).await?))
+    let mut shown = stream_json(&state, &stream).await?;
+    if let Some(secret) = generated_secret(&state, &stream, &body, false) {
+        shown["signing_secret"] = json!(secret);
+    }
+    Ok(Json(shown))
+}
+
+/// The default grace period of a rotation: the old secret keeps signing for a day.
+const ROTATION_GRACE_DEFAULT_SECONDS: u64 = 24 * 3600;
+/// The longest grace period: a week.
+const ROTATION_GRACE_MAX_SECONDS: u64 = 7 * 24 * 3600;
+
+/// `POST /audit_logs/streams/{id}/rotate_secret` with an optional `{"grace_period_seconds": N}`
+/// (0 to 604,800, default 86,400): an `http` stream gets a new signing secret, answered once in
+/// clear as `signing_secret`; the old one keeps signing beside it (a second signature in
+/// `webhook-signature`) until `config.previous_signing_secret.expires_at`.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let stream = find(&state, &caller, &id).await?;
+    let grace = rotation_grace(body.as_ref().map(|JsonBody(body)| body))?;
+    let (stream, secret) = rotate_stream_secret(&state, stream, grace).await?;
+    let mut shown = stream_json(&state, &stream).await?;
+    shown["signing_secret"] = json!(secret);
+    Ok(Json(shown))
+}
+
+/// The grace period a rotation body asks for.
+fn rotation_grace(body: Option<&Value>) -> Result<Duration, ApiError> {
+    let Some(body) = body.filter(|body| !body.is_null()) else {
+        return Ok(Duration::from_secs(ROTATION_GRACE_DEFAULT_SECONDS));
+    };
+    let Value::Object(fields) = body else {
+        return Err(ApiError::field(
+            "invalid_type",
+            "body",
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|key| *key != "grace_period_seconds") {
+        return Err(ApiError::field(
+            "unknown_field",
+            unknown.clone(),
+            format!("unknown field '{unknown}'; the only field is grace_period_seconds"),
+        ));
+    }
+    match fields.get("grace_period_seconds") {
+        None | Some(Value::Null) => Ok(Duration::from_secs(ROTATION_GRACE_DEFAULT_SECONDS)),
+        Some(value) => value
+            .as_u64()
+            .filter(|seconds| *seconds <= ROTATION_GRACE_MAX_SECONDS)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                ApiError::field(
+                    "invalid_value",
+                    "grace_period_seconds",
+                    format!(
+                        "grace_period_seconds must be an integer from 0 to {ROTATION_GRACE_MAX_SECONDS}"
+                    ),
+                )
+            }),
+    }
+}
+
+/// Gives an `http` stream a new signing secret, the old one signing beside it for `grace`;
+/// returns the stored stream and the new secret. Shared with the portal.
+pub(crate) async fn rotate_stream_secret(
+    state: &AppState,
+    stream: StreamRecord,
+    grace: Duration,
+) -> Result<(StreamRecord, String), ApiError> {
+    let until = Timestamp::now().plus_millis(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    Ok(state.app.rotate_stream_secret(stream, until).await?)
 }
 
 /// Applies a `PATCH` body (`name`, `enabled`, `config`) to `stream` and stores it. Shared with

@@ -1,8 +1,11 @@
 //! The log streams section: the organization's streams with their health, a form per
 //! destination type (validated by the streams API's own parser, its problems shown beside the
 //! fields), and per stream: edit its settings, send a test event, pause, resume, replay from a
-//! time, delete. Credentials are write-only: the forms never show them (an edit form leaves a
-//! credential as it is unless a new one is typed), and the stream page shows them masked.
+//! time, delete, and for webhooks rotate the signing secret. Credentials are write-only: the
+//! forms never show them (an edit form leaves a credential as it is unless a new one is typed),
+//! and the stream page shows them masked. The one exception is a webhook signing secret the
+//! server made (on creation without one, or by a rotation): the page answering that form shows
+//! it once, since the receiver needs it to check signatures.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -20,8 +23,8 @@ use crate::portal::html::{self, Frame, esc, url};
 use crate::portal::session::{Portal, PortalForm};
 use crate::portal::{PortalError, record};
 use crate::routes::streams::{
-    create_stream, delete_stream, find_in, replay_stream, shown_config, stream_json, test_stream,
-    update_stream,
+    create_stream, delete_stream, find_in, generated_secret, replay_stream, rotate_stream_secret,
+    shown_config, stream_json, test_stream, update_stream,
 };
 use crate::state::AppState;
 
@@ -541,10 +544,15 @@ pub async fn create(
             )
             .await?;
             // WorkOS sends the admin to the link's `success_url` once the setup is done; without
-            // one, the new stream's page says it was created.
-            Ok(match &portal.session.success_url {
-                Some(url) => html::see_other(url),
-                None => html::see_other(&format!("/portal/streams/{}?notice=created", stream.id)),
+            // one, the new stream's page says it was created. A signing secret the server made
+            // is shown first, once, on the way there.
+            let next = match &portal.session.success_url {
+                Some(url) => url.clone(),
+                None => format!("/portal/streams/{}?notice=created", stream.id),
+            };
+            Ok(match generated_secret(&state, &stream, &body, true) {
+                Some(secret) => secret_page(&portal, &stream, &secret, "created", &next),
+                None => html::see_other(&next),
             })
         }
         Err(ApiError::Malformed(problems)) => Ok(form_page(
@@ -667,6 +675,7 @@ pub async fn show(
 <div class="stream-actions">
 {toggle}
 <form method="post" action="{test}">{csrf}<button type="submit">Send test event</button></form>
+{rotate}
 <form method="post" action="{replay}" class="replay">{csrf}<label>Replay from (UTC)<input type="datetime-local" name="from_time" step="1" required></label><button type="submit">Replay</button></form>
 <form method="post" action="{delete}" data-confirm="Delete this stream? Delivery stops at once.">{csrf}<button type="submit" class="danger">Delete stream</button></form>
 </div>
@@ -679,6 +688,14 @@ pub async fn show(
         synced = esc(health["last_synced_at"].as_str().unwrap_or("never")),
         error = esc(health["last_error"].as_str().unwrap_or("none")),
         test = action("test"),
+        rotate = if stream.kind == StreamKind::Http.as_str() {
+            format!(
+                r#"<form method="post" action="{}" data-confirm="Make a new signing secret? The current one keeps signing for a day.">{csrf}<button type="submit">Rotate signing secret</button></form>"#,
+                action("rotate_secret")
+            )
+        } else {
+            String::new()
+        },
         replay = action("replay"),
         delete = action("delete"),
         edit = action("edit"),
@@ -693,7 +710,42 @@ pub async fn show(
     Ok(html::page(StatusCode::OK, &frame, &body))
 }
 
-/// `POST /portal/streams/{id}/{pause|resume|test|replay|delete}`.
+/// How long a secret rotated in the portal keeps signing beside the new one (the API's default).
+const ROTATION_GRACE_SECONDS: u64 = 24 * 3600;
+
+/// The answer to a form that made a webhook signing secret: the secret, shown this once, with
+/// the way on to the stream's page. Not a redirect, so the secret never travels in a URL.
+fn secret_page(
+    portal: &Portal,
+    stream: &StreamRecord,
+    secret: &str,
+    notice: &str,
+    next: &str,
+) -> Response {
+    let heading = if notice == "created" {
+        "Stream created"
+    } else {
+        "Signing secret rotated"
+    };
+    let body = format!(
+        r#"<p class="notice ok" role="status">{heading}. Copy the signing secret now: it is not shown again.</p>
+<dl class="facts"><dt>Signing secret</dt><dd><code id="signing-secret">{secret}</code></dd></dl>
+<p>Your receiver checks each request's <code>webhook-signature</code> with it (Standard Webhooks). After a rotation the previous secret keeps signing beside this one for a day.</p>
+<p><a class="button" href="{next}">Continue</a></p>"#,
+        secret = esc(secret),
+        next = esc(next),
+    );
+    let frame = Frame {
+        title: &stream.name,
+        session: Some(&portal.session),
+        organization_name: &portal.organization_name,
+        refresh: None,
+    };
+    // Like every portal page, sent with `Cache-Control: no-store`.
+    html::page(StatusCode::OK, &frame, &body)
+}
+
+/// `POST /portal/streams/{id}/{pause|resume|test|replay|rotate_secret|delete}`.
 pub async fn act(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -772,6 +824,24 @@ pub async fn act(
                 Err(other) => Err(other.into()),
             }
         }
+        "rotate_secret" => {
+            let (rotated, secret) = rotate_stream_secret(
+                &state,
+                stream.clone(),
+                std::time::Duration::from_secs(ROTATION_GRACE_SECONDS),
+            )
+            .await?;
+            record(
+                &state,
+                &portal.session,
+                "trailmark.portal.stream.secret_rotated",
+                target,
+                json!({"grace_period_seconds": ROTATION_GRACE_SECONDS}),
+            )
+            .await?;
+            let next = format!("/portal/streams/{}?notice=rotated", url(&rotated.id));
+            Ok(secret_page(&portal, &rotated, &secret, "rotated", &next))
+        }
         "delete" => {
             delete_stream(&state, &stream.id).await?;
             record(
@@ -822,6 +892,10 @@ fn notice(query: &QueryPairs) -> String {
             "Stream paused. Events wait in the log until you resume.".to_owned(),
         ),
         Some("resumed") => ("ok", "Stream resumed.".to_owned()),
+        Some("rotated") => (
+            "ok",
+            "Signing secret rotated. The previous one keeps signing for a day.".to_owned(),
+        ),
         Some("deleted") => ("ok", "Stream deleted.".to_owned()),
         Some("updated") => (
             "ok",
