@@ -141,3 +141,83 @@ async fn invalid_schemas_are_a_422_naming_the_field() {
         404
     );
 }
+
+/// Issue 7: `format` is asserted (WorkOS validates with Ajv and its formats): a value declared
+/// an IPv4 address, e-mail, date-time, URI or UUID must be one, in single and batch ingest; an
+/// unknown format is refused when the schema is created.
+#[tokio::test]
+async fn issue_7_json_schema_formats_are_asserted() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let schema = json!({"targets": [{"type": "team"}], "metadata": {"type": "object", "properties": {
+        "ip": {"type": "string", "format": "ipv4"},
+        "email": {"type": "string", "format": "email"},
+        "at": {"type": "string", "format": "date-time"},
+        "link": {"type": "string", "format": "uri"},
+        "request": {"type": "string", "format": "uuid"}}}});
+    assert_eq!(
+        app.post("/audit_logs/actions/user.signed_in/schemas", &schema)
+            .await
+            .status(),
+        201
+    );
+    let send = |metadata: serde_json::Value| {
+        let mut event = crate::helpers::event("user.signed_in");
+        event["metadata"] = metadata;
+        event
+    };
+    let valid = send(
+        json!({"ip": "192.0.2.8", "email": "jon@acme.test", "at": "2026-08-01T10:00:00Z",
+                            "link": "https://acme.test/x", "request": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
+    );
+    assert_eq!(
+        app.create_event(&organization, &valid, None).await.status(),
+        200
+    );
+    for (key, bad) in [
+        ("ip", "not-an-ip"),
+        ("ip", "999.1.1.1"),
+        ("email", "jon"),
+        ("at", "yesterday"),
+        ("link", "::"),
+        ("request", "1234"),
+    ] {
+        let response = app
+            .create_event(&organization, &send(json!({key: bad})), None)
+            .await;
+        assert_eq!(response.status(), 400, "{key}={bad}");
+        let refused = body(response).await;
+        assert_eq!(refused["code"], "invalid_audit_log_event");
+        assert_eq!(
+            refused["errors"][0]["instancePath"],
+            format!("/metadata/{key}"),
+            "{refused}"
+        );
+    }
+    let batch = body(
+        app.post(
+            "/audit_logs/events/batch",
+            &json!({"organization_id": organization,
+                    "events": [send(json!({"ip": "10.0.0.1"})), send(json!({"ip": "ten"}))]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(batch["data"][0]["success"], true, "{batch}");
+    assert_eq!(
+        batch["data"][1]["errors"][0]["instancePath"],
+        "/metadata/ip"
+    );
+
+    let unknown = app
+        .post(
+            "/audit_logs/actions/user.other/schemas",
+            &json!({"targets": [{"type": "team", "metadata": {"properties": {"x": {"format": "ip-address"}}}}]}),
+        )
+        .await;
+    assert_eq!(unknown.status(), 422);
+    assert_eq!(
+        body(unknown).await["errors"][0]["field"],
+        "targets[0].metadata"
+    );
+}

@@ -7,6 +7,13 @@
 //!
 //! Any draft-4 to 2020-12 JSON Schema is stored and echoed as given. Schemas are compiled with
 //! remote `$ref` resolution switched off, so a schema can never make the server fetch a URL.
+//!
+//! `format` is asserted, whatever the draft says is the default, as WorkOS's validator (Ajv with
+//! its formats) does: a metadata value declared `"format": "ipv4"` must be an IPv4 address, and
+//! so for `email`, `date-time`, `date`, `time`, `duration`, `uri`, `uri-reference`, `uuid`,
+//! `hostname`, `ipv6`, `regex`, `json-pointer` and the rest of the drafts' formats. A format the
+//! validator does not know is refused when the schema is created (Ajv's strict mode does the
+//! same), rather than silently checking nothing.
 
 use std::collections::BTreeSet;
 
@@ -267,7 +274,7 @@ fn json_schema(value: Option<&Value>, field: &str, problems: &mut FieldProblems)
             return None;
         }
     };
-    match compile(schema) {
+    match compile(schema, Formats::KnownOnly) {
         Ok(_) => Some(schema.clone()),
         Err(message) => {
             problems.push(
@@ -280,7 +287,17 @@ fn json_schema(value: Option<&Value>, field: &str, problems: &mut FieldProblems)
     }
 }
 
-fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+/// How a schema's `format`s are treated when it is compiled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Formats {
+    /// A new schema: an unknown format is an error, so it never silently checks nothing.
+    KnownOnly,
+    /// A stored schema (accepted by an earlier release): unknown formats are left unchecked
+    /// rather than making every event of its action fail.
+    IgnoreUnknown,
+}
+
+fn compile(schema: &Value, formats: Formats) -> Result<jsonschema::Validator, String> {
     if let Some(declared) = schema.get("$schema") {
         let known = declared
             .as_str()
@@ -296,7 +313,11 @@ fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     // classify; a schema is client input, so a panic must become a refusal.
     std::panic::catch_unwind(|| {
         jsonschema::meta::validate(schema).map_err(|e| e.to_string())?;
-        jsonschema::validator_for(schema).map_err(|e| e.to_string())
+        jsonschema::options()
+            .should_validate_formats(true)
+            .should_ignore_unknown_formats(formats == Formats::IgnoreUnknown)
+            .build(schema)
+            .map_err(|e| e.to_string())
     })
     .unwrap_or_else(|_| Err("the schema could not be compiled".into()))
 }
@@ -329,13 +350,20 @@ impl CompiledSchema {
         let actor = definition
             .actor_metadata
             .as_ref()
-            .map(compile)
+            .map(|schema| compile(schema, Formats::IgnoreUnknown))
             .transpose()?;
-        let metadata = definition.metadata.as_ref().map(compile).transpose()?;
+        let metadata = definition
+            .metadata
+            .as_ref()
+            .map(|schema| compile(schema, Formats::IgnoreUnknown))
+            .transpose()?;
         let mut targets = Vec::new();
         for target in &definition.targets {
             if let Some(schema) = &target.metadata {
-                targets.push((target.kind.clone(), compile(schema)?));
+                targets.push((
+                    target.kind.clone(),
+                    compile(schema, Formats::IgnoreUnknown)?,
+                ));
             }
         }
         Ok(CompiledSchema {
@@ -515,6 +543,105 @@ mod tests {
             fields(json!({"targets": [{"type": "a"}], "actor": {"metadata": {"pattern": "("}}})),
             ["actor.metadata"]
         );
+    }
+
+    /// Issue 7: formats are asserted, as WorkOS's Ajv asserts them, in every draft.
+    #[test]
+    fn formats_are_asserted_in_every_draft() {
+        let formats = [
+            ("ipv4", json!("10.0.0.1"), json!("not-an-ip")),
+            ("ipv4", json!("192.0.2.8"), json!("256.1.1.1")),
+            ("ipv6", json!("2001:db8::1"), json!("2001:db8:::1")),
+            ("email", json!("jon@example.test"), json!("jon at example")),
+            (
+                "date-time",
+                json!("2026-08-01T10:00:00Z"),
+                json!("2026-08-01 10:00"),
+            ),
+            ("date", json!("2026-08-01"), json!("2026-13-01")),
+            (
+                "uri",
+                json!("https://example.test/a?b=c"),
+                json!("not a uri"),
+            ),
+            (
+                "uuid",
+                json!("0f8fad5b-d9cb-469f-a165-70867728950e"),
+                json!("0f8fad5b-d9cb-469f"),
+            ),
+            ("hostname", json!("api.example.test"), json!("-bad-.host_")),
+        ];
+        for draft in [
+            None,
+            Some("http://json-schema.org/draft-07/schema#"),
+            Some("https://json-schema.org/draft/2020-12/schema"),
+        ] {
+            for (format, good, bad) in &formats {
+                // Drafts before 2019-09 define no uuid format.
+                if *format == "uuid" && draft.is_some_and(|d| d.contains("draft-07")) {
+                    continue;
+                }
+                let mut metadata = json!({"type": "object", "properties": {"v": {"type": "string", "format": format}}});
+                if let Some(draft) = draft {
+                    metadata["$schema"] = json!(draft);
+                }
+                let compiled = schema(json!({"targets": [{"type": "team"}], "metadata": metadata}));
+                let team = json!([{"id": "t", "type": "team"}]);
+                assert!(
+                    compiled
+                        .check(&event(team.clone(), json!({"v": good})))
+                        .is_empty(),
+                    "{format} {good} under {draft:?}"
+                );
+                let problems = compiled.check(&event(team, json!({"v": bad})));
+                assert_eq!(
+                    problems
+                        .iter()
+                        .map(|p| p.instance_path.as_str())
+                        .collect::<Vec<_>>(),
+                    ["/metadata/v"],
+                    "{format} {bad} under {draft:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_format_is_refused_on_creation_but_a_stored_one_still_compiles() {
+        let body = json!({"targets": [{"type": "a"}],
+                          "metadata": {"properties": {"v": {"format": "no-such-format"}}}});
+        let problems = SchemaDefinition::parse(&body).unwrap_err();
+        assert_eq!(problems[0].field, "metadata");
+        assert!(
+            problems[0].message.contains("no-such-format"),
+            "{problems:?}"
+        );
+        // A schema stored before formats were checked keeps working for its known formats.
+        let stored = ActionSchema {
+            action: ActionName::parse("a.b").expect("valid"),
+            version: 1,
+            definition: SchemaDefinition {
+                targets: vec![TargetSchema {
+                    kind: "a".into(),
+                    metadata: None,
+                }],
+                actor_metadata: None,
+                metadata: Some(json!({"properties": {"v": {"format": "no-such-format"},
+                                                     "ip": {"format": "ipv4"}}})),
+            },
+            created_at: Timestamp::from_unix_millis(0),
+        };
+        let compiled = CompiledSchema::compile(&stored).expect("compiles");
+        let base = |metadata: Value| {
+            NewEvent::parse(&json!({
+                "action": "a.b", "occurred_at": "2026-08-01T10:00:00Z",
+                "actor": {"id": "u", "type": "user"}, "targets": [{"id": "x", "type": "a"}],
+                "context": {"location": "1.2.3.4"}, "metadata": metadata,
+            }))
+            .expect("valid event")
+        };
+        assert!(compiled.check(&base(json!({"v": "anything"}))).is_empty());
+        assert_eq!(compiled.check(&base(json!({"ip": "nope"}))).len(), 1);
     }
 
     #[test]
