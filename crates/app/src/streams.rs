@@ -199,7 +199,22 @@ impl Trailmark {
         from: ReplayFrom,
     ) -> Result<u64, AppError> {
         let from = match from {
-            ReplayFrom::Sequence(sequence) => sequence,
+            ReplayFrom::Sequence(sequence) => {
+                // The cursor moves to just before `sequence`: past the log's end it would
+                // silently skip the events still to come, so it must name an event of the log,
+                // or its end (replay nothing, deliver what comes next).
+                let size = self.store().log_size(&stream.organization_id).await?;
+                if sequence > size {
+                    return Err(AppError::field(
+                        "invalid_value",
+                        "from_sequence",
+                        format!(
+                            "from_sequence must be an integer from 0 to {size} (the log holds {size} events)"
+                        ),
+                    ));
+                }
+                sequence
+            }
             ReplayFrom::Time(start) => {
                 let first = SearchRequest {
                     filter: EventFilter {

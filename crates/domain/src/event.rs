@@ -1,10 +1,11 @@
 //! An audit event as a client submits it: `actor` did `action` to `targets`, in `context`, with
 //! `metadata` (wire doc §2.1, WorkOS `AuditLogEventIngestionDto`).
 //!
-//! [`NewEvent::parse`] checks the shape (required fields, types, lengths: a *malformed* request,
-//! HTTP 422) and then the metadata limits (an *invalid* event, HTTP 400). Checking against the
-//! action's schema is a second, separate step ([`crate::schema::CompiledSchema::check`]) because it
-//! needs stored state. Unknown keys are ignored, as WorkOS ignores them.
+//! [`NewEvent::parse`] checks the shape (required fields, types, lengths, no NUL character in any
+//! text: a *malformed* request, HTTP 422) and then the metadata limits (an *invalid* event, HTTP
+//! 400). Checking against the action's schema is a second, separate step
+//! ([`crate::schema::CompiledSchema::check`]) because it needs stored state. Unknown keys are
+//! ignored, as WorkOS ignores them.
 
 use serde_json::{Map, Value, json};
 
@@ -13,7 +14,7 @@ use crate::limits::{
     ACTION_MAX_CHARS, LOCATION_MAX_CHARS, NAME_MAX_CHARS, TARGETS_MAX, USER_AGENT_MAX_CHARS,
 };
 use crate::metadata::Metadata;
-use crate::problem::{FieldProblems, PathProblem, Problems, json_type};
+use crate::problem::{FieldProblems, PathProblem, Problems, json_type, nul_problems};
 
 /// A validated event, not yet stored (it has no id, sequence or receipt time).
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,9 @@ impl NewEvent {
     /// As [`NewEvent::parse`].
     pub fn parse_at(value: &Value, prefix: &str) -> Result<Self, Problems> {
         let mut shape = FieldProblems::default();
+        // No text of an event may hold NUL, whichever way it arrived (an API body, a batch
+        // item, an event Trailmark writes itself), so both storage backends keep it the same.
+        shape.extend(nul_problems(value, prefix));
         let mut content = Vec::new();
         let parsed = Self::walk(value, prefix, &mut shape, &mut content);
         if !shape.is_empty() {

@@ -71,6 +71,10 @@ impl FieldProblems {
         });
     }
 
+    pub(crate) fn extend(&mut self, problems: impl IntoIterator<Item = FieldProblem>) {
+        self.0.extend(problems);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -78,6 +82,68 @@ impl FieldProblems {
     pub(crate) fn into_vec(self) -> Vec<FieldProblem> {
         self.0
     }
+}
+
+/// The NUL character, which no stored text may hold: PostgreSQL's `text` and `jsonb` cannot
+/// store it, and SQLite's text functions stop at it, so refusing it everywhere keeps both
+/// backends answering the same.
+const NUL: char = '\0';
+
+/// A problem for every string and object key in `value` that holds a NUL character (U+0000),
+/// each named by its field path under `root` (`event.actor.name`, `events[2].targets[0].id`,
+/// `config.headers.X-Tenant`; `root` may be empty). Strings are where every text that reaches
+/// storage enters, so this one check keeps NUL out of the database on either backend.
+pub fn nul_problems(value: &serde_json::Value, root: &str) -> Vec<FieldProblem> {
+    let mut problems = FieldProblems::default();
+    walk_for_nul(value, root, &mut problems);
+    problems.into_vec()
+}
+
+/// The problem for a text named `field` (a query parameter, a path segment) if it holds NUL.
+pub fn nul_problem(text: &str, field: &str) -> Option<FieldProblem> {
+    text.contains(NUL).then(|| FieldProblem {
+        code: "invalid_value",
+        field: field.to_owned(),
+        message: format!("{field} must not contain the NUL character (\\u0000)"),
+    })
+}
+
+fn walk_for_nul(value: &serde_json::Value, path: &str, problems: &mut FieldProblems) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Some(problem) = nul_problem(text, display_path(path)) {
+                problems.0.push(problem);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                walk_for_nul(item, &format!("{path}[{index}]"), problems);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, item) in fields {
+                let shown = key.replace(NUL, "\\u0000");
+                let field = if path.is_empty() {
+                    shown
+                } else {
+                    format!("{path}.{shown}")
+                };
+                if key.contains(NUL) {
+                    problems.push(
+                        "invalid_value",
+                        &field,
+                        "field names must not contain the NUL character (\\u0000)",
+                    );
+                }
+                walk_for_nul(item, &field, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "body" } else { path }
 }
 
 /// The JSON type name used in messages ("expected a string, got a number").
@@ -95,4 +161,42 @@ pub(crate) fn json_type(value: &serde_json::Value) -> &'static str {
 /// Escapes one JSON-pointer segment (RFC 6901: `~` → `~0`, `/` → `~1`).
 pub(crate) fn pointer_segment(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_nul_in_strings_and_keys_is_named_by_its_field() {
+        let body = json!({
+            "organization_id": "org_1",
+            "event": {"action": "a\0b", "actor": {"id": "u", "name": "\0"},
+                      "targets": [{"id": "t"}, {"id": "x\0"}],
+                      "metadata": {"k\0": "v", "ok": ["fine", "bad\0"]}},
+        });
+        let fields: Vec<String> = nul_problems(&body, "")
+            .into_iter()
+            .map(|problem| problem.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "event.action",
+                "event.actor.name",
+                "event.metadata.k\\u0000",
+                "event.metadata.ok[1]",
+                "event.targets[1].id",
+            ]
+        );
+        assert_eq!(nul_problems(&json!("\0"), "")[0].field, "body");
+        assert!(nul_problems(&json!({"a": ["b", 1, null, {"c": "d"}]}), "x").is_empty());
+        assert_eq!(
+            nul_problem("a\0", "q").map(|p| p.message),
+            Some("q must not contain the NUL character (\\u0000)".into())
+        );
+        assert!(nul_problem("\\u0000 as text", "q").is_none());
+    }
 }

@@ -1,23 +1,30 @@
 //! Extractors that turn bad input into 4xx JSON errors naming the problem, where axum's own
-//! would answer in plain text.
+//! would answer in plain text. They are where text enters the API, so they also refuse the NUL
+//! character (U+0000) in any string, key or parameter (422 naming the field): no backend can
+//! store it faithfully, and refusing it here answers the same on SQLite and PostgreSQL.
 //!
-//! - [`JsonBody`]: `Content-Type` must be JSON (415), the body must fit the limit (413) and be
-//!   valid UTF-8 JSON (400, with line and column). Nesting deeper than 128 levels is refused by
-//!   the parser before it can exhaust the stack.
+//! - [`JsonBody`]: `Content-Type` must be JSON (415), the body must fit the limit (413, naming
+//!   it) and be valid UTF-8 JSON (400, with line and column) without NUL (422). Nesting deeper
+//!   than 128 levels is refused by the parser before it can exhaust the stack.
+//! - [`BatchBody`]: the same for batch ingest, under the batch limit, leaving each event's NUL
+//!   check to the event's own validation, so one bad event does not sink its batch.
 //! - [`QueryPairs`]: the raw `key=value` pairs, so list parameters can be checked one by one and
 //!   repeated keys (`actions=a&actions=b`) are kept.
 //! - [`QueryPairs::page`]: WorkOS pagination (`limit` 1–100, default 10; `order` `asc`, `desc` or
 //!   `normal`; `before`/`after`), with out-of-range values refused (422), never clamped.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use trailmark_domain::problem::{nul_problem, nul_problems};
 use trailmark_store::{Order, PageRequest};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, BATCH_BODY_FACTOR};
 
 /// A request body that parsed as JSON.
 pub struct JsonBody(pub Value);
@@ -26,37 +33,101 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .map(|essence| essence.trim().to_ascii_lowercase())
-            .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"));
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: state.config.max_body_bytes,
-                    }
-                } else {
-                    ApiError::BadRequest {
-                        code: "invalid_body",
-                        message: format!("The request body could not be read: {rejection}"),
-                    }
-                }
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|error| ApiError::BadRequest {
-                code: "invalid_json",
-                message: format!("The request body is not valid JSON: {error}."),
-            })
+        let body = read_json(request, state, state.config.max_body_bytes).await?;
+        refuse_nul(nul_problems(&body, ""))?;
+        Ok(JsonBody(body))
     }
+}
+
+/// The body of `POST /audit_logs/events/batch`: JSON under the batch limit
+/// ([`BATCH_BODY_FACTOR`] times the normal one). NUL is refused outside `events`; inside, each
+/// event's validation refuses it for that event alone.
+pub struct BatchBody(pub Value);
+
+impl FromRequest<AppState> for BatchBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state
+            .config
+            .max_body_bytes
+            .saturating_mul(BATCH_BODY_FACTOR);
+        let body = read_json(request, state, limit).await?;
+        let problems = match &body {
+            Value::Object(fields) => fields
+                .iter()
+                .filter(|(key, value)| !(key.as_str() == "events" && value.is_array()))
+                .flat_map(|(key, value)| nul_problems(value, key))
+                .collect(),
+            other => nul_problems(other, ""),
+        };
+        refuse_nul(problems)?;
+        Ok(BatchBody(body))
+    }
+}
+
+fn refuse_nul(problems: Vec<trailmark_domain::FieldProblem>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Malformed(problems))
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes (the route's `DefaultBodyLimit`, which this
+/// reports when it is exceeded).
+async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<Value, ApiError> {
+    let is_json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::BadRequest {
+                    code: "invalid_body",
+                    message: format!("The request body could not be read: {rejection}"),
+                }
+            }
+        })?;
+    serde_json::from_slice(&bytes).map_err(|error| ApiError::BadRequest {
+        code: "invalid_json",
+        message: format!("The request body is not valid JSON: {error}."),
+    })
+}
+
+/// Refuses a request whose path parameters hold NUL (`/audit_logs/events/event_%00`) with a 422
+/// naming the parameter, before any handler looks the value up. A route layer, so the matched
+/// route's template names the parameters.
+pub(crate) async fn refuse_nul_in_path(request: Request, next: Next) -> Response {
+    let raw = request.uri().path();
+    if raw.contains('%') {
+        let template = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|matched| matched.as_str().to_owned())
+            .unwrap_or_default();
+        for (segment, pattern) in raw.split('/').zip(template.split('/')) {
+            let decoded = percent_decode(segment).unwrap_or_default();
+            let name = pattern
+                .trim_start_matches('{')
+                .trim_start_matches('*')
+                .trim_end_matches('}');
+            if let Some(problem) = nul_problem(&decoded, name) {
+                return ApiError::Malformed(vec![problem]).into_response();
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// A body that may be left out: no body at all (no `Content-Type`, no length) is `None`; anything
@@ -115,6 +186,86 @@ impl QueryPairs {
             .filter(|value| !value.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Every value of `name` like [`QueryPairs::list`], but an empty value (`actions=`,
+    /// `actions=a,,b`) is refused rather than dropped, so it never silently means "everything".
+    ///
+    /// # Errors
+    ///
+    /// 422 naming `name`.
+    pub fn strict_list(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let mut values = Vec::new();
+        for (_, value) in self
+            .0
+            .iter()
+            .filter(|(key, _)| key == name || key == &format!("{name}[]"))
+        {
+            for item in value.split(',').map(str::trim) {
+                if item.is_empty() {
+                    return Err(ApiError::field(
+                        "empty",
+                        name,
+                        format!(
+                            "{name} holds an empty value; leave the parameter out to filter nothing"
+                        ),
+                    ));
+                }
+                values.push(item.to_owned());
+            }
+        }
+        Ok(values)
+    }
+
+    /// The value of `name` if given; given empty (`q=`) is refused rather than ignored.
+    ///
+    /// # Errors
+    ///
+    /// 422 naming `name`.
+    pub fn non_empty(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.get(name) {
+            Some("") => Err(ApiError::field(
+                "empty",
+                name,
+                format!("{name} is empty; leave the parameter out to filter nothing"),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// Refuses a parameter not in `known` (or its `name[]` list form): a misspelt filter would
+    /// otherwise do nothing and the answer would look filtered.
+    ///
+    /// # Errors
+    ///
+    /// 422 naming the first unknown parameter.
+    pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.iter().map(|(key, _)| key).find(|key| {
+            let base = key.strip_suffix("[]").unwrap_or(key);
+            !known.contains(&base)
+        }) {
+            Some(unknown) => Err(ApiError::field(
+                "unknown_parameter",
+                unknown.clone(),
+                format!(
+                    "unknown parameter '{unknown}'; this endpoint takes {}",
+                    known.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The pairs without those whose value is empty: an HTML form sends every field, filled in or
+    /// not, and an empty field means "no filter" there.
+    pub fn without_empty(&self) -> QueryPairs {
+        QueryPairs(
+            self.0
+                .iter()
+                .filter(|(_, value)| !value.trim().is_empty())
+                .cloned()
+                .collect(),
+        )
     }
 
     /// WorkOS pagination parameters.
@@ -185,16 +336,27 @@ impl QueryPairs {
     }
 }
 
-/// Decodes `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` a byte).
+/// Decodes `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` a byte). Query
+/// strings and portal forms both come through here, so a NUL in any key or value is refused
+/// (422 naming the parameter).
 pub(crate) fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    query
+    let pairs = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             Ok((percent_decode(key)?, percent_decode(value)?))
         })
-        .collect()
+        .collect::<Result<Vec<(String, String)>, ApiError>>()?;
+    let problems: Vec<_> = pairs
+        .iter()
+        .filter_map(|(key, value)| {
+            let name = key.replace('\0', "\\u0000");
+            nul_problem(key, &name).or_else(|| nul_problem(value, &name))
+        })
+        .collect();
+    refuse_nul(problems)?;
+    Ok(pairs)
 }
 
 fn percent_decode(text: &str) -> Result<String, ApiError> {

@@ -22,7 +22,7 @@ use trailmark_store::Receipt;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{BatchBody, JsonBody};
 use crate::state::AppState;
 
 /// Longest accepted `Idempotency-Key`; SDK keys are about 50 characters.
@@ -58,7 +58,7 @@ pub async fn create_batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    BatchBody(body): BatchBody,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Ingest)?;
     let organization_id = organization_id(&body)?;

@@ -37,6 +37,23 @@ const EXPORT_FILTER_NAMES: FilterNames = FilterNames {
     text: "q",
 };
 
+/// Every field an export body takes: WorkOS's (`AuditLogExportCreationDto`, with `actors`, the
+/// deprecated alias of `actor_names`) and Trailmark's `format`, `target_ids` and `q`. Any other
+/// is refused, so a misspelt filter (`action`, `actor_name`) never exports the whole log.
+const EXPORT_FIELDS: [&str; 11] = [
+    "organization_id",
+    "format",
+    "range_start",
+    "range_end",
+    "actions",
+    "actors",
+    "actor_names",
+    "actor_ids",
+    "targets",
+    "target_ids",
+    "q",
+];
+
 /// `POST /audit_logs/exports` → 201 `audit_log_export` in state `pending`.
 pub async fn create(
     State(state): State<AppState>,
@@ -200,19 +217,40 @@ fn export_filter(body: &Value, max_range_days: Option<u32>) -> Result<EventFilte
             )),
         }
     };
+    if let Some(unknown) = body
+        .as_object()
+        .into_iter()
+        .flat_map(|fields| fields.keys())
+        .find(|key| !EXPORT_FIELDS.contains(&key.as_str()))
+    {
+        return Err(ApiError::field(
+            "unknown_field",
+            unknown.clone(),
+            format!(
+                "unknown field '{unknown}'; an export takes {}",
+                EXPORT_FIELDS.join(", ")
+            ),
+        ));
+    }
     let strings = |name: &'static str| -> Result<Vec<String>, ApiError> {
         match body.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|item| {
-                    item.as_str().map(str::to_owned).ok_or_else(|| {
-                        ApiError::field(
-                            "invalid_type",
-                            name,
-                            format!("{name} must be an array of strings"),
-                        )
-                    })
+                .map(|item| match item.as_str() {
+                    Some(text) if text.trim().is_empty() => Err(ApiError::field(
+                        "empty",
+                        name,
+                        format!(
+                            "{name} holds an empty value; leave the field out to filter nothing"
+                        ),
+                    )),
+                    Some(text) => Ok(text.to_owned()),
+                    None => Err(ApiError::field(
+                        "invalid_type",
+                        name,
+                        format!("{name} must be an array of strings"),
+                    )),
                 })
                 .collect(),
             Some(_) => Err(ApiError::field(
@@ -243,6 +281,13 @@ fn export_filter(body: &Value, max_range_days: Option<u32>) -> Result<EventFilte
     }
     let text = match body.get("q") {
         None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.is_empty() => {
+            return Err(ApiError::field(
+                "empty",
+                "q",
+                "q is empty; leave it out to filter nothing",
+            ));
+        }
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
             return Err(ApiError::field("invalid_type", "q", "q must be a string"));

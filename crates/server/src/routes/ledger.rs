@@ -31,6 +31,7 @@ pub async fn checkpoint(
     caller: Caller,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
+    query.refuse_unknown(&["organization_id"])?;
     let organization_id = organization(&state, &caller, &query).await?;
     let checkpoint = state.app.latest_checkpoint(&organization_id).await?;
     Ok(Json(checkpoint_json(&checkpoint)))
@@ -44,6 +45,7 @@ pub async fn inclusion(
     caller: Caller,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
+    query.refuse_unknown(&["organization_id", "event_id", "tree_size"])?;
     let organization_id = organization(&state, &caller, &query).await?;
     let event_id = query
         .get("event_id")
@@ -73,6 +75,7 @@ pub async fn consistency(
     caller: Caller,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
+    query.refuse_unknown(&["organization_id", "first", "second"])?;
     let organization_id = organization(&state, &caller, &query).await?;
     let first = number(&query, "first")?
         .ok_or_else(|| ApiError::field("required", "first", "first is required"))?;

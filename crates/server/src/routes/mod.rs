@@ -151,6 +151,9 @@ pub fn router(state: AppState) -> Router {
             router.route(path, methods)
         })
         .merge(crate::portal::router())
+        .route_layer(axum::middleware::from_fn(
+            crate::extract::refuse_nul_in_path,
+        ))
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -26,6 +26,24 @@ use crate::extract::QueryPairs;
 use crate::routes::readable_organization;
 use crate::state::AppState;
 
+/// Every parameter the search takes; any other is refused, so a misspelt filter never returns
+/// the whole log looking filtered.
+const SEARCH_PARAMETERS: [&str; 13] = [
+    "organization_id",
+    "range_start",
+    "range_end",
+    "actions",
+    "actor_ids",
+    "actor_names",
+    "target_ids",
+    "target_types",
+    "q",
+    "limit",
+    "order",
+    "before",
+    "after",
+];
+
 /// `GET /audit_logs/events?organization_id=…&range_start=…&actions=user.*&q=…&order=asc&after=41`.
 pub async fn search(
     State(state): State<AppState>,
@@ -33,6 +51,7 @@ pub async fn search(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
+    query.refuse_unknown(&SEARCH_PARAMETERS)?;
     let filter = filter_from_query(&query)?;
     let (limit, order) = (query.limit()?, query.order()?);
     let cursor = |name: &'static str| -> Result<Option<u64>, ApiError> {
@@ -96,12 +115,13 @@ pub async fn get(
 }
 
 /// The search filters from query parameters; list parameters take several values, repeated or
-/// comma-separated. The portal's filter form uses the same names, so it parses here too.
+/// comma-separated. A parameter given empty (`actions=`, `q=`) is refused: it never means
+/// "everything". The portal's filter form uses the same names, so it parses here too (without
+/// the fields left empty: see [`QueryPairs::without_empty`]).
 pub(crate) fn filter_from_query(query: &QueryPairs) -> Result<EventFilter, ApiError> {
     let instant = |name: &'static str| -> Result<Option<Timestamp>, ApiError> {
         query
-            .get(name)
-            .filter(|value| !value.is_empty())
+            .non_empty(name)?
             .map(|value| {
                 Timestamp::parse(value).map_err(|e| {
                     ApiError::field(
@@ -117,15 +137,15 @@ pub(crate) fn filter_from_query(query: &QueryPairs) -> Result<EventFilter, ApiEr
         range_start: instant("range_start")?,
         range_end: instant("range_end")?,
         actions: query
-            .list("actions")
+            .strict_list("actions")?
             .iter()
             .map(|a| ActionPattern::parse(a))
             .collect(),
-        actor_ids: query.list("actor_ids"),
-        actor_names: query.list("actor_names"),
-        target_ids: query.list("target_ids"),
-        target_types: query.list("target_types"),
-        text: query.get("q").filter(|q| !q.is_empty()).map(str::to_owned),
+        actor_ids: query.strict_list("actor_ids")?,
+        actor_names: query.strict_list("actor_names")?,
+        target_ids: query.strict_list("target_ids")?,
+        target_types: query.strict_list("target_types")?,
+        text: query.non_empty("q")?.map(str::to_owned),
     };
     filter
         .check(&API_FILTER_NAMES)

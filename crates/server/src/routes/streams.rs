@@ -127,6 +127,7 @@ pub async fn list(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
+    query.refuse_unknown(&["organization_id"])?;
     let organization_id = readable_organization(&state, &caller, &query).await?;
     let mut data = Vec::new();
     for stream in state.app.streams(&organization_id).await? {

@@ -60,7 +60,7 @@ pub async fn list(
                 "before must be a sequence number",
             )
         });
-    let search = match (filter_from_query(&query), before) {
+    let search = match (filter_from_query(&query.without_empty()), before) {
         (Ok(filter), Ok(before)) => Ok((filter, before)),
         (Err(ApiError::Malformed(problems)), _) | (_, Err(ApiError::Malformed(problems))) => {
             Err(problems)

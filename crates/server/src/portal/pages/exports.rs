@@ -36,7 +36,7 @@ pub async fn create(
                 "format must be 'csv' or 'ndjson'",
             )
         })?;
-    let filter = filter_from_query(&fields)?;
+    let filter = filter_from_query(&fields.without_empty())?;
     let export = state
         .app
         .begin_export(&portal.session.organization_id, format, filter)
