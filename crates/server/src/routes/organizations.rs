@@ -1,8 +1,11 @@
 //! Organizations (wire doc §4), their audit-log retention (§2.7, §11) and their audit-log
 //! configuration (§2.8).
 //!
-//! Creating, updating and deleting organizations needs an unrestricted `admin` key; reading
-//! needs `read`, and a key restricted to one organization sees only that one.
+//! Creating, updating and deleting organizations needs an unrestricted `admin` key (a key
+//! restricted to an organization may not rename, re-domain or delete even its own); reading
+//! needs `read`, and a key restricted to one organization sees only that one. Retention and the
+//! legal hold of an organization are managed with an `admin` key unrestricted or restricted to
+//! it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -109,8 +112,10 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
+    // Renaming or re-domaining an organization is the environment's business, not the tenant's:
+    // a key restricted to the organization may not, even its own.
+    caller.require_unrestricted()?;
     let changes = OrganizationChanges::parse(&body, false).map_err(ApiError::Malformed)?;
-    caller.require_organization(&id)?;
     let organization = state.app.update_organization(&id, changes).await?;
     Ok(Json(wire::organization(&organization)))
 }
@@ -122,7 +127,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Admin)?;
-    caller.require_organization(&id)?;
+    caller.require_unrestricted()?;
     state.app.delete_organization(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
