@@ -175,7 +175,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TRAILMARK_REQUIRE_SCHEMAS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub require_schemas: bool,
     /// Largest request body accepted, in bytes (batch ingest accepts 16 times this).
-    #[arg(long, env = "TRAILMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "TRAILMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = body_bytes)]
     pub max_body_bytes: usize,
     /// An API key (`sk_…`) valid with full rights, kept in memory only. Without it, the first
     /// start creates a key, prints it once and stores only its hash.
@@ -195,13 +195,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
     pub ledger_name: String,
     /// Sign a checkpoint for each grown log at most this often, in milliseconds.
-    #[arg(long, env = "TRAILMARK_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "TRAILMARK_CHECKPOINT_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub checkpoint_interval_ms: u64,
     /// How often the retention job looks for expired events, in seconds.
     #[arg(
         long,
         env = "TRAILMARK_RETENTION_INTERVAL_SECS",
-        default_value_t = 3600
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..=604_800)
     )]
     pub retention_interval_secs: u64,
     /// Let log streams deliver to loopback, private and link-local addresses (refused by default,
@@ -210,10 +211,10 @@ pub struct ServeArgs {
     pub allow_private_destinations: bool,
     /// How long a worker's hold on a stream lasts without renewal, in seconds: after a crash,
     /// the stream's delivery resumes (here or on another instance) once it ran out.
-    #[arg(long, env = "TRAILMARK_STREAM_LEASE_SECS", default_value_t = 15)]
+    #[arg(long, env = "TRAILMARK_STREAM_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_lease_secs: u64,
     /// How long an export's download link stays valid, in seconds.
-    #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600)]
+    #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub export_link_ttl_secs: u64,
     /// How long an Admin Portal link can be opened, in seconds. Hidden: WorkOS's links last 5
     /// minutes and so do Trailmark's; only the browser tests shorten it, to see a link expire.
@@ -221,11 +222,12 @@ pub struct ServeArgs {
         long,
         env = "TRAILMARK_PORTAL_LINK_TTL_SECS",
         default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
         hide = true
     )]
     pub portal_link_ttl_secs: u64,
     /// Longest date range one export may span, in days (default: no limit).
-    #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS")]
+    #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub export_max_range_days: Option<u32>,
     /// Log filter in `RUST_LOG` syntax, e.g. `info`, `debug`, `warn,trailmark::access=info`
     /// (default: `RUST_LOG` if set, else `info`).
@@ -240,6 +242,62 @@ pub struct ServeArgs {
     /// none). Needs the `otlp` cargo feature, on by default.
     #[arg(long, env = "TRAILMARK_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What keeps clients from hurting the service: connection timeouts and cap, rate limits.
+/// README "Limits" lists them with their defaults.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Connections open at once, at most (default: three quarters of the open-file limit, which
+    /// `serve` raises to its maximum, up to 10,000). At the cap, the connection idle the longest
+    /// is closed to make room; 503 only when every one is busy.
+    #[arg(long, env = "TRAILMARK_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+    /// The longest a request's head may take to arrive, from its first byte, in seconds.
+    #[arg(long, env = "TRAILMARK_HEADER_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// The longest a request's body may take to arrive after its head, in seconds (408 after).
+    #[arg(long, env = "TRAILMARK_BODY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+    /// The longest a kept-alive connection may wait for its next request, in seconds.
+    #[arg(long, env = "TRAILMARK_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
+    /// On SIGTERM, how long requests in flight may finish before their connections are dropped,
+    /// in seconds.
+    #[arg(long, env = "TRAILMARK_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+    /// Requests a minute from one client address (an IPv6 /64); 0 for no limit. WorkOS's own
+    /// limit by default. Kept per instance.
+    #[arg(long, env = "TRAILMARK_RATE_LIMIT_PER_ADDRESS", default_value_t = trailmark_server::DEFAULT_PER_ADDRESS)]
+    pub rate_limit_per_address: u32,
+    /// Requests a minute with one API key; 0 for no limit. Kept per instance.
+    #[arg(long, env = "TRAILMARK_RATE_LIMIT_PER_KEY", default_value_t = trailmark_server::DEFAULT_PER_KEY)]
+    pub rate_limit_per_key: u32,
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` names the
+    /// client for the per-address limit. By default none: the TCP peer is the client.
+    #[arg(long, env = "TRAILMARK_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<trailmark_server::Cidr>,
+}
+
+/// `--max-body-bytes`: 1 KiB to 64 MiB (a batch takes 16 times it, so 1 GiB at most).
+fn body_bytes(text: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
+    text.parse::<usize>()
+        .ok()
+        .filter(|bytes| RANGE.contains(bytes))
+        .ok_or_else(|| {
+            format!(
+                "{text} is not a size from {} to {} bytes",
+                RANGE.start(),
+                RANGE.end()
+            )
+        })
+}
+
+fn parse_cidr(text: &str) -> Result<trailmark_server::Cidr, String> {
+    trailmark_server::Cidr::parse(text)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

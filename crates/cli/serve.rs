@@ -11,11 +11,11 @@ use trailmark_app::{AppConfig, Trailmark};
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
-use trailmark_server::{AppState, ServerConfig};
+use trailmark_server::{AppState, ConnectionLimits, RateLimits, ServerConfig};
 use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store, StoreObserver};
 use trailmark_streams::worker::WorkerConfig;
 
-use crate::args::{DatabaseUrl, ServeArgs, StorageArgs, entropy};
+use crate::args::{DatabaseUrl, LimitArgs, ServeArgs, StorageArgs, entropy};
 use crate::key_files::load_or_create;
 
 /// Who opens the storage: the server (the one writer of an embedded log), or a command that
@@ -141,6 +141,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         secrets_key,
         export_link_ttl: Duration::from_secs(args.export_link_ttl_secs),
         max_body_bytes: args.max_body_bytes,
+        connections: connection_limits(&args.limits)?,
+        rate_limits: RateLimits {
+            per_address: args.limits.rate_limit_per_address,
+            per_key: args.limits.rate_limit_per_key,
+            trusted_proxies: args.limits.trusted_proxies.clone(),
+        },
     };
     log_start(&args, &app_config, &config, address);
     let app = Trailmark::with_metrics(store, app_config, metrics)
@@ -246,6 +252,61 @@ fn without_password(url: &str) -> String {
         })
         .collect();
     format!("{base}?{}", parameters.join("&"))
+}
+
+/// File descriptors kept for everything but client connections (the database and its files,
+/// stream deliveries, export files, logs), at least.
+const RESERVED_FILES: u64 = 64;
+/// The default connection cap, however high the open-file limit.
+const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+/// The listener's limits from the flags. The connection cap stays below the open-file limit
+/// (raised to its hard maximum first, where allowed), so accepting never starves the database
+/// or a stream of a descriptor: by default three quarters of it, at most 10,000.
+fn connection_limits(args: &LimitArgs) -> anyhow::Result<ConnectionLimits> {
+    let files = raise_open_file_limit();
+    let room = files.saturating_sub(RESERVED_FILES);
+    let max_connections = match args.max_connections {
+        Some(wanted) if wanted > room => anyhow::bail!(
+            "--max-connections {wanted} does not fit the open-file limit of {files}: keep it at most {room}, \
+             leaving {RESERVED_FILES} descriptors for the database, files and streams (or raise `ulimit -n`)"
+        ),
+        Some(wanted) => wanted,
+        None => (files / 4 * 3).clamp(1, DEFAULT_MAX_CONNECTIONS),
+    };
+    Ok(ConnectionLimits {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    })
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime does) and returns the limit
+/// in force; the soft limit as it was if it cannot be raised.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    // An unlimited hard limit is not a number of files the kernel takes as a soft limit.
+    let target = limit.rlim_max.min(1 << 20);
+    if target > limit.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = target;
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Completes on Ctrl-C or SIGTERM.

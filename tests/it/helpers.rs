@@ -25,11 +25,14 @@ pub struct TestApp {
 }
 
 /// Stops the in-process server when dropped.
-struct InProcessServer(Option<tokio::sync::oneshot::Sender<()>>);
+struct InProcessServer {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
 
 impl Drop for InProcessServer {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.0.take() {
+        if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
     }
@@ -427,6 +430,10 @@ pub struct Options {
     pub database: Option<TestDatabase>,
     /// Let streams reach loopback receivers (the default in tests; one test turns it off).
     pub allow_private_destinations: bool,
+    /// The listener's timeouts and connection cap.
+    pub connections: trailmark_server::ConnectionLimits,
+    /// Requests a minute per address and per key (the defaults: WorkOS's per address).
+    pub rate_limits: trailmark_server::RateLimits,
 }
 
 impl Default for Options {
@@ -438,6 +445,8 @@ impl Default for Options {
             data_dir: None,
             database: None,
             allow_private_destinations: true,
+            connections: trailmark_server::ConnectionLimits::default(),
+            rate_limits: trailmark_server::RateLimits::default(),
         }
     }
 }
@@ -486,11 +495,13 @@ impl TestApp {
             secrets_key: [42; 32],
             export_link_ttl: std::time::Duration::from_secs(600),
             max_body_bytes: options.max_body_bytes,
+            connections: options.connections,
+            rate_limits: options.rate_limits,
         };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let app = Trailmark::new(Arc::clone(&store), app_config).expect("valid config");
         let state = AppState::new(app, config);
-        tokio::spawn(trailmark_server::serve(listener, state, async {
+        let served = tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));
         TestApp {
@@ -499,7 +510,21 @@ impl TestApp {
             store,
             data_dir,
             database,
-            server: InProcessServer(Some(shutdown)),
+            server: InProcessServer {
+                shutdown: Some(shutdown),
+                served: Some(served),
+            },
+        }
+    }
+
+    /// Tells the server to shut down (as SIGTERM does) and waits until `serve` returned.
+    pub async fn shut_down(&mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.server.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.server.served.take() {
+            Some(served) => served.await.expect("the server task"),
+            None => Ok(()),
         }
     }
 
@@ -654,8 +679,37 @@ impl ServerProcess {
     /// Starts the binary over `data_dir` and `database` with the test key, extra environment
     /// and streams allowed to reach loopback receivers; returns once it listens.
     pub fn start(data_dir: &Path, database: &TestDatabase, env: &[(&str, &str)]) -> ServerProcess {
+        Self::start_from(
+            std::process::Command::new(env!("CARGO_BIN_EXE_trailmark")),
+            data_dir,
+            database,
+            env,
+        )
+    }
+
+    /// As [`ServerProcess::start`], with the open-file limit (soft and hard) set to `files`.
+    pub fn start_with_open_files(
+        files: u32,
+        data_dir: &Path,
+        database: &TestDatabase,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(r#"ulimit -n {files} && exec "$0" "$@""#))
+            .arg(env!("CARGO_BIN_EXE_trailmark"));
+        Self::start_from(command, data_dir, database, env)
+    }
+
+    fn start_from(
+        mut command: std::process::Command,
+        data_dir: &Path,
+        database: &TestDatabase,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        let mut child = command
             .args([
                 "serve",
                 "--listen",

@@ -12,6 +12,7 @@ mod exports;
 mod gcs_service_account;
 mod helpers;
 mod ledger;
+mod limits;
 mod logs;
 mod object_stores;
 mod organizations;

@@ -1,6 +1,6 @@
 //! Who is calling: the `Caller` extractor turns `Authorization: Bearer sk_…` into a scope and an
 //! optional organization restriction (`Trailmark::authenticate`), or rejects the request with
-//! 401.
+//! 401; a known key over its rate limit gets 429 (`crate::rate_limit`).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -92,11 +92,13 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        state
+        let caller = state
             .app
             .authenticate(presented)
             .await?
             .map(Caller::from)
-            .ok_or(ApiError::Unauthorized)
+            .ok_or(ApiError::Unauthorized)?;
+        state.rate_limiter.check_key(&caller.key_id)?;
+        Ok(caller)
     }
 }

@@ -9,6 +9,7 @@
 //!   (`code` *and* `errors` make Node raise `BadRequestException`);
 //! - 422 validation: `{message: "Validation failed.", errors: [{code, field, message}]}`;
 //! - 401 `{message, code: "unauthorized"}`, 403 `{message, code: "forbidden"}`, 404 `{message}`;
+//! - 429 `{message, code: "rate_limit_exceeded"}` with `Retry-After` in whole seconds;
 //! - never an `error` key: Node would turn the response into an `OauthException`.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -36,6 +37,16 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body must be JSON")]
     UnsupportedMediaType,
+    /// Over a rate limit: `by` names it ("address", "API key").
+    #[error("too many requests by {by}")]
+    RateLimited {
+        by: &'static str,
+        per_minute: u32,
+        retry_after: std::time::Duration,
+    },
+    /// The body did not arrive within the listener's body timeout.
+    #[error("the request body did not arrive within {seconds} s")]
+    RequestTimeout { seconds: u64 },
     #[error("{0} is already in use")]
     Conflict(&'static str),
     #[error("storage is unavailable: {0}")]
@@ -68,6 +79,8 @@ impl ApiError {
             ApiError::InvalidEvent(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +98,8 @@ impl ApiError {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -116,6 +131,21 @@ impl ApiError {
             ApiError::UnsupportedMediaType => json!({
                 "message": "The request body must be JSON: send 'Content-Type: application/json'.",
                 "code": "unsupported_media_type",
+            }),
+            ApiError::RateLimited {
+                by,
+                per_minute,
+                retry_after,
+            } => json!({
+                "message": format!(
+                    "Too many requests from this {by}: at most {per_minute} a minute. Retry after {} s.",
+                    retry_after_seconds(*retry_after)
+                ),
+                "code": "rate_limit_exceeded",
+            }),
+            ApiError::RequestTimeout { seconds } => json!({
+                "message": format!("The request body did not arrive within {seconds} s; send it faster or in smaller requests."),
+                "code": "request_timeout",
             }),
             ApiError::Conflict(field) => json!({
                 "message": format!("{field} is already in use."),
@@ -149,6 +179,17 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, axum::Json(self.body())).into_response();
         response.extensions_mut().insert(Rejection(self.reason()));
+        if let ApiError::RateLimited { retry_after, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds(*retry_after).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way; the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Small, so SDKs that honour Retry-After without a cap (Python) retry promptly.
             response
@@ -162,6 +203,11 @@ impl IntoResponse for ApiError {
 /// A refused response's reason, left on it for the middleware's count.
 #[derive(Clone, Copy)]
 pub(crate) struct Rejection(pub(crate) &'static str);
+/// `Retry-After` in whole seconds, rounded up and at least 1 (WorkOS sends integers; a 0 would
+/// have SDKs retry at once).
+fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
 
 impl From<Problems> for ApiError {
     fn from(problems: Problems) -> Self {

@@ -92,6 +92,10 @@ async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<V
         .map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit }
+            } else if caused_by::<crate::connections::BodyTimeout>(&rejection) {
+                ApiError::RequestTimeout {
+                    seconds: state.config.connections.body_timeout.as_secs(),
+                }
             } else {
                 ApiError::BadRequest {
                     code: "invalid_body",
@@ -103,6 +107,18 @@ async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<V
         code: "invalid_json",
         message: format!("The request body is not valid JSON: {error}."),
     })
+}
+
+/// Whether `error` or one of its causes is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<E>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Refuses a request whose path parameters hold NUL (`/audit_logs/events/event_%00`) with a 422

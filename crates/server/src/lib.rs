@@ -8,22 +8,27 @@
 //!
 //! Layout:
 //! - [`serve`] / [`router`]: the listener, the middleware stack and graceful shutdown.
+//! - `connections`: the accept loop: header, body and idle timeouts, the connection cap, bounded
+//!   shutdown, and JSON for the errors hyper answers before routing.
 //! - [`state`]: shared state (the application, HTTP configuration, link signer, metrics).
 //! - `auth`: the `Caller` extractor (API key → scope and organization).
 //! - `extract`: the JSON-body and query extractors that turn bad input into 4xx JSON.
 //! - `middleware`: request ids, metrics, and JSON bodies for every error response.
+//! - `rate_limit`: requests a minute per client address and per API key (429, `Retry-After`).
 //! - `wire`: hand-written JSON for every object the API returns.
 //! - `links`: signed download links for exports.
 //! - `portal/`: the Admin Portal, server-rendered pages opened by one-time links.
 //! - `routes/`: one file per resource.
 
 mod auth;
+mod connections;
 pub mod error;
 mod extract;
 mod links;
 mod metrics;
 mod middleware;
 mod portal;
+mod rate_limit;
 mod routes;
 pub mod state;
 mod wire;
@@ -33,19 +38,27 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use connections::ConnectionLimits;
+pub use rate_limit::{Cidr, DEFAULT_PER_ADDRESS, DEFAULT_PER_KEY, RateLimits};
 pub use state::{AppState, ServerConfig};
 
 /// The whole API as an axum router over `state`.
 pub fn router(state: AppState) -> Router {
-    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state,
-        middleware::around_every_request,
-    ))
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::by_address,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            middleware::around_every_request,
+        ))
 }
 
 /// Starts the application's background work, serves the API on `listener` until `shutdown`
-/// completes, stops accepting connections, waits for in-flight requests to finish, and stops
-/// the background work.
+/// completes, stops accepting connections, lets requests in flight finish for up to the
+/// configured grace period, and stops the background work. Timeouts and the connection cap come
+/// from [`ServerConfig::connections`].
 ///
 /// # Errors
 ///
@@ -57,9 +70,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = state.app.clone();
     app.start();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.connections;
+    let served = connections::serve(listener, router(state), limits, shutdown).await;
     app.shutdown().await;
     served
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use trailmark_app::Trailmark;
 
+use crate::connections::ConnectionLimits;
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
+use crate::rate_limit::{RateLimiter, RateLimits};
 
 /// What the HTTP edge is configured with (the CLI resolves it from flags and environment
 /// variables; the application's own settings are `trailmark_app::AppConfig`).
@@ -21,6 +23,10 @@ pub struct ServerConfig {
     pub export_link_ttl: Duration,
     /// Largest accepted request body, in bytes; batch ingest accepts [`BATCH_BODY_FACTOR`] times it.
     pub max_body_bytes: usize,
+    /// Timeouts and the connection cap of the listener.
+    pub connections: ConnectionLimits,
+    /// Requests a minute per client address and per API key.
+    pub rate_limits: RateLimits,
 }
 
 /// How long a portal link can be opened: WorkOS's links expire after 5 minutes.
@@ -36,6 +42,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("public_url", &self.public_url)
             .field("export_link_ttl", &self.export_link_ttl)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("connections", &self.connections)
+            .field("rate_limits", &self.rate_limits)
             .finish_non_exhaustive()
     }
 }
@@ -48,6 +56,8 @@ pub struct AppState {
     pub(crate) links: LinkSigner,
     /// How long an Admin Portal link can be opened after it was issued.
     pub(crate) portal_link_ttl: Duration,
+    /// This instance's rate-limit buckets.
+    pub(crate) rate_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -61,6 +71,7 @@ impl AppState {
                 &config.public_url,
             ),
             portal_link_ttl: PORTAL_LINK_TTL,
+            rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             config: Arc::new(config),
         }
     }

@@ -24,9 +24,9 @@ mod pages;
 mod session;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::Value;
 use trailmark_app::AppError;
 use trailmark_app::system::{SystemActor, SystemEvent};
@@ -56,7 +56,7 @@ pub(crate) fn router() -> Router<AppState> {
             get(pages::streams::edit_form).post(pages::streams::save),
         )
         .route("/portal/streams/{id}/{action}", post(pages::streams::act))
-        .route("/portal/{*rest}", get(not_found).post(not_found))
+        .route("/portal/{*rest}", any(not_found))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -86,8 +86,24 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-async fn not_found() -> PortalError {
-    PortalError::NotFound
+/// An unknown path under `/portal`: a page for a browser, WorkOS's JSON 404 for an API client
+/// (an SDK calling a portal endpoint Trailmark does not have, such as `revoke_link`), told apart
+/// by whether it asks for HTML.
+async fn not_found(headers: HeaderMap, uri: Uri) -> Response {
+    let wants_html = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("text/html"));
+    if wants_html {
+        PortalError::NotFound.into_response()
+    } else {
+        ApiError::NotFound(format!(
+            "The requested path '{}' could not be found.",
+            uri.path()
+        ))
+        .into_response()
+    }
 }
 
 /// Why a portal request was refused; each becomes a friendly HTML page with a 4xx status (a 500

@@ -194,6 +194,8 @@ mod tests {
             secrets_key: [1; 32],
             export_link_ttl: std::time::Duration::from_secs(600),
             max_body_bytes: 1024,
+            connections: crate::ConnectionLimits::default(),
+            rate_limits: crate::RateLimits::default(),
         };
         let app = trailmark_app::Trailmark::new(Arc::new(store), app_config).expect("app");
         let state = AppState::new(app, config);
