@@ -57,16 +57,32 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         FormatArg::Ndjson => ExportFormat::Ndjson,
     };
 
+    // From the database, it must exist and hold the organization (live, or deleted with its log
+    // kept) before any file is made: a typo is an error naming it, not an empty export.
+    let source = match &args.server {
+        None => {
+            let store = open_store(&args.storage, Access::Beside).await?;
+            let known = store.get_organization(&args.organization).await?.is_some()
+                || store.log_size(&args.organization).await? > 0;
+            if !known {
+                bail!(
+                    "organization '{}' does not exist in this database",
+                    args.organization
+                );
+            }
+            Source::Database(store)
+        }
+        Some(server) => Source::Server(server),
+    };
     let partial = args.out.with_extension("partial");
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let file =
+        private_file(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let started = Instant::now();
     let mut progress = Progress::new();
     let result: anyhow::Result<u64> = async {
-        Ok(match &args.server {
-            None => {
-                let store = open_store(&args.storage, Access::Beside).await?;
+        Ok(match &source {
+            Source::Database(store) => {
                 // The latest checkpoint the server signed (it signs every second) makes an NDJSON
                 // export verifiable; events after it wait for the next export.
                 let snapshot = store
@@ -90,7 +106,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
                 )
                 .await?
             }
-            Some(server) => {
+            Source::Server(server) => {
                 let key = args
                     .api_key
                     .as_deref()
@@ -139,6 +155,13 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Where the events come from.
+enum Source<'a> {
+    Database(std::sync::Arc<dyn trailmark_store::Store>),
+    /// A running server's URL (`--server`).
+    Server(&'a str),
 }
 
 /// Asks the server for an export job with the same filters (`POST /audit_logs/exports`), waits
@@ -273,4 +296,17 @@ impl Progress {
             eprint!("\r\x1b[2K");
         }
     }
+}
+
+/// Creates (or truncates) the export's file for its owner only (0600, whatever the umask): it
+/// holds an organization's audit trail.
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }

@@ -89,7 +89,18 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_status(&error))
         }
+    }
+}
+
+/// The exit status of a failed command: 1 when `verify` found the export or database altered or
+/// incomplete, 2 when a command could not run (bad flags, as clap exits, a missing file,
+/// database, organization or key, storage unavailable). README "Exit status".
+fn exit_status(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<verify::VerificationFailed>().is_some() {
+        1
+    } else {
+        2
     }
 }

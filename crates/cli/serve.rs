@@ -1,10 +1,11 @@
 //! `trailmark serve`: open the store, make sure a key exists, bind, and serve until SIGTERM or
 //! Ctrl-C, then finish in-flight requests.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use trailmark_app::metrics::AppMetrics;
 use trailmark_app::{AppConfig, Trailmark};
@@ -18,11 +19,14 @@ use trailmark_streams::worker::WorkerConfig;
 use crate::args::{DatabaseUrl, LimitArgs, ServeArgs, StorageArgs, entropy};
 use crate::key_files::load_or_create;
 
-/// Who opens the storage: the server (the one writer of an embedded log), or a command that
-/// may run beside it.
+/// Who opens the storage: the server (the one writer of an embedded log, and the only command
+/// that creates a database), `migrate` (a writer of an existing one), or a command that may run
+/// beside the server. Only `serve` creates: every other command needs the database to exist, so
+/// a mistyped `--data-dir` is an error naming it rather than a new, empty database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Serve,
+    Migrate,
     Beside,
 }
 
@@ -39,9 +43,15 @@ async fn open_observed_store(
 ) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
         DatabaseUrl::Sqlite(path) => {
+            if access != Access::Serve && !path.is_file() {
+                bail!(
+                    "there is no database at {}: `trailmark serve` creates it on first start (check --data-dir or --database)",
+                    path.display()
+                );
+            }
             let store = match (access, observer) {
                 (Access::Serve, Some(observer)) => SqliteStore::open_observed(&path, observer),
-                (Access::Serve, None) => SqliteStore::open(&path),
+                (Access::Serve | Access::Migrate, _) => SqliteStore::open(&path),
                 (Access::Beside, _) => SqliteStore::open_beside(&path),
             }
             .with_context(|| format!("cannot open the database at {}", path.display()))?;
@@ -62,8 +72,27 @@ async fn open_observed_store(
 /// `trailmark migrate`: opening a store applies its migrations, so instances started later (and
 /// at once) find the schema ready.
 pub async fn migrate(storage: &StorageArgs) -> anyhow::Result<()> {
-    open_store(storage, Access::Serve).await?;
+    open_store(storage, Access::Migrate).await?;
     println!("The database's schema is up to date.");
+    Ok(())
+}
+
+/// Creates the data directory for the owner only (0700, whatever the umask) if it does not
+/// exist: it holds the keys, the database and every export.
+fn create_data_dir(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .with_context(|| format!("cannot create the data directory {}", path.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("cannot restrict the data directory {}", path.display()))?;
     Ok(())
 }
 
@@ -71,6 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (traces, flusher) = traces(args.otlp_endpoint.as_deref())?;
     crate::logging::init(args.log.as_deref(), args.log_format, traces)?;
 
+    create_data_dir(&args.storage.data_dir)?;
     let metrics = Arc::new(AppMetrics::default());
     let store = open_observed_store(
         &args.storage,

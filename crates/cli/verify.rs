@@ -31,16 +31,48 @@ use trailmark_ledger::{LedgerError, decode_hash, encode_hash};
 
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
 
+/// The export or database checked does not hold up: `trailmark verify` exits with status 1
+/// (status 2 means the check could not run: a missing file or database, a bad key, storage
+/// unavailable).
+#[derive(Debug)]
+pub struct VerificationFailed;
+
+impl std::fmt::Display for VerificationFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("verification failed")
+    }
+}
+
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
     let result = async {
-        let verifier = verifier(&args)?;
-        match (&args.export, &args.database) {
-            (Some(export), None) => verify_export(export, &verifier, out),
-            (None, Some(database)) => verify_database(&args, database, &verifier, out).await,
+        let checked = match (&args.export, &args.database) {
+            (Some(export), None) => {
+                let verifier = verifier(&args)?;
+                std::fs::File::open(export)
+                    .with_context(|| format!("cannot open {}", export.display()))?;
+                verify_export(export, &verifier, out)
+            }
+            (None, Some(database)) => {
+                let storage = StorageArgs {
+                    data_dir: args.data_dir.clone(),
+                    database: Some(database.to_owned()).filter(|d| !d.is_empty()),
+                };
+                let store =
+                    crate::serve::open_store(&storage, crate::serve::Access::Beside).await?;
+                let verifier = verifier(&args)?;
+                verify_database(store.as_ref(), &verifier, out).await
+            }
             (Some(_), Some(_)) => bail!("give either an export file or --database, not both"),
             (None, None) => bail!("give an NDJSON export to verify, or --database"),
-        }
+        };
+        checked.map_err(|error| {
+            if could_not_run(&error) {
+                error
+            } else {
+                error.context(VerificationFailed)
+            }
+        })
     }
     .await;
     match result {
@@ -63,6 +95,14 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             Err(error)
         }
     }
+}
+
+/// Whether an error means the check could not be made (the file or database could not be read)
+/// rather than that what was checked failed.
+fn could_not_run(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.is::<std::io::Error>() || cause.is::<trailmark_store::StoreError>())
 }
 
 /// Some organization logs of a database failed; `report` says which, for `--json`.
@@ -255,21 +295,16 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
 }
 
 async fn verify_database(
-    args: &VerifyArgs,
-    database: &str,
+    store: &dyn trailmark_store::Store,
     verifier: &NoteVerifier,
     out: Out,
 ) -> anyhow::Result<Value> {
-    let storage = StorageArgs {
-        data_dir: args.data_dir.clone(),
-        database: Some(database.to_owned()).filter(|d| !d.is_empty()),
-    };
-    let store = crate::serve::open_store(&storage, crate::serve::Access::Beside).await?;
     let logs = store.log_sizes().await?;
     let mut failures = 0;
     let mut results = Vec::with_capacity(logs.len());
     for (organization, size) in &logs {
-        match verify_log(store.as_ref(), organization, *size, verifier).await {
+        match verify_log(store, organization, *size, verifier).await {
+            Err(error) if could_not_run(&error) => return Err(error),
             Ok(checked) => {
                 out.line(format_args!("{organization}: {} ✓", checked.summary()));
                 results.push(serde_json::json!({

@@ -687,19 +687,14 @@ impl ServerProcess {
         )
     }
 
-    /// As [`ServerProcess::start`], with the open-file limit (soft and hard) set to `files`.
-    pub fn start_with_open_files(
-        files: u32,
+    /// As [`ServerProcess::start`], after a shell runs `setup` (`ulimit -n 256`, `umask 000`).
+    pub fn start_after(
+        setup: &str,
         data_dir: &Path,
         database: &TestDatabase,
         env: &[(&str, &str)],
     ) -> ServerProcess {
-        let mut command = std::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!(r#"ulimit -n {files} && exec "$0" "$@""#))
-            .arg(env!("CARGO_BIN_EXE_trailmark"));
-        Self::start_from(command, data_dir, database, env)
+        Self::start_from(shell_then_trailmark(setup), data_dir, database, env)
     }
 
     fn start_from(
@@ -751,6 +746,17 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A command that runs `setup` in a shell, then the `trailmark` binary with the arguments added
+/// to it.
+pub fn shell_then_trailmark(setup: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(r#"{setup} && exec "$0" "$@""#))
+        .arg(env!("CARGO_BIN_EXE_trailmark"));
+    command
 }
 
 /// POSTs `body` as the admin to the server at `base`.

@@ -475,8 +475,12 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
 async fn the_binary_under_a_low_open_file_limit_serves_through_a_flood_of_idle_sockets() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let database = crate::helpers::TestDatabase::create(data_dir.path()).await;
-    let server =
-        crate::helpers::ServerProcess::start_with_open_files(256, data_dir.path(), &database, &[]);
+    let server = crate::helpers::ServerProcess::start_after(
+        "ulimit -n 256",
+        data_dir.path(),
+        &database,
+        &[],
+    );
     let address = server.base.trim_start_matches("http://").to_owned();
     let client = reqwest::Client::new();
     let organization = crate::helpers::organization(&client, &server.base).await;

@@ -25,4 +25,5 @@ mod scale_out;
 mod schemas;
 mod streams;
 mod upgrade;
+mod usage;
 mod workos_rust_sdk;

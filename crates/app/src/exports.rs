@@ -245,11 +245,11 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
         app.instance_id()
     ));
     if let Some(directory) = path.parent() {
-        std::fs::create_dir_all(directory)
+        private_directory(directory)
             .map_err(|e| format!("cannot create {}: {e}", directory.display()))?;
     }
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let file =
+        private_file(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     // NDJSON exports are made against a checkpoint covering everything committed so far.
     let snapshot = match export.format {
@@ -277,4 +277,36 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
         .map_err(|e| format!("cannot sync the export file: {e}"))?;
     std::fs::rename(&partial, &path).map_err(|e| format!("cannot publish the export file: {e}"))?;
     Ok(rows)
+}
+
+/// Creates `directory` (and any missing parent) for the owner only, 0700 whatever the umask: an
+/// export holds an organization's whole log.
+fn private_directory(directory: &std::path::Path) -> std::io::Result<()> {
+    if directory.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(directory)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        directory,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    Ok(())
+}
+
+/// Creates (or truncates) `path` readable and writable by the owner only, 0600 whatever the
+/// umask.
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }

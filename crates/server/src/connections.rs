@@ -187,7 +187,12 @@ impl Drop for InFlight {
 struct Registry {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// A connection was removed (its socket closed).
+    closed: Notify,
 }
+
+/// How long a new connection at the cap waits for the evicted one to close.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 impl Registry {
     /// Connections counted against the cap (those told to close are on their way out).
@@ -215,6 +220,7 @@ impl Registry {
         if let Ok(mut open) = self.open.lock() {
             open.remove(&id);
         }
+        self.closed.notify_waiters();
     }
 
     /// Tells the connection idle the longest to close; whether there was one.
@@ -261,9 +267,18 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if registry.len() >= limits.max_connections && !registry.evict_idlest() {
-                        refuse_busy(stream);
-                        continue;
+                    if registry.len() >= limits.max_connections {
+                        // The evicted connection's socket is closed before this one is served,
+                        // so the cap holds in descriptors, not only in count (briefly waited
+                        // for: a connection busy between the choice and the close stays).
+                        let closed = registry.closed.notified();
+                        tokio::pin!(closed);
+                        closed.as_mut().enable();
+                        if !registry.evict_idlest() {
+                            refuse_busy(stream);
+                            continue;
+                        }
+                        let _ = tokio::time::timeout(EVICTION_WAIT, closed).await;
                     }
                     let (id, connection) = registry.insert();
                     let registry = Arc::clone(&registry);

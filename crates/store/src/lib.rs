@@ -37,6 +37,7 @@ mod model;
 mod observe;
 mod portal;
 mod postgres;
+mod private;
 mod rows;
 pub mod rules;
 mod sqlite;

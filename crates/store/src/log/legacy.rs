@@ -46,6 +46,22 @@ pub(crate) fn pending(db_path: &Path) -> Result<bool, StoreError> {
     )?)
 }
 
+/// Removes everything in the log directory `dir` but its `LOCK` file.
+fn clear_except_lock(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == "LOCK" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Moves the events of an old database into the log, if it has any (see the module docs).
 ///
 /// # Errors
@@ -66,10 +82,11 @@ pub(crate) fn convert(db_path: &Path) -> Result<(), StoreError> {
         connection.execute_batch(DROP_LEGACY_TABLES)?;
         return Ok(());
     }
-    // A conversion a crash interrupted starts again from nothing.
+    // A conversion a crash interrupted starts again from nothing, but for the lock the caller
+    // holds in the directory: removing it would let a second process take a new one beside it.
     let dir = log_dir(db_path);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Open {
+        clear_except_lock(&dir).map_err(|source| StoreError::Open {
             path: dir.display().to_string(),
             source,
         })?;

@@ -35,6 +35,7 @@ pub(crate) mod tiles;
 mod writer;
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
@@ -295,7 +296,7 @@ impl LogEngine {
 
 /// Takes the log's lock (`<log>/LOCK`, created if needed).
 fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
+    crate::private::create_dir(dir).map_err(|source| StoreError::Open {
         path: dir.display().to_string(),
         source,
     })?;
@@ -304,6 +305,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|source| StoreError::Open {
             path: path.display().to_string(),

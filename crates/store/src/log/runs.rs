@@ -127,7 +127,7 @@ impl Runs {
     ///
     /// [`StoreError::Open`] or [`StoreError::Corrupt`] for a run that does not read.
     pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        crate::private::create_dir(dir).map_err(|e| io_error(dir, e))?;
         let mut runs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let path = entry.map_err(|e| io_error(dir, e))?.path();

@@ -50,7 +50,7 @@ impl Segments {
             path: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(open_error)?;
+        crate::private::create_dir(dir).map_err(open_error)?;
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(open_error)? {
             let path = entry.map_err(open_error)?.path();

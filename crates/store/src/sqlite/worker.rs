@@ -80,6 +80,26 @@ impl ReadPool {
     }
 }
 
+/// Creates the database file (and its missing directories) readable by its owner only, whatever
+/// the umask: a new database is 0600 in directories of 0700. SQLite gives the WAL and shared
+/// memory files it creates beside it the database file's mode, so they are 0600 too. An existing
+/// file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::private::create_dir(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // The umask may have taken bits the mode asked for; the mode is set exactly.
+        Ok(_) => crate::private::set_mode(path, 0o600),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 impl Database {
     /// Opens (creating if needed) the database at `path`, applies `migrate` on the writer
     /// connection, and starts the writer thread.
@@ -88,12 +108,10 @@ impl Database {
         migrate: impl FnOnce(&mut Connection) -> Result<(), StoreError>,
         observer: Arc<dyn StoreObserver>,
     ) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Open {
-                path: parent.display().to_string(),
-                source,
-            })?;
-        }
+        create_private(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut writer = Connection::open(path)?;
         super::register_functions(&writer)?;
         writer.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
