@@ -640,3 +640,83 @@ async fn kill_9_mid_delivery_loses_nothing() {
     );
     restarted.kill();
 }
+
+/// Set when this test binary runs again inside a network namespace of its own.
+const INSIDE_NETNS: &str = "TRAILMARK_TEST_INSIDE_NETNS";
+
+/// Issue 10: a destination whose host does not resolve is refused with a code of its own
+/// (`unresolvable_destination`), told apart from a refused address (`forbidden_destination`,
+/// whose message names `--allow-private-destinations`). Name resolution must not leave the
+/// machine in a test, so the check runs in a network namespace with loopback only (`unshare
+/// -n`), where no name outside `/etc/hosts` resolves: the test runs itself again there.
+#[tokio::test]
+async fn issue_10_an_unresolvable_destination_gets_its_own_code() {
+    const NAME: &str = "streams::issue_10_an_unresolvable_destination_gets_its_own_code";
+    if std::env::var_os(INSIDE_NETNS).is_none() {
+        let output = std::process::Command::new("unshare")
+            .args(["-n", "sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
+            .arg(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(INSIDE_NETNS, "1")
+            // PostgreSQL is outside the namespace; the check needs no particular backend.
+            .env_remove("TRAILMARK_TEST_BACKEND")
+            .output()
+            .expect("unshare -n (needs root or CAP_SYS_ADMIN)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("resolution refusals checked"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+    let app = TestApp::spawn_with(Options {
+        allow_private_destinations: false,
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let create = |url: &str| {
+        json!({"organization_id": organization, "type": "http", "name": "SIEM",
+               "config": {"url": url}})
+    };
+    let refused = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 422);
+        body(response).await["errors"][0].clone()
+    };
+    for host in ["siem.trailmark-test.invalid", "no-such-host.example"] {
+        let problem = refused(
+            app.post(
+                "/audit_logs/streams",
+                &create(&format!("https://{host}/hook")),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(problem["code"], "unresolvable_destination", "{problem}");
+        assert_eq!(problem["field"], "config.url");
+        assert!(
+            problem["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(host),
+            "{problem}"
+        );
+    }
+    // A name that resolves (from /etc/hosts) to loopback is a refused address, not an
+    // unresolvable one, and the message says how an operator allows it.
+    let problem = refused(
+        app.post("/audit_logs/streams", &create("http://localhost:9/hook"))
+            .await,
+    )
+    .await;
+    assert_eq!(problem["code"], "forbidden_destination", "{problem}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-private-destinations"),
+        "{problem}"
+    );
+    println!("resolution refusals checked");
+}
