@@ -86,8 +86,12 @@ struct Connection {
     /// Requests handed to the application whose answer is not yet fully written.
     busy: AtomicUsize,
     idle: Mutex<Idle>,
-    /// Something the deadline depends on changed.
+    /// The first byte of a request arrived: the deadline may have moved earlier (nothing else
+    /// moves it earlier, so nothing else wakes the connection's task).
     changed: Notify,
+    /// No request is in flight and no byte of the next one has come: the next read is a first
+    /// byte. Read without the lock, so most reads take none.
+    awaiting_first_byte: AtomicBool,
     /// The listener wants this connection closed to make room.
     evict: Notify,
     /// Told to close to make room: no longer counted against the cap, nor chosen again.
@@ -116,6 +120,7 @@ impl Connection {
                 first_byte: None,
             }),
             changed: Notify::new(),
+            awaiting_first_byte: AtomicBool::new(true),
             evict: Notify::new(),
             evicted: AtomicBool::new(false),
         }
@@ -142,8 +147,16 @@ impl Connection {
         })
     }
 
+    /// When the connection's task looks at it next: its deadline, or, while a request is in
+    /// flight (when no event wakes the task: its end only moves the deadline later), after an
+    /// idle timeout, to find the deadline the request's end set.
+    fn next_look(&self, limits: &ConnectionLimits) -> Instant {
+        self.deadline(limits)
+            .unwrap_or_else(|| Instant::now() + limits.idle_timeout)
+    }
+
     fn bytes_arrived(&self) {
-        if self.is_busy() {
+        if !self.awaiting_first_byte.swap(false, Ordering::SeqCst) || self.is_busy() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock()
@@ -156,7 +169,7 @@ impl Connection {
 
     fn request_began(&self) {
         self.busy.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_one();
+        self.awaiting_first_byte.store(false, Ordering::SeqCst);
     }
 
     fn request_ended(&self) {
@@ -168,7 +181,7 @@ impl Connection {
                     first_byte: None,
                 };
             }
-            self.changed.notify_one();
+            self.awaiting_first_byte.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -380,11 +393,12 @@ async fn serve_connection(
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
     let mut shutting_down = *stopping.borrow();
+    let look = tokio::time::sleep_until(connection.next_look(&limits));
+    tokio::pin!(look);
     loop {
         if shutting_down && !connection.is_busy() {
             return;
         }
-        let deadline = connection.deadline(&limits);
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(error) = result {
@@ -392,7 +406,9 @@ async fn serve_connection(
                 }
                 return;
             }
-            () = connection.changed.notified() => {}
+            () = connection.changed.notified() => {
+                look.as_mut().reset(connection.next_look(&limits));
+            }
             () = connection.evict.notified() => {
                 // A request may have begun since it was chosen: then it stays, and counts again.
                 if connection.is_busy() {
@@ -402,11 +418,12 @@ async fn serve_connection(
                     return;
                 }
             }
-            () = sleep_until(deadline) => {
+            () = look.as_mut() => {
                 if connection.deadline(&limits).is_some_and(|at| at <= Instant::now()) {
                     tracing::debug!(%peer, "connection timed out waiting for a request");
                     return;
                 }
+                look.as_mut().reset(connection.next_look(&limits));
             }
             changed = stopping.changed(), if !shutting_down => {
                 shutting_down = changed.is_err() || *stopping.borrow();
@@ -418,24 +435,21 @@ async fn serve_connection(
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A request body that must arrive within a time limit of the request's head.
+/// A request body that must arrive within a time limit of the request's head. The timer is
+/// armed only when the body is waited for: most bodies are read at once, and a timer per request
+/// would cost more than the request.
 struct TimedBody {
     inner: Incoming,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl TimedBody {
     fn new(inner: Incoming, limit: Duration) -> Self {
         TimedBody {
             inner,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            deadline: Instant::now() + limit,
+            timer: None,
         }
     }
 }
@@ -456,7 +470,11 @@ impl HttpBody for TimedBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        ready!(self.deadline.as_mut().poll(cx));
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        ready!(timer.as_mut().poll(cx));
         Poll::Ready(Some(Err(BodyTimeout.into())))
     }
 
