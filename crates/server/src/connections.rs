@@ -696,6 +696,11 @@ mod tests {
             None,
             "a busy connection waits"
         );
+        assert_eq!(
+            connection.next_look(&limits),
+            Instant::now() + Duration::from_secs(60),
+            "and is looked at again an idle timeout later"
+        );
         connection.request_ended();
         let done = Instant::now();
         assert_eq!(
