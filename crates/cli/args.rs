@@ -281,9 +281,9 @@ pub struct LimitArgs {
     pub trusted_proxies: Vec<trailmark_server::Cidr>,
 }
 
-/// `--max-body-bytes`: 1 KiB to 64 MiB (a batch takes 16 times it, so 1 GiB at most).
+/// `--max-body-bytes`: at least 1, at most 64 MiB (a batch takes 16 times it, so 1 GiB at most).
 fn body_bytes(text: &str) -> Result<usize, String> {
-    const RANGE: std::ops::RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
+    const RANGE: std::ops::RangeInclusive<usize> = 1..=64 * 1024 * 1024;
     text.parse::<usize>()
         .ok()
         .filter(|bytes| RANGE.contains(bytes))

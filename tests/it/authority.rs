@@ -161,6 +161,12 @@ const CASES: &[Case] = &[
     ),
     case("GET", "/organizations/{id}", org(Scope::Read), 200),
     case(
+        "GET",
+        "/organizations/external_id/{external_id}",
+        hidden(Scope::Read),
+        200,
+    ),
+    case(
         "PUT",
         "/organizations/{id}",
         Rule::Unrestricted {
@@ -272,7 +278,15 @@ struct Fixture {
 }
 
 async fn fixture(app: &TestApp) -> Fixture {
-    let acme = app.create_organization("Acme").await;
+    let created = body(
+        app.post(
+            "/organizations",
+            &json!({"name": "Acme", "external_id": "acme-ext"}),
+        )
+        .await,
+    )
+    .await;
+    let acme = created["id"].as_str().expect("organization id").to_owned();
     let receipt = body(
         app.create_event(&acme, &event("user.signed_in"), None)
             .await,
@@ -360,6 +374,9 @@ async fn request(app: &TestApp, f: &Fixture, case: &Case) -> (String, Option<Val
             ("/audit_logs/actions/user.signed_in/schemas".into(), None)
         }
         ("POST", "/organizations") => (case.template.into(), Some(json!({"name": "New"}))),
+        ("GET", "/organizations/external_id/{external_id}") => {
+            ("/organizations/external_id/acme-ext".into(), None)
+        }
         ("PUT", "/organizations/{id}") => (
             format!("/organizations/{acme}"),
             Some(json!({"name": "Acme"})),

@@ -430,9 +430,10 @@ async fn a_stream_set_up_in_the_portal_sends_the_admin_to_the_links_success_url(
         .to_owned();
     let cookie = open(&with_success).await;
     let token = csrf(&app, &cookie, "/portal/streams/new").await;
+    // A signing secret of the admin's own: none is made, so nothing is shown before moving on.
     let form = |token: &str| {
         format!(
-            "csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson"
+            "csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson&config.signing_secret=whsec_c2VjcmV0c2VjcmV0c2VjcmV0"
         )
     };
     // A refused form stays in the portal, with its problems shown.
@@ -449,6 +450,26 @@ async fn a_stream_set_up_in_the_portal_sends_the_admin_to_the_links_success_url(
     assert_eq!(
         created.headers()["location"],
         "https://app.example.com/streams/done"
+    );
+    // A secret the server made is shown once first, and the way on is the success_url.
+    let made = post_form(
+        &app,
+        &cookie,
+        "/portal/streams",
+        &format!(
+            "csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook"
+        ),
+    )
+    .await;
+    assert_eq!(made.status(), 200);
+    let html = made.text().await.expect("html");
+    assert!(
+        html.contains(r#"<code id="signing-secret">whsec_"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"href="https://app.example.com/streams/done""#),
+        "{html}"
     );
 
     // Without a success_url, the new stream's own page says it was created.
