@@ -317,7 +317,19 @@ struct SchemaGuard(String);
 
 async fn open(location: &Location) -> Arc<dyn Store> {
     match location {
-        Location::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open")),
+        Location::Sqlite(path) => {
+            // A store just dropped (a reopen) releases its log's lock when its threads end.
+            for _ in 0..200 {
+                match SqliteStore::open(path) {
+                    Ok(store) => return Arc::new(store),
+                    Err(trailmark_store::StoreError::Locked(_)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                    }
+                    Err(error) => panic!("open: {error}"),
+                }
+            }
+            panic!("the dropped store never released its log")
+        }
         Location::Postgres(url) => Arc::new(PostgresStore::connect(url).await.expect("connect")),
     }
 }
