@@ -18,6 +18,9 @@ pub enum AppError {
     /// A uniqueness rule was broken; the string names the field.
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// Refused for a moment (`code` says why); the request may be retried shortly.
+    #[error("{message}")]
+    Busy { code: &'static str, message: String },
     /// Storage could not be reached; the request may be retried.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),

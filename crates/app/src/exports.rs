@@ -6,8 +6,19 @@
 //! [`SWEEP_INTERVAL`] takes over jobs whose lease ran out (their instance crashed or restarted),
 //! so no export stays pending forever. NDJSON exports end with a manifest holding a checkpoint
 //! signed for them (see `trailmark_export`).
+//!
+//! Removing contents from the log (retention's purge, an erasure) reaches the exports too:
+//! [`Trailmark::refresh_exports`] rewrites every ready export of the organization from the
+//! store as it is now, with its original filters, renaming the new file over the old one (so a
+//! link issued before serves the new file), or, if the file cannot be written again, deletes it
+//! and fails the export with the reason. Downloads of the organization are withheld (503) while
+//! that runs, and a job generating one of its exports meanwhile starts again, so what it read
+//! before the change is never published. Refreshes and the end of every job take one lock, so
+//! a job either finishes before a refresh lists the ready exports or sees the refresh and runs
+//! again. These guards are per process: over one PostgreSQL database, another instance's
+//! download of a file being rewritten serves the old file until the new one is renamed over it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,6 +42,12 @@ pub(crate) struct ExportJobs {
     permits: Arc<Semaphore>,
     /// Exports this process is generating (or queued to), so a sweep does not start them twice.
     running: Mutex<HashSet<String>>,
+    /// Held by a refresh while it rewrites, and by a job while it publishes its outcome.
+    rewrites: tokio::sync::Mutex<()>,
+    /// How many refreshes each organization has had, so a job running across one runs again.
+    refreshes: Mutex<HashMap<String, u64>>,
+    /// Organizations whose downloads are withheld, with how many holders.
+    withheld: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for ExportJobs {
@@ -38,8 +55,54 @@ impl Default for ExportJobs {
         ExportJobs {
             permits: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
             running: Mutex::new(HashSet::new()),
+            rewrites: tokio::sync::Mutex::new(()),
+            refreshes: Mutex::new(HashMap::new()),
+            withheld: Mutex::new(HashMap::new()),
         }
     }
+}
+
+impl ExportJobs {
+    fn refreshes(&self, organization_id: &str) -> u64 {
+        self.refreshes.lock().map_or(0, |counts| {
+            counts.get(organization_id).copied().unwrap_or(0)
+        })
+    }
+
+    fn is_withheld(&self, organization_id: &str) -> bool {
+        self.withheld
+            .lock()
+            .is_ok_and(|withheld| withheld.contains_key(organization_id))
+    }
+}
+
+/// While it lives, the organization's export downloads are refused (see
+/// [`Trailmark::withhold_downloads`]).
+pub(crate) struct Withheld {
+    app: Trailmark,
+    organization_id: String,
+}
+
+impl Drop for Withheld {
+    fn drop(&mut self) {
+        if let Ok(mut withheld) = self.app.inner.exports.withheld.lock()
+            && let Some(holders) = withheld.get_mut(&self.organization_id)
+        {
+            *holders -= 1;
+            if *holders == 0 {
+                withheld.remove(&self.organization_id);
+            }
+        }
+    }
+}
+
+/// What [`Trailmark::refresh_exports`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportRefresh {
+    /// Ready exports whose file was written again from the store.
+    pub rewritten: u64,
+    /// Ready exports whose file could not be written again: deleted, the export failed.
+    pub withdrawn: u64,
 }
 
 /// The file of a finished export.
@@ -98,12 +161,16 @@ impl Trailmark {
             .ok_or_else(|| AppError::not_found(NotFoundKind::Export, id))
     }
 
-    /// A ready export and the path of its file.
+    /// A ready export and its file, opened.
     ///
     /// # Errors
     ///
-    /// [`AppError::NotFound`] if it does not exist or is not ready.
-    pub async fn ready_export(&self, id: &str) -> Result<(ExportRecord, PathBuf), AppError> {
+    /// [`AppError::NotFound`] if it does not exist, is not ready or its file is gone;
+    /// [`AppError::Busy`] while its organization's exports are being rewritten.
+    pub async fn open_ready_export(
+        &self,
+        id: &str,
+    ) -> Result<(ExportRecord, tokio::fs::File), AppError> {
         let export = self
             .store()
             .get_export(id)
@@ -111,7 +178,91 @@ impl Trailmark {
             .filter(|export| export.state == ExportState::Ready)
             .ok_or_else(|| AppError::not_found(NotFoundKind::Export, id))?;
         let path = export_file(&self.inner.config.data_dir, &export.id, export.format);
-        Ok((export, path))
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            // Withdrawn between the read above and now.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AppError::not_found(NotFoundKind::Export, id));
+            }
+            Err(error) => {
+                return Err(AppError::Internal(format!(
+                    "export file {}: {error}",
+                    path.display()
+                )));
+            }
+        };
+        // Checked once the file is open: a file opened before the organization's contents began
+        // to change holds nothing removed yet, and one opened after waits for its rewrite.
+        if self.inner.exports.is_withheld(&export.organization_id) {
+            return Err(AppError::Busy {
+                code: "export_being_rewritten",
+                message: "This export is being rewritten because events' contents were removed; retry shortly.".into(),
+            });
+        }
+        Ok((export, file))
+    }
+
+    /// Refuses the organization's downloads until the guard is dropped: taken before contents
+    /// are removed from its log and kept until its exports are rewritten.
+    pub(crate) fn withhold_downloads(&self, organization_id: &str) -> Withheld {
+        if let Ok(mut withheld) = self.inner.exports.withheld.lock() {
+            *withheld.entry(organization_id.to_owned()).or_default() += 1;
+        }
+        Withheld {
+            app: self.clone(),
+            organization_id: organization_id.to_owned(),
+        }
+    }
+
+    /// Rewrites every ready export of `organization_id` from the store as it is now (after
+    /// retention or an erasure removed contents from its log), with its original format and
+    /// filters, so no file or link serves the removed contents. Each new file is renamed over
+    /// the old one; a file that cannot be written again is deleted and its export fails with
+    /// the reason. Downloads of the organization are refused meanwhile, and its exports being
+    /// generated now start again.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors listing or recording the exports (files already rewritten stay so).
+    pub async fn refresh_exports(&self, organization_id: &str) -> Result<ExportRefresh, AppError> {
+        let _withheld = self.withhold_downloads(organization_id);
+        let _rewriting = self.inner.exports.rewrites.lock().await;
+        if let Ok(mut counts) = self.inner.exports.refreshes.lock() {
+            *counts.entry(organization_id.to_owned()).or_default() += 1;
+        }
+        let ready = self.store().exports_in_state(ExportState::Ready).await?;
+        let mut refresh = ExportRefresh::default();
+        for export in ready
+            .into_iter()
+            .filter(|export| export.organization_id == organization_id)
+        {
+            let outcome = match run(self, &export).await {
+                Ok(rows) => {
+                    refresh.rewritten += 1;
+                    Ok(rows)
+                }
+                Err(reason) => {
+                    let path = export_file(&self.inner.config.data_dir, &export.id, export.format);
+                    if let Err(error) = std::fs::remove_file(&path)
+                        && error.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::error!(export = %export.id, %error, "cannot delete an export file that holds removed contents");
+                    }
+                    refresh.withdrawn += 1;
+                    tracing::warn!(export = %export.id, %reason, "export withdrawn: its file could not be written again");
+                    Err(format!(
+                        "withdrawn: events' contents were removed from the log and the file could not be written again without them ({reason})"
+                    ))
+                }
+            };
+            self.store()
+                .revise_export(&export.id, outcome, Timestamp::now())
+                .await?;
+        }
+        if refresh != ExportRefresh::default() {
+            tracing::info!(organization = %organization_id, rewritten = refresh.rewritten, withdrawn = refresh.withdrawn, "exports rewritten without removed contents");
+        }
+        Ok(refresh)
     }
 }
 
@@ -185,12 +336,21 @@ fn start(app: Trailmark, export: ExportRecord) {
         });
         // On shutdown the job stops unfinished; its lease lapses and the next start resumes it.
         let started = std::time::Instant::now();
-        let outcome = tokio::select! {
-            outcome = run(&app, &export) => outcome,
-            () = shutdown.cancelled() => {
-                renewal.abort();
-                return;
+        let (outcome, _rewriting) = loop {
+            let refreshes = app.inner.exports.refreshes(&export.organization_id);
+            let outcome = tokio::select! {
+                outcome = run(&app, &export) => outcome,
+                () = shutdown.cancelled() => {
+                    renewal.abort();
+                    return;
+                }
+            };
+            let rewriting = app.inner.exports.rewrites.lock().await;
+            if refreshes == app.inner.exports.refreshes(&export.organization_id) {
+                break (outcome, rewriting);
             }
+            // Contents were removed from the log while this ran, and what it read may hold
+            // them: write it again.
         };
         renewal.abort();
         let bytes = outcome.as_ref().map_or(0, |_| {

@@ -50,6 +50,7 @@ use trailmark_streams::seal::Sealer;
 use trailmark_streams::worker::{StreamWorkers, WorkerConfig};
 
 pub use error::{AppError, NotFoundKind};
+pub use exports::ExportRefresh;
 
 /// What the application layer is configured with (resolved by the CLI from flags).
 #[derive(Clone)]

@@ -49,6 +49,9 @@ pub enum ApiError {
     RequestTimeout { seconds: u64 },
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// Refused for a moment (503 with `Retry-After`); `code` says why.
+    #[error("{message}")]
+    Busy { code: &'static str, message: String },
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -82,7 +85,7 @@ impl ApiError {
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +104,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -152,6 +156,7 @@ impl ApiError {
                 "code": "conflict",
                 "errors": [{"code": "conflict", "field": field}],
             }),
+            ApiError::Busy { code, message } => json!({"message": message, "code": code}),
             ApiError::Unavailable(_) => json!({
                 "message": "Storage is temporarily unavailable; retry shortly.",
                 "code": "service_unavailable",
@@ -230,6 +235,7 @@ impl From<AppError> for ApiError {
                 NotFoundKind::LogStream => format!("Log stream not found: '{id}'."),
             }),
             AppError::Conflict(field) => ApiError::Conflict(field),
+            AppError::Busy { code, message } => ApiError::Busy { code, message },
             AppError::Unavailable(reason) => ApiError::Unavailable(reason),
             AppError::Internal(reason) => ApiError::Internal(reason),
         }
