@@ -23,6 +23,7 @@ mod receivers;
 mod retention;
 mod scale_out;
 mod schemas;
+mod self_audit;
 mod streams;
 mod upgrade;
 mod usage;

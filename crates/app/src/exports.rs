@@ -32,6 +32,7 @@ use trailmark_domain::query::EventFilter;
 use trailmark_export::{Snapshot, write_export};
 use trailmark_store::{ExportRecord, ExportState};
 
+use crate::audit::{Change, Origin};
 use crate::{AppError, NotFoundKind, Trailmark};
 
 /// Export jobs that run at once; more wait their turn (each streams from storage to a file).
@@ -113,8 +114,8 @@ fn export_file(data_dir: &Path, id: &str, format: ExportFormat) -> PathBuf {
 }
 
 impl Trailmark {
-    /// Records a new pending export of `organization_id`'s events matching `filter` and starts
-    /// writing it.
+    /// Records a new pending export of `organization_id`'s events matching `filter`, starts
+    /// writing it, and records that `origin` asked for it ([`crate::audit`]).
     ///
     /// # Errors
     ///
@@ -124,6 +125,7 @@ impl Trailmark {
         organization_id: &str,
         format: ExportFormat,
         filter: EventFilter,
+        origin: &Origin,
     ) -> Result<ExportRecord, AppError> {
         self.live_organization(organization_id).await?;
         let now = Timestamp::now();
@@ -139,6 +141,10 @@ impl Trailmark {
             updated_at: now,
         };
         self.store().insert_export(export.clone()).await?;
+        // Recorded before the job starts, so whether an export holds the record of its own
+        // creation depends on its filters only, never on timing.
+        self.audit(organization_id, origin, Change::ExportCreated(&export))
+            .await?;
         start(self.clone(), export.clone());
         Ok(export)
     }

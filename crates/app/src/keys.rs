@@ -23,6 +23,9 @@ pub struct Principal {
     /// The key's id (`key_bootstrap` for `TRAILMARK_API_KEY`), recorded as the actor of the
     /// audit events Trailmark writes about itself.
     pub key_id: String,
+    /// What the key is called in the events it causes: `TRAILMARK_API_KEY`, or `<scope> key`
+    /// (stored keys carry no name of their own yet).
+    pub key_name: String,
     pub scope: Scope,
     /// `Some` when the key is restricted to one organization.
     pub organization: Option<String>,
@@ -44,6 +47,7 @@ impl Trailmark {
         {
             return Ok(Some(Principal {
                 key_id: BOOTSTRAP_KEY_ID.into(),
+                key_name: "TRAILMARK_API_KEY".into(),
                 scope: Scope::Admin,
                 organization: None,
             }));
@@ -63,6 +67,7 @@ impl Trailmark {
         };
         let principal = Principal {
             key_id: record.id,
+            key_name: format!("{} key", record.scope.as_str()),
             scope: record.scope,
             organization: record.organization_id,
         };

@@ -11,7 +11,8 @@
 //! Layout, a module per use case:
 //! - [`ingest`]: events from apps, single and batch, idempotent (receipts; the adapter renders
 //!   the response after the commit).
-//! - [`system`]: events Trailmark writes about itself (portal actions, legal holds).
+//! - [`system`]: events Trailmark writes about itself (portal actions, legal holds);
+//!   [`audit`]: the changes made with API keys, recorded by the use cases that make them.
 //! - [`schemas`]: versioned event schemas and the compiled-schema cache ingest checks against.
 //! - [`organizations`], [`keys`], [`portal`]: tenants, API keys, Admin Portal links and sessions.
 //! - [`read`]: searches and single events.
@@ -22,6 +23,7 @@
 //! What it deliberately does not do: HTTP (statuses, bodies, headers live in
 //! `trailmark-server`), SQL (in `trailmark-store`), validation rules (in `trailmark-domain`).
 
+pub mod audit;
 pub mod effects;
 pub mod error;
 pub mod exports;

@@ -5,6 +5,7 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_store::{OrganizationFilter, Page, PageRequest, StreamRecord};
 
+use crate::audit::{Change, Origin};
 use crate::{AppError, Trailmark};
 
 impl Trailmark {
@@ -86,16 +87,25 @@ impl Trailmark {
         Ok(())
     }
 
-    /// Sets the organization's retention period.
+    /// Sets the organization's retention period, recording who asked ([`crate::audit`]).
     ///
     /// # Errors
     ///
     /// [`AppError::OrganizationNotFound`].
-    pub async fn set_retention(&self, id: &str, days: u32) -> Result<Organization, AppError> {
-        self.store()
+    pub async fn set_retention(
+        &self,
+        id: &str,
+        days: u32,
+        origin: &Origin,
+    ) -> Result<Organization, AppError> {
+        let organization = self
+            .store()
             .set_retention(id, days, Timestamp::now())
             .await?
-            .ok_or_else(|| AppError::OrganizationNotFound(id.to_owned()))
+            .ok_or_else(|| AppError::OrganizationNotFound(id.to_owned()))?;
+        self.audit(id, origin, Change::RetentionSet { days })
+            .await?;
+        Ok(organization)
     }
 
     /// The organization's first log stream, if any: what WorkOS's audit-log configuration

@@ -4,17 +4,32 @@
 use trailmark_domain::Timestamp;
 use trailmark_store::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 
+use crate::audit::{Change, Origin};
 use crate::{AppError, Trailmark};
 
 impl Trailmark {
-    /// Stores a newly issued link (only its token's hash).
+    /// Stores a newly issued link (only its token's hash), recording who asked for it
+    /// ([`crate::audit`]).
     ///
     /// # Errors
     ///
     /// [`AppError::OrganizationNotFound`] if the link's organization does not exist.
-    pub async fn issue_portal_link(&self, link: PortalLink) -> Result<(), AppError> {
+    pub async fn issue_portal_link(
+        &self,
+        link: PortalLink,
+        origin: &Origin,
+    ) -> Result<(), AppError> {
         self.live_organization(&link.organization_id).await?;
-        Ok(self.store().insert_portal_link(link).await?)
+        let (organization_id, intent) = (link.organization_id.clone(), link.intent);
+        self.store().insert_portal_link(link).await?;
+        self.audit(
+            &organization_id,
+            origin,
+            Change::PortalLinkCreated {
+                intent: intent.as_str(),
+            },
+        )
+        .await
     }
 
     /// Opens the link whose token hashes to `token_hash`, creating `session`.

@@ -15,6 +15,7 @@ use trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
 use trailmark_domain::{Problems, Timestamp};
 use trailmark_store::{LegalHold, PendingEvent};
 
+use crate::audit::Origin;
 use crate::system::{SystemActor, SystemEvent};
 use crate::{AppError, Trailmark};
 
@@ -103,8 +104,8 @@ impl Trailmark {
     }
 
     /// Sets (`active`, with a reason) or lifts `organization_id`'s legal hold, recording the
-    /// change (`trailmark.legal_hold.set` / `.lifted`, by `actor`, with the reason if given) in
-    /// its log in the same commit. Returns the hold now in force.
+    /// change (`trailmark.legal_hold.set` / `.lifted`, by `origin`'s key from its address, with
+    /// the reason if given) in its log in the same commit. Returns the hold now in force.
     ///
     /// # Errors
     ///
@@ -115,7 +116,7 @@ impl Trailmark {
         organization_id: &str,
         active: bool,
         reason: Option<String>,
-        actor: SystemActor,
+        origin: &Origin,
     ) -> Result<Option<LegalHold>, AppError> {
         if active && reason.is_none() {
             return Err(AppError::field(
@@ -125,6 +126,15 @@ impl Trailmark {
             ));
         }
         self.live_organization(organization_id).await?;
+        // Only keys set holds today; should the portal ever, its session is the actor.
+        let (actor, location) = origin.key_actor().unwrap_or((
+            SystemActor {
+                id: "portal".into(),
+                kind: "portal_session",
+                name: None,
+            },
+            "trailmark portal",
+        ));
         let now = Timestamp::now();
         let mut metadata = Map::new();
         if let Some(reason) = &reason {
@@ -139,7 +149,7 @@ impl Trailmark {
             .into(),
             actor,
             target: json!({"id": organization_id, "type": "organization"}),
-            location: "trailmark".into(),
+            location: location.into(),
             metadata: Value::Object(metadata),
         }
         .to_new_event(now)

@@ -11,6 +11,7 @@ use trailmark_streams::Outcome;
 use trailmark_streams::net::DestinationError;
 use trailmark_streams::settings::{Settings, StreamKind, new_signing_secret};
 
+use crate::audit::{Change, Origin};
 use crate::{AppError, NotFoundKind, Trailmark};
 
 /// A stream to create.
@@ -66,24 +67,20 @@ impl Trailmark {
     /// # Errors
     ///
     /// Problems naming `config.*` fields, [`AppError::OrganizationNotFound`], storage errors.
-    pub async fn create_stream(&self, new: NewStream) -> Result<StreamRecord, AppError> {
+    pub async fn create_stream(
+        &self,
+        new: NewStream,
+        origin: &Origin,
+    ) -> Result<StreamRecord, AppError> {
         let settings = Settings::parse(new.kind, &new.config, || {
             new_signing_secret().unwrap_or_default()
         })
         .map_err(Problems::Malformed)?;
         self.check_destination(&settings).await?;
         self.live_organization(&new.organization_id).await?;
-        let cursor = match new.start {
-            StreamStart::Now => self
-                .store()
-                .log_size(&new.organization_id)
-                .await?
-                .checked_sub(1),
-            StreamStart::Beginning => None,
-        };
         let id = IdKind::LogStream.generate().into_string();
         let now = Timestamp::now();
-        let stream = StreamRecord {
+        let mut stream = StreamRecord {
             secrets: self.seal(&id, &settings)?,
             id,
             organization_id: new.organization_id,
@@ -92,11 +89,27 @@ impl Trailmark {
             config: Value::Object(settings.public),
             enabled: new.enabled,
             state: rules::initial_stream_state(new.enabled),
-            cursor,
+            cursor: None,
             last_synced_at: None,
             last_error: None,
             created_at: now,
             updated_at: now,
+        };
+        // Recorded before the cursor is placed: a stream from `now` starts after the record of
+        // its own creation, one from the `beginning` delivers it with the rest of the log.
+        self.audit(
+            &stream.organization_id,
+            origin,
+            Change::StreamCreated(&stream),
+        )
+        .await?;
+        stream.cursor = match new.start {
+            StreamStart::Now => self
+                .store()
+                .log_size(&stream.organization_id)
+                .await?
+                .checked_sub(1),
+            StreamStart::Beginning => None,
         };
         self.store().insert_stream(stream.clone()).await?;
         self.inner.streams.start_new_streams().await;
@@ -139,6 +152,7 @@ impl Trailmark {
         &self,
         mut stream: StreamRecord,
         changes: StreamChanges,
+        origin: &Origin,
     ) -> Result<StreamRecord, AppError> {
         let mut settings_changed = false;
         if let Some(patch) = changes.config.filter(|c| !c.is_null()) {
@@ -173,6 +187,12 @@ impl Trailmark {
         stream.updated_at = Timestamp::now();
         self.store().update_stream(stream.clone()).await?;
         self.inner.effects.stream_changed();
+        self.audit(
+            &stream.organization_id,
+            origin,
+            Change::StreamUpdated(&stream),
+        )
+        .await?;
         Ok(stream)
     }
 
@@ -181,10 +201,19 @@ impl Trailmark {
     /// # Errors
     ///
     /// Storage errors.
-    pub async fn delete_stream(&self, id: &str) -> Result<(), AppError> {
-        self.store().delete_stream(id).await?;
+    pub async fn delete_stream(
+        &self,
+        stream: &StreamRecord,
+        origin: &Origin,
+    ) -> Result<(), AppError> {
+        self.store().delete_stream(&stream.id).await?;
         self.inner.effects.stream_changed();
-        Ok(())
+        self.audit(
+            &stream.organization_id,
+            origin,
+            Change::StreamDeleted(stream),
+        )
+        .await
     }
 
     /// Moves `stream`'s cursor back so delivery starts again at `from`; returns the first
@@ -197,6 +226,7 @@ impl Trailmark {
         &self,
         stream: &StreamRecord,
         from: ReplayFrom,
+        origin: &Origin,
     ) -> Result<u64, AppError> {
         let from = match from {
             ReplayFrom::Sequence(sequence) => {
@@ -240,6 +270,15 @@ impl Trailmark {
             .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
             .await?;
         self.inner.effects.stream_changed();
+        self.audit(
+            &stream.organization_id,
+            origin,
+            Change::StreamReplayed {
+                stream,
+                from_sequence: from,
+            },
+        )
+        .await?;
         Ok(from)
     }
 
@@ -310,6 +349,7 @@ impl Trailmark {
         &self,
         mut stream: StreamRecord,
         grace_until: Timestamp,
+        origin: &Origin,
     ) -> Result<(StreamRecord, String), AppError> {
         let mut settings = self
             .inner
@@ -324,6 +364,12 @@ impl Trailmark {
         stream.updated_at = Timestamp::now();
         self.store().update_stream(stream.clone()).await?;
         self.inner.effects.stream_changed();
+        self.audit(
+            &stream.organization_id,
+            origin,
+            Change::StreamSecretRotated(&stream),
+        )
+        .await?;
         Ok((stream, secret))
     }
 

@@ -5,10 +5,12 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use trailmark_app::audit::Origin;
 use trailmark_app::keys::Principal;
 use trailmark_domain::api_key::Scope;
 
 use crate::error::ApiError;
+use crate::rate_limit::ClientAddress;
 use crate::state::AppState;
 
 /// An authenticated caller.
@@ -17,12 +19,25 @@ pub struct Caller {
     /// The key's id (`key_bootstrap` for `TRAILMARK_API_KEY`), recorded as the actor of the
     /// audit events Trailmark writes about itself.
     pub key_id: String,
+    /// The key's name in those events.
+    pub key_name: String,
     pub scope: Scope,
     /// `Some` when the key is restricted to one organization.
     pub organization: Option<String>,
+    /// The client's address (`unknown` without a connection, as in router tests).
+    pub address: String,
 }
 
 impl Caller {
+    /// The caller as the origin of a change the application records.
+    pub fn origin(&self) -> Origin {
+        Origin::ApiKey {
+            key_id: self.key_id.clone(),
+            key_name: self.key_name.clone(),
+            address: self.address.clone(),
+        }
+    }
+
     /// # Errors
     ///
     /// 403 if the key's scope does not allow `needed`.
@@ -63,16 +78,6 @@ impl Caller {
     }
 }
 
-impl From<Principal> for Caller {
-    fn from(principal: Principal) -> Self {
-        Caller {
-            key_id: principal.key_id,
-            scope: principal.scope,
-            organization: principal.organization,
-        }
-    }
-}
-
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -92,11 +97,21 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or(ApiError::Unauthorized)?;
+        let address = parts
+            .extensions
+            .get::<ClientAddress>()
+            .map_or_else(|| "unknown".to_owned(), |ClientAddress(ip)| ip.to_string());
         let caller = state
             .app
             .authenticate(presented)
             .await?
-            .map(Caller::from)
+            .map(|principal: Principal| Caller {
+                key_id: principal.key_id,
+                key_name: principal.key_name,
+                scope: principal.scope,
+                organization: principal.organization,
+                address,
+            })
             .ok_or(ApiError::Unauthorized)?;
         state.rate_limiter.check_key(&caller.key_id)?;
         Ok(caller)

@@ -280,10 +280,15 @@ fn bucket_of(address: IpAddr) -> IpAddr {
     }
 }
 
+/// The client's address, as the per-address limit counts it: left on the request for the
+/// handlers (the events Trailmark records about a key's changes name it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddress(pub(crate) IpAddr);
+
 /// The per-address limit, around every request but the health probes.
 pub(crate) async fn by_address(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
@@ -291,12 +296,13 @@ pub(crate) async fn by_address(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
-    if let (false, Some(peer)) = (probe, peer) {
+    if let Some(peer) = peer {
         let limiter = &state.rate_limiter;
         let client = limiter.client_address(peer, request.headers());
-        if let Err(refusal) = limiter.check_address(client) {
+        if !probe && let Err(refusal) = limiter.check_address(client) {
             return refusal.into_response();
         }
+        request.extensions_mut().insert(ClientAddress(client));
     }
     next.run(request).await
 }

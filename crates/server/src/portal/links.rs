@@ -91,16 +91,19 @@ pub async fn generate(
     let now = Timestamp::now();
     state
         .app
-        .issue_portal_link(PortalLink {
-            token_hash: token_hash(&token),
-            organization_id,
-            intent,
-            email,
-            return_url,
-            success_url,
-            created_at: now,
-            expires_at: now.plus_millis(state.portal_link_ttl.as_millis() as i64),
-        })
+        .issue_portal_link(
+            PortalLink {
+                token_hash: token_hash(&token),
+                organization_id,
+                intent,
+                email,
+                return_url,
+                success_url,
+                created_at: now,
+                expires_at: now.plus_millis(state.portal_link_ttl.as_millis() as i64),
+            },
+            &caller.origin(),
+        )
         .await
         .map_err(|error| match error {
             // WorkOS's wording (the Node SDK's fixture).

@@ -92,7 +92,7 @@ pub async fn create(
     let filter = export_filter(&body, state.app.config().export_max_range_days)?;
     let export = state
         .app
-        .begin_export(&organization_id, format, filter)
+        .begin_export(&organization_id, format, filter, &caller.origin())
         .await?;
     Ok((StatusCode::CREATED, Json(export_json(&state, &export))))
 }

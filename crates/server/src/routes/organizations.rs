@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use trailmark_app::system::SystemActor;
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_domain::retention::parse_retention_update;
@@ -153,7 +152,7 @@ pub async fn set_retention(
     caller.require(Scope::Admin)?;
     caller.require_organization(&id)?;
     let days = parse_retention_update(&body).map_err(ApiError::Malformed)?;
-    let organization = state.app.set_retention(&id, days).await?;
+    let organization = state.app.set_retention(&id, days, &caller.origin()).await?;
     Ok(Json(wire::retention(&organization)))
 }
 
@@ -246,12 +245,10 @@ pub async fn set_legal_hold(
             ));
         }
     };
-    let actor = SystemActor {
-        id: caller.key_id.clone(),
-        kind: "api_key",
-        name: None,
-    };
-    let hold = state.app.set_legal_hold(&id, active, reason, actor).await?;
+    let hold = state
+        .app
+        .set_legal_hold(&id, active, reason, &caller.origin())
+        .await?;
     Ok(Json(legal_hold_json(&id, hold.as_ref())))
 }
 

@@ -22,6 +22,8 @@ use trailmark_store::StreamRecord;
 use trailmark_streams::Outcome;
 use trailmark_streams::settings::StreamKind;
 
+use trailmark_app::audit::Origin;
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryPairs};
@@ -42,7 +44,7 @@ pub async fn create(
     caller.require(Scope::Admin)?;
     let organization_id = required_text(&body, "organization_id")?;
     caller.require_organization(&organization_id)?;
-    let stream = create_stream(&state, organization_id, &body).await?;
+    let stream = create_stream(&state, organization_id, &body, &caller.origin()).await?;
     let mut shown = stream_json(&state, &stream).await?;
     if let Some(secret) = generated_secret(&state, &stream, &body, true) {
         shown["signing_secret"] = json!(secret);
@@ -82,6 +84,7 @@ pub(crate) async fn create_stream(
     state: &AppState,
     organization_id: String,
     body: &Value,
+    origin: &Origin,
 ) -> Result<StreamRecord, ApiError> {
     let kind = match body.get("type").and_then(Value::as_str) {
         Some(text) => StreamKind::parse(text).ok_or_else(|| {
@@ -109,14 +112,17 @@ pub(crate) async fn create_stream(
     };
     Ok(state
         .app
-        .create_stream(NewStream {
-            organization_id,
-            kind,
-            name,
-            enabled,
-            config: body.get("config").cloned().unwrap_or(Value::Null),
-            start,
-        })
+        .create_stream(
+            NewStream {
+                organization_id,
+                kind,
+                name,
+                enabled,
+                config: body.get("config").cloned().unwrap_or(Value::Null),
+                start,
+            },
+            origin,
+        )
         .await?)
 }
 
@@ -159,7 +165,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let stream = find(&state, &caller, &id).await?;
-    let stream = update_stream(&state, stream, &body).await?;
+    let stream = update_stream(&state, stream, &body, &caller.origin()).await?;
     let mut shown = stream_json(&state, &stream).await?;
     if let Some(secret) = generated_secret(&state, &stream, &body, false) {
         shown["signing_secret"] = json!(secret);
@@ -185,7 +191,7 @@ pub async fn rotate_secret(
     caller.require(Scope::Admin)?;
     let stream = find(&state, &caller, &id).await?;
     let grace = rotation_grace(body.as_ref().map(|JsonBody(body)| body))?;
-    let (stream, secret) = rotate_stream_secret(&state, stream, grace).await?;
+    let (stream, secret) = rotate_stream_secret(&state, stream, grace, &caller.origin()).await?;
     let mut shown = stream_json(&state, &stream).await?;
     shown["signing_secret"] = json!(secret);
     Ok(Json(shown))
@@ -234,9 +240,13 @@ pub(crate) async fn rotate_stream_secret(
     state: &AppState,
     stream: StreamRecord,
     grace: Duration,
+    origin: &Origin,
 ) -> Result<(StreamRecord, String), ApiError> {
     let until = Timestamp::now().plus_millis(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-    Ok(state.app.rotate_stream_secret(stream, until).await?)
+    Ok(state
+        .app
+        .rotate_stream_secret(stream, until, origin)
+        .await?)
 }
 
 /// Applies a `PATCH` body (`name`, `enabled`, `config`) to `stream` and stores it. Shared with
@@ -245,13 +255,14 @@ pub(crate) async fn update_stream(
     state: &AppState,
     stream: StreamRecord,
     body: &Value,
+    origin: &Origin,
 ) -> Result<StreamRecord, ApiError> {
     let changes = StreamChanges {
         name: name(body)?,
         enabled: enabled(body)?,
         config: body.get("config").filter(|c| !c.is_null()).cloned(),
     };
-    Ok(state.app.update_stream(stream, changes).await?)
+    Ok(state.app.update_stream(stream, changes, origin).await?)
 }
 
 /// `DELETE /audit_logs/streams/{id}` → 204.
@@ -261,14 +272,18 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Admin)?;
-    find(&state, &caller, &id).await?;
-    delete_stream(&state, &id).await?;
+    let stream = find(&state, &caller, &id).await?;
+    delete_stream(&state, &stream, &caller.origin()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Deletes a stream and lets its worker stop. Shared with the portal.
-pub(crate) async fn delete_stream(state: &AppState, id: &str) -> Result<(), ApiError> {
-    Ok(state.app.delete_stream(id).await?)
+pub(crate) async fn delete_stream(
+    state: &AppState,
+    stream: &StreamRecord,
+    origin: &Origin,
+) -> Result<(), ApiError> {
+    Ok(state.app.delete_stream(stream, origin).await?)
 }
 
 /// `POST /audit_logs/streams/{id}/replay` with `{"from_sequence": N}` (deliver again from event
@@ -281,7 +296,7 @@ pub async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let stream = find(&state, &caller, &id).await?;
-    replay_stream(&state, &stream, &body).await?;
+    replay_stream(&state, &stream, &body, &caller.origin()).await?;
     let stream = find(&state, &caller, &id).await?;
     Ok(Json(stream_json(&state, &stream).await?))
 }
@@ -292,6 +307,7 @@ pub(crate) async fn replay_stream(
     state: &AppState,
     stream: &StreamRecord,
     body: &Value,
+    origin: &Origin,
 ) -> Result<u64, ApiError> {
     let from = match (
         body.get("from_sequence"),
@@ -319,7 +335,7 @@ pub(crate) async fn replay_stream(
             ));
         }
     };
-    Ok(state.app.replay_stream(stream, from).await?)
+    Ok(state.app.replay_stream(stream, from, origin).await?)
 }
 
 /// `POST /audit_logs/streams/{id}/test`: sends one made-up event (`trailmark.stream.test`),

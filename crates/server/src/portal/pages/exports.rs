@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
+use trailmark_app::audit::Origin;
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::portal::PortalIntent;
@@ -39,7 +40,12 @@ pub async fn create(
     let filter = filter_from_query(&fields.without_empty())?;
     let export = state
         .app
-        .begin_export(&portal.session.organization_id, format, filter)
+        .begin_export(
+            &portal.session.organization_id,
+            format,
+            filter,
+            &Origin::Portal,
+        )
         .await?;
     let filters = query_string(
         FILTER_FIELDS

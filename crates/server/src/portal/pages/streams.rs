@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
+use trailmark_app::audit::Origin;
 use trailmark_domain::FieldProblem;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_store::StreamRecord;
@@ -533,7 +534,14 @@ pub async fn create(
     if !name.is_empty() {
         body["name"] = json!(name);
     }
-    match create_stream(&state, portal.session.organization_id.clone(), &body).await {
+    match create_stream(
+        &state,
+        portal.session.organization_id.clone(),
+        &body,
+        &Origin::Portal,
+    )
+    .await
+    {
         Ok(stream) => {
             record(
                 &state,
@@ -590,7 +598,7 @@ pub async fn save(
         .map(|(key, _)| key.clone())
         .collect();
     let body = json!({"name": name, "config": config});
-    match update_stream(&state, stream.clone(), &body).await {
+    match update_stream(&state, stream.clone(), &body, &Origin::Portal).await {
         Ok(updated) => {
             record(
                 &state,
@@ -761,7 +769,13 @@ pub async fn act(
     match action.as_str() {
         "pause" | "resume" => {
             let enabled = action == "resume";
-            update_stream(&state, stream.clone(), &json!({"enabled": enabled})).await?;
+            update_stream(
+                &state,
+                stream.clone(),
+                &json!({"enabled": enabled}),
+                &Origin::Portal,
+            )
+            .await?;
             let recorded = if enabled {
                 "trailmark.portal.stream.resumed"
             } else {
@@ -802,7 +816,14 @@ pub async fn act(
         }
         "replay" => {
             let from_time = form.get("from_time").unwrap_or_default();
-            match replay_stream(&state, &stream, &json!({"from_time": from_time})).await {
+            match replay_stream(
+                &state,
+                &stream,
+                &json!({"from_time": from_time}),
+                &Origin::Portal,
+            )
+            .await
+            {
                 Ok(from) => {
                     record(
                         &state,
@@ -829,6 +850,7 @@ pub async fn act(
                 &state,
                 stream.clone(),
                 std::time::Duration::from_secs(ROTATION_GRACE_SECONDS),
+                &Origin::Portal,
             )
             .await?;
             record(
@@ -843,7 +865,7 @@ pub async fn act(
             Ok(secret_page(&portal, &rotated, &secret, "rotated", &next))
         }
         "delete" => {
-            delete_stream(&state, &stream.id).await?;
+            delete_stream(&state, &stream, &Origin::Portal).await?;
             record(
                 &state,
                 &portal.session,

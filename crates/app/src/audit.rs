@@ -1,0 +1,150 @@
+//! The audit log audits itself: what is changed with an API key — exports, retention and legal
+//! holds, log streams (created, changed, secret rotated, deleted, replayed) and Admin Portal
+//! links — is recorded in the organization's own log as a `trailmark.*` event, with the key as
+//! actor (its id and name) and the caller's address as the context's location. Each use case
+//! takes the [`Origin`] of its request and calls [`Trailmark::audit`] once its change is made:
+//! the HTTP handlers only say who is asking. The portal's pages record their own actions
+//! (`trailmark.portal.*`, the session as actor), so a change from the portal is not recorded
+//! twice. A change that was made but could not be recorded answers the storage error, as the
+//! portal's pages do.
+
+use serde_json::{Value, json};
+use trailmark_store::{ExportRecord, StreamRecord};
+
+use crate::system::{SystemActor, SystemEvent};
+use crate::{AppError, Trailmark};
+
+/// Who asked for a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A request made with an API key from `address` (the client's, as the rate limits see it).
+    ApiKey {
+        key_id: String,
+        key_name: String,
+        address: String,
+    },
+    /// The Admin Portal, whose pages record their own actions.
+    Portal,
+}
+
+impl Origin {
+    /// The recorded actor of a key's request, if the change is recorded here.
+    pub(crate) fn key_actor(&self) -> Option<(SystemActor, &str)> {
+        match self {
+            Origin::ApiKey {
+                key_id,
+                key_name,
+                address,
+            } => Some((
+                SystemActor {
+                    id: key_id.clone(),
+                    kind: "api_key",
+                    name: Some(key_name.clone()),
+                },
+                address.as_str(),
+            )),
+            Origin::Portal => None,
+        }
+    }
+}
+
+/// A change recorded in the organization's log.
+pub(crate) enum Change<'a> {
+    ExportCreated(&'a ExportRecord),
+    RetentionSet {
+        days: u32,
+    },
+    StreamCreated(&'a StreamRecord),
+    StreamUpdated(&'a StreamRecord),
+    StreamSecretRotated(&'a StreamRecord),
+    StreamDeleted(&'a StreamRecord),
+    StreamReplayed {
+        stream: &'a StreamRecord,
+        from_sequence: u64,
+    },
+    PortalLinkCreated {
+        intent: &'a str,
+    },
+}
+
+impl Change<'_> {
+    /// The event's action, target and metadata.
+    fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
+        let stream = |stream: &StreamRecord| json!({"id": stream.id, "type": "log_stream", "name": stream.name});
+        match self {
+            Change::ExportCreated(export) => (
+                "trailmark.export.created",
+                json!({"id": export.id, "type": "audit_log_export"}),
+                json!({"format": export.format.as_str()}),
+            ),
+            Change::RetentionSet { days } => (
+                "trailmark.retention.set",
+                json!({"id": organization_id, "type": "organization"}),
+                json!({"retention_period_in_days": days}),
+            ),
+            Change::StreamCreated(created) => (
+                "trailmark.stream.created",
+                stream(created),
+                json!({"type": created.kind}),
+            ),
+            Change::StreamUpdated(updated) => (
+                "trailmark.stream.updated",
+                stream(updated),
+                json!({"enabled": updated.enabled}),
+            ),
+            Change::StreamSecretRotated(rotated) => (
+                "trailmark.stream.secret_rotated",
+                stream(rotated),
+                json!({}),
+            ),
+            Change::StreamDeleted(deleted) => {
+                ("trailmark.stream.deleted", stream(deleted), json!({}))
+            }
+            Change::StreamReplayed {
+                stream: replayed,
+                from_sequence,
+            } => (
+                "trailmark.stream.replayed",
+                stream(replayed),
+                json!({"from_sequence": from_sequence}),
+            ),
+            Change::PortalLinkCreated { intent } => (
+                "trailmark.portal_link.created",
+                json!({"id": organization_id, "type": "organization"}),
+                json!({"intent": intent}),
+            ),
+        }
+    }
+}
+
+impl Trailmark {
+    /// Records `change`, asked for by `origin`, in `organization_id`'s log (nothing for the
+    /// portal, which records its own).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn audit(
+        &self,
+        organization_id: &str,
+        origin: &Origin,
+        change: Change<'_>,
+    ) -> Result<(), AppError> {
+        let Some((actor, address)) = origin.key_actor() else {
+            return Ok(());
+        };
+        let (action, target, metadata) = change.parts(organization_id);
+        self.record(
+            organization_id,
+            SystemEvent {
+                action: action.into(),
+                actor,
+                target,
+                location: address.to_owned(),
+                metadata,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
