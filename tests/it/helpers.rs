@@ -424,6 +424,7 @@ pub struct Options {
     pub require_schemas: bool,
     pub max_body_bytes: usize,
     pub export_max_range_days: Option<u32>,
+    pub export_max_pending: u32,
     /// A data directory to reuse (to restart over the same data), instead of a fresh one.
     pub data_dir: Option<TempDir>,
     /// The database to reuse with it.
@@ -442,6 +443,7 @@ impl Default for Options {
             require_schemas: false,
             max_body_bytes: 1024 * 1024,
             export_max_range_days: None,
+            export_max_pending: 4,
             data_dir: None,
             database: None,
             allow_private_destinations: true,
@@ -486,6 +488,8 @@ impl TestApp {
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,
+            export_max_pending: options.export_max_pending,
+            export_file_ttl: std::time::Duration::from_secs(24 * 3600),
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),

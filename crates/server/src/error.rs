@@ -49,6 +49,9 @@ pub enum ApiError {
     RequestTimeout { seconds: u64 },
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// Too much work piled up (429 with `Retry-After`); `code` and the message name the limit.
+    #[error("{message}")]
+    TooMuchWork { code: &'static str, message: String },
     /// Refused for a moment (503 with `Retry-After`); `code` says why.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
@@ -83,7 +86,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooMuchWork { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Busy { .. } => "busy",
+            ApiError::TooMuchWork { .. } => "too_much_work",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -156,7 +162,9 @@ impl ApiError {
                 "code": "conflict",
                 "errors": [{"code": "conflict", "field": field}],
             }),
-            ApiError::Busy { code, message } => json!({"message": message, "code": code}),
+            ApiError::Busy { code, message } | ApiError::TooMuchWork { code, message } => {
+                json!({"message": message, "code": code})
+            }
             ApiError::Unavailable(_) => json!({
                 "message": "Storage is temporarily unavailable; retry shortly.",
                 "code": "service_unavailable",
@@ -188,6 +196,12 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&retry_after_seconds(*retry_after).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let ApiError::TooMuchWork { .. } = &self {
+            // About the time an export takes to be written.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body may still be on its way; the connection cannot be reused.
@@ -236,6 +250,7 @@ impl From<AppError> for ApiError {
             }),
             AppError::Conflict(field) => ApiError::Conflict(field),
             AppError::Busy { code, message } => ApiError::Busy { code, message },
+            AppError::TooMuchWork { code, message } => ApiError::TooMuchWork { code, message },
             AppError::Unavailable(reason) => ApiError::Unavailable(reason),
             AppError::Internal(reason) => ApiError::Internal(reason),
         }
