@@ -696,3 +696,47 @@ async fn export_files_are_deleted_once_expired_and_their_links_refused() {
         .expect("download");
     assert_eq!(kept.status(), 200);
 }
+
+#[tokio::test]
+async fn export_files_are_bounded_on_disk() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        export_max_disk_bytes: 2_000,
+        ..Default::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 25).await;
+    let failed = export(&app, json!({"organization_id": organization})).await;
+    assert_eq!(failed["state"], "error", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("--export-max-disk-bytes")),
+        "{failed}"
+    );
+    let exports = app.data_dir.path().join("exports");
+    let left: Vec<_> = std::fs::read_dir(&exports)
+        .expect("exports")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed export leaves no file: {left:?}");
+
+    // At the bound, no new export starts.
+    std::fs::write(exports.join("filler"), vec![b'x'; 2_000]).expect("filler");
+    let refused = app
+        .post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization}),
+        )
+        .await;
+    assert_eq!(refused.status(), 429);
+    let refused = body(refused).await;
+    assert_eq!(refused["code"], "export_storage_full", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("--export-max-disk-bytes")),
+        "{refused}"
+    );
+}

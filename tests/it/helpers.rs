@@ -425,6 +425,7 @@ pub struct Options {
     pub max_body_bytes: usize,
     pub export_max_range_days: Option<u32>,
     pub export_max_pending: u32,
+    pub export_max_disk_bytes: u64,
     /// A data directory to reuse (to restart over the same data), instead of a fresh one.
     pub data_dir: Option<TempDir>,
     /// The database to reuse with it.
@@ -444,6 +445,7 @@ impl Default for Options {
             max_body_bytes: 1024 * 1024,
             export_max_range_days: None,
             export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
             data_dir: None,
             database: None,
             allow_private_destinations: true,
@@ -489,6 +491,7 @@ impl TestApp {
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,
             export_max_pending: options.export_max_pending,
+            export_max_disk_bytes: options.export_max_disk_bytes,
             export_file_ttl: std::time::Duration::from_secs(24 * 3600),
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),

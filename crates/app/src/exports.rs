@@ -8,7 +8,9 @@
 //! signed for them (see `trailmark_export`). An organization may have at most
 //! `--export-max-pending` exports pending (counted in the database, so across instances), and
 //! the sweep deletes the file of an export `--export-file-ttl-hours` after it was requested,
-//! failing the export as expired, so files never pile up on disk.
+//! failing the export as expired, so files never pile up on disk; together they take at most
+//! `--export-max-disk-bytes` (a new export is refused at the bound, one that would cross it
+//! fails and leaves no file).
 //!
 //! Removing contents from the log (retention's purge, an erasure) reaches the exports too:
 //! [`Trailmark::refresh_exports`] rewrites every ready export of the organization from the
@@ -139,6 +141,18 @@ impl Trailmark {
             .iter()
             .filter(|export| export.organization_id == organization_id)
             .count();
+        let (used, bound) = (
+            exports_disk_use(&self.inner.config.data_dir),
+            self.inner.config.export_max_disk_bytes,
+        );
+        if used >= bound {
+            return Err(AppError::TooMuchWork {
+                code: "export_storage_full",
+                message: format!(
+                    "Export files take {used} bytes, the most they may (--export-max-disk-bytes); retry once older exports expired."
+                ),
+            });
+        }
         if pending >= limit as usize {
             return Err(AppError::TooMuchWork {
                 code: "too_many_exports",
@@ -481,7 +495,65 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     }
     let file =
         private_file(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let outcome = write_partial(app, export, file, &partial, &path).await;
+    if outcome.is_err()
+        && let Err(error) = std::fs::remove_file(&partial)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(export = %export.id, %error, "cannot delete an unfinished export file");
+    }
+    outcome
+}
+
+/// Bytes the files under `<data-dir>/exports` take now (0 before the first export).
+fn exports_disk_use(data_dir: &Path) -> u64 {
+    std::fs::read_dir(data_dir.join("exports")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    })
+}
+
+/// A writer that fails once it has been given more than `left` bytes.
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Bounded<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let Some(left) = self.left.checked_sub(bytes.len() as u64) else {
+            return Err(std::io::Error::other(
+                "export files would take more than --export-max-disk-bytes",
+            ));
+        };
+        let written = self.inner.write(bytes)?;
+        self.left = left + (bytes.len() - written) as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the export into `partial` (within what the disk bound leaves), then publishes it as
+/// `path`.
+async fn write_partial(
+    app: &Trailmark,
+    export: &ExportRecord,
+    file: std::fs::File,
+    partial: &Path,
+    path: &Path,
+) -> Result<u64, String> {
+    let left = app
+        .inner
+        .config
+        .export_max_disk_bytes
+        .saturating_sub(exports_disk_use(&app.inner.config.data_dir));
+    let mut out = BufWriter::with_capacity(1 << 20, Bounded { inner: file, left });
     // NDJSON exports are made against a checkpoint covering everything committed so far.
     let snapshot = match export.format {
         ExportFormat::Ndjson => Some(Snapshot {
@@ -503,10 +575,11 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let file = out.into_inner().map_err(|e| e.to_string())?;
-    file.sync_all()
+    let file = out.into_inner().map_err(|e| e.into_error().to_string())?;
+    file.inner
+        .sync_all()
         .map_err(|e| format!("cannot sync the export file: {e}"))?;
-    std::fs::rename(&partial, &path).map_err(|e| format!("cannot publish the export file: {e}"))?;
+    std::fs::rename(partial, path).map_err(|e| format!("cannot publish the export file: {e}"))?;
     Ok(rows)
 }
 
