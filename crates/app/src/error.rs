@@ -25,6 +25,10 @@ pub enum AppError {
     /// Refused for a moment (`code` says why); the request may be retried shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
+    /// The organization is under a legal hold (for this reason), which the change needs to be
+    /// forced past.
+    #[error("the organization is under a legal hold: {0}")]
+    LegalHold(String),
     /// Storage could not be reached; the request may be retried.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// Refused for a moment (503 with `Retry-After`); `code` says why.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
+    /// Under a legal hold (its reason), which the request did not force.
+    #[error("the organization is under a legal hold")]
+    LegalHold(String),
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -89,7 +92,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooMuchWork { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::LegalHold(_) => StatusCode::CONFLICT,
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,6 +114,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Busy { .. } => "busy",
             ApiError::TooMuchWork { .. } => "too_much_work",
+            ApiError::LegalHold(_) => "legal_hold",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -165,6 +169,13 @@ impl ApiError {
             ApiError::Busy { code, message } | ApiError::TooMuchWork { code, message } => {
                 json!({"message": message, "code": code})
             }
+            ApiError::LegalHold(reason) => json!({
+                "message": format!(
+                    "The organization is under a legal hold ({reason}). To erase anyway, send \"force\": true with a \"reason\"."
+                ),
+                "code": "legal_hold",
+                "errors": [{"code": "legal_hold", "field": "force", "message": "the organization is under a legal hold"}],
+            }),
             ApiError::Unavailable(_) => json!({
                 "message": "Storage is temporarily unavailable; retry shortly.",
                 "code": "service_unavailable",
@@ -251,6 +262,7 @@ impl From<AppError> for ApiError {
             AppError::Conflict(field) => ApiError::Conflict(field),
             AppError::Busy { code, message } => ApiError::Busy { code, message },
             AppError::TooMuchWork { code, message } => ApiError::TooMuchWork { code, message },
+            AppError::LegalHold(reason) => ApiError::LegalHold(reason),
             AppError::Unavailable(reason) => ApiError::Unavailable(reason),
             AppError::Internal(reason) => ApiError::Internal(reason),
         }
