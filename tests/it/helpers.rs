@@ -626,6 +626,11 @@ impl TestApp {
 
     /// Stops this server and starts another over the same data directory.
     pub async fn restart(self) -> TestApp {
+        self.restart_with(Options::default()).await
+    }
+
+    /// Stops this server and starts another over the same data directory with `options`.
+    pub async fn restart_with(self, options: Options) -> TestApp {
         let TestApp {
             data_dir,
             database,
@@ -638,7 +643,7 @@ impl TestApp {
         TestApp::spawn_with(Options {
             data_dir: Some(data_dir),
             database: Some(database),
-            ..Options::default()
+            ..options
         })
         .await
     }
