@@ -213,6 +213,11 @@ pub struct ServeArgs {
     /// the stream's delivery resumes (here or on another instance) once it ran out.
     #[arg(long, env = "TRAILMARK_STREAM_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_lease_secs: u64,
+    /// How often each log stream delivers its organization's newest signed checkpoint, in
+    /// seconds (when the log grew): the customer's own copy of each checkpoint, to verify later
+    /// that the log was never rewritten (`trailmark verify --checkpoint`).
+    #[arg(long, env = "TRAILMARK_STREAM_CHECKPOINT_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stream_checkpoint_interval_secs: u64,
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub export_link_ttl_secs: u64,

@@ -160,6 +160,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         streams: WorkerConfig {
             allow_private: args.allow_private_destinations,
             lease: Duration::from_secs(args.stream_lease_secs.max(1)),
+            checkpoint_every: Duration::from_secs(args.stream_checkpoint_interval_secs.max(1)),
             ..WorkerConfig::default()
         },
         require_schemas: args.require_schemas,

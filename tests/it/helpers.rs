@@ -436,6 +436,9 @@ pub struct Options {
     pub connections: trailmark_server::ConnectionLimits,
     /// Requests a minute per address and per key (the defaults: WorkOS's per address).
     pub rate_limits: trailmark_server::RateLimits,
+    /// How often streams deliver signed checkpoints: an hour unless a test watches for them, so
+    /// other tests' receivers see events only.
+    pub stream_checkpoint_every: std::time::Duration,
 }
 
 impl Default for Options {
@@ -451,6 +454,7 @@ impl Default for Options {
             allow_private_destinations: true,
             connections: trailmark_server::ConnectionLimits::default(),
             rate_limits: trailmark_server::RateLimits::default(),
+            stream_checkpoint_every: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -487,6 +491,7 @@ impl TestApp {
                 invalid_retry: std::time::Duration::from_millis(300),
                 idle_poll: std::time::Duration::from_millis(50),
                 lease: std::time::Duration::from_secs(5),
+                checkpoint_every: options.stream_checkpoint_every,
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,
