@@ -399,3 +399,70 @@ async fn a_purge_rewrites_every_ready_export_and_old_links_serve_the_new_file() 
         .collect();
     assert_eq!(leftovers, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_cannot_be_written_again_after_a_purge_is_withdrawn() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    append_old(&app, &organization, 3, 40).await;
+    let export = ready_export(&app, json!({"organization_id": organization})).await;
+    let id = export["id"].as_str().unwrap_or_default().to_owned();
+    let file = app
+        .data_dir
+        .path()
+        .join("exports")
+        .join(format!("{id}.csv"));
+    let size = std::fs::metadata(&file).expect("file").len();
+    // Room for this file but not for a second one beside it while it is written again.
+    let app = app
+        .restart_with(crate::helpers::Options {
+            export_max_disk_bytes: size + 16,
+            ..Default::default()
+        })
+        .await;
+    let path = export["url"].as_str().unwrap_or_default();
+    let link = app.url(&path[path.find("/audit_logs").unwrap_or(0)..]);
+    assert_eq!(
+        app.client
+            .get(&link)
+            .send()
+            .await
+            .expect("download")
+            .status(),
+        200
+    );
+
+    app.put(
+        &format!("/organizations/{organization}/audit_logs_retention"),
+        &json!({"retention_period_in_days": 30}),
+    )
+    .await;
+    let mut withdrawn = json!(null);
+    for _ in 0..200 {
+        withdrawn = body(app.get(&format!("/audit_logs/exports/{id}")).await).await;
+        if withdrawn["state"] != "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(withdrawn["state"], "error", "{withdrawn}");
+    assert!(
+        withdrawn["error"].as_str().is_some_and(
+            |error| error.starts_with("withdrawn") && error.contains("--export-max-disk-bytes")
+        ),
+        "{withdrawn}"
+    );
+    assert!(
+        !file.exists(),
+        "the file holding purged contents is deleted"
+    );
+    assert_eq!(
+        app.client
+            .get(&link)
+            .send()
+            .await
+            .expect("download")
+            .status(),
+        404
+    );
+}

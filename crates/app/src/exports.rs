@@ -5,7 +5,12 @@
 //! runs), so of several instances over one database exactly one generates it; a sweep every
 //! [`SWEEP_INTERVAL`] takes over jobs whose lease ran out (their instance crashed or restarted),
 //! so no export stays pending forever. NDJSON exports end with a manifest holding a checkpoint
-//! signed for them (see `trailmark_export`).
+//! signed for them (see `trailmark_export`). An organization may have at most
+//! `--export-max-pending` exports pending (counted in the database, so across instances), and
+//! the sweep deletes the file of an export `--export-file-ttl-hours` after it was requested,
+//! failing the export as expired, so files never pile up on disk; together they take at most
+//! `--export-max-disk-bytes` (a new export is refused at the bound, one that would cross it
+//! fails and leaves no file).
 //!
 //! Removing contents from the log (retention's purge, an erasure) reaches the exports too:
 //! [`Trailmark::refresh_exports`] rewrites every ready export of the organization from the
@@ -128,6 +133,36 @@ impl Trailmark {
         origin: &Origin,
     ) -> Result<ExportRecord, AppError> {
         self.live_organization(organization_id).await?;
+        // Counted in the database, so the limit holds across instances (up to requests racing
+        // each other's count).
+        let limit = self.inner.config.export_max_pending;
+        let pending = self
+            .store()
+            .exports_in_state(ExportState::Pending)
+            .await?
+            .iter()
+            .filter(|export| export.organization_id == organization_id)
+            .count();
+        let (used, bound) = (
+            exports_disk_use(&self.inner.config.data_dir),
+            self.inner.config.export_max_disk_bytes,
+        );
+        if used >= bound {
+            return Err(AppError::TooMuchWork {
+                code: "export_storage_full",
+                message: format!(
+                    "Export files take {used} bytes, the most they may (--export-max-disk-bytes); retry once older exports expired."
+                ),
+            });
+        }
+        if pending >= limit as usize {
+            return Err(AppError::TooMuchWork {
+                code: "too_many_exports",
+                message: format!(
+                    "This organization has {pending} exports pending, the most it may have (--export-max-pending); retry once one is ready."
+                ),
+            });
+        }
         let now = Timestamp::now();
         let export = ExportRecord {
             id: IdKind::Export.generate().into_string(),
@@ -384,7 +419,8 @@ fn start(app: Trailmark, export: ExportRecord) {
 
 impl Trailmark {
     /// Looks for pending exports now and every [`SWEEP_INTERVAL`], and starts those no live
-    /// instance is generating ([`start`] claims them; a claimed one is left alone).
+    /// instance is generating ([`start`] claims them; a claimed one is left alone); deletes the
+    /// files of exports past `--export-file-ttl-hours`.
     pub(crate) async fn resume_pending_exports_forever(&self) {
         let mut sweeps = tokio::time::interval(SWEEP_INTERVAL);
         loop {
@@ -397,8 +433,57 @@ impl Trailmark {
                 }
                 Err(error) => tracing::error!(%error, "cannot list pending exports"),
             }
+            if let Err(error) = self.delete_expired_exports(Timestamp::now()).await {
+                tracing::error!(%error, "cannot delete expired exports");
+            }
         }
     }
+
+    /// Deletes the file of every ready export requested longer than the file TTL before `now`,
+    /// and fails the export as expired; returns how many.
+    async fn delete_expired_exports(&self, now: Timestamp) -> Result<u64, AppError> {
+        let ttl = self.inner.config.export_file_ttl;
+        let ready = self.store().exports_in_state(ExportState::Ready).await?;
+        let expired: Vec<_> = ready
+            .into_iter()
+            .filter(|export| file_expired(export, ttl, now))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // Not while a refresh rewrites files.
+        let _rewriting = self.inner.exports.rewrites.lock().await;
+        for export in &expired {
+            let path = export_file(&self.inner.config.data_dir, &export.id, export.format);
+            if let Err(error) = std::fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(export = %export.id, %error, "cannot delete an expired export file");
+                continue;
+            }
+            self.store()
+                .revise_export(
+                    &export.id,
+                    Err(format!(
+                        "expired: export files are deleted {} hours after the export was requested (--export-file-ttl-hours); request a new export",
+                        ttl.as_secs() / 3600
+                    )),
+                    now,
+                )
+                .await?;
+        }
+        tracing::info!(deleted = expired.len(), "expired export files deleted");
+        Ok(expired.len() as u64)
+    }
+}
+
+/// Whether `export`'s file has outlived `ttl` at `now` (counted from the request, so a file
+/// rewritten after a purge keeps its first deadline).
+fn file_expired(export: &ExportRecord, ttl: Duration, now: Timestamp) -> bool {
+    let ttl_millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    now.unix_millis()
+        .saturating_sub(export.created_at.unix_millis())
+        >= ttl_millis
 }
 
 async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
@@ -416,7 +501,65 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     }
     let file =
         private_file(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let outcome = write_partial(app, export, file, &partial, &path).await;
+    if outcome.is_err()
+        && let Err(error) = std::fs::remove_file(&partial)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(export = %export.id, %error, "cannot delete an unfinished export file");
+    }
+    outcome
+}
+
+/// Bytes the files under `<data-dir>/exports` take now (0 before the first export).
+fn exports_disk_use(data_dir: &Path) -> u64 {
+    std::fs::read_dir(data_dir.join("exports")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    })
+}
+
+/// A writer that fails once it has been given more than `left` bytes.
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Bounded<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let Some(left) = self.left.checked_sub(bytes.len() as u64) else {
+            return Err(std::io::Error::other(
+                "export files would take more than --export-max-disk-bytes",
+            ));
+        };
+        let written = self.inner.write(bytes)?;
+        self.left = left + (bytes.len() - written) as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the export into `partial` (within what the disk bound leaves), then publishes it as
+/// `path`.
+async fn write_partial(
+    app: &Trailmark,
+    export: &ExportRecord,
+    file: std::fs::File,
+    partial: &Path,
+    path: &Path,
+) -> Result<u64, String> {
+    let left = app
+        .inner
+        .config
+        .export_max_disk_bytes
+        .saturating_sub(exports_disk_use(&app.inner.config.data_dir));
+    let mut out = BufWriter::with_capacity(1 << 20, Bounded { inner: file, left });
     // NDJSON exports are made against a checkpoint covering everything committed so far.
     let snapshot = match export.format {
         ExportFormat::Ndjson => Some(Snapshot {
@@ -438,10 +581,11 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let file = out.into_inner().map_err(|e| e.to_string())?;
-    file.sync_all()
+    let file = out.into_inner().map_err(|e| e.into_error().to_string())?;
+    file.inner
+        .sync_all()
         .map_err(|e| format!("cannot sync the export file: {e}"))?;
-    std::fs::rename(&partial, &path).map_err(|e| format!("cannot publish the export file: {e}"))?;
+    std::fs::rename(partial, path).map_err(|e| format!("cannot publish the export file: {e}"))?;
     Ok(rows)
 }
 
@@ -475,4 +619,43 @@ fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_at(created_at: Timestamp) -> ExportRecord {
+        ExportRecord {
+            id: "audit_log_export_1".into(),
+            organization_id: "org_1".into(),
+            state: ExportState::Ready,
+            format: ExportFormat::Csv,
+            filter: EventFilter::default(),
+            row_count: Some(1),
+            error: None,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
+    #[test]
+    fn a_file_expires_its_ttl_after_the_request() {
+        let requested = Timestamp::from_unix_millis(1_000_000);
+        let export = ready_at(requested);
+        let day = Duration::from_secs(86_400);
+        assert!(!file_expired(&export, day, requested));
+        assert!(!file_expired(
+            &export,
+            day,
+            requested.plus_millis(86_399_999)
+        ));
+        assert!(file_expired(
+            &export,
+            day,
+            requested.plus_millis(86_400_000)
+        ));
+        // A clock set back never expires anything early.
+        assert!(!file_expired(&export, day, requested.plus_millis(-5_000)));
+    }
 }

@@ -48,9 +48,9 @@ impl Trailmark {
         for (organization_id, days) in organizations {
             let now = Timestamp::now();
             let cutoff = now.plus_millis(-i64::from(days) * DAY_MILLIS);
-            // No download may serve what is being purged, from the first batch until its
-            // exports are rewritten.
-            let _withheld = self.withhold_downloads(&organization_id);
+            // No download may serve what is being purged, from the first purged batch until
+            // its exports are rewritten (a pass that purges nothing withholds nothing).
+            let mut withheld = None;
             let mut purged_here = 0;
             loop {
                 match self
@@ -59,7 +59,10 @@ impl Trailmark {
                     .await
                 {
                     Ok(0) => break,
-                    Ok(purged) => purged_here += purged,
+                    Ok(purged) => {
+                        withheld.get_or_insert_with(|| self.withhold_downloads(&organization_id));
+                        purged_here += purged;
+                    }
                     Err(error) => {
                         tracing::error!(organization = %organization_id, %error, "retention purge failed");
                         failed = true;

@@ -282,12 +282,39 @@ pub struct StoredCheckpoint {
     pub created_at: Timestamp,
 }
 
+impl StoredCheckpoint {
+    /// The checkpoint as readers see it (`GET /audit_logs/ledger/checkpoint`, and the message
+    /// log streams deliver): `{"object": "ledger_checkpoint", "organization_id", "tree_size",
+    /// "root_hash", "checkpoint": <signed note>, "created_at"}`.
+    pub fn to_object(&self) -> Value {
+        serde_json::json!({
+            "object": "ledger_checkpoint",
+            "organization_id": self.organization_id,
+            "tree_size": self.tree_size,
+            "root_hash": trailmark_ledger::encode_hash(&self.root),
+            "checkpoint": self.note,
+            "created_at": self.created_at.to_string(),
+        })
+    }
+}
+
 /// A legal hold: while set, retention purges nothing of the organization's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegalHold {
     pub organization_id: String,
     pub reason: String,
     pub set_at: Timestamp,
+}
+
+/// One event's new contents in an erasure (`Retention::erase_events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    pub sequence: u64,
+    /// The body with the erased values replaced, whose leaf hash is the event's own (leaf
+    /// version 2 commits to salted hashes of the values it may erase); `None` purges the event
+    /// whole, as retention does (an event stored before leaf version 2 cannot keep its proof
+    /// otherwise).
+    pub body: Option<Value>,
 }
 
 /// The health states WorkOS reports for a log stream.

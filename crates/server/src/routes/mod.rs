@@ -1,5 +1,6 @@
 //! One file per resource; this file assembles them into the router.
 
+mod erasures;
 mod events;
 mod exports;
 mod ledger;
@@ -75,6 +76,7 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/audit_logs/exports", post(exports::create)),
         ("/audit_logs/exports/{id}", get(exports::get)),
         ("/audit_logs/exports/{id}/download", get(exports::download)),
+        ("/audit_logs/erasures", post(erasures::create)),
         (
             "/audit_logs/events/batch",
             post(events::create_batch).layer(DefaultBodyLimit::max(
@@ -187,6 +189,9 @@ mod tests {
             streams: trailmark_streams::worker::WorkerConfig::default(),
             require_schemas: false,
             export_max_range_days: None,
+            export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
+            export_file_ttl: std::time::Duration::from_secs(3600),
             bootstrap_key_hash: None,
         };
         let config = ServerConfig {
