@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
 use trailmark_ledger::checkpoint::NoteVerifier;
