@@ -231,6 +231,18 @@ pub struct ServeArgs {
         hide = true
     )]
     pub portal_link_ttl_secs: u64,
+    /// Exports of one organization pending (waiting or being written) at once; one more is
+    /// refused with 429 `too_many_exports` until one is ready.
+    #[arg(long, env = "TRAILMARK_EXPORT_MAX_PENDING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub export_max_pending: u32,
+    /// How long an export's file is kept after the export was requested, in hours; then it is
+    /// deleted and the export fails as expired.
+    #[arg(long, env = "TRAILMARK_EXPORT_FILE_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub export_file_ttl_hours: u64,
+    /// Bytes export files may take together under `<data-dir>/exports`: a new export is refused
+    /// with 429 `export_storage_full` at the bound, one that would cross it fails.
+    #[arg(long, env = "TRAILMARK_EXPORT_MAX_DISK_BYTES", default_value_t = 10 * 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub export_max_disk_bytes: u64,
     /// Longest date range one export may span, in days (default: no limit).
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub export_max_range_days: Option<u32>,

@@ -437,3 +437,70 @@ async fn an_erasure_request_names_each_bad_field() {
     .await;
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_rewrites_exports_made_before_it_and_their_links_serve_the_new_file() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    for n in 0..2 {
+        let response = app.create_event(&organization, &adas_event(n), None).await;
+        assert_eq!(response.status(), 200);
+    }
+    let created = body(
+        app.post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization}),
+        )
+        .await,
+    )
+    .await;
+    let path = format!(
+        "/audit_logs/exports/{}",
+        created["id"].as_str().unwrap_or_default()
+    );
+    let mut before = created;
+    for _ in 0..200 {
+        if before["state"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        before = body(app.get(&path).await).await;
+    }
+    assert_eq!(before["state"], "ready", "{before}");
+    let link = before["url"].as_str().unwrap_or_default().to_owned();
+    let csv = app
+        .client
+        .get(&link)
+        .send()
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("text");
+    assert!(csv.contains("Ada Lovelace"), "{csv}");
+
+    let done = erase(
+        &app,
+        &json!({"organization_id": organization, "subject": {"actor_id": "user_ada_71"}}),
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+    // The erasure answers once its exports are rewritten.
+    let after = body(app.get(&path).await).await;
+    assert_ne!(after["updated_at"], before["updated_at"], "{after}");
+    assert_eq!(after["state"], "ready");
+    assert_eq!(after["row_count"], before["row_count"]);
+    let response = app.client.get(&link).send().await.expect("download");
+    assert_eq!(response.status(), 200, "the link issued before still works");
+    let csv = response.text().await.expect("text");
+    for secret in ADA_SECRETS {
+        assert!(
+            !csv.contains(secret),
+            "{secret} is in the rewritten export: {csv}"
+        );
+    }
+    assert!(
+        csv.contains("Notes 1"),
+        "the rest of the event stays: {csv}"
+    );
+}

@@ -424,6 +424,8 @@ pub struct Options {
     pub require_schemas: bool,
     pub max_body_bytes: usize,
     pub export_max_range_days: Option<u32>,
+    pub export_max_pending: u32,
+    pub export_max_disk_bytes: u64,
     /// A data directory to reuse (to restart over the same data), instead of a fresh one.
     pub data_dir: Option<TempDir>,
     /// The database to reuse with it.
@@ -445,6 +447,8 @@ impl Default for Options {
             require_schemas: false,
             max_body_bytes: 1024 * 1024,
             export_max_range_days: None,
+            export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
             data_dir: None,
             database: None,
             allow_private_destinations: true,
@@ -491,6 +495,9 @@ impl TestApp {
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,
+            export_max_pending: options.export_max_pending,
+            export_max_disk_bytes: options.export_max_disk_bytes,
+            export_file_ttl: std::time::Duration::from_secs(24 * 3600),
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
@@ -624,6 +631,11 @@ impl TestApp {
 
     /// Stops this server and starts another over the same data directory.
     pub async fn restart(self) -> TestApp {
+        self.restart_with(Options::default()).await
+    }
+
+    /// Stops this server and starts another over the same data directory with `options`.
+    pub async fn restart_with(self, options: Options) -> TestApp {
         let TestApp {
             data_dir,
             database,
@@ -636,7 +648,7 @@ impl TestApp {
         TestApp::spawn_with(Options {
             data_dir: Some(data_dir),
             database: Some(database),
-            ..Options::default()
+            ..options
         })
         .await
     }
