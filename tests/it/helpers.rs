@@ -1041,3 +1041,66 @@ impl LoggedServer {
         std::fs::read_to_string(&self.log).expect("read the log")
     }
 }
+
+/// The hashes of a proof as the ledger API answers it (`"proof": [base64, …]`).
+pub fn proof_hashes(value: &Value) -> Vec<[u8; 32]> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| trailmark_ledger::decode_hash(h.as_str().unwrap_or_default()).expect("hash"))
+        .collect()
+}
+
+impl TestApp {
+    /// Asserts the server proves the tree of `second` leaves (root `second_root`) extends the one
+    /// of `first` leaves (root `first_root`).
+    pub async fn assert_consistent(
+        &self,
+        organization_id: &str,
+        (first, first_root): (u64, &[u8; 32]),
+        (second, second_root): (u64, &[u8; 32]),
+    ) {
+        let proof = body(
+            self.get(&format!(
+                "/audit_logs/ledger/consistency?organization_id={organization_id}&first={first}&second={second}"
+            ))
+            .await,
+        )
+        .await;
+        assert!(
+            trailmark_ledger::tree::verify_consistency(
+                first,
+                second,
+                first_root,
+                second_root,
+                &proof_hashes(&proof["proof"])
+            ),
+            "{first} → {second}: {proof}"
+        );
+    }
+
+    /// Asserts the server proves event `id` is in the tree of `size` leaves whose root is `root`.
+    pub async fn assert_included(
+        &self,
+        organization_id: &str,
+        id: &str,
+        size: u64,
+        root: &[u8; 32],
+    ) {
+        let proof = body(self.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization_id}&event_id={id}&tree_size={size}")).await).await;
+        let leaf = trailmark_ledger::decode_hash(proof["leaf_hash"].as_str().unwrap_or_default())
+            .expect("hash");
+        let index = proof["sequence"].as_u64().unwrap_or_default();
+        assert!(
+            trailmark_ledger::tree::verify_inclusion(
+                index,
+                size,
+                &leaf,
+                &proof_hashes(&proof["proof"]),
+                root
+            ),
+            "{id} in {size}: {proof}"
+        );
+    }
+}

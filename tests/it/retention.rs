@@ -8,8 +8,6 @@ use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
 use trailmark_ledger::checkpoint::NoteVerifier;
-use trailmark_ledger::decode_hash;
-use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
 use trailmark_store::{AppendRequest, PendingEvent};
 
 use crate::helpers::{TestApp, body, event};
@@ -144,27 +142,8 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
                 .unwrap_or_default(),
         )
         .expect("verifies");
-    let proof = body(
-        app.get(&format!(
-            "/audit_logs/ledger/consistency?organization_id={organization}&first=7&second=8"
-        ))
-        .await,
-    )
-    .await;
-    let hashes = |v: &Value| -> Vec<[u8; 32]> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| decode_hash(h.as_str().unwrap_or_default()).expect("hash"))
-            .collect()
-    };
-    assert!(verify_consistency(
-        7,
-        8,
-        &before.root,
-        &after.root,
-        &hashes(&proof["proof"])
-    ));
+    app.assert_consistent(&organization, (7, &before.root), (8, &after.root))
+        .await;
     for id in old.iter().chain(
         recent
             .iter()
@@ -172,13 +151,7 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
             .collect::<Vec<_>>()
             .iter(),
     ) {
-        let proof = body(app.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization}&event_id={id}&tree_size=8")).await).await;
-        let leaf = decode_hash(proof["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
-        let index = proof["sequence"].as_u64().unwrap_or_default();
-        assert!(
-            verify_inclusion(index, 8, &leaf, &hashes(&proof["proof"]), &after.root),
-            "{id}"
-        );
+        app.assert_included(&organization, id, 8, &after.root).await;
     }
 
     let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
