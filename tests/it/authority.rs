@@ -320,7 +320,8 @@ async fn fixture(app: &TestApp) -> Fixture {
     }
     assert!(!download.is_empty(), "the export never became ready");
     let stream_id = new_stream(app, &acme).await;
-    app.wait_for_checkpoint(&acme, 1).await;
+    // The event, then the records of the export's and the stream's creation.
+    app.wait_for_checkpoint(&acme, 3).await;
     Fixture {
         acme,
         event_id,

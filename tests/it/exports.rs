@@ -72,9 +72,11 @@ async fn a_csv_export_holds_every_ingested_event_in_log_order() {
     let organization = app.create_organization("Acme").await;
     let sent = ingest(&app, &organization, 25).await;
     let ready = export(&app, range(&organization)).await;
+    // The 25 events, then the record of this export's creation (sequence 25), which its range
+    // covers: an export is recorded before it is written.
     assert_eq!(
         (ready["state"].clone(), ready["row_count"].clone()),
-        (json!("ready"), json!(25))
+        (json!("ready"), json!(26))
     );
     let url = ready["url"].as_str().unwrap_or_default();
     assert!(url.starts_with(&app.base), "{url}");
@@ -90,7 +92,7 @@ async fn a_csv_export_holds_every_ingested_event_in_log_order() {
     let csv = response.text().await.expect("csv");
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines[0], trailmark_domain::export::CSV_COLUMNS.join(","));
-    assert_eq!(lines.len(), 26);
+    assert_eq!(lines.len(), 27);
     assert!(
         lines[1].contains("\"'=HYPERLINK(\"\"http://evil\"\")\""),
         "formula neutralized: {}",
@@ -101,13 +103,18 @@ async fn a_csv_export_holds_every_ingested_event_in_log_order() {
         "commas quoted: {}",
         lines[2]
     );
-    for (n, line) in lines[1..].iter().enumerate() {
+    for (n, line) in lines[1..26].iter().enumerate() {
         assert!(
             line.contains(&format!(",{n},2026-05-01T00:00:")),
             "row {n} out of order: {line}"
         );
         assert!(line.contains(sent[n]["action"].as_str().unwrap_or_default()));
     }
+    assert!(
+        lines[26].contains("trailmark.export.created") && lines[26].contains(",25,"),
+        "the record of the export, last: {}",
+        lines[26]
+    );
 }
 
 #[tokio::test]
@@ -256,7 +263,8 @@ async fn beyond_workos_an_export_may_leave_out_its_range_and_filter_by_target_id
         200
     );
     let whole = export(&app, json!({"organization_id": organization})).await;
-    assert_eq!(whole["row_count"], 7, "no range: the whole log");
+    // The 7 events and the record of this export's creation.
+    assert_eq!(whole["row_count"], 8, "no range: the whole log");
     for (filter, value) in [("target_ids", json!(["doc_7"])), ("q", json!("QUARTERLY"))] {
         let request = json!({"organization_id": organization, filter: value});
         assert_eq!(export(&app, request).await["row_count"], 1, "{filter}");
@@ -447,8 +455,36 @@ async fn the_cli_exports_from_the_database_and_from_a_server() {
     let app = TestApp::spawn().await;
     let organization = app.create_organization("Acme").await;
     ingest(&app, &organization, 12).await;
-    // A local NDJSON export covers what the latest checkpoint covers.
-    app.wait_for_checkpoint(&organization, 12).await;
+    // The server's export is made against a checkpoint covering everything committed, the record
+    // of its own creation too (it asked for user.signed_in only, so the record is not in it).
+    let remote_out = app.data_dir.path().join("remote.ndjson");
+    let remote = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "export",
+            "--organization",
+            &organization,
+            "--format",
+            "ndjson",
+            "--actions",
+            "user.signed_in",
+            "--server",
+            &app.base,
+            "--api-key",
+            ADMIN_KEY,
+            "--out",
+        ])
+        .arg(&remote_out)
+        .output()
+        .expect("run trailmark export --server");
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("Exported 6 events"));
+    // A local NDJSON export covers what the latest checkpoint covers: once the server's export
+    // was recorded (sequence 12), the checkpoint of 13 events the server's export was made against.
+    app.wait_for_checkpoint(&organization, 13).await;
     let out = app.data_dir.path().join("local.ndjson");
     let status = Command::new(env!("CARGO_BIN_EXE_trailmark"))
         .args([
@@ -486,33 +522,8 @@ async fn the_cli_exports_from_the_database_and_from_a_server() {
         "a local NDJSON export ends with the manifest of the latest checkpoint"
     );
 
-    let remote_out = app.data_dir.path().join("remote.ndjson");
-    let remote = Command::new(env!("CARGO_BIN_EXE_trailmark"))
-        .args([
-            "export",
-            "--organization",
-            &organization,
-            "--format",
-            "ndjson",
-            "--actions",
-            "user.signed_in",
-            "--server",
-            &app.base,
-            "--api-key",
-            ADMIN_KEY,
-            "--out",
-        ])
-        .arg(&remote_out)
-        .output()
-        .expect("run trailmark export --server");
-    assert!(
-        remote.status.success(),
-        "{}",
-        String::from_utf8_lossy(&remote.stderr)
-    );
-    assert!(String::from_utf8_lossy(&remote.stderr).contains("Exported 6 events"));
     // The same file either way: the events with their inclusion proofs, then the manifest of
-    // the same checkpoint (the log did not grow in between).
+    // the same checkpoint (the log did not grow after the server's export was recorded).
     let parsed = |text: &str| -> Vec<Value> {
         text.lines()
             .map(|line| serde_json::from_str::<Value>(line).expect("JSON line"))

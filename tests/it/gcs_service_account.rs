@@ -498,7 +498,16 @@ async fn gcs_service_account_uploads_through_the_json_api_to_fake_gcs_server_wit
         .await,
     )
     .await;
-    let events = listed["data"].as_array().cloned().unwrap_or_default();
+    // The log also holds the record of the stream's creation (sequence 0); the stream starts
+    // from `now`, after it.
+    let (records, events): (Vec<Value>, Vec<Value>) = listed["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|e| e["sequence"] == 0);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["action"], "trailmark.stream.created");
     assert_eq!((stored.len(), events.len()), (10, 10));
     for event in &events {
         let occurred_at = event["occurred_at"].as_str().unwrap_or_default();
@@ -618,7 +627,7 @@ async fn gcs_service_account_refused_by_the_strict_local_token_endpoint_is_inval
             .iter()
             .filter_map(|e| e["sequence"].as_u64())
             .collect();
-        sequences.contains(&9)
+        sequences.contains(&11)
     })
     .await;
 
@@ -637,9 +646,11 @@ async fn gcs_service_account_refused_by_the_strict_local_token_endpoint_is_inval
         .iter()
         .filter_map(|e| e["sequence"].as_u64())
         .collect();
+    // From `now`: after the record of the stream's creation (0), events 1 to 5, the record of the
+    // PATCH (6), events 7 to 11.
     assert_eq!(
         sequences,
-        (0..10).collect::<Vec<u64>>(),
+        (1..12).collect::<Vec<u64>>(),
         "nothing lost, in log order"
     );
     let (grants, uploads) = front.read(|log| (log.grants.clone(), log.uploads.clone()));

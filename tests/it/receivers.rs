@@ -62,6 +62,38 @@ impl Receiver {
             .collect()
     }
 
+    /// The actions of the events accepted, in order.
+    pub fn actions(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter_map(|e| e["action"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The events accepted that a test ingested: without Trailmark's own records (`trailmark.*`,
+    /// such as the creation of the stream itself), which a stream from the beginning delivers too.
+    pub fn ingested(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|action| !action.starts_with("trailmark."))
+            })
+            .collect()
+    }
+
+    /// Waits until `count` ingested events (see [`Receiver::ingested`]) arrived, or 10 s.
+    pub async fn wait_for_ingested(&self, count: usize) -> Vec<Value> {
+        for _ in 0..400 {
+            if self.ingested().len() >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.ingested()
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.log
             .lock()

@@ -126,23 +126,25 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
         .await,
     )
     .await;
+    // The 7 events and, newest, the record of the retention change (sequence 7).
     assert_eq!(
         all["data"].as_array().map(Vec::len),
-        Some(7),
+        Some(8),
         "stubs keep their place in the log"
     );
+    assert_eq!(all["data"][0]["action"], "trailmark.retention.set");
 
     // A new event grows the log past the purge; proofs and consistency still hold.
     app.create_event(&organization, &event("after.purge"), None)
         .await;
     let after = verifier
         .verify(
-            app.wait_for_checkpoint(&organization, 8).await["checkpoint"]
+            app.wait_for_checkpoint(&organization, 9).await["checkpoint"]
                 .as_str()
                 .unwrap_or_default(),
         )
         .expect("verifies");
-    app.assert_consistent(&organization, (7, &before.root), (8, &after.root))
+    app.assert_consistent(&organization, (7, &before.root), (9, &after.root))
         .await;
     for id in old.iter().chain(
         recent
@@ -151,7 +153,7 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
             .collect::<Vec<_>>()
             .iter(),
     ) {
-        app.assert_included(&organization, id, 8, &after.root).await;
+        app.assert_included(&organization, id, 9, &after.root).await;
     }
 
     let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
@@ -253,7 +255,8 @@ async fn a_legal_hold_stops_purging_and_is_recorded_in_the_log() {
     );
     assert_eq!(
         log["data"][0]["actor"],
-        json!({"id": "key_bootstrap", "type": "api_key"})
+        json!({"id": "key_bootstrap", "name": "TRAILMARK_API_KEY", "type": "api_key"}),
+        "the key that asked, as every change made with a key is recorded"
     );
 }
 
@@ -333,16 +336,17 @@ async fn a_purge_rewrites_every_ready_export_and_old_links_serve_the_new_file() 
         rewritten.push(now);
     }
     assert!(is_purged(&app, &old[0]).await);
-    // Each export keeps its id, format and filters: the whole log still has its four rows (three
-    // of them stubs), the text search finds nothing any more.
+    // Each export keeps its id, format and filters: the whole log still has its eight rows (the
+    // four events, three of them stubs, and the records of the three exports and of the
+    // retention change), the text search finds nothing any more.
     assert_eq!(
         rewritten
             .iter()
             .map(|export| (export["state"].clone(), export["row_count"].clone()))
             .collect::<Vec<_>>(),
         [
-            (json!("ready"), json!(4)),
-            (json!("ready"), json!(4)),
+            (json!("ready"), json!(8)),
+            (json!("ready"), json!(8)),
             (json!("ready"), json!(0)),
         ]
     );

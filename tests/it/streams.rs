@@ -87,13 +87,18 @@ async fn http_streams_deliver_every_event_in_order_signed() {
     assert_eq!(created["config"]["headers"]["X-Tenant"], "****acme");
 
     ingest(&app, &organization, 5, 15).await;
+    // The log holds the 20 events and, at 5 and 6, the records of the two streams' creation.
+    let mut expected_actions = vec!["user.signed_in"; 22];
+    expected_actions[5] = "trailmark.stream.created";
+    expected_actions[6] = "trailmark.stream.created";
     for receiver in [&json_receiver, &ndjson_receiver] {
-        receiver.wait_for(20).await;
+        receiver.wait_for(22).await;
         assert_eq!(
             receiver.sequences(),
-            (0..20).collect::<Vec<u64>>(),
+            (0..22).collect::<Vec<u64>>(),
             "every event, once, in log order"
         );
+        assert_eq!(receiver.actions(), expected_actions);
         assert!(
             receiver.violations().is_empty(),
             "{:?}",
@@ -121,7 +126,7 @@ async fn http_streams_deliver_every_event_in_order_signed() {
             health["lag_events"].clone(),
             health["cursor"].clone()
         ),
-        (json!("active"), json!(0), json!(19))
+        (json!("active"), json!(0), json!(21))
     );
     assert!(health["last_synced_at"].is_string());
 
@@ -157,6 +162,7 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
             .contains("403"),
         "{invalid}"
     );
+    // From `now` (the default): after the record of its own creation (0), the 8 events (1 to 8).
     assert_eq!(invalid["lag_events"], 8, "nothing was skipped");
     let metrics = app
         .client
@@ -188,8 +194,12 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
         .await
         .expect("patch");
     assert_eq!(response.status(), 200);
-    receiver.wait_for(8).await;
-    assert_eq!(receiver.sequences(), (0..8).collect::<Vec<u64>>());
+    // The 8 events (1 to 8), then the record of the PATCH (9).
+    receiver.wait_for(9).await;
+    assert_eq!(receiver.sequences(), (1..10).collect::<Vec<u64>>());
+    let mut expected_actions = vec!["user.signed_in"; 9];
+    expected_actions[8] = "trailmark.stream.updated";
+    assert_eq!(receiver.actions(), expected_actions);
     assert!(
         receiver.violations().is_empty(),
         "{:?}",
@@ -217,10 +227,11 @@ async fn splunk_hec_receives_every_event_and_a_down_destination_is_retried() {
     .await;
     ingest(&app, &organization, 0, 12).await;
     let id = created["id"].as_str().unwrap_or_default();
+    // From `now`: after the record of its own creation (0), the 12 events (1 to 12).
     receiver.wait_for(12).await;
     assert_eq!(
         receiver.sequences(),
-        (0..12).collect::<Vec<u64>>(),
+        (1..13).collect::<Vec<u64>>(),
         "delivered in order after the outage"
     );
     let requests = receiver.log.lock().map(|l| l.requests).unwrap_or_default();
@@ -244,8 +255,9 @@ async fn a_dead_stream_never_delays_a_live_one() {
     let live = receivers::start(Kind::Http, SECRET, 0).await;
     create_stream(&app, http_stream(&organization, &live, "json")).await;
     ingest(&app, &organization, 0, 30).await;
-    live.wait_for(30).await;
-    assert_eq!(live.sequences(), (0..30).collect::<Vec<u64>>());
+    // From the beginning: the records of both streams' creation (0 and 1), then the 30 events.
+    live.wait_for(32).await;
+    assert_eq!(live.sequences(), (0..32).collect::<Vec<u64>>());
     let streams = body(
         app.get(&format!(
             "/audit_logs/streams?organization_id={organization}"
@@ -261,7 +273,8 @@ async fn a_dead_stream_never_delays_a_live_one() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(dead["state"], "error");
-    assert_eq!(dead["lag_events"], 30);
+    // From `now`, after its own creation (0): the live one's (1) and the 30 events.
+    assert_eq!(dead["lag_events"], 31);
 }
 
 #[tokio::test]
@@ -272,7 +285,8 @@ async fn replay_and_test_events() {
     let created = create_stream(&app, http_stream(&organization, &receiver, "json")).await;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     ingest(&app, &organization, 0, 6).await;
-    receiver.wait_for(6).await;
+    // The record of the stream's creation (0), then the 6 events (1 to 6).
+    receiver.wait_for(7).await;
 
     let replayed = app
         .post(
@@ -281,11 +295,16 @@ async fn replay_and_test_events() {
         )
         .await;
     assert_eq!(replayed.status(), 200);
-    receiver.wait_for(10).await;
+    // Sent again from 2, up to the record of the replay itself (7).
+    receiver.wait_for(13).await;
     assert_eq!(
         receiver.sequences(),
-        [0, 1, 2, 3, 4, 5, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7],
         "a replay sends again from the sequence"
+    );
+    assert_eq!(
+        receiver.actions().last().map(String::as_str),
+        Some("trailmark.stream.replayed")
     );
 
     let tested = body(
@@ -295,7 +314,7 @@ async fn replay_and_test_events() {
     .await;
     assert_eq!(tested["delivered"], true, "{tested}");
     assert_eq!(
-        receiver.wait_for(11).await[10]["action"],
+        receiver.wait_for(14).await[13]["action"],
         "trailmark.stream.test"
     );
 
@@ -319,7 +338,11 @@ async fn issue_15_test_events_have_webhook_ids_of_their_own() {
     let organization = app.create_organization("Acme").await;
     let receiver = receivers::start(Kind::Http, SECRET, 0).await;
     receiver.deduplicate();
-    let created = create_stream(&app, http_stream(&organization, &receiver, "json")).await;
+    // From `now`: the stream starts after the record of its own creation (0), so the test events
+    // go out before its first batch, the one a reused id would make the receiver drop.
+    let mut request = http_stream(&organization, &receiver, "json");
+    request["start"] = json!("now");
+    let created = create_stream(&app, request).await;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     for _ in 0..2 {
         let tested = body(
@@ -339,11 +362,11 @@ async fn issue_15_test_events_have_webhook_ids_of_their_own() {
             "trailmark.stream.test",
             "user.signed_in"
         ],
-        "each test event and then event 0 arrive: {:?}",
+        "each test event and then event 0 (sequence 1) arrive: {:?}",
         receiver.webhook_ids()
     );
     let ids = receiver.webhook_ids();
-    assert_eq!(ids[2], format!("{id}_0_0"));
+    assert_eq!(ids[2], format!("{id}_1_1"));
     for test_id in &ids[..2] {
         assert!(test_id.starts_with(&format!("{id}_event_")), "{test_id}");
     }
@@ -395,7 +418,7 @@ async fn issue_16_generated_secrets_are_shown_once_and_rotation_signs_with_both_
 
     receiver.set_credential(&first);
     ingest(&app, &organization, 0, 1).await;
-    assert_eq!(receiver.wait_for(1).await.len(), 1);
+    assert_eq!(receiver.wait_for_ingested(1).await.len(), 1);
 
     let rotated = body(
         app.post(
@@ -416,10 +439,10 @@ async fn issue_16_generated_secrets_are_shown_once_and_rotation_signs_with_both_
     );
     // A receiver still on the old secret, then one on the new: both verify during the grace.
     ingest(&app, &organization, 1, 1).await;
-    assert_eq!(receiver.wait_for(2).await.len(), 2);
+    assert_eq!(receiver.wait_for_ingested(2).await.len(), 2);
     receiver.set_credential(&second);
     ingest(&app, &organization, 2, 1).await;
-    assert_eq!(receiver.wait_for(3).await.len(), 3);
+    assert_eq!(receiver.wait_for_ingested(3).await.len(), 3);
 
     // A rotation without a body takes the default grace; with a grace of 0, only the new secret
     // signs, and a receiver on the old one refuses.
@@ -471,7 +494,7 @@ async fn issue_16_generated_secrets_are_shown_once_and_rotation_signs_with_both_
         "{patched}"
     );
     receiver.set_credential(&fifth);
-    assert_eq!(receiver.wait_for(4).await.len(), 4);
+    assert_eq!(receiver.wait_for_ingested(4).await.len(), 4);
     let named = body(
         app.client
             .patch(app.url(&format!("/audit_logs/streams/{id}")))
@@ -626,16 +649,17 @@ async fn kill_9_mid_delivery_loses_nothing() {
     let before_restart = receiver.events().len();
 
     let mut restarted = ServerProcess::start(data_dir.path(), &database, SHORT_LEASE);
-    receiver.wait_for(300).await;
+    // The record of the stream's creation (0), then the 300 events.
+    receiver.wait_for(301).await;
     let mut sequences = receiver.sequences();
-    let duplicates = sequences.len().saturating_sub(300);
+    let duplicates = sequences.len().saturating_sub(301);
     sequences.dedup();
     let mut unique = sequences.clone();
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(
         unique,
-        (0..300).collect::<Vec<u64>>(),
+        (0..301).collect::<Vec<u64>>(),
         "every event arrived ({before_restart} before the kill, {duplicates} duplicates)"
     );
     restarted.kill();
@@ -768,23 +792,32 @@ async fn every_stream_delivers_its_organizations_signed_checkpoints_strict_local
     )
     .await;
     ingest(&app, &organization, 0, 5).await;
+    // The log: the records of the three streams' creation (0 to 2), then the 5 events. The HTTP
+    // stream starts from the beginning, the others from `now`, after their own creation.
+    const SIZE: u64 = 8;
 
     let key = body(app.get("/audit_logs/ledger/public_key").await).await;
     let verifier = trailmark_ledger::checkpoint::NoteVerifier::parse(
         key["verifier_key"].as_str().unwrap_or_default(),
     )
     .expect("key");
-    for (name, receiver) in [("http", &http), ("datadog", &datadog), ("splunk", &splunk)] {
-        let checkpoints = checkpoints_covering(receiver, 5).await;
+    for (name, receiver, first) in [
+        ("http", &http, 0),
+        ("datadog", &datadog, 2),
+        ("splunk", &splunk, 3),
+    ] {
+        let checkpoints = checkpoints_covering(receiver, SIZE).await;
         let latest = checkpoints
             .iter()
-            .find(|c| c["tree_size"] == 5)
-            .unwrap_or_else(|| panic!("{name} got no checkpoint of 5 events: {checkpoints:?}"));
+            .find(|c| c["tree_size"] == SIZE)
+            .unwrap_or_else(|| {
+                panic!("{name} got no checkpoint of {SIZE} events: {checkpoints:?}")
+            });
         assert_eq!(latest["organization_id"], organization.as_str(), "{name}");
         let signed = verifier
             .verify(latest["checkpoint"].as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("{name}: the delivered checkpoint verifies: {e}"));
-        assert_eq!(signed.size, 5, "{name}");
+        assert_eq!(signed.size, SIZE, "{name}");
         assert_eq!(
             trailmark_ledger::encode_hash(&signed.root),
             latest["root_hash"].as_str().unwrap_or_default(),
@@ -805,13 +838,13 @@ async fn every_stream_delivers_its_organizations_signed_checkpoints_strict_local
         );
         assert_eq!(
             receiver.sequences(),
-            (0..5).collect::<Vec<u64>>(),
+            (first..SIZE).collect::<Vec<u64>>(),
             "{name}: the events, too"
         );
     }
     assert!(
         http.webhook_ids()
-            .contains(&format!("{http_id}_checkpoint_5")),
+            .contains(&format!("{http_id}_checkpoint_{SIZE}")),
         "{:?}",
         http.webhook_ids()
     );

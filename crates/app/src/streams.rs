@@ -186,13 +186,15 @@ impl Trailmark {
             rules::stream_state_after_change(stream.state, changes.enabled, settings_changed);
         stream.updated_at = Timestamp::now();
         self.store().update_stream(stream.clone()).await?;
-        self.inner.effects.stream_changed();
+        // Recorded before the worker hears of the change, so the record is in the log it reads
+        // next: with new settings, what waited and the record go out together.
         self.audit(
             &stream.organization_id,
             origin,
             Change::StreamUpdated(&stream),
         )
         .await?;
+        self.inner.effects.stream_changed();
         Ok(stream)
     }
 
@@ -269,7 +271,7 @@ impl Trailmark {
         self.store()
             .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
             .await?;
-        self.inner.effects.stream_changed();
+        // Recorded before the worker hears of the replay, so the replay ends with its record.
         self.audit(
             &stream.organization_id,
             origin,
@@ -279,6 +281,7 @@ impl Trailmark {
             },
         )
         .await?;
+        self.inner.effects.stream_changed();
         Ok(from)
     }
 
