@@ -204,10 +204,14 @@ describe('audit_logs intent', () => {
     assert.equal(await page.locator('header a.back').getAttribute('href'), RETURN_URL);
     const rows = page.locator('table.events tbody tr');
     assert.equal(await rows.count(), 25);
-    // Newest first: the portal recorded its own session first, then the seeded events, newest first.
+    // Newest first: the portal recorded its own session (31), the link's creation with the API key
+    // was recorded before it (30, the key as actor), then the seeded events, newest first.
     assert.equal(await rows.nth(0).locator('td').nth(2).textContent(), 'trailmark.portal.session.opened');
     assert.match(await rows.nth(0).locator('td').nth(3).textContent(), /^it@acme\.test portal_session_[0-9A-Z]{26}$/);
-    assert.equal(await rows.nth(1).locator('td').nth(0).textContent(), '29');
+    assert.equal(await rows.nth(1).locator('td').nth(0).textContent(), '30');
+    assert.equal(await rows.nth(1).locator('td').nth(2).textContent(), 'trailmark.portal_link.created');
+    assert.match(await rows.nth(1).locator('td').nth(3).textContent(), /\bkey_[0-9A-Za-z_]+$/);
+    assert.equal(await rows.nth(2).locator('td').nth(0).textContent(), '29');
     assert.equal(await page.getByText('Hank Scorpio').count(), 0);
     await page.screenshot({ path: join(SCREENSHOTS, 'portal-events.png') });
   });
@@ -219,10 +223,10 @@ describe('audit_logs intent', () => {
 
   it('pages back through older events with the sequence cursor', async () => {
     await page.getByRole('link', { name: 'Older events →' }).click();
-    // Sequences 30 (the session's own event) to 6 were on the first page.
-    await page.waitForURL(/before=6$/);
+    // Sequences 31 (the session's own event) to 7 were on the first page.
+    await page.waitForURL(/before=7$/);
     const sequences = await page.locator('table.events tbody tr td:first-child').allTextContents();
-    assert.deepEqual(sequences, ['5', '4', '3', '2', '1', '0']);
+    assert.deepEqual(sequences, ['6', '5', '4', '3', '2', '1', '0']);
     assert.equal(await page.getByRole('link', { name: 'Older events →' }).count(), 0);
     await page.getByRole('link', { name: '← Newest' }).click();
     await page.waitForURL(`${server.url}/portal/events`);
