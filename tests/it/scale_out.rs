@@ -193,7 +193,8 @@ async fn a_stream_is_delivered_by_one_instance_at_a_time_and_survives_its_holder
         "alone",
     )
     .await;
-    receiver.wait_for(20).await;
+    // From the beginning: the record of the stream's own creation (0), then the events.
+    receiver.wait_for(21).await;
 
     let others: Vec<ServerProcess> = (0..2)
         .map(|_| ServerProcess::start(data_dir.path(), &database, FAST))
@@ -201,22 +202,22 @@ async fn a_stream_is_delivered_by_one_instance_at_a_time_and_survives_its_holder
     let mut bases: Vec<String> = others.iter().map(|i| i.base.clone()).collect();
     bases.push(holder.base.clone());
     ingest_through(&bases, &organization, 180, "three").await;
-    let delivered = receiver.wait_for(200).await.len();
+    let delivered = receiver.wait_for(201).await.len();
     let sequences = receiver.sequences();
     assert_eq!(
         sequences,
-        (0..200).collect::<Vec<u64>>(),
+        (0..201).collect::<Vec<u64>>(),
         "with three instances running, each event was delivered once and in order ({delivered})"
     );
 
     holder.kill();
     let survivors: Vec<String> = others.iter().map(|i| i.base.clone()).collect();
     ingest_through(&survivors, &organization, 100, "after-kill").await;
-    receiver.wait_for(300).await;
+    receiver.wait_for(301).await;
     let unique: BTreeSet<u64> = receiver.sequences().into_iter().collect();
     assert_eq!(
         unique,
-        (0..300).collect::<BTreeSet<u64>>(),
+        (0..301).collect::<BTreeSet<u64>>(),
         "another instance took the lease over and delivered everything"
     );
     assert!(
@@ -266,7 +267,12 @@ async fn an_export_created_on_one_instance_is_served_by_another() {
     assert_eq!(file.status(), 200);
     let text = file.text().await.expect("text");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 31, "30 events and the manifest");
+    // The range covers the record of the export's own creation (sequence 30), too.
+    assert_eq!(
+        lines.len(),
+        32,
+        "30 events, the record of the export and the manifest"
+    );
 }
 
 /// What one request during the outage got back.

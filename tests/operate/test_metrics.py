@@ -133,11 +133,12 @@ def test_metrics_after_real_traffic(start_server, receiver):
                  route="/audit_logs/events/batch") == 1
     assert families["trailmark_http_request_duration_seconds"].type == "histogram"
 
-    # Ingest and commits.
-    assert value(families, "trailmark_events_ingested", "trailmark_events_ingested_total") == 11
+    # Ingest and commits: the 11 events and Trailmark's records of the stream's and the export's
+    # creation with the API key (trailmark.stream.created, trailmark.export.created).
+    assert value(families, "trailmark_events_ingested", "trailmark_events_ingested_total") == 13
     assert value(families, "trailmark_idempotent_replays", "trailmark_idempotent_replays_total") == 1
     assert value(families, "trailmark_store_commits", "trailmark_store_commits_total", outcome="committed") >= 7
-    assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_sum") == 11
+    assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_sum") == 13
     assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_bucket", le="+Inf") >= 7
     assert value(families, "trailmark_store_commit_duration_seconds", "trailmark_store_commit_duration_seconds_count") >= 7
     assert value(families, "trailmark_store_fsync_duration_seconds", "trailmark_store_fsync_duration_seconds_sum") > 0
@@ -145,12 +146,13 @@ def test_metrics_after_real_traffic(start_server, receiver):
     assert value(families, "trailmark_store_pool_max_connections", "trailmark_store_pool_max_connections") >= 1
     assert value(families, "trailmark_store_pool_connections", "trailmark_store_pool_connections", state="in_use") >= 0
 
-    # The stream: 9 events delivered, then 2 waiting behind a failing destination.
+    # The stream (from now, after the record of its own creation): 9 events delivered, then 2 and
+    # the record of the export waiting behind a failing destination.
     labels = {"stream_id": stream_id, "organization_id": organization, "type": "http"}
     assert value(families, "trailmark_stream_events_delivered", "trailmark_stream_events_delivered_total", **labels) == 9
     assert value(families, "trailmark_stream_requests", "trailmark_stream_requests_total",
                  stream_id=stream_id, outcome="delivered") >= 1
-    assert value(families, "trailmark_stream_lag_events", "trailmark_stream_lag_events", **labels) == 2
+    assert value(families, "trailmark_stream_lag_events", "trailmark_stream_lag_events", **labels) == 3
     assert value(families, "trailmark_stream_lag_seconds", "trailmark_stream_lag_seconds", **labels) > 0
     assert value(families, "trailmark_stream_state", "trailmark_stream_state", state="active", **labels) == 0
     assert value(families, "trailmark_stream_request_duration_seconds", "trailmark_stream_request_duration_seconds_count",
@@ -161,7 +163,8 @@ def test_metrics_after_real_traffic(start_server, receiver):
     assert value(families, "trailmark_checkpoint_signing_duration_seconds",
                  "trailmark_checkpoint_signing_duration_seconds_count") >= 1
     assert value(families, "trailmark_export_jobs", "trailmark_export_jobs_total", outcome="ready") == 1
-    assert value(families, "trailmark_export_events", "trailmark_export_events_total") == 11
+    # The whole log: the 11 events, the record of the stream's creation and the export's own.
+    assert value(families, "trailmark_export_events", "trailmark_export_events_total") == 13
     assert value(families, "trailmark_export_bytes", "trailmark_export_bytes_total") > 1000
     assert value(families, "trailmark_export_duration_seconds", "trailmark_export_duration_seconds_count") == 1
     assert value(families, "trailmark_retention_events_purged", "trailmark_retention_events_purged_total") == 0
