@@ -99,6 +99,18 @@ pub struct VerifyArgs {
     /// The ledger's name, to derive the verifier key from the local signing key file.
     #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
     pub ledger_name: String,
+    /// A signed checkpoint you kept from before (the `checkpoint` note of
+    /// `GET /audit_logs/ledger/checkpoint`, or that whole answer), repeatable: proves the log
+    /// now extends each one, so a rewritten history fails naming the checkpoint it contradicts.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// Check the --checkpoint files against this running server's current log (consistency
+    /// proofs), or, with a filtered export, fetch the proofs the export cannot give itself.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// API key with read access, for `--server`.
+    #[arg(long, env = "TRAILMARK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print the result as one JSON object on standard output.
     #[arg(long)]
     pub json: bool,

@@ -14,15 +14,16 @@
 
 use crate::say;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 use trailmark_export::check::{CheckError, Checked, ExportFile};
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
-use trailmark_ledger::encode_hash;
+use trailmark_ledger::consistency::{Inconsistent, check_extends};
 use trailmark_ledger::leaf::event_leaf_hash;
-use trailmark_ledger::tree::Frontier;
+use trailmark_ledger::tree::{Frontier, Hash, empty_root};
+use trailmark_ledger::{decode_hash, encode_hash};
 
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
 
@@ -41,12 +42,21 @@ impl std::fmt::Display for VerificationFailed {
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
     let result = async {
+        let held = read_held(&args.checkpoints)?;
+        let server = args
+            .server
+            .as_deref()
+            .map(|url| server(url, &args))
+            .transpose()?;
         let checked = match (&args.export, &args.database) {
             (Some(export), None) => {
                 let verifier = verifier(&args)?;
                 std::fs::File::open(export)
                     .with_context(|| format!("cannot open {}", export.display()))?;
-                verify_export(export, &verifier, out)
+                verify_export(export, &verifier, &held, server.as_ref(), out).await
+            }
+            (None, Some(_)) if !held.is_empty() || server.is_some() => {
+                bail!("--checkpoint and --server check an export or a server's log, not --database")
             }
             (None, Some(database)) => {
                 let storage = StorageArgs {
@@ -59,7 +69,19 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
                 verify_database(store.as_ref(), &verifier, out).await
             }
             (Some(_), Some(_)) => bail!("give either an export file or --database, not both"),
-            (None, None) => bail!("give an NDJSON export to verify, or --database"),
+            (None, None) => match &server {
+                Some(server) if !held.is_empty() => {
+                    let Some(public_key) = &args.public_key else {
+                        bail!("--public-key is required to verify against a server")
+                    };
+                    let verifier = parse_verifier(public_key)?;
+                    verify_server(server, &verifier, &held, out).await
+                }
+                Some(_) => {
+                    bail!("give the checkpoints to check against the server with --checkpoint")
+                }
+                None => bail!("give an NDJSON export to verify, or --database"),
+            },
         };
         checked.map_err(|error| {
             if could_not_run(&error) {
@@ -98,6 +120,8 @@ fn could_not_run(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.is::<std::io::Error>()
             || cause.is::<trailmark_store::StoreError>()
+            || cause.is::<CannotCheck>()
+            || cause.is::<trailmark_client::Error>()
             || cause
                 .downcast_ref::<CheckError>()
                 .is_some_and(CheckError::could_not_run)
@@ -137,10 +161,7 @@ impl Out {
 /// the local signing key file.
 fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
     let text = match &args.public_key {
-        Some(value) if Path::new(value).is_file() => {
-            std::fs::read_to_string(value).with_context(|| format!("cannot read {value}"))?
-        }
-        Some(value) => value.clone(),
+        Some(value) => return parse_verifier(value),
         None if args.export.is_some() => bail!("--public-key is required to verify an export"),
         None => crate::ledger::signer(&LedgerKeyArgs {
             signing_key: None,
@@ -149,10 +170,25 @@ fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
         })?
         .verifier_key(),
     };
+    parse_verifier(&text)
+}
+
+fn parse_verifier(value: &str) -> anyhow::Result<NoteVerifier> {
+    let text = if Path::new(value).is_file() {
+        std::fs::read_to_string(value).with_context(|| format!("cannot read {value}"))?
+    } else {
+        value.to_owned()
+    };
     NoteVerifier::parse(text.trim()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Result<Value> {
+async fn verify_export(
+    path: &Path,
+    verifier: &NoteVerifier,
+    held: &[HeldCheckpoint],
+    server: Option<&trailmark_client::Client>,
+    out: Out,
+) -> anyhow::Result<Value> {
     let export = ExportFile::open(path)?;
     let checkpoint = export.checkpoint(verifier)?;
     let organization = export.organization_id()?;
@@ -162,14 +198,25 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
         encode_hash(&checkpoint.root),
         verifier.name()
     ));
+    // Held checkpoints are checked before the events are read, when the export cannot check
+    // them itself and no server was given, so that the command stops at once.
+    let held = verify_signatures(held, verifier)?;
+    if !export.complete() && !held.is_empty() && server.is_none() {
+        return Err(CannotCheck(
+            "a filtered export cannot show by itself that the log extends a checkpoint; give --server URL and --api-key to fetch consistency proofs"
+                .into(),
+        )
+        .into());
+    }
+    let prefixes: Vec<u64> = held.iter().map(|(_, c)| c.size).collect();
     let mut progress = Progress::new();
-    let checked = export.check(&checkpoint, &[], |count| progress.update(count))?;
+    let checked = export.check(&checkpoint, &prefixes, |count| progress.update(count))?;
     progress.finish();
     let Checked {
         events: count,
         purged,
         complete,
-        ..
+        roots,
     } = checked;
     if complete {
         out.line(format_args!(
@@ -186,6 +233,38 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
             "{purged} of them are stubs whose contents retention removed; their leaves still check"
         ));
     }
+    let mut extended = Vec::with_capacity(held.len());
+    for (file, earlier) in &held {
+        let extends = if earlier.size > checkpoint.size {
+            // The export is older than the held checkpoint: the held one must extend it.
+            let Some(server) = server else {
+                return Err(CannotCheck(format!(
+                    "checkpoint {file} ({} events) is newer than the export's ({} events); give --server URL and --api-key to prove the one extends the other",
+                    earlier.size, checkpoint.size
+                ))
+                .into());
+            };
+            let proof = fetch_proof(server, organization, &checkpoint, earlier).await?;
+            check_extends(&checkpoint, earlier, &proof)
+        } else if complete {
+            // The export holds the whole log: the earlier tree is rebuilt from its leaves (the
+            // check recorded the root of every held size; the empty tree has none).
+            let prefix = Checkpoint {
+                size: earlier.size,
+                root: roots.get(&earlier.size).copied().unwrap_or_else(empty_root),
+                origin: checkpoint.origin.clone(),
+            };
+            check_extends(earlier, &prefix, &[])
+        } else {
+            let proof = match server {
+                Some(server) => fetch_proof(server, organization, earlier, &checkpoint).await?,
+                None => Vec::new(),
+            };
+            check_extends(earlier, &checkpoint, &proof)
+        };
+        contradicted(file, earlier, extends)?;
+        extended.push(extended_line(file, earlier, &checkpoint, out));
+    }
     if complete {
         out.line(format_args!(
             "OK: {} is complete and unaltered.",
@@ -197,7 +276,7 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
             path.display()
         ));
     }
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "ok": true,
         "export": path.display().to_string(),
         "organization_id": organization,
@@ -209,7 +288,176 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
             "root": encode_hash(&checkpoint.root),
             "signer": verifier.name(),
         },
-    }))
+    });
+    if !extended.is_empty() {
+        report["held_checkpoints"] = Value::Array(extended);
+    }
+    Ok(report)
+}
+
+/// A checkpoint the customer kept, as read from its file.
+struct HeldCheckpoint {
+    file: PathBuf,
+    note: String,
+}
+
+/// The check could not be made as asked (a held checkpoint that is not one, a filtered export
+/// without a server to prove consistency): exit status 2, like a missing file.
+#[derive(Debug)]
+struct CannotCheck(String);
+
+impl std::fmt::Display for CannotCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CannotCheck {}
+
+/// Reads each `--checkpoint` file: a signed note, or the JSON answer of
+/// `GET /audit_logs/ledger/checkpoint` (whose `checkpoint` member is the note).
+fn read_held(files: &[PathBuf]) -> anyhow::Result<Vec<HeldCheckpoint>> {
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let note = match serde_json::from_str::<Value>(&text) {
+                Ok(answer) => answer["checkpoint"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        CannotCheck(format!(
+                            "{} is JSON without a \"checkpoint\" note",
+                            file.display()
+                        ))
+                    })?,
+                Err(_) => text,
+            };
+            Ok(HeldCheckpoint {
+                file: file.clone(),
+                note,
+            })
+        })
+        .collect()
+}
+
+/// Each held checkpoint's signature by `verifier`.
+fn verify_signatures(
+    held: &[HeldCheckpoint],
+    verifier: &NoteVerifier,
+) -> anyhow::Result<Vec<(String, Checkpoint)>> {
+    held.iter()
+        .map(|held| {
+            let file = held.file.display().to_string();
+            let checkpoint = verifier.verify(&held.note).map_err(|e| {
+                CannotCheck(format!(
+                    "checkpoint {file} is not a checkpoint signed by {}: {e}",
+                    verifier.name()
+                ))
+            })?;
+            Ok((file, checkpoint))
+        })
+        .collect()
+}
+
+/// Names the held checkpoint `file` a failed consistency check contradicts.
+fn contradicted(
+    file: &str,
+    earlier: &Checkpoint,
+    extends: Result<(), Inconsistent>,
+) -> anyhow::Result<()> {
+    extends.map_err(|reason| {
+        anyhow::anyhow!(
+            "the log contradicts checkpoint {file} ({} events, root {}): {reason}",
+            earlier.size,
+            encode_hash(&earlier.root)
+        )
+    })
+}
+
+/// Prints and reports that the held checkpoint `file` and `current` are one history.
+fn extended_line(file: &str, earlier: &Checkpoint, current: &Checkpoint, out: Out) -> Value {
+    out.line(format_args!(
+        "checkpoint {file} ({} events): consistent with the log of {} events ✓",
+        earlier.size, current.size
+    ));
+    serde_json::json!({
+        "file": file,
+        "origin": earlier.origin,
+        "size": earlier.size,
+        "root": encode_hash(&earlier.root),
+        "consistent_with": current.size,
+    })
+}
+
+/// A client of the server at `url`, with `--api-key`.
+fn server(url: &str, args: &VerifyArgs) -> anyhow::Result<trailmark_client::Client> {
+    let Some(key) = &args.api_key else {
+        bail!("--server needs --api-key (a key that can read the organization's log)")
+    };
+    Ok(trailmark_client::Client::new(url, key.clone())?)
+}
+
+/// The server's consistency proof from `earlier` to `current`, when one is needed (a larger
+/// tree that is not empty).
+async fn fetch_proof(
+    server: &trailmark_client::Client,
+    organization: &str,
+    earlier: &Checkpoint,
+    current: &Checkpoint,
+) -> anyhow::Result<Vec<Hash>> {
+    if earlier.size == 0 || earlier.size >= current.size {
+        return Ok(Vec::new());
+    }
+    let proof = server
+        .consistency_proof(organization, earlier.size, current.size)
+        .await?;
+    // A proof whose hashes do not decode proves nothing, which the check then says.
+    Ok(proof
+        .proof
+        .iter()
+        .filter_map(|hash| decode_hash(hash).ok())
+        .collect())
+}
+
+/// `--server` with `--checkpoint`s: the server's latest signed checkpoint of each held
+/// checkpoint's log must extend it, by the server's consistency proof.
+async fn verify_server(
+    server: &trailmark_client::Client,
+    verifier: &NoteVerifier,
+    held: &[HeldCheckpoint],
+    out: Out,
+) -> anyhow::Result<Value> {
+    let held = verify_signatures(held, verifier)?;
+    let mut extended = Vec::with_capacity(held.len());
+    for (file, earlier) in &held {
+        let Some((_, organization)) = earlier.origin.rsplit_once('/') else {
+            return Err(CannotCheck(format!(
+                "checkpoint {file} has origin '{}', which names no organization",
+                earlier.origin
+            ))
+            .into());
+        };
+        let latest = server.checkpoint(organization).await?;
+        let current = verifier
+            .verify(&latest.checkpoint)
+            .map_err(|e| anyhow::anyhow!("the server's checkpoint does not verify: {e}"))?;
+        out.line(format_args!(
+            "{organization}: the server's checkpoint: {} events, root {}, signed by {} ✓",
+            current.size,
+            encode_hash(&current.root),
+            verifier.name()
+        ));
+        let proof = fetch_proof(server, organization, earlier, &current).await?;
+        contradicted(file, earlier, check_extends(earlier, &current, &proof))?;
+        extended.push(extended_line(file, earlier, &current, out));
+    }
+    out.line(format_args!(
+        "OK: the log extends every checkpoint held ({}).",
+        held.len()
+    ));
+    Ok(serde_json::json!({"ok": true, "held_checkpoints": extended}))
 }
 
 async fn verify_database(

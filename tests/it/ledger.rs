@@ -4,10 +4,13 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use trailmark_ledger::checkpoint::NoteVerifier;
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::{ApiKeySecret, Scope};
+use trailmark_ledger::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 use trailmark_ledger::leaf::event_leaf_hash;
-use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
+use trailmark_ledger::tree::{Frontier, verify_consistency, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
+use trailmark_store::ApiKeyRecord;
 
 use crate::helpers::{LogTampering, TestApp, body, event};
 
@@ -549,5 +552,249 @@ async fn the_database_audit_passes_untouched_and_names_each_kind_of_tampering() 
                 "the altered event is named: {stdout}"
             );
         }
+    }
+}
+
+/// A key that reads `organization`'s log and nothing more, as a customer would hold.
+async fn read_key(app: &TestApp, organization: &str) -> String {
+    let secret = ApiKeySecret::new("sk_test_customer_read");
+    app.store()
+        .insert_api_key(ApiKeyRecord {
+            id: "key_customer_read".into(),
+            hash: secret.hash(),
+            scope: Scope::Read,
+            organization_id: Some(organization.to_owned()),
+            created_at: Timestamp::now(),
+        })
+        .await
+        .expect("insert key");
+    secret.expose().to_owned()
+}
+
+/// What the operator holds: the server's signing key (`TestApp` signs with this seed).
+fn operator_signer() -> NoteSigner {
+    NoteSigner::new("trailmark.test", [7; 32]).expect("signer")
+}
+
+/// `export` (a complete NDJSON export) with the event at `sequence` rewritten as a dishonest
+/// operator would: new content, its leaf hash recomputed, the tree rebuilt and the manifest's
+/// checkpoint re-signed with the server's own key, so the file checks by itself.
+fn rewritten_export(export: &str, sequence: u64) -> String {
+    let mut lines: Vec<Value> = export
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    let mut manifest = lines.pop().expect("manifest");
+    let mut frontier = Frontier::empty();
+    for line in &mut lines {
+        if line["sequence"] == sequence {
+            line["actor"]["name"] = json!("Someone Else");
+            line["leaf_hash"] = json!(encode_hash(&event_leaf_hash(line)));
+        }
+        frontier.append(decode_hash(line["leaf_hash"].as_str().unwrap_or_default()).expect("hash"));
+    }
+    let honest = NoteVerifier::parse(&operator_signer().verifier_key())
+        .expect("key")
+        .verify(manifest["checkpoint"].as_str().unwrap_or_default())
+        .expect("the honest checkpoint");
+    let forged = Checkpoint {
+        root: frontier.root(),
+        ..honest
+    };
+    manifest["root_hash"] = json!(encode_hash(&forged.root));
+    manifest["checkpoint"] = json!(operator_signer().sign(&forged));
+    lines
+        .iter()
+        .chain([&manifest])
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+fn says(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// The dishonest operator: it holds the signing key, so it can rewrite an event, rebuild the
+/// tree and sign the rewritten log. The rewritten export then verifies by itself; what catches
+/// it is a checkpoint the customer kept from before, which the rewritten log cannot be shown to
+/// extend, and `verify` names that checkpoint and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_checkpoint_catches_a_rewritten_and_re_signed_history() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 12).await;
+    let dir = app.data_dir.path();
+    // The customer keeps the checkpoint answer as it was when 12 events were logged.
+    let held = dir.join("held-12.json");
+    let answer = app.wait_for_checkpoint(&organization, 12).await;
+    std::fs::write(&held, answer.to_string()).expect("write");
+    ingest_from(&app, &organization, 12, 6).await;
+    app.wait_for_checkpoint(&organization, 18).await;
+    let (key, _) = verifier(&app).await;
+    let held = held.to_str().unwrap_or_default();
+
+    // Honest: the complete export, rebuilt from its leaves, extends the held checkpoint.
+    let complete = export_complete(&app, &organization);
+    let output = trailmark(&[
+        "verify",
+        complete.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+        "--checkpoint",
+        held,
+    ]);
+    assert!(output.status.success(), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!(
+            "checkpoint {held} (12 events): consistent with the log of 18 events ✓"
+        )),
+        "{}",
+        says(&output)
+    );
+
+    // The operator rewrites event 3 and re-signs: alone, the export checks…
+    let forged = dir.join("forged.ndjson");
+    let text = std::fs::read_to_string(&complete).expect("read");
+    std::fs::write(&forged, rewritten_export(&text, 3)).expect("write");
+    let forged = forged.to_str().unwrap_or_default();
+    let output = trailmark(&["verify", forged, "--public-key", &key]);
+    assert!(output.status.success(), "{}", says(&output));
+    // …but not against the checkpoint the customer held.
+    let output = trailmark(&["verify", forged, "--public-key", &key, "--checkpoint", held]);
+    assert_eq!(output.status.code(), Some(1), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!("the log contradicts checkpoint {held} (12 events"))
+            && says(&output).contains("rewritten"),
+        "{}",
+        says(&output)
+    );
+    // A checkpoint from before the rewritten event is still extended.
+    let early = dir.join("held-3.txt");
+    let honest = NoteVerifier::parse(&key)
+        .expect("key")
+        .verify(answer["checkpoint"].as_str().unwrap_or_default())
+        .expect("checkpoint");
+    let events: Vec<Value> = text
+        .lines()
+        .take(3)
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let mut frontier = Frontier::empty();
+    for event in &events {
+        frontier.append(event_leaf_hash(event));
+    }
+    let three = Checkpoint {
+        size: 3,
+        root: frontier.root(),
+        ..honest
+    };
+    std::fs::write(&early, operator_signer().sign(&three)).expect("write");
+    let output = trailmark(&[
+        "verify",
+        forged,
+        "--public-key",
+        &key,
+        "--checkpoint",
+        early.to_str().unwrap_or_default(),
+    ]);
+    assert!(output.status.success(), "{}", says(&output));
+}
+
+/// `verify --server` proves, with the server's consistency proofs and a read key, that the
+/// server's current log extends each held checkpoint; a held checkpoint of another history
+/// signed with the same key (what a rewrite leaves the customer holding) is named and fails
+/// with status 1. A filtered export fetches the proofs it cannot give itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_against_a_server_proves_the_log_extends_held_checkpoints() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 5).await;
+    let dir = app.data_dir.path();
+    let answer = app.wait_for_checkpoint(&organization, 5).await;
+    let held = dir.join("held-5.txt");
+    let note = answer["checkpoint"].as_str().unwrap_or_default();
+    std::fs::write(&held, note).expect("write");
+    let held = held.to_str().unwrap_or_default();
+    ingest_from(&app, &organization, 5, 9).await;
+    app.wait_for_checkpoint(&organization, 14).await;
+    let (key, verifier) = verifier(&app).await;
+    let read = read_key(&app, &organization).await;
+    let server = |checkpoint: &str| {
+        trailmark(&[
+            "verify",
+            "--server",
+            &app.base,
+            "--api-key",
+            &read,
+            "--public-key",
+            &key,
+            "--checkpoint",
+            checkpoint,
+        ])
+    };
+
+    let output = server(held);
+    assert!(output.status.success(), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!(
+            "checkpoint {held} (5 events): consistent with the log of 14 events ✓"
+        )),
+        "{}",
+        says(&output)
+    );
+
+    let other_history = dir.join("other-history.txt");
+    let honest = verifier.verify(note).expect("checkpoint");
+    let rewritten = Checkpoint {
+        root: trailmark_ledger::tree::leaf_hash(b"another history"),
+        ..honest.clone()
+    };
+    std::fs::write(&other_history, operator_signer().sign(&rewritten)).expect("write");
+    let other = other_history.to_str().unwrap_or_default();
+    let output = server(other);
+    assert_eq!(output.status.code(), Some(1), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!("the log contradicts checkpoint {other} (5 events"))
+            && says(&output).contains("consistency proof from 5 to 14 events does not hold"),
+        "{}",
+        says(&output)
+    );
+
+    // A checkpoint signed by another key is not one to check: status 2.
+    let stranger = NoteSigner::new("trailmark.test", [9; 32]).expect("signer");
+    let foreign = dir.join("foreign.txt");
+    std::fs::write(&foreign, stranger.sign(&honest)).expect("write");
+    let output = server(foreign.to_str().unwrap_or_default());
+    assert_eq!(output.status.code(), Some(2), "{}", says(&output));
+
+    // A filtered export proves consistency through the server, and only through it.
+    let filtered = dir.join("filtered.ndjson");
+    let request = json!({"organization_id": organization, "actions": ["document.updated"], "format": "ndjson"});
+    export_to(&app, request, &filtered).await;
+    let filtered = filtered.to_str().unwrap_or_default();
+    let output = trailmark(&[
+        "verify",
+        filtered,
+        "--public-key",
+        &key,
+        "--checkpoint",
+        held,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", says(&output));
+    assert!(says(&output).contains("--server"), "{}", says(&output));
+    for (checkpoint, status) in [(held, Some(0)), (other, Some(1))] {
+        let output = trailmark(&[
+            "verify",
+            filtered,
+            "--public-key",
+            &key,
+            "--checkpoint",
+            checkpoint,
+            "--server",
+            &app.base,
+            "--api-key",
+            &read,
+        ]);
+        assert_eq!(output.status.code(), status, "{}", says(&output));
     }
 }

@@ -6,6 +6,8 @@
 //!   nothing about events.
 //! - [`leaf`]: an event's leaf bytes (RFC 8785 canonical JSON of its event object) and hash.
 //! - [`checkpoint`]: C2SP checkpoints signed as C2SP signed notes with Ed25519.
+//! - [`consistency`]: whether a later checkpoint extends an earlier one (a held checkpoint
+//!   catches a rewritten history).
 //!
 //! What this crate is not: storage (the store persists [`tree::Node`]s and reads them back
 //! through [`tree::NodeReader`]), HTTP, or a scheduler. It does no I/O.
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod consistency;
 pub mod leaf;
 pub mod tree;
 
