@@ -798,3 +798,177 @@ async fn verify_against_a_server_proves_the_log_extends_held_checkpoints() {
         assert_eq!(output.status.code(), status, "{}", says(&output));
     }
 }
+
+/// Tiles fetched over HTTP, for `tlog_tiles` to read: it authenticates every tile it uses
+/// against the checkpoint's root before trusting a hash in it.
+struct FetchedTiles(std::collections::HashMap<tlog_tiles::Tile, Vec<u8>>);
+
+impl tlog_tiles::TileReader for FetchedTiles {
+    fn height(&self) -> u8 {
+        8
+    }
+
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|tile| {
+                self.0
+                    .get(tile)
+                    .cloned()
+                    .ok_or(tlog_tiles::Error::InvalidTile)
+            })
+            .collect()
+    }
+
+    fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+}
+
+/// The C2SP path of a tile, which `tlog_tiles` names in Go's sumdb form (`tile/8/…`).
+fn c2sp_path(tile: &tlog_tiles::Tile) -> String {
+    tile.path().replacen("tile/8/", "tile/", 1)
+}
+
+/// The log served as C2SP tlog-tiles, read by an independent client: `tlog_tiles` fetches the
+/// tiles of the signed checkpoint's tree, builds inclusion proofs from them and checks them
+/// against the checkpoint's root; the entry bundles hash to the leaves the tiles hold.
+#[tokio::test]
+async fn the_log_is_served_as_tlog_tiles_a_generic_client_verifies() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let other = app.create_organization("Globex").await;
+    let mut receipts = Vec::new();
+    for chunk in 0..6 {
+        let events: Vec<Value> = (chunk * 50..chunk * 50 + 50)
+            .map(|n| {
+                let mut submitted = event("document.updated");
+                submitted["metadata"] = json!({"n": n});
+                submitted
+            })
+            .collect();
+        let answer = body(
+            app.post(
+                "/audit_logs/events/batch",
+                &json!({"organization_id": organization, "events": events}),
+            )
+            .await,
+        )
+        .await;
+        receipts.extend(answer["data"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(receipts.len(), 300);
+    app.wait_for_checkpoint(&organization, 300).await;
+    let read = read_key(&app, &organization).await;
+    let base = format!("{}/audit_logs/ledger/tlog/{organization}", app.base);
+    let get = |path: String| {
+        app.client
+            .get(format!("{base}/{path}"))
+            .bearer_auth(&read)
+            .send()
+    };
+
+    let note = get("checkpoint".into()).await.expect("checkpoint");
+    assert_eq!(note.status(), 200);
+    let note = note.text().await.expect("text");
+    let (_, verifier) = verifier(&app).await;
+    verifier.verify(&note).expect("a signed checkpoint");
+    let (body_text, _) = note.split_once("\n\n").expect("a signed note");
+    let checkpoint =
+        tlog_tiles::Checkpoint::from_bytes(format!("{body_text}\n").as_bytes()).expect("parses");
+    assert_eq!(checkpoint.size(), 300);
+
+    let mut tiles = std::collections::HashMap::new();
+    for tile in tlog_tiles::Tile::new_tiles(8, 0, checkpoint.size()) {
+        let answer = get(c2sp_path(&tile)).await.expect("tile");
+        assert_eq!(answer.status(), 200, "{}", c2sp_path(&tile));
+        tiles.insert(tile, answer.bytes().await.expect("bytes").to_vec());
+    }
+    let fetched = FetchedTiles(tiles);
+    let reader = tlog_tiles::TileHashReader::new(checkpoint.size(), *checkpoint.hash(), &fetched);
+    for n in [0, 1, 200, 255, 256, 299] {
+        let leaf =
+            decode_hash(receipts[n]["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
+        let proof = tlog_tiles::prove_record(300, n as u64, &reader).expect("proof");
+        tlog_tiles::check_record(
+            &proof,
+            300,
+            *checkpoint.hash(),
+            n as u64,
+            tlog_tiles::Hash(leaf),
+        )
+        .expect("the event is in the signed tree");
+        let other_leaf = tlog_tiles::Hash(
+            decode_hash(
+                receipts[(n + 1) % 300]["leaf_hash"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+            .expect("hash"),
+        );
+        assert!(
+            tlog_tiles::check_record(&proof, 300, *checkpoint.hash(), n as u64, other_leaf)
+                .is_err()
+        );
+    }
+
+    // Entry bundles: each entry is its event's leaf bytes, hashing to the leaf in the tiles.
+    let mut leaves = Vec::new();
+    for path in ["tile/entries/000", "tile/entries/001.p/44"] {
+        let answer = get(path.into()).await.expect("bundle");
+        assert_eq!(answer.status(), 200, "{path}");
+        let bundle = answer.bytes().await.expect("bytes");
+        let mut rest = &bundle[..];
+        while let [high, low, tail @ ..] = rest {
+            let length = usize::from(u16::from_be_bytes([*high, *low]));
+            let (entry, after) = tail.split_at(length);
+            serde_json::from_slice::<Value>(entry).expect("an entry is an event object");
+            leaves.push(tlog_tiles::record_hash(entry));
+            rest = after;
+        }
+    }
+    let expected: Vec<tlog_tiles::Hash> = receipts
+        .iter()
+        .map(|r| {
+            tlog_tiles::Hash(
+                decode_hash(r["leaf_hash"].as_str().unwrap_or_default()).expect("hash"),
+            )
+        })
+        .collect();
+    assert_eq!(leaves, expected);
+
+    // Beyond the signed tree, a malformed path, another organization, no key.
+    for (path, status) in [
+        ("tile/0/001", 404),
+        ("tile/entries/002.p/1", 404),
+        ("tile/1/000", 404),
+        ("tile/0/1", 422),
+        ("tile/0/000.p/300", 422),
+    ] {
+        assert_eq!(
+            get(path.into()).await.expect("answer").status(),
+            status,
+            "{path}"
+        );
+    }
+    let foreign = app
+        .client
+        .get(format!(
+            "{}/audit_logs/ledger/tlog/{other}/checkpoint",
+            app.base
+        ))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .expect("answer");
+    assert!(
+        matches!(foreign.status().as_u16(), 403 | 404),
+        "{}",
+        foreign.status()
+    );
+    let anonymous = app
+        .client
+        .get(format!("{base}/checkpoint"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status(), 401);
+}

@@ -32,6 +32,8 @@ pub enum NotFoundKind {
     Event,
     Export,
     LogStream,
+    /// A tlog tile or entry bundle the latest checkpoint's tree does not (yet) hold.
+    Tile,
 }
 
 impl std::fmt::Display for NotFoundKind {
@@ -40,6 +42,7 @@ impl std::fmt::Display for NotFoundKind {
             NotFoundKind::Event => "event",
             NotFoundKind::Export => "export",
             NotFoundKind::LogStream => "log stream",
+            NotFoundKind::Tile => "tile",
         })
     }
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use trailmark_domain::Timestamp;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteSigner};
-use trailmark_store::{Hash, StoredCheckpoint, StoredEvent};
+use trailmark_ledger::leaf::leaf_bytes;
+use trailmark_ledger::tlog::{TILE_HEIGHT, TILE_WIDTH, TilePath, entry_bundle};
+use trailmark_ledger::tree::leaf_hash;
+use trailmark_store::{Hash, StoreError, StoredCheckpoint, StoredEvent};
 
 use crate::{AppError, NotFoundKind, Trailmark};
 
@@ -188,6 +191,74 @@ impl Trailmark {
             proof,
             checkpoint,
         })
+    }
+
+    /// A C2SP tlog-tiles resource of the organization's log (`trailmark_ledger::tlog`): a hash
+    /// tile, or an entry bundle of the events' leaf bytes, within the tree of the latest signed
+    /// checkpoint, the one tlog clients read first. Tiles never change once full; a partial one
+    /// is served at the width asked for, as long as the checkpoint's tree holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFoundKind::Tile`] for a tile the latest checkpoint's tree does not hold, and for an
+    /// entry bundle holding an event whose contents retention removed (its leaf bytes are gone;
+    /// the hash tiles still prove it); storage errors.
+    pub async fn tlog_tile(
+        &self,
+        organization_id: &str,
+        tile: TilePath,
+    ) -> Result<Vec<u8>, AppError> {
+        let size = self.latest_checkpoint(organization_id).await?.tree_size;
+        let missing = || AppError::not_found(NotFoundKind::Tile, tile.path());
+        match tile {
+            TilePath::Hashes {
+                level,
+                index,
+                width,
+            } => {
+                let hashes = self
+                    .store()
+                    .subtree_hashes(
+                        organization_id,
+                        size,
+                        level * TILE_HEIGHT,
+                        index.saturating_mul(TILE_WIDTH),
+                        width,
+                    )
+                    .await
+                    .map_err(|error| match error {
+                        StoreError::Ledger(_) => missing(),
+                        other => other.into(),
+                    })?;
+                Ok(hashes.concat())
+            }
+            TilePath::Entries { index, width } => {
+                let first = index.saturating_mul(TILE_WIDTH);
+                if first.saturating_add(width) > size {
+                    return Err(missing());
+                }
+                let events = self
+                    .store()
+                    .events_after(organization_id, first.checked_sub(1), width as usize)
+                    .await?;
+                let entries = events
+                    .iter()
+                    .take(width as usize)
+                    .map(|event| {
+                        // An entry is the leaf's preimage: a stub's is gone, and a bundle that
+                        // did not hash to the tiles' leaves would be worse than none.
+                        let bytes = leaf_bytes(&event.leaf_object());
+                        (event.purged_at.is_none() && leaf_hash(&bytes) == event.leaf_hash)
+                            .then_some(bytes)
+                            .ok_or_else(missing)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if entries.len() as u64 != width {
+                    return Err(missing());
+                }
+                entry_bundle(entries.iter().map(Vec::as_slice)).map_err(|_| missing())
+            }
+        }
     }
 
     /// The consistency proof between the trees of `first` and `second` leaves.

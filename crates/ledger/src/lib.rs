@@ -6,6 +6,7 @@
 //!   nothing about events.
 //! - [`leaf`]: an event's leaf bytes (RFC 8785 canonical JSON of its event object) and hash.
 //! - [`checkpoint`]: C2SP checkpoints signed as C2SP signed notes with Ed25519.
+//! - [`tlog`]: C2SP tlog-tiles paths and entry bundles, to serve a log as static tiles.
 //! - [`consistency`]: whether a later checkpoint extends an earlier one (a held checkpoint
 //!   catches a rewritten history).
 //!
@@ -27,6 +28,7 @@
 pub mod checkpoint;
 pub mod consistency;
 pub mod leaf;
+pub mod tlog;
 pub mod tree;
 
 /// A hash as it appears in JSON and checkpoints: standard base64 with padding.

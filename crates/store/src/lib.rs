@@ -236,6 +236,16 @@ pub trait LedgerStore: Send + Sync + 'static {
         first: u64,
         second: u64,
     ) -> Result<Vec<Hash>, StoreError>;
+    /// The hashes of the complete subtrees at tree `level`, indexes `start … start+count-1`, of
+    /// the tree of `size` leaves (a C2SP tlog tile; `rules::subtree_hashes`).
+    async fn subtree_hashes(
+        &self,
+        organization_id: &str,
+        size: u64,
+        level: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, StoreError>;
     /// Stores a signed checkpoint (a second one for the same size is ignored).
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError>;
     /// The organization's checkpoint with the largest tree size.

@@ -132,6 +132,14 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/audit_logs/ledger/checkpoint", get(ledger::checkpoint)),
         ("/audit_logs/ledger/inclusion", get(ledger::inclusion)),
         ("/audit_logs/ledger/consistency", get(ledger::consistency)),
+        (
+            "/audit_logs/ledger/tlog/{organization_id}/checkpoint",
+            get(ledger::tlog_checkpoint),
+        ),
+        (
+            "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}",
+            get(ledger::tlog_tile),
+        ),
         ("/healthz", get(system::healthz)),
         ("/readyz", get(system::readyz)),
         ("/metrics", get(system::metrics)),

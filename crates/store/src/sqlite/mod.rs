@@ -585,6 +585,19 @@ impl LedgerStore for SqliteStore {
             .await
     }
 
+    async fn subtree_hashes(
+        &self,
+        organization_id: &str,
+        size: u64,
+        level: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.log
+            .subtree_hashes(organization_id, size, level, start, count)
+            .await
+    }
+
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
