@@ -7,6 +7,9 @@
 //! - [`leaf`]: an event's leaf bytes (RFC 8785 canonical JSON of its event object) and hash.
 //! - [`checkpoint`]: C2SP checkpoints signed as C2SP signed notes with Ed25519.
 //! - [`tlog`]: C2SP tlog-tiles paths and entry bundles, to serve a log as static tiles.
+//! - [`cosignature`]: C2SP tlog-cosignature v1, witnesses' cosignatures on checkpoints.
+//! - [`witness`]: a C2SP tlog-witness's decision on `add-checkpoint` (cosign only consistent
+//!   growth).
 //! - [`consistency`]: whether a later checkpoint extends an earlier one (a held checkpoint
 //!   catches a rewritten history).
 //!
@@ -27,9 +30,11 @@
 
 pub mod checkpoint;
 pub mod consistency;
+pub mod cosignature;
 pub mod leaf;
 pub mod tlog;
 pub mod tree;
+pub mod witness;
 
 /// A hash as it appears in JSON and checkpoints: standard base64 with padding.
 pub fn encode_hash(hash: &tree::Hash) -> String {
