@@ -165,6 +165,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         require_schemas: args.require_schemas,
         export_max_range_days: args.export_max_range_days,
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
+        witnesses: args
+            .witnesses
+            .iter()
+            .map(|witness| parse_witness(witness))
+            .collect::<anyhow::Result<_>>()?,
     };
     let config = ServerConfig {
         public_url: public_url.clone(),
@@ -362,6 +367,22 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `--witness URL=KEY`: a witness's submission prefix and its cosignature verifier key.
+fn parse_witness(text: &str) -> anyhow::Result<trailmark_app::WitnessConfig> {
+    let (url, key) = text
+        .split_once('=')
+        .with_context(|| format!("--witness {text}: expected URL=VERIFIER_KEY"))?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--witness {text}: the URL must start with http:// or https://");
+    }
+    let key = trailmark_ledger::cosignature::CosignatureVerifier::parse(key)
+        .map_err(|e| anyhow::anyhow!("--witness {text}: {e}"))?;
+    Ok(trailmark_app::WitnessConfig {
+        url: url.to_owned(),
+        key,
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use serde_json::Value;
 use trailmark_export::check::{CheckError, Checked, ExportFile};
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
 use trailmark_ledger::consistency::{Inconsistent, check_extends};
+use trailmark_ledger::cosignature::CosignatureVerifier;
 use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{Frontier, Hash, empty_root};
 use trailmark_ledger::{decode_hash, encode_hash};
@@ -43,6 +44,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
     let result = async {
         let held = read_held(&args.checkpoints)?;
+        let witnesses = witnesses(&args)?;
         let server = args
             .server
             .as_deref()
@@ -53,10 +55,12 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
                 let verifier = verifier(&args)?;
                 std::fs::File::open(export)
                     .with_context(|| format!("cannot open {}", export.display()))?;
-                verify_export(export, &verifier, &held, server.as_ref(), out).await
+                verify_export(export, &verifier, &held, server.as_ref(), &witnesses, out).await
             }
-            (None, Some(_)) if !held.is_empty() || server.is_some() => {
-                bail!("--checkpoint and --server check an export or a server's log, not --database")
+            (None, Some(_)) if !held.is_empty() || server.is_some() || witnesses.is_some() => {
+                bail!(
+                    "--checkpoint, --server and --witness-key check an export or a server's log, not --database"
+                )
             }
             (None, Some(database)) => {
                 let storage = StorageArgs {
@@ -75,7 +79,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
                         bail!("--public-key is required to verify against a server")
                     };
                     let verifier = parse_verifier(public_key)?;
-                    verify_server(server, &verifier, &held, out).await
+                    verify_server(server, &verifier, &held, &witnesses, out).await
                 }
                 Some(_) => {
                     bail!("give the checkpoints to check against the server with --checkpoint")
@@ -174,12 +178,7 @@ fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
 }
 
 fn parse_verifier(value: &str) -> anyhow::Result<NoteVerifier> {
-    let text = if Path::new(value).is_file() {
-        std::fs::read_to_string(value).with_context(|| format!("cannot read {value}"))?
-    } else {
-        value.to_owned()
-    };
-    NoteVerifier::parse(text.trim()).map_err(|e| anyhow::anyhow!("{e}"))
+    NoteVerifier::parse(read_key_argument(value)?.trim()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn verify_export(
@@ -187,6 +186,7 @@ async fn verify_export(
     verifier: &NoteVerifier,
     held: &[HeldCheckpoint],
     server: Option<&trailmark_client::Client>,
+    witnesses: &Option<Witnesses>,
     out: Out,
 ) -> anyhow::Result<Value> {
     let export = ExportFile::open(path)?;
@@ -198,6 +198,12 @@ async fn verify_export(
         encode_hash(&checkpoint.root),
         verifier.name()
     ));
+    let cosigned_by = match witnesses {
+        Some(witnesses) => {
+            Some(witnesses.check(export.note().unwrap_or_default(), &checkpoint, out)?)
+        }
+        None => None,
+    };
     // Held checkpoints are checked before the events are read, when the export cannot check
     // them itself and no server was given, so that the command stops at once.
     let held = verify_signatures(held, verifier)?;
@@ -292,7 +298,86 @@ async fn verify_export(
     if !extended.is_empty() {
         report["held_checkpoints"] = Value::Array(extended);
     }
+    if let Some(names) = cosigned_by {
+        report["cosigned_by"] = Value::from(names);
+    }
     Ok(report)
+}
+
+/// The witnesses whose cosignatures the checked checkpoint needs (`--witness-key`,
+/// `--witnesses-required`).
+struct Witnesses {
+    keys: Vec<CosignatureVerifier>,
+    required: usize,
+}
+
+impl Witnesses {
+    /// The names of the witnesses that validly cosigned `note`, once there are enough of them.
+    fn check(&self, note: &str, checkpoint: &Checkpoint, out: Out) -> anyhow::Result<Vec<String>> {
+        let mut cosigned = Vec::new();
+        for key in &self.keys {
+            match key.cosigned_at(note) {
+                Ok(Some(_)) => cosigned.push(key.name().to_owned()),
+                Ok(None) => {}
+                Err(error) => bail!("the checkpoint of {} events: {error}", checkpoint.size),
+            }
+        }
+        if cosigned.len() < self.required {
+            bail!(
+                "the checkpoint of {} events carries {} valid cosignatures of the {} required (cosigned by: {})",
+                checkpoint.size,
+                cosigned.len(),
+                self.required,
+                if cosigned.is_empty() {
+                    "none".to_owned()
+                } else {
+                    cosigned.join(", ")
+                }
+            );
+        }
+        out.line(format_args!(
+            "cosigned by {} of the {} witnesses required ({}) ✓",
+            cosigned.len(),
+            self.required,
+            cosigned.join(", ")
+        ));
+        Ok(cosigned)
+    }
+}
+
+/// `--witness-key` and `--witnesses-required`, checked before anything is read.
+fn witnesses(args: &VerifyArgs) -> anyhow::Result<Option<Witnesses>> {
+    if args.witness_keys.is_empty() {
+        if args.witnesses_required.is_some_and(|n| n > 0) {
+            bail!("--witnesses-required needs the witnesses' keys: give --witness-key");
+        }
+        return Ok(None);
+    }
+    let keys = args
+        .witness_keys
+        .iter()
+        .map(|key| {
+            CosignatureVerifier::parse(&read_key_argument(key)?)
+                .map_err(|e| anyhow::anyhow!("--witness-key {key}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let required = args.witnesses_required.unwrap_or(1);
+    if required > keys.len() {
+        bail!(
+            "--witnesses-required {required} is more than the {} --witness-key given",
+            keys.len()
+        );
+    }
+    Ok(Some(Witnesses { keys, required }))
+}
+
+/// A key given as itself, or as a file holding it.
+fn read_key_argument(value: &str) -> anyhow::Result<String> {
+    if Path::new(value).is_file() {
+        Ok(std::fs::read_to_string(value).with_context(|| format!("cannot read {value}"))?)
+    } else {
+        Ok(value.to_owned())
+    }
 }
 
 /// A checkpoint the customer kept, as read from its file.
@@ -427,6 +512,7 @@ async fn verify_server(
     server: &trailmark_client::Client,
     verifier: &NoteVerifier,
     held: &[HeldCheckpoint],
+    witnesses: &Option<Witnesses>,
     out: Out,
 ) -> anyhow::Result<Value> {
     let held = verify_signatures(held, verifier)?;
@@ -449,6 +535,9 @@ async fn verify_server(
             encode_hash(&current.root),
             verifier.name()
         ));
+        if let Some(witnesses) = witnesses {
+            witnesses.check(&latest.checkpoint, &current, out)?;
+        }
         let proof = fetch_proof(server, organization, earlier, &current).await?;
         contradicted(file, earlier, check_extends(earlier, &current, &proof))?;
         extended.push(extended_line(file, earlier, &current, out));

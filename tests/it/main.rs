@@ -26,4 +26,5 @@ mod schemas;
 mod streams;
 mod upgrade;
 mod usage;
+mod witness;
 mod workos_rust_sdk;

@@ -154,6 +154,11 @@ impl ExportFile {
             .ok_or(CheckError::ManifestMissing("organization_id"))
     }
 
+    /// The manifest's signed checkpoint note, with whatever cosignatures it carries.
+    pub fn note(&self) -> Option<&str> {
+        self.manifest["checkpoint"].as_str()
+    }
+
     /// Whether the export holds the whole log up to its checkpoint (no filter).
     pub fn complete(&self) -> bool {
         self.manifest["complete"].as_bool().unwrap_or(false)

@@ -248,6 +248,14 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<Hash>, StoreError>;
     /// Stores a signed checkpoint (a second one for the same size is ignored).
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError>;
+    /// Replaces the note of the organization's checkpoint of `tree_size` with `note`, the same
+    /// note with witnesses' cosignature lines added (C2SP tlog-cosignature).
+    async fn add_cosignatures(
+        &self,
+        organization_id: &str,
+        tree_size: u64,
+        note: String,
+    ) -> Result<(), StoreError>;
     /// The organization's checkpoint with the largest tree size.
     async fn latest_checkpoint(
         &self,

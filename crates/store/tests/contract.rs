@@ -90,6 +90,7 @@ LedgerStore::consistency_proof        consistency_proofs_verify_between_sizes
 LedgerStore::subtree_hashes           subtree_hashes_are_the_roots_of_their_leaf_ranges
 LedgerStore::insert_checkpoint        checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest
 LedgerStore::latest_checkpoint        checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest
+LedgerStore::add_cosignatures         cosignatures_are_added_to_the_checkpoint_of_their_size
 LedgerStore::logs_needing_checkpoint  logs_needing_a_checkpoint_are_those_grown_past_their_latest
 Retention::purgeable_organizations    purgeable_organizations_have_a_retention_period_and_no_legal_hold
 Retention::purge_events               retention_purges_contents_but_keeps_stubs_in_the_log
@@ -161,6 +162,7 @@ macro_rules! contract_tests {
                 consistency_proofs_verify_between_sizes,
                 subtree_hashes_are_the_roots_of_their_leaf_ranges,
                 checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest,
+                cosignatures_are_added_to_the_checkpoint_of_their_size,
                 logs_needing_a_checkpoint_are_those_grown_past_their_latest,
                 purgeable_organizations_have_a_retention_period_and_no_legal_hold,
                 retention_purges_contents_but_keeps_stubs_in_the_log,
@@ -2499,6 +2501,43 @@ async fn consistency_proofs_verify_between_sizes(store: &dyn Store) {
         store.consistency_proof(&acme, 3, size + 1).await,
         Err(StoreError::Ledger(_))
     ));
+}
+
+/// Witnesses' cosignatures join the note of the checkpoint of their size, and only that one.
+async fn cosignatures_are_added_to_the_checkpoint_of_their_size(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    appended(store, &acme, (0..3).map(pending).collect()).await;
+    for size in [2, 3] {
+        store
+            .insert_checkpoint(StoredCheckpoint {
+                root: store.tree_root(&acme, size).await.expect("root"),
+                organization_id: acme.clone(),
+                tree_size: size,
+                note: format!("note {size}\n\n— log sig\n"),
+                created_at: at(size as i64),
+            })
+            .await
+            .expect("insert");
+    }
+    let cosigned = "note 3\n\n— log sig\n— witness cosig\n".to_owned();
+    store
+        .add_cosignatures(&acme, 3, cosigned.clone())
+        .await
+        .expect("add");
+    let latest = store.latest_checkpoint(&acme).await.expect("latest");
+    assert_eq!(latest.map(|c| c.note), Some(cosigned));
+    store
+        .add_cosignatures(&acme, 9, "no such checkpoint".into())
+        .await
+        .expect("a size without a checkpoint changes nothing");
+    assert_eq!(
+        store
+            .latest_checkpoint(&acme)
+            .await
+            .expect("latest")
+            .map(|c| c.tree_size),
+        Some(3)
+    );
 }
 
 async fn checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest(store: &dyn Store) {

@@ -196,6 +196,7 @@ mod tests {
             require_schemas: false,
             export_max_range_days: None,
             bootstrap_key_hash: None,
+            witnesses: Vec::new(),
         };
         let config = ServerConfig {
             public_url: "http://127.0.0.1:1".into(),

@@ -757,6 +757,22 @@ impl LedgerStore for PostgresStore {
         .await
     }
 
+    async fn add_cosignatures(
+        &self,
+        organization_id: &str,
+        tree_size: u64,
+        note: String,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE checkpoints SET note = $1 WHERE organization_id = $2 AND tree_size = $3",
+                &[&note, &organization_id, &(tree_size as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
         // Every instance signs; a second signature of the same size (identical: Ed25519 is
         // deterministic) is ignored.

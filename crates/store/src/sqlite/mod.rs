@@ -598,6 +598,24 @@ impl LedgerStore for SqliteStore {
             .await
     }
 
+    async fn add_cosignatures(
+        &self,
+        organization_id: &str,
+        tree_size: u64,
+        note: String,
+    ) -> Result<(), StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE checkpoints SET note = ?1 WHERE organization_id = ?2 AND tree_size = ?3",
+                    params![note, organization_id, tree_size as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
