@@ -118,6 +118,7 @@ const CASES: &[Case] = &[
     case("GET", "/audit_logs/events", org(Scope::Read), 200),
     case("GET", "/audit_logs/events/{id}", hidden(Scope::Read), 200),
     case("POST", "/audit_logs/exports", org(Scope::Read), 201),
+    case("POST", "/audit_logs/erasures", org(Scope::Admin), 200),
     case("GET", "/audit_logs/exports/{id}", hidden(Scope::Read), 200),
     case(
         "GET",
@@ -377,6 +378,10 @@ async fn request(app: &TestApp, f: &Fixture, case: &Case) -> (String, Option<Val
         ("GET", "/audit_logs/exports/{id}") => {
             (format!("/audit_logs/exports/{}", f.export_id), None)
         }
+        ("POST", "/audit_logs/erasures") => (
+            case.template.into(),
+            Some(json!({"organization_id": acme, "subject": {"actor_id": "user_nobody"}})),
+        ),
         ("GET", "/audit_logs/exports/{id}/download") => (f.download.clone(), None),
         ("POST", "/audit_logs/actions/{action}/schemas") => (
             "/audit_logs/actions/user.signed_in/schemas".into(),

@@ -31,8 +31,18 @@ async fn an_event_is_acknowledged_with_a_receipt_and_stored() {
     let stored = app.stored_events(&organization).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].id, receipt["id"].as_str().unwrap_or_default());
+    let mut stored_body = stored[0].body.clone();
+    let salt = stored_body
+        .as_object_mut()
+        .and_then(|body| body.remove("salt"));
+    assert!(
+        salt.as_ref()
+            .and_then(|s| s.as_str())
+            .is_some_and(|s| s.len() == 24),
+        "the seed of the event's salts (leaf version 2): {salt:?}"
+    );
     assert_eq!(
-        stored[0].body,
+        stored_body,
         event("user.signed_in"),
         "the stored event is the submitted one, normalized"
     );

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod crash;
 mod edges;
+mod erasure;
 mod events;
 mod exports;
 mod gcs_service_account;

@@ -18,14 +18,18 @@ fn browser() -> Client {
 }
 
 async fn link(app: &TestApp, organization: &str, intent: &str) -> String {
-    let response = app
-        .post(
-            "/portal/generate_link",
-            &json!({"organization": organization, "intent": intent,
-                    "return_url": "https://app.example.com/settings",
-                    "admin_emails": ["it@acme.test"]}),
-        )
-        .await;
+    made_link(
+        app,
+        &json!({"organization": organization, "intent": intent,
+                "return_url": "https://app.example.com/settings",
+                "admin_emails": ["it@acme.test"]}),
+    )
+    .await
+}
+
+/// The link `POST /portal/generate_link` makes for `request`.
+async fn made_link(app: &TestApp, request: &Value) -> String {
+    let response = app.post("/portal/generate_link", request).await;
     assert_eq!(response.status(), 201);
     body(response).await["link"]
         .as_str()
@@ -73,6 +77,38 @@ async fn post_form(app: &TestApp, cookie: &str, path: &str, form: &str) -> Respo
         .send()
         .await
         .expect("request")
+}
+
+/// The id of an organization's newest event, through the API.
+async fn newest_event_id(app: &TestApp, organization: &str) -> String {
+    body(
+        app.get(&format!(
+            "/audit_logs/events?organization_id={organization}"
+        ))
+        .await,
+    )
+    .await["data"][0]["id"]
+        .as_str()
+        .expect("event id")
+        .to_owned()
+}
+
+/// Creates a webhook stream through the API, with `config` beside its URL; returns its id.
+async fn api_stream(app: &TestApp, organization: &str, name: &str, config: Value) -> String {
+    let mut config = config;
+    config["url"] = json!("http://127.0.0.1:9/hook");
+    let response = app
+        .post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "http", "name": name,
+                    "config": config}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    body(response).await["id"]
+        .as_str()
+        .expect("stream id")
+        .to_owned()
 }
 
 fn is_html(response: &Response) -> bool {
@@ -243,26 +279,8 @@ async fn a_session_sees_only_its_organization_and_its_intent() {
     let globex = app.create_organization("Globex").await;
     app.create_event(&globex, &event("user.signed_in"), None)
         .await;
-    let globex_event = body(
-        app.get(&format!("/audit_logs/events?organization_id={globex}"))
-            .await,
-    )
-    .await["data"][0]["id"]
-        .as_str()
-        .expect("event id")
-        .to_owned();
-    let stream = body(
-        app.post(
-            "/audit_logs/streams",
-            &json!({"organization_id": globex, "type": "http", "name": "Globex SIEM",
-                    "config": {"url": "http://127.0.0.1:9/hook"}}),
-        )
-        .await,
-    )
-    .await["id"]
-        .as_str()
-        .expect("stream id")
-        .to_owned();
+    let globex_event = newest_event_id(&app, &globex).await;
+    let stream = api_stream(&app, &globex, "Globex SIEM", json!({})).await;
 
     let events_session = open(&link(&app, &acme, "audit_logs").await).await;
     let streams_session = open(&link(&app, &acme, "log_streams").await).await;
@@ -494,4 +512,164 @@ async fn a_stream_set_up_in_the_portal_sends_the_admin_to_the_links_success_url(
         .await;
     assert_eq!(response.status(), 422);
     assert_eq!(body(response).await["errors"][0]["field"], "success_url");
+}
+
+/// Text that becomes markup, or ends an attribute and adds one, if a page writes it unescaped;
+/// `tag` tells the values apart.
+fn hostile(tag: &str) -> String {
+    format!(r#"{tag}" onfocus="x"><script>{tag}</script>"#)
+}
+
+/// A page shows every hostile value among `tags`, as text, and none of them as markup: the
+/// templates escape each value by construction, in text and in attributes alike.
+async fn assert_escaped(response: Response, status: u16, tags: &[&str]) {
+    let url = response.url().clone();
+    assert_eq!(response.status(), status, "{url}");
+    let html = response.text().await.expect("html");
+    // The layout's only script is an external one: `<script>` is never the page's own.
+    assert!(!html.contains("<script>"), "{url}: {html}");
+    assert!(!html.contains(r#"onfocus="x""#), "{url}: {html}");
+    for tag in tags {
+        // Also inside the event's JSON, where its own escaping precedes the page's.
+        assert!(
+            html.contains(&format!("&gt;&lt;script&gt;{tag}&lt;/script&gt;")),
+            "{url} does not show {tag}: {html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_values_are_shown_escaped_on_every_portal_page() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization(&hostile("org")).await;
+    let mut event = event("user.signed_in");
+    event["actor"] =
+        json!({"id": hostile("actor_id"), "name": hostile("actor_name"), "type": "user"});
+    event["targets"] =
+        json!([{"id": "team_1", "type": hostile("target_type"), "name": hostile("target_name")}]);
+    event["context"]["location"] = json!(hostile("location"));
+    event["metadata"] = json!({"note": hostile("metadata")});
+    assert_eq!(
+        app.create_event(&organization, &event, None).await.status(),
+        200
+    );
+    let event_id = newest_event_id(&app, &organization).await;
+    let stream = api_stream(
+        &app,
+        &organization,
+        &hostile("stream"),
+        json!({"source": hostile("source")}),
+    )
+    .await;
+    let link_with_urls = |intent: &str| {
+        json!({"organization": organization, "intent": intent,
+               "return_url": format!("https://app.test/{}", hostile("return_url")),
+               "success_url": format!("https://app.test/{}", hostile("success_url"))})
+    };
+
+    let events = open(&made_link(&app, &link_with_urls("audit_logs")).await).await;
+    let layout = ["org", "return_url"];
+    let row = [
+        "actor_id",
+        "actor_name",
+        "target_type",
+        "target_name",
+        "location",
+    ];
+    assert_escaped(
+        page(&app, &events, "/portal/events").await,
+        200,
+        &[&layout[..], &row[..]].concat(),
+    )
+    .await;
+    let filtered = browser()
+        .get(app.url("/portal/events"))
+        .query(&[
+            ("actor_names", hostile("actor_name")),
+            ("q", hostile("query")),
+        ])
+        .header("cookie", &events)
+        .send()
+        .await
+        .expect("request");
+    assert_escaped(
+        filtered,
+        200,
+        &[&layout[..], &["actor_name", "query"]].concat(),
+    )
+    .await;
+    let refused = browser()
+        .get(app.url("/portal/events"))
+        .query(&[("range_start", hostile("range"))])
+        .header("cookie", &events)
+        .send()
+        .await
+        .expect("request");
+    assert_escaped(refused, 422, &[&layout[..], &["range"]].concat()).await;
+    assert_escaped(
+        page(&app, &events, &format!("/portal/events/{event_id}")).await,
+        200,
+        &[&layout[..], &["metadata", "actor_name", "location"]].concat(),
+    )
+    .await;
+
+    let streams = open(&made_link(&app, &link_with_urls("log_streams")).await).await;
+    assert_escaped(
+        page(&app, &streams, "/portal/streams").await,
+        200,
+        &[&layout[..], &["stream"]].concat(),
+    )
+    .await;
+    for path in [
+        format!("/portal/streams/{stream}"),
+        format!("/portal/streams/{stream}/edit"),
+    ] {
+        assert_escaped(
+            page(&app, &streams, &path).await,
+            200,
+            &[&layout[..], &["stream", "source"]].concat(),
+        )
+        .await;
+    }
+    let notice = browser()
+        .get(app.url(&format!("/portal/streams/{stream}")))
+        .query(&[
+            ("notice", "invalid".to_owned()),
+            ("detail", hostile("notice")),
+        ])
+        .header("cookie", &streams)
+        .send()
+        .await
+        .expect("request");
+    assert_escaped(notice, 200, &[&layout[..], &["notice", "stream"]].concat()).await;
+
+    // The typed values of a refused form, shown again; then the page showing a made secret,
+    // whose way on is the link's success_url.
+    let token = csrf(&app, &streams, "/portal/streams/new").await;
+    let post = |url: &'static str| {
+        let form = [
+            ("csrf", token.clone()),
+            ("type", "http".to_owned()),
+            ("name", hostile("typed_name")),
+            ("config.url", url.to_owned()),
+            ("config.source", hostile("typed_source")),
+        ];
+        browser()
+            .post(app.url("/portal/streams"))
+            .header("cookie", &streams)
+            .form(&form)
+            .send()
+    };
+    assert_escaped(
+        post("ftp://x").await.expect("request"),
+        422,
+        &[&layout[..], &["typed_name", "typed_source"]].concat(),
+    )
+    .await;
+    assert_escaped(
+        post("http://127.0.0.1:9/hook").await.expect("request"),
+        200,
+        &[&layout[..], &["typed_name", "success_url"]].concat(),
+    )
+    .await;
 }

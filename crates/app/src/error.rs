@@ -18,6 +18,10 @@ pub enum AppError {
     /// A uniqueness rule was broken; the string names the field.
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// The organization is under a legal hold (for this reason), which the change needs to be
+    /// forced past.
+    #[error("the organization is under a legal hold: {0}")]
+    LegalHold(String),
     /// Storage could not be reached; the request may be retried.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),

@@ -23,6 +23,7 @@
 //! `trailmark-server`), SQL (in `trailmark-store`), validation rules (in `trailmark-domain`).
 
 pub mod effects;
+pub mod erasure;
 pub mod error;
 pub mod exports;
 pub mod ingest;

@@ -14,6 +14,7 @@
 //! - [`metadata`]: the metadata maps of events, actors and targets.
 //! - [`event`]: `NewEvent::parse` and the event's normalized JSON.
 //! - [`schema`]: versioned action schemas and validation of an event against one.
+//! - [`erasable`]: the values of an event that hold a person's data, and erasure requests.
 //! - [`record`]: the event object, the one shape of a stored event wherever it is read.
 //! - [`query`]: the filters readers and exports use.
 //! - [`export`]: CSV and NDJSON rows.
@@ -34,6 +35,7 @@
 
 pub mod api_key;
 pub mod canonical;
+pub mod erasable;
 pub mod event;
 pub mod export;
 pub mod id;

@@ -12,7 +12,10 @@
 //!
 //! `version` is the schema version the client named (`null` if none); `metadata` is `null`
 //! when the event had none. Actor and targets are as submitted (`name` and `metadata` only when
-//! given). Compatibility rule: keys may be added, never removed or renamed.
+//! given). Events stored since leaf version 2 also carry `salt` (the seed of the salts that
+//! commit to their personal data) and, once erased, `salts` and `erased` instead
+//! (`trailmark_ledger::commit`): a verifier needs them to recompute the leaf hash. Compatibility
+//! rule: keys may be added, never removed or renamed.
 
 use serde_json::{Map, Value, json};
 
@@ -58,6 +61,12 @@ pub fn into_event_object(placement: Placement<'_>, body: Value) -> Value {
     );
     object.insert("context".into(), take(&mut body, "context"));
     object.insert("metadata".into(), take(&mut body, "metadata"));
+    // Leaf version 2's salts and commitments (`trailmark_ledger::commit`), when the event has them.
+    for key in ["salt", "salts", "erased"] {
+        if let Some(value) = body.remove(key) {
+            object.insert(key.into(), value);
+        }
+    }
     Value::Object(object)
 }
 

@@ -67,6 +67,13 @@ struct Body<'a> {
     context: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     metadata: Option<&'a RawValue>,
+    /// Leaf version 2's seed, or salts and commitments (`trailmark_ledger::commit`).
+    #[serde(borrow, default, deserialize_with = "present")]
+    salt: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    salts: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    erased: Option<&'a RawValue>,
 }
 
 /// The actor's members a CSV row shows.
@@ -120,6 +127,7 @@ fn ndjson_line(event: &RawEvent, body: &Body<'_>, proof: Option<&[Hash]>, out: &
     out.push_str(json_or(body.actor, "null"));
     out.push_str(",\"context\":");
     out.push_str(json_or(body.context, "null"));
+    optional_member("erased", body.erased, out);
     out.push_str(",\"id\":");
     push_json_string(&event.id, out);
     if let Some(proof) = proof {
@@ -143,15 +151,24 @@ fn ndjson_line(event: &RawEvent, body: &Body<'_>, proof: Option<&[Hash]>, out: &
     out.push_str(",\"organization_id\":");
     push_json_string(&event.organization_id, out);
     // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        ",\"received_at\":\"{}\",\"sequence\":{},\"targets\":",
-        event.received_at, event.sequence
-    );
+    let _ = write!(out, ",\"received_at\":\"{}\"", event.received_at);
+    optional_member("salt", body.salt, out);
+    optional_member("salts", body.salts, out);
+    let _ = write!(out, ",\"sequence\":{},\"targets\":", event.sequence);
     out.push_str(json_or(body.targets, "[]"));
     out.push_str(",\"version\":");
     out.push_str(json_or(body.version, "null"));
     out.push_str("}\n");
+}
+
+/// `,"key":value` when the body has the member.
+fn optional_member(key: &str, raw: Option<&RawValue>, out: &mut String) {
+    if let Some(raw) = raw {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        out.push_str(raw.get());
+    }
 }
 
 /// The row `trailmark_domain::export::csv_row` writes for the event object.

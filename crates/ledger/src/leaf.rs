@@ -12,22 +12,37 @@
 //! `{"object":"audit_log_event","id":"event_1",…}` canonicalizes to its keys in sorted order with
 //! no whitespace, e.g. `{"action":"a.b","actor":{"id":"u","type":"user"},"context":{…},"id":"event_1",…}`.
 //!
+//! **Leaf version 2.** An event stored since leaf version 2 carries `salt` (or, after an
+//! erasure, `salts` and `erased`): its leaf bytes are then the canonical JSON of its *committed
+//! object* instead, where each value that can name a person is replaced by a salted hash of it
+//! ([`crate::commit`]). Reading the event tells a verifier which rule applies.
+//!
 //! Compatibility rule: the event object may gain keys, which changes the leaves of events
 //! ingested after the change only; verifiers hash whatever keys an event carries.
 
 use serde_json::Value;
 use trailmark_domain::Timestamp;
 use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_json_without};
-use trailmark_domain::record::{Placement, canonical_event_object};
+use trailmark_domain::record::{Placement, canonical_event_object, event_object};
 
+use crate::commit::{SALTING_KEYS, Salting, committed_object};
 use crate::tree::{Hash, leaf_hash};
 
 /// Keys of an exported or read event that are not part of its leaf.
 pub const NON_LEAF_KEYS: [&str; 2] = ["leaf_hash", "inclusion_proof"];
 
-/// The leaf bytes of an event object.
+/// The leaf bytes of an event object, by the rule of its leaf version. Salts that do not decode
+/// or do not fit the event give bytes no honest leaf has, so such an event fails verification
+/// as altered.
 pub fn leaf_bytes(event_object: &Value) -> Vec<u8> {
-    canonical_json_without(event_object, &NON_LEAF_KEYS)
+    match Salting::of(event_object) {
+        Ok(None) => canonical_json_without(event_object, &NON_LEAF_KEYS),
+        Ok(Some(salting)) => match committed_object(event_object, &salting) {
+            Ok(committed) => canonical_json(&committed),
+            Err(_) => canonical_json(event_object),
+        },
+        Err(_) => canonical_json(event_object),
+    }
 }
 
 /// The leaf hash of an event object.
@@ -35,9 +50,19 @@ pub fn event_leaf_hash(event_object: &Value) -> Hash {
     leaf_hash(&leaf_bytes(event_object))
 }
 
-/// [`event_leaf_hash`] of an event object written in canonical form (an exported line),
-/// from its text: the same hash, without building the object.
+/// [`event_leaf_hash`] of an event object written in canonical form (an exported line): for an
+/// event before leaf version 2 the same hash from its text, without building the object.
 pub fn canonical_event_leaf_hash(event_object: &CanonicalObject<'_>) -> Hash {
+    if SALTING_KEYS
+        .iter()
+        .any(|key| event_object.get(key).is_some())
+    {
+        let text = event_object.without(&[]);
+        return match serde_json::from_slice::<Value>(&text) {
+            Ok(object) => event_leaf_hash(&object),
+            Err(_) => leaf_hash(&text),
+        };
+    }
     leaf_hash(&event_object.without(&NON_LEAF_KEYS))
 }
 
@@ -55,17 +80,33 @@ impl LeafTemplate {
     /// The template of the event whose normalized body is `body`, placed in `organization_id`'s
     /// log with `id`, received at `received_at`.
     pub fn new(id: &str, organization_id: &str, received_at: Timestamp, body: &Value) -> Self {
+        let placement = Placement {
+            id,
+            organization_id,
+            sequence: 0,
+            received_at,
+        };
+        if let Ok(Some(salting)) = Salting::of(body) {
+            let object = event_object(placement, body);
+            if let Ok(committed) = committed_object(&object, &salting) {
+                let zero = canonical_json(&committed);
+                // The committed object's top-level `sequence` is its only member of that key.
+                let at = std::str::from_utf8(&zero)
+                    .ok()
+                    .and_then(|text| {
+                        let value = CanonicalObject::parse(text)?.get("sequence")?;
+                        Some(value.as_ptr() as usize - text.as_ptr() as usize)
+                    })
+                    .unwrap_or(zero.len());
+                return LeafTemplate {
+                    before: zero[..at].to_vec(),
+                    after: zero[(at + 1).min(zero.len())..].to_vec(),
+                };
+            }
+        }
         // The event object carries no `leaf_hash` or `inclusion_proof` (the non-leaf keys), so
         // its canonical form is its leaf bytes.
-        let (zero, at) = canonical_event_object(
-            Placement {
-                id,
-                organization_id,
-                sequence: 0,
-                received_at,
-            },
-            body,
-        );
+        let (zero, at) = canonical_event_object(placement, body);
         LeafTemplate {
             before: zero[..at].to_vec(),
             after: zero[(at + 1).min(zero.len())..].to_vec(),
@@ -87,7 +128,6 @@ impl LeafTemplate {
 mod tests {
     use super::*;
     use serde_json::json;
-    use trailmark_domain::record::event_object;
 
     #[test]
     fn a_leaf_template_hashes_as_the_whole_event_object_does() {
@@ -116,6 +156,53 @@ mod tests {
                 event_leaf_hash(&object),
                 "{sequence}"
             );
+        }
+    }
+
+    #[test]
+    fn a_version_two_template_hashes_as_the_event_object_before_and_after_an_erasure() {
+        let body = json!({
+            "action": "user.signed_in",
+            "occurred_at": "2026-08-01T10:00:00.000Z",
+            "actor": {"id": "user_1", "type": "user", "name": "Ana", "metadata": {"sequence": 1}},
+            "targets": [{"id": "team_10", "type": "team"}],
+            "context": {"location": "192.0.2.1"},
+            "metadata": {"sequence": "0"},
+            "salt": crate::commit::seed_text(&[9; crate::commit::SALT_BYTES]),
+        });
+        let received_at = Timestamp::from_unix_millis(1_785_578_400_001);
+        let template = LeafTemplate::new("event_01", "org_1", received_at, &body);
+        let erased =
+            crate::commit::erase(&body, &["/actor/id".into(), "/metadata/sequence".into()])
+                .expect("erases");
+        for sequence in [0, 9, 10, 1 << 40] {
+            let placement = Placement {
+                id: "event_01",
+                organization_id: "org_1",
+                sequence,
+                received_at,
+            };
+            let leaf = template.hash(sequence);
+            assert_eq!(
+                leaf,
+                event_leaf_hash(&event_object(placement, &body)),
+                "{sequence}"
+            );
+            assert_eq!(
+                leaf,
+                event_leaf_hash(&event_object(placement, &erased)),
+                "{sequence}"
+            );
+            let line = String::from_utf8(canonical_json(&event_object(placement, &erased)))
+                .expect("UTF-8");
+            let parsed = CanonicalObject::parse(&line).expect("canonical");
+            assert_eq!(leaf, canonical_event_leaf_hash(&parsed), "{sequence}");
+            let v1 = LeafTemplate::new("event_01", "org_1", received_at, &{
+                let mut plain = body.clone();
+                plain.as_object_mut().map(|map| map.remove("salt"));
+                plain
+            });
+            assert_ne!(leaf, v1.hash(sequence), "the versions differ");
         }
     }
 

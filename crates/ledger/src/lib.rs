@@ -5,6 +5,8 @@
 //!   and inclusion/consistency proofs over stored subtree hashes, and the verifiers. It knows
 //!   nothing about events.
 //! - [`leaf`]: an event's leaf bytes (RFC 8785 canonical JSON of its event object) and hash.
+//! - [`commit`]: leaf version 2, where values that can name a person enter the leaf as salted
+//!   hashes, so they can be erased while every proof still verifies.
 //! - [`checkpoint`]: C2SP checkpoints signed as C2SP signed notes with Ed25519.
 //! - [`tlog`]: C2SP tlog-tiles paths and entry bundles, to serve a log as static tiles.
 //! - [`cosignature`]: C2SP tlog-cosignature v1, witnesses' cosignatures on checkpoints.
@@ -29,6 +31,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod commit;
 pub mod consistency;
 pub mod cosignature;
 pub mod leaf;

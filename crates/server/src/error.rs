@@ -49,6 +49,9 @@ pub enum ApiError {
     RequestTimeout { seconds: u64 },
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// Under a legal hold (its reason), which the request did not force.
+    #[error("the organization is under a legal hold")]
+    LegalHold(String),
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -81,7 +84,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::LegalHold(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,6 +104,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Conflict(_) => "conflict",
+            ApiError::LegalHold(_) => "legal_hold",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -151,6 +155,13 @@ impl ApiError {
                 "message": format!("{field} is already in use."),
                 "code": "conflict",
                 "errors": [{"code": "conflict", "field": field}],
+            }),
+            ApiError::LegalHold(reason) => json!({
+                "message": format!(
+                    "The organization is under a legal hold ({reason}). To erase anyway, send \"force\": true with a \"reason\"."
+                ),
+                "code": "legal_hold",
+                "errors": [{"code": "legal_hold", "field": "force", "message": "the organization is under a legal hold"}],
             }),
             ApiError::Unavailable(_) => json!({
                 "message": "Storage is temporarily unavailable; retry shortly.",
@@ -231,6 +242,7 @@ impl From<AppError> for ApiError {
                 NotFoundKind::Tile => format!("Tile not found: '{id}'."),
             }),
             AppError::Conflict(field) => ApiError::Conflict(field),
+            AppError::LegalHold(reason) => ApiError::LegalHold(reason),
             AppError::Unavailable(reason) => ApiError::Unavailable(reason),
             AppError::Internal(reason) => ApiError::Internal(reason),
         }

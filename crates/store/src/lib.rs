@@ -53,8 +53,8 @@ pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
-    RawEvent, Receipt, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent,
-    StreamRecord, StreamState,
+    RawEvent, Receipt, Rewrite, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint,
+    StoredEvent, StreamRecord, StreamState,
 };
 pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
@@ -265,7 +265,7 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn logs_needing_checkpoint(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
-/// Retention and legal holds: what may be purged, and the purge itself.
+/// Retention, erasure and legal holds: what may be purged or rewritten, and the changes.
 #[async_trait]
 pub trait Retention: Send + Sync + 'static {
     /// Organizations with a retention period and no legal hold: `(id, days)`.
@@ -280,6 +280,19 @@ pub trait Retention: Send + Sync + 'static {
         limit: usize,
         now: Timestamp,
     ) -> Result<u64, StoreError>;
+    /// Rewrites events of an organization for an erasure (see [`Rewrite`]; the caller checked
+    /// that each new body keeps the event's leaf hash), purging those without a new body at
+    /// `now`. The old contents leave the store's files, not only its reads, and the search index
+    /// forgets the erased values. Does nothing and answers `false` under a legal hold unless
+    /// `force` (checked in the same transaction). Events that are not there or already purged
+    /// are skipped.
+    async fn erase_events(
+        &self,
+        organization_id: &str,
+        rewrites: Vec<Rewrite>,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
     async fn legal_hold(&self, organization_id: &str) -> Result<Option<LegalHold>, StoreError>;
     /// Sets (`Some(reason)`) or lifts (`None`) a legal hold and appends `record`, the event that
     /// records the change, to the organization's log, in one commit.

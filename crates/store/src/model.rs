@@ -290,6 +290,17 @@ pub struct LegalHold {
     pub set_at: Timestamp,
 }
 
+/// One event's new contents in an erasure (`Retention::erase_events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    pub sequence: u64,
+    /// The body with the erased values replaced, whose leaf hash is the event's own (leaf
+    /// version 2 commits to salted hashes of the values it may erase); `None` purges the event
+    /// whole, as retention does (an event stored before leaf version 2 cannot keep its proof
+    /// otherwise).
+    pub body: Option<Value>,
+}
+
 /// The health states WorkOS reports for a log stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamState {

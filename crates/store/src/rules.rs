@@ -10,6 +10,7 @@
 use trailmark_domain::Timestamp;
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
+use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
 use trailmark_ledger::leaf::LeafTemplate;
 use trailmark_ledger::tree::{Frontier, Hash, Node, NodeReader};
 
@@ -47,14 +48,25 @@ pub struct PreparedEvent {
 pub const PREPARE_OFF_THREAD: usize = 32;
 
 impl PreparedAppend {
-    pub fn new(request: AppendRequest) -> Self {
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the system's random generator fails (the seeds of the
+    /// events' salts come from it).
+    pub fn new(request: AppendRequest) -> Result<Self, StoreError> {
         let organization_id = request.organization_id;
+        let seeds = seeds(request.events.len())?;
         let events = request
             .events
             .into_iter()
-            .map(|pending| {
+            .zip(seeds)
+            .map(|(pending, seed)| {
                 let event = &pending.event;
-                let body = event.to_json();
+                let mut body = event.to_json();
+                // Leaf version 2: the seed of the event's salts, so its personal data can be
+                // erased later without breaking a proof (`trailmark_ledger::commit`).
+                if let serde_json::Value::Object(map) = &mut body {
+                    map.insert("salt".into(), seed_text(&seed).into());
+                }
                 PreparedEvent {
                     leaf: LeafTemplate::new(
                         &pending.id,
@@ -78,11 +90,11 @@ impl PreparedAppend {
                 }
             })
             .collect();
-        PreparedAppend {
+        Ok(PreparedAppend {
             organization_id,
             events,
             idempotency: request.idempotency,
-        }
+        })
     }
 
     /// [`PreparedAppend::new`], on a blocking thread when the append is large enough for the
@@ -95,11 +107,61 @@ impl PreparedAppend {
         if request.events.len() >= PREPARE_OFF_THREAD {
             tokio::task::spawn_blocking(move || PreparedAppend::new(request))
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("preparing events failed: {e}")))
+                .map_err(|e| StoreError::Unavailable(format!("preparing events failed: {e}")))?
         } else {
-            Ok(PreparedAppend::new(request))
+            PreparedAppend::new(request)
         }
     }
+}
+
+/// The columns a backend derives from an event's body, for a body an erasure rewrote: the
+/// filters and the free-text search then see the erased values no more.
+pub struct RewrittenColumns {
+    pub body: String,
+    pub action: String,
+    pub actor_id: String,
+    pub actor_name: Option<String>,
+    pub targets: Vec<(String, String)>,
+    pub search_text: String,
+}
+
+impl RewrittenColumns {
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] if `body` is not an event's body (an erasure only rewrites
+    /// values, so the body of a stored event always parses).
+    pub fn of(sequence: u64, body: &serde_json::Value) -> Result<Self, StoreError> {
+        let event = trailmark_domain::event::NewEvent::parse(body).map_err(|e| {
+            StoreError::Corrupt(format!("the rewritten body of event {sequence}: {e}"))
+        })?;
+        Ok(RewrittenColumns {
+            body: body.to_string(),
+            action: event.action().to_owned(),
+            actor_id: event.actor().id.clone(),
+            actor_name: event.actor().name.clone(),
+            targets: event
+                .targets()
+                .iter()
+                .map(|t| (t.id.clone(), t.kind.clone()))
+                .collect(),
+            search_text: event.search_text().to_lowercase(),
+        })
+    }
+}
+
+/// A random seed for each of `count` new events, from one call to the system's generator.
+fn seeds(count: usize) -> Result<Vec<Salt>, StoreError> {
+    let mut bytes = vec![0u8; count * SALT_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Unavailable(format!("the system's random generator: {e}")))?;
+    Ok(bytes
+        .chunks_exact(SALT_BYTES)
+        .map(|chunk| {
+            let mut seed = [0u8; SALT_BYTES];
+            seed.copy_from_slice(chunk);
+            seed
+        })
+        .collect())
 }
 
 /// The receipt of `event` placed at `sequence`: its leaf hash is computed there, by the one

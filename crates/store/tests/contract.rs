@@ -31,9 +31,9 @@ use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_i
 use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
     IdempotencyClaim, LegalHold, NewPortalSession, Order, OrganizationFilter, Page, PageRequest,
-    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, SchemaLookup,
-    SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent, StreamRecord,
-    StreamState, rules,
+    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, Rewrite, SchemaLookup,
+    SearchPage, SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent,
+    StreamRecord, StreamState, rules,
 };
 
 /// Which contract tests cover each method of each storage trait: one `Trait::method test` pair
@@ -95,6 +95,7 @@ LedgerStore::logs_needing_checkpoint  logs_needing_a_checkpoint_are_those_grown_
 Retention::purgeable_organizations    purgeable_organizations_have_a_retention_period_and_no_legal_hold
 Retention::purge_events               retention_purges_contents_but_keeps_stubs_in_the_log
 Retention::purge_events               a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit
+Retention::erase_events               an_erasure_rewrites_bodies_purges_the_rest_and_the_index_forgets_them
 Retention::legal_hold                 a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit
 Retention::legal_hold                 a_legal_hold_is_not_set_on_an_organization_that_is_not_live
 Retention::set_legal_hold             a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit
@@ -185,6 +186,7 @@ macro_rules! contract_tests {
             ],
             fixtures: [
                 acknowledged_writes_survive_reopening_the_store,
+                an_erasure_rewrites_bodies_purges_the_rest_and_the_index_forgets_them,
             ],
         );
     };
@@ -2071,11 +2073,13 @@ async fn appended_events_read_back_as_stored(store: &dyn Store) {
     for (organization, events) in [(&acme, acme_events), (&globex, globex_events)] {
         let receipts = appended(store, organization, events.clone()).await;
         for (pending, receipt) in events.iter().zip(receipts) {
-            let stored = store
+            let mut stored = store
                 .get_event(&pending.id)
                 .await
                 .expect("get")
                 .expect("an acknowledged event is there");
+            let leaf_hash = event_leaf_hash(&stored.leaf_object());
+            stored.body = unsalted(stored.body);
             assert_eq!(
                 stored,
                 StoredEvent {
@@ -2090,8 +2094,7 @@ async fn appended_events_read_back_as_stored(store: &dyn Store) {
             );
             assert_eq!(receipt.id, pending.id);
             assert_eq!(
-                stored.leaf_hash,
-                event_leaf_hash(&stored.leaf_object()),
+                stored.leaf_hash, leaf_hash,
                 "the leaf is the event object's"
             );
         }
@@ -2830,7 +2833,7 @@ async fn a_legal_hold_blocks_purging_and_is_recorded_in_the_same_commit(store: &
         .expect("get")
         .expect("the record is in the log");
     assert_eq!((stored.sequence, stored.leaf_hash), (3, set.leaf_hash));
-    assert_eq!(stored.body, record(10, at(2_000)).event.to_json());
+    assert_eq!(unsalted(stored.body), record(10, at(2_000)).event.to_json());
     assert_eq!(
         store.legal_hold(&acme).await.expect("hold"),
         Some(LegalHold {
@@ -3797,4 +3800,154 @@ async fn acknowledged_writes_survive_reopening_the_store(fixture: Fixture) {
     assert_eq!(new_root, merkle_root(&leaves));
     let proof = store.consistency_proof(&acme, 5, 6).await.expect("proof");
     assert!(verify_consistency(5, 6, &root, &new_root, &proof));
+}
+
+/// A stored body without the seed of its salts (leaf version 2), which every append adds: a
+/// 16-byte random value, different for every event.
+fn unsalted(mut body: serde_json::Value) -> serde_json::Value {
+    let seed = body
+        .as_object_mut()
+        .and_then(|map| map.remove("salt"))
+        .expect("every appended event carries the seed of its salts");
+    let seed = seed.as_str().expect("the seed is text");
+    assert_eq!(seed.len(), 24, "16 bytes in base64: {seed}");
+    body
+}
+
+async fn an_erasure_rewrites_bodies_purges_the_rest_and_the_index_forgets_them(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let acme = organization(store, "Acme").await;
+    let events: Vec<_> = (0..6)
+        .map(|n| described(n, "document.updated", at(1_000 + n as i64)))
+        .collect();
+    appended(store, &acme, events).await;
+    let before = whole_log(store, &acme).await;
+    let root = store.tree_root(&acme, 6).await.expect("root");
+    let search = |filter: EventFilter| SearchRequest {
+        filter,
+        after: None,
+        before: None,
+        order: Order::Asc,
+        limit: 100,
+    };
+    let found = |page: SearchPage| -> Vec<u64> { page.events.iter().map(|e| e.sequence).collect() };
+
+    // Event 1 loses its actor's id and name; event 3 is purged whole; event 1 again (erasing
+    // an erased event replaces its body once more); sequence 40 is not in the log.
+    let mut erased = before[1].body.clone();
+    erased["actor"]["id"] = json!("[erased]");
+    erased["actor"]["name"] = json!("[erased]");
+    erased["erased"] = json!({"/actor/id": "c1", "/actor/name": "c2"});
+    let rewrites = vec![
+        Rewrite {
+            sequence: 1,
+            body: Some(erased.clone()),
+        },
+        Rewrite {
+            sequence: 3,
+            body: None,
+        },
+        Rewrite {
+            sequence: 40,
+            body: None,
+        },
+    ];
+    store
+        .set_legal_hold(
+            &acme,
+            Some("Case 7".into()),
+            described(70, "legal_hold.changed", at(2_000)),
+            at(2_000),
+        )
+        .await
+        .expect("hold");
+    assert!(
+        !store
+            .erase_events(&acme, rewrites.clone(), false, at(5_000))
+            .await
+            .expect("erase"),
+        "a legal hold blocks an erasure that is not forced"
+    );
+    assert_eq!(
+        &whole_log(store, &acme).await[..6],
+        &before[..],
+        "nothing changed"
+    );
+    assert!(
+        store
+            .erase_events(&acme, rewrites, true, at(5_000))
+            .await
+            .expect("erase"),
+        "forced past the hold"
+    );
+
+    let check = |log: Vec<StoredEvent>| {
+        assert_eq!(
+            log.len(),
+            7,
+            "the log keeps every event and the hold's record"
+        );
+        assert_eq!(log[1].body, erased);
+        assert_eq!(log[1].leaf_hash, before[1].leaf_hash);
+        assert_eq!(log[3].purged_at, Some(at(5_000)));
+        assert_eq!(log[3].leaf_hash, before[3].leaf_hash);
+        for n in [0, 2, 4, 5] {
+            assert_eq!(log[n], before[n], "event {n} is untouched");
+        }
+    };
+    check(whole_log(store, &acme).await);
+    let searches = |store: Arc<dyn Store>, acme: String| async move {
+        let by_actor = |ids: &[&str]| EventFilter {
+            actor_ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            ..EventFilter::default()
+        };
+        let text = |needle: &str| EventFilter {
+            text: Some(needle.to_owned()),
+            ..EventFilter::default()
+        };
+        let run = |filter| {
+            let store = Arc::clone(&store);
+            let acme = acme.clone();
+            async move {
+                store
+                    .search_events(&acme, search(filter))
+                    .await
+                    .expect("search")
+            }
+        };
+        assert_eq!(
+            found(run(by_actor(&["actor_1", "actor_3"])).await),
+            Vec::<u64>::new()
+        );
+        assert_eq!(found(run(by_actor(&["[erased]"])).await), vec![1]);
+        assert_eq!(found(run(text("Actor 1")).await), Vec::<u64>::new());
+        assert_eq!(found(run(text("needle3x")).await), Vec::<u64>::new());
+        assert_eq!(
+            found(run(text("needle1x")).await),
+            vec![1],
+            "what was not erased is found"
+        );
+        assert_eq!(found(run(by_actor(&["actor_2"])).await), vec![2]);
+        let raw = store
+            .search_raw_events(&acme, search(EventFilter::default()))
+            .await
+            .expect("raw");
+        assert!(
+            raw.events[1].body.contains("[erased]"),
+            "{}",
+            raw.events[1].body
+        );
+        let single = store
+            .get_event(&format!("event_{:026}", 1))
+            .await
+            .expect("get")
+            .expect("there");
+        assert_eq!(single.body["actor"]["id"], "[erased]");
+    };
+    searches(Arc::clone(&fixture.store), acme.clone()).await;
+    assert_eq!(store.tree_root(&acme, 6).await.expect("root"), root);
+
+    let fixture = fixture.reopen().await;
+    check(whole_log(fixture.store.as_ref(), &acme).await);
+    searches(Arc::clone(&fixture.store), acme.clone()).await;
 }

@@ -1,36 +1,14 @@
-//! HTML writing: escaping, URL encoding, the shared layout and the error page. Pages are built
-//! with `format!`; every value that did not come from this source file goes through [`esc`] (in
-//! text and in double-quoted attributes) or [`url`] (in query strings).
-
-use std::fmt;
+//! HTML writing: the shared layout, the error page and URL encoding. Pages are `maud` templates,
+//! checked at compile time: every value spliced into one, in text or in an attribute, is escaped
+//! by the template engine, so no value reaches a page unescaped unless a template says so with
+//! `PreEscaped` (none does). URL-building helpers encode query strings ([`url`],
+//! [`query_string`]); the template then escapes the URL like any other attribute value.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
 use trailmark_domain::portal::PortalIntent;
 use trailmark_store::PortalSession;
-
-/// Text made safe for HTML content and double- or single-quoted attribute values.
-pub(crate) struct Esc<'a>(&'a str);
-
-pub(crate) fn esc(text: &str) -> Esc<'_> {
-    Esc(text)
-}
-
-impl fmt::Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '&' => f.write_str("&amp;")?,
-                '<' => f.write_str("&lt;")?,
-                '>' => f.write_str("&gt;")?,
-                '"' => f.write_str("&quot;")?,
-                '\'' => f.write_str("&#39;")?,
-                other => fmt::Write::write_char(f, other)?,
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Percent-encodes `text` for a query string value (everything but unreserved characters).
 pub(crate) fn url(text: &str) -> String {
@@ -66,61 +44,53 @@ pub(crate) struct Frame<'a> {
 }
 
 /// A whole page: head, header with the section's navigation and the way back to the app, and
-/// `body` (already-escaped HTML).
-pub(crate) fn page(status: StatusCode, frame: &Frame<'_>, body: &str) -> Response {
-    let refresh = frame
-        .refresh
-        .as_deref()
-        .map(|content| format!(r#"<meta http-equiv="refresh" content="{}">"#, esc(content)))
-        .unwrap_or_default();
-    let nav = frame.session.map_or_else(String::new, |session| {
-        let section = match session.intent {
-            PortalIntent::AuditLogs => r#"<a href="/portal/events">Audit log</a>"#,
-            PortalIntent::LogStreams => r#"<a href="/portal/streams">Log streams</a>"#,
-        };
-        let back = session
-            .return_url
-            .as_deref()
-            .map_or_else(String::new, |url| {
-                format!(
-                    r#"<a class="back" href="{}">← Back to the app</a>"#,
-                    esc(url)
-                )
-            });
-        format!(r#"<nav aria-label="Portal">{section}{back}</nav>"#)
-    });
-    let organization = if frame.organization_name.is_empty() {
-        String::new()
-    } else {
-        format!(
-            r#"<span class="org">{}</span>"#,
-            esc(frame.organization_name)
-        )
+/// `body`.
+pub(crate) fn page(status: StatusCode, frame: &Frame<'_>, body: Markup) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                @if let Some(refresh) = &frame.refresh {
+                    meta http-equiv="refresh" content=(refresh);
+                }
+                title { (frame.title) " · Audit log portal" }
+                link rel="stylesheet" href="/portal/assets/portal.css";
+                script src="/portal/assets/portal.js" defer {}
+            }
+            body {
+                a class="skip" href="#main" { "Skip to content" }
+                header {
+                    span class="brand" { "Audit log portal" }
+                    @if !frame.organization_name.is_empty() {
+                        span class="org" { (frame.organization_name) }
+                    }
+                    @if let Some(session) = frame.session {
+                        nav aria-label="Portal" {
+                            @match session.intent {
+                                PortalIntent::AuditLogs => {
+                                    a href="/portal/events" { "Audit log" }
+                                }
+                                PortalIntent::LogStreams => {
+                                    a href="/portal/streams" { "Log streams" }
+                                }
+                            }
+                            @if let Some(url) = &session.return_url {
+                                a class="back" href=(url) { "← Back to the app" }
+                            }
+                        }
+                    }
+                }
+                main id="main" {
+                    h1 { (frame.title) }
+                    (body)
+                }
+            }
+        }
     };
-    let html = format!(
-        r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-{refresh}<title>{title} · Audit log portal</title>
-<link rel="stylesheet" href="/portal/assets/portal.css">
-<script src="/portal/assets/portal.js" defer></script>
-</head>
-<body>
-<a class="skip" href="#main">Skip to content</a>
-<header><span class="brand">Audit log portal</span>{organization}{nav}</header>
-<main id="main">
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"##,
-        title = esc(frame.title),
-    );
-    html_response(status, html)
+    html_response(status, html.into_string())
 }
 
 /// A page explaining why a request was refused.
@@ -134,11 +104,11 @@ pub(crate) fn error_page(status: StatusCode, title: &str, detail: &str) -> Respo
     page(
         status,
         &frame,
-        &format!(r#"<p class="notice error">{}</p>"#, esc(detail)),
+        html! { p class="notice error" { (detail) } },
     )
 }
 
-pub(crate) fn html_response(status: StatusCode, html: String) -> Response {
+fn html_response(status: StatusCode, html: String) -> Response {
     let mut response = (status, html).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -159,15 +129,6 @@ pub(crate) fn see_other(location: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_neutralizes_markup_and_quotes() {
-        assert_eq!(
-            esc(r#"<script>alert("x") & 'y'</script>"#).to_string(),
-            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
-        );
-        assert_eq!(esc("plain text é").to_string(), "plain text é");
-    }
 
     #[test]
     fn query_strings_encode_values_and_skip_empty_ones() {

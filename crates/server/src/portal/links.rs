@@ -15,6 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use maud::html;
 use serde_json::{Value, json};
 use trailmark_app::AppError;
 use trailmark_domain::Timestamp;
@@ -23,7 +24,7 @@ use trailmark_domain::id::IdKind;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_store::{NewPortalSession, PortalLink, PortalRedemption};
 
-use super::html::{self, Frame, esc};
+use super::html::{self, Frame};
 use super::session::{Portal, random_token, renewed_expiry, session_cookie, token_hash};
 use super::{PortalError, record};
 use crate::auth::Caller;
@@ -185,11 +186,8 @@ pub async fn open(
         organization_name: "",
         refresh: Some(format!("0; url={next}")),
     };
-    let body = format!(
-        r#"<p><a href="{next}">Continue to the portal</a></p>"#,
-        next = esc(next)
-    );
-    let mut response = html::page(StatusCode::OK, &frame, &body);
+    let body = html! { p { a href=(next) { "Continue to the portal" } } };
+    let mut response = html::page(StatusCode::OK, &frame, body);
     let cookie = session_cookie(&secret, &state.config.public_url);
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);

@@ -9,7 +9,8 @@
 //!
 //! - `links`: issuing links and opening them (link → session cookie).
 //! - `session`: the session cookie, the [`session::Portal`] extractor, and CSRF-checked forms.
-//! - `html`: escaping and the page layout; `assets/`: the CSS and the little JavaScript, embedded.
+//! - `html`: the page layout (pages are `maud` templates, which escape every value they are
+//!   given); `assets/`: the CSS and the little JavaScript, embedded.
 //! - `pages/`: one file per section.
 //!
 //! Every page carries a strict Content-Security-Policy (nothing but this server's own CSS and

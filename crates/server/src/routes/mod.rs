@@ -1,5 +1,6 @@
 //! One file per resource; this file assembles them into the router.
 
+mod erasures;
 mod events;
 mod exports;
 mod ledger;
@@ -75,6 +76,7 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/audit_logs/exports", post(exports::create)),
         ("/audit_logs/exports/{id}", get(exports::get)),
         ("/audit_logs/exports/{id}/download", get(exports::download)),
+        ("/audit_logs/erasures", post(erasures::create)),
         (
             "/audit_logs/events/batch",
             post(events::create_batch).layer(DefaultBodyLimit::max(

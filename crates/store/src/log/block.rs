@@ -148,7 +148,12 @@ impl BlockRecord {
         let mut trigrams: std::collections::HashSet<u64, std::hash::BuildHasherDefault<MixHasher>> =
             Default::default();
         let mut values: std::collections::BTreeMap<&str, Vec<u16>> = Default::default();
-        for (offset, event) in events.iter().enumerate() {
+        // A purged event keeps its place (its location and times) but nothing it said.
+        for (offset, event) in events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| event.purged_at.is_none())
+        {
             let offset = offset as u16;
             add_term(&mut terms, Field::Action, &event.action, offset);
             add_term(&mut terms, Field::ActorId, &event.actor_id, offset);
@@ -282,23 +287,6 @@ impl Columns {
 
     pub(crate) fn len(&self) -> usize {
         self.locations.len()
-    }
-
-    /// The purge list with `offsets` purged at `at` added (already-purged events keep their
-    /// time).
-    pub(crate) fn purged_with(&self, offsets: &[u16], at: i64) -> Vec<u8> {
-        let mut purged = self.purged.clone();
-        for &offset in offsets {
-            if let Some(slot) = purged.get_mut(offset as usize) {
-                slot.get_or_insert(at);
-            }
-        }
-        encode_purged(
-            purged
-                .iter()
-                .enumerate()
-                .filter_map(|(offset, at)| at.map(|at| (offset as u16, at))),
-        )
     }
 }
 
@@ -824,18 +812,31 @@ mod tests {
             record.min_occurred,
             events.iter().map(|e| e.occurred_at).min().unwrap()
         );
-        let repurged = columns.purged_with(&[1, 2], 77);
-        let again = Columns::decode(
-            record.first_sequence,
-            record.count as usize,
-            &record.locations,
-            &record.occurred,
-            &record.received,
-            &repurged,
-        )
-        .expect("decodes");
-        assert_eq!(again.purged[1], Some(77));
-        assert_eq!(again.purged[0], events[0].purged_at.or(columns.purged[0]));
+    }
+
+    #[test]
+    fn a_purged_event_leaves_nothing_in_the_blocks_terms_or_text() {
+        let mut events: Vec<_> = (1..4).map(event).collect();
+        events[1].actor_id = "only_in_the_purged_event".into();
+        events[1].text = "only_in_the_purged_event".into();
+        events[1].purged_at = Some(5);
+        let record = BlockRecord::build(&events);
+        assert!(
+            record
+                .terms
+                .iter()
+                .all(|(_, value, _)| value != "only_in_the_purged_event"),
+            "{:?}",
+            record.terms
+        );
+        let text = String::from_utf8_lossy(&record.text_values);
+        assert!(!text.contains("only_in_the_purged_event"), "{text}");
+        assert!(
+            record
+                .terms
+                .iter()
+                .any(|(_, value, _)| value == &events[0].actor_id)
+        );
     }
 
     /// Every filter kind, alone and combined: a sealed block's candidates are exactly the

@@ -16,6 +16,7 @@
 //! `synchronous=NORMAL`: a power cut may lose its last commits, never consistency, and the
 //! next start reads those events back from the log.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -24,10 +25,12 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 use trailmark_domain::Timestamp;
 
-use super::block::{BLOCK_MAX_EVENTS, BlockRecord, Columns};
-use super::format::{body_span, rewritten_body};
+use super::block::{BLOCK_MAX_EVENTS, BlockRecord, Columns, IndexedEvent};
+use super::format::{body_span, decode_event, rewritten_body};
 use super::runs::{Memtable, Runs};
-use super::{LogEngine, MAX_OPEN_EVENTS, REPLAY_WINDOW_BYTES, RUN_ENTRIES, Shared};
+use super::{
+    LogEngine, MAX_OPEN_EVENTS, OrgLog, REPLAY_WINDOW_BYTES, RUN_ENTRIES, Shared, indexed_from_body,
+};
 use crate::StoreError;
 
 /// How often the thread looks for work nobody woke it for.
@@ -46,9 +49,26 @@ pub(crate) enum Task {
         now: i64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Rewrite or purge events of an organization for an erasure (unless it is under a legal
+    /// hold and not forced); answers whether it was done.
+    Erase {
+        organization_id: String,
+        changes: Vec<(u64, Change)>,
+        force: bool,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// Write every event in memory as blocks and every lookup as runs (before a shutdown or a
     /// copy of the data directory; tests use it to reach the written index).
     Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// What becomes of one event of a block that is rewritten.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Purged at this time (unix milliseconds): only its stub remains.
+    Purge(i64),
+    /// Its body is this (an erasure's): kept in `log_erasures`.
+    Body(String),
 }
 
 pub(crate) fn wake(shared: &Shared) {
@@ -68,6 +88,9 @@ pub(crate) fn start(
     let connection = Connection::open(&db_path)?;
     connection.busy_timeout(Duration::from_secs(5))?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
+    // Purges and erasures delete index rows holding what they remove: the freed space is
+    // zeroed, so it does not linger in the database file.
+    connection.pragma_update(None, "secure_delete", true)?;
     std::thread::Builder::new()
         .name("trailmark-log-maintenance".into())
         .spawn(move || run(&shared, &connection, &tasks))
@@ -111,6 +134,14 @@ fn run(shared: &std::sync::Weak<Shared>, connection: &Connection, tasks: &mpsc::
                     now,
                 ));
             }
+            Task::Erase {
+                organization_id,
+                changes,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(erase(shared, connection, &organization_id, changes, force));
+            }
             Task::Flush(reply) => {
                 let _ = reply.send(flush_all(shared, connection));
             }
@@ -145,6 +176,32 @@ impl LogEngine {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the purge was not done".into()))?
+    }
+
+    /// Erases (see [`Task::Erase`]).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn erase(
+        &self,
+        organization_id: &str,
+        changes: Vec<(u64, Change)>,
+        force: bool,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tasks
+            .send(Task::Erase {
+                organization_id: organization_id.to_owned(),
+                changes,
+                force,
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable("the log's maintenance has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the erasure was not done".into()))?
     }
 
     /// Deletes claims whose records all expired before `now`; returns how many went.
@@ -267,40 +324,8 @@ fn seal(shared: &Shared, connection: &Connection, organization_id: &str) -> Resu
     let tiles = edge.extend(events.iter().map(|e| e.leaf_hash));
 
     let transaction = connection.unchecked_transaction()?;
-    transaction
-        .prepare_cached(
-            "INSERT INTO log_blocks (organization, first_sequence, count, min_occurred, max_occurred,
-                min_received, max_received, locations, occurred, received, purged, bloom, text_values)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?
-        .execute(params![
-            number,
-            record.first_sequence as i64,
-            record.count,
-            record.min_occurred,
-            record.max_occurred,
-            record.min_received,
-            record.max_received,
-            record.locations,
-            record.occurred,
-            record.received,
-            record.purged,
-            record.bloom,
-            record.text_values,
-        ])?;
+    insert_block(&transaction, number, &record)?;
     {
-        let mut term = transaction.prepare_cached(
-            "INSERT INTO log_terms (organization, first_sequence, field, value, postings) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (field, value, postings) in &record.terms {
-            term.execute(params![
-                number,
-                record.first_sequence as i64,
-                field.code(),
-                value,
-                postings
-            ])?;
-        }
         let mut tile = transaction.prepare_cached(
             "INSERT INTO log_tiles (organization, level, idx, hashes) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (organization, level, idx) DO UPDATE SET hashes = excluded.hashes",
@@ -335,6 +360,48 @@ fn seal(shared: &Shared, connection: &Connection, organization_id: &str) -> Resu
     log.sealed += events.len() as u64;
     log.edge = edge;
     state.open_events -= events.len();
+    Ok(())
+}
+
+/// Inserts a block's row and its terms.
+fn insert_block(
+    transaction: &rusqlite::Transaction<'_>,
+    number: u32,
+    record: &BlockRecord,
+) -> Result<(), StoreError> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO log_blocks (organization, first_sequence, count, min_occurred, max_occurred,
+                min_received, max_received, locations, occurred, received, purged, bloom, text_values)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?
+        .execute(params![
+            number,
+            record.first_sequence as i64,
+            record.count,
+            record.min_occurred,
+            record.max_occurred,
+            record.min_received,
+            record.max_received,
+            record.locations,
+            record.occurred,
+            record.received,
+            record.purged,
+            record.bloom,
+            record.text_values,
+        ])?;
+    let mut term = transaction.prepare_cached(
+        "INSERT INTO log_terms (organization, first_sequence, field, value, postings) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (field, value, postings) in &record.terms {
+        term.execute(params![
+            number,
+            record.first_sequence as i64,
+            field.code(),
+            value,
+            postings
+        ])?;
+    }
     Ok(())
 }
 
@@ -401,24 +468,10 @@ fn purge(
     limit: usize,
     now: i64,
 ) -> Result<u64, StoreError> {
-    // Events still in memory are written as blocks first, so a purge only changes blocks.
-    loop {
-        let has_expired_in_memory = shared
-            .read_state()?
-            .logs
-            .get(organization_id)
-            .is_some_and(|log| log.open.iter().any(|e| e.received_at < before));
-        if !has_expired_in_memory {
-            break;
-        }
-        seal(shared, connection, organization_id)?;
-    }
-    let Some(number) = shared
-        .read_state()?
-        .logs
-        .get(organization_id)
-        .map(|log| log.number)
-    else {
+    let sealed = seal_while(shared, connection, organization_id, |log| {
+        log.open.iter().any(|e| e.received_at < before)
+    })?;
+    let Some(number) = sealed else {
         return Ok(0);
     };
     // IMMEDIATE: it reads the hold and the blocks, then writes; a deferred transaction could
@@ -433,46 +486,292 @@ fn purge(
     if held {
         return Ok(0);
     }
-    let mut rewrites = Vec::new();
-    let mut purged = 0usize;
+    let mut expired = Vec::new();
     {
         let mut blocks = transaction.prepare_cached(
             "SELECT first_sequence, count, locations, occurred, received, purged FROM log_blocks
              WHERE organization = ?1 AND min_received < ?2 ORDER BY first_sequence",
         )?;
         let mut rows = blocks.query(params![number, before])?;
-        let mut update = transaction.prepare_cached(
-            "UPDATE log_blocks SET purged = ?3 WHERE organization = ?1 AND first_sequence = ?2",
-        )?;
-        let mut pending = transaction.prepare_cached(
-            "INSERT OR IGNORE INTO log_redactions (organization, first_sequence) VALUES (?1, ?2)",
-        )?;
-        while purged < limit
+        while expired.len() < limit
             && let Some(row) = rows.next()?
         {
             let columns = Columns::from_row(row, 0)?;
-            let first = columns.first_sequence as i64;
-            let offsets: Vec<u16> = (0..columns.len())
-                .filter(|&o| columns.received[o] < before && columns.purged[o].is_none())
-                .take(limit - purged)
-                .map(|o| o as u16)
-                .collect();
-            if offsets.is_empty() {
-                continue;
-            }
-            update.execute(params![number, first, columns.purged_with(&offsets, now)])?;
-            pending.execute(params![number, first])?;
-            rewrites.extend(offsets.iter().map(|&o| columns.locations[o as usize]));
-            purged += offsets.len();
+            expired.extend(
+                (0..columns.len())
+                    .filter(|&o| columns.received[o] < before && columns.purged[o].is_none())
+                    .take(limit - expired.len())
+                    .map(|o| (columns.first_sequence + o as u64, Change::Purge(now))),
+            );
         }
     }
+    let zeroed = rewrite_blocks(shared, &transaction, number, &expired)?;
     transaction.commit()?;
-    erase_bodies(shared, &rewrites)?;
+    forget_bodies(shared, connection, number, &zeroed)?;
+    Ok(expired.len() as u64)
+}
+
+/// Writes an organization's events in memory as blocks while `in_memory` says some that a
+/// purge or an erasure changes are still there, so that it only changes blocks. Returns the
+/// organization's number, `None` if it has no log.
+fn seal_while(
+    shared: &Shared,
+    connection: &Connection,
+    organization_id: &str,
+    in_memory: impl Fn(&OrgLog) -> bool,
+) -> Result<Option<u32>, StoreError> {
+    loop {
+        {
+            let state = shared.read_state()?;
+            match state.logs.get(organization_id) {
+                None => return Ok(None),
+                Some(log) if !in_memory(log) => return Ok(Some(log.number)),
+                Some(_) => {}
+            }
+        }
+        seal(shared, connection, organization_id)?;
+    }
+}
+
+/// Erases: the events of `changes` get their new bodies or are purged, in their blocks (whose
+/// index is rebuilt without the old values) and in `log_erasures`, committed durably; then their
+/// old records are rewritten as zeros. Nothing under a legal hold unless `force`.
+fn erase(
+    shared: &Shared,
+    connection: &Connection,
+    organization_id: &str,
+    mut changes: Vec<(u64, Change)>,
+    force: bool,
+) -> Result<bool, StoreError> {
+    changes.sort_by_key(|(sequence, _)| *sequence);
+    let Some(last) = changes.last().map(|(sequence, _)| *sequence) else {
+        return Ok(true);
+    };
+    let sealed = seal_while(shared, connection, organization_id, |log| {
+        log.sealed <= last && !log.open.is_empty()
+    })?;
+    let Some(number) = sealed else {
+        return Ok(true);
+    };
+    // The new bodies exist nowhere else once the old records are zeroed: unlike the index, they
+    // cannot be rebuilt from the log, so this commit is synced.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    let committed = commit_erasure(shared, connection, organization_id, number, &changes, force);
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    let Some(zeroed) = committed? else {
+        return Ok(false);
+    };
+    forget_bodies(shared, connection, number, &zeroed)?;
+    Ok(true)
+}
+
+/// [`erase`]'s transaction: `None` under a legal hold not forced, else the old records to zero.
+fn commit_erasure(
+    shared: &Shared,
+    connection: &Connection,
+    organization_id: &str,
+    number: u32,
+    changes: &[(u64, Change)],
+    force: bool,
+) -> Result<Option<Vec<(u64, u32)>>, StoreError> {
+    let transaction =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    let held: bool = transaction.query_row(
+        "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = ?1)",
+        [organization_id],
+        |row| row.get(0),
+    )?;
+    if held && !force {
+        return Ok(None);
+    }
+    let zeroed = rewrite_blocks(shared, &transaction, number, changes)?;
+    // Reads look in `log_erasures` from now on (before the commit: until it, they find nothing
+    // there and read the old records, which are still intact).
+    shared.write_state()?.erased.insert(number);
+    transaction.commit()?;
+    Ok(Some(zeroed))
+}
+
+/// Applies `changes` (sorted by sequence, all in written blocks of organization `number`) to
+/// their blocks: each block touched is built anew from its events' current bodies, so its terms,
+/// trigram filter and text values no longer hold what was purged or erased; new bodies go to
+/// `log_erasures`, and each block is listed in `log_redactions` until its old records are
+/// zeroed. Returns where those records lie. Events already purged, or past the blocks, are
+/// left as they are.
+fn rewrite_blocks(
+    shared: &Shared,
+    transaction: &rusqlite::Transaction<'_>,
+    number: u32,
+    changes: &[(u64, Change)],
+) -> Result<Vec<(u64, u32)>, StoreError> {
+    let mut zeroed = Vec::new();
+    let mut at = 0;
+    while at < changes.len() {
+        let sequence = changes[at].0;
+        let columns = {
+            let mut block = transaction.prepare_cached(
+                "SELECT first_sequence, count, locations, occurred, received, purged FROM log_blocks
+                 WHERE organization = ?1 AND first_sequence <= ?2 ORDER BY first_sequence DESC LIMIT 1",
+            )?;
+            let mut rows = block.query(params![number, sequence as i64])?;
+            match rows.next()? {
+                Some(row) => Columns::from_row(row, 0)?,
+                None => {
+                    at += 1;
+                    continue;
+                }
+            }
+        };
+        let end = columns.first_sequence + columns.len() as u64;
+        let count = changes[at..]
+            .iter()
+            .take_while(|(sequence, _)| *sequence < end)
+            .count()
+            .max(1);
+        if sequence < end {
+            zeroed.extend(rewrite_block(
+                shared,
+                transaction,
+                number,
+                &columns,
+                &changes[at..at + count],
+            )?);
+        }
+        at += count;
+    }
+    Ok(zeroed)
+}
+
+/// [`rewrite_blocks`] for one block.
+fn rewrite_block(
+    shared: &Shared,
+    transaction: &rusqlite::Transaction<'_>,
+    number: u32,
+    columns: &Columns,
+    changes: &[(u64, Change)],
+) -> Result<Vec<(u64, u32)>, StoreError> {
+    let first = columns.first_sequence;
+    let end = first + columns.len() as u64;
+    let mut bodies: HashMap<u64, String> = transaction
+        .prepare_cached(
+            "SELECT sequence, body FROM log_erasures
+             WHERE organization = ?1 AND sequence >= ?2 AND sequence < ?3",
+        )?
+        .query_map(params![number, first as i64, end as i64], |row| {
+            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut purged = columns.purged.clone();
+    let mut zeroed = Vec::new();
+    for (sequence, change) in changes {
+        let offset = (sequence - first) as usize;
+        if purged[offset].is_some() {
+            continue;
+        }
+        zeroed.push(columns.locations[offset]);
+        match change {
+            Change::Purge(at) => {
+                purged[offset] = Some(*at);
+                bodies.remove(sequence);
+                transaction
+                    .prepare_cached(
+                        "DELETE FROM log_erasures WHERE organization = ?1 AND sequence = ?2",
+                    )?
+                    .execute(params![number, *sequence as i64])?;
+            }
+            Change::Body(body) => {
+                bodies.insert(*sequence, body.clone());
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO log_erasures (organization, sequence, body) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (organization, sequence) DO UPDATE SET body = excluded.body",
+                    )?
+                    .execute(params![number, *sequence as i64, body])?;
+            }
+        }
+    }
+    let mut events = Vec::with_capacity(columns.len());
+    for (offset, &purged_at) in purged.iter().enumerate() {
+        let sequence = first + offset as u64;
+        let (position, length) = columns.locations[offset];
+        let (occurred_at, received_at) = (columns.occurred[offset], columns.received[offset]);
+        let stub = || IndexedEvent {
+            sequence,
+            position,
+            length,
+            id: String::new(),
+            leaf_hash: [0; 32],
+            received_at,
+            occurred_at,
+            action: String::new(),
+            actor_id: String::new(),
+            actor_name: None,
+            targets: Vec::new(),
+            text: String::new(),
+            purged_at,
+        };
+        let event = match (purged_at, bodies.get(&sequence)) {
+            (Some(_), _) => stub(),
+            (None, Some(body)) => indexed_from_body(
+                body.as_bytes(),
+                sequence,
+                position,
+                length,
+                String::new(),
+                [0; 32],
+                received_at,
+            )?,
+            (None, None) => {
+                let record = shared.segments.read_at(position, length as usize)?;
+                let (record, _) = decode_event(&record)
+                    .map_err(|e| StoreError::Corrupt(format!("the record at {position}: {e}")))?;
+                indexed_from_body(
+                    &record.body,
+                    sequence,
+                    position,
+                    length,
+                    record.id,
+                    record.leaf_hash,
+                    received_at,
+                )?
+            }
+        };
+        events.push(event);
+    }
+    transaction
+        .prepare_cached("DELETE FROM log_terms WHERE organization = ?1 AND first_sequence = ?2")?
+        .execute(params![number, first as i64])?;
+    transaction
+        .prepare_cached("DELETE FROM log_blocks WHERE organization = ?1 AND first_sequence = ?2")?
+        .execute(params![number, first as i64])?;
+    insert_block(transaction, number, &BlockRecord::build(&events))?;
+    transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO log_redactions (organization, first_sequence) VALUES (?1, ?2)",
+        )?
+        .execute(params![number, first as i64])?;
+    Ok(zeroed)
+}
+
+/// After a purge or an erasure committed: zeroes the old records, then drops the redaction
+/// marks and checkpoints the write-ahead log, whose old page images still held the old index.
+fn forget_bodies(
+    shared: &Shared,
+    connection: &Connection,
+    number: u32,
+    zeroed: &[(u64, u32)],
+) -> Result<(), StoreError> {
+    erase_bodies(shared, zeroed)?;
     connection.execute(
         "DELETE FROM log_redactions WHERE organization = ?1",
         [number],
     )?;
-    Ok(purged as u64)
+    if !zeroed.is_empty() {
+        // A reader still on an older snapshot keeps some pages from being checkpointed; what it
+        // holds goes at a later checkpoint.
+        connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// Rewrites the bodies of the events at `locations` as zeros (with their CRCs), durably.
@@ -491,7 +790,8 @@ fn erase_bodies(shared: &Shared, locations: &[(u64, u32)]) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Finishes purges a crash interrupted between marking events purged and erasing their bodies.
+/// Finishes purges and erasures a crash interrupted between committing them and zeroing the
+/// old records.
 pub(crate) fn finish_pending_redactions(
     shared: &Shared,
     connection: &Connection,
@@ -511,8 +811,20 @@ pub(crate) fn finish_pending_redactions(
         };
         let columns = Columns::from_row(row, 0)?;
 
+        let end = columns.first_sequence + columns.len() as u64;
+        let erased: std::collections::HashSet<u64> = connection
+            .prepare_cached(
+                "SELECT sequence FROM log_erasures
+                 WHERE organization = ?1 AND sequence >= ?2 AND sequence < ?3",
+            )?
+            .query_map(params![number, first, end as i64], |row| {
+                Ok(row.get::<_, i64>(0)? as u64)
+            })?
+            .collect::<Result<_, _>>()?;
         let locations: Vec<(u64, u32)> = (0..columns.len())
-            .filter(|&o| columns.purged[o].is_some())
+            .filter(|&o| {
+                columns.purged[o].is_some() || erased.contains(&(columns.first_sequence + o as u64))
+            })
             .map(|o| columns.locations[o])
             .collect();
         erase_bodies(shared, &locations)?;

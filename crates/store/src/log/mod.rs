@@ -52,7 +52,7 @@ use runs::{Entry, Memtable, Runs};
 use segments::Segments;
 use tiles::TileEdge;
 
-pub(crate) use maintenance::Task;
+pub(crate) use maintenance::{Change, Task};
 
 /// Events held in memory across all organizations before the largest open blocks are written
 /// early: bounds memory (a few hundred bytes an event) whatever the number of organizations.
@@ -82,6 +82,9 @@ pub(crate) struct OrgLog {
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) logs: HashMap<String, OrgLog>,
+    /// Organizations (by number) with events an erasure rewrote: their reads look in
+    /// `log_erasures` for bodies.
+    pub(crate) erased: std::collections::HashSet<u32>,
     /// Organization id by number.
     pub(crate) names: HashMap<u32, String>,
     /// Event ids past the newest id run (key: SHA-256 of the id).
@@ -351,6 +354,10 @@ fn load_written(connection: &Connection, state: &mut State) -> Result<(), StoreE
                 edge: TileEdge::default(),
             },
         );
+    }
+    let mut erased = connection.prepare("SELECT DISTINCT organization FROM log_erasures")?;
+    for number in erased.query_map([], |row| row.get::<_, u32>(0))? {
+        state.erased.insert(number?);
     }
     let mut sealed = connection.prepare(
         "SELECT organization, MAX(first_sequence + count) FROM log_blocks GROUP BY organization",

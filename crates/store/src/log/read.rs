@@ -44,6 +44,8 @@ impl Hit {
 /// What a read takes from memory about one organization.
 struct Snapshot {
     number: u32,
+    /// Whether an erasure rewrote some of its events (their bodies are in `log_erasures`).
+    erased: bool,
     /// Events in written blocks: blocks are read below this.
     sealed: u64,
 }
@@ -82,6 +84,7 @@ impl LogEngine {
             (
                 Snapshot {
                     number: log.number,
+                    erased: state.erased.contains(&log.number),
                     sealed: log.sealed,
                 },
                 open,
@@ -116,7 +119,8 @@ impl LogEngine {
                 }
                 let more = hits.len() > request.limit;
                 hits.truncate(request.limit);
-                let events = read_hits(&shared, &organization_id, &hits)?
+                let erased = snapshot.erased.then_some(snapshot.number);
+                let events = read_hits(&shared, connection, erased, &organization_id, &hits)?
                     .into_iter()
                     .map(decode)
                     .collect::<Result<Vec<_>, _>>()?;
@@ -132,7 +136,7 @@ impl LogEngine {
     /// Storage errors.
     pub(crate) async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let key = id_key(id);
-        let (entry, organization_id, open_purged, sealed) = {
+        let (entry, organization_id, open_purged, sealed, erased) = {
             let state = self.shared.read_state()?;
             let entry = state
                 .ids
@@ -154,7 +158,11 @@ impl LogEngine {
             let open_purged = log
                 .and_then(|log| log.open.iter().find(|e| e.sequence == entry.a))
                 .and_then(|e| e.purged_at);
-            (entry, organization_id, open_purged, sealed)
+            let erased = state
+                .erased
+                .contains(&entry.organization)
+                .then_some(entry.organization);
+            (entry, organization_id, open_purged, sealed, erased)
         };
         let shared = std::sync::Arc::clone(&self.shared);
         let id = id.to_owned();
@@ -173,7 +181,7 @@ impl LogEngine {
                     received_at: entry.b,
                     purged_at,
                 };
-                let raw = read_hits(&shared, &organization_id, &[hit])?
+                let raw = read_hits(&shared, connection, erased, &organization_id, &[hit])?
                     .into_iter()
                     .next()
                     .filter(|raw| raw.id == id);
@@ -386,7 +394,7 @@ fn sealed_hits(
                 purged_at: columns.purged[offset as usize],
             };
             if let Some(text) = text.filter(|_| found.check_text)
-                && !record_contains(shared, hit, text)?
+                && !record_contains(shared, connection, snapshot, hit, text)?
             {
                 continue;
             }
@@ -397,11 +405,30 @@ fn sealed_hits(
 }
 
 /// Whether the search text of the event at `hit` contains `text` (lower-cased).
-fn record_contains(shared: &Shared, hit: Hit, text: &str) -> Result<bool, StoreError> {
-    let record = shared.segments.read_at(hit.position, hit.length as usize)?;
-    let (event, _) = decode_event(&record)
-        .map_err(|e| StoreError::Corrupt(format!("the record at {}: {e}", hit.position)))?;
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&event.body) else {
+fn record_contains(
+    shared: &Shared,
+    connection: &Connection,
+    snapshot: &Snapshot,
+    hit: Hit,
+    text: &str,
+) -> Result<bool, StoreError> {
+    let erased = match snapshot.erased {
+        true => erased_bodies(connection, snapshot.number, &[hit])?
+            .remove(&hit.sequence)
+            .map(String::into_bytes),
+        false => None,
+    };
+    let body = match erased {
+        Some(body) => body,
+        None => {
+            let record = shared.segments.read_at(hit.position, hit.length as usize)?;
+            decode_event(&record)
+                .map_err(|e| StoreError::Corrupt(format!("the record at {}: {e}", hit.position)))?
+                .0
+                .body
+        }
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Ok(false);
     };
     Ok(
@@ -410,12 +437,43 @@ fn record_contains(shared: &Shared, hit: Hit, text: &str) -> Result<bool, StoreE
     )
 }
 
-/// Reads the records of `hits` (in their order), reading neighbouring records in one go.
+/// The bodies an erasure gave events among `hits` of organization `number`, by sequence.
+fn erased_bodies(
+    connection: &Connection,
+    number: u32,
+    hits: &[Hit],
+) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+    let (Some(low), Some(high)) = (
+        hits.iter().map(|h| h.sequence).min(),
+        hits.iter().map(|h| h.sequence).max(),
+    ) else {
+        return Ok(Default::default());
+    };
+    Ok(connection
+        .prepare_cached(
+            "SELECT sequence, body FROM log_erasures
+             WHERE organization = ?1 AND sequence >= ?2 AND sequence <= ?3",
+        )?
+        .query_map(params![number, low as i64, high as i64], |row| {
+            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Reads the records of `hits` (in their order), reading neighbouring records in one go; an
+/// event an erasure rewrote (when `erased` names its organization's number) gets its body from
+/// `log_erasures`, its old record being zeros.
 fn read_hits(
     shared: &Shared,
+    connection: &Connection,
+    erased: Option<u32>,
     organization_id: &str,
     hits: &[Hit],
 ) -> Result<Vec<RawEvent>, StoreError> {
+    let mut erased = match erased {
+        Some(number) => erased_bodies(connection, number, hits)?,
+        None => Default::default(),
+    };
     /// Records closer than this are read together (one `pread` instead of two).
     const COALESCE_GAP: u64 = 4096;
     let mut order: Vec<usize> = (0..hits.len()).collect();
@@ -440,9 +498,10 @@ fn read_hits(
             let from = (hit.position - start) as usize;
             let (event, _) = decode_event(&bytes[from..from + hit.length as usize])
                 .map_err(|e| StoreError::Corrupt(format!("the record at {}: {e}", hit.position)))?;
-            let body = match hit.purged_at {
-                Some(_) => "{}".to_owned(),
-                None => String::from_utf8(event.body)
+            let body = match (hit.purged_at, erased.remove(&hit.sequence)) {
+                (Some(_), _) => "{}".to_owned(),
+                (None, Some(body)) => body,
+                (None, None) => String::from_utf8(event.body)
                     .map_err(|_| StoreError::Corrupt(format!("event {} is not UTF-8", event.id)))?,
             };
             events[index] = Some(RawEvent {
@@ -506,7 +565,12 @@ pub(crate) fn receipts_between(
     };
     let mut hits = Vec::new();
     if first < sealed {
-        let snapshot = Snapshot { number, sealed };
+        // Receipts need no bodies: erased ones are not looked up.
+        let snapshot = Snapshot {
+            number,
+            erased: false,
+            sealed,
+        };
         sealed_hits(
             shared,
             connection,
@@ -520,7 +584,7 @@ pub(crate) fn receipts_between(
         )?;
     }
     hits.extend(open);
-    Ok(read_hits(shared, organization_id, &hits)?
+    Ok(read_hits(shared, connection, None, organization_id, &hits)?
         .into_iter()
         .map(|raw| Receipt {
             id: raw.id,

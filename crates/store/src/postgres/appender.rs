@@ -444,7 +444,7 @@ struct Rows {
 }
 
 /// PostgreSQL text cannot hold NUL; the indexed copies drop it (the body keeps it, escaped).
-fn text(value: &str) -> String {
+pub(super) fn text(value: &str) -> String {
     value.replace('\0', "")
 }
 

@@ -42,8 +42,8 @@ use trailmark_ledger::tree::{
 use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, SearchPage,
-    SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, Rewrite,
+    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{
@@ -867,22 +867,7 @@ impl Retention for PostgresStore {
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        // The log head's lock orders this purge with legal-hold changes, which append to the
-        // log (and so take the same lock): a hold set now is seen, or waits for this purge.
-        transaction
-            .query(
-                "SELECT size FROM log_heads WHERE organization_id = $1 FOR UPDATE",
-                &[&organization_id],
-            )
-            .await?;
-        let held: bool = transaction
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = $1)",
-                &[&organization_id],
-            )
-            .await?
-            .get(0);
-        if held {
+        if held_locked(&transaction, organization_id).await? {
             return Ok(0);
         }
         let expired: Vec<i64> = transaction
@@ -919,6 +904,100 @@ impl Retention for PostgresStore {
             .await?;
         transaction.commit().await?;
         Ok(expired.len() as u64)
+    }
+
+    async fn erase_events(
+        &self,
+        organization_id: &str,
+        rewrites: Vec<Rewrite>,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut purged = Vec::new();
+        let mut rewritten = Vec::new();
+        for rewrite in &rewrites {
+            match &rewrite.body {
+                None => purged.push(rewrite.sequence as i64),
+                Some(body) => rewritten.push((
+                    rewrite.sequence as i64,
+                    rules::RewrittenColumns::of(rewrite.sequence, body)?,
+                )),
+            }
+        }
+        let all: Vec<i64> = rewrites.iter().map(|r| r.sequence as i64).collect();
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        if held_locked(&transaction, organization_id).await? && !force {
+            return Ok(false);
+        }
+        transaction
+            .execute(
+                "DELETE FROM event_targets WHERE organization_id = $1 AND sequence = ANY($2)",
+                &[&organization_id, &all],
+            )
+            .await?;
+        transaction
+            .execute(
+                "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, search_text = '',
+                    purged_at = $3
+                 WHERE organization_id = $1 AND sequence = ANY($2) AND purged_at IS NULL",
+                &[&organization_id, &purged, &now.unix_millis()],
+            )
+            .await?;
+        let sequences: Vec<i64> = rewritten.iter().map(|(s, _)| *s).collect();
+        let column = |f: fn(&rules::RewrittenColumns) -> &str| -> Vec<String> {
+            rewritten
+                .iter()
+                .map(|(_, c)| appender::text(f(c)))
+                .collect()
+        };
+        let actor_names: Vec<Option<String>> = rewritten
+            .iter()
+            .map(|(_, c)| c.actor_name.as_deref().map(appender::text))
+            .collect();
+        transaction
+            .execute(
+                "UPDATE events e SET body = u.body, action = u.action, actor_id = u.actor_id,
+                    actor_name = u.actor_name, search_text = u.search_text
+                 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
+                    AS u(sequence, body, action, actor_id, actor_name, search_text)
+                 WHERE e.organization_id = $1 AND e.sequence = u.sequence AND e.purged_at IS NULL",
+                &[
+                    &organization_id,
+                    &sequences,
+                    &column(|c| &c.body),
+                    &column(|c| &c.action),
+                    &column(|c| &c.actor_id),
+                    &actor_names,
+                    &column(|c| &c.search_text),
+                ],
+            )
+            .await?;
+        let targets: Vec<(i64, &str, &str)> = rewritten
+            .iter()
+            .flat_map(|(sequence, c)| {
+                c.targets
+                    .iter()
+                    .map(move |(id, kind)| (*sequence, id.as_str(), kind.as_str()))
+            })
+            .collect();
+        transaction
+            .execute(
+                "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
+                 SELECT $1, u.sequence, u.target_id, u.target_type
+                 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[]) AS u(sequence, target_id, target_type)
+                 WHERE EXISTS (SELECT 1 FROM events e WHERE e.organization_id = $1
+                    AND e.sequence = u.sequence AND e.purged_at IS NULL)",
+                &[
+                    &organization_id,
+                    &targets.iter().map(|t| t.0).collect::<Vec<_>>(),
+                    &targets.iter().map(|t| appender::text(t.1)).collect::<Vec<_>>(),
+                    &targets.iter().map(|t| appender::text(t.2)).collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     async fn legal_hold(&self, organization_id: &str) -> Result<Option<LegalHold>, StoreError> {
@@ -972,7 +1051,8 @@ impl Retention for PostgresStore {
             idempotency: None,
         };
         let mut outcomes =
-            appender::append_group(&transaction, vec![rules::PreparedAppend::new(request)]).await?;
+            appender::append_group(&transaction, vec![rules::PreparedAppend::new(request)?])
+                .await?;
         let receipt = match outcomes.pop() {
             Some(Ok(AppendOutcome::Appended { mut receipts, .. })) if receipts.len() == 1 => {
                 receipts.remove(0)
@@ -1547,4 +1627,26 @@ fn stream_from_row(row: &Row) -> Result<StreamRecord, StoreError> {
         updated_at: row.try_get(12)?,
     }
     .decode()
+}
+
+/// Whether an organization is under a legal hold, having locked its log head: the lock orders
+/// a purge or an erasure with legal-hold changes, which append to the log (and so take the same
+/// lock), so a hold set meanwhile is seen, or waits for the change.
+async fn held_locked(
+    transaction: &tokio_postgres::Transaction<'_>,
+    organization_id: &str,
+) -> Result<bool, StoreError> {
+    transaction
+        .query(
+            "SELECT size FROM log_heads WHERE organization_id = $1 FOR UPDATE",
+            &[&organization_id],
+        )
+        .await?;
+    Ok(transaction
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organization_id = $1)",
+            &[&organization_id],
+        )
+        .await?
+        .get(0))
 }

@@ -16,11 +16,11 @@ use trailmark_domain::portal::PortalIntent;
 use trailmark_domain::schema::ActionSchema;
 
 use crate::codec::filter_to_json;
-use crate::log::{Access, LogEngine};
+use crate::log::{Access, Change, LogEngine};
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, SearchPage,
-    SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, Rewrite,
+    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{ExportColumns, OrganizationColumns, StreamColumns, domains_json};
@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_idempotency_receipts.sql"),
     include_str!("migrations/0007_event_log.sql"),
     include_str!("migrations/0008_portal_success_url.sql"),
+    include_str!("migrations/0009_erasures.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -698,6 +699,26 @@ impl Retention for SqliteStore {
         self.log
             .purge(organization_id, received_before, limit, now)
             .await
+    }
+
+    async fn erase_events(
+        &self,
+        organization_id: &str,
+        rewrites: Vec<Rewrite>,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let changes = rewrites
+            .into_iter()
+            .map(|rewrite| {
+                let change = match rewrite.body {
+                    Some(body) => Change::Body(body.to_string()),
+                    None => Change::Purge(now.unix_millis()),
+                };
+                (rewrite.sequence, change)
+            })
+            .collect();
+        self.log.erase(organization_id, changes, force).await
     }
 
     async fn legal_hold(&self, organization_id: &str) -> Result<Option<LegalHold>, StoreError> {

@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use maud::{Markup, html};
 use serde_json::Value;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_ledger::encode_hash;
@@ -12,11 +13,11 @@ use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::verify_inclusion;
 use trailmark_store::{Order, SearchRequest, StoredEvent};
 
-use super::{csrf_input, problems_notice};
+use super::{column_heads, csrf_input, problems_notice};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::portal::PortalError;
-use crate::portal::html::{self, Frame, esc, query_string};
+use crate::portal::html::{self, Frame, query_string};
 use crate::portal::session::Portal;
 use crate::routes::search::filter_from_query;
 use crate::state::AppState;
@@ -94,135 +95,135 @@ pub async fn list(
         StatusCode::UNPROCESSABLE_ENTITY
     };
 
-    let inputs: String = FILTER_FIELDS
-        .iter()
-        .zip(&filters)
-        .map(|((name, label, kind), (_, value))| {
-            format!(
-                r#"<label>{label}<input type="{kind}" name="{name}" value="{value}"{step}></label>"#,
-                value = esc(value),
-                step = if *kind == "datetime-local" { r#" step="1""# } else { "" },
-            )
-        })
-        .collect();
-    let table_rows: String = rows.iter().map(event_row).collect();
-    let table = if rows.is_empty() {
-        r#"<p class="empty">No events match.</p>"#.to_owned()
-    } else {
-        format!(
-            r#"<div class="scroll"><table class="events"><caption class="sr-only">Events, newest first</caption>
-<thead><tr><th scope="col">#</th><th scope="col">Occurred (UTC)</th><th scope="col">Action</th><th scope="col">Actor</th><th scope="col">Targets</th><th scope="col">Location</th></tr></thead>
-<tbody>{table_rows}</tbody></table></div>"#
-        )
-    };
     let current = query_string(filters.iter().copied());
-    let mut paging = String::new();
-    if query.get("before").is_some_and(|b| !b.is_empty()) {
-        let newest = if current.is_empty() {
+    let newest = query.get("before").is_some_and(|b| !b.is_empty()).then(|| {
+        if current.is_empty() {
             "/portal/events".to_owned()
         } else {
             format!("/portal/events?{current}")
-        };
-        paging.push_str(&format!(r#"<a href="{}">← Newest</a>"#, esc(&newest)));
-    }
-    if let Some(older) = older {
+        }
+    });
+    let older = older.map(|older| {
         let older = older.to_string();
         let next = query_string(filters.iter().copied().chain([("before", older.as_str())]));
-        paging.push_str(&format!(
-            r#"<a rel="next" href="/portal/events?{}">Older events →</a>"#,
-            esc(&next)
-        ));
-    }
-    let hidden_filters: String = filters
+        format!("/portal/events?{next}")
+    });
+    let active: Vec<&(&str, &str)> = filters
         .iter()
         .filter(|(_, value)| !value.is_empty())
-        .map(|(name, value)| {
-            format!(
-                r#"<input type="hidden" name="{name}" value="{}">"#,
-                esc(value)
-            )
-        })
         .collect();
-    let body = format!(
-        r#"<form class="filters" method="get" action="/portal/events" role="search">
-<details open{active}><summary>Filters</summary>
-<fieldset><legend class="sr-only">Filter</legend>{inputs}</fieldset>
-<div class="actions"><button type="submit">Apply filters</button> <a href="/portal/events">Clear</a></div>
-</details>
-</form>
-{notice}
-<form class="export" method="post" action="/portal/exports">{csrf}{hidden_filters}
-<span>Export {what}:</span>
-<button type="submit" name="format" value="csv">Export CSV</button>
-<button type="submit" name="format" value="ndjson">Export NDJSON (verifiable)</button>
-</form>
-{table}
-<nav class="paging" aria-label="Pages">{paging}</nav>"#,
-        notice = problems_notice(&problems),
-        active = if hidden_filters.is_empty() {
-            ""
-        } else {
-            " data-active"
-        },
-        csrf = csrf_input(&portal.session),
-        what = if hidden_filters.is_empty() {
-            "every event"
-        } else {
-            "the events matching these filters"
-        },
-    );
+    let body = html! {
+        form class="filters" method="get" action="/portal/events" role="search" {
+            details open data-active[!active.is_empty()] {
+                summary { "Filters" }
+                fieldset {
+                    legend class="sr-only" { "Filter" }
+                    @for ((name, label, kind), (_, value)) in FILTER_FIELDS.iter().zip(&filters) {
+                        label {
+                            (label)
+                            input type=(kind) name=(name) value=(value)
+                                step=[(*kind == "datetime-local").then_some("1")];
+                        }
+                    }
+                }
+                div class="actions" {
+                    button type="submit" { "Apply filters" } " " a href="/portal/events" { "Clear" }
+                }
+            }
+        }
+        (problems_notice(&problems))
+        form class="export" method="post" action="/portal/exports" {
+            (csrf_input(&portal.session))
+            @for (name, value) in &active {
+                input type="hidden" name=(name) value=(value);
+            }
+            " "
+            span {
+                "Export "
+                @if active.is_empty() {
+                    "every event"
+                } @else {
+                    "the events matching these filters"
+                }
+                ":"
+            }
+            " "
+            button type="submit" name="format" value="csv" { "Export CSV" }
+            " "
+            button type="submit" name="format" value="ndjson" { "Export NDJSON (verifiable)" }
+        }
+        @if rows.is_empty() {
+            p class="empty" { "No events match." }
+        } @else {
+            div class="scroll" {
+                table class="events" {
+                    caption class="sr-only" { "Events, newest first" }
+                    (column_heads(&[
+                        "#",
+                        "Occurred (UTC)",
+                        "Action",
+                        "Actor",
+                        "Targets",
+                        "Location",
+                    ]))
+                    tbody {
+                        @for event in &rows { (event_row(event)) }
+                    }
+                }
+            }
+        }
+        nav class="paging" aria-label="Pages" {
+            @if let Some(newest) = &newest { a href=(newest) { "← Newest" } }
+            @if let Some(older) = &older { a rel="next" href=(older) { "Older events →" } }
+        }
+    };
     let frame = Frame {
         title: "Audit log",
         session: Some(&portal.session),
         organization_name: &portal.organization_name,
         refresh: None,
     };
-    Ok(html::page(status, &frame, &body))
+    Ok(html::page(status, &frame, body))
 }
 
-fn event_row(event: &StoredEvent) -> String {
-    let link = format!(
-        r#"<a href="/portal/events/{}">{}</a>"#,
-        esc(&event.id),
-        event.sequence
-    );
-    if event.purged_at.is_some() {
-        return format!(
-            r#"<tr><td>{link}</td><td colspan="5" class="muted">Contents removed by the retention policy</td></tr>"#
-        );
-    }
+fn event_row(event: &StoredEvent) -> Markup {
     let body = &event.body;
-    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let text = |value: &'_ Value| value.as_str().unwrap_or_default().to_owned();
     let actor = &body["actor"];
-    let actor_label = match actor["name"].as_str() {
-        Some(name) => format!(
-            r#"{} <span class="muted">{}</span>"#,
-            esc(name),
-            esc(&text(&actor["id"]))
-        ),
-        None => esc(&text(&actor["id"])).to_string(),
-    };
-    let targets: Vec<String> = body["targets"]
+    let targets: Vec<(String, String)> = body["targets"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|t| {
-            format!(
-                "{}:{}",
-                esc(&text(&t["type"])),
-                esc(t["name"]
-                    .as_str()
-                    .unwrap_or(t["id"].as_str().unwrap_or_default()))
-            )
+            let name = t["name"].as_str().or(t["id"].as_str()).unwrap_or_default();
+            (text(&t["type"]), name.to_owned())
         })
         .collect();
-    format!(
-        "<tr><td>{link}</td><td>{}</td><td><code>{}</code></td><td>{actor_label}</td><td>{}</td><td>{}</td></tr>",
-        esc(&text(&body["occurred_at"])),
-        esc(&text(&body["action"])),
-        targets.join(", "),
-        esc(&text(&body["context"]["location"])),
-    )
+    html! {
+        tr {
+            td { a href={ "/portal/events/" (event.id) } { (event.sequence) } }
+            @if event.purged_at.is_some() {
+                td colspan="5" class="muted" { "Contents removed by the retention policy" }
+            } @else {
+                td { (text(&body["occurred_at"])) }
+                td { code { (text(&body["action"])) } }
+                td {
+                    @if let Some(name) = actor["name"].as_str() {
+                        (name) " " span class="muted" { (text(&actor["id"])) }
+                    } @else {
+                        (text(&actor["id"]))
+                    }
+                }
+                td {
+                    @for (i, (kind, name)) in targets.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        (kind) ":" (name)
+                    }
+                }
+                td { (text(&body["context"]["location"])) }
+            }
+        }
+    }
 }
 
 /// `GET /portal/events/{id}`: another organization's event is not found.
@@ -250,35 +251,35 @@ pub async fn show(
             &checkpoint.root,
         )
     });
-    let verdict = match (leaf_matches, included) {
-        (true, true) => format!(
-            r#"<p class="notice ok" id="proof">✓ Unaltered, and included in the signed checkpoint of {} events.</p>"#,
-            proven.tree_size
-        ),
-        (false, _) => r#"<p class="notice error" id="proof">✗ This event's contents do not hash to its leaf hash: it was altered.</p>"#.to_owned(),
-        (true, false) => r#"<p class="notice error" id="proof">✗ The inclusion proof does not check against the latest signed checkpoint.</p>"#.to_owned(),
-    };
     let pretty = serde_json::to_string_pretty(&event.to_object()).unwrap_or_default();
-    let body = format!(
-        r#"{verdict}
-<dl class="facts">
-<dt>Event id</dt><dd><code>{id}</code></dd>
-<dt>Sequence</dt><dd>{sequence}</dd>
-<dt>Leaf hash</dt><dd><code>{leaf}</code></dd>
-<dt>Checkpoint</dt><dd>{size} events, root <code>{root}</code></dd>
-</dl>
-<h2>Event</h2>
-<pre class="json">{pretty}</pre>
-<details><summary>Signed checkpoint</summary><pre>{note}</pre></details>
-<p><a href="/portal/events">← All events</a></p>"#,
-        id = esc(&event.id),
-        sequence = event.sequence,
-        leaf = esc(&encode_hash(&event.leaf_hash)),
-        size = proven.tree_size,
-        root = esc(&encode_hash(&proven.root)),
-        pretty = esc(&pretty),
-        note = esc(proven.checkpoint.as_ref().map_or("", |c| c.note.as_str())),
-    );
+    let body = html! {
+        @match (leaf_matches, included) {
+            (true, true) => p class="notice ok" id="proof" {
+                "✓ Unaltered, and included in the signed checkpoint of "
+                (proven.tree_size) " events."
+            },
+            (false, _) => p class="notice error" id="proof" {
+                "✗ This event's contents do not hash to its leaf hash: it was altered."
+            },
+            (true, false) => p class="notice error" id="proof" {
+                "✗ The inclusion proof does not check against the latest signed checkpoint."
+            },
+        }
+        dl class="facts" {
+            dt { "Event id" } dd { code { (event.id) } }
+            dt { "Sequence" } dd { (event.sequence) }
+            dt { "Leaf hash" } dd { code { (encode_hash(&event.leaf_hash)) } }
+            dt { "Checkpoint" }
+            dd { (proven.tree_size) " events, root " code { (encode_hash(&proven.root)) } }
+        }
+        h2 { "Event" }
+        pre class="json" { (pretty) }
+        details {
+            summary { "Signed checkpoint" }
+            pre { (proven.checkpoint.as_ref().map_or("", |c| c.note.as_str())) }
+        }
+        p { a href="/portal/events" { "← All events" } }
+    };
     let title = format!("Event {}", event.sequence);
     let frame = Frame {
         title: &title,
@@ -286,5 +287,5 @@ pub async fn show(
         organization_name: &portal.organization_name,
         refresh: None,
     };
-    Ok(html::page(StatusCode::OK, &frame, &body))
+    Ok(html::page(StatusCode::OK, &frame, body))
 }

@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use maud::html;
 use serde_json::json;
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
@@ -12,7 +13,7 @@ use trailmark_domain::portal::PortalIntent;
 use trailmark_store::ExportState;
 
 use crate::error::ApiError;
-use crate::portal::html::{self, Frame, esc, query_string};
+use crate::portal::html::{self, Frame, query_string};
 use crate::portal::session::{Portal, PortalForm};
 use crate::portal::{PortalError, record};
 use crate::routes::search::filter_from_query;
@@ -72,47 +73,45 @@ pub async fn show(
         ExportFormat::Csv => "CSV",
         ExportFormat::Ndjson => "NDJSON",
     };
-    let (body, refresh) = match export.state {
-        ExportState::Pending => (
-            format!(
-                r#"<p role="status" id="export-state">Preparing your {format} export…</p>
-<progress aria-label="Export in progress"></progress>
-<p class="muted">This page refreshes by itself.</p>"#
-            ),
-            Some("1".to_owned()),
-        ),
-        ExportState::Ready => {
-            let link = state.links.link(&export.id, Timestamp::now());
-            let rows = export.row_count.unwrap_or_default();
-            let verify = if export.format == ExportFormat::Ndjson {
-                r#"<p class="muted">The file ends with a signed checkpoint; check it offline with <code>trailmark verify FILE --public-key KEY</code>.</p>"#
-            } else {
-                ""
-            };
-            (
-                format!(
-                    r#"<p role="status" id="export-state">Your {format} export is ready: {rows} events.</p>
-<p><a class="button" id="download" href="{link}" download>Download {format}</a></p>
-<p class="muted">The download link works for a few minutes; reload this page for a fresh one.</p>{verify}"#,
-                    link = esc(&link),
-                ),
-                None,
-            )
+    let refresh = (export.state == ExportState::Pending).then(|| "1".to_owned());
+    let body = html! {
+        @match export.state {
+            ExportState::Pending => {
+                p role="status" id="export-state" { "Preparing your " (format) " export…" }
+                progress aria-label="Export in progress" {}
+                p class="muted" { "This page refreshes by itself." }
+            }
+            ExportState::Ready => {
+                p role="status" id="export-state" {
+                    "Your " (format) " export is ready: "
+                    (export.row_count.unwrap_or_default()) " events."
+                }
+                p {
+                    a class="button" id="download"
+                        href=(state.links.link(&export.id, Timestamp::now()))
+                        download { "Download " (format) }
+                }
+                p class="muted" {
+                    "The download link works for a few minutes; reload this page for a fresh one."
+                }
+                @if export.format == ExportFormat::Ndjson {
+                    p class="muted" {
+                        "The file ends with a signed checkpoint; check it offline with "
+                        code { "trailmark verify FILE --public-key KEY" } "."
+                    }
+                }
+            }
+            ExportState::Error => p class="notice error" role="alert" id="export-state" {
+                "The export failed: " (export.error.as_deref().unwrap_or("unknown reason"))
+            },
         }
-        ExportState::Error => (
-            format!(
-                r#"<p class="notice error" role="alert" id="export-state">The export failed: {}</p>"#,
-                esc(export.error.as_deref().unwrap_or("unknown reason"))
-            ),
-            None,
-        ),
+        p { a href="/portal/events" { "← Back to the audit log" } }
     };
-    let body = format!(r#"{body}<p><a href="/portal/events">← Back to the audit log</a></p>"#);
     let frame = Frame {
         title: "Export",
         session: Some(&portal.session),
         organization_name: &portal.organization_name,
         refresh,
     };
-    Ok(html::page(StatusCode::OK, &frame, &body))
+    Ok(html::page(StatusCode::OK, &frame, body))
 }

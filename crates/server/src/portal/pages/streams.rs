@@ -10,16 +10,17 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 use trailmark_domain::FieldProblem;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_store::StreamRecord;
 use trailmark_streams::settings::{DATADOG_SITES, StreamKind};
 
-use super::{csrf_input, problems_notice};
+use super::{column_heads, csrf_input, problems_notice};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
-use crate::portal::html::{self, Frame, esc, url};
+use crate::portal::html::{self, Frame, url};
 use crate::portal::session::{Portal, PortalForm};
 use crate::portal::{PortalError, record};
 use crate::routes::streams::{
@@ -271,40 +272,54 @@ pub async fn list(
 ) -> Result<Response, PortalError> {
     portal.require(PortalIntent::LogStreams)?;
     let streams = state.app.streams(&portal.session.organization_id).await?;
-    let mut rows = String::new();
+    let mut rows = Vec::with_capacity(streams.len());
     for stream in &streams {
-        let health = stream_json(&state, stream).await?;
-        rows.push_str(&format!(
-            r#"<tr><td><a href="/portal/streams/{id}">{name}</a></td><td>{kind}</td><td>{badge}</td><td>{lag}</td><td>{synced}</td><td>{error}</td></tr>"#,
-            id = esc(&stream.id),
-            name = esc(&stream.name),
-            kind = esc(&stream.kind),
-            badge = state_badge(&health),
-            lag = health["lag_events"],
-            synced = esc(health["last_synced_at"].as_str().unwrap_or("never")),
-            error = esc(health["last_error"].as_str().unwrap_or("")),
-        ));
+        rows.push((stream, stream_json(&state, stream).await?));
     }
-    let table = if streams.is_empty() {
-        r#"<p class="empty">No log streams yet.</p>"#.to_owned()
-    } else {
-        format!(
-            r#"<div class="scroll"><table><thead><tr><th scope="col">Name</th><th scope="col">Type</th><th scope="col">State</th><th scope="col">Lag (events)</th><th scope="col">Last synced (UTC)</th><th scope="col">Last error</th></tr></thead><tbody>{rows}</tbody></table></div>"#
-        )
+    let body = html! {
+        (notice(&query))
+        p { "Each stream delivers every event of your audit log, in order, to a destination you choose." }
+        @if rows.is_empty() {
+            p class="empty" { "No log streams yet." }
+        } @else {
+            div class="scroll" {
+                table {
+                    (column_heads(&[
+                        "Name",
+                        "Type",
+                        "State",
+                        "Lag (events)",
+                        "Last synced (UTC)",
+                        "Last error",
+                    ]))
+                    tbody {
+                        @for (stream, health) in &rows {
+                            tr {
+                                td { a href={ "/portal/streams/" (stream.id) } { (stream.name) } }
+                                td { (stream.kind) }
+                                td { (state_badge(health)) }
+                                td { (health["lag_events"].to_string()) }
+                                td { (health["last_synced_at"].as_str().unwrap_or("never")) }
+                                td { (health["last_error"].as_str().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p {
+            a class="button" href="/portal/streams/new" { "Add a stream" }
+            " "
+            a href="/portal/streams" { "Refresh" }
+        }
     };
-    let body = format!(
-        r#"{notice}<p>Each stream delivers every event of your audit log, in order, to a destination you choose.</p>
-{table}
-<p><a class="button" href="/portal/streams/new">Add a stream</a> <a href="/portal/streams">Refresh</a></p>"#,
-        notice = notice(&query),
-    );
     let frame = Frame {
         title: "Log streams",
         session: Some(&portal.session),
         organization_name: &portal.organization_name,
         refresh: None,
     };
-    Ok(html::page(StatusCode::OK, &frame, &body))
+    Ok(html::page(StatusCode::OK, &frame, body))
 }
 
 /// `GET /portal/streams/new?type=http`: the form for one destination type.
@@ -359,90 +374,10 @@ fn form_page(
     name: &str,
     problems: &[FieldProblem],
 ) -> Response {
-    let problem_for = |field: &str| -> String {
-        problems
-            .iter()
-            .filter(|p| p.field == field)
-            .map(|p| {
-                format!(
-                    r#"<span class="field-error" id="{}-error">{}</span>"#,
-                    esc(field),
-                    esc(&p.message)
-                )
-            })
-            .collect()
-    };
-    let invalid = |field: &str| -> String {
-        if problems.iter().any(|p| p.field == field) {
-            format!(
-                r#" aria-invalid="true" aria-describedby="{}-error""#,
-                esc(field)
-            )
-        } else {
-            String::new()
-        }
-    };
     let masked = match &mode {
         FormMode::Edit { masked, .. } => masked.as_object(),
         FormMode::New => None,
     };
-    let inputs: String = fields(kind)
-        .map(|f| {
-            let key = format!("config.{}", f.name);
-            let value = shown_value(values, f.name);
-            let required = if f.required { " required" } else { "" };
-            // What a write-only field holds now, and the batching in effect when left empty.
-            let placeholder = match (f.input.write_only(), masked) {
-                (true, Some(masked)) if masked.contains_key(f.name) => {
-                    r#" placeholder="unchanged unless you type a new one""#.to_owned()
-                }
-                (false, Some(masked)) if f.input == Input::Number => format!(
-                    r#" placeholder="default: {}""#,
-                    esc(&shown_value(masked, f.name))
-                ),
-                _ => String::new(),
-            };
-            let control = match f.input {
-                Input::Text | Input::Url | Input::Number => format!(
-                    r#"<input type="{}" name="{key}" value="{}"{placeholder}{required}{}>"#,
-                    match f.input {
-                        Input::Url => "url",
-                        Input::Number => "number\" step=\"any",
-                        _ => "text",
-                    },
-                    esc(&value),
-                    invalid(&key),
-                ),
-                Input::Secret => format!(
-                    r#"<input type="password" name="{key}" autocomplete="off"{placeholder}{required}{}>"#,
-                    invalid(&key)
-                ),
-                Input::SecretText | Input::Headers => format!(
-                    r#"<textarea name="{key}" rows="3" autocomplete="off" spellcheck="false"{placeholder}{}></textarea>"#,
-                    invalid(&key)
-                ),
-                Input::Choice(choices) => {
-                    let options: String = choices
-                        .iter()
-                        .map(|c| {
-                            let selected = if *c == value { " selected" } else { "" };
-                            format!(r#"<option{selected}>{c}</option>"#)
-                        })
-                        .collect();
-                    format!(
-                        r#"<select name="{key}"{}>{options}</select>"#,
-                        invalid(&key)
-                    )
-                }
-            };
-            format!(
-                r#"<label>{label}{mark}{control}{error}</label>"#,
-                label = f.label,
-                mark = if f.required { " *" } else { "" },
-                error = problem_for(&key),
-            )
-        })
-        .collect();
     // Problems without a field of their own on the form (a nested header name, a conflict).
     let other_problems: Vec<FieldProblem> = problems
         .iter()
@@ -451,67 +386,148 @@ fn form_page(
         })
         .cloned()
         .collect();
-    let (title, heading, action, submit, cancel) = match &mode {
-        FormMode::New => {
-            let tabs: String = KINDS
-                .iter()
-                .map(|(k, label)| {
-                    let current = if *k == kind {
-                        r#" aria-current="page""#
-                    } else {
-                        ""
-                    };
-                    format!(
-                        r#"<a href="/portal/streams/new?type={}"{current}>{label}</a>"#,
-                        k.as_str()
-                    )
-                })
-                .collect();
-            (
-                "Add a log stream".to_owned(),
-                format!(r#"<nav class="tabs" aria-label="Destination type">{tabs}</nav>"#),
-                "/portal/streams".to_owned(),
-                "Create stream",
-                "/portal/streams".to_owned(),
-            )
-        }
+    let (title, action, submit, cancel) = match &mode {
+        FormMode::New => (
+            "Add a log stream".to_owned(),
+            "/portal/streams".to_owned(),
+            "Create stream",
+            "/portal/streams".to_owned(),
+        ),
         FormMode::Edit { stream, .. } => (
             format!("Edit {}", stream.name),
-            format!(
-                r#"<p>Type: {}. Credentials are never shown: leave them empty to keep them. An empty batch field returns to its default.</p>"#,
-                KINDS
-                    .iter()
-                    .find(|(k, _)| *k == kind)
-                    .map_or("unknown", |(_, label)| label)
-            ),
             format!("/portal/streams/{}/edit", url(&stream.id)),
             "Save changes",
             format!("/portal/streams/{}", url(&stream.id)),
         ),
     };
-    let body = format!(
-        r#"{heading}
-{other}
-<form class="stream" method="post" action="{action}" novalidate>{csrf}
-<input type="hidden" name="type" value="{kind}">
-<label>Name *<input type="text" name="name" value="{name}" required{name_invalid}>{name_error}</label>
-{inputs}
-<div class="actions"><button type="submit">{submit}</button> <a href="{cancel}">Cancel</a></div>
-</form>"#,
-        other = problems_notice(&other_problems),
-        csrf = csrf_input(&portal.session),
-        kind = kind.as_str(),
-        name = esc(name),
-        name_invalid = invalid("name"),
-        name_error = problem_for("name"),
-    );
+    let name_error = FieldError::of("name", problems);
+    let body = html! {
+        @match &mode {
+            FormMode::New => nav class="tabs" aria-label="Destination type" {
+                @for (k, label) in &KINDS {
+                    a href={ "/portal/streams/new?type=" (k.as_str()) }
+                        aria-current=[(*k == kind).then_some("page")] { (label) }
+                }
+            },
+            FormMode::Edit { .. } => p {
+                "Type: "
+                (KINDS.iter().find(|(k, _)| *k == kind).map_or("unknown", |(_, label)| label))
+                ". Credentials are never shown: leave them empty to keep them. An empty batch field returns to its default."
+            },
+        }
+        (problems_notice(&other_problems))
+        form class="stream" method="post" action=(action) novalidate {
+            (csrf_input(&portal.session))
+            input type="hidden" name="type" value=(kind.as_str());
+            label {
+                "Name *"
+                input type="text" name="name" value=(name) required
+                    aria-invalid=[name_error.invalid()]
+                    aria-describedby=[name_error.described_by()];
+                (name_error)
+            }
+            @for f in fields(kind) { (field_label(f, values, masked, problems)) }
+            div class="actions" {
+                button type="submit" { (submit) } " " a href=(cancel) { "Cancel" }
+            }
+        }
+    };
     let frame = Frame {
         title: &title,
         session: Some(&portal.session),
         organization_name: &portal.organization_name,
         refresh: None,
     };
-    html::page(status, &frame, &body)
+    html::page(status, &frame, body)
+}
+
+/// The problems the streams API found with one field of a form, shown beside it and linked
+/// to its control.
+struct FieldError<'a> {
+    field: &'a str,
+    messages: Vec<&'a str>,
+}
+
+impl<'a> FieldError<'a> {
+    fn of(field: &'a str, problems: &'a [FieldProblem]) -> Self {
+        let messages = problems
+            .iter()
+            .filter(|p| p.field == field)
+            .map(|p| p.message.as_str())
+            .collect();
+        FieldError { field, messages }
+    }
+
+    /// The control's `aria-invalid`, present only when the field has a problem.
+    fn invalid(&self) -> Option<&'static str> {
+        (!self.messages.is_empty()).then_some("true")
+    }
+
+    /// The control's `aria-describedby`: the id of its messages.
+    fn described_by(&self) -> Option<String> {
+        (!self.messages.is_empty()).then(|| format!("{}-error", self.field))
+    }
+}
+
+impl maud::Render for FieldError<'_> {
+    fn render(&self) -> Markup {
+        html! {
+            @for message in &self.messages {
+                span class="field-error" id={ (self.field) "-error" } { (message) }
+            }
+        }
+    }
+}
+
+/// One configuration field of the form: its label, its control (write-only ones never
+/// pre-filled) and its problems.
+fn field_label(
+    f: &Field,
+    values: &Map<String, Value>,
+    masked: Option<&Map<String, Value>>,
+    problems: &[FieldProblem],
+) -> Markup {
+    let key = format!("config.{}", f.name);
+    let value = shown_value(values, f.name);
+    let error = FieldError::of(&key, problems);
+    // What a write-only field holds now, and the batching in effect when left empty.
+    let placeholder = match (f.input.write_only(), masked) {
+        (true, Some(masked)) if masked.contains_key(f.name) => {
+            Some("unchanged unless you type a new one".to_owned())
+        }
+        (false, Some(masked)) if f.input == Input::Number => {
+            Some(format!("default: {}", shown_value(masked, f.name)))
+        }
+        _ => None,
+    };
+    html! {
+        label {
+            (f.label)
+            @if f.required { " *" }
+            @match f.input {
+                Input::Text | Input::Url | Input::Number => input
+                    type=(match f.input {
+                        Input::Url => "url",
+                        Input::Number => "number",
+                        _ => "text",
+                    })
+                    step=[(f.input == Input::Number).then_some("any")]
+                    name=(key) value=(value) placeholder=[&placeholder] required[f.required]
+                    aria-invalid=[error.invalid()] aria-describedby=[error.described_by()];,
+                Input::Secret => input type="password" name=(key) autocomplete="off"
+                    placeholder=[&placeholder] required[f.required]
+                    aria-invalid=[error.invalid()] aria-describedby=[error.described_by()];,
+                Input::SecretText | Input::Headers => textarea name=(key) rows="3"
+                    autocomplete="off" spellcheck="false" placeholder=[&placeholder]
+                    aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {},
+                Input::Choice(choices) => select name=(key)
+                    aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {
+                    @for choice in choices { option selected[*choice == value] { (choice) } }
+                },
+            }
+            (error)
+        }
+    }
 }
 
 /// `POST /portal/streams`: creates a stream through the streams API's own validation.
@@ -634,7 +650,7 @@ pub async fn show(
     portal.require(PortalIntent::LogStreams)?;
     let stream = find(&state, &portal, &id).await?;
     let health = stream_json(&state, &stream).await?;
-    let config: String = health["config"]
+    let config: Vec<(&String, String)> = health["config"]
         .as_object()
         .into_iter()
         .flatten()
@@ -643,71 +659,75 @@ pub async fn show(
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };
-            format!("<dt>{}</dt><dd><code>{}</code></dd>", esc(key), esc(&value))
+            (key, value)
         })
         .collect();
     let csrf = csrf_input(&portal.session);
     let action = |name: &str| format!("/portal/streams/{}/{name}", url(&stream.id));
-    let toggle = if stream.enabled {
-        format!(
-            r#"<form method="post" action="{}">{csrf}<button type="submit">Pause</button></form>"#,
-            action("pause")
-        )
+    let (toggle, toggle_label) = if stream.enabled {
+        ("pause", "Pause")
     } else {
-        format!(
-            r#"<form method="post" action="{}">{csrf}<button type="submit">Resume</button></form>"#,
-            action("resume")
-        )
+        ("resume", "Resume")
     };
-    let body = format!(
-        r#"{notice}
-<dl class="facts" id="health" data-reload="5">
-<dt>State</dt><dd>{badge}</dd>
-<dt>Type</dt><dd>{kind}</dd>
-<dt>Lag</dt><dd>{lag_events} events ({lag_seconds} s)</dd>
-<dt>Last synced (UTC)</dt><dd id="last-synced">{synced}</dd>
-<dt>Last error</dt><dd>{error}</dd>
-</dl>
-<h2>Settings</h2>
-<dl class="facts">{config}</dl>
-<p><a class="button" href="{edit}">Edit settings</a></p>
-<h2>Actions</h2>
-<div class="stream-actions">
-{toggle}
-<form method="post" action="{test}">{csrf}<button type="submit">Send test event</button></form>
-{rotate}
-<form method="post" action="{replay}" class="replay">{csrf}<label>Replay from (UTC)<input type="datetime-local" name="from_time" step="1" required></label><button type="submit">Replay</button></form>
-<form method="post" action="{delete}" data-confirm="Delete this stream? Delivery stops at once.">{csrf}<button type="submit" class="danger">Delete stream</button></form>
-</div>
-<p><a href="/portal/streams">← All streams</a> <a href="/portal/streams/{id}">Refresh</a></p>"#,
-        notice = notice(&query),
-        badge = state_badge(&health),
-        kind = esc(&stream.kind),
-        lag_events = health["lag_events"],
-        lag_seconds = health["lag_seconds"],
-        synced = esc(health["last_synced_at"].as_str().unwrap_or("never")),
-        error = esc(health["last_error"].as_str().unwrap_or("none")),
-        test = action("test"),
-        rotate = if stream.kind == StreamKind::Http.as_str() {
-            format!(
-                r#"<form method="post" action="{}" data-confirm="Make a new signing secret? The current one keeps signing for a day.">{csrf}<button type="submit">Rotate signing secret</button></form>"#,
-                action("rotate_secret")
-            )
-        } else {
-            String::new()
-        },
-        replay = action("replay"),
-        delete = action("delete"),
-        edit = action("edit"),
-        id = url(&stream.id),
-    );
+    let body = html! {
+        (notice(&query))
+        dl class="facts" id="health" data-reload="5" {
+            dt { "State" } dd { (state_badge(&health)) }
+            dt { "Type" } dd { (stream.kind) }
+            dt { "Lag" }
+            dd {
+                (health["lag_events"].to_string()) " events ("
+                (health["lag_seconds"].to_string()) " s)"
+            }
+            dt { "Last synced (UTC)" }
+            dd id="last-synced" { (health["last_synced_at"].as_str().unwrap_or("never")) }
+            dt { "Last error" } dd { (health["last_error"].as_str().unwrap_or("none")) }
+        }
+        h2 { "Settings" }
+        dl class="facts" {
+            @for (key, value) in &config { dt { (key) } dd { code { (value) } } }
+        }
+        p { a class="button" href=(action("edit")) { "Edit settings" } }
+        h2 { "Actions" }
+        div class="stream-actions" {
+            form method="post" action=(action(toggle)) {
+                (csrf) button type="submit" { (toggle_label) }
+            }
+            form method="post" action=(action("test")) {
+                (csrf) button type="submit" { "Send test event" }
+            }
+            @if stream.kind == StreamKind::Http.as_str() {
+                form method="post" action=(action("rotate_secret"))
+                    data-confirm="Make a new signing secret? The current one keeps signing for a day." {
+                    (csrf) button type="submit" { "Rotate signing secret" }
+                }
+            }
+            form method="post" action=(action("replay")) class="replay" {
+                (csrf)
+                label {
+                    "Replay from (UTC)"
+                    input type="datetime-local" name="from_time" step="1" required;
+                }
+                button type="submit" { "Replay" }
+            }
+            form method="post" action=(action("delete"))
+                data-confirm="Delete this stream? Delivery stops at once." {
+                (csrf) button type="submit" class="danger" { "Delete stream" }
+            }
+        }
+        p {
+            a href="/portal/streams" { "← All streams" }
+            " "
+            a href={ "/portal/streams/" (url(&stream.id)) } { "Refresh" }
+        }
+    };
     let frame = Frame {
         title: &stream.name,
         session: Some(&portal.session),
         organization_name: &portal.organization_name,
         refresh: None,
     };
-    Ok(html::page(StatusCode::OK, &frame, &body))
+    Ok(html::page(StatusCode::OK, &frame, body))
 }
 
 /// How long a secret rotated in the portal keeps signing beside the new one (the API's default).
@@ -727,14 +747,19 @@ fn secret_page(
     } else {
         "Signing secret rotated"
     };
-    let body = format!(
-        r#"<p class="notice ok" role="status">{heading}. Copy the signing secret now: it is not shown again.</p>
-<dl class="facts"><dt>Signing secret</dt><dd><code id="signing-secret">{secret}</code></dd></dl>
-<p>Your receiver checks each request's <code>webhook-signature</code> with it (Standard Webhooks). After a rotation the previous secret keeps signing beside this one for a day.</p>
-<p><a class="button" href="{next}">Continue</a></p>"#,
-        secret = esc(secret),
-        next = esc(next),
-    );
+    let body = html! {
+        p class="notice ok" role="status" {
+            (heading) ". Copy the signing secret now: it is not shown again."
+        }
+        dl class="facts" {
+            dt { "Signing secret" } dd { code id="signing-secret" { (secret) } }
+        }
+        p {
+            "Your receiver checks each request's " code { "webhook-signature" }
+            " with it (Standard Webhooks). After a rotation the previous secret keeps signing beside this one for a day."
+        }
+        p { a class="button" href=(next) { "Continue" } }
+    };
     let frame = Frame {
         title: &stream.name,
         session: Some(&portal.session),
@@ -742,7 +767,7 @@ fn secret_page(
         refresh: None,
     };
     // Like every portal page, sent with `Cache-Control: no-store`.
-    html::page(StatusCode::OK, &frame, &body)
+    html::page(StatusCode::OK, &frame, body)
 }
 
 /// `POST /portal/streams/{id}/{pause|resume|test|replay|rotate_secret|delete}`.
@@ -871,16 +896,13 @@ fn stream_target(stream: &StreamRecord) -> Value {
     json!({"id": stream.id, "type": "log_stream", "name": stream.name})
 }
 
-fn state_badge(health: &Value) -> String {
+fn state_badge(health: &Value) -> Markup {
     let state = health["state"].as_str().unwrap_or("unknown");
-    format!(
-        r#"<span class="badge state-{state}" data-state="{state}">{state}</span>"#,
-        state = esc(state)
-    )
+    html! { span class={ "badge state-" (state) } data-state=(state) { (state) } }
 }
 
 /// The message after an action (Post/Redirect/Get carries it in the query).
-fn notice(query: &QueryPairs) -> String {
+fn notice(query: &QueryPairs) -> Markup {
     let detail = query.get("detail").unwrap_or_default();
     let (class, text) = match query.get("notice") {
         Some("created") => (
@@ -905,10 +927,7 @@ fn notice(query: &QueryPairs) -> String {
         Some("test_delivered") => ("ok", format!("Test event delivered: {detail}")),
         Some("test_failed") => ("error", format!("Test event not delivered: {detail}")),
         Some("invalid") => ("error", detail.to_owned()),
-        _ => return String::new(),
+        _ => return html! {},
     };
-    format!(
-        r#"<p class="notice {class}" role="status">{}</p>"#,
-        esc(&text)
-    )
+    html! { p class={ "notice " (class) } role="status" { (text) } }
 }

@@ -1,0 +1,365 @@
+//! Leaf version 2: an event's erasable values enter its leaf as salted hashes, so they can be
+//! erased later while every proof still verifies.
+//!
+//! An event stored since leaf version 2 carries, besides the event object's usual keys, either
+//!
+//! - `"salt"`: its seed, 16 random bytes in standard base64, or, once values were erased,
+//! - `"salts"`: `{pointer: salt}` for each erasable value still present, and `"erased"`:
+//!   `{pointer: commitment}` for each erased one (whose value now reads `"[erased]"`).
+//!
+//! The pointers are those of `trailmark_domain::erasable`. For the value `v` at pointer `p`:
+//!
+//! - `salt(p) = SHA-256("trailmark/v2/salt" ‖ 0x00 ‖ seed ‖ p)[0..16]` (or `salts[p]`): one salt
+//!   per value, none revealing another, so showing the salts of what remains reveals nothing
+//!   about what was erased;
+//! - `commitment(p) = SHA-256(salt(p) ‖ RFC 8785 canonical JSON of v)` (or `erased[p]`).
+//!
+//! The **committed object** is the event object without `leaf_hash`, `inclusion_proof`, `salt`,
+//! `salts` and `erased`, with every erasable value replaced by its commitment (base64) and
+//! `"leaf_version": 2` added. Its canonical JSON is the leaf (`crate::leaf`). It holds no personal
+//! data, and it is the same before and after an erasure: erasing a value replaces it by the
+//! placeholder and its salt by its commitment.
+//!
+//! Events stored before version 2 have neither key; their leaf is the event object itself, so
+//! their values cannot be erased one by one (only the whole event can be purged).
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use trailmark_domain::canonical::canonical_json;
+use trailmark_domain::erasable::{ERASED, for_each_erasable};
+
+use crate::LedgerError;
+use crate::tree::Hash;
+
+/// Bytes of an event's seed and of each value's salt.
+pub const SALT_BYTES: usize = 16;
+
+pub type Salt = [u8; SALT_BYTES];
+
+/// The leaf version of events whose erasable values are committed by salted hashes.
+pub const LEAF_VERSION: u64 = 2;
+
+/// The keys that carry salts and commitments; they are not part of the committed object.
+pub const SALTING_KEYS: [&str; 3] = ["salt", "salts", "erased"];
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode<const N: usize>(text: &Value, what: &str) -> Result<[u8; N], LedgerError> {
+    text.as_str()
+        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+        .ok_or_else(|| LedgerError::Malformed(format!("{what} is not the base64 of {N} bytes")))
+}
+
+/// The `"salt"` text of a new event with `seed`.
+pub fn seed_text(seed: &Salt) -> String {
+    base64(seed)
+}
+
+/// The salt of the value at `pointer` of an event with `seed`.
+pub fn value_salt(seed: &Salt, pointer: &str) -> Salt {
+    let digest = Sha256::new()
+        .chain_update(b"trailmark/v2/salt\0")
+        .chain_update(seed)
+        .chain_update(pointer.as_bytes())
+        .finalize();
+    let mut salt = [0u8; SALT_BYTES];
+    salt.copy_from_slice(&digest[..SALT_BYTES]);
+    salt
+}
+
+/// The commitment to `value` under `salt`.
+pub fn commitment(salt: &Salt, value: &Value) -> Hash {
+    Sha256::new()
+        .chain_update(salt)
+        .chain_update(canonical_json(value))
+        .finalize()
+        .into()
+}
+
+/// How an event's erasable values are salted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Salting {
+    /// Nothing erased: every salt derives from the seed.
+    Seed(Salt),
+    /// After an erasure: the salts of the values left, the commitments of the values erased.
+    Explicit {
+        salts: BTreeMap<String, Salt>,
+        erased: BTreeMap<String, Hash>,
+    },
+}
+
+impl Salting {
+    /// The salting of an event object or stored body; `None` for an event stored before leaf
+    /// version 2.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Malformed`] for salts or commitments that do not decode.
+    pub fn of(object: &Value) -> Result<Option<Salting>, LedgerError> {
+        if let Some(seed) = object.get("salt") {
+            return Ok(Some(Salting::Seed(decode(seed, "salt")?)));
+        }
+        let (Some(salts), Some(erased)) = (object.get("salts"), object.get("erased")) else {
+            return Ok(None);
+        };
+        let map = |value: &Value, what: &str| {
+            value
+                .as_object()
+                .cloned()
+                .ok_or_else(|| LedgerError::Malformed(format!("{what} is not an object")))
+        };
+        Ok(Some(Salting::Explicit {
+            salts: map(salts, "salts")?
+                .iter()
+                .map(|(pointer, salt)| Ok((pointer.clone(), decode(salt, "a salt")?)))
+                .collect::<Result<_, LedgerError>>()?,
+            erased: map(erased, "erased")?
+                .iter()
+                .map(|(pointer, hash)| Ok((pointer.clone(), decode(hash, "a commitment")?)))
+                .collect::<Result<_, LedgerError>>()?,
+        }))
+    }
+
+    /// The salt of the value at `pointer`, unless it was erased.
+    fn salt(&self, pointer: &str) -> Option<Salt> {
+        match self {
+            Salting::Seed(seed) => Some(value_salt(seed, pointer)),
+            Salting::Explicit { salts, .. } => salts.get(pointer).copied(),
+        }
+    }
+
+    /// The commitment to `value` at `pointer`.
+    fn commitment(&self, pointer: &str, value: &Value) -> Result<Hash, LedgerError> {
+        if let Salting::Explicit { erased, .. } = self
+            && let Some(hash) = erased.get(pointer)
+        {
+            // The placeholder is the only value an erased pointer may show: anything else would
+            // be a value the leaf does not commit to.
+            return if value.as_str() == Some(ERASED) {
+                Ok(*hash)
+            } else {
+                Err(LedgerError::Malformed(format!(
+                    "{pointer} is erased but reads {value}"
+                )))
+            };
+        }
+        let salt = self
+            .salt(pointer)
+            .ok_or_else(|| LedgerError::Malformed(format!("{pointer} has no salt")))?;
+        Ok(commitment(&salt, value))
+    }
+
+    /// How many pointers it names (explicit salting), to check none is left over.
+    fn named(&self) -> Option<usize> {
+        match self {
+            Salting::Seed(_) => None,
+            Salting::Explicit { salts, erased } => Some(salts.len() + erased.len()),
+        }
+    }
+}
+
+/// The committed object of a leaf-version-2 event object (see the module docs).
+///
+/// # Errors
+///
+/// [`LedgerError::Malformed`] if a value has no salt, an erased value shows anything but the
+/// placeholder, or the salting names a value the event does not have.
+pub fn committed_object(object: &Value, salting: &Salting) -> Result<Value, LedgerError> {
+    let mut commitments = Vec::with_capacity(16);
+    let mut failure = None;
+    for_each_erasable(object, |pointer, value| {
+        match salting.commitment(pointer, value) {
+            Ok(hash) => commitments.push((pointer.to_owned(), hash)),
+            Err(error) => failure = failure.take().or(Some(error)),
+        }
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if salting
+        .named()
+        .is_some_and(|named| named != commitments.len())
+    {
+        return Err(LedgerError::Malformed(
+            "the salts and erased values name values the event does not have".into(),
+        ));
+    }
+    let mut committed = match object {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(key, _)| {
+                !SALTING_KEYS.contains(&key.as_str())
+                    && !crate::leaf::NON_LEAF_KEYS.contains(&key.as_str())
+            })
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect::<Map<String, Value>>(),
+        _ => return Err(LedgerError::Malformed("an event is an object".into())),
+    };
+    committed.insert("leaf_version".into(), Value::from(LEAF_VERSION));
+    let mut committed = Value::Object(committed);
+    for (pointer, hash) in commitments {
+        if let Some(slot) = committed.pointer_mut(&pointer) {
+            *slot = Value::String(base64(&hash));
+        }
+    }
+    Ok(committed)
+}
+
+/// `body` (a stored leaf-version-2 body) with the values at `pointers` erased: each reads
+/// [`ERASED`], its commitment is kept in `erased`, and the seed gives way to the salts of the
+/// values left. The event's leaf is unchanged.
+///
+/// # Errors
+///
+/// [`LedgerError::Malformed`] if the body has no salting (an event stored before leaf version
+/// 2) or a pointer names no erasable value.
+pub fn erase(body: &Value, pointers: &[String]) -> Result<Value, LedgerError> {
+    let salting = Salting::of(body)?.ok_or_else(|| {
+        LedgerError::Malformed("the event was stored before leaf version 2".into())
+    })?;
+    let mut salts = Map::new();
+    let mut erased = Map::new();
+    let mut failure = None;
+    for_each_erasable(body, |pointer, value| {
+        let erase_now = pointers.iter().any(|p| p == pointer);
+        let already =
+            matches!(&salting, Salting::Explicit { erased, .. } if erased.contains_key(pointer));
+        if erase_now || already {
+            match salting.commitment(pointer, value) {
+                Ok(hash) => {
+                    erased.insert(pointer.to_owned(), Value::String(base64(&hash)));
+                }
+                Err(error) => failure = failure.take().or(Some(error)),
+            }
+        } else if let Some(salt) = salting.salt(pointer) {
+            salts.insert(pointer.to_owned(), Value::String(base64(&salt)));
+        } else {
+            failure = failure
+                .take()
+                .or_else(|| Some(LedgerError::Malformed(format!("{pointer} has no salt"))));
+        }
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let mut body = body.clone();
+    for pointer in pointers {
+        let slot = body
+            .pointer_mut(pointer)
+            .ok_or_else(|| LedgerError::Malformed(format!("{pointer} names no value")))?;
+        *slot = Value::String(ERASED.into());
+    }
+    if let Value::Object(map) = &mut body {
+        map.remove("salt");
+        map.insert("salts".into(), Value::Object(salts));
+        map.insert("erased".into(), Value::Object(erased));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(seed: &Salt) -> Value {
+        json!({
+            "object": "audit_log_event", "id": "event_1", "organization_id": "org_1",
+            "sequence": 4, "received_at": "2026-08-01T10:00:00.100Z", "version": null,
+            "action": "document.shared", "occurred_at": "2026-08-01T10:00:00.000Z",
+            "actor": {"id": "user_1", "type": "user", "name": "Ana"},
+            "targets": [{"id": "doc_1", "type": "document"}],
+            "context": {"location": "10.0.0.1", "user_agent": "UA"},
+            "metadata": {"email": "ana@acme.test", "n": 3},
+            "salt": seed_text(seed),
+        })
+    }
+
+    fn committed(object: &Value) -> Value {
+        let salting = Salting::of(object).expect("decodes").expect("version 2");
+        committed_object(object, &salting).expect("commits")
+    }
+
+    #[test]
+    fn the_committed_object_holds_no_erasable_value_and_names_its_version() {
+        let object = object(&[7; SALT_BYTES]);
+        let committed = committed(&object);
+        let text = String::from_utf8(canonical_json(&committed)).expect("UTF-8");
+        for value in ["user_1", "Ana", "doc_1", "10.0.0.1", "UA", "ana@acme.test"] {
+            assert!(!text.contains(value), "{value} in {text}");
+        }
+        for kept in ["document.shared", "\"user\"", "event_1", "org_1"] {
+            assert!(text.contains(kept), "{kept} in {text}");
+        }
+        assert_eq!(committed["leaf_version"], 2);
+        assert!(committed.get("salt").is_none());
+        assert_eq!(
+            committed["metadata"]["n"],
+            base64(&commitment(
+                &value_salt(&[7; SALT_BYTES], "/metadata/n"),
+                &json!(3)
+            ))
+        );
+    }
+
+    #[test]
+    fn erasing_changes_the_values_but_not_the_committed_object() {
+        let object = object(&[1; SALT_BYTES]);
+        let before = committed(&object);
+        let erased =
+            erase(&object, &["/actor/id".into(), "/metadata/email".into()]).expect("erases");
+        assert_eq!(erased["actor"]["id"], ERASED);
+        assert_eq!(erased["metadata"]["email"], ERASED);
+        assert!(
+            erased.get("salt").is_none(),
+            "the seed would reveal the erased salts"
+        );
+        assert_eq!(committed(&erased), before);
+        // Erasing more later keeps what was erased before.
+        let again = erase(&erased, &["/context/location".into()]).expect("erases");
+        assert_eq!(committed(&again), before);
+        assert_eq!(again["erased"].as_object().map(Map::len), Some(3));
+        let text = serde_json::to_string(&again).expect("JSON");
+        assert!(!text.contains("user_1") && !text.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_changed_value_or_a_shown_erased_value_does_not_commit_the_same() {
+        let object = object(&[2; SALT_BYTES]);
+        let before = committed(&object);
+        let mut changed = object.clone();
+        changed["actor"]["name"] = json!("Eve");
+        assert_ne!(committed(&changed), before);
+
+        let mut erased = erase(&object, &["/actor/name".into()]).expect("erases");
+        erased["actor"]["name"] = json!("Eve");
+        let salting = Salting::of(&erased).expect("decodes").expect("version 2");
+        assert!(committed_object(&erased, &salting).is_err());
+
+        let mut extra = erase(&object, &["/actor/name".into()]).expect("erases");
+        extra["salts"]["/actor/nickname"] = json!(base64(&[0; SALT_BYTES]));
+        let salting = Salting::of(&extra).expect("decodes").expect("version 2");
+        assert!(committed_object(&extra, &salting).is_err());
+    }
+
+    #[test]
+    fn events_before_version_two_have_no_salting_and_cannot_be_erased_value_by_value() {
+        let mut object = object(&[3; SALT_BYTES]);
+        object.as_object_mut().map(|map| map.remove("salt"));
+        assert_eq!(Salting::of(&object), Ok(None));
+        assert!(erase(&object, &["/actor/id".into()]).is_err());
+    }
+
+    #[test]
+    fn salts_differ_per_value_and_per_seed() {
+        let a = value_salt(&[0; SALT_BYTES], "/actor/id");
+        assert_ne!(a, value_salt(&[0; SALT_BYTES], "/actor/name"));
+        assert_ne!(a, value_salt(&[1; SALT_BYTES], "/actor/id"));
+    }
+}
