@@ -273,6 +273,11 @@ pub struct ServeArgs {
     /// the stream's delivery resumes (here or on another instance) once it ran out.
     #[arg(long, env = "TRAILMARK_STREAM_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_lease_secs: u64,
+    /// How often each log stream delivers its organization's newest signed checkpoint, in
+    /// seconds (when the log grew): the customer's own copy of each checkpoint, to verify later
+    /// that the log was never rewritten (`trailmark verify --checkpoint`).
+    #[arg(long, env = "TRAILMARK_STREAM_CHECKPOINT_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stream_checkpoint_interval_secs: u64,
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub export_link_ttl_secs: u64,
@@ -286,6 +291,18 @@ pub struct ServeArgs {
         hide = true
     )]
     pub portal_link_ttl_secs: u64,
+    /// Exports of one organization pending (waiting or being written) at once; one more is
+    /// refused with 429 `too_many_exports` until one is ready.
+    #[arg(long, env = "TRAILMARK_EXPORT_MAX_PENDING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub export_max_pending: u32,
+    /// How long an export's file is kept after the export was requested, in hours; then it is
+    /// deleted and the export fails as expired.
+    #[arg(long, env = "TRAILMARK_EXPORT_FILE_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub export_file_ttl_hours: u64,
+    /// Bytes export files may take together under `<data-dir>/exports`: a new export is refused
+    /// with 429 `export_storage_full` at the bound, one that would cross it fails.
+    #[arg(long, env = "TRAILMARK_EXPORT_MAX_DISK_BYTES", default_value_t = 10 * 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub export_max_disk_bytes: u64,
     /// Longest date range one export may span, in days (default: no limit).
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_RANGE_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub export_max_range_days: Option<u32>,

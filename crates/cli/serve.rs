@@ -160,10 +160,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         streams: WorkerConfig {
             allow_private: args.allow_private_destinations,
             lease: Duration::from_secs(args.stream_lease_secs.max(1)),
+            checkpoint_every: Duration::from_secs(args.stream_checkpoint_interval_secs.max(1)),
             ..WorkerConfig::default()
         },
         require_schemas: args.require_schemas,
         export_max_range_days: args.export_max_range_days,
+        export_max_pending: args.export_max_pending,
+        export_max_disk_bytes: args.export_max_disk_bytes,
+        export_file_ttl: Duration::from_secs(args.export_file_ttl_hours * 3600),
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
         witnesses: args
             .witnesses

@@ -8,9 +8,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use trailmark_ledger::checkpoint::NoteVerifier;
-use trailmark_ledger::decode_hash;
 use trailmark_ledger::leaf::event_leaf_hash;
-use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
 
 use crate::helpers::{TestApp, TestDatabase, body, event};
 
@@ -36,14 +34,6 @@ fn adas_event(n: usize) -> Value {
 
 async fn erase(app: &TestApp, request: &Value) -> reqwest::Response {
     app.post("/audit_logs/erasures", request).await
-}
-
-fn hashes(v: &Value) -> Vec<[u8; 32]> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| decode_hash(h.as_str().unwrap_or_default()).expect("hash"))
-        .collect()
 }
 
 /// Every file under `dir`, concatenated (the SQLite database, its WAL and the log's segments).
@@ -222,28 +212,10 @@ async fn an_erased_actor_is_gone_everywhere_and_every_proof_still_verifies() {
                 .unwrap_or_default(),
         )
         .expect("verifies");
-    let consistency = body(
-        app.get(&format!(
-            "/audit_logs/ledger/consistency?organization_id={organization}&first=6&second=7"
-        ))
-        .await,
-    )
-    .await;
-    assert!(verify_consistency(
-        6,
-        7,
-        &before.root,
-        &after.root,
-        &hashes(&consistency["proof"])
-    ));
+    app.assert_consistent(&organization, (6, &before.root), (7, &after.root))
+        .await;
     for id in &adas {
-        let proof = body(app.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization}&event_id={id}&tree_size=7")).await).await;
-        let leaf = decode_hash(proof["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
-        let index = proof["sequence"].as_u64().unwrap_or_default();
-        assert!(
-            verify_inclusion(index, 7, &leaf, &hashes(&proof["proof"]), &after.root),
-            "{id}"
-        );
+        app.assert_included(&organization, id, 7, &after.root).await;
     }
 
     // An export made afterwards holds no erased value and verifies offline.
@@ -464,4 +436,71 @@ async fn an_erasure_request_names_each_bad_field() {
     )
     .await;
     assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_rewrites_exports_made_before_it_and_their_links_serve_the_new_file() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    for n in 0..2 {
+        let response = app.create_event(&organization, &adas_event(n), None).await;
+        assert_eq!(response.status(), 200);
+    }
+    let created = body(
+        app.post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization}),
+        )
+        .await,
+    )
+    .await;
+    let path = format!(
+        "/audit_logs/exports/{}",
+        created["id"].as_str().unwrap_or_default()
+    );
+    let mut before = created;
+    for _ in 0..200 {
+        if before["state"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        before = body(app.get(&path).await).await;
+    }
+    assert_eq!(before["state"], "ready", "{before}");
+    let link = before["url"].as_str().unwrap_or_default().to_owned();
+    let csv = app
+        .client
+        .get(&link)
+        .send()
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("text");
+    assert!(csv.contains("Ada Lovelace"), "{csv}");
+
+    let done = erase(
+        &app,
+        &json!({"organization_id": organization, "subject": {"actor_id": "user_ada_71"}}),
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+    // The erasure answers once its exports are rewritten.
+    let after = body(app.get(&path).await).await;
+    assert_ne!(after["updated_at"], before["updated_at"], "{after}");
+    assert_eq!(after["state"], "ready");
+    assert_eq!(after["row_count"], before["row_count"]);
+    let response = app.client.get(&link).send().await.expect("download");
+    assert_eq!(response.status(), 200, "the link issued before still works");
+    let csv = response.text().await.expect("text");
+    for secret in ADA_SECRETS {
+        assert!(
+            !csv.contains(secret),
+            "{secret} is in the rewritten export: {csv}"
+        );
+    }
+    assert!(
+        csv.contains("Notes 1"),
+        "the rest of the event stays: {csv}"
+    );
 }

@@ -569,3 +569,174 @@ async fn the_cli_exports_from_the_database_and_from_a_server() {
         "a failed export leaves no partial file"
     );
 }
+
+fn record(id: &str, organization: &str, created_at: Timestamp) -> trailmark_store::ExportRecord {
+    trailmark_store::ExportRecord {
+        id: id.into(),
+        organization_id: organization.into(),
+        state: trailmark_store::ExportState::Pending,
+        format: trailmark_domain::export::ExportFormat::Csv,
+        filter: Default::default(),
+        row_count: None,
+        error: None,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+#[tokio::test]
+async fn an_organization_s_pending_exports_are_limited_and_the_refusal_names_the_limit() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        export_max_pending: 2,
+        ..Default::default()
+    })
+    .await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    let store = app.store();
+    let now = Timestamp::now();
+    // Two exports another instance is writing (its lease holds them pending).
+    for n in 0..2 {
+        let id = format!("audit_log_export_01JDAAAAAAAAAAAAAAAAAAAAA{n}");
+        store
+            .insert_export(record(&id, &acme, now))
+            .await
+            .expect("insert");
+        assert!(
+            store
+                .claim_export(&id, "another_instance", now.plus_millis(3_600_000), now)
+                .await
+                .expect("claim")
+        );
+    }
+    let refused = app
+        .post("/audit_logs/exports", &json!({"organization_id": acme}))
+        .await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "10");
+    let refused = body(refused).await;
+    assert_eq!(refused["code"], "too_many_exports", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("--export-max-pending")),
+        "{refused}"
+    );
+    // Per organization: another's exports go on.
+    let other = app
+        .post("/audit_logs/exports", &json!({"organization_id": globex}))
+        .await;
+    assert_eq!(other.status(), 201);
+}
+
+#[tokio::test]
+async fn export_files_are_deleted_once_expired_and_their_links_refused() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 3).await;
+    let fresh = export(&app, json!({"organization_id": organization})).await;
+    // An export requested two days ago (the files' TTL is a day), its file still on disk.
+    let old_id = "audit_log_export_01JDBBBBBBBBBBBBBBBBBBBBBB";
+    let store = app.store();
+    let two_days_ago = Timestamp::now().plus_millis(-2 * 86_400_000);
+    store
+        .insert_export(record(old_id, &organization, two_days_ago))
+        .await
+        .expect("insert");
+    store
+        .finish_export(old_id, Ok(3), two_days_ago)
+        .await
+        .expect("finish");
+    let old_file = app
+        .data_dir
+        .path()
+        .join("exports")
+        .join(format!("{old_id}.csv"));
+    std::fs::write(&old_file, "old contents").expect("file");
+    // Links name the server's address, which a restart changes: keep their path and query.
+    let path_of = |link: &Value| {
+        let link = link.as_str().unwrap_or_default();
+        link[link.find("/audit_logs").unwrap_or(0)..].to_owned()
+    };
+    let old_link =
+        path_of(&body(app.get(&format!("/audit_logs/exports/{old_id}")).await).await["url"]);
+    let fresh_link = path_of(&fresh["url"]);
+    drop(store);
+    // The sweep runs when the server starts, then every 10 s.
+    let app = app.restart().await;
+    let mut expired = json!(null);
+    for _ in 0..200 {
+        expired = body(app.get(&format!("/audit_logs/exports/{old_id}")).await).await;
+        if expired["state"] != "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(expired["state"], "error", "{expired}");
+    assert!(
+        expired["error"].as_str().is_some_and(
+            |error| error.starts_with("expired") && error.contains("--export-file-ttl-hours")
+        ),
+        "{expired}"
+    );
+    assert!(!old_file.exists(), "the expired file is deleted");
+    let refused = app
+        .client
+        .get(app.url(&old_link))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(refused.status(), 404);
+    // The fresh export is kept.
+    let kept = app
+        .client
+        .get(app.url(&fresh_link))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(kept.status(), 200);
+}
+
+#[tokio::test]
+async fn export_files_are_bounded_on_disk() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        export_max_disk_bytes: 2_000,
+        ..Default::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 25).await;
+    let failed = export(&app, json!({"organization_id": organization})).await;
+    assert_eq!(failed["state"], "error", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("--export-max-disk-bytes")),
+        "{failed}"
+    );
+    let exports = app.data_dir.path().join("exports");
+    let left: Vec<_> = std::fs::read_dir(&exports)
+        .expect("exports")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed export leaves no file: {left:?}");
+
+    // At the bound, no new export starts.
+    std::fs::write(exports.join("filler"), vec![b'x'; 2_000]).expect("filler");
+    let refused = app
+        .post(
+            "/audit_logs/exports",
+            &json!({"organization_id": organization}),
+        )
+        .await;
+    assert_eq!(refused.status(), 429);
+    let refused = body(refused).await;
+    assert_eq!(refused["code"], "export_storage_full", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("--export-max-disk-bytes")),
+        "{refused}"
+    );
+}

@@ -424,6 +424,8 @@ pub struct Options {
     pub require_schemas: bool,
     pub max_body_bytes: usize,
     pub export_max_range_days: Option<u32>,
+    pub export_max_pending: u32,
+    pub export_max_disk_bytes: u64,
     /// A data directory to reuse (to restart over the same data), instead of a fresh one.
     pub data_dir: Option<TempDir>,
     /// The database to reuse with it.
@@ -436,6 +438,9 @@ pub struct Options {
     pub rate_limits: trailmark_server::RateLimits,
     /// Witnesses asked to cosign each checkpoint.
     pub witnesses: Vec<trailmark_app::WitnessConfig>,
+    /// How often streams deliver signed checkpoints: an hour unless a test watches for them, so
+    /// other tests' receivers see events only.
+    pub stream_checkpoint_every: std::time::Duration,
 }
 
 impl Default for Options {
@@ -444,12 +449,15 @@ impl Default for Options {
             require_schemas: false,
             max_body_bytes: 1024 * 1024,
             export_max_range_days: None,
+            export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
             data_dir: None,
             database: None,
             allow_private_destinations: true,
             connections: trailmark_server::ConnectionLimits::default(),
             rate_limits: trailmark_server::RateLimits::default(),
             witnesses: Vec::new(),
+            stream_checkpoint_every: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -486,9 +494,13 @@ impl TestApp {
                 invalid_retry: std::time::Duration::from_millis(300),
                 idle_poll: std::time::Duration::from_millis(50),
                 lease: std::time::Duration::from_secs(5),
+                checkpoint_every: options.stream_checkpoint_every,
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,
+            export_max_pending: options.export_max_pending,
+            export_max_disk_bytes: options.export_max_disk_bytes,
+            export_file_ttl: std::time::Duration::from_secs(24 * 3600),
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
@@ -623,6 +635,11 @@ impl TestApp {
 
     /// Stops this server and starts another over the same data directory.
     pub async fn restart(self) -> TestApp {
+        self.restart_with(Options::default()).await
+    }
+
+    /// Stops this server and starts another over the same data directory with `options`.
+    pub async fn restart_with(self, options: Options) -> TestApp {
         let TestApp {
             data_dir,
             database,
@@ -635,7 +652,7 @@ impl TestApp {
         TestApp::spawn_with(Options {
             data_dir: Some(data_dir),
             database: Some(database),
-            ..Options::default()
+            ..options
         })
         .await
     }
@@ -1026,5 +1043,68 @@ impl LoggedServer {
     /// Everything the server wrote to standard error so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).expect("read the log")
+    }
+}
+
+/// The hashes of a proof as the ledger API answers it (`"proof": [base64, …]`).
+pub fn proof_hashes(value: &Value) -> Vec<[u8; 32]> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| trailmark_ledger::decode_hash(h.as_str().unwrap_or_default()).expect("hash"))
+        .collect()
+}
+
+impl TestApp {
+    /// Asserts the server proves the tree of `second` leaves (root `second_root`) extends the one
+    /// of `first` leaves (root `first_root`).
+    pub async fn assert_consistent(
+        &self,
+        organization_id: &str,
+        (first, first_root): (u64, &[u8; 32]),
+        (second, second_root): (u64, &[u8; 32]),
+    ) {
+        let proof = body(
+            self.get(&format!(
+                "/audit_logs/ledger/consistency?organization_id={organization_id}&first={first}&second={second}"
+            ))
+            .await,
+        )
+        .await;
+        assert!(
+            trailmark_ledger::tree::verify_consistency(
+                first,
+                second,
+                first_root,
+                second_root,
+                &proof_hashes(&proof["proof"])
+            ),
+            "{first} → {second}: {proof}"
+        );
+    }
+
+    /// Asserts the server proves event `id` is in the tree of `size` leaves whose root is `root`.
+    pub async fn assert_included(
+        &self,
+        organization_id: &str,
+        id: &str,
+        size: u64,
+        root: &[u8; 32],
+    ) {
+        let proof = body(self.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization_id}&event_id={id}&tree_size={size}")).await).await;
+        let leaf = trailmark_ledger::decode_hash(proof["leaf_hash"].as_str().unwrap_or_default())
+            .expect("hash");
+        let index = proof["sequence"].as_u64().unwrap_or_default();
+        assert!(
+            trailmark_ledger::tree::verify_inclusion(
+                index,
+                size,
+                &leaf,
+                &proof_hashes(&proof["proof"]),
+                root
+            ),
+            "{id} in {size}: {proof}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use trailmark_ledger::tree::{Frontier, verify_consistency, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
 use trailmark_store::ApiKeyRecord;
 
-use crate::helpers::{LogTampering, TestApp, body, event};
+use crate::helpers::{LogTampering, TestApp, body, event, proof_hashes};
 
 /// Ingests events numbered `from..from + count` (distinct content, so none is deduplicated).
 async fn ingest_from(app: &TestApp, organization: &str, from: usize, count: usize) -> Vec<Value> {
@@ -45,15 +45,6 @@ async fn verifier(app: &TestApp) -> (String, NoteVerifier) {
     let text = key["verifier_key"].as_str().unwrap_or_default().to_owned();
     let verifier = NoteVerifier::parse(&text).expect("a valid verifier key");
     (text, verifier)
-}
-
-fn hashes(value: &Value) -> Vec<[u8; 32]> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| decode_hash(h.as_str().unwrap_or_default()).expect("base64 hash"))
-        .collect()
 }
 
 #[tokio::test]
@@ -124,7 +115,13 @@ async fn checkpoints_are_signed_and_proofs_verify_against_them() {
         let leaf = decode_hash(receipt["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
         let index = receipt["sequence"].as_u64().unwrap_or_default();
         assert!(
-            verify_inclusion(index, 13, &leaf, &hashes(&proof["proof"]), &checkpoint.root),
+            verify_inclusion(
+                index,
+                13,
+                &leaf,
+                &proof_hashes(&proof["proof"]),
+                &checkpoint.root
+            ),
             "event {index}"
         );
     }
@@ -142,7 +139,7 @@ async fn checkpoints_are_signed_and_proofs_verify_against_them() {
         13,
         &first_checkpoint.root,
         &checkpoint.root,
-        &hashes(&consistency["proof"])
+        &proof_hashes(&consistency["proof"])
     ));
 
     for (query, field) in [

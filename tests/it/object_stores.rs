@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, body, event};
+use crate::helpers::{Options, TestApp, body, event};
 
 /// A running s3s-fs with one bucket, serving files under a temporary root.
 struct S3Server {
@@ -377,4 +377,50 @@ async fn batch_settings_are_checked_field_by_field() {
         json!({"max_events": 1000, "max_wait_seconds": 0}),
         "a webhook stream sends at once by default"
     );
+}
+
+#[tokio::test]
+async fn s3_streams_write_each_new_signed_checkpoint_as_an_object_under_checkpoints() {
+    let server = s3_server("audit-bucket").await;
+    let app = TestApp::spawn_with(Options {
+        stream_checkpoint_every: std::time::Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let response = app
+        .post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "s3", "name": "S3",
+                    "config": {"bucket": "audit-bucket", "region": "us-east-1", "prefix": "trailmark/", "endpoint": server.url,
+                               "access_key_id": "AKIDTRAILMARK", "secret_access_key": "trailmark-test-secret"}}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    ingest(&app, &organization, 3).await;
+    let bucket = server.root.path().join("audit-bucket");
+    let wanted = format!("trailmark/checkpoints/{:020}", 3);
+    let mut found = None;
+    for _ in 0..400 {
+        found = objects(&bucket).into_iter().find(|(key, _)| *key == wanted);
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (_, note) = found.unwrap_or_else(|| {
+        panic!(
+            "no {wanted}: {:?}",
+            objects(&bucket).iter().map(|(k, _)| k).collect::<Vec<_>>()
+        )
+    });
+    let key = body(app.get("/audit_logs/ledger/public_key").await).await;
+    let verifier = trailmark_ledger::checkpoint::NoteVerifier::parse(
+        key["verifier_key"].as_str().unwrap_or_default(),
+    )
+    .expect("key");
+    let signed = verifier
+        .verify(std::str::from_utf8(&note).expect("text"))
+        .expect("the object is the signed note itself");
+    assert_eq!(signed.size, 3);
 }

@@ -8,8 +8,6 @@ use serde_json::{Value, json};
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
 use trailmark_ledger::checkpoint::NoteVerifier;
-use trailmark_ledger::decode_hash;
-use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
 use trailmark_store::{AppendRequest, PendingEvent};
 
 use crate::helpers::{TestApp, body, event};
@@ -144,27 +142,8 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
                 .unwrap_or_default(),
         )
         .expect("verifies");
-    let proof = body(
-        app.get(&format!(
-            "/audit_logs/ledger/consistency?organization_id={organization}&first=7&second=8"
-        ))
-        .await,
-    )
-    .await;
-    let hashes = |v: &Value| -> Vec<[u8; 32]> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| decode_hash(h.as_str().unwrap_or_default()).expect("hash"))
-            .collect()
-    };
-    assert!(verify_consistency(
-        7,
-        8,
-        &before.root,
-        &after.root,
-        &hashes(&proof["proof"])
-    ));
+    app.assert_consistent(&organization, (7, &before.root), (8, &after.root))
+        .await;
     for id in old.iter().chain(
         recent
             .iter()
@@ -172,13 +151,7 @@ async fn retention_purges_contents_but_every_proof_still_verifies() {
             .collect::<Vec<_>>()
             .iter(),
     ) {
-        let proof = body(app.get(&format!("/audit_logs/ledger/inclusion?organization_id={organization}&event_id={id}&tree_size=8")).await).await;
-        let leaf = decode_hash(proof["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
-        let index = proof["sequence"].as_u64().unwrap_or_default();
-        assert!(
-            verify_inclusion(index, 8, &leaf, &hashes(&proof["proof"]), &after.root),
-            "{id}"
-        );
+        app.assert_included(&organization, id, 8, &after.root).await;
     }
 
     let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
@@ -281,5 +254,188 @@ async fn a_legal_hold_stops_purging_and_is_recorded_in_the_log() {
     assert_eq!(
         log["data"][0]["actor"],
         json!({"id": "key_bootstrap", "type": "api_key"})
+    );
+}
+
+/// Polls the export until it leaves `pending`; returns the last object.
+async fn ready_export(app: &TestApp, request: Value) -> Value {
+    let created = body(app.post("/audit_logs/exports", &request).await).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    for _ in 0..200 {
+        let export = body(app.get(&format!("/audit_logs/exports/{id}")).await).await;
+        if export["state"] != "pending" {
+            assert_eq!(export["state"], "ready", "{export}");
+            return export;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("export {id} stayed pending");
+}
+
+async fn download(app: &TestApp, url: &str) -> (u16, String) {
+    let response = app.client.get(url).send().await.expect("download");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("text"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_rewrites_every_ready_export_and_old_links_serve_the_new_file() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let old = append_old(&app, &organization, 3, 40).await;
+    let mut recent = event("user.signed_out");
+    recent["metadata"] = json!({"kept": "recent data"});
+    app.create_event(&organization, &recent, None).await;
+    let whole_csv = ready_export(&app, json!({"organization_id": organization})).await;
+    let whole_ndjson = ready_export(
+        &app,
+        json!({"organization_id": organization, "format": "ndjson"}),
+    )
+    .await;
+    let personal = ready_export(
+        &app,
+        json!({"organization_id": organization, "q": "personal"}),
+    )
+    .await;
+    assert_eq!(personal["row_count"], 3);
+    let exports = [&whole_csv, &whole_ndjson, &personal];
+    // Links issued before the purge, and what they serve now.
+    let links: Vec<String> = exports
+        .iter()
+        .map(|export| export["url"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for link in &links {
+        let (status, text) = download(&app, link).await;
+        assert_eq!(status, 200);
+        assert!(text.contains("personal data"), "{text}");
+    }
+
+    app.put(
+        &format!("/organizations/{organization}/audit_logs_retention"),
+        &json!({"retention_period_in_days": 30}),
+    )
+    .await;
+    let mut rewritten = Vec::new();
+    for export in exports {
+        let path = format!(
+            "/audit_logs/exports/{}",
+            export["id"].as_str().unwrap_or_default()
+        );
+        let mut now = body(app.get(&path).await).await;
+        for _ in 0..200 {
+            if now["updated_at"] != export["updated_at"] {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            now = body(app.get(&path).await).await;
+        }
+        assert_ne!(now["updated_at"], export["updated_at"], "rewritten: {now}");
+        rewritten.push(now);
+    }
+    assert!(is_purged(&app, &old[0]).await);
+    // Each export keeps its id, format and filters: the whole log still has its four rows (three
+    // of them stubs), the text search finds nothing any more.
+    assert_eq!(
+        rewritten
+            .iter()
+            .map(|export| (export["state"].clone(), export["row_count"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (json!("ready"), json!(4)),
+            (json!("ready"), json!(4)),
+            (json!("ready"), json!(0)),
+        ]
+    );
+    for link in links.iter().chain(
+        rewritten
+            .iter()
+            .map(|export| export["url"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        let (status, text) = download(&app, link).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(!text.contains("personal data"), "{link}: {text}");
+    }
+    let (_, whole) = download(&app, &links[0]).await;
+    assert!(whole.contains("recent data"), "{whole}");
+    let (_, proof) = download(&app, &links[1]).await;
+    assert!(
+        proof.lines().count() > 4 && proof.contains("recent data"),
+        "the NDJSON export is written again with its manifest: {proof}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(app.data_dir.path().join("exports"))
+        .expect("exports")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".partial"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_cannot_be_written_again_after_a_purge_is_withdrawn() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    append_old(&app, &organization, 3, 40).await;
+    let export = ready_export(&app, json!({"organization_id": organization})).await;
+    let id = export["id"].as_str().unwrap_or_default().to_owned();
+    let file = app
+        .data_dir
+        .path()
+        .join("exports")
+        .join(format!("{id}.csv"));
+    let size = std::fs::metadata(&file).expect("file").len();
+    // Room for this file but not for a second one beside it while it is written again.
+    let app = app
+        .restart_with(crate::helpers::Options {
+            export_max_disk_bytes: size + 16,
+            ..Default::default()
+        })
+        .await;
+    let path = export["url"].as_str().unwrap_or_default();
+    let link = app.url(&path[path.find("/audit_logs").unwrap_or(0)..]);
+    assert_eq!(
+        app.client
+            .get(&link)
+            .send()
+            .await
+            .expect("download")
+            .status(),
+        200
+    );
+
+    app.put(
+        &format!("/organizations/{organization}/audit_logs_retention"),
+        &json!({"retention_period_in_days": 30}),
+    )
+    .await;
+    let mut withdrawn = json!(null);
+    for _ in 0..200 {
+        withdrawn = body(app.get(&format!("/audit_logs/exports/{id}")).await).await;
+        if withdrawn["state"] != "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(withdrawn["state"], "error", "{withdrawn}");
+    assert!(
+        withdrawn["error"].as_str().is_some_and(
+            |error| error.starts_with("withdrawn") && error.contains("--export-max-disk-bytes")
+        ),
+        "{withdrawn}"
+    );
+    assert!(
+        !file.exists(),
+        "the file holding purged contents is deleted"
+    );
+    assert_eq!(
+        app.client
+            .get(&link)
+            .send()
+            .await
+            .expect("download")
+            .status(),
+        404
     );
 }

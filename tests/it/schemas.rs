@@ -221,3 +221,76 @@ async fn issue_7_json_schema_formats_are_asserted() {
         "targets[0].metadata"
     );
 }
+
+/// A schema's `pattern` that backtracks to the regex engine's limit (about a quarter of a
+/// second here) on a run of `a`s ending in `b`: the lookahead makes it a backtracking regex, and
+/// `(a|aa)+` splits the run in exponentially many ways before failing.
+const CATASTROPHIC: &str = "^(a|aa)+(?!x)$";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_while_catastrophic_patterns_are_checked() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let schema = json!({"targets": [{"type": "team"}], "metadata": {"type": "object",
+        "properties": {"note": {"type": "string", "pattern": CATASTROPHIC}}}});
+    assert_eq!(
+        app.post("/audit_logs/actions/user.signed_in/schemas", &schema)
+            .await
+            .status(),
+        201
+    );
+    let mut slow = crate::helpers::event("user.signed_in");
+    slow["metadata"] = json!({"note": format!("{}b", "a".repeat(40))});
+    let batch = json!({"organization_id": organization, "events": vec![slow; 10]});
+    let batches: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, batch) = (
+                app.client.clone(),
+                app.url("/audit_logs/events/batch"),
+                batch.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(crate::helpers::ADMIN_KEY)
+                    .json(&batch)
+                    .send()
+                    .await
+                    .expect("batch")
+                    .text()
+                    .await
+                    .expect("batch answer")
+            })
+        })
+        .collect();
+    // Every probe is answered promptly, and at least one while both batches are still being
+    // checked (without that overlap the test would prove nothing).
+    let mut answered_during_checks = 0;
+    while batches.iter().any(|batch| !batch.is_finished()) {
+        let asked = std::time::Instant::now();
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            app.client.get(app.url("/healthz")).send(),
+        )
+        .await;
+        assert!(
+            probe.is_ok_and(|answer| answer.is_ok_and(|answer| answer.status() == 200)),
+            "/healthz did not answer within 2 s while patterns were checked"
+        );
+        if batches.iter().all(|batch| !batch.is_finished()) {
+            answered_during_checks += 1;
+        }
+        assert!(asked.elapsed() < std::time::Duration::from_secs(2));
+    }
+    for batch in batches {
+        let answer = batch.await.expect("batch task");
+        assert!(
+            answer.contains("Max limit for backtracking count exceeded"),
+            "the pattern was checked: {answer}"
+        );
+    }
+    assert!(
+        answered_during_checks > 0,
+        "the batches were checked too fast to test anything"
+    );
+}

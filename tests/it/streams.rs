@@ -720,3 +720,99 @@ async fn issue_10_an_unresolvable_destination_gets_its_own_code() {
     );
     println!("resolution refusals checked");
 }
+
+/// The checkpoints among what a receiver accepted, once one covers `size` events (or all it
+/// has after 10 s).
+async fn checkpoints_covering(receiver: &Receiver, size: u64) -> Vec<Value> {
+    let checkpoints = || -> Vec<Value> {
+        receiver
+            .events()
+            .into_iter()
+            .filter(|e| e["object"] == "ledger_checkpoint")
+            .collect()
+    };
+    for _ in 0..400 {
+        if checkpoints().iter().any(|c| c["tree_size"] == size) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    checkpoints()
+}
+
+#[tokio::test]
+async fn every_stream_delivers_its_organizations_signed_checkpoints_strict_local_receivers() {
+    let app = TestApp::spawn_with(Options {
+        stream_checkpoint_every: std::time::Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let http = receivers::start(Kind::Http, SECRET, 0).await;
+    let datadog = receivers::start(Kind::Datadog, "dd-key", 0).await;
+    let splunk = receivers::start(Kind::Splunk, "hec-token", 0).await;
+    let http_id = create_stream(&app, http_stream(&organization, &http, "json")).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "datadog", "name": "Datadog",
+               "config": {"site": "datadoghq.eu", "api_key": "dd-key", "endpoint": datadog.url}}),
+    )
+    .await;
+    create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "splunk", "name": "Splunk",
+               "config": {"url": splunk.url, "token": "hec-token"}}),
+    )
+    .await;
+    ingest(&app, &organization, 0, 5).await;
+
+    let key = body(app.get("/audit_logs/ledger/public_key").await).await;
+    let verifier = trailmark_ledger::checkpoint::NoteVerifier::parse(
+        key["verifier_key"].as_str().unwrap_or_default(),
+    )
+    .expect("key");
+    for (name, receiver) in [("http", &http), ("datadog", &datadog), ("splunk", &splunk)] {
+        let checkpoints = checkpoints_covering(receiver, 5).await;
+        let latest = checkpoints
+            .iter()
+            .find(|c| c["tree_size"] == 5)
+            .unwrap_or_else(|| panic!("{name} got no checkpoint of 5 events: {checkpoints:?}"));
+        assert_eq!(latest["organization_id"], organization.as_str(), "{name}");
+        let signed = verifier
+            .verify(latest["checkpoint"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{name}: the delivered checkpoint verifies: {e}"));
+        assert_eq!(signed.size, 5, "{name}");
+        assert_eq!(
+            trailmark_ledger::encode_hash(&signed.root),
+            latest["root_hash"].as_str().unwrap_or_default(),
+            "{name}"
+        );
+        let sizes: Vec<u64> = checkpoints
+            .iter()
+            .filter_map(|c| c["tree_size"].as_u64())
+            .collect();
+        assert!(
+            sizes.windows(2).all(|w| w[0] < w[1]),
+            "{name}: each checkpoint once, growing: {sizes:?}"
+        );
+        assert!(
+            receiver.violations().is_empty(),
+            "{name}: {:?}",
+            receiver.violations()
+        );
+        assert_eq!(
+            receiver.sequences(),
+            (0..5).collect::<Vec<u64>>(),
+            "{name}: the events, too"
+        );
+    }
+    assert!(
+        http.webhook_ids()
+            .contains(&format!("{http_id}_checkpoint_5")),
+        "{:?}",
+        http.webhook_ids()
+    );
+}

@@ -87,6 +87,9 @@ impl Trailmark {
             purged_events: 0,
         };
         let mut after = None;
+        // No download serves what is being erased, from the first rewrite until the
+        // organization's exports are written again without it.
+        let mut withheld = None;
         loop {
             let page = self
                 .store()
@@ -112,6 +115,7 @@ impl Trailmark {
                 .filter_map(|event| rewrite(&erasure.request, event).transpose())
                 .collect::<Result<Vec<_>, _>>()?;
             if !rewrites.is_empty() {
+                withheld.get_or_insert_with(|| self.withhold_downloads(organization_id));
                 let purged = rewrites.iter().filter(|r| r.body.is_none()).count() as u64;
                 let erased = rewrites.len() as u64 - purged;
                 let done = self
@@ -119,7 +123,10 @@ impl Trailmark {
                     .erase_events(organization_id, rewrites, force, Timestamp::now())
                     .await?;
                 if !done {
-                    // A hold was set while the erasure ran: what is done is recorded.
+                    // A hold was set while the erasure ran: what is done is recorded, and
+                    // leaves the exports too.
+                    self.refresh_exports_after_erasure(organization_id, &outcome)
+                        .await?;
                     self.record_erasure(&erasure, &outcome).await?;
                     let hold = self.store().legal_hold(organization_id).await?;
                     return Err(AppError::LegalHold(
@@ -133,8 +140,23 @@ impl Trailmark {
                 break;
             }
         }
+        self.refresh_exports_after_erasure(organization_id, &outcome)
+            .await?;
+        drop(withheld);
         self.record_erasure(&erasure, &outcome).await?;
         Ok(outcome)
+    }
+
+    /// Rewrites the organization's exports if the erasure changed any event.
+    async fn refresh_exports_after_erasure(
+        &self,
+        organization_id: &str,
+        outcome: &ErasureOutcome,
+    ) -> Result<(), AppError> {
+        if outcome.erased_events + outcome.purged_events > 0 {
+            self.refresh_exports(organization_id).await?;
+        }
+        Ok(())
     }
 
     async fn record_erasure(

@@ -18,6 +18,13 @@ pub enum AppError {
     /// A uniqueness rule was broken; the string names the field.
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// A limit on work piled up is reached (`code` and the message name it); the request may be
+    /// retried once earlier work finished.
+    #[error("{message}")]
+    TooMuchWork { code: &'static str, message: String },
+    /// Refused for a moment (`code` says why); the request may be retried shortly.
+    #[error("{message}")]
+    Busy { code: &'static str, message: String },
     /// The organization is under a legal hold (for this reason), which the change needs to be
     /// forced past.
     #[error("the organization is under a legal hold: {0}")]

@@ -5,9 +5,25 @@
 //! runs), so of several instances over one database exactly one generates it; a sweep every
 //! [`SWEEP_INTERVAL`] takes over jobs whose lease ran out (their instance crashed or restarted),
 //! so no export stays pending forever. NDJSON exports end with a manifest holding a checkpoint
-//! signed for them (see `trailmark_export`).
+//! signed for them (see `trailmark_export`). An organization may have at most
+//! `--export-max-pending` exports pending (counted in the database, so across instances), and
+//! the sweep deletes the file of an export `--export-file-ttl-hours` after it was requested,
+//! failing the export as expired, so files never pile up on disk; together they take at most
+//! `--export-max-disk-bytes` (a new export is refused at the bound, one that would cross it
+//! fails and leaves no file).
+//!
+//! Removing contents from the log (retention's purge, an erasure) reaches the exports too:
+//! [`Trailmark::refresh_exports`] rewrites every ready export of the organization from the
+//! store as it is now, with its original filters, renaming the new file over the old one (so a
+//! link issued before serves the new file), or, if the file cannot be written again, deletes it
+//! and fails the export with the reason. Downloads of the organization are withheld (503) while
+//! that runs, and a job generating one of its exports meanwhile starts again, so what it read
+//! before the change is never published. Refreshes and the end of every job take one lock, so
+//! a job either finishes before a refresh lists the ready exports or sees the refresh and runs
+//! again. These guards are per process: over one PostgreSQL database, another instance's
+//! download of a file being rewritten serves the old file until the new one is renamed over it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,6 +47,12 @@ pub(crate) struct ExportJobs {
     permits: Arc<Semaphore>,
     /// Exports this process is generating (or queued to), so a sweep does not start them twice.
     running: Mutex<HashSet<String>>,
+    /// Held by a refresh while it rewrites, and by a job while it publishes its outcome.
+    rewrites: tokio::sync::Mutex<()>,
+    /// How many refreshes each organization has had, so a job running across one runs again.
+    refreshes: Mutex<HashMap<String, u64>>,
+    /// Organizations whose downloads are withheld, with how many holders.
+    withheld: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for ExportJobs {
@@ -38,8 +60,54 @@ impl Default for ExportJobs {
         ExportJobs {
             permits: Arc::new(Semaphore::new(EXPORT_JOBS_AT_ONCE)),
             running: Mutex::new(HashSet::new()),
+            rewrites: tokio::sync::Mutex::new(()),
+            refreshes: Mutex::new(HashMap::new()),
+            withheld: Mutex::new(HashMap::new()),
         }
     }
+}
+
+impl ExportJobs {
+    fn refreshes(&self, organization_id: &str) -> u64 {
+        self.refreshes.lock().map_or(0, |counts| {
+            counts.get(organization_id).copied().unwrap_or(0)
+        })
+    }
+
+    fn is_withheld(&self, organization_id: &str) -> bool {
+        self.withheld
+            .lock()
+            .is_ok_and(|withheld| withheld.contains_key(organization_id))
+    }
+}
+
+/// While it lives, the organization's export downloads are refused (see
+/// [`Trailmark::withhold_downloads`]).
+pub(crate) struct Withheld {
+    app: Trailmark,
+    organization_id: String,
+}
+
+impl Drop for Withheld {
+    fn drop(&mut self) {
+        if let Ok(mut withheld) = self.app.inner.exports.withheld.lock()
+            && let Some(holders) = withheld.get_mut(&self.organization_id)
+        {
+            *holders -= 1;
+            if *holders == 0 {
+                withheld.remove(&self.organization_id);
+            }
+        }
+    }
+}
+
+/// What [`Trailmark::refresh_exports`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportRefresh {
+    /// Ready exports whose file was written again from the store.
+    pub rewritten: u64,
+    /// Ready exports whose file could not be written again: deleted, the export failed.
+    pub withdrawn: u64,
 }
 
 /// The file of a finished export.
@@ -63,6 +131,36 @@ impl Trailmark {
         filter: EventFilter,
     ) -> Result<ExportRecord, AppError> {
         self.live_organization(organization_id).await?;
+        // Counted in the database, so the limit holds across instances (up to requests racing
+        // each other's count).
+        let limit = self.inner.config.export_max_pending;
+        let pending = self
+            .store()
+            .exports_in_state(ExportState::Pending)
+            .await?
+            .iter()
+            .filter(|export| export.organization_id == organization_id)
+            .count();
+        let (used, bound) = (
+            exports_disk_use(&self.inner.config.data_dir),
+            self.inner.config.export_max_disk_bytes,
+        );
+        if used >= bound {
+            return Err(AppError::TooMuchWork {
+                code: "export_storage_full",
+                message: format!(
+                    "Export files take {used} bytes, the most they may (--export-max-disk-bytes); retry once older exports expired."
+                ),
+            });
+        }
+        if pending >= limit as usize {
+            return Err(AppError::TooMuchWork {
+                code: "too_many_exports",
+                message: format!(
+                    "This organization has {pending} exports pending, the most it may have (--export-max-pending); retry once one is ready."
+                ),
+            });
+        }
         let now = Timestamp::now();
         let export = ExportRecord {
             id: IdKind::Export.generate().into_string(),
@@ -98,12 +196,16 @@ impl Trailmark {
             .ok_or_else(|| AppError::not_found(NotFoundKind::Export, id))
     }
 
-    /// A ready export and the path of its file.
+    /// A ready export and its file, opened.
     ///
     /// # Errors
     ///
-    /// [`AppError::NotFound`] if it does not exist or is not ready.
-    pub async fn ready_export(&self, id: &str) -> Result<(ExportRecord, PathBuf), AppError> {
+    /// [`AppError::NotFound`] if it does not exist, is not ready or its file is gone;
+    /// [`AppError::Busy`] while its organization's exports are being rewritten.
+    pub async fn open_ready_export(
+        &self,
+        id: &str,
+    ) -> Result<(ExportRecord, tokio::fs::File), AppError> {
         let export = self
             .store()
             .get_export(id)
@@ -111,7 +213,91 @@ impl Trailmark {
             .filter(|export| export.state == ExportState::Ready)
             .ok_or_else(|| AppError::not_found(NotFoundKind::Export, id))?;
         let path = export_file(&self.inner.config.data_dir, &export.id, export.format);
-        Ok((export, path))
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            // Withdrawn between the read above and now.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AppError::not_found(NotFoundKind::Export, id));
+            }
+            Err(error) => {
+                return Err(AppError::Internal(format!(
+                    "export file {}: {error}",
+                    path.display()
+                )));
+            }
+        };
+        // Checked once the file is open: a file opened before the organization's contents began
+        // to change holds nothing removed yet, and one opened after waits for its rewrite.
+        if self.inner.exports.is_withheld(&export.organization_id) {
+            return Err(AppError::Busy {
+                code: "export_being_rewritten",
+                message: "This export is being rewritten because events' contents were removed; retry shortly.".into(),
+            });
+        }
+        Ok((export, file))
+    }
+
+    /// Refuses the organization's downloads until the guard is dropped: taken before contents
+    /// are removed from its log and kept until its exports are rewritten.
+    pub(crate) fn withhold_downloads(&self, organization_id: &str) -> Withheld {
+        if let Ok(mut withheld) = self.inner.exports.withheld.lock() {
+            *withheld.entry(organization_id.to_owned()).or_default() += 1;
+        }
+        Withheld {
+            app: self.clone(),
+            organization_id: organization_id.to_owned(),
+        }
+    }
+
+    /// Rewrites every ready export of `organization_id` from the store as it is now (after
+    /// retention or an erasure removed contents from its log), with its original format and
+    /// filters, so no file or link serves the removed contents. Each new file is renamed over
+    /// the old one; a file that cannot be written again is deleted and its export fails with
+    /// the reason. Downloads of the organization are refused meanwhile, and its exports being
+    /// generated now start again.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors listing or recording the exports (files already rewritten stay so).
+    pub async fn refresh_exports(&self, organization_id: &str) -> Result<ExportRefresh, AppError> {
+        let _withheld = self.withhold_downloads(organization_id);
+        let _rewriting = self.inner.exports.rewrites.lock().await;
+        if let Ok(mut counts) = self.inner.exports.refreshes.lock() {
+            *counts.entry(organization_id.to_owned()).or_default() += 1;
+        }
+        let ready = self.store().exports_in_state(ExportState::Ready).await?;
+        let mut refresh = ExportRefresh::default();
+        for export in ready
+            .into_iter()
+            .filter(|export| export.organization_id == organization_id)
+        {
+            let outcome = match run(self, &export).await {
+                Ok(rows) => {
+                    refresh.rewritten += 1;
+                    Ok(rows)
+                }
+                Err(reason) => {
+                    let path = export_file(&self.inner.config.data_dir, &export.id, export.format);
+                    if let Err(error) = std::fs::remove_file(&path)
+                        && error.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::error!(export = %export.id, %error, "cannot delete an export file that holds removed contents");
+                    }
+                    refresh.withdrawn += 1;
+                    tracing::warn!(export = %export.id, %reason, "export withdrawn: its file could not be written again");
+                    Err(format!(
+                        "withdrawn: events' contents were removed from the log and the file could not be written again without them ({reason})"
+                    ))
+                }
+            };
+            self.store()
+                .revise_export(&export.id, outcome, Timestamp::now())
+                .await?;
+        }
+        if refresh != ExportRefresh::default() {
+            tracing::info!(organization = %organization_id, rewritten = refresh.rewritten, withdrawn = refresh.withdrawn, "exports rewritten without removed contents");
+        }
+        Ok(refresh)
     }
 }
 
@@ -185,12 +371,21 @@ fn start(app: Trailmark, export: ExportRecord) {
         });
         // On shutdown the job stops unfinished; its lease lapses and the next start resumes it.
         let started = std::time::Instant::now();
-        let outcome = tokio::select! {
-            outcome = run(&app, &export) => outcome,
-            () = shutdown.cancelled() => {
-                renewal.abort();
-                return;
+        let (outcome, _rewriting) = loop {
+            let refreshes = app.inner.exports.refreshes(&export.organization_id);
+            let outcome = tokio::select! {
+                outcome = run(&app, &export) => outcome,
+                () = shutdown.cancelled() => {
+                    renewal.abort();
+                    return;
+                }
+            };
+            let rewriting = app.inner.exports.rewrites.lock().await;
+            if refreshes == app.inner.exports.refreshes(&export.organization_id) {
+                break (outcome, rewriting);
             }
+            // Contents were removed from the log while this ran, and what it read may hold
+            // them: write it again.
         };
         renewal.abort();
         let bytes = outcome.as_ref().map_or(0, |_| {
@@ -218,7 +413,8 @@ fn start(app: Trailmark, export: ExportRecord) {
 
 impl Trailmark {
     /// Looks for pending exports now and every [`SWEEP_INTERVAL`], and starts those no live
-    /// instance is generating ([`start`] claims them; a claimed one is left alone).
+    /// instance is generating ([`start`] claims them; a claimed one is left alone); deletes the
+    /// files of exports past `--export-file-ttl-hours`.
     pub(crate) async fn resume_pending_exports_forever(&self) {
         let mut sweeps = tokio::time::interval(SWEEP_INTERVAL);
         loop {
@@ -231,8 +427,57 @@ impl Trailmark {
                 }
                 Err(error) => tracing::error!(%error, "cannot list pending exports"),
             }
+            if let Err(error) = self.delete_expired_exports(Timestamp::now()).await {
+                tracing::error!(%error, "cannot delete expired exports");
+            }
         }
     }
+
+    /// Deletes the file of every ready export requested longer than the file TTL before `now`,
+    /// and fails the export as expired; returns how many.
+    async fn delete_expired_exports(&self, now: Timestamp) -> Result<u64, AppError> {
+        let ttl = self.inner.config.export_file_ttl;
+        let ready = self.store().exports_in_state(ExportState::Ready).await?;
+        let expired: Vec<_> = ready
+            .into_iter()
+            .filter(|export| file_expired(export, ttl, now))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // Not while a refresh rewrites files.
+        let _rewriting = self.inner.exports.rewrites.lock().await;
+        for export in &expired {
+            let path = export_file(&self.inner.config.data_dir, &export.id, export.format);
+            if let Err(error) = std::fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(export = %export.id, %error, "cannot delete an expired export file");
+                continue;
+            }
+            self.store()
+                .revise_export(
+                    &export.id,
+                    Err(format!(
+                        "expired: export files are deleted {} hours after the export was requested (--export-file-ttl-hours); request a new export",
+                        ttl.as_secs() / 3600
+                    )),
+                    now,
+                )
+                .await?;
+        }
+        tracing::info!(deleted = expired.len(), "expired export files deleted");
+        Ok(expired.len() as u64)
+    }
+}
+
+/// Whether `export`'s file has outlived `ttl` at `now` (counted from the request, so a file
+/// rewritten after a purge keeps its first deadline).
+fn file_expired(export: &ExportRecord, ttl: Duration, now: Timestamp) -> bool {
+    let ttl_millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    now.unix_millis()
+        .saturating_sub(export.created_at.unix_millis())
+        >= ttl_millis
 }
 
 async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
@@ -250,7 +495,65 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     }
     let file =
         private_file(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let outcome = write_partial(app, export, file, &partial, &path).await;
+    if outcome.is_err()
+        && let Err(error) = std::fs::remove_file(&partial)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(export = %export.id, %error, "cannot delete an unfinished export file");
+    }
+    outcome
+}
+
+/// Bytes the files under `<data-dir>/exports` take now (0 before the first export).
+fn exports_disk_use(data_dir: &Path) -> u64 {
+    std::fs::read_dir(data_dir.join("exports")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    })
+}
+
+/// A writer that fails once it has been given more than `left` bytes.
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Bounded<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let Some(left) = self.left.checked_sub(bytes.len() as u64) else {
+            return Err(std::io::Error::other(
+                "export files would take more than --export-max-disk-bytes",
+            ));
+        };
+        let written = self.inner.write(bytes)?;
+        self.left = left + (bytes.len() - written) as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the export into `partial` (within what the disk bound leaves), then publishes it as
+/// `path`.
+async fn write_partial(
+    app: &Trailmark,
+    export: &ExportRecord,
+    file: std::fs::File,
+    partial: &Path,
+    path: &Path,
+) -> Result<u64, String> {
+    let left = app
+        .inner
+        .config
+        .export_max_disk_bytes
+        .saturating_sub(exports_disk_use(&app.inner.config.data_dir));
+    let mut out = BufWriter::with_capacity(1 << 20, Bounded { inner: file, left });
     // NDJSON exports are made against a checkpoint covering everything committed so far.
     let snapshot = match export.format {
         ExportFormat::Ndjson => Some(Snapshot {
@@ -272,10 +575,11 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let file = out.into_inner().map_err(|e| e.to_string())?;
-    file.sync_all()
+    let file = out.into_inner().map_err(|e| e.into_error().to_string())?;
+    file.inner
+        .sync_all()
         .map_err(|e| format!("cannot sync the export file: {e}"))?;
-    std::fs::rename(&partial, &path).map_err(|e| format!("cannot publish the export file: {e}"))?;
+    std::fs::rename(partial, path).map_err(|e| format!("cannot publish the export file: {e}"))?;
     Ok(rows)
 }
 
@@ -309,4 +613,43 @@ fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_at(created_at: Timestamp) -> ExportRecord {
+        ExportRecord {
+            id: "audit_log_export_1".into(),
+            organization_id: "org_1".into(),
+            state: ExportState::Ready,
+            format: ExportFormat::Csv,
+            filter: EventFilter::default(),
+            row_count: Some(1),
+            error: None,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
+    #[test]
+    fn a_file_expires_its_ttl_after_the_request() {
+        let requested = Timestamp::from_unix_millis(1_000_000);
+        let export = ready_at(requested);
+        let day = Duration::from_secs(86_400);
+        assert!(!file_expired(&export, day, requested));
+        assert!(!file_expired(
+            &export,
+            day,
+            requested.plus_millis(86_399_999)
+        ));
+        assert!(file_expired(
+            &export,
+            day,
+            requested.plus_millis(86_400_000)
+        ));
+        // A clock set back never expires anything early.
+        assert!(!file_expired(&export, day, requested.plus_millis(-5_000)));
+    }
 }

@@ -51,6 +51,7 @@ use trailmark_streams::seal::Sealer;
 use trailmark_streams::worker::{StreamWorkers, WorkerConfig};
 
 pub use error::{AppError, NotFoundKind};
+pub use exports::ExportRefresh;
 pub use ledger::WitnessConfig;
 
 /// What the application layer is configured with (resolved by the CLI from flags).
@@ -74,6 +75,15 @@ pub struct AppConfig {
     pub require_schemas: bool,
     /// Longest `range_end - range_start` an export may span, if the operator set one.
     pub export_max_range_days: Option<u32>,
+    /// Exports of one organization pending (waiting or being written) at once; one more is
+    /// refused until one finishes.
+    pub export_max_pending: u32,
+    /// How long an export's file is kept after the export was requested; then it is deleted and
+    /// the export fails as expired.
+    pub export_file_ttl: Duration,
+    /// Bytes the files under `<data-dir>/exports` may take together: a new export is refused at
+    /// the bound, and one that would cross it fails.
+    pub export_max_disk_bytes: u64,
     /// SHA-256 of the key given by `TRAILMARK_API_KEY`, valid with full rights and never stored.
     pub bootstrap_key_hash: Option<[u8; 32]>,
     /// Witnesses asked to cosign each new checkpoint (`--witness`).
@@ -91,6 +101,9 @@ impl std::fmt::Debug for AppConfig {
             .field("streams", &self.streams)
             .field("require_schemas", &self.require_schemas)
             .field("export_max_range_days", &self.export_max_range_days)
+            .field("export_max_pending", &self.export_max_pending)
+            .field("export_file_ttl", &self.export_file_ttl)
+            .field("export_max_disk_bytes", &self.export_max_disk_bytes)
             .field(
                 "bootstrap_key",
                 &self.bootstrap_key_hash.map(|_| "<redacted>"),

@@ -2,7 +2,9 @@
 //! and no legal hold, events received longer ago than the period lose their contents (see
 //! `Retention::purge_events`); their stubs keep the Merkle log, and so every proof and
 //! checkpoint, intact. A legal hold stops it; setting and lifting one is itself recorded in the
-//! organization's log, in the same commit.
+//! organization's log, in the same commit. After a purge the organization's ready exports are
+//! rewritten without the purged contents ([`Trailmark::refresh_exports`]); its downloads are
+//! refused from the first purged batch until then.
 //!
 //! Retention counts from `received_at` (when Trailmark received the event), not from the
 //! client-supplied `occurred_at`, so importing old events never purges them on arrival.
@@ -45,6 +47,10 @@ impl Trailmark {
         for (organization_id, days) in organizations {
             let now = Timestamp::now();
             let cutoff = now.plus_millis(-i64::from(days) * DAY_MILLIS);
+            // No download may serve what is being purged, from the first purged batch until
+            // its exports are rewritten (a pass that purges nothing withholds nothing).
+            let mut withheld = None;
+            let mut purged_here = 0;
             loop {
                 match self
                     .store()
@@ -52,13 +58,23 @@ impl Trailmark {
                     .await
                 {
                     Ok(0) => break,
-                    Ok(purged) => total += purged,
+                    Ok(purged) => {
+                        withheld.get_or_insert_with(|| self.withhold_downloads(&organization_id));
+                        purged_here += purged;
+                    }
                     Err(error) => {
                         tracing::error!(organization = %organization_id, %error, "retention purge failed");
                         failed = true;
                         break;
                     }
                 }
+            }
+            total += purged_here;
+            if purged_here > 0
+                && let Err(error) = self.refresh_exports(&organization_id).await
+            {
+                tracing::error!(organization = %organization_id, %error, "cannot rewrite exports after a purge");
+                failed = true;
             }
         }
         if total > 0 {

@@ -20,11 +20,28 @@ use crate::{AppError, Trailmark};
 /// by another instance sharing the database.
 const ABSENCE_TTL: Duration = Duration::from_secs(1);
 
-/// Compiled schema versions by `(action, version)`, and recently seen absences.
-#[derive(Default)]
+/// Compiled schema versions by `(action, version)`, recently seen absences, and the right to
+/// run a check.
 pub(crate) struct SchemaCache {
     compiled: Mutex<HashMap<(String, u32), Arc<CompiledSchema>>>,
     absent: Mutex<HashMap<String, Instant>>,
+    /// A check runs on the blocking pool, never on the async workers: a schema's `pattern` can
+    /// take a regex engine up to its backtracking limit for every value it matches, which over a
+    /// batch adds up to seconds of CPU. One permit per core, so checks never take more CPU than
+    /// the machine has, and requests waiting for a permit wait without holding a worker.
+    checks: tokio::sync::Semaphore,
+}
+
+impl Default for SchemaCache {
+    fn default() -> Self {
+        SchemaCache {
+            compiled: Mutex::default(),
+            absent: Mutex::default(),
+            checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
+        }
+    }
 }
 
 /// What an event's action and version resolve to.
@@ -57,7 +74,17 @@ impl Trailmark {
                     latest,
                 )]),
                 SchemaFor::Compiled(schema) => {
-                    let problems = schema.check(event);
+                    let _permit = self
+                        .inner
+                        .schemas
+                        .checks
+                        .acquire()
+                        .await
+                        .map_err(|e| AppError::Internal(e.to_string()))?;
+                    let event = event.clone();
+                    let problems = tokio::task::spawn_blocking(move || schema.check(&event))
+                        .await
+                        .map_err(|e| AppError::Internal(format!("a schema check failed: {e}")))?;
                     if problems.is_empty() {
                         Ok(())
                     } else {

@@ -49,6 +49,12 @@ pub enum ApiError {
     RequestTimeout { seconds: u64 },
     #[error("{0} is already in use")]
     Conflict(&'static str),
+    /// Too much work piled up (429 with `Retry-After`); `code` and the message name the limit.
+    #[error("{message}")]
+    TooMuchWork { code: &'static str, message: String },
+    /// Refused for a moment (503 with `Retry-After`); `code` says why.
+    #[error("{message}")]
+    Busy { code: &'static str, message: String },
     /// Under a legal hold (its reason), which the request did not force.
     #[error("the organization is under a legal hold")]
     LegalHold(String),
@@ -83,9 +89,11 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooMuchWork { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Conflict(_) | ApiError::LegalHold(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +112,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Busy { .. } => "busy",
+            ApiError::TooMuchWork { .. } => "too_much_work",
             ApiError::LegalHold(_) => "legal_hold",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -156,6 +166,9 @@ impl ApiError {
                 "code": "conflict",
                 "errors": [{"code": "conflict", "field": field}],
             }),
+            ApiError::Busy { code, message } | ApiError::TooMuchWork { code, message } => {
+                json!({"message": message, "code": code})
+            }
             ApiError::LegalHold(reason) => json!({
                 "message": format!(
                     "The organization is under a legal hold ({reason}). To erase anyway, send \"force\": true with a \"reason\"."
@@ -194,6 +207,12 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&retry_after_seconds(*retry_after).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let ApiError::TooMuchWork { .. } = &self {
+            // About the time an export takes to be written.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body may still be on its way; the connection cannot be reused.
@@ -242,6 +261,8 @@ impl From<AppError> for ApiError {
                 NotFoundKind::Tile => format!("Tile not found: '{id}'."),
             }),
             AppError::Conflict(field) => ApiError::Conflict(field),
+            AppError::Busy { code, message } => ApiError::Busy { code, message },
+            AppError::TooMuchWork { code, message } => ApiError::TooMuchWork { code, message },
             AppError::LegalHold(reason) => ApiError::LegalHold(reason),
             AppError::Unavailable(reason) => ApiError::Unavailable(reason),
             AppError::Internal(reason) => ApiError::Internal(reason),

@@ -282,6 +282,22 @@ pub struct StoredCheckpoint {
     pub created_at: Timestamp,
 }
 
+impl StoredCheckpoint {
+    /// The checkpoint as readers see it (`GET /audit_logs/ledger/checkpoint`, and the message
+    /// log streams deliver): `{"object": "ledger_checkpoint", "organization_id", "tree_size",
+    /// "root_hash", "checkpoint": <signed note>, "created_at"}`.
+    pub fn to_object(&self) -> Value {
+        serde_json::json!({
+            "object": "ledger_checkpoint",
+            "organization_id": self.organization_id,
+            "tree_size": self.tree_size,
+            "root_hash": trailmark_ledger::encode_hash(&self.root),
+            "checkpoint": self.note,
+            "created_at": self.created_at.to_string(),
+        })
+    }
+}
+
 /// A legal hold: while set, retention purges nothing of the organization's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegalHold {

@@ -115,6 +115,7 @@ ExportStore::get_export               exports_keep_every_field_and_list_by_state
 ExportStore::exports_in_state         exports_keep_every_field_and_list_by_state_oldest_first
 ExportStore::finish_export            exports_keep_every_field_and_list_by_state_oldest_first
 ExportStore::finish_export            a_finished_export_stays_as_it_finished
+ExportStore::revise_export            only_a_ready_export_is_revised
 ExportStore::claim_export             one_runner_at_a_time_claims_a_pending_export
 PortalStore::insert_portal_link       a_portal_link_opens_one_session_even_when_raced
 PortalStore::redeem_portal_link       a_portal_link_opens_one_session_even_when_raced
@@ -179,6 +180,7 @@ macro_rules! contract_tests {
                 replays_move_a_stream_cursor,
                 exports_keep_every_field_and_list_by_state_oldest_first,
                 a_finished_export_stays_as_it_finished,
+                only_a_ready_export_is_revised,
                 one_runner_at_a_time_claims_a_pending_export,
                 a_portal_link_opens_one_session_even_when_raced,
                 portal_sessions_expire_after_inactivity_and_are_purged,
@@ -3455,6 +3457,78 @@ async fn a_finished_export_stays_as_it_finished(store: &dyn Store) {
             .await
             .expect("list"),
         []
+    );
+}
+
+/// A rewritten file gives a ready export its new row count; a withdrawn one fails it with the
+/// reason; a pending or failed export is left as it is.
+async fn only_a_ready_export_is_revised(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let [ready, pending, failed] = [1, 2, 3].map(|n| export(n, &acme, ExportFormat::Csv));
+    for record in [&ready, &pending, &failed] {
+        store.insert_export(record.clone()).await.expect("insert");
+    }
+    store
+        .finish_export(&ready.id, Ok(7), at(100))
+        .await
+        .expect("finish");
+    store
+        .finish_export(&failed.id, Err("timeout".into()), at(100))
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .revise_export(&ready.id, Ok(5), at(200))
+            .await
+            .expect("revise")
+    );
+    let revised = store
+        .get_export(&ready.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        (
+            revised.state,
+            revised.row_count,
+            revised.error,
+            revised.updated_at
+        ),
+        (ExportState::Ready, Some(5), None, at(200))
+    );
+    assert!(
+        store
+            .revise_export(&ready.id, Err("withdrawn".into()), at(300))
+            .await
+            .expect("revise")
+    );
+    let withdrawn = store
+        .get_export(&ready.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        (withdrawn.state, withdrawn.row_count, withdrawn.error),
+        (ExportState::Error, None, Some("withdrawn".to_owned()))
+    );
+    let before = [
+        store.get_export(&pending.id).await.expect("get"),
+        store.get_export(&failed.id).await.expect("get"),
+    ];
+    for id in [&ready.id, &pending.id, &failed.id] {
+        assert!(
+            !store
+                .revise_export(id, Ok(1), at(400))
+                .await
+                .expect("revise")
+        );
+    }
+    assert_eq!(
+        [
+            store.get_export(&pending.id).await.expect("get"),
+            store.get_export(&failed.id).await.expect("get"),
+        ],
+        before
     );
 }
 

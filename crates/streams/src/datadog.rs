@@ -44,9 +44,20 @@ pub fn encode(events: &[Value], source: &str) -> (Vec<u8>, usize) {
 }
 
 fn item(event: &Value, source: &str) -> Value {
+    let organization = event["organization_id"].as_str().unwrap_or("");
+    // A signed checkpoint travels the same way, tagged as what it is.
+    let tags = match event["object"].as_str() {
+        Some("ledger_checkpoint") => {
+            format!("organization_id:{organization},object:ledger_checkpoint")
+        }
+        _ => format!(
+            "organization_id:{organization},action:{}",
+            event["action"].as_str().unwrap_or("")
+        ),
+    };
     json!({
         "ddsource": source,
-        "ddtags": format!("organization_id:{},action:{}", event["organization_id"].as_str().unwrap_or(""), event["action"].as_str().unwrap_or("")),
+        "ddtags": tags,
         "hostname": "trailmark",
         "service": "audit-logs",
         "message": event.to_string(),

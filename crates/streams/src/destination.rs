@@ -50,7 +50,9 @@ impl Destination<'_> {
             .unwrap_or("trailmark");
         let secrets = &self.settings.secrets;
         if matches!(self.settings.kind, StreamKind::S3 | StreamKind::Gcs) {
-            return self.put_objects(events).await;
+            return self
+                .put_objects(|prefix, ndjson_gzip| s3::objects(events, prefix, ndjson_gzip))
+                .await;
         }
         let (request, count) = match self.settings.kind {
             StreamKind::Http => {
@@ -98,9 +100,28 @@ impl Destination<'_> {
         }
     }
 
-    /// Writes the events as objects, a few PUTs at a time; the outcome covers the longest prefix
-    /// of events whose objects were all written, so the cursor never passes a missing object.
-    async fn put_objects(&self, events: &[Value]) -> Outcome {
+    /// Sends a signed checkpoint of the stream's organization (`checkpoint`: the object
+    /// `GET /audit_logs/ledger/checkpoint` answers): to an object store as the object
+    /// `<prefix>checkpoints/<tree size, 20 digits>` holding the signed note itself, to any other
+    /// destination as one message carrying the object, where events go.
+    pub async fn deliver_checkpoint(&self, checkpoint: &Value) -> Outcome {
+        if matches!(self.settings.kind, StreamKind::S3 | StreamKind::Gcs) {
+            if let Some(url) = self.settings.destination_url()
+                && let Err(error) = net::check_literal(&url, self.allow_private)
+            {
+                return Outcome::Invalid(error.to_string());
+            }
+            return self
+                .put_objects(|prefix, _| vec![s3::checkpoint_object(checkpoint, prefix)])
+                .await;
+        }
+        self.deliver(std::slice::from_ref(checkpoint)).await
+    }
+
+    /// Writes the objects `make` gives (from the stream's prefix and whether it writes gzip
+    /// NDJSON batches), a few PUTs at a time; the outcome covers the longest prefix of events
+    /// whose objects were all written, so the cursor never passes a missing object.
+    async fn put_objects(&self, make: impl FnOnce(&str, bool) -> Vec<s3::Object>) -> Outcome {
         let field = |name: &str| self.settings.public.get(name).and_then(Value::as_str);
         let gcs = self.settings.kind == StreamKind::Gcs;
         let auth = if let Some(account) = self.settings.service_account() {
@@ -150,11 +171,7 @@ impl Destination<'_> {
                 field("endpoint")
             },
         };
-        let objects = s3::objects(
-            events,
-            bucket.prefix,
-            field("layout") == Some("ndjson_gzip"),
-        );
+        let objects = make(bucket.prefix, field("layout") == Some("ndjson_gzip"));
         let mut covered = 0;
         for chunk in objects.chunks(PUTS_AT_ONCE) {
             let puts = chunk.iter().map(|object| self.put(&bucket, object, &auth));
@@ -292,9 +309,18 @@ impl Destination<'_> {
 /// The `webhook-id` of a request carrying `events`: `<stream id>_<first sequence>_<last
 /// sequence>` for events of the log, the same on every retry of a batch; events outside the log
 /// (the streams API's test event) have no sequence and are named by the first one's id,
-/// `<stream id>_<event id>`, so they never take the id a logged batch will have.
+/// `<stream id>_<event id>`, so they never take the id a logged batch will have; a checkpoint is
+/// `<stream id>_checkpoint_<tree size>`.
 fn message_id(stream_id: &str, events: &[Value]) -> String {
     let sequence = |event: Option<&Value>| event.and_then(|e| e["sequence"].as_u64());
+    if let [checkpoint] = events
+        && checkpoint["object"] == "ledger_checkpoint"
+    {
+        return format!(
+            "{stream_id}_checkpoint_{}",
+            checkpoint["tree_size"].as_u64().unwrap_or_default()
+        );
+    }
     match (sequence(events.first()), sequence(events.last())) {
         (Some(first), Some(last)) => format!("{stream_id}_{first}_{last}"),
         _ => format!(
@@ -325,6 +351,11 @@ mod tests {
         assert_eq!(
             message_id("log_stream_1", &test),
             "log_stream_1_event_01TEST"
+        );
+        let checkpoint = [json!({"object": "ledger_checkpoint", "tree_size": 12})];
+        assert_eq!(
+            message_id("log_stream_1", &checkpoint),
+            "log_stream_1_checkpoint_12"
         );
     }
 }

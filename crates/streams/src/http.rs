@@ -4,7 +4,8 @@
 //! signed the Standard Webhooks way so the receiver can check it came from this stream:
 //!
 //! - `webhook-id`: `<stream id>_<first sequence>_<last sequence>`, the same on every retry of a
-//!   batch, so receivers can de-duplicate;
+//!   batch, so receivers can de-duplicate (`<stream id>_checkpoint_<tree size>` for the signed
+//!   checkpoints a stream also delivers, whose envelope's `event` is the checkpoint object);
 //! - `webhook-timestamp`: Unix seconds of the attempt;
 //! - `webhook-signature`: `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, where the key is
 //!   the base64-decoded part of the stream's `whsec_…` secret.
@@ -54,8 +55,21 @@ pub fn encode(events: &[Value], ndjson: bool, source: &str) -> (Vec<u8>, usize) 
 
 /// WorkOS's Generic HTTPS item for one event object, `{"event", "keySuffix", "source",
 /// "timestamp"}`, serialized straight from the event rather than through a copy of it (keys in
-/// the order `serde_json` sorts them); `source` is already a JSON string.
+/// the order `serde_json` sorts them); `source` is already a JSON string. A signed checkpoint
+/// travels in the same envelope: `keySuffix` `checkpoint_<tree size>`, `timestamp` when it was
+/// signed.
 fn envelope_bytes(event: &Value, source: &str) -> Vec<u8> {
+    if event["object"] == "ledger_checkpoint" {
+        let key_suffix = Value::from(format!(
+            "checkpoint_{}",
+            event["tree_size"].as_u64().unwrap_or_default()
+        ));
+        return format!(
+            r#"{{"event":{event},"keySuffix":{key_suffix},"source":{source},"timestamp":{}}}"#,
+            event["created_at"]
+        )
+        .into_bytes();
+    }
     format!(
         r#"{{"event":{event},"keySuffix":{},"source":{source},"timestamp":{}}}"#,
         event["id"], event["occurred_at"]

@@ -77,6 +77,26 @@ pub struct Object {
     pub events: usize,
 }
 
+/// The object for a signed checkpoint (`{"tree_size", "checkpoint": <signed note>, …}`):
+/// `<prefix>checkpoints/<tree size, 20 digits>`, holding the signed note as it was signed, so a
+/// customer can give the file to `trailmark verify --checkpoint`; the names sort by size.
+pub fn checkpoint_object(checkpoint: &Value, prefix: &str) -> Object {
+    Object {
+        key: format!(
+            "{prefix}checkpoints/{:020}",
+            checkpoint["tree_size"].as_u64().unwrap_or_default()
+        ),
+        body: checkpoint["checkpoint"]
+            .as_str()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+        content_type: "text/plain",
+        content_encoding: None,
+        events: 1,
+    }
+}
+
 /// The objects for the events of one attempt, in log order: one per event (up to
 /// [`MAX_OBJECTS`]), or one gzip NDJSON object of up to [`MAX_BATCH_EVENTS`] events and about
 /// [`MAX_BATCH_BYTES`].

@@ -47,10 +47,12 @@ pub fn encode(events: &[Value], source: &str, index: Option<&str>) -> (Vec<u8>, 
     (body, count)
 }
 
-/// `occurred_at` as epoch seconds with milliseconds, HEC's `time`.
+/// `occurred_at` (a checkpoint's `created_at`) as epoch seconds with milliseconds, HEC's
+/// `time`.
 fn occurred_seconds(event: &Value) -> f64 {
     event["occurred_at"]
         .as_str()
+        .or_else(|| event["created_at"].as_str())
         .and_then(|t| trailmark_domain::Timestamp::parse(t).ok())
         .map_or(0.0, |t| t.unix_millis() as f64 / 1000.0)
 }

@@ -65,6 +65,9 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// How long a lease lasts without renewal (a crashed worker's streams move after this).
     pub lease: Duration,
+    /// How often a stream looks for a newer signed checkpoint of its organization to deliver
+    /// (`--stream-checkpoint-interval-secs`): at most one a minute by default.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             invalid_retry: Duration::from_secs(60),
             idle_poll: Duration::from_millis(500),
             lease: Duration::from_secs(15),
+            checkpoint_every: Duration::from_secs(60),
         }
     }
 }
@@ -215,18 +219,22 @@ impl StreamWorkers {
 
     async fn deliver(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
         match self.open_settings(stream) {
-            Ok(settings) => {
-                Destination {
-                    stream_id: &stream.id,
-                    settings: &settings,
-                    client: &self.client,
-                    allow_private: self.config.allow_private,
-                    tokens: &self.tokens,
-                }
-                .deliver(events)
-                .await
-            }
+            Ok(settings) => self.destination(stream, &settings).deliver(events).await,
             Err(reason) => Outcome::Invalid(reason),
+        }
+    }
+
+    fn destination<'a>(
+        &'a self,
+        stream: &'a StreamRecord,
+        settings: &'a Settings,
+    ) -> Destination<'a> {
+        Destination {
+            stream_id: &stream.id,
+            settings,
+            client: &self.client,
+            allow_private: self.config.allow_private,
+            tokens: &self.tokens,
         }
     }
 
@@ -280,6 +288,12 @@ impl StreamWorkers {
     async fn run(self: Arc<Self>, id: String) {
         let mut streak = FailureStreak::default();
         let mut lease = LeaseClock::default();
+        // The first look waits an interval too: a stream that starts (or restarts) does not
+        // send the checkpoint its previous run may have sent a moment ago.
+        let mut checkpoints = CheckpointClock {
+            next_look: Some(Instant::now() + self.config.checkpoint_every),
+            delivered: None,
+        };
         let mut changes = self.changes.subscribe();
         loop {
             changes.borrow_and_update();
@@ -292,7 +306,10 @@ impl StreamWorkers {
                     continue;
                 }
             };
-            match self.step(&stream, &mut streak, &mut lease).await {
+            match self
+                .step(&stream, &mut streak, &mut lease, &mut checkpoints)
+                .await
+            {
                 None => {}
                 Some(Pause::Idle(wait)) => {
                     let _ = tokio::time::timeout(wait, self.wake.notified()).await;
@@ -426,6 +443,7 @@ impl StreamWorkers {
         stream: &StreamRecord,
         streak: &mut FailureStreak,
         lease: &mut LeaseClock,
+        checkpoints: &mut CheckpointClock,
     ) -> Option<Pause> {
         if !stream.enabled {
             self.report(stream, stream.state, acknowledged(stream), 0, None);
@@ -443,6 +461,12 @@ impl StreamWorkers {
                 Some(true) => {}
                 Some(false) => return Some(Pause::Idle(self.config.lease / 3)),
                 None => return Some(Pause::Idle(self.config.backoff_initial)),
+            }
+        }
+        if checkpoints.due() {
+            let pause = self.deliver_checkpoint(stream, streak, checkpoints).await;
+            if pause.is_some() {
+                return pause;
             }
         }
         let started = std::time::Instant::now();
@@ -568,6 +592,66 @@ impl StreamWorkers {
         }
     }
 
+    /// Delivers the organization's latest signed checkpoint if it is newer than the last one
+    /// this task delivered (after a restart, or a move to another instance, the latest is sent
+    /// once more: receivers keep checkpoints by tree size). A failure waits like a failed batch.
+    async fn deliver_checkpoint(
+        &self,
+        stream: &StreamRecord,
+        streak: &mut FailureStreak,
+        checkpoints: &mut CheckpointClock,
+    ) -> Option<Pause> {
+        checkpoints.next_look = Some(Instant::now() + self.config.checkpoint_every);
+        let checkpoint = match self.store.latest_checkpoint(&stream.organization_id).await {
+            Ok(Some(checkpoint))
+                if checkpoints
+                    .delivered
+                    .is_none_or(|size| checkpoint.tree_size > size) =>
+            {
+                checkpoint
+            }
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(stream = %stream.id, %error, "cannot read the latest checkpoint");
+                return None;
+            }
+        };
+        let outcome = match self.open_settings(stream) {
+            Ok(settings) => {
+                self.destination(stream, &settings)
+                    .deliver_checkpoint(&checkpoint.to_object())
+                    .await
+            }
+            Err(reason) => Outcome::Invalid(reason),
+        };
+        let now = Timestamp::now();
+        match outcome {
+            Outcome::Delivered(_) => {
+                tracing::debug!(stream = %stream.id, tree_size = checkpoint.tree_size, "delivered a checkpoint");
+                checkpoints.delivered = Some(checkpoint.tree_size);
+                None
+            }
+            Outcome::Retry { reason, after } => {
+                // Tried again as soon as the wait is over, not a whole interval later.
+                checkpoints.next_look = None;
+                let failing_for = streak.failed(tokio::time::Instant::now());
+                let wait = self.retry_policy().delay(failing_for, after, random());
+                let reason = format!("delivering a checkpoint: {reason}");
+                self.record_failure(stream, StreamState::Error, &reason, now)
+                    .await;
+                Some(Pause::Backoff(wait))
+            }
+            Outcome::Invalid(reason) => {
+                checkpoints.next_look = None;
+                streak.failed(tokio::time::Instant::now());
+                let reason = format!("delivering a checkpoint: {reason}");
+                self.record_failure(stream, StreamState::Invalid, &reason, now)
+                    .await;
+                Some(Pause::Backoff(self.config.invalid_retry))
+            }
+        }
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             initial: self.config.backoff_initial,
@@ -589,6 +673,19 @@ impl StreamWorkers {
         {
             tracing::warn!(stream = %stream.id, %error, "cannot record the failure");
         }
+    }
+}
+
+/// When a stream's task next looks for a checkpoint to deliver (`None`: at once), and the size
+/// of the last one it delivered.
+struct CheckpointClock {
+    next_look: Option<Instant>,
+    delivered: Option<u64>,
+}
+
+impl CheckpointClock {
+    fn due(&self) -> bool {
+        self.next_look.is_none_or(|at| Instant::now() >= at)
     }
 }
 

@@ -137,9 +137,9 @@ pub async fn download(
             ));
         }
     }
-    let (export, path) = state
+    let (export, file) = state
         .app
-        .ready_export(&id)
+        .open_ready_export(&id)
         .await
         .map_err(|error| match error {
             trailmark_app::AppError::NotFound { .. } => {
@@ -147,9 +147,6 @@ pub async fn download(
             }
             other => ApiError::from(other),
         })?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("export file {}: {e}", path.display())))?;
     let content_type = match export.format {
         ExportFormat::Csv => "text/csv; charset=utf-8",
         ExportFormat::Ndjson => "application/x-ndjson",

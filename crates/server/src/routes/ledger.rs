@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use trailmark_domain::api_key::Scope;
 use trailmark_ledger::encode_hash;
 use trailmark_ledger::tlog::{TILE_WIDTH, TilePath};
-use trailmark_store::StoredCheckpoint;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -39,7 +38,7 @@ pub async fn checkpoint(
     query.refuse_unknown(&["organization_id"])?;
     let organization_id = organization(&state, &caller, &query).await?;
     let checkpoint = state.app.latest_checkpoint(&organization_id).await?;
-    Ok(Json(checkpoint_json(&checkpoint)))
+    Ok(Json(checkpoint.to_object()))
 }
 
 /// `GET /audit_logs/ledger/inclusion?organization_id=…&event_id=…[&tree_size=…]`: the audit path
@@ -160,17 +159,6 @@ async fn tlog_organization(
     caller.require_organization(organization_id)?;
     live_organization(state, organization_id).await?;
     Ok(())
-}
-
-pub fn checkpoint_json(checkpoint: &StoredCheckpoint) -> Value {
-    json!({
-        "object": "ledger_checkpoint",
-        "organization_id": checkpoint.organization_id,
-        "tree_size": checkpoint.tree_size,
-        "root_hash": encode_hash(&checkpoint.root),
-        "checkpoint": checkpoint.note,
-        "created_at": checkpoint.created_at.to_string(),
-    })
 }
 
 async fn organization(

@@ -197,6 +197,9 @@ mod tests {
             streams: trailmark_streams::worker::WorkerConfig::default(),
             require_schemas: false,
             export_max_range_days: None,
+            export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
+            export_file_ttl: std::time::Duration::from_secs(3600),
             bootstrap_key_hash: None,
             witnesses: Vec::new(),
         };

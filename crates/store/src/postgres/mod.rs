@@ -1313,6 +1313,27 @@ impl ExportStore for PostgresStore {
         Ok(())
     }
 
+    async fn revise_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (state, rows, error) = match outcome {
+            Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
+            Err(reason) => (ExportState::Error, None, Some(reason)),
+        };
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE exports SET state = $2, row_count = $3, error = $4, updated_at = $5 WHERE id = $1 AND state = 'ready'",
+                &[&id, &state.as_str(), &rows, &error, &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
     async fn claim_export(
         &self,
         id: &str,

@@ -1034,6 +1034,28 @@ impl ExportStore for SqliteStore {
             .await
     }
 
+    async fn revise_export(
+        &self,
+        id: &str,
+        outcome: Result<u64, String>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                let (state, rows, error) = match outcome {
+                    Ok(rows) => (ExportState::Ready, Some(rows as i64), None),
+                    Err(reason) => (ExportState::Error, None, Some(reason)),
+                };
+                let changed = c.execute(
+                    "UPDATE exports SET state = ?2, row_count = ?3, error = ?4, updated_at = ?5 WHERE id = ?1 AND state = 'ready'",
+                    params![id, state.as_str(), rows, error, now.unix_millis()],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
     async fn claim_export(
         &self,
         id: &str,
