@@ -23,7 +23,7 @@ use serde_json::Value;
 use trailmark_domain::canonical::CanonicalObject;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
 use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
-use trailmark_ledger::tree::{Frontier, Hash, verify_inclusion};
+use trailmark_ledger::tree::{Frontier, Hash, InclusionChecker};
 use trailmark_ledger::{LedgerError, decode_hash};
 
 use crate::MANIFEST_OBJECT;
@@ -218,7 +218,10 @@ impl ExportFile {
         let mut purged = 0u64;
         in_parallel(
             BufReader::with_capacity(1 << 20, file),
-            |number, line| checks.check(number, line),
+            // A filtered export's proofs share their upper nodes: each worker remembers the
+            // nodes its proofs established.
+            || InclusionChecker::new(checkpoint.size, checkpoint.root),
+            |inclusions, number, line| checks.check(inclusions, number, line),
             |outcome| {
                 let (number, id, sequence, leaf) = match outcome? {
                     Line::Blank => return Ok(Flow::Continue),
@@ -354,7 +357,12 @@ struct LineChecks<'a> {
 }
 
 impl LineChecks<'_> {
-    fn check(&self, number: usize, line: &str) -> Result<Line, CheckError> {
+    fn check(
+        &self,
+        inclusions: &mut InclusionChecker,
+        number: usize,
+        line: &str,
+    ) -> Result<Line, CheckError> {
         if line.trim().is_empty() {
             return Ok(Line::Blank);
         }
@@ -391,7 +399,7 @@ impl LineChecks<'_> {
                 line: number,
             });
         }
-        let leaf = self.leaf(&event, sequence);
+        let leaf = self.leaf(inclusions, &event, sequence);
         Ok(Line::Event {
             number,
             id,
@@ -400,7 +408,12 @@ impl LineChecks<'_> {
         })
     }
 
-    fn leaf(&self, event: &Parsed<'_>, sequence: u64) -> Result<(Hash, bool), EventProblem> {
+    fn leaf(
+        &self,
+        inclusions: &mut InclusionChecker,
+        event: &Parsed<'_>,
+        sequence: u64,
+    ) -> Result<(Hash, bool), EventProblem> {
         let checkpoint = self.checkpoint;
         if sequence >= checkpoint.size {
             return Err(EventProblem::BeyondCheckpoint(checkpoint.size));
@@ -427,7 +440,7 @@ impl LineChecks<'_> {
                 .proof()
                 .ok_or(EventProblem::NoProof)?
                 .map_err(EventProblem::BadHash)?;
-            if !verify_inclusion(sequence, checkpoint.size, &leaf, &proof, &checkpoint.root) {
+            if !inclusions.check(sequence, &leaf, &proof) {
                 return Err(EventProblem::ProofFails);
             }
         }
@@ -523,11 +536,13 @@ impl Parsed<'_> {
 /// Lines read per batch handed to a worker.
 const BATCH_LINES: usize = 512;
 
-/// Reads `reader` line by line (numbered from 1), runs `check` on every line on all cores, and
-/// hands the results to `follow` in file order until it says stop or returns an error.
-fn in_parallel<T: Send>(
+/// Reads `reader` line by line (numbered from 1), runs `check` on every line on all cores (each
+/// worker with a state of its own from `state`), and hands the results to `follow` in file
+/// order until it says stop or returns an error.
+fn in_parallel<T: Send, S>(
     reader: impl BufRead + Send,
-    check: impl Fn(usize, &str) -> Result<T, CheckError> + Sync,
+    state: impl Fn() -> S + Sync,
+    check: impl Fn(&mut S, usize, &str) -> Result<T, CheckError> + Sync,
     mut follow: impl FnMut(Result<T, CheckError>) -> Result<Flow, CheckError>,
 ) -> Result<(), CheckError> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
@@ -554,7 +569,9 @@ fn in_parallel<T: Send>(
         let batch_queue = Arc::new(Mutex::new(batch_queue));
         for _ in 0..workers {
             let (batch_queue, results, check) = (Arc::clone(&batch_queue), results.clone(), &check);
+            let state = &state;
             scope.spawn(move || {
+                let mut state = state();
                 loop {
                     let next = match batch_queue.lock() {
                         Ok(queue) => queue.recv(),
@@ -563,7 +580,7 @@ fn in_parallel<T: Send>(
                     let Ok((index, batch)) = next else { return };
                     let checked = batch
                         .iter()
-                        .map(|(number, line)| check(*number, line))
+                        .map(|(number, line)| check(&mut state, *number, line))
                         .collect();
                     if results.send((index, checked)).is_err() {
                         return;
@@ -617,7 +634,8 @@ mod tests {
         let mut seen = Vec::new();
         in_parallel(
             numbered_lines(5 * BATCH_LINES + 7),
-            |line, text| Ok((line, number(line, text)?)),
+            || (),
+            |_, line, text| Ok((line, number(line, text)?)),
             |outcome| {
                 let (line, value) = outcome?;
                 assert_eq!(line, value);
@@ -638,7 +656,8 @@ mod tests {
         let mut seen = 0;
         let error = in_parallel(
             numbered_lines(6 * BATCH_LINES),
-            |line, _| {
+            || (),
+            |_, line, _| {
                 if line == 3 * BATCH_LINES + 1 || line == 5 * BATCH_LINES {
                     return Err(CheckError::NoSequence {
                         id: "bad".into(),
