@@ -12,7 +12,8 @@ use trailmark_ledger::tree::{Frontier, verify_consistency, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
 use trailmark_store::ApiKeyRecord;
 
-use crate::helpers::{LogTampering, TestApp, body, event, proof_hashes};
+use crate::helpers::{LogTampering, Options, TestApp, body, event, proof_hashes};
+use crate::receivers::{self, Kind};
 
 /// Ingests events numbered `from..from + count` (distinct content, so none is deduplicated).
 async fn ingest_from(app: &TestApp, organization: &str, from: usize, count: usize) -> Vec<Value> {
@@ -695,6 +696,70 @@ async fn a_held_checkpoint_catches_a_rewritten_and_re_signed_history() {
         early.to_str().unwrap_or_default(),
     ]);
     assert!(output.status.success(), "{}", says(&output));
+}
+
+/// The customer's checkpoint need not be fetched: its own log stream delivered it. The operator
+/// then rewrites an event and re-signs; the checkpoint the stream delivered before catches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_the_stream_delivered_catches_a_rewritten_history_strict_local_receiver() {
+    const SECRET: &str = "whsec_dHJhaWxtYXJrLXRlc3Qtc2lnbmluZw==";
+    let app = TestApp::spawn_with(Options {
+        stream_checkpoint_every: std::time::Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let created = app
+        .post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "http", "name": "SIEM",
+                    "config": {"url": receiver.url, "signing_secret": SECRET}}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    ingest(&app, &organization, 12).await;
+    let mut delivered = None;
+    for _ in 0..400 {
+        delivered = receiver
+            .events()
+            .into_iter()
+            .find(|e| e["object"] == "ledger_checkpoint" && e["tree_size"] == 12);
+        if delivered.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let delivered = delivered.expect("the stream delivered the checkpoint of 12 events");
+    let dir = app.data_dir.path();
+    let held = dir.join("from-the-stream.json");
+    std::fs::write(&held, delivered.to_string()).expect("write");
+    let held = held.to_str().unwrap_or_default();
+    ingest_from(&app, &organization, 12, 4).await;
+    app.wait_for_checkpoint(&organization, 16).await;
+    let (key, _) = verifier(&app).await;
+    let complete = export_complete(&app, &organization);
+    let honest = trailmark(&[
+        "verify",
+        complete.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+        "--checkpoint",
+        held,
+    ]);
+    assert!(honest.status.success(), "{}", says(&honest));
+
+    let forged = dir.join("forged.ndjson");
+    let text = std::fs::read_to_string(&complete).expect("read");
+    std::fs::write(&forged, rewritten_export(&text, 5)).expect("write");
+    let forged = forged.to_str().unwrap_or_default();
+    let caught = trailmark(&["verify", forged, "--public-key", &key, "--checkpoint", held]);
+    assert_eq!(caught.status.code(), Some(1), "{}", says(&caught));
+    assert!(
+        says(&caught).contains(&format!("the log contradicts checkpoint {held} (12 events")),
+        "{}",
+        says(&caught)
+    );
 }
 
 /// `verify --server` proves, with the server's consistency proofs and a read key, that the
