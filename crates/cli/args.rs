@@ -39,6 +39,9 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Check an NDJSON export, or a whole database, against signed checkpoints.
     Verify(VerifyArgs),
+    /// Run a C2SP tlog-witness that cosigns the checkpoints of the logs you trust, only when
+    /// they grow consistently.
+    Witness(WitnessArgs),
     /// Bring the database's schema up to date and exit (`serve` also does this on start).
     Migrate(StorageArgs),
     /// Print a shell completion script: `source <(trailmark completions bash)`.
@@ -99,9 +102,56 @@ pub struct VerifyArgs {
     /// The ledger's name, to derive the verifier key from the local signing key file.
     #[arg(long, env = "TRAILMARK_LEDGER_NAME", default_value = "trailmark")]
     pub ledger_name: String,
+    /// A signed checkpoint you kept from before (the `checkpoint` note of
+    /// `GET /audit_logs/ledger/checkpoint`, or that whole answer), repeatable: proves the log
+    /// now extends each one, so a rewritten history fails naming the checkpoint it contradicts.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// Check the --checkpoint files against this running server's current log (consistency
+    /// proofs), or, with a filtered export, fetch the proofs the export cannot give itself.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// A witness's cosignature verifier key (`trailmark witness` prints it), repeatable: the
+    /// checkpoint the log is checked against must carry --witnesses-required valid
+    /// cosignatures from these witnesses (C2SP tlog-cosignature).
+    #[arg(long = "witness-key", value_name = "KEY")]
+    pub witness_keys: Vec<String>,
+    /// How many of the --witness-key witnesses must have cosigned (default 1 when a witness key
+    /// is given).
+    #[arg(long, value_name = "N")]
+    pub witnesses_required: Option<usize>,
+    /// API key with read access, for `--server`.
+    #[arg(long, env = "TRAILMARK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print the result as one JSON object on standard output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WitnessArgs {
+    /// Address to listen on (`HOST:PORT`; port 0 picks a free one).
+    #[arg(
+        long,
+        env = "TRAILMARK_WITNESS_LISTEN",
+        default_value = "127.0.0.1:8090"
+    )]
+    pub listen: SocketAddr,
+    /// The witness's name, in every cosignature line: a name you control, such as
+    /// `witness.example.com/w1`.
+    #[arg(long, env = "TRAILMARK_WITNESS_NAME")]
+    pub name: String,
+    /// The verifier key of a log to witness (`GET /audit_logs/ledger/public_key`), repeatable:
+    /// every origin `<key name>/…` signed by it is witnessed.
+    #[arg(long = "log-key", value_name = "KEY", required = true)]
+    pub log_keys: Vec<String>,
+    /// Directory for the witness's key (`witness.key`) and state (`witness-state.json`).
+    #[arg(
+        long,
+        env = "TRAILMARK_DATA_DIR",
+        default_value = "./trailmark-witness"
+    )]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +259,16 @@ pub struct ServeArgs {
     /// so a stream cannot reach into the network Trailmark runs in).
     #[arg(long, env = "TRAILMARK_ALLOW_PRIVATE_DESTINATIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_destinations: bool,
+    /// A C2SP tlog-witness to ask to cosign each new checkpoint, as `URL=VERIFIER_KEY` (its
+    /// submission prefix and cosignature key; `trailmark witness` prints both), repeatable
+    /// (comma-separated in the variable).
+    #[arg(
+        long = "witness",
+        env = "TRAILMARK_WITNESSES",
+        value_delimiter = ',',
+        value_name = "URL=KEY"
+    )]
+    pub witnesses: Vec<String>,
     /// How long a worker's hold on a stream lasts without renewal, in seconds: after a crash,
     /// the stream's delivery resumes (here or on another instance) once it ran out.
     #[arg(long, env = "TRAILMARK_STREAM_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -12,6 +12,7 @@ mod logging;
 mod otlp;
 mod serve;
 mod verify;
+mod witness;
 
 use std::io::Write;
 
@@ -81,6 +82,7 @@ fn main() -> std::process::ExitCode {
                 ledger::public_key(&key_args)
             }
             args::Command::Verify(verify_args) => verify::run(verify_args).await,
+            args::Command::Witness(witness_args) => witness::run(witness_args).await,
             args::Command::Migrate(storage) => serve::migrate(&storage).await,
             args::Command::Completions { .. } => Ok(()),
         }

@@ -169,6 +169,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         export_max_disk_bytes: args.export_max_disk_bytes,
         export_file_ttl: Duration::from_secs(args.export_file_ttl_hours * 3600),
         bootstrap_key_hash: bootstrap.map(|key| key.hash()),
+        witnesses: args
+            .witnesses
+            .iter()
+            .map(|witness| parse_witness(witness))
+            .collect::<anyhow::Result<_>>()?,
     };
     let config = ServerConfig {
         public_url: public_url.clone(),
@@ -366,6 +371,22 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `--witness URL=KEY`: a witness's submission prefix and its cosignature verifier key.
+fn parse_witness(text: &str) -> anyhow::Result<trailmark_app::WitnessConfig> {
+    let (url, key) = text
+        .split_once('=')
+        .with_context(|| format!("--witness {text}: expected URL=VERIFIER_KEY"))?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--witness {text}: the URL must start with http:// or https://");
+    }
+    let key = trailmark_ledger::cosignature::CosignatureVerifier::parse(key)
+        .map_err(|e| anyhow::anyhow!("--witness {text}: {e}"))?;
+    Ok(trailmark_app::WitnessConfig {
+        url: url.to_owned(),
+        key,
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,9 @@
 //! `trailmark verify`: check, offline, that an NDJSON export or a whole database is complete and
 //! unaltered, against signed checkpoints.
 //!
-//! - **An export**: the manifest's checkpoint must carry a valid signature by `--public-key`;
-//!   every event must re-hash to its `leaf_hash`, belong to the manifest's organization and come
-//!   in increasing sequence order; a filtered export's events must each prove inclusion in the
-//!   checkpoint's tree; a complete export must hold sequences 0 … size-1 exactly and rebuild the
-//!   checkpoint's root.
+//! - **An export**: `trailmark_export::check` reads and checks it (the manifest's checkpoint
+//!   signed by `--public-key`, every event re-hashed, proved included or the whole tree
+//!   rebuilt); this module drives it and prints.
 //! - **A database**: every organization's events must re-hash to their stored leaf hashes,
 //!   have gap-free sequences, rebuild the root of the stored tree, and match the latest signed
 //!   checkpoint.
@@ -15,19 +13,18 @@
 //! failure), for scripts.
 
 use crate::say;
-use std::borrow::Cow;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
-use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use trailmark_domain::canonical::CanonicalObject;
-use trailmark_export::MANIFEST_OBJECT;
+use trailmark_export::check::{CheckError, Checked, ExportFile};
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
-use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
-use trailmark_ledger::tree::{Frontier, Hash, verify_inclusion};
-use trailmark_ledger::{LedgerError, decode_hash, encode_hash};
+use trailmark_ledger::consistency::{Inconsistent, check_extends};
+use trailmark_ledger::cosignature::CosignatureVerifier;
+use trailmark_ledger::leaf::event_leaf_hash;
+use trailmark_ledger::tree::{Frontier, Hash, empty_root};
+use trailmark_ledger::{decode_hash, encode_hash};
 
 use crate::args::{LedgerKeyArgs, StorageArgs, VerifyArgs};
 
@@ -46,12 +43,24 @@ impl std::fmt::Display for VerificationFailed {
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
     let result = async {
+        let held = read_held(&args.checkpoints)?;
+        let witnesses = witnesses(&args)?;
+        let server = args
+            .server
+            .as_deref()
+            .map(|url| server(url, &args))
+            .transpose()?;
         let checked = match (&args.export, &args.database) {
             (Some(export), None) => {
                 let verifier = verifier(&args)?;
                 std::fs::File::open(export)
                     .with_context(|| format!("cannot open {}", export.display()))?;
-                verify_export(export, &verifier, out)
+                verify_export(export, &verifier, &held, server.as_ref(), &witnesses, out).await
+            }
+            (None, Some(_)) if !held.is_empty() || server.is_some() || witnesses.is_some() => {
+                bail!(
+                    "--checkpoint, --server and --witness-key check an export or a server's log, not --database"
+                )
             }
             (None, Some(database)) => {
                 let storage = StorageArgs {
@@ -64,7 +73,19 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
                 verify_database(store.as_ref(), &verifier, out).await
             }
             (Some(_), Some(_)) => bail!("give either an export file or --database, not both"),
-            (None, None) => bail!("give an NDJSON export to verify, or --database"),
+            (None, None) => match &server {
+                Some(server) if !held.is_empty() => {
+                    let Some(public_key) = &args.public_key else {
+                        bail!("--public-key is required to verify against a server")
+                    };
+                    let verifier = parse_verifier(public_key)?;
+                    verify_server(server, &verifier, &held, &witnesses, out).await
+                }
+                Some(_) => {
+                    bail!("give the checkpoints to check against the server with --checkpoint")
+                }
+                None => bail!("give an NDJSON export to verify, or --database"),
+            },
         };
         checked.map_err(|error| {
             if could_not_run(&error) {
@@ -100,9 +121,15 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
 /// Whether an error means the check could not be made (the file or database could not be read)
 /// rather than that what was checked failed.
 fn could_not_run(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|cause| cause.is::<std::io::Error>() || cause.is::<trailmark_store::StoreError>())
+    error.chain().any(|cause| {
+        cause.is::<std::io::Error>()
+            || cause.is::<trailmark_store::StoreError>()
+            || cause.is::<CannotCheck>()
+            || cause.is::<trailmark_client::Error>()
+            || cause
+                .downcast_ref::<CheckError>()
+                .is_some_and(CheckError::could_not_run)
+    })
 }
 
 /// Some organization logs of a database failed; `report` says which, for `--json`.
@@ -138,10 +165,7 @@ impl Out {
 /// the local signing key file.
 fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
     let text = match &args.public_key {
-        Some(value) if Path::new(value).is_file() => {
-            std::fs::read_to_string(value).with_context(|| format!("cannot read {value}"))?
-        }
-        Some(value) => value.clone(),
+        Some(value) => return parse_verifier(value),
         None if args.export.is_some() => bail!("--public-key is required to verify an export"),
         None => crate::ledger::signer(&LedgerKeyArgs {
             signing_key: None,
@@ -150,110 +174,57 @@ fn verifier(args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
         })?
         .verifier_key(),
     };
-    NoteVerifier::parse(text.trim()).map_err(|e| anyhow::anyhow!("{e}"))
+    parse_verifier(&text)
 }
 
-fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Result<Value> {
-    // The manifest is the last line, and the proofs are checked against it.
-    let manifest: Value = serde_json::from_str(&last_line(path)?.context("the export is empty")?)
-        .context("the last line is not JSON")?;
-    if manifest["object"] != MANIFEST_OBJECT {
-        bail!(
-            "the export has no manifest (its last line is not an {MANIFEST_OBJECT}); only NDJSON exports made against a checkpoint can be verified"
-        );
-    }
-    let note = manifest["checkpoint"]
-        .as_str()
-        .context("the manifest has no checkpoint")?;
-    let checkpoint = verifier
-        .verify(note)
-        .map_err(|e| anyhow::anyhow!("the checkpoint's signature does not verify: {e}"))?;
-    let organization = manifest["organization_id"]
-        .as_str()
-        .context("the manifest has no organization_id")?;
-    if !checkpoint.origin.ends_with(&format!("/{organization}")) {
-        bail!(
-            "the checkpoint is for '{}', not for {organization}",
-            checkpoint.origin
-        );
-    }
-    let complete = manifest["complete"].as_bool().unwrap_or(false);
+fn parse_verifier(value: &str) -> anyhow::Result<NoteVerifier> {
+    NoteVerifier::parse(read_key_argument(value)?.trim()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn verify_export(
+    path: &Path,
+    verifier: &NoteVerifier,
+    held: &[HeldCheckpoint],
+    server: Option<&trailmark_client::Client>,
+    witnesses: &Option<Witnesses>,
+    out: Out,
+) -> anyhow::Result<Value> {
+    let export = ExportFile::open(path)?;
+    let checkpoint = export.checkpoint(verifier)?;
+    let organization = export.organization_id()?;
     out.line(format_args!(
         "checkpoint: {} events, root {}, signed by {} ✓",
         checkpoint.size,
         encode_hash(&checkpoint.root),
         verifier.name()
     ));
-
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut progress = Progress::new();
-    let mut frontier = Frontier::empty();
-    let mut previous: Option<u64> = None;
-    let mut count = 0u64;
-    let mut purged = 0u64;
-    let checks = LineChecks {
-        organization,
-        checkpoint: &checkpoint,
-        complete,
+    let cosigned_by = match witnesses {
+        Some(witnesses) => {
+            Some(witnesses.check(export.note().unwrap_or_default(), &checkpoint, out)?)
+        }
+        None => None,
     };
-    // Parsing and hashing each line is nearly all the work and needs no other line, so it runs
-    // on every core; the checks that follow the log's order run here, line by line.
-    in_parallel(
-        BufReader::with_capacity(1 << 20, file),
-        |number, line| checks.check(number, line),
-        |outcome| {
-            let (number, id, sequence, leaf) = match outcome? {
-                Line::Blank => return Ok(Flow::Continue),
-                Line::Manifest => return Ok(Flow::Stop),
-                Line::Event {
-                    number,
-                    id,
-                    sequence,
-                    leaf,
-                } => (number, id, sequence, leaf),
-            };
-            let fail = |what: String| {
-                anyhow::anyhow!("event {id} (sequence {sequence}, line {number}): {what}")
-            };
-            if previous.is_some_and(|p| sequence <= p) {
-                return Err(fail("is out of order or repeated".into()));
-            }
-            let (leaf, was_purged) = leaf?;
-            purged += u64::from(was_purged);
-            if complete {
-                if sequence != frontier.size() {
-                    return Err(fail(format!(
-                        "sequence {} is missing before it",
-                        frontier.size()
-                    )));
-                }
-                frontier.append(leaf);
-            }
-            previous = Some(sequence);
-            count += 1;
-            progress.update(count);
-            Ok(Flow::Continue)
-        },
-    )?;
-    progress.finish();
-    if manifest["event_count"].as_u64() != Some(count) {
-        bail!(
-            "the manifest announces {} events but the file holds {count}: events were removed or added",
-            manifest["event_count"]
-        );
+    // Held checkpoints are checked before the events are read, when the export cannot check
+    // them itself and no server was given, so that the command stops at once.
+    let held = verify_signatures(held, verifier)?;
+    if !export.complete() && !held.is_empty() && server.is_none() {
+        return Err(CannotCheck(
+            "a filtered export cannot show by itself that the log extends a checkpoint; give --server URL and --api-key to fetch consistency proofs"
+                .into(),
+        )
+        .into());
     }
+    let prefixes: Vec<u64> = held.iter().map(|(_, c)| c.size).collect();
+    let mut progress = Progress::new();
+    let checked = export.check(&checkpoint, &prefixes, |count| progress.update(count))?;
+    progress.finish();
+    let Checked {
+        events: count,
+        purged,
+        complete,
+        roots,
+    } = checked;
     if complete {
-        if frontier.size() != checkpoint.size {
-            bail!(
-                "the export ends at sequence {} but the checkpoint has {} events: events are missing",
-                frontier.size(),
-                checkpoint.size
-            );
-        }
-        if frontier.root() != checkpoint.root {
-            bail!("the events rebuild a different root than the checkpoint's");
-        }
         out.line(format_args!(
             "{count} events re-hashed; sequences 0…{} all present; the rebuilt root matches the checkpoint ✓",
             checkpoint.size.saturating_sub(1)
@@ -268,6 +239,38 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
             "{purged} of them are stubs whose contents retention removed; their leaves still check"
         ));
     }
+    let mut extended = Vec::with_capacity(held.len());
+    for (file, earlier) in &held {
+        let extends = if earlier.size > checkpoint.size {
+            // The export is older than the held checkpoint: the held one must extend it.
+            let Some(server) = server else {
+                return Err(CannotCheck(format!(
+                    "checkpoint {file} ({} events) is newer than the export's ({} events); give --server URL and --api-key to prove the one extends the other",
+                    earlier.size, checkpoint.size
+                ))
+                .into());
+            };
+            let proof = fetch_proof(server, organization, &checkpoint, earlier).await?;
+            check_extends(&checkpoint, earlier, &proof)
+        } else if complete {
+            // The export holds the whole log: the earlier tree is rebuilt from its leaves (the
+            // check recorded the root of every held size; the empty tree has none).
+            let prefix = Checkpoint {
+                size: earlier.size,
+                root: roots.get(&earlier.size).copied().unwrap_or_else(empty_root),
+                origin: checkpoint.origin.clone(),
+            };
+            check_extends(earlier, &prefix, &[])
+        } else {
+            let proof = match server {
+                Some(server) => fetch_proof(server, organization, earlier, &checkpoint).await?,
+                None => Vec::new(),
+            };
+            check_extends(earlier, &checkpoint, &proof)
+        };
+        contradicted(file, earlier, extends)?;
+        extended.push(extended_line(file, earlier, &checkpoint, out));
+    }
     if complete {
         out.line(format_args!(
             "OK: {} is complete and unaltered.",
@@ -279,7 +282,7 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
             path.display()
         ));
     }
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "ok": true,
         "export": path.display().to_string(),
         "organization_id": organization,
@@ -291,7 +294,259 @@ fn verify_export(path: &Path, verifier: &NoteVerifier, out: Out) -> anyhow::Resu
             "root": encode_hash(&checkpoint.root),
             "signer": verifier.name(),
         },
-    }))
+    });
+    if !extended.is_empty() {
+        report["held_checkpoints"] = Value::Array(extended);
+    }
+    if let Some(names) = cosigned_by {
+        report["cosigned_by"] = Value::from(names);
+    }
+    Ok(report)
+}
+
+/// The witnesses whose cosignatures the checked checkpoint needs (`--witness-key`,
+/// `--witnesses-required`).
+struct Witnesses {
+    keys: Vec<CosignatureVerifier>,
+    required: usize,
+}
+
+impl Witnesses {
+    /// The names of the witnesses that validly cosigned `note`, once there are enough of them.
+    fn check(&self, note: &str, checkpoint: &Checkpoint, out: Out) -> anyhow::Result<Vec<String>> {
+        let mut cosigned = Vec::new();
+        for key in &self.keys {
+            match key.cosigned_at(note) {
+                Ok(Some(_)) => cosigned.push(key.name().to_owned()),
+                Ok(None) => {}
+                Err(error) => bail!("the checkpoint of {} events: {error}", checkpoint.size),
+            }
+        }
+        if cosigned.len() < self.required {
+            bail!(
+                "the checkpoint of {} events carries {} valid cosignatures of the {} required (cosigned by: {})",
+                checkpoint.size,
+                cosigned.len(),
+                self.required,
+                if cosigned.is_empty() {
+                    "none".to_owned()
+                } else {
+                    cosigned.join(", ")
+                }
+            );
+        }
+        out.line(format_args!(
+            "cosigned by {} of the {} witnesses required ({}) ✓",
+            cosigned.len(),
+            self.required,
+            cosigned.join(", ")
+        ));
+        Ok(cosigned)
+    }
+}
+
+/// `--witness-key` and `--witnesses-required`, checked before anything is read.
+fn witnesses(args: &VerifyArgs) -> anyhow::Result<Option<Witnesses>> {
+    if args.witness_keys.is_empty() {
+        if args.witnesses_required.is_some_and(|n| n > 0) {
+            bail!("--witnesses-required needs the witnesses' keys: give --witness-key");
+        }
+        return Ok(None);
+    }
+    let keys = args
+        .witness_keys
+        .iter()
+        .map(|key| {
+            CosignatureVerifier::parse(&read_key_argument(key)?)
+                .map_err(|e| anyhow::anyhow!("--witness-key {key}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let required = args.witnesses_required.unwrap_or(1);
+    if required > keys.len() {
+        bail!(
+            "--witnesses-required {required} is more than the {} --witness-key given",
+            keys.len()
+        );
+    }
+    Ok(Some(Witnesses { keys, required }))
+}
+
+/// A key given as itself, or as a file holding it.
+fn read_key_argument(value: &str) -> anyhow::Result<String> {
+    if Path::new(value).is_file() {
+        Ok(std::fs::read_to_string(value).with_context(|| format!("cannot read {value}"))?)
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+/// A checkpoint the customer kept, as read from its file.
+struct HeldCheckpoint {
+    file: PathBuf,
+    note: String,
+}
+
+/// The check could not be made as asked (a held checkpoint that is not one, a filtered export
+/// without a server to prove consistency): exit status 2, like a missing file.
+#[derive(Debug)]
+struct CannotCheck(String);
+
+impl std::fmt::Display for CannotCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CannotCheck {}
+
+/// Reads each `--checkpoint` file: a signed note, or the JSON answer of
+/// `GET /audit_logs/ledger/checkpoint` (whose `checkpoint` member is the note).
+fn read_held(files: &[PathBuf]) -> anyhow::Result<Vec<HeldCheckpoint>> {
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let note = match serde_json::from_str::<Value>(&text) {
+                Ok(answer) => answer["checkpoint"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        CannotCheck(format!(
+                            "{} is JSON without a \"checkpoint\" note",
+                            file.display()
+                        ))
+                    })?,
+                Err(_) => text,
+            };
+            Ok(HeldCheckpoint {
+                file: file.clone(),
+                note,
+            })
+        })
+        .collect()
+}
+
+/// Each held checkpoint's signature by `verifier`.
+fn verify_signatures(
+    held: &[HeldCheckpoint],
+    verifier: &NoteVerifier,
+) -> anyhow::Result<Vec<(String, Checkpoint)>> {
+    held.iter()
+        .map(|held| {
+            let file = held.file.display().to_string();
+            let checkpoint = verifier.verify(&held.note).map_err(|e| {
+                CannotCheck(format!(
+                    "checkpoint {file} is not a checkpoint signed by {}: {e}",
+                    verifier.name()
+                ))
+            })?;
+            Ok((file, checkpoint))
+        })
+        .collect()
+}
+
+/// Names the held checkpoint `file` a failed consistency check contradicts.
+fn contradicted(
+    file: &str,
+    earlier: &Checkpoint,
+    extends: Result<(), Inconsistent>,
+) -> anyhow::Result<()> {
+    extends.map_err(|reason| {
+        anyhow::anyhow!(
+            "the log contradicts checkpoint {file} ({} events, root {}): {reason}",
+            earlier.size,
+            encode_hash(&earlier.root)
+        )
+    })
+}
+
+/// Prints and reports that the held checkpoint `file` and `current` are one history.
+fn extended_line(file: &str, earlier: &Checkpoint, current: &Checkpoint, out: Out) -> Value {
+    out.line(format_args!(
+        "checkpoint {file} ({} events): consistent with the log of {} events ✓",
+        earlier.size, current.size
+    ));
+    serde_json::json!({
+        "file": file,
+        "origin": earlier.origin,
+        "size": earlier.size,
+        "root": encode_hash(&earlier.root),
+        "consistent_with": current.size,
+    })
+}
+
+/// A client of the server at `url`, with `--api-key`.
+fn server(url: &str, args: &VerifyArgs) -> anyhow::Result<trailmark_client::Client> {
+    let Some(key) = &args.api_key else {
+        bail!("--server needs --api-key (a key that can read the organization's log)")
+    };
+    Ok(trailmark_client::Client::new(url, key.clone())?)
+}
+
+/// The server's consistency proof from `earlier` to `current`, when one is needed (a larger
+/// tree that is not empty).
+async fn fetch_proof(
+    server: &trailmark_client::Client,
+    organization: &str,
+    earlier: &Checkpoint,
+    current: &Checkpoint,
+) -> anyhow::Result<Vec<Hash>> {
+    if earlier.size == 0 || earlier.size >= current.size {
+        return Ok(Vec::new());
+    }
+    let proof = server
+        .consistency_proof(organization, earlier.size, current.size)
+        .await?;
+    // A proof whose hashes do not decode proves nothing, which the check then says.
+    Ok(proof
+        .proof
+        .iter()
+        .filter_map(|hash| decode_hash(hash).ok())
+        .collect())
+}
+
+/// `--server` with `--checkpoint`s: the server's latest signed checkpoint of each held
+/// checkpoint's log must extend it, by the server's consistency proof.
+async fn verify_server(
+    server: &trailmark_client::Client,
+    verifier: &NoteVerifier,
+    held: &[HeldCheckpoint],
+    witnesses: &Option<Witnesses>,
+    out: Out,
+) -> anyhow::Result<Value> {
+    let held = verify_signatures(held, verifier)?;
+    let mut extended = Vec::with_capacity(held.len());
+    for (file, earlier) in &held {
+        let Some((_, organization)) = earlier.origin.rsplit_once('/') else {
+            return Err(CannotCheck(format!(
+                "checkpoint {file} has origin '{}', which names no organization",
+                earlier.origin
+            ))
+            .into());
+        };
+        let latest = server.checkpoint(organization).await?;
+        let current = verifier
+            .verify(&latest.checkpoint)
+            .map_err(|e| anyhow::anyhow!("the server's checkpoint does not verify: {e}"))?;
+        out.line(format_args!(
+            "{organization}: the server's checkpoint: {} events, root {}, signed by {} ✓",
+            current.size,
+            encode_hash(&current.root),
+            verifier.name()
+        ));
+        if let Some(witnesses) = witnesses {
+            witnesses.check(&latest.checkpoint, &current, out)?;
+        }
+        let proof = fetch_proof(server, organization, earlier, &current).await?;
+        contradicted(file, earlier, check_extends(earlier, &current, &proof))?;
+        extended.push(extended_line(file, earlier, &current, out));
+    }
+    out.line(format_args!(
+        "OK: the log extends every checkpoint held ({}).",
+        held.len()
+    ));
+    Ok(serde_json::json!({"ok": true, "held_checkpoints": extended}))
 }
 
 async fn verify_database(
@@ -451,304 +706,6 @@ async fn verify_log(
     })
 }
 
-/// The last line of `path` that is not blank, read from the end of the file.
-fn last_line(path: &Path) -> anyhow::Result<Option<String>> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let length = file.metadata()?.len();
-    let mut tail = 64 * 1024u64;
-    loop {
-        let start = length.saturating_sub(tail);
-        file.seek(SeekFrom::Start(start))?;
-        let mut bytes = Vec::with_capacity((length - start) as usize);
-        file.read_to_end(&mut bytes)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let text = text.trim_end();
-        // A line is complete once a newline precedes it, or the file starts there.
-        if let Some(newline) = text.rfind('\n').filter(|_| !text.is_empty()) {
-            let line = &text[newline + 1..];
-            if !line.trim().is_empty() {
-                return Ok(Some(line.to_owned()));
-            }
-        } else if start == 0 {
-            return Ok(Some(text.to_owned()).filter(|t| !t.trim().is_empty()));
-        }
-        if start == 0 {
-            return Ok(None);
-        }
-        tail *= 4;
-    }
-}
-
-/// What one line of an export holds, as far as it can be checked on its own.
-enum Line {
-    Blank,
-    Manifest,
-    Event {
-        number: usize,
-        id: String,
-        sequence: u64,
-        /// The leaf and whether the event is a purged stub, or the first problem found after
-        /// the organization check (reported only once the line's order is checked).
-        leaf: anyhow::Result<(Hash, bool)>,
-    },
-}
-
-enum Flow {
-    Continue,
-    Stop,
-}
-
-/// The checks of one export line that need no other line.
-struct LineChecks<'a> {
-    organization: &'a str,
-    checkpoint: &'a Checkpoint,
-    complete: bool,
-}
-
-impl LineChecks<'_> {
-    fn check(&self, number: usize, line: &str) -> anyhow::Result<Line> {
-        if line.trim().is_empty() {
-            return Ok(Line::Blank);
-        }
-        // An exported line is normally in canonical form already: then only the members the
-        // checks read are decoded, and the leaf is hashed from the text itself. Any other form
-        // (reordered keys, whitespace, other number or escape forms) is parsed whole and
-        // canonicalized, which gives the same leaf for the same content.
-        let event = match CanonicalObject::parse(line) {
-            Some(object) => Parsed::Canonical(object),
-            None => Parsed::Whole(
-                serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?,
-            ),
-        };
-        if event.text("object").as_deref() == Some(MANIFEST_OBJECT) {
-            return Ok(Line::Manifest);
-        }
-        let id = event
-            .text("id")
-            .map_or_else(|| "(no id)".to_owned(), Cow::into_owned);
-        let sequence = event
-            .integer("sequence")
-            .with_context(|| format!("event {id} (line {number}) has no sequence"))?;
-        let fail = |what: String| {
-            anyhow::anyhow!("event {id} (sequence {sequence}, line {number}): {what}")
-        };
-        if event.text("organization_id").as_deref() != Some(self.organization) {
-            return Err(fail(format!(
-                "belongs to {}, not {}",
-                event.json("organization_id"),
-                self.organization
-            )));
-        }
-        let leaf = self.leaf(&event, sequence).map_err(fail);
-        Ok(Line::Event {
-            number,
-            id,
-            sequence,
-            leaf,
-        })
-    }
-
-    fn leaf(&self, event: &Parsed<'_>, sequence: u64) -> Result<(Hash, bool), String> {
-        let checkpoint = self.checkpoint;
-        if sequence >= checkpoint.size {
-            return Err(format!(
-                "is beyond the checkpoint's {} events",
-                checkpoint.size
-            ));
-        }
-        let claimed = event
-            .text("leaf_hash")
-            .map(|text| decode_hash(&text))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let purged = event.is_true("purged");
-        let leaf = if purged {
-            // Retention removed the contents: the leaf hash is all that is left, and the proof
-            // (or the rebuilt root) still checks it.
-            claimed.ok_or("a purged stub without a leaf_hash")?
-        } else {
-            let leaf = event.leaf_hash();
-            if claimed != Some(leaf) {
-                return Err("its content does not hash to its leaf_hash: it was altered".into());
-            }
-            leaf
-        };
-        if !self.complete {
-            let proof = event
-                .proof()
-                .ok_or("has no inclusion_proof")?
-                .map_err(|e| e.to_string())?;
-            if !verify_inclusion(sequence, checkpoint.size, &leaf, &proof, &checkpoint.root) {
-                return Err("its inclusion proof does not lead to the checkpoint's root".into());
-            }
-        }
-        Ok((leaf, purged))
-    }
-}
-
-/// An export line: parsed whole, or in canonical form and read member by member.
-enum Parsed<'a> {
-    Whole(Value),
-    Canonical(CanonicalObject<'a>),
-}
-
-impl Parsed<'_> {
-    /// A member that is a string.
-    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
-        match self {
-            Parsed::Whole(event) => event[key].as_str().map(Cow::Borrowed),
-            Parsed::Canonical(event) => {
-                let json = event.get(key)?;
-                let contents = json.strip_prefix('"')?.strip_suffix('"')?;
-                if contents.contains('\\') {
-                    serde_json::from_str(json).ok().map(Cow::Owned)
-                } else {
-                    Some(Cow::Borrowed(contents))
-                }
-            }
-        }
-    }
-
-    /// A member that is a non-negative integer.
-    fn integer(&self, key: &str) -> Option<u64> {
-        match self {
-            Parsed::Whole(event) => event[key].as_u64(),
-            // Canonical form writes an integer's digits and nothing else.
-            Parsed::Canonical(event) => event.get(key)?.parse().ok(),
-        }
-    }
-
-    fn is_true(&self, key: &str) -> bool {
-        match self {
-            Parsed::Whole(event) => event[key] == true,
-            Parsed::Canonical(event) => event.get(key) == Some("true"),
-        }
-    }
-
-    /// A member's value, or null.
-    fn value(&self, key: &str) -> Option<Value> {
-        match self {
-            Parsed::Whole(event) => event.get(key).cloned(),
-            Parsed::Canonical(event) => serde_json::from_str(event.get(key)?).ok(),
-        }
-    }
-
-    /// The `inclusion_proof` hashes; `None` if it is not an array.
-    fn proof(&self) -> Option<Result<Vec<Hash>, LedgerError>> {
-        let decode = |text: Option<&str>| {
-            text.map_or_else(
-                || Err(LedgerError::Malformed("not a string".into())),
-                decode_hash,
-            )
-        };
-        if let Parsed::Canonical(event) = self {
-            // Base64 needs no escapes, so the strings are read in place.
-            if let Ok(hashes) = serde_json::from_str::<Vec<&str>>(event.get("inclusion_proof")?) {
-                return Some(hashes.into_iter().map(|h| decode(Some(h))).collect());
-            }
-        }
-        let proof = self.value("inclusion_proof")?;
-        Some(
-            proof
-                .as_array()?
-                .iter()
-                .map(|h| decode(h.as_str()))
-                .collect(),
-        )
-    }
-
-    /// A member as JSON, for messages.
-    fn json(&self, key: &str) -> String {
-        self.value(key).unwrap_or_default().to_string()
-    }
-
-    /// The leaf hash of the line's content.
-    fn leaf_hash(&self) -> Hash {
-        match self {
-            Parsed::Whole(event) => event_leaf_hash(event),
-            Parsed::Canonical(event) => canonical_event_leaf_hash(event),
-        }
-    }
-}
-
-/// Lines read per batch handed to a worker.
-const BATCH_LINES: usize = 512;
-
-/// Reads `reader` line by line (numbered from 1), runs `check` on every line on all cores, and
-/// hands the results to `follow` in file order until it says stop or returns an error.
-fn in_parallel<T: Send>(
-    reader: impl BufRead + Send,
-    check: impl Fn(usize, &str) -> anyhow::Result<T> + Sync,
-    mut follow: impl FnMut(anyhow::Result<T>) -> anyhow::Result<Flow>,
-) -> anyhow::Result<()> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    std::thread::scope(|scope| {
-        let (batches, batch_queue) =
-            mpsc::sync_channel::<(usize, Vec<(usize, String)>)>(workers * 2);
-        let (results, result_queue) =
-            mpsc::sync_channel::<(usize, Vec<anyhow::Result<T>>)>(workers * 2);
-        let reading = scope.spawn(move || -> std::io::Result<()> {
-            let mut lines = reader.lines().enumerate();
-            for index in 0.. {
-                let batch: Vec<(usize, String)> = lines
-                    .by_ref()
-                    .take(BATCH_LINES)
-                    .map(|(number, line)| line.map(|line| (number + 1, line)))
-                    .collect::<Result<_, _>>()?;
-                if batch.is_empty() || batches.send((index, batch)).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        // Shared by the workers and dropped with the last of them, which stops the reader.
-        let batch_queue = Arc::new(Mutex::new(batch_queue));
-        for _ in 0..workers {
-            let (batch_queue, results, check) = (Arc::clone(&batch_queue), results.clone(), &check);
-            scope.spawn(move || {
-                loop {
-                    let next = match batch_queue.lock() {
-                        Ok(queue) => queue.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((index, batch)) = next else { return };
-                    let checked = batch
-                        .iter()
-                        .map(|(number, line)| check(*number, line))
-                        .collect();
-                    if results.send((index, checked)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop((results, batch_queue));
-        // Batches come back in any order; they are followed in file order.
-        let mut waiting = std::collections::BTreeMap::new();
-        let mut next = 0;
-        let mut stopped = false;
-        'follow: for (index, checked) in result_queue.iter() {
-            waiting.insert(index, checked);
-            while let Some(checked) = waiting.remove(&next) {
-                next += 1;
-                for outcome in checked {
-                    if let Flow::Stop = follow(outcome)? {
-                        stopped = true;
-                        break 'follow;
-                    }
-                }
-            }
-        }
-        drop(result_queue);
-        match reading.join() {
-            Ok(Err(error)) if !stopped => Err(error.into()),
-            Ok(_) => Ok(()),
-            Err(_) => bail!("the export reader stopped unexpectedly"),
-        }
-    })
-}
-
 /// A running count on stderr, only when stderr is a terminal.
 struct Progress {
     enabled: bool,
@@ -771,60 +728,5 @@ impl Progress {
         if self.enabled {
             eprint!("\r\x1b[2K");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn numbered_lines(count: usize) -> std::io::Cursor<String> {
-        std::io::Cursor::new((1..=count).map(|n| format!("{n}\n")).collect())
-    }
-
-    #[test]
-    fn lines_are_followed_in_file_order_until_told_to_stop() {
-        let mut seen = Vec::new();
-        in_parallel(
-            numbered_lines(5 * BATCH_LINES + 7),
-            |number, line| Ok((number, line.parse::<usize>()?)),
-            |outcome| {
-                let (number, value) = outcome?;
-                assert_eq!(number, value);
-                seen.push(value);
-                Ok(if value == 4 * BATCH_LINES + 3 {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                })
-            },
-        )
-        .expect("every line checks");
-        assert_eq!(seen, (1..=4 * BATCH_LINES + 3).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn the_first_failing_line_in_file_order_is_reported() {
-        let mut seen = 0;
-        let error = in_parallel(
-            numbered_lines(6 * BATCH_LINES),
-            |number, _| {
-                if number == 3 * BATCH_LINES + 1 || number == 5 * BATCH_LINES {
-                    anyhow::bail!("line {number} is bad")
-                }
-                Ok(number)
-            },
-            |outcome| {
-                outcome?;
-                seen += 1;
-                Ok(Flow::Continue)
-            },
-        )
-        .expect_err("a line fails");
-        assert_eq!(
-            error.to_string(),
-            format!("line {} is bad", 3 * BATCH_LINES + 1)
-        );
-        assert_eq!(seen, 3 * BATCH_LINES);
     }
 }

@@ -252,6 +252,18 @@ const CASES: &[Case] = &[
         org(Scope::Read),
         200,
     ),
+    case(
+        "GET",
+        "/audit_logs/ledger/tlog/{organization_id}/checkpoint",
+        org(Scope::Read),
+        200,
+    ),
+    case(
+        "GET",
+        "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}",
+        org(Scope::Read),
+        200,
+    ),
     case("GET", "/healthz", Rule::Public, 200),
     case("GET", "/readyz", Rule::Public, 200),
     case("GET", "/metrics", Rule::Public, 200),
@@ -431,6 +443,14 @@ async fn request(app: &TestApp, f: &Fixture, case: &Case) -> (String, Option<Val
         ),
         ("GET", "/audit_logs/ledger/consistency") => (
             format!("{}?organization_id={acme}&first=1&second=1", case.template),
+            None,
+        ),
+        ("GET", "/audit_logs/ledger/tlog/{organization_id}/checkpoint") => {
+            (format!("/audit_logs/ledger/tlog/{acme}/checkpoint"), None)
+        }
+        // The fixture's log has its first event, so the leaf tile of width 1 exists.
+        ("GET", "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}") => (
+            format!("/audit_logs/ledger/tlog/{acme}/tile/0/000.p/1"),
             None,
         ),
         ("POST", "/portal/generate_link") => (

@@ -436,6 +436,8 @@ pub struct Options {
     pub connections: trailmark_server::ConnectionLimits,
     /// Requests a minute per address and per key (the defaults: WorkOS's per address).
     pub rate_limits: trailmark_server::RateLimits,
+    /// Witnesses asked to cosign each checkpoint.
+    pub witnesses: Vec<trailmark_app::WitnessConfig>,
     /// How often streams deliver signed checkpoints: an hour unless a test watches for them, so
     /// other tests' receivers see events only.
     pub stream_checkpoint_every: std::time::Duration,
@@ -454,6 +456,7 @@ impl Default for Options {
             allow_private_destinations: true,
             connections: trailmark_server::ConnectionLimits::default(),
             rate_limits: trailmark_server::RateLimits::default(),
+            witnesses: Vec::new(),
             stream_checkpoint_every: std::time::Duration::from_secs(3600),
         }
     }
@@ -501,6 +504,7 @@ impl TestApp {
             bootstrap_key_hash: Some(
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
+            witnesses: options.witnesses,
         };
         let config = ServerConfig {
             public_url: base.clone(),

@@ -4,12 +4,16 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use trailmark_ledger::checkpoint::NoteVerifier;
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::{ApiKeySecret, Scope};
+use trailmark_ledger::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 use trailmark_ledger::leaf::event_leaf_hash;
-use trailmark_ledger::tree::{verify_consistency, verify_inclusion};
+use trailmark_ledger::tree::{Frontier, verify_consistency, verify_inclusion};
 use trailmark_ledger::{decode_hash, encode_hash};
+use trailmark_store::ApiKeyRecord;
 
-use crate::helpers::{LogTampering, TestApp, body, event, proof_hashes};
+use crate::helpers::{LogTampering, Options, TestApp, body, event, proof_hashes};
+use crate::receivers::{self, Kind};
 
 /// Ingests events numbered `from..from + count` (distinct content, so none is deduplicated).
 async fn ingest_from(app: &TestApp, organization: &str, from: usize, count: usize) -> Vec<Value> {
@@ -548,4 +552,486 @@ async fn the_database_audit_passes_untouched_and_names_each_kind_of_tampering() 
             );
         }
     }
+}
+
+/// A key that reads `organization`'s log and nothing more, as a customer would hold.
+async fn read_key(app: &TestApp, organization: &str) -> String {
+    let secret = ApiKeySecret::new("sk_test_customer_read");
+    app.store()
+        .insert_api_key(ApiKeyRecord {
+            id: "key_customer_read".into(),
+            hash: secret.hash(),
+            scope: Scope::Read,
+            organization_id: Some(organization.to_owned()),
+            created_at: Timestamp::now(),
+        })
+        .await
+        .expect("insert key");
+    secret.expose().to_owned()
+}
+
+/// What the operator holds: the server's signing key (`TestApp` signs with this seed).
+fn operator_signer() -> NoteSigner {
+    NoteSigner::new("trailmark.test", [7; 32]).expect("signer")
+}
+
+/// `export` (a complete NDJSON export) with the event at `sequence` rewritten as a dishonest
+/// operator would: new content, its leaf hash recomputed, the tree rebuilt and the manifest's
+/// checkpoint re-signed with the server's own key, so the file checks by itself.
+fn rewritten_export(export: &str, sequence: u64) -> String {
+    let mut lines: Vec<Value> = export
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    let mut manifest = lines.pop().expect("manifest");
+    let mut frontier = Frontier::empty();
+    for line in &mut lines {
+        if line["sequence"] == sequence {
+            line["actor"]["name"] = json!("Someone Else");
+            line["leaf_hash"] = json!(encode_hash(&event_leaf_hash(line)));
+        }
+        frontier.append(decode_hash(line["leaf_hash"].as_str().unwrap_or_default()).expect("hash"));
+    }
+    let honest = NoteVerifier::parse(&operator_signer().verifier_key())
+        .expect("key")
+        .verify(manifest["checkpoint"].as_str().unwrap_or_default())
+        .expect("the honest checkpoint");
+    let forged = Checkpoint {
+        root: frontier.root(),
+        ..honest
+    };
+    manifest["root_hash"] = json!(encode_hash(&forged.root));
+    manifest["checkpoint"] = json!(operator_signer().sign(&forged));
+    lines
+        .iter()
+        .chain([&manifest])
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+fn says(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// The dishonest operator: it holds the signing key, so it can rewrite an event, rebuild the
+/// tree and sign the rewritten log. The rewritten export then verifies by itself; what catches
+/// it is a checkpoint the customer kept from before, which the rewritten log cannot be shown to
+/// extend, and `verify` names that checkpoint and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_checkpoint_catches_a_rewritten_and_re_signed_history() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 12).await;
+    let dir = app.data_dir.path();
+    // The customer keeps the checkpoint answer as it was when 12 events were logged.
+    let held = dir.join("held-12.json");
+    let answer = app.wait_for_checkpoint(&organization, 12).await;
+    std::fs::write(&held, answer.to_string()).expect("write");
+    ingest_from(&app, &organization, 12, 6).await;
+    app.wait_for_checkpoint(&organization, 18).await;
+    let (key, _) = verifier(&app).await;
+    let held = held.to_str().unwrap_or_default();
+
+    // Honest: the complete export, rebuilt from its leaves, extends the held checkpoint.
+    let complete = export_complete(&app, &organization);
+    let output = trailmark(&[
+        "verify",
+        complete.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+        "--checkpoint",
+        held,
+    ]);
+    assert!(output.status.success(), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!(
+            "checkpoint {held} (12 events): consistent with the log of 18 events ✓"
+        )),
+        "{}",
+        says(&output)
+    );
+
+    // The operator rewrites event 3 and re-signs: alone, the export checks…
+    let forged = dir.join("forged.ndjson");
+    let text = std::fs::read_to_string(&complete).expect("read");
+    std::fs::write(&forged, rewritten_export(&text, 3)).expect("write");
+    let forged = forged.to_str().unwrap_or_default();
+    let output = trailmark(&["verify", forged, "--public-key", &key]);
+    assert!(output.status.success(), "{}", says(&output));
+    // …but not against the checkpoint the customer held.
+    let output = trailmark(&["verify", forged, "--public-key", &key, "--checkpoint", held]);
+    assert_eq!(output.status.code(), Some(1), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!("the log contradicts checkpoint {held} (12 events"))
+            && says(&output).contains("rewritten"),
+        "{}",
+        says(&output)
+    );
+    // A checkpoint from before the rewritten event is still extended.
+    let early = dir.join("held-3.txt");
+    let honest = NoteVerifier::parse(&key)
+        .expect("key")
+        .verify(answer["checkpoint"].as_str().unwrap_or_default())
+        .expect("checkpoint");
+    let events: Vec<Value> = text
+        .lines()
+        .take(3)
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let mut frontier = Frontier::empty();
+    for event in &events {
+        frontier.append(event_leaf_hash(event));
+    }
+    let three = Checkpoint {
+        size: 3,
+        root: frontier.root(),
+        ..honest
+    };
+    std::fs::write(&early, operator_signer().sign(&three)).expect("write");
+    let output = trailmark(&[
+        "verify",
+        forged,
+        "--public-key",
+        &key,
+        "--checkpoint",
+        early.to_str().unwrap_or_default(),
+    ]);
+    assert!(output.status.success(), "{}", says(&output));
+}
+
+/// The customer's checkpoint need not be fetched: its own log stream delivered it. The operator
+/// then rewrites an event and re-signs; the checkpoint the stream delivered before catches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_the_stream_delivered_catches_a_rewritten_history_strict_local_receiver() {
+    const SECRET: &str = "whsec_dHJhaWxtYXJrLXRlc3Qtc2lnbmluZw==";
+    let app = TestApp::spawn_with(Options {
+        stream_checkpoint_every: std::time::Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let created = app
+        .post(
+            "/audit_logs/streams",
+            &json!({"organization_id": organization, "type": "http", "name": "SIEM",
+                    "config": {"url": receiver.url, "signing_secret": SECRET}}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    ingest(&app, &organization, 12).await;
+    let mut delivered = None;
+    for _ in 0..400 {
+        delivered = receiver
+            .events()
+            .into_iter()
+            .find(|e| e["object"] == "ledger_checkpoint" && e["tree_size"] == 12);
+        if delivered.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let delivered = delivered.expect("the stream delivered the checkpoint of 12 events");
+    let dir = app.data_dir.path();
+    let held = dir.join("from-the-stream.json");
+    std::fs::write(&held, delivered.to_string()).expect("write");
+    let held = held.to_str().unwrap_or_default();
+    ingest_from(&app, &organization, 12, 4).await;
+    app.wait_for_checkpoint(&organization, 16).await;
+    let (key, _) = verifier(&app).await;
+    let complete = export_complete(&app, &organization);
+    let honest = trailmark(&[
+        "verify",
+        complete.to_str().unwrap_or_default(),
+        "--public-key",
+        &key,
+        "--checkpoint",
+        held,
+    ]);
+    assert!(honest.status.success(), "{}", says(&honest));
+
+    let forged = dir.join("forged.ndjson");
+    let text = std::fs::read_to_string(&complete).expect("read");
+    std::fs::write(&forged, rewritten_export(&text, 5)).expect("write");
+    let forged = forged.to_str().unwrap_or_default();
+    let caught = trailmark(&["verify", forged, "--public-key", &key, "--checkpoint", held]);
+    assert_eq!(caught.status.code(), Some(1), "{}", says(&caught));
+    assert!(
+        says(&caught).contains(&format!("the log contradicts checkpoint {held} (12 events")),
+        "{}",
+        says(&caught)
+    );
+}
+
+/// `verify --server` proves, with the server's consistency proofs and a read key, that the
+/// server's current log extends each held checkpoint; a held checkpoint of another history
+/// signed with the same key (what a rewrite leaves the customer holding) is named and fails
+/// with status 1. A filtered export fetches the proofs it cannot give itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_against_a_server_proves_the_log_extends_held_checkpoints() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 5).await;
+    let dir = app.data_dir.path();
+    let answer = app.wait_for_checkpoint(&organization, 5).await;
+    let held = dir.join("held-5.txt");
+    let note = answer["checkpoint"].as_str().unwrap_or_default();
+    std::fs::write(&held, note).expect("write");
+    let held = held.to_str().unwrap_or_default();
+    ingest_from(&app, &organization, 5, 9).await;
+    app.wait_for_checkpoint(&organization, 14).await;
+    let (key, verifier) = verifier(&app).await;
+    let read = read_key(&app, &organization).await;
+    let server = |checkpoint: &str| {
+        trailmark(&[
+            "verify",
+            "--server",
+            &app.base,
+            "--api-key",
+            &read,
+            "--public-key",
+            &key,
+            "--checkpoint",
+            checkpoint,
+        ])
+    };
+
+    let output = server(held);
+    assert!(output.status.success(), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!(
+            "checkpoint {held} (5 events): consistent with the log of 14 events ✓"
+        )),
+        "{}",
+        says(&output)
+    );
+
+    let other_history = dir.join("other-history.txt");
+    let honest = verifier.verify(note).expect("checkpoint");
+    let rewritten = Checkpoint {
+        root: trailmark_ledger::tree::leaf_hash(b"another history"),
+        ..honest.clone()
+    };
+    std::fs::write(&other_history, operator_signer().sign(&rewritten)).expect("write");
+    let other = other_history.to_str().unwrap_or_default();
+    let output = server(other);
+    assert_eq!(output.status.code(), Some(1), "{}", says(&output));
+    assert!(
+        says(&output).contains(&format!("the log contradicts checkpoint {other} (5 events"))
+            && says(&output).contains("consistency proof from 5 to 14 events does not hold"),
+        "{}",
+        says(&output)
+    );
+
+    // A checkpoint signed by another key is not one to check: status 2.
+    let stranger = NoteSigner::new("trailmark.test", [9; 32]).expect("signer");
+    let foreign = dir.join("foreign.txt");
+    std::fs::write(&foreign, stranger.sign(&honest)).expect("write");
+    let output = server(foreign.to_str().unwrap_or_default());
+    assert_eq!(output.status.code(), Some(2), "{}", says(&output));
+
+    // A filtered export proves consistency through the server, and only through it.
+    let filtered = dir.join("filtered.ndjson");
+    let request = json!({"organization_id": organization, "actions": ["document.updated"], "format": "ndjson"});
+    export_to(&app, request, &filtered).await;
+    let filtered = filtered.to_str().unwrap_or_default();
+    let output = trailmark(&[
+        "verify",
+        filtered,
+        "--public-key",
+        &key,
+        "--checkpoint",
+        held,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", says(&output));
+    assert!(says(&output).contains("--server"), "{}", says(&output));
+    for (checkpoint, status) in [(held, Some(0)), (other, Some(1))] {
+        let output = trailmark(&[
+            "verify",
+            filtered,
+            "--public-key",
+            &key,
+            "--checkpoint",
+            checkpoint,
+            "--server",
+            &app.base,
+            "--api-key",
+            &read,
+        ]);
+        assert_eq!(output.status.code(), status, "{}", says(&output));
+    }
+}
+
+/// Tiles fetched over HTTP, for `tlog_tiles` to read: it authenticates every tile it uses
+/// against the checkpoint's root before trusting a hash in it.
+struct FetchedTiles(std::collections::HashMap<tlog_tiles::Tile, Vec<u8>>);
+
+impl tlog_tiles::TileReader for FetchedTiles {
+    fn height(&self) -> u8 {
+        8
+    }
+
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|tile| {
+                self.0
+                    .get(tile)
+                    .cloned()
+                    .ok_or(tlog_tiles::Error::InvalidTile)
+            })
+            .collect()
+    }
+
+    fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+}
+
+/// The C2SP path of a tile, which `tlog_tiles` names in Go's sumdb form (`tile/8/…`).
+fn c2sp_path(tile: &tlog_tiles::Tile) -> String {
+    tile.path().replacen("tile/8/", "tile/", 1)
+}
+
+/// The log served as C2SP tlog-tiles, read by an independent client: `tlog_tiles` fetches the
+/// tiles of the signed checkpoint's tree, builds inclusion proofs from them and checks them
+/// against the checkpoint's root; the entry bundles hash to the leaves the tiles hold.
+#[tokio::test]
+async fn the_log_is_served_as_tlog_tiles_a_generic_client_verifies() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let other = app.create_organization("Globex").await;
+    let mut receipts = Vec::new();
+    for chunk in 0..6 {
+        let events: Vec<Value> = (chunk * 50..chunk * 50 + 50)
+            .map(|n| {
+                let mut submitted = event("document.updated");
+                submitted["metadata"] = json!({"n": n});
+                submitted
+            })
+            .collect();
+        let answer = body(
+            app.post(
+                "/audit_logs/events/batch",
+                &json!({"organization_id": organization, "events": events}),
+            )
+            .await,
+        )
+        .await;
+        receipts.extend(answer["data"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(receipts.len(), 300);
+    app.wait_for_checkpoint(&organization, 300).await;
+    let read = read_key(&app, &organization).await;
+    let base = format!("{}/audit_logs/ledger/tlog/{organization}", app.base);
+    let get = |path: String| {
+        app.client
+            .get(format!("{base}/{path}"))
+            .bearer_auth(&read)
+            .send()
+    };
+
+    let note = get("checkpoint".into()).await.expect("checkpoint");
+    assert_eq!(note.status(), 200);
+    let note = note.text().await.expect("text");
+    let (_, verifier) = verifier(&app).await;
+    verifier.verify(&note).expect("a signed checkpoint");
+    let (body_text, _) = note.split_once("\n\n").expect("a signed note");
+    let checkpoint =
+        tlog_tiles::Checkpoint::from_bytes(format!("{body_text}\n").as_bytes()).expect("parses");
+    assert_eq!(checkpoint.size(), 300);
+
+    let mut tiles = std::collections::HashMap::new();
+    for tile in tlog_tiles::Tile::new_tiles(8, 0, checkpoint.size()) {
+        let answer = get(c2sp_path(&tile)).await.expect("tile");
+        assert_eq!(answer.status(), 200, "{}", c2sp_path(&tile));
+        tiles.insert(tile, answer.bytes().await.expect("bytes").to_vec());
+    }
+    let fetched = FetchedTiles(tiles);
+    let reader = tlog_tiles::TileHashReader::new(checkpoint.size(), *checkpoint.hash(), &fetched);
+    for n in [0, 1, 200, 255, 256, 299] {
+        let leaf =
+            decode_hash(receipts[n]["leaf_hash"].as_str().unwrap_or_default()).expect("hash");
+        let proof = tlog_tiles::prove_record(300, n as u64, &reader).expect("proof");
+        tlog_tiles::check_record(
+            &proof,
+            300,
+            *checkpoint.hash(),
+            n as u64,
+            tlog_tiles::Hash(leaf),
+        )
+        .expect("the event is in the signed tree");
+        let other_leaf = tlog_tiles::Hash(
+            decode_hash(
+                receipts[(n + 1) % 300]["leaf_hash"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+            .expect("hash"),
+        );
+        assert!(
+            tlog_tiles::check_record(&proof, 300, *checkpoint.hash(), n as u64, other_leaf)
+                .is_err()
+        );
+    }
+
+    // Entry bundles: each entry is its event's leaf bytes, hashing to the leaf in the tiles.
+    let mut leaves = Vec::new();
+    for path in ["tile/entries/000", "tile/entries/001.p/44"] {
+        let answer = get(path.into()).await.expect("bundle");
+        assert_eq!(answer.status(), 200, "{path}");
+        let bundle = answer.bytes().await.expect("bytes");
+        let mut rest = &bundle[..];
+        while let [high, low, tail @ ..] = rest {
+            let length = usize::from(u16::from_be_bytes([*high, *low]));
+            let (entry, after) = tail.split_at(length);
+            serde_json::from_slice::<Value>(entry).expect("an entry is an event object");
+            leaves.push(tlog_tiles::record_hash(entry));
+            rest = after;
+        }
+    }
+    let expected: Vec<tlog_tiles::Hash> = receipts
+        .iter()
+        .map(|r| {
+            tlog_tiles::Hash(
+                decode_hash(r["leaf_hash"].as_str().unwrap_or_default()).expect("hash"),
+            )
+        })
+        .collect();
+    assert_eq!(leaves, expected);
+
+    // Beyond the signed tree, a malformed path, another organization, no key.
+    for (path, status) in [
+        ("tile/0/001", 404),
+        ("tile/entries/002.p/1", 404),
+        ("tile/1/000", 404),
+        ("tile/0/1", 422),
+        ("tile/0/000.p/300", 422),
+    ] {
+        assert_eq!(
+            get(path.into()).await.expect("answer").status(),
+            status,
+            "{path}"
+        );
+    }
+    let foreign = app
+        .client
+        .get(format!(
+            "{}/audit_logs/ledger/tlog/{other}/checkpoint",
+            app.base
+        ))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .expect("answer");
+    assert!(
+        matches!(foreign.status().as_u16(), 403 | 404),
+        "{}",
+        foreign.status()
+    );
+    let anonymous = app
+        .client
+        .get(format!("{base}/checkpoint"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status(), 401);
 }

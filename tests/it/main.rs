@@ -28,4 +28,5 @@ mod self_audit;
 mod streams;
 mod upgrade;
 mod usage;
+mod witness;
 mod workos_rust_sdk;

@@ -43,6 +43,8 @@ pub enum NotFoundKind {
     Event,
     Export,
     LogStream,
+    /// A tlog tile or entry bundle the latest checkpoint's tree does not (yet) hold.
+    Tile,
 }
 
 impl std::fmt::Display for NotFoundKind {
@@ -51,6 +53,7 @@ impl std::fmt::Display for NotFoundKind {
             NotFoundKind::Event => "event",
             NotFoundKind::Export => "export",
             NotFoundKind::LogStream => "log stream",
+            NotFoundKind::Tile => "tile",
         })
     }
 }

@@ -6,11 +6,17 @@
 //! signed on the spot. Origins are `<ledger name>/<organization id>`; the ledger name is also the
 //! signing key's name.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use trailmark_domain::Timestamp;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteSigner};
-use trailmark_store::{Hash, StoredCheckpoint, StoredEvent};
+use trailmark_ledger::cosignature::{CosignatureVerifier, with_cosignatures};
+use trailmark_ledger::leaf::leaf_bytes;
+use trailmark_ledger::tlog::{TILE_HEIGHT, TILE_WIDTH, TilePath, entry_bundle};
+use trailmark_ledger::tree::leaf_hash;
+use trailmark_ledger::witness::AddCheckpoint;
+use trailmark_store::{Hash, StoreError, StoredCheckpoint, StoredEvent};
 
 use crate::{AppError, NotFoundKind, Trailmark};
 
@@ -20,16 +26,48 @@ pub(crate) struct Ledger {
     interval: Duration,
     /// Serializes signing so two requests do not sign the same size twice.
     signing: tokio::sync::Mutex<()>,
+    witnesses: Vec<WitnessConfig>,
+    /// The size each witness (by position) last cosigned of each organization's log, as far as
+    /// this instance knows; unknown, it asks from 0 and learns the size from the 409.
+    cosigned: std::sync::Mutex<HashMap<(usize, String), u64>>,
+    http: reqwest::Client,
 }
 
 impl Ledger {
-    pub(crate) fn new(signer: NoteSigner, interval: Duration) -> Self {
+    pub(crate) fn new(
+        signer: NoteSigner,
+        interval: Duration,
+        witnesses: Vec<WitnessConfig>,
+    ) -> Self {
         Ledger {
             signer,
             interval,
             signing: tokio::sync::Mutex::new(()),
+            witnesses,
+            cosigned: std::sync::Mutex::default(),
+            // A witness that does not answer in time leaves the checkpoint without its
+            // cosignature; the next checkpoint asks again.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
         }
     }
+}
+
+/// A C2SP tlog-witness to ask for cosignatures (`--witness URL=KEY`): its submission prefix
+/// (`<url>/add-checkpoint` is posted to) and its cosignature verifier key.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    pub url: String,
+    pub key: CosignatureVerifier,
+}
+
+/// What asking one witness gave.
+enum Asked {
+    Cosigned(String),
+    /// The witness's latest cosigned size differs from the one sent (409).
+    Conflict(u64),
 }
 
 /// An event's audit path in the tree of `tree_size` leaves, with that tree's root.
@@ -92,7 +130,148 @@ impl Trailmark {
             created_at: Timestamp::now(),
         };
         self.store().insert_checkpoint(stored.clone()).await?;
-        Ok(stored)
+        Ok(self.cosign(stored).await)
+    }
+
+    /// `stored` with the cosignatures of every witness that gave one (C2SP tlog-witness), the
+    /// cosigned note stored in its place. A witness that refuses or fails is logged and
+    /// skipped: the checkpoint stands without its cosignature, and the next one asks again.
+    async fn cosign(&self, stored: StoredCheckpoint) -> StoredCheckpoint {
+        let ledger = &self.inner.ledger;
+        let mut lines = Vec::new();
+        for (position, witness) in ledger.witnesses.iter().enumerate() {
+            match self.ask(position, witness, &stored).await {
+                Ok(line) => lines.push(line),
+                Err(reason) => tracing::warn!(
+                    witness = %witness.url,
+                    organization_id = %stored.organization_id,
+                    tree_size = stored.tree_size,
+                    "the witness did not cosign: {reason}"
+                ),
+            }
+        }
+        if lines.is_empty() {
+            return stored;
+        }
+        let note = with_cosignatures(&stored.note, lines.iter().map(String::as_str));
+        match self
+            .store()
+            .add_cosignatures(&stored.organization_id, stored.tree_size, note.clone())
+            .await
+        {
+            Ok(()) => StoredCheckpoint { note, ..stored },
+            Err(error) => {
+                tracing::warn!("cannot store the cosignatures: {error}");
+                stored
+            }
+        }
+    }
+
+    /// One witness's valid cosignature line on `stored`, sending the consistency proof from the
+    /// size it last cosigned (learnt from its 409 when not known).
+    async fn ask(
+        &self,
+        position: usize,
+        witness: &WitnessConfig,
+        stored: &StoredCheckpoint,
+    ) -> Result<String, String> {
+        let ledger = &self.inner.ledger;
+        let key = (position, stored.organization_id.clone());
+        let known = ledger
+            .cosigned
+            .lock()
+            .ok()
+            .and_then(|sizes| sizes.get(&key).copied())
+            .unwrap_or(0);
+        let mut old = known;
+        for _ in 0..2 {
+            match self.submit(witness, stored, old).await? {
+                Asked::Cosigned(response) => {
+                    if let Ok(mut sizes) = ledger.cosigned.lock() {
+                        sizes.insert(key, stored.tree_size);
+                    }
+                    let cosigned = with_cosignatures(&stored.note, response.lines());
+                    return match witness.key.cosigned_at(&cosigned) {
+                        Ok(Some(_)) => response
+                            .lines()
+                            .find(|line| {
+                                line.starts_with(&format!("\u{2014} {} ", witness.key.name()))
+                            })
+                            .map(str::to_owned)
+                            .ok_or_else(|| "no cosignature line by its key".to_owned()),
+                        Ok(None) => Err("its answer holds no cosignature by its key".into()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                }
+                Asked::Conflict(latest) if latest != old && latest <= stored.tree_size => {
+                    old = latest;
+                }
+                Asked::Conflict(latest) => {
+                    return Err(format!(
+                        "it has cosigned {latest} events of this log, which this log cannot extend to {}",
+                        stored.tree_size
+                    ));
+                }
+            }
+        }
+        Err("its cosigned size kept changing".into())
+    }
+
+    /// Posts `add-checkpoint` from `old` to `stored`.
+    async fn submit(
+        &self,
+        witness: &WitnessConfig,
+        stored: &StoredCheckpoint,
+        old: u64,
+    ) -> Result<Asked, String> {
+        let proof = if old == 0 || old == stored.tree_size {
+            Vec::new()
+        } else {
+            self.store()
+                .consistency_proof(&stored.organization_id, old, stored.tree_size)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let body = AddCheckpoint {
+            old,
+            proof,
+            note: stored.note.clone(),
+        }
+        .encode();
+        let url = format!("{}/add-checkpoint", witness.url.trim_end_matches('/'));
+        let response = self
+            .inner
+            .ledger
+            .http
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        match status {
+            200 => Ok(Asked::Cosigned(text)),
+            409 => text
+                .trim()
+                .parse()
+                .map(Asked::Conflict)
+                .map_err(|_| format!("409 without a size: {text}")),
+            _ => Err(format!("{status}: {}", text.trim())),
+        }
+    }
+
+    /// The latest checkpoint with the cosignatures witnesses gave it (signature lines after the
+    /// log's own), for delivery to customers and streams.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn cosigned_checkpoint(
+        &self,
+        organization_id: &str,
+    ) -> Result<StoredCheckpoint, AppError> {
+        self.latest_checkpoint(organization_id).await
     }
 
     /// The latest checkpoint, signing one first if the log has none yet.
@@ -188,6 +367,74 @@ impl Trailmark {
             proof,
             checkpoint,
         })
+    }
+
+    /// A C2SP tlog-tiles resource of the organization's log (`trailmark_ledger::tlog`): a hash
+    /// tile, or an entry bundle of the events' leaf bytes, within the tree of the latest signed
+    /// checkpoint, the one tlog clients read first. Tiles never change once full; a partial one
+    /// is served at the width asked for, as long as the checkpoint's tree holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFoundKind::Tile`] for a tile the latest checkpoint's tree does not hold, and for an
+    /// entry bundle holding an event whose contents retention removed (its leaf bytes are gone;
+    /// the hash tiles still prove it); storage errors.
+    pub async fn tlog_tile(
+        &self,
+        organization_id: &str,
+        tile: TilePath,
+    ) -> Result<Vec<u8>, AppError> {
+        let size = self.latest_checkpoint(organization_id).await?.tree_size;
+        let missing = || AppError::not_found(NotFoundKind::Tile, tile.path());
+        match tile {
+            TilePath::Hashes {
+                level,
+                index,
+                width,
+            } => {
+                let hashes = self
+                    .store()
+                    .subtree_hashes(
+                        organization_id,
+                        size,
+                        level * TILE_HEIGHT,
+                        index.saturating_mul(TILE_WIDTH),
+                        width,
+                    )
+                    .await
+                    .map_err(|error| match error {
+                        StoreError::Ledger(_) => missing(),
+                        other => other.into(),
+                    })?;
+                Ok(hashes.concat())
+            }
+            TilePath::Entries { index, width } => {
+                let first = index.saturating_mul(TILE_WIDTH);
+                if first.saturating_add(width) > size {
+                    return Err(missing());
+                }
+                let events = self
+                    .store()
+                    .events_after(organization_id, first.checked_sub(1), width as usize)
+                    .await?;
+                let entries = events
+                    .iter()
+                    .take(width as usize)
+                    .map(|event| {
+                        // An entry is the leaf's preimage: a stub's is gone, and a bundle that
+                        // did not hash to the tiles' leaves would be worse than none.
+                        let bytes = leaf_bytes(&event.leaf_object());
+                        (event.purged_at.is_none() && leaf_hash(&bytes) == event.leaf_hash)
+                            .then_some(bytes)
+                            .ok_or_else(missing)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if entries.len() as u64 != width {
+                    return Err(missing());
+                }
+                entry_bundle(entries.iter().map(Vec::as_slice)).map_err(|_| missing())
+            }
+        }
     }
 
     /// The consistency proof between the trees of `first` and `second` leaves.

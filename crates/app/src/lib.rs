@@ -54,6 +54,7 @@ use trailmark_streams::worker::{StreamWorkers, WorkerConfig};
 
 pub use error::{AppError, NotFoundKind};
 pub use exports::ExportRefresh;
+pub use ledger::WitnessConfig;
 
 /// What the application layer is configured with (resolved by the CLI from flags).
 #[derive(Clone)]
@@ -87,6 +88,8 @@ pub struct AppConfig {
     pub export_max_disk_bytes: u64,
     /// SHA-256 of the key given by `TRAILMARK_API_KEY`, valid with full rights and never stored.
     pub bootstrap_key_hash: Option<[u8; 32]>,
+    /// Witnesses asked to cosign each new checkpoint (`--witness`).
+    pub witnesses: Vec<WitnessConfig>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -171,7 +174,11 @@ impl Trailmark {
         Ok(Trailmark {
             inner: Arc::new(Inner {
                 effects: effects::Effects::new(Arc::clone(&metrics), Arc::clone(&streams)),
-                ledger: ledger::Ledger::new(signer, config.checkpoint_interval),
+                ledger: ledger::Ledger::new(
+                    signer,
+                    config.checkpoint_interval,
+                    config.witnesses.clone(),
+                ),
                 schemas: schemas::SchemaCache::default(),
                 keys: keys::KeyCache::default(),
                 exports: exports::ExportJobs::default(),

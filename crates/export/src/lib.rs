@@ -20,6 +20,9 @@
 //! `inclusion_proof` (base64 hashes, RFC 9162 audit path to the checkpoint's root). Either way
 //! each event's `leaf_hash` is recomputable from the line itself (`trailmark_ledger::leaf`).
 //!
+//! [`check`] reads such an export back and checks it (`trailmark verify`), so the format's
+//! writer and reader live together.
+//!
 //! This crate does not know where the bytes go nor how exports are requested.
 
 use std::io::Write;
@@ -31,6 +34,7 @@ use trailmark_domain::query::EventFilter;
 use trailmark_ledger::encode_hash;
 use trailmark_store::{Order, SearchRequest, Store, StoreError, StoredCheckpoint};
 
+pub mod check;
 mod line;
 
 /// Events read per storage query: large enough to amortize a query, small enough to keep

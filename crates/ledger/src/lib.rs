@@ -8,6 +8,12 @@
 //! - [`commit`]: leaf version 2, where values that can name a person enter the leaf as salted
 //!   hashes, so they can be erased while every proof still verifies.
 //! - [`checkpoint`]: C2SP checkpoints signed as C2SP signed notes with Ed25519.
+//! - [`tlog`]: C2SP tlog-tiles paths and entry bundles, to serve a log as static tiles.
+//! - [`cosignature`]: C2SP tlog-cosignature v1, witnesses' cosignatures on checkpoints.
+//! - [`witness`]: a C2SP tlog-witness's decision on `add-checkpoint` (cosign only consistent
+//!   growth).
+//! - [`consistency`]: whether a later checkpoint extends an earlier one (a held checkpoint
+//!   catches a rewritten history).
 //!
 //! What this crate is not: storage (the store persists [`tree::Node`]s and reads them back
 //! through [`tree::NodeReader`]), HTTP, or a scheduler. It does no I/O.
@@ -26,8 +32,12 @@
 
 pub mod checkpoint;
 pub mod commit;
+pub mod consistency;
+pub mod cosignature;
 pub mod leaf;
+pub mod tlog;
 pub mod tree;
+pub mod witness;
 
 /// A hash as it appears in JSON and checkpoints: standard base64 with padding.
 pub fn encode_hash(hash: &tree::Hash) -> String {

@@ -258,6 +258,7 @@ impl From<AppError> for ApiError {
                 NotFoundKind::Event => format!("Audit Log Event not found: '{id}'."),
                 NotFoundKind::Export => format!("Audit Log Export not found: '{id}'."),
                 NotFoundKind::LogStream => format!("Log stream not found: '{id}'."),
+                NotFoundKind::Tile => format!("Tile not found: '{id}'."),
             }),
             AppError::Conflict(field) => ApiError::Conflict(field),
             AppError::Busy { code, message } => ApiError::Busy { code, message },

@@ -236,8 +236,26 @@ pub trait LedgerStore: Send + Sync + 'static {
         first: u64,
         second: u64,
     ) -> Result<Vec<Hash>, StoreError>;
+    /// The hashes of the complete subtrees at tree `level`, indexes `start … start+count-1`, of
+    /// the tree of `size` leaves (a C2SP tlog tile; `rules::subtree_hashes`).
+    async fn subtree_hashes(
+        &self,
+        organization_id: &str,
+        size: u64,
+        level: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, StoreError>;
     /// Stores a signed checkpoint (a second one for the same size is ignored).
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError>;
+    /// Replaces the note of the organization's checkpoint of `tree_size` with `note`, the same
+    /// note with witnesses' cosignature lines added (C2SP tlog-cosignature).
+    async fn add_cosignatures(
+        &self,
+        organization_id: &str,
+        tree_size: u64,
+        note: String,
+    ) -> Result<(), StoreError>;
     /// The organization's checkpoint with the largest tree size.
     async fn latest_checkpoint(
         &self,

@@ -3,14 +3,16 @@
 //! A backend stores and fetches; what to store is decided here: how an append's events become
 //! rows (their stored JSON, search text and leaf), how sequences and Merkle nodes are assigned
 //! inside a commit, when an idempotency record still answers, which schema version a request
-//! creates, and what state a stream is in after a change or a delivery. The SQLite and
+//! creates, what state a stream is in after a change or a delivery, and which stored subtree
+//! hashes a tlog tile holds. The SQLite and
 //! PostgreSQL implementations call these functions rather than restating them.
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
+use trailmark_ledger::LedgerError;
 use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
 use trailmark_ledger::leaf::LeafTemplate;
-use trailmark_ledger::tree::{Frontier, Node};
+use trailmark_ledger::tree::{Frontier, Hash, Node, NodeReader};
 
 use crate::model::{AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState};
 use crate::{Schemas, StoreError};
@@ -178,6 +180,36 @@ pub fn sequence(head: &mut Frontier, event: &PreparedEvent) -> (Receipt, Vec<Nod
     let receipt = receipt_at(head.size(), event);
     let nodes = head.append(receipt.leaf_hash);
     (receipt, nodes)
+}
+
+/// The hashes of the complete subtrees at tree `level` with indexes `start … start+count-1`, in
+/// the tree of `size` leaves: what a C2SP hash tile holds (`trailmark_ledger::tlog`), read
+/// through whichever node reader a backend has.
+///
+/// # Errors
+///
+/// [`LedgerError::OutOfRange`] unless every one of those subtrees is complete within `size`
+/// leaves; the reader's error if a node is missing.
+pub fn subtree_hashes(
+    reader: &impl NodeReader,
+    size: u64,
+    level: u32,
+    start: u64,
+    count: u64,
+) -> Result<Vec<Hash>, LedgerError> {
+    let covered = |end: u64| end.checked_mul(1u64.checked_shl(level)?);
+    let end = start
+        .checked_add(count)
+        .filter(|end| covered(*end).is_some_and(|leaves| leaves <= size))
+        .ok_or_else(|| {
+            LedgerError::OutOfRange(format!(
+                "subtrees {start}…{} at level {level} are not all complete in a tree of {size} leaves",
+                start.saturating_add(count)
+            ))
+        })?;
+    (start..end)
+        .map(|index| reader.node(level, index))
+        .collect()
 }
 
 /// Whether an idempotency record that expires at `expires_at` still answers at `now`.

@@ -87,8 +87,10 @@ EventLog::purge_idempotency           expired_idempotency_records_no_longer_repl
 LedgerStore::tree_root                tree_roots_are_the_roots_of_the_appended_leaves
 LedgerStore::inclusion_proofs         inclusion_proofs_verify_against_the_roots
 LedgerStore::consistency_proof        consistency_proofs_verify_between_sizes
+LedgerStore::subtree_hashes           subtree_hashes_are_the_roots_of_their_leaf_ranges
 LedgerStore::insert_checkpoint        checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest
 LedgerStore::latest_checkpoint        checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest
+LedgerStore::add_cosignatures         cosignatures_are_added_to_the_checkpoint_of_their_size
 LedgerStore::logs_needing_checkpoint  logs_needing_a_checkpoint_are_those_grown_past_their_latest
 Retention::purgeable_organizations    purgeable_organizations_have_a_retention_period_and_no_legal_hold
 Retention::purge_events               retention_purges_contents_but_keeps_stubs_in_the_log
@@ -160,7 +162,9 @@ macro_rules! contract_tests {
                 tree_roots_are_the_roots_of_the_appended_leaves,
                 inclusion_proofs_verify_against_the_roots,
                 consistency_proofs_verify_between_sizes,
+                subtree_hashes_are_the_roots_of_their_leaf_ranges,
                 checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest,
+                cosignatures_are_added_to_the_checkpoint_of_their_size,
                 logs_needing_a_checkpoint_are_those_grown_past_their_latest,
                 purgeable_organizations_have_a_retention_period_and_no_legal_hold,
                 retention_purges_contents_but_keeps_stubs_in_the_log,
@@ -2374,6 +2378,56 @@ async fn tree_roots_are_the_roots_of_the_appended_leaves(store: &dyn Store) {
     ));
 }
 
+/// A tlog tile's hashes: each is the root of its own range of leaves, straight from RFC 6962's
+/// definition; a range not complete within the tree is refused.
+async fn subtree_hashes_are_the_roots_of_their_leaf_ranges(store: &dyn Store) {
+    let (acme, leaves) = ledger_log(store, &[200, 1, 300, 19]).await;
+    let size = leaves.len() as u64;
+    assert_eq!(size, 520);
+    for (level, start, count) in [
+        (0, 0, 256),
+        (0, 256, 256),
+        (0, 512, 8),
+        (3, 0, 65),
+        (8, 0, 2),
+        (9, 0, 1),
+    ] {
+        let hashes = store
+            .subtree_hashes(&acme, size, level, start, count)
+            .await
+            .expect("hashes");
+        let expected: Vec<Hash> = (start..start + count)
+            .map(|index| {
+                let first = (index << level) as usize;
+                merkle_root(&leaves[first..first + (1 << level)])
+            })
+            .collect();
+        assert_eq!(hashes, expected, "level {level} from {start}, {count}");
+    }
+    // A smaller tree than the log's: only its complete subtrees.
+    assert_eq!(
+        store
+            .subtree_hashes(&acme, 300, 0, 256, 44)
+            .await
+            .expect("hashes"),
+        leaves[256..300]
+    );
+    for (tree, level, start, count) in [
+        (300, 0, 256, 45),
+        (520, 3, 0, 66),
+        (520, 10, 0, 1),
+        (521, 0, 0, 1),
+    ] {
+        assert!(
+            matches!(
+                store.subtree_hashes(&acme, tree, level, start, count).await,
+                Err(StoreError::Ledger(_))
+            ),
+            "{tree}: level {level} from {start}, {count}"
+        );
+    }
+}
+
 async fn inclusion_proofs_verify_against_the_roots(store: &dyn Store) {
     let (acme, leaves) = ledger_log(store, &[3, 1, 16, 7, 6]).await;
     for size in [1, 2, 3, 4, 8, 17, 32, 33] {
@@ -2452,6 +2506,43 @@ async fn consistency_proofs_verify_between_sizes(store: &dyn Store) {
         store.consistency_proof(&acme, 3, size + 1).await,
         Err(StoreError::Ledger(_))
     ));
+}
+
+/// Witnesses' cosignatures join the note of the checkpoint of their size, and only that one.
+async fn cosignatures_are_added_to_the_checkpoint_of_their_size(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    appended(store, &acme, (0..3).map(pending).collect()).await;
+    for size in [2, 3] {
+        store
+            .insert_checkpoint(StoredCheckpoint {
+                root: store.tree_root(&acme, size).await.expect("root"),
+                organization_id: acme.clone(),
+                tree_size: size,
+                note: format!("note {size}\n\n— log sig\n"),
+                created_at: at(size as i64),
+            })
+            .await
+            .expect("insert");
+    }
+    let cosigned = "note 3\n\n— log sig\n— witness cosig\n".to_owned();
+    store
+        .add_cosignatures(&acme, 3, cosigned.clone())
+        .await
+        .expect("add");
+    let latest = store.latest_checkpoint(&acme).await.expect("latest");
+    assert_eq!(latest.map(|c| c.note), Some(cosigned));
+    store
+        .add_cosignatures(&acme, 9, "no such checkpoint".into())
+        .await
+        .expect("a size without a checkpoint changes nothing");
+    assert_eq!(
+        store
+            .latest_checkpoint(&acme)
+            .await
+            .expect("latest")
+            .map(|c| c.tree_size),
+        Some(3)
+    );
 }
 
 async fn checkpoints_keep_the_first_of_each_size_and_the_latest_is_the_largest(store: &dyn Store) {

@@ -1,16 +1,21 @@
 //! The ledger over HTTP (Trailmark): signed checkpoints, the verifier key, and RFC 9162
-//! inclusion and consistency proofs. Hashes are standard base64.
+//! inclusion and consistency proofs (hashes in standard base64); and each organization's log
+//! as a C2SP tlog-tiles log under `/audit_logs/ledger/tlog/{organization_id}/` (`checkpoint`,
+//! `tile/…`), for generic transparency-log clients.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use trailmark_domain::api_key::Scope;
 use trailmark_ledger::encode_hash;
+use trailmark_ledger::tlog::{TILE_WIDTH, TilePath};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
-use crate::routes::readable_organization;
+use crate::routes::{live_organization, readable_organization};
 use crate::state::AppState;
 
 /// `GET /audit_logs/ledger/public_key`: the verifier key for this instance's checkpoints, in
@@ -93,6 +98,67 @@ pub async fn consistency(
         "second_root_hash": encode_hash(&proven.second_root),
         "proof": proven.proof.iter().map(encode_hash).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /audit_logs/ledger/tlog/{organization_id}/checkpoint`: the organization's log as a C2SP
+/// tlog-tiles log, its latest signed checkpoint (the note, as text).
+pub async fn tlog_checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(organization_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    tlog_organization(&state, &caller, &organization_id).await?;
+    let checkpoint = state.app.latest_checkpoint(&organization_id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        checkpoint.note,
+    ))
+}
+
+/// `GET /audit_logs/ledger/tlog/{organization_id}/tile/{path}`: a hash tile (`<L>/<N>[.p/<W>]`)
+/// or an entry bundle (`entries/<N>[.p/<W>]`) of the latest checkpoint's tree. A full tile never
+/// changes, so it may be cached for good.
+pub async fn tlog_tile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((organization_id, path)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    tlog_organization(&state, &caller, &organization_id).await?;
+    let tile = TilePath::parse(&path)
+        .map_err(|error| ApiError::field("invalid_value", "path", error.to_string()))?;
+    let full = match tile {
+        TilePath::Hashes { width, .. } | TilePath::Entries { width, .. } => width == TILE_WIDTH,
+    };
+    let bytes = state.app.tlog_tile(&organization_id, tile).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CACHE_CONTROL,
+                if full {
+                    "private, max-age=31536000, immutable"
+                } else {
+                    "no-store"
+                },
+            ),
+        ],
+        bytes,
+    ))
+}
+
+/// A read key may read the tlog of a live organization it is not restricted away from.
+async fn tlog_organization(
+    state: &AppState,
+    caller: &Caller,
+    organization_id: &str,
+) -> Result<(), ApiError> {
+    caller.require(Scope::Read)?;
+    caller.require_organization(organization_id)?;
+    live_organization(state, organization_id).await?;
+    Ok(())
 }
 
 async fn organization(

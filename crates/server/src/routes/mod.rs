@@ -134,6 +134,14 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/audit_logs/ledger/checkpoint", get(ledger::checkpoint)),
         ("/audit_logs/ledger/inclusion", get(ledger::inclusion)),
         ("/audit_logs/ledger/consistency", get(ledger::consistency)),
+        (
+            "/audit_logs/ledger/tlog/{organization_id}/checkpoint",
+            get(ledger::tlog_checkpoint),
+        ),
+        (
+            "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}",
+            get(ledger::tlog_tile),
+        ),
         ("/healthz", get(system::healthz)),
         ("/readyz", get(system::readyz)),
         ("/metrics", get(system::metrics)),
@@ -193,6 +201,7 @@ mod tests {
             export_max_disk_bytes: 1 << 30,
             export_file_ttl: std::time::Duration::from_secs(3600),
             bootstrap_key_hash: None,
+            witnesses: Vec::new(),
         };
         let config = ServerConfig {
             public_url: "http://127.0.0.1:1".into(),

@@ -293,6 +293,25 @@ impl LogEngine {
         .await
     }
 
+    /// Complete subtree hashes of the tree of `size` leaves (`rules::subtree_hashes`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Ledger`] for subtrees or a size outside the log; storage errors.
+    pub(crate) async fn subtree_hashes(
+        &self,
+        organization_id: &str,
+        size: u64,
+        level: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.with_tree(organization_id, size, move |tree| {
+            crate::rules::subtree_hashes(tree, size, level, start, count)
+        })
+        .await
+    }
+
     /// The consistency proof from `first` to `second` leaves.
     ///
     /// # Errors

@@ -736,6 +736,43 @@ impl LedgerStore for PostgresStore {
         .await
     }
 
+    async fn subtree_hashes(
+        &self,
+        organization_id: &str,
+        size: u64,
+        level: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        let client = self.client().await?;
+        let log_size = self.log_size(organization_id).await?;
+        if size > log_size {
+            return Err(StoreError::Ledger(LedgerError::OutOfRange(format!(
+                "the log has only {log_size} leaves, not {size}"
+            ))));
+        }
+        with_nodes(&client, organization_id, |nodes| {
+            crate::rules::subtree_hashes(nodes, size, level, start, count)
+        })
+        .await
+    }
+
+    async fn add_cosignatures(
+        &self,
+        organization_id: &str,
+        tree_size: u64,
+        note: String,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE checkpoints SET note = $1 WHERE organization_id = $2 AND tree_size = $3",
+                &[&note, &organization_id, &(tree_size as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
         // Every instance signs; a second signature of the same size (identical: Ed25519 is
         // deterministic) is ignored.

@@ -586,6 +586,37 @@ impl LedgerStore for SqliteStore {
             .await
     }
 
+    async fn subtree_hashes(
+        &self,
+        organization_id: &str,
+        size: u64,
+        level: u32,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.log
+            .subtree_hashes(organization_id, size, level, start, count)
+            .await
+    }
+
+    async fn add_cosignatures(
+        &self,
+        organization_id: &str,
+        tree_size: u64,
+        note: String,
+    ) -> Result<(), StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE checkpoints SET note = ?1 WHERE organization_id = ?2 AND tree_size = ?3",
+                    params![note, organization_id, tree_size as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
         self.db
             .write(move |c| {

@@ -1,0 +1,682 @@
+//! Reading an NDJSON export back and checking it against its signed checkpoint: the reader
+//! beside the writer (`line.rs`, [`crate::write_export`]), so the format has one owner.
+//!
+//! [`ExportFile::open`] reads the manifest (the last line). [`ExportFile::checkpoint`] checks its
+//! signed checkpoint with the instance's verifier key and that it is the manifest's
+//! organization's. [`ExportFile::check`] then reads every line: each event must re-hash to its
+//! `leaf_hash` (`trailmark_ledger::leaf`), belong to the manifest's organization and come in
+//! increasing sequence order; a filtered export's events must each prove inclusion in the
+//! checkpoint's tree; a complete export must hold sequences 0 … size-1 exactly and rebuild the
+//! checkpoint's root. A complete export also gives the root of every earlier tree size asked
+//! for, so a checkpoint held from before can be checked against the same leaves.
+//!
+//! Parsing and hashing a line is nearly all the work and needs no other line, so it runs on
+//! every core; the checks that follow the log's order run in file order on the caller's thread.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use serde_json::Value;
+use trailmark_domain::canonical::CanonicalObject;
+use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
+use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
+use trailmark_ledger::tree::{Frontier, Hash, InclusionChecker};
+use trailmark_ledger::{LedgerError, decode_hash};
+
+use crate::MANIFEST_OBJECT;
+
+/// Why an export does not check, or could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Reading the file failed after it was opened.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("the export is empty")]
+    Empty,
+    #[error("the last line is not JSON")]
+    ManifestNotJson(#[source] serde_json::Error),
+    #[error(
+        "the export has no manifest (its last line is not an {MANIFEST_OBJECT}); only NDJSON exports made against a checkpoint can be verified"
+    )]
+    NoManifest,
+    #[error("the manifest has no {0}")]
+    ManifestMissing(&'static str),
+    #[error("the checkpoint's signature does not verify: {0}")]
+    Signature(#[source] LedgerError),
+    #[error("the checkpoint is for '{origin}', not for {organization_id}")]
+    WrongLog {
+        origin: String,
+        organization_id: String,
+    },
+    #[error("line {line} is not JSON")]
+    LineNotJson {
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("event {id} (line {line}) has no sequence")]
+    NoSequence { id: String, line: usize },
+    /// One event fails; `problem` says how.
+    #[error("event {id} (sequence {sequence}, line {line}): {problem}")]
+    Event {
+        id: String,
+        sequence: u64,
+        line: usize,
+        problem: EventProblem,
+    },
+    #[error(
+        "the manifest announces {announced} events but the file holds {held}: events were removed or added"
+    )]
+    CountMismatch { announced: Value, held: u64 },
+    #[error(
+        "the export ends at sequence {ends} but the checkpoint has {size} events: events are missing"
+    )]
+    Incomplete { ends: u64, size: u64 },
+    #[error("the events rebuild a different root than the checkpoint's")]
+    RootMismatch,
+    #[error("the export reader stopped unexpectedly")]
+    ReaderStopped,
+}
+
+impl CheckError {
+    /// Whether the check could not be made (the file could not be read), rather than what was
+    /// read failing it.
+    pub fn could_not_run(&self) -> bool {
+        matches!(self, CheckError::Open { .. } | CheckError::Read(_))
+    }
+}
+
+/// How one event line fails.
+#[derive(Debug, thiserror::Error)]
+pub enum EventProblem {
+    #[error("belongs to {found}, not {expected}")]
+    WrongOrganization { found: String, expected: String },
+    #[error("is beyond the checkpoint's {0} events")]
+    BeyondCheckpoint(u64),
+    #[error("{0}")]
+    BadHash(LedgerError),
+    #[error("a purged stub without a leaf_hash")]
+    StubWithoutLeaf,
+    #[error("its content does not hash to its leaf_hash: it was altered")]
+    Altered,
+    #[error("has no inclusion_proof")]
+    NoProof,
+    #[error("its inclusion proof does not lead to the checkpoint's root")]
+    ProofFails,
+    #[error("is out of order or repeated")]
+    OutOfOrder,
+    #[error("sequence {0} is missing before it")]
+    MissingBefore(u64),
+}
+
+/// An NDJSON export whose manifest has been read.
+#[derive(Debug)]
+pub struct ExportFile {
+    path: PathBuf,
+    manifest: Value,
+}
+
+impl ExportFile {
+    /// Opens `path` and reads its manifest, the last line.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckError::Open`]/[`CheckError::Read`] if the file cannot be read; otherwise the
+    /// manifest's first problem.
+    pub fn open(path: &Path) -> Result<Self, CheckError> {
+        let manifest: Value = serde_json::from_str(&last_line(path)?.ok_or(CheckError::Empty)?)
+            .map_err(CheckError::ManifestNotJson)?;
+        if manifest["object"] != MANIFEST_OBJECT {
+            return Err(CheckError::NoManifest);
+        }
+        Ok(ExportFile {
+            path: path.to_owned(),
+            manifest,
+        })
+    }
+
+    /// The organization whose log the export is taken from.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckError::ManifestMissing`] if the manifest does not say.
+    pub fn organization_id(&self) -> Result<&str, CheckError> {
+        self.manifest["organization_id"]
+            .as_str()
+            .ok_or(CheckError::ManifestMissing("organization_id"))
+    }
+
+    /// The manifest's signed checkpoint note, with whatever cosignatures it carries.
+    pub fn note(&self) -> Option<&str> {
+        self.manifest["checkpoint"].as_str()
+    }
+
+    /// Whether the export holds the whole log up to its checkpoint (no filter).
+    pub fn complete(&self) -> bool {
+        self.manifest["complete"].as_bool().unwrap_or(false)
+    }
+
+    /// The manifest's checkpoint, once its signature by `verifier` and its origin (this export's
+    /// organization's log) check.
+    ///
+    /// # Errors
+    ///
+    /// The first of: no checkpoint, a bad signature, no organization, another log's checkpoint.
+    pub fn checkpoint(&self, verifier: &NoteVerifier) -> Result<Checkpoint, CheckError> {
+        let note = self.manifest["checkpoint"]
+            .as_str()
+            .ok_or(CheckError::ManifestMissing("checkpoint"))?;
+        let checkpoint = verifier.verify(note).map_err(CheckError::Signature)?;
+        let organization_id = self.organization_id()?;
+        if !checkpoint.origin.ends_with(&format!("/{organization_id}")) {
+            return Err(CheckError::WrongLog {
+                origin: checkpoint.origin,
+                organization_id: organization_id.to_owned(),
+            });
+        }
+        Ok(checkpoint)
+    }
+
+    /// Reads and checks every event line against `checkpoint` (from [`ExportFile::checkpoint`]),
+    /// calling `progress` with the running count after each event. For a complete export,
+    /// [`Checked::roots`] holds the root of the first `n` leaves for each `n` of `prefixes`
+    /// within the checkpoint's tree.
+    ///
+    /// # Errors
+    ///
+    /// The first failing line in file order, then the count and, for a complete export, the
+    /// completeness and root checks.
+    pub fn check(
+        &self,
+        checkpoint: &Checkpoint,
+        prefixes: &[u64],
+        mut progress: impl FnMut(u64),
+    ) -> Result<Checked, CheckError> {
+        let organization = self.organization_id()?;
+        let complete = self.complete();
+        let file = std::fs::File::open(&self.path).map_err(|source| CheckError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        let checks = LineChecks {
+            organization,
+            checkpoint,
+            complete,
+        };
+        let mut frontier = Frontier::empty();
+        let mut roots = BTreeMap::new();
+        let mut previous: Option<u64> = None;
+        let mut count = 0u64;
+        let mut purged = 0u64;
+        in_parallel(
+            BufReader::with_capacity(1 << 20, file),
+            // A filtered export's proofs share their upper nodes: each worker remembers the
+            // nodes its proofs established.
+            || InclusionChecker::new(checkpoint.size, checkpoint.root),
+            |inclusions, number, line| checks.check(inclusions, number, line),
+            |outcome| {
+                let (number, id, sequence, leaf) = match outcome? {
+                    Line::Blank => return Ok(Flow::Continue),
+                    Line::Manifest => return Ok(Flow::Stop),
+                    Line::Event {
+                        number,
+                        id,
+                        sequence,
+                        leaf,
+                    } => (number, id, sequence, leaf),
+                };
+                let fail = |problem| CheckError::Event {
+                    id: id.clone(),
+                    sequence,
+                    line: number,
+                    problem,
+                };
+                if previous.is_some_and(|p| sequence <= p) {
+                    return Err(fail(EventProblem::OutOfOrder));
+                }
+                let (leaf, was_purged) = leaf.map_err(fail)?;
+                purged += u64::from(was_purged);
+                if complete {
+                    if sequence != frontier.size() {
+                        return Err(fail(EventProblem::MissingBefore(frontier.size())));
+                    }
+                    frontier.append(leaf);
+                    if prefixes.contains(&frontier.size()) {
+                        roots.insert(frontier.size(), frontier.root());
+                    }
+                }
+                previous = Some(sequence);
+                count += 1;
+                progress(count);
+                Ok(Flow::Continue)
+            },
+        )?;
+        if self.manifest["event_count"].as_u64() != Some(count) {
+            return Err(CheckError::CountMismatch {
+                announced: self.manifest["event_count"].clone(),
+                held: count,
+            });
+        }
+        if complete {
+            if frontier.size() != checkpoint.size {
+                return Err(CheckError::Incomplete {
+                    ends: frontier.size(),
+                    size: checkpoint.size,
+                });
+            }
+            if frontier.root() != checkpoint.root {
+                return Err(CheckError::RootMismatch);
+            }
+        }
+        Ok(Checked {
+            events: count,
+            purged,
+            complete,
+            roots,
+        })
+    }
+}
+
+/// What [`ExportFile::check`] established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Event lines read.
+    pub events: u64,
+    /// Of them, stubs whose contents retention removed (their leaves still check).
+    pub purged: u64,
+    /// Whether the export held the whole tree, rebuilt and matched to the checkpoint's root.
+    pub complete: bool,
+    /// For a complete export: the root of the first `n` leaves, for each prefix size asked for
+    /// that is within the tree (the empty tree excepted).
+    pub roots: BTreeMap<u64, Hash>,
+}
+
+/// The last line of `path` that is not blank, read from the end of the file.
+fn last_line(path: &Path) -> Result<Option<String>, CheckError> {
+    let mut file = std::fs::File::open(path).map_err(|source| CheckError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let length = file.metadata()?.len();
+    let mut tail = 64 * 1024u64;
+    loop {
+        let start = length.saturating_sub(tail);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::with_capacity((length - start) as usize);
+        file.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end();
+        // A line is complete once a newline precedes it, or the file starts there.
+        if let Some(newline) = text.rfind('\n').filter(|_| !text.is_empty()) {
+            let line = &text[newline + 1..];
+            if !line.trim().is_empty() {
+                return Ok(Some(line.to_owned()));
+            }
+        } else if start == 0 {
+            return Ok(Some(text.to_owned()).filter(|t| !t.trim().is_empty()));
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        tail *= 4;
+    }
+}
+
+/// What one line of an export holds, as far as it can be checked on its own.
+enum Line {
+    Blank,
+    Manifest,
+    Event {
+        number: usize,
+        id: String,
+        sequence: u64,
+        /// The leaf and whether the event is a purged stub, or the first problem found after
+        /// the organization check (reported only once the line's order is checked).
+        leaf: Result<(Hash, bool), EventProblem>,
+    },
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The checks of one export line that need no other line.
+struct LineChecks<'a> {
+    organization: &'a str,
+    checkpoint: &'a Checkpoint,
+    complete: bool,
+}
+
+impl LineChecks<'_> {
+    fn check(
+        &self,
+        inclusions: &mut InclusionChecker,
+        number: usize,
+        line: &str,
+    ) -> Result<Line, CheckError> {
+        if line.trim().is_empty() {
+            return Ok(Line::Blank);
+        }
+        // An exported line is normally in canonical form already: then only the members the
+        // checks read are decoded, and the leaf is hashed from the text itself. Any other form
+        // (reordered keys, whitespace, other number or escape forms) is parsed whole and
+        // canonicalized, which gives the same leaf for the same content.
+        let event = match CanonicalObject::parse(line) {
+            Some(object) => Parsed::Canonical(object),
+            None => Parsed::Whole(serde_json::from_str(line).map_err(|source| {
+                CheckError::LineNotJson {
+                    line: number,
+                    source,
+                }
+            })?),
+        };
+        if event.text("object").as_deref() == Some(MANIFEST_OBJECT) {
+            return Ok(Line::Manifest);
+        }
+        let id = event
+            .text("id")
+            .map_or_else(|| "(no id)".to_owned(), Cow::into_owned);
+        let Some(sequence) = event.integer("sequence") else {
+            return Err(CheckError::NoSequence { id, line: number });
+        };
+        if event.text("organization_id").as_deref() != Some(self.organization) {
+            return Err(CheckError::Event {
+                problem: EventProblem::WrongOrganization {
+                    found: event.json("organization_id"),
+                    expected: self.organization.to_owned(),
+                },
+                id,
+                sequence,
+                line: number,
+            });
+        }
+        let leaf = self.leaf(inclusions, &event, sequence);
+        Ok(Line::Event {
+            number,
+            id,
+            sequence,
+            leaf,
+        })
+    }
+
+    fn leaf(
+        &self,
+        inclusions: &mut InclusionChecker,
+        event: &Parsed<'_>,
+        sequence: u64,
+    ) -> Result<(Hash, bool), EventProblem> {
+        let checkpoint = self.checkpoint;
+        if sequence >= checkpoint.size {
+            return Err(EventProblem::BeyondCheckpoint(checkpoint.size));
+        }
+        let claimed = event
+            .text("leaf_hash")
+            .map(|text| decode_hash(&text))
+            .transpose()
+            .map_err(EventProblem::BadHash)?;
+        let purged = event.is_true("purged");
+        let leaf = if purged {
+            // Retention removed the contents: the leaf hash is all that is left, and the proof
+            // (or the rebuilt root) still checks it.
+            claimed.ok_or(EventProblem::StubWithoutLeaf)?
+        } else {
+            let leaf = event.leaf_hash();
+            if claimed != Some(leaf) {
+                return Err(EventProblem::Altered);
+            }
+            leaf
+        };
+        if !self.complete {
+            let proof = event
+                .proof()
+                .ok_or(EventProblem::NoProof)?
+                .map_err(EventProblem::BadHash)?;
+            if !inclusions.check(sequence, &leaf, &proof) {
+                return Err(EventProblem::ProofFails);
+            }
+        }
+        Ok((leaf, purged))
+    }
+}
+
+/// An export line: parsed whole, or in canonical form and read member by member.
+enum Parsed<'a> {
+    Whole(Value),
+    Canonical(CanonicalObject<'a>),
+}
+
+impl Parsed<'_> {
+    /// A member that is a string.
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self {
+            Parsed::Whole(event) => event[key].as_str().map(Cow::Borrowed),
+            Parsed::Canonical(event) => {
+                let json = event.get(key)?;
+                let contents = json.strip_prefix('"')?.strip_suffix('"')?;
+                if contents.contains('\\') {
+                    serde_json::from_str(json).ok().map(Cow::Owned)
+                } else {
+                    Some(Cow::Borrowed(contents))
+                }
+            }
+        }
+    }
+
+    /// A member that is a non-negative integer.
+    fn integer(&self, key: &str) -> Option<u64> {
+        match self {
+            Parsed::Whole(event) => event[key].as_u64(),
+            // Canonical form writes an integer's digits and nothing else.
+            Parsed::Canonical(event) => event.get(key)?.parse().ok(),
+        }
+    }
+
+    fn is_true(&self, key: &str) -> bool {
+        match self {
+            Parsed::Whole(event) => event[key] == true,
+            Parsed::Canonical(event) => event.get(key) == Some("true"),
+        }
+    }
+
+    /// A member's value, or null.
+    fn value(&self, key: &str) -> Option<Value> {
+        match self {
+            Parsed::Whole(event) => event.get(key).cloned(),
+            Parsed::Canonical(event) => serde_json::from_str(event.get(key)?).ok(),
+        }
+    }
+
+    /// The `inclusion_proof` hashes; `None` if it is not an array.
+    fn proof(&self) -> Option<Result<Vec<Hash>, LedgerError>> {
+        let decode = |text: Option<&str>| {
+            text.map_or_else(
+                || Err(LedgerError::Malformed("not a string".into())),
+                decode_hash,
+            )
+        };
+        if let Parsed::Canonical(event) = self {
+            // Base64 needs no escapes, so the strings are read in place.
+            if let Ok(hashes) = serde_json::from_str::<Vec<&str>>(event.get("inclusion_proof")?) {
+                return Some(hashes.into_iter().map(|h| decode(Some(h))).collect());
+            }
+        }
+        let proof = self.value("inclusion_proof")?;
+        Some(
+            proof
+                .as_array()?
+                .iter()
+                .map(|h| decode(h.as_str()))
+                .collect(),
+        )
+    }
+
+    /// A member as JSON, for messages.
+    fn json(&self, key: &str) -> String {
+        self.value(key).unwrap_or_default().to_string()
+    }
+
+    /// The leaf hash of the line's content.
+    fn leaf_hash(&self) -> Hash {
+        match self {
+            Parsed::Whole(event) => event_leaf_hash(event),
+            Parsed::Canonical(event) => canonical_event_leaf_hash(event),
+        }
+    }
+}
+
+/// Lines read per batch handed to a worker.
+const BATCH_LINES: usize = 512;
+
+/// Reads `reader` line by line (numbered from 1), runs `check` on every line on all cores (each
+/// worker with a state of its own from `state`), and hands the results to `follow` in file
+/// order until it says stop or returns an error.
+fn in_parallel<T: Send, S>(
+    reader: impl BufRead + Send,
+    state: impl Fn() -> S + Sync,
+    check: impl Fn(&mut S, usize, &str) -> Result<T, CheckError> + Sync,
+    mut follow: impl FnMut(Result<T, CheckError>) -> Result<Flow, CheckError>,
+) -> Result<(), CheckError> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        let (batches, batch_queue) =
+            mpsc::sync_channel::<(usize, Vec<(usize, String)>)>(workers * 2);
+        let (results, result_queue) =
+            mpsc::sync_channel::<(usize, Vec<Result<T, CheckError>>)>(workers * 2);
+        let reading = scope.spawn(move || -> std::io::Result<()> {
+            let mut lines = reader.lines().enumerate();
+            for index in 0.. {
+                let batch: Vec<(usize, String)> = lines
+                    .by_ref()
+                    .take(BATCH_LINES)
+                    .map(|(number, line)| line.map(|line| (number + 1, line)))
+                    .collect::<Result<_, _>>()?;
+                if batch.is_empty() || batches.send((index, batch)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        // Shared by the workers and dropped with the last of them, which stops the reader.
+        let batch_queue = Arc::new(Mutex::new(batch_queue));
+        for _ in 0..workers {
+            let (batch_queue, results, check) = (Arc::clone(&batch_queue), results.clone(), &check);
+            let state = &state;
+            scope.spawn(move || {
+                let mut state = state();
+                loop {
+                    let next = match batch_queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((index, batch)) = next else { return };
+                    let checked = batch
+                        .iter()
+                        .map(|(number, line)| check(&mut state, *number, line))
+                        .collect();
+                    if results.send((index, checked)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((results, batch_queue));
+        // Batches come back in any order; they are followed in file order.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        let mut stopped = false;
+        'follow: for (index, checked) in result_queue.iter() {
+            waiting.insert(index, checked);
+            while let Some(checked) = waiting.remove(&next) {
+                next += 1;
+                for outcome in checked {
+                    if let Flow::Stop = follow(outcome)? {
+                        stopped = true;
+                        break 'follow;
+                    }
+                }
+            }
+        }
+        drop(result_queue);
+        match reading.join() {
+            Ok(Err(error)) if !stopped => Err(error.into()),
+            Ok(_) => Ok(()),
+            Err(_) => Err(CheckError::ReaderStopped),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered_lines(count: usize) -> std::io::Cursor<String> {
+        std::io::Cursor::new((1..=count).map(|n| format!("{n}\n")).collect())
+    }
+
+    fn number(line: usize, text: &str) -> Result<usize, CheckError> {
+        text.parse().map_err(|_| CheckError::NoSequence {
+            id: text.into(),
+            line,
+        })
+    }
+
+    #[test]
+    fn lines_are_followed_in_file_order_until_told_to_stop() {
+        let mut seen = Vec::new();
+        in_parallel(
+            numbered_lines(5 * BATCH_LINES + 7),
+            || (),
+            |_, line, text| Ok((line, number(line, text)?)),
+            |outcome| {
+                let (line, value) = outcome?;
+                assert_eq!(line, value);
+                seen.push(value);
+                Ok(if value == 4 * BATCH_LINES + 3 {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            },
+        )
+        .expect("every line checks");
+        assert_eq!(seen, (1..=4 * BATCH_LINES + 3).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_first_failing_line_in_file_order_is_reported() {
+        let mut seen = 0;
+        let error = in_parallel(
+            numbered_lines(6 * BATCH_LINES),
+            || (),
+            |_, line, _| {
+                if line == 3 * BATCH_LINES + 1 || line == 5 * BATCH_LINES {
+                    return Err(CheckError::NoSequence {
+                        id: "bad".into(),
+                        line,
+                    });
+                }
+                Ok(line)
+            },
+            |outcome| {
+                outcome?;
+                seen += 1;
+                Ok(Flow::Continue)
+            },
+        )
+        .expect_err("a line fails");
+        assert_eq!(
+            error.to_string(),
+            format!("event bad (line {}) has no sequence", 3 * BATCH_LINES + 1)
+        );
+        assert_eq!(seen, 3 * BATCH_LINES);
+    }
+}
