@@ -720,24 +720,25 @@ async fn a_checkpoint_the_stream_delivered_catches_a_rewritten_history_strict_lo
         .await;
     assert_eq!(created.status(), 201);
     ingest(&app, &organization, 12).await;
+    // The log: the record of the stream's creation (0), then the 12 events.
     let mut delivered = None;
     for _ in 0..400 {
         delivered = receiver
             .events()
             .into_iter()
-            .find(|e| e["object"] == "ledger_checkpoint" && e["tree_size"] == 12);
+            .find(|e| e["object"] == "ledger_checkpoint" && e["tree_size"] == 13);
         if delivered.is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    let delivered = delivered.expect("the stream delivered the checkpoint of 12 events");
+    let delivered = delivered.expect("the stream delivered the checkpoint of 13 events");
     let dir = app.data_dir.path();
     let held = dir.join("from-the-stream.json");
     std::fs::write(&held, delivered.to_string()).expect("write");
     let held = held.to_str().unwrap_or_default();
     ingest_from(&app, &organization, 12, 4).await;
-    app.wait_for_checkpoint(&organization, 16).await;
+    app.wait_for_checkpoint(&organization, 17).await;
     let (key, _) = verifier(&app).await;
     let complete = export_complete(&app, &organization);
     let honest = trailmark(&[
@@ -757,7 +758,7 @@ async fn a_checkpoint_the_stream_delivered_catches_a_rewritten_history_strict_lo
     let caught = trailmark(&["verify", forged, "--public-key", &key, "--checkpoint", held]);
     assert_eq!(caught.status.code(), Some(1), "{}", says(&caught));
     assert!(
-        says(&caught).contains(&format!("the log contradicts checkpoint {held} (12 events")),
+        says(&caught).contains(&format!("the log contradicts checkpoint {held} (13 events")),
         "{}",
         says(&caught)
     );
