@@ -260,7 +260,7 @@ const CASES: &[Case] = &[
     ),
     case(
         "GET",
-        "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}",
+        "/audit_logs/ledger/tlog/{organization_id}/tile/{path}",
         org(Scope::Read),
         200,
     ),
@@ -449,7 +449,7 @@ async fn request(app: &TestApp, f: &Fixture, case: &Case) -> (String, Option<Val
             (format!("/audit_logs/ledger/tlog/{acme}/checkpoint"), None)
         }
         // The fixture's log has its first event, so the leaf tile of width 1 exists.
-        ("GET", "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}") => (
+        ("GET", "/audit_logs/ledger/tlog/{organization_id}/tile/{path}") => (
             format!("/audit_logs/ledger/tlog/{acme}/tile/0/000.p/1"),
             None,
         ),

@@ -21,13 +21,20 @@ pub const ERASED: &str = "[erased]";
 
 /// Calls `visit` with the pointer and value of every erasable value of `body` (a stored body or
 /// an event object), in a fixed order: actor, targets, context, metadata.
-pub fn for_each_erasable<'a>(body: &'a Value, mut visit: impl FnMut(&str, &'a Value)) {
+pub fn for_each_erasable(body: &Value, mut visit: impl FnMut(&str, &Value)) {
+    // The traversal is written once, over values that may change: here, over a copy.
+    let mut copy = body.clone();
+    for_each_erasable_mut(&mut copy, |pointer, value| visit(pointer, value));
+}
+
+/// [`for_each_erasable`], each value given mutably, to replace it (by its commitment, say).
+pub fn for_each_erasable_mut(body: &mut Value, mut visit: impl FnMut(&str, &mut Value)) {
     let mut pointer = String::with_capacity(64);
-    if let Some(actor) = body.get("actor") {
+    if let Some(actor) = body.get_mut("actor") {
         party(actor, "/actor", &mut pointer, &mut visit);
     }
-    if let Some(Value::Array(targets)) = body.get("targets") {
-        for (index, target) in targets.iter().enumerate() {
+    if let Some(Value::Array(targets)) = body.get_mut("targets") {
+        for (index, target) in targets.iter_mut().enumerate() {
             party(
                 target,
                 &format!("/targets/{index}"),
@@ -36,39 +43,39 @@ pub fn for_each_erasable<'a>(body: &'a Value, mut visit: impl FnMut(&str, &'a Va
             );
         }
     }
-    if let Some(context) = body.get("context") {
+    if let Some(context) = body.get_mut("context") {
         for key in ["location", "user_agent"] {
-            if let Some(value) = context.get(key) {
+            if let Some(value) = context.get_mut(key) {
                 at(&mut pointer, "/context", key, |p| visit(p, value));
             }
         }
     }
-    if let Some(Value::Object(metadata)) = body.get("metadata") {
+    if let Some(Value::Object(metadata)) = body.get_mut("metadata") {
         values(metadata, "/metadata", &mut pointer, &mut visit);
     }
 }
 
-fn party<'a>(
-    party: &'a Value,
+fn party(
+    party: &mut Value,
     base: &str,
     pointer: &mut String,
-    visit: &mut impl FnMut(&str, &'a Value),
+    visit: &mut impl FnMut(&str, &mut Value),
 ) {
     for key in ["id", "name"] {
-        if let Some(value) = party.get(key) {
+        if let Some(value) = party.get_mut(key) {
             at(pointer, base, key, |p| visit(p, value));
         }
     }
-    if let Some(Value::Object(metadata)) = party.get("metadata") {
+    if let Some(Value::Object(metadata)) = party.get_mut("metadata") {
         values(metadata, &format!("{base}/metadata"), pointer, visit);
     }
 }
 
-fn values<'a>(
-    map: &'a Map<String, Value>,
+fn values(
+    map: &mut Map<String, Value>,
     base: &str,
     pointer: &mut String,
-    visit: &mut impl FnMut(&str, &'a Value),
+    visit: &mut impl FnMut(&str, &mut Value),
 ) {
     for (key, value) in map {
         at(pointer, base, key, |p| visit(p, value));

@@ -29,7 +29,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use trailmark_domain::canonical::canonical_json;
-use trailmark_domain::erasable::{ERASED, for_each_erasable};
+use trailmark_domain::erasable::{ERASED, for_each_erasable, for_each_erasable_mut};
 
 use crate::LedgerError;
 use crate::tree::Hash;
@@ -171,44 +171,43 @@ impl Salting {
 /// [`LedgerError::Malformed`] if a value has no salt, an erased value shows anything but the
 /// placeholder, or the salting names a value the event does not have.
 pub fn committed_object(object: &Value, salting: &Salting) -> Result<Value, LedgerError> {
-    let mut commitments = Vec::with_capacity(16);
+    into_committed_object(object.clone(), salting)
+}
+
+/// [`committed_object`], turning `object` itself into it (no copy: the leaf of every new event
+/// and of every event verified goes through here).
+///
+/// # Errors
+///
+/// As [`committed_object`].
+pub fn into_committed_object(mut object: Value, salting: &Salting) -> Result<Value, LedgerError> {
+    let Value::Object(map) = &mut object else {
+        return Err(LedgerError::Malformed("an event is an object".into()));
+    };
+    for key in SALTING_KEYS.iter().chain(crate::leaf::NON_LEAF_KEYS.iter()) {
+        map.remove(*key);
+    }
+    map.insert("leaf_version".into(), Value::from(LEAF_VERSION));
+    let mut committed = 0;
     let mut failure = None;
-    for_each_erasable(object, |pointer, value| {
+    for_each_erasable_mut(&mut object, |pointer, value| {
         match salting.commitment(pointer, value) {
-            Ok(hash) => commitments.push((pointer.to_owned(), hash)),
+            Ok(hash) => {
+                *value = Value::String(base64(&hash));
+                committed += 1;
+            }
             Err(error) => failure = failure.take().or(Some(error)),
         }
     });
     if let Some(error) = failure {
         return Err(error);
     }
-    if salting
-        .named()
-        .is_some_and(|named| named != commitments.len())
-    {
+    if salting.named().is_some_and(|named| named != committed) {
         return Err(LedgerError::Malformed(
             "the salts and erased values name values the event does not have".into(),
         ));
     }
-    let mut committed = match object {
-        Value::Object(map) => map
-            .iter()
-            .filter(|(key, _)| {
-                !SALTING_KEYS.contains(&key.as_str())
-                    && !crate::leaf::NON_LEAF_KEYS.contains(&key.as_str())
-            })
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect::<Map<String, Value>>(),
-        _ => return Err(LedgerError::Malformed("an event is an object".into())),
-    };
-    committed.insert("leaf_version".into(), Value::from(LEAF_VERSION));
-    let mut committed = Value::Object(committed);
-    for (pointer, hash) in commitments {
-        if let Some(slot) = committed.pointer_mut(&pointer) {
-            *slot = Value::String(base64(&hash));
-        }
-    }
-    Ok(committed)
+    Ok(object)
 }
 
 /// `body` (a stored leaf-version-2 body) with the values at `pointers` erased: each reads

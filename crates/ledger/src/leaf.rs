@@ -23,9 +23,9 @@
 use serde_json::Value;
 use trailmark_domain::Timestamp;
 use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_json_without};
-use trailmark_domain::record::{Placement, canonical_event_object, event_object};
+use trailmark_domain::record::{Placement, canonical_event_object, into_event_object};
 
-use crate::commit::{SALTING_KEYS, Salting, committed_object};
+use crate::commit::{SALTING_KEYS, Salting, committed_object, into_committed_object};
 use crate::tree::{Hash, leaf_hash};
 
 /// Keys of an exported or read event that are not part of its leaf.
@@ -59,7 +59,14 @@ pub fn canonical_event_leaf_hash(event_object: &CanonicalObject<'_>) -> Hash {
     {
         let text = event_object.without(&[]);
         return match serde_json::from_slice::<Value>(&text) {
-            Ok(object) => event_leaf_hash(&object),
+            Ok(object) => match Salting::of(&object) {
+                Ok(Some(salting)) => match into_committed_object(object, &salting) {
+                    Ok(committed) => leaf_hash(&canonical_json(&committed)),
+                    // Bytes no honest leaf has: the check then fails as for any altered event.
+                    Err(_) => leaf_hash(&text),
+                },
+                _ => leaf_hash(&text),
+            },
             Err(_) => leaf_hash(&text),
         };
     }
@@ -87,8 +94,8 @@ impl LeafTemplate {
             received_at,
         };
         if let Ok(Some(salting)) = Salting::of(body) {
-            let object = event_object(placement, body);
-            if let Ok(committed) = committed_object(&object, &salting) {
+            let object = into_event_object(placement, body.clone());
+            if let Ok(committed) = into_committed_object(object, &salting) {
                 let zero = canonical_json(&committed);
                 // The committed object's top-level `sequence` is its only member of that key.
                 let at = std::str::from_utf8(&zero)
@@ -128,6 +135,7 @@ impl LeafTemplate {
 mod tests {
     use super::*;
     use serde_json::json;
+    use trailmark_domain::record::event_object;
 
     #[test]
     fn a_leaf_template_hashes_as_the_whole_event_object_does() {
