@@ -177,7 +177,12 @@ before(async () => {
   const apiKey = `sk_browser_${randomBytes(12).toString('hex')}`;
   server = await startServer(apiKey);
   server.apiKey = apiKey;
-  browser = await chromium.launch({ executablePath: CHROMIUM_BIN });
+  // The pages link to the test's return and success URLs (app.example.com): no name resolves,
+  // but 127.0.0.1, so the browser can reach nothing but the loopback server the tests use.
+  browser = await chromium.launch({
+    executablePath: CHROMIUM_BIN,
+    args: ['--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+  });
   receiver = await startReceiver();
   await seed();
 });
