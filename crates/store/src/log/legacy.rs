@@ -246,32 +246,7 @@ fn write_block(
     let record = BlockRecord::build(events);
     let tiles = edge.extend(events.iter().map(|e| e.leaf_hash));
     let transaction = connection.unchecked_transaction()?;
-    transaction.execute(
-        "INSERT INTO log_blocks (organization, first_sequence, count, min_occurred, max_occurred,
-            min_received, max_received, locations, occurred, received, purged, bloom, text_values)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
-            number,
-            record.first_sequence as i64,
-            record.count,
-            record.min_occurred,
-            record.max_occurred,
-            record.min_received,
-            record.max_received,
-            record.locations,
-            record.occurred,
-            record.received,
-            record.purged,
-            record.bloom,
-            record.text_values,
-        ],
-    )?;
-    for (field, value, postings) in &record.terms {
-        transaction.execute(
-            "INSERT INTO log_terms (organization, first_sequence, field, value, postings) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![number, record.first_sequence as i64, field.code(), value, postings],
-        )?;
-    }
+    super::maintenance::insert_block(&transaction, number, &record)?;
     for tile in tiles {
         transaction.execute(
             "INSERT INTO log_tiles (organization, level, idx, hashes) VALUES (?1, ?2, ?3, ?4)

@@ -363,8 +363,9 @@ fn seal(shared: &Shared, connection: &Connection, organization_id: &str) -> Resu
     Ok(())
 }
 
-/// Inserts a block's row and its terms.
-fn insert_block(
+/// Inserts a block's row and its terms (also the conversion of a database from before the log,
+/// `legacy`).
+pub(super) fn insert_block(
     transaction: &rusqlite::Transaction<'_>,
     number: u32,
     record: &BlockRecord,
