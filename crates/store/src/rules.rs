@@ -305,6 +305,25 @@ pub fn stream_state_after_delivery(enabled: bool) -> StreamState {
     initial_stream_state(enabled)
 }
 
+/// Whether `key` is an unrestricted admin key that is live at `now`: one that can manage keys.
+pub fn is_unrestricted_admin(key: &ApiKeyRecord, now: Timestamp) -> bool {
+    key.scope == Scope::Admin && key.organization_id.is_none() && key_is_live(key.expires_at, now)
+}
+
+/// Whether revoking `target` leaves a live unrestricted admin key among `admin_keys` (every
+/// stored unrestricted admin key, `target` possibly among them). The `TRAILMARK_API_KEY` key
+/// does not count: it is configuration, possibly of one instance only.
+pub fn revocation_keeps_an_admin(
+    target: &ApiKeyRecord,
+    admin_keys: &[ApiKeyRecord],
+    now: Timestamp,
+) -> bool {
+    !is_unrestricted_admin(target, now)
+        || admin_keys
+            .iter()
+            .any(|key| key.id != target.id && is_unrestricted_admin(key, now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,23 +356,4 @@ mod tests {
         ));
         assert!(!idempotency_record_answers(at, at));
     }
-}
-
-/// Whether `key` is an unrestricted admin key that is live at `now`: one that can manage keys.
-pub fn is_unrestricted_admin(key: &ApiKeyRecord, now: Timestamp) -> bool {
-    key.scope == Scope::Admin && key.organization_id.is_none() && key_is_live(key.expires_at, now)
-}
-
-/// Whether revoking `target` leaves a live unrestricted admin key among `admin_keys` (every
-/// stored unrestricted admin key, `target` possibly among them). The `TRAILMARK_API_KEY` key
-/// does not count: it is configuration, possibly of one instance only.
-pub fn revocation_keeps_an_admin(
-    target: &ApiKeyRecord,
-    admin_keys: &[ApiKeyRecord],
-    now: Timestamp,
-) -> bool {
-    !is_unrestricted_admin(target, now)
-        || admin_keys
-            .iter()
-            .any(|key| key.id != target.id && is_unrestricted_admin(key, now))
 }

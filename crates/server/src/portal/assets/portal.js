@@ -45,6 +45,13 @@ if (liveTable && 'EventSource' in window) {
     return span;
   };
   const source = new EventSource(liveTable.dataset.live);
+  // data-live-state says whether new events are being followed (open) or not (reconnecting).
+  source.addEventListener('open', () => {
+    liveTable.dataset.liveState = 'open';
+  });
+  source.addEventListener('error', () => {
+    liveTable.dataset.liveState = 'connecting';
+  });
   source.addEventListener('message', (message) => {
     const event = JSON.parse(message.data);
     const row = body.insertRow(0);
