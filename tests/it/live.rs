@@ -292,3 +292,95 @@ async fn read_keys_follow_their_own_organization_only() {
         (Some("1"), &json!(1))
     );
 }
+
+/// A client that stops reading: ingest goes on at full speed, and once the client is 256 events
+/// behind (past what the sockets hold) the server tells it where to resume and ends the stream.
+/// (The reader's side of this is tested on a paused clock in `trailmark_app::live`.)
+#[tokio::test]
+async fn a_client_that_stops_reading_is_told_to_resume_and_never_holds_back_ingest() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small window, so the sockets hold few events.
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let mut connection = socket
+        .connect(address.parse().expect("address"))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /audit_logs/events/stream?organization_id={organization} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    connection
+        .write_all(request.as_bytes())
+        .await
+        .expect("request");
+    // The answer's head arrives before any event: the stream starts at the log's head.
+    let mut head = vec![0; 1024];
+    let read = connection.read(&mut head).await.expect("head");
+    assert!(String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 200"));
+
+    let mut posted = 0;
+    // More than the server's socket may buffer (Linux grows a send buffer to 4 MiB at most,
+    // tcp_wmem), the client's window and the stream's 256 events: ~13 MB.
+    for round in 0..8 {
+        let events: Vec<Value> = (0..1000)
+            .map(|n| {
+                let mut submitted = event("user.signed_in");
+                submitted["metadata"] = json!({
+                    "round": round,
+                    "n": n,
+                    "padding": "x".repeat(450),
+                    "more_padding": "y".repeat(450),
+                });
+                submitted
+            })
+            .collect();
+        let response = app
+            .post(
+                "/audit_logs/events/batch",
+                &json!({"organization_id": organization, "events": events}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "ingest is never held back");
+        posted += 1000;
+    }
+
+    let mut text = String::new();
+    let mut buffer = vec![0; 64 * 1024];
+    // Heartbeats would keep a stream that never ended alive: bound the whole read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let read = tokio::time::timeout_at(deadline, connection.read(&mut buffer))
+            .await
+            .expect("the stream ends")
+            .expect("read");
+        if read == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect();
+    let resume = text
+        .split("\n\n")
+        .find(|message| message.contains("event: resume"))
+        .unwrap_or_else(|| panic!("no resume message in {} bytes", text.len()));
+    let delivered = ids.len() - 1;
+    assert!(delivered < posted, "the client fell behind");
+    let last = ids[delivered - 1];
+    assert!(resume.contains(&format!("id: {last}")), "{resume}");
+    assert!(
+        resume.contains(&format!("\"last_event_id\":\"{last}\"")),
+        "{resume}"
+    );
+    assert_eq!(
+        ids[..delivered],
+        (0..delivered as u64).collect::<Vec<_>>()[..]
+    );
+}
