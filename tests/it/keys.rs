@@ -488,6 +488,10 @@ async fn a_key_revoked_on_one_instance_is_refused_by_another_within_5_seconds() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!(
+        "the second instance refused the revoked key {:?} after the revocation",
+        since.elapsed()
+    );
     assert!(
         stream.next_event().await.is_none(),
         "the revoked key's open stream ends"
