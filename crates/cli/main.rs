@@ -77,6 +77,10 @@ fn main() -> std::process::ExitCode {
             args::Command::Keys(args::KeysCommand::Create(create_args)) => {
                 keys::create(create_args).await
             }
+            args::Command::Keys(args::KeysCommand::List(list_args)) => keys::list(list_args).await,
+            args::Command::Keys(args::KeysCommand::Revoke(revoke_args)) => {
+                keys::revoke(revoke_args).await
+            }
             args::Command::Export(export_args) => export::run(export_args).await,
             args::Command::Ledger(args::LedgerCommand::PublicKey(key_args)) => {
                 ledger::public_key(&key_args)

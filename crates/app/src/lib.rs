@@ -15,7 +15,7 @@
 //!   [`audit`]: the changes made with API keys, recorded by the use cases that make them.
 //! - [`schemas`]: versioned event schemas and the compiled-schema cache ingest checks against.
 //! - [`organizations`], [`keys`], [`portal`]: tenants, API keys, Admin Portal links and sessions.
-//! - [`read`]: searches and single events.
+//! - [`read`]: searches and single events; [`live`]: following a log as it grows (live events).
 //! - [`streams`]: log streams' create/update/replay/delete/test over `trailmark-streams`.
 //! - [`exports`], [`retention`], [`ledger`]: export jobs, the purge job and legal holds,
 //!   checkpoints and proofs.
@@ -31,6 +31,7 @@ pub mod exports;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod live;
 pub mod metrics;
 pub mod organizations;
 pub mod portal;

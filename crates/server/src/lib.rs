@@ -30,6 +30,9 @@ mod middleware;
 mod portal;
 mod rate_limit;
 mod routes;
+
+/// A key as `GET /api_keys` shows it (also `trailmark keys list --json`).
+pub use routes::keys::key_object;
 pub mod state;
 mod wire;
 
@@ -71,6 +74,12 @@ pub async fn serve(
     let app = state.app.clone();
     app.start();
     let limits = state.config.connections;
+    let stopping = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Live event streams never finish by themselves: end them, so they close at once.
+        stopping.stop_live_readers();
+    };
     let served = connections::serve(listener, router(state), limits, shutdown).await;
     app.shutdown().await;
     served

@@ -43,6 +43,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/portal/assets/portal.css", get(pages::assets::css))
         .route("/portal/assets/portal.js", get(pages::assets::js))
         .route("/portal/events", get(pages::events::list))
+        .route("/portal/events/stream", get(pages::events::stream))
         .route("/portal/events/{id}", get(pages::events::show))
         .route("/portal/exports", post(pages::exports::create))
         .route("/portal/exports/{id}", get(pages::exports::show))
@@ -61,9 +62,9 @@ pub(crate) fn router() -> Router<AppState> {
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// The policy: this server's own stylesheet, script and images, forms posting only back here,
-/// no framing, no `<base>` tricks, nothing else.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The policy: this server's own stylesheet, script and images, connections (the events page's
+/// live stream) and forms only back here, no framing, no `<base>` tricks, nothing else.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
