@@ -32,7 +32,7 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Write one organization's events to a CSV or NDJSON file.
+    /// Write one organization's events to a CSV, NDJSON or OCSF file.
     Export(ExportArgs),
     /// The tamper-evident ledger.
     #[command(subcommand)]
@@ -434,6 +434,8 @@ pub struct KeyRevokeArgs {
 pub enum FormatArg {
     Csv,
     Ndjson,
+    /// NDJSON of OCSF 1.3.0 API Activity events, each holding the event object in `unmapped`.
+    Ocsf,
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let format = match args.format {
         FormatArg::Csv => ExportFormat::Csv,
         FormatArg::Ndjson => ExportFormat::Ndjson,
+        FormatArg::Ocsf => ExportFormat::Ocsf,
     };
 
     // From the database, it must exist and hold the organization (live, or deleted with its log

@@ -1,5 +1,6 @@
-//! Exports: WorkOS's create/get shapes, CSV and NDJSON files matching what was ingested, signed
-//! links, resumption after a restart, `trailmark export`, and isolation between organizations.
+//! Exports: WorkOS's create/get shapes, CSV, NDJSON and OCSF files matching what was ingested,
+//! signed links, resumption after a restart, `trailmark export`, and isolation between
+//! organizations.
 
 use std::process::Command;
 
@@ -170,6 +171,83 @@ async fn an_ndjson_export_with_filters_holds_exactly_the_matching_event_objects(
         export(&app, by_actor).await["row_count"],
         1,
         "the deprecated `actors` filters by name"
+    );
+}
+
+/// The OCSF export (format `ocsf`) through the API and the CLI: one OCSF API Activity event per
+/// matching event, each holding the event object the search API returns in `unmapped`. The
+/// events are checked against the OCSF schema itself in `tests/operate/test_ocsf.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocsf_export_holds_an_api_activity_event_per_event_with_the_event_object_unmapped() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    ingest(&app, &organization, 6).await;
+    let mut request = range(&organization);
+    request["format"] = json!("ocsf");
+    request["actions"] = json!(["user.signed_out"]);
+    let ready = export(&app, request).await;
+    assert_eq!(ready["format"], "ocsf");
+    assert_eq!(ready["row_count"], 3);
+    let response = app
+        .client
+        .get(ready["url"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .is_ok_and(|d| d.ends_with(".ocsf.ndjson\"")),
+        "{:?}",
+        response.headers()["content-disposition"]
+    );
+    let text = response.text().await.expect("text");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "no manifest: an OCSF export is not verifiable"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["class_uid"], 6003);
+        assert_eq!(line["type_uid"], 600_399, "signed_out is no CRUD verb");
+        assert_eq!(line["api"]["operation"], "user.signed_out");
+        let id = line["metadata"]["uid"].as_str().unwrap_or_default();
+        let fetched = body(app.get(&format!("/audit_logs/events/{id}")).await).await;
+        assert_eq!(line["unmapped"], fetched, "the event object, whole");
+        assert_eq!(fetched["metadata"]["n"], 2 * i + 1);
+    }
+
+    let out = app.data_dir.path().join("events.ocsf.ndjson");
+    let status = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "export",
+            "--organization",
+            &organization,
+            "--format",
+            "ocsf",
+        ])
+        .args(["--actions", "user.signed_out", "--out"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(app.data_dir.path())
+        .arg("--database")
+        .arg(app.database.url())
+        .output()
+        .expect("run trailmark export");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("read"),
+        text,
+        "the CLI writes the same lines"
     );
 }
 

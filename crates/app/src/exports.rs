@@ -1,5 +1,5 @@
 //! Background export jobs: each pending export is streamed from storage into
-//! `<data-dir>/exports/<id>.<csv|ndjson>` (written under a `.partial` name, fsync'd, then renamed,
+//! `<data-dir>/exports/<id>.<csv|ndjson|ocsf.ndjson>` (written under a `.partial` name, fsync'd, then renamed,
 //! so a file that exists is complete), then marked ready with its row count, or `error` with the
 //! reason. Each job runs under a lease in the database ([`EXPORT_LEASE`], renewed while it
 //! runs), so of several instances over one database exactly one generates it; a sweep every
@@ -115,7 +115,7 @@ pub struct ExportRefresh {
 fn export_file(data_dir: &Path, id: &str, format: ExportFormat) -> PathBuf {
     data_dir
         .join("exports")
-        .join(format!("{id}.{}", format.as_str()))
+        .join(format!("{id}.{}", format.extension()))
 }
 
 impl Trailmark {
@@ -492,7 +492,7 @@ async fn run(app: &Trailmark, export: &ExportRecord) -> Result<u64, String> {
     // run of the same export writes its own draft, and each rename publishes a complete file.
     let partial = path.with_extension(format!(
         "{}.{}.partial",
-        export.format.as_str(),
+        export.format.extension(),
         app.instance_id()
     ));
     if let Some(directory) = path.parent() {
@@ -568,7 +568,7 @@ async fn write_partial(
                 .await
                 .map_err(|e| e.to_string())?,
         }),
-        ExportFormat::Csv => None,
+        ExportFormat::Csv | ExportFormat::Ocsf => None,
     };
     let rows = write_export(
         app.store(),

@@ -345,7 +345,7 @@ pub struct ExportRequest {
     /// Free text, as in search (at least 3 characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
-    /// `csv` (the default) or `ndjson` (verifiable offline).
+    /// `csv` (the default), `ndjson` (verifiable offline) or `ocsf` (OCSF API Activity events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
 }

@@ -1,6 +1,9 @@
-//! The two export formats, written from event objects ([`crate::record::event_object`]).
+//! The export formats, written from event objects ([`crate::record::event_object`]).
 //!
 //! **NDJSON**: one event object per line, as compact JSON, `\n`-terminated.
+//!
+//! **OCSF**: NDJSON of OCSF events, one per event object ([`crate::ocsf::api_activity`]: OCSF
+//! 1.3.0 API Activity, the event object whole in `unmapped`).
 //!
 //! **CSV** (RFC 4180: comma-separated, CRLF line ends, a header row). Columns, in order:
 //!
@@ -33,6 +36,7 @@ use serde_json::Value;
 pub enum ExportFormat {
     Csv,
     Ndjson,
+    Ocsf,
 }
 
 impl ExportFormat {
@@ -40,23 +44,34 @@ impl ExportFormat {
         match text {
             "csv" => Some(ExportFormat::Csv),
             "ndjson" => Some(ExportFormat::Ndjson),
+            "ocsf" => Some(ExportFormat::Ocsf),
             _ => None,
         }
     }
 
-    /// The name used in the API and as the file extension.
+    /// The name used in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             ExportFormat::Csv => "csv",
             ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Ocsf => "ocsf",
         }
     }
 
-    /// The text that opens a file of this format (the CSV header; nothing for NDJSON).
+    /// The file name extension: the name, but `ocsf.ndjson` for OCSF, since tools pick a
+    /// parser by extension and OCSF lines are NDJSON.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Ocsf => "ocsf.ndjson",
+            other => other.as_str(),
+        }
+    }
+
+    /// The text that opens a file of this format (the CSV header; nothing for the others).
     pub fn preamble(self) -> String {
         match self {
             ExportFormat::Csv => csv_header(),
-            ExportFormat::Ndjson => String::new(),
+            ExportFormat::Ndjson | ExportFormat::Ocsf => String::new(),
         }
     }
 
@@ -65,6 +80,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => csv_row(event, out),
             ExportFormat::Ndjson => ndjson_line(event, out),
+            ExportFormat::Ocsf => ndjson_line(&crate::ocsf::api_activity(event), out),
         }
     }
 }

@@ -17,7 +17,8 @@
 //! - [`erasable`]: the values of an event that hold a person's data, and erasure requests.
 //! - [`record`]: the event object, the one shape of a stored event wherever it is read.
 //! - [`query`]: the filters readers and exports use.
-//! - [`export`]: CSV and NDJSON rows.
+//! - [`export`]: CSV, NDJSON and OCSF rows.
+//! - [`ocsf`]: an event object as an OCSF 1.3.0 API Activity event.
 //! - [`organization`], [`retention`], [`api_key`]: the rest of the data the API manages.
 //!
 //! ```
@@ -42,6 +43,7 @@ pub mod id;
 pub mod idempotency;
 pub mod limits;
 pub mod metadata;
+pub mod ocsf;
 pub mod organization;
 pub mod portal;
 pub mod problem;

@@ -6,7 +6,8 @@
 //! in the key order serde_json writes the event object ([`StoredEvent::to_object`]) in, without
 //! building a JSON tree per event. A body that does not split into the expected members (not
 //! an object, a member of an unexpected shape), and a purged stub, take the general path
-//! through the event object instead: the output is the same either way.
+//! through the event object instead: the output is the same either way. OCSF lines always take
+//! the general path, since they are built around the event object.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -115,6 +116,8 @@ fn write_from_parts(
     match format {
         ExportFormat::Ndjson => ndjson_line(event, &body, proof, out),
         ExportFormat::Csv => csv_row(event, &body, out)?,
+        // An OCSF event is a new tree around the event object, which the general path builds.
+        ExportFormat::Ocsf => return None,
     }
     Some(())
 }

@@ -2,7 +2,8 @@
 //! `GET /audit_logs/exports/{id}` reports it (with a fresh signed `url` once `ready`), and
 //! `GET /audit_logs/exports/{id}/download` serves the file to whoever holds a valid link.
 //!
-//! Beyond WorkOS: `format` (`csv`, the default, or `ndjson`), no three-month limit unless the
+//! Beyond WorkOS: `format` (`csv`, the default, `ndjson`, or `ocsf`: NDJSON of OCSF 1.3.0 API
+//! Activity events, `trailmark_domain::ocsf`), no three-month limit unless the
 //! operator sets `--export-max-range-days`, and Trailmark's own keys on the export object
 //! (`organization_id`, `format`, `row_count`).
 
@@ -78,7 +79,7 @@ pub async fn create(
             ApiError::field(
                 "invalid_value",
                 "format",
-                "format must be 'csv' or 'ndjson'",
+                "format must be 'csv', 'ndjson' or 'ocsf'",
             )
         })?,
         Some(_) => {
@@ -149,12 +150,12 @@ pub async fn download(
         })?;
     let content_type = match export.format {
         ExportFormat::Csv => "text/csv; charset=utf-8",
-        ExportFormat::Ndjson => "application/x-ndjson",
+        ExportFormat::Ndjson | ExportFormat::Ocsf => "application/x-ndjson",
     };
     let disposition = format!(
         "attachment; filename=\"{}.{}\"",
         export.id,
-        export.format.as_str()
+        export.format.extension()
     );
     Ok((
         [

@@ -172,6 +172,8 @@ pub async fn list(
             button type="submit" name="format" value="csv" { "Export CSV" }
             " "
             button type="submit" name="format" value="ndjson" { "Export NDJSON (verifiable)" }
+            " "
+            button type="submit" name="format" value="ocsf" { "Export OCSF" }
         }
         @if rows.is_empty() {
             p class="empty" { "No events match." }

@@ -35,7 +35,7 @@ pub async fn create(
             ApiError::field(
                 "invalid_value",
                 "format",
-                "format must be 'csv' or 'ndjson'",
+                "format must be 'csv', 'ndjson' or 'ocsf'",
             )
         })?;
     let filter = filter_from_query(&fields.without_empty())?;
@@ -78,6 +78,7 @@ pub async fn show(
     let format = match export.format {
         ExportFormat::Csv => "CSV",
         ExportFormat::Ndjson => "NDJSON",
+        ExportFormat::Ocsf => "OCSF",
     };
     let refresh = (export.state == ExportState::Pending).then(|| "1".to_owned());
     let body = html! {
