@@ -1,4 +1,4 @@
-//! Exports: one organization's events, filtered, written as CSV or NDJSON
+//! Exports: one organization's events, filtered, written as CSV, NDJSON or OCSF
 //! (formats in `trailmark_domain::export`), and for NDJSON, made verifiable.
 //!
 //! [`write_export`] reads the log in sequence order, [`PAGE_SIZE`] events at a time, and writes
