@@ -288,6 +288,20 @@ describe('audit_logs intent', () => {
     assert.match(JSON.stringify(lines.at(-1)), /checkpoint/);
   });
 
+  it('exports OCSF: an API Activity event per event, the event object in unmapped', async () => {
+    await page.goto(`${server.url}/portal/events?actions=document.*`);
+    await page.getByRole('button', { name: 'Export OCSF' }).click();
+    const download = page.locator('#download');
+    await download.waitFor({ timeout: 20_000 });
+    assert.match(await page.locator('#export-state').textContent(), /OCSF export is ready: 10 events/);
+    const [file] = await Promise.all([page.waitForEvent('download'), download.click()]);
+    assert.match(file.suggestedFilename(), /\.ocsf\.ndjson$/);
+    const lines = readFileSync(await file.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(lines.length, 10, 'no manifest');
+    assert.ok(lines.every((l) => l.class_uid === 6003 && l.api.operation === 'document.exported'
+      && l.unmapped.action === 'document.exported' && l.unmapped.organization_id === acme.id));
+  });
+
   it('shows one event with its leaf hash and a checked inclusion proof', async () => {
     await page.goto(`${server.url}/portal/events?actions=document.*`);
     await page.locator('table.events tbody tr').first().locator('a').click();
@@ -300,7 +314,7 @@ describe('audit_logs intent', () => {
   it('records the exports in the organization\'s own log, with the session as actor', async () => {
     await page.goto(`${server.url}/portal/events?actions=trailmark.portal.export.created`);
     const rows = page.locator('table.events tbody tr');
-    assert.equal(await rows.count(), 2);
+    assert.equal(await rows.count(), 3);
     assert.match(await rows.first().locator('td').nth(3).textContent(), /^it@acme\.test portal_session_/);
   });
 
