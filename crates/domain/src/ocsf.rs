@@ -3,7 +3,9 @@
 //!
 //! Target: **OCSF [`OCSF_VERSION`] (1.3.0), class API Activity** (`class_uid` 6003, category
 //! Application Activity, `category_uid` 6) — an audit log records what an actor did through an
-//! application, which is what that class describes. No profile is applied.
+//! application, which is what that class describes. No profile is applied, so there is no
+//! `cloud`: the class requires it only with the Cloud profile, and Trailmark knows no cloud of
+//! the app's. (The same events also validate as 1.1.0 to 1.8.0; only 1.3.0 is claimed.)
 //!
 //! | OCSF attribute | from the event object |
 //! |---|---|
