@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the operators who sign in to the console at `/console`.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Write one organization's events to a CSV or NDJSON file.
     Export(ExportArgs),
     /// The tamper-evident ledger.
@@ -158,6 +161,22 @@ pub struct WitnessArgs {
 pub enum KeysCommand {
     /// Create an API key and print it once. Works while the server runs.
     Create(KeyCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create a console operator; the password is read from standard input (its first line).
+    /// Works while the server runs.
+    Create(OperatorCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorCreateArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The operator's e-mail, which they sign in with.
+    #[arg(long)]
+    pub email: String,
 }
 
 /// Where the data lives; shared by every subcommand so they all agree.

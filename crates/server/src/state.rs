@@ -2,9 +2,11 @@
 //! signer and the HTTP metrics. Cheap to clone (`Arc`s inside).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use trailmark_app::Trailmark;
+use trailmark_domain::Timestamp;
 
 use crate::connections::ConnectionLimits;
 use crate::links::LinkSigner;
@@ -58,6 +60,24 @@ pub struct AppState {
     pub(crate) portal_link_ttl: Duration,
     /// This instance's rate-limit buckets.
     pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// The time console sessions are judged by.
+    pub(crate) clock: Clock,
+}
+
+/// The console's clock: the system's, moved forward by what a test asked for, so that a test
+/// sees a session expire without waiting half an hour.
+#[derive(Clone, Default)]
+pub struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        Timestamp::now().plus_millis(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every clone of it) forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+    }
 }
 
 impl AppState {
@@ -72,6 +92,7 @@ impl AppState {
             ),
             portal_link_ttl: PORTAL_LINK_TTL,
             rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
+            clock: Clock::default(),
             config: Arc::new(config),
         }
     }
@@ -81,6 +102,13 @@ impl AppState {
     #[must_use]
     pub fn with_portal_link_ttl(mut self, ttl: Duration) -> Self {
         self.portal_link_ttl = ttl;
+        self
+    }
+
+    /// Judges console sessions by `clock` (tests move it forward).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 }

@@ -17,6 +17,7 @@
 //!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
+mod operators;
 mod search;
 mod settings;
 mod tls;
@@ -67,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_actor_time_index.sql"),
     include_str!("migrations/0004_idempotency_receipts.sql"),
     include_str!("migrations/0005_portal_success_url.sql"),
+    include_str!("migrations/0006_operators.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
