@@ -310,6 +310,10 @@ pub struct ServeArgs {
         hide = true
     )]
     pub portal_link_ttl_secs: u64,
+    /// A console session ends after this many seconds without a request (and 12 hours after
+    /// sign-in in any case).
+    #[arg(long, env = "TRAILMARK_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub console_idle_timeout_secs: u64,
     /// Exports of one organization pending (waiting or being written) at once; one more is
     /// refused with 429 `too_many_exports` until one is ready.
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_PENDING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]

@@ -191,7 +191,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = Trailmark::with_metrics(store, app_config, metrics)
         .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?;
     let state = AppState::new(app, config)
-        .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
+        .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs))
+        .with_console_idle_timeout(Duration::from_secs(args.console_idle_timeout_secs));
     // Tests and scripts wait for this exact line to learn the port.
     println!("Trailmark listening on http://{address}");
     trailmark_server::serve(listener, state, shutdown_signal()).await?;

@@ -7,8 +7,9 @@
 //! past [`FAILURES_PER_EMAIL`] or [`FAILURES_PER_ADDRESS`] in [`THROTTLE_WINDOW`], sign-ins are
 //! refused without a check until the window has passed (per instance).
 //!
-//! A session ends after [`IDLE_TIMEOUT`] without a request, and [`SESSION_MAX`] after it was
-//! opened however busy. The adapter passes the time (`now`) in, so a test can move its clock.
+//! A session ends after the idle timeout the adapter gives (`--console-idle-timeout-secs`, 30
+//! minutes by default) without a request, and [`SESSION_MAX`] after it was opened however
+//! busy. The adapter passes the time (`now`) in, so a test can move its clock.
 //!
 //! Every console action is recorded in **Trailmark's own log**, a log kept under the reserved
 //! organization id [`TRAILMARK_LOG`], with the operator as actor (id, e-mail), the browser's
@@ -41,8 +42,6 @@ use crate::{AppError, Trailmark};
 /// The organization id under which Trailmark keeps its own log. A well-formed id (the nil
 /// ULID) that no generated id can be, since generated ids carry the time they were made.
 pub const TRAILMARK_LOG: &str = "org_00000000000000000000000000";
-/// A session ends after this long without a request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after it was opened, however busy.
 pub const SESSION_MAX: Duration = Duration::from_secs(12 * 3600);
 /// Failed sign-ins for one e-mail within [`THROTTLE_WINDOW`] before it is refused.
@@ -296,7 +295,7 @@ impl Trailmark {
     }
 
     /// The open session whose cookie secret hashes to `secret_hash` at `now`, renewed for
-    /// [`IDLE_TIMEOUT`]; `None` once it was idle too long or opened [`SESSION_MAX`] ago.
+    /// `idle`; `None` once it was idle too long or opened [`SESSION_MAX`] ago.
     ///
     /// # Errors
     ///
@@ -305,8 +304,9 @@ impl Trailmark {
         &self,
         secret_hash: [u8; 32],
         now: Timestamp,
+        idle: Duration,
     ) -> Result<Option<OperatorSession>, AppError> {
-        let renew_until = now.plus_millis(IDLE_TIMEOUT.as_millis() as i64);
+        let renew_until = now.plus_millis(idle.as_millis() as i64);
         let Some(session) = self
             .store()
             .touch_operator_session(secret_hash, now, renew_until)

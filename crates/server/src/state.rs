@@ -62,7 +62,13 @@ pub struct AppState {
     pub(crate) rate_limiter: Arc<RateLimiter>,
     /// The time console sessions are judged by.
     pub(crate) clock: Clock,
+    /// A console session ends after this long without a request.
+    pub(crate) console_idle_timeout: Duration,
 }
+
+/// A console session ends after this long without a request, unless configured otherwise (as
+/// the portal's sessions do).
+pub const CONSOLE_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The console's clock: the system's, moved forward by what a test asked for, so that a test
 /// sees a session expire without waiting half an hour.
@@ -93,6 +99,7 @@ impl AppState {
             portal_link_ttl: PORTAL_LINK_TTL,
             rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             clock: Clock::default(),
+            console_idle_timeout: CONSOLE_IDLE_TIMEOUT,
             config: Arc::new(config),
         }
     }
@@ -102,6 +109,13 @@ impl AppState {
     #[must_use]
     pub fn with_portal_link_ttl(mut self, ttl: Duration) -> Self {
         self.portal_link_ttl = ttl;
+        self
+    }
+
+    /// Ends console sessions after `idle` without a request (`--console-idle-timeout-secs`).
+    #[must_use]
+    pub fn with_console_idle_timeout(mut self, idle: Duration) -> Self {
+        self.console_idle_timeout = idle;
         self
     }
 

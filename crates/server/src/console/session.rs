@@ -3,8 +3,9 @@
 //!
 //! The cookie (`trailmark_console`) holds 32 random bytes in hex; the database keeps their
 //! SHA-256 only. It is `HttpOnly; SameSite=Strict; Path=/console`, plus `Secure` behind `https`
-//! (`crate::web::session_cookie`, as the portal's). The application ends a session after 30
-//! minutes without a request and 12 hours after sign-in, judged by the state's clock.
+//! (`crate::web::session_cookie`, as the portal's). The application ends a session after
+//! `--console-idle-timeout-secs` (30 minutes) without a request and 12 hours after sign-in,
+//! judged by the state's clock.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::USER_AGENT;
@@ -60,7 +61,7 @@ impl FromRequestParts<AppState> for Operator {
         let secret_hash = token_hash(&secret);
         let session = state
             .app
-            .operator_session(secret_hash, state.clock.now())
+            .operator_session(secret_hash, state.clock.now(), state.console_idle_timeout)
             .await
             .map_err(ApiError::from)?
             .ok_or(ConsoleError::NoSession)?;

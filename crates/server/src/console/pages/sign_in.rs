@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
-use trailmark_app::console::{IDLE_TIMEOUT, SignIn, SignInAttempt};
+use trailmark_app::console::{SignIn, SignInAttempt};
 use trailmark_domain::id::IdKind;
 use trailmark_store::NewOperatorSession;
 
@@ -117,7 +117,7 @@ pub async fn submit(
         operator_id: String::new(),
         csrf_token: random_token()?,
         created_at: now,
-        expires_at: now.plus_millis(IDLE_TIMEOUT.as_millis() as i64),
+        expires_at: now.plus_millis(state.console_idle_timeout.as_millis() as i64),
     };
     match state
         .app
