@@ -702,3 +702,76 @@ async fn event_schemas_are_checked_saved_and_versioned_from_the_console() {
         "{log:?}"
     );
 }
+
+/// A value that would be markup if a page did not escape it.
+fn hostile(tag: &str) -> String {
+    format!(r#"{tag}" onfocus="x"><script>{tag}</script>"#)
+}
+
+/// Every console page shows hostile values (an organization's name, an event's actor, action
+/// and location, a sample's problems, the operator's e-mail in the layout) as text, never as
+/// markup: the templates escape each value, in text and in attributes.
+#[tokio::test]
+async fn hostile_values_are_shown_escaped_on_every_console_page() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app, "o<u>ps@example.test").await;
+    let created = browser
+        .post(
+            "/console/organizations",
+            &[("name", hostile("org").as_str())],
+        )
+        .await;
+    let page_path = location(&created);
+    let path = page_path.split('?').next().expect("path").to_owned();
+    let id = path
+        .trim_start_matches("/console/organizations/")
+        .to_owned();
+    let mut e = event("user.login");
+    e["actor"]["name"] = json!(hostile("actor"));
+    e["context"]["location"] = json!(hostile("location"));
+    assert_eq!(app.create_event(&id, &e, None).await.status(), 200);
+    let check = browser
+        .post(
+            "/console/schemas",
+            &[
+                ("action", "user.login"),
+                ("targets", "team"),
+                ("metadata", r#"{"type":"object","required":["x"]}"#),
+                ("sample", &json!({"action": hostile("sample")}).to_string()),
+                ("intent", "check"),
+            ],
+        )
+        .await;
+    for (response, tags) in [
+        (browser.get("/console/organizations").await, vec!["org"]),
+        (browser.get(&path).await, vec!["org", "actor", "location"]),
+        (
+            browser.get(&format!("{path}?q={}", hostile("q"))).await,
+            vec!["org"],
+        ),
+        (check, vec!["sample"]),
+    ] {
+        let url = response.url().clone();
+        let html = response.text().await.expect("html");
+        assert!(!html.contains("<script>"), "{url}: {html}");
+        assert!(!html.contains(r#"onfocus="x""#), "{url}: {html}");
+        assert!(!html.contains("<u>"), "{url}: {html}");
+        assert!(html.contains("o&lt;u&gt;ps@example.test"), "{url}: {html}");
+        for tag in tags {
+            assert!(
+                html.contains(&format!("&gt;&lt;script&gt;{tag}&lt;/script&gt;")),
+                "{url} does not show {tag}: {html}"
+            );
+        }
+    }
+    let log = browser
+        .get("/console/log")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        !log.contains("<u>") && log.contains("o&lt;u&gt;ps@example.test"),
+        "{log}"
+    );
+}
