@@ -314,6 +314,21 @@ pub struct ServeArgs {
     /// sign-in in any case).
     #[arg(long, env = "TRAILMARK_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub console_idle_timeout_secs: u64,
+    /// An OpenID Connect provider operators may sign in to the console with (its issuer URL;
+    /// discovery finds the rest). Needs the client id and secret too; the redirect URI to
+    /// register is `<public-url>/console/oidc/callback`.
+    #[arg(long, env = "TRAILMARK_CONSOLE_OIDC_ISSUER", requires_all = ["console_oidc_client_id", "console_oidc_client_secret"])]
+    pub console_oidc_issuer: Option<String>,
+    /// The console's client id at the OpenID Connect provider.
+    #[arg(long, env = "TRAILMARK_CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
+    /// The console's client secret at the OpenID Connect provider.
+    #[arg(
+        long,
+        env = "TRAILMARK_CONSOLE_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub console_oidc_client_secret: Option<String>,
     /// Exports of one organization pending (waiting or being written) at once; one more is
     /// refused with 429 `too_many_exports` until one is ready.
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_PENDING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]

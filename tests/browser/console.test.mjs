@@ -8,7 +8,9 @@
 // Screenshots:                    tests/browser/screenshots/ (README's copies: docs/screenshots/)
 //
 // The tests in the `describe` run in order over one server. The expired-session test starts a
-// second server whose sessions end after 1 idle second (`--console-idle-timeout-secs 1`).
+// second server whose sessions end after 1 idle second (`--console-idle-timeout-secs 1`); the
+// OpenID Connect tests a third, signing in through a real provider (npm `oidc-provider`, its
+// development login and consent pages) run in this process on loopback.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,7 +21,10 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 
+import { createServer as createNetServer } from 'node:net';
+
 import { chromium } from 'playwright-core';
+import Provider from 'oidc-provider';
 
 import { TRAILMARK_BIN, startTrailmark, stopTrailmark } from '../support/trailmark-process.mjs';
 
@@ -194,6 +199,94 @@ describe('an idle session', () => {
     await page.getByRole('link', { name: 'Event schemas' }).click();
     await page.waitForURL(`${shortLived.url}/console/sign_in?ended=1`);
     assert.match(await page.locator('.notice.ok').textContent(), /Your session has ended/);
+    await page.context().close();
+  });
+});
+
+/** A free loopback port (the provider's issuer URL must be known before it listens). */
+function freePort() {
+  return new Promise((done) => {
+    const probe = createNetServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => done(port));
+    });
+  });
+}
+
+describe('OpenID Connect sign-in', () => {
+  let withOidc;
+  let idp;
+  let issuer;
+
+  before(async () => {
+    const port = await freePort();
+    issuer = `http://127.0.0.1:${port}`;
+    const clientSecret = randomBytes(16).toString('hex');
+    withOidc = await startServer([
+      '--console-oidc-issuer', issuer,
+      '--console-oidc-client-id', 'trailmark-console',
+      '--console-oidc-client-secret', clientSecret,
+    ]);
+    const provider = new Provider(issuer, {
+      clients: [{
+        client_id: 'trailmark-console',
+        client_secret: clientSecret,
+        redirect_uris: [`${withOidc.url}/console/oidc/callback`],
+      }],
+      claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+      // The development login page's "login" is the account; its e-mail is the login itself.
+      findAccount: async (ctx, sub) => ({
+        accountId: sub,
+        claims: async () => ({ sub, email: sub, email_verified: true }),
+      }),
+    });
+    idp = provider.listen(port, '127.0.0.1');
+  });
+
+  after(async () => {
+    idp?.close();
+    await stopServer(withOidc);
+  });
+
+  /** Signs in at the provider's development pages as `login`, consenting. */
+  async function throughTheProvider(page, login) {
+    await page.goto(`${withOidc.url}/console/sign_in`);
+    await page.getByRole('link', { name: 'Sign in with OpenID Connect' }).click();
+    await page.waitForURL(new RegExp(`^${issuer}/interaction/`));
+    await page.locator('input[name=login]').fill(login);
+    await page.locator('input[name=password]').fill('any password');
+    await page.locator('button[type=submit]').click();
+    await page.locator('button[type=submit]').click();
+  }
+
+  it('signs an operator in through the provider, with PKCE, state and nonce', async () => {
+    const page = await newPage();
+    await throughTheProvider(page, EMAIL);
+    await page.waitForURL(`${withOidc.url}/console/organizations`);
+    assert.equal(await page.locator('header .org').textContent(), EMAIL);
+    await page.goto(`${withOidc.url}/console/log`);
+    const actions = await page.locator('table.events tbody tr td:nth-child(3)').allTextContents();
+    assert.equal(actions[0], 'trailmark.console.signed_in');
+    await page.context().close();
+  });
+
+  it('refuses someone the provider knows but who is no operator', async () => {
+    const page = await newPage();
+    await throughTheProvider(page, 'stranger@example.test');
+    await page.waitForURL(new RegExp(`^${withOidc.url}/console/oidc/callback`));
+    assert.equal(
+      await page.locator('#sign-in-error').textContent(),
+      'No operator has the e-mail address your provider gave.',
+    );
+    assert.equal((await page.context().cookies()).some((c) => c.name === 'trailmark_console'), false);
+    await page.context().close();
+  });
+
+  it('refuses a callback whose state is not this browser\'s', async () => {
+    const page = await newPage();
+    const response = await page.goto(`${withOidc.url}/console/oidc/callback?code=x&state=${'0'.repeat(64)}`);
+    assert.equal(response.status(), 403);
     await page.context().close();
   });
 });

@@ -16,7 +16,7 @@
 //! - [`schemas`]: versioned event schemas and the compiled-schema cache ingest checks against.
 //! - [`organizations`], [`keys`], [`portal`]: tenants, API keys, Admin Portal links and sessions.
 //! - [`console`]: operator accounts, console sign-in and sessions, and Trailmark's own log of
-//!   what operators do.
+//!   what operators do; [`oidc`]: signing operators in with an OpenID Connect provider.
 //! - [`read`]: searches and single events.
 //! - [`streams`]: log streams' create/update/replay/delete/test over `trailmark-streams`.
 //! - [`exports`], [`retention`], [`ledger`]: export jobs, the purge job and legal holds,
@@ -35,6 +35,7 @@ pub mod ingest;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod oidc;
 pub mod organizations;
 pub mod portal;
 pub mod read;

@@ -64,6 +64,8 @@ pub struct AppState {
     pub(crate) clock: Clock,
     /// A console session ends after this long without a request.
     pub(crate) console_idle_timeout: Duration,
+    /// The console's OpenID Connect client, when configured.
+    pub(crate) console_oidc: Option<Arc<trailmark_app::oidc::OidcSettings>>,
 }
 
 /// A console session ends after this long without a request, unless configured otherwise (as
@@ -100,6 +102,7 @@ impl AppState {
             rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             clock: Clock::default(),
             console_idle_timeout: CONSOLE_IDLE_TIMEOUT,
+            console_oidc: None,
             config: Arc::new(config),
         }
     }
@@ -116,6 +119,13 @@ impl AppState {
     #[must_use]
     pub fn with_console_idle_timeout(mut self, idle: Duration) -> Self {
         self.console_idle_timeout = idle;
+        self
+    }
+
+    /// Lets operators sign in to the console with an OpenID Connect provider.
+    #[must_use]
+    pub fn with_console_oidc(mut self, settings: trailmark_app::oidc::OidcSettings) -> Self {
+        self.console_oidc = Some(Arc::new(settings));
         self
     }
 

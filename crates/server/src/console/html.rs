@@ -87,3 +87,22 @@ pub(crate) fn done_notice(text: Option<&str>) -> Markup {
         }
     }
 }
+
+/// A page that moves the browser on to `next` at once (`<meta http-equiv="refresh">`), where a
+/// redirect would not do (see the OpenID Connect callback).
+pub(crate) fn moving_on(title: &str, next: &str) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content={ "0; url=" (next) };
+                title { (title) " · Trailmark console" }
+                link rel="stylesheet" href="/console/assets/console.css";
+            }
+            body { main { p { a href=(next) { "Continue" } } } }
+        }
+    };
+    crate::web::html_response(StatusCode::OK, html.into_string())
+}

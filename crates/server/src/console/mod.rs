@@ -37,6 +37,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/console/assets/console.js", get(assets::js))
         .route("/console/sign_in", get(sign_in::form).post(sign_in::submit))
         .route("/console/sign_out", post(sign_in::sign_out))
+        .route("/console/sign_in/oidc", get(sign_in::oidc_start))
+        .route("/console/oidc/callback", get(sign_in::oidc_callback))
         .route(
             "/console/organizations",
             get(organizations::list).post(organizations::create),
