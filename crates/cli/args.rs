@@ -161,6 +161,11 @@ pub struct WitnessArgs {
 pub enum KeysCommand {
     /// Create an API key and print it once. Works while the server runs.
     Create(KeyCreateArgs),
+    /// List the keys: id, name, scope, organization, prefix, created, expires, last used (never
+    /// the key or its hash).
+    List(KeyListArgs),
+    /// Revoke a key: every server over the database refuses it within 5 seconds.
+    Revoke(KeyRevokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -427,12 +432,38 @@ pub struct KeyCreateArgs {
     /// What the key may do: `ingest` (send events), `read` (read and export), `admin` (everything).
     #[arg(long, value_enum, default_value = "admin")]
     pub scope: ScopeArg,
+    /// What to call the key (who or what uses it); defaults to `<scope> key`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// When the key stops working, an ISO-8601 date-time (`2027-01-31T00:00:00Z`).
+    #[arg(long, value_name = "WHEN")]
+    pub expires_at: Option<String>,
     /// Restrict the key to one organization.
     #[arg(long)]
     pub organization: Option<String>,
     /// Print the key and its details as one JSON object on standard output.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// Print the keys as one JSON object (`{"object":"list","data":[…]}`, as `GET /api_keys`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The key's id (`key_…`, from `trailmark keys list`).
+    pub id: String,
+    /// Revoke it even if it is the last unrestricted admin key.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }

@@ -78,6 +78,10 @@ fn main() -> std::process::ExitCode {
             args::Command::Keys(args::KeysCommand::Create(create_args)) => {
                 keys::create(create_args).await
             }
+            args::Command::Keys(args::KeysCommand::List(list_args)) => keys::list(list_args).await,
+            args::Command::Keys(args::KeysCommand::Revoke(revoke_args)) => {
+                keys::revoke(revoke_args).await
+            }
             args::Command::Operators(args::OperatorsCommand::Create(create_args)) => {
                 operators::create(create_args).await
             }

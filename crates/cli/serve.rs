@@ -124,9 +124,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .insert_api_key(ApiKeyRecord {
                 id: IdKind::ApiKey.generate().into_string(),
                 hash: secret.hash(),
+                name: "first admin key".into(),
+                prefix: secret.prefix(),
                 scope: Scope::Admin,
                 organization_id: None,
                 created_at: Timestamp::now(),
+                expires_at: None,
+                last_used_at: None,
             })
             .await?;
         println!(

@@ -1,6 +1,6 @@
 //! The audit log audits itself: what is changed with an API key — exports, retention and legal
-//! holds, log streams (created, changed, secret rotated, deleted, replayed) and Admin Portal
-//! links — is recorded in the organization's own log as a `trailmark.*` event, with the key as
+//! holds, log streams (created, changed, secret rotated, deleted, replayed), Admin Portal
+//! links and API keys restricted to the organization (created, revoked) — is recorded in the organization's own log as a `trailmark.*` event, with the key as
 //! actor (its id and name) and the caller's address as the context's location. Each use case
 //! takes the [`Origin`] of its request and calls [`Trailmark::audit`] once its change is made:
 //! the HTTP handlers only say who is asking. The portal's pages record their own actions
@@ -9,7 +9,7 @@
 //! portal's pages do.
 
 use serde_json::{Value, json};
-use trailmark_store::{ExportRecord, StreamRecord};
+use trailmark_store::{ApiKeyRecord, ExportRecord, StreamRecord};
 
 use crate::system::{SystemActor, SystemEvent};
 use crate::{AppError, Trailmark};
@@ -101,9 +101,16 @@ pub(crate) enum Change<'a> {
     PortalLinkCreated {
         intent: &'a str,
     },
+    ApiKeyCreated(&'a ApiKeyRecord),
+    ApiKeyRevoked(&'a ApiKeyRecord),
 }
 
 impl Change<'_> {
+    /// The event's action.
+    pub(crate) fn action(&self) -> &'static str {
+        self.parts("").0
+    }
+
     /// The event's action, target and metadata.
     fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
         let stream = |stream: &StreamRecord| json!({"id": stream.id, "type": "log_stream", "name": stream.name});
@@ -149,8 +156,31 @@ impl Change<'_> {
                 json!({"id": organization_id, "type": "organization"}),
                 json!({"intent": intent}),
             ),
+            Change::ApiKeyCreated(key) => (
+                "trailmark.api_key.created",
+                key_target(key),
+                key_metadata(key),
+            ),
+            Change::ApiKeyRevoked(key) => (
+                "trailmark.api_key.revoked",
+                key_target(key),
+                key_metadata(key),
+            ),
         }
     }
+}
+
+/// A key as the target of a change: its id and name, never its text or hash.
+fn key_target(key: &ApiKeyRecord) -> Value {
+    json!({"id": key.id, "type": "api_key", "name": key.name})
+}
+
+fn key_metadata(key: &ApiKeyRecord) -> Value {
+    let mut metadata = json!({"scope": key.scope.as_str(), "prefix": key.prefix});
+    if let Some(expires_at) = key.expires_at {
+        metadata["expires_at"] = json!(expires_at.to_string());
+    }
+    metadata
 }
 
 impl Trailmark {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use trailmark_store::Receipt;
 use trailmark_streams::worker::StreamWorkers;
 
@@ -25,6 +26,9 @@ pub(crate) struct Effects {
     metrics: Arc<AppMetrics>,
     streams: Arc<StreamWorkers>,
     growth: broadcast::Sender<LogGrowth>,
+    /// Cancelled when the server stops taking requests: live readers end, so their connections
+    /// do not hold the shutdown for its whole grace period.
+    live_stop: CancellationToken,
 }
 
 impl Effects {
@@ -33,6 +37,7 @@ impl Effects {
             metrics,
             streams,
             growth: broadcast::Sender::new(GROWTH_BUFFER),
+            live_stop: CancellationToken::new(),
         }
     }
 
@@ -65,6 +70,10 @@ impl Effects {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogGrowth> {
         self.growth.subscribe()
     }
+
+    pub(crate) fn live_stop(&self) -> CancellationToken {
+        self.live_stop.clone()
+    }
 }
 
 impl crate::Trailmark {
@@ -73,5 +82,11 @@ impl crate::Trailmark {
     /// instance's commits are not announced here).
     pub fn subscribe_log_growth(&self) -> broadcast::Receiver<LogGrowth> {
         self.inner.effects.subscribe()
+    }
+
+    /// Ends every live reader ([`crate::live`]), now and from now on: the server is shutting
+    /// down.
+    pub fn stop_live_readers(&self) {
+        self.inner.effects.live_stop().cancel();
     }
 }

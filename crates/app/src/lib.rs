@@ -17,7 +17,7 @@
 //! - [`organizations`], [`keys`], [`portal`]: tenants, API keys, Admin Portal links and sessions.
 //! - [`console`]: operator accounts, console sign-in and sessions, and Trailmark's own log of
 //!   what operators do; [`oidc`]: signing operators in with an OpenID Connect provider.
-//! - [`read`]: searches and single events.
+//! - [`read`]: searches and single events; [`live`]: following a log as it grows (live events).
 //! - [`streams`]: log streams' create/update/replay/delete/test over `trailmark-streams`.
 //! - [`exports`], [`retention`], [`ledger`]: export jobs, the purge job and legal holds,
 //!   checkpoints and proofs.
@@ -34,6 +34,7 @@ pub mod exports;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod live;
 pub mod metrics;
 pub mod oidc;
 pub mod organizations;

@@ -33,6 +33,9 @@ mod middleware;
 mod portal;
 mod rate_limit;
 mod routes;
+
+/// A key as `GET /api_keys` shows it (also `trailmark keys list --json`).
+pub use routes::keys::key_object;
 pub mod state;
 mod web;
 mod wire;
@@ -75,6 +78,12 @@ pub async fn serve(
     let app = state.app.clone();
     app.start();
     let limits = state.config.connections;
+    let stopping = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Live event streams never finish by themselves: end them, so they close at once.
+        stopping.stop_live_readers();
+    };
     let served = connections::serve(listener, router(state), limits, shutdown).await;
     app.shutdown().await;
     served

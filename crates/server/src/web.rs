@@ -16,9 +16,9 @@ use crate::error::ApiError;
 use crate::extract::{QueryPairs, decode_query};
 use crate::state::AppState;
 
-/// The policy: this server's own stylesheet, script and images, forms posting only back here,
-/// no framing, no `<base>` tricks, nothing else.
-pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The policy: this server's own stylesheet, script and images, connections (the live event
+/// streams) and forms only back here, no framing, no `<base>` tricks, nothing else.
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The headers of every page: the policy above, no framing, no referrer, no sniffing, and no
 /// caching (pages show data to one session).

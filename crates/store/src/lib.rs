@@ -54,8 +54,8 @@ pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
-    RawEvent, Receipt, Rewrite, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint,
-    StoredEvent, StreamRecord, StreamState,
+    RawEvent, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
+    StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
 pub use operator::{NewOperatorSession, OperatorRecord, OperatorSession};
@@ -113,6 +113,21 @@ pub trait ApiKeys: Send + Sync + 'static {
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Whether any key has ever been created (the first start creates one).
     async fn has_api_keys(&self) -> Result<bool, StoreError>;
+    /// Every key, oldest first (keys are few: one per app, service or person).
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Deletes the key `id`. With `keep_an_admin`, refuses ([`Revocation::LastAdminKey`]) when
+    /// the key is an unrestricted admin key live at `now` and no other one would be left
+    /// ([`rules::is_unrestricted_admin`]); the check and the deletion are one transaction, so
+    /// two racing revocations cannot both pass it.
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        keep_an_admin: bool,
+        now: Timestamp,
+    ) -> Result<Revocation, StoreError>;
+    /// Records that the key `id` was used at `at` (never moving `last_used_at` back); `false`
+    /// if no such key exists.
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
 }
 
 /// Organizations, the tenants whose logs Trailmark keeps.

@@ -32,7 +32,7 @@ use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
     IdempotencyClaim, LegalHold, NewOperatorSession, NewPortalSession, OperatorRecord, Order,
     OrganizationFilter, Page, PageRequest, PendingEvent, PortalLink, PortalRedemption,
-    PostgresStore, Receipt, Rewrite, SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store,
+    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store,
     StoreError, StoredCheckpoint, StoredEvent, StreamRecord, StreamState, rules,
 };
 
@@ -43,6 +43,10 @@ Health::ping                          a_store_answers_ping
 ApiKeys::insert_api_key               api_keys_are_found_by_their_hash
 ApiKeys::find_api_key                 api_keys_are_found_by_their_hash
 ApiKeys::has_api_keys                 api_keys_are_found_by_their_hash
+ApiKeys::list_api_keys                api_keys_list_oldest_first_with_every_field
+ApiKeys::revoke_api_key               a_revocation_keeps_a_live_unrestricted_admin_key_unless_told_not_to
+ApiKeys::revoke_api_key               racing_revocations_never_remove_the_last_admin_key
+ApiKeys::touch_api_key                a_key_s_last_use_only_moves_forward
 Organizations::insert_organization    organizations_keep_every_field
 Organizations::insert_organization    external_ids_are_unique_among_live_organizations
 Organizations::get_organization       organizations_keep_every_field
@@ -138,6 +142,10 @@ macro_rules! contract_tests {
             stores: [
                 a_store_answers_ping,
                 api_keys_are_found_by_their_hash,
+                api_keys_list_oldest_first_with_every_field,
+                a_revocation_keeps_a_live_unrestricted_admin_key_unless_told_not_to,
+                racing_revocations_never_remove_the_last_admin_key,
+                a_key_s_last_use_only_moves_forward,
                 organizations_keep_every_field,
                 external_ids_are_unique_among_live_organizations,
                 updates_replace_the_fields_of_live_organizations_only,
@@ -786,33 +794,32 @@ async fn a_store_answers_ping(store: &dyn Store) {
     store.ping().await.expect("a live database answers");
 }
 
+fn api_key(n: u8, scope: Scope, organization_id: Option<&str>) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: format!("key_{n}"),
+        hash: [n; 32],
+        name: format!("key number {n}"),
+        prefix: format!("sk_0{n}0{n}0{n}0{n}"),
+        scope,
+        organization_id: organization_id.map(str::to_owned),
+        created_at: at(i64::from(n)),
+        expires_at: None,
+        last_used_at: None,
+    }
+}
+
 async fn api_keys_are_found_by_their_hash(store: &dyn Store) {
     assert!(
         !store.has_api_keys().await.expect("has"),
         "a new store has none"
     );
+    let mut expiring = api_key(3, Scope::Read, None);
+    expiring.expires_at = Some(at(1_000));
+    expiring.last_used_at = Some(at(500));
     let keys = [
-        ApiKeyRecord {
-            id: "key_1".into(),
-            hash: [1; 32],
-            scope: Scope::Admin,
-            organization_id: None,
-            created_at: at(1),
-        },
-        ApiKeyRecord {
-            id: "key_2".into(),
-            hash: [2; 32],
-            scope: Scope::Ingest,
-            organization_id: Some("org_1".into()),
-            created_at: at(2),
-        },
-        ApiKeyRecord {
-            id: "key_3".into(),
-            hash: [3; 32],
-            scope: Scope::Read,
-            organization_id: None,
-            created_at: at(3),
-        },
+        api_key(1, Scope::Admin, None),
+        api_key(2, Scope::Ingest, Some("org_1")),
+        expiring,
     ];
     for key in &keys {
         store.insert_api_key(key.clone()).await.expect("insert");
@@ -822,6 +829,161 @@ async fn api_keys_are_found_by_their_hash(store: &dyn Store) {
         assert_eq!(store.find_api_key(key.hash).await.expect("find"), Some(key));
     }
     assert_eq!(store.find_api_key([4; 32]).await.expect("find"), None);
+}
+
+async fn api_keys_list_oldest_first_with_every_field(store: &dyn Store) {
+    assert_eq!(store.list_api_keys().await.expect("list"), Vec::new());
+    let mut restricted = api_key(2, Scope::Read, Some("org_1"));
+    restricted.expires_at = Some(at(9_000));
+    restricted.last_used_at = Some(at(4_000));
+    // Inserted newest first: the list is by creation, not insertion.
+    let keys = vec![
+        api_key(1, Scope::Admin, None),
+        restricted,
+        api_key(3, Scope::Ingest, None),
+    ];
+    for key in keys.iter().rev() {
+        store.insert_api_key(key.clone()).await.expect("insert");
+    }
+    assert_eq!(store.list_api_keys().await.expect("list"), keys);
+}
+
+async fn a_revocation_keeps_a_live_unrestricted_admin_key_unless_told_not_to(store: &dyn Store) {
+    let now = at(5_000);
+    let mut expired_admin = api_key(3, Scope::Admin, None);
+    expired_admin.expires_at = Some(now);
+    for key in [
+        api_key(1, Scope::Admin, None),
+        api_key(2, Scope::Admin, Some("org_1")),
+        expired_admin,
+        api_key(4, Scope::Read, None),
+        api_key(5, Scope::Admin, None),
+    ] {
+        store.insert_api_key(key).await.expect("insert");
+    }
+    assert_eq!(
+        store
+            .revoke_api_key("key_404", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::NotFound
+    );
+    assert_eq!(
+        store
+            .revoke_api_key("key_4", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::Revoked(api_key(4, Scope::Read, None))
+    );
+    assert_eq!(
+        store
+            .revoke_api_key("key_1", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::Revoked(api_key(1, Scope::Admin, None)),
+        "key_5 is left"
+    );
+    // Neither a restricted nor an expired admin key counts as the one left.
+    assert_eq!(
+        store
+            .revoke_api_key("key_5", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::LastAdminKey
+    );
+    assert!(store.find_api_key([5; 32]).await.expect("find").is_some());
+    // Restricted and expired admin keys go freely.
+    for id in ["key_2", "key_3"] {
+        assert!(matches!(
+            store.revoke_api_key(id, true, now).await.expect("revoke"),
+            Revocation::Revoked(_)
+        ));
+    }
+    assert_eq!(
+        store
+            .revoke_api_key("key_5", false, now)
+            .await
+            .expect("revoke"),
+        Revocation::Revoked(api_key(5, Scope::Admin, None))
+    );
+    assert_eq!(store.find_api_key([5; 32]).await.expect("find"), None);
+    assert_eq!(store.list_api_keys().await.expect("list"), Vec::new());
+}
+
+async fn racing_revocations_never_remove_the_last_admin_key(store: &dyn Store) {
+    let now = at(5_000);
+    for round in 0..5u8 {
+        let (a, b) = (round * 2 + 1, round * 2 + 2);
+        for n in [a, b] {
+            store
+                .insert_api_key(api_key(n, Scope::Admin, None))
+                .await
+                .expect("insert");
+        }
+        let (first, second) = (format!("key_{a}"), format!("key_{b}"));
+        let (first, second) = futures_util::future::join(
+            store.revoke_api_key(&first, true, now),
+            store.revoke_api_key(&second, true, now),
+        )
+        .await;
+        let outcomes = [first.expect("revoke"), second.expect("revoke")];
+        let revoked = outcomes
+            .iter()
+            .filter(|o| matches!(o, Revocation::Revoked(_)))
+            .count();
+        assert_eq!(revoked, 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.contains(&Revocation::LastAdminKey));
+        // The survivor goes with the flag, for the next round to start from none.
+        for n in [a, b] {
+            store
+                .revoke_api_key(&format!("key_{n}"), false, now)
+                .await
+                .expect("revoke");
+        }
+    }
+}
+
+async fn a_key_s_last_use_only_moves_forward(store: &dyn Store) {
+    store
+        .insert_api_key(api_key(1, Scope::Ingest, None))
+        .await
+        .expect("insert");
+    let last_use = || async {
+        store
+            .find_api_key([1; 32])
+            .await
+            .expect("find")
+            .expect("key")
+            .last_used_at
+    };
+    assert_eq!(last_use().await, None);
+    assert!(
+        store
+            .touch_api_key("key_1", at(2_000))
+            .await
+            .expect("touch")
+    );
+    assert_eq!(last_use().await, Some(at(2_000)));
+    assert!(
+        store
+            .touch_api_key("key_1", at(1_000))
+            .await
+            .expect("touch")
+    );
+    assert_eq!(last_use().await, Some(at(2_000)), "never moved back");
+    assert!(
+        store
+            .touch_api_key("key_1", at(3_000))
+            .await
+            .expect("touch")
+    );
+    assert_eq!(last_use().await, Some(at(3_000)));
+    assert!(
+        !store
+            .touch_api_key("key_2", at(3_000))
+            .await
+            .expect("touch")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

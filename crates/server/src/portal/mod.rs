@@ -43,6 +43,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/portal/assets/portal.css", get(pages::assets::css))
         .route("/portal/assets/portal.js", get(pages::assets::js))
         .route("/portal/events", get(pages::events::list))
+        .route("/portal/events/stream", get(pages::events::stream))
         .route("/portal/events/{id}", get(pages::events::show))
         .route("/portal/exports", post(pages::exports::create))
         .route("/portal/exports/{id}", get(pages::exports::show))

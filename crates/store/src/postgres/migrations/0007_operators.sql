@@ -1,4 +1,4 @@
--- Version 6: console operators and their sessions (see the SQLite migration of the same name).
+-- Version 7: console operators and their sessions (see the SQLite migration of the same name).
 -- Passwords are Argon2id PHC strings; sessions are kept as the SHA-256 of their cookie secret.
 CREATE TABLE operators (
     id TEXT PRIMARY KEY,
