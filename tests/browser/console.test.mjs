@@ -15,6 +15,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -38,7 +39,11 @@ const PASSWORD = `pw-${randomBytes(9).toString('hex')}`;
 async function startServer(extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'trailmark-console-'));
   const apiKey = `sk_console_${randomBytes(12).toString('hex')}`;
-  const { child, port } = await startTrailmark({ apiKey, dataDir, args: extraArgs });
+  const { child, port } = await startTrailmark({
+    apiKey,
+    dataDir,
+    args: ['--allow-private-destinations', ...extraArgs],
+  });
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TRAILMARK_')));
   const made = spawnSync(TRAILMARK_BIN, ['operators', 'create', '--data-dir', dataDir, '--email', EMAIL], {
     input: `${PASSWORD}\n`,
@@ -55,8 +60,49 @@ async function stopServer(server) {
   rmSync(server.dataDir, { recursive: true, force: true });
 }
 
+/** A stream destination: a local HTTP server that records every envelope it receives. */
+function startReceiver() {
+  const received = [];
+  const receiver = createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk) => {
+      body += chunk;
+    });
+    request.on('end', () => {
+      received.push(...JSON.parse(body));
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end('{}');
+    });
+  });
+  return new Promise((done) => {
+    receiver.listen(0, '127.0.0.1', () => {
+      done({ server: receiver, received, url: `http://127.0.0.1:${receiver.address().port}/audit-hook` });
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value, up to ~20 s. */
+async function eventually(what, check) {
+  for (let attempt = 0; attempt < 100; attempt += 1) {
+    const value = await check();
+    if (value) return value;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+/** The API as an app calls it, with `key`. */
+function api(path, key, init = {}) {
+  return fetch(`${server.url}${path}`, {
+    ...init,
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+  });
+}
+
 let server;
 let browser;
+let receiver;
 const cspViolations = [];
 
 async function newPage(viewport = { width: 1100, height: 760 }) {
@@ -80,6 +126,7 @@ async function signIn(page, srv = server, password = PASSWORD) {
 before(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
   server = await startServer();
+  receiver = await startReceiver();
   browser = await chromium.launch({
     executablePath: CHROMIUM_BIN,
     args: ['--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
@@ -88,6 +135,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  receiver?.server.close();
   await stopServer(server);
 });
 
@@ -136,6 +184,72 @@ describe('the console', () => {
     await page.screenshot({ path: join(SCREENSHOTS, 'console-schema.png'), fullPage: true });
   });
 
+  it('shows new events on the organization\'s page as they arrive', async () => {
+    await page.goto(`${server.url}/console/organizations`);
+    await page.getByRole('link', { name: 'Acme Corp' }).click();
+    const organization = page.url().split('/').pop();
+    assert.equal(await page.locator('table.events').isHidden(), true, 'no events yet');
+    const sent = await api('/audit_logs/events', server.apiKey, {
+      method: 'POST',
+      body: JSON.stringify({
+        organization_id: organization,
+        event: {
+          action: 'user.signed_in',
+          occurred_at: new Date().toISOString(),
+          actor: { id: 'user_ada', name: 'Ada Lovelace', type: 'user' },
+          targets: [{ id: 'team_1', type: 'team' }],
+          context: { location: '203.0.113.7' },
+        },
+      }),
+    });
+    assert.equal(sent.status, 200);
+    const row = page.locator('table.events tbody tr.arrived');
+    await row.first().waitFor({ timeout: 10_000 });
+    assert.equal(await row.first().locator('td').nth(2).textContent(), 'user.signed_in');
+    assert.match(await row.first().locator('td').nth(3).textContent(), /^Ada Lovelace user_ada$/);
+  });
+
+  it('configures a log stream manually, through the Admin Portal\'s forms', async () => {
+    await page.getByRole('button', { name: 'Configure manually' }).click();
+    await page.waitForURL(`${server.url}/portal/streams`);
+    await page.getByRole('link', { name: 'Add a stream' }).click();
+    await page.getByLabel('Name *').fill('Acme SIEM');
+    await page.getByLabel('Endpoint URL *').fill(receiver.url);
+    await page.getByLabel('Format').selectOption('json');
+    await page.getByRole('button', { name: 'Create stream' }).click();
+    // An HTTP stream's signing secret is shown once, then the stream's page.
+    await page.getByText('Copy the signing secret now').waitFor();
+    await page.getByRole('link', { name: 'Continue' }).click();
+    await page.waitForURL(/\/portal\/streams\/log_stream_[0-9A-Z]{26}\?notice=created$/);
+    // The stream starts at the end of the log: the first event it delivers is the portal's
+    // record of its creation, named for the operator.
+    const created = await eventually('the creation delivered', () =>
+      receiver.received.find((envelope) => envelope.event.action === 'trailmark.portal.stream.created'),
+    );
+    assert.equal(created.event.actor.name, EMAIL);
+    await page.getByRole('link', { name: '← Back to the app' }).click();
+    await page.waitForURL(/\/console\/organizations\/org_[0-9A-Z]{26}$/);
+    assert.equal(await page.locator('#streams-heading + div table tbody tr td').first().textContent(), 'Acme SIEM');
+  });
+
+  it('creates an API key, shows it once, and revokes it', async () => {
+    await page.getByRole('link', { name: 'API keys' }).click();
+    await page.getByLabel('Name', { exact: true }).fill('Reporting');
+    await page.getByLabel('Scope').selectOption('read');
+    await page.getByRole('button', { name: 'Create key' }).click();
+    const key = await page.locator('#new-key').textContent();
+    assert.match(key, /^sk_/);
+    assert.equal(await page.getByRole('button', { name: 'Copy' }).isVisible(), true);
+    assert.equal((await api('/organizations', key)).status, 200);
+    await page.goto(`${server.url}/console/keys`);
+    assert.equal(await page.locator('#new-key').count(), 0, 'shown only once');
+    const row = page.locator('#keys tbody tr', { hasText: 'Reporting' });
+    await row.getByRole('button', { name: 'Revoke' }).click();
+    await page.waitForURL(`${server.url}/console/keys?notice=revoked`);
+    assert.equal((await api('/organizations', key)).status, 401);
+    await page.screenshot({ path: join(SCREENSHOTS, 'console-keys.png'), fullPage: true });
+  });
+
   it('refuses a form whose CSRF token was forged', async () => {
     await page.goto(`${server.url}/console/organizations`);
     await page.evaluate(() => {
@@ -152,6 +266,9 @@ describe('the console', () => {
     await page.goto(`${server.url}/console/log`);
     const actions = await page.locator('table.events tbody tr td:nth-child(3)').allTextContents();
     assert.deepEqual(actions, [
+      'trailmark.api_key.revoked',
+      'trailmark.api_key.created',
+      'trailmark.portal_link.created',
       'trailmark.schema.created',
       'trailmark.organization.created',
       'trailmark.console.signed_in',

@@ -775,3 +775,146 @@ async fn hostile_values_are_shown_escaped_on_every_console_page() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn api_keys_are_created_shown_once_listed_and_revoked_from_the_console() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app, "ops@example.test").await;
+    let organization = app.create_organization("Keyed Co").await;
+    let refused = browser
+        .post("/console/keys", &[("name", ""), ("scope", "read")])
+        .await;
+    assert_eq!(refused.status(), 422);
+    let created = browser
+        .post(
+            "/console/keys",
+            &[
+                ("name", "Reporting"),
+                ("scope", "read"),
+                ("organization_id", organization.as_str()),
+                ("expires_in_days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let html = created.text().await.expect("html");
+    let start = html.find(r#"<code id="new-key">"#).expect("the key, once") + 19;
+    let key = html[start..].split('<').next().expect("key").to_owned();
+    assert!(key.starts_with("sk_"), "{key}");
+    let works = app
+        .client
+        .get(app.url(&format!("/organizations/{organization}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(works.status(), 200);
+    // The list names it, but never shows its text again.
+    let listed = browser
+        .get("/console/keys")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        listed.contains("Reporting") && !listed.contains(&key),
+        "{listed}"
+    );
+    let id_start = listed.find("/console/keys/key_").expect("a revoke form") + 14;
+    let id = listed[id_start..].split('/').next().expect("id").to_owned();
+    let revoked = browser
+        .post(&format!("/console/keys/{id}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.status(), 303);
+    let refused = app
+        .client
+        .get(app.url(&format!("/organizations/{organization}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 401);
+
+    // Recorded in the organization's log and in Trailmark's, the operator as actor.
+    let own = actions(
+        &app.stored_events(&organization)
+            .await
+            .into_iter()
+            .map(|e| e.body)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        own,
+        ["trailmark.api_key.created", "trailmark.api_key.revoked"]
+    );
+    let log = trailmark_log(&app).await;
+    assert_eq!(
+        actions(&log[1..]),
+        ["trailmark.api_key.created", "trailmark.api_key.revoked"]
+    );
+    assert!(
+        log[1..]
+            .iter()
+            .all(|e| e["actor"]["name"] == "ops@example.test")
+    );
+    assert_eq!(log[1]["targets"][0]["name"], "Reporting", "{}", log[1]);
+}
+
+#[tokio::test]
+async fn an_organizations_page_follows_new_events_live() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app, "ops@example.test").await;
+    let organization = app.create_organization("Live Co").await;
+    let mut first = event("user.login");
+    first["metadata"] = json!({"n": 0});
+    assert_eq!(
+        app.create_event(&organization, &first, None).await.status(),
+        200
+    );
+    let html = browser
+        .get(&format!(
+            "/console/organizations/{organization}?actions=user.*"
+        ))
+        .await
+        .text()
+        .await
+        .expect("html");
+    // The page says where its live view starts: after the events it shows.
+    let start = html.find(r#"data-live=""#).expect("a live table") + 11;
+    let live = html[start..]
+        .split('"')
+        .next()
+        .expect("url")
+        .replace("&amp;", "&");
+    assert_eq!(
+        live,
+        format!("/console/organizations/{organization}/events/stream?actions=user.%2A&after=0")
+    );
+    // Without a session, no stream.
+    let anonymous = Browser::new(&app);
+    assert_eq!(anonymous.get(&live).await.status(), 303);
+
+    let mut stream = browser.get(&live).await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut other = event("document.opened");
+    other["metadata"] = json!({"n": 1});
+    app.create_event(&organization, &other, None).await;
+    let mut second = event("user.logout");
+    second["metadata"] = json!({"n": 2});
+    app.create_event(&organization, &second, None).await;
+    let mut received = String::new();
+    while !received.contains("user.logout") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("an event within 10 s")
+            .expect("chunk")
+            .expect("the stream stays open");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(received.contains("id: 2\n"), "{received}");
+    assert!(
+        !received.contains("document.opened"),
+        "the filter applies: {received}"
+    );
+}

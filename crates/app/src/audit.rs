@@ -112,7 +112,7 @@ impl Change<'_> {
     }
 
     /// The event's action, target and metadata.
-    fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
+    pub(crate) fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
         let stream = |stream: &StreamRecord| json!({"id": stream.id, "type": "log_stream", "name": stream.name});
         match self {
             Change::ExportCreated(export) => (

@@ -293,6 +293,12 @@ impl Trailmark {
                 Err(AppError::OrganizationNotFound(_)) => Ok(()),
                 other => other,
             },
+            // An operator's change is in Trailmark's own log.
+            None if origin.is_operator() => {
+                let (action, target, metadata) = change.parts("");
+                self.record_operator_action(origin, action, target, metadata)
+                    .await
+            }
             None => {
                 tracing::info!(
                     target: "trailmark::audit",

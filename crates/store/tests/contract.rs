@@ -32,8 +32,9 @@ use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
     IdempotencyClaim, LegalHold, NewOperatorSession, NewPortalSession, OperatorRecord, Order,
     OrganizationFilter, Page, PageRequest, PendingEvent, PortalLink, PortalRedemption,
-    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store,
-    StoreError, StoredCheckpoint, StoredEvent, StreamRecord, StreamState, rules,
+    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
+    SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    rules,
 };
 
 /// Which contract tests cover each method of each storage trait: one `Trait::method test` pair

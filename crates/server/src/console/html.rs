@@ -36,6 +36,7 @@ pub(crate) fn page(
                         nav aria-label="Console" {
                             a href="/console/organizations" { "Organizations" }
                             a href="/console/schemas" { "Event schemas" }
+                            a href="/console/keys" { "API keys" }
                             a href="/console/log" { "Trailmark log" }
                         }
                         form class="sign-out" method="post" action="/console/sign_out" {

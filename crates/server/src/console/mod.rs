@@ -30,7 +30,7 @@ use crate::state::AppState;
 
 /// The console's pages, under `/console`, with the same security headers as the portal's.
 pub(crate) fn router() -> Router<AppState> {
-    use pages::{assets, log, organizations, schemas, sign_in};
+    use pages::{assets, keys, log, organizations, schemas, sign_in};
     Router::new()
         .route("/console", get(sign_in::home))
         .route("/console/assets/console.css", get(assets::css))
@@ -58,6 +58,12 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/console/schemas", get(schemas::list).post(schemas::save))
         .route("/console/schemas/new", get(schemas::new_form))
         .route("/console/schemas/{action}", get(schemas::show))
+        .route("/console/keys", get(keys::list).post(keys::create))
+        .route("/console/keys/{id}/revoke", post(keys::revoke))
+        .route(
+            "/console/organizations/{id}/events/stream",
+            get(organizations::stream),
+        )
         .route("/console/log", get(log::show))
         .route("/console/{*rest}", any(not_found))
         .layer(axum::middleware::map_response(crate::web::security_headers))

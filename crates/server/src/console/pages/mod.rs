@@ -1,6 +1,7 @@
 //! One file per section of the console, plus its embedded assets.
 
 pub(crate) mod assets;
+pub(crate) mod keys;
 pub(crate) mod log;
 pub(crate) mod organizations;
 pub(crate) mod schemas;

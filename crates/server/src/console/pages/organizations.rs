@@ -5,10 +5,11 @@
 //! a button that makes an Admin Portal link, and deletion.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::{Value, json};
+use trailmark_app::live::LiveRequest;
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
@@ -24,6 +25,7 @@ use crate::console::session::{Operator, OperatorForm};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::portal::pages::events::{FILTER_FIELDS, event_row};
+use crate::routes::live::{STREAM_PARAMETERS, sse, start_after};
 use crate::routes::search::filter_from_query;
 use crate::state::AppState;
 use crate::web::{query_string, random_token, see_other, token_hash, url};
@@ -249,6 +251,10 @@ async fn organization_page(
         Extra::Problems(problems) => problems.clone(),
         _ => Vec::new(),
     };
+    // Read before the page, so the live view starts where the page ends: nothing in between is
+    // missed.
+    let head = state.app.log_size(id).await?.checked_sub(1);
+    let newest_page = before.as_ref().is_ok_and(Option::is_none);
     let (rows, older) = match (filter_from_query(&query.without_empty()), before) {
         (Ok(filter), Ok(before)) => {
             let found = state
@@ -292,6 +298,19 @@ async fn organization_page(
         format!(
             "{base}?{}",
             query_string(filters.iter().copied().chain([("before", older.as_str())]))
+        )
+    });
+    // Only the newest page follows new events, and only through a valid filter.
+    let live = (newest_page && problems.is_empty()).then(|| {
+        let head = head.map(|head| head.to_string());
+        format!(
+            "{base}/events/stream?{}",
+            query_string(
+                filters
+                    .iter()
+                    .copied()
+                    .chain(head.as_deref().map(|head| ("after", head)))
+            )
         )
     });
     let notice = match query.get("notice") {
@@ -369,9 +388,10 @@ async fn organization_page(
             }
             @if rows.is_empty() {
                 p class="empty" { "No events match." }
-            } @else {
+            }
+            @if !rows.is_empty() || live.is_some() {
                 div class="scroll" {
-                    table class="events" {
+                    table class="events" data-live=[live.as_deref()] hidden[rows.is_empty()] {
                         thead { tr { th { "#" } th { "Occurred (UTC)" } th { "Action" } th { "Actor" } th { "Targets" } th { "Location" } } }
                         tbody id="events" {
                             @for event in &rows { (event_row(event, None)) }
@@ -598,6 +618,33 @@ async fn portal_link(
         )
         .await?;
     Ok(format!("{public_url}/portal?token={token}"))
+}
+
+/// `GET /console/organizations/{id}/events/stream?<filters>&after=N`: the organization's live
+/// events, as `GET /audit_logs/events/stream` answers them, for the events section's script.
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _operator: Operator,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ConsoleError> {
+    state.app.live_organization(&id).await?;
+    let query = query.without_empty();
+    query.refuse_unknown(&STREAM_PARAMETERS)?;
+    let filter = filter_from_query(&query)?;
+    let after = start_after(&headers, &query)?;
+    let live = state
+        .app
+        .live_events(LiveRequest {
+            organization_id: id,
+            filter,
+            after,
+            from_start: false,
+            key: None,
+        })
+        .await?;
+    Ok(sse(live))
 }
 
 /// `GET /console/organizations/{id}/exports/{export}`: progress, then the download link.
