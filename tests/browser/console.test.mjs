@@ -240,6 +240,7 @@ describe('the console', () => {
     const key = await page.locator('#new-key').textContent();
     assert.match(key, /^sk_/);
     assert.equal(await page.getByRole('button', { name: 'Copy' }).isVisible(), true);
+    await page.screenshot({ path: join(SCREENSHOTS, 'console-keys.png'), fullPage: true });
     assert.equal((await api('/organizations', key)).status, 200);
     await page.goto(`${server.url}/console/keys`);
     assert.equal(await page.locator('#new-key').count(), 0, 'shown only once');
@@ -247,7 +248,6 @@ describe('the console', () => {
     await row.getByRole('button', { name: 'Revoke' }).click();
     await page.waitForURL(`${server.url}/console/keys?notice=revoked`);
     assert.equal((await api('/organizations', key)).status, 401);
-    await page.screenshot({ path: join(SCREENSHOTS, 'console-keys.png'), fullPage: true });
   });
 
   it('refuses a form whose CSRF token was forged', async () => {
