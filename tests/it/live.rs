@@ -36,11 +36,17 @@ impl SseClient {
             request = request.header("Last-Event-ID", last);
         }
         let response = request.send().await.expect("stream");
-        assert_eq!(response.status(), 200, "{url}");
+        Self::from_response(response)
+    }
+
+    /// Reads `response`; panics unless it is 200 `text/event-stream`.
+    pub fn from_response(response: reqwest::Response) -> SseClient {
+        assert_eq!(response.status(), 200, "{}", response.url());
         assert_eq!(
             response.headers()["content-type"],
             "text/event-stream",
-            "{url}"
+            "{}",
+            response.url()
         );
         SseClient {
             response,

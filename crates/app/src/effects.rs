@@ -29,6 +29,9 @@ pub(crate) struct Effects {
     /// Cancelled when the server stops taking requests: live readers end, so their connections
     /// do not hold the shutdown for its whole grace period.
     live_stop: CancellationToken,
+    /// The organizations live readers of this instance follow, for the one task that looks for
+    /// other instances' appends to them ([`crate::live`]).
+    pub(crate) watched: Arc<crate::live::Watched>,
 }
 
 impl Effects {
@@ -38,6 +41,7 @@ impl Effects {
             streams,
             growth: broadcast::Sender::new(GROWTH_BUFFER),
             live_stop: CancellationToken::new(),
+            watched: Arc::default(),
         }
     }
 
@@ -65,6 +69,15 @@ impl Effects {
 
     pub(crate) fn stream_changed(&self) {
         self.streams.stream_changed();
+    }
+
+    /// Tells live readers that `organization_id`'s log has `size` events (another instance's
+    /// appends, found by polling).
+    pub(crate) fn grown_elsewhere(&self, organization_id: &str, size: u64) {
+        let _ = self.growth.send(LogGrowth {
+            organization_id: organization_id.into(),
+            size,
+        });
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogGrowth> {

@@ -2,19 +2,22 @@
 //! endpoint and the portal's and console's live views.
 //!
 //! A reader starts after a sequence (or at the log's head), reads what follows from storage in
-//! log order through the search filters, then waits. It looks again when this instance appends
-//! to the organization's log ([`crate::effects`]), and every [`POLL_EVERY`] in any case, since
-//! another instance's appends over one PostgreSQL are not announced here (each look is first a
-//! read of the log's size, one row). With nothing to send for [`HEARTBEAT_EVERY`], it sends a
-//! heartbeat, so proxies keep the connection and clients notice a dead one.
+//! log order through the search filters, then waits. It looks again when the organization's log
+//! grows: this instance's appends say so at once ([`crate::effects`]); another instance's over
+//! one PostgreSQL are found by one task per instance, which reads the size of each followed log
+//! every [`POLL_EVERY`] (one row each) and announces growth the same way — so a thousand open
+//! streams on one organization cost one read per poll, not a thousand, and take no connections
+//! from ingest. With nothing to send for [`HEARTBEAT_EVERY`], a reader sends a heartbeat, so
+//! proxies keep the connection and clients notice a dead one.
 //!
 //! A slow consumer never slows ingest: the reader runs in a task of its own and hands items
 //! through a buffer of [`LIVE_BUFFER`]; appends never wait for readers, and a reader whose buffer
 //! is full stops. Its consumer is then told [`LiveItem::Behind`] with the last sequence it was
 //! given, from which it resumes (reading storage, so nothing is lost), and the stream ends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -30,6 +33,9 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// How often a reader looks for events appended by other instances (its own instance's wake it
 /// at once): an event is seen within this of its acknowledgement anywhere.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often a reader checks that its API key still opens the stream (the key cache answers
+/// most checks; see [`crate::keys::KEY_CACHE_TTL`]).
+const KEY_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Items a reader may be ahead of its consumer before it is told to resume.
 pub const LIVE_BUFFER: usize = 256;
 /// Events read from storage at a time.
@@ -44,8 +50,8 @@ pub struct LiveRequest {
     pub after: Option<u64>,
     /// Start at the very beginning of the log instead of its head when `after` is `None`.
     pub from_start: bool,
-    /// The API key the reader was opened with: checked again as the reader goes, so a revoked
-    /// key's stream ends within [`crate::keys::KEY_CACHE_TTL`] and a poll.
+    /// The API key the reader was opened with: checked again every second, so a revoked key's
+    /// stream ends within [`crate::keys::KEY_CACHE_TTL`] and a second.
     pub key: Option<String>,
 }
 
@@ -135,7 +141,9 @@ impl Trailmark {
         };
         let (sender, items) = mpsc::channel(LIVE_BUFFER);
         let behind = Arc::new(AtomicBool::new(false));
+        let watching = self.watch(&request.organization_id);
         let reader = Reader {
+            _watching: watching,
             app: self.clone(),
             request,
             cursor: after,
@@ -155,6 +163,8 @@ impl Trailmark {
 }
 
 struct Reader {
+    /// Keeps the organization followed by the poller while the reader runs.
+    _watching: Watching,
     app: Trailmark,
     request: LiveRequest,
     /// The last sequence looked at (sent, or skipped by the filter).
@@ -182,8 +192,8 @@ impl Reader {
         mut growth: tokio::sync::broadcast::Receiver<crate::effects::LogGrowth>,
     ) {
         let organization_id = self.request.organization_id.clone();
-        let mut poll = tokio::time::interval(POLL_EVERY);
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut key_check = tokio::time::interval(KEY_CHECK_EVERY);
+        key_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut quiet_since = Instant::now();
         let mut look = true;
         let stop = self.app.inner.effects.live_stop();
@@ -201,10 +211,7 @@ impl Reader {
                         self.push(LiveItem::Heartbeat)?;
                         quiet_since = Instant::now();
                     }
-                    _ = poll.tick() => {
-                        self.check_key().await?;
-                        look = true;
-                    }
+                    _ = key_check.tick() => self.check_key().await?,
                     notice = growth.recv() => match notice {
                         Ok(grown) => {
                             look = *grown.organization_id == *organization_id
@@ -275,6 +282,99 @@ impl Reader {
         match &self.request.key {
             Some(key) if self.app.authenticate(key).await?.is_none() => Err(Stop::Done),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The organizations this instance's live readers follow, with how many readers each, and
+/// whether the poller runs.
+#[derive(Default)]
+pub(crate) struct Watched {
+    readers: Mutex<HashMap<String, usize>>,
+    polling: AtomicBool,
+}
+
+/// One reader's interest in an organization; dropping it withdraws the interest.
+struct Watching {
+    watched: Arc<Watched>,
+    organization_id: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Ok(mut readers) = self.watched.readers.lock()
+            && let Some(count) = readers.get_mut(&self.organization_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&self.organization_id);
+            }
+        }
+    }
+}
+
+impl Watched {
+    fn organizations(&self) -> Vec<String> {
+        self.readers
+            .lock()
+            .map(|readers| readers.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Trailmark {
+    /// Registers a reader of `organization_id`, starting the poller if it is not running.
+    fn watch(&self, organization_id: &str) -> Watching {
+        let watched = Arc::clone(&self.inner.effects.watched);
+        if let Ok(mut readers) = watched.readers.lock() {
+            *readers.entry(organization_id.to_owned()).or_default() += 1;
+        }
+        if !watched.polling.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().poll_followed_logs());
+        }
+        Watching {
+            watched,
+            organization_id: organization_id.to_owned(),
+        }
+    }
+
+    /// Every [`POLL_EVERY`], reads the size of each followed log and announces those that grew
+    /// (appended by another instance, or by this one: readers tell a stale notice from a new
+    /// one by their cursor). Ends when no reader is left, or at shutdown.
+    async fn poll_followed_logs(self) {
+        let effects = &self.inner.effects;
+        let watched = Arc::clone(&effects.watched);
+        let stop = effects.live_stop();
+        let mut known: HashMap<String, u64> = HashMap::new();
+        let mut ticks = tokio::time::interval(POLL_EVERY);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let mut organizations = watched.organizations();
+            if organizations.is_empty() {
+                watched.polling.store(false, Ordering::Release);
+                // A reader that registered meanwhile saw the poller running and started none.
+                organizations = watched.organizations();
+                if organizations.is_empty() || watched.polling.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+            known.retain(|organization_id, _| organizations.contains(organization_id));
+            for organization_id in organizations {
+                match self.log_size(&organization_id).await {
+                    Ok(size) => {
+                        if known.insert(organization_id.clone(), size) != Some(size) {
+                            effects.grown_elsewhere(&organization_id, size);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%organization_id, %error, "cannot read a followed log's size");
+                    }
+                }
+            }
         }
     }
 }

@@ -145,3 +145,81 @@ pub(crate) fn sse(live: LiveEvents) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use trailmark_app::live::HEARTBEAT_EVERY;
+    use trailmark_domain::Timestamp;
+    use trailmark_domain::id::IdKind;
+    use trailmark_domain::organization::Organization;
+    use trailmark_domain::query::EventFilter;
+    use trailmark_store::{SqliteStore, Store};
+
+    use super::*;
+
+    /// The wire text of a quiet stream, on a paused clock: nothing for 15 s, then a comment.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_sends_a_heartbeat_comment_every_15_s() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db")).expect("store"));
+        let now = Timestamp::now();
+        let organization = store
+            .insert_organization(Organization {
+                id: IdKind::Organization.generate().into_string(),
+                name: "Acme".into(),
+                domains: Vec::new(),
+                metadata: BTreeMap::new(),
+                external_id: None,
+                allow_profiles_outside_organization: false,
+                retention_period_in_days: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("organization");
+        let config = trailmark_app::AppConfig {
+            data_dir: dir.path().to_owned(),
+            secrets_key: [1; 32],
+            ledger_name: "trailmark.test".into(),
+            signing_key: [2; 32],
+            checkpoint_interval: Duration::from_secs(1),
+            retention_interval: Duration::from_secs(3600),
+            streams: trailmark_streams::worker::WorkerConfig::default(),
+            require_schemas: false,
+            export_max_range_days: None,
+            export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
+            export_file_ttl: Duration::from_secs(3600),
+            bootstrap_key_hash: None,
+            witnesses: Vec::new(),
+        };
+        let app = trailmark_app::Trailmark::new(store, config).expect("app");
+        let live = app
+            .live_events(LiveRequest {
+                organization_id: organization.id,
+                filter: EventFilter::default(),
+                after: None,
+                from_start: false,
+                key: None,
+            })
+            .await
+            .expect("live");
+        let response = sse(live);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let mut body = response.into_body();
+        let start = tokio::time::Instant::now();
+        for beat in 1..=2u32 {
+            let frame = body.frame().await.expect("a frame").expect("no error");
+            let text = frame.into_data().expect("data");
+            assert_eq!(&text[..], b": heartbeat\n\n");
+            assert_eq!(start.elapsed(), HEARTBEAT_EVERY * beat);
+        }
+    }
+}

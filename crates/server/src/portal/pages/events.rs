@@ -275,7 +275,9 @@ pub async fn stream(
             organization_id: portal.session.organization_id.clone(),
             filter,
             after,
-            from_start: false,
+            // The page names the last sequence it saw; without one, it saw an empty log, and
+            // the stream starts at its beginning, so an event appended since is not missed.
+            from_start: after.is_none(),
             key: None,
         })
         .await?;
