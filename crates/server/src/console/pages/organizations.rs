@@ -640,7 +640,9 @@ pub async fn stream(
             organization_id: id,
             filter,
             after,
-            from_start: false,
+            // The page names the last sequence it showed; without one, it saw an empty log, and
+            // the stream starts at its beginning, so an event appended since is not missed.
+            from_start: after.is_none(),
             key: None,
         })
         .await?;
