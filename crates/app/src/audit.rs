@@ -1,6 +1,8 @@
 //! The audit log audits itself: what is changed with an API key — exports, retention and legal
 //! holds, log streams (created, changed, secret rotated, deleted, replayed), Admin Portal
-//! links and API keys restricted to the organization (created, revoked) — is recorded in the organization's own log as a `trailmark.*` event, with the key as
+//! links and API keys restricted to the organization (created, revoked) — is recorded in the
+//! organization's own log as a `trailmark.*` event (an unrestricted key's creation or
+//! revocation, which no organization owns, in Trailmark's own log), with the key as
 //! actor (its id and name) and the caller's address as the context's location. Each use case
 //! takes the [`Origin`] of its request and calls [`Trailmark::audit`] once its change is made:
 //! the HTTP handlers only say who is asking. The portal's pages record their own actions
@@ -106,11 +108,6 @@ pub(crate) enum Change<'a> {
 }
 
 impl Change<'_> {
-    /// The event's action.
-    pub(crate) fn action(&self) -> &'static str {
-        self.parts("").0
-    }
-
     /// The event's action, target and metadata.
     pub(crate) fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
         let stream = |stream: &StreamRecord| json!({"id": stream.id, "type": "log_stream", "name": stream.name});
