@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the operators who sign in to the console at `/console`.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Write one organization's events to a CSV, NDJSON or OCSF file.
     Export(ExportArgs),
     /// The tamper-evident ledger.
@@ -165,6 +168,22 @@ pub enum KeysCommand {
     Revoke(KeyRevokeArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create a console operator; the password is read from standard input (its first line).
+    /// Works while the server runs.
+    Create(OperatorCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorCreateArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The operator's e-mail, which they sign in with.
+    #[arg(long)]
+    pub email: String,
+}
+
 /// Where the data lives; shared by every subcommand so they all agree.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
@@ -296,6 +315,25 @@ pub struct ServeArgs {
         hide = true
     )]
     pub portal_link_ttl_secs: u64,
+    /// A console session ends after this many seconds without a request (and 12 hours after
+    /// sign-in in any case).
+    #[arg(long, env = "TRAILMARK_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub console_idle_timeout_secs: u64,
+    /// An OpenID Connect provider operators may sign in to the console with (its issuer URL;
+    /// discovery finds the rest). Needs the client id and secret too; the redirect URI to
+    /// register is `<public-url>/console/oidc/callback`.
+    #[arg(long, env = "TRAILMARK_CONSOLE_OIDC_ISSUER", requires_all = ["console_oidc_client_id", "console_oidc_client_secret"])]
+    pub console_oidc_issuer: Option<String>,
+    /// The console's client id at the OpenID Connect provider.
+    #[arg(long, env = "TRAILMARK_CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
+    /// The console's client secret at the OpenID Connect provider.
+    #[arg(
+        long,
+        env = "TRAILMARK_CONSOLE_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub console_oidc_client_secret: Option<String>,
     /// Exports of one organization pending (waiting or being written) at once; one more is
     /// refused with 429 `too_many_exports` until one is ready.
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_PENDING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]

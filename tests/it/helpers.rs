@@ -22,6 +22,8 @@ pub struct TestApp {
     store: Arc<dyn Store>,
     pub data_dir: TempDir,
     pub database: TestDatabase,
+    /// The clock console sessions are judged by: a test moves it to see one expire.
+    pub clock: trailmark_server::Clock,
 }
 
 /// Stops the in-process server when dropped.
@@ -516,7 +518,8 @@ impl TestApp {
         };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let app = Trailmark::new(Arc::clone(&store), app_config).expect("valid config");
-        let state = AppState::new(app, config);
+        let clock = trailmark_server::Clock::default();
+        let state = AppState::new(app, config).with_clock(clock.clone());
         let served = tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));
@@ -526,6 +529,7 @@ impl TestApp {
             store,
             data_dir,
             database,
+            clock,
             server: InProcessServer {
                 shutdown: Some(shutdown),
                 served: Some(served),

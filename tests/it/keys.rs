@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Response;
 use serde_json::{Value, json};
+use trailmark_app::console::TRAILMARK_LOG;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_store::ApiKeyRecord;
@@ -177,6 +178,42 @@ async fn keys_are_created_listed_and_revoked_by_unrestricted_admin_keys_only() {
     };
     assert_eq!(
         recorded,
+        [
+            expected("trailmark.api_key.created"),
+            expected("trailmark.api_key.revoked")
+        ]
+    );
+
+    // An unrestricted key belongs to no organization: its changes are in Trailmark's own log.
+    let unrestricted = created(&app, json!({"name": "deploy bot", "scope": "ingest"})).await;
+    let unrestricted_id = unrestricted["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        revoke(&app, ADMIN_KEY, &unrestricted_id).await.status(),
+        200
+    );
+    let own: Vec<(String, String, String)> = app
+        .stored_events(TRAILMARK_LOG)
+        .await
+        .into_iter()
+        .filter(|e| e.body["targets"][0]["id"] == unrestricted_id.as_str())
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                text(&e.body["action"]),
+                text(&e.body["targets"][0]["name"]),
+                text(&e.body["actor"]["id"]),
+            )
+        })
+        .collect();
+    let expected = |action: &str| {
+        (
+            action.to_owned(),
+            "deploy bot".to_owned(),
+            "key_bootstrap".to_owned(),
+        )
+    };
+    assert_eq!(
+        own,
         [
             expected("trailmark.api_key.created"),
             expected("trailmark.api_key.revoked")

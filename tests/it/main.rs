@@ -5,6 +5,7 @@ mod authority;
 mod axum_app;
 mod cli;
 mod client;
+mod console;
 mod crash;
 mod edges;
 mod erasure;

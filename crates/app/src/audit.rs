@@ -1,6 +1,8 @@
 //! The audit log audits itself: what is changed with an API key — exports, retention and legal
 //! holds, log streams (created, changed, secret rotated, deleted, replayed), Admin Portal
-//! links and API keys restricted to the organization (created, revoked) — is recorded in the organization's own log as a `trailmark.*` event, with the key as
+//! links and API keys restricted to the organization (created, revoked) — is recorded in the
+//! organization's own log as a `trailmark.*` event (an unrestricted key's creation or
+//! revocation, which no organization owns, in Trailmark's own log), with the key as
 //! actor (its id and name) and the caller's address as the context's location. Each use case
 //! takes the [`Origin`] of its request and calls [`Trailmark::audit`] once its change is made:
 //! the HTTP handlers only say who is asking. The portal's pages record their own actions
@@ -25,26 +27,62 @@ pub enum Origin {
     },
     /// The Admin Portal, whose pages record their own actions.
     Portal,
+    /// An operator signed in to the console, from `address` with the browser `user_agent`.
+    /// What an operator changes is recorded twice: in the organization's log, as a key's
+    /// change is, and in Trailmark's own log ([`crate::console::TRAILMARK_LOG`]).
+    Operator {
+        operator_id: String,
+        email: String,
+        address: String,
+        user_agent: Option<String>,
+    },
+}
+
+/// Who a recorded change names as its actor, and where it came from.
+pub(crate) struct Recorded<'a> {
+    pub actor: SystemActor,
+    pub location: &'a str,
+    pub user_agent: Option<String>,
 }
 
 impl Origin {
-    /// The recorded actor of a key's request, if the change is recorded here.
-    pub(crate) fn key_actor(&self) -> Option<(SystemActor, &str)> {
+    /// The recorded actor of a key's or an operator's request, if the change is recorded here.
+    pub(crate) fn recorded(&self) -> Option<Recorded<'_>> {
         match self {
             Origin::ApiKey {
                 key_id,
                 key_name,
                 address,
-            } => Some((
-                SystemActor {
+            } => Some(Recorded {
+                actor: SystemActor {
                     id: key_id.clone(),
                     kind: "api_key",
                     name: Some(key_name.clone()),
                 },
-                address.as_str(),
-            )),
+                location: address.as_str(),
+                user_agent: None,
+            }),
+            Origin::Operator {
+                operator_id,
+                email,
+                address,
+                user_agent,
+            } => Some(Recorded {
+                actor: SystemActor {
+                    id: operator_id.clone(),
+                    kind: "operator",
+                    name: Some(email.clone()),
+                },
+                location: address.as_str(),
+                user_agent: user_agent.clone(),
+            }),
             Origin::Portal => None,
         }
+    }
+
+    /// Whether the change is also recorded in Trailmark's own log.
+    pub(crate) fn is_operator(&self) -> bool {
+        matches!(self, Origin::Operator { .. })
     }
 }
 
@@ -70,13 +108,8 @@ pub(crate) enum Change<'a> {
 }
 
 impl Change<'_> {
-    /// The event's action.
-    pub(crate) fn action(&self) -> &'static str {
-        self.parts("").0
-    }
-
     /// The event's action, target and metadata.
-    fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
+    pub(crate) fn parts(&self, organization_id: &str) -> (&'static str, Value, Value) {
         let stream = |stream: &StreamRecord| json!({"id": stream.id, "type": "log_stream", "name": stream.name});
         match self {
             Change::ExportCreated(export) => (
@@ -149,7 +182,7 @@ fn key_metadata(key: &ApiKeyRecord) -> Value {
 
 impl Trailmark {
     /// Records `change`, asked for by `origin`, in `organization_id`'s log (nothing for the
-    /// portal, which records its own).
+    /// portal, which records its own), and an operator's also in Trailmark's own log.
     ///
     /// # Errors
     ///
@@ -160,21 +193,25 @@ impl Trailmark {
         origin: &Origin,
         change: Change<'_>,
     ) -> Result<(), AppError> {
-        let Some((actor, address)) = origin.key_actor() else {
+        let Some(recorded) = origin.recorded() else {
             return Ok(());
         };
-        let (action, target, metadata) = change.parts(organization_id);
-        self.record(
-            organization_id,
-            SystemEvent {
-                action: action.into(),
-                actor,
-                target,
-                location: address.to_owned(),
-                metadata,
-            },
-        )
-        .await?;
+        let (action, target, mut metadata) = change.parts(organization_id);
+        let event = SystemEvent {
+            action: action.into(),
+            actor: recorded.actor,
+            target,
+            location: recorded.location.to_owned(),
+            user_agent: recorded.user_agent,
+            metadata: metadata.clone(),
+        };
+        self.record(organization_id, event.clone()).await?;
+        if origin.is_operator() {
+            // Trailmark's log says which organization each change was made in.
+            metadata["organization_id"] = json!(organization_id);
+            self.record_in_trailmark_log(SystemEvent { metadata, ..event })
+                .await?;
+        }
         Ok(())
     }
 }

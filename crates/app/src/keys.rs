@@ -282,7 +282,7 @@ impl Trailmark {
 
     /// Records a key's creation or revocation in the log of the organization the key is
     /// restricted to. An unrestricted key belongs to no organization's log: its changes are
-    /// recorded in the access log (and in Trailmark's own log where the console keeps one).
+    /// recorded in Trailmark's own log, whoever made them (an operator or an admin key).
     async fn audit_key(&self, origin: &Origin, change: Change<'_>) -> Result<(), AppError> {
         let (Change::ApiKeyCreated(key) | Change::ApiKeyRevoked(key)) = &change else {
             return Ok(());
@@ -294,15 +294,9 @@ impl Trailmark {
                 other => other,
             },
             None => {
-                tracing::info!(
-                    target: "trailmark::audit",
-                    key_id = %key.id,
-                    key_name = %key.name,
-                    origin = ?origin,
-                    "{}",
-                    change.action()
-                );
-                Ok(())
+                let (action, target, metadata) = change.parts("");
+                self.record_operator_action(origin, action, target, metadata)
+                    .await
             }
         }
     }

@@ -441,6 +441,7 @@ mod tests {
             },
             target: json!({"id": "team_1", "type": "team"}),
             location: "192.0.2.1".into(),
+            user_agent: None,
             metadata: json!({"n": n}),
         }
     }

@@ -18,10 +18,13 @@
 //! - `wire`: hand-written JSON for every object the API returns.
 //! - `links`: signed download links for exports.
 //! - `portal/`: the Admin Portal, server-rendered pages opened by one-time links.
+//! - `console/`: the operators' console at `/console` (sign-in, organizations, schemas, the
+//!   log of what operators did); `web`: what the portal and the console share.
 //! - `routes/`: one file per resource.
 
 mod auth;
 mod connections;
+mod console;
 pub mod error;
 mod extract;
 mod links;
@@ -34,6 +37,7 @@ mod routes;
 /// A key as `GET /api_keys` shows it (also `trailmark keys list --json`).
 pub use routes::keys::key_object;
 pub mod state;
+mod web;
 mod wire;
 
 use std::future::Future;
@@ -43,7 +47,7 @@ use tokio::net::TcpListener;
 
 pub use connections::ConnectionLimits;
 pub use rate_limit::{Cidr, DEFAULT_PER_ADDRESS, DEFAULT_PER_KEY, RateLimits};
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, Clock, ServerConfig};
 
 /// The whole API as an axum router over `state`.
 pub fn router(state: AppState) -> Router {

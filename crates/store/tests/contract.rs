@@ -30,10 +30,11 @@ use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_inclusion};
 use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
-    IdempotencyClaim, LegalHold, NewPortalSession, Order, OrganizationFilter, Page, PageRequest,
-    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, Revocation, Rewrite,
-    SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint,
-    StoredEvent, StreamRecord, StreamState, rules,
+    IdempotencyClaim, LegalHold, NewOperatorSession, NewPortalSession, OperatorRecord, Order,
+    OrganizationFilter, Page, PageRequest, PendingEvent, PortalLink, PortalRedemption,
+    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
+    SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    rules,
 };
 
 /// Which contract tests cover each method of each storage trait: one `Trait::method test` pair
@@ -126,6 +127,12 @@ PortalStore::redeem_portal_link       a_portal_link_opens_one_session_even_when_
 PortalStore::touch_portal_session     portal_sessions_expire_after_inactivity_and_are_purged
 PortalStore::purge_portal             portal_sessions_expire_after_inactivity_and_are_purged
 PortalStore::purge_portal             purging_the_portal_removes_only_what_expired
+Operators::insert_operator            operators_are_found_by_email_which_is_unique
+Operators::find_operator              operators_are_found_by_email_which_is_unique
+Operators::insert_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::touch_operator_session     operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::delete_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::purge_operator_sessions    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 ";
 
 /// Every contract test, listed once. `stores` take the store; `fixtures` take the whole
@@ -193,6 +200,8 @@ macro_rules! contract_tests {
                 a_portal_link_opens_one_session_even_when_raced,
                 portal_sessions_expire_after_inactivity_and_are_purged,
                 purging_the_portal_removes_only_what_expired,
+                operators_are_found_by_email_which_is_unique,
+                operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged,
             ],
             fixtures: [
                 acknowledged_writes_survive_reopening_the_store,
@@ -4186,4 +4195,140 @@ async fn an_erasure_rewrites_bodies_purges_the_rest_and_the_index_forgets_them(f
     let fixture = fixture.reopen().await;
     check(whole_log(fixture.store.as_ref(), &acme).await);
     searches(Arc::clone(&fixture.store), acme.clone()).await;
+}
+
+fn operator(n: u8, email: &str) -> OperatorRecord {
+    OperatorRecord {
+        id: format!("operator_{n:026}"),
+        email: email.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt{n}$hash{n}"),
+        created_at: at(i64::from(n)),
+    }
+}
+
+async fn operators_are_found_by_email_which_is_unique(store: &dyn Store) {
+    store
+        .insert_operator(operator(1, "ops@example.test"))
+        .await
+        .expect("insert");
+    store
+        .insert_operator(operator(2, "sre@example.test"))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.find_operator("ops@example.test").await.expect("find"),
+        Some(operator(1, "ops@example.test"))
+    );
+    assert_eq!(
+        store
+            .find_operator("nobody@example.test")
+            .await
+            .expect("find"),
+        None
+    );
+    // Two racing inserts of one e-mail: one wins, the other is a conflict naming the field.
+    let racing = futures_util::future::join_all(
+        (3..7).map(|n| store.insert_operator(operator(n, "twin@example.test"))),
+    )
+    .await;
+    assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "{racing:?}");
+    assert!(
+        racing
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::Conflict("email")))
+    );
+}
+
+async fn operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged(
+    store: &dyn Store,
+) {
+    store
+        .insert_operator(operator(1, "ops@example.test"))
+        .await
+        .expect("insert");
+    let idle = 1_800_000;
+    let session = |n: u8, opened: i64| NewOperatorSession {
+        id: format!("console_session_{n:026}"),
+        secret_hash: [n; 32],
+        operator_id: operator(1, "").id,
+        csrf_token: format!("csrf-{n}"),
+        created_at: at(opened),
+        expires_at: at(opened + idle),
+    };
+    store
+        .insert_operator_session(session(10, 0))
+        .await
+        .expect("insert");
+    store
+        .insert_operator_session(session(11, 0))
+        .await
+        .expect("insert");
+    // Within the idle period: found, with the operator's e-mail, and pushed forward.
+    let touched = store
+        .touch_operator_session([10; 32], at(idle - 1), at(2 * idle - 1))
+        .await
+        .expect("touch")
+        .expect("open");
+    assert_eq!(touched.id, session(10, 0).id);
+    assert_eq!(touched.email, "ops@example.test");
+    assert_eq!(touched.csrf_token, "csrf-10");
+    assert_eq!(touched.created_at, at(0));
+    assert_eq!(touched.expires_at, at(2 * idle - 1));
+    assert!(
+        store
+            .touch_operator_session([12; 32], at(1), at(idle))
+            .await
+            .expect("touch")
+            .is_none(),
+        "an unknown secret opens nothing"
+    );
+    // The other session was not touched: idle too long, it is gone.
+    assert!(
+        store
+            .touch_operator_session([11; 32], at(idle + 1), at(2 * idle))
+            .await
+            .expect("touch")
+            .is_none()
+    );
+    // Sign-out ends the touched one at once.
+    assert!(
+        store
+            .delete_operator_session([10; 32])
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_operator_session([10; 32])
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .touch_operator_session([10; 32], at(idle), at(2 * idle))
+            .await
+            .expect("touch")
+            .is_none()
+    );
+    // Purging removes what expired before the cutoff only.
+    store
+        .insert_operator_session(session(13, 10 * idle))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .purge_operator_sessions(at(5 * idle))
+            .await
+            .expect("purge"),
+        1,
+        "the expired one"
+    );
+    assert!(
+        store
+            .touch_operator_session([13; 32], at(10 * idle), at(11 * idle))
+            .await
+            .expect("touch")
+            .is_some()
+    );
 }

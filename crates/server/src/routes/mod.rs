@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
             router.route(path, methods)
         })
         .merge(crate::portal::router())
+        .merge(crate::console::router())
         .route_layer(axum::middleware::from_fn(
             crate::extract::refuse_nul_in_path,
         ))

@@ -17,6 +17,7 @@
 //!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
+mod operators;
 mod search;
 mod settings;
 mod tls;
@@ -68,6 +69,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_idempotency_receipts.sql"),
     include_str!("migrations/0005_portal_success_url.sql"),
     include_str!("migrations/0006_api_key_lifecycle.sql"),
+    include_str!("migrations/0007_operators.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.

@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode, one file, durable on every acknowledged commit.
 //! See [`worker`] for how writes are grouped into commits.
 
+mod operators;
 mod worker;
 
 use std::path::Path;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_portal_success_url.sql"),
     include_str!("migrations/0009_erasures.sql"),
     include_str!("migrations/0010_api_key_lifecycle.sql"),
+    include_str!("migrations/0011_operators.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.

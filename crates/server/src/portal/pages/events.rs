@@ -191,7 +191,7 @@ pub async fn list(
                         "Location",
                     ]))
                     tbody {
-                        @for event in &rows { (event_row(event)) }
+                        @for event in &rows { (event_row(event, Some("/portal/events/"))) }
                     }
                 }
             }
@@ -210,7 +210,9 @@ pub async fn list(
     Ok(html::page(status, &frame, body))
 }
 
-fn event_row(event: &StoredEvent) -> Markup {
+/// One event as a table row; its sequence links to `link_prefix` + its id when given (the
+/// console shows the same rows).
+pub(crate) fn event_row(event: &StoredEvent, link_prefix: Option<&str>) -> Markup {
     let body = &event.body;
     let text = |value: &'_ Value| value.as_str().unwrap_or_default().to_owned();
     let actor = &body["actor"];
@@ -225,7 +227,13 @@ fn event_row(event: &StoredEvent) -> Markup {
         .collect();
     html! {
         tr {
-            td { a href={ "/portal/events/" (event.id) } { (event.sequence) } }
+            td {
+                @if let Some(prefix) = link_prefix {
+                    a href={ (prefix) (event.id) } { (event.sequence) }
+                } @else {
+                    (event.sequence)
+                }
+            }
             @if event.purged_at.is_some() {
                 td colspan="5" class="muted" { "Contents removed by the retention policy" }
             } @else {
