@@ -336,10 +336,11 @@ impl Trailmark {
         Ok(self.store().list_streams(None).await?)
     }
 
-    /// An `http` stream's signing secret in clear, to show once in the answer that made it.
-    pub fn stream_signing_secret(&self, stream: &StreamRecord) -> Option<String> {
+    /// The credential Trailmark generated for a stream (an `http` stream's signing secret) in
+    /// clear, to show once in the answer that made it.
+    pub fn stream_generated_secret(&self, stream: &StreamRecord) -> Option<String> {
         let settings = self.inner.streams.open_settings(stream).ok()?;
-        settings.secrets.get("signing_secret").map(str::to_owned)
+        settings.generated_secret().map(str::to_owned)
     }
 
     /// Gives an `http` stream a new signing secret, the old one signing beside it until
@@ -389,40 +390,27 @@ impl Trailmark {
     /// Refuses a destination that is not allowed (a private address without
     /// `--allow-private-destinations`), naming the setting it came from.
     async fn check_destination(&self, settings: &Settings) -> Result<(), AppError> {
-        let field = match settings.kind {
-            StreamKind::Datadog if settings.public.contains_key("endpoint") => "config.endpoint",
-            StreamKind::Datadog => "config.site",
-            StreamKind::Http | StreamKind::Splunk => "config.url",
-            StreamKind::S3 | StreamKind::Gcs if settings.public.contains_key("endpoint") => {
-                "config.endpoint"
-            }
-            StreamKind::S3 | StreamKind::Gcs => "config.bucket",
-        };
-        let url = settings
-            .destination_url()
-            .ok_or_else(|| AppError::field("required", field, "a destination URL is required"))?;
-        let mut targets = vec![(field, url)];
-        if let Some(account) = settings.service_account() {
-            targets.push(("config.service_account_json", account.token_uri));
-        }
-        for (field, url) in targets {
-            trailmark_streams::net::check_destination(&url, self.inner.streams.allow_private())
-                .await
-                .map_err(|error| {
-                    // A name that does not resolve may be a typo or a DNS outage, not an
-                    // attempt to reach inside: it gets its own code, so a client can tell the
-                    // two apart.
-                    let code = match error {
-                        DestinationError::Unresolvable { .. } => "unresolvable_destination",
-                        DestinationError::BadUrl => "invalid_url",
-                        DestinationError::Private { .. } => "forbidden_destination",
-                    };
-                    Problems::Malformed(vec![FieldProblem {
-                        code,
-                        field: field.into(),
-                        message: error.to_string(),
-                    }])
-                })?;
+        let sink = settings.sink().map_err(Problems::Malformed)?;
+        for target in sink.targets() {
+            trailmark_streams::net::check_destination(
+                &target.url,
+                self.inner.streams.allow_private(),
+            )
+            .await
+            .map_err(|error| {
+                // A name that does not resolve may be a typo or a DNS outage, not an attempt
+                // to reach inside: it gets its own code, so a client can tell the two apart.
+                let code = match error {
+                    DestinationError::Unresolvable { .. } => "unresolvable_destination",
+                    DestinationError::BadUrl => "invalid_url",
+                    DestinationError::Private { .. } => "forbidden_destination",
+                };
+                Problems::Malformed(vec![FieldProblem {
+                    code,
+                    field: target.field.into(),
+                    message: error.to_string(),
+                }])
+            })?;
         }
         Ok(())
     }

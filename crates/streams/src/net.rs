@@ -469,6 +469,26 @@ pub fn network_failure(error: &reqwest::Error) -> Outcome {
     }
 }
 
+/// How a destination reads an answer: status, headers, body and the events the request held.
+pub type Classify = fn(StatusCode, &HeaderMap, &str, usize) -> Outcome;
+
+/// Sends `request`, holding `events` events, and reads the answer with `classify`; a request
+/// that gets no answer is retried ([`network_failure`]).
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    events: usize,
+    classify: Classify,
+) -> Outcome {
+    match request.send().await {
+        Ok(response) => {
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.text().await.unwrap_or_default();
+            classify(status, &headers, &body, events)
+        }
+        Err(error) => network_failure(&error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,10 +31,11 @@ use trailmark_store::{Store, StreamRecord, StreamState};
 use crate::Outcome;
 use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
-use crate::destination::Destination;
+use crate::destination::{Context, Shared, Sink};
+use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
-use crate::settings::{Secrets, Settings, StreamKind};
+use crate::settings::{Secrets, Settings, StreamKind, describe};
 
 /// Takes a stream out of the running set when its task ends, however it ends.
 struct Running {
@@ -98,7 +99,8 @@ pub struct StreamWorkers {
     /// that happened since it last read its stream, and reads it again at once.
     changes: watch::Sender<u64>,
     running: Mutex<HashSet<String>>,
-    tokens: crate::gcs::Tokens,
+    /// What destinations keep between attempts (access tokens).
+    shared: Shared,
     observer: Arc<dyn DeliveryObserver>,
     /// Stops every stream task (the application's shutdown signal).
     shutdown: CancellationToken,
@@ -149,7 +151,7 @@ impl StreamWorkers {
             wake: Notify::new(),
             changes: watch::Sender::new(0),
             running: Mutex::new(HashSet::new()),
-            tokens: crate::gcs::Tokens::default(),
+            shared: Shared::default(),
             observer,
             shutdown,
         }))
@@ -188,11 +190,11 @@ impl StreamWorkers {
             .open(&stream.id, &stream.secrets)
             .map_err(|e| e.to_string())?;
         let public = stream.config.as_object().cloned().unwrap_or_default();
-        Ok(Settings {
+        Ok(Settings::stored(
             kind,
             public,
-            secrets: Secrets::from_bytes(&secrets)?,
-        })
+            Secrets::from_bytes(&secrets)?,
+        ))
     }
 
     /// Sends `events` once (the delivery loop, and the streams API's "send test event"), in a
@@ -218,23 +220,32 @@ impl StreamWorkers {
     }
 
     async fn deliver(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
-        match self.open_settings(stream) {
-            Ok(settings) => self.destination(stream, &settings).deliver(events).await,
-            Err(reason) => Outcome::Invalid(reason),
+        match self.sink(stream) {
+            Ok(sink) => sink.send(&self.context(stream), events).await,
+            Err(outcome) => outcome,
         }
     }
 
-    fn destination<'a>(
-        &'a self,
-        stream: &'a StreamRecord,
-        settings: &'a Settings,
-    ) -> Destination<'a> {
-        Destination {
+    /// The stream's configured destination, every URL it reaches checked against the
+    /// private-destination guard (names are checked again by the client's resolver; addresses
+    /// written as IPs never reach it).
+    fn sink(&self, stream: &StreamRecord) -> Result<Box<dyn Sink>, Outcome> {
+        let settings = self.open_settings(stream).map_err(Outcome::Invalid)?;
+        let sink = settings
+            .sink()
+            .map_err(|problems| Outcome::Invalid(describe(&problems)))?;
+        for target in sink.targets() {
+            net::check_literal(&target.url, self.config.allow_private)
+                .map_err(|error| Outcome::Invalid(error.to_string()))?;
+        }
+        Ok(sink)
+    }
+
+    fn context<'a>(&'a self, stream: &'a StreamRecord) -> Context<'a> {
+        Context {
             stream_id: &stream.id,
-            settings,
             client: &self.client,
-            allow_private: self.config.allow_private,
-            tokens: &self.tokens,
+            shared: &self.shared,
         }
     }
 
@@ -616,13 +627,12 @@ impl StreamWorkers {
                 return None;
             }
         };
-        let outcome = match self.open_settings(stream) {
-            Ok(settings) => {
-                self.destination(stream, &settings)
-                    .deliver_checkpoint(&checkpoint.to_object())
+        let outcome = match self.sink(stream) {
+            Ok(sink) => {
+                sink.send_checkpoint(&self.context(stream), &checkpoint.to_object())
                     .await
             }
-            Err(reason) => Outcome::Invalid(reason),
+            Err(outcome) => outcome,
         };
         let now = Timestamp::now();
         match outcome {
@@ -852,6 +862,7 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let secret = crate::settings::new_signing_secret().expect("secret");
+        let http = StreamKind::parse("http").expect("http streams");
         let url = strict_local_receiver(
             secret.clone(),
             start,
@@ -861,7 +872,7 @@ mod tests {
         .await;
         let sealer = Sealer::new(&[9; 32]);
         let settings = Settings::parse(
-            StreamKind::Http,
+            http,
             &json!({"url": url, "signing_secret": secret}),
             String::new,
         )

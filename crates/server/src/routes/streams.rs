@@ -52,22 +52,19 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
-/// The signing secret Trailmark generated while applying `body` to `stream` (an `http` stream
-/// created without one, or updated with `"signing_secret": null`), to show once in the answer:
-/// it is never shown again.
+/// The credential Trailmark generated while applying `body` to `stream` (an `http` stream's
+/// signing secret, when created without one or updated with `"signing_secret": null`), to show
+/// once in the answer: it is never shown again.
 pub(crate) fn generated_secret(
     state: &AppState,
     stream: &StreamRecord,
     body: &Value,
     creating: bool,
 ) -> Option<String> {
-    if stream.kind != StreamKind::Http.as_str() {
-        return None;
-    }
-    let generated = match body
-        .get("config")
-        .and_then(|config| config.get("signing_secret"))
-    {
+    let field = StreamKind::parse(&stream.kind)?
+        .destination()
+        .generated_secret()?;
+    let generated = match body.get("config").and_then(|config| config.get(field)) {
         Some(Value::String(_)) => false,
         Some(_) => true,
         None => creating,
@@ -75,7 +72,7 @@ pub(crate) fn generated_secret(
     if !generated {
         return None;
     }
-    state.app.stream_signing_secret(stream)
+    state.app.stream_generated_secret(stream)
 }
 
 /// Validates a new stream's `type`, `name`, `enabled`, `config` and `start` (as the API takes
@@ -88,10 +85,11 @@ pub(crate) async fn create_stream(
 ) -> Result<StreamRecord, ApiError> {
     let kind = match body.get("type").and_then(Value::as_str) {
         Some(text) => StreamKind::parse(text).ok_or_else(|| {
+            let types: Vec<&str> = StreamKind::all().map(StreamKind::as_str).collect();
             ApiError::field(
                 "invalid_value",
                 "type",
-                format!("type must be one of http, datadog, splunk, s3, gcs; got '{text}'"),
+                format!("type must be one of {}; got '{text}'", types.join(", ")),
             )
         })?,
         None => return Err(ApiError::field("required", "type", "type is required")),
