@@ -856,3 +856,71 @@ async fn every_stream_delivers_its_organizations_signed_checkpoints_strict_local
         http.webhook_ids()
     );
 }
+
+/// Issue 16 (filters): a stream sends only the events its filters match — actions by name or
+/// `prefix.*`, actor types, target types — and its cursor still passes every event, so it is
+/// caught up with nothing skipped that matches; a bad filter is refused naming its field.
+#[tokio::test]
+async fn issue_16_filtered_streams_send_only_matching_events_and_pass_the_rest() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let mut request = http_stream(&organization, &receiver, "json");
+    request["config"]["filters"] = json!({
+        "actions": ["user.*", "document.deleted"],
+        "actor_types": ["user"],
+        "target_types": ["team"],
+    });
+    let created = create_stream(&app, request).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        created["config"]["filters"]["actions"],
+        json!(["user.*", "document.deleted"])
+    );
+    let submitted = [
+        ("user.signed_in", "user", "team", true),
+        ("document.created", "user", "team", false),
+        ("user.signed_in", "api_key", "team", false),
+        ("document.deleted", "user", "team", true),
+        ("user.invited", "user", "folder", false),
+        ("username.changed", "user", "team", false),
+        ("user.signed_out", "user", "team", true),
+    ];
+    for (n, (action, actor, target, _)) in submitted.iter().enumerate() {
+        let mut event = event(action);
+        event["actor"]["type"] = json!(actor);
+        event["targets"][0]["type"] = json!(target);
+        event["metadata"] = json!({"n": n});
+        assert_eq!(
+            app.create_event(&organization, &event, None).await.status(),
+            200
+        );
+    }
+    let caught_up = caught_up(&app, &id).await;
+    assert_eq!(caught_up["lag_events"], 0, "{caught_up}");
+    // The record of the stream's creation (0) and the seven events (1 to 7): the cursor passed
+    // every one of them, sent or not.
+    assert_eq!(caught_up["cursor"], 7, "{caught_up}");
+    let wanted: Vec<&str> = submitted
+        .iter()
+        .filter(|(_, _, _, sent)| *sent)
+        .map(|(action, ..)| *action)
+        .collect();
+    assert_eq!(receiver.actions(), wanted);
+    assert_eq!(receiver.sequences(), [1, 4, 7]);
+
+    let refused = app
+        .client
+        .patch(app.url(&format!("/audit_logs/streams/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"config": {"filters": {"actions": ["us*er"], "kinds": []}}}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(refused.status(), 422);
+    let text = body(refused).await.to_string();
+    assert!(
+        text.contains("config.filters.actions") && text.contains("config.filters.kinds"),
+        "{text}"
+    );
+}

@@ -32,6 +32,7 @@ use crate::Outcome;
 use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::{Context, Shared, Sink};
+use crate::filter::Filters;
 use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
@@ -523,23 +524,51 @@ impl StreamWorkers {
             });
         }
         let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
+        // What the stream's filters let through, with each one's place in the batch read.
+        let filters = Filters::of(&stream.config);
+        let (chosen, places): (Vec<Value>, Vec<usize>) = if filters.is_empty() {
+            let places = (0..objects.len()).collect();
+            (objects, places)
+        } else {
+            objects
+                .into_iter()
+                .enumerate()
+                .filter(|(_, object)| filters.matches(object))
+                .map(|(place, object)| (object, place))
+                .unzip()
+        };
         let read = started.elapsed();
-        let outcome = self.send(stream, &objects).await;
+        let outcome = if chosen.is_empty() {
+            // Nothing to send: the cursor passes the batch without a request.
+            Outcome::Delivered(0)
+        } else {
+            self.send(stream, &chosen).await
+        };
         let sent = started.elapsed();
         let now = Timestamp::now();
-        let (attempt, delivered) = match &outcome {
-            Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
-            Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
-            Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
+        if !chosen.is_empty() {
+            let (attempt, delivered) = match &outcome {
+                Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
+                Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
+                Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
+            };
+            self.observer.attempt(&Attempt {
+                stream_id: &stream.id,
+                kind: &stream.kind,
+                events: chosen.len(),
+                delivered,
+                outcome: attempt,
+                took: sent - read,
+            });
+        }
+        // The events read that the cursor may pass: all before the first chosen event the
+        // destination did not acknowledge (filtered-out events included).
+        let outcome = match outcome {
+            Outcome::Delivered(count) => {
+                Outcome::Delivered(places.get(count).copied().unwrap_or(events.len()))
+            }
+            other => other,
         };
-        self.observer.attempt(&Attempt {
-            stream_id: &stream.id,
-            kind: &stream.kind,
-            events: objects.len(),
-            delivered,
-            outcome: attempt,
-            took: sent - read,
-        });
         match outcome {
             Outcome::Delivered(count) if count > 0 => {
                 let to = events[count - 1].sequence;
