@@ -3,6 +3,9 @@
 //! marked invalid, never skipped; one dead stream never delays another; a kill -9 loses nothing.
 
 use serde_json::{Value, json};
+use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::{ApiKeySecret, Scope};
+use trailmark_store::ApiKeyRecord;
 
 use crate::helpers::{ADMIN_KEY, Options, ServerProcess, TestApp, TestDatabase, body, event};
 use crate::receivers::{self, Kind, Receiver};
@@ -923,4 +926,117 @@ async fn issue_16_filtered_streams_send_only_matching_events_and_pass_the_rest()
         text.contains("config.filters.actions") && text.contains("config.filters.kinds"),
         "{text}"
     );
+}
+
+/// Issue 16 (operator-wide stream): an unrestricted admin key makes a stream with no
+/// organization; it receives every organization's events, each carrying its
+/// `organization_id`, each log in its own order (a cursor per log), including organizations
+/// made after it; `start: now` skips what every log already held. A key restricted to one
+/// organization cannot make one, and no organization's list shows it.
+#[tokio::test]
+async fn issue_16_an_operator_wide_stream_delivers_every_organizations_log_in_order() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    ingest(&app, &acme, 0, 3).await;
+    ingest(&app, &globex, 0, 2).await;
+    let everything = receivers::start(Kind::Http, SECRET, 0).await;
+    let from_now = receivers::start(Kind::Http, SECRET, 0).await;
+    let operator_stream = |receiver: &Receiver, start: &str| {
+        json!({"type": "http", "name": "Operator SIEM", "start": start,
+               "config": {"url": receiver.url, "signing_secret": SECRET}})
+    };
+    let created = create_stream(&app, operator_stream(&everything, "beginning")).await;
+    assert_eq!(created["organization_id"], Value::Null, "{created}");
+    let wide = created["id"].as_str().unwrap_or_default().to_owned();
+    let later = create_stream(&app, operator_stream(&from_now, "now")).await;
+    let later = later["id"].as_str().unwrap_or_default().to_owned();
+
+    let initech = app.create_organization("Initech").await;
+    ingest(&app, &acme, 3, 2).await;
+    ingest(&app, &initech, 0, 2).await;
+
+    // Acme: 5 events; Globex: 2; Initech: 2 (and no record of the streams' creation: an
+    // operator-wide stream belongs to no organization's log).
+    let events = everything.wait_for(9).await;
+    assert_eq!(events.len(), 9, "{events:?}");
+    for (organization, count) in [(&acme, 5), (&globex, 2), (&initech, 2)] {
+        let sequences: Vec<u64> = events
+            .iter()
+            .filter(|e| e["organization_id"] == organization.as_str())
+            .filter_map(|e| e["sequence"].as_u64())
+            .collect();
+        assert_eq!(
+            sequences,
+            (0..count).collect::<Vec<u64>>(),
+            "{organization}"
+        );
+    }
+    let caught_up = caught_up(&app, &wide).await;
+    assert_eq!(caught_up["lag_events"], 0, "{caught_up}");
+
+    // From `now`: only what came after its creation (Acme 3 and 4, Initech 0 and 1).
+    let newer = from_now.wait_for(4).await;
+    let mut seen: Vec<(String, u64)> = newer
+        .iter()
+        .map(|e| {
+            (
+                e["organization_id"].as_str().unwrap_or_default().to_owned(),
+                e["sequence"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (acme.clone(), 3),
+        (acme.clone(), 4),
+        (initech.clone(), 0),
+        (initech.clone(), 1),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let listed = body(app.get("/audit_logs/streams").await).await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, [wide.as_str(), later.as_str()]);
+    let acme_streams = body(
+        app.get(&format!("/audit_logs/streams?organization_id={acme}"))
+            .await,
+    )
+    .await;
+    assert_eq!(acme_streams["data"], json!([]));
+
+    let key = "sk_test_acme_admin";
+    app.store()
+        .insert_api_key(ApiKeyRecord {
+            id: "key_acme_admin".into(),
+            hash: ApiKeySecret::new(key).hash(),
+            scope: Scope::Admin,
+            organization_id: Some(acme.clone()),
+            created_at: Timestamp::now(),
+        })
+        .await
+        .expect("insert key");
+    let refused = app
+        .post_with_key(
+            "/audit_logs/streams",
+            key,
+            &operator_stream(&everything, "now"),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(body(refused).await["errors"][0]["field"], "organization_id");
+    let hidden = app
+        .client
+        .get(app.url(&format!("/audit_logs/streams/{wide}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hidden.status(), 404);
 }

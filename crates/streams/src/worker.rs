@@ -17,7 +17,7 @@
 //! The cursor never passes an event the destination did not acknowledge, so delivery is
 //! at-least-once and in order; nothing is ever skipped. Each stream waits only for itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use trailmark_domain::Timestamp;
-use trailmark_store::{Store, StreamRecord, StreamState};
+use trailmark_store::{Store, StoredEvent, StreamRecord, StreamState};
 
 use crate::Outcome;
 use crate::backoff::{FailureStreak, RetryPolicy};
@@ -327,7 +327,8 @@ impl StreamWorkers {
                     let _ = tokio::time::timeout(wait, self.wake.notified()).await;
                 }
                 Some(Pause::Filling { deadline, full_at }) => {
-                    self.wait_for_batch(&stream.organization_id, deadline, full_at, &mut changes)
+                    let organization_id = stream.organization_id.as_deref().unwrap_or("");
+                    self.wait_for_batch(organization_id, deadline, full_at, &mut changes)
                         .await;
                 }
                 Some(Pause::Backoff(wait)) => {
@@ -415,7 +416,8 @@ impl StreamWorkers {
     ) {
         self.observer.health(&Health {
             stream_id: &stream.id,
-            organization_id: &stream.organization_id,
+            // Empty for an operator-wide stream.
+            organization_id: stream.organization_id.as_deref().unwrap_or(""),
             kind: &stream.kind,
             state,
             delivered,
@@ -475,8 +477,13 @@ impl StreamWorkers {
                 None => return Some(Pause::Idle(self.config.backoff_initial)),
             }
         }
+        let Some(organization_id) = stream.organization_id.as_deref() else {
+            return self.step_all(stream, policy, streak).await;
+        };
         if checkpoints.due() {
-            let pause = self.deliver_checkpoint(stream, streak, checkpoints).await;
+            let pause = self
+                .deliver_checkpoint(stream, organization_id, streak, checkpoints)
+                .await;
             if pause.is_some() {
                 return pause;
             }
@@ -484,7 +491,7 @@ impl StreamWorkers {
         let started = std::time::Instant::now();
         let events = match self
             .store
-            .events_after(&stream.organization_id, stream.cursor, policy.max_events)
+            .events_after(organization_id, stream.cursor, policy.max_events)
             .await
         {
             Ok(events) if events.is_empty() => {
@@ -503,7 +510,7 @@ impl StreamWorkers {
         let lag_events = if events.len() < policy.max_events {
             events.len() as u64
         } else {
-            match self.store.log_size(&stream.organization_id).await {
+            match self.store.log_size(organization_id).await {
                 Ok(size) => size.saturating_sub(first.sequence),
                 Err(_) => events.len() as u64,
             }
@@ -523,52 +530,10 @@ impl StreamWorkers {
                 full_at: first.sequence + policy.max_events as u64,
             });
         }
-        let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
-        // What the stream's filters let through, with each one's place in the batch read.
-        let filters = Filters::of(&stream.config);
-        let (chosen, places): (Vec<Value>, Vec<usize>) = if filters.is_empty() {
-            let places = (0..objects.len()).collect();
-            (objects, places)
-        } else {
-            objects
-                .into_iter()
-                .enumerate()
-                .filter(|(_, object)| filters.matches(object))
-                .map(|(place, object)| (object, place))
-                .unzip()
-        };
         let read = started.elapsed();
-        let outcome = if chosen.is_empty() {
-            // Nothing to send: the cursor passes the batch without a request.
-            Outcome::Delivered(0)
-        } else {
-            self.send(stream, &chosen).await
-        };
+        let outcome = self.send_batch(stream, &events).await;
         let sent = started.elapsed();
         let now = Timestamp::now();
-        if !chosen.is_empty() {
-            let (attempt, delivered) = match &outcome {
-                Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
-                Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
-                Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
-            };
-            self.observer.attempt(&Attempt {
-                stream_id: &stream.id,
-                kind: &stream.kind,
-                events: chosen.len(),
-                delivered,
-                outcome: attempt,
-                took: sent - read,
-            });
-        }
-        // The events read that the cursor may pass: all before the first chosen event the
-        // destination did not acknowledge (filtered-out events included).
-        let outcome = match outcome {
-            Outcome::Delivered(count) => {
-                Outcome::Delivered(places.get(count).copied().unwrap_or(events.len()))
-            }
-            other => other,
-        };
         match outcome {
             Outcome::Delivered(count) if count > 0 => {
                 let to = events[count - 1].sequence;
@@ -600,35 +565,208 @@ impl StreamWorkers {
                 None
             }
             Outcome::Delivered(_) => Some(Pause::Idle(self.config.idle_poll)),
+            failure => Some(
+                self.failed(
+                    stream,
+                    failure,
+                    streak,
+                    acknowledged(stream),
+                    lag_events,
+                    Some(first.received_at),
+                )
+                .await,
+            ),
+        }
+    }
+
+    /// Sends a batch read from a log, as much as one attempt holds, of the events the stream's
+    /// filters let through, and reports the attempt; the outcome counts the events read that
+    /// the cursor may pass: all before the first chosen event the destination did not
+    /// acknowledge (filtered-out events included). Nothing chosen: no request, and the cursor
+    /// passes the batch.
+    async fn send_batch(&self, stream: &StreamRecord, events: &[StoredEvent]) -> Outcome {
+        let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
+        // What the filters let through, with each one's place in the batch read.
+        let filters = Filters::of(&stream.config);
+        let (chosen, places): (Vec<Value>, Vec<usize>) = if filters.is_empty() {
+            let places = (0..objects.len()).collect();
+            (objects, places)
+        } else {
+            objects
+                .into_iter()
+                .enumerate()
+                .filter(|(_, object)| filters.matches(object))
+                .map(|(place, object)| (object, place))
+                .unzip()
+        };
+        if chosen.is_empty() {
+            return Outcome::Delivered(events.len());
+        }
+        let started = std::time::Instant::now();
+        let outcome = self.send(stream, &chosen).await;
+        let (attempt, delivered) = match &outcome {
+            Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
+            Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
+            Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
+        };
+        self.observer.attempt(&Attempt {
+            stream_id: &stream.id,
+            kind: &stream.kind,
+            events: chosen.len(),
+            delivered,
+            outcome: attempt,
+            took: started.elapsed(),
+        });
+        match outcome {
+            Outcome::Delivered(count) => {
+                Outcome::Delivered(places.get(count).copied().unwrap_or(events.len()))
+            }
+            other => other,
+        }
+    }
+
+    /// Records a failed attempt (`Retry`: `error`, `Invalid`: `invalid`) and says how long to
+    /// wait before the next.
+    async fn failed(
+        &self,
+        stream: &StreamRecord,
+        failure: Outcome,
+        streak: &mut FailureStreak,
+        acknowledged: u64,
+        lag_events: u64,
+        oldest_pending: Option<Timestamp>,
+    ) -> Pause {
+        let now = Timestamp::now();
+        let (state, reason, wait) = match failure {
             Outcome::Retry { reason, after } => {
                 let failing_for = streak.failed(tokio::time::Instant::now());
                 let wait = self.retry_policy().delay(failing_for, after, random());
                 tracing::info!(stream = %stream.id, %reason, failing_s = failing_for.as_secs(), retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
-                self.record_failure(stream, StreamState::Error, &reason, now)
-                    .await;
-                self.report(
-                    stream,
-                    StreamState::Error,
-                    acknowledged(stream),
-                    lag_events,
-                    Some(first.received_at),
-                );
-                Some(Pause::Backoff(wait))
+                (StreamState::Error, reason, wait)
             }
             Outcome::Invalid(reason) => {
                 streak.failed(tokio::time::Instant::now());
                 tracing::info!(stream = %stream.id, %reason, "the destination refused the stream's configuration");
-                self.record_failure(stream, StreamState::Invalid, &reason, now)
-                    .await;
-                self.report(
-                    stream,
-                    StreamState::Invalid,
-                    acknowledged(stream),
-                    lag_events,
-                    Some(first.received_at),
-                );
-                Some(Pause::Backoff(self.config.invalid_retry))
+                (StreamState::Invalid, reason, self.config.invalid_retry)
             }
+            Outcome::Delivered(_) => return Pause::Idle(self.config.idle_poll),
+        };
+        self.record_failure(stream, state, &reason, now).await;
+        self.report(stream, state, acknowledged, lag_events, oldest_pending);
+        Pause::Backoff(wait)
+    }
+
+    /// One attempt of an operator-wide stream: each organization's log with events after its
+    /// cursor, in organization id order, a batch each, in the log's order; the first failure
+    /// stops the attempt, and the logs after it wait with it. Signed checkpoints are each
+    /// organization's and go to its own streams only.
+    async fn step_all(
+        &self,
+        stream: &StreamRecord,
+        policy: BatchPolicy,
+        streak: &mut FailureStreak,
+    ) -> Option<Pause> {
+        let (cursors, sizes) = match (
+            self.store.organization_cursors(&stream.id).await,
+            self.store.log_sizes().await,
+        ) {
+            (Ok(cursors), Ok(sizes)) => {
+                (cursors.into_iter().collect::<HashMap<String, u64>>(), sizes)
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(stream = %stream.id, %error, "cannot read the logs");
+                return Some(Pause::Idle(self.config.backoff_initial));
+            }
+        };
+        let next = |organization: &str| cursors.get(organization).map_or(0, |c| c + 1);
+        let mut acknowledged: u64 = sizes.iter().map(|(o, _)| next(o)).sum();
+        let mut lag: u64 = sizes
+            .iter()
+            .map(|(o, size)| size.saturating_sub(next(o)))
+            .sum();
+        let mut delivered_any = false;
+        let mut sooner: Option<Duration> = None;
+        for (organization_id, size) in &sizes {
+            let cursor = cursors.get(organization_id).copied();
+            if next(organization_id) >= *size {
+                continue;
+            }
+            let events = match self
+                .store
+                .events_after(organization_id, cursor, policy.max_events)
+                .await
+            {
+                Ok(events) if events.is_empty() => continue,
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(stream = %stream.id, %error, "cannot read the log");
+                    return Some(Pause::Idle(self.config.backoff_initial));
+                }
+            };
+            let first_received = events[0].received_at;
+            let waited = Timestamp::now().unix_millis() - first_received.unix_millis();
+            let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
+            if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
+                sooner = Some(sooner.map_or(wait, |s| s.min(wait)));
+                continue;
+            }
+            match self.send_batch(stream, &events).await {
+                Outcome::Delivered(count) if count > 0 => {
+                    let to = events[count - 1].sequence;
+                    match self
+                        .store
+                        .record_organization_delivery(
+                            &stream.id,
+                            &self.holder,
+                            organization_id,
+                            cursor,
+                            to,
+                            Timestamp::now(),
+                        )
+                        .await
+                    {
+                        Ok(true) => {
+                            acknowledged += count as u64;
+                            lag = lag.saturating_sub(count as u64);
+                            delivered_any = true;
+                            streak.recovered();
+                        }
+                        // A replay moved the cursor, or the lease was lost: read again.
+                        Ok(false) => return None,
+                        Err(error) => {
+                            tracing::warn!(stream = %stream.id, %error, "cannot advance the cursor; the batch will be sent again");
+                            return Some(Pause::Idle(self.config.backoff_initial));
+                        }
+                    }
+                }
+                Outcome::Delivered(_) => {}
+                failure => {
+                    return Some(
+                        self.failed(
+                            stream,
+                            failure,
+                            streak,
+                            acknowledged,
+                            lag,
+                            Some(first_received),
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+        let state = if delivered_any {
+            StreamState::Active
+        } else {
+            stream.state
+        };
+        self.report(stream, state, acknowledged, lag, None);
+        if delivered_any {
+            None
+        } else {
+            Some(Pause::Idle(sooner.map_or(self.config.idle_poll, |wait| {
+                wait.max(Duration::from_millis(10))
+            })))
         }
     }
 
@@ -638,11 +776,12 @@ impl StreamWorkers {
     async fn deliver_checkpoint(
         &self,
         stream: &StreamRecord,
+        organization_id: &str,
         streak: &mut FailureStreak,
         checkpoints: &mut CheckpointClock,
     ) -> Option<Pause> {
         checkpoints.next_look = Some(Instant::now() + self.config.checkpoint_every);
-        let checkpoint = match self.store.latest_checkpoint(&stream.organization_id).await {
+        let checkpoint = match self.store.latest_checkpoint(organization_id).await {
             Ok(Some(checkpoint))
                 if checkpoints
                     .delivered
@@ -914,7 +1053,7 @@ mod tests {
                     .seal(&id, &settings.secrets.to_bytes())
                     .expect("seal"),
                 id: id.clone(),
-                organization_id: organization.id.clone(),
+                organization_id: Some(organization.id.clone()),
                 kind: "http".into(),
                 name: "SIEM".into(),
                 config: Value::Object(settings.public),

@@ -429,7 +429,7 @@ pub async fn create(
     }
     match create_stream(
         &state,
-        portal.session.organization_id.clone(),
+        Some(portal.session.organization_id.clone()),
         &body,
         &Origin::Portal,
     )
