@@ -247,6 +247,13 @@ impl<'a> CanonicalObject<'a> {
             .map(|(k, member)| &member[k.len() + 3..])
     }
 
+    /// Each member's key and its value as JSON text, in key order.
+    pub fn members(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.members
+            .iter()
+            .map(|(key, member)| (*key, &member[key.len() + 3..]))
+    }
+
     /// What [`canonical_json_without`] gives for the parsed object and `skip`.
     pub fn without(&self, skip: &[&str]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.members.iter().map(|(_, m)| m.len() + 1).sum());
@@ -263,6 +270,22 @@ impl<'a> CanonicalObject<'a> {
         out.push(b'}');
         out
     }
+}
+
+/// The elements of `text`, an array in canonical form (see [`CanonicalObject`]), as JSON text;
+/// `None` if it is not one.
+pub fn canonical_elements(text: &str) -> Option<Vec<&str>> {
+    let mut scanner = Scanner {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    let mut spans = Vec::with_capacity(4);
+    scanner.array(0, Some(&mut spans))?;
+    if scanner.at != text.len() {
+        return None;
+    }
+    // Every span starts and ends at an ASCII delimiter, so slicing never splits a character.
+    spans.into_iter().map(|span| text.get(span)).collect()
 }
 
 /// Whether `a` sorts strictly before `b`, byte by byte: inline, as keys are short and compared
@@ -304,7 +327,7 @@ impl Scanner<'_> {
     fn value(&mut self, depth: usize) -> Option<()> {
         match *self.bytes.get(self.at)? {
             b'{' => self.object(depth + 1, None),
-            b'[' => self.array(depth + 1),
+            b'[' => self.array(depth + 1, None),
             b'"' => self.string(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -354,7 +377,11 @@ impl Scanner<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Option<()> {
+    fn array(
+        &mut self,
+        depth: usize,
+        mut spans: Option<&mut Vec<std::ops::Range<usize>>>,
+    ) -> Option<()> {
         if depth > MAX_SCAN_DEPTH {
             return None;
         }
@@ -364,7 +391,11 @@ impl Scanner<'_> {
             return Some(());
         }
         loop {
+            let start = self.at;
             self.value(depth)?;
+            if let Some(spans) = spans.as_mut() {
+                spans.push(start..self.at);
+            }
             match self.next()? {
                 b',' => {}
                 b']' => return Some(()),
@@ -559,6 +590,25 @@ mod tests {
         assert_eq!(object.get("leaf_hash"), Some("\"h\""));
         assert_eq!(object.get("missing"), None);
         assert!(scanned("{}"));
+    }
+
+    #[test]
+    fn members_and_elements_are_the_canonical_text_of_each_value() {
+        let text = r#"{"a":[1,{"b":"x,y"},[]],"c":{"d":null}}"#;
+        let object = CanonicalObject::parse(text).expect("canonical");
+        let members: Vec<_> = object.members().collect();
+        assert_eq!(
+            members,
+            [("a", r#"[1,{"b":"x,y"},[]]"#), ("c", r#"{"d":null}"#)]
+        );
+        assert_eq!(
+            canonical_elements(members[0].1),
+            Some(vec!["1", r#"{"b":"x,y"}"#, "[]"])
+        );
+        assert_eq!(canonical_elements("[]"), Some(vec![]));
+        assert_eq!(canonical_elements("[1, 2]"), None);
+        assert_eq!(canonical_elements("[1]x"), None);
+        assert_eq!(canonical_elements("{}"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use trailmark_domain::canonical::canonical_json;
+use trailmark_domain::canonical::{CanonicalObject, canonical_elements, canonical_json};
 use trailmark_domain::erasable::{ERASED, for_each_erasable, for_each_erasable_mut};
 
 use crate::LedgerError;
@@ -208,6 +208,173 @@ pub fn into_committed_object(mut object: Value, salting: &Salting) -> Result<Val
         ));
     }
     Ok(object)
+}
+
+/// The canonical bytes of the committed object of `object`, an event object written in canonical
+/// form whose values are salted by its seed: built from the text member by member, hashing each
+/// erasable value's own canonical text, without building a tree of the event. It gives the
+/// bytes [`into_committed_object`] and `canonical_json` give, in a fraction of the time (every
+/// new event's leaf and every verified event's leaf is made here).
+///
+/// `None` where this path does not apply and the tree must be built: an event before leaf
+/// version 2, one with values erased (explicit salts), one that already names a
+/// `leaf_version`, or one whose parties are not in canonical form.
+pub fn seeded_committed_bytes(object: &CanonicalObject<'_>) -> Option<Vec<u8>> {
+    let seed = decode_text::<SALT_BYTES>(object.get("salt")?)?;
+    if ["salts", "erased", "leaf_version"]
+        .iter()
+        .any(|key| object.get(key).is_some())
+    {
+        return None;
+    }
+    let mut writer = CommittedWriter {
+        seed,
+        out: Vec::with_capacity(2048),
+        pointer: String::with_capacity(64),
+    };
+    writer.out.push(b'{');
+    let mut version_written = false;
+    for (key, value) in object.members() {
+        if SALTING_KEYS.contains(&key) || crate::leaf::NON_LEAF_KEYS.contains(&key) {
+            continue;
+        }
+        // Top-level keys are printable ASCII here, whose byte order is canonical order.
+        if !version_written && key > "leaf_version" {
+            writer.raw_member("leaf_version", LEAF_VERSION_TEXT);
+            version_written = true;
+        }
+        writer.key(key);
+        match key {
+            "actor" => writer.party(value, "/actor")?,
+            "targets" => match canonical_elements(value) {
+                Some(targets) => {
+                    writer.out.push(b'[');
+                    for (index, target) in targets.into_iter().enumerate() {
+                        if index > 0 {
+                            writer.out.push(b',');
+                        }
+                        writer.party(target, &format!("/targets/{index}"))?;
+                    }
+                    writer.out.push(b']');
+                }
+                // Not an array: nothing in it is erasable, as `for_each_erasable` sees it.
+                None if !value.starts_with('[') => writer.out.extend_from_slice(value.as_bytes()),
+                None => return None,
+            },
+            "context" => writer.object(value, "/context", |key| {
+                matches!(key, "location" | "user_agent")
+            })?,
+            "metadata" => writer.object(value, "/metadata", |_| true)?,
+            _ => writer.out.extend_from_slice(value.as_bytes()),
+        }
+    }
+    if !version_written {
+        writer.raw_member("leaf_version", LEAF_VERSION_TEXT);
+    }
+    writer.out.push(b'}');
+    Some(writer.out)
+}
+
+const LEAF_VERSION_TEXT: &str = "2";
+
+fn decode_text<const N: usize>(json_string: &str) -> Option<[u8; N]> {
+    let text = json_string.strip_prefix('"')?.strip_suffix('"')?;
+    let mut bytes = [0u8; N];
+    let written = base64::engine::general_purpose::STANDARD
+        .decode_slice(text, &mut bytes)
+        .ok()?;
+    (written == N).then_some(bytes)
+}
+
+/// Writes a committed object's canonical bytes from canonical text (see
+/// [`seeded_committed_bytes`]).
+struct CommittedWriter {
+    seed: Salt,
+    out: Vec<u8>,
+    /// The pointer of the value being committed, reused from value to value.
+    pointer: String,
+}
+
+impl CommittedWriter {
+    fn key(&mut self, key: &str) {
+        // Every member but an object's first follows a value, and no value ends in `{`.
+        if self.out.last() != Some(&b'{') {
+            self.out.push(b',');
+        }
+        // Keys of a scanned canonical object are printable ASCII with nothing to escape.
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn raw_member(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.extend_from_slice(value.as_bytes());
+    }
+
+    /// The commitment to the value whose canonical text is `value`, at `base`/`key`.
+    fn commit(&mut self, base: &str, key: &str, value: &str) {
+        self.pointer.clear();
+        self.pointer.push_str(base);
+        self.pointer.push('/');
+        for c in key.chars() {
+            match c {
+                '~' => self.pointer.push_str("~0"),
+                '/' => self.pointer.push_str("~1"),
+                c => self.pointer.push(c),
+            }
+        }
+        let salt = value_salt(&self.seed, &self.pointer);
+        let hash: Hash = Sha256::new()
+            .chain_update(salt)
+            .chain_update(value.as_bytes())
+            .finalize()
+            .into();
+        let mut text = [0u8; 44];
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(hash, &mut text)
+            .unwrap_or(0);
+        self.out.push(b'"');
+        self.out.extend_from_slice(&text[..written]);
+        self.out.push(b'"');
+    }
+
+    /// An actor or target: its `id`, `name` and metadata values committed, the rest as is.
+    fn party(&mut self, value: &str, base: &str) -> Option<()> {
+        let Some(party) = CanonicalObject::parse(value) else {
+            // Not an object: nothing in it is erasable, as `for_each_erasable` sees it.
+            return (!value.starts_with('{')).then(|| self.out.extend_from_slice(value.as_bytes()));
+        };
+        self.out.push(b'{');
+        for (key, member) in party.members() {
+            self.key(key);
+            match key {
+                "id" | "name" => self.commit(base, key, member),
+                "metadata" => self.object(member, &format!("{base}/metadata"), |_| true)?,
+                _ => self.out.extend_from_slice(member.as_bytes()),
+            }
+        }
+        self.out.push(b'}');
+        Some(())
+    }
+
+    /// An object whose members that `erasable` names are committed, the rest as is.
+    fn object(&mut self, value: &str, base: &str, erasable: impl Fn(&str) -> bool) -> Option<()> {
+        let Some(object) = CanonicalObject::parse(value) else {
+            return (!value.starts_with('{')).then(|| self.out.extend_from_slice(value.as_bytes()));
+        };
+        self.out.push(b'{');
+        for (key, member) in object.members() {
+            self.key(key);
+            if erasable(key) {
+                self.commit(base, key, member);
+            } else {
+                self.out.extend_from_slice(member.as_bytes());
+            }
+        }
+        self.out.push(b'}');
+        Some(())
+    }
 }
 
 /// `body` (a stored leaf-version-2 body) with the values at `pointers` erased: each reads

@@ -25,7 +25,9 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_json_without};
 use trailmark_domain::record::{Placement, canonical_event_object, into_event_object};
 
-use crate::commit::{SALTING_KEYS, Salting, committed_object, into_committed_object};
+use crate::commit::{
+    SALTING_KEYS, Salting, committed_object, into_committed_object, seeded_committed_bytes,
+};
 use crate::tree::{Hash, leaf_hash};
 
 /// Keys of an exported or read event that are not part of its leaf.
@@ -37,6 +39,17 @@ pub const NON_LEAF_KEYS: [&str; 2] = ["leaf_hash", "inclusion_proof"];
 pub fn leaf_bytes(event_object: &Value) -> Vec<u8> {
     match Salting::of(event_object) {
         Ok(None) => canonical_json_without(event_object, &NON_LEAF_KEYS),
+        Ok(Some(salting @ Salting::Seed(_))) => {
+            let text = canonical_json(event_object);
+            std::str::from_utf8(&text)
+                .ok()
+                .and_then(CanonicalObject::parse)
+                .and_then(|object| seeded_committed_bytes(&object))
+                .unwrap_or_else(|| match committed_object(event_object, &salting) {
+                    Ok(committed) => canonical_json(&committed),
+                    Err(_) => text,
+                })
+        }
         Ok(Some(salting)) => match committed_object(event_object, &salting) {
             Ok(committed) => canonical_json(&committed),
             Err(_) => canonical_json(event_object),
@@ -57,6 +70,9 @@ pub fn canonical_event_leaf_hash(event_object: &CanonicalObject<'_>) -> Hash {
         .iter()
         .any(|key| event_object.get(key).is_some())
     {
+        if let Some(committed) = seeded_committed_bytes(event_object) {
+            return leaf_hash(&committed);
+        }
         let text = event_object.without(&[]);
         return match serde_json::from_slice::<Value>(&text) {
             Ok(object) => match Salting::of(&object) {
@@ -94,21 +110,29 @@ impl LeafTemplate {
             received_at,
         };
         if let Ok(Some(salting)) = Salting::of(body) {
-            let object = into_event_object(placement, body.clone());
-            if let Ok(committed) = into_committed_object(object, &salting) {
-                let zero = canonical_json(&committed);
-                // The committed object's top-level `sequence` is its only member of that key.
-                let at = std::str::from_utf8(&zero)
-                    .ok()
-                    .and_then(|text| {
-                        let value = CanonicalObject::parse(text)?.get("sequence")?;
-                        Some(value.as_ptr() as usize - text.as_ptr() as usize)
-                    })
-                    .unwrap_or(zero.len());
-                return LeafTemplate {
-                    before: zero[..at].to_vec(),
-                    after: zero[(at + 1).min(zero.len())..].to_vec(),
-                };
+            if let Some(template) = Self::seeded(placement, body) {
+                return template;
+            }
+            let committed_bytes = |sequence| {
+                let object = into_event_object(
+                    Placement {
+                        sequence,
+                        ..placement
+                    },
+                    body.clone(),
+                );
+                into_committed_object(object, &salting).map(|committed| canonical_json(&committed))
+            };
+            if let (Ok(zero), Ok(one)) = (committed_bytes(0), committed_bytes(1)) {
+                // The two differ in the one digit of the sequence and nowhere else, wherever
+                // the committed object's keys sort (a key the scan does not take, say).
+                let at = zero.iter().zip(&one).position(|(a, b)| a != b);
+                if let Some(at) = at {
+                    return LeafTemplate {
+                        before: zero[..at].to_vec(),
+                        after: zero[at + 1..].to_vec(),
+                    };
+                }
             }
         }
         // The event object carries no `leaf_hash` or `inclusion_proof` (the non-leaf keys), so
@@ -118,6 +142,22 @@ impl LeafTemplate {
             before: zero[..at].to_vec(),
             after: zero[(at + 1).min(zero.len())..].to_vec(),
         }
+    }
+
+    /// The template of a version-2 event salted by its seed, built from the canonical text of
+    /// its event object (see [`seeded_committed_bytes`]); `None` where that path does not apply.
+    fn seeded(placement: Placement<'_>, body: &Value) -> Option<Self> {
+        let (zero, _) = canonical_event_object(placement, body);
+        let text = std::str::from_utf8(&zero).ok()?;
+        let committed = seeded_committed_bytes(&CanonicalObject::parse(text)?)?;
+        let text = std::str::from_utf8(&committed).ok()?;
+        // The committed object's top-level `sequence` is its only member of that key.
+        let value = CanonicalObject::parse(text)?.get("sequence")?;
+        let at = value.as_ptr() as usize - text.as_ptr() as usize;
+        Some(LeafTemplate {
+            before: committed[..at].to_vec(),
+            after: committed[at + 1..].to_vec(),
+        })
     }
 
     /// The leaf hash of the event at `sequence`: [`event_leaf_hash`] of its event object.
@@ -211,6 +251,87 @@ mod tests {
                 plain
             });
             assert_ne!(leaf, v1.hash(sequence), "the versions differ");
+        }
+    }
+
+    /// Version-2 bodies of every shape the erasable traversal distinguishes, including keys
+    /// and values the canonical scan does not take (so the tree is built instead).
+    fn version_two_bodies() -> Vec<Value> {
+        let salt = crate::commit::seed_text(&[5; crate::commit::SALT_BYTES]);
+        let mut bodies = vec![
+            json!({"action": "a.b", "actor": {"id": "u", "type": "user"}, "targets": []}),
+            json!({"action": "a.b", "actor": {"id": "u", "type": "user", "name": null,
+                   "metadata": {"a/b": "1", "t~": [1, {"x": "y"}], "z": {"deep": true}}},
+                   "targets": [{"id": "t1", "type": "doc", "name": "N", "metadata": {"k": 1.5}},
+                               {"type": "team"}],
+                   "context": {"location": "10.0.0.1", "user_agent": "UA \"1\" \u{1}", "x": 1},
+                   "metadata": {"": "empty key", "email": "ana@acme.test", "n": -3}}),
+            json!({"action": "a.b", "actor": "not an object", "targets": "not an array",
+                   "context": [1], "metadata": 7}),
+            json!({"action": "a.b", "actor": {"id": "u", "type": "user", "metadata": "flat"},
+                   "targets": [1, "t", null, {"id": 2}], "context": null, "metadata": {}}),
+            json!({"action": "a.b", "actor": {"id": "ü", "type": "user"},
+                   "metadata": {"é": "non-ASCII key", "sequence": 0}}),
+            json!({"action": "a.b", "actor": {"id": "u", "type": "user"},
+                   "metadata": {"quote\"d": 1, "n": 1e21}}),
+        ];
+        for body in &mut bodies {
+            body["occurred_at"] = json!("2026-08-01T10:00:00.000Z");
+            body["salt"] = json!(salt);
+        }
+        bodies
+    }
+
+    #[test]
+    fn the_text_path_commits_as_the_tree_does() {
+        let received_at = Timestamp::from_unix_millis(1_785_578_400_001);
+        for body in version_two_bodies() {
+            let template = LeafTemplate::new("event_01", "org_1", received_at, &body);
+            for sequence in [0, 1, 10, 1 << 40] {
+                let placement = Placement {
+                    id: "event_01",
+                    organization_id: "org_1",
+                    sequence,
+                    received_at,
+                };
+                let object = event_object(placement, &body);
+                let salting = Salting::of(&object).expect("decodes").expect("version 2");
+                let tree = canonical_json(&committed_object(&object, &salting).expect("commits"));
+                let tree_leaf = leaf_hash(&tree);
+                assert_eq!(leaf_bytes(&object), tree, "{body}");
+                assert_eq!(template.hash(sequence), tree_leaf, "{body} at {sequence}");
+                let line = String::from_utf8(canonical_json(&object)).expect("UTF-8");
+                if let Some(parsed) = CanonicalObject::parse(&line) {
+                    assert_eq!(canonical_event_leaf_hash(&parsed), tree_leaf, "{line}");
+                    if let Some(text) = seeded_committed_bytes(&parsed) {
+                        assert_eq!(text, tree, "{line}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_path_leaves_erased_events_and_named_versions_to_the_tree() {
+        let body = &version_two_bodies()[1];
+        let placement = Placement {
+            id: "event_01",
+            organization_id: "org_1",
+            sequence: 3,
+            received_at: Timestamp::from_unix_millis(1_785_578_400_001),
+        };
+        let erased = crate::commit::erase(body, &["/actor/id".into()]).expect("erases");
+        let mut named = event_object(placement, body);
+        named["leaf_version"] = json!(9);
+        for object in [event_object(placement, &erased), named] {
+            let line = String::from_utf8(canonical_json(&object)).expect("UTF-8");
+            let parsed = CanonicalObject::parse(&line).expect("canonical");
+            assert_eq!(seeded_committed_bytes(&parsed), None, "{line}");
+            assert_eq!(
+                canonical_event_leaf_hash(&parsed),
+                event_leaf_hash(&object),
+                "{line}"
+            );
         }
     }
 
