@@ -245,6 +245,83 @@ async fn splunk_hec_receives_every_event_and_a_down_destination_is_retried() {
     );
 }
 
+/// Issue 16 (Splunk indexer acknowledgement), against the stand-in receiver in ack mode (a HEC
+/// token with acknowledgement on refuses requests without `X-Splunk-Request-Channel`): every
+/// request carries the stream's channel, and the cursor moves only once Splunk acknowledged the
+/// batch — while it withholds the acknowledgement, the events are received but the stream
+/// still lags.
+#[tokio::test]
+async fn splunk_indexer_acknowledgement_moves_the_cursor_only_once_acknowledged_stand_in_receiver()
+{
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::SplunkAck, "hec-token", 0).await;
+    // The stand-in is strict: without a channel, HEC refuses the request.
+    let unchannelled = reqwest::Client::new()
+        .post(format!("{}/services/collector/event", receiver.url))
+        .header("Authorization", "Splunk hec-token")
+        .body(r#"{"time": 1, "event": {"id": "x"}}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unchannelled.status(), 400);
+    assert_eq!(receiver.violations(), ["no X-Splunk-Request-Channel"]);
+
+    receiver.withhold_acks(true);
+    let created = create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "splunk", "name": "Splunk",
+               "config": {"url": receiver.url, "token": "hec-token"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    // Within the second a Splunk batch waits for more: one batch.
+    ingest(&app, &organization, 0, 3).await;
+    assert_eq!(receiver.wait_for(3).await.len(), 3);
+    for _ in 0..400 {
+        if receiver.ack_queries() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        receiver.ack_queries() >= 2,
+        "Trailmark asks whether the batch was indexed"
+    );
+    let waiting = stream(&app, &id).await;
+    assert_eq!(
+        (waiting["cursor"].clone(), waiting["lag_events"].clone()),
+        (json!(0), json!(3)),
+        "received but not acknowledged: the cursor stays after the record of the stream's creation: {waiting}"
+    );
+
+    receiver.withhold_acks(false);
+    let caught_up = caught_up(&app, &id).await;
+    assert_eq!(
+        (caught_up["cursor"].clone(), caught_up["lag_events"].clone()),
+        (json!(3), json!(0)),
+        "{caught_up}"
+    );
+    let channels = receiver.channels();
+    assert!(!channels.is_empty());
+    assert!(
+        channels
+            .iter()
+            .all(|channel| channel == &channels[0] && channel.len() == 36),
+        "one channel per stream: {channels:?}"
+    );
+    assert_eq!(
+        receiver.violations().len(),
+        1,
+        "only the test's own request lacked a channel"
+    );
+    assert_eq!(
+        receiver.sequences()[..3],
+        [1, 2, 3],
+        "delivered in order (a batch sent again after a timeout may repeat)"
+    );
+}
+
 #[tokio::test]
 async fn a_dead_stream_never_delays_a_live_one() {
     let app = TestApp::spawn().await;
