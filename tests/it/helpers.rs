@@ -495,6 +495,7 @@ impl TestApp {
                 idle_poll: std::time::Duration::from_millis(50),
                 lease: std::time::Duration::from_secs(5),
                 checkpoint_every: options.stream_checkpoint_every,
+                clock: Default::default(),
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,

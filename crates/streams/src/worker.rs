@@ -70,6 +70,36 @@ pub struct WorkerConfig {
     /// How often a stream looks for a newer signed checkpoint of its organization to deliver
     /// (`--stream-checkpoint-interval-secs`): at most one a minute by default.
     pub checkpoint_every: Duration,
+    /// What time it is for a batch's deadline, which is measured from its oldest event's
+    /// `received_at` (the wall clock; tests put it on tokio's paused clock).
+    pub clock: Clock,
+}
+
+/// The time a batch's age is measured at.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    pub fn new(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+/// The wall clock.
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new(Timestamp::now)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Default for WorkerConfig {
@@ -82,6 +112,7 @@ impl Default for WorkerConfig {
             idle_poll: Duration::from_millis(500),
             lease: Duration::from_secs(15),
             checkpoint_every: Duration::from_secs(60),
+            clock: Clock::default(),
         }
     }
 }
@@ -433,12 +464,11 @@ impl StreamWorkers {
     async fn wait_for_batch(
         &self,
         organization_id: &str,
-        deadline: Instant,
+        deadline: tokio::time::Instant,
         full_at: u64,
         changes: &mut watch::Receiver<u64>,
     ) {
-        let until =
-            tokio::time::Instant::from(deadline.min(Instant::now() + self.config.lease / 3));
+        let until = deadline.min(tokio::time::Instant::now() + self.config.lease / 3);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return,
@@ -522,11 +552,11 @@ impl StreamWorkers {
             lag_events,
             Some(first.received_at),
         );
-        let waited = Timestamp::now().unix_millis() - first.received_at.unix_millis();
+        let waited = self.config.clock.now().unix_millis() - first.received_at.unix_millis();
         let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
         if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
             return Some(Pause::Filling {
-                deadline: Instant::now() + wait,
+                deadline: tokio::time::Instant::now() + wait,
                 full_at: first.sequence + policy.max_events as u64,
             });
         }
@@ -704,7 +734,7 @@ impl StreamWorkers {
                 }
             };
             let first_received = events[0].received_at;
-            let waited = Timestamp::now().unix_millis() - first_received.unix_millis();
+            let waited = self.config.clock.now().unix_millis() - first_received.unix_millis();
             let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
             if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
                 sooner = Some(sooner.map_or(wait, |s| s.min(wait)));
@@ -877,7 +907,10 @@ enum Pause {
     /// Up to this long, or until ingest wakes it.
     Idle(Duration),
     /// A batch is filling: until `deadline`, or until the log holds `full_at` events.
-    Filling { deadline: Instant, full_at: u64 },
+    Filling {
+        deadline: tokio::time::Instant,
+        full_at: u64,
+    },
     /// After a failure: this long, whatever is ingested meanwhile ([`StreamWorkers::back_off`]).
     Backoff(Duration),
 }
@@ -999,6 +1032,155 @@ mod tests {
             let _ = axum::serve(listener, app).await;
         });
         format!("http://{address}/hook")
+    }
+
+    /// A batch goes out once it holds `max_events`, or once its oldest event has waited
+    /// `max_wait_seconds` since it was received, whichever comes first: on the paused clock, two
+    /// events wait their ten seconds and go together; five go at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_its_window_or_goes_out_when_full_strict_local_receiver() {
+        // The clock moves only when this test advances it (see the test below).
+        let spinner = tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&directory.path().join("t.db")).expect("store"));
+        let organization = store
+            .insert_organization(
+                OrganizationChanges::parse(&json!({"name": "Acme"}), true)
+                    .expect("organization")
+                    .into_new_organization(Timestamp::now()),
+            )
+            .await
+            .expect("insert organization");
+        let start = VirtualInstant::now();
+        let base = Timestamp::now();
+        // Events are received, and batches aged, on the paused clock.
+        let clock = Clock::new(move || base.plus_millis(start.elapsed().as_millis() as i64));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let secret = crate::settings::new_signing_secret().expect("secret");
+        let url = strict_local_receiver(
+            secret.clone(),
+            start,
+            Arc::new(AtomicBool::new(true)),
+            Arc::clone(&seen),
+        )
+        .await;
+        let sealer = Sealer::new(&[9; 32]);
+        let settings = Settings::parse(
+            StreamKind::parse("http").expect("http streams"),
+            &json!({"url": url, "signing_secret": secret,
+                    "batch": {"max_events": 5, "max_wait_seconds": 10}}),
+            String::new,
+        )
+        .expect("settings");
+        let id = IdKind::LogStream.generate().into_string();
+        let now = Timestamp::now();
+        store
+            .insert_stream(StreamRecord {
+                secrets: sealer
+                    .seal(&id, &settings.secrets.to_bytes())
+                    .expect("seal"),
+                id: id.clone(),
+                organization_id: Some(organization.id.clone()),
+                kind: "http".into(),
+                name: "SIEM".into(),
+                config: Value::Object(settings.public),
+                enabled: true,
+                state: StreamState::Active,
+                cursor: None,
+                last_synced_at: None,
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("stream");
+        let workers = StreamWorkers::new(
+            Arc::clone(&store),
+            sealer,
+            WorkerConfig {
+                allow_private: true,
+                clock: clock.clone(),
+                ..WorkerConfig::default()
+            },
+            "worker_test".into(),
+            CancellationToken::new(),
+        )
+        .expect("workers");
+        workers.start_new_streams().await;
+        let append = |count: usize| {
+            let (store, organization, clock) =
+                (Arc::clone(&store), organization.id.clone(), clock.clone());
+            async move {
+                for n in 0..count {
+                    let event = NewEvent::parse(&json!({
+                        "action": "user.signed_in",
+                        "occurred_at": "2026-08-01T10:00:00Z",
+                        "actor": {"id": format!("user_{n}"), "type": "user"},
+                        "targets": [],
+                        "context": {"location": "192.0.2.1"},
+                        "metadata": {"n": n, "at": clock.now().unix_millis()},
+                    }))
+                    .expect("event");
+                    store
+                        .append(AppendRequest {
+                            organization_id: organization.clone(),
+                            events: vec![PendingEvent {
+                                id: IdKind::Event.generate().into_string(),
+                                event,
+                                received_at: clock.now(),
+                            }],
+                            idempotency: None,
+                        })
+                        .await
+                        .expect("append");
+                }
+            }
+        };
+        let requests = || seen.lock().map(|s| s.requests.clone()).unwrap_or_default();
+        // Moves the paused clock until the receiver has seen `count` requests (or `limit`).
+        let run_until = |count: usize, limit: Duration| {
+            let requests = &requests;
+            async move {
+                while requests().len() < count && start.elapsed() < limit {
+                    tokio::time::advance(Duration::from_millis(50)).await;
+                    tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+                        .await
+                        .expect("sleep");
+                }
+            }
+        };
+
+        append(2).await;
+        workers.wake();
+        run_until(1, Duration::from_secs(30)).await;
+        let first = requests();
+        assert_eq!(first.len(), 1, "{first:?}");
+        let (at, status, count) = first[0];
+        assert_eq!((status, count), (StatusCode::OK, 2), "{first:?}");
+        assert!(
+            at >= Duration::from_secs(10) && at <= Duration::from_millis(10_600),
+            "two events waited their window: sent at {at:?}"
+        );
+
+        let full_from = start.elapsed();
+        append(5).await;
+        workers.wake();
+        run_until(2, full_from + Duration::from_secs(30)).await;
+        let second = requests();
+        assert_eq!(second.len(), 2, "{second:?}");
+        let (at, _, count) = second[1];
+        assert_eq!(count, 5, "{second:?}");
+        assert!(
+            at - full_from < Duration::from_secs(1),
+            "a full batch goes at once: sent {:?} after the first of its events",
+            at - full_from
+        );
+        spinner.abort();
     }
 
     /// The storm: a receiver down for 4 s while 500 events arrive one by one, each waking
