@@ -25,12 +25,13 @@ use crate::Outcome;
 use crate::settings::problem;
 
 /// Every destination this release delivers to, in the order forms offer them.
-static ALL: [&dyn Destination; 5] = [
+static ALL: [&dyn Destination; 6] = [
     &crate::http::Http,
     &crate::datadog::Datadog,
     &crate::splunk::Splunk,
     &crate::s3::S3,
     &crate::gcs::Gcs,
+    &crate::syslog::Syslog,
 ];
 
 /// Every destination, in the order forms offer them.
@@ -47,6 +48,8 @@ pub fn find(name: &str) -> Option<&'static dyn Destination> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     Text,
+    /// Text of several lines that is not a credential (a PEM certificate).
+    LongText,
     Url,
     Number,
     /// Several values: a JSON array of strings (a form takes them comma-separated).
@@ -248,6 +251,9 @@ pub trait Sink: Send + Sync {
 pub struct Context<'a> {
     pub stream_id: &'a str,
     pub client: &'a reqwest::Client,
+    /// Whether private addresses may be reached (`--allow-private-destinations`), for sinks
+    /// that connect without `client` (whose resolver applies the guard itself).
+    pub allow_private: bool,
     /// State kept between attempts (access tokens), shared by every stream of this process.
     pub shared: &'a Shared,
 }

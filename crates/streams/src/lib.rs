@@ -11,7 +11,8 @@
 //!   its fields, typed configuration and batching defaults; [`destination::Sink`]: the
 //!   configured destination that encodes, sends and classifies), and the list of them. The
 //!   worker, the streams API and the portal know destinations only through it.
-//! - One module per destination: [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`], each with
+//! - One module per destination: [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`],
+//!   [`syslog`], each with
 //!   `config.rs` (typed settings, parsed and checked), `encode.rs` (events → request body, pure)
 //!   and its request and answer handling in `mod.rs`.
 //! - [`settings`]: a stream's stored settings (public fields and credentials, [`seal`]ed at rest
@@ -36,6 +37,7 @@ pub mod s3;
 pub mod seal;
 pub mod settings;
 pub mod splunk;
+pub mod syslog;
 pub mod worker;
 
 /// What happened to one delivery attempt.

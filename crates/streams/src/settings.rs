@@ -519,6 +519,17 @@ mod tests {
             )),
             ["config.bucket", "config.prefix"]
         );
+        assert_eq!(
+            fields(Settings::parse(
+                kind("syslog"),
+                &json!({"host": "siem.test", "port": 0, "client_key": "k"}),
+                secret
+            )),
+            ["config.port", "config.client_certificate"]
+        );
+        let syslog =
+            Settings::parse(kind("syslog"), &json!({"host": "siem.test"}), secret).expect("valid");
+        assert_eq!(syslog.public.get("format"), Some(&json!("json")));
     }
 
     #[test]

@@ -277,6 +277,7 @@ impl StreamWorkers {
         Context {
             stream_id: &stream.id,
             client: &self.client,
+            allow_private: self.config.allow_private,
             shared: &self.shared,
         }
     }

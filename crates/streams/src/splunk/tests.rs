@@ -154,6 +154,7 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
             let cx = Context {
                 stream_id: "log_stream_01TEST",
                 client: &client,
+                allow_private: true,
                 shared: &shared,
             };
             sink.send(&cx, &events).await

@@ -397,6 +397,10 @@ fn field_label(
                 FieldKind::SecretText | FieldKind::Headers => textarea name=(key) rows="3"
                     autocomplete="off" spellcheck="false" placeholder=[&placeholder]
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {},
+                FieldKind::LongText => textarea name=(key) rows="3" spellcheck="false"
+                    aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {
+                    (value)
+                },
                 FieldKind::Select(choices) => select name=(key)
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {
                     @for choice in choices { option selected[*choice == value] { (choice) } }
