@@ -91,10 +91,6 @@ impl Secrets {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(Value::as_str)
     }
-
-    pub(crate) fn as_map(&self) -> &Map<String, Value> {
-        &self.0
-    }
 }
 
 /// A validated configuration: the public part (stored and shown as is) and the secrets.
@@ -403,6 +399,16 @@ mod tests {
         StreamKind::parse(name).expect("a destination")
     }
 
+    /// An `http` stream's typed configuration, as its sink is made from its stored settings.
+    fn http_config(settings: &Settings) -> crate::http::Config {
+        crate::http::Config::parse(
+            &mut settings.public.clone(),
+            &mut settings.secrets.0.clone(),
+            &mut String::new,
+        )
+        .expect("config")
+    }
+
     fn fields(result: Result<Settings, Vec<FieldProblem>>) -> Vec<String> {
         result
             .err()
@@ -428,8 +434,7 @@ mod tests {
             .rotate_signing_secret(new.clone(), until)
             .expect("http streams rotate");
         let signing = |settings: &Settings, at| {
-            crate::http::Config::of(settings)
-                .expect("config")
+            http_config(settings)
                 .signing_secrets(at)
                 .into_iter()
                 .map(str::to_owned)
@@ -543,7 +548,7 @@ mod tests {
         assert_eq!(settings.public.get("format"), Some(&json!("json")));
         assert!(settings.public.get("headers").is_none());
         assert_eq!(
-            crate::http::Config::of(&settings).expect("config").headers,
+            http_config(&settings).headers,
             [("Authorization".to_owned(), "Bearer abcdef1234".to_owned())]
         );
         let shown = settings.masked().to_string();

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use trailmark_domain::{FieldProblem, Timestamp};
 
-use crate::settings::{Reader, Settings};
+use crate::settings::Reader;
 
 /// Where a rotation keeps the secret it replaced.
 pub const PREVIOUS_SECRET: &str = "previous_signing_secret";
@@ -114,17 +114,6 @@ impl Config {
             })
         })();
         r.finish(config)
-    }
-
-    /// The configuration of stored settings.
-    ///
-    /// # Errors
-    ///
-    /// The problems of settings this release does not accept.
-    pub fn of(settings: &Settings) -> Result<Self, Vec<FieldProblem>> {
-        let mut public = settings.public.clone();
-        let mut secrets = settings.secrets.as_map().clone();
-        Self::parse(&mut public, &mut secrets, &mut String::new)
     }
 
     /// The `whsec_…` secrets that sign a request at `now`: the current one, then the one it
