@@ -221,14 +221,20 @@ pub fn into_committed_object(mut object: Value, salting: &Salting) -> Result<Val
 /// `leaf_version`, or one whose parties are not in canonical form.
 pub fn seeded_committed_bytes(object: &CanonicalObject<'_>) -> Option<Vec<u8>> {
     let seed = decode_text::<SALT_BYTES>(object.get("salt")?)?;
-    if ["salts", "erased", "leaf_version"]
-        .iter()
-        .any(|key| object.get(key).is_some())
-    {
+    if object.get("salts").is_some() || object.get("erased").is_some() {
+        return None;
+    }
+    committed_bytes_under(object, &seed)
+}
+
+/// [`seeded_committed_bytes`] of an event object whose seed is given apart from it (a stored
+/// body's), whatever salting keys the text holds.
+pub fn committed_bytes_under(object: &CanonicalObject<'_>, seed: &Salt) -> Option<Vec<u8>> {
+    if object.get("leaf_version").is_some() {
         return None;
     }
     let mut writer = CommittedWriter {
-        seed,
+        seed: *seed,
         out: Vec::with_capacity(2048),
         pointer: String::with_capacity(64),
     };

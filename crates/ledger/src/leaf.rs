@@ -26,7 +26,8 @@ use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_jso
 use trailmark_domain::record::{Placement, canonical_event_object, into_event_object};
 
 use crate::commit::{
-    SALTING_KEYS, Salting, committed_object, into_committed_object, seeded_committed_bytes,
+    SALTING_KEYS, Salt, Salting, committed_bytes_under, committed_object, into_committed_object,
+    seeded_committed_bytes,
 };
 use crate::tree::{Hash, leaf_hash};
 
@@ -110,7 +111,9 @@ impl LeafTemplate {
             received_at,
         };
         if let Ok(Some(salting)) = Salting::of(body) {
-            if let Some(template) = Self::seeded(placement, body) {
+            if let Salting::Seed(seed) = &salting
+                && let Some(template) = Self::seeded(placement, body, seed)
+            {
                 return template;
             }
             let committed_bytes = |sequence| {
@@ -146,10 +149,11 @@ impl LeafTemplate {
 
     /// The template of a version-2 event salted by its seed, built from the canonical text of
     /// its event object (see [`seeded_committed_bytes`]); `None` where that path does not apply.
-    fn seeded(placement: Placement<'_>, body: &Value) -> Option<Self> {
+    fn seeded(placement: Placement<'_>, body: &Value, seed: &Salt) -> Option<Self> {
+        // The canonical event object leaves the seed out, as the committed object does.
         let (zero, _) = canonical_event_object(placement, body);
         let text = std::str::from_utf8(&zero).ok()?;
-        let committed = seeded_committed_bytes(&CanonicalObject::parse(text)?)?;
+        let committed = committed_bytes_under(&CanonicalObject::parse(text)?, seed)?;
         let text = std::str::from_utf8(&committed).ok()?;
         // The committed object's top-level `sequence` is its only member of that key.
         let value = CanonicalObject::parse(text)?.get("sequence")?;
@@ -309,6 +313,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_seeded_template_takes_the_text_path() {
+        let body = &version_two_bodies()[1];
+        let Ok(Some(Salting::Seed(seed))) = Salting::of(body) else {
+            panic!("seeded");
+        };
+        let placement = Placement {
+            id: "event_01",
+            organization_id: "org_1",
+            sequence: 0,
+            received_at: Timestamp::from_unix_millis(1_785_578_400_001),
+        };
+        let template = LeafTemplate::seeded(placement, body, &seed).expect("the text path");
+        assert_eq!(
+            template.hash(0),
+            event_leaf_hash(&event_object(placement, body))
+        );
     }
 
     #[test]
