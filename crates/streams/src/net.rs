@@ -779,6 +779,33 @@ mod tests {
         ));
     }
 
+    /// Raw TCP connections (syslog) pass the same guard: a name or address that reaches only
+    /// private addresses is refused before any connection, unless the operator allowed them;
+    /// a syslog target written as a URL is checked when saved like any other.
+    #[tokio::test]
+    async fn tcp_connections_refuse_private_addresses_unless_allowed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        for host in ["127.0.0.1", "localhost", "[::ffff:7f00:1]"] {
+            let refused = connect_tcp(host, port, false).await;
+            assert!(
+                matches!(
+                    &refused,
+                    Err(ConnectError::Refused(DestinationError::Private { .. }))
+                ),
+                "{host}: {refused:?}"
+            );
+        }
+        assert!(connect_tcp("127.0.0.1", port, true).await.is_ok());
+        assert!(matches!(
+            check_destination(&format!("syslog-tls://127.0.0.1:{port}"), false).await,
+            Err(DestinationError::Private { .. })
+        ));
+        assert!(check_literal("syslog-tls://[::1]:6514", false).is_err());
+    }
+
     #[test]
     fn answers_are_classified_like_http_retry_rules() {
         let headers = HeaderMap::new();
