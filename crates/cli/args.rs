@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the operators who sign in to the console at `/console`.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Write one organization's events to a CSV or NDJSON file.
     Export(ExportArgs),
     /// The tamper-evident ledger.
@@ -158,6 +161,27 @@ pub struct WitnessArgs {
 pub enum KeysCommand {
     /// Create an API key and print it once. Works while the server runs.
     Create(KeyCreateArgs),
+    /// List the keys: id, name, scope, organization, prefix, created, expires, last used (never
+    /// the key or its hash).
+    List(KeyListArgs),
+    /// Revoke a key: every server over the database refuses it within 5 seconds.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create a console operator; the password is read from standard input (its first line).
+    /// Works while the server runs.
+    Create(OperatorCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorCreateArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The operator's e-mail, which they sign in with.
+    #[arg(long)]
+    pub email: String,
 }
 
 /// Where the data lives; shared by every subcommand so they all agree.
@@ -291,6 +315,25 @@ pub struct ServeArgs {
         hide = true
     )]
     pub portal_link_ttl_secs: u64,
+    /// A console session ends after this many seconds without a request (and 12 hours after
+    /// sign-in in any case).
+    #[arg(long, env = "TRAILMARK_CONSOLE_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub console_idle_timeout_secs: u64,
+    /// An OpenID Connect provider operators may sign in to the console with (its issuer URL;
+    /// discovery finds the rest). Needs the client id and secret too; the redirect URI to
+    /// register is `<public-url>/console/oidc/callback`.
+    #[arg(long, env = "TRAILMARK_CONSOLE_OIDC_ISSUER", requires_all = ["console_oidc_client_id", "console_oidc_client_secret"])]
+    pub console_oidc_issuer: Option<String>,
+    /// The console's client id at the OpenID Connect provider.
+    #[arg(long, env = "TRAILMARK_CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
+    /// The console's client secret at the OpenID Connect provider.
+    #[arg(
+        long,
+        env = "TRAILMARK_CONSOLE_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub console_oidc_client_secret: Option<String>,
     /// Exports of one organization pending (waiting or being written) at once; one more is
     /// refused with 429 `too_many_exports` until one is ready.
     #[arg(long, env = "TRAILMARK_EXPORT_MAX_PENDING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -389,12 +432,38 @@ pub struct KeyCreateArgs {
     /// What the key may do: `ingest` (send events), `read` (read and export), `admin` (everything).
     #[arg(long, value_enum, default_value = "admin")]
     pub scope: ScopeArg,
+    /// What to call the key (who or what uses it); defaults to `<scope> key`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// When the key stops working, an ISO-8601 date-time (`2027-01-31T00:00:00Z`).
+    #[arg(long, value_name = "WHEN")]
+    pub expires_at: Option<String>,
     /// Restrict the key to one organization.
     #[arg(long)]
     pub organization: Option<String>,
     /// Print the key and its details as one JSON object on standard output.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// Print the keys as one JSON object (`{"object":"list","data":[…]}`, as `GET /api_keys`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The key's id (`key_…`, from `trailmark keys list`).
+    pub id: String,
+    /// Revoke it even if it is the last unrestricted admin key.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }

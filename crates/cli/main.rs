@@ -8,6 +8,7 @@ mod key_files;
 mod keys;
 mod ledger;
 mod logging;
+mod operators;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod serve;
@@ -76,6 +77,13 @@ fn main() -> std::process::ExitCode {
             args::Command::Serve(serve_args) => serve::run(serve_args).await,
             args::Command::Keys(args::KeysCommand::Create(create_args)) => {
                 keys::create(create_args).await
+            }
+            args::Command::Keys(args::KeysCommand::List(list_args)) => keys::list(list_args).await,
+            args::Command::Keys(args::KeysCommand::Revoke(revoke_args)) => {
+                keys::revoke(revoke_args).await
+            }
+            args::Command::Operators(args::OperatorsCommand::Create(create_args)) => {
+                operators::create(create_args).await
             }
             args::Command::Export(export_args) => export::run(export_args).await,
             args::Command::Ledger(args::LedgerCommand::PublicKey(key_args)) => {

@@ -124,9 +124,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .insert_api_key(ApiKeyRecord {
                 id: IdKind::ApiKey.generate().into_string(),
                 hash: secret.hash(),
+                name: "first admin key".into(),
+                prefix: secret.prefix(),
                 scope: Scope::Admin,
                 organization_id: None,
                 created_at: Timestamp::now(),
+                expires_at: None,
+                last_used_at: None,
             })
             .await?;
         println!(
@@ -191,7 +195,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = Trailmark::with_metrics(store, app_config, metrics)
         .map_err(|e| anyhow::anyhow!("--ledger-name: {e}"))?;
     let state = AppState::new(app, config)
-        .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs));
+        .with_portal_link_ttl(Duration::from_secs(args.portal_link_ttl_secs))
+        .with_console_idle_timeout(Duration::from_secs(args.console_idle_timeout_secs));
+    let state = match (
+        &args.console_oidc_issuer,
+        &args.console_oidc_client_id,
+        &args.console_oidc_client_secret,
+    ) {
+        (Some(issuer), Some(client_id), Some(client_secret)) => {
+            state.with_console_oidc(trailmark_app::oidc::OidcSettings {
+                issuer: issuer.clone(),
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                redirect_uri: format!("{}/console/oidc/callback", public_url.trim_end_matches('/')),
+            })
+        }
+        _ => state,
+    };
     // Tests and scripts wait for this exact line to learn the port.
     println!("Trailmark listening on http://{address}");
     trailmark_server::serve(listener, state, shutdown_signal()).await?;

@@ -313,6 +313,46 @@ describe('audit_logs intent', () => {
     assert.equal(wrongSection.status(), 403);
   });
 
+  it('shows an event posted while the page is open, without a reload (live stream)', async () => {
+    await page.goto(`${server.url}/portal/events`);
+    const firstBefore = await page.locator('table.events tbody tr td:first-child').first().textContent();
+    let reloaded = false;
+    page.once('framenavigated', () => {
+      reloaded = true;
+    });
+    // Posted once the page's script says its stream is open.
+    await page.locator('table.events[data-live-state="open"]').waitFor({ timeout: 5_000 });
+    await server.workos.auditLogs.createEvent(acme.id, {
+      action: 'user.live_arrival',
+      occurredAt: new Date(),
+      actor: { id: 'user_ada', name: 'Ada Lovelace', type: 'user' },
+      targets: [{ id: 'team_1', type: 'team', name: 'Core' }],
+      context: { location: '203.0.113.9' },
+      metadata: { live: true },
+    });
+    const first = page.locator('table.events tbody tr').first();
+    await first.locator('td', { hasText: 'user.live_arrival' }).waitFor({ timeout: 5_000 });
+    assert.equal(Number(await first.locator('td').first().textContent()), Number(firstBefore) + 1);
+    assert.equal(await first.locator('td').nth(3).textContent(), 'Ada Lovelace user_ada');
+    assert.equal(await first.locator('td').nth(4).textContent(), 'team:Core');
+    assert.match(await first.locator('a').getAttribute('href'), /^\/portal\/events\/event_/);
+    assert.equal(reloaded, false, 'the page did not reload');
+    // A filtered page follows only what matches its filters.
+    await page.goto(`${server.url}/portal/events?actions=document.*`);
+    await page.locator('table.events[data-live-state="open"]').waitFor({ timeout: 5_000 });
+    for (const action of ['user.ignored', 'document.live']) {
+      await server.workos.auditLogs.createEvent(acme.id, {
+        action,
+        occurredAt: new Date(),
+        actor: { id: 'user_grace', name: 'Grace Hopper', type: 'user' },
+        targets: [{ id: 'doc_live', type: 'document' }],
+        context: { location: '203.0.113.9' },
+      });
+    }
+    await page.locator('table.events tbody tr').first().locator('td', { hasText: 'document.live' }).waitFor({ timeout: 5_000 });
+    assert.equal(await page.getByText('user.ignored').count(), 0);
+  });
+
   it('reads well on a phone', async () => {
     const phone = await newPage({ width: 390, height: 844 });
     await phone.goto(await portalLink('audit_logs'));

@@ -117,6 +117,7 @@ const CASES: &[Case] = &[
     case("POST", "/audit_logs/events/batch", org(Scope::Ingest), 200),
     case("GET", "/audit_logs/events", org(Scope::Read), 200),
     case("GET", "/audit_logs/events/{id}", hidden(Scope::Read), 200),
+    case("GET", "/audit_logs/events/stream", org(Scope::Read), 200),
     case("POST", "/audit_logs/exports", org(Scope::Read), 201),
     case("POST", "/audit_logs/erasures", org(Scope::Admin), 200),
     case("GET", "/audit_logs/exports/{id}", hidden(Scope::Read), 200),
@@ -264,6 +265,30 @@ const CASES: &[Case] = &[
         org(Scope::Read),
         200,
     ),
+    case(
+        "POST",
+        "/api_keys",
+        Rule::Unrestricted {
+            scope: Scope::Admin,
+        },
+        201,
+    ),
+    case(
+        "GET",
+        "/api_keys",
+        Rule::Unrestricted {
+            scope: Scope::Admin,
+        },
+        200,
+    ),
+    case(
+        "DELETE",
+        "/api_keys/{id}",
+        Rule::Unrestricted {
+            scope: Scope::Admin,
+        },
+        200,
+    ),
     case("GET", "/healthz", Rule::Public, 200),
     case("GET", "/readyz", Rule::Public, 200),
     case("GET", "/metrics", Rule::Public, 200),
@@ -373,6 +398,24 @@ async fn request(app: &TestApp, f: &Fixture, case: &Case) -> (String, Option<Val
             (format!("{}?organization_id={acme}", case.template), None)
         }
         ("GET", "/audit_logs/events/{id}") => (format!("/audit_logs/events/{}", f.event_id), None),
+        ("GET", "/audit_logs/events/stream") => {
+            (format!("{}?organization_id={acme}", case.template), None)
+        }
+        ("POST", "/api_keys") => (
+            case.template.into(),
+            Some(json!({"name": "matrix", "scope": "read"})),
+        ),
+        // Each revocation gets a key of its own: a successful one removes it.
+        ("DELETE", "/api_keys/{id}") => {
+            let created = app
+                .post("/api_keys", &json!({"name": "to revoke", "scope": "read"}))
+                .await;
+            let id = body(created).await["id"]
+                .as_str()
+                .expect("key id")
+                .to_owned();
+            (format!("/api_keys/{id}"), None)
+        }
         ("POST", "/audit_logs/exports") => {
             (case.template.into(), Some(json!({"organization_id": acme})))
         }
@@ -505,6 +548,10 @@ async fn issue_11_every_route_checks_scope_and_restriction_as_documented() {
                     scope,
                     organization_id,
                     created_at: Timestamp::now(),
+                    name: format!("{} key", scope.as_str()),
+                    prefix: String::new(),
+                    expires_at: None,
+                    last_used_at: None,
                 })
                 .await
                 .expect("insert key");

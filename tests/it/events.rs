@@ -509,6 +509,10 @@ async fn keys_are_checked_for_scope_and_organization() {
                 scope,
                 organization_id: organization,
                 created_at: Timestamp::now(),
+                name: format!("{} key", scope.as_str()),
+                prefix: String::new(),
+                expires_at: None,
+                last_used_at: None,
             })
             .await
             .expect("insert key");

@@ -325,6 +325,10 @@ async fn a_key_for_one_organization_cannot_read_or_export_another() {
             scope: Scope::Read,
             organization_id: Some(acme.clone()),
             created_at: Timestamp::now(),
+            name: "read key".into(),
+            prefix: String::new(),
+            expires_at: None,
+            last_used_at: None,
         })
         .await
         .expect("key");

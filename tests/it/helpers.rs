@@ -22,6 +22,8 @@ pub struct TestApp {
     store: Arc<dyn Store>,
     pub data_dir: TempDir,
     pub database: TestDatabase,
+    /// The clock console sessions are judged by: a test moves it to see one expire.
+    pub clock: trailmark_server::Clock,
 }
 
 /// Stops the in-process server when dropped.
@@ -441,6 +443,8 @@ pub struct Options {
     /// How often streams deliver signed checkpoints: an hour unless a test watches for them, so
     /// other tests' receivers see events only.
     pub stream_checkpoint_every: std::time::Duration,
+    /// How long an idle console session lasts (the server's default unless a test shortens it).
+    pub console_idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -458,6 +462,7 @@ impl Default for Options {
             rate_limits: trailmark_server::RateLimits::default(),
             witnesses: Vec::new(),
             stream_checkpoint_every: std::time::Duration::from_secs(3600),
+            console_idle_timeout: None,
         }
     }
 }
@@ -517,7 +522,11 @@ impl TestApp {
         };
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let app = Trailmark::new(Arc::clone(&store), app_config).expect("valid config");
-        let state = AppState::new(app, config);
+        let clock = trailmark_server::Clock::default();
+        let mut state = AppState::new(app, config).with_clock(clock.clone());
+        if let Some(idle) = options.console_idle_timeout {
+            state = state.with_console_idle_timeout(idle);
+        }
         let served = tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));
@@ -527,6 +536,7 @@ impl TestApp {
             store,
             data_dir,
             database,
+            clock,
             server: InProcessServer {
                 shutdown: Some(shutdown),
                 served: Some(served),

@@ -564,6 +564,10 @@ async fn read_key(app: &TestApp, organization: &str) -> String {
             scope: Scope::Read,
             organization_id: Some(organization.to_owned()),
             created_at: Timestamp::now(),
+            name: "read key".into(),
+            prefix: String::new(),
+            expires_at: None,
+            last_used_at: None,
         })
         .await
         .expect("insert key");

@@ -403,6 +403,10 @@ async fn requests_past_the_per_key_limit_get_429_and_other_keys_go_on() {
             scope: trailmark_domain::api_key::Scope::Read,
             organization_id: None,
             created_at: trailmark_domain::Timestamp::now(),
+            name: "read key".into(),
+            prefix: String::new(),
+            expires_at: None,
+            last_used_at: None,
         })
         .await
         .expect("key");

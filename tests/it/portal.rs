@@ -200,7 +200,7 @@ async fn a_link_opens_one_session_once_with_a_strict_cookie_and_security_headers
     );
     assert_eq!(
         headers["content-security-policy"],
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -681,4 +681,68 @@ async fn hostile_values_are_shown_escaped_on_every_portal_page() {
         &[&layout[..], &["typed_name", "success_url"]].concat(),
     )
     .await;
+}
+
+/// The events page's live stream: the session's organization only, for an `audit_logs` session
+/// only, with the page's filters; the page names where it starts.
+#[tokio::test]
+async fn the_events_page_follows_its_organization_s_new_events_through_the_session() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    let events_session = open(&link(&app, &acme, "audit_logs").await).await;
+    let streams_session = open(&link(&app, &acme, "log_streams").await).await;
+
+    let html = page(&app, &events_session, "/portal/events?actions=user.*")
+        .await
+        .text()
+        .await
+        .expect("html");
+    let size = app.stored_events(&acme).await.len();
+    let expected = format!(
+        r#"data-live="/portal/events/stream?actions=user.%2A&amp;after={}""#,
+        size - 1
+    );
+    assert!(html.contains(&expected), "{expected} in {html}");
+    let older = page(&app, &events_session, "/portal/events?before=1")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(!older.contains("data-live"), "an older page stays still");
+
+    let path = format!("/portal/events/stream?actions=user.*&after={}", size - 1);
+    assert_eq!(page(&app, &streams_session, &path).await.status(), 403);
+    assert_eq!(
+        browser()
+            .get(app.url(&path))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        401
+    );
+    let response = page(&app, &events_session, &path).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The session's organization is the stream's, whatever the query says.
+    let response = page(
+        &app,
+        &events_session,
+        &format!("{path}&organization_id={globex}"),
+    )
+    .await;
+    let mut stream = crate::live::SseClient::from_response(response);
+    app.create_event(&globex, &event("user.signed_in"), None)
+        .await;
+    app.create_event(&acme, &event("document.viewed"), None)
+        .await;
+    let mut mine = event("user.signed_out");
+    mine["metadata"] = json!({"mine": true});
+    app.create_event(&acme, &mine, None).await;
+    let message = stream.next_event().await.expect("an event");
+    let data: Value = serde_json::from_str(&message.data).expect("json");
+    assert_eq!(data["action"], "user.signed_out");
+    assert_eq!(data["organization_id"], acme.as_str());
+    assert_eq!(message.id, Some((size + 1).to_string()));
 }

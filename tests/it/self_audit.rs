@@ -48,6 +48,10 @@ async fn changes_made_with_an_api_key_are_recorded_in_the_organization_s_log() {
             scope: Scope::Admin,
             organization_id: Some(organization.clone()),
             created_at: Timestamp::now(),
+            name: "admin key".into(),
+            prefix: String::new(),
+            expires_at: None,
+            last_used_at: None,
         })
         .await
         .expect("key");

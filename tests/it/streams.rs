@@ -3,9 +3,6 @@
 //! marked invalid, never skipped; one dead stream never delays another; a kill -9 loses nothing.
 
 use serde_json::{Value, json};
-use trailmark_domain::Timestamp;
-use trailmark_domain::api_key::{ApiKeySecret, Scope};
-use trailmark_store::ApiKeyRecord;
 
 use crate::helpers::{ADMIN_KEY, Options, ServerProcess, TestApp, TestDatabase, body, event};
 use crate::receivers::{self, Kind, Receiver};
@@ -1088,17 +1085,15 @@ async fn issue_16_an_operator_wide_stream_delivers_every_organizations_log_in_or
     .await;
     assert_eq!(acme_streams["data"], json!([]));
 
-    let key = "sk_test_acme_admin";
-    app.store()
-        .insert_api_key(ApiKeyRecord {
-            id: "key_acme_admin".into(),
-            hash: ApiKeySecret::new(key).hash(),
-            scope: Scope::Admin,
-            organization_id: Some(acme.clone()),
-            created_at: Timestamp::now(),
-        })
-        .await
-        .expect("insert key");
+    let restricted = body(
+        app.post(
+            "/api_keys",
+            &json!({"name": "Acme admin", "scope": "admin", "organization_id": acme}),
+        )
+        .await,
+    )
+    .await;
+    let key = restricted["key"].as_str().unwrap_or_default();
     let refused = app
         .post_with_key(
             "/audit_logs/streams",

@@ -223,6 +223,10 @@ async fn serve_and_the_witness_cosign_consistent_growth_and_verify_requires_the_
             scope: Scope::Read,
             organization_id: Some(organization.clone()),
             created_at: Timestamp::now(),
+            name: "read key".into(),
+            prefix: String::new(),
+            expires_at: None,
+            last_used_at: None,
         })
         .await
         .expect("key");

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use trailmark_store::Receipt;
 use trailmark_streams::worker::StreamWorkers;
 
@@ -25,6 +26,12 @@ pub(crate) struct Effects {
     metrics: Arc<AppMetrics>,
     streams: Arc<StreamWorkers>,
     growth: broadcast::Sender<LogGrowth>,
+    /// Cancelled when the server stops taking requests: live readers end, so their connections
+    /// do not hold the shutdown for its whole grace period.
+    live_stop: CancellationToken,
+    /// The organizations live readers of this instance follow, for the one task that looks for
+    /// other instances' appends to them ([`crate::live`]).
+    pub(crate) watched: Arc<crate::live::Watched>,
 }
 
 impl Effects {
@@ -33,6 +40,8 @@ impl Effects {
             metrics,
             streams,
             growth: broadcast::Sender::new(GROWTH_BUFFER),
+            live_stop: CancellationToken::new(),
+            watched: Arc::default(),
         }
     }
 
@@ -62,8 +71,21 @@ impl Effects {
         self.streams.stream_changed();
     }
 
+    /// Tells live readers that `organization_id`'s log has `size` events (another instance's
+    /// appends, found by polling).
+    pub(crate) fn grown_elsewhere(&self, organization_id: &str, size: u64) {
+        let _ = self.growth.send(LogGrowth {
+            organization_id: organization_id.into(),
+            size,
+        });
+    }
+
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogGrowth> {
         self.growth.subscribe()
+    }
+
+    pub(crate) fn live_stop(&self) -> CancellationToken {
+        self.live_stop.clone()
     }
 }
 
@@ -73,5 +95,11 @@ impl crate::Trailmark {
     /// instance's commits are not announced here).
     pub fn subscribe_log_growth(&self) -> broadcast::Receiver<LogGrowth> {
         self.inner.effects.subscribe()
+    }
+
+    /// Ends every live reader ([`crate::live`]), now and from now on: the server is shutting
+    /// down.
+    pub fn stop_live_readers(&self) {
+        self.inner.effects.live_stop().cancel();
     }
 }

@@ -183,6 +183,7 @@ impl Trailmark {
                 actor: erasure.actor.clone(),
                 target: json!({"id": erasure.organization_id, "type": "organization"}),
                 location: erasure.location.clone(),
+                user_agent: None,
                 metadata: Value::Object(metadata),
             },
         )

@@ -29,6 +29,10 @@ pub enum AppError {
     /// forced past.
     #[error("the organization is under a legal hold: {0}")]
     LegalHold(String),
+    /// The key is the last live unrestricted admin key: revoking it would leave no key that can
+    /// manage keys, which the request did not force.
+    #[error("'{0}' is the last unrestricted admin key")]
+    LastAdminKey(String),
     /// Storage could not be reached; the request may be retried.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
@@ -43,6 +47,7 @@ pub enum NotFoundKind {
     Event,
     Export,
     LogStream,
+    ApiKey,
     /// A tlog tile or entry bundle the latest checkpoint's tree does not (yet) hold.
     Tile,
 }
@@ -53,6 +58,7 @@ impl std::fmt::Display for NotFoundKind {
             NotFoundKind::Event => "event",
             NotFoundKind::Export => "export",
             NotFoundKind::LogStream => "log stream",
+            NotFoundKind::ApiKey => "API key",
             NotFoundKind::Tile => "tile",
         })
     }

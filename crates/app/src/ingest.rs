@@ -139,6 +139,8 @@ impl Trailmark {
         outcome: Value,
         now: Timestamp,
     ) -> Result<Claimed, AppError> {
+        // Only Trailmark writes its own log.
+        crate::organizations::refuse_trailmark_log(organization_id)?;
         let claim = IdempotencyClaim {
             identity,
             expires_at: now.plus_millis(IDEMPOTENCY_WINDOW_MILLIS),

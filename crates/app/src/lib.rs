@@ -15,7 +15,9 @@
 //!   [`audit`]: the changes made with API keys, recorded by the use cases that make them.
 //! - [`schemas`]: versioned event schemas and the compiled-schema cache ingest checks against.
 //! - [`organizations`], [`keys`], [`portal`]: tenants, API keys, Admin Portal links and sessions.
-//! - [`read`]: searches and single events.
+//! - [`console`]: operator accounts, console sign-in and sessions, and Trailmark's own log of
+//!   what operators do; [`oidc`]: signing operators in with an OpenID Connect provider.
+//! - [`read`]: searches and single events; [`live`]: following a log as it grows (live events).
 //! - [`streams`]: log streams' create/update/replay/delete/test over `trailmark-streams`.
 //! - [`exports`], [`retention`], [`ledger`]: export jobs, the purge job and legal holds,
 //!   checkpoints and proofs.
@@ -24,6 +26,7 @@
 //! `trailmark-server`), SQL (in `trailmark-store`), validation rules (in `trailmark-domain`).
 
 pub mod audit;
+pub mod console;
 pub mod effects;
 pub mod erasure;
 pub mod error;
@@ -31,7 +34,9 @@ pub mod exports;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod live;
 pub mod metrics;
+pub mod oidc;
 pub mod organizations;
 pub mod portal;
 pub mod read;
@@ -132,6 +137,7 @@ struct Inner {
     /// This process's name in leases (streams, exports) shared with other instances.
     instance_id: Arc<str>,
     tasks: tasks::Tasks,
+    console: console::Console,
 }
 
 impl Trailmark {
@@ -186,6 +192,7 @@ impl Trailmark {
                 streams,
                 instance_id,
                 tasks,
+                console: console::Console::default(),
                 config,
             }),
         })
@@ -193,7 +200,7 @@ impl Trailmark {
 
     /// Starts the background work: checkpoint signing, pending export jobs (left by a previous
     /// run or by an instance that died), retention, the streams' supervisor, and the hourly
-    /// deletion of expired idempotency records, portal links and portal sessions.
+    /// deletion of expired idempotency records, portal links, portal sessions and console sessions.
     pub fn start(&self) {
         let tasks = &self.inner.tasks;
         let app = self.clone();
@@ -272,6 +279,10 @@ impl Trailmark {
             match self.store().purge_portal(portal_cutoff).await {
                 Ok(purged) => tracing::debug!(purged, "expired portal links and sessions deleted"),
                 Err(error) => tracing::warn!(%error, "could not purge portal links and sessions"),
+            }
+            match self.store().purge_operator_sessions(Timestamp::now()).await {
+                Ok(purged) => tracing::debug!(purged, "expired console sessions deleted"),
+                Err(error) => tracing::warn!(%error, "could not purge console sessions"),
             }
         }
     }

@@ -6,6 +6,7 @@ use trailmark_domain::organization::{Organization, OrganizationChanges};
 use trailmark_store::{OrganizationFilter, Page, PageRequest, StreamRecord};
 
 use crate::audit::{Change, Origin};
+use crate::console::is_trailmark_log;
 use crate::{AppError, Trailmark};
 
 impl Trailmark {
@@ -30,6 +31,7 @@ impl Trailmark {
     ///
     /// [`AppError::OrganizationNotFound`] if it does not exist or was deleted.
     pub async fn live_organization(&self, id: &str) -> Result<Organization, AppError> {
+        refuse_trailmark_log(id)?;
         self.store()
             .get_organization(id)
             .await?
@@ -46,7 +48,12 @@ impl Trailmark {
         filter: OrganizationFilter,
         page: PageRequest,
     ) -> Result<Page<Organization>, AppError> {
-        Ok(self.store().list_organizations(filter, page).await?)
+        let mut page = self.store().list_organizations(filter, page).await?;
+        // Trailmark's own log has the oldest id there can be: it is only ever the last item
+        // of a page, so leaving it out never breaks the cursors.
+        page.items
+            .retain(|organization| !is_trailmark_log(&organization.id));
+        Ok(page)
     }
 
     /// Applies `changes` to the live organization `id`.
@@ -77,6 +84,7 @@ impl Trailmark {
     ///
     /// [`AppError::OrganizationNotFound`].
     pub async fn delete_organization(&self, id: &str) -> Result<(), AppError> {
+        refuse_trailmark_log(id)?;
         if !self
             .store()
             .delete_organization(id, Timestamp::now())
@@ -98,6 +106,7 @@ impl Trailmark {
         days: u32,
         origin: &Origin,
     ) -> Result<Organization, AppError> {
+        refuse_trailmark_log(id)?;
         let organization = self
             .store()
             .set_retention(id, days, Timestamp::now())
@@ -121,5 +130,18 @@ impl Trailmark {
             .await?
             .into_iter()
             .next())
+    }
+}
+
+/// Trailmark's own log is not an organization of the API's: not found there.
+///
+/// # Errors
+///
+/// [`AppError::OrganizationNotFound`] for [`crate::console::TRAILMARK_LOG`].
+pub(crate) fn refuse_trailmark_log(id: &str) -> Result<(), AppError> {
+    if is_trailmark_log(id) {
+        Err(AppError::OrganizationNotFound(id.to_owned()))
+    } else {
+        Ok(())
     }
 }

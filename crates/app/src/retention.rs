@@ -15,7 +15,7 @@ use trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
 use trailmark_domain::{Problems, Timestamp};
 use trailmark_store::{LegalHold, PendingEvent};
 
-use crate::audit::Origin;
+use crate::audit::{Origin, Recorded};
 use crate::system::{SystemActor, SystemEvent};
 use crate::{AppError, Trailmark};
 
@@ -130,33 +130,34 @@ impl Trailmark {
         }
         self.live_organization(organization_id).await?;
         // Only keys set holds today; should the portal ever, its session is the actor.
-        let (actor, location) = origin.key_actor().unwrap_or((
-            SystemActor {
+        let recorded = origin.recorded().unwrap_or(Recorded {
+            actor: SystemActor {
                 id: "portal".into(),
                 kind: "portal_session",
                 name: None,
             },
-            "trailmark portal",
-        ));
+            location: "trailmark portal",
+            user_agent: None,
+        });
         let now = Timestamp::now();
         let mut metadata = Map::new();
         if let Some(reason) = &reason {
             metadata.insert("reason".into(), json!(reason));
         }
-        let record = SystemEvent {
+        let event = SystemEvent {
             action: if active {
                 "trailmark.legal_hold.set"
             } else {
                 "trailmark.legal_hold.lifted"
             }
             .into(),
-            actor,
+            actor: recorded.actor,
             target: json!({"id": organization_id, "type": "organization"}),
-            location: location.into(),
+            location: recorded.location.into(),
+            user_agent: recorded.user_agent,
             metadata: Value::Object(metadata),
-        }
-        .to_new_event(now)
-        .map_err(|problems| match problems {
+        };
+        let record = event.to_new_event(now).map_err(|problems| match problems {
             Problems::Invalid(_) => AppError::field(
                 "too_long",
                 "reason",
@@ -176,6 +177,11 @@ impl Trailmark {
         self.inner
             .effects
             .appended(organization_id, std::slice::from_ref(&receipt));
+        if origin.is_operator() {
+            let mut event = event;
+            event.metadata["organization_id"] = json!(organization_id);
+            self.record_in_trailmark_log(event).await?;
+        }
         self.legal_hold(organization_id).await
     }
 }

@@ -29,6 +29,8 @@ pub struct SystemEvent {
     pub target: Value,
     /// Where it was done from (`trailmark portal`, `trailmark`, a client address).
     pub location: String,
+    /// The browser the change was made with, when a person made it in one (the console).
+    pub user_agent: Option<String>,
     /// An object of string, number or boolean values (the limits of every event apply).
     pub metadata: Value,
 }
@@ -44,12 +46,16 @@ impl SystemEvent {
         if let Some(name) = &self.actor.name {
             actor["name"] = json!(name);
         }
+        let mut context = json!({"location": self.location});
+        if let Some(user_agent) = &self.user_agent {
+            context["user_agent"] = json!(user_agent);
+        }
         NewEvent::parse(&json!({
             "action": self.action,
             "occurred_at": now.to_string(),
             "actor": actor,
             "targets": [self.target],
-            "context": {"location": self.location},
+            "context": context,
             "metadata": self.metadata,
         }))
     }

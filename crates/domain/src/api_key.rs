@@ -1,11 +1,58 @@
 //! API keys: `sk_` followed by 64 hex digits (256 random bits). Only their SHA-256 is ever
 //! stored; a key that high in entropy needs no slow KDF, and hashing stays cheap on every request.
 //!
-//! A key has a [`Scope`] and may be restricted to one organization.
+//! A key has a [`Scope`], a name, may be restricted to one organization and may expire. What is
+//! shown of a key after its creation is its [`ApiKeySecret::prefix`]: enough to tell keys apart
+//! in a list, far too little to guess the rest.
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
+
+use crate::Timestamp;
+use crate::problem::FieldProblem;
+
+/// Longest key name, in characters: a label for people, not a document.
+pub const KEY_NAME_MAX: usize = 100;
+
+/// Characters of a key's text shown in lists: `sk_` and 8 hex digits (32 of its 256 bits).
+const PREFIX_LEN: usize = 11;
+
+/// A key's name, trimmed: 1 to [`KEY_NAME_MAX`] characters, no control characters.
+///
+/// # Errors
+///
+/// The problem, naming the field `name`.
+pub fn parse_key_name(text: &str) -> Result<String, FieldProblem> {
+    let name = text.trim();
+    let problem = |code, message: &str| FieldProblem {
+        code,
+        field: "name".into(),
+        message: message.into(),
+    };
+    if name.is_empty() {
+        return Err(problem("required", "name must not be empty"));
+    }
+    if name.chars().count() > KEY_NAME_MAX {
+        return Err(problem(
+            "too_long",
+            &format!("name must be at most {KEY_NAME_MAX} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(problem(
+            "invalid_value",
+            "name must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Whether a key that expires at `expires_at` is still valid at `now` (valid until the instant
+/// itself, refused from it on).
+pub fn key_is_live(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_none_or(|expires_at| now < expires_at)
+}
 
 /// What a key may do. `Admin` may do everything; `Read` reads; `Ingest` only writes events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +111,12 @@ impl ApiKeySecret {
         &self.0
     }
 
+    /// The first characters of the key (`sk_1a2b3c4d`): stored in clear and shown in lists so
+    /// that an operator can tell which key is which.
+    pub fn prefix(&self) -> String {
+        self.0.chars().take(PREFIX_LEN).collect()
+    }
+
     /// The SHA-256 of the key's text: what is stored and looked up.
     pub fn hash(&self) -> [u8; 32] {
         Sha256::digest(self.0.as_bytes()).into()
@@ -93,5 +146,26 @@ mod tests {
         assert!(key.expose().starts_with("sk_") && key.expose().len() == 67);
         assert_eq!(key.hash(), ApiKeySecret::new(key.expose()).hash());
         assert!(!format!("{key:?}").contains("0707"));
+        assert_eq!(key.prefix(), "sk_07070707");
+    }
+
+    #[test]
+    fn names_are_trimmed_bounded_and_printable() {
+        assert_eq!(parse_key_name("  deploy bot ").as_deref(), Ok("deploy bot"));
+        assert_eq!(parse_key_name(" ").map_err(|p| p.code), Err("required"));
+        let long = "x".repeat(KEY_NAME_MAX + 1);
+        assert_eq!(parse_key_name(&long).map_err(|p| p.code), Err("too_long"));
+        assert_eq!(
+            parse_key_name("a\u{7}b").map_err(|p| p.code),
+            Err("invalid_value")
+        );
+    }
+
+    #[test]
+    fn a_key_expires_at_its_instant() {
+        let at = Timestamp::from_unix_millis(1_000);
+        assert!(key_is_live(None, at));
+        assert!(key_is_live(Some(at), Timestamp::from_unix_millis(999)));
+        assert!(!key_is_live(Some(at), at));
     }
 }

@@ -247,11 +247,16 @@ impl<'a> CanonicalObject<'a> {
             .map(|(k, member)| &member[k.len() + 3..])
     }
 
-    /// Each member's key and its value as JSON text, in key order.
-    pub fn members(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+    /// A member's value, to read inside it.
+    pub fn value(&self, key: &str) -> Option<CanonicalValue<'a>> {
+        self.get(key).map(CanonicalValue)
+    }
+
+    /// Each member's key and its value, in key order.
+    pub fn members(&self) -> impl Iterator<Item = (&'a str, CanonicalValue<'a>)> + '_ {
         self.members
             .iter()
-            .map(|(key, member)| (*key, &member[key.len() + 3..]))
+            .map(|(key, member)| (*key, CanonicalValue(&member[key.len() + 3..])))
     }
 
     /// What [`canonical_json_without`] gives for the parsed object and `skip`.
@@ -272,20 +277,89 @@ impl<'a> CanonicalObject<'a> {
     }
 }
 
-/// The elements of `text`, an array in canonical form (see [`CanonicalObject`]), as JSON text;
-/// `None` if it is not one.
-pub fn canonical_elements(text: &str) -> Option<Vec<&str>> {
-    let mut scanner = Scanner {
-        bytes: text.as_bytes(),
-        at: 0,
-    };
-    let mut spans = Vec::with_capacity(4);
-    scanner.array(0, Some(&mut spans))?;
-    if scanner.at != text.len() {
-        return None;
+/// A value inside a [`CanonicalObject`], so already checked to be in canonical form: its
+/// objects and arrays are split into members and elements without checking them again (the
+/// ledger splits every event's parties this way, so it is on the verify path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanonicalValue<'a>(&'a str);
+
+impl<'a> CanonicalValue<'a> {
+    /// The value's JSON text.
+    pub fn text(self) -> &'a str {
+        self.0
     }
-    // Every span starts and ends at an ASCII delimiter, so slicing never splits a character.
-    spans.into_iter().map(|span| text.get(span)).collect()
+
+    /// The value's members in key order, if it is an object.
+    pub fn members(self) -> Option<impl Iterator<Item = (&'a str, CanonicalValue<'a>)>> {
+        Some(Parts::of(self.0, b'{', b'}')?.filter_map(|member| {
+            // A member reads `"key":value`, and a canonical key holds no quote.
+            let length = memchr::memchr(b'"', member.as_bytes().get(1..)?)?;
+            Some((
+                member.get(1..1 + length)?,
+                CanonicalValue(member.get(length + 3..)?),
+            ))
+        }))
+    }
+
+    /// The value's elements, if it is an array.
+    pub fn elements(self) -> Option<impl Iterator<Item = CanonicalValue<'a>>> {
+        Some(Parts::of(self.0, b'[', b']')?.map(CanonicalValue))
+    }
+}
+
+/// The members or elements of an object or array already checked to be in canonical form, one
+/// by one: only strings and nesting are followed, to find the commas between them.
+struct Parts<'a> {
+    text: &'a str,
+    at: usize,
+    /// Where the closing bracket is.
+    end: usize,
+}
+
+impl<'a> Parts<'a> {
+    fn of(text: &'a str, open: u8, close: u8) -> Option<Self> {
+        let bytes = text.as_bytes();
+        (bytes.len() >= 2 && bytes[0] == open && bytes[bytes.len() - 1] == close).then_some(Parts {
+            text,
+            at: 1,
+            end: bytes.len() - 1,
+        })
+    }
+}
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes().get(..self.end)?;
+        let start = self.at;
+        if start >= self.end {
+            return None;
+        }
+        let (mut at, mut depth) = (start, 0usize);
+        while at < self.end {
+            match bytes[at] {
+                b'"' => {
+                    // To the closing quote: the next quote not escaped by a backslash.
+                    at += 1;
+                    loop {
+                        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+                        if bytes[at] == b'"' {
+                            break;
+                        }
+                        at += 2;
+                    }
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth = depth.checked_sub(1)?,
+                b',' if depth == 0 => break,
+                _ => {}
+            }
+            at += 1;
+        }
+        self.at = at + 1;
+        self.text.get(start..at)
+    }
 }
 
 /// Whether `a` sorts strictly before `b`, byte by byte: inline, as keys are short and compared
@@ -327,7 +401,7 @@ impl Scanner<'_> {
     fn value(&mut self, depth: usize) -> Option<()> {
         match *self.bytes.get(self.at)? {
             b'{' => self.object(depth + 1, None),
-            b'[' => self.array(depth + 1, None),
+            b'[' => self.array(depth + 1),
             b'"' => self.string(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -377,11 +451,7 @@ impl Scanner<'_> {
         }
     }
 
-    fn array(
-        &mut self,
-        depth: usize,
-        mut spans: Option<&mut Vec<std::ops::Range<usize>>>,
-    ) -> Option<()> {
+    fn array(&mut self, depth: usize) -> Option<()> {
         if depth > MAX_SCAN_DEPTH {
             return None;
         }
@@ -391,11 +461,7 @@ impl Scanner<'_> {
             return Some(());
         }
         loop {
-            let start = self.at;
             self.value(depth)?;
-            if let Some(spans) = spans.as_mut() {
-                spans.push(start..self.at);
-            }
             match self.next()? {
                 b',' => {}
                 b']' => return Some(()),
@@ -593,22 +659,52 @@ mod tests {
     }
 
     #[test]
-    fn members_and_elements_are_the_canonical_text_of_each_value() {
-        let text = r#"{"a":[1,{"b":"x,y"},[]],"c":{"d":null}}"#;
-        let object = CanonicalObject::parse(text).expect("canonical");
+    fn members_and_elements_are_split_as_the_parser_reads_them() {
+        let value = json!({
+            "a": [1, {"b": "x,y]}", "c": [[], {}]}, [], "q\"{,[", -0.5, null],
+            "c": {"d": null, "e": {"f": "\\", "g": [true]}},
+            "s": "tab\t,\"}"
+        });
+        let text = String::from_utf8(canonical_json(&value)).expect("utf-8");
+        let object = CanonicalObject::parse(&text).expect("canonical");
         let members: Vec<_> = object.members().collect();
         assert_eq!(
-            members,
-            [("a", r#"[1,{"b":"x,y"},[]]"#), ("c", r#"{"d":null}"#)]
+            members.iter().map(|(key, _)| *key).collect::<Vec<_>>(),
+            ["a", "c", "s"]
         );
+        let parsed = |value: CanonicalValue<'_>| -> Value {
+            serde_json::from_str(value.text()).expect("JSON")
+        };
+        let elements: Vec<_> = members[0].1.elements().expect("an array").collect();
         assert_eq!(
-            canonical_elements(members[0].1),
-            Some(vec!["1", r#"{"b":"x,y"}"#, "[]"])
+            elements.iter().map(|e| parsed(*e)).collect::<Vec<_>>(),
+            value["a"].as_array().cloned().unwrap_or_default()
         );
-        assert_eq!(canonical_elements("[]"), Some(vec![]));
-        assert_eq!(canonical_elements("[1, 2]"), None);
-        assert_eq!(canonical_elements("[1]x"), None);
-        assert_eq!(canonical_elements("{}"), None);
+        assert_eq!(elements[1].members().map(Iterator::count), Some(2));
+        let nested: Vec<_> = members[1]
+            .1
+            .members()
+            .expect("an object")
+            .map(|(k, v)| (k, parsed(v)))
+            .collect();
+        assert_eq!(
+            nested,
+            [("d", json!(null)), ("e", json!({"f": "\\", "g": [true]}))]
+        );
+        assert!(members[2].1.elements().is_none());
+        assert!(members[2].1.members().is_none());
+        assert!(elements[0].elements().is_none());
+        assert_eq!(elements[2].elements().map(Iterator::count), Some(0));
+        assert!(elements[3].elements().is_none());
+        let empty = CanonicalObject::parse(r#"{"o":{}}"#).expect("canonical");
+        assert_eq!(
+            empty
+                .members()
+                .next()
+                .and_then(|(_, o)| o.members())
+                .map(Iterator::count),
+            Some(0)
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum IdKind {
     Request,
     /// An Admin Portal session, as the actor of the changes made through it.
     PortalSession,
+    /// A console operator account, the actor of what it does.
+    Operator,
+    /// A console session.
+    ConsoleSession,
 }
 
 impl IdKind {
@@ -33,6 +37,8 @@ impl IdKind {
             IdKind::Worker => "worker",
             IdKind::Request => "req",
             IdKind::PortalSession => "portal_session",
+            IdKind::Operator => "operator",
+            IdKind::ConsoleSession => "console_session",
         }
     }
 

@@ -505,8 +505,15 @@ impl Parsed<'_> {
         };
         if let Parsed::Canonical(event) = self {
             // Base64 needs no escapes, so the strings are read in place.
-            if let Ok(hashes) = serde_json::from_str::<Vec<&str>>(event.get("inclusion_proof")?) {
-                return Some(hashes.into_iter().map(|h| decode(Some(h))).collect());
+            if let Some(hashes) = event.value("inclusion_proof")?.elements() {
+                return Some(
+                    hashes
+                        .map(|h| {
+                            let text = h.text();
+                            decode(text.strip_prefix('"').and_then(|t| t.strip_suffix('"')))
+                        })
+                        .collect(),
+                );
             }
         }
         let proof = self.value("inclusion_proof")?;

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use trailmark_domain::canonical::{CanonicalObject, canonical_elements, canonical_json};
+use trailmark_domain::canonical::{CanonicalObject, CanonicalValue, canonical_json};
 use trailmark_domain::erasable::{ERASED, for_each_erasable, for_each_erasable_mut};
 
 use crate::LedgerError;
@@ -63,11 +63,7 @@ pub fn seed_text(seed: &Salt) -> String {
 
 /// The salt of the value at `pointer` of an event with `seed`.
 pub fn value_salt(seed: &Salt, pointer: &str) -> Salt {
-    let digest = Sha256::new()
-        .chain_update(b"trailmark/v2/salt\0")
-        .chain_update(seed)
-        .chain_update(pointer.as_bytes())
-        .finalize();
+    let digest = sha256_of(&[b"trailmark/v2/salt\0", seed, pointer.as_bytes()]);
     let mut salt = [0u8; SALT_BYTES];
     salt.copy_from_slice(&digest[..SALT_BYTES]);
     salt
@@ -75,11 +71,49 @@ pub fn value_salt(seed: &Salt, pointer: &str) -> Salt {
 
 /// The commitment to `value` under `salt`.
 pub fn commitment(salt: &Salt, value: &Value) -> Hash {
-    Sha256::new()
-        .chain_update(salt)
-        .chain_update(canonical_json(value))
-        .finalize()
-        .into()
+    sha256_of(&[salt, &canonical_json(value)])
+}
+
+/// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
+const SHA256_INITIAL: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// SHA-256 of `parts` one after the other. Salts and commitments hash a few dozen bytes each,
+/// a dozen or more times an event, so a message that fits two blocks is padded here and given
+/// straight to the compression function, without a hasher's buffering around it.
+fn sha256_of(parts: &[&[u8]]) -> Hash {
+    use sha2::digest::generic_array::GenericArray;
+
+    let length: usize = parts.iter().map(|part| part.len()).sum();
+    // Two blocks hold 128 bytes, less the 0x80 byte and the 8-byte length that pad them.
+    if length > 119 {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        return hasher.finalize().into();
+    }
+    let mut buffer = [0u8; 128];
+    let mut at = 0;
+    for part in parts {
+        buffer[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    buffer[at] = 0x80;
+    let end = if length <= 55 { 64 } else { 128 };
+    buffer[end - 8..end].copy_from_slice(&(length as u64 * 8).to_be_bytes());
+    let blocks = [
+        GenericArray::clone_from_slice(&buffer[..64]),
+        GenericArray::clone_from_slice(&buffer[64..]),
+    ];
+    let mut state = SHA256_INITIAL;
+    sha2::compress256(&mut state, &blocks[..end / 64]);
+    let mut hash = [0u8; 32];
+    for (bytes, word) in hash.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    hash
 }
 
 /// How an event's erasable values are salted.
@@ -251,27 +285,26 @@ pub fn committed_bytes_under(object: &CanonicalObject<'_>, seed: &Salt) -> Optio
         }
         writer.key(key);
         match key {
-            "actor" => writer.party(value, "/actor")?,
-            "targets" => match canonical_elements(value) {
+            "actor" => writer.party(value, "/actor"),
+            "targets" => match value.elements() {
                 Some(targets) => {
                     writer.out.push(b'[');
-                    for (index, target) in targets.into_iter().enumerate() {
+                    for (index, target) in targets.enumerate() {
                         if index > 0 {
                             writer.out.push(b',');
                         }
-                        writer.party(target, &format!("/targets/{index}"))?;
+                        writer.party(target, &format!("/targets/{index}"));
                     }
                     writer.out.push(b']');
                 }
                 // Not an array: nothing in it is erasable, as `for_each_erasable` sees it.
-                None if !value.starts_with('[') => writer.out.extend_from_slice(value.as_bytes()),
-                None => return None,
+                None => writer.out.extend_from_slice(value.text().as_bytes()),
             },
             "context" => writer.object(value, "/context", |key| {
                 matches!(key, "location" | "user_agent")
-            })?,
-            "metadata" => writer.object(value, "/metadata", |_| true)?,
-            _ => writer.out.extend_from_slice(value.as_bytes()),
+            }),
+            "metadata" => writer.object(value, "/metadata", |_| true),
+            _ => writer.out.extend_from_slice(value.text().as_bytes()),
         }
     }
     if !version_written {
@@ -331,11 +364,7 @@ impl CommittedWriter {
             }
         }
         let salt = value_salt(&self.seed, &self.pointer);
-        let hash: Hash = Sha256::new()
-            .chain_update(salt)
-            .chain_update(value.as_bytes())
-            .finalize()
-            .into();
+        let hash = sha256_of(&[&salt, value.as_bytes()]);
         let mut text = [0u8; 44];
         let written = base64::engine::general_purpose::STANDARD
             .encode_slice(hash, &mut text)
@@ -346,40 +375,40 @@ impl CommittedWriter {
     }
 
     /// An actor or target: its `id`, `name` and metadata values committed, the rest as is.
-    fn party(&mut self, value: &str, base: &str) -> Option<()> {
-        let Some(party) = CanonicalObject::parse(value) else {
+    fn party(&mut self, value: CanonicalValue<'_>, base: &str) {
+        let Some(members) = value.members() else {
             // Not an object: nothing in it is erasable, as `for_each_erasable` sees it.
-            return (!value.starts_with('{')).then(|| self.out.extend_from_slice(value.as_bytes()));
+            self.out.extend_from_slice(value.text().as_bytes());
+            return;
         };
         self.out.push(b'{');
-        for (key, member) in party.members() {
+        for (key, member) in members {
             self.key(key);
             match key {
-                "id" | "name" => self.commit(base, key, member),
-                "metadata" => self.object(member, &format!("{base}/metadata"), |_| true)?,
-                _ => self.out.extend_from_slice(member.as_bytes()),
+                "id" | "name" => self.commit(base, key, member.text()),
+                "metadata" => self.object(member, &format!("{base}/metadata"), |_| true),
+                _ => self.out.extend_from_slice(member.text().as_bytes()),
             }
         }
         self.out.push(b'}');
-        Some(())
     }
 
     /// An object whose members that `erasable` names are committed, the rest as is.
-    fn object(&mut self, value: &str, base: &str, erasable: impl Fn(&str) -> bool) -> Option<()> {
-        let Some(object) = CanonicalObject::parse(value) else {
-            return (!value.starts_with('{')).then(|| self.out.extend_from_slice(value.as_bytes()));
+    fn object(&mut self, value: CanonicalValue<'_>, base: &str, erasable: impl Fn(&str) -> bool) {
+        let Some(members) = value.members() else {
+            self.out.extend_from_slice(value.text().as_bytes());
+            return;
         };
         self.out.push(b'{');
-        for (key, member) in object.members() {
+        for (key, member) in members {
             self.key(key);
             if erasable(key) {
-                self.commit(base, key, member);
+                self.commit(base, key, member.text());
             } else {
-                self.out.extend_from_slice(member.as_bytes());
+                self.out.extend_from_slice(member.text().as_bytes());
             }
         }
         self.out.push(b'}');
-        Some(())
     }
 }
 
@@ -526,6 +555,18 @@ mod tests {
         object.as_object_mut().map(|map| map.remove("salt"));
         assert_eq!(Salting::of(&object), Ok(None));
         assert!(erase(&object, &["/actor/id".into()]).is_err());
+    }
+
+    #[test]
+    fn short_messages_hash_as_sha256_does() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        for length in (0..=130).chain([200, 300]) {
+            for split in [0, length / 3, length] {
+                let (a, b) = bytes[..length].split_at(split);
+                let expected: Hash = Sha256::digest(&bytes[..length]).into();
+                assert_eq!(sha256_of(&[a, b]), expected, "{length} split at {split}");
+            }
+        }
     }
 
     #[test]

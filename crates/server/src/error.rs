@@ -58,6 +58,9 @@ pub enum ApiError {
     /// Under a legal hold (its reason), which the request did not force.
     #[error("the organization is under a legal hold")]
     LegalHold(String),
+    /// Revoking this key (its id) would leave no unrestricted admin key; `force=true` does it.
+    #[error("the last unrestricted admin key")]
+    LastAdminKey(String),
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -92,7 +95,9 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooMuchWork { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Conflict(_) | ApiError::LegalHold(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::LegalHold(_) | ApiError::LastAdminKey(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -115,6 +120,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::TooMuchWork { .. } => "too_much_work",
             ApiError::LegalHold(_) => "legal_hold",
+            ApiError::LastAdminKey(_) => "last_admin_key",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -175,6 +181,13 @@ impl ApiError {
                 ),
                 "code": "legal_hold",
                 "errors": [{"code": "legal_hold", "field": "force", "message": "the organization is under a legal hold"}],
+            }),
+            ApiError::LastAdminKey(id) => json!({
+                "message": format!(
+                    "'{id}' is the last unrestricted admin key: without it no key could manage keys. Create another admin key first, or send force=true to revoke it anyway."
+                ),
+                "code": "last_admin_key",
+                "errors": [{"code": "last_admin_key", "field": "force", "message": "revoking the last unrestricted admin key needs force=true"}],
             }),
             ApiError::Unavailable(_) => json!({
                 "message": "Storage is temporarily unavailable; retry shortly.",
@@ -258,12 +271,14 @@ impl From<AppError> for ApiError {
                 NotFoundKind::Event => format!("Audit Log Event not found: '{id}'."),
                 NotFoundKind::Export => format!("Audit Log Export not found: '{id}'."),
                 NotFoundKind::LogStream => format!("Log stream not found: '{id}'."),
+                NotFoundKind::ApiKey => format!("API key not found: '{id}'."),
                 NotFoundKind::Tile => format!("Tile not found: '{id}'."),
             }),
             AppError::Conflict(field) => ApiError::Conflict(field),
             AppError::Busy { code, message } => ApiError::Busy { code, message },
             AppError::TooMuchWork { code, message } => ApiError::TooMuchWork { code, message },
             AppError::LegalHold(reason) => ApiError::LegalHold(reason),
+            AppError::LastAdminKey(id) => ApiError::LastAdminKey(id),
             AppError::Unavailable(reason) => ApiError::Unavailable(reason),
             AppError::Internal(reason) => ApiError::Internal(reason),
         }

@@ -18,10 +18,13 @@
 //! - `wire`: hand-written JSON for every object the API returns.
 //! - `links`: signed download links for exports.
 //! - `portal/`: the Admin Portal, server-rendered pages opened by one-time links.
+//! - `console/`: the operators' console at `/console` (sign-in, organizations, schemas, the
+//!   log of what operators did); `web`: what the portal and the console share.
 //! - `routes/`: one file per resource.
 
 mod auth;
 mod connections;
+mod console;
 pub mod error;
 mod extract;
 mod links;
@@ -30,7 +33,11 @@ mod middleware;
 mod portal;
 mod rate_limit;
 mod routes;
+
+/// A key as `GET /api_keys` shows it (also `trailmark keys list --json`).
+pub use routes::keys::key_object;
 pub mod state;
+mod web;
 mod wire;
 
 use std::future::Future;
@@ -40,7 +47,7 @@ use tokio::net::TcpListener;
 
 pub use connections::ConnectionLimits;
 pub use rate_limit::{Cidr, DEFAULT_PER_ADDRESS, DEFAULT_PER_KEY, RateLimits};
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, Clock, ServerConfig};
 
 /// The whole API as an axum router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -71,6 +78,12 @@ pub async fn serve(
     let app = state.app.clone();
     app.start();
     let limits = state.config.connections;
+    let stopping = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Live event streams never finish by themselves: end them, so they close at once.
+        stopping.stop_live_readers();
+    };
     let served = connections::serve(listener, router(state), limits, shutdown).await;
     app.shutdown().await;
     served

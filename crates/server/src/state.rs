@@ -2,9 +2,11 @@
 //! signer and the HTTP metrics. Cheap to clone (`Arc`s inside).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use trailmark_app::Trailmark;
+use trailmark_domain::Timestamp;
 
 use crate::connections::ConnectionLimits;
 use crate::links::LinkSigner;
@@ -58,6 +60,32 @@ pub struct AppState {
     pub(crate) portal_link_ttl: Duration,
     /// This instance's rate-limit buckets.
     pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// The time console sessions are judged by.
+    pub(crate) clock: Clock,
+    /// A console session ends after this long without a request.
+    pub(crate) console_idle_timeout: Duration,
+    /// The console's OpenID Connect client, when configured.
+    pub(crate) console_oidc: Option<Arc<trailmark_app::oidc::OidcSettings>>,
+}
+
+/// A console session ends after this long without a request, unless configured otherwise (as
+/// the portal's sessions do).
+pub const CONSOLE_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The console's clock: the system's, moved forward by what a test asked for, so that a test
+/// sees a session expire without waiting half an hour.
+#[derive(Clone, Default)]
+pub struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        Timestamp::now().plus_millis(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every clone of it) forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+    }
 }
 
 impl AppState {
@@ -72,6 +100,9 @@ impl AppState {
             ),
             portal_link_ttl: PORTAL_LINK_TTL,
             rate_limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
+            clock: Clock::default(),
+            console_idle_timeout: CONSOLE_IDLE_TIMEOUT,
+            console_oidc: None,
             config: Arc::new(config),
         }
     }
@@ -81,6 +112,27 @@ impl AppState {
     #[must_use]
     pub fn with_portal_link_ttl(mut self, ttl: Duration) -> Self {
         self.portal_link_ttl = ttl;
+        self
+    }
+
+    /// Ends console sessions after `idle` without a request (`--console-idle-timeout-secs`).
+    #[must_use]
+    pub fn with_console_idle_timeout(mut self, idle: Duration) -> Self {
+        self.console_idle_timeout = idle;
+        self
+    }
+
+    /// Lets operators sign in to the console with an OpenID Connect provider.
+    #[must_use]
+    pub fn with_console_oidc(mut self, settings: trailmark_app::oidc::OidcSettings) -> Self {
+        self.console_oidc = Some(Arc::new(settings));
+        self
+    }
+
+    /// Judges console sessions by `clock` (tests move it forward).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 }

@@ -6,8 +6,8 @@
 //! needs to answer a replay is an opaque outcome it stored with the claim.
 //!
 //! Each aggregate has its own narrow trait ([`EventLog`], [`LedgerStore`], [`Organizations`],
-//! [`Schemas`], [`ApiKeys`], [`StreamStore`], [`ExportStore`], [`PortalStore`], [`Retention`],
-//! [`Health`]); [`Store`] is all of them, which each backend implements. The rules that decide
+//! [`Schemas`], [`ApiKeys`], [`StreamStore`], [`ExportStore`], [`PortalStore`], [`Operators`],
+//! [`Retention`], [`Health`]); [`Store`] is all of them, which each backend implements. The rules that decide
 //! what to store (sequencing, leaf hashing, idempotency, schema versions, stream states) are
 //! written once, in [`rules`], and called by both backends.
 //!
@@ -35,6 +35,7 @@ mod error;
 mod log;
 mod model;
 mod observe;
+mod operator;
 mod portal;
 mod postgres;
 mod private;
@@ -53,10 +54,11 @@ pub use error::StoreError;
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
-    RawEvent, Receipt, Rewrite, SchemaLookup, SearchPage, SearchRequest, StoredCheckpoint,
-    StoredEvent, StreamRecord, StreamState,
+    RawEvent, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
+    StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
+pub use operator::{NewOperatorSession, OperatorRecord, OperatorSession};
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 pub use postgres::{PostgresStore, SettingsError};
 pub use sqlite::SqliteStore;
@@ -76,6 +78,7 @@ pub trait Store:
     + StreamStore
     + ExportStore
     + PortalStore
+    + Operators
 {
 }
 
@@ -90,6 +93,7 @@ impl<T> Store for T where
         + StreamStore
         + ExportStore
         + PortalStore
+        + Operators
 {
 }
 
@@ -109,6 +113,21 @@ pub trait ApiKeys: Send + Sync + 'static {
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Whether any key has ever been created (the first start creates one).
     async fn has_api_keys(&self) -> Result<bool, StoreError>;
+    /// Every key, oldest first (keys are few: one per app, service or person).
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Deletes the key `id`. With `keep_an_admin`, refuses ([`Revocation::LastAdminKey`]) when
+    /// the key is an unrestricted admin key live at `now` and no other one would be left
+    /// ([`rules::is_unrestricted_admin`]); the check and the deletion are one transaction, so
+    /// two racing revocations cannot both pass it.
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        keep_an_admin: bool,
+        now: Timestamp,
+    ) -> Result<Revocation, StoreError>;
+    /// Records that the key `id` was used at `at` (never moving `last_used_at` back); `false`
+    /// if no such key exists.
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
 }
 
 /// Organizations, the tenants whose logs Trailmark keeps.
@@ -443,4 +462,27 @@ pub trait PortalStore: Send + Sync + 'static {
     ) -> Result<Option<PortalSession>, StoreError>;
     /// Deletes portal links and sessions that expired before `before`; returns how many.
     async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// Console operators and their sessions.
+#[async_trait]
+pub trait Operators: Send + Sync + 'static {
+    /// Stores a new operator. [`StoreError::Conflict`] (`email`) if another has that e-mail.
+    async fn insert_operator(&self, operator: OperatorRecord) -> Result<(), StoreError>;
+    /// The operator with this (lower-case) e-mail, if any.
+    async fn find_operator(&self, email: &str) -> Result<Option<OperatorRecord>, StoreError>;
+    /// Stores a session opened by a sign-in.
+    async fn insert_operator_session(&self, session: NewOperatorSession) -> Result<(), StoreError>;
+    /// The session whose cookie secret hashes to `secret_hash`, if it has not expired at `now`;
+    /// its expiry moves to `renew_until` (sessions expire after inactivity).
+    async fn touch_operator_session(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+        renew_until: Timestamp,
+    ) -> Result<Option<OperatorSession>, StoreError>;
+    /// Ends a session (sign-out); `false` if there was none.
+    async fn delete_operator_session(&self, secret_hash: [u8; 32]) -> Result<bool, StoreError>;
+    /// Deletes sessions that expired before `before`; returns how many.
+    async fn purge_operator_sessions(&self, before: Timestamp) -> Result<u64, StoreError>;
 }

@@ -14,10 +14,31 @@ use trailmark_ledger::tree::Hash;
 pub struct ApiKeyRecord {
     pub id: String,
     pub hash: [u8; 32],
+    /// What people call the key (keys from before names existed are called `<scope> key`).
+    pub name: String,
+    /// The key's first characters (`ApiKeySecret::prefix`), empty for keys from before prefixes
+    /// were kept.
+    pub prefix: String,
     pub scope: Scope,
     /// `Some` restricts the key to that organization.
     pub organization_id: Option<String>,
     pub created_at: Timestamp,
+    /// From this instant on the key is refused.
+    pub expires_at: Option<Timestamp>,
+    /// When the key was last seen in use, coarsely (the application writes it at most once a
+    /// minute per key and instance).
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// What [`crate::ApiKeys::revoke_api_key`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Revocation {
+    /// The key is gone; this is what it was.
+    Revoked(ApiKeyRecord),
+    /// No key has this id.
+    NotFound,
+    /// The key is the last live unrestricted admin key, and the caller asked to keep one.
+    LastAdminKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

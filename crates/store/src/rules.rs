@@ -8,13 +8,16 @@
 //! PostgreSQL implementations call these functions rather than restating them.
 
 use trailmark_domain::Timestamp;
+use trailmark_domain::api_key::{Scope, key_is_live};
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
 use trailmark_ledger::leaf::LeafTemplate;
 use trailmark_ledger::tree::{Frontier, Hash, Node, NodeReader};
 
-use crate::model::{AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState};
+use crate::model::{
+    ApiKeyRecord, AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState,
+};
 use crate::{Schemas, StoreError};
 
 /// An append whose events are ready to be sequenced: everything that does not depend on the
@@ -300,6 +303,25 @@ pub fn stream_state_after_change(
 /// meanwhile (the delivery was already under way).
 pub fn stream_state_after_delivery(enabled: bool) -> StreamState {
     initial_stream_state(enabled)
+}
+
+/// Whether `key` is an unrestricted admin key that is live at `now`: one that can manage keys.
+pub fn is_unrestricted_admin(key: &ApiKeyRecord, now: Timestamp) -> bool {
+    key.scope == Scope::Admin && key.organization_id.is_none() && key_is_live(key.expires_at, now)
+}
+
+/// Whether revoking `target` leaves a live unrestricted admin key among `admin_keys` (every
+/// stored unrestricted admin key, `target` possibly among them). The `TRAILMARK_API_KEY` key
+/// does not count: it is configuration, possibly of one instance only.
+pub fn revocation_keeps_an_admin(
+    target: &ApiKeyRecord,
+    admin_keys: &[ApiKeyRecord],
+    now: Timestamp,
+) -> bool {
+    !is_unrestricted_admin(target, now)
+        || admin_keys
+            .iter()
+            .any(|key| key.id != target.id && is_unrestricted_admin(key, now))
 }
 
 #[cfg(test)]

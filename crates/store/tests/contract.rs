@@ -30,10 +30,11 @@ use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_inclusion};
 use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
-    IdempotencyClaim, LegalHold, NewPortalSession, Order, OrganizationFilter, Page, PageRequest,
-    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, Rewrite, SchemaLookup,
-    SearchPage, SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent,
-    StreamRecord, StreamState, rules,
+    IdempotencyClaim, LegalHold, NewOperatorSession, NewPortalSession, OperatorRecord, Order,
+    OrganizationFilter, Page, PageRequest, PendingEvent, PortalLink, PortalRedemption,
+    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
+    SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    rules,
 };
 
 /// Which contract tests cover each method of each storage trait: one `Trait::method test` pair
@@ -43,6 +44,10 @@ Health::ping                          a_store_answers_ping
 ApiKeys::insert_api_key               api_keys_are_found_by_their_hash
 ApiKeys::find_api_key                 api_keys_are_found_by_their_hash
 ApiKeys::has_api_keys                 api_keys_are_found_by_their_hash
+ApiKeys::list_api_keys                api_keys_list_oldest_first_with_every_field
+ApiKeys::revoke_api_key               a_revocation_keeps_a_live_unrestricted_admin_key_unless_told_not_to
+ApiKeys::revoke_api_key               racing_revocations_never_remove_the_last_admin_key
+ApiKeys::touch_api_key                a_key_s_last_use_only_moves_forward
 Organizations::insert_organization    organizations_keep_every_field
 Organizations::insert_organization    external_ids_are_unique_among_live_organizations
 Organizations::get_organization       organizations_keep_every_field
@@ -125,6 +130,12 @@ PortalStore::redeem_portal_link       a_portal_link_opens_one_session_even_when_
 PortalStore::touch_portal_session     portal_sessions_expire_after_inactivity_and_are_purged
 PortalStore::purge_portal             portal_sessions_expire_after_inactivity_and_are_purged
 PortalStore::purge_portal             purging_the_portal_removes_only_what_expired
+Operators::insert_operator            operators_are_found_by_email_which_is_unique
+Operators::find_operator              operators_are_found_by_email_which_is_unique
+Operators::insert_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::touch_operator_session     operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::delete_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::purge_operator_sessions    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 ";
 
 /// Every contract test, listed once. `stores` take the store; `fixtures` take the whole
@@ -135,6 +146,10 @@ macro_rules! contract_tests {
             stores: [
                 a_store_answers_ping,
                 api_keys_are_found_by_their_hash,
+                api_keys_list_oldest_first_with_every_field,
+                a_revocation_keeps_a_live_unrestricted_admin_key_unless_told_not_to,
+                racing_revocations_never_remove_the_last_admin_key,
+                a_key_s_last_use_only_moves_forward,
                 organizations_keep_every_field,
                 external_ids_are_unique_among_live_organizations,
                 updates_replace_the_fields_of_live_organizations_only,
@@ -189,6 +204,8 @@ macro_rules! contract_tests {
                 a_portal_link_opens_one_session_even_when_raced,
                 portal_sessions_expire_after_inactivity_and_are_purged,
                 purging_the_portal_removes_only_what_expired,
+                operators_are_found_by_email_which_is_unique,
+                operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged,
             ],
             fixtures: [
                 acknowledged_writes_survive_reopening_the_store,
@@ -782,33 +799,32 @@ async fn a_store_answers_ping(store: &dyn Store) {
     store.ping().await.expect("a live database answers");
 }
 
+fn api_key(n: u8, scope: Scope, organization_id: Option<&str>) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: format!("key_{n}"),
+        hash: [n; 32],
+        name: format!("key number {n}"),
+        prefix: format!("sk_0{n}0{n}0{n}0{n}"),
+        scope,
+        organization_id: organization_id.map(str::to_owned),
+        created_at: at(i64::from(n)),
+        expires_at: None,
+        last_used_at: None,
+    }
+}
+
 async fn api_keys_are_found_by_their_hash(store: &dyn Store) {
     assert!(
         !store.has_api_keys().await.expect("has"),
         "a new store has none"
     );
+    let mut expiring = api_key(3, Scope::Read, None);
+    expiring.expires_at = Some(at(1_000));
+    expiring.last_used_at = Some(at(500));
     let keys = [
-        ApiKeyRecord {
-            id: "key_1".into(),
-            hash: [1; 32],
-            scope: Scope::Admin,
-            organization_id: None,
-            created_at: at(1),
-        },
-        ApiKeyRecord {
-            id: "key_2".into(),
-            hash: [2; 32],
-            scope: Scope::Ingest,
-            organization_id: Some("org_1".into()),
-            created_at: at(2),
-        },
-        ApiKeyRecord {
-            id: "key_3".into(),
-            hash: [3; 32],
-            scope: Scope::Read,
-            organization_id: None,
-            created_at: at(3),
-        },
+        api_key(1, Scope::Admin, None),
+        api_key(2, Scope::Ingest, Some("org_1")),
+        expiring,
     ];
     for key in &keys {
         store.insert_api_key(key.clone()).await.expect("insert");
@@ -818,6 +834,161 @@ async fn api_keys_are_found_by_their_hash(store: &dyn Store) {
         assert_eq!(store.find_api_key(key.hash).await.expect("find"), Some(key));
     }
     assert_eq!(store.find_api_key([4; 32]).await.expect("find"), None);
+}
+
+async fn api_keys_list_oldest_first_with_every_field(store: &dyn Store) {
+    assert_eq!(store.list_api_keys().await.expect("list"), Vec::new());
+    let mut restricted = api_key(2, Scope::Read, Some("org_1"));
+    restricted.expires_at = Some(at(9_000));
+    restricted.last_used_at = Some(at(4_000));
+    // Inserted newest first: the list is by creation, not insertion.
+    let keys = vec![
+        api_key(1, Scope::Admin, None),
+        restricted,
+        api_key(3, Scope::Ingest, None),
+    ];
+    for key in keys.iter().rev() {
+        store.insert_api_key(key.clone()).await.expect("insert");
+    }
+    assert_eq!(store.list_api_keys().await.expect("list"), keys);
+}
+
+async fn a_revocation_keeps_a_live_unrestricted_admin_key_unless_told_not_to(store: &dyn Store) {
+    let now = at(5_000);
+    let mut expired_admin = api_key(3, Scope::Admin, None);
+    expired_admin.expires_at = Some(now);
+    for key in [
+        api_key(1, Scope::Admin, None),
+        api_key(2, Scope::Admin, Some("org_1")),
+        expired_admin,
+        api_key(4, Scope::Read, None),
+        api_key(5, Scope::Admin, None),
+    ] {
+        store.insert_api_key(key).await.expect("insert");
+    }
+    assert_eq!(
+        store
+            .revoke_api_key("key_404", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::NotFound
+    );
+    assert_eq!(
+        store
+            .revoke_api_key("key_4", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::Revoked(api_key(4, Scope::Read, None))
+    );
+    assert_eq!(
+        store
+            .revoke_api_key("key_1", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::Revoked(api_key(1, Scope::Admin, None)),
+        "key_5 is left"
+    );
+    // Neither a restricted nor an expired admin key counts as the one left.
+    assert_eq!(
+        store
+            .revoke_api_key("key_5", true, now)
+            .await
+            .expect("revoke"),
+        Revocation::LastAdminKey
+    );
+    assert!(store.find_api_key([5; 32]).await.expect("find").is_some());
+    // Restricted and expired admin keys go freely.
+    for id in ["key_2", "key_3"] {
+        assert!(matches!(
+            store.revoke_api_key(id, true, now).await.expect("revoke"),
+            Revocation::Revoked(_)
+        ));
+    }
+    assert_eq!(
+        store
+            .revoke_api_key("key_5", false, now)
+            .await
+            .expect("revoke"),
+        Revocation::Revoked(api_key(5, Scope::Admin, None))
+    );
+    assert_eq!(store.find_api_key([5; 32]).await.expect("find"), None);
+    assert_eq!(store.list_api_keys().await.expect("list"), Vec::new());
+}
+
+async fn racing_revocations_never_remove_the_last_admin_key(store: &dyn Store) {
+    let now = at(5_000);
+    for round in 0..5u8 {
+        let (a, b) = (round * 2 + 1, round * 2 + 2);
+        for n in [a, b] {
+            store
+                .insert_api_key(api_key(n, Scope::Admin, None))
+                .await
+                .expect("insert");
+        }
+        let (first, second) = (format!("key_{a}"), format!("key_{b}"));
+        let (first, second) = futures_util::future::join(
+            store.revoke_api_key(&first, true, now),
+            store.revoke_api_key(&second, true, now),
+        )
+        .await;
+        let outcomes = [first.expect("revoke"), second.expect("revoke")];
+        let revoked = outcomes
+            .iter()
+            .filter(|o| matches!(o, Revocation::Revoked(_)))
+            .count();
+        assert_eq!(revoked, 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.contains(&Revocation::LastAdminKey));
+        // The survivor goes with the flag, for the next round to start from none.
+        for n in [a, b] {
+            store
+                .revoke_api_key(&format!("key_{n}"), false, now)
+                .await
+                .expect("revoke");
+        }
+    }
+}
+
+async fn a_key_s_last_use_only_moves_forward(store: &dyn Store) {
+    store
+        .insert_api_key(api_key(1, Scope::Ingest, None))
+        .await
+        .expect("insert");
+    let last_use = || async {
+        store
+            .find_api_key([1; 32])
+            .await
+            .expect("find")
+            .expect("key")
+            .last_used_at
+    };
+    assert_eq!(last_use().await, None);
+    assert!(
+        store
+            .touch_api_key("key_1", at(2_000))
+            .await
+            .expect("touch")
+    );
+    assert_eq!(last_use().await, Some(at(2_000)));
+    assert!(
+        store
+            .touch_api_key("key_1", at(1_000))
+            .await
+            .expect("touch")
+    );
+    assert_eq!(last_use().await, Some(at(2_000)), "never moved back");
+    assert!(
+        store
+            .touch_api_key("key_1", at(3_000))
+            .await
+            .expect("touch")
+    );
+    assert_eq!(last_use().await, Some(at(3_000)));
+    assert!(
+        !store
+            .touch_api_key("key_2", at(3_000))
+            .await
+            .expect("touch")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -4140,5 +4311,141 @@ async fn an_operator_wide_stream_keeps_a_cursor_per_organization(store: &dyn Sto
             .expect("cursors")
             .is_empty(),
         "a deleted stream's cursors go with it"
+    );
+}
+
+fn operator(n: u8, email: &str) -> OperatorRecord {
+    OperatorRecord {
+        id: format!("operator_{n:026}"),
+        email: email.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt{n}$hash{n}"),
+        created_at: at(i64::from(n)),
+    }
+}
+
+async fn operators_are_found_by_email_which_is_unique(store: &dyn Store) {
+    store
+        .insert_operator(operator(1, "ops@example.test"))
+        .await
+        .expect("insert");
+    store
+        .insert_operator(operator(2, "sre@example.test"))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.find_operator("ops@example.test").await.expect("find"),
+        Some(operator(1, "ops@example.test"))
+    );
+    assert_eq!(
+        store
+            .find_operator("nobody@example.test")
+            .await
+            .expect("find"),
+        None
+    );
+    // Two racing inserts of one e-mail: one wins, the other is a conflict naming the field.
+    let racing = futures_util::future::join_all(
+        (3..7).map(|n| store.insert_operator(operator(n, "twin@example.test"))),
+    )
+    .await;
+    assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "{racing:?}");
+    assert!(
+        racing
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::Conflict("email")))
+    );
+}
+
+async fn operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged(
+    store: &dyn Store,
+) {
+    store
+        .insert_operator(operator(1, "ops@example.test"))
+        .await
+        .expect("insert");
+    let idle = 1_800_000;
+    let session = |n: u8, opened: i64| NewOperatorSession {
+        id: format!("console_session_{n:026}"),
+        secret_hash: [n; 32],
+        operator_id: operator(1, "").id,
+        csrf_token: format!("csrf-{n}"),
+        created_at: at(opened),
+        expires_at: at(opened + idle),
+    };
+    store
+        .insert_operator_session(session(10, 0))
+        .await
+        .expect("insert");
+    store
+        .insert_operator_session(session(11, 0))
+        .await
+        .expect("insert");
+    // Within the idle period: found, with the operator's e-mail, and pushed forward.
+    let touched = store
+        .touch_operator_session([10; 32], at(idle - 1), at(2 * idle - 1))
+        .await
+        .expect("touch")
+        .expect("open");
+    assert_eq!(touched.id, session(10, 0).id);
+    assert_eq!(touched.email, "ops@example.test");
+    assert_eq!(touched.csrf_token, "csrf-10");
+    assert_eq!(touched.created_at, at(0));
+    assert_eq!(touched.expires_at, at(2 * idle - 1));
+    assert!(
+        store
+            .touch_operator_session([12; 32], at(1), at(idle))
+            .await
+            .expect("touch")
+            .is_none(),
+        "an unknown secret opens nothing"
+    );
+    // The other session was not touched: idle too long, it is gone.
+    assert!(
+        store
+            .touch_operator_session([11; 32], at(idle + 1), at(2 * idle))
+            .await
+            .expect("touch")
+            .is_none()
+    );
+    // Sign-out ends the touched one at once.
+    assert!(
+        store
+            .delete_operator_session([10; 32])
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_operator_session([10; 32])
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .touch_operator_session([10; 32], at(idle), at(2 * idle))
+            .await
+            .expect("touch")
+            .is_none()
+    );
+    // Purging removes what expired before the cutoff only.
+    store
+        .insert_operator_session(session(13, 10 * idle))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .purge_operator_sessions(at(5 * idle))
+            .await
+            .expect("purge"),
+        1,
+        "the expired one"
+    );
+    assert!(
+        store
+            .touch_operator_session([13; 32], at(10 * idle), at(11 * idle))
+            .await
+            .expect("touch")
+            .is_some()
     );
 }

@@ -4,34 +4,13 @@
 //! `PreEscaped` (none does). URL-building helpers encode query strings ([`url`],
 //! [`query_string`]); the template then escapes the URL like any other attribute value.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
 use trailmark_domain::portal::PortalIntent;
 use trailmark_store::PortalSession;
 
-/// Percent-encodes `text` for a query string value (everything but unreserved characters).
-pub(crate) fn url(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// A query string from pairs, skipping empty values.
-pub(crate) fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    pairs
-        .into_iter()
-        .filter(|(_, value)| !value.is_empty())
-        .map(|(key, value)| format!("{}={}", url(key), url(value)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
+pub(crate) use crate::web::{query_string, see_other, url};
 
 /// What the layout needs to know about the page beyond its body.
 pub(crate) struct Frame<'a> {
@@ -90,7 +69,7 @@ pub(crate) fn page(status: StatusCode, frame: &Frame<'_>, body: Markup) -> Respo
             }
         }
     };
-    html_response(status, html.into_string())
+    crate::web::html_response(status, html.into_string())
 }
 
 /// A page explaining why a request was refused.
@@ -106,39 +85,4 @@ pub(crate) fn error_page(status: StatusCode, title: &str, detail: &str) -> Respo
         &frame,
         html! { p class="notice error" { (detail) } },
     )
-}
-
-fn html_response(status: StatusCode, html: String) -> Response {
-    let mut response = (status, html).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
-/// A `303 See Other` to `location` (after a form post, so reloading does not post again).
-pub(crate) fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_encode_values_and_skip_empty_ones() {
-        assert_eq!(
-            query_string([
-                ("actions", "user.*"),
-                ("q", ""),
-                ("actor_names", "Jon & Co")
-            ]),
-            "actions=user.%2A&actor_names=Jon%20%26%20Co"
-        );
-    }
 }

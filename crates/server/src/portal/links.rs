@@ -25,12 +25,13 @@ use trailmark_domain::portal::PortalIntent;
 use trailmark_store::{NewPortalSession, PortalLink, PortalRedemption};
 
 use super::html::{self, Frame};
-use super::session::{Portal, random_token, renewed_expiry, session_cookie, token_hash};
+use super::session::{Portal, renewed_expiry, session_cookie};
 use super::{PortalError, record};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryPairs};
 use crate::state::AppState;
+use crate::web::{random_token, token_hash};
 
 /// Longest URL accepted for `return_url` and `success_url`.
 const URL_MAX_CHARS: usize = 2000;

@@ -21,11 +21,11 @@
 
 mod html;
 pub(crate) mod links;
-mod pages;
+pub(crate) mod pages;
 mod session;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::Value;
@@ -43,6 +43,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/portal/assets/portal.css", get(pages::assets::css))
         .route("/portal/assets/portal.js", get(pages::assets::js))
         .route("/portal/events", get(pages::events::list))
+        .route("/portal/events/stream", get(pages::events::stream))
         .route("/portal/events/{id}", get(pages::events::show))
         .route("/portal/exports", post(pages::exports::create))
         .route("/portal/exports/{id}", get(pages::exports::show))
@@ -58,33 +59,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/portal/streams/{id}/{action}", post(pages::streams::act))
         .route("/portal/{*rest}", any(not_found))
-        .layer(axum::middleware::map_response(security_headers))
-}
-
-/// The policy: this server's own stylesheet, script and images, forms posting only back here,
-/// no framing, no `<base>` tricks, nothing else.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // Pages show one organization's data to one session: no shared cache may keep them.
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    response
+        .layer(axum::middleware::map_response(crate::web::security_headers))
 }
 
 /// An unknown path under `/portal`: a page for a browser, WorkOS's JSON 404 for an API client
@@ -220,6 +195,7 @@ pub(crate) async fn record(
         },
         target,
         location: "trailmark portal".into(),
+        user_agent: None,
         metadata,
     };
     state

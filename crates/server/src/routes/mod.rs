@@ -3,7 +3,9 @@
 mod erasures;
 mod events;
 mod exports;
+pub mod keys;
 mod ledger;
+pub(crate) mod live;
 mod organizations;
 mod schemas;
 pub(crate) mod search;
@@ -12,7 +14,7 @@ mod system;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 
 use trailmark_domain::organization::Organization;
 
@@ -72,6 +74,7 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/audit_logs/events",
             post(events::create).get(search::search),
         ),
+        ("/audit_logs/events/stream", get(live::stream)),
         ("/audit_logs/events/{id}", get(search::get)),
         ("/audit_logs/exports", post(exports::create)),
         ("/audit_logs/exports/{id}", get(exports::get)),
@@ -142,6 +145,8 @@ fn api(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/audit_logs/ledger/tlog/{organization_id}/tile/{*path}",
             get(ledger::tlog_tile),
         ),
+        ("/api_keys", post(keys::create).get(keys::list)),
+        ("/api_keys/{id}", delete(keys::revoke)),
         ("/healthz", get(system::healthz)),
         ("/readyz", get(system::readyz)),
         ("/metrics", get(system::metrics)),
@@ -161,6 +166,7 @@ pub fn router(state: AppState) -> Router {
             router.route(path, methods)
         })
         .merge(crate::portal::router())
+        .merge(crate::console::router())
         .route_layer(axum::middleware::from_fn(
             crate::extract::refuse_nul_in_path,
         ))

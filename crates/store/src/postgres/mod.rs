@@ -17,6 +17,7 @@
 //!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
+mod operators;
 mod search;
 mod settings;
 mod tls;
@@ -42,8 +43,8 @@ use trailmark_ledger::tree::{
 use crate::codec::filter_to_json;
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, Rewrite,
-    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, Revocation,
+    Rewrite, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{
@@ -67,7 +68,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_actor_time_index.sql"),
     include_str!("migrations/0004_idempotency_receipts.sql"),
     include_str!("migrations/0005_portal_success_url.sql"),
-    include_str!("migrations/0006_stream_cursors.sql"),
+    include_str!("migrations/0006_api_key_lifecycle.sql"),
+    include_str!("migrations/0007_operators.sql"),
+    include_str!("migrations/0008_stream_cursors.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -294,42 +297,62 @@ impl Health for PostgresStore {
     }
 }
 
+/// The columns [`api_key_from_row`] reads, in its order.
+const API_KEY_COLUMNS: &str =
+    "id, hash, name, prefix, scope, organization_id, created_at, expires_at, last_used_at";
+
+fn api_key_from_row(row: &Row) -> Result<ApiKeyRecord, StoreError> {
+    let id: String = row.get(0);
+    let scope: String = row.get(4);
+    let scope = Scope::parse(&scope)
+        .ok_or_else(|| StoreError::Corrupt(format!("key {id} has scope '{scope}'")))?;
+    let millis = |at: Option<i64>| at.map(Timestamp::from_unix_millis);
+    Ok(ApiKeyRecord {
+        hash: hash(row.get(1), || format!("the hash of key {id}"))?,
+        name: row.get(2),
+        prefix: row.get(3),
+        scope,
+        organization_id: row.get(5),
+        created_at: Timestamp::from_unix_millis(row.get(6)),
+        expires_at: millis(row.get(7)),
+        last_used_at: millis(row.get(8)),
+        id,
+    })
+}
+
 #[async_trait]
 impl ApiKeys for PostgresStore {
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
         self.client()
             .await?
             .execute(
-                "INSERT INTO api_keys (id, hash, scope, organization_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&key.id, &key.hash.as_slice(), &key.scope.as_str(), &key.organization_id, &key.created_at.unix_millis()],
+                "INSERT INTO api_keys (id, hash, name, prefix, scope, organization_id, created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &key.id,
+                    &key.hash.as_slice(),
+                    &key.name,
+                    &key.prefix,
+                    &key.scope.as_str(),
+                    &key.organization_id,
+                    &key.created_at.unix_millis(),
+                    &key.expires_at.map(Timestamp::unix_millis),
+                    &key.last_used_at.map(Timestamp::unix_millis),
+                ],
             )
             .await?;
         Ok(())
     }
 
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = self
-            .client()
+        self.client()
             .await?
             .query_opt(
-                "SELECT id, scope, organization_id, created_at FROM api_keys WHERE hash = $1",
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"),
                 &[&hash.as_slice()],
             )
-            .await?;
-        row.map(|row| {
-            let id: String = row.get(0);
-            let scope: String = row.get(1);
-            let scope = Scope::parse(&scope)
-                .ok_or_else(|| StoreError::Corrupt(format!("key {id} has scope '{scope}'")))?;
-            Ok(ApiKeyRecord {
-                id,
-                hash,
-                scope,
-                organization_id: row.get(2),
-                created_at: Timestamp::from_unix_millis(row.get(3)),
-            })
-        })
-        .transpose()
+            .await?
+            .map(|row| api_key_from_row(&row))
+            .transpose()
     }
 
     async fn has_api_keys(&self) -> Result<bool, StoreError> {
@@ -337,6 +360,71 @@ impl ApiKeys for PostgresStore {
             .client()
             .await?
             .query_one("SELECT EXISTS (SELECT 1 FROM api_keys)", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(api_key_from_row)
+            .collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        keep_an_admin: bool,
+        now: Timestamp,
+    ) -> Result<Revocation, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        // Every unrestricted admin key is locked first, in one order, so two revocations racing
+        // for the last two admin keys run one after the other and the second sees the first's.
+        let admins = transaction
+            .query(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE scope = 'admin' AND organization_id IS NULL ORDER BY id FOR UPDATE"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(api_key_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(target) = transaction
+            .query_opt(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+            .map(|row| api_key_from_row(&row))
+            .transpose()?
+        else {
+            return Ok(Revocation::NotFound);
+        };
+        if keep_an_admin && !rules::revocation_keeps_an_admin(&target, &admins, now) {
+            return Ok(Revocation::LastAdminKey);
+        }
+        transaction
+            .execute("DELETE FROM api_keys WHERE id = $1", &[&id])
+            .await?;
+        transaction.commit().await?;
+        Ok(Revocation::Revoked(target))
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "WITH touched AS (UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2) RETURNING 1) SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)",
+                &[&id, &at.unix_millis()],
+            )
             .await?;
         Ok(row.get(0))
     }

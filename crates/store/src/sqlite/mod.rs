@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode, one file, durable on every acknowledged commit.
 //! See [`worker`] for how writes are grouped into commits.
 
+mod operators;
 mod worker;
 
 use std::path::Path;
@@ -19,8 +20,8 @@ use crate::codec::filter_to_json;
 use crate::log::{Access, Change, LogEngine};
 use crate::model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
-    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, Rewrite,
-    SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
+    LegalHold, OrganizationFilter, Page, PageRequest, PendingEvent, RawEvent, Receipt, Revocation,
+    Rewrite, SearchPage, SearchRequest, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
 use crate::portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
 use crate::rows::{ExportColumns, OrganizationColumns, StreamColumns, domains_json};
@@ -43,7 +44,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_event_log.sql"),
     include_str!("migrations/0008_portal_success_url.sql"),
     include_str!("migrations/0009_erasures.sql"),
-    include_str!("migrations/0010_stream_cursors.sql"),
+    include_str!("migrations/0010_api_key_lifecycle.sql"),
+    include_str!("migrations/0011_operators.sql"),
+    include_str!("migrations/0012_stream_cursors.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -170,14 +173,72 @@ impl Health for SqliteStore {
     }
 }
 
+/// The columns [`api_key_from_row`] reads, in its order.
+const API_KEY_COLUMNS: &str =
+    "id, hash, name, prefix, scope, organization_id, created_at, expires_at, last_used_at";
+
+fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord, StoreError>> {
+    let id: String = row.get(0)?;
+    let hash: Vec<u8> = row.get(1)?;
+    let scope: String = row.get(4)?;
+    let millis = |at: Option<i64>| at.map(Timestamp::from_unix_millis);
+    let (created_at, expires_at, last_used_at): (i64, Option<i64>, Option<i64>) =
+        (row.get(6)?, row.get(7)?, row.get(8)?);
+    let (name, prefix, organization_id) = (row.get(2)?, row.get(3)?, row.get(5)?);
+    Ok((|| {
+        let scope = Scope::parse(&scope)
+            .ok_or_else(|| StoreError::Corrupt(format!("key {id} has scope '{scope}'")))?;
+        let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
+            StoreError::Corrupt(format!("key {id} has a hash of {} bytes", hash.len()))
+        })?;
+        Ok(ApiKeyRecord {
+            id,
+            hash,
+            name,
+            prefix,
+            scope,
+            organization_id,
+            created_at: Timestamp::from_unix_millis(created_at),
+            expires_at: millis(expires_at),
+            last_used_at: millis(last_used_at),
+        })
+    })())
+}
+
+fn api_keys_where(
+    c: &Connection,
+    condition: &str,
+    parameters: impl rusqlite::Params,
+) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let mut statement = c.prepare_cached(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE {condition} ORDER BY created_at, id"
+    ))?;
+    let rows = statement.query_map(parameters, api_key_from_row)?;
+    let mut keys = Vec::new();
+    for row in rows {
+        keys.push(row??);
+    }
+    Ok(keys)
+}
+
 #[async_trait]
 impl ApiKeys for SqliteStore {
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO api_keys (id, hash, scope, organization_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![key.id, key.hash.as_slice(), key.scope.as_str(), key.organization_id, key.created_at.unix_millis()],
+                    "INSERT INTO api_keys (id, hash, name, prefix, scope, organization_id, created_at, expires_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        key.id,
+                        key.hash.as_slice(),
+                        key.name,
+                        key.prefix,
+                        key.scope.as_str(),
+                        key.organization_id,
+                        key.created_at.unix_millis(),
+                        key.expires_at.map(Timestamp::unix_millis),
+                        key.last_used_at.map(Timestamp::unix_millis),
+                    ],
                 )?;
                 Ok(())
             })
@@ -186,19 +247,7 @@ impl ApiKeys for SqliteStore {
 
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.db
-            .read(move |c| {
-                let row = c
-                    .prepare_cached("SELECT id, scope, organization_id, created_at FROM api_keys WHERE hash = ?1")?
-                    .query_row([hash.as_slice()], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get(3)?))
-                    })
-                    .optional()?;
-                row.map(|(id, scope, organization_id, created_at)| {
-                    let scope = Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("key {id} has scope '{scope}'")))?;
-                    Ok(ApiKeyRecord { id, hash, scope, organization_id, created_at: Timestamp::from_unix_millis(created_at) })
-                })
-                .transpose()
-            })
+            .read(move |c| Ok(api_keys_where(c, "hash = ?1", [hash.as_slice()])?.pop()))
             .await
     }
 
@@ -210,6 +259,54 @@ impl ApiKeys for SqliteStore {
                         row.get(0)
                     })?,
                 )
+            })
+            .await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.db.read(|c| api_keys_where(c, "1 = 1", [])).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        keep_an_admin: bool,
+        now: Timestamp,
+    ) -> Result<Revocation, StoreError> {
+        let id = id.to_owned();
+        // One writer: the check and the deletion cannot interleave with another revocation.
+        self.db
+            .write(move |c| {
+                let Some(target) = api_keys_where(c, "id = ?1", [&id])?.pop() else {
+                    return Ok(Revocation::NotFound);
+                };
+                if keep_an_admin {
+                    let admins =
+                        api_keys_where(c, "scope = 'admin' AND organization_id IS NULL", [])?;
+                    if !rules::revocation_keeps_an_admin(&target, &admins, now) {
+                        return Ok(Revocation::LastAdminKey);
+                    }
+                }
+                c.execute("DELETE FROM api_keys WHERE id = ?1", [&id])?;
+                Ok(Revocation::Revoked(target))
+            })
+            .await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |c| {
+                let found = c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = ?1)",
+                    [&id],
+                    |row| row.get(0),
+                )?;
+                c.execute(
+                    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    params![id, at.unix_millis()],
+                )?;
+                Ok(found)
             })
             .await
     }

@@ -3,10 +3,12 @@
 //! latest signed checkpoint.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
+use trailmark_app::live::LiveRequest;
+use trailmark_domain::Timestamp;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_ledger::encode_hash;
 use trailmark_ledger::leaf::event_leaf_hash;
@@ -19,6 +21,7 @@ use crate::extract::QueryPairs;
 use crate::portal::PortalError;
 use crate::portal::html::{self, Frame, query_string};
 use crate::portal::session::Portal;
+use crate::routes::live::{STREAM_PARAMETERS, left_of, sse, start_after};
 use crate::routes::search::filter_from_query;
 use crate::state::AppState;
 
@@ -68,6 +71,14 @@ pub async fn list(
         }
         (Err(other), _) | (_, Err(other)) => return Err(other.into()),
     };
+    // Read before the page, so the live stream starts where the page ends: nothing in between
+    // is missed.
+    let head = state
+        .app
+        .log_size(organization_id)
+        .await
+        .map_err(ApiError::from)?
+        .checked_sub(1);
     let (rows, older, problems) = match search {
         Ok((filter, before)) => {
             let page = state
@@ -107,6 +118,17 @@ pub async fn list(
         let older = older.to_string();
         let next = query_string(filters.iter().copied().chain([("before", older.as_str())]));
         format!("/portal/events?{next}")
+    });
+    // Only the newest page follows new events, and only a valid filter.
+    let live = (newest.is_none() && problems.is_empty()).then(|| {
+        let head = head.map(|head| head.to_string());
+        let query = query_string(
+            filters
+                .iter()
+                .copied()
+                .chain(head.as_deref().map(|head| ("after", head))),
+        );
+        format!("/portal/events/stream?{query}")
     });
     let active: Vec<&(&str, &str)> = filters
         .iter()
@@ -154,9 +176,10 @@ pub async fn list(
         }
         @if rows.is_empty() {
             p class="empty" { "No events match." }
-        } @else {
+        }
+        @if !rows.is_empty() || live.is_some() {
             div class="scroll" {
-                table class="events" {
+                table class="events" data-live=[live.as_deref()] hidden[rows.is_empty()] {
                     caption class="sr-only" { "Events, newest first" }
                     (column_heads(&[
                         "#",
@@ -167,7 +190,7 @@ pub async fn list(
                         "Location",
                     ]))
                     tbody {
-                        @for event in &rows { (event_row(event)) }
+                        @for event in &rows { (event_row(event, Some("/portal/events/"))) }
                     }
                 }
             }
@@ -186,7 +209,9 @@ pub async fn list(
     Ok(html::page(status, &frame, body))
 }
 
-fn event_row(event: &StoredEvent) -> Markup {
+/// One event as a table row; its sequence links to `link_prefix` + its id when given (the
+/// console shows the same rows).
+pub(crate) fn event_row(event: &StoredEvent, link_prefix: Option<&str>) -> Markup {
     let body = &event.body;
     let text = |value: &'_ Value| value.as_str().unwrap_or_default().to_owned();
     let actor = &body["actor"];
@@ -201,7 +226,13 @@ fn event_row(event: &StoredEvent) -> Markup {
         .collect();
     html! {
         tr {
-            td { a href={ "/portal/events/" (event.id) } { (event.sequence) } }
+            td {
+                @if let Some(prefix) = link_prefix {
+                    a href={ (prefix) (event.id) } { (event.sequence) }
+                } @else {
+                    (event.sequence)
+                }
+            }
             @if event.purged_at.is_some() {
                 td colspan="5" class="muted" { "Contents removed by the retention policy" }
             } @else {
@@ -224,6 +255,35 @@ fn event_row(event: &StoredEvent) -> Markup {
             }
         }
     }
+}
+
+/// `GET /portal/events/stream?…&after=N`: the live events of the session's organization, as
+/// `GET /audit_logs/events/stream` answers them, for the events page's script.
+pub async fn stream(
+    State(state): State<AppState>,
+    portal: Portal,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, PortalError> {
+    portal.require(PortalIntent::AuditLogs)?;
+    let query = query.without_empty();
+    query.refuse_unknown(&STREAM_PARAMETERS)?;
+    let filter = filter_from_query(&query)?;
+    let after = start_after(&headers, &query)?;
+    let live = state
+        .app
+        .live_events(LiveRequest {
+            organization_id: portal.session.organization_id.clone(),
+            filter,
+            after,
+            // The page names the last sequence it saw; without one, it saw an empty log, and
+            // the stream starts at its beginning, so an event appended since is not missed.
+            from_start: after.is_none(),
+            key: None,
+            ends_within: Some(left_of(portal.session.expires_at, Timestamp::now())),
+        })
+        .await?;
+    Ok(sse(live))
 }
 
 /// `GET /portal/events/{id}`: another organization's event is not found.

@@ -5,7 +5,7 @@ pub(crate) mod events;
 pub(crate) mod exports;
 pub(crate) mod streams;
 
-use super::session::CSRF_FIELD;
+use crate::web::CSRF_FIELD;
 use maud::{Markup, html};
 use trailmark_domain::FieldProblem;
 use trailmark_store::PortalSession;

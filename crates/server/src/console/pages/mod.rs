@@ -1,0 +1,8 @@
+//! One file per section of the console, plus its embedded assets.
+
+pub(crate) mod assets;
+pub(crate) mod keys;
+pub(crate) mod log;
+pub(crate) mod organizations;
+pub(crate) mod schemas;
+pub(crate) mod sign_in;
