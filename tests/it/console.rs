@@ -14,7 +14,7 @@ use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use trailmark_app::console::TRAILMARK_LOG;
 
-use crate::helpers::{TestApp, body, event};
+use crate::helpers::{Options, TestApp, body, event};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -923,4 +923,37 @@ async fn an_organizations_page_follows_new_events_live() {
         !received.contains("document.opened"),
         "the filter applies: {received}"
     );
+}
+
+#[tokio::test]
+async fn a_live_view_ends_with_its_session_and_its_reconnect_is_refused() {
+    let app = TestApp::spawn_with(Options {
+        console_idle_timeout: Some(Duration::from_secs(2)),
+        ..Options::default()
+    })
+    .await;
+    let browser = signed_in(&app, "ops@example.test").await;
+    let organization = app.create_organization("Live Co").await;
+    let live = format!("/console/organizations/{organization}/events/stream?after=0");
+    let mut stream = browser.get(&live).await;
+    assert_eq!(stream.status(), 200);
+    let opened = std::time::Instant::now();
+    // Idle: the stream ends when the session would, and nothing renews it.
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the stream ends within 10 s")
+            .expect("chunk");
+        if chunk.is_none() {
+            break;
+        }
+    }
+    let lasted = opened.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(1500) && lasted < Duration::from_secs(5),
+        "{lasted:?}"
+    );
+    // The page's reconnect goes through the session check, which the idle time ended.
+    app.clock.advance(Duration::from_secs(3));
+    assert_eq!(browser.get(&live).await.status(), 303);
 }

@@ -443,6 +443,8 @@ pub struct Options {
     /// How often streams deliver signed checkpoints: an hour unless a test watches for them, so
     /// other tests' receivers see events only.
     pub stream_checkpoint_every: std::time::Duration,
+    /// How long an idle console session lasts (the server's default unless a test shortens it).
+    pub console_idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -460,6 +462,7 @@ impl Default for Options {
             rate_limits: trailmark_server::RateLimits::default(),
             witnesses: Vec::new(),
             stream_checkpoint_every: std::time::Duration::from_secs(3600),
+            console_idle_timeout: None,
         }
     }
 }
@@ -497,6 +500,7 @@ impl TestApp {
                 idle_poll: std::time::Duration::from_millis(50),
                 lease: std::time::Duration::from_secs(5),
                 checkpoint_every: options.stream_checkpoint_every,
+                clock: Default::default(),
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,
@@ -519,7 +523,10 @@ impl TestApp {
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let app = Trailmark::new(Arc::clone(&store), app_config).expect("valid config");
         let clock = trailmark_server::Clock::default();
-        let state = AppState::new(app, config).with_clock(clock.clone());
+        let mut state = AppState::new(app, config).with_clock(clock.clone());
+        if let Some(idle) = options.console_idle_timeout {
+            state = state.with_console_idle_timeout(idle);
+        }
         let served = tokio::spawn(trailmark_server::serve(listener, state, async {
             let _ = stop.await;
         }));

@@ -29,6 +29,7 @@ mod scale_out;
 mod schemas;
 mod self_audit;
 mod streams;
+mod syslog;
 mod upgrade;
 mod usage;
 mod witness;

@@ -334,19 +334,23 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
         &app,
         &cookie,
         "/portal/streams",
-        &format!("csrf={token}&type=splunk&name=SIEM&config.url=ftp%3A%2F%2Fx&config.token=secret-hec-token"),
+        &format!("csrf={token}&type=splunk&name=SIEM&config.url=ftp%3A%2F%2Fx&config.token=secret-hec-token&config.filters.actions=us*er"),
     )
     .await;
     assert_eq!(invalid.status(), 422);
     let html = invalid.text().await.expect("html");
     assert!(html.contains(r#"id="config.url-error""#), "{html}");
+    assert!(
+        html.contains(r#"id="config.filters.actions-error""#),
+        "a bad filter is shown beside its field: {html}"
+    );
     assert!(!html.contains("secret-hec-token"), "a secret was echoed");
 
     let created = post_form(
         &app,
         &cookie,
         "/portal/streams",
-        &format!("csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson"),
+        &format!("csrf={token}&type=http&name=Webhook&config.url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&config.format=ndjson&config.filters.actions=user.*%2C+document.deleted&config.filters.actor_types=user"),
     )
     .await;
     // The webhook signing secret the server made is shown on the answer, once, and the page
@@ -401,6 +405,11 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
     let stream = body(app.get(&format!("/audit_logs/streams/{id}")).await).await;
     assert_eq!(stream["enabled"], false);
     assert_eq!(stream["state"], "inactive");
+    assert_eq!(
+        stream["config"]["filters"],
+        json!({"actions": ["user.*", "document.deleted"], "actor_types": ["user"]}),
+        "the form's comma-separated filters"
+    );
 
     let recorded = body(
         app.get(&format!(

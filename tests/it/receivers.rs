@@ -8,7 +8,11 @@
 //! - `datadog`: `POST /api/v2/logs`, `DD-API-KEY`, a JSON array of at most 1,000 items of at most
 //!   1 MB, 5 MB in all, each with a string `message`; answers 202 (Datadog "Send logs" API);
 //! - `splunk`: `POST /services/collector/event`, `Authorization: Splunk <token>`, concatenated
-//!   JSON event objects each with `event` and a numeric `time`; answers `{"text":"Success","code":0}`.
+//!   JSON event objects each with `event` and a numeric `time`; answers `{"text":"Success","code":0}`;
+//! - `splunk` with indexer acknowledgement (`Kind::SplunkAck`), as a HEC token with it on:
+//!   requests without `X-Splunk-Request-Channel` are refused (400, code 10), each batch is answered
+//!   with an `ackId`, and `POST /services/collector/ack` (`{"acks": [ids]}`, same token and
+//!   channel) answers `{"acks": {"<id>": <indexed?>}}`, `false` while the test withholds them.
 
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +43,11 @@ pub struct Log {
     pub webhook_ids: Vec<String>,
     /// Drop a request whose `webhook-id` was accepted before (acknowledging it).
     pub deduplicate: bool,
+    /// Splunk with acknowledgement: answer every acknowledgement query with `false`.
+    pub withhold_acks: bool,
+    /// Splunk with acknowledgement: the channel of each batch, and the acknowledgement queries.
+    pub channels: Vec<String>,
+    pub ack_queries: usize,
 }
 
 #[derive(Clone)]
@@ -114,6 +123,24 @@ impl Receiver {
         }
     }
 
+    /// Splunk with acknowledgement: whether queries are answered `false` (batches not indexed).
+    pub fn withhold_acks(&self, withhold: bool) {
+        if let Ok(mut log) = self.log.lock() {
+            log.withhold_acks = withhold;
+        }
+    }
+
+    pub fn channels(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|log| log.channels.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn ack_queries(&self) -> usize {
+        self.log.lock().map(|log| log.ack_queries).unwrap_or(0)
+    }
+
     pub fn set_credential(&self, credential: &str) {
         if let Ok(mut log) = self.log.lock() {
             log.credential = credential.to_owned();
@@ -136,6 +163,8 @@ pub enum Kind {
     Http,
     Datadog,
     Splunk,
+    /// Splunk HEC with indexer acknowledgement on.
+    SplunkAck,
 }
 
 pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver {
@@ -144,14 +173,15 @@ pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver 
         fail_first,
         ..Log::default()
     }));
-    let (path, handler) = match kind {
-        Kind::Http => ("/hook", post(http)),
-        Kind::Datadog => ("/api/v2/logs", post(datadog)),
-        Kind::Splunk => ("/services/collector/event", post(splunk)),
-    };
-    let app = axum::Router::new()
-        .route(path, handler)
-        .with_state(Arc::clone(&log));
+    let app = match kind {
+        Kind::Http => axum::Router::new().route("/hook", post(http)),
+        Kind::Datadog => axum::Router::new().route("/api/v2/logs", post(datadog)),
+        Kind::Splunk => axum::Router::new().route("/services/collector/event", post(splunk)),
+        Kind::SplunkAck => axum::Router::new()
+            .route("/services/collector/event", post(splunk_with_ack))
+            .route("/services/collector/ack", post(splunk_ack)),
+    }
+    .with_state(Arc::clone(&log));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -160,7 +190,7 @@ pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver 
     let url = match kind {
         Kind::Http => format!("http://{address}/hook"),
         Kind::Datadog => format!("http://{address}/api/v2/logs"),
-        Kind::Splunk => format!("http://{address}"),
+        Kind::Splunk | Kind::SplunkAck => format!("http://{address}"),
     };
     Receiver { url, log }
 }
@@ -380,4 +410,90 @@ async fn splunk(
         StatusCode::OK,
         json!({"text": "Success", "code": 0}).to_string(),
     )
+}
+
+/// HEC's refusal of a request without a channel when acknowledgement is on.
+fn channel_missing(log: &Mutex<Log>) -> (StatusCode, String) {
+    if let Ok(mut log) = log.lock() {
+        log.violations
+            .push("no X-Splunk-Request-Channel".to_owned());
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"text": "Data channel is missing", "code": 10}).to_string(),
+    )
+}
+
+async fn splunk_with_ack(
+    State(log): State<Arc<Mutex<Log>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let Some(channel) = headers
+        .get("x-splunk-request-channel")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return channel_missing(&log);
+    };
+    let response = splunk(State(Arc::clone(&log)), headers, body)
+        .await
+        .into_response();
+    let status = response.status();
+    let answer = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    if status != StatusCode::OK {
+        return (status, String::from_utf8_lossy(&answer).into_owned());
+    }
+    let ack = log
+        .lock()
+        .map(|mut log| {
+            log.channels.push(channel);
+            log.channels.len() - 1
+        })
+        .unwrap_or(0);
+    (
+        StatusCode::OK,
+        json!({"text": "Success", "code": 0, "ackId": ack}).to_string(),
+    )
+}
+
+async fn splunk_ack(
+    State(log): State<Arc<Mutex<Log>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    if headers.get("x-splunk-request-channel").is_none() {
+        return channel_missing(&log);
+    }
+    let token = log.lock().map(|l| l.credential.clone()).unwrap_or_default();
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(format!("Splunk {token}").as_str())
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            json!({"text": "Invalid token", "code": 4}).to_string(),
+        );
+    }
+    let Ok(asked) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"text": "Invalid data format", "code": 6}).to_string(),
+        );
+    };
+    let Ok(mut log) = log.lock() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+    };
+    log.ack_queries += 1;
+    let indexed = !log.withhold_acks;
+    let known = log.channels.len() as u64;
+    let acks: serde_json::Map<String, Value> = asked["acks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|id| (id.to_string(), Value::Bool(indexed && id < known)))
+        .collect();
+    (StatusCode::OK, json!({"acks": acks}).to_string())
 }

@@ -242,6 +242,83 @@ async fn splunk_hec_receives_every_event_and_a_down_destination_is_retried() {
     );
 }
 
+/// Issue 16 (Splunk indexer acknowledgement), against the stand-in receiver in ack mode (a HEC
+/// token with acknowledgement on refuses requests without `X-Splunk-Request-Channel`): every
+/// request carries the stream's channel, and the cursor moves only once Splunk acknowledged the
+/// batch — while it withholds the acknowledgement, the events are received but the stream
+/// still lags.
+#[tokio::test]
+async fn splunk_indexer_acknowledgement_moves_the_cursor_only_once_acknowledged_stand_in_receiver()
+{
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::SplunkAck, "hec-token", 0).await;
+    // The stand-in is strict: without a channel, HEC refuses the request.
+    let unchannelled = reqwest::Client::new()
+        .post(format!("{}/services/collector/event", receiver.url))
+        .header("Authorization", "Splunk hec-token")
+        .body(r#"{"time": 1, "event": {"id": "x"}}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unchannelled.status(), 400);
+    assert_eq!(receiver.violations(), ["no X-Splunk-Request-Channel"]);
+
+    receiver.withhold_acks(true);
+    let created = create_stream(
+        &app,
+        json!({"organization_id": organization, "type": "splunk", "name": "Splunk",
+               "config": {"url": receiver.url, "token": "hec-token"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    // Within the second a Splunk batch waits for more: one batch.
+    ingest(&app, &organization, 0, 3).await;
+    assert_eq!(receiver.wait_for(3).await.len(), 3);
+    for _ in 0..400 {
+        if receiver.ack_queries() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        receiver.ack_queries() >= 2,
+        "Trailmark asks whether the batch was indexed"
+    );
+    let waiting = stream(&app, &id).await;
+    assert_eq!(
+        (waiting["cursor"].clone(), waiting["lag_events"].clone()),
+        (json!(0), json!(3)),
+        "received but not acknowledged: the cursor stays after the record of the stream's creation: {waiting}"
+    );
+
+    receiver.withhold_acks(false);
+    let caught_up = caught_up(&app, &id).await;
+    assert_eq!(
+        (caught_up["cursor"].clone(), caught_up["lag_events"].clone()),
+        (json!(3), json!(0)),
+        "{caught_up}"
+    );
+    let channels = receiver.channels();
+    assert!(!channels.is_empty());
+    assert!(
+        channels
+            .iter()
+            .all(|channel| channel == &channels[0] && channel.len() == 36),
+        "one channel per stream: {channels:?}"
+    );
+    assert_eq!(
+        receiver.violations().len(),
+        1,
+        "only the test's own request lacked a channel"
+    );
+    assert_eq!(
+        receiver.sequences()[..3],
+        [1, 2, 3],
+        "delivered in order (a batch sent again after a timeout may repeat)"
+    );
+}
+
 #[tokio::test]
 async fn a_dead_stream_never_delays_a_live_one() {
     let app = TestApp::spawn().await;
@@ -855,4 +932,183 @@ async fn every_stream_delivers_its_organizations_signed_checkpoints_strict_local
         "{:?}",
         http.webhook_ids()
     );
+}
+
+/// Issue 16 (filters): a stream sends only the events its filters match — actions by name or
+/// `prefix.*`, actor types, target types — and its cursor still passes every event, so it is
+/// caught up with nothing skipped that matches; a bad filter is refused naming its field.
+#[tokio::test]
+async fn issue_16_filtered_streams_send_only_matching_events_and_pass_the_rest() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let receiver = receivers::start(Kind::Http, SECRET, 0).await;
+    let mut request = http_stream(&organization, &receiver, "json");
+    request["config"]["filters"] = json!({
+        "actions": ["user.*", "document.deleted"],
+        "actor_types": ["user"],
+        "target_types": ["team"],
+    });
+    let created = create_stream(&app, request).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        created["config"]["filters"]["actions"],
+        json!(["user.*", "document.deleted"])
+    );
+    let submitted = [
+        ("user.signed_in", "user", "team", true),
+        ("document.created", "user", "team", false),
+        ("user.signed_in", "api_key", "team", false),
+        ("document.deleted", "user", "team", true),
+        ("user.invited", "user", "folder", false),
+        ("username.changed", "user", "team", false),
+        ("user.signed_out", "user", "team", true),
+    ];
+    for (n, (action, actor, target, _)) in submitted.iter().enumerate() {
+        let mut event = event(action);
+        event["actor"]["type"] = json!(actor);
+        event["targets"][0]["type"] = json!(target);
+        event["metadata"] = json!({"n": n});
+        assert_eq!(
+            app.create_event(&organization, &event, None).await.status(),
+            200
+        );
+    }
+    let caught_up = caught_up(&app, &id).await;
+    assert_eq!(caught_up["lag_events"], 0, "{caught_up}");
+    // The record of the stream's creation (0) and the seven events (1 to 7): the cursor passed
+    // every one of them, sent or not.
+    assert_eq!(caught_up["cursor"], 7, "{caught_up}");
+    let wanted: Vec<&str> = submitted
+        .iter()
+        .filter(|(_, _, _, sent)| *sent)
+        .map(|(action, ..)| *action)
+        .collect();
+    assert_eq!(receiver.actions(), wanted);
+    assert_eq!(receiver.sequences(), [1, 4, 7]);
+
+    let refused = app
+        .client
+        .patch(app.url(&format!("/audit_logs/streams/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"config": {"filters": {"actions": ["us*er"], "kinds": []}}}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(refused.status(), 422);
+    let text = body(refused).await.to_string();
+    assert!(
+        text.contains("config.filters.actions") && text.contains("config.filters.kinds"),
+        "{text}"
+    );
+}
+
+/// Issue 16 (operator-wide stream): an unrestricted admin key makes a stream with no
+/// organization; it receives every organization's events, each carrying its
+/// `organization_id`, each log in its own order (a cursor per log), including organizations
+/// made after it; `start: now` skips what every log already held. A key restricted to one
+/// organization cannot make one, and no organization's list shows it.
+#[tokio::test]
+async fn issue_16_an_operator_wide_stream_delivers_every_organizations_log_in_order() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    ingest(&app, &acme, 0, 3).await;
+    ingest(&app, &globex, 0, 2).await;
+    let everything = receivers::start(Kind::Http, SECRET, 0).await;
+    let from_now = receivers::start(Kind::Http, SECRET, 0).await;
+    let operator_stream = |receiver: &Receiver, start: &str| {
+        json!({"type": "http", "name": "Operator SIEM", "start": start,
+               "config": {"url": receiver.url, "signing_secret": SECRET}})
+    };
+    let created = create_stream(&app, operator_stream(&everything, "beginning")).await;
+    assert_eq!(created["organization_id"], Value::Null, "{created}");
+    let wide = created["id"].as_str().unwrap_or_default().to_owned();
+    let later = create_stream(&app, operator_stream(&from_now, "now")).await;
+    let later = later["id"].as_str().unwrap_or_default().to_owned();
+
+    let initech = app.create_organization("Initech").await;
+    ingest(&app, &acme, 3, 2).await;
+    ingest(&app, &initech, 0, 2).await;
+
+    // Acme: 5 events; Globex: 2; Initech: 2 (and no record of the streams' creation: an
+    // operator-wide stream belongs to no organization's log).
+    let events = everything.wait_for(9).await;
+    assert_eq!(events.len(), 9, "{events:?}");
+    for (organization, count) in [(&acme, 5), (&globex, 2), (&initech, 2)] {
+        let sequences: Vec<u64> = events
+            .iter()
+            .filter(|e| e["organization_id"] == organization.as_str())
+            .filter_map(|e| e["sequence"].as_u64())
+            .collect();
+        assert_eq!(
+            sequences,
+            (0..count).collect::<Vec<u64>>(),
+            "{organization}"
+        );
+    }
+    let caught_up = caught_up(&app, &wide).await;
+    assert_eq!(caught_up["lag_events"], 0, "{caught_up}");
+
+    // From `now`: only what came after its creation (Acme 3 and 4, Initech 0 and 1).
+    let newer = from_now.wait_for(4).await;
+    let mut seen: Vec<(String, u64)> = newer
+        .iter()
+        .map(|e| {
+            (
+                e["organization_id"].as_str().unwrap_or_default().to_owned(),
+                e["sequence"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (acme.clone(), 3),
+        (acme.clone(), 4),
+        (initech.clone(), 0),
+        (initech.clone(), 1),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let listed = body(app.get("/audit_logs/streams").await).await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, [wide.as_str(), later.as_str()]);
+    let acme_streams = body(
+        app.get(&format!("/audit_logs/streams?organization_id={acme}"))
+            .await,
+    )
+    .await;
+    assert_eq!(acme_streams["data"], json!([]));
+
+    let restricted = body(
+        app.post(
+            "/api_keys",
+            &json!({"name": "Acme admin", "scope": "admin", "organization_id": acme}),
+        )
+        .await,
+    )
+    .await;
+    let key = restricted["key"].as_str().unwrap_or_default();
+    let refused = app
+        .post_with_key(
+            "/audit_logs/streams",
+            key,
+            &operator_stream(&everything, "now"),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(body(refused).await["errors"][0]["field"], "organization_id");
+    let hidden = app
+        .client
+        .get(app.url(&format!("/audit_logs/streams/{wide}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hidden.status(), 404);
 }

@@ -53,6 +53,11 @@ pub struct LiveRequest {
     /// The API key the reader was opened with: checked again every second, so a revoked key's
     /// stream ends within [`crate::keys::KEY_CACHE_TTL`] and a second.
     pub key: Option<String>,
+    /// End the stream after this long: what was left of a browser session (portal, console)
+    /// when it opened. The page then reconnects through the session check again, which renews
+    /// an active session and refuses one that expired or was signed out, so a stream never
+    /// outlives its session by more than that session's idle timeout.
+    pub ends_within: Option<Duration>,
 }
 
 /// One thing for the consumer.
@@ -195,6 +200,7 @@ impl Reader {
         let mut key_check = tokio::time::interval(KEY_CHECK_EVERY);
         key_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut quiet_since = Instant::now();
+        let ends = self.request.ends_within.map(|left| Instant::now() + left);
         let mut look = true;
         let stop = self.app.inner.effects.live_stop();
         let outcome: Result<(), Stop> = async {
@@ -207,6 +213,7 @@ impl Reader {
                 }
                 tokio::select! {
                     () = stop.cancelled() => return Err(Stop::Done),
+                    () = ended(ends) => return Err(Stop::Done),
                     () = tokio::time::sleep_until(quiet_since + HEARTBEAT_EVERY) => {
                         self.push(LiveItem::Heartbeat)?;
                         quiet_since = Instant::now();
@@ -283,6 +290,14 @@ impl Reader {
             Some(key) if self.app.authenticate(key).await?.is_none() => Err(Stop::Done),
             _ => Ok(()),
         }
+    }
+}
+
+/// Waits until `ends`, or for ever.
+async fn ended(ends: Option<Instant>) {
+    match ends {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -506,7 +521,29 @@ mod tests {
             after: None,
             from_start: false,
             key: None,
+            ends_within: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_s_stream_ends_when_what_was_left_of_the_session_has_passed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (app, _, organization) = app(dir.path()).await;
+        let mut live = app
+            .live_events(LiveRequest {
+                ends_within: Some(Duration::from_secs(20)),
+                ..request(&organization)
+            })
+            .await
+            .expect("live");
+        let start = Instant::now();
+        assert_eq!(live.next().await, Some(LiveItem::Heartbeat));
+        assert_eq!(live.next().await, None, "the stream ends");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(20),
+            "not sooner, not later"
+        );
     }
 
     #[tokio::test(start_paused = true)]

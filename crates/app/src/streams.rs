@@ -17,7 +17,9 @@ use crate::{AppError, NotFoundKind, Trailmark};
 /// A stream to create.
 #[derive(Debug, Clone)]
 pub struct NewStream {
-    pub organization_id: String,
+    /// The organization whose log it delivers; `None`: an operator-wide stream, which delivers
+    /// every organization's log, each in its own order (only unrestricted admin keys make one).
+    pub organization_id: Option<String>,
     pub kind: StreamKind,
     pub name: String,
     pub enabled: bool,
@@ -77,7 +79,9 @@ impl Trailmark {
         })
         .map_err(Problems::Malformed)?;
         self.check_destination(&settings).await?;
-        self.live_organization(&new.organization_id).await?;
+        if let Some(organization_id) = &new.organization_id {
+            self.live_organization(organization_id).await?;
+        }
         let id = IdKind::LogStream.generate().into_string();
         let now = Timestamp::now();
         let mut stream = StreamRecord {
@@ -95,18 +99,31 @@ impl Trailmark {
             created_at: now,
             updated_at: now,
         };
+        let Some(organization_id) = stream.organization_id.clone() else {
+            // An operator-wide stream from `now` starts after each log's last event; a log
+            // that begins later is delivered from its first. Placed before the stream exists,
+            // so its first attempt already finds them.
+            if new.start == StreamStart::Now {
+                for (organization_id, size) in self.store().log_sizes().await? {
+                    if let Some(last) = size.checked_sub(1) {
+                        self.store()
+                            .set_organization_cursor(&stream.id, &organization_id, Some(last))
+                            .await?;
+                    }
+                }
+            }
+            self.store().insert_stream(stream.clone()).await?;
+            self.inner.streams.start_new_streams().await;
+            return Ok(stream);
+        };
         // Recorded before the cursor is placed: a stream from `now` starts after the record of
         // its own creation, one from the `beginning` delivers it with the rest of the log.
-        self.audit(
-            &stream.organization_id,
-            origin,
-            Change::StreamCreated(&stream),
-        )
-        .await?;
+        self.audit(&organization_id, origin, Change::StreamCreated(&stream))
+            .await?;
         stream.cursor = match new.start {
             StreamStart::Now => self
                 .store()
-                .log_size(&stream.organization_id)
+                .log_size(&organization_id)
                 .await?
                 .checked_sub(1),
             StreamStart::Beginning => None,
@@ -114,6 +131,20 @@ impl Trailmark {
         self.store().insert_stream(stream.clone()).await?;
         self.inner.streams.start_new_streams().await;
         Ok(stream)
+    }
+
+    /// Records a change to `stream` in its organization's log; an operator-wide stream belongs
+    /// to no log, and its changes are recorded in none.
+    async fn audit_stream(
+        &self,
+        stream: &StreamRecord,
+        origin: &Origin,
+        change: Change<'_>,
+    ) -> Result<(), AppError> {
+        match &stream.organization_id {
+            Some(organization_id) => self.audit(organization_id, origin, change).await,
+            None => Ok(()),
+        }
     }
 
     /// The stream `id`, if it belongs to `organization` (any organization when `None`):
@@ -130,7 +161,9 @@ impl Trailmark {
         self.store()
             .get_stream(id)
             .await?
-            .filter(|stream| organization.is_none_or(|own| own == stream.organization_id))
+            .filter(|stream| {
+                organization.is_none_or(|own| stream.organization_id.as_deref() == Some(own))
+            })
             .ok_or_else(|| AppError::not_found(NotFoundKind::LogStream, id))
     }
 
@@ -141,6 +174,17 @@ impl Trailmark {
     /// Storage errors.
     pub async fn streams(&self, organization_id: &str) -> Result<Vec<StreamRecord>, AppError> {
         Ok(self.store().list_streams(Some(organization_id)).await?)
+    }
+
+    /// The operator-wide streams, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn operator_streams(&self) -> Result<Vec<StreamRecord>, AppError> {
+        let mut streams = self.store().list_streams(None).await?;
+        streams.retain(|stream| stream.organization_id.is_none());
+        Ok(streams)
     }
 
     /// Applies `changes` to `stream` and stores it.
@@ -188,12 +232,8 @@ impl Trailmark {
         self.store().update_stream(stream.clone()).await?;
         // Recorded before the worker hears of the change, so the record is in the log it reads
         // next: with new settings, what waited and the record go out together.
-        self.audit(
-            &stream.organization_id,
-            origin,
-            Change::StreamUpdated(&stream),
-        )
-        .await?;
+        self.audit_stream(&stream, origin, Change::StreamUpdated(&stream))
+            .await?;
         self.inner.effects.stream_changed();
         Ok(stream)
     }
@@ -210,12 +250,8 @@ impl Trailmark {
     ) -> Result<(), AppError> {
         self.store().delete_stream(&stream.id).await?;
         self.inner.effects.stream_changed();
-        self.audit(
-            &stream.organization_id,
-            origin,
-            Change::StreamDeleted(stream),
-        )
-        .await
+        self.audit_stream(stream, origin, Change::StreamDeleted(stream))
+            .await
     }
 
     /// Moves `stream`'s cursor back so delivery starts again at `from`; returns the first
@@ -230,12 +266,15 @@ impl Trailmark {
         from: ReplayFrom,
         origin: &Origin,
     ) -> Result<u64, AppError> {
+        let Some(organization_id) = stream.organization_id.as_deref() else {
+            return self.replay_operator_stream(stream, from).await;
+        };
         let from = match from {
             ReplayFrom::Sequence(sequence) => {
                 // The cursor moves to just before `sequence`: past the log's end it would
                 // silently skip the events still to come, so it must name an event of the log,
                 // or its end (replay nothing, deliver what comes next).
-                let size = self.store().log_size(&stream.organization_id).await?;
+                let size = self.store().log_size(organization_id).await?;
                 if sequence > size {
                     return Err(AppError::field(
                         "invalid_value",
@@ -247,33 +286,14 @@ impl Trailmark {
                 }
                 sequence
             }
-            ReplayFrom::Time(start) => {
-                let first = SearchRequest {
-                    filter: EventFilter {
-                        range_start: Some(start),
-                        ..EventFilter::default()
-                    },
-                    after: None,
-                    before: None,
-                    order: Order::Asc,
-                    limit: 1,
-                };
-                let page = self
-                    .store()
-                    .search_events(&stream.organization_id, first)
-                    .await?;
-                match page.events.first() {
-                    Some(event) => event.sequence,
-                    None => self.store().log_size(&stream.organization_id).await?,
-                }
-            }
+            ReplayFrom::Time(start) => self.first_at_or_after(organization_id, start).await?,
         };
         self.store()
             .set_stream_cursor(&stream.id, from.checked_sub(1), Timestamp::now())
             .await?;
         // Recorded before the worker hears of the replay, so the replay ends with its record.
         self.audit(
-            &stream.organization_id,
+            organization_id,
             origin,
             Change::StreamReplayed {
                 stream,
@@ -283,6 +303,54 @@ impl Trailmark {
         .await?;
         self.inner.effects.stream_changed();
         Ok(from)
+    }
+
+    /// The sequence of the first event of `organization_id`'s log, in log order, that occurred
+    /// at or after `start` (the log's size if none did).
+    async fn first_at_or_after(
+        &self,
+        organization_id: &str,
+        start: Timestamp,
+    ) -> Result<u64, AppError> {
+        let first = SearchRequest {
+            filter: EventFilter {
+                range_start: Some(start),
+                ..EventFilter::default()
+            },
+            after: None,
+            before: None,
+            order: Order::Asc,
+            limit: 1,
+        };
+        let page = self.store().search_events(organization_id, first).await?;
+        Ok(match page.events.first() {
+            Some(event) => event.sequence,
+            None => self.store().log_size(organization_id).await?,
+        })
+    }
+
+    /// Replays an operator-wide stream from a time: every organization's log from its first
+    /// event at or after it. A sequence names a place in one log only, so it is refused.
+    async fn replay_operator_stream(
+        &self,
+        stream: &StreamRecord,
+        from: ReplayFrom,
+    ) -> Result<u64, AppError> {
+        let ReplayFrom::Time(start) = from else {
+            return Err(AppError::field(
+                "invalid_value",
+                "from_sequence",
+                "an operator-wide stream delivers every organization's log, whose sequences differ: replay it from_time",
+            ));
+        };
+        for (organization_id, _) in self.store().log_sizes().await? {
+            let from = self.first_at_or_after(&organization_id, start).await?;
+            self.store()
+                .set_organization_cursor(&stream.id, &organization_id, from.checked_sub(1))
+                .await?;
+        }
+        self.inner.effects.stream_changed();
+        Ok(0)
     }
 
     /// Sends one made-up event (`trailmark.stream.test`, by `actor`) to `stream`'s destination,
@@ -312,19 +380,47 @@ impl Trailmark {
     ///
     /// Storage errors.
     pub async fn stream_lag(&self, stream: &StreamRecord) -> Result<StreamLag, AppError> {
-        let size = self.store().log_size(&stream.organization_id).await?;
-        let delivered = stream.cursor.map_or(0, |c| c + 1);
-        let oldest_waiting = self
-            .store()
-            .events_after(&stream.organization_id, stream.cursor, 1)
-            .await?;
-        let seconds = oldest_waiting.first().map_or(0, |event| {
-            (Timestamp::now().unix_millis() - event.received_at.unix_millis()).max(0) / 1000
-        });
-        Ok(StreamLag {
-            events: size.saturating_sub(delivered),
-            seconds,
-        })
+        let cursors: Vec<(String, Option<u64>)> = match &stream.organization_id {
+            Some(organization_id) => vec![(organization_id.clone(), stream.cursor)],
+            None => {
+                let placed: std::collections::HashMap<String, u64> = self
+                    .store()
+                    .organization_cursors(&stream.id)
+                    .await?
+                    .into_iter()
+                    .collect();
+                self.store()
+                    .log_sizes()
+                    .await?
+                    .into_iter()
+                    .map(|(organization_id, _)| {
+                        let cursor = placed.get(&organization_id).copied();
+                        (organization_id, cursor)
+                    })
+                    .collect()
+            }
+        };
+        let mut lag = StreamLag {
+            events: 0,
+            seconds: 0,
+        };
+        for (organization_id, cursor) in cursors {
+            let size = self.store().log_size(&organization_id).await?;
+            let delivered = cursor.map_or(0, |c| c + 1);
+            if size <= delivered {
+                continue;
+            }
+            let oldest_waiting = self
+                .store()
+                .events_after(&organization_id, cursor, 1)
+                .await?;
+            let seconds = oldest_waiting.first().map_or(0, |event| {
+                (Timestamp::now().unix_millis() - event.received_at.unix_millis()).max(0) / 1000
+            });
+            lag.events += size - delivered;
+            lag.seconds = lag.seconds.max(seconds);
+        }
+        Ok(lag)
     }
 
     /// Every stream of every organization, for the metrics endpoint.
@@ -336,10 +432,11 @@ impl Trailmark {
         Ok(self.store().list_streams(None).await?)
     }
 
-    /// An `http` stream's signing secret in clear, to show once in the answer that made it.
-    pub fn stream_signing_secret(&self, stream: &StreamRecord) -> Option<String> {
+    /// The credential Trailmark generated for a stream (an `http` stream's signing secret) in
+    /// clear, to show once in the answer that made it.
+    pub fn stream_generated_secret(&self, stream: &StreamRecord) -> Option<String> {
         let settings = self.inner.streams.open_settings(stream).ok()?;
-        settings.secrets.get("signing_secret").map(str::to_owned)
+        settings.generated_secret().map(str::to_owned)
     }
 
     /// Gives an `http` stream a new signing secret, the old one signing beside it until
@@ -367,12 +464,8 @@ impl Trailmark {
         stream.updated_at = Timestamp::now();
         self.store().update_stream(stream.clone()).await?;
         self.inner.effects.stream_changed();
-        self.audit(
-            &stream.organization_id,
-            origin,
-            Change::StreamSecretRotated(&stream),
-        )
-        .await?;
+        self.audit_stream(&stream, origin, Change::StreamSecretRotated(&stream))
+            .await?;
         Ok((stream, secret))
     }
 
@@ -389,40 +482,27 @@ impl Trailmark {
     /// Refuses a destination that is not allowed (a private address without
     /// `--allow-private-destinations`), naming the setting it came from.
     async fn check_destination(&self, settings: &Settings) -> Result<(), AppError> {
-        let field = match settings.kind {
-            StreamKind::Datadog if settings.public.contains_key("endpoint") => "config.endpoint",
-            StreamKind::Datadog => "config.site",
-            StreamKind::Http | StreamKind::Splunk => "config.url",
-            StreamKind::S3 | StreamKind::Gcs if settings.public.contains_key("endpoint") => {
-                "config.endpoint"
-            }
-            StreamKind::S3 | StreamKind::Gcs => "config.bucket",
-        };
-        let url = settings
-            .destination_url()
-            .ok_or_else(|| AppError::field("required", field, "a destination URL is required"))?;
-        let mut targets = vec![(field, url)];
-        if let Some(account) = settings.service_account() {
-            targets.push(("config.service_account_json", account.token_uri));
-        }
-        for (field, url) in targets {
-            trailmark_streams::net::check_destination(&url, self.inner.streams.allow_private())
-                .await
-                .map_err(|error| {
-                    // A name that does not resolve may be a typo or a DNS outage, not an
-                    // attempt to reach inside: it gets its own code, so a client can tell the
-                    // two apart.
-                    let code = match error {
-                        DestinationError::Unresolvable { .. } => "unresolvable_destination",
-                        DestinationError::BadUrl => "invalid_url",
-                        DestinationError::Private { .. } => "forbidden_destination",
-                    };
-                    Problems::Malformed(vec![FieldProblem {
-                        code,
-                        field: field.into(),
-                        message: error.to_string(),
-                    }])
-                })?;
+        let sink = settings.sink().map_err(Problems::Malformed)?;
+        for target in sink.targets() {
+            trailmark_streams::net::check_destination(
+                &target.url,
+                self.inner.streams.allow_private(),
+            )
+            .await
+            .map_err(|error| {
+                // A name that does not resolve may be a typo or a DNS outage, not an attempt
+                // to reach inside: it gets its own code, so a client can tell the two apart.
+                let code = match error {
+                    DestinationError::Unresolvable { .. } => "unresolvable_destination",
+                    DestinationError::BadUrl => "invalid_url",
+                    DestinationError::Private { .. } => "forbidden_destination",
+                };
+                Problems::Malformed(vec![FieldProblem {
+                    code,
+                    field: target.field.into(),
+                    message: error.to_string(),
+                }])
+            })?;
         }
         Ok(())
     }

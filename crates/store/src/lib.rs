@@ -374,6 +374,31 @@ pub trait StreamStore: Send + Sync + 'static {
         cursor: Option<u64>,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// An operator-wide stream's cursors: per organization, the last sequence of its log the
+    /// destination acknowledged (organizations without one have had nothing delivered), in
+    /// organization id order.
+    async fn organization_cursors(&self, id: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Places an operator-wide stream's cursor in one organization's log (on creation, and
+    /// replays): the next delivery from that log starts after `cursor` (from its first event
+    /// with `None`).
+    async fn set_organization_cursor(
+        &self,
+        id: &str,
+        organization_id: &str,
+        cursor: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// [`StreamStore::record_delivery`] for one organization's log of an operator-wide
+    /// stream: moves that log's cursor from `from` to `to` and records the stream `active`
+    /// (or `inactive`), only while `holder` holds the lease and the cursor is still `from`.
+    async fn record_organization_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        organization_id: &str,
+        from: Option<u64>,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Export jobs.

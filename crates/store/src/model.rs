@@ -376,7 +376,10 @@ impl StreamState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamRecord {
     pub id: String,
-    pub organization_id: String,
+    /// The organization whose log it delivers; `None` for an operator-wide stream, which
+    /// delivers every organization's log with a cursor per log
+    /// ([`crate::StreamStore::organization_cursors`]).
+    pub organization_id: Option<String>,
     /// The destination type (`http`, `datadog`, `splunk`, …).
     pub kind: String,
     pub name: String,

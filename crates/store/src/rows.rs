@@ -187,7 +187,7 @@ impl StreamColumns {
             last_synced_at: self.last_synced_at.map(Timestamp::from_unix_millis),
             created_at: Timestamp::from_unix_millis(self.created_at),
             updated_at: Timestamp::from_unix_millis(self.updated_at),
-            organization_id: self.organization_id,
+            organization_id: (!self.organization_id.is_empty()).then_some(self.organization_id),
             kind: self.kind,
             name: self.name,
             secrets: self.secrets,
@@ -196,6 +196,12 @@ impl StreamColumns {
             id,
         })
     }
+}
+
+/// The `organization_id` column of a stream: an operator-wide stream (no organization) is
+/// stored with the empty string, which no organization id is (migration `stream_cursors`).
+pub(crate) fn stream_organization(organization_id: Option<&str>) -> &str {
+    organization_id.unwrap_or("")
 }
 
 /// A log head's frontier, stored as its hashes concatenated.

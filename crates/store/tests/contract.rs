@@ -115,6 +115,9 @@ StreamStore::record_delivery          deliveries_are_recorded_only_by_the_lease_
 StreamStore::record_delivery          a_delivery_leaves_the_state_the_enabled_flag_gives
 StreamStore::record_stream_failure    stream_failures_record_the_state_and_the_reason
 StreamStore::set_stream_cursor        replays_move_a_stream_cursor
+StreamStore::organization_cursors     an_operator_wide_stream_keeps_a_cursor_per_organization
+StreamStore::set_organization_cursor  an_operator_wide_stream_keeps_a_cursor_per_organization
+StreamStore::record_organization_delivery an_operator_wide_stream_keeps_a_cursor_per_organization
 ExportStore::insert_export            exports_keep_every_field_and_list_by_state_oldest_first
 ExportStore::get_export               exports_keep_every_field_and_list_by_state_oldest_first
 ExportStore::exports_in_state         exports_keep_every_field_and_list_by_state_oldest_first
@@ -193,6 +196,7 @@ macro_rules! contract_tests {
                 a_delivery_leaves_the_state_the_enabled_flag_gives,
                 stream_failures_record_the_state_and_the_reason,
                 replays_move_a_stream_cursor,
+                an_operator_wide_stream_keeps_a_cursor_per_organization,
                 exports_keep_every_field_and_list_by_state_oldest_first,
                 a_finished_export_stays_as_it_finished,
                 only_a_ready_export_is_revised,
@@ -741,7 +745,7 @@ async fn ledger_log(store: &dyn Store, batches: &[u64]) -> (String, Vec<Hash>) {
 fn stream(n: u8, organization: &str, enabled: bool) -> StreamRecord {
     StreamRecord {
         id: format!("log_stream_{n:026}"),
-        organization_id: organization.to_owned(),
+        organization_id: Some(organization.to_owned()),
         kind: "http".into(),
         name: format!("Stream {n}"),
         config: json!({"url": format!("http://127.0.0.1:9/hook/{n}"), "batch_size": 100}),
@@ -3176,7 +3180,7 @@ async fn updating_a_stream_replaces_its_settings_but_not_its_cursor(store: &dyn 
         state: StreamState::Inactive,
         updated_at: at(60),
         kind: "datadog".into(),
-        organization_id: "org_other".into(),
+        organization_id: Some("org_other".into()),
         created_at: at(999),
         cursor: None,
         last_synced_at: None,
@@ -4195,6 +4199,119 @@ async fn an_erasure_rewrites_bodies_purges_the_rest_and_the_index_forgets_them(f
     let fixture = fixture.reopen().await;
     check(whole_log(fixture.store.as_ref(), &acme).await);
     searches(Arc::clone(&fixture.store), acme.clone()).await;
+}
+
+/// An operator-wide stream (no organization) is stored and read back as such, and keeps one
+/// cursor per organization's log: placed outright (creation, replay), moved by a delivery only
+/// under the lease and from the expected place, and gone with the stream.
+async fn an_operator_wide_stream_keeps_a_cursor_per_organization(store: &dyn Store) {
+    let mut wide = stream(7, "unused", true);
+    wide.organization_id = None;
+    let id = wide.id.clone();
+    store.insert_stream(wide.clone()).await.expect("insert");
+    assert_eq!(get_stream(store, &id).await, wide);
+    assert!(
+        store
+            .list_streams(None)
+            .await
+            .expect("list")
+            .iter()
+            .any(|s| s.id == id)
+    );
+    let acme = organization(store, "Acme").await;
+    assert!(
+        store
+            .list_streams(Some(&acme))
+            .await
+            .expect("list")
+            .is_empty(),
+        "no organization's list holds it"
+    );
+    assert!(
+        store
+            .organization_cursors(&id)
+            .await
+            .expect("cursors")
+            .is_empty()
+    );
+    store
+        .set_organization_cursor(&id, "org_b", Some(4))
+        .await
+        .expect("place");
+    store
+        .set_organization_cursor(&id, "org_a", Some(1))
+        .await
+        .expect("place");
+    store
+        .set_organization_cursor(&id, "org_a", Some(2))
+        .await
+        .expect("move");
+    assert_eq!(
+        store.organization_cursors(&id).await.expect("cursors"),
+        [("org_a".to_owned(), 2), ("org_b".to_owned(), 4)]
+    );
+
+    let deliver = |holder: &'static str, organization: &'static str, from, to, now| {
+        let id = id.clone();
+        async move {
+            store
+                .record_organization_delivery(&id, holder, organization, from, to, at(now))
+                .await
+                .expect("deliver")
+        }
+    };
+    assert!(
+        !deliver("a", "org_c", None, 3, 1).await,
+        "nobody holds the lease"
+    );
+    assert!(
+        store
+            .lease_stream(&id, "a", at(10_000), at(0))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        !deliver("b", "org_c", None, 3, 2).await,
+        "b does not hold the lease"
+    );
+    assert!(
+        !deliver("a", "org_a", Some(1), 3, 3).await,
+        "org_a's cursor is at 2"
+    );
+    assert!(deliver("a", "org_c", None, 3, 40).await);
+    assert!(deliver("a", "org_a", Some(2), 9, 50).await);
+    assert_eq!(
+        store.organization_cursors(&id).await.expect("cursors"),
+        [
+            ("org_a".to_owned(), 9),
+            ("org_b".to_owned(), 4),
+            ("org_c".to_owned(), 3)
+        ]
+    );
+    let delivered = get_stream(store, &id).await;
+    assert_eq!(
+        (delivered.state, delivered.last_synced_at, delivered.cursor),
+        (StreamState::Active, Some(at(50)), None),
+        "the stream's own cursor is not used"
+    );
+
+    store
+        .set_organization_cursor(&id, "org_b", None)
+        .await
+        .expect("back to the start");
+    assert_eq!(
+        store.organization_cursors(&id).await.expect("cursors"),
+        [("org_a".to_owned(), 9), ("org_c".to_owned(), 3)]
+    );
+    assert!(store.delete_stream(&id).await.expect("delete"));
+    assert!(
+        store
+            .organization_cursors(&id)
+            .await
+            .expect("cursors")
+            .is_empty(),
+        "a deleted stream's cursors go with it"
+    );
 }
 
 fn operator(n: u8, email: &str) -> OperatorRecord {

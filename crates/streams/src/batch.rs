@@ -1,17 +1,17 @@
 //! When a stream sends: a batch goes out once it holds `max_events` events, or once its oldest
 //! event has waited `max_wait_seconds` since it was received, whichever comes first. The third
-//! limit, bytes, belongs to each destination's encoder ([`crate::http`], [`crate::datadog`],
-//! [`crate::splunk`], [`crate::s3`]), which cuts a request at what its service accepts and reports
-//! how many events it covered; the rest go in the next request.
+//! limit, bytes, belongs to each destination's encoder (`encode.rs` in each destination's
+//! module), which cuts a request at what its service accepts and reports how many events it
+//! covered; the rest go in the next request.
 //!
 //! The wait is measured from the events' `received_at`, which is stored with them, so a batch's
 //! deadline is the same after a restart or on another instance that takes the stream over.
 //!
-//! Configured per stream as `config.batch: {max_events?, max_wait_seconds?}`. Defaults per type:
-//! `http` and one object per event: send at once (webhook receivers expect events as they
-//! happen; an object per event gains nothing from waiting); `datadog`, `splunk`: 1 s (fewer,
-//! fuller requests for the cost of a second); `ndjson_gzip` objects: 60 s (an object a minute
-//! rather than one per trickle of events).
+//! Configured per stream as `config.batch: {max_events?, max_wait_seconds?}`. Each destination
+//! declares its defaults ([`crate::destination::Destination::batching`]): `http` and one object
+//! per event send at once (webhook receivers expect events as they happen; an object per event
+//! gains nothing from waiting); `datadog`, `splunk`: 1 s (fewer, fuller requests for the cost of
+//! a second); `ndjson_gzip` objects: 60 s (an object a minute rather than one per trickle).
 
 use std::time::Duration;
 
@@ -53,18 +53,8 @@ impl BatchPolicy {
     /// The policy of a stream of type `kind` with public settings `public` (already validated;
     /// anything unreadable falls back to the default).
     pub fn of(kind: StreamKind, public: &Map<String, Value>) -> Self {
-        let one_object_per_event = matches!(kind, StreamKind::S3 | StreamKind::Gcs)
-            && public.get("layout").and_then(Value::as_str) != Some("ndjson_gzip");
-        let (per_attempt, default_wait) = match kind {
-            StreamKind::Http => (MAX_EVENTS, 0.0),
-            StreamKind::Datadog | StreamKind::Splunk => (MAX_EVENTS, 1.0),
-            // Each object is one PUT; an attempt writes a bounded number so it ends well within
-            // the stream's lease.
-            StreamKind::S3 | StreamKind::Gcs if one_object_per_event => {
-                (crate::s3::MAX_OBJECTS, 0.0)
-            }
-            StreamKind::S3 | StreamKind::Gcs => (MAX_EVENTS, 60.0),
-        };
+        let defaults = kind.destination().batching(public);
+        let (per_attempt, default_wait) = (defaults.max_events, defaults.max_wait_seconds);
         let given = public.get("batch");
         let max_events = given
             .and_then(|b| b.get("max_events"))
@@ -175,6 +165,10 @@ pub fn merge(stored: Option<&Value>, patch: &Value) -> Value {
 mod tests {
     use super::*;
 
+    fn kind(name: &str) -> StreamKind {
+        StreamKind::parse(name).expect("a destination")
+    }
+
     fn public(config: Value) -> Map<String, Value> {
         config.as_object().cloned().unwrap_or_default()
     }
@@ -182,20 +176,20 @@ mod tests {
     #[test]
     fn defaults_follow_the_destination() {
         let of = |kind, config| BatchPolicy::of(kind, &public(config));
-        assert_eq!(of(StreamKind::Http, json!({})).max_wait, Duration::ZERO);
+        assert_eq!(of(kind("http"), json!({})).max_wait, Duration::ZERO);
         assert_eq!(
-            of(StreamKind::Splunk, json!({})).max_wait,
+            of(kind("splunk"), json!({})).max_wait,
             Duration::from_secs(1)
         );
-        let gzip = of(StreamKind::S3, json!({"layout": "ndjson_gzip"}));
+        let gzip = of(kind("s3"), json!({"layout": "ndjson_gzip"}));
         assert_eq!(
             (gzip.max_events, gzip.max_wait),
             (MAX_EVENTS, Duration::from_secs(60))
         );
-        let per_event = of(StreamKind::Gcs, json!({"batch": {"max_events": 500}}));
+        let per_event = of(kind("gcs"), json!({"batch": {"max_events": 500}}));
         assert_eq!(per_event.max_events, crate::s3::MAX_OBJECTS);
         let given = of(
-            StreamKind::Http,
+            kind("http"),
             json!({"batch": {"max_events": 10, "max_wait_seconds": 2.5}}),
         );
         assert_eq!(

@@ -1,361 +1,347 @@
-//! One delivery attempt to any destination: encode (pure, per destination module), sign or
-//! authenticate, send, classify.
+//! The one trait every destination implements, and the list of them.
+//!
+//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`) holds everything that
+//! knows its service: the fields it is configured with ([`Destination::fields`], from which the
+//! portal builds its form), the typed configuration it parses them into (pure; every problem
+//! names its field), its batching defaults, and a [`Sink`]: the configured destination, which
+//! encodes events (pure), builds and sends the request, and classifies the answer into an
+//! [`Outcome`]. The worker, the streams API and the portal see only these two traits, so a new
+//! destination is a new module and one line in [`all`].
+//!
+//! Stored settings stay two JSON maps per stream, whatever the type: the public fields (shown
+//! as they are) and the credentials (the fields whose [`FieldKind`] is secret), sealed at rest.
+//! A destination's typed configuration is parsed from them whenever it is needed, so streams
+//! stored by earlier releases load as they are.
 
-use serde_json::Value;
-use trailmark_domain::Timestamp;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use crate::gcs::{ServiceAccount, Tokens};
-use crate::settings::{GCS_XML_ENDPOINT, Secrets, Settings, StreamKind};
-use crate::{Outcome, datadog, gcs, http, net, s3, splunk};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use trailmark_domain::{FieldProblem, Timestamp};
 
-/// PUTs in flight at once for one stream writing an object per event.
-const PUTS_AT_ONCE: usize = 8;
+use crate::Outcome;
+use crate::settings::problem;
 
-/// A stream's destination, ready to send.
-pub struct Destination<'a> {
+/// Every destination this release delivers to, in the order forms offer them.
+static ALL: [&dyn Destination; 6] = [
+    &crate::http::Http,
+    &crate::datadog::Datadog,
+    &crate::splunk::Splunk,
+    &crate::s3::S3,
+    &crate::gcs::Gcs,
+    &crate::syslog::Syslog,
+];
+
+/// Every destination, in the order forms offer them.
+pub fn all() -> &'static [&'static dyn Destination] {
+    &ALL
+}
+
+/// The destination stored as `name` (a stream's `type`).
+pub fn find(name: &str) -> Option<&'static dyn Destination> {
+    ALL.iter().copied().find(|d| d.name() == name)
+}
+
+/// How a setting is entered, and whether it is a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text,
+    /// Text of several lines that is not a credential (a PEM certificate).
+    LongText,
+    Url,
+    Number,
+    /// Several values: a JSON array of strings (a form takes them comma-separated).
+    List,
+    /// One of a fixed set.
+    Select(&'static [&'static str]),
+    /// A credential: sealed at rest, write-only in forms, masked when shown.
+    Secret,
+    /// A credential of several lines (a key file).
+    SecretText,
+    /// Extra HTTP headers, `{name: value}`; credentials, since values often are.
+    Headers,
+}
+
+impl FieldKind {
+    /// Whether values of this kind are credentials.
+    pub fn is_secret(self) -> bool {
+        matches!(
+            self,
+            FieldKind::Secret | FieldKind::SecretText | FieldKind::Headers
+        )
+    }
+}
+
+/// One setting a destination declares: its `config` key (`batch.max_events` for a nested one),
+/// its label and help in forms, how it is entered, and whether it must be given.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub kind: FieldKind,
+    pub required: bool,
+    /// One sentence for forms; empty when the label says enough.
+    pub help: &'static str,
+}
+
+impl Field {
+    pub const fn new(name: &'static str, label: &'static str, kind: FieldKind) -> Self {
+        Field {
+            name,
+            label,
+            kind,
+            required: false,
+            help: "",
+        }
+    }
+
+    pub const fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    pub const fn help(mut self, help: &'static str) -> Self {
+        self.help = help;
+        self
+    }
+}
+
+/// The settings every stream takes, whatever its destination ([`crate::batch`],
+/// [`crate::filter`]).
+pub const COMMON_FIELDS: &[Field] = &[
+    Field::new(
+        "batch.max_events",
+        "Batch: most events per request",
+        FieldKind::Number,
+    ),
+    Field::new(
+        "batch.max_wait_seconds",
+        "Batch: longest wait for a fuller batch (seconds)",
+        FieldKind::Number,
+    ),
+    Field::new("filters.actions", "Only these actions", FieldKind::List)
+        .help("Comma-separated; 'user.*' takes every action that starts with 'user.'. Empty: all."),
+    Field::new(
+        "filters.actor_types",
+        "Only these actor types",
+        FieldKind::List,
+    )
+    .help("Comma-separated. Empty: all."),
+    Field::new(
+        "filters.target_types",
+        "Only events with a target of these types",
+        FieldKind::List,
+    )
+    .help("Comma-separated. Empty: all."),
+];
+
+/// When a destination's batches go out unless the stream says otherwise ([`crate::batch`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchDefaults {
+    /// The most events one attempt takes (a stream may ask for fewer, not more).
+    pub max_events: usize,
+    /// How long the oldest event waits for a fuller batch, in seconds.
+    pub max_wait_seconds: f64,
+}
+
+/// A kind of destination: what it is configured with, and how a configuration becomes a
+/// [`Sink`].
+pub trait Destination: Send + Sync + 'static {
+    /// The stream `type` it is stored and requested as (`http`, `datadog`, …).
+    fn name(&self) -> &'static str;
+    /// Its name in forms.
+    fn label(&self) -> &'static str;
+    /// The type name WorkOS's `audit_log_configuration` uses.
+    fn workos_name(&self) -> &'static str;
+    /// Its settings, in the order forms show them (the [`COMMON_FIELDS`] follow).
+    fn fields(&self) -> &'static [Field];
+    /// Its batching defaults for the stored public settings `public`.
+    fn batching(&self, public: &Map<String, Value>) -> BatchDefaults;
+    /// Parses and checks a configuration (pure: no I/O), filling in defaults in `public` and
+    /// `secrets` (nulls are already gone); `generate_secret` makes a credential Trailmark
+    /// generates when none is given ([`Destination::generated_secret`]).
+    ///
+    /// # Errors
+    ///
+    /// Every problem, each naming its field (`config.<name>`).
+    fn configure(
+        &self,
+        public: &mut Map<String, Value>,
+        secrets: &mut Map<String, Value>,
+        generate_secret: &mut dyn FnMut() -> String,
+    ) -> Result<Box<dyn Sink>, Vec<FieldProblem>>;
+
+    /// Whether `key` is one of its credentials.
+    fn is_secret(&self, key: &str) -> bool {
+        self.fields()
+            .iter()
+            .any(|f| f.name == key && f.kind.is_secret())
+    }
+    /// Keys a `config` may not set (state kept by Trailmark itself).
+    fn read_only(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Adjusts the stored settings before a patch is applied over them (a credential given in
+    /// one form replaces one stored in another).
+    fn before_patch(
+        &self,
+        _patch: &Map<String, Value>,
+        _public: &mut Map<String, Value>,
+        _secrets: &mut Map<String, Value>,
+    ) {
+    }
+    /// How the credential `name` is shown: masked to its last four characters.
+    fn show_secret(&self, _name: &str, value: &Value) -> Value {
+        mask_value(value)
+    }
+    /// The credential Trailmark generates when none is given, shown once in clear in the answer
+    /// that made it.
+    fn generated_secret(&self) -> Option<&'static str> {
+        None
+    }
+    /// Makes `new` the generated credential, the current one kept working beside it until
+    /// `grace_until`.
+    ///
+    /// # Errors
+    ///
+    /// A problem naming `type` if this destination has no such credential.
+    fn rotate_secret(
+        &self,
+        _secrets: &mut Map<String, Value>,
+        _new: String,
+        _grace_until: Timestamp,
+    ) -> Result<(), FieldProblem> {
+        Err(problem(
+            "invalid_value",
+            "type",
+            &format!(
+                "{} streams have no signing secret; only http streams sign their requests",
+                self.name()
+            ),
+        ))
+    }
+}
+
+/// A URL a sink reaches, with the setting it comes from (the private-destination guard names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub field: &'static str,
+    pub url: String,
+}
+
+/// A configured destination, ready to send.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Every URL it sends to, checked against the private-destination guard when the stream is
+    /// saved and before every attempt.
+    fn targets(&self) -> Vec<Target>;
+    /// Sends as many of `events` (event objects, in log order) as one attempt holds, and says
+    /// how many the destination acknowledged.
+    async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome;
+    /// Sends a signed checkpoint of the stream's organization (the object
+    /// `GET /audit_logs/ledger/checkpoint` answers); by default as one more event.
+    async fn send_checkpoint(&self, cx: &Context<'_>, checkpoint: &Value) -> Outcome {
+        self.send(cx, std::slice::from_ref(checkpoint)).await
+    }
+}
+
+/// What a sink sends with.
+pub struct Context<'a> {
     pub stream_id: &'a str,
-    pub settings: &'a Settings,
     pub client: &'a reqwest::Client,
+    /// Whether private addresses may be reached (`--allow-private-destinations`), for sinks
+    /// that connect without `client` (whose resolver applies the guard itself).
     pub allow_private: bool,
-    /// Access tokens of GCS service accounts, kept between attempts.
-    pub tokens: &'a Tokens,
+    /// State kept between attempts (access tokens), shared by every stream of this process.
+    pub shared: &'a Shared,
 }
 
-/// How objects are written.
-enum ObjectAuth<'a> {
-    /// S3, or GCS's XML API with HMAC keys: SigV4-signed PUTs.
-    SigV4 { key_id: &'a str, secret: &'a str },
-    /// GCS's JSON API with a bearer token from a service account.
-    Bearer {
-        account: Box<ServiceAccount>,
-        token: String,
-    },
-}
+/// Values destinations keep between attempts, one per type, made on first use: a destination
+/// keeps its own state without the worker knowing its type.
+#[derive(Default)]
+pub struct Shared(Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
 
-impl Destination<'_> {
-    /// Sends as many of `events` (event objects, in log order) as one request holds.
-    pub async fn deliver(&self, events: &[Value]) -> Outcome {
-        let Some(url) = self.settings.destination_url() else {
-            return Outcome::Invalid("the stream has no destination URL".into());
+impl Shared {
+    /// The process's `T`, made with `T::default()` on first use.
+    pub fn get<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let made = || Arc::new(T::default()) as Arc<dyn Any + Send + Sync>;
+        let value = match self.0.lock() {
+            Ok(mut map) => Arc::clone(map.entry(TypeId::of::<T>()).or_insert_with(made)),
+            // A panic while the map was held leaves it usable; start with a fresh value.
+            Err(poisoned) => Arc::clone(
+                poisoned
+                    .into_inner()
+                    .entry(TypeId::of::<T>())
+                    .or_insert_with(made),
+            ),
         };
-        // Names are checked by the client's resolver; addresses written as IPs never reach it.
-        if let Err(error) = net::check_literal(&url, self.allow_private) {
-            return Outcome::Invalid(error.to_string());
-        }
-        let source = self
-            .settings
-            .public
-            .get("source")
-            .and_then(Value::as_str)
-            .unwrap_or("trailmark");
-        let secrets = &self.settings.secrets;
-        if matches!(self.settings.kind, StreamKind::S3 | StreamKind::Gcs) {
-            return self
-                .put_objects(|prefix, ndjson_gzip| s3::objects(events, prefix, ndjson_gzip))
-                .await;
-        }
-        let (request, count) = match self.settings.kind {
-            StreamKind::Http => {
-                let ndjson =
-                    self.settings.public.get("format").and_then(Value::as_str) == Some("ndjson");
-                let (body, count) = http::encode(events, ndjson, source);
-                (
-                    self.http_request(&url, ndjson, body, events, count, secrets),
-                    count,
-                )
-            }
-            StreamKind::Datadog => {
-                let (body, count) = datadog::encode(events, source);
-                let request = self
-                    .client
-                    .post(&url)
-                    .header("DD-API-KEY", secrets.get("api_key").unwrap_or_default())
-                    .header("Content-Type", "application/json")
-                    .body(body);
-                (request, count)
-            }
-            StreamKind::Splunk => {
-                let index = self.settings.public.get("index").and_then(Value::as_str);
-                let (body, count) = splunk::encode(events, source, index);
-                let request = self
-                    .client
-                    .post(splunk::endpoint(&url))
-                    .header(
-                        "Authorization",
-                        format!("Splunk {}", secrets.get("token").unwrap_or_default()),
-                    )
-                    .header("Content-Type", "application/json")
-                    .body(body);
-                (request, count)
-            }
-            StreamKind::S3 | StreamKind::Gcs => unreachable!("object stores return above"),
-        };
-        match request.send().await {
-            Ok(response) => {
-                let (status, headers) = (response.status(), response.headers().clone());
-                let body = response.text().await.unwrap_or_default();
-                net::classify(status, &headers, &body, count)
-            }
-            Err(error) => net::network_failure(&error),
-        }
-    }
-
-    /// Sends a signed checkpoint of the stream's organization (`checkpoint`: the object
-    /// `GET /audit_logs/ledger/checkpoint` answers): to an object store as the object
-    /// `<prefix>checkpoints/<tree size, 20 digits>` holding the signed note itself, to any other
-    /// destination as one message carrying the object, where events go.
-    pub async fn deliver_checkpoint(&self, checkpoint: &Value) -> Outcome {
-        if matches!(self.settings.kind, StreamKind::S3 | StreamKind::Gcs) {
-            if let Some(url) = self.settings.destination_url()
-                && let Err(error) = net::check_literal(&url, self.allow_private)
-            {
-                return Outcome::Invalid(error.to_string());
-            }
-            return self
-                .put_objects(|prefix, _| vec![s3::checkpoint_object(checkpoint, prefix)])
-                .await;
-        }
-        self.deliver(std::slice::from_ref(checkpoint)).await
-    }
-
-    /// Writes the objects `make` gives (from the stream's prefix and whether it writes gzip
-    /// NDJSON batches), a few PUTs at a time; the outcome covers the longest prefix of events
-    /// whose objects were all written, so the cursor never passes a missing object.
-    async fn put_objects(&self, make: impl FnOnce(&str, bool) -> Vec<s3::Object>) -> Outcome {
-        let field = |name: &str| self.settings.public.get(name).and_then(Value::as_str);
-        let gcs = self.settings.kind == StreamKind::Gcs;
-        let auth = if let Some(account) = self.settings.service_account() {
-            // Token requests bypass the resolver's guard only when written as an IP.
-            if let Err(error) = net::check_literal(&account.token_uri, self.allow_private) {
-                return Outcome::Invalid(error.to_string());
-            }
-            match self.tokens.get(self.client, &account).await {
-                Ok(token) => ObjectAuth::Bearer {
-                    account: Box::new(account),
-                    token,
-                },
-                Err(outcome) => return outcome,
-            }
-        } else {
-            let (key_id, secret) = if gcs {
-                (
-                    field("hmac_access_id"),
-                    self.settings.secrets.get("hmac_secret"),
-                )
-            } else {
-                (
-                    field("access_key_id"),
-                    self.settings.secrets.get("secret_access_key"),
-                )
-            };
-            match (key_id, secret) {
-                (Some(key_id), Some(secret)) => ObjectAuth::SigV4 { key_id, secret },
-                _ => return Outcome::Invalid("the stream's keys are missing".into()),
-            }
-        };
-        let Some(bucket_name) = field("bucket") else {
-            return Outcome::Invalid("the stream's bucket is missing".into());
-        };
-        let bucket = s3::Bucket {
-            bucket: bucket_name,
-            // GCS's XML API accepts SigV4 with the region "auto".
-            region: if gcs {
-                "auto"
-            } else {
-                field("region").unwrap_or("us-east-1")
-            },
-            prefix: field("prefix").unwrap_or(""),
-            endpoint: if gcs {
-                Some(field("endpoint").unwrap_or(GCS_XML_ENDPOINT))
-            } else {
-                field("endpoint")
-            },
-        };
-        let objects = make(bucket.prefix, field("layout") == Some("ndjson_gzip"));
-        let mut covered = 0;
-        for chunk in objects.chunks(PUTS_AT_ONCE) {
-            let puts = chunk.iter().map(|object| self.put(&bucket, object, &auth));
-            let outcomes = futures_util::future::join_all(puts).await;
-            for (object, outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Delivered(_) => covered += object.events,
-                    failure if covered == 0 => return failure,
-                    _ => return Outcome::Delivered(covered),
-                }
-            }
-        }
-        Outcome::Delivered(covered)
-    }
-
-    async fn put(
-        &self,
-        bucket: &s3::Bucket<'_>,
-        object: &s3::Object,
-        auth: &ObjectAuth<'_>,
-    ) -> Outcome {
-        let (key_id, secret) = match auth {
-            ObjectAuth::SigV4 { key_id, secret } => (*key_id, *secret),
-            ObjectAuth::Bearer { account, token } => {
-                return self.upload(bucket, object, account, token).await;
-            }
-        };
-        let (url, host) = bucket.object_url(&object.key);
-        let path = url
-            .split_once(&host)
-            .map_or("/", |(_, path)| path)
-            .to_owned();
-        let headers = s3::signed_put_headers(
-            object,
-            &host,
-            &path,
-            bucket.region,
-            key_id,
-            secret,
-            Timestamp::now(),
-        );
-        let mut request = self.client.put(&url).body(object.body.clone());
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let (status, headers) = (response.status(), response.headers().clone());
-                let body = response.text().await.unwrap_or_default();
-                net::classify(status, &headers, &body, 1)
-            }
-            Err(error) => net::network_failure(&error),
-        }
-    }
-
-    /// One multipart upload through GCS's JSON API.
-    async fn upload(
-        &self,
-        bucket: &s3::Bucket<'_>,
-        object: &s3::Object,
-        account: &ServiceAccount,
-        token: &str,
-    ) -> Outcome {
-        let mut random = [0u8; 16];
-        if getrandom::fill(&mut random).is_err() {
-            return Outcome::Retry {
-                reason: "cannot read random bytes for a multipart boundary".into(),
-                after: None,
-            };
-        }
-        let boundary: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let (content_type, body) = gcs::multipart(object, &boundary);
-        let url = gcs::upload_url(bucket.endpoint.unwrap_or(GCS_XML_ENDPOINT), bucket.bucket);
-        let request = self
-            .client
-            .post(url)
-            .bearer_auth(token)
-            .header("Content-Type", content_type)
-            .body(body);
-        match request.send().await {
-            Ok(response) => {
-                let (status, headers) = (response.status(), response.headers().clone());
-                if status == reqwest::StatusCode::UNAUTHORIZED {
-                    self.tokens.forget(account);
-                }
-                let body = response.text().await.unwrap_or_default();
-                net::classify(status, &headers, &body, 1)
-            }
-            Err(error) => net::network_failure(&error),
-        }
-    }
-
-    fn http_request(
-        &self,
-        url: &str,
-        ndjson: bool,
-        body: Vec<u8>,
-        events: &[Value],
-        count: usize,
-        secrets: &Secrets,
-    ) -> reqwest::RequestBuilder {
-        let message_id = message_id(self.stream_id, &events[..count.min(events.len())]);
-        let now = Timestamp::now();
-        let timestamp = now.unix_millis() / 1000;
-        let mut request = self
-            .client
-            .post(url)
-            .header(
-                "Content-Type",
-                if ndjson {
-                    "application/x-ndjson"
-                } else {
-                    "application/json"
-                },
-            )
-            .header("webhook-id", &message_id)
-            .header("webhook-timestamp", timestamp.to_string());
-        // Standard Webhooks: several signatures, space-separated; during a rotation's grace
-        // period the previous secret signs too, so receivers can switch at their own pace.
-        let signatures: Vec<String> = secrets
-            .signing_secrets(now)
-            .into_iter()
-            .filter_map(|secret| http::signature(secret, &message_id, timestamp, &body))
-            .collect();
-        if !signatures.is_empty() {
-            request = request.header("webhook-signature", signatures.join(" "));
-        }
-        for (name, value) in secrets.headers() {
-            request = request.header(name, value);
-        }
-        request.body(body)
+        value
+            .downcast::<T>()
+            .unwrap_or_else(|_| Arc::new(T::default()))
     }
 }
 
-/// The `webhook-id` of a request carrying `events`: `<stream id>_<first sequence>_<last
-/// sequence>` for events of the log, the same on every retry of a batch; events outside the log
-/// (the streams API's test event) have no sequence and are named by the first one's id,
-/// `<stream id>_<event id>`, so they never take the id a logged batch will have; a checkpoint is
-/// `<stream id>_checkpoint_<tree size>`.
-fn message_id(stream_id: &str, events: &[Value]) -> String {
-    let sequence = |event: Option<&Value>| event.and_then(|e| e["sequence"].as_u64());
-    if let [checkpoint] = events
-        && checkpoint["object"] == "ledger_checkpoint"
-    {
-        return format!(
-            "{stream_id}_checkpoint_{}",
-            checkpoint["tree_size"].as_u64().unwrap_or_default()
-        );
-    }
-    match (sequence(events.first()), sequence(events.last())) {
-        (Some(first), Some(last)) => format!("{stream_id}_{first}_{last}"),
-        _ => format!(
-            "{stream_id}_{}",
-            events
-                .first()
-                .and_then(|e| e["id"].as_str())
-                .unwrap_or("unsequenced")
+/// A credential as shown: `"****"` and its last four characters; an object's values (headers)
+/// each so.
+pub fn mask_value(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, v)| (name.clone(), Value::from(mask(v.as_str().unwrap_or("")))))
+                .collect(),
         ),
+        other => Value::from(mask(other.as_str().unwrap_or(""))),
     }
+}
+
+/// `"****"` and the last four characters of `secret`.
+pub fn mask(secret: &str) -> String {
+    let tail: Vec<char> = secret.chars().rev().take(4).collect();
+    format!("****{}", tail.into_iter().rev().collect::<String>())
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
-    use super::message_id;
+    use super::*;
 
     #[test]
-    fn logged_batches_are_named_by_sequences_and_test_events_by_their_id() {
-        let logged = [
-            json!({"id": "event_a", "sequence": 0}),
-            json!({"id": "event_b", "sequence": 4}),
-        ];
-        assert_eq!(message_id("log_stream_1", &logged), "log_stream_1_0_4");
-        assert_eq!(message_id("log_stream_1", &logged[..1]), "log_stream_1_0_0");
-        let test = [json!({"id": "event_01TEST", "sequence": null})];
+    fn every_destination_has_a_distinct_name_and_declares_its_credentials() {
+        let mut names: Vec<&str> = all().iter().map(|d| d.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all().len());
+        for destination in all() {
+            assert!(
+                destination.fields().iter().any(|f| f.kind.is_secret()),
+                "{} declares no credential",
+                destination.name()
+            );
+            assert_eq!(
+                find(destination.name()).map(|d| d.name()),
+                Some(destination.name())
+            );
+        }
+        assert!(find("ftp").is_none());
+    }
+
+    #[test]
+    fn shared_state_is_one_value_per_type() {
+        #[derive(Default)]
+        struct Counter(std::sync::atomic::AtomicUsize);
+        let shared = Shared::default();
+        shared
+            .get::<Counter>()
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(
-            message_id("log_stream_1", &test),
-            "log_stream_1_event_01TEST"
-        );
-        let checkpoint = [json!({"object": "ledger_checkpoint", "tree_size": 12})];
-        assert_eq!(
-            message_id("log_stream_1", &checkpoint),
-            "log_stream_1_checkpoint_12"
+            shared
+                .get::<Counter>()
+                .0
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
         );
     }
 }

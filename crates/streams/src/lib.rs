@@ -7,21 +7,28 @@
 //! cursor move, and a dead destination only ever delays its own stream.
 //!
 //! Layout:
-//! - [`settings`]: what a stream of each type is configured with, validated, with its
-//!   credentials split off, [`seal`]ed at rest and masked when shown.
-//! - [`net`]: the HTTP client, the guard against private destinations, and the classification
-//!   of a destination's answer into delivered / retry / invalid.
-//! - [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`]: each destination's payload (pure) and
-//!   request; [`gcs`] also gets service-account tokens.
+//! - [`destination`]: the one trait every destination implements ([`destination::Destination`]:
+//!   its fields, typed configuration and batching defaults; [`destination::Sink`]: the
+//!   configured destination that encodes, sends and classifies), and the list of them. The
+//!   worker, the streams API and the portal know destinations only through it.
+//! - One module per destination: [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`],
+//!   [`syslog`], each with
+//!   `config.rs` (typed settings, parsed and checked), `encode.rs` (events → request body, pure)
+//!   and its request and answer handling in `mod.rs`.
+//! - [`settings`]: a stream's stored settings (public fields and credentials, [`seal`]ed at rest
+//!   and masked when shown), merged generically from the API's `config`.
+//! - [`batch`]: when a stream sends; [`filter`]: which events it sends.
+//! - [`net`]: the HTTP client, the guard against private destinations, and the usual reading of
+//!   an HTTP answer into delivered / retry / invalid.
 //! - [`backoff`]: how long a failing stream waits (it grows with the time it has been failing).
-//! - [`batch`]: when a stream sends (a full batch, or its oldest event has waited long enough).
-//! - [`destination`]: one type over them; [`worker`]: the delivery loop, which reports each
-//!   request and each stream's health to an [`observe::DeliveryObserver`].
+//! - [`worker`]: the delivery loop, which reports each request and each stream's health to an
+//!   [`observe::DeliveryObserver`].
 
 pub mod backoff;
 pub mod batch;
 pub mod datadog;
 pub mod destination;
+pub mod filter;
 pub mod gcs;
 pub mod http;
 pub mod net;
@@ -30,6 +37,7 @@ pub mod s3;
 pub mod seal;
 pub mod settings;
 pub mod splunk;
+pub mod syslog;
 pub mod worker;
 
 /// What happened to one delivery attempt.

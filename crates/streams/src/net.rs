@@ -469,6 +469,96 @@ pub fn network_failure(error: &reqwest::Error) -> Outcome {
     }
 }
 
+/// Why a TCP connection for a destination was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The guard refused it: the name resolves to no address a stream may reach.
+    #[error(transparent)]
+    Refused(DestinationError),
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+/// How long a TCP connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP connection to `host:port` for a destination the HTTP client does not carry (syslog),
+/// under the same guard as the client's resolver: unless `allow_private`, only globally
+/// routable addresses are tried. The addresses are tried in the order the resolver gives them.
+///
+/// # Errors
+///
+/// [`ConnectError::Refused`] if every address is refused, [`ConnectError::Io`] if the name
+/// does not resolve or no address answers.
+pub async fn connect_tcp(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<tokio::net::TcpStream, ConnectError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(ConnectError::Io)?
+        .collect();
+    let allowed: Vec<SocketAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|address| allow_private || !is_private(address.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(match resolved.first() {
+            Some(address) => ConnectError::Refused(
+                refuse_if_private(address.ip())
+                    .err()
+                    .unwrap_or(DestinationError::BadUrl),
+            ),
+            None => ConnectError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{host} resolves to no address"),
+            )),
+        });
+    }
+    let mut last = None;
+    for address in allowed {
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => last = Some(error),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{address} did not answer within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
+    Err(ConnectError::Io(last.unwrap_or_else(|| {
+        std::io::Error::other("no address to connect to")
+    })))
+}
+
+/// How a destination reads an answer: status, headers, body and the events the request held.
+pub type Classify = fn(StatusCode, &HeaderMap, &str, usize) -> Outcome;
+
+/// Sends `request`, holding `events` events, and reads the answer with `classify`; a request
+/// that gets no answer is retried ([`network_failure`]).
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    events: usize,
+    classify: Classify,
+) -> Outcome {
+    match request.send().await {
+        Ok(response) => {
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.text().await.unwrap_or_default();
+            classify(status, &headers, &body, events)
+        }
+        Err(error) => network_failure(&error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,6 +777,33 @@ mod tests {
             check_destination("not a url", false).await,
             Err(DestinationError::BadUrl)
         ));
+    }
+
+    /// Raw TCP connections (syslog) pass the same guard: a name or address that reaches only
+    /// private addresses is refused before any connection, unless the operator allowed them;
+    /// a syslog target written as a URL is checked when saved like any other.
+    #[tokio::test]
+    async fn tcp_connections_refuse_private_addresses_unless_allowed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        for host in ["127.0.0.1", "localhost", "[::ffff:7f00:1]"] {
+            let refused = connect_tcp(host, port, false).await;
+            assert!(
+                matches!(
+                    &refused,
+                    Err(ConnectError::Refused(DestinationError::Private { .. }))
+                ),
+                "{host}: {refused:?}"
+            );
+        }
+        assert!(connect_tcp("127.0.0.1", port, true).await.is_ok());
+        assert!(matches!(
+            check_destination(&format!("syslog-tls://127.0.0.1:{port}"), false).await,
+            Err(DestinationError::Private { .. })
+        ));
+        assert!(check_literal("syslog-tls://[::1]:6514", false).is_err());
     }
 
     #[test]

@@ -1,95 +1,65 @@
-//! What a stream is configured with, per destination type, as the streams API accepts it:
+//! What a stream is configured with, as the streams API takes it (`config`), whatever its type:
+//! the destination's own fields (each module's `config.rs`, declared by
+//! [`Destination::fields`]), `batch: {max_events?, max_wait_seconds?}` ([`crate::batch`]) and
+//! `filters: {actions?, actor_types?, target_types?}` ([`crate::filter`]).
 //!
-//! - `http`: `{url, format?: "json"|"ndjson", headers?: {name: value}, signing_secret?, source?}`;
-//!   `signing_secret` is a Standard Webhooks `whsec_…` secret, generated when omitted;
-//! - `datadog`: `{site, api_key, source?, endpoint?}` (`endpoint` overrides the logs-intake URL
-//!   derived from `site`, for proxies and tests);
-//! - `splunk`: `{url, token, index?, source?}` (`url` is the HEC base URL);
-//! - `s3`: `{bucket, region, prefix?, endpoint?, access_key_id, secret_access_key,
-//!   layout?: "object_per_event"|"ndjson_gzip"}` (`endpoint` for S3-compatible stores);
-//! - `gcs`: `{bucket, prefix?, endpoint?, hmac_access_id + hmac_secret | service_account_json,
-//!   layout?}`: with HMAC keys, written through GCS's S3-compatible XML API as WorkOS does; with a
-//!   service-account key (the JSON key file, as a string or an object), through the JSON API
-//!   ([`crate::gcs`]). Exactly one of the two; a PATCH that gives one replaces the other.
-//!
-//! Every type also takes `batch: {max_events?, max_wait_seconds?}` ([`crate::batch`]).
-//!
-//! Credentials (`api_key`, `token`, `signing_secret`, `secret_access_key`, `hmac_secret`,
-//! `service_account_json`, the values of `headers`) are split from the rest into [`Secrets`],
-//! sealed at rest, and masked when shown (`"****…1234"`; a service-account key shows only its
-//! `client_email`, `token_uri` and the end of its `private_key_id`). Every problem is reported
-//! with its field, prefixed `config.`.
+//! A configuration is kept as two JSON maps: the public fields, stored and shown as they are, and
+//! the credentials (the fields a destination declares secret), [`crate::seal`]ed at rest and
+//! masked when shown (`"****…1234"`). This module merges a `config` (a new stream's, or a
+//! PATCH's over the stored one) generically; the destination then parses and checks the result.
+//! Every problem is reported with its field, prefixed `config.`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use trailmark_domain::{FieldProblem, Timestamp};
 
-/// Where an `http` stream keeps the signing secret a rotation replaced, with the end of its
-/// grace period: `{"secret": "whsec_…", "expires_at": "…"}`. Set only by
-/// [`Settings::rotate_signing_secret`].
-const PREVIOUS_SECRET: &str = "previous_signing_secret";
+use crate::destination::{Destination, Sink};
 
-/// Datadog sites and their logs-intake hosts (Datadog "Send logs" API: `http-intake.logs.<site>`).
-pub const DATADOG_SITES: [&str; 7] = [
-    "datadoghq.com",
-    "us3.datadoghq.com",
-    "us5.datadoghq.com",
-    "datadoghq.eu",
-    "ap1.datadoghq.com",
-    "ap2.datadoghq.com",
-    "ddog-gov.com",
-];
-
-/// The destination types this release delivers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
-    Http,
-    Datadog,
-    Splunk,
-    S3,
-    Gcs,
-}
+/// A destination type, as stored in a stream's `type`.
+#[derive(Clone, Copy)]
+pub struct StreamKind(&'static dyn Destination);
 
 impl StreamKind {
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "http" => Some(StreamKind::Http),
-            "datadog" => Some(StreamKind::Datadog),
-            "splunk" => Some(StreamKind::Splunk),
-            "s3" => Some(StreamKind::S3),
-            "gcs" => Some(StreamKind::Gcs),
-            _ => None,
-        }
+        crate::destination::find(text).map(StreamKind)
+    }
+
+    /// Every type, in the order forms offer them.
+    pub fn all() -> impl Iterator<Item = StreamKind> {
+        crate::destination::all().iter().map(|d| StreamKind(*d))
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            StreamKind::Http => "http",
-            StreamKind::Datadog => "datadog",
-            StreamKind::Splunk => "splunk",
-            StreamKind::S3 => "s3",
-            StreamKind::Gcs => "gcs",
-        }
+        self.0.name()
     }
 
     /// The type name WorkOS's `audit_log_configuration` uses.
     pub fn workos_name(self) -> &'static str {
-        match self {
-            StreamKind::Http => "GenericHttps",
-            StreamKind::Datadog => "Datadog",
-            StreamKind::Splunk => "Splunk",
-            StreamKind::S3 => "S3",
-            StreamKind::Gcs => "GoogleCloudStorage",
-        }
+        self.0.workos_name()
     }
 
-    fn secret_fields(self) -> &'static [&'static str] {
-        match self {
-            StreamKind::Http => &["signing_secret"],
-            StreamKind::Datadog => &["api_key"],
-            StreamKind::Splunk => &["token"],
-            StreamKind::S3 => &["secret_access_key"],
-            StreamKind::Gcs => &["hmac_secret", "service_account_json"],
-        }
+    pub fn destination(self) -> &'static dyn Destination {
+        self.0
+    }
+}
+
+/// The first destination forms offer (`http`).
+impl Default for StreamKind {
+    fn default() -> Self {
+        StreamKind(crate::destination::all()[0])
+    }
+}
+
+impl PartialEq for StreamKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for StreamKind {}
+
+impl std::fmt::Debug for StreamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamKind({})", self.as_str())
     }
 }
 
@@ -121,33 +91,6 @@ impl Secrets {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(Value::as_str)
     }
-
-    /// The `whsec_…` secrets that sign an `http` stream's requests at `now`: the current one,
-    /// then the one it replaced while the rotation's grace period lasts.
-    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
-        let mut secrets: Vec<&str> = self.get("signing_secret").into_iter().collect();
-        if let Some(previous) = self.0.get(PREVIOUS_SECRET).and_then(Value::as_object) {
-            let until = previous
-                .get("expires_at")
-                .and_then(Value::as_str)
-                .and_then(|text| Timestamp::parse(text).ok());
-            if until.is_some_and(|until| now < until) {
-                secrets.extend(previous.get("secret").and_then(Value::as_str));
-            }
-        }
-        secrets
-    }
-
-    /// Extra HTTP headers (name → value), which may hold credentials.
-    pub fn headers(&self) -> Vec<(String, String)> {
-        self.0
-            .get("headers")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(name, value)| value.as_str().map(|v| (name.clone(), v.to_owned())))
-            .collect()
-    }
 }
 
 /// A validated configuration: the public part (stored and shown as is) and the secrets.
@@ -159,8 +102,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Parses the `config` of a new stream of type `kind`. `generate_secret` makes a signing
-    /// secret when an `http` stream has none.
+    /// Parses the `config` of a new stream of type `kind`. `generate_secret` makes the
+    /// credential a destination generates when none is given (an `http` signing secret).
     ///
     /// # Errors
     ///
@@ -168,7 +111,7 @@ impl Settings {
     pub fn parse(
         kind: StreamKind,
         config: &Value,
-        generate_secret: impl FnOnce() -> String,
+        generate_secret: impl FnMut() -> String,
     ) -> Result<Self, Vec<FieldProblem>> {
         Self::merge(
             kind,
@@ -179,7 +122,20 @@ impl Settings {
         )
     }
 
-    /// Applies a PATCH's `config` over stored settings: given fields replace, others stay.
+    /// The settings stored for a stream (credentials already opened), as they are: checked only
+    /// when a sink is made of them ([`Settings::sink`]), so a stream saved by an earlier release
+    /// still loads.
+    pub fn stored(kind: StreamKind, public: Map<String, Value>, secrets: Secrets) -> Self {
+        Settings {
+            kind,
+            public,
+            secrets,
+        }
+    }
+
+    /// Applies a PATCH's `config` over stored settings: given fields replace, `null` ones
+    /// return to their default (a credential set to `null` is dropped, or generated again),
+    /// others stay.
     ///
     /// # Errors
     ///
@@ -189,9 +145,8 @@ impl Settings {
         public: &Map<String, Value>,
         secrets: &Secrets,
         patch: &Value,
-        generate_secret: impl FnOnce() -> String,
+        mut generate_secret: impl FnMut() -> String,
     ) -> Result<Self, Vec<FieldProblem>> {
-        let mut problems = Vec::new();
         let Value::Object(patch) = patch else {
             return Err(vec![problem(
                 "invalid_type",
@@ -199,34 +154,19 @@ impl Settings {
                 "config must be an object",
             )]);
         };
+        let destination = kind.destination();
+        let mut problems = Vec::new();
         let mut merged = public.clone();
         let mut secret_map = secrets.0.clone();
-        if kind == StreamKind::Gcs {
-            // Giving one credential form replaces the stored other, so switching needs no nulls.
-            let names = |key: &str| patch.get(key).is_some_and(|v| !v.is_null());
-            if names("service_account_json") {
-                merged.remove("hmac_access_id");
-                secret_map.remove("hmac_secret");
-            } else if names("hmac_access_id") || names("hmac_secret") {
-                secret_map.remove("service_account_json");
-            }
-        }
-        if patch.contains_key(PREVIOUS_SECRET) {
-            problems.push(problem(
-                "read_only",
-                &format!("config.{PREVIOUS_SECRET}"),
-                "the previous signing secret is kept by a rotation (POST …/rotate_secret), not set",
-            ));
-        }
-        if patch.contains_key("signing_secret") {
-            // A secret chosen (or regenerated) outright replaces both: the old one stops signing.
-            secret_map.remove(PREVIOUS_SECRET);
-        }
+        destination.before_patch(patch, &mut merged, &mut secret_map);
         for (key, value) in patch {
-            if key == PREVIOUS_SECRET {
-                continue;
-            }
-            if kind.secret_fields().contains(&key.as_str()) || key == "headers" {
+            if destination.read_only().contains(&key.as_str()) {
+                problems.push(problem(
+                    "read_only",
+                    &format!("config.{key}"),
+                    &format!("{key} is kept by Trailmark, not set"),
+                ));
+            } else if destination.is_secret(key) {
                 secret_map.insert(key.clone(), value.clone());
             } else if key == "batch" {
                 let batch = crate::batch::merge(merged.get("batch"), value);
@@ -235,212 +175,22 @@ impl Settings {
                 merged.insert(key.clone(), value.clone());
             }
         }
-        let text = |map: &Map<String, Value>,
-                    key: &str,
-                    required: bool,
-                    problems: &mut Vec<FieldProblem>|
-         -> Option<String> {
-            match map.get(key) {
-                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-                None | Some(Value::Null) if !required => None,
-                None | Some(Value::Null) => {
-                    problems.push(problem(
-                        "required",
-                        &format!("config.{key}"),
-                        &format!("{key} is required"),
-                    ));
-                    None
-                }
-                Some(_) => {
-                    problems.push(problem(
-                        "invalid_value",
-                        &format!("config.{key}"),
-                        &format!("{key} must be a non-empty string"),
-                    ));
-                    None
-                }
-            }
-        };
-        let url = |map: &Map<String, Value>,
-                   key: &str,
-                   required: bool,
-                   problems: &mut Vec<FieldProblem>| {
-            if let Some(value) = text(map, key, required, problems) {
-                match reqwest::Url::parse(&value) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    }
-                    _ => problems.push(problem(
-                        "invalid_url",
-                        &format!("config.{key}"),
-                        &format!("{key} must be an http(s) URL"),
-                    )),
-                }
-            }
-        };
-        text(&merged, "source", false, &mut problems);
         if let Some(batch) = merged.get("batch") {
             crate::batch::validate(batch, &mut problems);
         }
-        match kind {
-            StreamKind::Http => {
-                url(&merged, "url", true, &mut problems);
-                match merged.get("format") {
-                    None | Some(Value::Null) => {
-                        merged.insert("format".into(), json!("json"));
-                    }
-                    Some(Value::String(f)) if f == "json" || f == "ndjson" => {}
-                    Some(_) => problems.push(problem(
-                        "invalid_value",
-                        "config.format",
-                        "format must be 'json' or 'ndjson'",
-                    )),
-                }
-                match secret_map.get("signing_secret") {
-                    None | Some(Value::Null) => {
-                        secret_map.insert("signing_secret".into(), json!(generate_secret()));
-                    }
-                    Some(Value::String(s)) if s.strip_prefix("whsec_").is_some_and(|k| decode_base64(k).is_some_and(|k| k.len() >= 16)) => {}
-                    Some(_) => problems.push(problem(
-                        "invalid_value",
-                        "config.signing_secret",
-                        "signing_secret must be 'whsec_' followed by the base64 of at least 16 bytes",
-                    )),
-                }
-                match secret_map.get("headers") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Object(headers)) => {
-                        for (name, value) in headers {
-                            let valid_name =
-                                reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok();
-                            let valid_value = value
-                                .as_str()
-                                .is_some_and(|v| reqwest::header::HeaderValue::from_str(v).is_ok());
-                            if !valid_name || !valid_value {
-                                problems.push(problem(
-                                    "invalid_value",
-                                    &format!("config.headers.{name}"),
-                                    "not a valid HTTP header",
-                                ));
-                            }
-                        }
-                    }
-                    Some(_) => problems.push(problem(
-                        "invalid_type",
-                        "config.headers",
-                        "headers must be an object of strings",
-                    )),
-                }
-            }
-            StreamKind::Datadog => {
-                match text(&merged, "site", true, &mut problems) {
-                    Some(site) if !DATADOG_SITES.contains(&site.as_str()) => {
-                        problems.push(problem(
-                            "invalid_value",
-                            "config.site",
-                            &format!("site must be one of {}", DATADOG_SITES.join(", ")),
-                        ))
-                    }
-                    _ => {}
-                }
-                url(&merged, "endpoint", false, &mut problems);
-                text(&secret_map, "api_key", true, &mut problems);
-            }
-            StreamKind::Splunk => {
-                url(&merged, "url", true, &mut problems);
-                text(&merged, "index", false, &mut problems);
-                text(&secret_map, "token", true, &mut problems);
-            }
-            StreamKind::S3 | StreamKind::Gcs => {
-                let (key_id, _) = if kind == StreamKind::S3 {
-                    ("access_key_id", "secret_access_key")
-                } else {
-                    ("hmac_access_id", "hmac_secret")
-                };
-                match text(&merged, "bucket", true, &mut problems) {
-                    Some(bucket) if !valid_bucket(&bucket) => problems.push(problem(
-                        "invalid_value",
-                        "config.bucket",
-                        "bucket must be 3 to 63 characters of a-z, 0-9, '.', '-' and '_'",
-                    )),
-                    _ => {}
-                }
-                if kind == StreamKind::S3 {
-                    text(&merged, "region", true, &mut problems);
-                }
-                if let Some(prefix) = text(&merged, "prefix", false, &mut problems)
-                    && (prefix.starts_with('/') || prefix.contains(".."))
-                {
-                    problems.push(problem(
-                        "invalid_value",
-                        "config.prefix",
-                        "prefix must not start with '/' or contain '..'",
-                    ));
-                }
-                url(&merged, "endpoint", false, &mut problems);
-                let service_account = secret_map
-                    .get("service_account_json")
-                    .filter(|v| !v.is_null())
-                    .cloned();
-                match (kind, service_account) {
-                    (StreamKind::Gcs, Some(key)) => {
-                        if merged.get("hmac_access_id").is_some_and(|v| !v.is_null())
-                            || secret_map.get("hmac_secret").is_some_and(|v| !v.is_null())
-                        {
-                            problems.push(problem(
-                                "conflict",
-                                "config.service_account_json",
-                                "give either hmac_access_id and hmac_secret, or service_account_json, not both",
-                            ));
-                        }
-                        // Stored as the key file's text, whichever form it came in.
-                        let key_text = match key {
-                            Value::String(text) => text,
-                            other => other.to_string(),
-                        };
-                        match crate::gcs::ServiceAccount::parse(&key_text) {
-                            Ok(_) => {
-                                secret_map.insert("service_account_json".into(), json!(key_text));
-                            }
-                            Err(error) => problems.push(problem(
-                                "invalid_value",
-                                "config.service_account_json",
-                                &error.to_string(),
-                            )),
-                        }
-                    }
-                    (StreamKind::Gcs, None)
-                        if merged.get("hmac_access_id").is_none_or(Value::is_null)
-                            && secret_map.get("hmac_secret").is_none_or(Value::is_null) =>
-                    {
-                        problems.push(problem(
-                            "required",
-                            "config.service_account_json",
-                            "give hmac_access_id and hmac_secret, or service_account_json",
-                        ));
-                    }
-                    _ => {
-                        text(&merged, key_id, true, &mut problems);
-                        text(&secret_map, kind.secret_fields()[0], true, &mut problems);
-                    }
-                }
-                match merged.get("layout") {
-                    None | Some(Value::Null) => {
-                        merged.insert("layout".into(), json!("object_per_event"));
-                    }
-                    Some(Value::String(l)) if l == "object_per_event" || l == "ndjson_gzip" => {}
-                    Some(_) => problems.push(problem(
-                        "invalid_value",
-                        "config.layout",
-                        "layout must be 'object_per_event' or 'ndjson_gzip'",
-                    )),
-                }
-            }
+        if let Some(filters) = merged.get("filters") {
+            crate::filter::validate(filters, &mut problems);
+        }
+        merged.retain(|_, v| !v.is_null());
+        secret_map.retain(|_, v| !v.is_null());
+        if let Err(found) =
+            destination.configure(&mut merged, &mut secret_map, &mut generate_secret)
+        {
+            problems.extend(found);
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        merged.retain(|_, v| !v.is_null());
-        secret_map.retain(|_, v| !v.is_null());
         Ok(Settings {
             kind,
             public: merged,
@@ -448,129 +198,163 @@ impl Settings {
         })
     }
 
+    /// The configured destination.
+    ///
+    /// # Errors
+    ///
+    /// The problems of stored settings this release no longer accepts.
+    pub fn sink(&self) -> Result<Box<dyn Sink>, Vec<FieldProblem>> {
+        let (mut public, mut secrets) = (self.public.clone(), self.secrets.0.clone());
+        self.kind
+            .destination()
+            .configure(&mut public, &mut secrets, &mut String::new)
+    }
+
     /// The configuration as shown: public fields, the batching in effect (defaults filled in),
-    /// and secrets masked to their last 4 characters.
+    /// and credentials masked.
     pub fn masked(&self) -> Value {
         let mut shown = self.public.clone();
         shown.insert("batch".into(), self.batch().to_json());
         for (key, value) in &self.secrets.0 {
-            let masked = match value {
-                Value::Object(previous) if key == PREVIOUS_SECRET => json!({
-                    "secret": mask(previous.get("secret").and_then(Value::as_str).unwrap_or("")),
-                    "expires_at": previous.get("expires_at"),
-                }),
-                Value::String(text) if key == "service_account_json" => {
-                    match crate::gcs::ServiceAccount::parse(text) {
-                        Ok(account) => json!({
-                            "client_email": account.client_email,
-                            "token_uri": account.token_uri,
-                            "private_key_id": account.private_key_id.as_deref().map(mask),
-                            "private_key": "****",
-                        }),
-                        Err(_) => json!("****"),
-                    }
-                }
-                Value::Object(headers) => Value::Object(
-                    headers
-                        .iter()
-                        .map(|(name, v)| (name.clone(), json!(mask(v.as_str().unwrap_or("")))))
-                        .collect(),
-                ),
-                other => json!(mask(other.as_str().unwrap_or(""))),
-            };
-            shown.insert(key.clone(), masked);
+            shown.insert(key.clone(), self.kind.destination().show_secret(key, value));
         }
         Value::Object(shown)
     }
 
-    /// Makes `new` an `http` stream's signing secret; the current one keeps signing beside it
-    /// until `grace_until` (Standard Webhooks: a request may carry several signatures), so a
-    /// receiver can move to the new secret without refusing a delivery.
+    /// Makes `new` the stream's generated credential (an `http` stream's signing secret); the
+    /// current one keeps working beside it until `grace_until`.
     ///
     /// # Errors
     ///
-    /// A problem naming `type` if the stream is not `http` (only webhooks are signed).
+    /// A problem naming `type` if the stream's destination has no such credential.
     pub fn rotate_signing_secret(
         &mut self,
         new: String,
         grace_until: Timestamp,
     ) -> Result<(), FieldProblem> {
-        if self.kind != StreamKind::Http {
-            return Err(problem(
-                "invalid_value",
-                "type",
-                "only http streams sign their requests; this stream has no signing secret",
-            ));
-        }
-        let map = &mut self.secrets.0;
-        if let Some(Value::String(current)) = map.insert("signing_secret".into(), json!(new)) {
-            map.insert(
-                PREVIOUS_SECRET.into(),
-                json!({"secret": current, "expires_at": grace_until.to_string()}),
-            );
-        }
-        Ok(())
+        self.kind
+            .destination()
+            .rotate_secret(&mut self.secrets.0, new, grace_until)
+    }
+
+    /// The credential Trailmark generated for this stream, if its destination generates one.
+    pub fn generated_secret(&self) -> Option<&str> {
+        self.secrets
+            .get(self.kind.destination().generated_secret()?)
     }
 
     /// When the stream sends.
     pub fn batch(&self) -> crate::batch::BatchPolicy {
         crate::batch::BatchPolicy::of(self.kind, &self.public)
     }
+}
 
-    /// The service-account key of a `gcs` stream that uses one.
-    pub fn service_account(&self) -> Option<crate::gcs::ServiceAccount> {
-        if self.kind != StreamKind::Gcs {
-            return None;
+/// Reads a destination's settings into its typed configuration, collecting every problem: the
+/// parse step of each module's `config.rs`.
+pub struct Reader<'a> {
+    pub public: &'a mut Map<String, Value>,
+    pub secrets: &'a mut Map<String, Value>,
+    pub problems: Vec<FieldProblem>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(public: &'a mut Map<String, Value>, secrets: &'a mut Map<String, Value>) -> Self {
+        Reader {
+            public,
+            secrets,
+            problems: Vec::new(),
         }
-        crate::gcs::ServiceAccount::parse(self.secrets.get("service_account_json")?).ok()
     }
 
-    /// The URL deliveries go to, for the private-address guard (a service account's
-    /// `token_uri` is checked too: see [`Settings::service_account`]).
-    pub fn destination_url(&self) -> Option<String> {
-        let field = |key: &str| {
-            self.public
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+    pub fn problem(&mut self, code: &'static str, key: &str, message: &str) {
+        self.problems
+            .push(problem(code, &format!("config.{key}"), message));
+    }
+
+    fn string(&mut self, secret: bool, key: &str, required: bool) -> Option<String> {
+        let map = if secret {
+            &*self.secrets
+        } else {
+            &*self.public
         };
-        match self.kind {
-            StreamKind::Http | StreamKind::Splunk => field("url"),
-            StreamKind::Datadog => field("endpoint")
-                .or_else(|| field("site").map(|site| crate::datadog::intake_url(&site))),
-            StreamKind::S3 => field("endpoint").or_else(|| {
-                Some(format!(
-                    "https://{}.s3.{}.amazonaws.com",
-                    field("bucket")?,
-                    field("region")?
-                ))
-            }),
-            StreamKind::Gcs => field("endpoint").or_else(|| Some(GCS_XML_ENDPOINT.to_owned())),
+        match map.get(key) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            None | Some(Value::Null) if !required => None,
+            None | Some(Value::Null) => {
+                self.problem("required", key, &format!("{key} is required"));
+                None
+            }
+            Some(_) => {
+                self.problem(
+                    "invalid_value",
+                    key,
+                    &format!("{key} must be a non-empty string"),
+                );
+                None
+            }
         }
     }
-}
 
-/// GCS's S3-compatible XML API.
-pub const GCS_XML_ENDPOINT: &str = "https://storage.googleapis.com";
+    /// A public text field.
+    pub fn text(&mut self, key: &str, required: bool) -> Option<String> {
+        self.string(false, key, required)
+    }
 
-/// S3 and GCS bucket naming rules, loosely: what both accept.
-fn valid_bucket(name: &str) -> bool {
-    (3..=63).contains(&name.len())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
-}
+    /// A credential given as text.
+    pub fn secret(&mut self, key: &str, required: bool) -> Option<String> {
+        self.string(true, key, required)
+    }
 
-fn mask(secret: &str) -> String {
-    let tail: String = secret
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!("****{tail}")
+    /// A public http(s) URL.
+    pub fn url(&mut self, key: &str, required: bool) -> Option<String> {
+        let value = self.text(key, required)?;
+        match reqwest::Url::parse(&value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(value)
+            }
+            _ => {
+                self.problem("invalid_url", key, &format!("{key} must be an http(s) URL"));
+                None
+            }
+        }
+    }
+
+    /// One of `choices`; `default` (stored, so it is shown) when not given.
+    pub fn choice(&mut self, key: &str, choices: &[&'static str], default: &'static str) -> String {
+        match self.public.get(key) {
+            None | Some(Value::Null) => {
+                self.public.insert(key.into(), Value::from(default));
+                default.to_owned()
+            }
+            Some(Value::String(given)) if choices.contains(&given.as_str()) => given.clone(),
+            Some(_) => {
+                let listed: Vec<String> = choices.iter().map(|c| format!("'{c}'")).collect();
+                self.problem(
+                    "invalid_value",
+                    key,
+                    &format!("{key} must be {}", listed.join(" or ")),
+                );
+                default.to_owned()
+            }
+        }
+    }
+
+    /// The typed configuration `value` if no problem was found.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldProblem>> {
+        match value {
+            Some(value) if self.problems.is_empty() => Ok(value),
+            _ if self.problems.is_empty() => Err(vec![problem(
+                "invalid_value",
+                "config",
+                "the configuration is incomplete",
+            )]),
+            _ => Err(self.problems),
+        }
+    }
 }
 
 pub(crate) fn problem(code: &'static str, field: &str, message: &str) -> FieldProblem {
@@ -581,9 +365,13 @@ pub(crate) fn problem(code: &'static str, field: &str, message: &str) -> FieldPr
     }
 }
 
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text).ok()
+/// Problems as one line, for a stream's `last_error`.
+pub fn describe(problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.field, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A new Standard Webhooks signing secret: `whsec_` and the base64 of 24 random bytes.
@@ -603,7 +391,23 @@ pub fn new_signing_secret() -> Result<String, getrandom::Error> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn kind(name: &str) -> StreamKind {
+        StreamKind::parse(name).expect("a destination")
+    }
+
+    /// An `http` stream's typed configuration, as its sink is made from its stored settings.
+    fn http_config(settings: &Settings) -> crate::http::Config {
+        crate::http::Config::parse(
+            &mut settings.public.clone(),
+            &mut settings.secrets.0.clone(),
+            &mut String::new,
+        )
+        .expect("config")
+    }
 
     fn fields(result: Result<Settings, Vec<FieldProblem>>) -> Vec<String> {
         result
@@ -619,7 +423,7 @@ mod tests {
         let old = "whsec_c2VjcmV0c2VjcmV0c2VjcmV0".to_owned();
         let new = "whsec_bmV3c2VjcmV0bmV3c2VjcmV0".to_owned();
         let mut settings = Settings::parse(
-            StreamKind::Http,
+            kind("http"),
             &json!({"url": "https://siem.test/hook", "signing_secret": old}),
             String::new,
         )
@@ -629,11 +433,15 @@ mod tests {
         settings
             .rotate_signing_secret(new.clone(), until)
             .expect("http streams rotate");
-        assert_eq!(
-            settings.secrets.signing_secrets(now),
-            [new.as_str(), old.as_str()]
-        );
-        assert_eq!(settings.secrets.signing_secrets(until), [new.as_str()]);
+        let signing = |settings: &Settings, at| {
+            http_config(settings)
+                .signing_secrets(at)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(signing(&settings, now), [new.clone(), old.clone()]);
+        assert_eq!(signing(&settings, until), std::slice::from_ref(&new));
         let shown = settings.masked();
         assert_eq!(shown["signing_secret"], "****cmV0");
         assert_eq!(
@@ -643,7 +451,7 @@ mod tests {
 
         // Nobody sets the previous secret by hand; choosing a secret outright ends the grace.
         let refused = Settings::merge(
-            StreamKind::Http,
+            kind("http"),
             &settings.public,
             &settings.secrets,
             &json!({"previous_signing_secret": {"secret": old, "expires_at": "2999-01-01T00:00:00Z"}}),
@@ -651,17 +459,17 @@ mod tests {
         );
         assert_eq!(fields(refused), ["config.previous_signing_secret"]);
         let chosen = Settings::merge(
-            StreamKind::Http,
+            kind("http"),
             &settings.public,
             &settings.secrets,
             &json!({"signing_secret": old}),
             String::new,
         )
         .expect("valid");
-        assert_eq!(chosen.secrets.signing_secrets(now), [old.as_str()]);
+        assert_eq!(signing(&chosen, now), std::slice::from_ref(&old));
 
         let mut datadog = Settings::parse(
-            StreamKind::Datadog,
+            kind("datadog"),
             &json!({"site": "datadoghq.com", "api_key": "k"}),
             String::new,
         )
@@ -673,12 +481,12 @@ mod tests {
     fn each_type_checks_its_fields() {
         let secret = || "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned();
         assert_eq!(
-            fields(Settings::parse(StreamKind::Http, &json!({}), secret)),
+            fields(Settings::parse(kind("http"), &json!({}), secret)),
             ["config.url"]
         );
         assert_eq!(
             fields(Settings::parse(
-                StreamKind::Http,
+                kind("http"),
                 &json!({"url": "ftp://x", "format": "xml"}),
                 secret
             )),
@@ -686,7 +494,7 @@ mod tests {
         );
         assert_eq!(
             fields(Settings::parse(
-                StreamKind::Datadog,
+                kind("datadog"),
                 &json!({"site": "nope"}),
                 secret
             )),
@@ -694,7 +502,7 @@ mod tests {
         );
         assert_eq!(
             fields(Settings::parse(
-                StreamKind::Splunk,
+                kind("splunk"),
                 &json!({"url": "https://hec.test"}),
                 secret
             )),
@@ -702,18 +510,37 @@ mod tests {
         );
         assert_eq!(
             fields(Settings::parse(
-                StreamKind::Http,
+                kind("http"),
                 &json!({"url": "https://x.test", "signing_secret": "plain"}),
                 secret
             )),
             ["config.signing_secret"]
         );
+        assert_eq!(
+            fields(Settings::parse(
+                kind("s3"),
+                &json!({"bucket": "A", "region": "eu-west-1", "access_key_id": "k", "secret_access_key": "s", "prefix": "/x"}),
+                secret
+            )),
+            ["config.bucket", "config.prefix"]
+        );
+        assert_eq!(
+            fields(Settings::parse(
+                kind("syslog"),
+                &json!({"host": "siem.test", "port": 0, "client_key": "k"}),
+                secret
+            )),
+            ["config.port", "config.client_certificate"]
+        );
+        let syslog =
+            Settings::parse(kind("syslog"), &json!({"host": "siem.test"}), secret).expect("valid");
+        assert_eq!(syslog.public.get("format"), Some(&json!("json")));
     }
 
     #[test]
     fn secrets_are_split_off_and_masked() {
         let settings = Settings::parse(
-            StreamKind::Http,
+            kind("http"),
             &json!({"url": "https://siem.test/in", "headers": {"Authorization": "Bearer abcdef1234"}}),
             || "whsec_c2VjcmV0c2VjcmV0c2VjcmV0".to_owned(),
         )
@@ -721,7 +548,7 @@ mod tests {
         assert_eq!(settings.public.get("format"), Some(&json!("json")));
         assert!(settings.public.get("headers").is_none());
         assert_eq!(
-            settings.secrets.headers(),
+            http_config(&settings).headers,
             [("Authorization".to_owned(), "Bearer abcdef1234".to_owned())]
         );
         let shown = settings.masked().to_string();
@@ -731,7 +558,7 @@ mod tests {
         );
 
         let patched = Settings::merge(
-            StreamKind::Http,
+            kind("http"),
             &settings.public,
             &settings.secrets,
             &json!({"format": "ndjson"}),
@@ -743,5 +570,52 @@ mod tests {
             "a patch keeps the credentials it does not name"
         );
         assert_eq!(patched.public.get("format"), Some(&json!("ndjson")));
+    }
+
+    /// Settings as the release before destination modules stored them load and deliver as
+    /// they are: same maps, same credential names.
+    #[test]
+    fn settings_stored_by_earlier_releases_still_load() {
+        let stored = [
+            (
+                "http",
+                json!({"url": "https://siem.test/in", "format": "ndjson", "source": "acme"}),
+                json!({"signing_secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0", "headers": {"X-Tenant": "acme"},
+                       "previous_signing_secret": {"secret": "whsec_bmV3c2VjcmV0bmV3c2VjcmV0", "expires_at": "2026-01-01T00:00:00.000Z"}}),
+            ),
+            (
+                "datadog",
+                json!({"site": "datadoghq.eu", "batch": {"max_events": 10}}),
+                json!({"api_key": "k"}),
+            ),
+            (
+                "splunk",
+                json!({"url": "https://hec.test:8088", "index": "audit"}),
+                json!({"token": "t"}),
+            ),
+            (
+                "s3",
+                json!({"bucket": "audit", "region": "eu-west-1", "access_key_id": "AKIA", "layout": "ndjson_gzip"}),
+                json!({"secret_access_key": "s"}),
+            ),
+            (
+                "gcs",
+                json!({"bucket": "audit", "hmac_access_id": "GOOG", "layout": "object_per_event"}),
+                json!({"hmac_secret": "s"}),
+            ),
+        ];
+        for (name, public, secrets) in stored {
+            let secrets = Secrets::from_bytes(secrets.to_string().as_bytes()).expect("secrets");
+            let settings = Settings::stored(
+                kind(name),
+                public.as_object().cloned().unwrap_or_default(),
+                secrets,
+            );
+            assert!(
+                settings.sink().is_ok(),
+                "{name}: {:?}",
+                settings.sink().err()
+            );
+        }
     }
 }

@@ -17,7 +17,7 @@
 //! The cursor never passes an event the destination did not acknowledge, so delivery is
 //! at-least-once and in order; nothing is ever skipped. Each stream waits only for itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,15 +26,17 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use trailmark_domain::Timestamp;
-use trailmark_store::{Store, StreamRecord, StreamState};
+use trailmark_store::{Store, StoredEvent, StreamRecord, StreamState};
 
 use crate::Outcome;
 use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
-use crate::destination::Destination;
+use crate::destination::{Context, Shared, Sink};
+use crate::filter::Filters;
+use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
-use crate::settings::{Secrets, Settings, StreamKind};
+use crate::settings::{Secrets, Settings, StreamKind, describe};
 
 /// Takes a stream out of the running set when its task ends, however it ends.
 struct Running {
@@ -68,6 +70,36 @@ pub struct WorkerConfig {
     /// How often a stream looks for a newer signed checkpoint of its organization to deliver
     /// (`--stream-checkpoint-interval-secs`): at most one a minute by default.
     pub checkpoint_every: Duration,
+    /// What time it is for a batch's deadline, which is measured from its oldest event's
+    /// `received_at` (the wall clock; tests put it on tokio's paused clock).
+    pub clock: Clock,
+}
+
+/// The time a batch's age is measured at.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    pub fn new(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+/// The wall clock.
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new(Timestamp::now)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Default for WorkerConfig {
@@ -80,6 +112,7 @@ impl Default for WorkerConfig {
             idle_poll: Duration::from_millis(500),
             lease: Duration::from_secs(15),
             checkpoint_every: Duration::from_secs(60),
+            clock: Clock::default(),
         }
     }
 }
@@ -98,7 +131,8 @@ pub struct StreamWorkers {
     /// that happened since it last read its stream, and reads it again at once.
     changes: watch::Sender<u64>,
     running: Mutex<HashSet<String>>,
-    tokens: crate::gcs::Tokens,
+    /// What destinations keep between attempts (access tokens).
+    shared: Shared,
     observer: Arc<dyn DeliveryObserver>,
     /// Stops every stream task (the application's shutdown signal).
     shutdown: CancellationToken,
@@ -149,7 +183,7 @@ impl StreamWorkers {
             wake: Notify::new(),
             changes: watch::Sender::new(0),
             running: Mutex::new(HashSet::new()),
-            tokens: crate::gcs::Tokens::default(),
+            shared: Shared::default(),
             observer,
             shutdown,
         }))
@@ -188,11 +222,11 @@ impl StreamWorkers {
             .open(&stream.id, &stream.secrets)
             .map_err(|e| e.to_string())?;
         let public = stream.config.as_object().cloned().unwrap_or_default();
-        Ok(Settings {
+        Ok(Settings::stored(
             kind,
             public,
-            secrets: Secrets::from_bytes(&secrets)?,
-        })
+            Secrets::from_bytes(&secrets)?,
+        ))
     }
 
     /// Sends `events` once (the delivery loop, and the streams API's "send test event"), in a
@@ -218,23 +252,33 @@ impl StreamWorkers {
     }
 
     async fn deliver(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
-        match self.open_settings(stream) {
-            Ok(settings) => self.destination(stream, &settings).deliver(events).await,
-            Err(reason) => Outcome::Invalid(reason),
+        match self.sink(stream) {
+            Ok(sink) => sink.send(&self.context(stream), events).await,
+            Err(outcome) => outcome,
         }
     }
 
-    fn destination<'a>(
-        &'a self,
-        stream: &'a StreamRecord,
-        settings: &'a Settings,
-    ) -> Destination<'a> {
-        Destination {
+    /// The stream's configured destination, every URL it reaches checked against the
+    /// private-destination guard (names are checked again by the client's resolver; addresses
+    /// written as IPs never reach it).
+    fn sink(&self, stream: &StreamRecord) -> Result<Box<dyn Sink>, Outcome> {
+        let settings = self.open_settings(stream).map_err(Outcome::Invalid)?;
+        let sink = settings
+            .sink()
+            .map_err(|problems| Outcome::Invalid(describe(&problems)))?;
+        for target in sink.targets() {
+            net::check_literal(&target.url, self.config.allow_private)
+                .map_err(|error| Outcome::Invalid(error.to_string()))?;
+        }
+        Ok(sink)
+    }
+
+    fn context<'a>(&'a self, stream: &'a StreamRecord) -> Context<'a> {
+        Context {
             stream_id: &stream.id,
-            settings,
             client: &self.client,
             allow_private: self.config.allow_private,
-            tokens: &self.tokens,
+            shared: &self.shared,
         }
     }
 
@@ -315,7 +359,8 @@ impl StreamWorkers {
                     let _ = tokio::time::timeout(wait, self.wake.notified()).await;
                 }
                 Some(Pause::Filling { deadline, full_at }) => {
-                    self.wait_for_batch(&stream.organization_id, deadline, full_at, &mut changes)
+                    let organization_id = stream.organization_id.as_deref().unwrap_or("");
+                    self.wait_for_batch(organization_id, deadline, full_at, &mut changes)
                         .await;
                 }
                 Some(Pause::Backoff(wait)) => {
@@ -403,7 +448,8 @@ impl StreamWorkers {
     ) {
         self.observer.health(&Health {
             stream_id: &stream.id,
-            organization_id: &stream.organization_id,
+            // Empty for an operator-wide stream.
+            organization_id: stream.organization_id.as_deref().unwrap_or(""),
             kind: &stream.kind,
             state,
             delivered,
@@ -419,12 +465,11 @@ impl StreamWorkers {
     async fn wait_for_batch(
         &self,
         organization_id: &str,
-        deadline: Instant,
+        deadline: tokio::time::Instant,
         full_at: u64,
         changes: &mut watch::Receiver<u64>,
     ) {
-        let until =
-            tokio::time::Instant::from(deadline.min(Instant::now() + self.config.lease / 3));
+        let until = deadline.min(tokio::time::Instant::now() + self.config.lease / 3);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return,
@@ -463,8 +508,13 @@ impl StreamWorkers {
                 None => return Some(Pause::Idle(self.config.backoff_initial)),
             }
         }
+        let Some(organization_id) = stream.organization_id.as_deref() else {
+            return self.step_all(stream, policy, streak).await;
+        };
         if checkpoints.due() {
-            let pause = self.deliver_checkpoint(stream, streak, checkpoints).await;
+            let pause = self
+                .deliver_checkpoint(stream, organization_id, streak, checkpoints)
+                .await;
             if pause.is_some() {
                 return pause;
             }
@@ -472,7 +522,7 @@ impl StreamWorkers {
         let started = std::time::Instant::now();
         let events = match self
             .store
-            .events_after(&stream.organization_id, stream.cursor, policy.max_events)
+            .events_after(organization_id, stream.cursor, policy.max_events)
             .await
         {
             Ok(events) if events.is_empty() => {
@@ -491,7 +541,7 @@ impl StreamWorkers {
         let lag_events = if events.len() < policy.max_events {
             events.len() as u64
         } else {
-            match self.store.log_size(&stream.organization_id).await {
+            match self.store.log_size(organization_id).await {
                 Ok(size) => size.saturating_sub(first.sequence),
                 Err(_) => events.len() as u64,
             }
@@ -503,32 +553,18 @@ impl StreamWorkers {
             lag_events,
             Some(first.received_at),
         );
-        let waited = Timestamp::now().unix_millis() - first.received_at.unix_millis();
+        let waited = self.config.clock.now().unix_millis() - first.received_at.unix_millis();
         let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
         if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
             return Some(Pause::Filling {
-                deadline: Instant::now() + wait,
+                deadline: tokio::time::Instant::now() + wait,
                 full_at: first.sequence + policy.max_events as u64,
             });
         }
-        let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
         let read = started.elapsed();
-        let outcome = self.send(stream, &objects).await;
+        let outcome = self.send_batch(stream, &events).await;
         let sent = started.elapsed();
         let now = Timestamp::now();
-        let (attempt, delivered) = match &outcome {
-            Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
-            Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
-            Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
-        };
-        self.observer.attempt(&Attempt {
-            stream_id: &stream.id,
-            kind: &stream.kind,
-            events: objects.len(),
-            delivered,
-            outcome: attempt,
-            took: sent - read,
-        });
         match outcome {
             Outcome::Delivered(count) if count > 0 => {
                 let to = events[count - 1].sequence;
@@ -560,35 +596,208 @@ impl StreamWorkers {
                 None
             }
             Outcome::Delivered(_) => Some(Pause::Idle(self.config.idle_poll)),
+            failure => Some(
+                self.failed(
+                    stream,
+                    failure,
+                    streak,
+                    acknowledged(stream),
+                    lag_events,
+                    Some(first.received_at),
+                )
+                .await,
+            ),
+        }
+    }
+
+    /// Sends a batch read from a log, as much as one attempt holds, of the events the stream's
+    /// filters let through, and reports the attempt; the outcome counts the events read that
+    /// the cursor may pass: all before the first chosen event the destination did not
+    /// acknowledge (filtered-out events included). Nothing chosen: no request, and the cursor
+    /// passes the batch.
+    async fn send_batch(&self, stream: &StreamRecord, events: &[StoredEvent]) -> Outcome {
+        let objects: Vec<Value> = events.iter().map(|e| e.to_object()).collect();
+        // What the filters let through, with each one's place in the batch read.
+        let filters = Filters::of(&stream.config);
+        let (chosen, places): (Vec<Value>, Vec<usize>) = if filters.is_empty() {
+            let places = (0..objects.len()).collect();
+            (objects, places)
+        } else {
+            objects
+                .into_iter()
+                .enumerate()
+                .filter(|(_, object)| filters.matches(object))
+                .map(|(place, object)| (object, place))
+                .unzip()
+        };
+        if chosen.is_empty() {
+            return Outcome::Delivered(events.len());
+        }
+        let started = std::time::Instant::now();
+        let outcome = self.send(stream, &chosen).await;
+        let (attempt, delivered) = match &outcome {
+            Outcome::Delivered(count) => (AttemptOutcome::Delivered, *count),
+            Outcome::Retry { .. } => (AttemptOutcome::Retry, 0),
+            Outcome::Invalid(_) => (AttemptOutcome::Invalid, 0),
+        };
+        self.observer.attempt(&Attempt {
+            stream_id: &stream.id,
+            kind: &stream.kind,
+            events: chosen.len(),
+            delivered,
+            outcome: attempt,
+            took: started.elapsed(),
+        });
+        match outcome {
+            Outcome::Delivered(count) => {
+                Outcome::Delivered(places.get(count).copied().unwrap_or(events.len()))
+            }
+            other => other,
+        }
+    }
+
+    /// Records a failed attempt (`Retry`: `error`, `Invalid`: `invalid`) and says how long to
+    /// wait before the next.
+    async fn failed(
+        &self,
+        stream: &StreamRecord,
+        failure: Outcome,
+        streak: &mut FailureStreak,
+        acknowledged: u64,
+        lag_events: u64,
+        oldest_pending: Option<Timestamp>,
+    ) -> Pause {
+        let now = Timestamp::now();
+        let (state, reason, wait) = match failure {
             Outcome::Retry { reason, after } => {
                 let failing_for = streak.failed(tokio::time::Instant::now());
                 let wait = self.retry_policy().delay(failing_for, after, random());
                 tracing::info!(stream = %stream.id, %reason, failing_s = failing_for.as_secs(), retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
-                self.record_failure(stream, StreamState::Error, &reason, now)
-                    .await;
-                self.report(
-                    stream,
-                    StreamState::Error,
-                    acknowledged(stream),
-                    lag_events,
-                    Some(first.received_at),
-                );
-                Some(Pause::Backoff(wait))
+                (StreamState::Error, reason, wait)
             }
             Outcome::Invalid(reason) => {
                 streak.failed(tokio::time::Instant::now());
                 tracing::info!(stream = %stream.id, %reason, "the destination refused the stream's configuration");
-                self.record_failure(stream, StreamState::Invalid, &reason, now)
-                    .await;
-                self.report(
-                    stream,
-                    StreamState::Invalid,
-                    acknowledged(stream),
-                    lag_events,
-                    Some(first.received_at),
-                );
-                Some(Pause::Backoff(self.config.invalid_retry))
+                (StreamState::Invalid, reason, self.config.invalid_retry)
             }
+            Outcome::Delivered(_) => return Pause::Idle(self.config.idle_poll),
+        };
+        self.record_failure(stream, state, &reason, now).await;
+        self.report(stream, state, acknowledged, lag_events, oldest_pending);
+        Pause::Backoff(wait)
+    }
+
+    /// One attempt of an operator-wide stream: each organization's log with events after its
+    /// cursor, in organization id order, a batch each, in the log's order; the first failure
+    /// stops the attempt, and the logs after it wait with it. Signed checkpoints are each
+    /// organization's and go to its own streams only.
+    async fn step_all(
+        &self,
+        stream: &StreamRecord,
+        policy: BatchPolicy,
+        streak: &mut FailureStreak,
+    ) -> Option<Pause> {
+        let (cursors, sizes) = match (
+            self.store.organization_cursors(&stream.id).await,
+            self.store.log_sizes().await,
+        ) {
+            (Ok(cursors), Ok(sizes)) => {
+                (cursors.into_iter().collect::<HashMap<String, u64>>(), sizes)
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(stream = %stream.id, %error, "cannot read the logs");
+                return Some(Pause::Idle(self.config.backoff_initial));
+            }
+        };
+        let next = |organization: &str| cursors.get(organization).map_or(0, |c| c + 1);
+        let mut acknowledged: u64 = sizes.iter().map(|(o, _)| next(o)).sum();
+        let mut lag: u64 = sizes
+            .iter()
+            .map(|(o, size)| size.saturating_sub(next(o)))
+            .sum();
+        let mut delivered_any = false;
+        let mut sooner: Option<Duration> = None;
+        for (organization_id, size) in &sizes {
+            let cursor = cursors.get(organization_id).copied();
+            if next(organization_id) >= *size {
+                continue;
+            }
+            let events = match self
+                .store
+                .events_after(organization_id, cursor, policy.max_events)
+                .await
+            {
+                Ok(events) if events.is_empty() => continue,
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(stream = %stream.id, %error, "cannot read the log");
+                    return Some(Pause::Idle(self.config.backoff_initial));
+                }
+            };
+            let first_received = events[0].received_at;
+            let waited = self.config.clock.now().unix_millis() - first_received.unix_millis();
+            let oldest_age = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
+            if let Decision::Wait(wait) = policy.decide(events.len(), oldest_age) {
+                sooner = Some(sooner.map_or(wait, |s| s.min(wait)));
+                continue;
+            }
+            match self.send_batch(stream, &events).await {
+                Outcome::Delivered(count) if count > 0 => {
+                    let to = events[count - 1].sequence;
+                    match self
+                        .store
+                        .record_organization_delivery(
+                            &stream.id,
+                            &self.holder,
+                            organization_id,
+                            cursor,
+                            to,
+                            Timestamp::now(),
+                        )
+                        .await
+                    {
+                        Ok(true) => {
+                            acknowledged += count as u64;
+                            lag = lag.saturating_sub(count as u64);
+                            delivered_any = true;
+                            streak.recovered();
+                        }
+                        // A replay moved the cursor, or the lease was lost: read again.
+                        Ok(false) => return None,
+                        Err(error) => {
+                            tracing::warn!(stream = %stream.id, %error, "cannot advance the cursor; the batch will be sent again");
+                            return Some(Pause::Idle(self.config.backoff_initial));
+                        }
+                    }
+                }
+                Outcome::Delivered(_) => {}
+                failure => {
+                    return Some(
+                        self.failed(
+                            stream,
+                            failure,
+                            streak,
+                            acknowledged,
+                            lag,
+                            Some(first_received),
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+        let state = if delivered_any {
+            StreamState::Active
+        } else {
+            stream.state
+        };
+        self.report(stream, state, acknowledged, lag, None);
+        if delivered_any {
+            None
+        } else {
+            Some(Pause::Idle(sooner.map_or(self.config.idle_poll, |wait| {
+                wait.max(Duration::from_millis(10))
+            })))
         }
     }
 
@@ -598,11 +807,12 @@ impl StreamWorkers {
     async fn deliver_checkpoint(
         &self,
         stream: &StreamRecord,
+        organization_id: &str,
         streak: &mut FailureStreak,
         checkpoints: &mut CheckpointClock,
     ) -> Option<Pause> {
         checkpoints.next_look = Some(Instant::now() + self.config.checkpoint_every);
-        let checkpoint = match self.store.latest_checkpoint(&stream.organization_id).await {
+        let checkpoint = match self.store.latest_checkpoint(organization_id).await {
             Ok(Some(checkpoint))
                 if checkpoints
                     .delivered
@@ -616,13 +826,12 @@ impl StreamWorkers {
                 return None;
             }
         };
-        let outcome = match self.open_settings(stream) {
-            Ok(settings) => {
-                self.destination(stream, &settings)
-                    .deliver_checkpoint(&checkpoint.to_object())
+        let outcome = match self.sink(stream) {
+            Ok(sink) => {
+                sink.send_checkpoint(&self.context(stream), &checkpoint.to_object())
                     .await
             }
-            Err(reason) => Outcome::Invalid(reason),
+            Err(outcome) => outcome,
         };
         let now = Timestamp::now();
         match outcome {
@@ -699,7 +908,10 @@ enum Pause {
     /// Up to this long, or until ingest wakes it.
     Idle(Duration),
     /// A batch is filling: until `deadline`, or until the log holds `full_at` events.
-    Filling { deadline: Instant, full_at: u64 },
+    Filling {
+        deadline: tokio::time::Instant,
+        full_at: u64,
+    },
     /// After a failure: this long, whatever is ingested meanwhile ([`StreamWorkers::back_off`]).
     Backoff(Duration),
 }
@@ -823,6 +1035,155 @@ mod tests {
         format!("http://{address}/hook")
     }
 
+    /// A batch goes out once it holds `max_events`, or once its oldest event has waited
+    /// `max_wait_seconds` since it was received, whichever comes first: on the paused clock, two
+    /// events wait their ten seconds and go together; five go at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_its_window_or_goes_out_when_full_strict_local_receiver() {
+        // The clock moves only when this test advances it (see the test below).
+        let spinner = tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&directory.path().join("t.db")).expect("store"));
+        let organization = store
+            .insert_organization(
+                OrganizationChanges::parse(&json!({"name": "Acme"}), true)
+                    .expect("organization")
+                    .into_new_organization(Timestamp::now()),
+            )
+            .await
+            .expect("insert organization");
+        let start = VirtualInstant::now();
+        let base = Timestamp::now();
+        // Events are received, and batches aged, on the paused clock.
+        let clock = Clock::new(move || base.plus_millis(start.elapsed().as_millis() as i64));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let secret = crate::settings::new_signing_secret().expect("secret");
+        let url = strict_local_receiver(
+            secret.clone(),
+            start,
+            Arc::new(AtomicBool::new(true)),
+            Arc::clone(&seen),
+        )
+        .await;
+        let sealer = Sealer::new(&[9; 32]);
+        let settings = Settings::parse(
+            StreamKind::parse("http").expect("http streams"),
+            &json!({"url": url, "signing_secret": secret,
+                    "batch": {"max_events": 5, "max_wait_seconds": 10}}),
+            String::new,
+        )
+        .expect("settings");
+        let id = IdKind::LogStream.generate().into_string();
+        let now = Timestamp::now();
+        store
+            .insert_stream(StreamRecord {
+                secrets: sealer
+                    .seal(&id, &settings.secrets.to_bytes())
+                    .expect("seal"),
+                id: id.clone(),
+                organization_id: Some(organization.id.clone()),
+                kind: "http".into(),
+                name: "SIEM".into(),
+                config: Value::Object(settings.public),
+                enabled: true,
+                state: StreamState::Active,
+                cursor: None,
+                last_synced_at: None,
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("stream");
+        let workers = StreamWorkers::new(
+            Arc::clone(&store),
+            sealer,
+            WorkerConfig {
+                allow_private: true,
+                clock: clock.clone(),
+                ..WorkerConfig::default()
+            },
+            "worker_test".into(),
+            CancellationToken::new(),
+        )
+        .expect("workers");
+        workers.start_new_streams().await;
+        let append = |count: usize| {
+            let (store, organization, clock) =
+                (Arc::clone(&store), organization.id.clone(), clock.clone());
+            async move {
+                for n in 0..count {
+                    let event = NewEvent::parse(&json!({
+                        "action": "user.signed_in",
+                        "occurred_at": "2026-08-01T10:00:00Z",
+                        "actor": {"id": format!("user_{n}"), "type": "user"},
+                        "targets": [],
+                        "context": {"location": "192.0.2.1"},
+                        "metadata": {"n": n, "at": clock.now().unix_millis()},
+                    }))
+                    .expect("event");
+                    store
+                        .append(AppendRequest {
+                            organization_id: organization.clone(),
+                            events: vec![PendingEvent {
+                                id: IdKind::Event.generate().into_string(),
+                                event,
+                                received_at: clock.now(),
+                            }],
+                            idempotency: None,
+                        })
+                        .await
+                        .expect("append");
+                }
+            }
+        };
+        let requests = || seen.lock().map(|s| s.requests.clone()).unwrap_or_default();
+        // Moves the paused clock until the receiver has seen `count` requests (or `limit`).
+        let run_until = |count: usize, limit: Duration| {
+            let requests = &requests;
+            async move {
+                while requests().len() < count && start.elapsed() < limit {
+                    tokio::time::advance(Duration::from_millis(50)).await;
+                    tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+                        .await
+                        .expect("sleep");
+                }
+            }
+        };
+
+        append(2).await;
+        workers.wake();
+        run_until(1, Duration::from_secs(30)).await;
+        let first = requests();
+        assert_eq!(first.len(), 1, "{first:?}");
+        let (at, status, count) = first[0];
+        assert_eq!((status, count), (StatusCode::OK, 2), "{first:?}");
+        assert!(
+            at >= Duration::from_secs(10) && at <= Duration::from_millis(10_600),
+            "two events waited their window: sent at {at:?}"
+        );
+
+        let full_from = start.elapsed();
+        append(5).await;
+        workers.wake();
+        run_until(2, full_from + Duration::from_secs(30)).await;
+        let second = requests();
+        assert_eq!(second.len(), 2, "{second:?}");
+        let (at, _, count) = second[1];
+        assert_eq!(count, 5, "{second:?}");
+        assert!(
+            at - full_from < Duration::from_secs(1),
+            "a full batch goes at once: sent {:?} after the first of its events",
+            at - full_from
+        );
+        spinner.abort();
+    }
+
     /// The storm: a receiver down for 4 s while 500 events arrive one by one, each waking
     /// the streams. On the paused clock, the stream tries a handful of times (its waits grow
     /// with the outage, and no event cuts one short), then delivers everything within the wait
@@ -852,6 +1213,7 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let secret = crate::settings::new_signing_secret().expect("secret");
+        let http = StreamKind::parse("http").expect("http streams");
         let url = strict_local_receiver(
             secret.clone(),
             start,
@@ -861,7 +1223,7 @@ mod tests {
         .await;
         let sealer = Sealer::new(&[9; 32]);
         let settings = Settings::parse(
-            StreamKind::Http,
+            http,
             &json!({"url": url, "signing_secret": secret}),
             String::new,
         )
@@ -874,7 +1236,7 @@ mod tests {
                     .seal(&id, &settings.secrets.to_bytes())
                     .expect("seal"),
                 id: id.clone(),
-                organization_id: organization.id.clone(),
+                organization_id: Some(organization.id.clone()),
                 kind: "http".into(),
                 name: "SIEM".into(),
                 config: Value::Object(settings.public),

@@ -23,6 +23,7 @@
 //! its session's organization (`/portal/events/stream`).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
@@ -31,6 +32,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use trailmark_app::live::{LiveEvents, LiveItem, LiveRequest};
+use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
 
 use crate::auth::Caller;
@@ -79,6 +81,7 @@ pub async fn stream(
             after,
             from_start: false,
             key,
+            ends_within: None,
         })
         .await?;
     Ok(sse(live))
@@ -112,6 +115,15 @@ pub(crate) fn start_after(
         Some(after) => sequence("after", after),
         None => Ok(None),
     }
+}
+
+/// What is left at `now` of a browser session that expires at `expires_at` (nothing once it
+/// passed): how long its live stream may run before the page must reconnect through the
+/// session check.
+pub(crate) fn left_of(expires_at: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_millis(
+        u64::try_from(expires_at.unix_millis() - now.unix_millis()).unwrap_or_default(),
+    )
 }
 
 /// The live events as a `text/event-stream` answer.
@@ -207,6 +219,7 @@ mod tests {
                 after: None,
                 from_start: false,
                 key: None,
+                ends_within: None,
             })
             .await
             .expect("live");

@@ -35,15 +35,25 @@ const NAME_MAX_CHARS: usize = 200;
 
 /// `POST /audit_logs/streams` with `{"organization_id", "type", "name", "config", "enabled"?,
 /// "start"?: "now"|"beginning"}` → 201 `log_stream`. A new stream starts after the last event
-/// already in the log (`now`, the default) or from the first (`beginning`).
+/// already in the log (`now`, the default) or from the first (`beginning`). Without
+/// `organization_id`, an unrestricted admin key makes an operator-wide stream: every
+/// organization's events, each log in its own order, each event carrying its
+/// `organization_id` (`organization_id` is `null` in the stream object).
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Admin)?;
-    let organization_id = required_text(&body, "organization_id")?;
-    caller.require_organization(&organization_id)?;
+    // Without an organization, an unrestricted key makes an operator-wide stream; a key
+    // restricted to one organization must name it.
+    let organization_id = match (body.get("organization_id"), &caller.organization) {
+        (None | Some(Value::Null), None) => None,
+        _ => Some(required_text(&body, "organization_id")?),
+    };
+    if let Some(organization_id) = &organization_id {
+        caller.require_organization(organization_id)?;
+    }
     let stream = create_stream(&state, organization_id, &body, &caller.origin()).await?;
     let mut shown = stream_json(&state, &stream).await?;
     if let Some(secret) = generated_secret(&state, &stream, &body, true) {
@@ -52,22 +62,19 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
-/// The signing secret Trailmark generated while applying `body` to `stream` (an `http` stream
-/// created without one, or updated with `"signing_secret": null`), to show once in the answer:
-/// it is never shown again.
+/// The credential Trailmark generated while applying `body` to `stream` (an `http` stream's
+/// signing secret, when created without one or updated with `"signing_secret": null`), to show
+/// once in the answer: it is never shown again.
 pub(crate) fn generated_secret(
     state: &AppState,
     stream: &StreamRecord,
     body: &Value,
     creating: bool,
 ) -> Option<String> {
-    if stream.kind != StreamKind::Http.as_str() {
-        return None;
-    }
-    let generated = match body
-        .get("config")
-        .and_then(|config| config.get("signing_secret"))
-    {
+    let field = StreamKind::parse(&stream.kind)?
+        .destination()
+        .generated_secret()?;
+    let generated = match body.get("config").and_then(|config| config.get(field)) {
         Some(Value::String(_)) => false,
         Some(_) => true,
         None => creating,
@@ -75,23 +82,24 @@ pub(crate) fn generated_secret(
     if !generated {
         return None;
     }
-    state.app.stream_signing_secret(stream)
+    state.app.stream_generated_secret(stream)
 }
 
 /// Validates a new stream's `type`, `name`, `enabled`, `config` and `start` (as the API takes
 /// them), checks its destination, stores it and starts delivering. Shared with the portal.
 pub(crate) async fn create_stream(
     state: &AppState,
-    organization_id: String,
+    organization_id: Option<String>,
     body: &Value,
     origin: &Origin,
 ) -> Result<StreamRecord, ApiError> {
     let kind = match body.get("type").and_then(Value::as_str) {
         Some(text) => StreamKind::parse(text).ok_or_else(|| {
+            let types: Vec<&str> = StreamKind::all().map(StreamKind::as_str).collect();
             ApiError::field(
                 "invalid_value",
                 "type",
-                format!("type must be one of http, datadog, splunk, s3, gcs; got '{text}'"),
+                format!("type must be one of {}; got '{text}'", types.join(", ")),
             )
         })?,
         None => return Err(ApiError::field("required", "type", "type is required")),
@@ -126,7 +134,8 @@ pub(crate) async fn create_stream(
         .await?)
 }
 
-/// `GET /audit_logs/streams?organization_id=…`.
+/// `GET /audit_logs/streams?organization_id=…`; without it, an unrestricted key lists the
+/// operator-wide streams.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,9 +143,15 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     query.refuse_unknown(&["organization_id"])?;
-    let organization_id = readable_organization(&state, &caller, &query).await?;
+    // An unrestricted key that names no organization lists the operator-wide streams.
+    let streams = if caller.organization.is_none() && query.get("organization_id").is_none() {
+        state.app.operator_streams().await?
+    } else {
+        let organization_id = readable_organization(&state, &caller, &query).await?;
+        state.app.streams(&organization_id).await?
+    };
     let mut data = Vec::new();
-    for stream in state.app.streams(&organization_id).await? {
+    for stream in streams {
         data.push(stream_json(&state, &stream).await?);
     }
     Ok(Json(

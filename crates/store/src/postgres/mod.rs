@@ -70,6 +70,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_portal_success_url.sql"),
     include_str!("migrations/0006_api_key_lifecycle.sql"),
     include_str!("migrations/0007_operators.sql"),
+    include_str!("migrations/0008_stream_cursors.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -1168,7 +1169,7 @@ impl StreamStore for PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 &[
                     &stream.id,
-                    &stream.organization_id,
+                    &crate::rows::stream_organization(stream.organization_id.as_deref()),
                     &stream.kind,
                     &stream.name,
                     &stream.config.to_string(),
@@ -1242,8 +1243,14 @@ impl StreamStore for PostgresStore {
         let changed = self
             .client()
             .await?
-            .execute("DELETE FROM streams WHERE id = $1", &[&id])
-            .await?;
+            .query_one(
+                "WITH cursors AS (DELETE FROM stream_cursors WHERE stream_id = $1),
+                      gone AS (DELETE FROM streams WHERE id = $1 RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &[&id],
+            )
+            .await?
+            .get::<_, i64>(0);
         Ok(changed == 1)
     }
 
@@ -1326,6 +1333,93 @@ impl StreamStore for PostgresStore {
             .execute(
                 "UPDATE streams SET cursor = $2, updated_at = $3 WHERE id = $1",
                 &[&id, &cursor.map(|c| c as i64), &now.unix_millis()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn organization_cursors(&self, id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT organization_id, cursor FROM stream_cursors WHERE stream_id = $1
+                 ORDER BY organization_id",
+                &[&id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    async fn set_organization_cursor(
+        &self,
+        id: &str,
+        organization_id: &str,
+        cursor: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        match cursor {
+            Some(cursor) => {
+                client
+                    .execute(
+                        "INSERT INTO stream_cursors (stream_id, organization_id, cursor)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (stream_id, organization_id) DO UPDATE SET cursor = EXCLUDED.cursor",
+                        &[&id, &organization_id, &(cursor as i64)],
+                    )
+                    .await?
+            }
+            None => {
+                client
+                    .execute(
+                        "DELETE FROM stream_cursors WHERE stream_id = $1 AND organization_id = $2",
+                        &[&id, &organization_id],
+                    )
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn record_organization_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        organization_id: &str,
+        from: Option<u64>,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // One statement: the stream's row is updated only while `holder` leases it and the
+        // log's cursor is still `from`, and the cursor moves only if the row was.
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "WITH held AS (
+                    UPDATE streams SET state = CASE WHEN enabled THEN $6 ELSE $7 END,
+                        last_synced_at = $5, last_error = NULL
+                    WHERE id = $1 AND lease_holder = $2
+                      AND (SELECT cursor FROM stream_cursors
+                           WHERE stream_id = $1 AND organization_id = $3) IS NOT DISTINCT FROM $4
+                    RETURNING id
+                 )
+                 INSERT INTO stream_cursors (stream_id, organization_id, cursor)
+                 SELECT id, $3, $8 FROM held
+                 ON CONFLICT (stream_id, organization_id) DO UPDATE SET cursor = EXCLUDED.cursor",
+                &[
+                    &id,
+                    &holder,
+                    &organization_id,
+                    &from.map(|c| c as i64),
+                    &now.unix_millis(),
+                    &rules::stream_state_after_delivery(true).as_str(),
+                    &rules::stream_state_after_delivery(false).as_str(),
+                    &(to as i64),
+                ],
             )
             .await?;
         Ok(changed == 1)

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_erasures.sql"),
     include_str!("migrations/0010_api_key_lifecycle.sql"),
     include_str!("migrations/0011_operators.sql"),
+    include_str!("migrations/0012_stream_cursors.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -888,7 +889,7 @@ impl StreamStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     params![
                         stream.id,
-                        stream.organization_id,
+                        crate::rows::stream_organization(stream.organization_id.as_deref()),
                         stream.kind,
                         stream.name,
                         stream.config.to_string(),
@@ -964,7 +965,10 @@ impl StreamStore for SqliteStore {
     async fn delete_stream(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.db
-            .write(move |c| Ok(c.execute("DELETE FROM streams WHERE id = ?1", [id])? == 1))
+            .write(move |c| {
+                c.execute("DELETE FROM stream_cursors WHERE stream_id = ?1", [&id])?;
+                Ok(c.execute("DELETE FROM streams WHERE id = ?1", [&id])? == 1)
+            })
             .await
     }
 
@@ -1051,6 +1055,103 @@ impl StreamStore for SqliteStore {
                     params![id, cursor.map(|c| c as i64), now.unix_millis()],
                 )?;
                 Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn organization_cursors(&self, id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT organization_id, cursor FROM stream_cursors WHERE stream_id = ?1
+                     ORDER BY organization_id",
+                )?;
+                let cursors = statement
+                    .query_map([id], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(cursors)
+            })
+            .await
+    }
+
+    async fn set_organization_cursor(
+        &self,
+        id: &str,
+        organization_id: &str,
+        cursor: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (id, organization_id) = (id.to_owned(), organization_id.to_owned());
+        self.db
+            .write(move |c| {
+                match cursor {
+                    Some(cursor) => c.execute(
+                        "INSERT INTO stream_cursors (stream_id, organization_id, cursor)
+                         VALUES (?1, ?2, ?3)
+                         ON CONFLICT (stream_id, organization_id) DO UPDATE SET cursor = excluded.cursor",
+                        params![id, organization_id, cursor as i64],
+                    )?,
+                    None => c.execute(
+                        "DELETE FROM stream_cursors WHERE stream_id = ?1 AND organization_id = ?2",
+                        params![id, organization_id],
+                    )?,
+                };
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_organization_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        organization_id: &str,
+        from: Option<u64>,
+        to: u64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, holder, organization_id) =
+            (id.to_owned(), holder.to_owned(), organization_id.to_owned());
+        self.db
+            .write(move |c| {
+                // One writer: the checks and the writes below see no one in between.
+                let held = c
+                    .query_row(
+                        "SELECT enabled FROM streams WHERE id = ?1 AND lease_holder = ?2",
+                        params![id, holder],
+                        |row| row.get::<_, bool>(0),
+                    )
+                    .optional()?;
+                let Some(enabled) = held else {
+                    return Ok(false);
+                };
+                let current = c
+                    .query_row(
+                        "SELECT cursor FROM stream_cursors WHERE stream_id = ?1 AND organization_id = ?2",
+                        params![id, organization_id],
+                        |row| row.get::<_, i64>(0),
+                    )
+                    .optional()?
+                    .map(|c| c as u64);
+                if current != from {
+                    return Ok(false);
+                }
+                c.execute(
+                    "INSERT INTO stream_cursors (stream_id, organization_id, cursor) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (stream_id, organization_id) DO UPDATE SET cursor = excluded.cursor",
+                    params![id, organization_id, to as i64],
+                )?;
+                c.execute(
+                    "UPDATE streams SET state = ?2, last_synced_at = ?3, last_error = NULL WHERE id = ?1",
+                    params![
+                        id,
+                        rules::stream_state_after_delivery(enabled).as_str(),
+                        now.unix_millis()
+                    ],
+                )?;
+                Ok(true)
             })
             .await
     }

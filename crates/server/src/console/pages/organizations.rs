@@ -25,7 +25,7 @@ use crate::console::session::{Operator, OperatorForm};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::portal::pages::events::{FILTER_FIELDS, event_row};
-use crate::routes::live::{STREAM_PARAMETERS, sse, start_after};
+use crate::routes::live::{STREAM_PARAMETERS, left_of, sse, start_after};
 use crate::routes::search::filter_from_query;
 use crate::state::AppState;
 use crate::web::{query_string, random_token, see_other, token_hash, url};
@@ -626,7 +626,7 @@ async fn portal_link(
 pub async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    _operator: Operator,
+    operator: Operator,
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ConsoleError> {
@@ -645,6 +645,7 @@ pub async fn stream(
             // the stream starts at its beginning, so an event appended since is not missed.
             from_start: after.is_none(),
             key: None,
+            ends_within: Some(left_of(operator.session.expires_at, state.clock.now())),
         })
         .await?;
     Ok(sse(live))

@@ -8,6 +8,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
 use trailmark_app::live::LiveRequest;
+use trailmark_domain::Timestamp;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_ledger::encode_hash;
 use trailmark_ledger::leaf::event_leaf_hash;
@@ -20,7 +21,7 @@ use crate::extract::QueryPairs;
 use crate::portal::PortalError;
 use crate::portal::html::{self, Frame, query_string};
 use crate::portal::session::Portal;
-use crate::routes::live::{STREAM_PARAMETERS, sse, start_after};
+use crate::routes::live::{STREAM_PARAMETERS, left_of, sse, start_after};
 use crate::routes::search::filter_from_query;
 use crate::state::AppState;
 
@@ -281,6 +282,7 @@ pub async fn stream(
             // the stream starts at its beginning, so an event appended since is not missed.
             from_start: after.is_none(),
             key: None,
+            ends_within: Some(left_of(portal.session.expires_at, Timestamp::now())),
         })
         .await?;
     Ok(sse(live))

@@ -16,7 +16,8 @@ use trailmark_app::audit::Origin;
 use trailmark_domain::FieldProblem;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_store::StreamRecord;
-use trailmark_streams::settings::{DATADOG_SITES, StreamKind};
+use trailmark_streams::destination::{COMMON_FIELDS, Field, FieldKind};
+use trailmark_streams::settings::StreamKind;
 
 use super::{column_heads, csrf_input, problems_notice};
 use crate::error::ApiError;
@@ -30,148 +31,10 @@ use crate::routes::streams::{
 };
 use crate::state::AppState;
 
-/// How a configuration field is entered.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Input {
-    Text,
-    Url,
-    Number,
-    /// Write-only: never pre-filled, never shown.
-    Secret,
-    /// Write-only, several lines (a service-account key file).
-    SecretText,
-    /// Write-only: extra HTTP headers, one `Name: value` per line (values may be credentials).
-    Headers,
-    Choice(&'static [&'static str]),
-}
-
-impl Input {
-    fn write_only(self) -> bool {
-        matches!(self, Input::Secret | Input::SecretText | Input::Headers)
-    }
-}
-
-/// One field of a destination's form: its `config` key (`batch.max_events` for a nested one),
-/// label, input and whether it is required.
-struct Field {
-    name: &'static str,
-    label: &'static str,
-    input: Input,
-    required: bool,
-}
-
-const fn field(name: &'static str, label: &'static str, input: Input, required: bool) -> Field {
-    Field {
-        name,
-        label,
-        input,
-        required,
-    }
-}
-
-/// The destination types, in the order the form offers them, with their labels.
-const KINDS: [(StreamKind, &str); 5] = [
-    (StreamKind::Http, "HTTPS webhook"),
-    (StreamKind::Datadog, "Datadog"),
-    (StreamKind::Splunk, "Splunk HEC"),
-    (StreamKind::S3, "Amazon S3"),
-    (StreamKind::Gcs, "Google Cloud Storage"),
-];
-
-const LAYOUTS: &[&str] = &["object_per_event", "ndjson_gzip"];
-
-/// The configuration fields of each destination type (see `trailmark_streams::settings`), then
-/// the batching every type takes.
+/// The settings of a destination's form, as the destination declares them, then the settings
+/// every stream takes (batching, filters).
 fn fields(kind: StreamKind) -> impl Iterator<Item = &'static Field> {
-    const HTTP: &[Field] = &[
-        field("url", "Endpoint URL", Input::Url, true),
-        field(
-            "format",
-            "Format",
-            Input::Choice(&["json", "ndjson"]),
-            false,
-        ),
-        field(
-            "signing_secret",
-            "Signing secret (whsec_…; generated if empty)",
-            Input::Secret,
-            false,
-        ),
-        field(
-            "headers",
-            "Extra headers (one 'Name: value' per line)",
-            Input::Headers,
-            false,
-        ),
-        field("source", "Source", Input::Text, false),
-    ];
-    const DATADOG: &[Field] = &[
-        field("site", "Site", Input::Choice(&DATADOG_SITES), true),
-        field("api_key", "API key", Input::Secret, true),
-        field("source", "Source", Input::Text, false),
-        field("endpoint", "Endpoint override", Input::Url, false),
-    ];
-    const SPLUNK: &[Field] = &[
-        field("url", "HEC URL", Input::Url, true),
-        field("token", "HEC token", Input::Secret, true),
-        field("index", "Index", Input::Text, false),
-        field("source", "Source", Input::Text, false),
-    ];
-    const S3: &[Field] = &[
-        field("bucket", "Bucket", Input::Text, true),
-        field("region", "Region", Input::Text, true),
-        field("prefix", "Prefix", Input::Text, false),
-        field("access_key_id", "Access key id", Input::Text, true),
-        field(
-            "secret_access_key",
-            "Secret access key",
-            Input::Secret,
-            true,
-        ),
-        field("layout", "Layout", Input::Choice(LAYOUTS), false),
-        field(
-            "endpoint",
-            "Endpoint (S3-compatible stores)",
-            Input::Url,
-            false,
-        ),
-    ];
-    const GCS: &[Field] = &[
-        field("bucket", "Bucket", Input::Text, true),
-        field("prefix", "Prefix", Input::Text, false),
-        field("hmac_access_id", "HMAC access id", Input::Text, false),
-        field("hmac_secret", "HMAC secret", Input::Secret, false),
-        field(
-            "service_account_json",
-            "Or a service-account key (the JSON key file)",
-            Input::SecretText,
-            false,
-        ),
-        field("layout", "Layout", Input::Choice(LAYOUTS), false),
-        field("endpoint", "Endpoint override", Input::Url, false),
-    ];
-    const BATCH: &[Field] = &[
-        field(
-            "batch.max_events",
-            "Batch: most events per request",
-            Input::Number,
-            false,
-        ),
-        field(
-            "batch.max_wait_seconds",
-            "Batch: longest wait for a fuller batch (seconds)",
-            Input::Number,
-            false,
-        ),
-    ];
-    let own = match kind {
-        StreamKind::Http => HTTP,
-        StreamKind::Datadog => DATADOG,
-        StreamKind::Splunk => SPLUNK,
-        StreamKind::S3 => S3,
-        StreamKind::Gcs => GCS,
-    };
-    own.iter().chain(BATCH)
+    kind.destination().fields().iter().chain(COMMON_FIELDS)
 }
 
 /// The value of a (possibly nested) field in a configuration, as a form shows it.
@@ -183,6 +46,11 @@ fn shown_value(config: &Map<String, Value>, name: &str) -> String {
     match value {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Number(number)) => number.to_string(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => String::new(),
     }
 }
@@ -231,18 +99,26 @@ fn config_from_form(
             .unwrap_or_default()
             .trim();
         if typed.is_empty() {
-            if editing && !f.input.write_only() {
+            if editing && !f.kind.is_secret() {
                 set_value(&mut config, f.name, Value::Null);
             }
             continue;
         }
-        let value = match f.input {
-            Input::Number => serde_json::from_str::<serde_json::Number>(typed)
+        let value = match f.kind {
+            FieldKind::Number => serde_json::from_str::<serde_json::Number>(typed)
                 .map_or_else(|_| json!(typed), Value::Number),
-            Input::Headers => headers_from_lines(typed),
+            FieldKind::Headers => headers_from_lines(typed),
+            FieldKind::List => Value::Array(
+                typed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(Value::from)
+                    .collect(),
+            ),
             _ => json!(typed),
         };
-        if !f.input.write_only() {
+        if !f.kind.is_secret() {
             set_value(&mut shown, f.name, value.clone());
         }
         set_value(&mut config, f.name, value);
@@ -329,7 +205,7 @@ pub async fn new_form(portal: Portal, query: QueryPairs) -> Result<Response, Por
     let kind = query
         .get("type")
         .and_then(StreamKind::parse)
-        .unwrap_or(StreamKind::Http);
+        .unwrap_or_default();
     Ok(form_page(
         StatusCode::OK,
         &portal,
@@ -405,14 +281,14 @@ fn form_page(
     let body = html! {
         @match &mode {
             FormMode::New => nav class="tabs" aria-label="Destination type" {
-                @for (k, label) in &KINDS {
+                @for k in StreamKind::all() {
                     a href={ "/portal/streams/new?type=" (k.as_str()) }
-                        aria-current=[(*k == kind).then_some("page")] { (label) }
+                        aria-current=[(k == kind).then_some("page")] { (k.destination().label()) }
                 }
             },
             FormMode::Edit { .. } => p {
                 "Type: "
-                (KINDS.iter().find(|(k, _)| *k == kind).map_or("unknown", |(_, label)| label))
+                (kind.destination().label())
                 ". Credentials are never shown: leave them empty to keep them. An empty batch field returns to its default."
             },
         }
@@ -480,8 +356,8 @@ impl maud::Render for FieldError<'_> {
     }
 }
 
-/// One configuration field of the form: its label, its control (write-only ones never
-/// pre-filled) and its problems.
+/// One configuration field of the form: its label, its control (credentials never
+/// pre-filled), its help and its problems.
 fn field_label(
     f: &Field,
     values: &Map<String, Value>,
@@ -491,12 +367,12 @@ fn field_label(
     let key = format!("config.{}", f.name);
     let value = shown_value(values, f.name);
     let error = FieldError::of(&key, problems);
-    // What a write-only field holds now, and the batching in effect when left empty.
-    let placeholder = match (f.input.write_only(), masked) {
+    // What a credential holds now, and the batching in effect when left empty.
+    let placeholder = match (f.kind.is_secret(), masked) {
         (true, Some(masked)) if masked.contains_key(f.name) => {
             Some("unchanged unless you type a new one".to_owned())
         }
-        (false, Some(masked)) if f.input == Input::Number => {
+        (false, Some(masked)) if f.kind == FieldKind::Number => {
             Some(format!("default: {}", shown_value(masked, f.name)))
         }
         _ => None,
@@ -505,27 +381,32 @@ fn field_label(
         label {
             (f.label)
             @if f.required { " *" }
-            @match f.input {
-                Input::Text | Input::Url | Input::Number => input
-                    type=(match f.input {
-                        Input::Url => "url",
-                        Input::Number => "number",
+            @match f.kind {
+                FieldKind::Text | FieldKind::Url | FieldKind::Number | FieldKind::List => input
+                    type=(match f.kind {
+                        FieldKind::Url => "url",
+                        FieldKind::Number => "number",
                         _ => "text",
                     })
-                    step=[(f.input == Input::Number).then_some("any")]
+                    step=[(f.kind == FieldKind::Number).then_some("any")]
                     name=(key) value=(value) placeholder=[&placeholder] required[f.required]
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()];,
-                Input::Secret => input type="password" name=(key) autocomplete="off"
+                FieldKind::Secret => input type="password" name=(key) autocomplete="off"
                     placeholder=[&placeholder] required[f.required]
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()];,
-                Input::SecretText | Input::Headers => textarea name=(key) rows="3"
+                FieldKind::SecretText | FieldKind::Headers => textarea name=(key) rows="3"
                     autocomplete="off" spellcheck="false" placeholder=[&placeholder]
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {},
-                Input::Choice(choices) => select name=(key)
+                FieldKind::LongText => textarea name=(key) rows="3" spellcheck="false"
+                    aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {
+                    (value)
+                },
+                FieldKind::Select(choices) => select name=(key)
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {
                     @for choice in choices { option selected[*choice == value] { (choice) } }
                 },
             }
+            @if !f.help.is_empty() { small class="help" { (f.help) } }
             (error)
         }
     }
@@ -543,7 +424,7 @@ pub async fn create(
     let kind = form
         .get("type")
         .and_then(StreamKind::parse)
-        .unwrap_or(StreamKind::Http);
+        .unwrap_or_default();
     let (config, shown) = config_from_form(kind, &form, false);
     let name = form.get("name").unwrap_or_default().trim().to_owned();
     let mut body = json!({"type": kind.as_str(), "config": config});
@@ -552,7 +433,7 @@ pub async fn create(
     }
     match create_stream(
         &state,
-        portal.session.organization_id.clone(),
+        Some(portal.session.organization_id.clone()),
         &body,
         &Origin::Portal,
     )
@@ -704,7 +585,9 @@ pub async fn show(
             form method="post" action=(action("test")) {
                 (csrf) button type="submit" { "Send test event" }
             }
-            @if stream.kind == StreamKind::Http.as_str() {
+            @if StreamKind::parse(&stream.kind)
+                .is_some_and(|kind| kind.destination().generated_secret().is_some())
+            {
                 form method="post" action=(action("rotate_secret"))
                     data-confirm="Make a new signing secret? The current one keeps signing for a day." {
                     (csrf) button type="submit" { "Rotate signing secret" }
