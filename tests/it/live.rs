@@ -390,3 +390,45 @@ async fn a_client_that_stops_reading_is_told_to_resume_and_never_holds_back_inge
         (0..delivered as u64).collect::<Vec<_>>()[..]
     );
 }
+
+#[tokio::test]
+async fn one_key_may_hold_only_so_many_streams_and_the_next_is_told_to_retry() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let mut streams = Vec::new();
+    for _ in 0..trailmark_app::live::STREAMS_PER_HOLDER {
+        streams.push(open(&app, &format!("organization_id={organization}"), None).await);
+    }
+    let refused = app
+        .client
+        .get(app.url(&format!(
+            "/audit_logs/events/stream?organization_id={organization}"
+        )))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(body(refused).await["code"], "too_many_streams");
+    // A closed stream gives its place back.
+    drop(streams.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        let response = app
+            .client
+            .get(app.url(&format!(
+                "/audit_logs/events/stream?organization_id={organization}"
+            )))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("request");
+        if response.status() == 200 {
+            reopened = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "the place came back");
+}

@@ -5,7 +5,9 @@
 //! against a dummy hash when the e-mail is unknown, so the answer takes as long either way and
 //! says the same ("wrong e-mail or password"). Failures are counted per e-mail and per address:
 //! past [`FAILURES_PER_EMAIL`] or [`FAILURES_PER_ADDRESS`] in [`THROTTLE_WINDOW`], sign-ins are
-//! refused without a check until the window has passed (per instance).
+//! refused without a check until the window has passed (per instance). An attempt is counted
+//! before its password is checked (and taken back when it succeeds), so concurrent attempts
+//! cannot slip past the limit together, and at most four checks run at once.
 //!
 //! A session ends after the idle timeout the adapter gives (`--console-idle-timeout-secs`, 30
 //! minutes by default) without a request, and [`SESSION_MAX`] after it was opened however
@@ -62,10 +64,25 @@ const THROTTLE_MAX_KEYS: usize = 10_000;
 
 /// The console's state in the application: whether Trailmark's log exists, and the failure
 /// counters.
-#[derive(Default)]
 pub(crate) struct Console {
     log_ready: AtomicBool,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Password checks running at once: each takes Argon2's 19 MiB, and a burst of sign-ins
+    /// must not take the blocking pool's every thread and that much memory each.
+    checks: tokio::sync::Semaphore,
+}
+
+/// Password checks that may run at once; a sign-in finding none free is throttled.
+const PASSWORD_CHECKS_AT_ONCE: usize = 4;
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            log_ready: AtomicBool::new(false),
+            failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
+        }
+    }
 }
 
 /// A sign-in attempt as the sign-in form gave it.
@@ -175,35 +192,55 @@ fn dummy_hash() -> &'static str {
 }
 
 impl Console {
-    fn throttled(&self, keys: &[String]) -> bool {
-        let Ok(failures) = self.failures.lock() else {
-            return true;
+    /// Counts an attempt as a failure before its password is checked, unless one of `keys`
+    /// already reached its limit (then `false`): counted first, so that concurrent attempts
+    /// cannot all pass the check before any of them failed.
+    fn attempt(&self, keys: &[String]) -> bool {
+        let Ok(mut failures) = self.failures.lock() else {
+            return false;
         };
-        keys.iter().any(|key| {
+        let throttled = keys.iter().any(|key| {
             failures.get(key).is_some_and(|(count, since)| {
                 since.elapsed() < THROTTLE_WINDOW && *count >= limit_of(key)
             })
-        })
-    }
-
-    fn failed(&self, keys: &[String]) {
-        if let Ok(mut failures) = self.failures.lock() {
-            if failures.len() >= THROTTLE_MAX_KEYS {
-                failures.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
-            }
-            for key in keys {
-                let entry = failures.entry(key.clone()).or_insert((0, Instant::now()));
-                if entry.1.elapsed() >= THROTTLE_WINDOW {
-                    *entry = (0, Instant::now());
-                }
-                entry.0 += 1;
-            }
+        });
+        if throttled {
+            return false;
         }
+        if failures.len() >= THROTTLE_MAX_KEYS {
+            failures.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
+        }
+        // Still full of live counters: the oldest go, so the table stays bounded.
+        while failures.len() >= THROTTLE_MAX_KEYS {
+            let oldest = failures
+                .iter()
+                .min_by_key(|(_, (_, since))| *since)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(key) => failures.remove(&key),
+                None => break,
+            };
+        }
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= THROTTLE_WINDOW {
+                *entry = (0, Instant::now());
+            }
+            entry.0 += 1;
+        }
+        true
     }
 
-    fn succeeded(&self, email_key: &str) {
+    /// Takes back a successful attempt: the e-mail's failures are forgotten, and the address
+    /// is not charged for it.
+    fn succeeded(&self, keys: &[String]) {
         if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(email_key);
+            failures.remove(&keys[0]);
+            for key in &keys[1..] {
+                if let Some(entry) = failures.get_mut(key) {
+                    entry.0 = entry.0.saturating_sub(1);
+                }
+            }
         }
     }
 }
@@ -230,11 +267,16 @@ impl Trailmark {
         mut session: NewOperatorSession,
     ) -> Result<SignIn, AppError> {
         let email = attempt.email.trim().to_lowercase();
+        // Cut to what an e-mail address may be, so a counter's key stays small.
+        let counted: String = email.chars().take(EMAIL_MAX_CHARS).collect();
         let keys = [
-            format!("email:{email}"),
+            format!("email:{counted}"),
             format!("address:{}", attempt.address),
         ];
-        if self.inner.console.throttled(&keys) {
+        let Ok(_check) = self.inner.console.checks.try_acquire() else {
+            return Ok(SignIn::Throttled);
+        };
+        if !self.inner.console.attempt(&keys) {
             return Ok(SignIn::Throttled);
         }
         let operator = match normalize_email(&email) {
@@ -256,7 +298,7 @@ impl Trailmark {
         };
         match operator.filter(|_| matches) {
             Some(operator) => {
-                self.inner.console.succeeded(&keys[0]);
+                self.inner.console.succeeded(&keys);
                 session.operator_id = operator.id.clone();
                 self.store()
                     .insert_operator_session(session.clone())
@@ -279,7 +321,6 @@ impl Trailmark {
                 }))
             }
             None => {
-                self.inner.console.failed(&keys);
                 let tried: String = email.chars().take(EMAIL_MAX_CHARS).collect();
                 let origin = origin("unknown".into(), tried.clone());
                 self.record_operator_action(
@@ -587,6 +628,26 @@ fn organization_target(organization: &Organization) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_are_counted_before_their_check_so_a_burst_cannot_pass_the_limit_together() {
+        let console = Console::default();
+        let keys = |email: &str| [format!("email:{email}"), "address:192.0.2.1".to_owned()];
+        // No attempt has failed yet (none was checked): each is counted as it starts.
+        let started = (0..10)
+            .filter(|_| console.attempt(&keys("a@x.test")))
+            .count();
+        assert_eq!(started, FAILURES_PER_EMAIL as usize);
+        // A success takes its attempt back: the e-mail starts over, the address is not charged.
+        console.succeeded(&keys("a@x.test"));
+        assert!(console.attempt(&keys("a@x.test")));
+        let charged = console
+            .failures
+            .lock()
+            .map(|f| f["address:192.0.2.1"].0)
+            .unwrap_or_default();
+        assert_eq!(charged, FAILURES_PER_EMAIL);
+    }
 
     #[test]
     fn emails_are_trimmed_lowercased_and_must_look_like_addresses() {

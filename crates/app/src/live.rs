@@ -40,6 +40,12 @@ const KEY_CHECK_EVERY: Duration = Duration::from_secs(1);
 pub const LIVE_BUFFER: usize = 256;
 /// Events read from storage at a time.
 const PAGE: usize = 100;
+/// Live streams one holder (an API key, a portal or console session) may have open at once.
+pub const STREAMS_PER_HOLDER: usize = 8;
+/// Live streams this instance serves at once. An open stream keeps its HTTP connection busy,
+/// so without this a tenant's read key could take every connection the server has (1,024 by
+/// default) and leave ingest answering 503.
+pub const STREAMS_PER_INSTANCE: usize = 256;
 
 /// What to follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +59,9 @@ pub struct LiveRequest {
     /// The API key the reader was opened with: checked again every second, so a revoked key's
     /// stream ends within [`crate::keys::KEY_CACHE_TTL`] and a second.
     pub key: Option<String>,
+    /// Who holds the stream, for the limits ([`STREAMS_PER_HOLDER`]): the key's id, or the
+    /// portal or console session's.
+    pub holder: String,
     /// End the stream after this long: what was left of a browser session (portal, console)
     /// when it opened. The page then reconnects through the session check again, which renews
     /// an active session and refuses one that expired or was signed out, so a stream never
@@ -131,9 +140,11 @@ impl Trailmark {
     ///
     /// # Errors
     ///
-    /// [`AppError::OrganizationNotFound`], storage errors.
+    /// [`AppError::OrganizationNotFound`]; [`AppError::TooMuchWork`] when the holder or this
+    /// instance has as many streams open as it may; storage errors.
     pub async fn live_events(&self, request: LiveRequest) -> Result<LiveEvents, AppError> {
         self.live_organization(&request.organization_id).await?;
+        let slot = self.inner.effects.watched.take_slot(&request.holder)?;
         // Subscribed before the head is read, so no append between the two goes unheard.
         let growth = self.subscribe_log_growth();
         let after = match request.after {
@@ -148,6 +159,7 @@ impl Trailmark {
         let behind = Arc::new(AtomicBool::new(false));
         let watching = self.watch(&request.organization_id);
         let reader = Reader {
+            _slot: slot,
             _watching: watching,
             app: self.clone(),
             request,
@@ -168,6 +180,8 @@ impl Trailmark {
 }
 
 struct Reader {
+    /// The stream's place under the limits, given back when the reader ends.
+    _slot: Slot,
     /// Keeps the organization followed by the poller while the reader runs.
     _watching: Watching,
     app: Trailmark,
@@ -307,6 +321,57 @@ async fn ended(ends: Option<Instant>) {
 pub(crate) struct Watched {
     readers: Mutex<HashMap<String, usize>>,
     polling: AtomicBool,
+    /// Open streams by holder.
+    holders: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Watched {
+    /// A place for one more stream of `holder`, under both limits.
+    fn take_slot(&self, holder: &str) -> Result<Slot, AppError> {
+        let full = |message: String| AppError::TooMuchWork {
+            code: "too_many_streams",
+            message,
+        };
+        let mut holders = self
+            .holders
+            .lock()
+            .map_err(|_| AppError::Internal("the live stream table was poisoned".into()))?;
+        if holders.values().sum::<usize>() >= STREAMS_PER_INSTANCE {
+            return Err(full(format!(
+                "This instance serves {STREAMS_PER_INSTANCE} live streams at once; retry later."
+            )));
+        }
+        let open = holders.entry(holder.to_owned()).or_default();
+        if *open >= STREAMS_PER_HOLDER {
+            return Err(full(format!(
+                "At most {STREAMS_PER_HOLDER} live streams may be open at once with one key or session; close one first."
+            )));
+        }
+        *open += 1;
+        Ok(Slot {
+            holders: Arc::clone(&self.holders),
+            holder: holder.to_owned(),
+        })
+    }
+}
+
+/// One open stream's place under the limits; dropping it gives the place back.
+struct Slot {
+    holders: Arc<Mutex<HashMap<String, usize>>>,
+    holder: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut holders) = self.holders.lock()
+            && let Some(open) = holders.get_mut(&self.holder)
+        {
+            *open -= 1;
+            if *open == 0 {
+                holders.remove(&self.holder);
+            }
+        }
+    }
 }
 
 /// One reader's interest in an organization; dropping it withdraws the interest.
@@ -521,8 +586,46 @@ mod tests {
             after: None,
             from_start: false,
             key: None,
+            holder: "key_test".into(),
             ends_within: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_may_keep_only_so_many_streams_open_and_a_closed_one_frees_its_place() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (app, _, organization) = app(dir.path()).await;
+        let mut open = Vec::new();
+        for _ in 0..STREAMS_PER_HOLDER {
+            open.push(app.live_events(request(&organization)).await.expect("live"));
+        }
+        let refused = app.live_events(request(&organization)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(AppError::TooMuchWork {
+                    code: "too_many_streams",
+                    ..
+                })
+            ),
+            "{:?}",
+            refused.err()
+        );
+        let other = LiveRequest {
+            holder: "key_other".into(),
+            ..request(&organization)
+        };
+        let other = app
+            .live_events(other)
+            .await
+            .expect("another holder's stream");
+        drop(open.pop());
+        // The aborted reader gives its place back once it is dropped.
+        tokio::task::yield_now().await;
+        app.live_events(request(&organization))
+            .await
+            .expect("a place again");
+        drop(other);
     }
 
     #[tokio::test(start_paused = true)]

@@ -81,6 +81,7 @@ pub async fn stream(
             after,
             from_start: false,
             key,
+            holder: caller.key_id.clone(),
             ends_within: None,
         })
         .await?;
@@ -219,6 +220,7 @@ mod tests {
                 after: None,
                 from_start: false,
                 key: None,
+                holder: "key_test".into(),
                 ends_within: None,
             })
             .await

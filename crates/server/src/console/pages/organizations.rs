@@ -645,6 +645,7 @@ pub async fn stream(
             // the stream starts at its beginning, so an event appended since is not missed.
             from_start: after.is_none(),
             key: None,
+            holder: operator.session.id.clone(),
             ends_within: Some(left_of(operator.session.expires_at, state.clock.now())),
         })
         .await?;

@@ -220,9 +220,17 @@ pub async fn oidc_callback(
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == OIDC_COOKIE)
         .and_then(|(_, value)| {
+            // Exactly the three tokens `oidc_start` wrote, each 64 hex digits: a cookie planted
+            // with empty parts would otherwise match an empty `state`.
+            let token = |t: &&str| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit());
             let mut tokens = value.split('.');
-            match (tokens.next(), tokens.next(), tokens.next()) {
-                (Some(state), Some(nonce), Some(verifier)) => Some(OidcAttempt {
+            match (
+                tokens.next().filter(token),
+                tokens.next().filter(token),
+                tokens.next().filter(token),
+                tokens.next(),
+            ) {
+                (Some(state), Some(nonce), Some(verifier), None) => Some(OidcAttempt {
                     state: state.to_owned(),
                     nonce: nonce.to_owned(),
                     verifier: verifier.to_owned(),

@@ -282,6 +282,7 @@ pub async fn stream(
             // the stream starts at its beginning, so an event appended since is not missed.
             from_start: after.is_none(),
             key: None,
+            holder: portal.session.id.clone(),
             ends_within: Some(left_of(portal.session.expires_at, Timestamp::now())),
         })
         .await?;
