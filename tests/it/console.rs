@@ -957,3 +957,30 @@ async fn a_live_view_ends_with_its_session_and_its_reconnect_is_refused() {
     app.clock.advance(Duration::from_secs(3));
     assert_eq!(browser.get(&live).await.status(), 303);
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_live_view_s_stream_at_once() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app, "ops@example.test").await;
+    let organization = app.create_organization("Live Co").await;
+    let live = format!("/console/organizations/{organization}/events/stream?after=0");
+    let mut stream = browser.get(&live).await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(browser.post("/console/sign_out", &[]).await.status(), 303);
+    let signed_out = std::time::Instant::now();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the stream ends within 10 s")
+            .expect("chunk");
+        if chunk.is_none() {
+            break;
+        }
+    }
+    // The session is checked every second, without renewing it.
+    assert!(
+        signed_out.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signed_out.elapsed()
+    );
+}

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use trailmark_domain::Timestamp;
 use trailmark_domain::query::EventFilter;
 use trailmark_store::{Order, SearchRequest, StoredEvent};
 
@@ -33,8 +34,8 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// How often a reader looks for events appended by other instances (its own instance's wake it
 /// at once): an event is seen within this of its acknowledgement anywhere.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How often a reader checks that its API key still opens the stream (the key cache answers
-/// most checks; see [`crate::keys::KEY_CACHE_TTL`]).
+/// How often a reader checks that its API key or browser session still opens the stream (the
+/// key cache answers most key checks; see [`crate::keys::KEY_CACHE_TTL`]).
 const KEY_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Items a reader may be ahead of its consumer before it is told to resume.
 pub const LIVE_BUFFER: usize = 256;
@@ -59,6 +60,9 @@ pub struct LiveRequest {
     /// The API key the reader was opened with: checked again every second, so a revoked key's
     /// stream ends within [`crate::keys::KEY_CACHE_TTL`] and a second.
     pub key: Option<String>,
+    /// The browser session the stream was opened in, checked again every second (without
+    /// renewing it), so signing out or deleting the session ends the stream.
+    pub session: Option<LiveSession>,
     /// Who holds the stream, for the limits ([`STREAMS_PER_HOLDER`]): the key's id, or the
     /// portal or console session's.
     pub holder: String,
@@ -67,6 +71,13 @@ pub struct LiveRequest {
     /// an active session and refuses one that expired or was signed out, so a stream never
     /// outlives its session by more than that session's idle timeout.
     pub ends_within: Option<Duration>,
+}
+
+/// A browser session a stream runs in, by its cookie secret's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveSession {
+    Portal([u8; 32]),
+    Console([u8; 32]),
 }
 
 /// One thing for the consumer.
@@ -232,7 +243,7 @@ impl Reader {
                         self.push(LiveItem::Heartbeat)?;
                         quiet_since = Instant::now();
                     }
-                    _ = key_check.tick() => self.check_key().await?,
+                    _ = key_check.tick() => self.check_credentials().await?,
                     notice = growth.recv() => match notice {
                         Ok(grown) => {
                             look = *grown.organization_id == *organization_id
@@ -298,12 +309,31 @@ impl Reader {
         }
     }
 
-    /// Ends the reader once its key no longer authenticates (revoked or expired).
-    async fn check_key(&self) -> Result<(), Stop> {
-        match &self.request.key {
-            Some(key) if self.app.authenticate(key).await?.is_none() => Err(Stop::Done),
-            _ => Ok(()),
+    /// Ends the reader once its key no longer authenticates (revoked or expired), or its
+    /// session is no longer open (signed out, expired, deleted).
+    async fn check_credentials(&self) -> Result<(), Stop> {
+        if let Some(key) = &self.request.key
+            && self.app.authenticate(key).await?.is_none()
+        {
+            return Err(Stop::Done);
         }
+        let now = Timestamp::now();
+        let open = match self.request.session {
+            None => true,
+            Some(LiveSession::Portal(hash)) => self
+                .app
+                .store()
+                .portal_session_open(hash, now)
+                .await
+                .map_err(AppError::from)?,
+            Some(LiveSession::Console(hash)) => self
+                .app
+                .store()
+                .operator_session_open(hash, now)
+                .await
+                .map_err(AppError::from)?,
+        };
+        if open { Ok(()) } else { Err(Stop::Done) }
     }
 }
 
@@ -464,7 +494,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use serde_json::json;
-    use trailmark_domain::Timestamp;
     use trailmark_domain::event::NewEvent;
     use trailmark_domain::id::IdKind;
     use trailmark_domain::organization::Organization;
@@ -586,6 +615,7 @@ mod tests {
             after: None,
             from_start: false,
             key: None,
+            session: None,
             holder: "key_test".into(),
             ends_within: None,
         }

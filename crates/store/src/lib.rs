@@ -460,6 +460,13 @@ pub trait PortalStore: Send + Sync + 'static {
         now: Timestamp,
         renew_until: Timestamp,
     ) -> Result<Option<PortalSession>, StoreError>;
+    /// Whether the portal session whose cookie secret hashes to `secret_hash` is still open at
+    /// `now`, without renewing it (what a live stream checks while it runs).
+    async fn portal_session_open(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// Deletes portal links and sessions that expired before `before`; returns how many.
     async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
@@ -481,6 +488,13 @@ pub trait Operators: Send + Sync + 'static {
         now: Timestamp,
         renew_until: Timestamp,
     ) -> Result<Option<OperatorSession>, StoreError>;
+    /// Whether the session whose cookie secret hashes to `secret_hash` is still open at `now`,
+    /// without renewing it (what a live stream checks while it runs).
+    async fn operator_session_open(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// Ends a session (sign-out); `false` if there was none.
     async fn delete_operator_session(&self, secret_hash: [u8; 32]) -> Result<bool, StoreError>;
     /// Deletes sessions that expired before `before`; returns how many.

@@ -128,12 +128,14 @@ ExportStore::claim_export             one_runner_at_a_time_claims_a_pending_expo
 PortalStore::insert_portal_link       a_portal_link_opens_one_session_even_when_raced
 PortalStore::redeem_portal_link       a_portal_link_opens_one_session_even_when_raced
 PortalStore::touch_portal_session     portal_sessions_expire_after_inactivity_and_are_purged
+PortalStore::portal_session_open      portal_sessions_expire_after_inactivity_and_are_purged
 PortalStore::purge_portal             portal_sessions_expire_after_inactivity_and_are_purged
 PortalStore::purge_portal             purging_the_portal_removes_only_what_expired
 Operators::insert_operator            operators_are_found_by_email_which_is_unique
 Operators::find_operator              operators_are_found_by_email_which_is_unique
 Operators::insert_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 Operators::touch_operator_session     operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Operators::operator_session_open      operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 Operators::delete_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 Operators::purge_operator_sessions    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 ";
@@ -3890,6 +3892,18 @@ async fn portal_sessions_expire_after_inactivity_and_are_purged(store: &dyn Stor
             .is_none(),
         "an unknown secret opens nothing"
     );
+    // Checking a session does not renew it.
+    let renewed = later.plus_millis(idle);
+    for (secret, now, open) in [
+        ([40; 32], renewed.plus_millis(-1), true),
+        ([40; 32], renewed, false),
+        ([41; 32], later, false),
+    ] {
+        assert_eq!(
+            store.portal_session_open(secret, now).await.expect("check"),
+            open
+        );
+    }
     // Past the renewed expiry, the session is gone.
     let idle_too_long = later.plus_millis(idle + 1);
     assert!(
@@ -4392,6 +4406,20 @@ async fn operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purge
     assert_eq!(touched.csrf_token, "csrf-10");
     assert_eq!(touched.created_at, at(0));
     assert_eq!(touched.expires_at, at(2 * idle - 1));
+    // Checking a session does not renew it.
+    for (secret, now, open) in [
+        ([10; 32], at(2 * idle - 2), true),
+        ([10; 32], at(2 * idle - 1), false),
+        ([12; 32], at(1), false),
+    ] {
+        assert_eq!(
+            store
+                .operator_session_open(secret, now)
+                .await
+                .expect("check"),
+            open
+        );
+    }
     assert!(
         store
             .touch_operator_session([12; 32], at(1), at(idle))

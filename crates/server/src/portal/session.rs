@@ -39,6 +39,8 @@ pub(crate) fn renewed_expiry(now: Timestamp) -> Timestamp {
 /// A request made within an open portal session, with its organization's name for the header.
 pub(crate) struct Portal {
     pub session: PortalSession,
+    /// The hash of the session's cookie secret (what a live stream checks the session by).
+    pub secret_hash: [u8; 32],
     pub organization_name: String,
 }
 
@@ -64,15 +66,17 @@ impl FromRequestParts<AppState> for Portal {
     ) -> Result<Self, Self::Rejection> {
         let secret = session_secret(parts).ok_or(PortalError::NoSession)?;
         let now = Timestamp::now();
+        let secret_hash = token_hash(&secret);
         // A deleted organization closes its portal.
         let (session, organization_name) = state
             .app
-            .portal_session(token_hash(&secret), renewed_expiry(now))
+            .portal_session(secret_hash, renewed_expiry(now))
             .await
             .map_err(ApiError::from)?
             .ok_or(PortalError::NoSession)?;
         Ok(Portal {
             session,
+            secret_hash,
             organization_name,
         })
     }

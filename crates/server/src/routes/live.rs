@@ -81,6 +81,7 @@ pub async fn stream(
             after,
             from_start: false,
             key,
+            session: None,
             holder: caller.key_id.clone(),
             ends_within: None,
         })
@@ -220,6 +221,7 @@ mod tests {
                 after: None,
                 from_start: false,
                 key: None,
+                session: None,
                 holder: "key_test".into(),
                 ends_within: None,
             })

@@ -1660,6 +1660,22 @@ impl PortalStore for PostgresStore {
         .transpose()
     }
 
+    async fn portal_session_open(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM portal_sessions WHERE secret_hash = $1 AND expires_at > $2)",
+                &[&secret_hash.as_slice(), &now.unix_millis()],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let links = client

@@ -103,6 +103,22 @@ impl Operators for PostgresStore {
         .transpose()
     }
 
+    async fn operator_session_open(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM operator_sessions WHERE secret_hash = $1 AND expires_at > $2)",
+                &[&secret_hash.as_slice(), &now.unix_millis()],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn delete_operator_session(&self, secret_hash: [u8; 32]) -> Result<bool, StoreError> {
         let deleted = self
             .client()

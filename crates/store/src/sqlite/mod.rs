@@ -1414,6 +1414,22 @@ impl PortalStore for SqliteStore {
             .await
     }
 
+    async fn portal_session_open(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.db
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM portal_sessions WHERE secret_hash = ?1 AND expires_at > ?2)",
+                    params![secret_hash.as_slice(), now.unix_millis()],
+                    |row| row.get::<_, bool>(0),
+                )?)
+            })
+            .await
+    }
+
     async fn purge_portal(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.db
             .write(move |c| {

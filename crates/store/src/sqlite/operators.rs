@@ -123,6 +123,22 @@ impl Operators for SqliteStore {
             .await
     }
 
+    async fn operator_session_open(
+        &self,
+        secret_hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.db
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM operator_sessions WHERE secret_hash = ?1 AND expires_at > ?2)",
+                    params![secret_hash.as_slice(), now.unix_millis()],
+                    |row| row.get::<_, bool>(0),
+                )?)
+            })
+            .await
+    }
+
     async fn delete_operator_session(&self, secret_hash: [u8; 32]) -> Result<bool, StoreError> {
         self.db
             .write(move |c| {

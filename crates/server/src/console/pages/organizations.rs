@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::{Value, json};
-use trailmark_app::live::LiveRequest;
+use trailmark_app::live::{LiveRequest, LiveSession};
 use trailmark_domain::Timestamp;
 use trailmark_domain::export::ExportFormat;
 use trailmark_domain::organization::{Organization, OrganizationChanges};
@@ -645,6 +645,7 @@ pub async fn stream(
             // the stream starts at its beginning, so an event appended since is not missed.
             from_start: after.is_none(),
             key: None,
+            session: Some(LiveSession::Console(operator.secret_hash)),
             holder: operator.session.id.clone(),
             ends_within: Some(left_of(operator.session.expires_at, state.clock.now())),
         })

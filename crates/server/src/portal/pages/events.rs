@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
-use trailmark_app::live::LiveRequest;
+use trailmark_app::live::{LiveRequest, LiveSession};
 use trailmark_domain::Timestamp;
 use trailmark_domain::portal::PortalIntent;
 use trailmark_ledger::encode_hash;
@@ -282,6 +282,7 @@ pub async fn stream(
             // the stream starts at its beginning, so an event appended since is not missed.
             from_start: after.is_none(),
             key: None,
+            session: Some(LiveSession::Portal(portal.secret_hash)),
             holder: portal.session.id.clone(),
             ends_within: Some(left_of(portal.session.expires_at, Timestamp::now())),
         })
