@@ -20,6 +20,7 @@ mod live;
 mod logs;
 mod object_stores;
 mod organizations;
+mod pki;
 mod portal;
 mod postgres_tls;
 mod read;

@@ -5,121 +5,29 @@
 //!
 //! Like the scale-out tests these always run on PostgreSQL; they run in the PostgreSQL pass.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::helpers::{PrivateCluster, ServerProcess, TestDatabase, event, get, organization, post};
+use crate::pki::{Pki, server_extensions};
 
 const PASSWORD: &str = "tls-test-password";
-
-/// A CA, a server certificate it signed for `localhost` only, and a second CA that signed
-/// nothing.
-struct Pki {
-    directory: TempDir,
-}
-
-impl Pki {
-    fn create() -> Pki {
-        let pki = Pki {
-            directory: tempfile::tempdir().expect("dir"),
-        };
-        for ca in ["ca", "other-ca"] {
-            pki.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=trailmark test {ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ]);
-        }
-        pki.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        std::fs::write(
-            pki.path("server.ext"),
-            "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
-        )
-        .expect("write");
-        pki.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ]);
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(self.directory.path())
-            .output()
-            .expect("the openssl CLI (Debian package openssl)");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.directory.path().join(name)
-    }
-}
 
 /// A cluster serving `pki`'s certificate that refuses unencrypted TCP connections and wants the
 /// superuser's password (SCRAM) over encrypted ones.
 fn tls_only_cluster(pki: &Pki) -> PrivateCluster {
     let cluster = PrivateCluster::create_configured(|data: &Path| {
-        for file in ["server.crt", "server.key"] {
+        for file in ["server.pem", "server.key"] {
             std::fs::copy(pki.path(file), data.join(file)).expect("copy");
         }
         // PostgreSQL refuses a private key others can read.
         set_mode(&data.join("server.key"), 0o600);
         append(
             &data.join("postgresql.conf"),
-            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n",
         );
         std::fs::write(
             data.join("pg_hba.conf"),
@@ -193,7 +101,12 @@ fn refused_at_startup(database: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_with_the_right_root_serves_events_over_encrypted_connections_only() {
-    let pki = Pki::create();
+    let pki = Pki::with_cas();
+    pki.issue(
+        "server",
+        "/CN=localhost",
+        &server_extensions("DNS:localhost"),
+    );
     let cluster = tls_only_cluster(&pki);
     let database = TestDatabase::Postgres {
         dropped_as: None,
@@ -249,7 +162,12 @@ async fn verify_full_with_the_right_root_serves_events_over_encrypted_connection
 
 #[test]
 fn verify_full_refuses_a_certificate_from_another_ca_at_startup() {
-    let pki = Pki::create();
+    let pki = Pki::with_cas();
+    pki.issue(
+        "server",
+        "/CN=localhost",
+        &server_extensions("DNS:localhost"),
+    );
     let cluster = tls_only_cluster(&pki);
     let stderr = refused_at_startup(&url(
         &cluster,
@@ -275,7 +193,12 @@ fn verify_full_refuses_a_certificate_from_another_ca_at_startup() {
 
 #[test]
 fn verify_full_refuses_a_host_name_the_certificate_does_not_name_but_verify_ca_accepts_it() {
-    let pki = Pki::create();
+    let pki = Pki::with_cas();
+    pki.issue(
+        "server",
+        "/CN=localhost",
+        &server_extensions("DNS:localhost"),
+    );
     let cluster = tls_only_cluster(&pki);
     let root = format!("sslrootcert={}", pki.path("ca.pem").display());
     let stderr = refused_at_startup(&url(
@@ -315,7 +238,12 @@ fn verify_full_refuses_a_host_name_the_certificate_does_not_name_but_verify_ca_a
 
 #[test]
 fn sslmode_disable_is_refused_by_a_server_that_accepts_only_tls() {
-    let pki = Pki::create();
+    let pki = Pki::with_cas();
+    pki.issue(
+        "server",
+        "/CN=localhost",
+        &server_extensions("DNS:localhost"),
+    );
     let cluster = tls_only_cluster(&pki);
     let stderr = refused_at_startup(&url(&cluster, "127.0.0.1", "sslmode=disable"));
     assert!(
@@ -328,7 +256,12 @@ fn sslmode_disable_is_refused_by_a_server_that_accepts_only_tls() {
 #[test]
 fn require_and_the_default_prefer_encrypt_without_a_root_certificate_and_require_checks_a_given_one()
  {
-    let pki = Pki::create();
+    let pki = Pki::with_cas();
+    pki.issue(
+        "server",
+        "/CN=localhost",
+        &server_extensions("DNS:localhost"),
+    );
     let cluster = tls_only_cluster(&pki);
     // Neither mode checks the certificate, so an address the certificate does not name is fine.
     for parameters in [

@@ -10,112 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::helpers::{ADMIN_KEY, TestApp, body, event};
-
-/// A CA that signed a server certificate for 127.0.0.1 and a client certificate, and a second
-/// CA that signed nothing.
-struct Pki {
-    directory: TempDir,
-}
-
-impl Pki {
-    fn create() -> Pki {
-        let pki = Pki {
-            directory: tempfile::tempdir().expect("dir"),
-        };
-        for ca in ["ca", "other-ca"] {
-            pki.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=trailmark syslog test {ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ]);
-        }
-        for (name, extensions) in [
-            (
-                "server",
-                "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
-            ),
-            (
-                "client",
-                "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n",
-            ),
-        ] {
-            pki.openssl(&[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                &format!("/CN=trailmark syslog test {name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ]);
-            std::fs::write(pki.path(&format!("{name}.ext")), extensions).expect("write");
-            pki.openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ]);
-        }
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(self.directory.path())
-            .output()
-            .expect("the openssl CLI (Debian package openssl)");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.directory.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read")
-    }
-}
+use crate::pki::{CLIENT_EXTENSIONS, Pki, server_extensions};
 
 /// rsyslogd, stopped when dropped.
 struct Rsyslog {
@@ -138,7 +35,7 @@ impl Rsyslog {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let directory = pki.directory.path();
+        let directory = pki.directory();
         let received = directory.join("received.jsonl");
         let config = format!(
             r#"global(
@@ -248,7 +145,17 @@ async fn stream(app: &TestApp, id: &str) -> Value {
 /// that does not trust the server's CA is `invalid`, saying why.
 #[tokio::test]
 async fn syslog_over_tls_reaches_a_real_rsyslog_as_rfc_5424_json_then_cef() {
-    let pki = Pki::create();
+    let pki = Pki::with_cas();
+    pki.issue(
+        "server",
+        "/CN=trailmark syslog test server",
+        &server_extensions("IP:127.0.0.1"),
+    );
+    pki.issue(
+        "client",
+        "/CN=trailmark syslog test client",
+        CLIENT_EXTENSIONS,
+    );
     let rsyslog = Rsyslog::start(&pki).await;
     let app = TestApp::spawn().await;
     let organization = app.create_organization("Acme").await;
