@@ -84,6 +84,13 @@ fn values(
 
 /// Sets `pointer` to `base` + `/` + the escaped `key` for the duration of `then`.
 fn at(pointer: &mut String, base: &str, key: &str, then: impl FnOnce(&str)) {
+    set_pointer(pointer, base, key);
+    then(pointer);
+}
+
+/// Sets `pointer` to the JSON pointer of member `key` under `base` (RFC 6901: `~` is written
+/// `~0`, `/` `~1`), reusing its buffer.
+pub fn set_pointer(pointer: &mut String, base: &str, key: &str) {
     pointer.clear();
     pointer.push_str(base);
     pointer.push('/');
@@ -94,7 +101,6 @@ fn at(pointer: &mut String, base: &str, key: &str, then: impl FnOnce(&str)) {
             c => pointer.push(c),
         }
     }
-    then(pointer);
 }
 
 /// Whose data an erasure removes.

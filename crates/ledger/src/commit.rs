@@ -29,7 +29,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use trailmark_domain::canonical::{CanonicalObject, CanonicalValue, canonical_json};
-use trailmark_domain::erasable::{ERASED, for_each_erasable, for_each_erasable_mut};
+use trailmark_domain::erasable::{ERASED, for_each_erasable, for_each_erasable_mut, set_pointer};
 
 use crate::LedgerError;
 use crate::tree::Hash;
@@ -353,16 +353,7 @@ impl CommittedWriter {
 
     /// The commitment to the value whose canonical text is `value`, at `base`/`key`.
     fn commit(&mut self, base: &str, key: &str, value: &str) {
-        self.pointer.clear();
-        self.pointer.push_str(base);
-        self.pointer.push('/');
-        for c in key.chars() {
-            match c {
-                '~' => self.pointer.push_str("~0"),
-                '/' => self.pointer.push_str("~1"),
-                c => self.pointer.push(c),
-            }
-        }
+        set_pointer(&mut self.pointer, base, key);
         let salt = value_salt(&self.seed, &self.pointer);
         let hash = sha256_of(&[&salt, value.as_bytes()]);
         let mut text = [0u8; 44];
