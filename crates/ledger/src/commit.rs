@@ -264,6 +264,15 @@ pub fn seeded_committed_bytes(object: &CanonicalObject<'_>) -> Option<Vec<u8>> {
 /// [`seeded_committed_bytes`] of an event object whose seed is given apart from it (a stored
 /// body's), whatever salting keys the text holds.
 pub fn committed_bytes_under(object: &CanonicalObject<'_>, seed: &Salt) -> Option<Vec<u8>> {
+    committed_with_sequence_at(object, seed).map(|(bytes, _)| bytes)
+}
+
+/// [`committed_bytes_under`], and where the top-level `sequence` value starts in the bytes
+/// (what a leaf template splits at), found while writing rather than by scanning them again.
+pub(crate) fn committed_with_sequence_at(
+    object: &CanonicalObject<'_>,
+    seed: &Salt,
+) -> Option<(Vec<u8>, Option<usize>)> {
     if object.get("leaf_version").is_some() {
         return None;
     }
@@ -274,6 +283,7 @@ pub fn committed_bytes_under(object: &CanonicalObject<'_>, seed: &Salt) -> Optio
     };
     writer.out.push(b'{');
     let mut version_written = false;
+    let mut sequence_at = None;
     for (key, value) in object.members() {
         if SALTING_KEYS.contains(&key) || crate::leaf::NON_LEAF_KEYS.contains(&key) {
             continue;
@@ -284,6 +294,9 @@ pub fn committed_bytes_under(object: &CanonicalObject<'_>, seed: &Salt) -> Optio
             version_written = true;
         }
         writer.key(key);
+        if key == "sequence" {
+            sequence_at = Some(writer.out.len());
+        }
         match key {
             "actor" => writer.party(value, "/actor"),
             "targets" => match value.elements() {
@@ -311,7 +324,7 @@ pub fn committed_bytes_under(object: &CanonicalObject<'_>, seed: &Salt) -> Optio
         writer.raw_member("leaf_version", LEAF_VERSION_TEXT);
     }
     writer.out.push(b'}');
-    Some(writer.out)
+    Some((writer.out, sequence_at))
 }
 
 const LEAF_VERSION_TEXT: &str = "2";

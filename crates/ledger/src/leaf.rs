@@ -26,8 +26,8 @@ use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_jso
 use trailmark_domain::record::{Placement, canonical_event_object, into_event_object};
 
 use crate::commit::{
-    SALTING_KEYS, Salt, Salting, committed_bytes_under, committed_object, into_committed_object,
-    seeded_committed_bytes,
+    SALTING_KEYS, Salt, Salting, committed_object, committed_with_sequence_at,
+    into_committed_object, seeded_committed_bytes,
 };
 use crate::tree::{Hash, leaf_hash};
 
@@ -153,11 +153,8 @@ impl LeafTemplate {
         // The canonical event object leaves the seed out, as the committed object does.
         let (zero, _) = canonical_event_object(placement, body);
         let text = std::str::from_utf8(&zero).ok()?;
-        let committed = committed_bytes_under(&CanonicalObject::parse(text)?, seed)?;
-        let text = std::str::from_utf8(&committed).ok()?;
-        // The committed object's top-level `sequence` is its only member of that key.
-        let value = CanonicalObject::parse(text)?.get("sequence")?;
-        let at = value.as_ptr() as usize - text.as_ptr() as usize;
+        let (committed, at) = committed_with_sequence_at(&CanonicalObject::parse(text)?, seed)?;
+        let at = at?;
         Some(LeafTemplate {
             before: committed[..at].to_vec(),
             after: committed[at + 1..].to_vec(),
