@@ -68,13 +68,6 @@ impl Credentials {
         }
     }
 
-    /// Whether they should be replaced at `now`: they expire within [`REFRESH_MARGIN_MILLIS`].
-    pub fn needs_refresh(&self, now: Timestamp) -> bool {
-        self.expiration.is_some_and(|expiration| {
-            expiration.unix_millis() - now.unix_millis() <= REFRESH_MARGIN_MILLIS
-        })
-    }
-
     /// Identifies them in a cache key without keeping the secret in clear.
     fn fingerprint(&self) -> String {
         let digest = Sha256::digest(
@@ -356,19 +349,45 @@ pub fn parse_local_credentials(body: &str) -> Result<Credentials, String> {
     })
 }
 
+/// When credentials that expire at `expiration`, received when the wall clock read `real_now`
+/// and the workers' clock `clock_now`, are to be replaced, on the workers' clock: their
+/// remaining lifetime less [`REFRESH_MARGIN_MILLIS`]. Measured from the wall clock because
+/// `expiration` is AWS's time; scheduled on the workers' clock so tests can move it.
+pub fn refresh_at(expiration: Timestamp, real_now: Timestamp, clock_now: Timestamp) -> Timestamp {
+    clock_now.plus_millis(expiration.unix_millis() - real_now.unix_millis() - REFRESH_MARGIN_MILLIS)
+}
+
 /// Temporary credentials, shared by every stream of this process.
 #[derive(Default)]
-pub struct Cache(Mutex<HashMap<String, Credentials>>);
+pub struct Cache(Mutex<HashMap<String, Cached>>);
+
+struct Cached {
+    credentials: Credentials,
+    refresh_at: Timestamp,
+}
 
 impl Cache {
     fn fresh(&self, key: &str, now: Timestamp) -> Option<Credentials> {
         let cache = self.0.lock().ok()?;
-        cache.get(key).filter(|c| !c.needs_refresh(now)).cloned()
+        cache
+            .get(key)
+            .filter(|cached| now < cached.refresh_at)
+            .map(|cached| cached.credentials.clone())
     }
 
-    fn keep(&self, key: String, credentials: &Credentials) {
+    /// Keeps `credentials` if they expire; long-lived ones are not worth a cache entry.
+    fn keep(&self, key: String, credentials: &Credentials, now: Timestamp) {
+        let Some(expiration) = credentials.expiration else {
+            return;
+        };
         if let Ok(mut cache) = self.0.lock() {
-            cache.insert(key, credentials.clone());
+            cache.insert(
+                key,
+                Cached {
+                    credentials: credentials.clone(),
+                    refresh_at: refresh_at(expiration, Timestamp::now(), now),
+                },
+            );
         }
     }
 
@@ -404,9 +423,7 @@ pub async fn for_stream(
             Some(credentials) => (credentials, Some(CHAIN_KEY.to_owned())),
             None => {
                 let credentials = chain.fetch(Timestamp::now()).await?;
-                if credentials.expiration.is_some() {
-                    cache.keep(CHAIN_KEY.into(), &credentials);
-                }
+                cache.keep(CHAIN_KEY.into(), &credentials, now);
                 (credentials, Some(CHAIN_KEY.to_owned()))
             }
         },
@@ -446,7 +463,7 @@ pub async fn for_stream(
         Outcome::Invalid(reason) => Outcome::Invalid(format!("{reason} (role_arn {})", role.arn)),
         other => other,
     })?;
-    cache.keep(key.clone(), &assumed);
+    cache.keep(key.clone(), &assumed, now);
     Ok((assumed, Some(key)))
 }
 
@@ -467,16 +484,43 @@ mod tests {
 
     #[test]
     fn credentials_are_replaced_five_minutes_before_they_expire() {
-        let now = Timestamp::parse("2026-12-06T10:00:00Z").expect("time");
-        let expiring = |minutes: i64| Credentials {
-            expiration: Some(now.plus_millis(minutes * 60 * 1000)),
-            ..Credentials::fixed("id", "secret")
+        let real = Timestamp::parse("2026-12-06T10:00:00Z").expect("time");
+        let hour_later = real.plus_millis(3_600_000);
+        assert_eq!(
+            refresh_at(hour_later, real, real).to_string(),
+            "2026-12-06T10:55:00.000Z"
+        );
+        // The workers' clock may read otherwise (a test moved it): the lifetime left counts.
+        let clock = Timestamp::parse("2030-01-01T00:00:00Z").expect("time");
+        assert_eq!(
+            refresh_at(hour_later, real, clock).to_string(),
+            "2030-01-01T00:55:00.000Z"
+        );
+        let cache = Cache::default();
+        let temporary = Credentials {
+            expiration: Some(Timestamp::now().plus_millis(3_600_000)),
+            ..Credentials::fixed("ASIAEXAMPLE", "secret")
         };
-        assert!(!expiring(60).needs_refresh(now));
-        assert!(!expiring(6).needs_refresh(now));
-        assert!(expiring(5).needs_refresh(now));
-        assert!(expiring(-1).needs_refresh(now));
-        assert!(!Credentials::fixed("id", "secret").needs_refresh(now));
+        cache.keep("role".into(), &temporary, clock);
+        assert!(
+            cache
+                .fresh("role", clock.plus_millis(54 * 60_000))
+                .is_some()
+        );
+        assert!(
+            cache
+                .fresh("role", clock.plus_millis(56 * 60_000))
+                .is_none()
+        );
+        cache.keep(
+            "keys".into(),
+            &Credentials::fixed("AKIAEXAMPLE", "secret"),
+            clock,
+        );
+        assert!(
+            cache.fresh("keys", clock).is_none(),
+            "long-lived keys are not cached"
+        );
     }
 
     #[test]
