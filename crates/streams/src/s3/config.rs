@@ -249,3 +249,68 @@ pub(crate) fn layout(r: &mut Reader<'_>) -> Layout {
         _ => Layout::ObjectPerEvent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(public: Value, secrets: Value) -> Result<Config, Vec<FieldProblem>> {
+        let (Value::Object(mut public), Value::Object(mut secrets)) = (public, secrets) else {
+            return Err(Vec::new());
+        };
+        Config::parse(&mut public, &mut secrets)
+    }
+
+    #[test]
+    fn a_role_takes_its_regional_sts_endpoint_and_objects_their_headers() {
+        let config = parse(
+            json!({"bucket": "acme-audit", "region": "eu-west-1",
+                   "role_arn": "arn:aws:iam::444455556666:role/trailmark-audit-logs",
+                   "external_id": "acme-7f3a9c2e", "server_side_encryption": "aws:kms",
+                   "kms_key_id": "alias/audit", "acl": "bucket-owner-full-control"}),
+            json!({}),
+        )
+        .expect("valid");
+        assert_eq!(config.keys, None, "no keys: the default chain, if lent");
+        let role = config.role.expect("role");
+        assert_eq!(role.sts_endpoint, "https://sts.eu-west-1.amazonaws.com");
+        assert_eq!(role.external_id.as_deref(), Some("acme-7f3a9c2e"));
+        assert_eq!(
+            config.object_headers,
+            [
+                (
+                    "x-amz-server-side-encryption".to_owned(),
+                    "aws:kms".to_owned()
+                ),
+                (
+                    "x-amz-server-side-encryption-aws-kms-key-id".to_owned(),
+                    "alias/audit".to_owned()
+                ),
+                (
+                    "x-amz-acl".to_owned(),
+                    "bucket-owner-full-control".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn half_a_key_pair_and_role_settings_without_a_role_are_refused() {
+        let problems = parse(
+            json!({"bucket": "acme-audit", "region": "eu-west-1", "access_key_id": "AKIAEXAMPLE",
+                   "external_id": "x1", "server_side_encryption": "AES256", "kms_key_id": "k"}),
+            json!({}),
+        )
+        .expect_err("invalid");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "config.secret_access_key",
+                "config.external_id",
+                "config.kms_key_id"
+            ]
+        );
+    }
+}
