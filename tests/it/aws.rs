@@ -733,3 +733,86 @@ async fn s3_default_chain_imdsv2_stand_in_credentials_assume_the_customers_role(
         "{sessions:?}"
     );
 }
+
+/// The binary, as an operator runs it inside AWS: `--aws-default-credentials` makes the CLI read
+/// the web identity variables (EKS sets them in the pod) and lend the credentials to streams.
+#[tokio::test]
+async fn the_server_reads_the_web_identity_environment_when_the_operator_lends_it() {
+    let moto = moto().await;
+    let role_arn = moto
+        .role(
+            "trailmark-pod",
+            &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.example")},
+                "Action": "sts:AssumeRoleWithWebIdentity"}]}),
+        )
+        .await;
+    moto.create_bucket().await;
+    let data_dir = tempfile::tempdir().expect("dir");
+    let token_file = data_dir.path().join("eks-token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").expect("token file");
+    let database = crate::helpers::TestDatabase::create(data_dir.path()).await;
+    let token_path = token_file.display().to_string();
+    let server = crate::helpers::ServerProcess::start(
+        data_dir.path(),
+        &database,
+        &[
+            ("TRAILMARK_AWS_DEFAULT_CREDENTIALS", "true"),
+            // Whatever the test runner's environment holds, these come first in the chain.
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", &token_path),
+            ("AWS_ROLE_ARN", &role_arn),
+            ("AWS_ROLE_SESSION_NAME", "trailmark-pod-1"),
+            ("AWS_ENDPOINT_URL_STS", &moto.url),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let organization = crate::helpers::organization(&client, &server.base).await;
+    let created: Value = crate::helpers::post(
+        &client,
+        &server.base,
+        "/audit_logs/streams",
+        json!({"organization_id": organization, "type": "s3", "name": "S3",
+               "config": {"bucket": BUCKET, "region": "us-east-1", "endpoint": moto.url}}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    for n in 0..3 {
+        let mut submitted = event("user.signed_in");
+        submitted["occurred_at"] = json!(format!("2026-08-02T10:00:0{n}.000Z"));
+        crate::helpers::post(
+            &client,
+            &server.base,
+            "/audit_logs/events",
+            json!({"organization_id": organization, "event": submitted}),
+        )
+        .await;
+    }
+    let mut state = json!(null);
+    for _ in 0..600 {
+        state =
+            crate::helpers::get(&client, &server.base, &format!("/audit_logs/streams/{id}")).await;
+        if state["state"] == "active" && state["lag_events"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        (state["state"].clone(), state["lag_events"].clone()),
+        (json!("active"), json!(0)),
+        "{state}"
+    );
+    assert_eq!(moto.objects().await.len(), 3);
+    assert_eq!(
+        moto.sessions().await,
+        [(role_arn, "trailmark-pod-1".to_owned(), Value::Null)]
+    );
+}
