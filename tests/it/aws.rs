@@ -9,8 +9,10 @@
 //!
 //! moto does not check a web identity token (any token is exchanged), keeps no record of the
 //! `bucket-owner-full-control` grant (it accepts the canned ACL and stores nothing for it), and
-//! serves instance metadata only at 169.254.169.254 without requiring IMDSv2's token; so the
-//! instance-metadata test uses a strict local IMDSv2 stand-in on loopback.
+//! serves instance metadata only at 169.254.169.254 without requiring IMDSv2's token, and has
+//! no container credentials endpoint; so those two tests use strict local stand-ins on loopback
+//! (named so), which hand out credentials of a session moto issued, so moto still checks every
+//! request signed with them.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -815,4 +817,120 @@ async fn the_server_reads_the_web_identity_environment_when_the_operator_lends_i
         moto.sessions().await,
         [(role_arn, "trailmark-pod-1".to_owned(), Value::Null)]
     );
+}
+
+#[tokio::test]
+async fn s3_an_unreachable_sts_is_retried_not_invalid() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    // Nothing listens on the discard port: a network failure, as an STS outage looks.
+    let id = create_stream(
+        &app,
+        &organization,
+        json!({"bucket": BUCKET, "region": "us-east-1", "endpoint": "http://127.0.0.1:9",
+               "sts_endpoint": "http://127.0.0.1:9", "access_key_id": "AKIAEXAMPLE", "secret_access_key": "secret",
+               "role_arn": format!("arn:aws:iam::{ACCOUNT}:role/{ROLE}"), "external_id": EXTERNAL_ID}),
+    )
+    .await;
+    ingest(&app, &organization, 1).await;
+    let failing = wait_for(&app, &id, "error").await;
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("AssumeRole: STS cannot be reached"),
+        "{failing}"
+    );
+}
+
+/// A strict stand-in for the container credentials endpoint (ECS, EKS Pod Identity): `GET`
+/// answers the credentials only with the `Authorization` value it was given, else 401.
+async fn container_stand_in(authorization: &'static str, credentials: Value) -> String {
+    let router = axum::Router::new().route(
+        "/v2/credentials",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(authorization) {
+                (StatusCode::OK, credentials.to_string())
+            } else {
+                (StatusCode::UNAUTHORIZED, String::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/v2/credentials",
+        listener.local_addr().expect("address")
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+#[tokio::test]
+async fn s3_default_chain_container_credentials_stand_in_with_its_authorization_token() {
+    let moto = moto().await;
+    let task_role = moto
+        .role(
+            "trailmark-task",
+            &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
+        )
+        .await;
+    let session = moto
+        .client
+        .post(format!("{}/", moto.url))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDSETUP/20260101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .form(&[
+            ("Action", "AssumeRole"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", task_role.as_str()),
+            ("RoleSessionName", "ecs-task-1"),
+        ])
+        .send()
+        .await
+        .expect("task session")
+        .text()
+        .await
+        .unwrap_or_default();
+    moto.create_bucket().await;
+    moto.iam_checks(true).await;
+    let url = container_stand_in(
+        "pod-identity-token",
+        json!({"AccessKeyId": xml_text(&session, "AccessKeyId"),
+               "SecretAccessKey": xml_text(&session, "SecretAccessKey"),
+               "Token": xml_text(&session, "SessionToken"),
+               "Expiration": xml_text(&session, "Expiration")}),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, "pod-identity-token\n").expect("token file");
+    let chain = DefaultChain {
+        container: Some(trailmark_streams::s3::credentials::Container {
+            url,
+            authorization: None,
+            authorization_file: Some(token_file),
+        }),
+        ..DefaultChain::default()
+    };
+    let app = TestApp::spawn_with(Options {
+        aws_default_chain: Some(chain),
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let id = create_stream(
+        &app,
+        &organization,
+        json!({"bucket": BUCKET, "region": "us-east-1", "endpoint": moto.url}),
+    )
+    .await;
+    ingest(&app, &organization, 2).await;
+    wait_for(&app, &id, "active").await;
+    moto.iam_checks(false).await;
+    assert_eq!(moto.objects().await.len(), 2);
 }
