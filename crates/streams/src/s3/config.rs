@@ -29,10 +29,18 @@ pub enum Layout {
 }
 
 /// Static keys: an IAM user's access key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StaticKeys {
     pub access_key_id: String,
     pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKeys")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A role the stream assumes (STS `AssumeRole`) before writing.
@@ -142,7 +150,7 @@ fn role(r: &mut Reader<'_>, region: Option<&str>) -> Option<Role> {
         );
         return None;
     }
-    // AWS: 2 to 1224 characters of letters, digits and +=,.@:/-
+    // AWS's pattern for an external id: 2 to 1224 of [\w+=,.@:/-].
     if let Some(id) = &external_id
         && (!(2..=1224).contains(&id.len())
             || !id

@@ -88,7 +88,7 @@ impl Credentials {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DefaultChain {
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
-    pub environment: Option<EnvironmentKeys>,
+    pub environment: Option<Credentials>,
     /// `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`.
     pub web_identity: Option<WebIdentity>,
     /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or `…_FULL_URI`.
@@ -96,16 +96,6 @@ pub struct DefaultChain {
     /// The metadata service's address: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else
     /// [`IMDS_ENDPOINT`]; `None` when `AWS_EC2_METADATA_DISABLED` is `true`.
     pub instance_metadata: Option<String>,
-}
-
-/// Keys given in the environment.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EnvironmentKeys(pub Credentials);
-
-impl std::fmt::Debug for EnvironmentKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
 }
 
 /// A web identity token file and the role it is exchanged for.
@@ -138,12 +128,12 @@ impl DefaultChain {
     pub fn from_environment(var: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let environment = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(id), Some(secret)) => Some(EnvironmentKeys(Credentials {
+            (Some(id), Some(secret)) => Some(Credentials {
                 access_key_id: id,
                 secret_access_key: secret,
                 session_token: var("AWS_SESSION_TOKEN"),
                 expiration: None,
-            })),
+            }),
             _ => None,
         };
         let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"));
@@ -191,7 +181,7 @@ impl DefaultChain {
 
     /// The chain's first source's credentials.
     async fn fetch(&self, now: Timestamp) -> Result<Credentials, Outcome> {
-        if let Some(EnvironmentKeys(keys)) = &self.environment {
+        if let Some(keys) = &self.environment {
             return Ok(keys.clone());
         }
         // The chain's endpoints are the operator's (link-local metadata services, the host's
@@ -557,7 +547,7 @@ mod tests {
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ]));
         assert_eq!(
-            chain.environment.map(|k| k.0),
+            chain.environment,
             Some(Credentials::fixed("AKIAEXAMPLE", "secret"))
         );
         assert_eq!(chain.instance_metadata, None);
