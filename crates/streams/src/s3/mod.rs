@@ -5,7 +5,8 @@
 //! A custom `endpoint` is addressed path-style (`<endpoint>/<bucket>/<key>`); AWS itself
 //! virtual-hosted style (`https://<bucket>.s3.<region>.amazonaws.com/<key>`). Answers are read
 //! the usual HTTP way ([`crate::net::classify`]): S3 refuses a bad signature or a missing bucket
-//! with 403/404 (`invalid`) and throttles with 503 `SlowDown` (retried).
+//! with 403/404 (`invalid`) and throttles with 503 `SlowDown` (retried); temporary credentials
+//! that expired on the way (`ExpiredToken`) are dropped and the attempt retried.
 //!
 //! Credentials ([`credentials`]): the stream's static keys, or Trailmark's own (the default
 //! chain, if the operator lends it), optionally exchanged for a customer's role through STS
@@ -198,7 +199,12 @@ impl S3Sink {
             )
         })
         .await;
-        if let (Outcome::Invalid(_), Some(key)) = (&outcome, cached) {
+        let refused = match &outcome {
+            Outcome::Invalid(_) => true,
+            Outcome::Retry { reason, .. } => reason.contains(EXPIRED_TOKEN),
+            Outcome::Delivered(_) => false,
+        };
+        if let (true, Some(key)) = (refused, cached) {
             cx.shared.get::<credentials::Cache>().forget(&key);
         }
         outcome
@@ -277,5 +283,45 @@ pub(crate) async fn put_signed(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    net::exchange(request, object.events, net::classify).await
+    net::exchange(request, object.events, classify).await
+}
+
+/// The error code S3 answers temporary credentials that ran out (400).
+const EXPIRED_TOKEN: &str = "<Code>ExpiredToken</Code>";
+
+/// S3's answer, read the usual way, except that credentials which expired on the way are
+/// retried: the cached ones are dropped ([`S3Sink::write`]) and the next attempt gets new ones.
+fn classify(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    delivered: usize,
+) -> Outcome {
+    match net::classify(status, headers, body, delivered) {
+        Outcome::Invalid(reason) if body.contains(EXPIRED_TOKEN) => Outcome::Retry {
+            reason,
+            after: None,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_temporary_credentials_are_retried_other_refusals_are_invalid() {
+        let headers = reqwest::header::HeaderMap::new();
+        let expired = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>";
+        assert!(matches!(
+            classify(reqwest::StatusCode::BAD_REQUEST, &headers, expired, 1),
+            Outcome::Retry { .. }
+        ));
+        let denied = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        assert!(matches!(
+            classify(reqwest::StatusCode::FORBIDDEN, &headers, denied, 1),
+            Outcome::Invalid(_)
+        ));
+    }
 }
