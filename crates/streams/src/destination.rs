@@ -1,6 +1,7 @@
 //! The one trait every destination implements, and the list of them.
 //!
-//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`) holds everything that
+//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`, `syslog/`,
+//! `sentinel/`) holds everything that
 //! knows its service: the fields it is configured with ([`Destination::fields`], from which the
 //! portal builds its form), the typed configuration it parses them into (pure; every problem
 //! names its field), its batching defaults, and a [`Sink`]: the configured destination, which
@@ -22,16 +23,18 @@ use serde_json::{Map, Value};
 use trailmark_domain::{FieldProblem, Timestamp};
 
 use crate::Outcome;
+use crate::format::EventFormat;
 use crate::settings::problem;
 
 /// Every destination this release delivers to, in the order forms offer them.
-static ALL: [&dyn Destination; 6] = [
+static ALL: [&dyn Destination; 7] = [
     &crate::http::Http,
     &crate::datadog::Datadog,
     &crate::splunk::Splunk,
     &crate::s3::S3,
     &crate::gcs::Gcs,
     &crate::syslog::Syslog,
+    &crate::sentinel::Sentinel,
 ];
 
 /// Every destination, in the order forms offer them.
@@ -108,9 +111,15 @@ impl Field {
     }
 }
 
-/// The settings every stream takes, whatever its destination ([`crate::batch`],
-/// [`crate::filter`]).
+/// The settings every stream takes, whatever its destination ([`crate::format`],
+/// [`crate::batch`], [`crate::filter`]).
 pub const COMMON_FIELDS: &[Field] = &[
+    Field::new(
+        crate::format::KEY,
+        "Event format",
+        FieldKind::Select(crate::format::FORMATS),
+    )
+    .help("workos: the event object (the default); ocsf: an OCSF 1.3.0 API Activity event holding it."),
     Field::new(
         "batch.max_events",
         "Batch: most events per request",
@@ -256,6 +265,9 @@ pub struct Context<'a> {
     pub allow_private: bool,
     /// State kept between attempts (access tokens), shared by every stream of this process.
     pub shared: &'a Shared,
+    /// What the stream sends as each event: encoders take an event's body from
+    /// [`EventFormat::body`], and everything else (keys, timestamps, ids) from the event object.
+    pub format: EventFormat,
 }
 
 /// Values destinations keep between attempts, one per type, made on first use: a destination

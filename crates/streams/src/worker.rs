@@ -33,6 +33,7 @@ use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::{Context, Shared, Sink};
 use crate::filter::Filters;
+use crate::format::EventFormat;
 use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
@@ -279,6 +280,7 @@ impl StreamWorkers {
             client: &self.client,
             allow_private: self.config.allow_private,
             shared: &self.shared,
+            format: EventFormat::of(&stream.config),
         }
     }
 

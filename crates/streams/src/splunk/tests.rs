@@ -156,6 +156,7 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
                 client: &client,
                 allow_private: true,
                 shared: &shared,
+                format: crate::format::EventFormat::Workos,
             };
             sink.send(&cx, &events).await
         }
