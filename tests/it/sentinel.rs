@@ -119,6 +119,15 @@ async fn sentinel_streams_deliver_every_event_in_order_in_calls_under_a_megabyte
     // The settings are shown with the client secret masked.
     assert_eq!(caught_up["config"]["client_secret"], "****alue");
     assert_eq!(caught_up["config"]["authority"], receiver.url.as_str());
+    // WorkOS's name for the type (its SDKs' `AuditLogConfigurationLogStreamType`).
+    let configuration = body(
+        app.get(&format!(
+            "/organizations/{organization}/audit_log_configuration"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(configuration["log_stream"]["type"], "AzureSentinel");
 }
 
 /// Entra ID refusing the client secret makes the stream `invalid`, saying so; nothing is

@@ -70,8 +70,9 @@ impl Destination for Sentinel {
         "Microsoft Sentinel"
     }
 
+    /// WorkOS's `audit_log_configuration` log stream type (its official SDKs' enum).
     fn workos_name(&self) -> &'static str {
-        "MicrosoftSentinel"
+        "AzureSentinel"
     }
 
     fn fields(&self) -> &'static [Field] {
