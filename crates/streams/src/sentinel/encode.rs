@@ -73,7 +73,7 @@ pub fn calls(events: &[Value], format: EventFormat) -> Vec<Call> {
         }
         match calls.last_mut() {
             // `[`, `]` and a comma per record after the first.
-            Some(call) if size + text.len() + 1 <= MAX_BYTES => {
+            Some(call) if size + text.len() < MAX_BYTES => {
                 size += text.len() + 1;
                 call.records.push(text);
             }
