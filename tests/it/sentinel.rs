@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, TestApp, body, event};
+use crate::helpers::{ADMIN_KEY, Options, TestApp, body, event};
 use crate::receivers::{
     self, Kind, Receiver, SENTINEL_CLIENT, SENTINEL_DCR, SENTINEL_STREAM, SENTINEL_TENANT,
 };
@@ -181,25 +181,48 @@ async fn sentinel_wrong_client_secret_is_invalid_naming_the_cause_then_recovers_
 }
 
 /// With `event_format: ocsf`, each record's `Event` is the OCSF event holding the event object,
-/// and its columns still come from the event object. Settings are checked field by field.
+/// and its columns still come from the event object; signed checkpoints travel as they are.
+/// Settings are checked field by field.
 #[tokio::test]
-async fn sentinel_streams_in_ocsf_send_ocsf_events_stand_in_receiver() {
-    let app = TestApp::spawn().await;
+async fn sentinel_streams_in_ocsf_send_ocsf_events_and_checkpoints_stand_in_receiver() {
+    let app = TestApp::spawn_with(Options {
+        stream_checkpoint_every: std::time::Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
     let organization = app.create_organization("Acme").await;
     let receiver = receivers::start(Kind::Sentinel, SECRET, 0).await;
     let mut config = sentinel_config(&receiver, SECRET);
     config["event_format"] = json!("ocsf");
     let id = create_stream(&app, &organization, config).await;
     ingest(&app, &organization, 3, 1).await;
-    let records = {
-        for _ in 0..400 {
-            if receiver.log.lock().map(|l| l.records.len()).unwrap_or(0) >= 3 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        receiver.log.lock().map(|l| l.records.clone()).expect("log")
+    // The record of the stream's creation (0) and the 3 events: a checkpoint of 4.
+    let checkpoint = |records: &[Value]| {
+        records
+            .iter()
+            .find(|r| r["EventId"] == "checkpoint_4")
+            .cloned()
     };
+    let mut all = Vec::new();
+    for _ in 0..400 {
+        all = receiver.log.lock().map(|l| l.records.clone()).expect("log");
+        if checkpoint(&all).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let checkpoint = checkpoint(&all).unwrap_or_else(|| panic!("no checkpoint of 4: {all:?}"));
+    assert_eq!(checkpoint["Object"], "ledger_checkpoint");
+    assert_eq!(checkpoint["Event"]["object"], "ledger_checkpoint");
+    assert_eq!(checkpoint["Event"]["tree_size"], 4);
+    assert_eq!(
+        checkpoint["TimeGenerated"],
+        checkpoint["Event"]["created_at"]
+    );
+    let records: Vec<Value> = all
+        .into_iter()
+        .filter(|r| r["Object"] == "audit_log_event")
+        .collect();
     assert_eq!(records.len(), 3);
     for (n, record) in records.iter().enumerate() {
         let ocsf = &record["Event"];

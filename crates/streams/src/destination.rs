@@ -1,13 +1,13 @@
 //! The one trait every destination implements, and the list of them.
 //!
-//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`, `syslog/`,
-//! `sentinel/`) holds everything that
-//! knows its service: the fields it is configured with ([`Destination::fields`], from which the
-//! portal builds its form), the typed configuration it parses them into (pure; every problem
-//! names its field), its batching defaults, and a [`Sink`]: the configured destination, which
-//! encodes events (pure), builds and sends the request, and classifies the answer into an
-//! [`Outcome`]. The worker, the streams API and the portal see only these two traits, so a new
-//! destination is a new module and one line in [`all`].
+//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`, `syslog/`, `sentinel/`)
+//! holds everything that knows its service: the fields it is configured with
+//! ([`Destination::fields`], from which the portal builds its form), the typed configuration it
+//! parses them into (pure; every problem names its field), its batching defaults, and a
+//! [`Sink`]: the configured destination, which encodes events (pure), builds and sends the
+//! request, and classifies the answer into an [`Outcome`]. The worker, the streams API and the
+//! portal see only these two traits, so a new destination is a new module and one line in
+//! [`all`].
 //!
 //! Stored settings stay two JSON maps per stream, whatever the type: the public fields (shown
 //! as they are) and the credentials (the fields whose [`FieldKind`] is secret), sealed at rest.
