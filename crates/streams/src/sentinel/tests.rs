@@ -220,6 +220,8 @@ async fn send(sink: &dyn Sink, shared: &Shared, events: &[Value]) -> Outcome {
         client: &client,
         allow_private: true,
         shared,
+        clock: &crate::worker::Clock::default(),
+        aws_default_chain: None,
         format: EventFormat::Workos,
     };
     sink.send(&cx, events).await
