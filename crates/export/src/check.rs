@@ -436,11 +436,27 @@ impl LineChecks<'_> {
             leaf
         };
         if !self.complete {
-            let proof = event
-                .proof()
-                .ok_or(EventProblem::NoProof)?
-                .map_err(EventProblem::BadHash)?;
-            if !inclusions.check(sequence, &leaf, &proof) {
+            let proof = event.proof().ok_or(EventProblem::NoProof)?;
+            // Only the hashes below the first node an earlier proof established are decoded:
+            // the rest of the path is already bound to the root.
+            let mut malformed = None;
+            let included = inclusions.check_with(sequence, &leaf, proof.len(), |level| {
+                let text = proof.get(level).copied().flatten();
+                match text.map_or_else(
+                    || Err(LedgerError::Malformed("not a string".into())),
+                    decode_hash,
+                ) {
+                    Ok(hash) => Some(hash),
+                    Err(problem) => {
+                        malformed = Some(problem);
+                        None
+                    }
+                }
+            });
+            if let Some(problem) = malformed {
+                return Err(EventProblem::BadHash(problem));
+            }
+            if !included {
                 return Err(EventProblem::ProofFails);
             }
         }
@@ -495,35 +511,27 @@ impl Parsed<'_> {
         }
     }
 
-    /// The `inclusion_proof` hashes; `None` if it is not an array.
-    fn proof(&self) -> Option<Result<Vec<Hash>, LedgerError>> {
-        let decode = |text: Option<&str>| {
-            text.map_or_else(
-                || Err(LedgerError::Malformed("not a string".into())),
-                decode_hash,
-            )
-        };
-        if let Parsed::Canonical(event) = self {
-            // Base64 needs no escapes, so the strings are read in place.
-            if let Some(hashes) = event.value("inclusion_proof")?.elements() {
-                return Some(
-                    hashes
-                        .map(|h| {
-                            let text = h.text();
-                            decode(text.strip_prefix('"').and_then(|t| t.strip_suffix('"')))
-                        })
-                        .collect(),
-                );
-            }
+    /// The `inclusion_proof` hashes' texts (`None` for an element that is not a string), leaf
+    /// side first; `None` if it is not an array.
+    fn proof(&self) -> Option<Vec<Option<&str>>> {
+        match self {
+            // Base64 needs no escapes, so a canonical line's strings are read in place.
+            Parsed::Canonical(event) => Some(
+                event
+                    .value("inclusion_proof")?
+                    .elements()?
+                    .map(|h| h.text().strip_prefix('"')?.strip_suffix('"'))
+                    .collect(),
+            ),
+            Parsed::Whole(event) => Some(
+                event
+                    .get("inclusion_proof")?
+                    .as_array()?
+                    .iter()
+                    .map(Value::as_str)
+                    .collect(),
+            ),
         }
-        let proof = self.value("inclusion_proof")?;
-        Some(
-            proof
-                .as_array()?
-                .iter()
-                .map(|h| decode(h.as_str()))
-                .collect(),
-        )
     }
 
     /// A member as JSON, for messages.

@@ -350,6 +350,8 @@ pub struct InclusionChecker {
     root: Hash,
     /// Established nodes by leaf range `[start, end)`.
     established: HashMap<(u64, u64), Hash, std::hash::BuildHasherDefault<RangeHasher>>,
+    /// The nodes one check computes, kept between checks so that a check allocates nothing.
+    learned: Vec<((u64, u64), Hash)>,
 }
 
 /// Established nodes kept at most: past this the memory is given back and checking starts over
@@ -362,11 +364,26 @@ impl InclusionChecker {
             size,
             root,
             established: HashMap::default(),
+            learned: Vec::with_capacity(129),
         }
     }
 
     /// [`verify_inclusion`] of leaf `index` (hash `leaf`) in this tree.
     pub fn check(&mut self, index: u64, leaf: &Hash, proof: &[Hash]) -> bool {
+        self.check_with(index, leaf, proof.len(), |level| proof.get(level).copied())
+    }
+
+    /// [`InclusionChecker::check`] of a proof of `proof_len` hashes, read leaf side first with
+    /// `proof_hash` only as far as the path goes before it meets an established node: in a run
+    /// of neighbouring leaves that is a level or two, so the caller decodes only those. A hash
+    /// `proof_hash` cannot give (`None`) fails the check.
+    pub fn check_with(
+        &mut self,
+        index: u64,
+        leaf: &Hash,
+        proof_len: usize,
+        mut proof_hash: impl FnMut(usize) -> Option<Hash>,
+    ) -> bool {
         if index >= self.size {
             return false;
         }
@@ -385,33 +402,36 @@ impl InclusionChecker {
             }
             depth += 1;
         }
-        if proof.len() != depth {
+        if proof_len != depth {
             return false;
         }
         if self.established.len() > ESTABLISHED_MAX {
             self.established.clear();
         }
-        let mut learned = Vec::with_capacity(2 * depth + 1);
+        self.learned.clear();
         let (mut node, mut hash) = ((index, index + 1), *leaf);
-        for (sibling, p) in siblings[..depth].iter().rev().zip(proof) {
+        for (level, sibling) in siblings[..depth].iter().rev().enumerate() {
             if let Some(known) = self.established.get(&node) {
-                return *known == hash && self.learn(learned);
+                return *known == hash && self.learn();
             }
-            learned.push((node, hash));
-            learned.push((*sibling, *p));
+            let Some(p) = proof_hash(level) else {
+                return false;
+            };
+            self.learned.push((node, hash));
+            self.learned.push((*sibling, p));
             if sibling.0 < node.0 {
-                hash = node_hash(p, &hash);
+                hash = node_hash(&p, &hash);
                 node = (sibling.0, node.1);
             } else {
-                hash = node_hash(&hash, p);
+                hash = node_hash(&hash, &p);
                 node = (node.0, sibling.1);
             }
         }
-        hash == self.root && self.learn(learned)
+        hash == self.root && self.learn()
     }
 
-    fn learn(&mut self, learned: Vec<((u64, u64), Hash)>) -> bool {
-        self.established.extend(learned);
+    fn learn(&mut self) -> bool {
+        self.established.extend(self.learned.drain(..));
         true
     }
 }
