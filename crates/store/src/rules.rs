@@ -3,9 +3,9 @@
 //! A backend stores and fetches; what to store is decided here: how an append's events become
 //! rows (their stored JSON, search text and leaf), how sequences and Merkle nodes are assigned
 //! inside a commit, when an idempotency record still answers, which schema version a request
-//! creates, what state a stream is in after a change or a delivery, and which stored subtree
-//! hashes a tlog tile holds. The SQLite and
-//! PostgreSQL implementations call these functions rather than restating them.
+//! creates, what state a stream is in after a change or a delivery, which stored subtree
+//! hashes a tlog tile holds, and when an alert incident opens and which of its notifications is
+//! due. The SQLite and PostgreSQL implementations call these functions rather than restating them.
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{Scope, key_is_live};
@@ -15,6 +15,7 @@ use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
 use trailmark_ledger::leaf::LeafTemplate;
 use trailmark_ledger::tree::{Frontier, Hash, Node, NodeReader};
 
+use crate::incident::{IncidentKind, IncidentRecord, Notice};
 use crate::model::{
     ApiKeyRecord, AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState,
 };
@@ -303,6 +304,155 @@ pub fn stream_state_after_change(
 /// meanwhile (the delivery was already under way).
 pub fn stream_state_after_delivery(enabled: bool) -> StreamState {
     initial_stream_state(enabled)
+}
+
+/// Whether a stream failing since `failing_since` has an incident at `now`: it has been
+/// failing for `alert_after` or longer.
+pub fn stream_incident_opens(
+    failing_since: Timestamp,
+    alert_after: std::time::Duration,
+    now: Timestamp,
+) -> bool {
+    let after = i64::try_from(alert_after.as_millis()).unwrap_or(i64::MAX);
+    now.unix_millis()
+        .saturating_sub(failing_since.unix_millis())
+        >= after
+}
+
+/// What a new incident is when it opens at `now`: nothing sent yet, its opening notification
+/// due at once. An export incident is closed as it opens (a failed export does not recover).
+pub fn new_incident(
+    id: String,
+    kind: IncidentKind,
+    subject_id: String,
+    organization_id: Option<String>,
+    state: &str,
+    last_error: Option<String>,
+    since: Timestamp,
+    now: Timestamp,
+) -> IncidentRecord {
+    let closed = kind == IncidentKind::Export;
+    IncidentRecord {
+        id,
+        kind,
+        subject_id,
+        organization_id,
+        state: state.to_owned(),
+        last_error,
+        since,
+        opened_at: now,
+        resolved_at: closed.then_some(now),
+        resolution: closed.then(|| state.to_owned()),
+        opened_notified_at: None,
+        resolved_notified_at: None,
+        attempts: 0,
+        next_attempt_at: now,
+        last_delivery_error: None,
+        lease_holder: None,
+        lease_until: None,
+    }
+}
+
+/// The notification an incident owes next, whoever sends it: its opening, then (for a stream
+/// incident that resolved) its resolution — never the second before the first.
+pub fn pending_notice(incident: &IncidentRecord) -> Option<Notice> {
+    if incident.opened_notified_at.is_none() {
+        Some(Notice::Opened)
+    } else if incident.kind == IncidentKind::Stream
+        && incident.resolved_at.is_some()
+        && incident.resolved_notified_at.is_none()
+    {
+        Some(Notice::Resolved)
+    } else {
+        None
+    }
+}
+
+/// The notification `holder` may take to send at `now`: one is pending, its next attempt is
+/// due, and no other instance's lease on it is running.
+pub fn claimable_notice(incident: &IncidentRecord, holder: &str, now: Timestamp) -> Option<Notice> {
+    let leased_to_another = incident
+        .lease_holder
+        .as_deref()
+        .is_some_and(|h| h != holder)
+        && incident.lease_until.is_some_and(|until| until > now);
+    if leased_to_another || incident.next_attempt_at > now {
+        return None;
+    }
+    pending_notice(incident)
+}
+
+/// The incident once `holder` took its pending notification until `until`.
+pub fn incident_claimed(
+    incident: &IncidentRecord,
+    holder: &str,
+    until: Timestamp,
+) -> IncidentRecord {
+    IncidentRecord {
+        lease_holder: Some(holder.to_owned()),
+        lease_until: Some(until),
+        ..incident.clone()
+    }
+}
+
+/// The incident resolved at `now`, its subject then in `resolution`; `None` if it already was.
+/// Its resolution notification is due once the opening one has gone.
+pub fn incident_resolved(
+    incident: &IncidentRecord,
+    resolution: &str,
+    now: Timestamp,
+) -> Option<IncidentRecord> {
+    incident.resolved_at.is_none().then(|| IncidentRecord {
+        resolved_at: Some(now),
+        resolution: Some(resolution.to_owned()),
+        ..incident.clone()
+    })
+}
+
+/// The wait before attempt `attempts + 1` at a notification the webhook did not acknowledge:
+/// 1 s, doubling, at most 10 minutes, so an operator's endpoint that is down for a while is
+/// not hammered and one that is back hears within minutes.
+pub fn notice_retry_delay(attempts: u32) -> std::time::Duration {
+    const MAX_SECONDS: u64 = 600;
+    std::time::Duration::from_secs(
+        1u64.checked_shl(attempts.saturating_sub(1))
+            .unwrap_or(MAX_SECONDS)
+            .min(MAX_SECONDS),
+    )
+}
+
+/// The incident after an attempt at `notice` ended at `now`: acknowledged (the next notification,
+/// if any, due at once) or failed (retried after [`notice_retry_delay`]). The lease ends either way.
+pub fn incident_after_notice(
+    incident: &IncidentRecord,
+    notice: Notice,
+    outcome: Result<(), String>,
+    now: Timestamp,
+) -> IncidentRecord {
+    let mut next = IncidentRecord {
+        lease_holder: None,
+        lease_until: None,
+        ..incident.clone()
+    };
+    match outcome {
+        Ok(()) => {
+            match notice {
+                Notice::Opened => next.opened_notified_at = Some(now),
+                Notice::Resolved => next.resolved_notified_at = Some(now),
+            }
+            next.attempts = 0;
+            next.next_attempt_at = now;
+            next.last_delivery_error = None;
+        }
+        Err(reason) => {
+            next.attempts = incident.attempts.saturating_add(1);
+            let delay = notice_retry_delay(next.attempts);
+            next.next_attempt_at =
+                now.plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            next.last_delivery_error = Some(reason);
+        }
+    }
+    next
 }
 
 /// Whether `key` is an unrestricted admin key that is live at `now`: one that can manage keys.
