@@ -445,6 +445,8 @@ pub struct Options {
     pub stream_checkpoint_every: std::time::Duration,
     /// How long an idle console session lasts (the server's default unless a test shortens it).
     pub console_idle_timeout: Option<std::time::Duration>,
+    /// Where alerts go and after how long (none by default).
+    pub alerts: trailmark_app::alerts::AlertConfig,
 }
 
 impl Default for Options {
@@ -463,6 +465,7 @@ impl Default for Options {
             witnesses: Vec::new(),
             stream_checkpoint_every: std::time::Duration::from_secs(3600),
             console_idle_timeout: None,
+            alerts: Default::default(),
         }
     }
 }
@@ -511,6 +514,7 @@ impl TestApp {
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
             witnesses: options.witnesses,
+            alerts: options.alerts,
         };
         let config = ServerConfig {
             public_url: base.clone(),
