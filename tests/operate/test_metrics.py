@@ -1,6 +1,6 @@
 """`GET /metrics` read by the official Prometheus client's strict OpenMetrics parser, after real
 traffic through the real binary: requests and rejections, commits, the connection pool, a log
-stream delivering to a loopback receiver then failing, an export, checkpoints, retention, and
+stream delivering to a loopback receiver then failing (and an alert incident), an export, checkpoints, retention, and
 the process itself."""
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def test_metrics_after_real_traffic(start_server, receiver):
         "--checkpoint-interval-ms",
         "100",
         "--retention-interval-secs",
+        "1",
+        "--alert-after-secs",
         "1",
     )
     status, org, _ = server.request("POST", "/organizations", {"name": "Acme"})
@@ -119,6 +121,9 @@ def test_metrics_after_real_traffic(start_server, receiver):
         assert value(families, "trailmark_stream_state", "trailmark_stream_state",
                      stream_id=stream_id, state="error") == 1
         assert value(families, "trailmark_retention_runs", "trailmark_retention_runs_total", outcome="ok") >= 1
+        # Failing longer than --alert-after-secs: an incident (no --alert-webhook: nothing sent).
+        assert value(families, "trailmark_alert_incidents_open", "trailmark_alert_incidents_open", kind="stream") == 1
+        assert value(families, "trailmark_alert_incidents", "trailmark_alert_incidents_total", kind="stream") == 1
         return families
 
     families = wait_until(stream_failing)
