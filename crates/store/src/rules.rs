@@ -498,6 +498,76 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_owes_its_opening_then_its_recovery_retried_with_growing_waits() {
+        use std::time::Duration;
+        let at = Timestamp::from_unix_millis;
+        assert!(!stream_incident_opens(
+            at(0),
+            Duration::from_secs(300),
+            at(299_999)
+        ));
+        assert!(stream_incident_opens(
+            at(0),
+            Duration::from_secs(300),
+            at(300_000)
+        ));
+        let stream = new_incident(
+            "incident_1".into(),
+            IncidentKind::Stream,
+            "log_stream_1".into(),
+            None,
+            "invalid",
+            None,
+            at(0),
+            at(1_000),
+        );
+        assert_eq!(
+            claimable_notice(&stream, "a", at(1_000)),
+            Some(Notice::Opened)
+        );
+        let claimed = incident_claimed(&stream, "a", at(61_000));
+        assert_eq!(claimable_notice(&claimed, "b", at(60_999)), None, "leased");
+        assert_eq!(
+            claimable_notice(&claimed, "b", at(61_000)),
+            Some(Notice::Opened),
+            "lapsed"
+        );
+        let resolved = incident_resolved(&claimed, "active", at(2_000)).expect("open");
+        assert_eq!(incident_resolved(&resolved, "deleted", at(3_000)), None);
+        assert_eq!(
+            pending_notice(&resolved),
+            Some(Notice::Opened),
+            "the opening first"
+        );
+        let failed = incident_after_notice(&resolved, Notice::Opened, Err("503".into()), at(2_000));
+        assert_eq!(failed.next_attempt_at, at(3_000));
+        assert_eq!(claimable_notice(&failed, "a", at(2_999)), None, "not due");
+        let told = incident_after_notice(&failed, Notice::Opened, Ok(()), at(3_000));
+        assert_eq!(
+            claimable_notice(&told, "b", at(3_000)),
+            Some(Notice::Resolved)
+        );
+        let done = incident_after_notice(&told, Notice::Resolved, Ok(()), at(3_100));
+        assert_eq!(pending_notice(&done), None);
+        let waits: Vec<u64> = (1..=12).map(|n| notice_retry_delay(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+        assert_eq!(notice_retry_delay(u32::MAX).as_secs(), 600);
+        let export = new_incident(
+            "incident_2".into(),
+            IncidentKind::Export,
+            "audit_log_export_1".into(),
+            None,
+            "error",
+            None,
+            at(0),
+            at(0),
+        );
+        assert_eq!(export.resolved_at, Some(at(0)), "closed as it opens");
+        let told = incident_after_notice(&export, Notice::Opened, Ok(()), at(10));
+        assert_eq!(pending_notice(&told), None, "no recovery to tell");
+    }
+
+    #[test]
     fn an_idempotency_record_answers_until_it_expires() {
         let at = Timestamp::from_unix_millis(1_000);
         assert!(idempotency_record_answers(
