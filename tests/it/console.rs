@@ -995,33 +995,39 @@ async fn alert_incidents_are_listed_open_first_with_their_moments() {
     let store = app.store();
     let now = trailmark_domain::Timestamp::now();
     let open = trailmark_store::rules::new_incident(
-        "incident_open".into(),
-        trailmark_store::IncidentKind::Stream,
-        "log_stream_failing".into(),
-        Some(organization.clone()),
-        "invalid",
-        Some(hostile("error")),
-        now.plus_millis(-600_000),
+        trailmark_store::NewIncident {
+            id: "incident_open".into(),
+            kind: trailmark_store::IncidentKind::Stream,
+            subject_id: "log_stream_failing".into(),
+            organization_id: Some(organization.clone()),
+            state: "invalid".into(),
+            last_error: Some(hostile("error")),
+            since: now.plus_millis(-600_000),
+        },
         now.plus_millis(-300_000),
     );
     let resolved = trailmark_store::rules::new_incident(
-        "incident_resolved".into(),
-        trailmark_store::IncidentKind::Stream,
-        "log_stream_recovered".into(),
-        None,
-        "error",
-        Some("503".into()),
-        now.plus_millis(-900_000),
+        trailmark_store::NewIncident {
+            id: "incident_resolved".into(),
+            kind: trailmark_store::IncidentKind::Stream,
+            subject_id: "log_stream_recovered".into(),
+            organization_id: None,
+            state: "error".into(),
+            last_error: Some("503".into()),
+            since: now.plus_millis(-900_000),
+        },
         now.plus_millis(-800_000),
     );
     let export = trailmark_store::rules::new_incident(
-        "incident_export".into(),
-        trailmark_store::IncidentKind::Export,
-        "audit_log_export_failed".into(),
-        Some(organization.clone()),
-        "error",
-        Some("disk full".into()),
-        now,
+        trailmark_store::NewIncident {
+            id: "incident_export".into(),
+            kind: trailmark_store::IncidentKind::Export,
+            subject_id: "audit_log_export_failed".into(),
+            organization_id: Some(organization.clone()),
+            state: "error".into(),
+            last_error: Some("disk full".into()),
+            since: now,
+        },
         now,
     );
     for incident in [&open, &resolved, &export] {

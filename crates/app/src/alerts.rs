@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use trailmark_domain::Timestamp;
 use trailmark_domain::id::IdKind;
-use trailmark_store::{ExportRecord, IncidentKind, IncidentRecord, Notice, StreamFault, rules};
+use trailmark_store::{
+    ExportRecord, IncidentKind, IncidentRecord, NewIncident, Notice, StreamFault, rules,
+};
 use trailmark_streams::worker::Clock;
 
 use crate::{AppError, Trailmark};
@@ -236,13 +238,15 @@ impl Trailmark {
         let mut changed = false;
         for fault in plan.open {
             let incident = rules::new_incident(
-                IdKind::Incident.generate().into_string(),
-                IncidentKind::Stream,
-                fault.stream_id.clone(),
-                fault.organization_id.clone(),
-                fault.state.as_str(),
-                fault.last_error.clone(),
-                fault.failing_since,
+                NewIncident {
+                    id: IdKind::Incident.generate().into_string(),
+                    kind: IncidentKind::Stream,
+                    subject_id: fault.stream_id.clone(),
+                    organization_id: fault.organization_id.clone(),
+                    state: fault.state.as_str().into(),
+                    last_error: fault.last_error.clone(),
+                    since: fault.failing_since,
+                },
                 now,
             );
             if self.store().open_incident(incident.clone()).await? {
@@ -299,13 +303,15 @@ impl Trailmark {
     pub(crate) async fn export_failed(&self, export: &ExportRecord, reason: &str) {
         let now = self.alert_config().clock.now();
         let incident = rules::new_incident(
-            IdKind::Incident.generate().into_string(),
-            IncidentKind::Export,
-            export.id.clone(),
-            Some(export.organization_id.clone()),
-            "error",
-            Some(reason.to_owned()),
-            now,
+            NewIncident {
+                id: IdKind::Incident.generate().into_string(),
+                kind: IncidentKind::Export,
+                subject_id: export.id.clone(),
+                organization_id: Some(export.organization_id.clone()),
+                state: "error".into(),
+                last_error: Some(reason.to_owned()),
+                since: now,
+            },
             now,
         );
         match self.store().open_incident(incident.clone()).await {
@@ -454,13 +460,15 @@ mod tests {
 
     fn incident(stream: &str, since: i64) -> IncidentRecord {
         rules::new_incident(
-            format!("incident_{stream}_{since}"),
-            IncidentKind::Stream,
-            stream.into(),
-            Some("org_1".into()),
-            "invalid",
-            None,
-            at(since),
+            NewIncident {
+                id: format!("incident_{stream}_{since}"),
+                kind: IncidentKind::Stream,
+                subject_id: stream.into(),
+                organization_id: Some("org_1".into()),
+                state: "invalid".into(),
+                last_error: None,
+                since: at(since),
+            },
             at(since + 5 * MINUTE),
         )
     }
@@ -513,13 +521,15 @@ mod tests {
     #[test]
     fn export_incidents_are_left_alone() {
         let export = rules::new_incident(
-            "incident_x".into(),
-            IncidentKind::Export,
-            "audit_log_export_1".into(),
-            None,
-            "error",
-            None,
-            at(0),
+            NewIncident {
+                id: "incident_x".into(),
+                kind: IncidentKind::Export,
+                subject_id: "audit_log_export_1".into(),
+                organization_id: None,
+                state: "error".into(),
+                last_error: None,
+                since: at(0),
+            },
             at(0),
         );
         assert!(plan(&[], &[export], AFTER, at(MINUTE)).resolve.is_empty());

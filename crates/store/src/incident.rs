@@ -49,6 +49,23 @@ pub struct StreamFault {
     pub failing_since: Timestamp,
 }
 
+/// What an incident is about when it opens ([`crate::rules::new_incident`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIncident {
+    /// `incident_…`.
+    pub id: String,
+    pub kind: IncidentKind,
+    /// The stream's or the export's id.
+    pub subject_id: String,
+    /// `None` for an operator-wide stream.
+    pub organization_id: Option<String>,
+    /// The subject's state (`error` or `invalid`).
+    pub state: String,
+    pub last_error: Option<String>,
+    /// When the failure began.
+    pub since: Timestamp,
+}
+
 /// One incident and where its notifications stand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentRecord {

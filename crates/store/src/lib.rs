@@ -52,7 +52,7 @@ use trailmark_domain::query::EventFilter;
 use trailmark_domain::schema::ActionSchema;
 
 pub use error::StoreError;
-pub use incident::{IncidentKind, IncidentRecord, Notice, StreamFault};
+pub use incident::{IncidentKind, IncidentRecord, NewIncident, Notice, StreamFault};
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,

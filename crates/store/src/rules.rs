@@ -15,7 +15,7 @@ use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
 use trailmark_ledger::leaf::LeafTemplate;
 use trailmark_ledger::tree::{Frontier, Hash, Node, NodeReader};
 
-use crate::incident::{IncidentKind, IncidentRecord, Notice};
+use crate::incident::{IncidentKind, IncidentRecord, NewIncident, Notice};
 use crate::model::{
     ApiKeyRecord, AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState,
 };
@@ -321,28 +321,19 @@ pub fn stream_incident_opens(
 
 /// What a new incident is when it opens at `now`: nothing sent yet, its opening notification
 /// due at once. An export incident is closed as it opens (a failed export does not recover).
-pub fn new_incident(
-    id: String,
-    kind: IncidentKind,
-    subject_id: String,
-    organization_id: Option<String>,
-    state: &str,
-    last_error: Option<String>,
-    since: Timestamp,
-    now: Timestamp,
-) -> IncidentRecord {
-    let closed = kind == IncidentKind::Export;
+pub fn new_incident(new: NewIncident, now: Timestamp) -> IncidentRecord {
+    let closed = new.kind == IncidentKind::Export;
     IncidentRecord {
-        id,
-        kind,
-        subject_id,
-        organization_id,
-        state: state.to_owned(),
-        last_error,
-        since,
-        opened_at: now,
         resolved_at: closed.then_some(now),
-        resolution: closed.then(|| state.to_owned()),
+        resolution: closed.then(|| new.state.clone()),
+        id: new.id,
+        kind: new.kind,
+        subject_id: new.subject_id,
+        organization_id: new.organization_id,
+        state: new.state,
+        last_error: new.last_error,
+        since: new.since,
+        opened_at: now,
         opened_notified_at: None,
         resolved_notified_at: None,
         attempts: 0,
@@ -512,13 +503,15 @@ mod tests {
             at(300_000)
         ));
         let stream = new_incident(
-            "incident_1".into(),
-            IncidentKind::Stream,
-            "log_stream_1".into(),
-            None,
-            "invalid",
-            None,
-            at(0),
+            NewIncident {
+                id: "incident_1".into(),
+                kind: IncidentKind::Stream,
+                subject_id: "log_stream_1".into(),
+                organization_id: None,
+                state: "invalid".into(),
+                last_error: None,
+                since: at(0),
+            },
             at(1_000),
         );
         assert_eq!(
@@ -553,13 +546,15 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
         assert_eq!(notice_retry_delay(u32::MAX).as_secs(), 600);
         let export = new_incident(
-            "incident_2".into(),
-            IncidentKind::Export,
-            "audit_log_export_1".into(),
-            None,
-            "error",
-            None,
-            at(0),
+            NewIncident {
+                id: "incident_2".into(),
+                kind: IncidentKind::Export,
+                subject_id: "audit_log_export_1".into(),
+                organization_id: None,
+                state: "error".into(),
+                last_error: None,
+                since: at(0),
+            },
             at(0),
         );
         assert_eq!(export.resolved_at, Some(at(0)), "closed as it opens");

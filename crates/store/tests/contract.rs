@@ -30,7 +30,7 @@ use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_inclusion};
 use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
-    IdempotencyClaim, IncidentKind, IncidentRecord, LegalHold, NewOperatorSession,
+    IdempotencyClaim, IncidentKind, IncidentRecord, LegalHold, NewIncident, NewOperatorSession,
     NewPortalSession, Notice, OperatorRecord, Order, OrganizationFilter, Page, PageRequest,
     PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, Revocation, Rewrite,
     SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint,
@@ -4496,13 +4496,15 @@ async fn operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purge
 /// A stream incident opened at `opened` (milliseconds after T0) for a streak since `since`.
 fn stream_incident(n: u8, organization: &str, since: i64, opened: i64) -> IncidentRecord {
     rules::new_incident(
-        format!("incident_{n:026}"),
-        IncidentKind::Stream,
-        format!("log_stream_{n:026}"),
-        Some(organization.to_owned()),
-        "invalid",
-        Some("401: bad token".into()),
-        at(since),
+        NewIncident {
+            id: format!("incident_{n:026}"),
+            kind: IncidentKind::Stream,
+            subject_id: format!("log_stream_{n:026}"),
+            organization_id: Some(organization.to_owned()),
+            state: "invalid".into(),
+            last_error: Some("401: bad token".into()),
+            since: at(since),
+        },
         at(opened),
     )
 }
@@ -4672,13 +4674,15 @@ async fn an_incident_opens_once_per_streak_and_resolves_once(store: &dyn Store) 
     };
     assert!(store.open_incident(second.clone()).await.expect("open"));
     let export = rules::new_incident(
-        "incident_export".into(),
-        IncidentKind::Export,
-        "audit_log_export_1".into(),
-        Some(acme.clone()),
-        "error",
-        Some("disk full".into()),
-        at(2_000),
+        NewIncident {
+            id: "incident_export".into(),
+            kind: IncidentKind::Export,
+            subject_id: "audit_log_export_1".into(),
+            organization_id: Some(acme.clone()),
+            state: "error".into(),
+            last_error: Some("disk full".into()),
+            since: at(2_000),
+        },
         at(2_000),
     );
     assert!(store.open_incident(export.clone()).await.expect("open"));
@@ -4815,13 +4819,15 @@ async fn an_incident_s_notifications_go_out_once_in_order_retried_until_acknowle
     assert_eq!(done.resolved_notified_at, Some(at(3_100)));
     // A lease that lapsed (its holder died) is taken over.
     let export = rules::new_incident(
-        "incident_export".into(),
-        IncidentKind::Export,
-        "audit_log_export_1".into(),
-        Some(acme.clone()),
-        "error",
-        None,
-        at(4_000),
+        NewIncident {
+            id: "incident_export".into(),
+            kind: IncidentKind::Export,
+            subject_id: "audit_log_export_1".into(),
+            organization_id: Some(acme.clone()),
+            state: "error".into(),
+            last_error: None,
+            since: at(4_000),
+        },
         at(4_000),
     );
     assert!(store.open_incident(export.clone()).await.expect("open"));
