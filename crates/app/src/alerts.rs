@@ -258,7 +258,7 @@ impl Trailmark {
                     state = fault.state.as_str(),
                     since = %fault.failing_since,
                     error = fault.last_error.as_deref().unwrap_or_default(),
-                    "a stream has been failing for longer than --alert-after"
+                    "a stream has been failing for longer than --alert-after-secs"
                 );
             }
         }
