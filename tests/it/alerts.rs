@@ -2,6 +2,7 @@
 //! export, reach the operator's webhook signed, once per incident, and a stream's recovery once.
 //! The webhook here is a strict local receiver: it checks the Standard Webhooks signature with
 //! its own HMAC code (not Trailmark's) and the timestamp's freshness, and refuses anything else.
+//! Three real binaries over one PostgreSQL database tell an incident once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use trailmark_app::alerts::AlertConfig;
 
-use crate::helpers::{Options, TestApp, body, event};
+use crate::helpers::{self, Options, ServerProcess, TestApp, TestDatabase, body, event};
 use crate::receivers::{self, Kind};
 
 const ALERT_SECRET: &str = "whsec_YWxlcnRzLWZvci10aGUtb3BlcmF0b3I=";
@@ -314,4 +315,71 @@ async fn a_failed_export_is_told_once() {
         ),
         "{scraped}"
     );
+}
+
+/// Three `trailmark serve` processes over one PostgreSQL database, each looking for incidents
+/// every second: the failing stream is one `stream.failing` and one `stream.recovered`, not one
+/// per instance. (Always on PostgreSQL, as `scale_out`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_over_one_database_tell_an_incident_once() {
+    let webhook = Webhook::start(0).await;
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let env = [
+        ("TRAILMARK_ALERT_WEBHOOK", webhook.url.as_str()),
+        ("TRAILMARK_ALERT_WEBHOOK_SECRET", ALERT_SECRET),
+        ("TRAILMARK_ALERT_AFTER_SECS", "1"),
+        ("TRAILMARK_STREAM_LEASE_SECS", "1"),
+    ];
+    // The first starts alone, creating the key files the others read.
+    let mut instances = vec![ServerProcess::start(data_dir.path(), &database, &env)];
+    for _ in 0..2 {
+        instances.push(ServerProcess::start(data_dir.path(), &database, &env));
+    }
+    let client = reqwest::Client::new();
+    let base = instances[0].base.clone();
+    let organization = helpers::organization(&client, &base).await;
+    // Down (503: `error`, retried with a backoff as long as the outage so far) until told.
+    let destination = receivers::start(Kind::Http, STREAM_SECRET, usize::MAX).await;
+    let created = helpers::post(
+        &client,
+        &base,
+        "/audit_logs/streams",
+        json!({"organization_id": organization, "type": "http", "name": "SIEM",
+               "config": {"url": destination.url, "signing_secret": STREAM_SECRET}}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let ingested = helpers::post(
+        &client,
+        &base,
+        "/audit_logs/events",
+        json!({"organization_id": organization, "event": event("user.signed_in")}),
+    )
+    .await;
+    assert_eq!(ingested.status(), 200);
+
+    let failing = webhook.wait_for("stream.failing").await;
+    assert_eq!(failing["state"], "error");
+    if let Ok(mut log) = destination.log.lock() {
+        log.fail_first = 0;
+    }
+    let recovered = webhook.wait_for("stream.recovered").await;
+    assert_eq!(recovered["incident_id"], failing["incident_id"]);
+    // Every instance has looked at least twice since: none tells it again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ids, violations) = webhook
+        .seen
+        .lock()
+        .map(|s| (s.ids.clone(), s.violations.clone()))
+        .expect("seen");
+    assert!(violations.is_empty(), "{violations:?}");
+    let incident = failing["incident_id"].as_str().expect("id");
+    assert_eq!(
+        ids,
+        [format!("{incident}_opened"), format!("{incident}_resolved")]
+    );
+    for instance in &mut instances {
+        instance.kill();
+    }
 }
