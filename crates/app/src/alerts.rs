@@ -40,6 +40,9 @@ pub const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(300);
 /// sends it after this. Longer than a request's timeout, so a slow answer is not sent twice.
 const NOTICE_LEASE: Duration = Duration::from_secs(60);
 
+/// How long a webhook has to answer a notification (well inside [`NOTICE_LEASE`]).
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Resolved incidents are kept this long (the console shows them), then deleted.
 const KEEP_RESOLVED: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -185,9 +188,15 @@ impl Alerts {
     ///
     /// If the TLS backend cannot be initialized.
     pub(crate) fn new() -> Result<Self, reqwest::Error> {
+        // The operator's own endpoint: no private-address guard, no stream egress proxy; no
+        // redirects followed (a signed notification goes where the operator said).
+        let client = reqwest::Client::builder()
+            .timeout(NOTICE_TIMEOUT)
+            .user_agent(concat!("trailmark/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(Alerts {
-            // The operator's own endpoint: private addresses allowed.
-            client: trailmark_streams::net::client(true)?,
+            client,
             wake: Notify::new(),
         })
     }
