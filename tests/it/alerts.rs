@@ -259,6 +259,29 @@ async fn a_stream_failing_too_long_is_told_once_and_its_recovery_once() {
     );
     assert_eq!(webhook.of_type("stream.failing").len(), 1);
     assert_eq!(webhook.of_type("stream.recovered").len(), 1);
+    // Trailmark's own log holds the incident's opening and resolution, once each.
+    let recorded: Vec<(String, String)> = app
+        .stored_events(trailmark_app::console::TRAILMARK_LOG)
+        .await
+        .iter()
+        .map(|e| {
+            let object = e.to_object();
+            (
+                object["action"].as_str().unwrap_or_default().to_owned(),
+                object["metadata"]["incident_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("trailmark.alert.opened".to_owned(), incident.clone()),
+            ("trailmark.alert.resolved".to_owned(), incident.clone())
+        ]
+    );
     let scraped = metrics(&app).await;
     for line in [
         "trailmark_alert_incidents_open{kind=\"stream\"} 0",

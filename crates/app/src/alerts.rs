@@ -17,6 +17,9 @@
 //! `trailmark_streams::http::signature`). The webhook is the operator's own, so the
 //! private-destination guard of streams does not apply to it: it may be on a private network.
 //!
+//! The instance that opens or resolves an incident also records it in Trailmark's own log
+//! (`trailmark.alert.opened`, `trailmark.alert.resolved`; the console's "Trailmark log").
+//!
 //! What is decided when is pure ([`plan`], and the rules in `trailmark_store::rules`); this
 //! module only reads, applies and sends.
 
@@ -261,6 +264,8 @@ impl Trailmark {
             if self.store().open_incident(incident.clone()).await? {
                 changed = true;
                 self.metrics().incident_opened(IncidentKind::Stream);
+                self.record_incident("trailmark.alert.opened", &incident, None)
+                    .await;
                 tracing::warn!(
                     incident = %incident.id,
                     stream = %fault.stream_id,
@@ -284,6 +289,8 @@ impl Trailmark {
                 .await?
             {
                 changed = true;
+                self.record_incident("trailmark.alert.resolved", incident, Some(resolution))
+                    .await;
                 tracing::info!(
                     incident = %incident.id,
                     stream = %incident.subject_id,
@@ -326,12 +333,56 @@ impl Trailmark {
         match self.store().open_incident(incident.clone()).await {
             Ok(true) => {
                 self.metrics().incident_opened(IncidentKind::Export);
+                self.record_incident("trailmark.alert.opened", &incident, None)
+                    .await;
                 self.inner.alerts.wake.notify_one();
             }
             Ok(false) => {}
             Err(error) => {
                 tracing::error!(export = %export.id, %error, "could not record a failed export's incident");
             }
+        }
+    }
+
+    /// Records an incident's opening or resolution in Trailmark's own log (by the instance that
+    /// made it, so once), with this instance as actor. A failure to record is logged: the
+    /// incident itself is stored, shown and notified regardless.
+    async fn record_incident(
+        &self,
+        action: &str,
+        incident: &IncidentRecord,
+        resolution: Option<&str>,
+    ) {
+        let mut metadata = json!({
+            "incident_id": incident.id,
+            "state": resolution.unwrap_or(&incident.state),
+            "since": incident.since.to_string(),
+        });
+        if let Some(organization) = &incident.organization_id {
+            metadata["organization_id"] = json!(organization);
+        }
+        if let Some(error) = &incident.last_error {
+            let limit = trailmark_domain::limits::METADATA_VALUE_MAX_CHARS;
+            metadata["last_error"] = json!(error.chars().take(limit).collect::<String>());
+        }
+        let target_type = match incident.kind {
+            IncidentKind::Stream => "log_stream",
+            IncidentKind::Export => "audit_log_export",
+        };
+        let event = crate::system::SystemEvent {
+            action: action.to_owned(),
+            actor: crate::system::SystemActor {
+                id: self.instance_id().to_owned(),
+                kind: "trailmark",
+                name: Some("Trailmark alerts".to_owned()),
+            },
+            target: json!({"id": incident.subject_id, "type": target_type}),
+            location: "trailmark".to_owned(),
+            user_agent: None,
+            metadata,
+        };
+        if let Err(error) = self.record_in_trailmark_log(event).await {
+            tracing::warn!(incident = %incident.id, %error, "could not record an alert incident in Trailmark's log");
         }
     }
 
