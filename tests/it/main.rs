@@ -3,6 +3,7 @@
 
 mod alerts;
 mod authority;
+mod aws;
 mod axum_app;
 mod cli;
 mod client;

@@ -256,6 +256,11 @@ pub struct Context<'a> {
     pub allow_private: bool,
     /// State kept between attempts (access tokens), shared by every stream of this process.
     pub shared: &'a Shared,
+    /// What time it is for credentials' expiry (the workers' clock).
+    pub clock: &'a crate::worker::Clock,
+    /// The AWS credentials Trailmark runs with, if the operator lends them to streams
+    /// (`--aws-default-credentials`).
+    pub aws_default_chain: Option<&'a crate::s3::credentials::DefaultChain>,
 }
 
 /// Values destinations keep between attempts, one per type, made on first use: a destination

@@ -156,6 +156,8 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
                 client: &client,
                 allow_private: true,
                 shared: &shared,
+                clock: &crate::worker::Clock::default(),
+                aws_default_chain: None,
             };
             sink.send(&cx, &events).await
         }
