@@ -138,12 +138,13 @@ def test_metrics_after_real_traffic(start_server, receiver):
                  route="/audit_logs/events/batch") == 1
     assert families["trailmark_http_request_duration_seconds"].type == "histogram"
 
-    # Ingest and commits: the 11 events and Trailmark's records of the stream's and the export's
-    # creation with the API key (trailmark.stream.created, trailmark.export.created).
-    assert value(families, "trailmark_events_ingested", "trailmark_events_ingested_total") == 13
+    # Ingest and commits: the 11 events, Trailmark's records of the stream's and the export's
+    # creation with the API key (trailmark.stream.created, trailmark.export.created), and the
+    # alert incident's opening in Trailmark's own log (trailmark.alert.opened).
+    assert value(families, "trailmark_events_ingested", "trailmark_events_ingested_total") == 14
     assert value(families, "trailmark_idempotent_replays", "trailmark_idempotent_replays_total") == 1
     assert value(families, "trailmark_store_commits", "trailmark_store_commits_total", outcome="committed") >= 7
-    assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_sum") == 13
+    assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_sum") == 14
     assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_bucket", le="+Inf") >= 7
     assert value(families, "trailmark_store_commit_duration_seconds", "trailmark_store_commit_duration_seconds_count") >= 7
     assert value(families, "trailmark_store_fsync_duration_seconds", "trailmark_store_fsync_duration_seconds_sum") > 0
