@@ -33,6 +33,7 @@ use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::{Context, Shared, Sink};
 use crate::filter::Filters;
+use crate::format::EventFormat;
 use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
@@ -285,6 +286,7 @@ impl StreamWorkers {
             shared: &self.shared,
             clock: &self.config.clock,
             aws_default_chain: self.config.aws_default_chain.as_ref(),
+            format: EventFormat::of(&stream.config),
         }
     }
 
