@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -309,6 +309,29 @@ pub struct ServeArgs {
     /// that the log was never rewritten (`trailmark verify --checkpoint`).
     #[arg(long, env = "TRAILMARK_STREAM_CHECKPOINT_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stream_checkpoint_interval_secs: u64,
+    /// The operator's URL told, by a signed `POST`, when a stream has been `error` or `invalid`
+    /// for longer than --alert-after-secs (and when it recovers) or an export fails (README
+    /// "Alerts"). May be a private address: it is the operator's own.
+    #[arg(
+        long,
+        env = "TRAILMARK_ALERT_WEBHOOK",
+        value_name = "URL",
+        requires = "alert_webhook_secret"
+    )]
+    pub alert_webhook: Option<String>,
+    /// The `whsec_…` secret (`whsec_` and the base64 of at least 16 random bytes) alert
+    /// notifications are signed with, Standard Webhooks style, as `http` streams sign theirs.
+    #[arg(
+        long,
+        env = "TRAILMARK_ALERT_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub alert_webhook_secret: Option<String>,
+    /// How long a stream is `error` or `invalid`, in seconds, before it is an incident the
+    /// operator hears of.
+    #[arg(long, env = "TRAILMARK_ALERT_AFTER_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub alert_after_secs: u64,
     /// How long an export's download link stays valid, in seconds.
     #[arg(long, env = "TRAILMARK_EXPORT_LINK_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub export_link_ttl_secs: u64,

@@ -184,6 +184,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|witness| parse_witness(witness))
             .collect::<anyhow::Result<_>>()?,
+        alerts: alert_config(&args)?,
     };
     let config = ServerConfig {
         public_url: public_url.clone(),
@@ -400,6 +401,32 @@ async fn shutdown_signal() {
 }
 
 /// `--witness URL=KEY`: a witness's submission prefix and its cosignature verifier key.
+/// Where alerts go: `--alert-webhook` must be an http(s) URL, and its secret a `whsec_…` one.
+fn alert_config(
+    args: &crate::args::ServeArgs,
+) -> anyhow::Result<trailmark_app::alerts::AlertConfig> {
+    if let Some(url) = &args.alert_webhook {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("--alert-webhook {url}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("--alert-webhook {url}: the URL must start with http:// or https://");
+        }
+    }
+    if let Some(secret) = &args.alert_webhook_secret
+        && !trailmark_app::alerts::is_webhook_secret(secret)
+    {
+        bail!(
+            "--alert-webhook-secret must be 'whsec_' followed by the base64 of at least 16 bytes (for example: echo whsec_$(head -c 24 /dev/urandom | base64))"
+        );
+    }
+    Ok(trailmark_app::alerts::AlertConfig {
+        webhook: args.alert_webhook.clone(),
+        secret: args.alert_webhook_secret.clone(),
+        after: Duration::from_secs(args.alert_after_secs),
+        ..Default::default()
+    })
+}
+
 fn parse_witness(text: &str) -> anyhow::Result<trailmark_app::WitnessConfig> {
     let (url, key) = text
         .split_once('=')

@@ -984,3 +984,82 @@ async fn signing_out_ends_the_live_view_s_stream_at_once() {
         signed_out.elapsed()
     );
 }
+
+/// The alerts page lists open incidents and the latest ones, with when they began, opened and
+/// resolved; an incident's values (a destination's error text) are shown escaped.
+#[tokio::test]
+async fn alert_incidents_are_listed_open_first_with_their_moments() {
+    let app = TestApp::spawn().await;
+    let browser = signed_in(&app, "ops@example.test").await;
+    let organization = app.create_organization("Acme").await;
+    let store = app.store();
+    let now = trailmark_domain::Timestamp::now();
+    let open = trailmark_store::rules::new_incident(
+        trailmark_store::NewIncident {
+            id: "incident_open".into(),
+            kind: trailmark_store::IncidentKind::Stream,
+            subject_id: "log_stream_failing".into(),
+            organization_id: Some(organization.clone()),
+            state: "invalid".into(),
+            last_error: Some(hostile("error")),
+            since: now.plus_millis(-600_000),
+        },
+        now.plus_millis(-300_000),
+    );
+    let resolved = trailmark_store::rules::new_incident(
+        trailmark_store::NewIncident {
+            id: "incident_resolved".into(),
+            kind: trailmark_store::IncidentKind::Stream,
+            subject_id: "log_stream_recovered".into(),
+            organization_id: None,
+            state: "error".into(),
+            last_error: Some("503".into()),
+            since: now.plus_millis(-900_000),
+        },
+        now.plus_millis(-800_000),
+    );
+    let export = trailmark_store::rules::new_incident(
+        trailmark_store::NewIncident {
+            id: "incident_export".into(),
+            kind: trailmark_store::IncidentKind::Export,
+            subject_id: "audit_log_export_failed".into(),
+            organization_id: Some(organization.clone()),
+            state: "error".into(),
+            last_error: Some("disk full".into()),
+            since: now,
+        },
+        now,
+    );
+    for incident in [&open, &resolved, &export] {
+        assert!(store.open_incident(incident.clone()).await.expect("open"));
+    }
+    assert!(
+        store
+            .resolve_incident("incident_resolved", "active", now.plus_millis(-700_000))
+            .await
+            .expect("resolve")
+    );
+    let response = browser.get("/console/alerts").await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.expect("html");
+    let open_table = &html[html.find(r#"id="open-incidents""#).expect("open table")
+        ..html.find(r#"id="recent-incidents""#).expect("recent table")];
+    assert!(open_table.contains("log_stream_failing"), "{open_table}");
+    assert!(!open_table.contains("log_stream_recovered"), "{open_table}");
+    assert!(
+        !open_table.contains("audit_log_export_failed"),
+        "{open_table}"
+    );
+    for shown in [
+        "log_stream_recovered",
+        "audit_log_export_failed",
+        &now.plus_millis(-700_000).to_string(),
+        "(active)",
+        &now.plus_millis(-600_000).to_string(),
+        "&gt;&lt;script&gt;error&lt;/script&gt;",
+    ] {
+        assert!(html.contains(shown), "{shown} in {html}");
+    }
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains(r#"href="/console/alerts""#), "in the menu");
+}

@@ -445,6 +445,8 @@ pub struct Options {
     pub stream_checkpoint_every: std::time::Duration,
     /// How long an idle console session lasts (the server's default unless a test shortens it).
     pub console_idle_timeout: Option<std::time::Duration>,
+    /// Where alerts go and after how long (none by default).
+    pub alerts: trailmark_app::alerts::AlertConfig,
     /// The streams' clock (credentials' expiry, batch deadlines): the wall clock unless a test
     /// moves it.
     pub stream_clock: trailmark_streams::worker::Clock,
@@ -468,6 +470,7 @@ impl Default for Options {
             witnesses: Vec::new(),
             stream_checkpoint_every: std::time::Duration::from_secs(3600),
             console_idle_timeout: None,
+            alerts: Default::default(),
             stream_clock: Default::default(),
             aws_default_chain: None,
         }
@@ -519,6 +522,7 @@ impl TestApp {
                 trailmark_domain::api_key::ApiKeySecret::new(ADMIN_KEY).hash(),
             ),
             witnesses: options.witnesses,
+            alerts: options.alerts,
         };
         let config = ServerConfig {
             public_url: base.clone(),

@@ -1,6 +1,7 @@
 //! Black-box tests: each starts a real Trailmark server (in-process on a loopback port, or the
 //! real binary where a crash is involved) and talks to it over HTTP.
 
+mod alerts;
 mod authority;
 mod aws;
 mod axum_app;

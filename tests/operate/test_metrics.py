@@ -1,6 +1,6 @@
 """`GET /metrics` read by the official Prometheus client's strict OpenMetrics parser, after real
 traffic through the real binary: requests and rejections, commits, the connection pool, a log
-stream delivering to a loopback receiver then failing, an export, checkpoints, retention, and
+stream delivering to a loopback receiver then failing (and an alert incident), an export, checkpoints, retention, and
 the process itself."""
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def test_metrics_after_real_traffic(start_server, receiver):
         "--checkpoint-interval-ms",
         "100",
         "--retention-interval-secs",
+        "1",
+        "--alert-after-secs",
         "1",
     )
     status, org, _ = server.request("POST", "/organizations", {"name": "Acme"})
@@ -119,6 +121,9 @@ def test_metrics_after_real_traffic(start_server, receiver):
         assert value(families, "trailmark_stream_state", "trailmark_stream_state",
                      stream_id=stream_id, state="error") == 1
         assert value(families, "trailmark_retention_runs", "trailmark_retention_runs_total", outcome="ok") >= 1
+        # Failing longer than --alert-after-secs: an incident (no --alert-webhook: nothing sent).
+        assert value(families, "trailmark_alert_incidents_open", "trailmark_alert_incidents_open", kind="stream") == 1
+        assert value(families, "trailmark_alert_incidents", "trailmark_alert_incidents_total", kind="stream") == 1
         return families
 
     families = wait_until(stream_failing)
@@ -133,12 +138,13 @@ def test_metrics_after_real_traffic(start_server, receiver):
                  route="/audit_logs/events/batch") == 1
     assert families["trailmark_http_request_duration_seconds"].type == "histogram"
 
-    # Ingest and commits: the 11 events and Trailmark's records of the stream's and the export's
-    # creation with the API key (trailmark.stream.created, trailmark.export.created).
-    assert value(families, "trailmark_events_ingested", "trailmark_events_ingested_total") == 13
+    # Ingest and commits: the 11 events, Trailmark's records of the stream's and the export's
+    # creation with the API key (trailmark.stream.created, trailmark.export.created), and the
+    # alert incident's opening in Trailmark's own log (trailmark.alert.opened).
+    assert value(families, "trailmark_events_ingested", "trailmark_events_ingested_total") == 14
     assert value(families, "trailmark_idempotent_replays", "trailmark_idempotent_replays_total") == 1
     assert value(families, "trailmark_store_commits", "trailmark_store_commits_total", outcome="committed") >= 7
-    assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_sum") == 13
+    assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_sum") == 14
     assert value(families, "trailmark_store_commit_events", "trailmark_store_commit_events_bucket", le="+Inf") >= 7
     assert value(families, "trailmark_store_commit_duration_seconds", "trailmark_store_commit_duration_seconds_count") >= 7
     assert value(families, "trailmark_store_fsync_duration_seconds", "trailmark_store_fsync_duration_seconds_sum") > 0

@@ -404,15 +404,23 @@ fn start(app: Trailmark, export: ExportRecord) {
         });
         app.metrics()
             .export_finished(outcome.as_ref().ok().copied(), bytes, started.elapsed());
-        if let Err(reason) = &outcome {
+        let failure = outcome.as_ref().err().cloned();
+        if let Some(reason) = &failure {
             tracing::warn!(export = %export.id, %reason, "export failed");
         }
-        if let Err(error) = app
+        match app
             .store()
             .finish_export(&export.id, outcome, Timestamp::now())
             .await
         {
-            tracing::error!(export = %export.id, %error, "could not record the export's outcome");
+            Ok(()) => {
+                if let Some(reason) = failure {
+                    app.export_failed(&export, &reason).await;
+                }
+            }
+            Err(error) => {
+                tracing::error!(export = %export.id, %error, "could not record the export's outcome");
+            }
         }
     });
 }

@@ -21,10 +21,13 @@
 //! - [`streams`]: log streams' create/update/replay/delete/test over `trailmark-streams`.
 //! - [`exports`], [`retention`], [`ledger`]: export jobs, the purge job and legal holds,
 //!   checkpoints and proofs.
+//! - [`alerts`]: incidents (streams failing too long, failed exports) and the operator's
+//!   signed webhook.
 //!
 //! What it deliberately does not do: HTTP (statuses, bodies, headers live in
 //! `trailmark-server`), SQL (in `trailmark-store`), validation rules (in `trailmark-domain`).
 
+pub mod alerts;
 pub mod audit;
 pub mod console;
 pub mod effects;
@@ -95,6 +98,8 @@ pub struct AppConfig {
     pub bootstrap_key_hash: Option<[u8; 32]>,
     /// Witnesses asked to cosign each new checkpoint (`--witness`).
     pub witnesses: Vec<WitnessConfig>,
+    /// Who hears of failing streams and failed exports, and when (`--alert-*`).
+    pub alerts: alerts::AlertConfig,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -115,6 +120,7 @@ impl std::fmt::Debug for AppConfig {
                 "bootstrap_key",
                 &self.bootstrap_key_hash.map(|_| "<redacted>"),
             )
+            .field("alerts", &self.alerts)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +144,7 @@ struct Inner {
     instance_id: Arc<str>,
     tasks: tasks::Tasks,
     console: console::Console,
+    alerts: alerts::Alerts,
 }
 
 impl Trailmark {
@@ -177,8 +184,12 @@ impl Trailmark {
         .map_err(|e| {
             AppError::Internal(format!("cannot build the HTTP client for streams: {e}"))
         })?;
+        let alerts = alerts::Alerts::new().map_err(|e| {
+            AppError::Internal(format!("cannot build the HTTP client for alerts: {e}"))
+        })?;
         Ok(Trailmark {
             inner: Arc::new(Inner {
+                alerts,
                 effects: effects::Effects::new(Arc::clone(&metrics), Arc::clone(&streams)),
                 ledger: ledger::Ledger::new(
                     signer,
@@ -199,8 +210,9 @@ impl Trailmark {
     }
 
     /// Starts the background work: checkpoint signing, pending export jobs (left by a previous
-    /// run or by an instance that died), retention, the streams' supervisor, and the hourly
-    /// deletion of expired idempotency records, portal links, portal sessions and console sessions.
+    /// run or by an instance that died), retention, the streams' supervisor, alerts, and the
+    /// hourly deletion of expired idempotency records, portal links, portal sessions, console
+    /// sessions and old alert incidents.
     pub fn start(&self) {
         let tasks = &self.inner.tasks;
         let app = self.clone();
@@ -222,6 +234,11 @@ impl Trailmark {
         tasks.spawn("stream supervisor", move || {
             let streams = Arc::clone(&streams);
             async move { streams.supervise().await }
+        });
+        let app = self.clone();
+        tasks.spawn("alerts", move || {
+            let app = app.clone();
+            async move { app.watch_incidents_forever().await }
         });
         let app = self.clone();
         tasks.spawn("hourly clean-up", move || {
@@ -284,6 +301,7 @@ impl Trailmark {
                 Ok(purged) => tracing::debug!(purged, "expired console sessions deleted"),
                 Err(error) => tracing::warn!(%error, "could not purge console sessions"),
             }
+            self.purge_incidents().await;
         }
     }
 }

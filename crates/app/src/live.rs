@@ -520,6 +520,7 @@ mod tests {
             export_file_ttl: Duration::from_secs(3600),
             bootstrap_key_hash: None,
             witnesses: Vec::new(),
+            alerts: Default::default(),
         };
         let app = Trailmark::new(Arc::clone(&store), config).expect("app");
         let now = Timestamp::now();

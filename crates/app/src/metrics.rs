@@ -58,6 +58,17 @@ struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IncidentLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    r#type: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     r#type: String,
 }
@@ -108,6 +119,9 @@ pub struct AppMetrics {
     retention_runs: Family<OutcomeLabels, Counter>,
     retention_seconds: Histogram,
     retention_purged: Counter,
+    incidents_open: Family<IncidentLabels, Gauge>,
+    incidents_opened: Family<IncidentLabels, Counter>,
+    alert_notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Default for AppMetrics {
@@ -141,6 +155,9 @@ impl Default for AppMetrics {
             retention_runs: Family::default(),
             retention_seconds: seconds_histogram(),
             retention_purged: Counter::default(),
+            incidents_open: Family::default(),
+            incidents_opened: Family::default(),
+            alert_notifications: Family::default(),
         }
     }
 }
@@ -273,6 +290,49 @@ impl AppMetrics {
             "Events whose contents retention removed",
             self.retention_purged.clone(),
         );
+        r.register(
+            "alert_incidents_open",
+            "Alert incidents not yet resolved, by kind (stream; an export incident closes as it opens), as the database holds them at this instance's last look",
+            self.incidents_open.clone(),
+        );
+        r.register(
+            "alert_incidents",
+            "Alert incidents this instance opened, by kind (stream or export)",
+            self.incidents_opened.clone(),
+        );
+        r.register(
+            "alert_notifications",
+            "Alert webhook requests this instance made, by type (stream.failing, stream.recovered, export.failed) and outcome (sent: acknowledged with a 2xx, or failed: retried)",
+            self.alert_notifications.clone(),
+        );
+    }
+
+    /// The open incidents of each kind, as the database holds them.
+    pub(crate) fn incidents_open(&self, open: &[(trailmark_store::IncidentKind, i64)]) {
+        for (kind, count) in open {
+            self.incidents_open
+                .get_or_create(&IncidentLabels {
+                    kind: kind.as_str().into(),
+                })
+                .set(*count);
+        }
+    }
+
+    pub(crate) fn incident_opened(&self, kind: trailmark_store::IncidentKind) {
+        self.incidents_opened
+            .get_or_create(&IncidentLabels {
+                kind: kind.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn alert_notification(&self, kind: &str, sent: bool) {
+        self.alert_notifications
+            .get_or_create(&NotificationLabels {
+                r#type: kind.into(),
+                outcome: if sent { "sent" } else { "failed" }.into(),
+            })
+            .inc();
     }
 
     /// Events appended to an organization's log: counted, and the log's size noted, so its

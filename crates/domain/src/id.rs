@@ -23,6 +23,8 @@ pub enum IdKind {
     Operator,
     /// A console session.
     ConsoleSession,
+    /// An alert incident (a stream failing too long, a failed export).
+    Incident,
 }
 
 impl IdKind {
@@ -39,6 +41,7 @@ impl IdKind {
             IdKind::PortalSession => "portal_session",
             IdKind::Operator => "operator",
             IdKind::ConsoleSession => "console_session",
+            IdKind::Incident => "incident",
         }
     }
 

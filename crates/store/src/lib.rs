@@ -7,7 +7,7 @@
 //!
 //! Each aggregate has its own narrow trait ([`EventLog`], [`LedgerStore`], [`Organizations`],
 //! [`Schemas`], [`ApiKeys`], [`StreamStore`], [`ExportStore`], [`PortalStore`], [`Operators`],
-//! [`Retention`], [`Health`]); [`Store`] is all of them, which each backend implements. The rules that decide
+//! [`Incidents`], [`Retention`], [`Health`]); [`Store`] is all of them, which each backend implements. The rules that decide
 //! what to store (sequencing, leaf hashing, idempotency, schema versions, stream states) are
 //! written once, in [`rules`], and called by both backends.
 //!
@@ -32,6 +32,7 @@
 
 mod codec;
 mod error;
+mod incident;
 mod log;
 mod model;
 mod observe;
@@ -51,6 +52,7 @@ use trailmark_domain::query::EventFilter;
 use trailmark_domain::schema::ActionSchema;
 
 pub use error::StoreError;
+pub use incident::{IncidentKind, IncidentRecord, NewIncident, Notice, StreamFault};
 pub use model::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState,
     IdempotencyClaim, LegalHold, Order, OrganizationFilter, Page, PageRequest, PendingEvent,
@@ -79,6 +81,7 @@ pub trait Store:
     + ExportStore
     + PortalStore
     + Operators
+    + Incidents
 {
 }
 
@@ -94,6 +97,7 @@ impl<T> Store for T where
         + ExportStore
         + PortalStore
         + Operators
+        + Incidents
 {
 }
 
@@ -499,4 +503,50 @@ pub trait Operators: Send + Sync + 'static {
     async fn delete_operator_session(&self, secret_hash: [u8; 32]) -> Result<bool, StoreError>;
     /// Deletes sessions that expired before `before`; returns how many.
     async fn purge_operator_sessions(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// Alert incidents: streams failing too long and failed exports, and the notifications each
+/// owes (see [`IncidentRecord`]). Every instance looks for incidents; the database decides which
+/// one opens, resolves and notifies each, so the operator hears of it once.
+#[async_trait]
+pub trait Incidents: Send + Sync + 'static {
+    /// Enabled streams whose deliveries are failing, with since when.
+    async fn stream_faults(&self) -> Result<Vec<StreamFault>, StoreError>;
+    /// Stores a new incident ([`rules::new_incident`]) unless one of the same kind, subject and
+    /// `since` exists; whether this call stored it (of instances racing to open one incident,
+    /// one wins).
+    async fn open_incident(&self, incident: IncidentRecord) -> Result<bool, StoreError>;
+    /// Resolves the incident `id` at `now`, its subject then in `resolution`
+    /// ([`rules::incident_resolved`]); `false` if it was resolved already or does not exist.
+    async fn resolve_incident(
+        &self,
+        id: &str,
+        resolution: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Incidents not yet resolved, oldest first.
+    async fn open_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError>;
+    /// The `limit` incidents opened last, resolved or not, newest first.
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<IncidentRecord>, StoreError>;
+    /// Takes, for `holder` until `until`, the oldest-opened incident with a notification
+    /// [`rules::claimable_notice`] at `now`: the incident as it now stands and the notification.
+    async fn claim_notice(
+        &self,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<(IncidentRecord, Notice)>, StoreError>;
+    /// Records the outcome of `holder`'s attempt at `notice` of incident `id`
+    /// ([`rules::incident_after_notice`]); `false` (nothing recorded) unless `holder` holds its
+    /// lease and the notification is still the pending one.
+    async fn finish_notice(
+        &self,
+        id: &str,
+        notice: Notice,
+        holder: &str,
+        outcome: Result<(), String>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Deletes incidents resolved before `before` that owe nothing more; returns how many.
+    async fn purge_incidents(&self, before: Timestamp) -> Result<u64, StoreError>;
 }

@@ -3,9 +3,9 @@
 //! A backend stores and fetches; what to store is decided here: how an append's events become
 //! rows (their stored JSON, search text and leaf), how sequences and Merkle nodes are assigned
 //! inside a commit, when an idempotency record still answers, which schema version a request
-//! creates, what state a stream is in after a change or a delivery, and which stored subtree
-//! hashes a tlog tile holds. The SQLite and
-//! PostgreSQL implementations call these functions rather than restating them.
+//! creates, what state a stream is in after a change or a delivery, which stored subtree
+//! hashes a tlog tile holds, and when an alert incident opens and which of its notifications is
+//! due. The SQLite and PostgreSQL implementations call these functions rather than restating them.
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{Scope, key_is_live};
@@ -15,6 +15,7 @@ use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
 use trailmark_ledger::leaf::LeafTemplate;
 use trailmark_ledger::tree::{Frontier, Hash, Node, NodeReader};
 
+use crate::incident::{IncidentKind, IncidentRecord, NewIncident, Notice};
 use crate::model::{
     ApiKeyRecord, AppendRequest, IdempotencyClaim, Receipt, SchemaLookup, StreamState,
 };
@@ -305,6 +306,146 @@ pub fn stream_state_after_delivery(enabled: bool) -> StreamState {
     initial_stream_state(enabled)
 }
 
+/// Whether a stream failing since `failing_since` has an incident at `now`: it has been
+/// failing for `alert_after` or longer.
+pub fn stream_incident_opens(
+    failing_since: Timestamp,
+    alert_after: std::time::Duration,
+    now: Timestamp,
+) -> bool {
+    let after = i64::try_from(alert_after.as_millis()).unwrap_or(i64::MAX);
+    now.unix_millis()
+        .saturating_sub(failing_since.unix_millis())
+        >= after
+}
+
+/// What a new incident is when it opens at `now`: nothing sent yet, its opening notification
+/// due at once. An export incident is closed as it opens (a failed export does not recover).
+pub fn new_incident(new: NewIncident, now: Timestamp) -> IncidentRecord {
+    let closed = new.kind == IncidentKind::Export;
+    IncidentRecord {
+        resolved_at: closed.then_some(now),
+        resolution: closed.then(|| new.state.clone()),
+        id: new.id,
+        kind: new.kind,
+        subject_id: new.subject_id,
+        organization_id: new.organization_id,
+        state: new.state,
+        last_error: new.last_error,
+        since: new.since,
+        opened_at: now,
+        opened_notified_at: None,
+        resolved_notified_at: None,
+        attempts: 0,
+        next_attempt_at: now,
+        last_delivery_error: None,
+        lease_holder: None,
+        lease_until: None,
+    }
+}
+
+/// The notification an incident owes next, whoever sends it: its opening, then (for a stream
+/// incident that resolved) its resolution — never the second before the first.
+pub fn pending_notice(incident: &IncidentRecord) -> Option<Notice> {
+    if incident.opened_notified_at.is_none() {
+        Some(Notice::Opened)
+    } else if incident.kind == IncidentKind::Stream
+        && incident.resolved_at.is_some()
+        && incident.resolved_notified_at.is_none()
+    {
+        Some(Notice::Resolved)
+    } else {
+        None
+    }
+}
+
+/// The notification `holder` may take to send at `now`: one is pending, its next attempt is
+/// due, and no other instance's lease on it is running.
+pub fn claimable_notice(incident: &IncidentRecord, holder: &str, now: Timestamp) -> Option<Notice> {
+    let leased_to_another = incident
+        .lease_holder
+        .as_deref()
+        .is_some_and(|h| h != holder)
+        && incident.lease_until.is_some_and(|until| until > now);
+    if leased_to_another || incident.next_attempt_at > now {
+        return None;
+    }
+    pending_notice(incident)
+}
+
+/// The incident once `holder` took its pending notification until `until`.
+pub fn incident_claimed(
+    incident: &IncidentRecord,
+    holder: &str,
+    until: Timestamp,
+) -> IncidentRecord {
+    IncidentRecord {
+        lease_holder: Some(holder.to_owned()),
+        lease_until: Some(until),
+        ..incident.clone()
+    }
+}
+
+/// The incident resolved at `now`, its subject then in `resolution`; `None` if it already was.
+/// Its resolution notification is due once the opening one has gone.
+pub fn incident_resolved(
+    incident: &IncidentRecord,
+    resolution: &str,
+    now: Timestamp,
+) -> Option<IncidentRecord> {
+    incident.resolved_at.is_none().then(|| IncidentRecord {
+        resolved_at: Some(now),
+        resolution: Some(resolution.to_owned()),
+        ..incident.clone()
+    })
+}
+
+/// The wait before attempt `attempts + 1` at a notification the webhook did not acknowledge:
+/// 1 s, doubling, at most 10 minutes, so an operator's endpoint that is down for a while is
+/// not hammered and one that is back hears within minutes.
+pub fn notice_retry_delay(attempts: u32) -> std::time::Duration {
+    const MAX_SECONDS: u64 = 600;
+    std::time::Duration::from_secs(
+        1u64.checked_shl(attempts.saturating_sub(1))
+            .unwrap_or(MAX_SECONDS)
+            .min(MAX_SECONDS),
+    )
+}
+
+/// The incident after an attempt at `notice` ended at `now`: acknowledged (the next notification,
+/// if any, due at once) or failed (retried after [`notice_retry_delay`]). The lease ends either way.
+pub fn incident_after_notice(
+    incident: &IncidentRecord,
+    notice: Notice,
+    outcome: Result<(), String>,
+    now: Timestamp,
+) -> IncidentRecord {
+    let mut next = IncidentRecord {
+        lease_holder: None,
+        lease_until: None,
+        ..incident.clone()
+    };
+    match outcome {
+        Ok(()) => {
+            match notice {
+                Notice::Opened => next.opened_notified_at = Some(now),
+                Notice::Resolved => next.resolved_notified_at = Some(now),
+            }
+            next.attempts = 0;
+            next.next_attempt_at = now;
+            next.last_delivery_error = None;
+        }
+        Err(reason) => {
+            next.attempts = incident.attempts.saturating_add(1);
+            let delay = notice_retry_delay(next.attempts);
+            next.next_attempt_at =
+                now.plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            next.last_delivery_error = Some(reason);
+        }
+    }
+    next
+}
+
 /// Whether `key` is an unrestricted admin key that is live at `now`: one that can manage keys.
 pub fn is_unrestricted_admin(key: &ApiKeyRecord, now: Timestamp) -> bool {
     key.scope == Scope::Admin && key.organization_id.is_none() && key_is_live(key.expires_at, now)
@@ -345,6 +486,80 @@ mod tests {
         assert_eq!(stream_state_after_change(Error, None, true), Error);
         assert_eq!(stream_state_after_change(Inactive, None, true), Inactive);
         assert_eq!(stream_state_after_delivery(false), Inactive);
+    }
+
+    #[test]
+    fn an_incident_owes_its_opening_then_its_recovery_retried_with_growing_waits() {
+        use std::time::Duration;
+        let at = Timestamp::from_unix_millis;
+        assert!(!stream_incident_opens(
+            at(0),
+            Duration::from_secs(300),
+            at(299_999)
+        ));
+        assert!(stream_incident_opens(
+            at(0),
+            Duration::from_secs(300),
+            at(300_000)
+        ));
+        let stream = new_incident(
+            NewIncident {
+                id: "incident_1".into(),
+                kind: IncidentKind::Stream,
+                subject_id: "log_stream_1".into(),
+                organization_id: None,
+                state: "invalid".into(),
+                last_error: None,
+                since: at(0),
+            },
+            at(1_000),
+        );
+        assert_eq!(
+            claimable_notice(&stream, "a", at(1_000)),
+            Some(Notice::Opened)
+        );
+        let claimed = incident_claimed(&stream, "a", at(61_000));
+        assert_eq!(claimable_notice(&claimed, "b", at(60_999)), None, "leased");
+        assert_eq!(
+            claimable_notice(&claimed, "b", at(61_000)),
+            Some(Notice::Opened),
+            "lapsed"
+        );
+        let resolved = incident_resolved(&claimed, "active", at(2_000)).expect("open");
+        assert_eq!(incident_resolved(&resolved, "deleted", at(3_000)), None);
+        assert_eq!(
+            pending_notice(&resolved),
+            Some(Notice::Opened),
+            "the opening first"
+        );
+        let failed = incident_after_notice(&resolved, Notice::Opened, Err("503".into()), at(2_000));
+        assert_eq!(failed.next_attempt_at, at(3_000));
+        assert_eq!(claimable_notice(&failed, "a", at(2_999)), None, "not due");
+        let told = incident_after_notice(&failed, Notice::Opened, Ok(()), at(3_000));
+        assert_eq!(
+            claimable_notice(&told, "b", at(3_000)),
+            Some(Notice::Resolved)
+        );
+        let done = incident_after_notice(&told, Notice::Resolved, Ok(()), at(3_100));
+        assert_eq!(pending_notice(&done), None);
+        let waits: Vec<u64> = (1..=12).map(|n| notice_retry_delay(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+        assert_eq!(notice_retry_delay(u32::MAX).as_secs(), 600);
+        let export = new_incident(
+            NewIncident {
+                id: "incident_2".into(),
+                kind: IncidentKind::Export,
+                subject_id: "audit_log_export_1".into(),
+                organization_id: None,
+                state: "error".into(),
+                last_error: None,
+                since: at(0),
+            },
+            at(0),
+        );
+        assert_eq!(export.resolved_at, Some(at(0)), "closed as it opens");
+        let told = incident_after_notice(&export, Notice::Opened, Ok(()), at(10));
+        assert_eq!(pending_notice(&told), None, "no recovery to tell");
     }
 
     #[test]

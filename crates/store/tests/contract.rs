@@ -30,11 +30,11 @@ use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_inclusion};
 use trailmark_store::{
     ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
-    IdempotencyClaim, LegalHold, NewOperatorSession, NewPortalSession, OperatorRecord, Order,
-    OrganizationFilter, Page, PageRequest, PendingEvent, PortalLink, PortalRedemption,
-    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
-    SqliteStore, Store, StoreError, StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
-    rules,
+    IdempotencyClaim, IncidentKind, IncidentRecord, LegalHold, NewIncident, NewOperatorSession,
+    NewPortalSession, Notice, OperatorRecord, Order, OrganizationFilter, Page, PageRequest,
+    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, Revocation, Rewrite,
+    SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint,
+    StoredEvent, StreamFault, StreamRecord, StreamState, rules,
 };
 
 /// Which contract tests cover each method of each storage trait: one `Trait::method test` pair
@@ -138,6 +138,14 @@ Operators::touch_operator_session     operator_sessions_expire_after_inactivity_
 Operators::operator_session_open      operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 Operators::delete_operator_session    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
 Operators::purge_operator_sessions    operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged
+Incidents::stream_faults              a_stream_fails_from_its_first_failure_until_it_delivers_or_is_disabled
+Incidents::open_incident              an_incident_opens_once_per_streak_and_resolves_once
+Incidents::resolve_incident           an_incident_opens_once_per_streak_and_resolves_once
+Incidents::open_incidents             an_incident_opens_once_per_streak_and_resolves_once
+Incidents::recent_incidents           an_incident_opens_once_per_streak_and_resolves_once
+Incidents::claim_notice               an_incident_s_notifications_go_out_once_in_order_retried_until_acknowledged
+Incidents::finish_notice              an_incident_s_notifications_go_out_once_in_order_retried_until_acknowledged
+Incidents::purge_incidents            purging_incidents_removes_only_resolved_ones_that_owe_nothing
 ";
 
 /// Every contract test, listed once. `stores` take the store; `fixtures` take the whole
@@ -208,6 +216,10 @@ macro_rules! contract_tests {
                 purging_the_portal_removes_only_what_expired,
                 operators_are_found_by_email_which_is_unique,
                 operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purged,
+                a_stream_fails_from_its_first_failure_until_it_delivers_or_is_disabled,
+                an_incident_opens_once_per_streak_and_resolves_once,
+                an_incident_s_notifications_go_out_once_in_order_retried_until_acknowledged,
+                purging_incidents_removes_only_resolved_ones_that_owe_nothing,
             ],
             fixtures: [
                 acknowledged_writes_survive_reopening_the_store,
@@ -4476,4 +4488,413 @@ async fn operator_sessions_expire_after_inactivity_end_at_sign_out_and_are_purge
             .expect("touch")
             .is_some()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alert incidents
+
+/// A stream incident opened at `opened` (milliseconds after T0) for a streak since `since`.
+fn stream_incident(n: u8, organization: &str, since: i64, opened: i64) -> IncidentRecord {
+    rules::new_incident(
+        NewIncident {
+            id: format!("incident_{n:026}"),
+            kind: IncidentKind::Stream,
+            subject_id: format!("log_stream_{n:026}"),
+            organization_id: Some(organization.to_owned()),
+            state: "invalid".into(),
+            last_error: Some("401: bad token".into()),
+            since: at(since),
+        },
+        at(opened),
+    )
+}
+
+async fn stream_fault(store: &dyn Store, id: &str) -> Option<StreamFault> {
+    store
+        .stream_faults()
+        .await
+        .expect("faults")
+        .into_iter()
+        .find(|fault| fault.stream_id == id)
+}
+
+async fn a_stream_fails_from_its_first_failure_until_it_delivers_or_is_disabled(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let record = stream(1, &acme, true);
+    store.insert_stream(record.clone()).await.expect("insert");
+    assert!(store.stream_faults().await.expect("faults").is_empty());
+    for (state, reason, time) in [
+        (StreamState::Error, "connection refused", 10),
+        (StreamState::Invalid, "401: bad token", 20),
+    ] {
+        store
+            .record_stream_failure(&record.id, state, reason, at(time))
+            .await
+            .expect("record");
+        assert_eq!(
+            stream_fault(store, &record.id).await,
+            Some(StreamFault {
+                stream_id: record.id.clone(),
+                organization_id: Some(acme.clone()),
+                state,
+                last_error: Some(reason.into()),
+                failing_since: at(10),
+            }),
+            "the streak began with the first failure"
+        );
+    }
+    // New settings do not end the streak: only a delivery tells the destination took them.
+    let changed = StreamRecord {
+        name: "Renamed".into(),
+        state: StreamState::Active,
+        updated_at: at(25),
+        ..get_stream(store, &record.id).await
+    };
+    assert!(store.update_stream(changed).await.expect("update"));
+    assert_eq!(
+        stream_fault(store, &record.id)
+            .await
+            .map(|f| f.failing_since),
+        Some(at(10))
+    );
+    assert!(
+        store
+            .lease_stream(&record.id, "a", at(10_000), at(30))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        store
+            .record_delivery(&record.id, "a", None, 0, at(30))
+            .await
+            .expect("deliver")
+    );
+    assert_eq!(stream_fault(store, &record.id).await, None, "delivered");
+    store
+        .record_stream_failure(&record.id, StreamState::Error, "timeout", at(40))
+        .await
+        .expect("record");
+    assert_eq!(
+        stream_fault(store, &record.id)
+            .await
+            .map(|f| f.failing_since),
+        Some(at(40)),
+        "a new streak"
+    );
+    let disabled = StreamRecord {
+        enabled: false,
+        state: StreamState::Inactive,
+        updated_at: at(50),
+        ..get_stream(store, &record.id).await
+    };
+    assert!(store.update_stream(disabled.clone()).await.expect("update"));
+    assert_eq!(stream_fault(store, &record.id).await, None, "disabled");
+    assert!(
+        store
+            .update_stream(StreamRecord {
+                enabled: true,
+                state: StreamState::Active,
+                ..disabled
+            })
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        stream_fault(store, &record.id).await,
+        None,
+        "enabled again, it has not failed yet"
+    );
+    // An operator-wide stream's delivery from one organization's log ends its streak too.
+    let wide = StreamRecord {
+        organization_id: None,
+        ..stream(2, &acme, true)
+    };
+    store.insert_stream(wide.clone()).await.expect("insert");
+    store
+        .record_stream_failure(&wide.id, StreamState::Error, "timeout", at(60))
+        .await
+        .expect("record");
+    assert_eq!(
+        stream_fault(store, &wide.id)
+            .await
+            .map(|f| f.organization_id),
+        Some(None)
+    );
+    assert!(
+        store
+            .lease_stream(&wide.id, "a", at(10_000), at(70))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        store
+            .record_organization_delivery(&wide.id, "a", &acme, None, 0, at(70))
+            .await
+            .expect("deliver")
+    );
+    assert_eq!(stream_fault(store, &wide.id).await, None);
+}
+
+async fn an_incident_opens_once_per_streak_and_resolves_once(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let first = stream_incident(1, &acme, 10, 1_000);
+    // Instances racing to open the same incident (same subject and streak): one stores it.
+    let racers = futures_like_join(
+        store.open_incident(first.clone()),
+        store.open_incident(IncidentRecord {
+            id: "incident_racer".into(),
+            ..first.clone()
+        }),
+    )
+    .await;
+    assert_eq!(
+        [racers.0.expect("open"), racers.1.expect("open")]
+            .iter()
+            .filter(|opened| **opened)
+            .count(),
+        1
+    );
+    let stored = store.open_incidents().await.expect("open incidents");
+    assert_eq!(stored.len(), 1);
+    let stored = stored[0].clone();
+    assert!(stored.id == first.id || stored.id == "incident_racer");
+    assert_eq!(
+        IncidentRecord {
+            id: first.id.clone(),
+            ..stored.clone()
+        },
+        first,
+        "every field kept"
+    );
+    // A later streak of the same stream is another incident.
+    let second = stream_incident(1, &acme, 5_000, 9_000);
+    let second = IncidentRecord {
+        id: "incident_second".into(),
+        ..second
+    };
+    assert!(store.open_incident(second.clone()).await.expect("open"));
+    let export = rules::new_incident(
+        NewIncident {
+            id: "incident_export".into(),
+            kind: IncidentKind::Export,
+            subject_id: "audit_log_export_1".into(),
+            organization_id: Some(acme.clone()),
+            state: "error".into(),
+            last_error: Some("disk full".into()),
+            since: at(2_000),
+        },
+        at(2_000),
+    );
+    assert!(store.open_incident(export.clone()).await.expect("open"));
+    assert_eq!(
+        store
+            .open_incidents()
+            .await
+            .expect("open")
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        [stored.id.as_str(), "incident_second"],
+        "oldest first; an export incident is closed as it opens"
+    );
+    assert!(
+        store
+            .resolve_incident(&stored.id, "active", at(3_000))
+            .await
+            .expect("resolve")
+    );
+    assert!(
+        !store
+            .resolve_incident(&stored.id, "deleted", at(4_000))
+            .await
+            .expect("resolve"),
+        "resolved once"
+    );
+    assert!(
+        !store
+            .resolve_incident("incident_missing", "active", at(4_000))
+            .await
+            .expect("resolve")
+    );
+    let recent = store.recent_incidents(10).await.expect("recent");
+    assert_eq!(
+        recent.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["incident_second", "incident_export", stored.id.as_str()],
+        "newest first"
+    );
+    assert_eq!(recent[2].resolved_at, Some(at(3_000)));
+    assert_eq!(recent[2].resolution.as_deref(), Some("active"));
+    assert_eq!(store.recent_incidents(1).await.expect("recent").len(), 1);
+}
+
+/// Both futures, polled together (the store's calls race as two instances' would).
+async fn futures_like_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
+}
+
+async fn an_incident_s_notifications_go_out_once_in_order_retried_until_acknowledged(
+    store: &dyn Store,
+) {
+    let acme = organization(store, "Acme").await;
+    let incident = stream_incident(1, &acme, 0, 1_000);
+    assert!(store.open_incident(incident.clone()).await.expect("open"));
+    let claim = |holder: &'static str, now: i64| async move {
+        store
+            .claim_notice(holder, at(now + 60_000), at(now))
+            .await
+            .expect("claim")
+            .map(|(incident, notice)| (incident.id, notice))
+    };
+    assert_eq!(
+        claim("a", 1_000).await,
+        Some((incident.id.clone(), Notice::Opened))
+    );
+    assert_eq!(claim("b", 1_000).await, None, "a holds it");
+    assert!(
+        !store
+            .finish_notice(&incident.id, Notice::Opened, "b", Ok(()), at(1_100))
+            .await
+            .expect("finish"),
+        "only the holder records an outcome"
+    );
+    assert!(
+        store
+            .finish_notice(
+                &incident.id,
+                Notice::Opened,
+                "a",
+                Err("503".into()),
+                at(1_100)
+            )
+            .await
+            .expect("finish")
+    );
+    let failed = &store.open_incidents().await.expect("open")[0];
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.last_delivery_error.as_deref(), Some("503"));
+    assert_eq!(failed.next_attempt_at, at(2_100));
+    assert_eq!(failed.lease_holder, None);
+    assert_eq!(claim("b", 2_000).await, None, "not due yet");
+    assert_eq!(
+        claim("b", 2_100).await,
+        Some((incident.id.clone(), Notice::Opened))
+    );
+    assert!(
+        store
+            .finish_notice(&incident.id, Notice::Opened, "b", Ok(()), at(2_200))
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish_notice(&incident.id, Notice::Opened, "b", Ok(()), at(2_300))
+            .await
+            .expect("finish"),
+        "sent once"
+    );
+    assert_eq!(
+        claim("a", 2_300).await,
+        None,
+        "nothing owed while it is open"
+    );
+    assert!(
+        store
+            .resolve_incident(&incident.id, "active", at(3_000))
+            .await
+            .expect("resolve")
+    );
+    assert_eq!(
+        claim("a", 3_000).await,
+        Some((incident.id.clone(), Notice::Resolved))
+    );
+    assert!(
+        store
+            .finish_notice(&incident.id, Notice::Resolved, "a", Ok(()), at(3_100))
+            .await
+            .expect("finish")
+    );
+    assert_eq!(claim("a", 3_200).await, None);
+    let done = &store.recent_incidents(1).await.expect("recent")[0];
+    assert_eq!(done.opened_notified_at, Some(at(2_200)));
+    assert_eq!(done.resolved_notified_at, Some(at(3_100)));
+    // A lease that lapsed (its holder died) is taken over.
+    let export = rules::new_incident(
+        NewIncident {
+            id: "incident_export".into(),
+            kind: IncidentKind::Export,
+            subject_id: "audit_log_export_1".into(),
+            organization_id: Some(acme.clone()),
+            state: "error".into(),
+            last_error: None,
+            since: at(4_000),
+        },
+        at(4_000),
+    );
+    assert!(store.open_incident(export.clone()).await.expect("open"));
+    assert_eq!(
+        claim("a", 4_000).await,
+        Some((export.id.clone(), Notice::Opened))
+    );
+    assert_eq!(
+        claim("b", 4_000 + 60_000).await,
+        Some((export.id.clone(), Notice::Opened))
+    );
+    assert!(
+        store
+            .finish_notice(&export.id, Notice::Opened, "b", Ok(()), at(70_000))
+            .await
+            .expect("finish")
+    );
+    assert_eq!(
+        claim("a", 70_000).await,
+        None,
+        "an export incident owes its opening only"
+    );
+}
+
+async fn purging_incidents_removes_only_resolved_ones_that_owe_nothing(store: &dyn Store) {
+    let acme = organization(store, "Acme").await;
+    let done = stream_incident(1, &acme, 0, 1_000);
+    let owing = stream_incident(2, &acme, 0, 1_000);
+    let open = stream_incident(3, &acme, 0, 1_000);
+    for incident in [&done, &owing, &open] {
+        assert!(store.open_incident(incident.clone()).await.expect("open"));
+    }
+    for incident in [&done, &owing] {
+        assert!(
+            store
+                .resolve_incident(&incident.id, "active", at(2_000))
+                .await
+                .expect("resolve")
+        );
+    }
+    for notice in [Notice::Opened, Notice::Resolved] {
+        let (claimed, got) = store
+            .claim_notice("a", at(100_000), at(3_000))
+            .await
+            .expect("claim")
+            .expect("owed");
+        assert_eq!((claimed.id.as_str(), got), (done.id.as_str(), notice));
+        assert!(
+            store
+                .finish_notice(&done.id, notice, "a", Ok(()), at(3_000))
+                .await
+                .expect("finish")
+        );
+    }
+    assert_eq!(
+        store.purge_incidents(at(2_000)).await.expect("purge"),
+        0,
+        "resolved at the cut-off, not before"
+    );
+    assert_eq!(store.purge_incidents(at(5_000)).await.expect("purge"), 1);
+    let left: Vec<String> = store
+        .recent_incidents(10)
+        .await
+        .expect("recent")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&owing.id) && left.contains(&open.id));
 }

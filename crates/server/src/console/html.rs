@@ -38,6 +38,7 @@ pub(crate) fn page(
                             a href="/console/schemas" { "Event schemas" }
                             a href="/console/keys" { "API keys" }
                             a href="/console/log" { "Trailmark log" }
+                            a href="/console/alerts" { "Alerts" }
                         }
                         form class="sign-out" method="post" action="/console/sign_out" {
                             (csrf_input(session))

@@ -3,7 +3,8 @@
 //! the console lists, creates, renames, re-domains and deletes organizations, shows one
 //! organization's events with the search API's filters, its exports, retention, legal hold
 //! and log streams, makes Admin Portal links, manages event schemas (a new version beside the
-//! old, a sample checked before saving), and shows Trailmark's own log of what operators did.
+//! old, a sample checked before saving), shows Trailmark's own log of what operators did, and
+//! the alert incidents (failing streams, failed exports).
 //!
 //! Like the portal, it is a face on the application, not a second implementation: every page
 //! calls `Trailmark` (`trailmark_app::console` and the use cases the API calls), filters parse
@@ -30,7 +31,7 @@ use crate::state::AppState;
 
 /// The console's pages, under `/console`, with the same security headers as the portal's.
 pub(crate) fn router() -> Router<AppState> {
-    use pages::{assets, keys, log, organizations, schemas, sign_in};
+    use pages::{alerts, assets, keys, log, organizations, schemas, sign_in};
     Router::new()
         .route("/console", get(sign_in::home))
         .route("/console/assets/console.css", get(assets::css))
@@ -65,6 +66,7 @@ pub(crate) fn router() -> Router<AppState> {
             get(organizations::stream),
         )
         .route("/console/log", get(log::show))
+        .route("/console/alerts", get(alerts::show))
         .route("/console/{*rest}", any(not_found))
         .layer(axum::middleware::map_response(crate::web::security_headers))
 }

@@ -212,6 +212,7 @@ mod tests {
             export_file_ttl: Duration::from_secs(3600),
             bootstrap_key_hash: None,
             witnesses: Vec::new(),
+            alerts: Default::default(),
         };
         let app = trailmark_app::Trailmark::new(store, config).expect("app");
         let live = app

@@ -208,6 +208,7 @@ mod tests {
             export_file_ttl: std::time::Duration::from_secs(3600),
             bootstrap_key_hash: None,
             witnesses: Vec::new(),
+            alerts: Default::default(),
         };
         let config = ServerConfig {
             public_url: "http://127.0.0.1:1".into(),

@@ -17,6 +17,7 @@
 //!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
+mod incidents;
 mod operators;
 mod search;
 mod settings;
@@ -71,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_api_key_lifecycle.sql"),
     include_str!("migrations/0007_operators.sql"),
     include_str!("migrations/0008_stream_cursors.sql"),
+    include_str!("migrations/0009_incidents.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -1223,7 +1225,7 @@ impl StreamStore for PostgresStore {
             .await?
             .execute(
                 "UPDATE streams SET name = $2, config = $3, secrets = $4, enabled = $5, state = $6, last_error = $7,
-                    updated_at = $8 WHERE id = $1",
+                    updated_at = $8, failing_since = CASE WHEN $5 THEN failing_since END WHERE id = $1",
                 &[
                     &stream.id,
                     &stream.name,
@@ -1288,7 +1290,7 @@ impl StreamStore for PostgresStore {
             .await?
             .execute(
                 "UPDATE streams SET cursor = $4, state = CASE WHEN enabled THEN $6 ELSE $7 END,
-                    last_synced_at = $5, last_error = NULL
+                    last_synced_at = $5, last_error = NULL, failing_since = NULL
                  WHERE id = $1 AND lease_holder = $2 AND cursor IS NOT DISTINCT FROM $3",
                 &[
                     &id,
@@ -1314,7 +1316,8 @@ impl StreamStore for PostgresStore {
         self.client()
             .await?
             .execute(
-                "UPDATE streams SET state = $2, last_error = $3, updated_at = $4 WHERE id = $1 AND enabled",
+                "UPDATE streams SET state = $2, last_error = $3, updated_at = $4,
+                    failing_since = COALESCE(failing_since, $4) WHERE id = $1 AND enabled",
                 &[&id, &state.as_str(), &error, &now.unix_millis()],
             )
             .await?;
@@ -1401,7 +1404,7 @@ impl StreamStore for PostgresStore {
             .execute(
                 "WITH held AS (
                     UPDATE streams SET state = CASE WHEN enabled THEN $6 ELSE $7 END,
-                        last_synced_at = $5, last_error = NULL
+                        last_synced_at = $5, last_error = NULL, failing_since = NULL
                     WHERE id = $1 AND lease_holder = $2
                       AND (SELECT cursor FROM stream_cursors
                            WHERE stream_id = $1 AND organization_id = $3) IS NOT DISTINCT FROM $4

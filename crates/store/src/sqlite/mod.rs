@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode, one file, durable on every acknowledged commit.
 //! See [`worker`] for how writes are grouped into commits.
 
+mod incidents;
 mod operators;
 mod worker;
 
@@ -47,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_api_key_lifecycle.sql"),
     include_str!("migrations/0011_operators.sql"),
     include_str!("migrations/0012_stream_cursors.sql"),
+    include_str!("migrations/0013_incidents.sql"),
 ];
 
 /// The SQLite implementation of [`Store`]. Clones share one writer thread and reader pool.
@@ -945,7 +947,7 @@ impl StreamStore for SqliteStore {
             .write(move |c| {
                 let changed = c.execute(
                     "UPDATE streams SET name = ?2, config = ?3, secrets = ?4, enabled = ?5, state = ?6, last_error = ?7,
-                        updated_at = ?8 WHERE id = ?1",
+                        updated_at = ?8, failing_since = CASE WHEN ?5 THEN failing_since END WHERE id = ?1",
                     params![
                         stream.id,
                         stream.name,
@@ -1005,7 +1007,7 @@ impl StreamStore for SqliteStore {
             .write(move |c| {
                 let changed = c.execute(
                     "UPDATE streams SET cursor = ?4, state = CASE WHEN enabled THEN ?6 ELSE ?7 END,
-                        last_synced_at = ?5, last_error = NULL
+                        last_synced_at = ?5, last_error = NULL, failing_since = NULL
                      WHERE id = ?1 AND lease_holder = ?2 AND cursor IS ?3",
                     params![
                         id,
@@ -1033,7 +1035,8 @@ impl StreamStore for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "UPDATE streams SET state = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1 AND enabled",
+                    "UPDATE streams SET state = ?2, last_error = ?3, updated_at = ?4,
+                        failing_since = COALESCE(failing_since, ?4) WHERE id = ?1 AND enabled",
                     params![id, state.as_str(), error, now.unix_millis()],
                 )?;
                 Ok(())
@@ -1144,7 +1147,8 @@ impl StreamStore for SqliteStore {
                     params![id, organization_id, to as i64],
                 )?;
                 c.execute(
-                    "UPDATE streams SET state = ?2, last_synced_at = ?3, last_error = NULL WHERE id = ?1",
+                    "UPDATE streams SET state = ?2, last_synced_at = ?3, last_error = NULL, failing_since = NULL
+                     WHERE id = ?1",
                     params![
                         id,
                         rules::stream_state_after_delivery(enabled).as_str(),

@@ -1,5 +1,6 @@
 //! One file per section of the console, plus its embedded assets.
 
+pub(crate) mod alerts;
 pub(crate) mod assets;
 pub(crate) mod keys;
 pub(crate) mod log;
