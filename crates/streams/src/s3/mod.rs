@@ -236,5 +236,5 @@ pub(crate) async fn put_signed(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    net::exchange(request, object.events, net::classify).await
+    net::exchange(cx, request, object.events, net::classify).await
 }
