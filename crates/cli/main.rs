@@ -74,7 +74,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            args::Command::Serve(serve_args) => serve::run(serve_args).await,
+            args::Command::Serve(serve_args) => serve::run(*serve_args).await,
             args::Command::Keys(args::KeysCommand::Create(create_args)) => {
                 keys::create(create_args).await
             }

@@ -543,3 +543,38 @@ async fn the_private_destination_guard_holds_through_the_proxy() {
     );
     println!("egress guard checked");
 }
+
+/// `--egress-proxy` is set like every flag (here from the configuration file); its password
+/// is a credential: the start line shows the proxy with the password masked, and a URL the
+/// server refuses is named by its flag, not echoed.
+#[test]
+fn the_egress_proxy_setting_never_shows_its_password() {
+    let directory = tempfile::tempdir().expect("dir");
+    let config = directory.path().join("trailmark.toml");
+    std::fs::write(
+        &config,
+        "egress-proxy = \"http://operator:hunter2-secret@127.0.0.1:9\"\n",
+    )
+    .expect("write the configuration");
+    let config = config.display().to_string();
+    let server = crate::helpers::LoggedServer::start(&[], &[("TRAILMARK_CONFIG", config.as_str())]);
+    let log = server.log();
+    assert!(log.contains("operator:****@127.0.0.1:9"), "{log}");
+    assert!(!log.contains("hunter2-secret"), "{log}");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(directory.path().join("data"))
+        .args([
+            "--egress-proxy",
+            "https://operator:hunter2-secret@127.0.0.1:9",
+        ])
+        .env("TRAILMARK_API_KEY", crate::helpers::ADMIN_KEY)
+        .env_remove("TRAILMARK_EGRESS_PROXY")
+        .output()
+        .expect("run trailmark");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--egress-proxy"), "{stderr}");
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+}

@@ -293,6 +293,9 @@ pub fn check_allowed(public: &Map<String, Value>, egress: &Egress) -> Result<(),
     }
 }
 
+/// The proxy a stream's traffic goes through; `None`: it connects directly.
+pub type Route = Option<Arc<Proxy>>;
+
 /// The proxy a stream's traffic goes through, if any: its own, none, or the operator's.
 ///
 /// # Errors
@@ -302,7 +305,7 @@ pub fn route(
     public: &Map<String, Value>,
     password: Option<&str>,
     egress: &Egress,
-) -> Result<Option<Arc<Proxy>>, String> {
+) -> Result<Route, String> {
     check_allowed(public, egress).map_err(|p| format!("{}: {}", p.field, p.message))?;
     match choice(public)? {
         Choice::Default => Ok(egress.proxy.clone()),

@@ -32,7 +32,7 @@ use crate::Outcome;
 use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::{Context, Shared, Sink};
-use crate::egress::{self, Proxy, Via};
+use crate::egress::{self, Proxy, Route, Via};
 use crate::filter::Filters;
 use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
@@ -278,7 +278,7 @@ impl StreamWorkers {
     /// private-destination guard (names are checked again by the client's resolver, or before
     /// the proxy is asked to connect; addresses written as IPs never reach a resolver), and the
     /// egress proxy it goes through.
-    fn sink(&self, stream: &StreamRecord) -> Result<(Box<dyn Sink>, Option<Arc<Proxy>>), Outcome> {
+    fn sink(&self, stream: &StreamRecord) -> Result<(Box<dyn Sink>, Route), Outcome> {
         let settings = self.open_settings(stream).map_err(Outcome::Invalid)?;
         let sink = settings
             .sink()
