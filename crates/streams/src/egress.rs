@@ -4,7 +4,8 @@
 //! **Which proxy.** The operator's `--egress-proxy http://[user:pass@]host:port` carries every
 //! stream's traffic: the requests of every destination, the token requests some make (GCS
 //! service-account tokens), and syslog's TCP connection. A stream may override it with its own
-//! settings ([`FIELDS`], shown in every form): `egress_proxy` is another proxy's URL, with
+//! settings (in [`crate::destination::COMMON_FIELDS`], so every form shows them):
+//! `egress_proxy` is another proxy's URL, with
 //! `egress_proxy_username` and `egress_proxy_password` (a credential, sealed at rest), or
 //! `"none"` to connect directly. With `--egress-proxy-required` the operator refuses both
 //! overrides: every stream then leaves through the operator's proxy.
@@ -392,7 +393,7 @@ impl SendError {
 }
 
 impl Context<'_> {
-    /// Sends `request`: through the stream's proxy if it has one ([`send_through`]), else with
+    /// Sends `request`: through a tunnel of the stream's proxy if it has one, else with
     /// the client (whose resolver applies the guard). Every request a sink makes goes through
     /// here, so none leaves by another way.
     ///
