@@ -305,6 +305,13 @@ pub struct ServeArgs {
     /// `ca_certificate` replaces both).
     #[arg(long, env = "TRAILMARK_STREAM_CA_FILE", value_name = "FILE")]
     pub stream_ca_file: Option<PathBuf>,
+    /// Lend the AWS credentials Trailmark runs with (the default chain: AWS_* keys, a web
+    /// identity token file, container credentials, instance metadata) to `s3` streams that set
+    /// no keys of their own, as the base that assumes their `role_arn` or to write directly.
+    /// Off by default: on an instance shared by several customers, the host's role must not be
+    /// usable by any customer's stream.
+    #[arg(long, env = "TRAILMARK_AWS_DEFAULT_CREDENTIALS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub aws_default_credentials: bool,
     /// A C2SP tlog-witness to ask to cosign each new checkpoint, as `URL=VERIFIER_KEY` (its
     /// submission prefix and cosignature key; `trailmark witness` prints both), repeatable
     /// (comma-separated in the variable).

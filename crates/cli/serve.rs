@@ -191,6 +191,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             lease: Duration::from_secs(args.stream_lease_secs.max(1)),
             checkpoint_every: Duration::from_secs(args.stream_checkpoint_interval_secs.max(1)),
+            // The one place the AWS environment is read (the streams crate reads none).
+            aws_default_chain: args.aws_default_credentials.then(|| {
+                trailmark_streams::s3::DefaultChain::from_environment(|name| {
+                    std::env::var(name).ok()
+                })
+            }),
             ..WorkerConfig::default()
         },
         require_schemas: args.require_schemas,

@@ -449,6 +449,11 @@ pub struct Options {
     pub stream_checkpoint_every: std::time::Duration,
     /// How long an idle console session lasts (the server's default unless a test shortens it).
     pub console_idle_timeout: Option<std::time::Duration>,
+    /// The streams' clock (credentials' expiry, batch deadlines): the wall clock unless a test
+    /// moves it.
+    pub stream_clock: trailmark_streams::worker::Clock,
+    /// The AWS credentials lent to `s3` streams (`--aws-default-credentials`).
+    pub aws_default_chain: Option<trailmark_streams::s3::DefaultChain>,
 }
 
 impl Default for Options {
@@ -469,6 +474,8 @@ impl Default for Options {
             witnesses: Vec::new(),
             stream_checkpoint_every: std::time::Duration::from_secs(3600),
             console_idle_timeout: None,
+            stream_clock: Default::default(),
+            aws_default_chain: None,
         }
     }
 }
@@ -508,7 +515,8 @@ impl TestApp {
                 idle_poll: std::time::Duration::from_millis(50),
                 lease: std::time::Duration::from_secs(5),
                 checkpoint_every: options.stream_checkpoint_every,
-                clock: Default::default(),
+                clock: options.stream_clock,
+                aws_default_chain: options.aws_default_chain,
             },
             require_schemas: options.require_schemas,
             export_max_range_days: options.export_max_range_days,

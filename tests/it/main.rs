@@ -2,6 +2,7 @@
 //! real binary where a crash is involved) and talks to it over HTTP.
 
 mod authority;
+mod aws;
 mod axum_app;
 mod cli;
 mod client;

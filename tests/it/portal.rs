@@ -749,3 +749,55 @@ async fn the_events_page_follows_its_organization_s_new_events_through_the_sessi
     assert_eq!(data["organization_id"], acme.as_str());
     assert_eq!(message.id, Some((size + 1).to_string()));
 }
+
+#[tokio::test]
+async fn the_s3_form_offers_a_role_with_an_external_id_and_optional_encryption() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let cookie = open(&link(&app, &organization, "log_streams").await).await;
+    let html = page(&app, &cookie, "/portal/streams/new?type=s3")
+        .await
+        .text()
+        .await
+        .expect("html");
+    for field in [
+        "config.role_arn",
+        "config.external_id",
+        "config.sts_endpoint",
+        "config.server_side_encryption",
+        "config.kms_key_id",
+        "config.acl",
+    ] {
+        assert!(html.contains(&format!(r#"name="{field}""#)), "{field}");
+    }
+    assert!(
+        html.contains(r#"name="config.secret_access_key" autocomplete="off""#)
+            && html.contains(r#"<input type="password" name="config.secret_access_key""#),
+        "the secret key stays a write-only credential"
+    );
+    let token = csrf(&app, &cookie, "/portal/streams/new?type=s3").await;
+    // The optional choices left at "—" send nothing: no encryption header, no ACL.
+    let created = post_form(
+        &app,
+        &cookie,
+        "/portal/streams",
+        &format!(
+            "csrf={token}&type=s3&name=Bucket&config.bucket=acme-audit&config.region=eu-west-1\
+             &config.endpoint=http%3A%2F%2F127.0.0.1%3A9&config.access_key_id=AKIAEXAMPLE\
+             &config.secret_access_key=secret&config.server_side_encryption=&config.acl=&config.layout="
+        ),
+    )
+    .await;
+    assert_eq!(created.status(), 303, "{:?}", created.text().await);
+    let streams = body(
+        app.get(&format!(
+            "/audit_logs/streams?organization_id={organization}"
+        ))
+        .await,
+    )
+    .await;
+    let config = &streams["data"][0]["config"];
+    assert_eq!(config["layout"], "object_per_event");
+    assert_eq!(config.get("server_side_encryption"), None, "{config}");
+    assert_eq!(config.get("acl"), None, "{config}");
+}

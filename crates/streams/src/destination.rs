@@ -274,6 +274,11 @@ pub struct Context<'a> {
     /// sent with [`Context::send`] (or [`crate::net::exchange`]) and syslog connects with
     /// [`Context::connect`], never with `client` alone, so they take it.
     pub proxy: Option<crate::egress::Via<'a>>,
+    /// What time it is for credentials' expiry (the workers' clock).
+    pub clock: &'a crate::worker::Clock,
+    /// The AWS credentials Trailmark runs with, if the operator lends them to streams
+    /// (`--aws-default-credentials`).
+    pub aws_default_chain: Option<&'a crate::s3::credentials::DefaultChain>,
 }
 
 /// Values destinations keep between attempts, one per type, made on first use: a destination

@@ -913,6 +913,8 @@ mod tests {
                 proxy,
                 trusted: &[],
             }),
+            clock: &crate::worker::Clock::default(),
+            aws_default_chain: None,
         };
         cx.send(client.get(url)).await
     }

@@ -80,6 +80,9 @@ pub struct WorkerConfig {
     /// What time it is for a batch's deadline, which is measured from its oldest event's
     /// `received_at` (the wall clock; tests put it on tokio's paused clock).
     pub clock: Clock,
+    /// The AWS credentials this process runs with, lent to `s3` streams that set no keys of
+    /// their own (`--aws-default-credentials`); `None`: such streams are `invalid`.
+    pub aws_default_chain: Option<crate::s3::credentials::DefaultChain>,
 }
 
 /// The time a batch's age is measured at.
@@ -122,6 +125,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(15),
             checkpoint_every: Duration::from_secs(60),
             clock: Clock::default(),
+            aws_default_chain: None,
         }
     }
 }
@@ -306,6 +310,8 @@ impl StreamWorkers {
                 proxy,
                 trusted: &self.config.trusted,
             }),
+            clock: &self.config.clock,
+            aws_default_chain: self.config.aws_default_chain.as_ref(),
         }
     }
 

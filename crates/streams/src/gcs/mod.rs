@@ -113,8 +113,9 @@ impl GcsSink {
         match &config.credentials {
             Credentials::Hmac { access_id, secret } => {
                 let bucket = self.xml_bucket();
+                let credentials = s3::Credentials::fixed(access_id, secret);
                 put_all(objects, |object| {
-                    put_signed(cx, &bucket, object, access_id, secret)
+                    put_signed(cx, &bucket, object, &credentials, &[])
                 })
                 .await
             }

@@ -1,14 +1,30 @@
-//! AWS Signature Version 4 for object PUTs (`AWS4-HMAC-SHA256`, service `s3`). Every PUT
-//! carries `Content-MD5` too (S3 Object Lock requires it).
+//! AWS Signature Version 4 (`AWS4-HMAC-SHA256`): object PUTs (service `s3`; every PUT carries
+//! `Content-MD5` too, which S3 Object Lock requires) and STS calls (service `sts`, a form POST,
+//! [`super::sts`]). Temporary credentials add `x-amz-security-token`, signed with the rest.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use super::credentials::Credentials;
 use super::encode::Object;
 
-/// The headers of a signed PUT, AWS Signature Version 4 (all names lower-case).
+/// A request to sign: everything the signature covers.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    /// The path, already URI-encoded ([`encode_path`]).
+    pub path: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+    /// Headers besides `host`, `x-amz-date`, `x-amz-content-sha256` and
+    /// `x-amz-security-token` (added here); names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: &'a [u8],
+}
+
+/// The headers of a signed PUT with static keys (all names lower-case).
 pub fn signed_put_headers(
     object: &Object,
     host: &str,
@@ -18,19 +34,63 @@ pub fn signed_put_headers(
     secret_access_key: &str,
     now: trailmark_domain::Timestamp,
 ) -> Vec<(String, String)> {
-    let amz_date = amz_date(now);
-    let date = &amz_date[..8];
-    let payload_hash = hex(&Sha256::digest(&object.body));
-    let content_md5 = STANDARD.encode(md5::Md5::digest(&object.body));
+    let credentials = Credentials::fixed(access_key_id, secret_access_key);
+    signed_object_put(object, host, url_path, region, &credentials, &[], now)
+}
+
+/// The headers of a signed PUT of `object`, with `extra` (`x-amz-*` settings) among the signed
+/// headers.
+pub fn signed_object_put(
+    object: &Object,
+    host: &str,
+    url_path: &str,
+    region: &str,
+    credentials: &Credentials,
+    extra: &[(String, String)],
+    now: trailmark_domain::Timestamp,
+) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = vec![
-        ("content-md5".into(), content_md5),
+        (
+            "content-md5".into(),
+            STANDARD.encode(md5::Md5::digest(&object.body)),
+        ),
         ("content-type".into(), object.content_type.into()),
-        ("host".into(), host.into()),
-        ("x-amz-content-sha256".into(), payload_hash.clone()),
-        ("x-amz-date".into(), amz_date.clone()),
     ];
     if let Some(encoding) = object.content_encoding {
         headers.push(("content-encoding".into(), encoding.into()));
+    }
+    headers.extend(extra.iter().cloned());
+    sign(
+        Request {
+            method: "PUT",
+            host,
+            path: url_path,
+            region,
+            service: "s3",
+            headers,
+            body: &object.body,
+        },
+        credentials,
+        now,
+    )
+}
+
+/// The headers `request` is sent with: its own, the dated and hashed ones, the session token if
+/// any, and `authorization` (`host` left out: the client sets it from the URL).
+pub fn sign(
+    request: Request<'_>,
+    credentials: &Credentials,
+    now: trailmark_domain::Timestamp,
+) -> Vec<(String, String)> {
+    let amz_date = amz_date(now);
+    let date = &amz_date[..8];
+    let payload_hash = hex(&Sha256::digest(request.body));
+    let mut headers = request.headers;
+    headers.push(("host".into(), request.host.into()));
+    headers.push(("x-amz-content-sha256".into(), payload_hash.clone()));
+    headers.push(("x-amz-date".into(), amz_date.clone()));
+    if let Some(token) = &credentials.session_token {
+        headers.push(("x-amz-security-token".into(), token.clone()));
     }
     headers.sort();
     let signed_headers = headers
@@ -42,25 +102,30 @@ pub fn signed_put_headers(
         .iter()
         .map(|(name, value)| format!("{name}:{}\n", value.trim()))
         .collect();
-    let canonical_request =
-        format!("PUT\n{url_path}\n\n{canonical_headers}\n{signed_headers}\n{payload_hash}");
-    let scope = format!("{date}/{region}/s3/aws4_request");
+    let canonical_request = format!(
+        "{}\n{}\n\n{canonical_headers}\n{signed_headers}\n{payload_hash}",
+        request.method, request.path
+    );
+    let scope = format!("{date}/{}/{}/aws4_request", request.region, request.service);
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex(&Sha256::digest(canonical_request.as_bytes()))
     );
     let mut key = hmac(
-        format!("AWS4{secret_access_key}").as_bytes(),
+        format!("AWS4{}", credentials.secret_access_key).as_bytes(),
         date.as_bytes(),
     );
-    for part in [region, "s3", "aws4_request"] {
+    for part in [request.region, request.service, "aws4_request"] {
         key = hmac(&key, part.as_bytes());
     }
     let signature = hex(&hmac(&key, string_to_sign.as_bytes()));
     headers.retain(|(name, _)| name != "host");
     headers.push((
         "authorization".into(),
-        format!("AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"),
+        format!(
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
+            credentials.access_key_id
+        ),
     ));
     headers
 }
@@ -86,7 +151,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

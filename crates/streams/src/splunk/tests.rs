@@ -157,6 +157,8 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
                 allow_private: true,
                 proxy: None,
                 shared: &shared,
+                clock: &crate::worker::Clock::default(),
+                aws_default_chain: None,
             };
             sink.send(&cx, &events).await
         }

@@ -403,6 +403,9 @@ fn field_label(
                 },
                 FieldKind::Select(choices) => select name=(key)
                     aria-invalid=[error.invalid()] aria-describedby=[error.described_by()] {
+                    // An optional choice can be left out (S3's encryption and ACL): empty is
+                    // sent as nothing, so the destination's default applies.
+                    @if !f.required { option value="" selected[value.is_empty()] { "—" } }
                     @for choice in choices { option selected[*choice == value] { (choice) } }
                 },
             }
