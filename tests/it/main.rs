@@ -31,6 +31,7 @@ mod retention;
 mod scale_out;
 mod schemas;
 mod self_audit;
+mod sentinel;
 mod streams;
 mod syslog;
 mod upgrade;

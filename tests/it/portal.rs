@@ -801,3 +801,63 @@ async fn the_s3_form_offers_a_role_with_an_external_id_and_optional_encryption()
     assert_eq!(config.get("server_side_encryption"), None, "{config}");
     assert_eq!(config.get("acl"), None, "{config}");
 }
+
+/// The Admin Portal's stream form is built from what each destination declares: Microsoft
+/// Sentinel's settings and the event format every stream takes appear without page code of their
+/// own, and a Sentinel stream made through the form keeps its format.
+#[tokio::test]
+async fn issue_16_stream_forms_offer_sentinel_settings_and_the_event_format() {
+    let app = TestApp::spawn().await;
+    let organization = app.create_organization("Acme").await;
+    let cookie = open(&link(&app, &organization, "log_streams").await).await;
+    let html = page(&app, &cookie, "/portal/streams/new?type=sentinel")
+        .await
+        .text()
+        .await
+        .expect("html");
+    for name in [
+        "endpoint",
+        "dcr_immutable_id",
+        "stream_name",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "authority",
+        "event_format",
+    ] {
+        assert!(
+            html.contains(&format!(r#"name="config.{name}""#)),
+            "{name}: {html}"
+        );
+    }
+    assert!(html.contains("<option>ocsf</option>"), "{html}");
+    let token = csrf(&app, &cookie, "/portal/streams/new?type=sentinel").await;
+    let created = post_form(
+        &app,
+        &cookie,
+        "/portal/streams",
+        &format!("csrf={token}&type=sentinel&name=Sentinel&config.endpoint=http%3A%2F%2F127.0.0.1%3A9&config.dcr_immutable_id=dcr-00112233445566778899aabbccddeeff&config.stream_name=Custom-TrailmarkAudit&config.tenant_id=contoso.onmicrosoft.com&config.client_id=client-1&config.client_secret=s3cret&config.event_format=ocsf"),
+    )
+    .await;
+    // On to the stream's page.
+    assert_eq!(
+        created.status(),
+        303,
+        "{}",
+        created.text().await.unwrap_or_default()
+    );
+    let streams = body(
+        app.get(&format!(
+            "/audit_logs/streams?organization_id={organization}"
+        ))
+        .await,
+    )
+    .await;
+    let stream = &streams["data"][0];
+    assert_eq!(stream["type"], "sentinel", "{streams}");
+    assert_eq!(stream["config"]["event_format"], "ocsf");
+    assert_eq!(
+        stream["config"]["authority"],
+        "https://login.microsoftonline.com"
+    );
+}

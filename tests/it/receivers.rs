@@ -12,7 +12,17 @@
 //! - `splunk` with indexer acknowledgement (`Kind::SplunkAck`), as a HEC token with it on:
 //!   requests without `X-Splunk-Request-Channel` are refused (400, code 10), each batch is answered
 //!   with an `ackId`, and `POST /services/collector/ack` (`{"acks": [ids]}`, same token and
-//!   channel) answers `{"acks": {"<id>": <indexed?>}}`, `false` while the test withholds them.
+//!   channel) answers `{"acks": {"<id>": <indexed?>}}`, `false` while the test withholds them;
+//! - `sentinel` (`Kind::Sentinel`), Microsoft Entra ID and the Azure Monitor Logs Ingestion API on
+//!   one port: `POST /{tenant}/oauth2/v2.0/token` takes exactly the client-credentials form
+//!   (`grant_type=client_credentials`, `client_id`, `client_secret`, `scope=https://monitor.azure.com//.default`,
+//!   form-encoded) and answers `{"token_type":"Bearer","expires_in":…,"access_token":…}`, or 401
+//!   `invalid_client` (AADSTS7000215) for a wrong secret; `POST /dataCollectionRules/<dcr>/streams/
+//!   <stream>?api-version=2023-01-01` needs `Authorization: Bearer <a token it issued, unexpired>`
+//!   (401 otherwise), `Content-Type: application/json`, at most 1 MB (gzip, if
+//!   `Content-Encoding: gzip`, unpacked first; 413 otherwise), a JSON array of records each with a
+//!   string `TimeGenerated` and an object `Event`, and answers 204. It records each record's
+//!   `Event` and each call's size.
 
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +58,11 @@ pub struct Log {
     /// Splunk with acknowledgement: the channel of each batch, and the acknowledgement queries.
     pub channels: Vec<String>,
     pub ack_queries: usize,
+    /// Sentinel: tokens issued (each with when it expires), and each call's JSON size in bytes.
+    pub tokens: Vec<(String, std::time::Instant)>,
+    pub call_sizes: Vec<usize>,
+    /// Sentinel: every record accepted, whole.
+    pub records: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -165,7 +180,17 @@ pub enum Kind {
     Splunk,
     /// Splunk HEC with indexer acknowledgement on.
     SplunkAck,
+    /// Entra ID and the Logs Ingestion API (`credential`: the client secret).
+    Sentinel,
 }
+
+/// The Sentinel stand-in's tenant, client id, rule and stream.
+pub const SENTINEL_TENANT: &str = "6a1f2b3c-0000-4000-8000-00000000aaaa";
+pub const SENTINEL_CLIENT: &str = "9b8c7d6e-0000-4000-8000-00000000bbbb";
+pub const SENTINEL_DCR: &str = "dcr-00112233445566778899aabbccddeeff";
+pub const SENTINEL_STREAM: &str = "Custom-TrailmarkAudit";
+/// How long the stand-in's tokens last (Entra's usual lifetime).
+const SENTINEL_TOKEN_SECONDS: u64 = 3599;
 
 pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver {
     let log = Arc::new(Mutex::new(Log {
@@ -180,6 +205,12 @@ pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver 
         Kind::SplunkAck => axum::Router::new()
             .route("/services/collector/event", post(splunk_with_ack))
             .route("/services/collector/ack", post(splunk_ack)),
+        Kind::Sentinel => axum::Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(entra_token))
+            .route(
+                "/dataCollectionRules/{dcr}/streams/{stream}",
+                post(sentinel_ingest),
+            ),
     }
     .with_state(Arc::clone(&log));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -190,7 +221,7 @@ pub async fn start(kind: Kind, credential: &str, fail_first: usize) -> Receiver 
     let url = match kind {
         Kind::Http => format!("http://{address}/hook"),
         Kind::Datadog => format!("http://{address}/api/v2/logs"),
-        Kind::Splunk | Kind::SplunkAck => format!("http://{address}"),
+        Kind::Splunk | Kind::SplunkAck | Kind::Sentinel => format!("http://{address}"),
     };
     Receiver { url, log }
 }
@@ -496,4 +527,166 @@ async fn splunk_ack(
         .map(|id| (id.to_string(), Value::Bool(indexed && id < known)))
         .collect();
     (StatusCode::OK, json!({"acks": acks}).to_string())
+}
+
+async fn entra_token(
+    State(log): State<Arc<Mutex<Log>>>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    if tenant != SENTINEL_TENANT {
+        return violation(&log, StatusCode::BAD_REQUEST, format!("tenant {tenant}"));
+    }
+    if headers.get("content-type").and_then(|v| v.to_str().ok())
+        != Some("application/x-www-form-urlencoded")
+    {
+        return violation(&log, StatusCode::BAD_REQUEST, "token content-type".into());
+    }
+    let form: Vec<(String, String)> = reqwest::Url::parse(&format!("http://form/?{body}"))
+        .map(|url| url.query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    let mut names: Vec<&str> = form.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    let value = |name: &str| {
+        form.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if names != ["client_id", "client_secret", "grant_type", "scope"]
+        || value("grant_type") != Some("client_credentials")
+        || value("scope") != Some("https://monitor.azure.com//.default")
+    {
+        return violation(&log, StatusCode::BAD_REQUEST, format!("token form {body}"));
+    }
+    let Ok(mut log) = log.lock() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+    };
+    if value("client_id") != Some(SENTINEL_CLIENT)
+        || value("client_secret") != Some(log.credential.as_str())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "invalid_client",
+                   "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID."})
+            .to_string(),
+        );
+    }
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("random bytes");
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let expires =
+        std::time::Instant::now() + std::time::Duration::from_secs(SENTINEL_TOKEN_SECONDS);
+    log.tokens.push((token.clone(), expires));
+    (
+        StatusCode::OK,
+        json!({"token_type": "Bearer", "expires_in": SENTINEL_TOKEN_SECONDS, "ext_expires_in": SENTINEL_TOKEN_SECONDS, "access_token": token})
+            .to_string(),
+    )
+}
+
+async fn sentinel_ingest(
+    State(log): State<Arc<Mutex<Log>>>,
+    axum::extract::Path((dcr, stream)): axum::extract::Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    if let Some(failure) = admit(&log) {
+        return failure;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let bearer = header("authorization");
+    let known = log
+        .lock()
+        .map(|log| {
+            log.tokens.iter().any(|(token, expires)| {
+                bearer == format!("Bearer {token}") && std::time::Instant::now() < *expires
+            })
+        })
+        .unwrap_or(false);
+    if !known {
+        return violation(
+            &log,
+            StatusCode::UNAUTHORIZED,
+            "no valid bearer token".into(),
+        );
+    }
+    if dcr != SENTINEL_DCR || stream != SENTINEL_STREAM {
+        return violation(
+            &log,
+            StatusCode::NOT_FOUND,
+            format!("rule {dcr} stream {stream}"),
+        );
+    }
+    if query.as_deref() != Some("api-version=2023-01-01") {
+        return violation(&log, StatusCode::BAD_REQUEST, format!("query {query:?}"));
+    }
+    if header("content-type") != "application/json" {
+        return violation(
+            &log,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type".into(),
+        );
+    }
+    if body.len() > 1_000_000 {
+        return violation(&log, StatusCode::PAYLOAD_TOO_LARGE, "over 1 MB".into());
+    }
+    let json = match header("content-encoding").as_str() {
+        "" => body.to_vec(),
+        "gzip" => {
+            let mut unpacked = Vec::new();
+            let reader = flate2::read::GzDecoder::new(&body[..]);
+            if std::io::Read::read_to_end(
+                &mut std::io::Read::take(reader, 1_000_001),
+                &mut unpacked,
+            )
+            .is_err()
+            {
+                return violation(&log, StatusCode::BAD_REQUEST, "bad gzip".into());
+            }
+            unpacked
+        }
+        other => {
+            return violation(
+                &log,
+                StatusCode::BAD_REQUEST,
+                format!("content-encoding {other}"),
+            );
+        }
+    };
+    if json.len() > 1_000_000 {
+        return violation(
+            &log,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "over 1 MB unpacked".into(),
+        );
+    }
+    let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&json) else {
+        return violation(&log, StatusCode::BAD_REQUEST, "not a JSON array".into());
+    };
+    if records.is_empty()
+        || records
+            .iter()
+            .any(|r| !r["TimeGenerated"].is_string() || !r["Event"].is_object())
+    {
+        return violation(
+            &log,
+            StatusCode::BAD_REQUEST,
+            "a record without TimeGenerated or Event".into(),
+        );
+    }
+    if let Ok(mut log) = log.lock() {
+        log.call_sizes.push(json.len());
+        log.events
+            .extend(records.iter().map(|r| r["Event"].clone()));
+        log.records.extend(records);
+    }
+    (StatusCode::NO_CONTENT, String::new())
 }

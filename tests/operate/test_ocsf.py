@@ -11,6 +11,10 @@ exported as OCSF, and every line is checked twice:
 - by `ocsf-pydantic`'s model of the class (`APIActivity`).
 
 Each line's `unmapped` must be the event object the search API returns, so nothing is lost.
+
+The same checks apply to what a log stream with `event_format: "ocsf"` delivers: the same events
+streamed by the real binary to a loopback receiver, each envelope's `event` read against the
+schema and the model, its key and timestamp still the event object's.
 """
 
 from __future__ import annotations
@@ -159,3 +163,65 @@ def test_every_exported_line_is_a_valid_ocsf_api_activity_holding_the_event(star
     extra = copy.deepcopy(lines[0])
     extra["organization_id"] = organization_id
     assert not validator.is_valid(extra)
+
+
+def test_every_event_a_stream_delivers_in_ocsf_is_a_valid_ocsf_api_activity_holding_the_event(
+    start_server, receiver
+):
+    server = start_server("--allow-private-destinations")
+    status, organization, _ = server.request("POST", "/organizations", {"name": "Acme"})
+    assert status == 201, organization
+    organization_id = organization["id"]
+    status, stream, _ = server.request(
+        "POST",
+        "/audit_logs/streams",
+        {
+            "organization_id": organization_id,
+            "type": "http",
+            "name": "OCSF SIEM",
+            "config": {
+                "url": receiver.url + "/hook",
+                "format": "ndjson",
+                "event_format": "ocsf",
+                "batch": {"max_wait_seconds": 0},
+            },
+        },
+    )
+    assert status == 201, stream
+    assert stream["config"]["event_format"] == "ocsf"
+    for n, event in enumerate(EVENTS):
+        body = {**event, "occurred_at": f"2026-08-01T10:00:{n:02d}.000Z"}
+        status, answer, _ = server.request(
+            "POST", "/audit_logs/events", {"organization_id": organization_id, "event": body}
+        )
+        assert status == 200, answer
+
+    def envelopes(requests) -> list[dict]:
+        return [
+            json.loads(line)
+            for _, _, body in requests
+            for line in body.decode().splitlines()
+            if line.strip()
+        ]
+
+    receiver.wait_for(lambda requests: len(envelopes(requests)) >= len(EVENTS))
+    delivered = [e for e in envelopes(receiver.requests) if not e["keySuffix"].startswith("checkpoint_")]
+    assert all(path == "/hook" for path, _, _ in receiver.requests)
+    assert len(delivered) == len(EVENTS)
+
+    validator = api_activity_validator()
+    for envelope in delivered:
+        line = envelope["event"]
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(line)]
+        assert not errors, (errors, line)
+        model = APIActivity(**line)
+        assert model.class_uid == 6003
+        assert model.metadata.version == OCSF_VERSION
+
+        status, event, _ = server.request("GET", f"/audit_logs/events/{line['metadata']['uid']}")
+        assert status == 200
+        assert line["unmapped"] == event, "the event object is kept whole"
+        # The envelope's key and timestamp are the event object's, whatever the body's format.
+        assert envelope["keySuffix"] == event["id"]
+        assert envelope["timestamp"] == event["occurred_at"]
+    assert [e["event"]["api"]["operation"] for e in delivered] == [e["action"] for e in EVENTS]

@@ -377,7 +377,7 @@ pub struct LogStream {
 #[derive(Debug, Clone, Serialize)]
 pub struct NewLogStream {
     pub organization_id: String,
-    /// `http`, `datadog`, `splunk`, `s3` or `gcs`.
+    /// `http`, `datadog`, `splunk`, `s3`, `gcs`, `syslog` or `sentinel`.
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,

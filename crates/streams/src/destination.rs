@@ -1,12 +1,13 @@
 //! The one trait every destination implements, and the list of them.
 //!
-//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`) holds everything that
-//! knows its service: the fields it is configured with ([`Destination::fields`], from which the
-//! portal builds its form), the typed configuration it parses them into (pure; every problem
-//! names its field), its batching defaults, and a [`Sink`]: the configured destination, which
-//! encodes events (pure), builds and sends the request, and classifies the answer into an
-//! [`Outcome`]. The worker, the streams API and the portal see only these two traits, so a new
-//! destination is a new module and one line in [`all`].
+//! A destination module (`http/`, `datadog/`, `splunk/`, `s3/`, `gcs/`, `syslog/`, `sentinel/`)
+//! holds everything that knows its service: the fields it is configured with
+//! ([`Destination::fields`], from which the portal builds its form), the typed configuration it
+//! parses them into (pure; every problem names its field), its batching defaults, and a
+//! [`Sink`]: the configured destination, which encodes events (pure), builds and sends the
+//! request, and classifies the answer into an [`Outcome`]. The worker, the streams API and the
+//! portal see only these two traits, so a new destination is a new module and one line in
+//! [`all`].
 //!
 //! Stored settings stay two JSON maps per stream, whatever the type: the public fields (shown
 //! as they are) and the credentials (the fields whose [`FieldKind`] is secret), sealed at rest.
@@ -22,16 +23,18 @@ use serde_json::{Map, Value};
 use trailmark_domain::{FieldProblem, Timestamp};
 
 use crate::Outcome;
+use crate::format::EventFormat;
 use crate::settings::problem;
 
 /// Every destination this release delivers to, in the order forms offer them.
-static ALL: [&dyn Destination; 6] = [
+static ALL: [&dyn Destination; 7] = [
     &crate::http::Http,
     &crate::datadog::Datadog,
     &crate::splunk::Splunk,
     &crate::s3::S3,
     &crate::gcs::Gcs,
     &crate::syslog::Syslog,
+    &crate::sentinel::Sentinel,
 ];
 
 /// Every destination, in the order forms offer them.
@@ -108,9 +111,15 @@ impl Field {
     }
 }
 
-/// The settings every stream takes, whatever its destination ([`crate::batch`],
-/// [`crate::filter`], [`crate::egress`]).
+/// The settings every stream takes, whatever its destination ([`crate::format`],
+/// [`crate::batch`], [`crate::filter`], [`crate::egress`]).
 pub const COMMON_FIELDS: &[Field] = &[
+    Field::new(
+        crate::format::KEY,
+        "Event format",
+        FieldKind::Select(crate::format::FORMATS),
+    )
+    .help("workos: the event object (the default); ocsf: an OCSF 1.3.0 API Activity event holding it."),
     Field::new(
         "batch.max_events",
         "Batch: most events per request",
@@ -279,6 +288,9 @@ pub struct Context<'a> {
     /// The AWS credentials Trailmark runs with, if the operator lends them to streams
     /// (`--aws-default-credentials`).
     pub aws_default_chain: Option<&'a crate::s3::credentials::DefaultChain>,
+    /// What the stream sends as each event: encoders take an event's body from
+    /// [`EventFormat::body`], and everything else (keys, timestamps, ids) from the event object.
+    pub format: EventFormat,
 }
 
 /// Values destinations keep between attempts, one per type, made on first use: a destination

@@ -915,6 +915,7 @@ mod tests {
             }),
             clock: &crate::worker::Clock::default(),
             aws_default_chain: None,
+            format: crate::format::EventFormat::Workos,
         };
         cx.send(client.get(url)).await
     }

@@ -12,12 +12,13 @@
 //!   configured destination that encodes, sends and classifies), and the list of them. The
 //!   worker, the streams API and the portal know destinations only through it.
 //! - One module per destination: [`http`], [`datadog`], [`splunk`], [`s3`], [`gcs`],
-//!   [`syslog`], each with
+//!   [`syslog`], [`sentinel`], each with
 //!   `config.rs` (typed settings, parsed and checked), `encode.rs` (events → request body, pure)
 //!   and its request and answer handling in `mod.rs`.
 //! - [`settings`]: a stream's stored settings (public fields and credentials, [`seal`]ed at rest
 //!   and masked when shown), merged generically from the API's `config`.
-//! - [`batch`]: when a stream sends; [`filter`]: which events it sends.
+//! - [`batch`]: when a stream sends; [`filter`]: which events it sends; [`format`]: what it
+//!   sends as each event (the event object, or an OCSF event holding it).
 //! - [`net`]: the HTTP client, the guard against private destinations, and the usual reading of
 //!   an HTTP answer into delivered / retry / invalid.
 //! - [`egress`]: deliveries through an HTTP CONNECT proxy (`--egress-proxy`, or a stream's
@@ -32,12 +33,14 @@ pub mod datadog;
 pub mod destination;
 pub mod egress;
 pub mod filter;
+pub mod format;
 pub mod gcs;
 pub mod http;
 pub mod net;
 pub mod observe;
 pub mod s3;
 pub mod seal;
+pub mod sentinel;
 pub mod settings;
 pub mod splunk;
 pub mod syslog;

@@ -34,6 +34,7 @@ use crate::batch::{BatchPolicy, Decision};
 use crate::destination::{Context, Shared, Sink};
 use crate::egress::{self, Proxy, Route, Via};
 use crate::filter::Filters;
+use crate::format::EventFormat;
 use crate::net;
 use crate::observe::{Attempt, AttemptOutcome, DeliveryObserver, Health};
 use crate::seal::Sealer;
@@ -312,6 +313,7 @@ impl StreamWorkers {
             }),
             clock: &self.config.clock,
             aws_default_chain: self.config.aws_default_chain.as_ref(),
+            format: EventFormat::of(&stream.config),
         }
     }
 

@@ -8,6 +8,8 @@
 
 use serde_json::{Value, json};
 
+use crate::format::EventFormat;
+
 pub const MAX_EVENTS: usize = 1_000;
 pub const MAX_BYTES: usize = 5_000_000;
 pub const MAX_ITEM_BYTES: usize = 1_000_000;
@@ -19,15 +21,16 @@ pub fn intake_url(site: &str) -> String {
 
 /// The body for the longest prefix of `events` within the limits, and how many it holds. An
 /// event too large for one Datadog item is sent truncated to its id and sequence, with a
-/// `truncated` tag, rather than blocking the stream forever.
-pub fn encode(events: &[Value], source: &str) -> (Vec<u8>, usize) {
+/// `truncated` tag, rather than blocking the stream forever. `message` is the event's body in
+/// `format`; tags come from the event object.
+pub fn encode(events: &[Value], source: &str, format: EventFormat) -> (Vec<u8>, usize) {
     let mut items = Vec::new();
     let mut size = 2;
     for event in events.iter().take(MAX_EVENTS) {
-        let mut item = self::item(event, source).to_string();
+        let mut item = self::item(event, &format.body(event), source).to_string();
         if item.len() > MAX_ITEM_BYTES {
             let stub = json!({"id": event["id"], "sequence": event["sequence"], "truncated": true});
-            let mut shrunk = self::item(&stub, source);
+            let mut shrunk = self::item(&stub, &stub, source);
             shrunk["ddtags"] = json!(format!(
                 "{},truncated:true",
                 shrunk["ddtags"].as_str().unwrap_or_default()
@@ -43,7 +46,8 @@ pub fn encode(events: &[Value], source: &str) -> (Vec<u8>, usize) {
     (format!("[{}]", items.join(",")).into_bytes(), items.len())
 }
 
-fn item(event: &Value, source: &str) -> Value {
+/// The log item for `event`, carrying `body` as its message.
+fn item(event: &Value, body: &Value, source: &str) -> Value {
     let organization = event["organization_id"].as_str().unwrap_or("");
     // A signed checkpoint travels the same way, tagged as what it is.
     let tags = match event["object"].as_str() {
@@ -60,7 +64,7 @@ fn item(event: &Value, source: &str) -> Value {
         "ddtags": tags,
         "hostname": "trailmark",
         "service": "audit-logs",
-        "message": event.to_string(),
+        "message": body.to_string(),
     })
 }
 
@@ -72,7 +76,7 @@ mod tests {
     fn items_carry_the_event_as_message_text() {
         let event =
             json!({"id": "event_1", "organization_id": "org_1", "action": "a.b", "sequence": 4});
-        let (body, count) = encode(std::slice::from_ref(&event), "acme");
+        let (body, count) = encode(std::slice::from_ref(&event), "acme", EventFormat::Workos);
         assert_eq!(count, 1);
         let items: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(items[0]["ddsource"], "acme");
@@ -88,6 +92,6 @@ mod tests {
         let events: Vec<Value> = (0..1_500)
             .map(|n| json!({"id": format!("event_{n}"), "sequence": n}))
             .collect();
-        assert_eq!(encode(&events, "s").1, MAX_EVENTS);
+        assert_eq!(encode(&events, "s", EventFormat::Workos).1, MAX_EVENTS);
     }
 }

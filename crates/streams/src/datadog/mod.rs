@@ -76,7 +76,7 @@ impl Sink for DatadogSink {
     }
 
     async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome {
-        let (body, count) = encode::encode(events, &self.0.source);
+        let (body, count) = encode::encode(events, &self.0.source, cx.format);
         let request = cx
             .client
             .post(&self.0.intake)

@@ -155,7 +155,7 @@ impl Sink for GcsSink {
     }
 
     async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome {
-        let objects = self.0.bucket.objects(events, self.0.layout);
+        let objects = self.0.bucket.objects(events, self.0.layout, cx.format);
         self.write(cx, &objects).await
     }
 

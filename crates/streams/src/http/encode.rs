@@ -16,19 +16,27 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::format::EventFormat;
+
 /// Events per request at most: everything one read of the log returns
 /// ([`crate::worker`]'s batch), so no read is thrown away half sent.
 pub const MAX_EVENTS: usize = 1_000;
 /// Bytes per request body at most (a body always holds at least one event).
 pub const MAX_BYTES: usize = 5 * 1024 * 1024;
 
-/// The body for the longest prefix of `events` that fits the limits, and how many it holds.
-pub fn encode(events: &[Value], ndjson: bool, source: &str) -> (Vec<u8>, usize) {
+/// The body for the longest prefix of `events` that fits the limits, and how many it holds;
+/// each envelope's `event` is the event's body in `format`.
+pub fn encode(
+    events: &[Value],
+    ndjson: bool,
+    source: &str,
+    format: EventFormat,
+) -> (Vec<u8>, usize) {
     let mut items: Vec<Vec<u8>> = Vec::new();
     let mut size = 2;
     let source = Value::from(source).to_string();
     for event in events.iter().take(MAX_EVENTS) {
-        let item = envelope_bytes(event, &source);
+        let item = envelope_bytes(event, &source, format);
         if !items.is_empty() && size + item.len() + 1 > MAX_BYTES {
             break;
         }
@@ -57,8 +65,8 @@ pub fn encode(events: &[Value], ndjson: bool, source: &str) -> (Vec<u8>, usize) 
 /// "timestamp"}`, serialized straight from the event rather than through a copy of it (keys in
 /// the order `serde_json` sorts them); `source` is already a JSON string. A signed checkpoint
 /// travels in the same envelope: `keySuffix` `checkpoint_<tree size>`, `timestamp` when it was
-/// signed.
-fn envelope_bytes(event: &Value, source: &str) -> Vec<u8> {
+/// signed. `keySuffix` and `timestamp` come from the event object whatever `format` says.
+fn envelope_bytes(event: &Value, source: &str, format: EventFormat) -> Vec<u8> {
     if event["object"] == "ledger_checkpoint" {
         let key_suffix = Value::from(format!(
             "checkpoint_{}",
@@ -71,8 +79,10 @@ fn envelope_bytes(event: &Value, source: &str) -> Vec<u8> {
         .into_bytes();
     }
     format!(
-        r#"{{"event":{event},"keySuffix":{},"source":{source},"timestamp":{}}}"#,
-        event["id"], event["occurred_at"]
+        r#"{{"event":{},"keySuffix":{},"source":{source},"timestamp":{}}}"#,
+        format.body(event),
+        event["id"],
+        event["occurred_at"]
     )
     .into_bytes()
 }
@@ -103,14 +113,14 @@ mod tests {
             json!({"id": "event_1", "occurred_at": "t", "sequence": 0}),
             json!({"id": "event_2", "occurred_at": "u", "sequence": 1}),
         ];
-        let (json_body, count) = encode(&events, false, "acme");
+        let (json_body, count) = encode(&events, false, "acme", EventFormat::Workos);
         assert_eq!(count, 2);
         let parsed: Value = serde_json::from_slice(&json_body).expect("json");
         assert_eq!(
             parsed[1],
             json!({"event": events[1], "keySuffix": "event_2", "timestamp": "u", "source": "acme"})
         );
-        let (ndjson_body, _) = encode(&events, true, "acme");
+        let (ndjson_body, _) = encode(&events, true, "acme", EventFormat::Workos);
         let lines: Vec<Value> = ndjson_body
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
@@ -128,7 +138,11 @@ mod tests {
         let event = json!({"id": "event_1", "occurred_at": "2026-08-01T10:00:00.000Z", "sequence": 3,
                            "metadata": {"note": "quote \" and \u{e9}"}});
         assert_eq!(
-            envelope_bytes(&event, &Value::from("acme \"app\"").to_string()),
+            envelope_bytes(
+                &event,
+                &Value::from("acme \"app\"").to_string(),
+                EventFormat::Workos
+            ),
             envelope(&event, "acme \"app\"").to_string().into_bytes()
         );
     }

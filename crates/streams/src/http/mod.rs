@@ -141,7 +141,7 @@ impl Sink for HttpSink {
     async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome {
         let config = &self.0;
         let ndjson = config.format == Format::Ndjson;
-        let (body, count) = encode::encode(events, ndjson, &config.source);
+        let (body, count) = encode::encode(events, ndjson, &config.source, cx.format);
         let request = request(cx, config, &events[..count.min(events.len())], body);
         net::exchange(cx, request, count, net::classify).await
     }

@@ -14,6 +14,8 @@ use std::io::Write;
 
 use serde_json::Value;
 
+use crate::format::EventFormat;
+
 /// Events written per attempt in `object_per_event` layout (PUTs run a few at a time).
 pub const MAX_OBJECTS: usize = 64;
 /// Events per gzip NDJSON object.
@@ -55,8 +57,14 @@ pub fn checkpoint_object(checkpoint: &Value, prefix: &str) -> Object {
 
 /// The objects for the events of one attempt, in log order: one per event (up to
 /// [`MAX_OBJECTS`]), or one gzip NDJSON object of up to [`MAX_BATCH_EVENTS`] events and about
-/// [`MAX_BATCH_BYTES`].
-pub fn objects(events: &[Value], prefix: &str, ndjson_gzip: bool) -> Vec<Object> {
+/// [`MAX_BATCH_BYTES`]. Bodies hold each event's body in `format`; keys come from the event
+/// objects whatever the format.
+pub fn objects(
+    events: &[Value],
+    prefix: &str,
+    ndjson_gzip: bool,
+    format: EventFormat,
+) -> Vec<Object> {
     if ndjson_gzip {
         let mut text = Vec::new();
         let mut count = 0usize;
@@ -64,7 +72,7 @@ pub fn objects(events: &[Value], prefix: &str, ndjson_gzip: bool) -> Vec<Object>
             if count > 0 && text.len() >= MAX_BATCH_BYTES {
                 break;
             }
-            let _ = writeln!(text, "{event}");
+            let _ = writeln!(text, "{}", format.body(event));
             count += 1;
         }
         let (Some(first), Some(last)) = (
@@ -100,7 +108,7 @@ pub fn objects(events: &[Value], prefix: &str, ndjson_gzip: bool) -> Vec<Object>
                     event["occurred_at"].as_str().unwrap_or_default(),
                     event["id"].as_str().unwrap_or_default()
                 ),
-                body: serde_json::to_vec_pretty(event).unwrap_or_default(),
+                body: serde_json::to_vec_pretty(&format.body(event)).unwrap_or_default(),
                 content_type: "application/json",
                 content_encoding: None,
                 events: 1,
@@ -127,7 +135,7 @@ mod tests {
             json!({"id": "event_A", "sequence": 7, "occurred_at": "2026-08-01T10:00:00.000Z"}),
             json!({"id": "event_B", "sequence": 8, "occurred_at": "2026-08-02T11:00:00.000Z"}),
         ];
-        let per_event = objects(&events, "audit/", false);
+        let per_event = objects(&events, "audit/", false, EventFormat::Workos);
         assert_eq!(
             per_event[0].key,
             "audit/2026-08-01/2026-08-01T10:00:00.000Z_event_A.json"
@@ -136,7 +144,7 @@ mod tests {
             serde_json::from_slice::<Value>(&per_event[1].body).expect("json"),
             events[1]
         );
-        let batch = objects(&events, "", true);
+        let batch = objects(&events, "", true, EventFormat::Workos);
         assert_eq!(batch.len(), 1);
         assert_eq!(
             batch[0].key,
@@ -151,7 +159,7 @@ mod tests {
         let events: Vec<Value> = (0..5)
             .map(|n| json!({"sequence": n, "occurred_at": "2026-08-01T10:00:00.000Z", "metadata": {"pad": padding}}))
             .collect();
-        let batch = objects(&events, "", true);
+        let batch = objects(&events, "", true, EventFormat::Workos);
         assert_eq!(
             batch[0].events, 3,
             "the third event passes the limit and ends the object"

@@ -30,6 +30,7 @@ pub use sigv4::{encode_path, signed_put_headers};
 
 use crate::Outcome;
 use crate::destination::{BatchDefaults, Context, Destination, Field, FieldKind, Sink, Target};
+use crate::format::EventFormat;
 use crate::net;
 
 /// PUTs in flight at once for one stream writing an object per event.
@@ -172,9 +173,9 @@ impl Bucket {
         }
     }
 
-    /// The objects for `events` in `layout`.
-    pub fn objects(&self, events: &[Value], layout: Layout) -> Vec<Object> {
-        objects(events, &self.prefix, layout == Layout::NdjsonGzip)
+    /// The objects for `events` in `layout`, each event's body in `format`.
+    pub fn objects(&self, events: &[Value], layout: Layout, format: EventFormat) -> Vec<Object> {
+        objects(events, &self.prefix, layout == Layout::NdjsonGzip, format)
     }
 }
 
@@ -225,7 +226,7 @@ impl Sink for S3Sink {
     }
 
     async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome {
-        let objects = self.0.bucket.objects(events, self.0.layout);
+        let objects = self.0.bucket.objects(events, self.0.layout, cx.format);
         self.write(cx, &objects).await
     }
 

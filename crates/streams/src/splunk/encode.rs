@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use crate::format::EventFormat;
+
 pub const MAX_EVENTS: usize = 1_000;
 /// HEC's default `max_content_length` is 1 MB; stay under it.
 pub const MAX_BYTES: usize = 1_000_000;
@@ -21,8 +23,14 @@ pub fn endpoint(url: &str) -> String {
     }
 }
 
-/// The body for the longest prefix of `events` within the limits, and how many it holds.
-pub fn encode(events: &[Value], source: &str, index: Option<&str>) -> (Vec<u8>, usize) {
+/// The body for the longest prefix of `events` within the limits, and how many it holds;
+/// `event` is each event's body in `format`, `time` its `occurred_at` whatever the format.
+pub fn encode(
+    events: &[Value],
+    source: &str,
+    index: Option<&str>,
+    format: EventFormat,
+) -> (Vec<u8>, usize) {
     let mut body = Vec::new();
     let mut count = 0;
     for event in events.iter().take(MAX_EVENTS) {
@@ -31,7 +39,7 @@ pub fn encode(events: &[Value], source: &str, index: Option<&str>) -> (Vec<u8>, 
             "host": "trailmark",
             "source": source,
             "sourcetype": "_json",
-            "event": event,
+            "event": format.body(event),
         });
         if let Some(index) = index {
             item["index"] = json!(index);
@@ -67,7 +75,7 @@ mod tests {
             json!({"id": "event_1", "occurred_at": "2026-08-01T10:00:00.250Z"}),
             json!({"id": "event_2", "occurred_at": "2026-08-01T10:00:01.000Z"}),
         ];
-        let (body, count) = encode(&events, "acme", Some("audit"));
+        let (body, count) = encode(&events, "acme", Some("audit"), EventFormat::Workos);
         assert_eq!(count, 2);
         let items: Vec<Value> = body
             .split(|b| *b == b'\n')

@@ -97,7 +97,8 @@ impl Sink for SplunkSink {
     async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome {
         let config = &self.0;
         let channel = channel(cx.stream_id);
-        let (body, count) = encode::encode(events, &config.source, config.index.as_deref());
+        let (body, count) =
+            encode::encode(events, &config.source, config.index.as_deref(), cx.format);
         let request = cx
             .client
             .post(endpoint(&config.url))

@@ -159,6 +159,7 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
                 shared: &shared,
                 clock: &crate::worker::Clock::default(),
                 aws_default_chain: None,
+                format: crate::format::EventFormat::Workos,
             };
             sink.send(&cx, &events).await
         }

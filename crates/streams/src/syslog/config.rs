@@ -73,6 +73,16 @@ impl Config {
             "cef" => Format::Cef,
             _ => Format::Json,
         };
+        // A CEF record is its own mapping of the event; an OCSF event is a JSON message.
+        if format == Format::Cef
+            && r.public.get(crate::format::KEY).and_then(Value::as_str) == Some("ocsf")
+        {
+            r.problem(
+                "conflict",
+                crate::format::KEY,
+                "event_format 'ocsf' sends the OCSF event as a JSON message: it takes format 'json', not 'cef'",
+            );
+        }
         let hostname = r
             .text("hostname", false)
             .unwrap_or_else(|| "trailmark".into());

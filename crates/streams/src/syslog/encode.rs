@@ -23,6 +23,8 @@
 
 use serde_json::Value;
 
+use crate::format::EventFormat;
+
 /// Events per attempt (one connection each).
 pub const MAX_EVENTS: usize = 1_000;
 /// Bytes per attempt (the last message may pass it; a message is never split).
@@ -45,15 +47,20 @@ pub struct Header {
 }
 
 /// The octet-counted frames for the longest prefix of `events` within the limits, and how many
-/// events they hold.
-pub fn encode(events: &[Value], header: &Header, format: Format) -> (Vec<u8>, usize) {
+/// events they hold. A `json` message carries each event's body in `body_format`.
+pub fn encode(
+    events: &[Value],
+    header: &Header,
+    format: Format,
+    body_format: EventFormat,
+) -> (Vec<u8>, usize) {
     let mut frames = Vec::new();
     let mut count = 0;
     for event in events.iter().take(MAX_EVENTS) {
         if count > 0 && frames.len() >= MAX_BYTES {
             break;
         }
-        let message = message(event, header, format);
+        let message = message(event, header, format, body_format);
         frames.extend_from_slice(format!("{} ", message.len()).as_bytes());
         frames.extend_from_slice(message.as_bytes());
         count += 1;
@@ -61,15 +68,15 @@ pub fn encode(events: &[Value], header: &Header, format: Format) -> (Vec<u8>, us
     (frames, count)
 }
 
-/// One RFC 5424 message.
-pub fn message(event: &Value, header: &Header, format: Format) -> String {
+/// One RFC 5424 message; its header comes from the event object whatever `body_format` says.
+pub fn message(event: &Value, header: &Header, format: Format, body_format: EventFormat) -> String {
     let timestamp = event["occurred_at"]
         .as_str()
         .or_else(|| event["created_at"].as_str())
         .unwrap_or("-");
     let msgid = printable(event["object"].as_str().unwrap_or("-"), 32);
     let body = match format {
-        Format::Json => event.to_string(),
+        Format::Json => body_format.body(event).to_string(),
         Format::Cef => cef(event),
     };
     format!(
@@ -188,7 +195,7 @@ mod tests {
     #[test]
     fn messages_are_rfc_5424_and_octet_counted() {
         let events = [event(), event()];
-        let (frames, count) = encode(&events, &header(), Format::Json);
+        let (frames, count) = encode(&events, &header(), Format::Json, EventFormat::Workos);
         assert_eq!(count, 2);
         let text = String::from_utf8(frames).expect("utf-8");
         let (length, rest) = text.split_once(' ').expect("a length");

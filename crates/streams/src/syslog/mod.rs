@@ -106,7 +106,7 @@ impl Sink for SyslogSink {
     }
 
     async fn send(&self, cx: &Context<'_>, events: &[Value]) -> Outcome {
-        let (frames, count) = encode::encode(events, &self.0.header, self.0.format);
+        let (frames, count) = encode::encode(events, &self.0.header, self.0.format, cx.format);
         match tokio::time::timeout(ATTEMPT_TIMEOUT, self.write(cx, &frames)).await {
             Ok(Ok(())) => Outcome::Delivered(count),
             Ok(Err(failure)) => failure,
