@@ -3,7 +3,9 @@
 //!
 //! **Which proxy.** The operator's `--egress-proxy http://[user:pass@]host:port` carries every
 //! stream's traffic: the requests of every destination, the token requests some make (GCS
-//! service-account tokens), and syslog's TCP connection. A stream may override it with its own
+//! service-account and Entra ID tokens, an S3 role's STS `AssumeRole`), and syslog's TCP
+//! connection. The operator's own AWS credential chain (instance metadata, container
+//! credentials, web identity) is not a stream's traffic and goes direct. A stream may override it with its own
 //! settings (in [`crate::destination::COMMON_FIELDS`], so every form shows them):
 //! `egress_proxy` is another proxy's URL, with
 //! `egress_proxy_username` and `egress_proxy_password` (a credential, sealed at rest), or
