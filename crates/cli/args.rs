@@ -28,6 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API.
+    // Boxed: its flags outweigh every other subcommand's.
     Serve(Box<ServeArgs>),
     /// Manage API keys.
     #[command(subcommand)]
@@ -283,6 +284,27 @@ pub struct ServeArgs {
     /// so a stream cannot reach into the network Trailmark runs in).
     #[arg(long, env = "TRAILMARK_ALLOW_PRIVATE_DESTINATIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_destinations: bool,
+    /// Send every log stream's traffic (deliveries, token requests, syslog connections) through
+    /// this HTTP CONNECT proxy, `http://[user:password@]host:port` (user and password
+    /// percent-encoded; Basic authentication), so it leaves from the proxy's addresses, which
+    /// customers can allowlist. A stream may name its own proxy, or `none`, in its
+    /// `egress_proxy` setting, unless `--egress-proxy-required`.
+    #[arg(
+        long,
+        env = "TRAILMARK_EGRESS_PROXY",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub egress_proxy: Option<String>,
+    /// Refuse a stream's own `egress_proxy` setting (another proxy or `none`): every stream's
+    /// traffic goes through `--egress-proxy`.
+    #[arg(long, env = "TRAILMARK_EGRESS_PROXY_REQUIRED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub egress_proxy_required: bool,
+    /// A PEM file of CA certificates log streams trust besides Mozilla's roots, for
+    /// destinations whose certificates an organization's own CA issued (a syslog stream's
+    /// `ca_certificate` replaces both).
+    #[arg(long, env = "TRAILMARK_STREAM_CA_FILE", value_name = "FILE")]
+    pub stream_ca_file: Option<PathBuf>,
     /// Lend the AWS credentials Trailmark runs with (the default chain: AWS_* keys, a web
     /// identity token file, container credentials, instance metadata) to `s3` streams that set
     /// no keys of their own, as the base that assumes their `role_arn` or to write directly.

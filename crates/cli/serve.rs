@@ -14,6 +14,7 @@ use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
 use trailmark_server::{AppState, ConnectionLimits, RateLimits, ServerConfig};
 use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store, StoreObserver};
+use trailmark_streams::egress::{Egress, Proxy};
 use trailmark_streams::worker::WorkerConfig;
 
 use crate::args::{DatabaseUrl, LimitArgs, ServeArgs, StorageArgs, entropy};
@@ -163,6 +164,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         retention_interval: Duration::from_secs(args.retention_interval_secs.max(1)),
         streams: WorkerConfig {
             allow_private: args.allow_private_destinations,
+            egress: Egress {
+                proxy: args
+                    .egress_proxy
+                    .as_deref()
+                    .map(Proxy::operator)
+                    .transpose()
+                    // The URL holds the proxy's password: the error names the flag, not the value.
+                    .map_err(|error| anyhow::anyhow!("--egress-proxy: {error}"))?
+                    .map(Arc::new),
+                required: args.egress_proxy_required,
+            },
+            trusted: match &args.stream_ca_file {
+                None => Vec::new(),
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path).with_context(|| {
+                        format!("--stream-ca-file: cannot read {}", path.display())
+                    })?;
+                    trailmark_streams::net::certificates(&pem).with_context(|| {
+                        format!(
+                            "--stream-ca-file: {} holds no PEM certificate, or one that cannot be read",
+                            path.display()
+                        )
+                    })?
+                }
+            },
             lease: Duration::from_secs(args.stream_lease_secs.max(1)),
             checkpoint_every: Duration::from_secs(args.stream_checkpoint_interval_secs.max(1)),
             // The one place the AWS environment is read (the streams crate reads none).
@@ -286,6 +312,7 @@ fn log_start(
         ledger_name = %app.ledger_name,
         require_schemas = app.require_schemas,
         private_destinations = if app.streams.allow_private { "allowed" } else { "refused" },
+        egress_proxy = %app.streams.egress.proxy.as_deref().map_or_else(|| "none".to_owned(), Proxy::shown),
         "Trailmark {} serving on http://{address}, storage {database}",
         env!("CARGO_PKG_VERSION"),
     );

@@ -934,3 +934,51 @@ async fn s3_default_chain_container_credentials_stand_in_with_its_authorization_
     moto.iam_checks(false).await;
     assert_eq!(moto.objects().await.len(), 2);
 }
+
+/// Issue 16 (fixed egress): with `--egress-proxy`, an S3 stream's `AssumeRole` and every PUT
+/// go through the proxy (Debian's tinyproxy, tests/it/egress.rs): one `CONNECT` to moto per
+/// request, so one more than the objects written.
+#[tokio::test]
+async fn s3_assume_role_and_puts_go_through_the_egress_proxy() {
+    let moto = moto().await;
+    let (key_id, secret, role_arn) = customer_account(&moto).await;
+    let port: u16 = moto
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("moto's port");
+    let proxy = crate::egress::Tinyproxy::start("trailmark", "s3cret", "127.0.0.1", &[port]).await;
+    let app = TestApp::spawn_with(Options {
+        egress: trailmark_streams::egress::Egress {
+            proxy: Some(Arc::new(
+                trailmark_streams::egress::Proxy::operator(&proxy.url("trailmark", "s3cret"))
+                    .expect("proxy URL"),
+            )),
+            required: false,
+        },
+        ..Options::default()
+    })
+    .await;
+    let organization = app.create_organization("Acme").await;
+    let id = create_stream(
+        &app,
+        &organization,
+        json!({"bucket": BUCKET, "region": "us-east-1", "endpoint": moto.url, "sts_endpoint": moto.url,
+               "access_key_id": key_id, "secret_access_key": secret,
+               "role_arn": role_arn, "external_id": EXTERNAL_ID}),
+    )
+    .await;
+    ingest(&app, &organization, 3).await;
+    wait_for(&app, &id, "active").await;
+    moto.iam_checks(false).await;
+    let objects = moto.objects().await;
+    assert!(objects.len() >= 3, "{}", objects.len());
+    assert_eq!(moto.sessions().await.len(), 1, "one AssumeRole");
+    assert!(
+        proxy.connects_to(port) > objects.len(),
+        "{} CONNECTs for {} objects and an AssumeRole",
+        proxy.connects_to(port),
+        objects.len()
+    );
+}

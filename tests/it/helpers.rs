@@ -434,6 +434,10 @@ pub struct Options {
     pub database: Option<TestDatabase>,
     /// Let streams reach loopback receivers (the default in tests; one test turns it off).
     pub allow_private_destinations: bool,
+    /// The egress proxy streams go through (`--egress-proxy`), and CA certificates they trust
+    /// (`--stream-ca-file`).
+    pub egress: trailmark_streams::egress::Egress,
+    pub stream_trusted: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The listener's timeouts and connection cap.
     pub connections: trailmark_server::ConnectionLimits,
     /// Requests a minute per address and per key (the defaults: WorkOS's per address).
@@ -465,6 +469,8 @@ impl Default for Options {
             data_dir: None,
             database: None,
             allow_private_destinations: true,
+            egress: Default::default(),
+            stream_trusted: Vec::new(),
             connections: trailmark_server::ConnectionLimits::default(),
             rate_limits: trailmark_server::RateLimits::default(),
             witnesses: Vec::new(),
@@ -504,6 +510,8 @@ impl TestApp {
             retention_interval: std::time::Duration::from_millis(100),
             streams: trailmark_streams::worker::WorkerConfig {
                 allow_private: options.allow_private_destinations,
+                egress: options.egress,
+                trusted: options.stream_trusted,
                 backoff_initial: std::time::Duration::from_millis(50),
                 backoff_max: std::time::Duration::from_millis(400),
                 invalid_retry: std::time::Duration::from_millis(300),

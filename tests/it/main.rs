@@ -10,6 +10,7 @@ mod client;
 mod console;
 mod crash;
 mod edges;
+mod egress;
 mod erasure;
 mod events;
 mod exports;

@@ -334,7 +334,7 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
         &app,
         &cookie,
         "/portal/streams",
-        &format!("csrf={token}&type=splunk&name=SIEM&config.url=ftp%3A%2F%2Fx&config.token=secret-hec-token&config.filters.actions=us*er"),
+        &format!("csrf={token}&type=splunk&name=SIEM&config.url=ftp%3A%2F%2Fx&config.token=secret-hec-token&config.filters.actions=us*er&config.egress_proxy=socks5%3A%2F%2Fx%3A1&config.egress_proxy_username=u&config.egress_proxy_password=secret-proxy-pass"),
     )
     .await;
     assert_eq!(invalid.status(), 422);
@@ -344,7 +344,10 @@ async fn stream_forms_show_the_apis_validation_beside_the_fields_and_changes_are
         html.contains(r#"id="config.filters.actions-error""#),
         "a bad filter is shown beside its field: {html}"
     );
+    // The egress settings every stream takes are in every form, checked like the others.
+    assert!(html.contains(r#"id="config.egress_proxy-error""#), "{html}");
     assert!(!html.contains("secret-hec-token"), "a secret was echoed");
+    assert!(!html.contains("secret-proxy-pass"), "a secret was echoed");
 
     let created = post_form(
         &app,

@@ -15,9 +15,9 @@ use crate::helpers::{ADMIN_KEY, TestApp, body, event};
 use crate::pki::{CLIENT_EXTENSIONS, Pki, server_extensions};
 
 /// rsyslogd, stopped when dropped.
-struct Rsyslog {
+pub struct Rsyslog {
     child: Child,
-    port: u16,
+    pub port: u16,
     received: PathBuf,
 }
 
@@ -30,7 +30,7 @@ impl Drop for Rsyslog {
 
 impl Rsyslog {
     /// Starts rsyslogd with `pki`'s server certificate on a free loopback port.
-    async fn start(pki: &Pki) -> Rsyslog {
+    pub async fn start(pki: &Pki) -> Rsyslog {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -110,7 +110,7 @@ action(type="omfile" file="{received}" template="fields")
     }
 
     /// Waits (up to 15 s) until `count` messages were written.
-    async fn wait_for(&self, count: usize) -> Vec<Value> {
+    pub async fn wait_for(&self, count: usize) -> Vec<Value> {
         for _ in 0..600 {
             if self.received().len() >= count {
                 break;

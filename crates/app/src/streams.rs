@@ -8,6 +8,7 @@ use trailmark_domain::query::EventFilter;
 use trailmark_domain::{FieldProblem, Problems, Timestamp};
 use trailmark_store::{Order, SearchRequest, StreamRecord, rules};
 use trailmark_streams::Outcome;
+use trailmark_streams::egress;
 use trailmark_streams::net::DestinationError;
 use trailmark_streams::settings::{Settings, StreamKind, new_signing_secret};
 
@@ -480,10 +481,17 @@ impl Trailmark {
     }
 
     /// Refuses a destination that is not allowed (a private address without
-    /// `--allow-private-destinations`), naming the setting it came from.
+    /// `--allow-private-destinations`), naming the setting it came from; a stream's own egress
+    /// proxy is such a target too, and is refused outright under `--egress-proxy-required`.
     async fn check_destination(&self, settings: &Settings) -> Result<(), AppError> {
         let sink = settings.sink().map_err(Problems::Malformed)?;
-        for target in sink.targets() {
+        egress::check_allowed(&settings.public, self.inner.streams.egress())
+            .map_err(|problem| Problems::Malformed(vec![problem]))?;
+        // The stream's own proxy first: it is the first hop of every request.
+        for target in egress::targets(&settings.public)
+            .into_iter()
+            .chain(sink.targets())
+        {
             trailmark_streams::net::check_destination(
                 &target.url,
                 self.inner.streams.allow_private(),

@@ -112,7 +112,7 @@ impl Field {
 }
 
 /// The settings every stream takes, whatever its destination ([`crate::format`],
-/// [`crate::batch`], [`crate::filter`]).
+/// [`crate::batch`], [`crate::filter`], [`crate::egress`]).
 pub const COMMON_FIELDS: &[Field] = &[
     Field::new(
         crate::format::KEY,
@@ -144,6 +144,19 @@ pub const COMMON_FIELDS: &[Field] = &[
         FieldKind::List,
     )
     .help("Comma-separated. Empty: all."),
+    Field::new("egress_proxy", "Egress proxy", FieldKind::Text).help(
+        "An HTTP CONNECT proxy for this stream (http://host:port), or 'none' to connect directly. Empty: the server's egress proxy, if it has one.",
+    ),
+    Field::new(
+        "egress_proxy_username",
+        "Egress proxy user name",
+        FieldKind::Text,
+    ),
+    Field::new(
+        "egress_proxy_password",
+        "Egress proxy password",
+        FieldKind::Secret,
+    ),
 ];
 
 /// When a destination's batches go out unless the stream says otherwise ([`crate::batch`]).
@@ -182,10 +195,11 @@ pub trait Destination: Send + Sync + 'static {
         generate_secret: &mut dyn FnMut() -> String,
     ) -> Result<Box<dyn Sink>, Vec<FieldProblem>>;
 
-    /// Whether `key` is one of its credentials.
+    /// Whether `key` is one of its credentials (or of the settings every stream takes).
     fn is_secret(&self, key: &str) -> bool {
         self.fields()
             .iter()
+            .chain(COMMON_FIELDS)
             .any(|f| f.name == key && f.kind.is_secret())
     }
     /// Keys a `config` may not set (state kept by Trailmark itself).
@@ -265,6 +279,10 @@ pub struct Context<'a> {
     pub allow_private: bool,
     /// State kept between attempts (access tokens), shared by every stream of this process.
     pub shared: &'a Shared,
+    /// The egress proxy the stream's traffic goes through ([`crate::egress`]); requests are
+    /// sent with [`Context::send`] (or [`crate::net::exchange`]) and syslog connects with
+    /// [`Context::connect`], never with `client` alone, so they take it.
+    pub proxy: Option<crate::egress::Via<'a>>,
     /// What time it is for credentials' expiry (the workers' clock).
     pub clock: &'a crate::worker::Clock,
     /// The AWS credentials Trailmark runs with, if the operator lends them to streams

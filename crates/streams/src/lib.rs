@@ -21,6 +21,8 @@
 //!   sends as each event (the event object, or an OCSF event holding it).
 //! - [`net`]: the HTTP client, the guard against private destinations, and the usual reading of
 //!   an HTTP answer into delivered / retry / invalid.
+//! - [`egress`]: deliveries through an HTTP CONNECT proxy (`--egress-proxy`, or a stream's
+//!   own), the final destination still checked by the guard and connected to by address.
 //! - [`backoff`]: how long a failing stream waits (it grows with the time it has been failing).
 //! - [`worker`]: the delivery loop, which reports each request and each stream's health to an
 //!   [`observe::DeliveryObserver`].
@@ -29,6 +31,7 @@ pub mod backoff;
 pub mod batch;
 pub mod datadog;
 pub mod destination;
+pub mod egress;
 pub mod filter;
 pub mod format;
 pub mod gcs;

@@ -23,9 +23,10 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::Outcome;
+use crate::destination::Context;
 
 /// How long one delivery request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an address is not one a stream may reach: the registry range it falls in and, for an
 /// IPv6 form that carries an IPv4 address, that address.
@@ -337,6 +338,13 @@ fn host_of(url: &str) -> Result<(String, u16), DestinationError> {
     Ok((host, url.port_or_known_default().unwrap_or(443)))
 }
 
+/// The guard's refusal of `ip`, which it refuses.
+pub(crate) fn refusal(ip: IpAddr) -> DestinationError {
+    refuse_if_private(ip)
+        .err()
+        .unwrap_or(DestinationError::BadUrl)
+}
+
 fn refuse_if_private(ip: IpAddr) -> Result<(), DestinationError> {
     check_global(ip).map_err(|why| DestinationError::Private { ip, why })
 }
@@ -412,16 +420,34 @@ impl Resolve for PublicOnly {
     }
 }
 
-/// The client deliveries use.
+/// The certificates of a PEM text, if it holds at least one and nothing unreadable.
+pub fn certificates(pem: &str) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    (!certificates.is_empty()).then_some(certificates)
+}
+
+/// The `User-Agent` of every delivery request.
+pub const USER_AGENT: &str = concat!("trailmark/", env!("CARGO_PKG_VERSION"));
+
+/// The client deliveries use, trusting Mozilla's roots and `trusted` (`--stream-ca-file`).
 ///
 /// # Errors
 ///
 /// If the TLS backend cannot be initialized.
-pub fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
+pub fn client(
+    allow_private: bool,
+    trusted: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("trailmark/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none());
+    for certificate in trusted {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(certificate)?);
+    }
     let builder = if allow_private {
         builder
     } else {
@@ -507,11 +533,7 @@ pub async fn connect_tcp(
         .collect();
     if allowed.is_empty() {
         return Err(match resolved.first() {
-            Some(address) => ConnectError::Refused(
-                refuse_if_private(address.ip())
-                    .err()
-                    .unwrap_or(DestinationError::BadUrl),
-            ),
+            Some(address) => ConnectError::Refused(refusal(address.ip())),
             None => ConnectError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("{host} resolves to no address"),
@@ -542,20 +564,23 @@ pub async fn connect_tcp(
 /// How a destination reads an answer: status, headers, body and the events the request held.
 pub type Classify = fn(StatusCode, &HeaderMap, &str, usize) -> Outcome;
 
-/// Sends `request`, holding `events` events, and reads the answer with `classify`; a request
-/// that gets no answer is retried ([`network_failure`]).
+/// Sends `request`, holding `events` events, the way `cx` sends ([`Context::send`]: through
+/// the stream's egress proxy, if any), and reads the answer with `classify`; a request that
+/// gets no answer is retried unless the guard or the proxy refused it
+/// ([`crate::egress::SendError::outcome`]).
 pub async fn exchange(
+    cx: &Context<'_>,
     request: reqwest::RequestBuilder,
     events: usize,
     classify: Classify,
 ) -> Outcome {
-    match request.send().await {
+    match cx.send(request).await {
         Ok(response) => {
             let (status, headers) = (response.status(), response.headers().clone());
             let body = response.text().await.unwrap_or_default();
             classify(status, &headers, &body, events)
         }
-        Err(error) => network_failure(&error),
+        Err(error) => error.outcome(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! What a stream is configured with, as the streams API takes it (`config`), whatever its type:
 //! the destination's own fields (each module's `config.rs`, declared by
 //! [`Destination::fields`]), `event_format?` ([`crate::format`]), `batch: {max_events?,
-//! max_wait_seconds?}` ([`crate::batch`]) and `filters: {actions?, actor_types?, target_types?}`
-//! ([`crate::filter`]).
+//! max_wait_seconds?}` ([`crate::batch`]), `filters: {actions?, actor_types?, target_types?}`
+//! ([`crate::filter`]) and `egress_proxy`, `egress_proxy_username`, `egress_proxy_password`
+//! ([`crate::egress`]).
 //!
 //! A configuration is kept as two JSON maps: the public fields, stored and shown as they are, and
 //! the credentials (the fields a destination declares secret), [`crate::seal`]ed at rest and
@@ -187,6 +188,7 @@ impl Settings {
         }
         merged.retain(|_, v| !v.is_null());
         secret_map.retain(|_, v| !v.is_null());
+        crate::egress::validate(&mut merged, &mut secret_map, &mut problems);
         if let Err(found) =
             destination.configure(&mut merged, &mut secret_map, &mut generate_secret)
         {

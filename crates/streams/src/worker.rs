@@ -32,6 +32,7 @@ use crate::Outcome;
 use crate::backoff::{FailureStreak, RetryPolicy};
 use crate::batch::{BatchPolicy, Decision};
 use crate::destination::{Context, Shared, Sink};
+use crate::egress::{self, Proxy, Route, Via};
 use crate::filter::Filters;
 use crate::format::EventFormat;
 use crate::net;
@@ -58,6 +59,12 @@ impl Drop for Running {
 pub struct WorkerConfig {
     /// Deliver to private and loopback addresses (`--allow-private-destinations`).
     pub allow_private: bool,
+    /// The operator's egress proxy, and whether streams may set their own
+    /// (`--egress-proxy`, `--egress-proxy-required`).
+    pub egress: crate::egress::Egress,
+    /// CA certificates streams trust besides Mozilla's roots (`--stream-ca-file`): for
+    /// destinations inside an organization's own PKI.
+    pub trusted: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Shortest wait after a retryable failure; waits then grow with the time the stream has
     /// been failing, up to `backoff_max` ([`crate::backoff`]).
     pub backoff_initial: Duration,
@@ -110,6 +117,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             allow_private: false,
+            egress: crate::egress::Egress::default(),
+            trusted: Vec::new(),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             invalid_retry: Duration::from_secs(60),
@@ -178,7 +187,7 @@ impl StreamWorkers {
         shutdown: CancellationToken,
         observer: Arc<dyn DeliveryObserver>,
     ) -> Result<Arc<Self>, reqwest::Error> {
-        let client = crate::net::client(config.allow_private)?;
+        let client = crate::net::client(config.allow_private, &config.trusted)?;
         Ok(Arc::new(StreamWorkers {
             store,
             sealer,
@@ -200,6 +209,10 @@ impl StreamWorkers {
 
     pub fn allow_private(&self) -> bool {
         self.config.allow_private
+    }
+
+    pub fn egress(&self) -> &crate::egress::Egress {
+        &self.config.egress
     }
 
     /// Tells idle streams that events were appended.
@@ -258,15 +271,19 @@ impl StreamWorkers {
 
     async fn deliver(&self, stream: &StreamRecord, events: &[Value]) -> Outcome {
         match self.sink(stream) {
-            Ok(sink) => sink.send(&self.context(stream), events).await,
+            Ok((sink, proxy)) => {
+                sink.send(&self.context(stream, proxy.as_deref()), events)
+                    .await
+            }
             Err(outcome) => outcome,
         }
     }
 
     /// The stream's configured destination, every URL it reaches checked against the
-    /// private-destination guard (names are checked again by the client's resolver; addresses
-    /// written as IPs never reach it).
-    fn sink(&self, stream: &StreamRecord) -> Result<Box<dyn Sink>, Outcome> {
+    /// private-destination guard (names are checked again by the client's resolver, or before
+    /// the proxy is asked to connect; addresses written as IPs never reach a resolver), and the
+    /// egress proxy it goes through.
+    fn sink(&self, stream: &StreamRecord) -> Result<(Box<dyn Sink>, Route), Outcome> {
         let settings = self.open_settings(stream).map_err(Outcome::Invalid)?;
         let sink = settings
             .sink()
@@ -275,15 +292,25 @@ impl StreamWorkers {
             net::check_literal(&target.url, self.config.allow_private)
                 .map_err(|error| Outcome::Invalid(error.to_string()))?;
         }
-        Ok(sink)
+        let proxy = egress::route(
+            &settings.public,
+            settings.secrets.get("egress_proxy_password"),
+            &self.config.egress,
+        )
+        .map_err(Outcome::Invalid)?;
+        Ok((sink, proxy))
     }
 
-    fn context<'a>(&'a self, stream: &'a StreamRecord) -> Context<'a> {
+    fn context<'a>(&'a self, stream: &'a StreamRecord, proxy: Option<&'a Proxy>) -> Context<'a> {
         Context {
             stream_id: &stream.id,
             client: &self.client,
             allow_private: self.config.allow_private,
             shared: &self.shared,
+            proxy: proxy.map(|proxy| Via {
+                proxy,
+                trusted: &self.config.trusted,
+            }),
             clock: &self.config.clock,
             aws_default_chain: self.config.aws_default_chain.as_ref(),
             format: EventFormat::of(&stream.config),
@@ -835,9 +862,9 @@ impl StreamWorkers {
             }
         };
         let outcome = match self.sink(stream) {
-            Ok(sink) => {
-                sink.send_checkpoint(&self.context(stream), &checkpoint.to_object())
-                    .await
+            Ok((sink, proxy)) => {
+                let cx = self.context(stream, proxy.as_deref());
+                sink.send_checkpoint(&cx, &checkpoint.to_object()).await
             }
             Err(outcome) => outcome,
         };

@@ -83,6 +83,6 @@ impl Sink for DatadogSink {
             .header("DD-API-KEY", &self.0.api_key)
             .header("Content-Type", "application/json")
             .body(body);
-        net::exchange(request, count, net::classify).await
+        net::exchange(cx, request, count, net::classify).await
     }
 }

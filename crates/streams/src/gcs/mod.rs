@@ -121,7 +121,7 @@ impl GcsSink {
             }
             Credentials::ServiceAccount(account) => {
                 let tokens = cx.shared.get::<Tokens>();
-                let token = match tokens.get(cx.client, account).await {
+                let token = match tokens.get(cx, account).await {
                     Ok(token) => token,
                     Err(outcome) => return outcome,
                 };
@@ -192,7 +192,7 @@ async fn upload_one(
         .bearer_auth(token)
         .header("Content-Type", content_type)
         .body(body);
-    match request.send().await {
+    match cx.send(request).await {
         Ok(response) => {
             let (status, headers) = (response.status(), response.headers().clone());
             if status == reqwest::StatusCode::UNAUTHORIZED {
@@ -201,6 +201,6 @@ async fn upload_one(
             let body = response.text().await.unwrap_or_default();
             net::classify(status, &headers, &body, object.events)
         }
-        Err(error) => net::network_failure(&error),
+        Err(error) => error.outcome(),
     }
 }

@@ -17,6 +17,7 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::destination::Context;
 use crate::{Outcome, net};
 
 /// Read and write objects, nothing more.
@@ -171,11 +172,7 @@ impl Tokens {
     /// The outcome to record: [`Outcome::Invalid`] when the token endpoint refuses the key
     /// (400/401/403…) or answers without a token, [`Outcome::Retry`] when it fails (429, 5xx,
     /// network).
-    pub async fn get(
-        &self,
-        client: &reqwest::Client,
-        account: &ServiceAccount,
-    ) -> Result<String, Outcome> {
+    pub async fn get(&self, cx: &Context<'_>, account: &ServiceAccount) -> Result<String, Outcome> {
         if let Ok(cache) = self.cache.lock()
             && let Some(token) = cache.get(&account.fingerprint)
             && Instant::now() < token.refresh_at
@@ -186,13 +183,15 @@ impl Tokens {
         let assertion = account.assertion(now_secs).ok_or_else(|| {
             Outcome::Invalid("cannot sign a token request with the service account's key".into())
         })?;
-        let response = client
+        let request = cx
+            .client
             .post(&account.token_uri)
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(token_request_body(&assertion))
-            .send()
+            .body(token_request_body(&assertion));
+        let response = cx
+            .send(request)
             .await
-            .map_err(|error| match net::network_failure(&error) {
+            .map_err(|error| match error.outcome() {
                 Outcome::Retry { reason, after } => Outcome::Retry {
                     reason: format!("the token endpoint cannot be reached: {reason}"),
                     after,

@@ -143,7 +143,7 @@ impl Sink for HttpSink {
         let ndjson = config.format == Format::Ndjson;
         let (body, count) = encode::encode(events, ndjson, &config.source, cx.format);
         let request = request(cx, config, &events[..count.min(events.len())], body);
-        net::exchange(request, count, net::classify).await
+        net::exchange(cx, request, count, net::classify).await
     }
 }
 

@@ -202,7 +202,7 @@ impl DefaultChain {
                 })?;
             let body = sts::web_identity_body(&web.role_arn, &web.session_name, token.trim());
             return sts::call(
-                &client,
+                sts::Caller::Operator(&client),
                 &web.sts_endpoint,
                 &web.region,
                 "AssumeRoleWithWebIdentity",
@@ -438,7 +438,7 @@ pub async fn for_stream(
         role.external_id.as_deref(),
     );
     let assumed = sts::call(
-        cx.client,
+        sts::Caller::Stream(cx),
         &role.sts_endpoint,
         &config.bucket.region,
         "AssumeRole",

@@ -284,7 +284,7 @@ pub(crate) async fn put_signed(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    net::exchange(request, object.events, classify).await
+    net::exchange(cx, request, object.events, classify).await
 }
 
 /// The error code S3 answers temporary credentials that ran out (400).

@@ -10,6 +10,7 @@ use trailmark_domain::Timestamp;
 
 use super::credentials::Credentials;
 use super::sigv4::{self, Request};
+use crate::destination::Context;
 use crate::{Outcome, net};
 
 /// The Query API version both calls use.
@@ -227,6 +228,14 @@ pub fn classify(action: &str, status: reqwest::StatusCode, body: &str) -> Outcom
     }
 }
 
+/// Who calls STS.
+pub enum Caller<'a, 'b> {
+    /// A stream, for its role: sent as the stream sends (its egress proxy, the guard).
+    Stream(&'a Context<'b>),
+    /// The operator's own credential chain (web identity): straight, with this client.
+    Operator(&'a reqwest::Client),
+}
+
 /// Calls STS at `endpoint` with the form `body`, signed with `signer` when given.
 ///
 /// # Errors
@@ -234,7 +243,7 @@ pub fn classify(action: &str, status: reqwest::StatusCode, body: &str) -> Outcom
 /// The outcome to record: [`Outcome::Invalid`] when STS refuses, [`Outcome::Retry`] when it
 /// cannot be reached, is busy, or answers what cannot be read.
 pub async fn call(
-    client: &reqwest::Client,
+    caller: Caller<'_, '_>,
     endpoint: &str,
     region: &str,
     action: &str,
@@ -243,6 +252,10 @@ pub async fn call(
     now: Timestamp,
 ) -> Result<Credentials, Outcome> {
     let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+    let client = match &caller {
+        Caller::Stream(cx) => cx.client,
+        Caller::Operator(client) => client,
+    };
     let mut request = client
         .post(format!("{}/", endpoint.trim_end_matches('/')))
         .header("content-type", content_type);
@@ -266,18 +279,21 @@ pub async fn call(
             }
         }
     }
-    let response =
-        request
-            .body(body)
+    let request = request.body(body);
+    let sent = match caller {
+        Caller::Stream(cx) => cx.send(request).await.map_err(|error| error.outcome()),
+        Caller::Operator(_) => request
             .send()
             .await
-            .map_err(|error| match net::network_failure(&error) {
-                Outcome::Retry { reason, after } => Outcome::Retry {
-                    reason: format!("{action}: STS cannot be reached: {reason}"),
-                    after,
-                },
-                other => other,
-            })?;
+            .map_err(|error| net::network_failure(&error)),
+    };
+    let response = sent.map_err(|outcome| match outcome {
+        Outcome::Retry { reason, after } => Outcome::Retry {
+            reason: format!("{action}: STS cannot be reached: {reason}"),
+            after,
+        },
+        other => other,
+    })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {

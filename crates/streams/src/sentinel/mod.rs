@@ -156,7 +156,7 @@ impl SentinelSink {
         let body = encode::gzip(&call.body());
         let mut renewed = false;
         loop {
-            let token = match tokens.get(cx.client, &self.0).await {
+            let token = match tokens.get(cx, &self.0).await {
                 Ok(token) => token,
                 Err(outcome) => return Posted::Failed(outcome),
             };
@@ -167,9 +167,9 @@ impl SentinelSink {
                 .header("Content-Type", "application/json")
                 .header("Content-Encoding", "gzip")
                 .body(body.clone());
-            let response = match request.send().await {
+            let response = match cx.send(request).await {
                 Ok(response) => response,
-                Err(error) => return Posted::Failed(net::network_failure(&error)),
+                Err(error) => return Posted::Failed(error.outcome()),
             };
             let (status, headers) = (response.status(), response.headers().clone());
             let text = response.text().await.unwrap_or_default();

@@ -214,11 +214,12 @@ fn events(from: u64, count: u64, padding: usize) -> Vec<Value> {
 }
 
 async fn send(sink: &dyn Sink, shared: &Shared, events: &[Value]) -> Outcome {
-    let client = crate::net::client(true).expect("client");
+    let client = crate::net::client(true, &[]).expect("client");
     let cx = Context {
         stream_id: "log_stream_01TEST",
         client: &client,
         allow_private: true,
+        proxy: None,
         shared,
         clock: &crate::worker::Clock::default(),
         aws_default_chain: None,

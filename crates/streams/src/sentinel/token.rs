@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::Config;
+use crate::destination::Context;
 use crate::{Outcome, net};
 
 /// The Azure Monitor audience's default scope (the double slash is Azure's: the resource URI
@@ -62,7 +63,7 @@ impl Tokens {
     /// The outcome to record: [`Outcome::Invalid`] when Entra refuses the credentials
     /// (400/401: wrong secret, unknown client or tenant) or answers without a token,
     /// [`Outcome::Retry`] when it fails (429, 5xx, network).
-    pub async fn get(&self, client: &reqwest::Client, config: &Config) -> Result<String, Outcome> {
+    pub async fn get(&self, cx: &Context<'_>, config: &Config) -> Result<String, Outcome> {
         let key = fingerprint(config);
         if let Ok(cache) = self.cache.lock()
             && let Some(token) = cache.get(&key)
@@ -70,17 +71,16 @@ impl Tokens {
         {
             return Ok(token.access_token.clone());
         }
-        let response = client
-            .post(config.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", config.client_id.as_str()),
-                ("client_secret", config.client_secret.as_str()),
-                ("scope", SCOPE),
-            ])
-            .send()
+        let request = cx.client.post(config.token_url()).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", config.client_id.as_str()),
+            ("client_secret", config.client_secret.as_str()),
+            ("scope", SCOPE),
+        ]);
+        let response = cx
+            .send(request)
             .await
-            .map_err(|error| match net::network_failure(&error) {
+            .map_err(|error| match error.outcome() {
                 Outcome::Retry { reason, after } => Outcome::Retry {
                     reason: format!("the Entra token endpoint cannot be reached: {reason}"),
                     after,

@@ -106,13 +106,13 @@ impl Sink for SplunkSink {
             .header("X-Splunk-Request-Channel", &channel)
             .header("Content-Type", "application/json")
             .body(body);
-        let (outcome, answer) = match request.send().await {
+        let (outcome, answer) = match cx.send(request).await {
             Ok(response) => {
                 let (status, headers) = (response.status(), response.headers().clone());
                 let body = response.text().await.unwrap_or_default();
                 (net::classify(status, &headers, &body, count), body)
             }
-            Err(error) => return net::network_failure(&error),
+            Err(error) => return error.outcome(),
         };
         match (&outcome, ack_id(&answer)) {
             (Outcome::Delivered(_), Some(ack)) => self.acknowledged(cx, &channel, ack, count).await,
@@ -143,7 +143,7 @@ impl SplunkSink {
                 .header("X-Splunk-Request-Channel", channel)
                 .header("Content-Type", "application/json")
                 .body(json!({"acks": [ack]}).to_string());
-            match request.send().await {
+            match cx.send(request).await {
                 Ok(response) => {
                     let (status, headers) = (response.status(), response.headers().clone());
                     let body = response.text().await.unwrap_or_default();

@@ -138,7 +138,7 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
             .configure(&mut public, &mut secrets, &mut String::new)
             .expect("configured"),
     );
-    let client = crate::net::client(true).expect("client");
+    let client = crate::net::client(true, &[]).expect("client");
     let shared = Arc::new(Shared::default());
     let events: Vec<Value> = (0..3)
         .map(|n| json!({"id": format!("event_{n}"), "sequence": n, "occurred_at": "2026-08-01T10:00:00.000Z"}))
@@ -155,6 +155,7 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
                 stream_id: "log_stream_01TEST",
                 client: &client,
                 allow_private: true,
+                proxy: None,
                 shared: &shared,
                 clock: &crate::worker::Clock::default(),
                 aws_default_chain: None,

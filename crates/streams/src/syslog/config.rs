@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use trailmark_domain::FieldProblem;
 
 use super::encode::{Format, Header};
+use crate::net::certificates;
 use crate::settings::Reader;
 
 /// The IANA port of syslog over TLS (RFC 5425).
@@ -177,14 +178,6 @@ impl Config {
         })();
         r.finish(config)
     }
-}
-
-/// The certificates of a PEM text, if it holds at least one and nothing unreadable.
-fn certificates(pem: &str) -> Option<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    (!certificates.is_empty()).then_some(certificates)
 }
 
 /// The rustls client configuration (ring, TLS 1.2 and 1.3).

@@ -24,7 +24,7 @@ pub use encode::{Format, Header, MAX_EVENTS};
 
 use crate::Outcome;
 use crate::destination::{BatchDefaults, Context, Destination, Field, FieldKind, Sink, Target};
-use crate::net;
+use crate::egress::SendError;
 
 /// How long one attempt (connect, handshake, write, close) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,11 +129,12 @@ impl SyslogSink {
             reason: format!("{what} {}:{}: {error}", config.host, config.port),
             after: None,
         };
-        let tcp = net::connect_tcp(&config.host, config.port, cx.allow_private)
+        let tcp = cx
+            .connect(&config.host, config.port)
             .await
             .map_err(|error| match error {
-                net::ConnectError::Refused(refused) => Outcome::Invalid(refused.to_string()),
-                net::ConnectError::Io(error) => retry("cannot connect to", &error),
+                SendError::Unresolvable { error, .. } => retry("cannot connect to", &error),
+                other => other.outcome(),
             })?;
         let name = ServerName::try_from(config.host.clone())
             .map_err(|error| Outcome::Invalid(format!("host: {error}")))?;
