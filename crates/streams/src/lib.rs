@@ -23,6 +23,8 @@
 //!   an HTTP answer into delivered / retry / invalid.
 //! - [`egress`]: deliveries through an HTTP CONNECT proxy (`--egress-proxy`, or a stream's
 //!   own), the final destination still checked by the guard and connected to by address.
+//! - [`oauth`]: access tokens from an OAuth 2.0 token endpoint (`gcs`, `sentinel`), asked for,
+//!   read and cached per credentials in one way.
 //! - [`backoff`]: how long a failing stream waits (it grows with the time it has been failing).
 //! - [`worker`]: the delivery loop, which reports each request and each stream's health to an
 //!   [`observe::DeliveryObserver`].
@@ -37,6 +39,7 @@ pub mod format;
 pub mod gcs;
 pub mod http;
 pub mod net;
+pub mod oauth;
 pub mod observe;
 pub mod s3;
 pub mod seal;

@@ -4,12 +4,9 @@
 //! `iss` = `client_email`, `scope` = [`SCOPE`], `aud` = the key's `token_uri`, `iat` = now and
 //! `exp` = an hour later, POSTed form-encoded to `token_uri` as
 //! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` and `assertion=<jwt>`. The answer's
-//! `access_token` is cached per key ([`Tokens`]) until [`REFRESH_MARGIN`] before its
-//! `expires_in`, and dropped early if the store answers 401.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! `access_token` is cached per key ([`Tokens`], a [`TokenCache`]) until
+//! [`crate::oauth::REFRESH_MARGIN`] before its `expires_in`, and dropped early if the store
+//! answers 401.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -17,8 +14,9 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::Outcome;
 use crate::destination::Context;
-use crate::{Outcome, net};
+use crate::oauth::{Fingerprint, Issuer, TokenCache};
 
 /// Read and write objects, nothing more.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
@@ -28,11 +26,6 @@ pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// How long an assertion is valid: Google accepts at most an hour.
 const ASSERTION_LIFETIME_SECS: i64 = 3600;
-/// A token is replaced this long before it expires, so a request never carries one that runs
-/// out on the way.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-/// Lifetime assumed when the token endpoint does not say (Google's tokens last an hour).
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Why a service-account key is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,7 +51,7 @@ pub struct ServiceAccount {
     pub token_uri: String,
     key: RsaKeyPair,
     /// Identifies the key in the token cache without keeping its text.
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
 }
 
 impl std::fmt::Debug for ServiceAccount {
@@ -155,90 +148,44 @@ fn rsa_key(pem: &str) -> Option<RsaKeyPair> {
 
 /// Access tokens per service-account key, shared by every stream of this process.
 #[derive(Default)]
-pub struct Tokens {
-    cache: Mutex<HashMap<[u8; 32], CachedToken>>,
-}
-
-struct CachedToken {
-    access_token: String,
-    refresh_at: Instant,
-}
+pub struct Tokens(TokenCache);
 
 impl Tokens {
     /// A valid access token for `account`: the cached one, or a new one from its `token_uri`.
     ///
     /// # Errors
     ///
-    /// The outcome to record: [`Outcome::Invalid`] when the token endpoint refuses the key
-    /// (400/401/403…) or answers without a token, [`Outcome::Retry`] when it fails (429, 5xx,
-    /// network).
+    /// The outcome to record: [`Outcome::Invalid`] when the key cannot sign, the token endpoint
+    /// refuses it (400/401/403…) or answers without a token, [`Outcome::Retry`] when it fails
+    /// (429, 5xx, network).
     pub async fn get(&self, cx: &Context<'_>, account: &ServiceAccount) -> Result<String, Outcome> {
-        if let Ok(cache) = self.cache.lock()
-            && let Some(token) = cache.get(&account.fingerprint)
-            && Instant::now() < token.refresh_at
-        {
-            return Ok(token.access_token.clone());
-        }
-        let now_secs = trailmark_domain::Timestamp::now().unix_millis() / 1000;
-        let assertion = account.assertion(now_secs).ok_or_else(|| {
-            Outcome::Invalid("cannot sign a token request with the service account's key".into())
-        })?;
-        let request = cx
-            .client
-            .post(&account.token_uri)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(token_request_body(&assertion));
-        let response = cx
-            .send(request)
-            .await
-            .map_err(|error| match error.outcome() {
-                Outcome::Retry { reason, after } => Outcome::Retry {
-                    reason: format!("the token endpoint cannot be reached: {reason}"),
-                    after,
-                },
-                other => other,
-            })?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(match net::classify(status, &headers, &body, 0) {
-                Outcome::Invalid(reason) => Outcome::Invalid(format!(
-                    "the token endpoint refused the service account {}: {reason}",
-                    account.client_email
-                )),
-                Outcome::Retry { reason, after } => Outcome::Retry {
-                    reason: format!("the token endpoint failed: {reason}"),
-                    after,
-                },
-                delivered => delivered,
-            });
-        }
-        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let Some(access_token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) else {
-            return Err(Outcome::Invalid(
-                "the token endpoint's answer holds no access_token".into(),
-            ));
+        let issuer = Issuer {
+            endpoint: "the token endpoint",
+            refused: format!(
+                "the token endpoint refused the service account {}",
+                account.client_email
+            ),
         };
-        let lifetime = answer["expires_in"]
-            .as_u64()
-            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(
-                account.fingerprint,
-                CachedToken {
-                    access_token: access_token.to_owned(),
-                    refresh_at: Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
-                },
-            );
-        }
-        Ok(access_token.to_owned())
+        self.0
+            .get(cx, account.fingerprint, &issuer, || {
+                let now_secs = trailmark_domain::Timestamp::now().unix_millis() / 1000;
+                let assertion = account.assertion(now_secs).ok_or_else(|| {
+                    Outcome::Invalid(
+                        "cannot sign a token request with the service account's key".into(),
+                    )
+                })?;
+                Ok(cx
+                    .client
+                    .post(&account.token_uri)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(token_request_body(&assertion)))
+            })
+            .await
     }
 
     /// Drops `account`'s token (the store refused it, so it may have been revoked).
     pub fn forget(&self, account: &ServiceAccount) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(&account.fingerprint);
-        }
+        self.0.forget(&account.fingerprint);
     }
 }
 
