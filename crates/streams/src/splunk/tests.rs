@@ -173,7 +173,10 @@ async fn an_unacknowledged_batch_is_sent_again_after_the_timeout_stand_in_receiv
     // The clock moves while a loopback request is under way (a step of `drive` per real
     // millisecond), so on a loaded machine an attempt polls fewer times on it. Whatever the
     // load: it never gives up before the timeout, and polls more than once, an interval apart.
-    assert!(took >= ACK_TIMEOUT - ACK_POLL_INTERVAL, "gave up after {took:?}");
+    assert!(
+        took >= ACK_TIMEOUT - ACK_POLL_INTERVAL,
+        "gave up after {took:?}"
+    );
     let polls = seen.lock().expect("seen").polls.clone();
     assert!(
         polls.len() >= 2
