@@ -116,7 +116,7 @@ impl Field {
 pub const COMMON_FIELDS: &[Field] = &[
     Field::new(
         crate::format::KEY,
-        "Event format",
+        "Send each event as",
         FieldKind::Select(crate::format::FORMATS),
     )
     .help("workos: the event object (the default); ocsf: an OCSF 1.3.0 API Activity event holding it."),
