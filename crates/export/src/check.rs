@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -217,7 +217,7 @@ impl ExportFile {
         let mut count = 0u64;
         let mut purged = 0u64;
         in_parallel(
-            BufReader::with_capacity(1 << 20, file),
+            file,
             // A filtered export's proofs share their upper nodes: each worker remembers the
             // nodes its proofs established.
             || InclusionChecker::new(checkpoint.size, checkpoint.root),
@@ -548,37 +548,62 @@ impl Parsed<'_> {
     }
 }
 
-/// Lines read per batch handed to a worker.
-const BATCH_LINES: usize = 512;
+/// Bytes read per batch handed to a worker (a few hundred export lines), cut after a newline.
+const BATCH_BYTES: usize = 1 << 19;
 
-/// Reads `reader` line by line (numbered from 1), runs `check` on every line on all cores (each
-/// worker with a state of its own from `state`), and hands the results to `follow` in file
-/// order until it says stop or returns an error.
+/// Reads `reader` (numbered lines, from 1), runs `check` on every line on all cores (each worker
+/// with a state of its own from `state`), and hands the results to `follow` in file order until
+/// it says stop or returns an error.
+///
+/// The reading thread only reads large blocks and counts their newlines; splitting them into
+/// lines and checking that each is UTF-8 happens on the workers, so reading is not a third
+/// thread's worth of work on top of them.
 fn in_parallel<T: Send, S>(
-    reader: impl BufRead + Send,
+    mut reader: impl Read + Send,
     state: impl Fn() -> S + Sync,
     check: impl Fn(&mut S, usize, &str) -> Result<T, CheckError> + Sync,
     mut follow: impl FnMut(Result<T, CheckError>) -> Result<Flow, CheckError>,
 ) -> Result<(), CheckError> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     std::thread::scope(|scope| {
-        let (batches, batch_queue) =
-            mpsc::sync_channel::<(usize, Vec<(usize, String)>)>(workers * 2);
+        // A batch: its place in the file, the number of its first line, and its bytes.
+        let (batches, batch_queue) = mpsc::sync_channel::<(usize, usize, Vec<u8>)>(workers * 2);
         let (results, result_queue) =
             mpsc::sync_channel::<(usize, Vec<Result<T, CheckError>>)>(workers * 2);
         let reading = scope.spawn(move || -> std::io::Result<()> {
-            let mut lines = reader.lines().enumerate();
-            for index in 0.. {
-                let batch: Vec<(usize, String)> = lines
-                    .by_ref()
-                    .take(BATCH_LINES)
-                    .map(|(number, line)| line.map(|line| (number + 1, line)))
-                    .collect::<Result<_, _>>()?;
-                if batch.is_empty() || batches.send((index, batch)).is_err() {
-                    break;
+            let mut carried = Vec::new();
+            let (mut index, mut number) = (0, 1);
+            loop {
+                let wanted = BATCH_BYTES.saturating_sub(carried.len()).max(1 << 16);
+                // Sized once: growing a half-megabyte buffer by doubling costs more than it reads.
+                let mut batch = Vec::with_capacity(carried.len() + wanted + 64);
+                batch.append(&mut carried);
+                let read = (&mut reader).take(wanted as u64).read_to_end(&mut batch)?;
+                let ended = read < wanted;
+                if !ended {
+                    // The rest of a line cut short waits for the next batch; a line longer than
+                    // a batch keeps growing one.
+                    match memchr::memrchr(b'\n', &batch) {
+                        Some(newline) => carried = batch.split_off(newline + 1),
+                        None => {
+                            carried = batch;
+                            continue;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    let lines = memchr::memchr_iter(b'\n', &batch).count()
+                        + usize::from(!batch.ends_with(b"\n"));
+                    if batches.send((index, number, batch)).is_err() {
+                        return Ok(());
+                    }
+                    index += 1;
+                    number += lines;
+                }
+                if ended {
+                    return Ok(());
                 }
             }
-            Ok(())
         });
         // Shared by the workers and dropped with the last of them, which stops the reader.
         let batch_queue = Arc::new(Mutex::new(batch_queue));
@@ -592,10 +617,18 @@ fn in_parallel<T: Send, S>(
                         Ok(queue) => queue.recv(),
                         Err(_) => return,
                     };
-                    let Ok((index, batch)) = next else { return };
-                    let checked = batch
-                        .iter()
-                        .map(|(number, line)| check(&mut state, *number, line))
+                    let Ok((index, first, batch)) = next else {
+                        return;
+                    };
+                    let checked = lines(&batch)
+                        .zip(first..)
+                        .map(|(line, number)| match std::str::from_utf8(line) {
+                            Ok(line) => check(&mut state, number, line),
+                            Err(_) => Err(CheckError::Read(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("line {number} is not UTF-8"),
+                            ))),
+                        })
                         .collect();
                     if results.send((index, checked)).is_err() {
                         return;
@@ -629,9 +662,29 @@ fn in_parallel<T: Send, S>(
     })
 }
 
+/// The lines of `bytes` as `BufRead::lines` gives them: split at `\n`, a `\r` before it dropped,
+/// and a last line without a newline kept.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, after) = match memchr::memchr(b'\n', rest) {
+            Some(newline) => (&rest[..newline], &rest[newline + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = after;
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines enough to fill a batch several times over (each numbered line is a few bytes).
+    const SPAN: usize = BATCH_BYTES / 4;
 
     fn numbered_lines(count: usize) -> std::io::Cursor<String> {
         std::io::Cursor::new((1..=count).map(|n| format!("{n}\n")).collect())
@@ -648,14 +701,14 @@ mod tests {
     fn lines_are_followed_in_file_order_until_told_to_stop() {
         let mut seen = Vec::new();
         in_parallel(
-            numbered_lines(5 * BATCH_LINES + 7),
+            numbered_lines(5 * SPAN + 7),
             || (),
             |_, line, text| Ok((line, number(line, text)?)),
             |outcome| {
                 let (line, value) = outcome?;
                 assert_eq!(line, value);
                 seen.push(value);
-                Ok(if value == 4 * BATCH_LINES + 3 {
+                Ok(if value == 4 * SPAN + 3 {
                     Flow::Stop
                 } else {
                     Flow::Continue
@@ -663,17 +716,17 @@ mod tests {
             },
         )
         .expect("every line checks");
-        assert_eq!(seen, (1..=4 * BATCH_LINES + 3).collect::<Vec<_>>());
+        assert_eq!(seen, (1..=4 * SPAN + 3).collect::<Vec<_>>());
     }
 
     #[test]
     fn the_first_failing_line_in_file_order_is_reported() {
         let mut seen = 0;
         let error = in_parallel(
-            numbered_lines(6 * BATCH_LINES),
+            numbered_lines(6 * SPAN),
             || (),
             |_, line, _| {
-                if line == 3 * BATCH_LINES + 1 || line == 5 * BATCH_LINES {
+                if line == 3 * SPAN + 1 || line == 5 * SPAN {
                     return Err(CheckError::NoSequence {
                         id: "bad".into(),
                         line,
@@ -690,8 +743,42 @@ mod tests {
         .expect_err("a line fails");
         assert_eq!(
             error.to_string(),
-            format!("event bad (line {}) has no sequence", 3 * BATCH_LINES + 1)
+            format!("event bad (line {}) has no sequence", 3 * SPAN + 1)
         );
-        assert_eq!(seen, 3 * BATCH_LINES);
+        assert_eq!(seen, 3 * SPAN);
+    }
+
+    #[test]
+    fn lines_split_as_bufread_splits_them() {
+        let split = |bytes: &[u8]| lines(bytes).map(<[u8]>::to_vec).collect::<Vec<_>>();
+        assert_eq!(split(b"a\nb\r\n\nc"), [&b"a"[..], b"b", b"", b"c"]);
+        assert_eq!(split(b"a\n"), [&b"a"[..]]);
+        assert!(split(b"").is_empty());
+        let text = "one\r\ntwo\n\nthree";
+        let expected: Vec<Vec<u8>> = std::io::BufRead::lines(text.as_bytes())
+            .map(|line| line.map(String::into_bytes))
+            .collect::<Result<_, _>>()
+            .expect("lines");
+        assert_eq!(split(text.as_bytes()), expected);
+    }
+
+    #[test]
+    fn a_line_longer_than_a_batch_and_one_not_utf8_are_read_in_their_place() {
+        let long = "x".repeat(3 * BATCH_BYTES);
+        let mut bytes = format!("1\n{long}\n3\n").into_bytes();
+        bytes.extend_from_slice(b"\xff\n5\n");
+        let mut seen = Vec::new();
+        let error = in_parallel(
+            std::io::Cursor::new(bytes),
+            || (),
+            |_, line, text| Ok((line, text.len())),
+            |outcome| {
+                seen.push(outcome?);
+                Ok(Flow::Continue)
+            },
+        )
+        .expect_err("line 4 is not UTF-8");
+        assert_eq!(seen, [(1, 1), (2, 3 * BATCH_BYTES), (3, 1)]);
+        assert_eq!(error.to_string(), "line 4 is not UTF-8");
     }
 }
