@@ -480,6 +480,7 @@ async fn s3_without_keys_is_invalid_unless_the_operator_lends_trailmarks_credent
         &app,
         &organization,
         json!({"bucket": BUCKET, "region": "us-east-1", "endpoint": "http://127.0.0.1:9",
+               "sts_endpoint": "http://127.0.0.1:9",
                "role_arn": format!("arn:aws:iam::{ACCOUNT}:role/{ROLE}"), "external_id": EXTERNAL_ID}),
     )
     .await;

@@ -997,7 +997,7 @@ mod tests {
         }
         assert!(heads.lock().expect("heads").is_empty());
         let own = Proxy::stream(&format!("http://localhost:{port}")).expect("proxy");
-        let error = send_via(&own, "http://192.0.2.1/in", false)
+        let error = send_via(&own, "http://127.0.0.1:4711/in", false)
             .await
             .expect_err("refused");
         assert!(matches!(error, SendError::ProxyRefused { .. }), "{error}");

@@ -167,6 +167,18 @@ mod tests {
             config.token_url(),
             "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
         );
+        // The default authority is stored, so the stream's settings show it.
+        let mut public = json!({"endpoint": "https://audit-abcd.westeurope-1.ingest.monitor.azure.com/", "dcr_immutable_id": "dcr-0",
+                                "stream_name": "Custom-T", "tenant_id": "t", "client_id": "c"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        let mut secrets = json!({"client_secret": "s"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Config::parse(&mut public, &mut secrets).expect("valid");
+        assert_eq!(public["authority"], DEFAULT_AUTHORITY);
         assert_eq!(
             parse(json!({"endpoint": "ftp://x", "dcr_immutable_id": "rule", "stream_name": "Trailmark",
                          "tenant_id": "a/b", "client_id": "c", "authority": "nope"}))
