@@ -655,24 +655,11 @@ mod tests {
         let clock = Clock::new(move || base.plus_millis(start.elapsed().as_millis() as i64));
         let instance = || {
             let config = crate::AppConfig {
-                data_dir: dir.path().to_owned(),
-                secrets_key: [1; 32],
-                ledger_name: "trailmark.test".into(),
-                signing_key: [2; 32],
-                checkpoint_interval: Duration::from_secs(1),
-                retention_interval: Duration::from_secs(3600),
-                streams: trailmark_streams::worker::WorkerConfig::default(),
-                require_schemas: false,
-                export_max_range_days: None,
-                export_max_pending: 4,
-                export_max_disk_bytes: 1 << 30,
-                export_file_ttl: Duration::from_secs(3600),
-                bootstrap_key_hash: None,
-                witnesses: Vec::new(),
                 alerts: AlertConfig {
                     clock: clock.clone(),
                     ..AlertConfig::default()
                 },
+                ..crate::AppConfig::for_tests(dir.path())
             };
             Trailmark::new(Arc::clone(&store), config).expect("app")
         };

@@ -102,6 +102,30 @@ pub struct AppConfig {
     pub alerts: alerts::AlertConfig,
 }
 
+#[cfg(test)]
+impl AppConfig {
+    /// What the unit tests run with: fixed keys, a checkpoint a second, no limits in the way.
+    fn for_tests(data_dir: &std::path::Path) -> Self {
+        AppConfig {
+            data_dir: data_dir.to_owned(),
+            secrets_key: [1; 32],
+            ledger_name: "trailmark.test".into(),
+            signing_key: [2; 32],
+            checkpoint_interval: Duration::from_secs(1),
+            retention_interval: Duration::from_secs(3600),
+            streams: WorkerConfig::default(),
+            require_schemas: false,
+            export_max_range_days: None,
+            export_max_pending: 4,
+            export_max_disk_bytes: 1 << 30,
+            export_file_ttl: Duration::from_secs(3600),
+            bootstrap_key_hash: None,
+            witnesses: Vec::new(),
+            alerts: alerts::AlertConfig::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for AppConfig {
     /// Keys and key hashes never appear.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -505,23 +505,7 @@ mod tests {
     async fn app(data_dir: &std::path::Path) -> (Trailmark, Arc<dyn Store>, String) {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&data_dir.join("t.db")).expect("store"));
-        let config = crate::AppConfig {
-            data_dir: data_dir.to_owned(),
-            secrets_key: [1; 32],
-            ledger_name: "trailmark.test".into(),
-            signing_key: [2; 32],
-            checkpoint_interval: Duration::from_secs(1),
-            retention_interval: Duration::from_secs(3600),
-            streams: trailmark_streams::worker::WorkerConfig::default(),
-            require_schemas: false,
-            export_max_range_days: None,
-            export_max_pending: 4,
-            export_max_disk_bytes: 1 << 30,
-            export_file_ttl: Duration::from_secs(3600),
-            bootstrap_key_hash: None,
-            witnesses: Vec::new(),
-            alerts: Default::default(),
-        };
+        let config = crate::AppConfig::for_tests(data_dir);
         let app = Trailmark::new(Arc::clone(&store), config).expect("app");
         let now = Timestamp::now();
         let organization = store
