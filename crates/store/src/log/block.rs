@@ -21,6 +21,9 @@
 //! Everything here is pure: encoding, decoding, and choosing a block's candidate events for a
 //! filter. Reading and writing the rows is the engine's.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
 use trailmark_domain::query::{ActionPattern, EventFilter};
 use trailmark_ledger::tree::Hash;
 
@@ -144,10 +147,11 @@ impl BlockRecord {
             put_varint(&mut locations, u64::from(event.length));
             previous = event.position;
         }
-        let mut terms: Postings<'_> = Default::default();
-        let mut trigrams: std::collections::HashSet<u64, std::hash::BuildHasherDefault<MixHasher>> =
-            Default::default();
-        let mut values: std::collections::BTreeMap<&str, Vec<u16>> = Default::default();
+        // Hash maps, sorted once at the end: a B-tree insert compares the key with a dozen
+        // others, and ids share long prefixes. The keys are the events' own text, so the maps
+        // keep std's keyed hasher (a crafted block cannot make them degrade).
+        let mut terms: Postings<'_> = HashMap::with_capacity(events.len() * 2);
+        let mut values: HashMap<&str, Vec<u16>> = HashMap::with_capacity(events.len() * 4);
         // A purged event keeps its place (its location and times) but nothing it said.
         for (offset, event) in events
             .iter()
@@ -164,9 +168,6 @@ impl BlockRecord {
                 add_term(&mut terms, Field::TargetId, id, offset);
                 add_term(&mut terms, Field::TargetType, kind, offset);
             }
-            for_each_trigram(&event.text, |key| {
-                trigrams.insert(key);
-            });
             for value in event.text.split('\n') {
                 let postings = values.entry(value).or_default();
                 if postings.last() != Some(&offset) {
@@ -174,6 +175,20 @@ impl BlockRecord {
                 }
             }
         }
+        // Trigrams never span a line, so the trigrams of the distinct values are those of every
+        // event's text: a value repeated across the block (a user agent, a location, an action)
+        // is cut into trigrams once.
+        let mut trigrams: HashSet<u64, BuildHasherDefault<MixHasher>> =
+            HashSet::with_capacity_and_hasher(values.len() * 8, Default::default());
+        for value in values.keys() {
+            for_each_trigram(value, |key| {
+                trigrams.insert(key);
+            });
+        }
+        let mut values: Vec<(&str, Vec<u16>)> = values.into_iter().collect();
+        values.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut terms: Vec<((Field, &str), Vec<u16>)> = terms.into_iter().collect();
+        terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         BlockRecord {
             first_sequence: events[0].sequence,
             count: events.len() as u32,
@@ -203,7 +218,7 @@ impl BlockRecord {
 }
 
 /// A block's terms while it is built: offsets by field and value.
-type Postings<'a> = std::collections::BTreeMap<(Field, &'a str), Vec<u16>>;
+type Postings<'a> = HashMap<(Field, &'a str), Vec<u16>>;
 
 fn add_term<'a>(terms: &mut Postings<'a>, field: Field, value: &'a str, offset: u16) {
     let postings = terms.entry((field, value)).or_default();
@@ -458,22 +473,23 @@ pub(crate) fn candidates(
 }
 
 /// Text values, stored: `count u32 | text_len u32 | text | postings_at u32 × count |
-/// postings`, little-endian. `text` is every distinct value followed by `\n`; value `i`'s
+/// postings`, little-endian. `text` is every distinct value, in byte order (`values` comes
+/// sorted), followed by `\n`; value `i`'s
 /// postings (delta varints of the offsets holding it) start at `postings_at[i]` in `postings`
 /// and end where the next begin.
-pub(crate) fn encode_text_values(values: &std::collections::BTreeMap<&str, Vec<u16>>) -> Vec<u8> {
-    let text_len: usize = values.keys().map(|v| v.len() + 1).sum();
+pub(crate) fn encode_text_values(values: &[(&str, Vec<u16>)]) -> Vec<u8> {
+    let text_len: usize = values.iter().map(|(v, _)| v.len() + 1).sum();
     let mut out = Vec::with_capacity(8 + text_len + values.len() * 6);
     out.extend_from_slice(&(values.len() as u32).to_le_bytes());
     out.extend_from_slice(&(text_len as u32).to_le_bytes());
-    for value in values.keys() {
+    for (value, _) in values {
         out.extend_from_slice(value.as_bytes());
         out.push(b'\n');
     }
     let mut postings = Vec::new();
-    for offsets in values.values() {
+    for (_, offsets) in values {
         out.extend_from_slice(&(postings.len() as u32).to_le_bytes());
-        postings.extend_from_slice(&encode_postings(offsets));
+        put_postings(&mut postings, offsets);
     }
     out.extend_from_slice(&postings);
     out
@@ -650,12 +666,17 @@ fn undeltas(bytes: &[u8], count: usize) -> Option<Vec<i64>> {
 
 pub(crate) fn encode_postings(offsets: &[u16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(offsets.len());
+    put_postings(&mut out, offsets);
+    out
+}
+
+/// Appends the postings of `offsets` (ascending) to `out`.
+fn put_postings(out: &mut Vec<u8>, offsets: &[u16]) {
     let mut previous = 0u64;
     for &offset in offsets {
-        put_varint(&mut out, u64::from(offset) - previous);
+        put_varint(out, u64::from(offset) - previous);
         previous = u64::from(offset);
     }
-    out
 }
 
 pub(crate) fn decode_postings(bytes: &[u8]) -> Option<Vec<u16>> {
