@@ -151,7 +151,7 @@ impl BlockRecord {
         // others, and ids share long prefixes. The keys are the events' own text, so the maps
         // keep std's keyed hasher (a crafted block cannot make them degrade).
         let mut terms: Postings<'_> = HashMap::with_capacity(events.len() * 2);
-        let mut values: HashMap<&str, Vec<u16>> = HashMap::with_capacity(events.len() * 4);
+        let mut values: HashMap<&str, Offsets> = HashMap::with_capacity(events.len() * 4);
         // A purged event keeps its place (its location and times) but nothing it said.
         for (offset, event) in events
             .iter()
@@ -169,10 +169,7 @@ impl BlockRecord {
                 add_term(&mut terms, Field::TargetType, kind, offset);
             }
             for value in event.text.split('\n') {
-                let postings = values.entry(value).or_default();
-                if postings.last() != Some(&offset) {
-                    postings.push(offset);
-                }
+                add_offset(&mut values, value, offset);
             }
         }
         // Trigrams never span a line, so the trigrams of the distinct values are those of every
@@ -185,9 +182,9 @@ impl BlockRecord {
                 trigrams.insert(key);
             });
         }
-        let mut values: Vec<(&str, Vec<u16>)> = values.into_iter().collect();
+        let mut values: Vec<(&str, Offsets)> = values.into_iter().collect();
         values.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut terms: Vec<((Field, &str), Vec<u16>)> = terms.into_iter().collect();
+        let mut terms: Vec<((Field, &str), Offsets)> = terms.into_iter().collect();
         terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         BlockRecord {
             first_sequence: events[0].sequence,
@@ -209,8 +206,10 @@ impl BlockRecord {
             text_values: encode_text_values(&values),
             terms: terms
                 .into_iter()
-                .map(|((field, value), postings)| {
-                    (field, value.to_owned(), encode_postings(&postings))
+                .map(|((field, value), offsets)| {
+                    let mut postings = Vec::with_capacity(1 + offsets.more.len());
+                    offsets.put(&mut postings);
+                    (field, value.to_owned(), postings)
                 })
                 .collect(),
         }
@@ -218,13 +217,48 @@ impl BlockRecord {
 }
 
 /// A block's terms while it is built: offsets by field and value.
-type Postings<'a> = HashMap<(Field, &'a str), Vec<u16>>;
+type Postings<'a> = HashMap<(Field, &'a str), Offsets>;
 
 fn add_term<'a>(terms: &mut Postings<'a>, field: Field, value: &'a str, offset: u16) {
-    let postings = terms.entry((field, value)).or_default();
-    // An event with two targets of one type lists its offset once.
-    if postings.last() != Some(&offset) {
-        postings.push(offset);
+    add_offset(terms, (field, value), offset);
+}
+
+/// Adds `offset` to the offsets of `key`, once: an event with two targets of one type, or one
+/// value twice in its text, lists its offset once.
+fn add_offset<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Offsets>, key: K, offset: u16) {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut offsets) => offsets.get_mut().add(offset),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(Offsets {
+                first: offset,
+                more: Vec::new(),
+            });
+        }
+    }
+}
+
+/// The ascending offsets of a term's or a value's events while a block is built. Most values
+/// (request ids, document ids) are held by one event: the first offset needs no allocation.
+struct Offsets {
+    first: u16,
+    more: Vec<u16>,
+}
+
+impl Offsets {
+    fn add(&mut self, offset: u16) {
+        if self.more.last().copied().unwrap_or(self.first) != offset {
+            self.more.push(offset);
+        }
+    }
+
+    /// Appends the postings (delta varints) of these offsets to `out`.
+    fn put(&self, out: &mut Vec<u8>) {
+        put_varint(out, u64::from(self.first));
+        let mut previous = self.first;
+        for &offset in &self.more {
+            put_varint(out, u64::from(offset - previous));
+            previous = offset;
+        }
     }
 }
 
@@ -477,7 +511,7 @@ pub(crate) fn candidates(
 /// sorted), followed by `\n`; value `i`'s
 /// postings (delta varints of the offsets holding it) start at `postings_at[i]` in `postings`
 /// and end where the next begin.
-pub(crate) fn encode_text_values(values: &[(&str, Vec<u16>)]) -> Vec<u8> {
+fn encode_text_values(values: &[(&str, Offsets)]) -> Vec<u8> {
     let text_len: usize = values.iter().map(|(v, _)| v.len() + 1).sum();
     let mut out = Vec::with_capacity(8 + text_len + values.len() * 6);
     out.extend_from_slice(&(values.len() as u32).to_le_bytes());
@@ -489,7 +523,7 @@ pub(crate) fn encode_text_values(values: &[(&str, Vec<u16>)]) -> Vec<u8> {
     let mut postings = Vec::new();
     for (_, offsets) in values {
         out.extend_from_slice(&(postings.len() as u32).to_le_bytes());
-        put_postings(&mut postings, offsets);
+        offsets.put(&mut postings);
     }
     out.extend_from_slice(&postings);
     out
@@ -542,12 +576,21 @@ fn add_postings(set: &mut OffsetSet, postings: &[u8], block: u64) -> Result<(), 
 /// of `text`, repeats included.
 pub(crate) fn for_each_trigram(text: &str, mut each: impl FnMut(u64)) {
     for line in text.split('\n') {
-        let mut window = ['\0'; 3];
-        for (count, c) in line.chars().enumerate() {
-            window = [window[1], window[2], c];
-            if count >= 2 {
-                each(trigram_hash(&window));
+        // A trigram's hash is over its UTF-8 bytes: a slice of the line, hashed in place.
+        if line.is_ascii() {
+            for trigram in line.as_bytes().windows(3) {
+                each(trigram_hash(trigram));
             }
+            continue;
+        }
+        // Where each of the last three characters starts; the line's end closes the last.
+        let mut starts = [0usize; 3];
+        let ends = line.char_indices().map(|(at, _)| at).chain([line.len()]);
+        for (count, at) in ends.enumerate() {
+            if count >= 3 {
+                each(trigram_hash(&line.as_bytes()[starts[count % 3]..at]));
+            }
+            starts[count % 3] = at;
         }
     }
 }
@@ -582,14 +625,11 @@ impl std::hash::Hasher for MixHasher {
 
 /// FNV-1a over the trigram's UTF-8 bytes: fixed, so filters written by one run of Trailmark are
 /// read by the next.
-fn trigram_hash(chars: &[char]) -> u64 {
+fn trigram_hash(bytes: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut buffer = [0u8; 4];
-    for c in chars {
-        for byte in c.encode_utf8(&mut buffer).as_bytes() {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
 }
@@ -664,21 +704,6 @@ fn undeltas(bytes: &[u8], count: usize) -> Option<Vec<i64>> {
     Some(values)
 }
 
-pub(crate) fn encode_postings(offsets: &[u16]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(offsets.len());
-    put_postings(&mut out, offsets);
-    out
-}
-
-/// Appends the postings of `offsets` (ascending) to `out`.
-fn put_postings(out: &mut Vec<u8>, offsets: &[u16]) {
-    let mut previous = 0u64;
-    for &offset in offsets {
-        put_varint(out, u64::from(offset) - previous);
-        previous = u64::from(offset);
-    }
-}
-
 pub(crate) fn decode_postings(bytes: &[u8]) -> Option<Vec<u16>> {
     let mut reader = VarintReader { bytes, at: 0 };
     let mut offsets = Vec::new();
@@ -750,6 +775,19 @@ mod tests {
     use super::*;
     use trailmark_domain::Timestamp;
 
+    /// The postings of `offsets` (ascending), as a block writes them.
+    fn encode_postings(offsets: &[u16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some((&first, more)) = offsets.split_first() {
+            Offsets {
+                first,
+                more: more.to_vec(),
+            }
+            .put(&mut out);
+        }
+        out
+    }
+
     fn event(sequence: u64) -> IndexedEvent {
         let actor = format!("user_{}", sequence % 7);
         IndexedEvent {
@@ -817,10 +855,13 @@ mod tests {
             .map(|sequence| {
                 let mut event = event(sequence);
                 if sequence % 5 == 0 {
-                    event.targets.push((format!("team_{}", sequence % 17), "team".into()));
+                    event
+                        .targets
+                        .push((format!("team_{}", sequence % 17), "team".into()));
                 }
                 if sequence % 7 == 0 {
-                    event.text = format!("{}\n\nÉlodie Ünal {sequence}\nuser_1\nuser_1", event.text);
+                    event.text =
+                        format!("{}\n\nÉlodie Ünal {sequence}\nuser_1\nuser_1", event.text);
                 }
                 if sequence % 9 == 0 {
                     event.actor_id = format!("user_{:0>40}", sequence % 23);
@@ -1023,6 +1064,21 @@ mod tests {
             absent.len(),
             "no false positive among a few absent texts"
         );
+    }
+
+    /// A trigram is three characters, whatever their UTF-8 length: its hash is over their bytes.
+    #[test]
+    fn trigrams_are_of_characters_not_bytes() {
+        let text = "aé€😀b\nxy\nabc";
+        let mut expected = Vec::new();
+        for line in text.split('\n') {
+            let chars: Vec<char> = line.chars().collect();
+            for window in chars.windows(3) {
+                expected.push(trigram_hash(window.iter().collect::<String>().as_bytes()));
+            }
+        }
+        assert_eq!(expected.len(), 4);
+        assert_eq!(trigrams_of(text), expected);
     }
 
     #[test]
