@@ -91,6 +91,9 @@ pub(crate) fn start(
     // Purges and erasures delete index rows holding what they remove: the freed space is
     // zeroed, so it does not linger in the database file.
     connection.pragma_update(None, "secure_delete", true)?;
+    // Every statement this thread runs stays prepared (the default keeps 16, about as many as
+    // it has): re-preparing a block's inserts for each block would cost more than they save.
+    connection.set_prepared_statement_cache_capacity(32);
     std::thread::Builder::new()
         .name("trailmark-log-maintenance".into())
         .spawn(move || run(&shared, &connection, &tasks))
@@ -391,17 +394,65 @@ pub(super) fn insert_block(
             record.bloom,
             record.text_values,
         ])?;
-    let mut term = transaction.prepare_cached(
-        "INSERT INTO log_terms (organization, first_sequence, field, value, postings) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for (field, value, postings) in &record.terms {
-        term.execute(params![
-            number,
-            record.first_sequence as i64,
-            field.code(),
-            value,
-            postings
-        ])?;
+    // A block has a few thousand terms: several go in each statement, which shares a step's
+    // fixed cost (bindings, reset, the call itself) among them.
+    let mut chunks = record.terms.chunks_exact(TERMS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut many = transaction.prepare_cached(&terms_insert(TERMS_PER_INSERT))?;
+        for chunk in &mut chunks {
+            bind_terms(&mut many, number, record.first_sequence, chunk)?;
+            many.raw_execute()?;
+        }
+    }
+    if !chunks.remainder().is_empty() {
+        let mut one = transaction.prepare_cached(&terms_insert(1))?;
+        for term in chunks.remainder() {
+            bind_terms(
+                &mut one,
+                number,
+                record.first_sequence,
+                std::slice::from_ref(term),
+            )?;
+            one.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+/// Term rows a full statement of [`insert_block`] inserts (3 parameters a row and 2 shared:
+/// far below SQLite's bound on a statement's parameters).
+const TERMS_PER_INSERT: usize = 64;
+
+/// The `INSERT` of `rows` term rows of one block: `?1` is the organization, `?2` the block's
+/// first sequence, and each row's field, value and postings follow.
+fn terms_insert(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO log_terms (organization, first_sequence, field, value, postings) VALUES ",
+    );
+    for row in 0..rows {
+        let at = 3 + row * 3;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(?1, ?2, ?{at}, ?{}, ?{})", at + 1, at + 2));
+    }
+    sql
+}
+
+/// Binds [`terms_insert`]'s parameters for `terms`.
+fn bind_terms(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    number: u32,
+    first_sequence: u64,
+    terms: &[(super::block::Field, String, Vec<u8>)],
+) -> Result<(), StoreError> {
+    statement.raw_bind_parameter(1, number)?;
+    statement.raw_bind_parameter(2, first_sequence as i64)?;
+    for (row, (field, value, postings)) in terms.iter().enumerate() {
+        let at = 3 + row * 3;
+        statement.raw_bind_parameter(at, field.code())?;
+        statement.raw_bind_parameter(at + 1, value.as_str())?;
+        statement.raw_bind_parameter(at + 2, postings.as_slice())?;
     }
     Ok(())
 }
@@ -846,4 +897,95 @@ fn retire_claims(shared: &Shared, now: i64) -> Result<u64, StoreError> {
     state.claims.retain(|_, entry| entry.b > now);
     retired += (before - state.claims.len()) as u64;
     Ok(retired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::block::Field;
+
+    /// Terms go in by the statement-full and one by one for the rest: every one arrives, as it
+    /// was, whatever the count.
+    #[test]
+    fn a_blocks_terms_are_all_inserted_whatever_their_count() {
+        for count in [
+            0,
+            1,
+            TERMS_PER_INSERT - 1,
+            TERMS_PER_INSERT,
+            3 * TERMS_PER_INSERT + 5,
+        ] {
+            let connection = Connection::open_in_memory().expect("open");
+            connection
+                .execute_batch(
+                    "CREATE TABLE log_blocks (organization INTEGER NOT NULL,
+                        first_sequence INTEGER NOT NULL, count INTEGER NOT NULL,
+                        min_occurred INTEGER NOT NULL, max_occurred INTEGER NOT NULL,
+                        min_received INTEGER NOT NULL, max_received INTEGER NOT NULL,
+                        locations BLOB NOT NULL, occurred BLOB NOT NULL, received BLOB NOT NULL,
+                        purged BLOB NOT NULL, bloom BLOB NOT NULL, text_values BLOB NOT NULL,
+                        UNIQUE (organization, first_sequence));
+                     CREATE TABLE log_terms (organization INTEGER NOT NULL,
+                        first_sequence INTEGER NOT NULL, field INTEGER NOT NULL,
+                        value TEXT NOT NULL, postings BLOB NOT NULL,
+                        PRIMARY KEY (organization, first_sequence, field, value)) WITHOUT ROWID;",
+                )
+                .expect("schema");
+            let terms: Vec<(Field, String, Vec<u8>)> = (0..count)
+                .map(|i| {
+                    let field = if i % 2 == 0 {
+                        Field::ActorId
+                    } else {
+                        Field::TargetId
+                    };
+                    (field, format!("value_{i:04}"), vec![i as u8, 1])
+                })
+                .collect();
+            let record = BlockRecord {
+                first_sequence: 4096,
+                count: 1,
+                min_occurred: 0,
+                max_occurred: 0,
+                min_received: 0,
+                max_received: 0,
+                locations: vec![0, 1],
+                occurred: vec![0],
+                received: vec![0],
+                purged: Vec::new(),
+                bloom: vec![0; 4],
+                text_values: Vec::new(),
+                terms,
+            };
+            let transaction = connection.unchecked_transaction().expect("begin");
+            insert_block(&transaction, 7, &record).expect("insert");
+            transaction.commit().expect("commit");
+            let mut stored: Vec<(u32, i64, i64, String, Vec<u8>)> = connection
+                .prepare(
+                    "SELECT organization, first_sequence, field, value, postings FROM log_terms",
+                )
+                .expect("prepare")
+                .query_map([], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            stored.sort();
+            let mut expected: Vec<_> = record
+                .terms
+                .iter()
+                .map(|(field, value, postings)| {
+                    (7, 4096, field.code(), value.clone(), postings.clone())
+                })
+                .collect();
+            expected.sort();
+            assert_eq!(stored, expected, "{count} terms");
+        }
+    }
 }
