@@ -135,14 +135,15 @@ impl BlockRecord {
     /// # Panics
     ///
     /// If `events` is empty or too long (the engine never seals such a block).
-    pub(crate) fn build(events: &[IndexedEvent]) -> Self {
+    pub(crate) fn build<E: std::borrow::Borrow<IndexedEvent>>(events: &[E]) -> Self {
+        let events: Vec<&IndexedEvent> = events.iter().map(E::borrow).collect();
         assert!(
             !events.is_empty() && events.len() <= BLOCK_MAX_EVENTS,
             "a block holds 1 to {BLOCK_MAX_EVENTS} events"
         );
         let mut locations = Vec::with_capacity(events.len() * 4);
         let mut previous = 0u64;
-        for event in events {
+        for event in &events {
             put_varint(&mut locations, event.position - previous);
             put_varint(&mut locations, u64::from(event.length));
             previous = event.position;

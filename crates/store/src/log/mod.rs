@@ -72,7 +72,9 @@ pub(crate) struct OrgLog {
     pub(crate) size: u64,
     /// Events in written blocks (and tiles): `open` holds the rest, `sealed..size`.
     pub(crate) sealed: u64,
-    pub(crate) open: Vec<IndexedEvent>,
+    /// Shared, so that sealing a block takes its events without copying them (they stay here,
+    /// searchable, until the block is written).
+    pub(crate) open: Vec<Arc<IndexedEvent>>,
     /// The partial tiles past the written ones.
     pub(crate) edge: TileEdge,
 }
@@ -469,7 +471,7 @@ fn replay_frame(
                 frame.organization_id, log.size
             )));
         }
-        log.open.push(indexed_from_body(
+        log.open.push(Arc::new(indexed_from_body(
             &event.body,
             sequence,
             record,
@@ -477,7 +479,7 @@ fn replay_frame(
             event.id,
             event.leaf_hash,
             event.received_at,
-        )?);
+        )?));
         log.size = sequence + 1;
     }
     Ok(())

@@ -79,7 +79,7 @@ impl LogEngine {
                 .iter()
                 .filter(|e| e.sequence >= low && e.sequence < high)
                 .filter(|e| e.matches(&request.filter, text.as_deref()))
-                .map(Hit::of)
+                .map(|event| Hit::of(event))
                 .collect();
             (
                 Snapshot {
@@ -559,7 +559,7 @@ pub(crate) fn receipts_between(
             .open
             .iter()
             .filter(|e| e.sequence >= first && e.sequence < first + count)
-            .map(Hit::of)
+            .map(|event| Hit::of(event))
             .collect();
         (log.number, open, log.sealed)
     };

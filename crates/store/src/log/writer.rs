@@ -360,7 +360,7 @@ fn publish(
                     b: event.received_at.unix_millis(),
                 },
             );
-            indexed.push(IndexedEvent {
+            indexed.push(Arc::new(IndexedEvent {
                 sequence: receipt.sequence,
                 position,
                 length: *length,
@@ -374,7 +374,7 @@ fn publish(
                 targets: event.targets,
                 text: event.search_text,
                 purged_at: None,
-            });
+            }));
         }
         let added = indexed.len();
         let log = state
