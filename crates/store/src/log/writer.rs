@@ -79,6 +79,10 @@ fn run(
     connection: &Connection,
     mut queue: mpsc::Receiver<Job>,
 ) {
+    // One group's frames, kept from group to group: a fresh buffer grew by doubling (copying
+    // what it held) to a megabyte or more for every group. It keeps the largest group's size
+    // (at most MAX_EVENTS_PER_COMMIT events' frames, some megabytes).
+    let mut buffer = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         let mut events = first.append.events.len();
         let mut group = vec![first];
@@ -91,7 +95,8 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit(shared, &mut appender, connection, group);
+        buffer.clear();
+        commit(shared, &mut appender, connection, group, &mut buffer);
     }
 }
 
@@ -118,7 +123,14 @@ struct Appended {
     claim: Option<([u8; 32], i64)>,
 }
 
-fn commit(shared: &Shared, appender: &mut Appender, connection: &Connection, group: Vec<Job>) {
+/// Writes `group` (its frames encoded in `buffer`, which comes empty) and answers its jobs.
+fn commit(
+    shared: &Shared,
+    appender: &mut Appender,
+    connection: &Connection,
+    group: Vec<Job>,
+    buffer: &mut Vec<u8>,
+) {
     let started = Instant::now();
     if shared.failed.load(Ordering::Relaxed) {
         for job in group {
@@ -130,7 +142,6 @@ fn commit(shared: &Shared, appender: &mut Appender, connection: &Connection, gro
     let mut numbers: HashMap<String, Option<u32>> = HashMap::new();
     let mut sizes: HashMap<String, u64> = HashMap::new();
     let mut in_group: HashMap<[u8; 32], (Vec<Receipt>, Vec<u8>)> = HashMap::new();
-    let mut buffer = Vec::new();
     let mut plans = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     for Job { append, reply } in group {
@@ -143,7 +154,7 @@ fn commit(shared: &Shared, appender: &mut Appender, connection: &Connection, gro
             &mut numbers,
             &mut sizes,
             &mut in_group,
-            &mut buffer,
+            buffer,
         ));
     }
 
@@ -160,7 +171,7 @@ fn commit(shared: &Shared, appender: &mut Appender, connection: &Connection, gro
     } else {
         let before = appender.end();
         let flushing = Instant::now();
-        let appended = appender.append(&buffer);
+        let appended = appender.append(buffer);
         flush = flushing.elapsed();
         appended.inspect_err(|error| {
             tracing::error!(%error, "appending to the log failed");
