@@ -100,6 +100,11 @@ fn run(
     }
 }
 
+/// The identities appended in a group so far: which job of the group appended each (its
+/// receipts are taken from that job's outcome only if a repeat asks), and the outcome its claim
+/// records.
+type InGroup = HashMap<[u8; 32], (usize, Vec<u8>)>;
+
 /// What one job of a group comes to.
 enum Plan {
     /// Answered without writing (refused, or a replay of an earlier group).
@@ -141,7 +146,7 @@ fn commit(
     let now = Timestamp::now();
     let mut numbers: HashMap<String, Option<u32>> = HashMap::new();
     let mut sizes: HashMap<String, u64> = HashMap::new();
-    let mut in_group: HashMap<[u8; 32], (Vec<Receipt>, Vec<u8>)> = HashMap::new();
+    let mut in_group: InGroup = HashMap::new();
     let mut plans = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     for Job { append, reply } in group {
@@ -150,6 +155,7 @@ fn commit(
             shared,
             connection,
             append,
+            plans.len(),
             now,
             &mut numbers,
             &mut sizes,
@@ -212,10 +218,11 @@ fn plan(
     shared: &Shared,
     connection: &Connection,
     append: PreparedAppend,
+    index: usize,
     now: Timestamp,
     numbers: &mut HashMap<String, Option<u32>>,
     sizes: &mut HashMap<String, u64>,
-    in_group: &mut HashMap<[u8; 32], (Vec<Receipt>, Vec<u8>)>,
+    in_group: &mut InGroup,
     buffer: &mut Vec<u8>,
 ) -> Plan {
     let organization_id = append.organization_id;
@@ -278,7 +285,7 @@ fn plan(
     let records = encode_frame(buffer, &organization_id, size, claim.as_ref(), &parts);
     let frame_len = buffer.len() - frame_at;
     let claim = claim.map(|claim| {
-        in_group.insert(claim.identity, (receipts.clone(), claim.outcome));
+        in_group.insert(claim.identity, (index, claim.outcome));
         (claim.identity, claim.expires_at)
     });
     Plan::Append(Appended {
@@ -301,7 +308,7 @@ fn publish(
     base: u64,
     end: u64,
     plans: Vec<Plan>,
-    in_group: &HashMap<[u8; 32], (Vec<Receipt>, Vec<u8>)>,
+    in_group: &InGroup,
 ) -> Vec<Result<AppendOutcome, StoreError>> {
     let mut state = match shared.write_state() {
         Ok(state) => state,
@@ -322,15 +329,24 @@ fn publish(
                 continue;
             }
             Plan::SameAsInGroup(identity) => {
-                outcomes.push(match in_group.get(&identity) {
-                    Some((receipts, outcome)) => Ok(AppendOutcome::Replayed {
-                        receipts: receipts.clone(),
-                        outcome: outcome.clone(),
-                    }),
-                    None => Err(StoreError::Corrupt(
+                // The first append comes earlier in the group: its outcome is already here.
+                let first =
+                    in_group
+                        .get(&identity)
+                        .and_then(|(at, outcome)| match outcomes.get(*at) {
+                            Some(Ok(AppendOutcome::Appended { receipts })) => {
+                                Some(Ok(AppendOutcome::Replayed {
+                                    receipts: receipts.clone(),
+                                    outcome: outcome.clone(),
+                                }))
+                            }
+                            _ => None,
+                        });
+                outcomes.push(first.unwrap_or_else(|| {
+                    Err(StoreError::Corrupt(
                         "a repeat without its first append".into(),
-                    )),
-                });
+                    ))
+                }));
                 continue;
             }
             Plan::Append(appended) => appended,
