@@ -454,14 +454,14 @@ impl Scanner<'_> {
             let start = self.at;
             self.expect(b'"')?;
             let key_start = self.at;
-            // Printable ASCII needs no escape, and its byte order is UTF-16 order.
-            while matches!(self.bytes.get(self.at), Some(b' '..=b'~'))
-                && self.bytes[self.at] != b'"'
-                && self.bytes[self.at] != b'\\'
-            {
-                self.at += 1;
-            }
+            // Printable ASCII needs no escape, and its byte order is UTF-16 order. The plain
+            // prefix stops at a quote, a backslash or a control character; of what it passes,
+            // only DEL and non-ASCII bytes (0x7f and up) are not printable ASCII.
+            self.at += plain_prefix(self.bytes.get(key_start..)?);
             let key = &self.bytes[key_start..self.at];
+            if key.iter().any(|&byte| byte >= 0x7f) {
+                return None;
+            }
             self.expect(b'"')?;
             if previous.is_some_and(|previous| !precedes(previous, key)) {
                 return None;
@@ -904,6 +904,9 @@ mod tests {
             r#"{"\u0061":1}"#,
             r#"{"quote\"d":1}"#,
             r#"{"é":1}"#,
+            "{\"del\u{7f}\":1}",
+            "{\"tab\tin key\":1}",
+            r#"{"unterminated:1}"#,
             r#"{"a":1,}"#,
             r#"[1]"#,
             "{\"a\":\"raw\ncontrol\"}",
