@@ -14,10 +14,19 @@
 //! Example: `{"b":[1.0,"é"],"a":{"z":null,"y":1e21}}` → `{"a":{"y":1e+21,"z":null},"b":[1,"é"]}`.
 
 use serde_json::Value;
+use std::io::Write as _;
 
 /// The RFC 8785 canonical bytes of `value`.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     canonical_json_without(value, &[])
+}
+
+/// The canonical bytes of an array of `items`: what `canonical_json` gives for
+/// `Value::Array(items.to_vec())`, without copying the items into one.
+pub fn canonical_json_array(items: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 * items.len() + 2);
+    write_array(items, &mut out);
+    out
 }
 
 /// The canonical bytes of `value` with the members named in `skip` left out of it, if it is an
@@ -86,22 +95,26 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
             .filter(|n| n.unsigned_abs() <= EXACT_INTEGER)
         {
             // Below 2^53 an integer's double is the integer, and ECMAScript prints it as such.
-            Some(integer) => out.extend_from_slice(integer.to_string().as_bytes()),
+            Some(integer) => {
+                let _ = write!(out, "{integer}");
+            }
             None => write_number(number.as_f64().unwrap_or(0.0), out),
         },
         Value::String(text) => write_string(text, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(item, out);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_array(items, out),
         Value::Object(map) => write_object(map, &[], out),
     }
+}
+
+fn write_array(items: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(item, out);
+    }
+    out.push(b']');
 }
 
 /// 2^53: every integer up to it is exactly a double.
@@ -138,32 +151,31 @@ fn in_utf16_order(members: &[(&String, &Value)]) -> bool {
 
 fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut run = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        // Every byte of a multi-byte UTF-8 character is 0x80 or above, so escaping byte by byte
-        // never splits a character.
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            byte if byte < 0x20 => {
-                out.extend_from_slice(&bytes[run..i]);
-                out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
-                run = i + 1;
-                continue;
+    let mut rest = text.as_bytes();
+    // Most strings need no escape at all: copy each plain run whole, found eight bytes at a
+    // time. Every byte of a multi-byte UTF-8 character is 0x80 or above, so a run never ends
+    // inside a character.
+    loop {
+        let plain = plain_prefix(rest);
+        out.extend_from_slice(&rest[..plain]);
+        let Some(&byte) = rest.get(plain) else { break };
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            control => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(control >> 4)]);
+                out.push(HEX[usize::from(control & 0xf)]);
             }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run..i]);
-        out.extend_from_slice(escape);
-        run = i + 1;
+        }
+        rest = &rest[plain + 1..];
     }
-    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
@@ -732,6 +744,24 @@ mod tests {
             canonical(json!("a\"b\\c\n\u{1}\u{7f}€")),
             "\"a\\\"b\\\\c\\n\\u0001\u{7f}€\""
         );
+    }
+
+    #[test]
+    fn every_character_escapes_as_ecmascript_escapes_it_at_any_offset() {
+        // serde_json escapes exactly as JSON.stringify does: the short forms, `\u00xx` in
+        // lower case for other controls, nothing else. Each character is tried at every offset
+        // of the eight-byte words the plain runs are read in, with plain bytes after it.
+        for code in (0u32..0x80).chain([0xe9, 0x20ac, 0x1f600]) {
+            let character = char::from_u32(code).expect("a scalar value");
+            for before in 0..10 {
+                let text = format!("{}{character}{}", "a".repeat(before), "b".repeat(9));
+                assert_eq!(
+                    canonical(json!(text)),
+                    serde_json::to_string(&text).expect("a string serializes"),
+                    "U+{code:04X} after {before} bytes"
+                );
+            }
+        }
     }
 
     /// Whether the scan takes `text` for canonical; when it does, parsing and canonicalizing
