@@ -152,8 +152,8 @@ fn in_utf16_order(members: &[(&String, &Value)]) -> bool {
 fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let mut rest = text.as_bytes();
-    // Most strings need no escape at all: copy each plain run whole, found eight bytes at a
-    // time. Every byte of a multi-byte UTF-8 character is 0x80 or above, so a run never ends
+    // Most strings need no escape at all: copy each plain run whole, found sixteen or eight
+    // bytes at a time (`plain_prefix`). Every byte of a multi-byte UTF-8 character is 0x80 or above, so a run never ends
     // inside a character.
     loop {
         let plain = plain_prefix(rest);
@@ -750,10 +750,11 @@ mod tests {
     fn every_character_escapes_as_ecmascript_escapes_it_at_any_offset() {
         // serde_json escapes exactly as JSON.stringify does: the short forms, `\u00xx` in
         // lower case for other controls, nothing else. Each character is tried at every offset
-        // of the eight-byte words the plain runs are read in, with plain bytes after it.
+        // of the sixteen-byte chunks and eight-byte words the plain runs are read in, with
+        // plain bytes after it.
         for code in (0u32..0x80).chain([0xe9, 0x20ac, 0x1f600]) {
             let character = char::from_u32(code).expect("a scalar value");
-            for before in 0..10 {
+            for before in 0..18 {
                 let text = format!("{}{character}{}", "a".repeat(before), "b".repeat(9));
                 assert_eq!(
                     canonical(json!(text)),
