@@ -21,7 +21,7 @@ use crate::payload::{Events, now_iso};
 use crate::probe::{self, Sample};
 
 /// An axum server answering `POST /audit_logs/events` with `{"success":true}` after parsing
-/// the JSON body, on its own runtime and threads, as Trailmark runs in its own process.
+/// the JSON body (and `POST /audit_logs/events/batch` with one success item per event), on its own runtime and threads, as Trailmark runs in its own process.
 pub struct HttpCeiling {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -32,6 +32,24 @@ async fn accept(axum::Json(body): axum::Json<Value>) -> impl axum::response::Int
     // Parsing is the one piece of work any server must do; keep the optimizer from dropping it.
     std::hint::black_box(body);
     ([(CONTENT_TYPE, "application/json")], r#"{"success":true}"#)
+}
+
+/// The batch route's ceiling: parse the body, answer one success item per event, store nothing.
+async fn accept_batch(axum::Json(body): axum::Json<Value>) -> impl axum::response::IntoResponse {
+    let events = body["events"].as_array().map_or(0, Vec::len);
+    std::hint::black_box(&body);
+    let mut answer = String::with_capacity(32 + 30 * events);
+    answer.push_str(r#"{"object":"list","data":["#);
+    for index in 0..events {
+        if index > 0 {
+            answer.push(',');
+        }
+        answer.push_str(r#"{"success":true,"index":"#);
+        answer.push_str(&index.to_string());
+        answer.push('}');
+    }
+    answer.push_str("]}");
+    ([(CONTENT_TYPE, "application/json")], answer)
 }
 
 impl HttpCeiling {
@@ -57,7 +75,12 @@ impl HttpCeiling {
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .expect("a fresh non-blocking listener converts to tokio's");
-                    let app = Router::new().route("/audit_logs/events", post(accept));
+                    // A batch of 1,000 is ~470 KB, over axum's default 2 MB limit only
+                    // beyond 4,000 events; Trailmark's own limit is larger still.
+                    let app = Router::new()
+                        .route("/audit_logs/events", post(accept))
+                        .route("/audit_logs/events/batch", post(accept_batch))
+                        .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async move {
                             let _ = stopped.await;

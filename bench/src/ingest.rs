@@ -95,6 +95,8 @@ struct Results {
     disk: Option<DiskCeiling>,
     /// Per connection count.
     http_ceiling: Vec<(usize, Measured)>,
+    /// Per client count: the same framework parsing the same batch bodies and answering.
+    batch_ceiling: Vec<(usize, Measured)>,
     healthz: Vec<(usize, Measured)>,
     single: Vec<(usize, Measured)>,
     batch: Vec<(usize, Measured)>,
@@ -230,6 +232,28 @@ pub fn run(args: &Args) -> Result<(), String> {
                 runtime.block_on(load::run(target, plan(connections, Pacing::Closed, None)))?;
             table.http("HTTP ceiling (axum, no work)", connections, &measured);
             results.http_ceiling.push((connections, measured));
+        }
+        let size = args.batch_size;
+        for &clients in &args.batch_connections {
+            progress(&format!(
+                "HTTP batch ceiling: axum, same route and bodies ({size} events), parses JSON, \
+                 answers one item per event; {clients} clients"
+            ));
+            let target = Target {
+                addr: ceiling.addr,
+                method: Method::POST,
+                path: "/audit_logs/events/batch",
+                bearer: None,
+                check: Check::BatchItems,
+                make: {
+                    let events = Arc::clone(&events);
+                    Arc::new(move || events.batch("org_01KBENCH0000000000000000000", size))
+                },
+            };
+            let measured =
+                runtime.block_on(load::run(target, plan(clients, Pacing::Closed, None)))?;
+            table.http(&format!("HTTP batch ceiling x{size}"), clients, &measured);
+            results.batch_ceiling.push((clients, measured));
         }
     }
 
@@ -622,10 +646,18 @@ fn print_summary(args: &Args, size: &EventSize, r: &Results) {
                 "{rate:>8.0} ev/s  p50 {} ms a call",
                 ms(m.percentile_ms(0.50))
             );
+            if let Some((_, ceiling)) = r.batch_ceiling.iter().find(|(c, _)| c == clients) {
+                let allowed = ceiling.per_second(ceiling.events);
+                let _ = write!(
+                    text,
+                    "  = {} of the HTTP batch ceiling ({allowed:.0} ev/s: parse and answer only)",
+                    percent(rate, allowed)
+                );
+            }
             if let Some(allowed) = disk_allows(AIM_WRITTEN_X * event) {
                 let _ = write!(
                     text,
-                    "  = {} of the disk ceiling at 3x ({allowed:.0} ev/s)",
+                    "; {} of the disk ceiling at 3x ({allowed:.0} ev/s)",
                     percent(rate, allowed)
                 );
             }

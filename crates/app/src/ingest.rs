@@ -14,11 +14,14 @@
 //! (any JSON without the `trailmark` key); they are answered with that body as it was, which
 //! only happens for a day after an upgrade, since records expire.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 use trailmark_domain::event::NewEvent;
 use trailmark_domain::id::IdKind;
-use trailmark_domain::idempotency::{IDEMPOTENCY_WINDOW_MILLIS, idempotency_identity};
+use trailmark_domain::idempotency::{
+    IDEMPOTENCY_WINDOW_MILLIS, batch_idempotency_identity, idempotency_identity,
+};
 use trailmark_domain::{FieldProblem, PathProblem, Problems, Timestamp};
 use trailmark_store::{AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, Receipt};
 
@@ -65,7 +68,9 @@ impl Trailmark {
                 organization_id,
                 vec![pending(event, now)],
                 identity,
-                json!({"trailmark": OUTCOME_VERSION}),
+                json!({"trailmark": OUTCOME_VERSION})
+                    .to_string()
+                    .into_bytes(),
                 now,
             )
             .await?;
@@ -107,15 +112,8 @@ impl Trailmark {
                 events.len() - 1
             }));
         }
-        let identity = idempotency_identity(
-            organization_id,
-            idempotency_key,
-            &Value::Array(raw.to_vec()),
-        );
-        let outcome = json!({
-            "trailmark": OUTCOME_VERSION,
-            "items": plan.iter().map(item_outcome).collect::<Vec<_>>(),
-        });
+        let identity = batch_idempotency_identity(organization_id, idempotency_key, raw);
+        let outcome = batch_outcome(&plan);
         Ok(
             match self
                 .append_claimed(organization_id, events, identity, outcome, now)
@@ -136,7 +134,7 @@ impl Trailmark {
         organization_id: &str,
         events: Vec<PendingEvent>,
         identity: [u8; 32],
-        outcome: Value,
+        outcome: Vec<u8>,
         now: Timestamp,
     ) -> Result<Claimed, AppError> {
         // Only Trailmark writes its own log.
@@ -144,7 +142,7 @@ impl Trailmark {
         let claim = IdempotencyClaim {
             identity,
             expires_at: now.plus_millis(IDEMPOTENCY_WINDOW_MILLIS),
-            outcome: outcome.to_string().into_bytes(),
+            outcome,
         };
         // The append and its durable group commit: a child of the request's span in traces.
         let span = tracing::info_span!("store.commit", organization_id = %organization_id, events = events.len());
@@ -214,18 +212,64 @@ fn batch_items(plan: Vec<Result<usize, Problems>>, receipts: Vec<Receipt>) -> Ve
         .collect()
 }
 
-fn item_outcome(item: &Result<usize, Problems>) -> Value {
-    match item {
-        Ok(position) => json!({"stored": position}),
-        Err(Problems::Malformed(problems)) => json!({"malformed": problems
-            .iter()
-            .map(|p| json!({"code": p.code, "field": p.field, "message": p.message}))
-            .collect::<Vec<_>>()}),
-        Err(Problems::Invalid(problems)) => json!({"invalid": problems
-            .iter()
-            .map(|p| json!({"instancePath": p.instance_path, "message": p.message}))
-            .collect::<Vec<_>>()}),
+/// A batch's outcome document (see the module's documentation), serialized straight from its
+/// plan: a batch has up to 1,000 items.
+fn batch_outcome(plan: &[Result<usize, Problems>]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Malformed<'a> {
+        code: &'a str,
+        field: &'a str,
+        message: &'a str,
     }
+    #[derive(Serialize)]
+    struct Invalid<'a> {
+        #[serde(rename = "instancePath")]
+        instance_path: &'a str,
+        message: &'a str,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Item<'a> {
+        Stored(usize),
+        Malformed(Vec<Malformed<'a>>),
+        Invalid(Vec<Invalid<'a>>),
+    }
+    #[derive(Serialize)]
+    struct Outcome<'a> {
+        trailmark: u64,
+        items: Vec<Item<'a>>,
+    }
+    let items = plan
+        .iter()
+        .map(|item| match item {
+            Ok(position) => Item::Stored(*position),
+            Err(Problems::Malformed(problems)) => Item::Malformed(
+                problems
+                    .iter()
+                    .map(|p| Malformed {
+                        code: p.code,
+                        field: &p.field,
+                        message: &p.message,
+                    })
+                    .collect(),
+            ),
+            Err(Problems::Invalid(problems)) => Item::Invalid(
+                problems
+                    .iter()
+                    .map(|p| Invalid {
+                        instance_path: &p.instance_path,
+                        message: &p.message,
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
+    let outcome = Outcome {
+        trailmark: OUTCOME_VERSION,
+        items,
+    };
+    // Serializing borrowed strings and integers cannot fail.
+    serde_json::to_vec(&outcome).unwrap_or_default()
 }
 
 /// The per-item plan a batch's stored outcome describes.
@@ -306,10 +350,17 @@ mod tests {
                 message: "must be 'team'".into(),
             }])),
         ];
-        let outcome =
-            json!({"trailmark": 1, "items": plan.iter().map(item_outcome).collect::<Vec<_>>()});
-        let stored: Value =
-            serde_json::from_slice(outcome.to_string().as_bytes()).expect("stored JSON");
+        let stored: Value = serde_json::from_slice(&batch_outcome(&plan)).expect("stored JSON");
+        assert_eq!(
+            stored,
+            json!({"trailmark": 1, "items": [
+                {"stored": 0},
+                {"malformed": [{"code": "too_long", "field": "events[1].action",
+                                "message": "action is too long"}]},
+                {"stored": 1},
+                {"invalid": [{"instancePath": "/targets/0/type", "message": "must be 'team'"}]},
+            ]})
+        );
         assert_eq!(replayed_plan(&stored).expect("readable"), plan);
     }
 }

@@ -14,10 +14,19 @@
 //! Example: `{"b":[1.0,"é"],"a":{"z":null,"y":1e21}}` → `{"a":{"y":1e+21,"z":null},"b":[1,"é"]}`.
 
 use serde_json::Value;
+use std::io::Write as _;
 
 /// The RFC 8785 canonical bytes of `value`.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     canonical_json_without(value, &[])
+}
+
+/// The canonical bytes of an array of `items`: what `canonical_json` gives for
+/// `Value::Array(items.to_vec())`, without copying the items into one.
+pub fn canonical_json_array(items: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 * items.len() + 2);
+    write_array(items, &mut out);
+    out
 }
 
 /// The canonical bytes of `value` with the members named in `skip` left out of it, if it is an
@@ -86,22 +95,26 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
             .filter(|n| n.unsigned_abs() <= EXACT_INTEGER)
         {
             // Below 2^53 an integer's double is the integer, and ECMAScript prints it as such.
-            Some(integer) => out.extend_from_slice(integer.to_string().as_bytes()),
+            Some(integer) => {
+                let _ = write!(out, "{integer}");
+            }
             None => write_number(number.as_f64().unwrap_or(0.0), out),
         },
         Value::String(text) => write_string(text, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(item, out);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_array(items, out),
         Value::Object(map) => write_object(map, &[], out),
     }
+}
+
+fn write_array(items: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(item, out);
+    }
+    out.push(b']');
 }
 
 /// 2^53: every integer up to it is exactly a double.
@@ -138,32 +151,31 @@ fn in_utf16_order(members: &[(&String, &Value)]) -> bool {
 
 fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut run = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        // Every byte of a multi-byte UTF-8 character is 0x80 or above, so escaping byte by byte
-        // never splits a character.
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            byte if byte < 0x20 => {
-                out.extend_from_slice(&bytes[run..i]);
-                out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
-                run = i + 1;
-                continue;
+    let mut rest = text.as_bytes();
+    // Most strings need no escape at all: copy each plain run whole, found sixteen or eight
+    // bytes at a time (`plain_prefix`). Every byte of a multi-byte UTF-8 character is 0x80 or above, so a run never ends
+    // inside a character.
+    loop {
+        let plain = plain_prefix(rest);
+        out.extend_from_slice(&rest[..plain]);
+        let Some(&byte) = rest.get(plain) else { break };
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            control => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(control >> 4)]);
+                out.push(HEX[usize::from(control & 0xf)]);
             }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run..i]);
-        out.extend_from_slice(escape);
-        run = i + 1;
+        }
+        rest = &rest[plain + 1..];
     }
-    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
@@ -212,8 +224,27 @@ fn write_number(number: f64, out: &mut Vec<u8>) {
 /// [`MAX_SCAN_DEPTH`].
 #[derive(Debug)]
 pub struct CanonicalObject<'a> {
-    /// Each member's key and its `"key":value` text, in key order.
-    members: Vec<(&'a str, &'a str)>,
+    text: &'a str,
+    /// Every member and element at every depth, as the scan met them.
+    entries: Vec<Entry>,
+    /// Each member's key, its `"key":value` text and its entry, in key order.
+    members: Vec<(&'a str, &'a str, usize)>,
+}
+
+/// A member or element the scan met, at any depth: where it lies in the text, and how many
+/// entries after it are its value's own members and elements (at every depth below), so that
+/// the next member or element beside it is found by stepping over them. Reading inside a
+/// scanned value then needs no second pass over its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// Where a member's key (its opening quote), or an element's value, starts.
+    start: usize,
+    /// Where the value starts.
+    value: usize,
+    /// Where the value ends.
+    end: usize,
+    /// How many entries below it follow it.
+    inner: usize,
 }
 
 /// Nesting beyond which [`CanonicalObject::parse`] gives up (serde_json's own limit is 128).
@@ -225,45 +256,54 @@ impl<'a> CanonicalObject<'a> {
         let mut scanner = Scanner {
             bytes: text.as_bytes(),
             at: 0,
+            entries: Vec::with_capacity(64),
         };
-        let mut spans = Vec::with_capacity(16);
-        scanner.object(0, Some(&mut spans))?;
+        scanner.object(0)?;
         if scanner.at != text.len() {
             return None;
         }
-        // Every span starts and ends at an ASCII delimiter, so slicing never splits a character.
-        let members = spans
-            .into_iter()
-            .map(|(key, member)| Some((text.get(key)?, text.get(member)?)))
-            .collect::<Option<_>>()?;
-        Some(CanonicalObject { members })
+        let entries = scanner.entries;
+        // The top level's members, stepping over what is inside each. Every entry starts and
+        // ends at an ASCII delimiter, so slicing never splits a character.
+        let mut members = Vec::with_capacity(16);
+        let mut at = 0;
+        while let Some(entry) = entries.get(at) {
+            members.push((entry.key(text)?, text.get(entry.start..entry.end)?, at));
+            at += 1 + entry.inner;
+        }
+        Some(CanonicalObject {
+            text,
+            entries,
+            members,
+        })
     }
 
     /// A member's value as JSON text.
     pub fn get(&self, key: &str) -> Option<&'a str> {
         self.members
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(k, member)| &member[k.len() + 3..])
+            .find(|(k, _, _)| *k == key)
+            .map(|(k, member, _)| &member[k.len() + 3..])
     }
 
     /// A member's value, to read inside it.
-    pub fn value(&self, key: &str) -> Option<CanonicalValue<'a>> {
-        self.get(key).map(CanonicalValue)
+    pub fn value(&self, key: &str) -> Option<CanonicalValue<'_>> {
+        let (_, _, at) = self.members.iter().find(|(k, _, _)| *k == key)?;
+        CanonicalValue::at(self.text, &self.entries, *at)
     }
 
     /// Each member's key and its value, in key order.
-    pub fn members(&self) -> impl Iterator<Item = (&'a str, CanonicalValue<'a>)> + '_ {
-        self.members
-            .iter()
-            .map(|(key, member)| (*key, CanonicalValue(&member[key.len() + 3..])))
+    pub fn members(&self) -> impl Iterator<Item = (&'a str, CanonicalValue<'_>)> + '_ {
+        self.members.iter().filter_map(|(key, _, at)| {
+            Some((*key, CanonicalValue::at(self.text, &self.entries, *at)?))
+        })
     }
 
     /// What [`canonical_json_without`] gives for the parsed object and `skip`.
     pub fn without(&self, skip: &[&str]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.members.iter().map(|(_, m)| m.len() + 1).sum());
+        let mut out = Vec::with_capacity(self.members.iter().map(|(_, m, _)| m.len() + 1).sum());
         out.push(b'{');
-        for (key, member) in &self.members {
+        for (key, member, _) in &self.members {
             if skip.contains(key) {
                 continue;
             }
@@ -277,88 +317,71 @@ impl<'a> CanonicalObject<'a> {
     }
 }
 
+impl Entry {
+    /// A member's key, without its quotes (`"key":` precedes the value).
+    fn key(self, text: &str) -> Option<&str> {
+        text.get(self.start + 1..self.value.checked_sub(2)?)
+    }
+}
+
 /// A value inside a [`CanonicalObject`], so already checked to be in canonical form: its
-/// objects and arrays are split into members and elements without checking them again (the
-/// ledger splits every event's parties this way, so it is on the verify path).
+/// objects and arrays are split into members and elements by where the scan found them,
+/// without reading their text again (the ledger splits every event's parties this way, and
+/// the verify path every proof, so it is on the verify path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CanonicalValue<'a>(&'a str);
+pub struct CanonicalValue<'a> {
+    /// The object's whole text, which the entries' positions are in.
+    whole: &'a str,
+    /// The value's own text.
+    text: &'a str,
+    /// The entries inside the value.
+    inner: &'a [Entry],
+}
 
 impl<'a> CanonicalValue<'a> {
+    /// The value of the member or element `entries[at]`.
+    fn at(whole: &'a str, entries: &'a [Entry], at: usize) -> Option<Self> {
+        let entry = entries.get(at)?;
+        Some(CanonicalValue {
+            whole,
+            text: whole.get(entry.value..entry.end)?,
+            inner: entries.get(at + 1..at + 1 + entry.inner)?,
+        })
+    }
+
     /// The value's JSON text.
     pub fn text(self) -> &'a str {
-        self.0
+        self.text
     }
 
     /// The value's members in key order, if it is an object.
     pub fn members(self) -> Option<impl Iterator<Item = (&'a str, CanonicalValue<'a>)>> {
-        Some(Parts::of(self.0, b'{', b'}')?.filter_map(|member| {
-            // A member reads `"key":value`, and a canonical key holds no quote.
-            let length = memchr::memchr(b'"', member.as_bytes().get(1..)?)?;
-            Some((
-                member.get(1..1 + length)?,
-                CanonicalValue(member.get(length + 3..)?),
-            ))
-        }))
+        self.text.starts_with('{').then(|| {
+            self.children()
+                .filter_map(move |at| Some((self.inner[at].key(self.whole)?, self.child(at)?)))
+        })
     }
 
     /// The value's elements, if it is an array.
     pub fn elements(self) -> Option<impl Iterator<Item = CanonicalValue<'a>>> {
-        Some(Parts::of(self.0, b'[', b']')?.map(CanonicalValue))
+        self.text
+            .starts_with('[')
+            .then(|| self.children().filter_map(move |at| self.child(at)))
     }
-}
 
-/// The members or elements of an object or array already checked to be in canonical form, one
-/// by one: only strings and nesting are followed, to find the commas between them.
-struct Parts<'a> {
-    text: &'a str,
-    at: usize,
-    /// Where the closing bracket is.
-    end: usize,
-}
-
-impl<'a> Parts<'a> {
-    fn of(text: &'a str, open: u8, close: u8) -> Option<Self> {
-        let bytes = text.as_bytes();
-        (bytes.len() >= 2 && bytes[0] == open && bytes[bytes.len() - 1] == close).then_some(Parts {
-            text,
-            at: 1,
-            end: bytes.len() - 1,
+    /// Where the value's own members or elements are among its entries.
+    fn children(self) -> impl Iterator<Item = usize> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let entry = self.inner.get(at)?;
+            let this = at;
+            at += 1 + entry.inner;
+            Some(this)
         })
     }
-}
 
-impl<'a> Iterator for Parts<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        let bytes = self.text.as_bytes().get(..self.end)?;
-        let start = self.at;
-        if start >= self.end {
-            return None;
-        }
-        let (mut at, mut depth) = (start, 0usize);
-        while at < self.end {
-            match bytes[at] {
-                b'"' => {
-                    // To the closing quote: the next quote not escaped by a backslash.
-                    at += 1;
-                    loop {
-                        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
-                        if bytes[at] == b'"' {
-                            break;
-                        }
-                        at += 2;
-                    }
-                }
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => depth = depth.checked_sub(1)?,
-                b',' if depth == 0 => break,
-                _ => {}
-            }
-            at += 1;
-        }
-        self.at = at + 1;
-        self.text.get(start..at)
+    fn child(self, at: usize) -> Option<CanonicalValue<'a>> {
+        CanonicalValue::at(self.whole, self.inner, at)
     }
 }
 
@@ -373,13 +396,12 @@ fn precedes(a: &[u8], b: &[u8]) -> bool {
     a.len() < b.len()
 }
 
-/// Byte ranges of a member's key (without its quotes) and of the whole member.
-type MemberSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
-
 /// Checks canonical form byte by byte; every method returns `None` at the first departure.
 struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The members and elements met so far (see [`Entry`]).
+    entries: Vec<Entry>,
 }
 
 impl Scanner<'_> {
@@ -400,7 +422,7 @@ impl Scanner<'_> {
 
     fn value(&mut self, depth: usize) -> Option<()> {
         match *self.bytes.get(self.at)? {
-            b'{' => self.object(depth + 1, None),
+            b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
             b'"' => self.string(),
             b't' => self.literal(b"true"),
@@ -411,7 +433,26 @@ impl Scanner<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize, mut spans: Option<&mut MemberSpans>) -> Option<()> {
+    /// Scans the value at the current place as a member or element: its entry, then the
+    /// entries inside it.
+    fn entry(&mut self, start: usize, depth: usize) -> Option<()> {
+        let at = self.entries.len();
+        let value = self.at;
+        self.entries.push(Entry {
+            start,
+            value,
+            end: value,
+            inner: 0,
+        });
+        self.value(depth)?;
+        let inner = self.entries.len() - at - 1;
+        let entry = &mut self.entries[at];
+        entry.end = self.at;
+        entry.inner = inner;
+        Some(())
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
         if depth > MAX_SCAN_DEPTH {
             return None;
         }
@@ -425,24 +466,21 @@ impl Scanner<'_> {
             let start = self.at;
             self.expect(b'"')?;
             let key_start = self.at;
-            // Printable ASCII needs no escape, and its byte order is UTF-16 order.
-            while matches!(self.bytes.get(self.at), Some(b' '..=b'~'))
-                && self.bytes[self.at] != b'"'
-                && self.bytes[self.at] != b'\\'
-            {
-                self.at += 1;
-            }
+            // Printable ASCII needs no escape, and its byte order is UTF-16 order. The plain
+            // prefix stops at a quote, a backslash or a control character; of what it passes,
+            // only DEL and non-ASCII bytes (0x7f and up) are not printable ASCII.
+            self.at += plain_prefix(self.bytes.get(key_start..)?);
             let key = &self.bytes[key_start..self.at];
+            if key.iter().any(|&byte| byte >= 0x7f) {
+                return None;
+            }
             self.expect(b'"')?;
             if previous.is_some_and(|previous| !precedes(previous, key)) {
                 return None;
             }
             previous = Some(key);
             self.expect(b':')?;
-            self.value(depth)?;
-            if let Some(spans) = spans.as_mut() {
-                spans.push((key_start..key_start + key.len(), start..self.at));
-            }
+            self.entry(start, depth)?;
             match self.next()? {
                 b',' => {}
                 b'}' => return Some(()),
@@ -461,7 +499,7 @@ impl Scanner<'_> {
             return Some(());
         }
         loop {
-            self.value(depth)?;
+            self.entry(self.at, depth)?;
             match self.next()? {
                 b',' => {}
                 b']' => return Some(()),
@@ -557,11 +595,45 @@ impl Scanner<'_> {
 /// How many bytes of `bytes` come before the first that ends or escapes a JSON string (`"`,
 /// `\\`) or may not appear in one (a control character): all of them if there is none.
 ///
-/// Read eight bytes at a time, because string contents are most of what a canonical scan reads
-/// (the verify path scans every exported line). In each word, `(x - 0x01..) & !x & 0x80..` flags
+/// String contents are most of what a canonical scan reads (the verify path scans every
+/// exported line, a filtered export's twenty-odd proof hashes included), so on x86-64 sixteen
+/// bytes are tested at once with SSE2, which every x86-64 processor has; the rest (and other
+/// processors) go eight at a time in [`plain_prefix_by_words`].
+#[cfg(target_arch = "x86_64")]
+fn plain_prefix(bytes: &[u8]) -> usize {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 16) {
+        // SAFETY: SSE2 is part of the x86-64 baseline, and the unaligned load reads the 16
+        // bytes of `chunk`, which `get` gave only if they are all within `bytes`.
+        let stops = unsafe {
+            let chunk = _mm_loadu_si128(chunk.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+            // Unsigned: a byte is below 0x20 exactly when the smaller of it and 0x1f is itself.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(chunk, _mm_set1_epi8(0x1f)), chunk);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+        };
+        if stops != 0 {
+            return at + stops.trailing_zeros() as usize;
+        }
+        at += 16;
+    }
+    at + plain_prefix_by_words(&bytes[at..])
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn plain_prefix(bytes: &[u8]) -> usize {
+    plain_prefix_by_words(bytes)
+}
+
+/// [`plain_prefix`] eight bytes at a time, in plain integer arithmetic. In each word, `(x - 0x01..) & !x & 0x80..` flags
 /// the zero bytes of `x`, and `(w - 0x20..) & !w & 0x80..` the bytes of `w` below 0x20; a borrow
 /// can flag a byte wrongly only above a byte rightly flagged, so the lowest flag is exact.
-fn plain_prefix(bytes: &[u8]) -> usize {
+fn plain_prefix_by_words(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
@@ -599,13 +671,14 @@ mod tests {
         let fillers: [&[u8]; 4] = [b"a", "é".as_bytes(), b"!", b"\x7f"];
         for stop in [b'"', b'\\', 0x00, 0x01, 0x1f, 0x0a] {
             for filler in fillers {
-                for before in 0..20 {
+                for before in 0..40 {
                     for after in [0u8, 1, 0x20, 0x21, b'"', 0xff] {
                         let mut bytes = filler.repeat(before);
                         bytes.push(stop);
                         bytes.push(after);
                         bytes.extend_from_slice(b"tail tail");
                         assert_eq!(plain_prefix(&bytes), naive(&bytes), "{bytes:?}");
+                        assert_eq!(plain_prefix_by_words(&bytes), naive(&bytes), "{bytes:?}");
                     }
                 }
             }
@@ -671,6 +744,25 @@ mod tests {
             canonical(json!("a\"b\\c\n\u{1}\u{7f}€")),
             "\"a\\\"b\\\\c\\n\\u0001\u{7f}€\""
         );
+    }
+
+    #[test]
+    fn every_character_escapes_as_ecmascript_escapes_it_at_any_offset() {
+        // serde_json escapes exactly as JSON.stringify does: the short forms, `\u00xx` in
+        // lower case for other controls, nothing else. Each character is tried at every offset
+        // of the sixteen-byte chunks and eight-byte words the plain runs are read in, with
+        // plain bytes after it.
+        for code in (0u32..0x80).chain([0xe9, 0x20ac, 0x1f600]) {
+            let character = char::from_u32(code).expect("a scalar value");
+            for before in 0..18 {
+                let text = format!("{}{character}{}", "a".repeat(before), "b".repeat(9));
+                assert_eq!(
+                    canonical(json!(text)),
+                    serde_json::to_string(&text).expect("a string serializes"),
+                    "U+{code:04X} after {before} bytes"
+                );
+            }
+        }
     }
 
     /// Whether the scan takes `text` for canonical; when it does, parsing and canonicalizing
@@ -762,6 +854,53 @@ mod tests {
         );
     }
 
+    /// Whether `value`'s members and elements, at every depth, are those of `expected`.
+    fn splits_as(value: CanonicalValue<'_>, expected: &Value) {
+        let parsed: Value = serde_json::from_str(value.text()).expect("JSON");
+        assert_eq!(&parsed, expected);
+        match expected {
+            Value::Object(map) => {
+                assert!(value.elements().is_none());
+                let members: Vec<_> = value.members().expect("an object").collect();
+                assert_eq!(members.len(), map.len(), "{expected}");
+                for ((key, member), (expected_key, expected_member)) in members.into_iter().zip(map)
+                {
+                    assert_eq!(key, expected_key);
+                    splits_as(member, expected_member);
+                }
+            }
+            Value::Array(items) => {
+                assert!(value.members().is_none());
+                let elements: Vec<_> = value.elements().expect("an array").collect();
+                assert_eq!(elements.len(), items.len(), "{expected}");
+                for (element, item) in elements.into_iter().zip(items) {
+                    splits_as(element, item);
+                }
+            }
+            _ => assert!(value.members().is_none() && value.elements().is_none()),
+        }
+    }
+
+    #[test]
+    fn values_at_every_depth_split_as_the_parser_reads_them() {
+        let value = json!({
+            "actor": {"id": "u,1", "metadata": {"a/b": [1, {"x": "]}"}], "z": {}}, "type": "user"},
+            "inclusion_proof": ["aGFzaA==", "b3RoZXI=", []],
+            "m": [[[[]]], [{}], {"k": [null, true, "\\\""]}],
+            "targets": [{"id": "t", "metadata": {"n": -1.5}}, {"type": "team"}, "flat", 3],
+            "z": null
+        });
+        let text = String::from_utf8(canonical_json(&value)).expect("utf-8");
+        let object = CanonicalObject::parse(&text).expect("canonical");
+        let map = value.as_object().expect("an object");
+        assert_eq!(object.members().count(), map.len());
+        for ((key, member), (expected_key, expected)) in object.members().zip(map) {
+            assert_eq!(key, expected_key);
+            splits_as(member, expected);
+            assert_eq!(object.value(key), Some(member));
+        }
+    }
+
     #[test]
     fn the_scan_leaves_every_other_form_to_the_parser() {
         for text in [
@@ -796,6 +935,9 @@ mod tests {
             r#"{"\u0061":1}"#,
             r#"{"quote\"d":1}"#,
             r#"{"é":1}"#,
+            "{\"del\u{7f}\":1}",
+            "{\"tab\tin key\":1}",
+            r#"{"unterminated:1}"#,
             r#"{"a":1,}"#,
             r#"[1]"#,
             "{\"a\":\"raw\ncontrol\"}",

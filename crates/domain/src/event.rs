@@ -7,6 +7,8 @@
 //! ([`crate::schema::CompiledSchema::check`]) because it needs stored state. Unknown keys are
 //! ignored, as WorkOS ignores them.
 
+use std::fmt::Display;
+
 use serde_json::{Map, Value, json};
 
 use crate::Timestamp;
@@ -94,20 +96,25 @@ impl NewEvent {
         shape: &mut FieldProblems,
         content: &mut Vec<PathProblem>,
     ) -> Option<Self> {
-        let event = object(value, prefix, shape)?;
-        let field = |name: &str| format!("{prefix}.{name}");
+        let root = FieldName::Root(prefix);
+        let event = object(value, &root, shape)?;
+        let field = |name: &'static str| FieldName::Member(&root, name);
 
-        let action = text(event, &field("action"), ACTION_MAX_CHARS, shape);
+        let action = text(event, &root, "action", ACTION_MAX_CHARS, shape);
         let occurred_at = match event.get("occurred_at") {
             None | Some(Value::Null) => {
-                shape.push("required", field("occurred_at"), "occurred_at is required");
+                shape.push(
+                    "required",
+                    field("occurred_at").to_string(),
+                    "occurred_at is required",
+                );
                 None
             }
             Some(Value::String(raw)) => Timestamp::parse(raw)
                 .map_err(|error| {
                     shape.push(
                         "invalid_date",
-                        field("occurred_at"),
+                        field("occurred_at").to_string(),
                         format!("occurred_at is not an ISO-8601 date-time: {error}"),
                     )
                 })
@@ -115,7 +122,7 @@ impl NewEvent {
             Some(other) => {
                 shape.push(
                     "invalid_type",
-                    field("occurred_at"),
+                    field("occurred_at").to_string(),
                     format!("occurred_at must be a string, got {}", json_type(other)),
                 );
                 None
@@ -132,7 +139,7 @@ impl NewEvent {
                 if parsed.is_none() {
                     shape.push(
                         "invalid_value",
-                        field("version"),
+                        field("version").to_string(),
                         "version must be a positive integer",
                     );
                 }
@@ -141,7 +148,7 @@ impl NewEvent {
             Some(other) => {
                 shape.push(
                     "invalid_type",
-                    field("version"),
+                    field("version").to_string(),
                     format!(
                         "version must be a positive integer, got {}",
                         json_type(other)
@@ -151,24 +158,25 @@ impl NewEvent {
             }
         };
 
+        let actor_field = field("actor");
         let actor = object(
             event.get("actor").unwrap_or(&Value::Null),
-            &field("actor"),
+            &actor_field,
             shape,
         )
-        .and_then(|actor| Party::walk(actor, &field("actor"), "/actor", shape, content));
+        .and_then(|actor| Party::walk(actor, &actor_field, &"/actor", shape, content));
 
         let targets_field = field("targets");
         let targets = match event.get("targets") {
             None | Some(Value::Null) => {
-                shape.push("required", &targets_field, "targets is required");
+                shape.push("required", targets_field.to_string(), "targets is required");
                 None
             }
             Some(Value::Array(items)) => {
                 if items.len() > TARGETS_MAX {
                     shape.push(
                         "too_many",
-                        &targets_field,
+                        targets_field.to_string(),
                         format!(
                             "at most {TARGETS_MAX} targets are allowed, got {}",
                             items.len()
@@ -180,9 +188,10 @@ impl NewEvent {
                     .take(TARGETS_MAX)
                     .enumerate()
                     .map(|(i, item)| {
-                        let path = format!("{targets_field}[{i}]");
+                        let path = FieldName::Item(&targets_field, i);
                         object(item, &path, shape).and_then(|target| {
-                            Party::walk(target, &path, &format!("/targets/{i}"), shape, content)
+                            let pointer = Joined(&"/targets/", &i);
+                            Party::walk(target, &path, &pointer, shape, content)
                         })
                     })
                     .collect();
@@ -191,7 +200,7 @@ impl NewEvent {
             Some(other) => {
                 shape.push(
                     "invalid_type",
-                    &targets_field,
+                    targets_field.to_string(),
                     format!("targets must be an array, got {}", json_type(other)),
                 );
                 None
@@ -209,7 +218,7 @@ impl NewEvent {
             // sends `req.headers['x-forwarded-for'] ?? ''`, which is empty without a proxy.
             let location = required_text(
                 context,
-                &format!("{context_field}.location"),
+                &FieldName::Member(&context_field, "location"),
                 LOCATION_MAX_CHARS,
                 shape,
             );
@@ -221,7 +230,7 @@ impl NewEvent {
             };
             let user_agent = optional_text(
                 context.get(user_agent_key),
-                &format!("{context_field}.user_agent"),
+                &FieldName::Member(&context_field, "user_agent"),
                 USER_AGENT_MAX_CHARS,
                 shape,
             );
@@ -231,7 +240,7 @@ impl NewEvent {
             })
         });
 
-        let metadata = optional_metadata(event.get("metadata"), "/metadata", content);
+        let metadata = optional_metadata(event.get("metadata"), &"/metadata", content);
 
         let actor = actor?;
         Some(NewEvent {
@@ -380,22 +389,22 @@ struct Party {
 impl Party {
     fn walk(
         object: &Map<String, Value>,
-        path: &str,
-        pointer: &str,
+        path: &FieldName<'_>,
+        pointer: &dyn Display,
         shape: &mut FieldProblems,
         content: &mut Vec<PathProblem>,
     ) -> Option<Self> {
-        let id = text(object, &format!("{path}.id"), NAME_MAX_CHARS, shape);
-        let kind = text(object, &format!("{path}.type"), NAME_MAX_CHARS, shape);
+        let id = text(object, path, "id", NAME_MAX_CHARS, shape);
+        let kind = text(object, path, "type", NAME_MAX_CHARS, shape);
         let name = optional_text(
             object.get("name"),
-            &format!("{path}.name"),
+            &FieldName::Member(path, "name"),
             NAME_MAX_CHARS,
             shape,
         );
         let metadata = optional_metadata(
             object.get("metadata"),
-            &format!("{pointer}/metadata"),
+            &Joined(pointer, &"/metadata"),
             content,
         );
         Some(Party {
@@ -411,7 +420,7 @@ impl Party {
 /// when not.
 fn optional_metadata(
     value: Option<&Value>,
-    pointer: &str,
+    pointer: &dyn Display,
     content: &mut Vec<PathProblem>,
 ) -> Option<Option<Metadata>> {
     match value {
@@ -422,7 +431,7 @@ fn optional_metadata(
 
 fn object<'v>(
     value: &'v Value,
-    field: &str,
+    field: &FieldName<'_>,
     shape: &mut FieldProblems,
 ) -> Option<&'v Map<String, Value>> {
     match value {
@@ -430,18 +439,18 @@ fn object<'v>(
         Value::Null => {
             shape.push(
                 "required",
-                field,
-                format!("{} is required", last_segment(field)),
+                field.to_string(),
+                format!("{} is required", field.last()),
             );
             None
         }
         other => {
             shape.push(
                 "invalid_type",
-                field,
+                field.to_string(),
                 format!(
                     "{} must be an object, got {}",
-                    last_segment(field),
+                    field.last(),
                     json_type(other)
                 ),
             );
@@ -450,38 +459,44 @@ fn object<'v>(
     }
 }
 
-/// A required, non-empty string of at most `max` characters.
+/// A required, non-empty string of at most `max` characters: member `key` of `object`, which is
+/// the field `parent`.
 fn text(
     object: &Map<String, Value>,
-    field: &str,
+    parent: &FieldName<'_>,
+    key: &'static str,
     max: usize,
     shape: &mut FieldProblems,
 ) -> Option<String> {
-    let key = last_segment(field);
+    let field = FieldName::Member(parent, key);
     match object.get(key) {
         None | Some(Value::Null) => {
-            shape.push("required", field, format!("{key} is required"));
+            shape.push("required", field.to_string(), format!("{key} is required"));
             None
         }
         Some(Value::String(s)) if s.is_empty() => {
-            shape.push("empty", field, format!("{key} must not be empty"));
+            shape.push(
+                "empty",
+                field.to_string(),
+                format!("{key} must not be empty"),
+            );
             None
         }
-        value => optional_text(value, field, max, shape).ok().flatten(),
+        value => optional_text(value, &field, max, shape).ok().flatten(),
     }
 }
 
-/// Like [`text`], but an empty string is a value.
+/// Like [`text`], but an empty string is a value; `field` names a member.
 fn required_text(
     object: &Map<String, Value>,
-    field: &str,
+    field: &FieldName<'_>,
     max: usize,
     shape: &mut FieldProblems,
 ) -> Option<String> {
-    let key = last_segment(field);
-    match object.get(key) {
+    let key = field.last();
+    match object.get(&key) {
         None | Some(Value::Null) => {
-            shape.push("required", field, format!("{key} is required"));
+            shape.push("required", field.to_string(), format!("{key} is required"));
             None
         }
         value => optional_text(value, field, max, shape).ok().flatten(),
@@ -492,11 +507,11 @@ fn required_text(
 /// the problem recorded) otherwise.
 fn optional_text(
     value: Option<&Value>,
-    field: &str,
+    field: &FieldName<'_>,
     max: usize,
     shape: &mut FieldProblems,
 ) -> Result<Option<String>, ()> {
-    let key = last_segment(field);
+    let key = || field.last();
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
@@ -504,8 +519,8 @@ fn optional_text(
             if chars > max {
                 shape.push(
                     "too_long",
-                    field,
-                    format!("{key} must be at most {max} characters, got {chars}"),
+                    field.to_string(),
+                    format!("{} must be at most {max} characters, got {chars}", key()),
                 );
                 Err(())
             } else {
@@ -515,16 +530,52 @@ fn optional_text(
         Some(other) => {
             shape.push(
                 "invalid_type",
-                field,
-                format!("{key} must be a string, got {}", json_type(other)),
+                field.to_string(),
+                format!("{} must be a string, got {}", key(), json_type(other)),
             );
             Err(())
         }
     }
 }
 
-fn last_segment(field: &str) -> &str {
-    field.rsplit('.').next().unwrap_or(field)
+/// A field's name as problems give it (`events[3].targets[0].id`), written out only for a
+/// problem: an event has a few dozen fields, and almost never a problem.
+#[derive(Clone, Copy)]
+enum FieldName<'a> {
+    /// The event itself: `event`, or `events[3]` in a batch.
+    Root(&'a str),
+    Member(&'a FieldName<'a>, &'a str),
+    Item(&'a FieldName<'a>, usize),
+}
+
+impl FieldName<'_> {
+    /// The field as messages name it: its last segment (`id`, `targets[0]`, `events[3]`).
+    fn last(&self) -> String {
+        match self {
+            FieldName::Root(root) => root.rsplit('.').next().unwrap_or(root).to_owned(),
+            FieldName::Member(_, name) => (*name).to_owned(),
+            FieldName::Item(list, index) => format!("{}[{index}]", list.last()),
+        }
+    }
+}
+
+impl Display for FieldName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldName::Root(root) => f.write_str(root),
+            FieldName::Member(parent, name) => write!(f, "{parent}.{name}"),
+            FieldName::Item(list, index) => write!(f, "{list}[{index}]"),
+        }
+    }
+}
+
+/// Two parts of a JSON pointer, joined only when a problem shows it.
+struct Joined<'a>(&'a dyn Display, &'a dyn Display);
+
+impl Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
+    }
 }
 
 #[cfg(test)]
@@ -577,6 +628,46 @@ mod tests {
         assert_eq!(
             fields(NewEvent::parse(&event).unwrap_err()),
             [("invalid_type", "event.context.location".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_batch_item_names_its_fields_and_messages_under_its_index() {
+        let item = json!({"action": "a", "occurred_at": "2026-08-01T10:00:00Z",
+            "actor": "u", "targets": [null, {"id": 1, "type": "t", "name": "x".repeat(501)}],
+            "context": {"location": "", "user_agent": ["ua"]}});
+        let Err(Problems::Malformed(problems)) = NewEvent::parse_at(&item, "events[2]") else {
+            panic!("a malformed item");
+        };
+        let problems: Vec<(&str, &str, &str)> = problems
+            .iter()
+            .map(|p| (p.code, p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "invalid_type",
+                    "events[2].actor",
+                    "actor must be an object, got a string"
+                ),
+                ("required", "events[2].targets[0]", "targets[0] is required"),
+                (
+                    "invalid_type",
+                    "events[2].targets[1].id",
+                    "id must be a string, got a number"
+                ),
+                (
+                    "too_long",
+                    "events[2].targets[1].name",
+                    "name must be at most 500 characters, got 501",
+                ),
+                (
+                    "invalid_type",
+                    "events[2].context.user_agent",
+                    "user_agent must be a string, got an array",
+                ),
+            ]
         );
     }
 

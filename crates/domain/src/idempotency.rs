@@ -12,12 +12,26 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::canonical::canonical_json;
+use crate::canonical::{canonical_json, canonical_json_array};
 
 /// How long a stored response is replayed: WorkOS keys expire after 24 hours.
 pub const IDEMPOTENCY_WINDOW_MILLIS: i64 = 24 * 60 * 60 * 1000;
 
 pub fn idempotency_identity(organization_id: &str, key: Option<&str>, payload: &Value) -> [u8; 32] {
+    identity_of_canonical(organization_id, key, &canonical_json(payload))
+}
+
+/// The identity of a batch request whose events are `events`: [`idempotency_identity`] of them
+/// as one array, without copying them into one.
+pub fn batch_idempotency_identity(
+    organization_id: &str,
+    key: Option<&str>,
+    events: &[Value],
+) -> [u8; 32] {
+    identity_of_canonical(organization_id, key, &canonical_json_array(events))
+}
+
+fn identity_of_canonical(organization_id: &str, key: Option<&str>, canonical: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"trailmark-idempotency-v1\n");
     let mut field = |bytes: &[u8]| {
@@ -32,7 +46,7 @@ pub fn idempotency_identity(organization_id: &str, key: Option<&str>, payload: &
         }
         None => field(b"content"),
     }
-    field(&canonical_json(payload));
+    field(canonical);
     hasher.finalize().into()
 }
 
@@ -60,5 +74,19 @@ mod tests {
             base,
             idempotency_identity("org_1", Some("k"), &json!({"action": "a", "n": 2}))
         );
+    }
+
+    #[test]
+    fn a_batch_has_the_identity_of_its_events_as_one_array() {
+        let events = [
+            json!({"action": "a", "n": 1}),
+            json!({"b": [2, "x"], "a": null}),
+        ];
+        for key in [Some("k"), None] {
+            assert_eq!(
+                batch_idempotency_identity("org_1", key, &events),
+                idempotency_identity("org_1", key, &Value::Array(events.to_vec()))
+            );
+        }
     }
 }

@@ -18,12 +18,12 @@ impl Metadata {
     /// (`/actor/metadata`), and every problem found is appended to `problems`.
     pub(crate) fn check(
         value: &Value,
-        pointer: &str,
+        pointer: &dyn std::fmt::Display,
         problems: &mut Vec<PathProblem>,
     ) -> Option<Self> {
         let Value::Object(map) = value else {
             problems.push(PathProblem {
-                instance_path: pointer.to_owned(),
+                instance_path: pointer.to_string(),
                 message: format!("metadata must be an object, got {}", json_type(value)),
             });
             return None;
@@ -31,7 +31,7 @@ impl Metadata {
         let before = problems.len();
         if map.len() > METADATA_MAX_KEYS {
             problems.push(PathProblem {
-                instance_path: pointer.to_owned(),
+                instance_path: pointer.to_string(),
                 message: format!(
                     "metadata has {} keys; at most {METADATA_MAX_KEYS} are allowed",
                     map.len()
@@ -39,14 +39,15 @@ impl Metadata {
             });
         }
         for (key, item) in map {
-            let path = format!("{pointer}/{}", pointer_segment(key));
+            // Written only for a problem: every event's metadata passes here.
+            let path = || format!("{pointer}/{}", pointer_segment(key));
             let key_ok = key.chars().count() <= METADATA_KEY_MAX_CHARS
                 && key
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !key_ok {
                 problems.push(PathProblem {
-                    instance_path: path.clone(),
+                    instance_path: path(),
                     message: format!(
                         "metadata keys must be at most {METADATA_KEY_MAX_CHARS} characters of A-Z, a-z, 0-9, '_' and '-'"
                     ),
@@ -55,7 +56,7 @@ impl Metadata {
             match item {
                 Value::String(text) if text.chars().count() > METADATA_VALUE_MAX_CHARS => {
                     problems.push(PathProblem {
-                        instance_path: path,
+                        instance_path: path(),
                         message: format!(
                             "metadata string values must be at most {METADATA_VALUE_MAX_CHARS} characters, got {}",
                             text.chars().count()
@@ -64,7 +65,7 @@ impl Metadata {
                 }
                 Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
                 other => problems.push(PathProblem {
-                    instance_path: path,
+                    instance_path: path(),
                     message: format!(
                         "metadata values must be a string, a number or a boolean, got {}",
                         json_type(other)
@@ -91,7 +92,7 @@ mod tests {
 
     fn problems_for(value: Value) -> Vec<String> {
         let mut problems = Vec::new();
-        Metadata::check(&value, "/metadata", &mut problems);
+        Metadata::check(&value, &"/metadata", &mut problems);
         problems.into_iter().map(|p| p.instance_path).collect()
     }
 

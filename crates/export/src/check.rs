@@ -440,8 +440,8 @@ impl LineChecks<'_> {
             // Only the hashes below the first node an earlier proof established are decoded:
             // the rest of the path is already bound to the root.
             let mut malformed = None;
-            let included = inclusions.check_with(sequence, &leaf, proof.len(), |level| {
-                let text = proof.get(level).copied().flatten();
+            let included = inclusions.check_with(sequence, &leaf, proof.len, |level| {
+                let text = proof.texts.get(level).copied().flatten();
                 match text.map_or_else(
                     || Err(LedgerError::Malformed("not a string".into())),
                     decode_hash,
@@ -511,26 +511,23 @@ impl Parsed<'_> {
         }
     }
 
-    /// The `inclusion_proof` hashes' texts (`None` for an element that is not a string), leaf
-    /// side first; `None` if it is not an array.
-    fn proof(&self) -> Option<Vec<Option<&str>>> {
+    /// The `inclusion_proof` hashes' texts, leaf side first; `None` if it is not an array.
+    fn proof(&self) -> Option<ProofTexts<'_>> {
         match self {
             // Base64 needs no escapes, so a canonical line's strings are read in place.
-            Parsed::Canonical(event) => Some(
+            Parsed::Canonical(event) => Some(ProofTexts::of(
                 event
                     .value("inclusion_proof")?
                     .elements()?
-                    .map(|h| h.text().strip_prefix('"')?.strip_suffix('"'))
-                    .collect(),
-            ),
-            Parsed::Whole(event) => Some(
+                    .map(|h| h.text().strip_prefix('"')?.strip_suffix('"')),
+            )),
+            Parsed::Whole(event) => Some(ProofTexts::of(
                 event
                     .get("inclusion_proof")?
                     .as_array()?
                     .iter()
-                    .map(Value::as_str)
-                    .collect(),
-            ),
+                    .map(Value::as_str),
+            )),
         }
     }
 
@@ -545,6 +542,34 @@ impl Parsed<'_> {
             Parsed::Whole(event) => event_leaf_hash(event),
             Parsed::Canonical(event) => canonical_event_leaf_hash(event),
         }
+    }
+}
+
+/// The most hashes an inclusion proof holds: the depth of a tree of 2^64 leaves.
+const MAX_PROOF: usize = 64;
+
+/// An inclusion proof's hash texts (`None` for an element that is not a string), kept on the
+/// stack: a proof is read for every event of a filtered export.
+struct ProofTexts<'a> {
+    /// The first [`MAX_PROOF`] elements.
+    texts: [Option<&'a str>; MAX_PROOF],
+    /// How many elements the proof has, all counted: a longer proof than any tree's fails.
+    len: usize,
+}
+
+impl<'a> ProofTexts<'a> {
+    fn of(elements: impl Iterator<Item = Option<&'a str>>) -> Self {
+        let mut proof = ProofTexts {
+            texts: [None; MAX_PROOF],
+            len: 0,
+        };
+        for (slot, text) in elements.enumerate() {
+            if let Some(kept) = proof.texts.get_mut(slot) {
+                *kept = text;
+            }
+            proof.len += 1;
+        }
+        proof
     }
 }
 
@@ -746,6 +771,23 @@ mod tests {
             format!("event bad (line {}) has no sequence", 3 * SPAN + 1)
         );
         assert_eq!(seen, 3 * SPAN);
+    }
+
+    #[test]
+    fn a_proof_keeps_its_first_hashes_and_counts_them_all() {
+        let texts: Vec<String> = (0..70).map(|n| n.to_string()).collect();
+        let proof = ProofTexts::of(texts.iter().map(|text| Some(text.as_str())));
+        assert_eq!(
+            proof.len, 70,
+            "a proof longer than any tree's is counted whole, to fail"
+        );
+        assert_eq!(proof.texts[0], Some("0"));
+        assert_eq!(proof.texts[MAX_PROOF - 1], Some("63"));
+        let short = ProofTexts::of([Some("a"), None].into_iter());
+        assert_eq!(
+            (short.len, short.texts[0], short.texts[1]),
+            (2, Some("a"), None)
+        );
     }
 
     #[test]

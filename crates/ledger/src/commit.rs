@@ -24,6 +24,7 @@
 //! their values cannot be erased one by one (only the whole event can be purged).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -61,9 +62,12 @@ pub fn seed_text(seed: &Salt) -> String {
     base64(seed)
 }
 
+/// What every salt's message starts with, before the event's seed and the value's pointer.
+const SALT_DOMAIN: &[u8; 18] = b"trailmark/v2/salt\0";
+
 /// The salt of the value at `pointer` of an event with `seed`.
 pub fn value_salt(seed: &Salt, pointer: &str) -> Salt {
-    let digest = sha256_of(&[b"trailmark/v2/salt\0", seed, pointer.as_bytes()]);
+    let digest = sha256_of(&[SALT_DOMAIN, seed, pointer.as_bytes()]);
     let mut salt = [0u8; SALT_BYTES];
     salt.copy_from_slice(&digest[..SALT_BYTES]);
     salt
@@ -79,15 +83,16 @@ const SHA256_INITIAL: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
+/// The longest message [`sha256_padded`] takes: two blocks hold 128 bytes, less the 0x80 byte
+/// and the 8-byte length that pad them.
+const MAX_SHORT: usize = 119;
+
 /// SHA-256 of `parts` one after the other. Salts and commitments hash a few dozen bytes each,
 /// a dozen or more times an event, so a message that fits two blocks is padded here and given
 /// straight to the compression function, without a hasher's buffering around it.
 fn sha256_of(parts: &[&[u8]]) -> Hash {
-    use sha2::digest::generic_array::GenericArray;
-
     let length: usize = parts.iter().map(|part| part.len()).sum();
-    // Two blocks hold 128 bytes, less the 0x80 byte and the 8-byte length that pad them.
-    if length > 119 {
+    if length > MAX_SHORT {
         let mut hasher = Sha256::new();
         for part in parts {
             hasher.update(part);
@@ -100,20 +105,51 @@ fn sha256_of(parts: &[&[u8]]) -> Hash {
         buffer[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
-    buffer[at] = 0x80;
+    sha256_padded(&mut buffer, length)
+}
+
+/// SHA-256 of the first `length` bytes of `buffer` (at most [`MAX_SHORT`]), every byte after
+/// them zero: the padding is written in place and the one or two blocks compressed where they
+/// lie, so a message written straight into the buffer is never copied.
+fn sha256_padded(buffer: &mut [u8; 128], length: usize) -> Hash {
+    use sha2::digest::generic_array::GenericArray;
+
+    buffer[length] = 0x80;
     let end = if length <= 55 { 64 } else { 128 };
     buffer[end - 8..end].copy_from_slice(&(length as u64 * 8).to_be_bytes());
-    let blocks = [
-        GenericArray::clone_from_slice(&buffer[..64]),
-        GenericArray::clone_from_slice(&buffer[64..]),
-    ];
     let mut state = SHA256_INITIAL;
-    sha2::compress256(&mut state, &blocks[..end / 64]);
+    for block in buffer[..end].chunks_exact(64) {
+        sha2::compress256(
+            &mut state,
+            std::slice::from_ref(GenericArray::from_slice(block)),
+        );
+    }
     let mut hash = [0u8; 32];
     for (bytes, word) in hash.chunks_exact_mut(4).zip(state) {
         bytes.copy_from_slice(&word.to_be_bytes());
     }
     hash
+}
+
+/// Appends the standard base64 of `hash` (44 characters, one `=` of padding): a commitment is
+/// written this way a dozen times an event, and a fixed 32 bytes need none of a general
+/// encoder's bookkeeping.
+fn push_hash_base64(hash: &Hash, out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let char_at = |bits: u32| ALPHABET[(bits & 63) as usize];
+    let mut text = [b'='; 44];
+    // Ten groups of three bytes make forty characters; the last two bytes make three more.
+    for (group, chars) in hash.chunks(3).zip(text.chunks_exact_mut(4)) {
+        let byte = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
+        let bits = byte(0) << 16 | byte(1) << 8 | byte(2);
+        chars[0] = char_at(bits >> 18);
+        chars[1] = char_at(bits >> 12);
+        chars[2] = char_at(bits >> 6);
+        if group.len() == 3 {
+            chars[3] = char_at(bits);
+        }
+    }
+    out.extend_from_slice(&text);
 }
 
 /// How an event's erasable values are salted.
@@ -276,11 +312,7 @@ pub(crate) fn committed_with_sequence_at(
     if object.get("leaf_version").is_some() {
         return None;
     }
-    let mut writer = CommittedWriter {
-        seed: *seed,
-        out: Vec::with_capacity(2048),
-        pointer: String::with_capacity(64),
-    };
+    let mut writer = CommittedWriter::new(seed);
     writer.out.push(b'{');
     let mut version_written = false;
     let mut sequence_at = None;
@@ -298,7 +330,7 @@ pub(crate) fn committed_with_sequence_at(
             sequence_at = Some(writer.out.len());
         }
         match key {
-            "actor" => writer.party(value, "/actor"),
+            "actor" => writer.within("/actor", |writer| writer.party(value)),
             "targets" => match value.elements() {
                 Some(targets) => {
                     writer.out.push(b'[');
@@ -306,17 +338,20 @@ pub(crate) fn committed_with_sequence_at(
                         if index > 0 {
                             writer.out.push(b',');
                         }
-                        writer.party(target, &format!("/targets/{index}"));
+                        writer.base.clear();
+                        // Writing to a String cannot fail.
+                        let _ = write!(writer.base, "/targets/{index}");
+                        writer.party(target);
                     }
                     writer.out.push(b']');
                 }
                 // Not an array: nothing in it is erasable, as `for_each_erasable` sees it.
                 None => writer.out.extend_from_slice(value.text().as_bytes()),
             },
-            "context" => writer.object(value, "/context", |key| {
-                matches!(key, "location" | "user_agent")
+            "context" => writer.within("/context", |writer| {
+                writer.object(value, |key| matches!(key, "location" | "user_agent"));
             }),
-            "metadata" => writer.object(value, "/metadata", |_| true),
+            "metadata" => writer.within("/metadata", |writer| writer.object(value, |_| true)),
             _ => writer.out.extend_from_slice(value.text().as_bytes()),
         }
     }
@@ -342,12 +377,40 @@ fn decode_text<const N: usize>(json_string: &str) -> Option<[u8; N]> {
 /// [`seeded_committed_bytes`]).
 struct CommittedWriter {
     seed: Salt,
+    /// `SALT_DOMAIN ‖ seed`: how every salt's message of the event starts.
+    salt_start: [u8; SALT_START],
     out: Vec<u8>,
-    /// The pointer of the value being committed, reused from value to value.
+    /// The pointer of the object whose values are being committed (`/actor`,
+    /// `/targets/0/metadata`), grown and cut back as the writer goes in and out.
+    base: String,
+    /// A value's whole pointer, for a salt whose message is too long to write in place.
     pointer: String,
 }
 
+const SALT_START: usize = SALT_DOMAIN.len() + SALT_BYTES;
+
 impl CommittedWriter {
+    fn new(seed: &Salt) -> Self {
+        let mut salt_start = [0u8; SALT_START];
+        salt_start[..SALT_DOMAIN.len()].copy_from_slice(SALT_DOMAIN);
+        salt_start[SALT_DOMAIN.len()..].copy_from_slice(seed);
+        CommittedWriter {
+            seed: *seed,
+            salt_start,
+            out: Vec::with_capacity(2048),
+            base: String::with_capacity(64),
+            pointer: String::with_capacity(64),
+        }
+    }
+
+    /// Runs `write` with `segment` added to the base pointer.
+    fn within(&mut self, segment: &str, write: impl FnOnce(&mut Self)) {
+        let length = self.base.len();
+        self.base.push_str(segment);
+        write(self);
+        self.base.truncate(length);
+    }
+
     fn key(&mut self, key: &str) {
         // Every member but an object's first follows a value, and no value ends in `{`.
         if self.out.last() != Some(&b'{') {
@@ -364,22 +427,59 @@ impl CommittedWriter {
         self.out.extend_from_slice(value.as_bytes());
     }
 
-    /// The commitment to the value whose canonical text is `value`, at `base`/`key`.
-    fn commit(&mut self, base: &str, key: &str, value: &str) {
-        set_pointer(&mut self.pointer, base, key);
-        let salt = value_salt(&self.seed, &self.pointer);
+    /// [`value_salt`] of the value at base/`key`: its message (`SALT_DOMAIN ‖ seed ‖ pointer`,
+    /// the key escaped as `set_pointer` escapes it) written straight into the block that is
+    /// hashed, with no pointer string built, when it fits there.
+    fn salt(&mut self, key: &str) -> Salt {
+        let mut buffer = [0u8; 128];
+        buffer[..SALT_START].copy_from_slice(&self.salt_start);
+        let mut at = SALT_START;
+        let mut put = |bytes: &[u8]| {
+            let end = at + bytes.len();
+            let fits = end <= MAX_SHORT;
+            if fits {
+                buffer[at..end].copy_from_slice(bytes);
+                at = end;
+            }
+            fits
+        };
+        let mut fits = put(self.base.as_bytes()) && put(b"/");
+        if key.bytes().any(|byte| byte == b'~' || byte == b'/') {
+            // RFC 6901: `~` and `/` are ASCII, so escaping byte by byte never splits a
+            // character.
+            for byte in key.bytes() {
+                fits = fits
+                    && match byte {
+                        b'~' => put(b"~0"),
+                        b'/' => put(b"~1"),
+                        _ => put(&[byte]),
+                    };
+            }
+        } else {
+            fits = fits && put(key.as_bytes());
+        }
+        if !fits {
+            set_pointer(&mut self.pointer, &self.base, key);
+            return value_salt(&self.seed, &self.pointer);
+        }
+        let digest = sha256_padded(&mut buffer, at);
+        let mut salt = [0u8; SALT_BYTES];
+        salt.copy_from_slice(&digest[..SALT_BYTES]);
+        salt
+    }
+
+    /// The commitment to the value whose canonical text is `value`, at base/`key`.
+    fn commit(&mut self, key: &str, value: &str) {
+        let salt = self.salt(key);
         let hash = sha256_of(&[&salt, value.as_bytes()]);
-        let mut text = [0u8; 44];
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(hash, &mut text)
-            .unwrap_or(0);
         self.out.push(b'"');
-        self.out.extend_from_slice(&text[..written]);
+        push_hash_base64(&hash, &mut self.out);
         self.out.push(b'"');
     }
 
-    /// An actor or target: its `id`, `name` and metadata values committed, the rest as is.
-    fn party(&mut self, value: CanonicalValue<'_>, base: &str) {
+    /// An actor or target at the base pointer: its `id`, `name` and metadata values committed,
+    /// the rest as is.
+    fn party(&mut self, value: CanonicalValue<'_>) {
         let Some(members) = value.members() else {
             // Not an object: nothing in it is erasable, as `for_each_erasable` sees it.
             self.out.extend_from_slice(value.text().as_bytes());
@@ -389,16 +489,17 @@ impl CommittedWriter {
         for (key, member) in members {
             self.key(key);
             match key {
-                "id" | "name" => self.commit(base, key, member.text()),
-                "metadata" => self.object(member, &format!("{base}/metadata"), |_| true),
+                "id" | "name" => self.commit(key, member.text()),
+                "metadata" => self.within("/metadata", |writer| writer.object(member, |_| true)),
                 _ => self.out.extend_from_slice(member.text().as_bytes()),
             }
         }
         self.out.push(b'}');
     }
 
-    /// An object whose members that `erasable` names are committed, the rest as is.
-    fn object(&mut self, value: CanonicalValue<'_>, base: &str, erasable: impl Fn(&str) -> bool) {
+    /// An object at the base pointer whose members that `erasable` names are committed, the
+    /// rest as is.
+    fn object(&mut self, value: CanonicalValue<'_>, erasable: impl Fn(&str) -> bool) {
         let Some(members) = value.members() else {
             self.out.extend_from_slice(value.text().as_bytes());
             return;
@@ -407,7 +508,7 @@ impl CommittedWriter {
         for (key, member) in members {
             self.key(key);
             if erasable(key) {
-                self.commit(base, key, member.text());
+                self.commit(key, member.text());
             } else {
                 self.out.extend_from_slice(member.text().as_bytes());
             }
@@ -570,6 +671,38 @@ mod tests {
                 let expected: Hash = Sha256::digest(&bytes[..length]).into();
                 assert_eq!(sha256_of(&[a, b]), expected, "{length} split at {split}");
             }
+        }
+    }
+
+    #[test]
+    fn a_salt_written_in_place_is_the_salt_of_its_pointer() {
+        let seed = [6; SALT_BYTES];
+        let mut writer = CommittedWriter::new(&seed);
+        let long_base = "/b".repeat(45);
+        for base in ["/actor", "/targets/12/metadata", long_base.as_str()] {
+            writer.base = base.into();
+            // Every message length across one block, two, and more than two (hashed apart).
+            let keys = (0..100).map(|length| "k".repeat(length));
+            let escaped = ["a/b", "~t~/", "~".repeat(50).as_str(), "é/ü"].map(str::to_owned);
+            for key in keys.chain(escaped) {
+                let mut pointer = String::new();
+                set_pointer(&mut pointer, base, &key);
+                assert_eq!(writer.salt(&key), value_salt(&seed, &pointer), "{pointer}");
+            }
+        }
+    }
+
+    #[test]
+    fn hashes_are_written_in_standard_base64() {
+        for hash in [
+            [0; 32],
+            [255; 32],
+            std::array::from_fn(|i| (i * 37 + 11) as u8),
+        ] {
+            let mut out = b"x".to_vec();
+            push_hash_base64(&hash, &mut out);
+            assert_eq!(out[1..], *base64(&hash).as_bytes());
+            assert_eq!(out[0], b'x');
         }
     }
 
