@@ -27,7 +27,7 @@ use trailmark_domain::Timestamp;
 
 use super::block::{BLOCK_MAX_EVENTS, BlockRecord, Columns, IndexedEvent};
 use super::format::{body_span, decode_event, rewritten_body};
-use super::runs::{Memtable, Runs};
+use super::runs::{Memtable, Runs, memtable};
 use super::{
     LogEngine, MAX_OPEN_EVENTS, OrgLog, REPLAY_WINDOW_BYTES, RUN_ENTRIES, Shared, indexed_from_body,
 };
@@ -474,7 +474,8 @@ fn flush_runs(shared: &Shared, kind: RunKind) -> Result<(), StoreError> {
         let mut state = shared.write_state()?;
         let covered_to = state.end;
         let table = match kind {
-            RunKind::Ids => std::mem::take(&mut state.ids),
+            // A full-size table again (see `LogEngine::open`).
+            RunKind::Ids => std::mem::replace(&mut state.ids, memtable(RUN_ENTRIES)),
             RunKind::Claims => std::mem::take(&mut state.claims),
         };
         let table: Arc<Memtable> = Arc::new(table);

@@ -232,7 +232,13 @@ impl LogEngine {
         let connection = Connection::open(db_path)?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
 
-        let mut state = State::default();
+        // The id memtable gets an entry per event until it holds a run's worth: made that size
+        // at once, it never rehashes (growing by doubling moved every entry into freshly
+        // zeroed pages, a table of tens of megabytes, on the writer's thread).
+        let mut state = State {
+            ids: runs::memtable(RUN_ENTRIES),
+            ..State::default()
+        };
         load_written(&connection, &mut state)?;
         let replay_from: u64 = connection
             .query_row(

@@ -70,6 +70,11 @@ impl Entry {
 /// Recent entries, not yet in a run.
 pub(crate) type Memtable = HashMap<[u8; 32], Entry, KeyHashing>;
 
+/// A memtable with room for `entries` without growing.
+pub(crate) fn memtable(entries: usize) -> Memtable {
+    Memtable::with_capacity_and_hasher(entries, KeyHashing::default())
+}
+
 /// How a memtable hashes its keys. They are SHA-256 digests or random already, so SipHash
 /// (std's default, a third of the writer's lookup-table time) only costs: a multiply per
 /// 8 bytes, folded, spreads them. The per-table random seed keeps a client who grinds ids
