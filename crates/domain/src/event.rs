@@ -328,52 +328,56 @@ impl NewEvent {
     /// store keeps, and (with the organization and the idempotency key) what identifies a
     /// request for idempotency, so two spellings of one instant are one event.
     pub fn to_json(&self) -> Value {
+        self.clone().into_json()
+    }
+
+    /// [`NewEvent::to_json`], moving the event's texts into the JSON instead of copying them.
+    pub fn into_json(self) -> Value {
         let mut event = Map::new();
-        event.insert("action".into(), json!(self.action));
-        event.insert("occurred_at".into(), json!(self.occurred_at.to_string()));
+        event.insert("action".into(), Value::String(self.action));
+        event.insert(
+            "occurred_at".into(),
+            Value::String(self.occurred_at.to_string()),
+        );
         if let Some(version) = self.version {
             event.insert("version".into(), json!(version));
         }
+        let actor = self.actor;
         event.insert(
             "actor".into(),
-            party_json(
-                &self.actor.id,
-                &self.actor.kind,
-                self.actor.name.as_deref(),
-                self.actor.metadata.as_ref(),
-            ),
+            party_json(actor.id, actor.kind, actor.name, actor.metadata),
         );
         event.insert(
             "targets".into(),
             Value::Array(
                 self.targets
-                    .iter()
-                    .map(|t| party_json(&t.id, &t.kind, t.name.as_deref(), t.metadata.as_ref()))
+                    .into_iter()
+                    .map(|t| party_json(t.id, t.kind, t.name, t.metadata))
                     .collect(),
             ),
         );
         let mut context = Map::new();
-        context.insert("location".into(), json!(self.context.location));
-        if let Some(user_agent) = &self.context.user_agent {
-            context.insert("user_agent".into(), json!(user_agent));
+        context.insert("location".into(), Value::String(self.context.location));
+        if let Some(user_agent) = self.context.user_agent {
+            context.insert("user_agent".into(), Value::String(user_agent));
         }
         event.insert("context".into(), Value::Object(context));
-        if let Some(metadata) = &self.metadata {
-            event.insert("metadata".into(), metadata.to_json());
+        if let Some(metadata) = self.metadata {
+            event.insert("metadata".into(), metadata.into_json());
         }
         Value::Object(event)
     }
 }
 
-fn party_json(id: &str, kind: &str, name: Option<&str>, metadata: Option<&Metadata>) -> Value {
+fn party_json(id: String, kind: String, name: Option<String>, metadata: Option<Metadata>) -> Value {
     let mut party = Map::new();
-    party.insert("id".into(), json!(id));
-    party.insert("type".into(), json!(kind));
+    party.insert("id".into(), Value::String(id));
+    party.insert("type".into(), Value::String(kind));
     if let Some(name) = name {
-        party.insert("name".into(), json!(name));
+        party.insert("name".into(), Value::String(name));
     }
     if let Some(metadata) = metadata {
-        party.insert("metadata".into(), metadata.to_json());
+        party.insert("metadata".into(), metadata.into_json());
     }
     Value::Object(party)
 }

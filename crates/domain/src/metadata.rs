@@ -83,6 +83,10 @@ impl Metadata {
     pub fn to_json(&self) -> Value {
         Value::Object(self.0.clone())
     }
+
+    pub fn into_json(self) -> Value {
+        Value::Object(self.0)
+    }
 }
 
 #[cfg(test)]

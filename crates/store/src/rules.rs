@@ -64,8 +64,18 @@ impl PreparedAppend {
             .into_iter()
             .zip(seeds)
             .map(|(pending, seed)| {
-                let event = &pending.event;
-                let mut body = event.to_json();
+                let event = pending.event;
+                let search_text = event.search_text().to_lowercase();
+                let action = event.action().to_owned();
+                let occurred_at = event.occurred_at();
+                let actor_id = event.actor().id.clone();
+                let actor_name = event.actor().name.clone();
+                let targets = event
+                    .targets()
+                    .iter()
+                    .map(|t| (t.id.clone(), t.kind.clone()))
+                    .collect();
+                let mut body = event.into_json();
                 // Leaf version 2: the seed of the event's salts, so its personal data can be
                 // erased later without breaking a proof (`trailmark_ledger::commit`).
                 if let serde_json::Value::Object(map) = &mut body {
@@ -79,16 +89,12 @@ impl PreparedAppend {
                         &body,
                     ),
                     body: compact_json(&body),
-                    search_text: event.search_text().to_lowercase(),
-                    action: event.action().to_owned(),
-                    occurred_at: event.occurred_at(),
-                    actor_id: event.actor().id.clone(),
-                    actor_name: event.actor().name.clone(),
-                    targets: event
-                        .targets()
-                        .iter()
-                        .map(|t| (t.id.clone(), t.kind.clone()))
-                        .collect(),
+                    search_text,
+                    action,
+                    occurred_at,
+                    actor_id,
+                    actor_name,
+                    targets,
                     received_at: pending.received_at,
                     id: pending.id,
                 }
