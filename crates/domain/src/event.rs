@@ -218,7 +218,8 @@ impl NewEvent {
             // sends `req.headers['x-forwarded-for'] ?? ''`, which is empty without a proxy.
             let location = required_text(
                 context,
-                &FieldName::Member(&context_field, "location"),
+                &context_field,
+                "location",
                 LOCATION_MAX_CHARS,
                 shape,
             );
@@ -490,20 +491,21 @@ fn text(
     }
 }
 
-/// Like [`text`], but an empty string is a value; `field` names a member.
+/// Like [`text`], but an empty string is a value.
 fn required_text(
     object: &Map<String, Value>,
-    field: &FieldName<'_>,
+    parent: &FieldName<'_>,
+    key: &'static str,
     max: usize,
     shape: &mut FieldProblems,
 ) -> Option<String> {
-    let key = field.last();
-    match object.get(&key) {
+    let field = FieldName::Member(parent, key);
+    match object.get(key) {
         None | Some(Value::Null) => {
             shape.push("required", field.to_string(), format!("{key} is required"));
             None
         }
-        value => optional_text(value, field, max, shape).ok().flatten(),
+        value => optional_text(value, &field, max, shape).ok().flatten(),
     }
 }
 
