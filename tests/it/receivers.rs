@@ -543,9 +543,9 @@ async fn entra_token(
     {
         return violation(&log, StatusCode::BAD_REQUEST, "token content-type".into());
     }
-    let form: Vec<(String, String)> = reqwest::Url::parse(&format!("http://form/?{body}"))
-        .map(|url| url.query_pairs().into_owned().collect())
-        .unwrap_or_default();
+    let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
     let mut names: Vec<&str> = form.iter().map(|(name, _)| name.as_str()).collect();
     names.sort_unstable();
     let value = |name: &str| {
