@@ -4909,6 +4909,7 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
             "occurred_at": Timestamp::from_unix_millis(LOG_START_MS).to_string(),
             "actor": {"id": "user_zq", "name": "Zygmunt Quixote", "type": "user"},
             "targets": [],
+            "context": {"location": "192.0.2.1"},
             "metadata": {"n": format!("needle{i}")}
         }))
         .expect("valid event");
@@ -4950,6 +4951,7 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
     }
     assert_eq!(built, vec![(0, 4_096, 1), (4_096, 8_192, 1)]);
 
+    let acme = acme.as_str();
     let search = |text: &str| {
         let request = SearchRequest {
             filter: EventFilter {
@@ -4963,7 +4965,7 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
         };
         async move {
             store
-                .search_events(&acme, request)
+                .search_events(acme, request)
                 .await
                 .expect("search")
                 .events
@@ -5008,7 +5010,7 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
 
     store
         .erase_events(
-            &acme,
+            acme,
             vec![Rewrite {
                 sequence: 0,
                 body: None,

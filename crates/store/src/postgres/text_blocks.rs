@@ -294,7 +294,7 @@ impl FilterCache {
 /// log: its candidate blocks, then everything past the last block. `None` when the filters
 /// cannot rule anything out (text shorter than a trigram, or spanning lines).
 pub(super) async fn candidate_ranges(
-    client: &impl GenericClient,
+    client: &tokio_postgres::Client,
     cache: &FilterCache,
     organization_id: &str,
     text: &str,
