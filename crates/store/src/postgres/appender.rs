@@ -499,8 +499,12 @@ impl Rows {
     ) -> Receipt {
         let (receipt, nodes) = rules::sequence(head, event);
         let sequence = receipt.sequence as i64;
-        // The leaf itself is the event's `leaf_hash`: only the nodes above it are stored.
-        for node in nodes.into_iter().filter(|node| node.level > 0) {
+        // The leaf itself is the event's `leaf_hash`; of the nodes above, the levels the readers
+        // hash the others from.
+        for node in nodes
+            .into_iter()
+            .filter(|node| node.level > 0 && super::stored_level(node.level) == node.level)
+        {
             self.node_organization.push(organization.to_owned());
             self.node_level.push(node.level as i32);
             self.node_index.push(node.index as i64);

@@ -1732,9 +1732,12 @@ fn portal_intent(text: &str) -> Result<PortalIntent, StoreError> {
 /// Runs a Merkle computation over an organization's stored nodes with one query. The nodes an
 /// RFC 6962 computation reads depend only on the leaf indexes and tree sizes, never on the
 /// hashes, so a first pass over a reader that records requests (and answers with zeros) names
-/// them all; they are fetched at once, and the second pass runs on them. The leaves (level 0)
-/// are the events' `leaf_hash`es: `merkle_nodes` holds the levels above (databases written by
-/// earlier versions of Trailmark also hold level 0 there, no longer read).
+/// them all; they are fetched at once, and the second pass runs on them.
+///
+/// Only some levels are stored ([`stored_level`]): the leaves are the events' `leaf_hash`es,
+/// and `merkle_nodes` holds every [`NODE_LEVEL_STEP`]-th level above them (databases written by
+/// earlier versions of Trailmark hold every level, of which these are read). A node between is
+/// hashed from the stored nodes below it, at most 2^(step-1) of them.
 async fn with_nodes<T>(
     client: &tokio_postgres::Client,
     organization_id: &str,
@@ -1742,7 +1745,15 @@ async fn with_nodes<T>(
 ) -> Result<T, StoreError> {
     let requests = std::cell::RefCell::default();
     compute(&Pass::Recording(&requests))?;
-    let wanted: Vec<(u32, u64)> = requests.into_inner();
+    let requested: Vec<(u32, u64)> = requests.into_inner();
+    let wanted: std::collections::BTreeSet<(u32, u64)> = requested
+        .iter()
+        .flat_map(|&(level, index)| {
+            let base = stored_level(level);
+            let width = 1u64 << (level - base);
+            (index * width..(index + 1) * width).map(move |below| (base, below))
+        })
+        .collect();
     let (leaves, above): (Vec<_>, Vec<_>) = wanted.iter().partition(|(level, _)| *level == 0);
     let leaves: Vec<i64> = leaves.iter().map(|(_, index)| *index as i64).collect();
     let levels: Vec<i32> = above.iter().map(|(level, _)| *level as i32).collect();
@@ -1767,7 +1778,44 @@ async fn with_nodes<T>(
             hash: hash(row.get(2), || format!("merkle node {level}/{index}"))?,
         }]);
     }
+    let between: Vec<trailmark_ledger::tree::Node> = requested
+        .iter()
+        .filter(|(level, _)| stored_level(*level) != *level)
+        .map(|&(level, index)| {
+            Ok(trailmark_ledger::tree::Node {
+                level,
+                index,
+                hash: hash_from_below(&nodes, stored_level(level), level, index)?,
+            })
+        })
+        .collect::<Result<_, LedgerError>>()?;
+    nodes.extend(between);
     Ok(compute(&Pass::Fetched(nodes))?)
+}
+
+/// PostgreSQL stores the Merkle nodes of every this-many-th level (and the leaves, as events):
+/// about one node for every 16 events instead of one an event.
+const NODE_LEVEL_STEP: u32 = 4;
+
+/// The stored level a node of `level` is hashed from.
+fn stored_level(level: u32) -> u32 {
+    level - level % NODE_LEVEL_STEP
+}
+
+/// The node (`level`, `index`), hashed from the nodes of the stored level `base` below it.
+fn hash_from_below(
+    nodes: &MemoryNodes,
+    base: u32,
+    level: u32,
+    index: u64,
+) -> Result<Hash, LedgerError> {
+    if level == base {
+        return nodes.node(base, index);
+    }
+    Ok(trailmark_ledger::tree::node_hash(
+        &hash_from_below(nodes, base, level - 1, 2 * index)?,
+        &hash_from_below(nodes, base, level - 1, 2 * index + 1)?,
+    ))
 }
 
 /// The two passes of [`with_nodes`]: recording the nodes asked for (answering zeros), then
