@@ -18,7 +18,7 @@ use clap::ValueEnum;
 use hyper::Method;
 use hyper::header::HeaderValue;
 
-use crate::load::{self, Check, Measured, Pacing, Plan, Target};
+use crate::load::{self, Check, Measured, Pacing, Plan, Prepared, Target};
 use crate::payload::{EventSize, Events, now_iso};
 use crate::probe::{self, Probe, Sample};
 use crate::server::{Trailmark, create_organization};
@@ -150,6 +150,8 @@ async fn database_probe(url: &str, pids: Vec<u32>) -> Result<Probe, String> {
                 .map_err(|e| format!("sampling PostgreSQL: {e}"))?;
             sample.wal = Some(row.get::<_, i64>(0).max(0) as u64);
             sample.database = Some(row.get::<_, i64>(1).max(0) as u64);
+            sample.postgres_cpu = Some(probe::postgres_cpu());
+            sample.machine_busy = Some(probe::machine_busy()?);
             Ok(sample)
         })
     }))
@@ -260,6 +262,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
 
     let mut rows: Vec<Row> = Vec::new();
+    let mut healthz_rate: Option<Measured> = None;
     let binary = trailmark_binary(args.trailmark_bin.as_deref())?;
     let kinds: Vec<Option<u64>> = [
         wants(Part::Single).then_some(None),
@@ -297,6 +300,25 @@ pub fn run(args: &Args) -> Result<(), String> {
             &url,
             servers.iter().map(Trailmark::pid).collect(),
         ))?;
+        if instances == 1 && organizations == 1 && wants(Part::Single) {
+            progress(&format!(
+                "1 instance: GET /healthz, {} connections, closed loop",
+                args.connections
+            ));
+            let measured = runtime.block_on(healthz(
+                addrs[0],
+                args.connections,
+                warmup,
+                duration,
+                &probe,
+            ))?;
+            println!(
+                "    {:.0} req/s, machine {} busy",
+                measured.per_second(measured.events),
+                busy_share(&measured)
+            );
+            healthz_rate = Some(measured);
+        }
         for &batch in &kinds {
             let mut row = Row {
                 instances,
@@ -343,7 +365,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!("{}", "-".repeat(118));
     if let Some(ceiling) = &ceiling {
         println!(
-            "{:<36} {:>9.0} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6}",
+            "{:<36} {:>9.0} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6} {:>8} {:>5}",
             format!("PostgreSQL ceiling ({} sessions)", args.batch_connections),
             ceiling.rate,
             "-",
@@ -353,7 +375,15 @@ pub fn run(args: &Args) -> Result<(), String> {
             bytes(per(ceiling.probed.wal, ceiling.rows), size.mean),
             bytes(per(ceiling.probed.database, ceiling.rows), size.mean),
             "-",
-            "-"
+            "-",
+            ceiling
+                .probed
+                .postgres_cpu
+                .map_or_else(|| "-".into(), |cpu| format!("{:.2}", cpu / args.duration)),
+            ceiling.probed.machine_busy.map_or_else(
+                || "-".into(),
+                |busy| format!("{:.0}%", busy * 100.0 / (cores() as f64 * args.duration))
+            )
         );
     }
     for row in &rows {
@@ -368,10 +398,17 @@ pub fn run(args: &Args) -> Result<(), String> {
          event acknowledged in it (pg_current_wal_lsn), DB = the database's growth \
          (pg_database_size), srv wrote = the instances' own write_bytes (/proc/<pid>/io), each \
          per event and as a multiple of the event's JSON; cores = the instances' CPU time over \
-         the window)"
+         the window; pg cores = every PostgreSQL process's; busy = the whole machine's busy \
+         share of its cores, load generator included)"
     );
     println!();
-    print_summary(args, ceiling.as_ref(), &rows, size.mean);
+    print_summary(
+        args,
+        ceiling.as_ref(),
+        healthz_rate.as_ref(),
+        &rows,
+        size.mean,
+    );
     let load = load_average();
     println!(
         "\nThe load generator, PostgreSQL and the instances share {} cores: absolute numbers \
@@ -412,7 +449,7 @@ fn bytes(per_event: Option<f64>, event: f64) -> String {
 
 fn header() -> String {
     format!(
-        "{:<36} {:>9} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6}",
+        "{:<36} {:>9} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6} {:>8} {:>5}",
         "part",
         "events/s",
         "p50 ms",
@@ -422,7 +459,9 @@ fn header() -> String {
         "WAL B/e",
         "DB B/e",
         "srv wrote",
-        "cores"
+        "cores",
+        "pg cores",
+        "busy"
     )
 }
 
@@ -430,7 +469,7 @@ fn format_row(row: &Row, ceiling: Option<&Ceiling>, event: f64) -> String {
     let m = &row.measured;
     let probed = m.probed.unwrap_or_default();
     format!(
-        "{:<36} {:>9.0} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6.2}",
+        "{:<36} {:>9.0} {:>8} {:>8} {:>6} {:>7} {:>13} {:>13} {:>9} {:>6.2} {:>8} {:>5}",
         row.name(),
         row.rate(),
         ms(m.percentile_ms(0.50)),
@@ -440,11 +479,41 @@ fn format_row(row: &Row, ceiling: Option<&Ceiling>, event: f64) -> String {
         bytes(per(probed.wal, m.events), event),
         bytes(per(probed.database, m.events), event),
         per(Some(probed.written), m.events).map_or_else(|| "-".into(), |b| format!("{b:.0}")),
-        probed.cpu / m.window.as_secs_f64().max(f64::MIN_POSITIVE)
+        probed.cpu / m.window.as_secs_f64().max(f64::MIN_POSITIVE),
+        probed.postgres_cpu.map_or_else(
+            || "-".into(),
+            |cpu| format!("{:.2}", cpu / m.window.as_secs_f64().max(f64::MIN_POSITIVE))
+        ),
+        busy_share(m)
     )
 }
 
-fn print_summary(args: &Args, ceiling: Option<&Ceiling>, rows: &[Row], event: f64) {
+/// The share of the machine's CPU time that was busy over `measured`'s window, as `97%`.
+fn busy_share(measured: &Measured) -> String {
+    busy_fraction(measured).map_or_else(|| "-".into(), |b| format!("{:.0}%", b * 100.0))
+}
+
+fn busy_fraction(measured: &Measured) -> Option<f64> {
+    let busy = measured.probed?.machine_busy?;
+    Some(busy / (cores() as f64 * measured.window.as_secs_f64()).max(f64::MIN_POSITIVE))
+}
+
+/// CPU seconds the whole machine spent per event (or request) of `measured`.
+fn machine_cpu_per(measured: &Measured) -> Option<f64> {
+    per_f64(measured.probed?.machine_busy?, measured.events)
+}
+
+fn per_f64(total: f64, count: u64) -> Option<f64> {
+    (count > 0).then_some(total / count as f64)
+}
+
+fn print_summary(
+    args: &Args,
+    ceiling: Option<&Ceiling>,
+    healthz: Option<&Measured>,
+    rows: &[Row],
+    event: f64,
+) {
     let mut out = String::new();
     let mut line = |label: &str, text: String| {
         let _ = writeln!(out, "{label:<40}{text}");
@@ -487,6 +556,29 @@ fn print_summary(args: &Args, ceiling: Option<&Ceiling>, rows: &[Row], event: f6
         }
         line("one instance, single-event", text);
     }
+    // What the machine allows single-event ingest at best: each event costs at least an HTTP
+    // request (as /healthz costs the server and the load generator) plus a row inserted (as
+    // the ceiling's rows cost PostgreSQL), all on the same cores.
+    if let (Some(ceiling), Some(request)) = (ceiling, healthz.and_then(machine_cpu_per)) {
+        if let Some(row) = ceiling
+            .probed
+            .machine_busy
+            .and_then(|busy| per_f64(busy, ceiling.rows))
+        {
+            let bound = cores() as f64 / (request + row);
+            line(
+                "  bound on this machine",
+                format!(
+                    "{bound:.0} ev/s = {:.2}x the ceiling: {} cores / ({:.1} us of CPU a \
+                     /healthz request, server and load generator, + {:.1} us a ceiling row)",
+                    bound / ceiling.rate,
+                    cores(),
+                    request * 1e6,
+                    row * 1e6
+                ),
+            );
+        }
+    }
     for (organizations, aim) in [
         (1, AIM_TWO_ONE_ORG),
         (args.organizations, AIM_TWO_MANY_ORGS),
@@ -505,10 +597,17 @@ fn print_summary(args: &Args, ceiling: Option<&Ceiling>, rows: &[Row], event: f6
                     if batch { "batch" } else { "single" }
                 ),
                 format!(
-                    "{:.0} ev/s vs one instance's {:.0} = {ratio:.2}x; aim >= {aim}x: {}",
+                    "{:.0} ev/s vs one instance's {:.0} = {ratio:.2}x; aim >= {aim}x: {}{}",
                     two.rate(),
                     one.rate(),
-                    verdict(ratio >= aim)
+                    verdict(ratio >= aim),
+                    // At the same CPU per event, the idle share is all more instances can add.
+                    busy_fraction(&one.measured).map_or_else(String::new, |busy| format!(
+                        " (one instance kept the machine {:.0}% busy: at its CPU per event, \
+                         {:.2}x at most)",
+                        busy * 100.0,
+                        1.0 / busy.max(f64::MIN_POSITIVE)
+                    ))
                 ),
             );
         }
@@ -634,6 +733,36 @@ async fn spread(
     }
     total.latencies_us.sort_unstable();
     Ok(total)
+}
+
+/// Closed-loop `GET /healthz` on the instance at `addr`: what an HTTP request costs alone.
+async fn healthz(
+    addr: SocketAddr,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    probe: &Probe,
+) -> Result<Measured, String> {
+    let target = Target {
+        addr,
+        method: Method::GET,
+        path: "/healthz",
+        bearer: None,
+        check: Check::Status200,
+        make: Arc::new(|| Prepared {
+            body: bytes::Bytes::new(),
+            idempotency_key: None,
+            events: 1,
+        }),
+    };
+    let plan = Plan {
+        connections,
+        warmup,
+        duration,
+        pacing: Pacing::Closed,
+        probe: Some(Arc::clone(probe)),
+    };
+    load::run(target, plan).await
 }
 
 /// A plain table for events: the columns any event log searches by, indexed, and the JSON

@@ -27,6 +27,10 @@ pub struct Sample {
     pub wal: Option<u64>,
     /// PostgreSQL only: the database's size, bytes (`pg_database_size`).
     pub database: Option<u64>,
+    /// PostgreSQL only: CPU seconds of every PostgreSQL server process ([`postgres_cpu`]).
+    pub postgres_cpu: Option<f64>,
+    /// CPU seconds the whole machine spent busy, all cores ([`machine_busy`]).
+    pub machine_busy: Option<f64>,
 }
 
 impl Sample {
@@ -38,6 +42,8 @@ impl Sample {
             cpu: (self.cpu - earlier.cpu).max(0.0),
             wal: minus(self.wal, earlier.wal),
             database: minus(self.database, earlier.database),
+            postgres_cpu: seconds_minus(self.postgres_cpu, earlier.postgres_cpu),
+            machine_busy: seconds_minus(self.machine_busy, earlier.machine_busy),
         }
     }
 
@@ -50,7 +56,13 @@ impl Sample {
         self.cpu += other.cpu;
         self.wal = plus(self.wal, other.wal);
         self.database = plus(self.database, other.database);
+        self.postgres_cpu = self.postgres_cpu.or(other.postgres_cpu);
+        self.machine_busy = self.machine_busy.or(other.machine_busy);
     }
+}
+
+fn seconds_minus(later: Option<f64>, earlier: Option<f64>) -> Option<f64> {
+    Some((later? - earlier?).max(0.0))
 }
 
 /// Takes a [`Sample`]; the load generator calls it when its measured window opens and closes.
@@ -91,14 +103,69 @@ pub fn process(pid: impl std::fmt::Display) -> Result<Sample, String> {
         .take(2)
         .filter_map(|f| f.parse().ok())
         .collect();
-    // SAFETY: sysconf has no preconditions; it reads a constant of the running system.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(Sample {
         written,
-        cpu: fields.iter().sum::<u64>() as f64 / ticks,
+        cpu: fields.iter().sum::<u64>() as f64 / ticks_per_second(),
         wal: None,
         database: None,
+        postgres_cpu: None,
+        machine_busy: None,
     })
+}
+
+/// Clock ticks a second, the unit of `/proc`'s CPU times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions; it reads a constant of the running system.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// CPU seconds of every PostgreSQL server process on the machine (command name `postgres`),
+/// with the time of backends that have exited: the postmaster counts its reaped children's.
+pub fn postgres_cpu() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(')')?;
+            // utime, stime, cutime and cstime: fields 14 to 17, the 12th to 15th after the name.
+            (name == "postgres").then(|| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(4)
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+        })
+        .sum();
+    ticks as f64 / ticks_per_second()
+}
+
+/// CPU seconds the whole machine has spent busy since boot, all cores together (`/proc/stat`:
+/// everything but idle and iowait).
+pub fn machine_busy() -> Result<f64, String> {
+    let stat =
+        std::fs::read_to_string("/proc/stat").map_err(|e| format!("reading /proc/stat: {e}"))?;
+    let times: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .ok_or("/proc/stat has no cpu line")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user's).
+    let busy: u64 = times
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(field, _)| *field != 3 && *field != 4)
+        .map(|(_, ticks)| ticks)
+        .sum();
+    Ok(busy as f64 / ticks_per_second())
 }
 
 /// Every regular file under `dir`, largest first, with its size in bytes (paths relative to

@@ -43,6 +43,7 @@ mod private;
 mod rows;
 pub mod rules;
 mod sqlite;
+mod trigram;
 mod window;
 
 use async_trait::async_trait;

@@ -454,21 +454,6 @@ async fn postgres() -> Fixture {
         );
     }
     let shared = postgres_url(SHARED_DATABASE, None);
-    // pg_trgm goes in `public`, which every test's search path ends with: a store would
-    // otherwise install it in its own schema, and dropping that schema would drop the
-    // extension with every other test's trigram index. A server without it is no error (the
-    // store then searches text without the index).
-    for _ in 0..3 {
-        match run_sql(
-            &shared,
-            "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public",
-        )
-        .await
-        {
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => continue,
-            _ => break,
-        }
-    }
     let schema = format!(
         "contract_{}",
         ulid::Ulid::generate().to_string().to_lowercase()
@@ -4897,4 +4882,155 @@ async fn purging_incidents_removes_only_resolved_ones_that_owe_nothing(store: &d
         .collect();
     assert_eq!(left.len(), 2);
     assert!(left.contains(&owing.id) && left.contains(&open.id));
+}
+
+/// PostgreSQL only (the embedded log's blocks are tested in its own module): free text is
+/// searched through trigram filters built per block of 4,096 events behind the appends. They
+/// prune — text slipped into an event's stored search text behind the store's back is found in
+/// the tail past the last block, not in a block whose filter lacks it — and an erasure rewrites
+/// its block's filter, so the erased text's trigrams leave it.
+#[tokio::test]
+async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
+    const EVENTS: u64 = 2 * 4_096 + 500;
+    let fixture = postgres().await;
+    let store = fixture.store.as_ref();
+    let Location::Postgres(url) = &fixture.location else {
+        panic!("a PostgreSQL fixture")
+    };
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let acme = organization(store, "Acme").await;
+    let secret = |i: u64| {
+        let mut event = long_log_event(i);
+        event.event = NewEvent::parse(&json!({
+            "action": "user.signed_in",
+            "occurred_at": Timestamp::from_unix_millis(LOG_START_MS).to_string(),
+            "actor": {"id": "user_zq", "name": "Zygmunt Quixote", "type": "user"},
+            "targets": [],
+            "context": {"location": "192.0.2.1"},
+            "metadata": {"n": format!("needle{i}")}
+        }))
+        .expect("valid event");
+        event
+    };
+    for batch in (0..EVENTS).collect::<Vec<_>>().chunks(1_000) {
+        let events = batch
+            .iter()
+            .map(|&i| if i == 0 { secret(i) } else { long_log_event(i) })
+            .collect();
+        append(store, &acme, events).await.expect("append");
+    }
+    let blocks = || async {
+        client
+            .query(
+                "SELECT first_sequence, end_sequence, version FROM text_blocks ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("blocks")
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, i64>(0),
+                    row.get::<_, i64>(1),
+                    row.get::<_, i64>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Built by the store's own task, within a second or two of the appends.
+    let mut built = Vec::new();
+    for _ in 0..600 {
+        built = blocks().await;
+        if built.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(built, vec![(0, 4_096, 1), (4_096, 8_192, 1)]);
+
+    let acme = acme.as_str();
+    let search = |text: &str| {
+        let request = SearchRequest {
+            filter: EventFilter {
+                text: Some(text.to_owned()),
+                ..EventFilter::default()
+            },
+            after: None,
+            before: None,
+            order: Order::Asc,
+            limit: 100,
+        };
+        async move {
+            store
+                .search_events(acme, request)
+                .await
+                .expect("search")
+                .events
+                .iter()
+                .map(|e| e.sequence)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        search("NEEDLE1234").await,
+        vec![1_234],
+        "in the first block"
+    );
+    assert_eq!(
+        search("needle5000").await,
+        vec![5_000],
+        "in the second block"
+    );
+    assert_eq!(search("needle8600").await, vec![8_600], "in the tail");
+    assert_eq!(search("zygmunt").await, vec![0]);
+    assert_eq!(search("needle8692").await, Vec::<u64>::new());
+
+    let slip = |sequence: i64, text: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .execute(
+                    "UPDATE events SET search_text = search_text || $2 WHERE sequence = $1",
+                    &[&sequence, &format!("\n{text}")],
+                )
+                .await
+                .expect("update");
+        }
+    };
+    slip(10, "qqxxzzyy").await;
+    slip(8_600, "qqxxzzyy").await;
+    assert_eq!(
+        search("qqxxzzyy").await,
+        vec![8_600],
+        "the first block's filter rules it out; the tail is read row by row"
+    );
+
+    store
+        .erase_events(
+            acme,
+            vec![Rewrite {
+                sequence: 0,
+                body: None,
+            }],
+            false,
+            Timestamp::now(),
+        )
+        .await
+        .expect("erase");
+    assert_eq!(search("zygmunt").await, Vec::<u64>::new());
+    assert_eq!(
+        blocks().await[0],
+        (0, 4_096, 2),
+        "the first block's filter was rewritten"
+    );
+    slip(11, "zygmunt quixote").await;
+    assert_eq!(
+        search("zygmunt").await,
+        Vec::<u64>::new(),
+        "the rewritten filter no longer holds the erased name's trigrams"
+    );
+    assert_eq!(search("needle1234").await, vec![1_234]);
 }

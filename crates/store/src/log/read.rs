@@ -12,12 +12,13 @@ use trailmark_domain::query::EventFilter;
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::tree::{Hash, consistency_proof, inclusion_proof, tree_hash};
 
-use super::block::{Bloom, Columns, Field, IndexedEvent, Terms, candidates, trigrams_of};
+use super::block::{Columns, Field, IndexedEvent, Terms, candidates};
 use super::format::decode_event;
 use super::tiles::{TileReader, TileSource};
 use super::{LogEngine, Shared, id_key, split_hashes};
 use crate::StoreError;
 use crate::model::{Order, RawEvent, Receipt, SearchPage, SearchRequest, StoredEvent};
+use crate::trigram::{Bloom, trigrams_of};
 
 /// An event a read found, before its record is read.
 #[derive(Debug, Clone, Copy)]

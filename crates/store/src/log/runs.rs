@@ -19,8 +19,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::block::Bloom;
 use crate::StoreError;
+use crate::trigram::Bloom;
 
 const MAGIC: &[u8; 4] = b"TMR1";
 const HEADER_BYTES: u64 = 4 + 8 * 5 + 4;

@@ -1,12 +1,14 @@
 //! Group commit for appends: the PostgreSQL counterpart of the embedded log's writer.
 //!
-//! Appends wait in one queue per organization. A few committer tasks each take one
-//! organization's waiting appends (all of them, up to a bound) and commit them in one
-//! transaction: the log head is locked, sequences and Merkle nodes are computed in memory, and
-//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the
-//! connection. So one WAL flush and a handful of round trips carry a whole group, and
-//! transactions of different organizations — from this instance or another — never wait for
-//! each other: only one organization's own appends take turns on its head.
+//! Appends wait in one queue per organization. A few committer tasks each pick an organization
+//! with waiting appends, open a transaction and lock its log head, and only then take all of its
+//! waiting appends (up to a bound): appends that arrive while the lock is awaited — because
+//! another instance is committing for the same organization — join the group instead of waiting
+//! for the next one. Sequences and Merkle nodes are computed in memory, and each table gets one
+//! bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the connection. So one WAL
+//! flush and a handful of round trips carry a whole group, and transactions of different
+//! organizations — from this instance or another — never wait for each other: only one
+//! organization's own appends take turns on its head.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -134,9 +136,10 @@ impl Appender {
     }
 }
 
-/// Takes the waiting appends of the organization that waited longest and no committer of
-/// this instance is writing; `None` once the queues are closed and empty.
-async fn next_group(queues: &Queues) -> Option<(String, Vec<Job>)> {
+/// Picks the organization that has waited longest among those no committer of this instance
+/// is writing, and marks it busy; `None` once the queues are closed and empty. Its appends stay
+/// queued until [`take_group`], so that those arriving meanwhile join the same group.
+async fn next_organization(queues: &Queues) -> Option<String> {
     loop {
         let notified = queues.changed.notified();
         {
@@ -147,23 +150,8 @@ async fn next_group(queues: &Queues) -> Option<(String, Vec<Job>)> {
                 .position(|organization| !waiting.busy.contains(organization));
             if let Some(at) = free {
                 let organization = waiting.order.remove(at)?;
-                let queue = waiting.by_organization.get_mut(&organization)?;
-                let mut events = 0;
-                let mut group = Vec::new();
-                while let Some(job) = queue.pop_front() {
-                    events += job.append.events.len();
-                    group.push(job);
-                    if events >= MAX_EVENTS_PER_COMMIT {
-                        break;
-                    }
-                }
-                if queue.is_empty() {
-                    waiting.by_organization.remove(&organization);
-                } else {
-                    waiting.order.push_back(organization.clone());
-                }
                 waiting.busy.insert(organization.clone());
-                return Some((organization, group));
+                return Some(organization);
             }
             if waiting.closed && waiting.by_organization.is_empty() {
                 return None;
@@ -173,9 +161,35 @@ async fn next_group(queues: &Queues) -> Option<(String, Vec<Job>)> {
     }
 }
 
+/// Takes `organization`'s waiting appends, up to [`MAX_EVENTS_PER_COMMIT`] events; what is left
+/// waits for the organization's next turn.
+fn take_group(queues: &Queues, organization: &str) -> Vec<Job> {
+    let Ok(mut waiting) = queues.waiting.lock() else {
+        return Vec::new();
+    };
+    let Some(queue) = waiting.by_organization.get_mut(organization) else {
+        return Vec::new();
+    };
+    let mut events = 0;
+    let mut group = Vec::new();
+    while let Some(job) = queue.pop_front() {
+        events += job.append.events.len();
+        group.push(job);
+        if events >= MAX_EVENTS_PER_COMMIT {
+            break;
+        }
+    }
+    if queue.is_empty() {
+        waiting.by_organization.remove(organization);
+    } else {
+        waiting.order.push_back(organization.to_owned());
+    }
+    group
+}
+
 async fn run_committer(pool: Pool, queues: Arc<Queues>, observer: Arc<dyn StoreObserver>) {
-    while let Some((organization, group)) = next_group(&queues).await {
-        commit(&pool, group, observer.as_ref()).await;
+    while let Some(organization) = next_organization(&queues).await {
+        commit(&pool, &queues, &organization, observer.as_ref()).await;
         if let Ok(mut waiting) = queues.waiting.lock() {
             waiting.busy.remove(&organization);
         }
@@ -184,10 +198,10 @@ async fn run_committer(pool: Pool, queues: Arc<Queues>, observer: Arc<dyn StoreO
     }
 }
 
-async fn commit(pool: &Pool, group: Vec<Job>, observer: &dyn StoreObserver) {
-    let (requests, replies): (Vec<_>, Vec<_>) =
-        group.into_iter().map(|job| (job.append, job.reply)).unzip();
-    match commit_requests(pool, requests, observer).await {
+/// Commits `organization`'s waiting appends in one transaction and answers each of them.
+async fn commit(pool: &Pool, queues: &Queues, organization: &str, observer: &dyn StoreObserver) {
+    let mut replies = Vec::new();
+    match commit_group(pool, queues, organization, observer, &mut replies).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The caller may have gone away (client disconnected); the write stands anyway.
@@ -195,6 +209,13 @@ async fn commit(pool: &Pool, group: Vec<Job>, observer: &dyn StoreObserver) {
             }
         }
         Err(error) => {
+            if replies.is_empty() {
+                // The transaction failed before the group was taken: it fails the waiting ones.
+                replies = take_group(queues, organization)
+                    .into_iter()
+                    .map(|job| job.reply)
+                    .collect();
+            }
             tracing::warn!(%error, jobs = replies.len(), "a group commit failed");
             let transient = matches!(error, StoreError::Unavailable(_));
             let reason = error.to_string();
@@ -209,23 +230,35 @@ async fn commit(pool: &Pool, group: Vec<Job>, observer: &dyn StoreObserver) {
     }
 }
 
-/// Commits `requests` in one transaction. Nothing in a request's content can make the
+/// Opens a transaction, locks `organization`'s log head, then takes its waiting appends (their
+/// replies into `replies`) and commits them. Nothing in a request's content can make the
 /// transaction fail (organizations are checked and replays found before anything is written;
 /// text is made storable), so a failure is the database's and fails the group.
-async fn commit_requests(
+async fn commit_group(
     pool: &Pool,
-    requests: Vec<PreparedAppend>,
+    queues: &Queues,
+    organization: &str,
     observer: &dyn StoreObserver,
+    replies: &mut Vec<Reply>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let asked = Instant::now();
     let mut client = pool.get().await.map_err(pool_error)?;
     observer.connection_wait(asked.elapsed());
-    let events = requests.iter().map(|request| request.events.len()).sum();
     let started = Instant::now();
     let mut flush = Duration::ZERO;
+    let mut events = 0;
     let result = async {
         let transaction = client.transaction().await?;
-        let outcomes = append_group(&transaction, requests).await?;
+        let heads = lock_heads(&transaction, &[organization.to_owned()]).await?;
+        let requests: Vec<PreparedAppend> = take_group(queues, organization)
+            .into_iter()
+            .map(|job| {
+                replies.push(job.reply);
+                job.append
+            })
+            .collect();
+        events = requests.iter().map(|request| request.events.len()).sum();
+        let outcomes = append_locked(&transaction, heads, requests).await?;
         let flushing = Instant::now();
         transaction.commit().await?;
         flush = flushing.elapsed();
@@ -288,7 +321,16 @@ pub(crate) async fn append_group(
         .into_iter()
         .collect();
     // Only live organizations' heads are locked: the others' appends fail alone.
-    let mut heads = lock_heads(client, &organizations).await?;
+    let heads = lock_heads(client, &organizations).await?;
+    append_locked(client, heads, requests).await
+}
+
+/// [`append_group`] once `heads` (from [`lock_heads`]) are locked in `client`'s transaction.
+async fn append_locked(
+    client: &impl GenericClient,
+    mut heads: HashMap<String, Frontier>,
+    requests: Vec<PreparedAppend>,
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let live: HashSet<String> = heads.keys().cloned().collect();
 
     // Read after the heads are locked: an earlier commit with the same identity (necessarily

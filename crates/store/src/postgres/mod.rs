@@ -21,6 +21,7 @@ mod incidents;
 mod operators;
 mod search;
 mod settings;
+mod text_blocks;
 mod tls;
 
 use std::sync::Arc;
@@ -73,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_operators.sql"),
     include_str!("migrations/0008_stream_cursors.sql"),
     include_str!("migrations/0009_incidents.sql"),
+    include_str!("migrations/0010_text_blocks.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -86,6 +88,9 @@ pub struct PostgresStore {
     pool: Pool,
     appender: Appender,
     observer: Arc<dyn crate::StoreObserver>,
+    text_filters: Arc<text_blocks::FilterCache>,
+    /// Builds the free-text filters behind the appends while any clone lives.
+    _text_builder: Arc<text_blocks::Builder>,
 }
 
 impl PostgresStore {
@@ -155,6 +160,8 @@ impl PostgresStore {
         }));
         let store = PostgresStore {
             appender: Appender::start(pool.clone(), Arc::clone(&observer)),
+            text_filters: Arc::default(),
+            _text_builder: Arc::new(text_blocks::Builder::start(pool.clone())),
             pool,
             observer,
         };
@@ -227,7 +234,6 @@ impl PostgresStore {
             transaction.batch_execute(migration).await?;
             transaction.commit().await?;
         }
-        search::index_text_if_possible(&client).await;
         Ok(())
     }
 
@@ -728,7 +734,14 @@ impl EventLog for PostgresStore {
         request: SearchRequest,
     ) -> Result<SearchPage, StoreError> {
         let client = self.client().await?;
-        search::search(&client, organization_id, &request, EventColumns::decode).await
+        search::search(
+            &client,
+            &self.text_filters,
+            organization_id,
+            &request,
+            EventColumns::decode,
+        )
+        .await
     }
 
     async fn search_raw_events(
@@ -737,7 +750,14 @@ impl EventLog for PostgresStore {
         request: SearchRequest,
     ) -> Result<SearchPage<RawEvent>, StoreError> {
         let client = self.client().await?;
-        search::search(&client, organization_id, &request, EventColumns::raw).await
+        search::search(
+            &client,
+            &self.text_filters,
+            organization_id,
+            &request,
+            EventColumns::raw,
+        )
+        .await
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -979,6 +999,8 @@ impl Retention for PostgresStore {
         if expired.is_empty() {
             return Ok(0);
         }
+        // Before the text changes: no filter is being built from it meanwhile.
+        text_blocks::lock(&transaction, organization_id).await?;
         transaction
             .execute(
                 "DELETE FROM event_targets WHERE organization_id = $1 AND sequence = ANY($2)",
@@ -993,6 +1015,7 @@ impl Retention for PostgresStore {
                 &[&organization_id, &expired, &now.unix_millis()],
             )
             .await?;
+        text_blocks::rebuild_blocks(&transaction, organization_id, &expired).await?;
         transaction.commit().await?;
         Ok(expired.len() as u64)
     }
@@ -1021,6 +1044,8 @@ impl Retention for PostgresStore {
         if held_locked(&transaction, organization_id).await? && !force {
             return Ok(false);
         }
+        // Before the text changes: no filter is being built from it meanwhile.
+        text_blocks::lock(&transaction, organization_id).await?;
         transaction
             .execute(
                 "DELETE FROM event_targets WHERE organization_id = $1 AND sequence = ANY($2)",
@@ -1087,6 +1112,8 @@ impl Retention for PostgresStore {
                 ],
             )
             .await?;
+        // The erased values' trigrams leave the filters with them.
+        text_blocks::rebuild_blocks(&transaction, organization_id, &all).await?;
         transaction.commit().await?;
         Ok(true)
     }

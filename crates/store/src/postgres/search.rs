@@ -3,6 +3,7 @@
 use tokio_postgres::types::ToSql;
 use trailmark_domain::query::{ActionPattern, EventFilter};
 
+use super::text_blocks::{self, FilterCache};
 use super::{EVENT_COLUMNS, event_columns};
 use crate::StoreError;
 use crate::model::{Order, SearchPage, SearchRequest};
@@ -10,30 +11,28 @@ use crate::rows::EventColumns;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-/// Creates the trigram index that makes `q` fast, where the database offers `pg_trgm`. Without
-/// it `q` still works (a scan of one organization's rows), so a database that lacks the
-/// extension (or a user who may not create it) gets a warning, not a failure.
-pub(super) async fn index_text_if_possible(client: &tokio_postgres::Client) {
-    let created = client
-        .batch_execute(
-            "CREATE EXTENSION IF NOT EXISTS pg_trgm;
-             CREATE INDEX IF NOT EXISTS events_search_text ON events USING gin (search_text gin_trgm_ops)",
-        )
-        .await;
-    if let Err(error) = created {
-        tracing::warn!(%error, "no trigram index for free-text search (pg_trgm); `q` searches will scan");
-    }
-}
-
 /// Runs a search, turning each row's columns into an `E` with `decode`.
+///
+/// Free text is matched row by row, in the ranges of the log its trigram filters leave
+/// ([`text_blocks::candidate_ranges`]).
 pub(super) async fn search<E>(
     client: &tokio_postgres::Client,
+    filters: &FilterCache,
     organization_id: &str,
     request: &SearchRequest,
     decode: fn(EventColumns) -> Result<E, StoreError>,
 ) -> Result<SearchPage<E>, StoreError> {
     let mut sql = SearchSql::new(organization_id);
     sql.add_filter(request);
+    if let Some(text) = &request.filter.text {
+        // As the text is stored (`appender::text`) and as LIKE will match it.
+        let text = text.to_lowercase().replace('\0', "");
+        if let Some(ranges) =
+            text_blocks::candidate_ranges(client, filters, organization_id, &text).await?
+        {
+            sql.add_ranges(&ranges);
+        }
+    }
     let conditions = sql.conditions.join(" AND ");
     let direction = if request.order == Order::Asc {
         "ASC"
@@ -94,6 +93,22 @@ impl SearchSql {
     fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.values.push(Box::new(value));
         format!("${}", self.values.len())
+    }
+
+    /// Keeps the sequences in `ranges` (`[start, end)` each) only.
+    fn add_ranges(&mut self, ranges: &[(i64, i64)]) {
+        let mut alternatives = Vec::with_capacity(ranges.len());
+        for &(start, end) in ranges {
+            let start = self.bind(start);
+            alternatives.push(if end == i64::MAX {
+                format!("e.sequence >= {start}")
+            } else {
+                let end = self.bind(end);
+                format!("(e.sequence >= {start} AND e.sequence < {end})")
+            });
+        }
+        self.conditions
+            .push(format!("({})", alternatives.join(" OR ")));
     }
 
     fn add_filter(&mut self, request: &SearchRequest) {
