@@ -27,6 +27,7 @@ pub(crate) fn digest(state: [u32; 8]) -> Hash {
 }
 
 /// Compresses `a_block` into `a` and `b_block` into `b` (FIPS 180-4 §6.2.2, one block each).
+#[inline]
 pub(crate) fn compress_pair(
     a: &mut [u32; 8],
     a_block: &[u8; 64],
@@ -71,10 +72,15 @@ mod shani {
         0xc67178f2,
     ];
 
+    /// Whether the processor has the SHA extensions and SSE4.1, found once: it is asked for
+    /// every pair of blocks.
     pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("sha")
-            && std::arch::is_x86_feature_detected!("sse4.1")
-            && std::arch::is_x86_feature_detected!("ssse3")
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("sha")
+                && std::arch::is_x86_feature_detected!("sse4.1")
+                && std::arch::is_x86_feature_detected!("ssse3")
+        })
     }
 
     /// One SHA-256 state as the SHA instructions hold it: `ABEF` and `CDGH`.

@@ -45,23 +45,26 @@ pub fn leaf_hash_pair(a: &[u8], b: &[u8]) -> (Hash, Hash) {
     let (mut a_state, mut b_state) = (sha256x2::INITIAL, sha256x2::INITIAL);
     let both = a.blocks.min(b.blocks);
     for index in 0..both {
-        sha256x2::compress_pair(&mut a_state, &a.block(index), &mut b_state, &b.block(index));
+        sha256x2::compress_pair(&mut a_state, a.block(index), &mut b_state, b.block(index));
     }
     for index in both..a.blocks {
-        sha256x2::compress(&mut a_state, &a.block(index));
+        sha256x2::compress(&mut a_state, a.block(index));
     }
     for index in both..b.blocks {
-        sha256x2::compress(&mut b_state, &b.block(index));
+        sha256x2::compress(&mut b_state, b.block(index));
     }
     (sha256x2::digest(a_state), sha256x2::digest(b_state))
 }
 
 /// A leaf's SHA-256 message, `0x00 ‖ data` padded (FIPS 180-4 §5.1.1), block by block: the
-/// whole blocks read from `data` where they lie, the last one or two from a padded copy.
+/// whole blocks after the first read from `data` where they lie, the first (which starts with
+/// the prefix) and the last one or two (the padding) from copies.
 struct LeafMessage<'a> {
     data: &'a [u8],
     /// Blocks wholly within the message, before its padding.
     whole: usize,
+    /// The first block, when it is whole.
+    first: [u8; 64],
     /// The rest of the message, padded.
     tail: [u8; 128],
     blocks: usize,
@@ -72,6 +75,10 @@ impl<'a> LeafMessage<'a> {
         let length = data.len() + 1;
         let whole = length / 64;
         let rest = length % 64;
+        let mut first = [0u8; 64];
+        if whole > 0 {
+            first[1..].copy_from_slice(&data[..63]);
+        }
         let mut tail = [0u8; 128];
         if whole == 0 {
             // The prefix byte is in the tail, zero as the buffer is.
@@ -86,22 +93,22 @@ impl<'a> LeafMessage<'a> {
         LeafMessage {
             data,
             whole,
+            first,
             tail,
             blocks: whole + tail_blocks,
         }
     }
 
-    fn block(&self, index: usize) -> [u8; 64] {
-        let mut block = [0u8; 64];
-        if index >= self.whole {
+    fn block(&self, index: usize) -> &[u8; 64] {
+        let bytes = if index >= self.whole {
             let at = 64 * (index - self.whole);
-            block.copy_from_slice(&self.tail[at..at + 64]);
+            &self.tail[at..at + 64]
         } else if index == 0 {
-            block[1..].copy_from_slice(&self.data[..63]);
+            &self.first[..]
         } else {
-            block.copy_from_slice(&self.data[64 * index - 1..64 * index + 63]);
-        }
-        block
+            &self.data[64 * index - 1..64 * index + 63]
+        };
+        bytes.try_into().expect("64 bytes are a block")
     }
 }
 
