@@ -499,7 +499,8 @@ impl Rows {
     ) -> Receipt {
         let (receipt, nodes) = rules::sequence(head, event);
         let sequence = receipt.sequence as i64;
-        for node in nodes {
+        // The leaf itself is the event's `leaf_hash`: only the nodes above it are stored.
+        for node in nodes.into_iter().filter(|node| node.level > 0) {
             self.node_organization.push(organization.to_owned());
             self.node_level.push(node.level as i32);
             self.node_index.push(node.index as i64);

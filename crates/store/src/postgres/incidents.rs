@@ -139,6 +139,9 @@ impl Incidents for PostgresStore {
         let Some((incident, notice)) = owing.iter().find_map(|incident| {
             rules::claimable_notice(incident, holder, now).map(|n| (incident, n))
         }) else {
+            // The rows are released now, not when a dropped transaction's ROLLBACK reaches the
+            // server: a claim right after, on another connection, would skip them as locked.
+            transaction.rollback().await?;
             return Ok(None);
         };
         let claimed = rules::incident_claimed(incident, holder, until);

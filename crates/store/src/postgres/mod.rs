@@ -1732,7 +1732,9 @@ fn portal_intent(text: &str) -> Result<PortalIntent, StoreError> {
 /// Runs a Merkle computation over an organization's stored nodes with one query. The nodes an
 /// RFC 6962 computation reads depend only on the leaf indexes and tree sizes, never on the
 /// hashes, so a first pass over a reader that records requests (and answers with zeros) names
-/// them all; they are fetched at once, and the second pass runs on them.
+/// them all; they are fetched at once, and the second pass runs on them. The leaves (level 0)
+/// are the events' `leaf_hash`es: `merkle_nodes` holds the levels above (databases written by
+/// earlier versions of Trailmark also hold level 0 there, no longer read).
 async fn with_nodes<T>(
     client: &tokio_postgres::Client,
     organization_id: &str,
@@ -1741,14 +1743,19 @@ async fn with_nodes<T>(
     let requests = std::cell::RefCell::default();
     compute(&Pass::Recording(&requests))?;
     let wanted: Vec<(u32, u64)> = requests.into_inner();
-    let levels: Vec<i32> = wanted.iter().map(|(level, _)| *level as i32).collect();
-    let indexes: Vec<i64> = wanted.iter().map(|(_, index)| *index as i64).collect();
+    let (leaves, above): (Vec<_>, Vec<_>) = wanted.iter().partition(|(level, _)| *level == 0);
+    let leaves: Vec<i64> = leaves.iter().map(|(_, index)| *index as i64).collect();
+    let levels: Vec<i32> = above.iter().map(|(level, _)| *level as i32).collect();
+    let indexes: Vec<i64> = above.iter().map(|(_, index)| *index as i64).collect();
     let rows = client
         .query(
             "SELECT n.level, n.idx, n.hash FROM merkle_nodes n
              JOIN UNNEST($2::INTEGER[], $3::BIGINT[]) AS w(level, idx) ON n.level = w.level AND n.idx = w.idx
-             WHERE n.organization_id = $1",
-            &[&organization_id, &levels, &indexes],
+             WHERE n.organization_id = $1
+             UNION ALL
+             SELECT 0, e.sequence, e.leaf_hash FROM events e
+             WHERE e.organization_id = $1 AND e.sequence = ANY($4)",
+            &[&organization_id, &levels, &indexes, &leaves],
         )
         .await?;
     let mut nodes = MemoryNodes::default();

@@ -188,6 +188,8 @@ async fn build_next(
     };
     let (indexed, size): (i64, i64) = (head.try_get(0)?, head.try_get(1)?);
     if size - indexed < BLOCK_EVENTS {
+        // Released now, rather than when a dropped transaction's ROLLBACK reaches the server.
+        transaction.rollback().await?;
         return Ok(false);
     }
     let end = indexed + BLOCK_EVENTS;
