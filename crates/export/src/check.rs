@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use serde_json::Value;
 use trailmark_domain::canonical::CanonicalObject;
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
-use trailmark_ledger::leaf::{canonical_event_leaf_hash, event_leaf_hash};
-use trailmark_ledger::tree::{Frontier, Hash, InclusionChecker};
+use trailmark_ledger::leaf::{canonical_leaf_bytes, leaf_bytes};
+use trailmark_ledger::tree::{Frontier, Hash, InclusionChecker, leaf_hash, leaf_hash_pair};
 use trailmark_ledger::{LedgerError, decode_hash};
 
 use crate::MANIFEST_OBJECT;
@@ -221,7 +221,7 @@ impl ExportFile {
             // A filtered export's proofs share their upper nodes: each worker remembers the
             // nodes its proofs established.
             || InclusionChecker::new(checkpoint.size, checkpoint.root),
-            |inclusions, number, line| checks.check(inclusions, number, line),
+            |inclusions, lines, out| checks.check_lines(inclusions, lines, out),
             |outcome| {
                 let (number, id, sequence, leaf) = match outcome? {
                     Line::Blank => return Ok(Flow::Continue),
@@ -357,14 +357,50 @@ struct LineChecks<'a> {
 }
 
 impl LineChecks<'_> {
-    fn check(
+    /// Checks `lines` (one or two, in file order, with their numbers), pushing each one's
+    /// outcome to `out`. Two events have their leaves hashed together (`leaf_hash_pair`), which
+    /// costs little more than hashing one.
+    fn check_lines(
         &self,
         inclusions: &mut InclusionChecker,
-        number: usize,
-        line: &str,
-    ) -> Result<Line, CheckError> {
+        lines: &[(usize, &str)],
+        out: &mut Outcomes<Line>,
+    ) {
+        let mut steps = lines
+            .iter()
+            .map(|&(number, line)| self.prepare(number, line));
+        match (steps.next(), steps.next()) {
+            (Some(Ok(Step::Hash(first))), Some(Ok(Step::Hash(second)))) => {
+                let (first_leaf, second_leaf) = leaf_hash_pair(&first.bytes, &second.bytes);
+                for (event, content) in [(first, first_leaf), (second, second_leaf)] {
+                    let leaf = event.content_leaf(content);
+                    out.push(Ok(self.finish(inclusions, event, leaf, false)));
+                }
+            }
+            (first, second) => {
+                for step in [first, second].into_iter().flatten() {
+                    out.push(step.map(|step| self.complete(inclusions, step)));
+                }
+            }
+        }
+    }
+
+    /// Takes a line's checks to their end, hashing its leaf alone.
+    fn complete(&self, inclusions: &mut InclusionChecker, step: Step<'_>) -> Line {
+        match step {
+            Step::Done(line) => line,
+            Step::Stub { event, leaf } => self.finish(inclusions, event, Ok(leaf), true),
+            Step::Hash(event) => {
+                let leaf = event.content_leaf(leaf_hash(&event.bytes));
+                self.finish(inclusions, event, leaf, false)
+            }
+        }
+    }
+
+    /// Checks a line as far as its leaf, which is left to hash.
+    fn prepare<'a>(&self, number: usize, line: &'a str) -> Result<Step<'a>, CheckError> {
         if line.trim().is_empty() {
-            return Ok(Line::Blank);
+            return Ok(Step::Done(Line::Blank));
         }
         // An exported line is normally in canonical form already: then only the members the
         // checks read are decoded, and the leaf is hashed from the text itself. Any other form
@@ -380,7 +416,7 @@ impl LineChecks<'_> {
             })?),
         };
         if event.text("object").as_deref() == Some(MANIFEST_OBJECT) {
-            return Ok(Line::Manifest);
+            return Ok(Step::Done(Line::Manifest));
         }
         let id = event
             .text("id")
@@ -399,68 +435,144 @@ impl LineChecks<'_> {
                 line: number,
             });
         }
-        let leaf = self.leaf(inclusions, &event, sequence);
-        Ok(Line::Event {
+        let line = |leaf| {
+            Step::Done(Line::Event {
+                number,
+                id: id.clone(),
+                sequence,
+                leaf,
+            })
+        };
+        let checkpoint = self.checkpoint;
+        if sequence >= checkpoint.size {
+            return Ok(line(Err(EventProblem::BeyondCheckpoint(checkpoint.size))));
+        }
+        let claimed = match event
+            .text("leaf_hash")
+            .map(|text| decode_hash(&text))
+            .transpose()
+        {
+            Ok(claimed) => claimed,
+            Err(problem) => return Ok(line(Err(EventProblem::BadHash(problem)))),
+        };
+        if event.is_true("purged") {
+            // Retention removed the contents: the leaf hash is all that is left, and the proof
+            // (or the rebuilt root) still checks it.
+            let Some(leaf) = claimed else {
+                return Ok(line(Err(EventProblem::StubWithoutLeaf)));
+            };
+            return Ok(Step::Stub {
+                event: Unhashed {
+                    number,
+                    id,
+                    sequence,
+                    bytes: Vec::new(),
+                    event,
+                    claimed,
+                },
+                leaf,
+            });
+        }
+        Ok(Step::Hash(Unhashed {
             number,
             id,
             sequence,
-            leaf,
-        })
+            bytes: event.leaf_bytes(),
+            event,
+            claimed,
+        }))
     }
 
-    fn leaf(
+    /// The rest of an event's checks once its leaf is known, or the problem found with it;
+    /// `purged` for a stub.
+    fn finish(
+        &self,
+        inclusions: &mut InclusionChecker,
+        event: Unhashed<'_>,
+        leaf: Result<Hash, EventProblem>,
+        purged: bool,
+    ) -> Line {
+        let leaf = leaf.and_then(|leaf| {
+            self.prove(inclusions, &event.event, event.sequence, leaf)?;
+            Ok((leaf, purged))
+        });
+        Line::Event {
+            number: event.number,
+            id: event.id,
+            sequence: event.sequence,
+            leaf,
+        }
+    }
+
+    /// For a filtered export, that the event's inclusion proof leads from `leaf` to the
+    /// checkpoint's root.
+    fn prove(
         &self,
         inclusions: &mut InclusionChecker,
         event: &Parsed<'_>,
         sequence: u64,
-    ) -> Result<(Hash, bool), EventProblem> {
-        let checkpoint = self.checkpoint;
-        if sequence >= checkpoint.size {
-            return Err(EventProblem::BeyondCheckpoint(checkpoint.size));
+        leaf: Hash,
+    ) -> Result<(), EventProblem> {
+        if self.complete {
+            return Ok(());
         }
-        let claimed = event
-            .text("leaf_hash")
-            .map(|text| decode_hash(&text))
-            .transpose()
-            .map_err(EventProblem::BadHash)?;
-        let purged = event.is_true("purged");
-        let leaf = if purged {
-            // Retention removed the contents: the leaf hash is all that is left, and the proof
-            // (or the rebuilt root) still checks it.
-            claimed.ok_or(EventProblem::StubWithoutLeaf)?
-        } else {
-            let leaf = event.leaf_hash();
-            if claimed != Some(leaf) {
-                return Err(EventProblem::Altered);
-            }
-            leaf
-        };
-        if !self.complete {
-            let proof = event.proof().ok_or(EventProblem::NoProof)?;
-            // Only the hashes below the first node an earlier proof established are decoded:
-            // the rest of the path is already bound to the root.
-            let mut malformed = None;
-            let included = inclusions.check_with(sequence, &leaf, proof.len, |level| {
-                let text = proof.texts.get(level).copied().flatten();
-                match text.map_or_else(
-                    || Err(LedgerError::Malformed("not a string".into())),
-                    decode_hash,
-                ) {
-                    Ok(hash) => Some(hash),
-                    Err(problem) => {
-                        malformed = Some(problem);
-                        None
-                    }
+        let proof = event.proof().ok_or(EventProblem::NoProof)?;
+        // Only the hashes below the first node an earlier proof established are decoded:
+        // the rest of the path is already bound to the root.
+        let mut malformed = None;
+        let included = inclusions.check_with(sequence, &leaf, proof.len, |level| {
+            let text = proof.texts.get(level).copied().flatten();
+            match text.map_or_else(
+                || Err(LedgerError::Malformed("not a string".into())),
+                decode_hash,
+            ) {
+                Ok(hash) => Some(hash),
+                Err(problem) => {
+                    malformed = Some(problem);
+                    None
                 }
-            });
-            if let Some(problem) = malformed {
-                return Err(EventProblem::BadHash(problem));
             }
-            if !included {
-                return Err(EventProblem::ProofFails);
-            }
+        });
+        if let Some(problem) = malformed {
+            return Err(EventProblem::BadHash(problem));
         }
-        Ok((leaf, purged))
+        if !included {
+            return Err(EventProblem::ProofFails);
+        }
+        Ok(())
+    }
+}
+
+/// How far [`LineChecks::prepare`] took a line.
+enum Step<'a> {
+    /// As far as it goes: the line's outcome.
+    Done(Line),
+    /// To its leaf, whose bytes are to be hashed.
+    Hash(Unhashed<'a>),
+    /// To its proof: a purged stub, whose claimed leaf is all there is to check.
+    Stub { event: Unhashed<'a>, leaf: Hash },
+}
+
+/// An event checked up to its leaf.
+struct Unhashed<'a> {
+    number: usize,
+    id: String,
+    sequence: u64,
+    /// The leaf bytes of its content (none for a purged stub, which has no content).
+    bytes: Vec<u8>,
+    event: Parsed<'a>,
+    /// The `leaf_hash` the line gives.
+    claimed: Option<Hash>,
+}
+
+impl Unhashed<'_> {
+    /// The event's leaf, given the hash of its content: the leaf it claims, if they agree.
+    fn content_leaf(&self, content: Hash) -> Result<Hash, EventProblem> {
+        if self.claimed == Some(content) {
+            Ok(content)
+        } else {
+            Err(EventProblem::Altered)
+        }
     }
 }
 
@@ -536,11 +648,11 @@ impl Parsed<'_> {
         self.value(key).unwrap_or_default().to_string()
     }
 
-    /// The leaf hash of the line's content.
-    fn leaf_hash(&self) -> Hash {
+    /// The leaf bytes of the line's content.
+    fn leaf_bytes(&self) -> Vec<u8> {
         match self {
-            Parsed::Whole(event) => event_leaf_hash(event),
-            Parsed::Canonical(event) => canonical_event_leaf_hash(event),
+            Parsed::Whole(event) => leaf_bytes(event),
+            Parsed::Canonical(event) => canonical_leaf_bytes(event),
         }
     }
 }
@@ -573,12 +685,16 @@ impl<'a> ProofTexts<'a> {
     }
 }
 
+/// The outcomes of a batch's lines, in their order.
+type Outcomes<T> = Vec<Result<T, CheckError>>;
+
 /// Bytes read per batch handed to a worker (a few hundred export lines), cut after a newline.
 const BATCH_BYTES: usize = 1 << 19;
 
 /// Reads `reader` (numbered lines, from 1), runs `check` on every line on all cores (each worker
 /// with a state of its own from `state`), and hands the results to `follow` in file order until
-/// it says stop or returns an error.
+/// it says stop or returns an error. `check` is given neighbouring lines two at a time (one
+/// where a line is alone) and pushes one outcome per line, in their order.
 ///
 /// The reading thread only reads large blocks and counts their newlines; splitting them into
 /// lines and checking that each is UTF-8 happens on the workers, so reading is not a third
@@ -586,30 +702,38 @@ const BATCH_BYTES: usize = 1 << 19;
 fn in_parallel<T: Send, S>(
     mut reader: impl Read + Send,
     state: impl Fn() -> S + Sync,
-    check: impl Fn(&mut S, usize, &str) -> Result<T, CheckError> + Sync,
+    check: impl Fn(&mut S, &[(usize, &str)], &mut Outcomes<T>) + Sync,
     mut follow: impl FnMut(Result<T, CheckError>) -> Result<Flow, CheckError>,
 ) -> Result<(), CheckError> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     std::thread::scope(|scope| {
         // A batch: its place in the file, the number of its first line, and its bytes.
         let (batches, batch_queue) = mpsc::sync_channel::<(usize, usize, Vec<u8>)>(workers * 2);
-        let (results, result_queue) =
-            mpsc::sync_channel::<(usize, Vec<Result<T, CheckError>>)>(workers * 2);
+        let (results, result_queue) = mpsc::sync_channel::<(usize, Outcomes<T>)>(workers * 2);
+        // Batches checked come back to be read into again: a fresh half-megabyte buffer is
+        // memory the kernel must fault in and zero, page by page, for every batch.
+        let (spare, spare_queue) = mpsc::channel::<Vec<u8>>();
         let reading = scope.spawn(move || -> std::io::Result<()> {
             let mut carried = Vec::new();
             let (mut index, mut number) = (0, 1);
             loop {
                 let wanted = BATCH_BYTES.saturating_sub(carried.len()).max(1 << 16);
+                let mut batch = spare_queue.try_recv().unwrap_or_default();
+                batch.clear();
                 // Sized once: growing a half-megabyte buffer by doubling costs more than it reads.
-                let mut batch = Vec::with_capacity(carried.len() + wanted + 64);
-                batch.append(&mut carried);
+                batch.reserve_exact(carried.len() + wanted + 64);
+                batch.extend_from_slice(&carried);
+                carried.clear();
                 let read = (&mut reader).take(wanted as u64).read_to_end(&mut batch)?;
                 let ended = read < wanted;
                 if !ended {
                     // The rest of a line cut short waits for the next batch; a line longer than
                     // a batch keeps growing one.
                     match memchr::memrchr(b'\n', &batch) {
-                        Some(newline) => carried = batch.split_off(newline + 1),
+                        Some(newline) => {
+                            carried.extend_from_slice(&batch[newline + 1..]);
+                            batch.truncate(newline + 1);
+                        }
                         None => {
                             carried = batch;
                             continue;
@@ -633,7 +757,12 @@ fn in_parallel<T: Send, S>(
         // Shared by the workers and dropped with the last of them, which stops the reader.
         let batch_queue = Arc::new(Mutex::new(batch_queue));
         for _ in 0..workers {
-            let (batch_queue, results, check) = (Arc::clone(&batch_queue), results.clone(), &check);
+            let (batch_queue, results, spare, check) = (
+                Arc::clone(&batch_queue),
+                results.clone(),
+                spare.clone(),
+                &check,
+            );
             let state = &state;
             scope.spawn(move || {
                 let mut state = state();
@@ -645,23 +774,39 @@ fn in_parallel<T: Send, S>(
                     let Ok((index, first, batch)) = next else {
                         return;
                     };
-                    let checked = lines(&batch)
-                        .zip(first..)
-                        .map(|(line, number)| match std::str::from_utf8(line) {
-                            Ok(line) => check(&mut state, number, line),
-                            Err(_) => Err(CheckError::Read(std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                format!("line {number} is not UTF-8"),
-                            ))),
-                        })
-                        .collect();
+                    let mut checked = Vec::new();
+                    let mut held = None;
+                    for (line, number) in lines(&batch).zip(first..) {
+                        match std::str::from_utf8(line) {
+                            Ok(line) => match held.take() {
+                                Some(before) => {
+                                    check(&mut state, &[before, (number, line)], &mut checked);
+                                }
+                                None => held = Some((number, line)),
+                            },
+                            Err(_) => {
+                                if let Some(before) = held.take() {
+                                    check(&mut state, &[before], &mut checked);
+                                }
+                                checked.push(Err(CheckError::Read(std::io::Error::new(
+                                    std::io::ErrorKind::InvalidData,
+                                    format!("line {number} is not UTF-8"),
+                                ))));
+                            }
+                        }
+                    }
+                    if let Some(last) = held {
+                        check(&mut state, &[last], &mut checked);
+                    }
+                    // The reader may have stopped: then the buffer is simply dropped.
+                    let _ = spare.send(batch);
                     if results.send((index, checked)).is_err() {
                         return;
                     }
                 }
             });
         }
-        drop((results, batch_queue));
+        drop((results, batch_queue, spare));
         // Batches come back in any order; they are followed in file order.
         let mut waiting = BTreeMap::new();
         let mut next = 0;
@@ -715,6 +860,13 @@ mod tests {
         std::io::Cursor::new((1..=count).map(|n| format!("{n}\n")).collect())
     }
 
+    /// A check of one line at a time, in the shape `in_parallel` takes.
+    fn each_line<T>(
+        check: impl Fn(usize, &str) -> Result<T, CheckError> + Sync,
+    ) -> impl Fn(&mut (), &[(usize, &str)], &mut Outcomes<T>) + Sync {
+        move |_, lines, out| out.extend(lines.iter().map(|&(line, text)| check(line, text)))
+    }
+
     fn number(line: usize, text: &str) -> Result<usize, CheckError> {
         text.parse().map_err(|_| CheckError::NoSequence {
             id: text.into(),
@@ -728,7 +880,7 @@ mod tests {
         in_parallel(
             numbered_lines(5 * SPAN + 7),
             || (),
-            |_, line, text| Ok((line, number(line, text)?)),
+            each_line(|line, text| Ok((line, number(line, text)?))),
             |outcome| {
                 let (line, value) = outcome?;
                 assert_eq!(line, value);
@@ -750,7 +902,7 @@ mod tests {
         let error = in_parallel(
             numbered_lines(6 * SPAN),
             || (),
-            |_, line, _| {
+            each_line(|line, _| {
                 if line == 3 * SPAN + 1 || line == 5 * SPAN {
                     return Err(CheckError::NoSequence {
                         id: "bad".into(),
@@ -758,7 +910,7 @@ mod tests {
                     });
                 }
                 Ok(line)
-            },
+            }),
             |outcome| {
                 outcome?;
                 seen += 1;
@@ -813,7 +965,7 @@ mod tests {
         let error = in_parallel(
             std::io::Cursor::new(bytes),
             || (),
-            |_, line, text| Ok((line, text.len())),
+            each_line(|line, text| Ok((line, text.len()))),
             |outcome| {
                 seen.push(outcome?);
                 Ok(Flow::Continue)

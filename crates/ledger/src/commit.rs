@@ -24,7 +24,6 @@
 //! their values cannot be erased one by one (only the whole event can be purged).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -33,6 +32,7 @@ use trailmark_domain::canonical::{CanonicalObject, CanonicalValue, canonical_jso
 use trailmark_domain::erasable::{ERASED, for_each_erasable, for_each_erasable_mut, set_pointer};
 
 use crate::LedgerError;
+use crate::sha256x2;
 use crate::tree::Hash;
 
 /// Bytes of an event's seed and of each value's salt.
@@ -67,7 +67,11 @@ const SALT_DOMAIN: &[u8; 18] = b"trailmark/v2/salt\0";
 
 /// The salt of the value at `pointer` of an event with `seed`.
 pub fn value_salt(seed: &Salt, pointer: &str) -> Salt {
-    let digest = sha256_of(&[SALT_DOMAIN, seed, pointer.as_bytes()]);
+    salt_of(&sha256_of(&[SALT_DOMAIN, seed, pointer.as_bytes()]))
+}
+
+/// A salt: the first [`SALT_BYTES`] of its message's hash.
+fn salt_of(digest: &Hash) -> Salt {
     let mut salt = [0u8; SALT_BYTES];
     salt.copy_from_slice(&digest[..SALT_BYTES]);
     salt
@@ -77,11 +81,6 @@ pub fn value_salt(seed: &Salt, pointer: &str) -> Salt {
 pub fn commitment(salt: &Salt, value: &Value) -> Hash {
     sha256_of(&[salt, &canonical_json(value)])
 }
-
-/// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
-const SHA256_INITIAL: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
 
 /// The longest message [`sha256_padded`] takes: two blocks hold 128 bytes, less the 0x80 byte
 /// and the 8-byte length that pad them.
@@ -112,44 +111,84 @@ fn sha256_of(parts: &[&[u8]]) -> Hash {
 /// them zero: the padding is written in place and the one or two blocks compressed where they
 /// lie, so a message written straight into the buffer is never copied.
 fn sha256_padded(buffer: &mut [u8; 128], length: usize) -> Hash {
-    use sha2::digest::generic_array::GenericArray;
-
-    buffer[length] = 0x80;
-    let end = if length <= 55 { 64 } else { 128 };
-    buffer[end - 8..end].copy_from_slice(&(length as u64 * 8).to_be_bytes());
-    let mut state = SHA256_INITIAL;
-    for block in buffer[..end].chunks_exact(64) {
-        sha2::compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
+    let blocks = pad(buffer, length);
+    let mut state = sha256x2::INITIAL;
+    for block in 0..blocks {
+        sha256x2::compress(&mut state, block_of(buffer, block));
     }
-    let mut hash = [0u8; 32];
-    for (bytes, word) in hash.chunks_exact_mut(4).zip(state) {
-        bytes.copy_from_slice(&word.to_be_bytes());
-    }
-    hash
+    sha256x2::digest(state)
 }
 
-/// Appends the standard base64 of `hash` (44 characters, one `=` of padding): a commitment is
-/// written this way a dozen times an event, and a fixed 32 bytes need none of a general
-/// encoder's bookkeeping.
-fn push_hash_base64(hash: &Hash, out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let char_at = |bits: u32| ALPHABET[(bits & 63) as usize];
+/// [`sha256_padded`] of two messages at once, their blocks compressed two by two
+/// ([`sha256x2`]): what a salt or commitment costs is mostly waiting on the rounds of one
+/// block, which another block's rounds can fill.
+fn sha256_padded_pair(
+    a: &mut [u8; 128],
+    a_length: usize,
+    b: &mut [u8; 128],
+    b_length: usize,
+) -> (Hash, Hash) {
+    let (a_blocks, b_blocks) = (pad(a, a_length), pad(b, b_length));
+    let (mut a_state, mut b_state) = (sha256x2::INITIAL, sha256x2::INITIAL);
+    sha256x2::compress_pair(&mut a_state, block_of(a, 0), &mut b_state, block_of(b, 0));
+    match (a_blocks, b_blocks) {
+        (2, 2) => {
+            sha256x2::compress_pair(&mut a_state, block_of(a, 1), &mut b_state, block_of(b, 1));
+        }
+        (2, _) => sha256x2::compress(&mut a_state, block_of(a, 1)),
+        (_, 2) => sha256x2::compress(&mut b_state, block_of(b, 1)),
+        _ => {}
+    }
+    (sha256x2::digest(a_state), sha256x2::digest(b_state))
+}
+
+/// Pads the message of `length` bytes at the start of `buffer` (FIPS 180-4 §5.1.1), every byte
+/// after it zero, and says how many blocks it then fills.
+fn pad(buffer: &mut [u8; 128], length: usize) -> usize {
+    buffer[length] = 0x80;
+    let blocks = if length <= 55 { 1 } else { 2 };
+    let end = 64 * blocks;
+    buffer[end - 8..end].copy_from_slice(&(length as u64 * 8).to_be_bytes());
+    blocks
+}
+
+/// The first (0) or second block of a padded buffer.
+fn block_of(buffer: &[u8; 128], index: usize) -> &[u8; 64] {
+    let (first, second) = buffer.split_at(64);
+    let block = if index == 0 { first } else { second };
+    block.try_into().expect("half of 128 bytes is a block")
+}
+
+/// Standard base64's characters (RFC 4648 §4).
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The two base64 characters of every 12 bits.
+const BASE64_PAIRS: [[u8; 2]; 4096] = {
+    let mut pairs = [[0u8; 2]; 4096];
+    let mut bits = 0;
+    while bits < 4096 {
+        pairs[bits] = [BASE64_ALPHABET[bits >> 6], BASE64_ALPHABET[bits & 63]];
+        bits += 1;
+    }
+    pairs
+};
+
+/// The standard base64 of `hash` (44 characters, one `=` of padding): a commitment is written
+/// this way a dozen times an event, so twelve bits at a time are looked up, with none of a
+/// general encoder's bookkeeping.
+fn hash_base64(hash: &Hash) -> [u8; 44] {
     let mut text = [b'='; 44];
     // Ten groups of three bytes make forty characters; the last two bytes make three more.
-    for (group, chars) in hash.chunks(3).zip(text.chunks_exact_mut(4)) {
-        let byte = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
-        let bits = byte(0) << 16 | byte(1) << 8 | byte(2);
-        chars[0] = char_at(bits >> 18);
-        chars[1] = char_at(bits >> 12);
-        chars[2] = char_at(bits >> 6);
-        if group.len() == 3 {
-            chars[3] = char_at(bits);
-        }
+    for (group, chars) in hash.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
+        let bits = usize::from(group[0]) << 16 | usize::from(group[1]) << 8 | usize::from(group[2]);
+        chars[..2].copy_from_slice(&BASE64_PAIRS[bits >> 12]);
+        chars[2..].copy_from_slice(&BASE64_PAIRS[bits & 0xfff]);
     }
-    out.extend_from_slice(&text);
+    let bits = usize::from(hash[30]) << 16 | usize::from(hash[31]) << 8;
+    text[40..42].copy_from_slice(&BASE64_PAIRS[bits >> 12]);
+    text[42] = BASE64_PAIRS[bits & 0xfff][0];
+    text
 }
 
 /// How an event's erasable values are salted.
@@ -339,8 +378,8 @@ pub(crate) fn committed_with_sequence_at(
                             writer.out.push(b',');
                         }
                         writer.base.clear();
-                        // Writing to a String cannot fail.
-                        let _ = write!(writer.base, "/targets/{index}");
+                        writer.base.push_str("/targets/");
+                        push_decimal(&mut writer.base, index);
                         writer.party(target);
                     }
                     writer.out.push(b']');
@@ -358,11 +397,29 @@ pub(crate) fn committed_with_sequence_at(
     if !version_written {
         writer.raw_member("leaf_version", LEAF_VERSION_TEXT);
     }
+    writer.finish();
     writer.out.push(b'}');
     Some((writer.out, sequence_at))
 }
 
 const LEAF_VERSION_TEXT: &str = "2";
+
+/// Appends `number` in decimal: a pointer's index, written for every target of every event,
+/// without the formatting machinery.
+fn push_decimal(text: &mut String, number: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = number;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+}
 
 fn decode_text<const N: usize>(json_string: &str) -> Option<[u8; N]> {
     let text = json_string.strip_prefix('"')?.strip_suffix('"')?;
@@ -385,7 +442,69 @@ struct CommittedWriter {
     base: String,
     /// A value's whole pointer, for a salt whose message is too long to write in place.
     pointer: String,
+    /// Commitments written as placeholders, hashed two by two: the first waits in
+    /// `pending[0]` (when `waiting`) for the second. Kept here, written in place, so that their
+    /// buffers are not copied about.
+    pending: [Pending; 2],
+    waiting: bool,
 }
+
+/// A commitment's two messages, written out in the blocks that are hashed.
+struct Pending {
+    /// `SALT_DOMAIN ‖ seed ‖ pointer`, the message of the value's salt.
+    salt_message: [u8; 128],
+    salt_length: usize,
+    /// Room for the salt, then the value's canonical text: the commitment's message.
+    commitment_message: [u8; 128],
+    commitment_length: usize,
+    /// Where the commitment's base64 goes in the output.
+    at: usize,
+}
+
+impl Pending {
+    const EMPTY: Pending = Pending {
+        salt_message: [0; 128],
+        salt_length: 0,
+        commitment_message: [0; 128],
+        commitment_length: 0,
+        at: 0,
+    };
+
+    /// Hashes the salt, then the commitment; where two are given, each beside the other's.
+    fn hash(pending: &mut [Pending]) -> [Hash; 2] {
+        let mut hashes = [[0; 32]; 2];
+        match pending {
+            [a, b] => {
+                let (a_salt, b_salt) = sha256_padded_pair(
+                    &mut a.salt_message,
+                    a.salt_length,
+                    &mut b.salt_message,
+                    b.salt_length,
+                );
+                a.commitment_message[..SALT_BYTES].copy_from_slice(&salt_of(&a_salt));
+                b.commitment_message[..SALT_BYTES].copy_from_slice(&salt_of(&b_salt));
+                let (a_hash, b_hash) = sha256_padded_pair(
+                    &mut a.commitment_message,
+                    a.commitment_length,
+                    &mut b.commitment_message,
+                    b.commitment_length,
+                );
+                hashes = [a_hash, b_hash];
+            }
+            [one] => {
+                let salt = salt_of(&sha256_padded(&mut one.salt_message, one.salt_length));
+                one.commitment_message[..SALT_BYTES].copy_from_slice(&salt);
+                hashes[0] = sha256_padded(&mut one.commitment_message, one.commitment_length);
+            }
+            _ => {}
+        }
+        hashes
+    }
+}
+
+/// A commitment's place in the output until it is hashed: its quotes around as many bytes as
+/// its base64 takes.
+const PLACEHOLDER: [u8; 46] = [b'"'; 46];
 
 const SALT_START: usize = SALT_DOMAIN.len() + SALT_BYTES;
 
@@ -399,7 +518,10 @@ impl CommittedWriter {
             salt_start,
             out: Vec::with_capacity(2048),
             base: String::with_capacity(64),
-            pointer: String::with_capacity(64),
+            // Only a pointer too long for a salt's block is written out whole: rarely needed.
+            pointer: String::new(),
+            pending: [Pending::EMPTY, Pending::EMPTY],
+            waiting: false,
         }
     }
 
@@ -427,12 +549,29 @@ impl CommittedWriter {
         self.out.extend_from_slice(value.as_bytes());
     }
 
-    /// [`value_salt`] of the value at base/`key`: its message (`SALT_DOMAIN ‖ seed ‖ pointer`,
-    /// the key escaped as `set_pointer` escapes it) written straight into the block that is
-    /// hashed, with no pointer string built, when it fits there.
+    /// [`value_salt`] of the value at base/`key`.
     fn salt(&mut self, key: &str) -> Salt {
-        let mut buffer = [0u8; 128];
-        buffer[..SALT_START].copy_from_slice(&self.salt_start);
+        let mut message = [0u8; 128];
+        match Self::salt_message(&self.salt_start, &self.base, key, &mut message) {
+            Some(length) => salt_of(&sha256_padded(&mut message, length)),
+            None => {
+                set_pointer(&mut self.pointer, &self.base, key);
+                value_salt(&self.seed, &self.pointer)
+            }
+        }
+    }
+
+    /// Writes the message of the salt of the value at base/`key` (`SALT_DOMAIN ‖ seed ‖
+    /// pointer`, the key escaped as `set_pointer` escapes it) straight into `buffer`, the
+    /// block that is hashed, with no pointer string built; its length, or `None` if it does
+    /// not fit there.
+    fn salt_message(
+        salt_start: &[u8; SALT_START],
+        base: &str,
+        key: &str,
+        buffer: &mut [u8; 128],
+    ) -> Option<usize> {
+        buffer[..SALT_START].copy_from_slice(salt_start);
         let mut at = SALT_START;
         let mut put = |bytes: &[u8]| {
             let end = at + bytes.len();
@@ -443,7 +582,7 @@ impl CommittedWriter {
             }
             fits
         };
-        let mut fits = put(self.base.as_bytes()) && put(b"/");
+        let mut fits = put(base.as_bytes()) && put(b"/");
         if key.bytes().any(|byte| byte == b'~' || byte == b'/') {
             // RFC 6901: `~` and `/` are ASCII, so escaping byte by byte never splits a
             // character.
@@ -458,23 +597,54 @@ impl CommittedWriter {
         } else {
             fits = fits && put(key.as_bytes());
         }
-        if !fits {
-            set_pointer(&mut self.pointer, &self.base, key);
-            return value_salt(&self.seed, &self.pointer);
-        }
-        let digest = sha256_padded(&mut buffer, at);
-        let mut salt = [0u8; SALT_BYTES];
-        salt.copy_from_slice(&digest[..SALT_BYTES]);
-        salt
+        fits.then_some(at)
     }
 
-    /// The commitment to the value whose canonical text is `value`, at base/`key`.
+    /// The commitment to the value whose canonical text is `value`, at base/`key`. Where both
+    /// of its messages fit a short hash's buffer it is written as a placeholder and hashed with
+    /// the next such commitment; [`CommittedWriter::finish`] hashes the last.
     fn commit(&mut self, key: &str, value: &str) {
-        let salt = self.salt(key);
-        let hash = sha256_of(&[&salt, value.as_bytes()]);
-        self.out.push(b'"');
-        push_hash_base64(&hash, &mut self.out);
-        self.out.push(b'"');
+        let at = self.out.len() + 1;
+        self.out.extend_from_slice(&PLACEHOLDER);
+        let commitment_length = SALT_BYTES + value.len();
+        let next = &mut self.pending[usize::from(self.waiting)];
+        let salt_length = (commitment_length <= MAX_SHORT)
+            .then(|| Self::salt_message(&self.salt_start, &self.base, key, &mut next.salt_message))
+            .flatten();
+        let Some(salt_length) = salt_length else {
+            let salt = self.salt(key);
+            let hash = sha256_of(&[&salt, value.as_bytes()]);
+            self.place(at, &hash);
+            return;
+        };
+        // The buffers of an earlier commitment are zeroed past the new messages, as the
+        // padding wants.
+        next.salt_message[salt_length..].fill(0);
+        next.salt_length = salt_length;
+        next.commitment_message[SALT_BYTES..commitment_length].copy_from_slice(value.as_bytes());
+        next.commitment_message[commitment_length..].fill(0);
+        next.commitment_length = commitment_length;
+        next.at = at;
+        if self.waiting {
+            let [a, b] = Pending::hash(&mut self.pending);
+            self.place(self.pending[0].at, &a);
+            self.place(self.pending[1].at, &b);
+        }
+        self.waiting = !self.waiting;
+    }
+
+    /// Hashes the commitment still waiting, if any, alone: the output is then complete.
+    fn finish(&mut self) {
+        if self.waiting {
+            let [hash, _] = Pending::hash(&mut self.pending[..1]);
+            self.place(self.pending[0].at, &hash);
+            self.waiting = false;
+        }
+    }
+
+    /// Writes a commitment's base64 into its placeholder.
+    fn place(&mut self, at: usize, hash: &Hash) {
+        self.out[at..at + 44].copy_from_slice(&hash_base64(hash));
     }
 
     /// An actor or target at the base pointer: its `id`, `name` and metadata values committed,
@@ -693,16 +863,22 @@ mod tests {
     }
 
     #[test]
+    fn indexes_are_written_in_decimal() {
+        for number in [0, 7, 10, 99, 100, 4_096, usize::MAX] {
+            let mut text = "/targets/".to_owned();
+            push_decimal(&mut text, number);
+            assert_eq!(text, format!("/targets/{number}"));
+        }
+    }
+
+    #[test]
     fn hashes_are_written_in_standard_base64() {
         for hash in [
             [0; 32],
             [255; 32],
             std::array::from_fn(|i| (i * 37 + 11) as u8),
         ] {
-            let mut out = b"x".to_vec();
-            push_hash_base64(&hash, &mut out);
-            assert_eq!(out[1..], *base64(&hash).as_bytes());
-            assert_eq!(out[0], b'x');
+            assert_eq!(hash_base64(&hash), *base64(&hash).as_bytes());
         }
     }
 

@@ -35,6 +35,7 @@ pub mod commit;
 pub mod consistency;
 pub mod cosignature;
 pub mod leaf;
+mod sha256x2;
 pub mod tlog;
 pub mod tree;
 pub mod witness;
