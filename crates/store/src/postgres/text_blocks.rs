@@ -256,9 +256,14 @@ pub(super) struct FilterCache {
     filters: Mutex<CachedFilters>,
 }
 
+/// A block: its organization and first sequence.
+type BlockKey = (String, i64);
+/// A filter as read: its version and bytes.
+type Versioned = (i64, Arc<Vec<u8>>);
+
 #[derive(Default)]
 struct CachedFilters {
-    by_block: HashMap<(String, i64), (i64, Arc<Vec<u8>>)>,
+    by_block: HashMap<BlockKey, Versioned>,
     bytes: usize,
 }
 
