@@ -357,6 +357,10 @@ pub fn run(args: &Args) -> Result<(), String> {
                 servers[0].log_tail()
             );
         }
+        println!(
+            "    where the database's bytes are, per event stored: {}",
+            runtime.block_on(largest_relations(&url))?
+        );
         drop(servers);
     }
 
@@ -559,25 +563,24 @@ fn print_summary(
     // What the machine allows single-event ingest at best: each event costs at least an HTTP
     // request (as /healthz costs the server and the load generator) plus a row inserted (as
     // the ceiling's rows cost PostgreSQL), all on the same cores.
-    if let (Some(ceiling), Some(request)) = (ceiling, healthz.and_then(machine_cpu_per)) {
-        if let Some(row) = ceiling
+    if let (Some(ceiling), Some(request)) = (ceiling, healthz.and_then(machine_cpu_per))
+        && let Some(row) = ceiling
             .probed
             .machine_busy
             .and_then(|busy| per_f64(busy, ceiling.rows))
-        {
-            let bound = cores() as f64 / (request + row);
-            line(
-                "  bound on this machine",
-                format!(
-                    "{bound:.0} ev/s = {:.2}x the ceiling: {} cores / ({:.1} us of CPU a \
-                     /healthz request, server and load generator, + {:.1} us a ceiling row)",
-                    bound / ceiling.rate,
-                    cores(),
-                    request * 1e6,
-                    row * 1e6
-                ),
-            );
-        }
+    {
+        let bound = cores() as f64 / (request + row);
+        line(
+            "  bound on this machine",
+            format!(
+                "{bound:.0} ev/s = {:.2}x the ceiling: {} cores / ({:.1} us of CPU a /healthz \
+                 request, server and load generator, + {:.1} us a ceiling row)",
+                bound / ceiling.rate,
+                cores(),
+                request * 1e6,
+                row * 1e6
+            ),
+        );
     }
     for (organizations, aim) in [
         (1, AIM_TWO_ONE_ORG),
@@ -733,6 +736,37 @@ async fn spread(
     }
     total.latencies_us.sort_unstable();
     Ok(total)
+}
+
+/// The database's largest tables and indexes, in bytes per event of every log: where the
+/// storage goes, whatever Trailmark's schema is.
+async fn largest_relations(url: &str) -> Result<String, String> {
+    let client = connect(url).await?;
+    let events: i64 = client
+        .query_one("SELECT COALESCE(SUM(size), 0)::BIGINT FROM log_heads", &[])
+        .await
+        .map_err(|e| format!("counting the events: {e}"))?
+        .get(0);
+    let rows = client
+        .query(
+            "SELECT relname::TEXT, pg_relation_size(oid) FROM pg_class
+             WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'i', 't')
+             ORDER BY pg_relation_size(oid) DESC LIMIT 8",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("reading the relations' sizes: {e}"))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{} {:.0} B",
+                row.get::<_, String>(0),
+                row.get::<_, i64>(1) as f64 / events.max(1) as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 /// Closed-loop `GET /healthz` on the instance at `addr`: what an HTTP request costs alone.
