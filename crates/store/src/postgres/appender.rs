@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use trailmark_domain::Timestamp;
 use trailmark_ledger::tree::Frontier;
 
@@ -284,20 +286,20 @@ pub(crate) async fn lock_heads(
     let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
          JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
          WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
-    let mut rows = client.query(select, &[&organizations]).await?;
+    let mut rows = query_cached(client, select, &[&organizations]).await?;
     if rows.len() < organizations.len() {
         // A first append (or an organization that is not live): make the heads that are
         // missing for live organizations, then lock them all again.
-        client
-            .execute(
-                "INSERT INTO log_heads (organization_id, size, frontier)
+        execute_cached(
+            client,
+            "INSERT INTO log_heads (organization_id, size, frontier)
                  SELECT o.id, 0, ''::BYTEA FROM organizations o
                  WHERE o.id = ANY($1) AND o.deleted_at IS NULL ORDER BY o.id
                  ON CONFLICT DO NOTHING",
-                &[&organizations],
-            )
-            .await?;
-        rows = client.query(select, &[&organizations]).await?;
+            &[&organizations],
+        )
+        .await?;
+        rows = query_cached(client, select, &[&organizations]).await?;
     }
     rows.iter()
         .map(|row| {
@@ -343,13 +345,13 @@ async fn append_locked(
     let mut answered: HashMap<Vec<u8>, Earlier> = HashMap::new();
     if !identities.is_empty() {
         let now = Timestamp::now();
-        for row in client
-            .query(
-                "SELECT identity, organization_id, first_sequence, event_count, outcome, expires_at
+        for row in query_cached(
+            client,
+            "SELECT identity, organization_id, first_sequence, event_count, outcome, expires_at
                  FROM idempotency WHERE identity = ANY($1)",
-                &[&identities],
-            )
-            .await?
+            &[&identities],
+        )
+        .await?
         {
             let expires_at = Timestamp::from_unix_millis(row.try_get(5)?);
             if rules::idempotency_record_answers(expires_at, now) {
@@ -426,8 +428,7 @@ async fn append_locked(
     }
     // Issued together: the connection pipelines them, one round trip for all.
     tokio::try_join!(rows.insert(client), async {
-        client
-                .execute(
+        execute_cached(client,
                     "UPDATE log_heads h SET size = u.size, frontier = u.frontier
                      FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
                      WHERE h.organization_id = u.organization_id AND h.size <> u.size",
@@ -551,8 +552,7 @@ impl Rows {
     async fn insert(&self, client: &impl GenericClient) -> Result<(), StoreError> {
         let events = async {
             if !self.id.is_empty() {
-                client
-                .execute(
+                execute_cached(client,
                     "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id,
                         actor_name, leaf_hash, body, search_text)
                      SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
@@ -577,8 +577,8 @@ impl Rows {
         };
         let targets = async {
             if !self.target_id.is_empty() {
-                client
-                .execute(
+                execute_cached(
+                    client,
                     "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
                      SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
                     &[
@@ -594,26 +594,25 @@ impl Rows {
         };
         let nodes = async {
             if !self.node_hash.is_empty() {
-                client
-                    .execute(
-                        "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
+                execute_cached(
+                    client,
+                    "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
                      SELECT * FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::BIGINT[], $4::BYTEA[])",
-                        &[
-                            &self.node_organization,
-                            &self.node_level,
-                            &self.node_index,
-                            &self.node_hash,
-                        ],
-                    )
-                    .await?;
+                    &[
+                        &self.node_organization,
+                        &self.node_level,
+                        &self.node_index,
+                        &self.node_hash,
+                    ],
+                )
+                .await?;
             }
             Ok::<(), StoreError>(())
         };
         let claims = async {
             if !self.identity.is_empty() {
                 // An expired record with the same identity is replaced.
-                client
-                .execute(
+                execute_cached(client,
                     "INSERT INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
                      SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[])
                      ON CONFLICT (identity) DO UPDATE SET organization_id = excluded.organization_id,
@@ -645,8 +644,7 @@ async fn receipts_between(
     first: i64,
     count: i64,
 ) -> Result<Vec<Receipt>, StoreError> {
-    client
-        .query(
+    query_cached(client,
             "SELECT id, sequence, leaf_hash FROM events WHERE organization_id = $1 AND sequence >= $2 AND sequence < $3
              ORDER BY sequence",
             &[&organization_id, &first, &(first + count)],
@@ -663,4 +661,26 @@ async fn receipts_between(
             })
         })
         .collect()
+}
+
+/// Runs `sql` as a statement prepared once per connection (the pool caches it): an append's
+/// statements are the same every time, so PostgreSQL parses and plans each once per connection
+/// rather than once per group, and a group saves a round trip per statement.
+async fn execute_cached(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.execute(&statement, params).await?)
+}
+
+/// [`execute_cached`] for a statement that returns rows.
+async fn query_cached(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query(&statement, params).await?)
 }
