@@ -75,16 +75,22 @@ pub(super) async fn lock(
     client: &impl GenericClient,
     organization_id: &str,
 ) -> Result<(), StoreError> {
+    ensure_head(client, organization_id).await?;
+    client
+        .execute(
+            "SELECT 1 FROM text_block_heads WHERE organization_id = $1 FOR UPDATE",
+            &[&organization_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates `organization_id`'s `text_block_heads` row (no filters yet) unless it exists.
+async fn ensure_head(client: &impl GenericClient, organization_id: &str) -> Result<(), StoreError> {
     client
         .execute(
             "INSERT INTO text_block_heads (organization_id, indexed) VALUES ($1, 0)
              ON CONFLICT DO NOTHING",
-            &[&organization_id],
-        )
-        .await?;
-    client
-        .execute(
-            "SELECT 1 FROM text_block_heads WHERE organization_id = $1 FOR UPDATE",
             &[&organization_id],
         )
         .await?;
@@ -168,13 +174,7 @@ async fn build_next(
     organization_id: &str,
 ) -> Result<bool, StoreError> {
     let transaction = client.transaction().await?;
-    transaction
-        .execute(
-            "INSERT INTO text_block_heads (organization_id, indexed) VALUES ($1, 0)
-             ON CONFLICT DO NOTHING",
-            &[&organization_id],
-        )
-        .await?;
+    ensure_head(&transaction, organization_id).await?;
     let Some(head) = transaction
         .query_opt(
             "SELECT t.indexed, h.size FROM text_block_heads t
