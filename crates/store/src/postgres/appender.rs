@@ -427,16 +427,17 @@ async fn append_locked(
         frontiers.push(head.hashes().concat());
     }
     // Issued together: the connection pipelines them, one round trip for all.
-    tokio::try_join!(rows.insert(client), async {
-        execute_cached(client,
-                    "UPDATE log_heads h SET size = u.size, frontier = u.frontier
-                     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
-                     WHERE h.organization_id = u.organization_id AND h.size <> u.size",
-                    &[&organizations, &sizes, &frontiers],
-                )
-                .await
-                .map_err(StoreError::from)
-    })?;
+    let heads: [&(dyn ToSql + Sync); 3] = [&organizations, &sizes, &frontiers];
+    tokio::try_join!(
+        rows.insert(client),
+        execute_cached(
+            client,
+            "UPDATE log_heads h SET size = u.size, frontier = u.frontier
+             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
+             WHERE h.organization_id = u.organization_id AND h.size <> u.size",
+            &heads,
+        )
+    )?;
     Ok(outcomes)
 }
 
