@@ -10,7 +10,7 @@
 //! organizations — from this instance or another — never wait for each other: only one
 //! organization's own appends take turns on its head.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -310,25 +310,11 @@ pub(crate) async fn lock_heads(
         .collect()
 }
 
-/// Appends every request inside `client`'s transaction and returns each one's outcome, in
-/// order. An error is a failure of the whole transaction.
-pub(crate) async fn append_group(
-    client: &impl GenericClient,
-    requests: Vec<PreparedAppend>,
-) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-    let organizations: Vec<String> = requests
-        .iter()
-        .map(|r| r.organization_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    // Only live organizations' heads are locked: the others' appends fail alone.
-    let heads = lock_heads(client, &organizations).await?;
-    append_locked(client, heads, requests).await
-}
-
-/// [`append_group`] once `heads` (from [`lock_heads`]) are locked in `client`'s transaction.
-async fn append_locked(
+/// Appends every request inside `client`'s transaction, whose organizations' `heads` (from
+/// [`lock_heads`]: only the live ones) it holds locked, and returns each request's outcome, in
+/// order; a request for an organization without a head fails alone. An error is a failure of
+/// the whole transaction.
+pub(crate) async fn append_locked(
     client: &impl GenericClient,
     mut heads: HashMap<String, Frontier>,
     requests: Vec<PreparedAppend>,

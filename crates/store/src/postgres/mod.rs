@@ -1143,7 +1143,7 @@ impl Retention for PostgresStore {
     ) -> Result<Receipt, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        appender::lock_heads(&transaction, &[organization_id.to_owned()]).await?;
+        let heads = appender::lock_heads(&transaction, &[organization_id.to_owned()]).await?;
         match &reason {
             Some(reason) => {
                 transaction
@@ -1168,9 +1168,12 @@ impl Retention for PostgresStore {
             events: vec![record],
             idempotency: None,
         };
-        let mut outcomes =
-            appender::append_group(&transaction, vec![rules::PreparedAppend::new(request)?])
-                .await?;
+        let mut outcomes = appender::append_locked(
+            &transaction,
+            heads,
+            vec![rules::PreparedAppend::new(request)?],
+        )
+        .await?;
         let receipt = match outcomes.pop() {
             Some(Ok(AppendOutcome::Appended { mut receipts, .. })) if receipts.len() == 1 => {
                 receipts.remove(0)

@@ -25,8 +25,9 @@ pub(super) async fn search<E>(
     let mut sql = SearchSql::new(organization_id);
     sql.add_filter(request);
     if let Some(text) = &request.filter.text {
-        // As the text is stored (`appender::text`) and as LIKE will match it.
+        // As the text is stored (`appender::text`).
         let text = text.to_lowercase().replace('\0', "");
+        sql.add_text(&text);
         if let Some(ranges) =
             text_blocks::candidate_ranges(client, filters, organization_id, &text).await?
         {
@@ -179,15 +180,15 @@ impl SearchSql {
                 ));
             }
         }
-        if let Some(text) = &filter.text {
-            let escaped = text
-                .to_lowercase()
-                .replace('\0', "")
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            let p = self.bind(format!("%{escaped}%"));
-            self.conditions.push(format!("e.search_text LIKE {p}"));
-        }
+    }
+
+    /// Free text: `text` (lower-cased, as stored) as a substring of each row's search text.
+    fn add_text(&mut self, text: &str) {
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let p = self.bind(format!("%{escaped}%"));
+        self.conditions.push(format!("e.search_text LIKE {p}"));
     }
 }

@@ -320,34 +320,39 @@ pub(super) async fn candidate_ranges(
         .iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect::<Result<_, StoreError>>()?;
-    let missing: Vec<i64> = blocks
+    // Each block's filter, from the cache once; the ones it lacks are read in one query.
+    let mut filters: Vec<Option<Arc<Vec<u8>>>> = blocks
         .iter()
-        .filter(|(first, _, version)| cache.get(organization_id, *first, *version).is_none())
-        .map(|(first, _, _)| *first)
+        .map(|(first, _, version)| cache.get(organization_id, *first, *version))
         .collect();
-    let mut fetched = HashMap::new();
+    let missing: HashMap<i64, usize> = blocks
+        .iter()
+        .zip(&filters)
+        .enumerate()
+        .filter(|(_, (_, filter))| filter.is_none())
+        .map(|(at, ((first, _, _), _))| (*first, at))
+        .collect();
     if !missing.is_empty() {
+        let firsts: Vec<i64> = missing.keys().copied().collect();
         for row in client
             .query(
                 "SELECT first_sequence, version, bloom FROM text_blocks
                  WHERE organization_id = $1 AND first_sequence = ANY($2)",
-                &[&organization_id, &missing],
+                &[&organization_id, &firsts],
             )
             .await?
         {
             let (first, version): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
             let bloom = Arc::new(row.try_get::<_, Vec<u8>>(2)?);
             cache.put(organization_id, first, version, Arc::clone(&bloom));
-            fetched.insert(first, bloom);
+            if let Some(&at) = missing.get(&first) {
+                filters[at] = Some(bloom);
+            }
         }
     }
     let mut ranges: Vec<(i64, i64)> = Vec::new();
-    for (first, end, version) in &blocks {
-        let bloom = match fetched.get(first) {
-            Some(bloom) => Some(Arc::clone(bloom)),
-            None => cache.get(organization_id, *first, *version),
-        };
-        // A filter rewritten between the two queries is read as a candidate: never wrong.
+    for ((first, end, _), bloom) in blocks.iter().zip(filters) {
+        // A filter not read (its block gone between the two queries) makes a candidate: never wrong.
         let candidate = bloom.is_none_or(|bloom| trigram::may_contain_all(&bloom, &keys));
         if candidate {
             push_range(&mut ranges, *first, *end);
