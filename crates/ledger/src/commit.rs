@@ -111,10 +111,10 @@ fn sha256_of(parts: &[&[u8]]) -> Hash {
 /// them zero: the padding is written in place and the one or two blocks compressed where they
 /// lie, so a message written straight into the buffer is never copied.
 fn sha256_padded(buffer: &mut [u8; 128], length: usize) -> Hash {
-    let blocks = pad(buffer, length);
+    let blocks = sha256x2::pad_tail(buffer, length, length);
     let mut state = sha256x2::INITIAL;
     for block in 0..blocks {
-        sha256x2::compress(&mut state, block_of(buffer, block));
+        sha256x2::compress(&mut state, sha256x2::tail_block(buffer, block));
     }
     sha256x2::digest(state)
 }
@@ -128,35 +128,31 @@ fn sha256_padded_pair(
     b: &mut [u8; 128],
     b_length: usize,
 ) -> (Hash, Hash) {
-    let (a_blocks, b_blocks) = (pad(a, a_length), pad(b, b_length));
+    let (a_blocks, b_blocks) = (
+        sha256x2::pad_tail(a, a_length, a_length),
+        sha256x2::pad_tail(b, b_length, b_length),
+    );
     let (mut a_state, mut b_state) = (sha256x2::INITIAL, sha256x2::INITIAL);
-    sha256x2::compress_pair(&mut a_state, block_of(a, 0), &mut b_state, block_of(b, 0));
+    sha256x2::compress_pair(
+        &mut a_state,
+        sha256x2::tail_block(a, 0),
+        &mut b_state,
+        sha256x2::tail_block(b, 0),
+    );
     match (a_blocks, b_blocks) {
         (2, 2) => {
-            sha256x2::compress_pair(&mut a_state, block_of(a, 1), &mut b_state, block_of(b, 1));
+            sha256x2::compress_pair(
+                &mut a_state,
+                sha256x2::tail_block(a, 1),
+                &mut b_state,
+                sha256x2::tail_block(b, 1),
+            );
         }
-        (2, _) => sha256x2::compress(&mut a_state, block_of(a, 1)),
-        (_, 2) => sha256x2::compress(&mut b_state, block_of(b, 1)),
+        (2, _) => sha256x2::compress(&mut a_state, sha256x2::tail_block(a, 1)),
+        (_, 2) => sha256x2::compress(&mut b_state, sha256x2::tail_block(b, 1)),
         _ => {}
     }
     (sha256x2::digest(a_state), sha256x2::digest(b_state))
-}
-
-/// Pads the message of `length` bytes at the start of `buffer` (FIPS 180-4 §5.1.1), every byte
-/// after it zero, and says how many blocks it then fills.
-fn pad(buffer: &mut [u8; 128], length: usize) -> usize {
-    buffer[length] = 0x80;
-    let blocks = if length <= 55 { 1 } else { 2 };
-    let end = 64 * blocks;
-    buffer[end - 8..end].copy_from_slice(&(length as u64 * 8).to_be_bytes());
-    blocks
-}
-
-/// The first (0) or second block of a padded buffer.
-fn block_of(buffer: &[u8; 128], index: usize) -> &[u8; 64] {
-    let (first, second) = buffer.split_at(64);
-    let block = if index == 0 { first } else { second };
-    block.try_into().expect("half of 128 bytes is a block")
 }
 
 /// Standard base64's characters (RFC 4648 §4).

@@ -26,6 +26,24 @@ pub(crate) fn digest(state: [u32; 8]) -> Hash {
     hash
 }
 
+/// Pads a message whose last `rest` bytes (fewer than a block) start `tail`, every byte after
+/// them zero, for a message of `length` bytes in all (FIPS 180-4 §5.1.1); says how many blocks,
+/// one or two, the tail then fills.
+pub(crate) fn pad_tail(tail: &mut [u8; 128], rest: usize, length: usize) -> usize {
+    tail[rest] = 0x80;
+    let blocks = if rest <= 55 { 1 } else { 2 };
+    let end = 64 * blocks;
+    tail[end - 8..end].copy_from_slice(&(length as u64 * 8).to_be_bytes());
+    blocks
+}
+
+/// The first (0) or second block of a padded tail.
+pub(crate) fn tail_block(tail: &[u8; 128], index: usize) -> &[u8; 64] {
+    let (first, second) = tail.split_at(64);
+    let block = if index == 0 { first } else { second };
+    block.try_into().expect("half of 128 bytes is a block")
+}
+
 /// Compresses `a_block` into `a` and `b_block` into `b` (FIPS 180-4 §6.2.2, one block each).
 #[inline]
 pub(crate) fn compress_pair(

@@ -86,10 +86,7 @@ impl<'a> LeafMessage<'a> {
         } else {
             tail[..rest].copy_from_slice(&data[64 * whole - 1..]);
         }
-        tail[rest] = 0x80;
-        let tail_blocks = if rest <= 55 { 1 } else { 2 };
-        tail[64 * tail_blocks - 8..64 * tail_blocks]
-            .copy_from_slice(&(length as u64 * 8).to_be_bytes());
+        let tail_blocks = sha256x2::pad_tail(&mut tail, rest, length);
         LeafMessage {
             data,
             whole,
@@ -100,10 +97,10 @@ impl<'a> LeafMessage<'a> {
     }
 
     fn block(&self, index: usize) -> &[u8; 64] {
-        let bytes = if index >= self.whole {
-            let at = 64 * (index - self.whole);
-            &self.tail[at..at + 64]
-        } else if index == 0 {
+        if index >= self.whole {
+            return sha256x2::tail_block(&self.tail, index - self.whole);
+        }
+        let bytes = if index == 0 {
             &self.first[..]
         } else {
             &self.data[64 * index - 1..64 * index + 63]
