@@ -2512,34 +2512,25 @@ async fn free_text_finds_case_insensitive_substrings_of_every_searched_field(sto
         ("\"\"\"", &[]),
     ];
     for (text, expected) in cases {
-        assert_eq!(
-            found_by_text(store, &acme, text).await,
-            expected,
-            "{text:?}"
-        );
+        let found = store
+            .search_events(
+                &acme,
+                SearchRequest {
+                    filter: EventFilter {
+                        text: Some(text.to_owned()),
+                        ..EventFilter::default()
+                    },
+                    after: None,
+                    before: None,
+                    order: Order::Asc,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("search");
+        let sequences: Vec<u64> = found.events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, expected, "{text:?}");
     }
-}
-
-/// The sequences of the first 100 events of `organization` whose text holds `text`, oldest first.
-async fn found_by_text(store: &dyn Store, organization: &str, text: &str) -> Vec<u64> {
-    let request = SearchRequest {
-        filter: EventFilter {
-            text: Some(text.to_owned()),
-            ..EventFilter::default()
-        },
-        after: None,
-        before: None,
-        order: Order::Asc,
-        limit: 100,
-    };
-    store
-        .search_events(organization, request)
-        .await
-        .expect("search")
-        .events
-        .iter()
-        .map(|e| e.sequence)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -4961,7 +4952,28 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
     assert_eq!(built, vec![(0, 4_096, 1), (4_096, 8_192, 1)]);
 
     let acme = acme.as_str();
-    let search = |text: &'static str| found_by_text(store, acme, text);
+    let search = |text: &str| {
+        let request = SearchRequest {
+            filter: EventFilter {
+                text: Some(text.to_owned()),
+                ..EventFilter::default()
+            },
+            after: None,
+            before: None,
+            order: Order::Asc,
+            limit: 100,
+        };
+        async move {
+            store
+                .search_events(acme, request)
+                .await
+                .expect("search")
+                .events
+                .iter()
+                .map(|e| e.sequence)
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
         search("NEEDLE1234").await,
         vec![1_234],
