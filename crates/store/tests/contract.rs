@@ -174,6 +174,7 @@ macro_rules! contract_tests {
                 action_lists_page_by_name_with_first_and_latest_times,
                 sequences_are_gap_free_per_organization,
                 concurrent_appends_never_share_a_sequence,
+                concurrent_appends_to_many_organizations_keep_each_log_gap_free,
                 an_idempotent_append_is_stored_once,
                 a_replay_answers_with_the_first_appends_receipts_and_outcome,
                 expired_idempotency_records_no_longer_replay,
@@ -1657,6 +1658,57 @@ async fn concurrent_appends_never_share_a_sequence(store: &dyn Store) {
         stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         (0..100).collect::<Vec<_>>()
     );
+}
+
+async fn concurrent_appends_to_many_organizations_keep_each_log_gap_free(store: &dyn Store) {
+    let mut tenants = Vec::new();
+    for n in 0..8 {
+        tenants.push(organization(store, &format!("Tenant {n}")).await);
+    }
+    let gone = organization(store, "Gone").await;
+    assert!(
+        store
+            .delete_organization(&gone, Timestamp::now())
+            .await
+            .expect("delete")
+    );
+    // All at once, each naming one organization: appends of several organizations share a
+    // commit where the backend groups them, and the deleted one's fail alone.
+    let appends = (0..400u64).map(|n| {
+        let target = if n % 50 == 49 {
+            gone.clone()
+        } else {
+            tenants[(n % 8) as usize].clone()
+        };
+        async move {
+            let outcome = append(store, &target, vec![pending(n)]).await;
+            (target, outcome)
+        }
+    });
+    let mut appended: BTreeMap<String, u64> = BTreeMap::new();
+    for (target, outcome) in futures_util::future::join_all(appends).await {
+        if target == gone {
+            assert!(
+                matches!(outcome, Err(StoreError::OrganizationNotFound(_))),
+                "{outcome:?}"
+            );
+        } else {
+            assert!(
+                matches!(outcome, Ok(AppendOutcome::Appended { .. })),
+                "{outcome:?}"
+            );
+            *appended.entry(target).or_default() += 1;
+        }
+    }
+    for tenant in &tenants {
+        let stored = store.events_after(tenant, None, 1000).await.expect("read");
+        assert_eq!(
+            stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            (0..appended[tenant]).collect::<Vec<_>>(),
+            "{tenant}"
+        );
+    }
+    assert_eq!(appended.values().sum::<u64>(), 392);
 }
 
 async fn an_idempotent_append_is_stored_once(store: &dyn Store) {
@@ -4889,6 +4941,68 @@ async fn purging_incidents_removes_only_resolved_ones_that_owe_nothing(store: &d
 /// prune — text slipped into an event's stored search text behind the store's back is found in
 /// the tail past the last block, not in a block whose filter lacks it — and an erasure rewrites
 /// its block's filter, so the erased text's trigrams leave it.
+/// Two instances over one database, writing some of the same organizations at once: each
+/// commits the organizations whose heads the other does not hold and comes back for the others,
+/// so every append is committed, once, and every log stays gap-free (a deadlock or an
+/// organization skipped for ever would hang: the timeout turns that into a failure).
+#[tokio::test]
+async fn postgres_instances_writing_the_same_organizations_share_them_gap_free() {
+    let fixture = postgres().await;
+    let first = Arc::clone(&fixture.store);
+    let second = open(&fixture.location).await;
+    let mut tenants = Vec::new();
+    for n in 0..9 {
+        tenants.push(organization(first.as_ref(), &format!("Tenant {n}")).await);
+    }
+    // The first instance writes tenants 0-5 and the second 3-8, in rounds of ten appends at
+    // once: where their turns overlap, one holds heads the other wants while the other's
+    // remaining heads are free.
+    let write = |store: Arc<dyn Store>, tenants: Vec<String>, seed: u64| async move {
+        let mut outcomes = Vec::new();
+        for round in 0..30u64 {
+            let appends = (0..10u64).map(|k| {
+                let n = seed + round * 10 + k;
+                let target = tenants[(n % 6) as usize].clone();
+                let events = (0..1 + n % 3).map(|i| pending(n * 10 + i)).collect();
+                let store = Arc::clone(&store);
+                async move {
+                    let outcome = append(store.as_ref(), &target, events).await;
+                    (target, outcome)
+                }
+            });
+            outcomes.extend(futures_util::future::join_all(appends).await);
+        }
+        outcomes
+    };
+    let (one, two) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        futures_util::future::join(
+            write(Arc::clone(&first), tenants[..6].to_vec(), 0),
+            write(Arc::clone(&second), tenants[3..].to_vec(), 100_000),
+        ),
+    )
+    .await
+    .expect("every append is committed");
+    let mut appended: BTreeMap<String, u64> = BTreeMap::new();
+    for (target, outcome) in one.into_iter().chain(two) {
+        let Ok(AppendOutcome::Appended { receipts }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        *appended.entry(target).or_default() += receipts.len() as u64;
+    }
+    for tenant in &tenants {
+        for store in [&first, &second] {
+            let stored = store.events_after(tenant, None, 1000).await.expect("read");
+            assert_eq!(
+                stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+                (0..appended[tenant]).collect::<Vec<_>>(),
+                "{tenant}"
+            );
+        }
+    }
+    assert_eq!(appended.values().sum::<u64>(), 1_200);
+}
+
 #[tokio::test]
 async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
     const EVENTS: u64 = 2 * 4_096 + 500;

@@ -1,14 +1,23 @@
 //! Group commit for appends: the PostgreSQL counterpart of the embedded log's writer.
 //!
-//! Appends wait in one queue per organization. A few committer tasks each pick an organization
-//! with waiting appends, open a transaction and lock its log head, and only then take all of its
-//! waiting appends (up to a bound): appends that arrive while the lock is awaited — because
-//! another instance is committing for the same organization — join the group instead of waiting
-//! for the next one. Sequences and Merkle nodes are computed in memory, and each table gets one
-//! bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the connection. So one WAL
-//! flush and a handful of round trips carry a whole group, and transactions of different
-//! organizations — from this instance or another — never wait for each other: only one
-//! organization's own appends take turns on its head.
+//! Appends wait in one queue per organization. A committer task takes every organization with
+//! waiting appends that no other committer of this instance is writing (up to
+//! [`MAX_ORGANIZATIONS_PER_COMMIT`]), opens one transaction, locks their log heads, and only then
+//! takes all of their waiting appends (up to a bound): appends that arrive while a lock is
+//! awaited — because another instance is committing for the same organization — join the group
+//! instead of waiting for the next one. Sequences and Merkle nodes are computed in memory, and
+//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the
+//! connection. So one WAL flush and a handful of round trips carry the appends of many
+//! organizations: a transaction's fixed cost (its round trips, its commit record and flush) is
+//! shared by all of them rather than paid once per organization, which is what many
+//! organizations' small groups spent most of PostgreSQL's time on.
+//!
+//! Heads another instance holds are skipped (`SKIP LOCKED`) and their appends wait for this
+//! instance's next turn, so instances writing different organizations do not wait for each
+//! other. A committer waits for heads only while it holds none — when every head it wants is
+//! held elsewhere, or in the turn that follows a skip, which takes the skipped organizations
+//! alone so that they are not skipped for ever — and then locks them in id order, so two
+//! transactions never wait on each other in a cycle.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,7 +41,9 @@ use crate::rules::{self, PreparedAppend, PreparedEvent};
 const QUEUE_DEPTH: usize = 8_192;
 /// A group stops growing once it holds this many events, which bounds one transaction's size.
 const MAX_EVENTS_PER_COMMIT: usize = 10_000;
-/// Transactions in flight at once from this instance, each for another organization.
+/// Organizations one transaction writes at most.
+const MAX_ORGANIZATIONS_PER_COMMIT: usize = 64;
+/// Transactions in flight at once from this instance, each for other organizations.
 const COMMITTERS: usize = 4;
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
@@ -52,6 +63,9 @@ struct Waiting {
     order: VecDeque<String>,
     /// Organizations a committer of this instance is writing now.
     busy: HashSet<String>,
+    /// Organizations whose heads another instance held when a committer of this one skipped
+    /// them: their next turn waits for their heads, so they are not skipped again and again.
+    skipped: HashSet<String>,
     closed: bool,
 }
 
@@ -138,22 +152,49 @@ impl Appender {
     }
 }
 
-/// Picks the organization that has waited longest among those no committer of this instance
-/// is writing, and marks it busy; `None` once the queues are closed and empty. Its appends stay
-/// queued until [`take_group`], so that those arriving meanwhile join the same group.
-async fn next_organization(queues: &Queues) -> Option<String> {
+/// The organizations a committer writes in one transaction.
+struct Turn {
+    organizations: Vec<String>,
+    /// Wait for their heads rather than skip those another instance holds.
+    wait: bool,
+}
+
+/// Picks the organizations with waiting appends that no committer of this instance is writing,
+/// the longest waiting first (up to [`MAX_ORGANIZATIONS_PER_COMMIT`]), and marks them busy;
+/// `None` once the queues are closed and empty. Organizations skipped last time make a turn of
+/// their own, which waits for their heads. Their appends stay queued until [`take_group`], so
+/// that those arriving meanwhile join the same group.
+async fn next_turn(queues: &Queues) -> Option<Turn> {
     loop {
         let notified = queues.changed.notified();
         {
             let mut waiting = queues.waiting.lock().ok()?;
-            let free = waiting
+            let waiting = &mut *waiting;
+            let wait = waiting
                 .order
                 .iter()
-                .position(|organization| !waiting.busy.contains(organization));
-            if let Some(at) = free {
-                let organization = waiting.order.remove(at)?;
-                waiting.busy.insert(organization.clone());
-                return Some(organization);
+                .any(|o| waiting.skipped.contains(o) && !waiting.busy.contains(o));
+            let mut organizations = Vec::new();
+            let mut at = 0;
+            while at < waiting.order.len() && organizations.len() < MAX_ORGANIZATIONS_PER_COMMIT {
+                let organization = &waiting.order[at];
+                if waiting.busy.contains(organization)
+                    || (wait && !waiting.skipped.contains(organization))
+                {
+                    at += 1;
+                    continue;
+                }
+                if let Some(organization) = waiting.order.remove(at) {
+                    waiting.skipped.remove(&organization);
+                    waiting.busy.insert(organization.clone());
+                    organizations.push(organization);
+                }
+            }
+            if !organizations.is_empty() {
+                return Some(Turn {
+                    organizations,
+                    wait,
+                });
             }
             if waiting.closed && waiting.by_organization.is_empty() {
                 return None;
@@ -163,9 +204,9 @@ async fn next_organization(queues: &Queues) -> Option<String> {
     }
 }
 
-/// Takes `organization`'s waiting appends, up to [`MAX_EVENTS_PER_COMMIT`] events; what is left
-/// waits for the organization's next turn.
-fn take_group(queues: &Queues, organization: &str) -> Vec<Job> {
+/// Takes `organization`'s waiting appends while the group holds fewer than `limit` events; what
+/// is left waits for the organization's next turn.
+fn take_group(queues: &Queues, organization: &str, limit: usize) -> Vec<Job> {
     let Ok(mut waiting) = queues.waiting.lock() else {
         return Vec::new();
     };
@@ -174,12 +215,11 @@ fn take_group(queues: &Queues, organization: &str) -> Vec<Job> {
     };
     let mut events = 0;
     let mut group = Vec::new();
-    while let Some(job) = queue.pop_front() {
+    while events < limit
+        && let Some(job) = queue.pop_front()
+    {
         events += job.append.events.len();
         group.push(job);
-        if events >= MAX_EVENTS_PER_COMMIT {
-            break;
-        }
     }
     if queue.is_empty() {
         waiting.by_organization.remove(organization);
@@ -189,21 +229,43 @@ fn take_group(queues: &Queues, organization: &str) -> Vec<Job> {
     group
 }
 
-async fn run_committer(pool: Pool, queues: Arc<Queues>, observer: Arc<dyn StoreObserver>) {
-    while let Some(organization) = next_organization(&queues).await {
-        commit(&pool, &queues, &organization, observer.as_ref()).await;
-        if let Ok(mut waiting) = queues.waiting.lock() {
-            waiting.busy.remove(&organization);
+/// Ends a committer's turn on `organizations`: they are free again, and `held` (whose heads
+/// another instance held, so none of their appends were taken) go back to the front of the
+/// queue, in their order, for a turn that waits for them.
+fn end_turn(queues: &Queues, organizations: &[String], held: &[String]) {
+    if let Ok(mut waiting) = queues.waiting.lock() {
+        for organization in organizations {
+            waiting.busy.remove(organization);
         }
-        // Another committer may be waiting for this organization.
-        queues.changed.notify_waiters();
+        for organization in held.iter().rev() {
+            waiting.order.push_front(organization.clone());
+            waiting.skipped.insert(organization.clone());
+        }
+    }
+    // Another committer may be waiting for these organizations.
+    queues.changed.notify_waiters();
+}
+
+async fn run_committer(pool: Pool, queues: Arc<Queues>, observer: Arc<dyn StoreObserver>) {
+    while let Some(turn) = next_turn(&queues).await {
+        let held = commit(&pool, &queues, &turn, observer.as_ref()).await;
+        end_turn(&queues, &turn.organizations, &held);
     }
 }
 
-/// Commits `organization`'s waiting appends in one transaction and answers each of them.
-async fn commit(pool: &Pool, queues: &Queues, organization: &str, observer: &dyn StoreObserver) {
+/// Commits the waiting appends of the turn's organizations in one transaction and answers each
+/// of them; returns the organizations whose heads another instance held, whose appends still
+/// wait.
+async fn commit(
+    pool: &Pool,
+    queues: &Queues,
+    turn: &Turn,
+    observer: &dyn StoreObserver,
+) -> Vec<String> {
+    let organizations = &turn.organizations;
     let mut replies = Vec::new();
-    match commit_group(pool, queues, organization, observer, &mut replies).await {
+    let mut held = Vec::new();
+    match commit_group(pool, queues, turn, observer, &mut replies, &mut held).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The caller may have gone away (client disconnected); the write stands anyway.
@@ -213,8 +275,10 @@ async fn commit(pool: &Pool, queues: &Queues, organization: &str, observer: &dyn
         Err(error) => {
             if replies.is_empty() {
                 // The transaction failed before the group was taken: it fails the waiting ones.
-                replies = take_group(queues, organization)
-                    .into_iter()
+                held.clear();
+                replies = organizations
+                    .iter()
+                    .flat_map(|organization| take_group(queues, organization, usize::MAX))
                     .map(|job| job.reply)
                     .collect();
             }
@@ -230,19 +294,23 @@ async fn commit(pool: &Pool, queues: &Queues, organization: &str, observer: &dyn
             }
         }
     }
+    held
 }
 
-/// Opens a transaction, locks `organization`'s log head, then takes its waiting appends (their
-/// replies into `replies`) and commits them. Nothing in a request's content can make the
-/// transaction fail (organizations are checked and replays found before anything is written;
-/// text is made storable), so a failure is the database's and fails the group.
+/// Opens a transaction, locks the log heads of the turn's organizations — unless the turn
+/// waits, only those no other instance holds (into `held` go those it does) —, then takes the
+/// others' waiting appends (their replies into `replies`) and commits them. Nothing in a request's content can make the transaction fail
+/// (organizations are checked and replays found before anything is written; text is made
+/// storable), so a failure is the database's and fails the group.
 async fn commit_group(
     pool: &Pool,
     queues: &Queues,
-    organization: &str,
+    turn: &Turn,
     observer: &dyn StoreObserver,
     replies: &mut Vec<Reply>,
+    held: &mut Vec<String>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    let organizations = &turn.organizations;
     let asked = Instant::now();
     let mut client = pool.get().await.map_err(pool_error)?;
     observer.connection_wait(asked.elapsed());
@@ -251,15 +319,26 @@ async fn commit_group(
     let mut events = 0;
     let result = async {
         let transaction = client.transaction().await?;
-        let heads = lock_heads(&transaction, &[organization.to_owned()]).await?;
-        let requests: Vec<PreparedAppend> = take_group(queues, organization)
-            .into_iter()
-            .map(|job| {
+        let heads = if turn.wait {
+            lock_heads(&transaction, organizations).await?
+        } else {
+            let (heads, held_elsewhere) = lock_free_heads(&transaction, organizations).await?;
+            *held = held_elsewhere;
+            heads
+        };
+        let mut requests = Vec::new();
+        // Organizations that are not live are taken too: their appends fail in `append_locked`.
+        for organization in organizations.iter().filter(|o| !held.contains(o)) {
+            for job in take_group(
+                queues,
+                organization,
+                MAX_EVENTS_PER_COMMIT.saturating_sub(events),
+            ) {
+                events += job.append.events.len();
                 replies.push(job.reply);
-                job.append
-            })
-            .collect();
-        events = requests.iter().map(|request| request.events.len()).sum();
+                requests.push(job.append);
+            }
+        }
         let outcomes = append_locked(&transaction, heads, requests).await?;
         let flushing = Instant::now();
         transaction.commit().await?;
@@ -276,6 +355,52 @@ async fn commit_group(
     result
 }
 
+/// The live organizations among `organizations` whose heads `client`'s transaction locked, and
+/// those whose heads another transaction holds, which it leaves alone: heads are taken with
+/// `SKIP LOCKED` (missing heads of live organizations created first), and only when every live
+/// one is held elsewhere does it wait for them ([`lock_heads`]). With one organization there is
+/// nothing to skip to, and it waits for it.
+async fn lock_free_heads(
+    client: &impl GenericClient,
+    organizations: &[String],
+) -> Result<(HashMap<String, Frontier>, Vec<String>), StoreError> {
+    if organizations.len() == 1 {
+        return Ok((lock_heads(client, organizations).await?, Vec::new()));
+    }
+    // Rows this transaction locked itself (heads it just created) are not skipped.
+    let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+         JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+         WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h SKIP LOCKED";
+    let mut rows = query_cached(client, select, &[&organizations]).await?;
+    if rows.len() < organizations.len() {
+        create_missing_heads(client, organizations).await?;
+        rows = query_cached(client, select, &[&organizations]).await?;
+    }
+    let heads = heads_of(&rows)?;
+    if heads.len() == organizations.len() {
+        return Ok((heads, Vec::new()));
+    }
+    let missing: Vec<&str> = organizations
+        .iter()
+        .map(String::as_str)
+        .filter(|organization| !heads.contains_key(*organization))
+        .collect();
+    let live: Vec<String> = query_cached(
+        client,
+        "SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id",
+        &[&missing],
+    )
+    .await?
+    .iter()
+    .map(|row| row.try_get(0))
+    .collect::<Result<_, _>>()?;
+    if heads.is_empty() && !live.is_empty() {
+        // Holding no head, this transaction cannot be part of a cycle while it waits.
+        return Ok((lock_heads(client, &live).await?, Vec::new()));
+    }
+    Ok((heads, live))
+}
+
 /// Locks the log heads of the live ones among `organizations` (creating empty heads for a first
 /// append), in id order so that two transactions never wait on each other in a cycle, and
 /// returns their frontiers; an organization that is not live has none.
@@ -290,17 +415,32 @@ pub(crate) async fn lock_heads(
     if rows.len() < organizations.len() {
         // A first append (or an organization that is not live): make the heads that are
         // missing for live organizations, then lock them all again.
-        execute_cached(
-            client,
-            "INSERT INTO log_heads (organization_id, size, frontier)
-                 SELECT o.id, 0, ''::BYTEA FROM organizations o
-                 WHERE o.id = ANY($1) AND o.deleted_at IS NULL ORDER BY o.id
-                 ON CONFLICT DO NOTHING",
-            &[&organizations],
-        )
-        .await?;
+        create_missing_heads(client, organizations).await?;
         rows = query_cached(client, select, &[&organizations]).await?;
     }
+    heads_of(&rows)
+}
+
+/// Creates empty log heads for the live ones among `organizations` that have none (a first
+/// append).
+async fn create_missing_heads(
+    client: &impl GenericClient,
+    organizations: &[String],
+) -> Result<(), StoreError> {
+    execute_cached(
+        client,
+        "INSERT INTO log_heads (organization_id, size, frontier)
+             SELECT o.id, 0, ''::BYTEA FROM organizations o
+             WHERE o.id = ANY($1) AND o.deleted_at IS NULL ORDER BY o.id
+             ON CONFLICT DO NOTHING",
+        &[&organizations],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The frontiers of locked `log_heads` rows (organization, size, frontier), by organization.
+fn heads_of(rows: &[Row]) -> Result<HashMap<String, Frontier>, StoreError> {
     rows.iter()
         .map(|row| {
             let organization: String = row.try_get(0)?;
