@@ -171,27 +171,12 @@ const BASE64_PAIRS: [[u8; 2]; 4096] = {
 };
 
 /// The standard base64 of `hash` (44 characters, one `=` of padding): a commitment is written
-/// this way a dozen times an event, so its first 24 bytes are encoded sixteen characters at a
-/// time with SSSE3 where the processor has it ([`ssse3`]), and the rest (or all, elsewhere)
-/// twelve bits at a time by lookup, with none of a general encoder's bookkeeping.
+/// this way a dozen times an event, so twelve bits at a time are looked up, with none of a
+/// general encoder's bookkeeping.
 fn hash_base64(hash: &Hash) -> [u8; 44] {
     let mut text = [b'='; 44];
-    #[cfg(target_arch = "x86_64")]
-    let encoded = if ssse3::available() {
-        // SAFETY: the processor was just found to have SSSE3.
-        unsafe { ssse3::encode_24(hash, &mut text) };
-        24
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let encoded = 0;
     // Ten groups of three bytes make forty characters; the last two bytes make three more.
-    for (group, chars) in hash[..30]
-        .chunks_exact(3)
-        .zip(text.chunks_exact_mut(4))
-        .skip(encoded / 3)
-    {
+    for (group, chars) in hash.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
         let bits = usize::from(group[0]) << 16 | usize::from(group[1]) << 8 | usize::from(group[2]);
         chars[..2].copy_from_slice(&BASE64_PAIRS[bits >> 12]);
         chars[2..].copy_from_slice(&BASE64_PAIRS[bits & 0xfff]);
@@ -200,82 +185,6 @@ fn hash_base64(hash: &Hash) -> [u8; 44] {
     text[40..42].copy_from_slice(&BASE64_PAIRS[bits >> 12]);
     text[42] = BASE64_PAIRS[bits & 0xfff][0];
     text
-}
-
-/// Base64 sixteen characters at a time with SSSE3: in each 32-bit lane, the three bytes that
-/// make four characters are spread so that two 16-bit multiplications move each character's
-/// six bits into a byte of its own, and a 16-entry table lookup then gives the offset that
-/// turns each six-bit value into its character (RFC 4648 §4).
-#[cfg(target_arch = "x86_64")]
-mod ssse3 {
-    use std::arch::x86_64::{
-        __m128i, _mm_add_epi8, _mm_and_si128, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_mulhi_epu16,
-        _mm_mullo_epi16, _mm_or_si128, _mm_set1_epi8, _mm_set1_epi32, _mm_setr_epi8,
-        _mm_shuffle_epi8, _mm_storeu_si128, _mm_subs_epu8,
-    };
-
-    use crate::tree::Hash;
-
-    /// Whether the processor has SSSE3, found once: it is asked for every commitment.
-    pub(super) fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("ssse3"))
-    }
-
-    /// Writes the 32 characters of the first 24 bytes of `hash` to the start of `text`.
-    ///
-    /// # Safety
-    ///
-    /// The processor must have SSSE3 ([`available`]).
-    #[target_feature(enable = "ssse3")]
-    pub(super) unsafe fn encode_24(hash: &Hash, text: &mut [u8; 44]) {
-        // Bytes 0..12 and 12..24, each read as sixteen of the hash's bytes.
-        for (from, to) in [(0, 0), (12, 16)] {
-            let bytes: &[u8; 16] = hash[from..from + 16]
-                .try_into()
-                .expect("sixteen bytes within the hash");
-            // SAFETY: an unaligned load of the sixteen bytes of `bytes`.
-            let input = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-            let chars = encode_12(input);
-            let out: &mut [u8; 16] = (&mut text[to..to + 16])
-                .try_into()
-                .expect("sixteen characters within the text");
-            // SAFETY: an unaligned store into the sixteen bytes of `out`.
-            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), chars) };
-        }
-    }
-
-    /// The sixteen characters of the first twelve bytes of `input`.
-    #[inline]
-    #[target_feature(enable = "ssse3")]
-    fn encode_12(input: __m128i) -> __m128i {
-        // Lane k holds bytes (b1, b0, b2, b1) of the k-th three: as 16-bit words, b0b1 and
-        // b1b2, big-endian.
-        let spread = _mm_shuffle_epi8(
-            input,
-            _mm_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10),
-        );
-        // The first and third six bits: shifted down to the low byte of each word.
-        let first_third = _mm_mulhi_epu16(
-            _mm_and_si128(spread, _mm_set1_epi32(0x0fc0_fc00)),
-            _mm_set1_epi32(0x0400_0040),
-        );
-        // The second and fourth: shifted up to the high byte of each word.
-        let second_fourth = _mm_mullo_epi16(
-            _mm_and_si128(spread, _mm_set1_epi32(0x003f_03f0)),
-            _mm_set1_epi32(0x0100_0010),
-        );
-        let values = _mm_or_si128(first_third, second_fourth);
-        // Which range each value is in: 0 for 26..=51, 1..=12 for 52..=63 (value − 51), 13 for
-        // 0..=25; each range's offset from value to character is then looked up.
-        let mut range = _mm_subs_epu8(values, _mm_set1_epi8(51));
-        let capital = _mm_cmpgt_epi8(_mm_set1_epi8(26), values);
-        range = _mm_or_si128(range, _mm_and_si128(capital, _mm_set1_epi8(13)));
-        let offsets = _mm_setr_epi8(
-            71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19, -16, 65, 0, 0,
-        );
-        _mm_add_epi8(values, _mm_shuffle_epi8(offsets, range))
-    }
 }
 
 /// How an event's erasable values are salted.
