@@ -300,6 +300,7 @@ impl<'a> CanonicalObject<'a> {
     }
 
     /// Each member's key and its value, in key order.
+    #[inline]
     pub fn members(&self) -> impl Iterator<Item = (&'a str, CanonicalValue<'_>)> + '_ {
         self.members.iter().filter_map(|(key, _, at)| {
             Some((*key, CanonicalValue::at(self.text, &self.entries, *at)?))
@@ -326,6 +327,7 @@ impl<'a> CanonicalObject<'a> {
 
 impl Entry {
     /// A member's key, without its quotes (`"key":` precedes the value).
+    #[inline]
     fn key(self, text: &str) -> Option<&str> {
         text.get(self.start + 1..self.value.checked_sub(2)?)
     }
@@ -347,6 +349,7 @@ pub struct CanonicalValue<'a> {
 
 impl<'a> CanonicalValue<'a> {
     /// The value of the member or element `entries[at]`.
+    #[inline]
     fn at(whole: &'a str, entries: &'a [Entry], at: usize) -> Option<Self> {
         let entry = entries.get(at)?;
         Some(CanonicalValue {
@@ -357,11 +360,13 @@ impl<'a> CanonicalValue<'a> {
     }
 
     /// The value's JSON text.
+    #[inline]
     pub fn text(self) -> &'a str {
         self.text
     }
 
     /// The value's members in key order, if it is an object.
+    #[inline]
     pub fn members(self) -> Option<impl Iterator<Item = (&'a str, CanonicalValue<'a>)>> {
         self.text.starts_with('{').then(|| {
             self.children()
@@ -370,6 +375,7 @@ impl<'a> CanonicalValue<'a> {
     }
 
     /// The value's elements, if it is an array.
+    #[inline]
     pub fn elements(self) -> Option<impl Iterator<Item = CanonicalValue<'a>>> {
         self.text
             .starts_with('[')
@@ -377,6 +383,7 @@ impl<'a> CanonicalValue<'a> {
     }
 
     /// Where the value's own members or elements are among its entries.
+    #[inline]
     fn children(self) -> impl Iterator<Item = usize> {
         let mut at = 0;
         std::iter::from_fn(move || {
@@ -387,6 +394,7 @@ impl<'a> CanonicalValue<'a> {
         })
     }
 
+    #[inline]
     fn child(self, at: usize) -> Option<CanonicalValue<'a>> {
         CanonicalValue::at(self.whole, self.inner, at)
     }

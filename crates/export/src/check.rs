@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
 use serde_json::Value;
-use trailmark_domain::canonical::CanonicalObject;
+use trailmark_domain::canonical::{CanonicalObject, CanonicalValue};
 use trailmark_ledger::checkpoint::{Checkpoint, NoteVerifier};
 use trailmark_ledger::leaf::{canonical_leaf_bytes, leaf_bytes};
 use trailmark_ledger::tree::{Frontier, Hash, InclusionChecker, leaf_hash, leaf_hash_pair};
@@ -234,7 +234,7 @@ impl ExportFile {
                     } => (number, id, sequence, leaf),
                 };
                 let fail = |problem| CheckError::Event {
-                    id: id.clone(),
+                    id: id.to_string(),
                     sequence,
                     line: number,
                     problem,
@@ -336,7 +336,7 @@ enum Line {
     Manifest,
     Event {
         number: usize,
-        id: String,
+        id: EventId,
         sequence: u64,
         /// The leaf and whether the event is a purged stub, or the first problem found after
         /// the organization check (reported only once the line's order is checked).
@@ -418,11 +418,12 @@ impl LineChecks<'_> {
         if event.text("object").as_deref() == Some(MANIFEST_OBJECT) {
             return Ok(Step::Done(Line::Manifest));
         }
-        let id = event
-            .text("id")
-            .map_or_else(|| "(no id)".to_owned(), Cow::into_owned);
+        let id = EventId::new(event.text("id").as_deref().unwrap_or("(no id)"));
         let Some(sequence) = event.integer("sequence") else {
-            return Err(CheckError::NoSequence { id, line: number });
+            return Err(CheckError::NoSequence {
+                id: id.to_string(),
+                line: number,
+            });
         };
         if event.text("organization_id").as_deref() != Some(self.organization) {
             return Err(CheckError::Event {
@@ -430,7 +431,7 @@ impl LineChecks<'_> {
                     found: event.json("organization_id"),
                     expected: self.organization.to_owned(),
                 },
-                id,
+                id: id.to_string(),
                 sequence,
                 line: number,
             });
@@ -520,9 +521,8 @@ impl LineChecks<'_> {
         // Only the hashes below the first node an earlier proof established are decoded:
         // the rest of the path is already bound to the root.
         let mut malformed = None;
-        let included = inclusions.check_with(sequence, &leaf, proof.len, |level| {
-            let text = proof.texts.get(level).copied().flatten();
-            match text.map_or_else(
+        let included = inclusions.check_with(sequence, &leaf, proof.len(), |level| {
+            match proof.text(level).map_or_else(
                 || Err(LedgerError::Malformed("not a string".into())),
                 decode_hash,
             ) {
@@ -556,7 +556,7 @@ enum Step<'a> {
 /// An event checked up to its leaf.
 struct Unhashed<'a> {
     number: usize,
-    id: String,
+    id: EventId,
     sequence: u64,
     /// The leaf bytes of its content (none for a purged stub, which has no content).
     bytes: Vec<u8>,
@@ -572,6 +572,43 @@ impl Unhashed<'_> {
             Ok(content)
         } else {
             Err(EventProblem::Altered)
+        }
+    }
+}
+
+/// The longest id kept inline; Trailmark's own ids (`event_` and a ULID) are 32 bytes.
+const INLINE_ID: usize = 46;
+
+/// An event's id, kept to name the event if a check fails: inline when it is short, as ids
+/// are, so that the id every event carries to the thread that follows the file's order costs
+/// no allocation.
+#[derive(Clone)]
+enum EventId {
+    Inline { bytes: [u8; INLINE_ID], len: u8 },
+    Long(String),
+}
+
+impl EventId {
+    fn new(id: &str) -> Self {
+        match <u8>::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                EventId::Inline { bytes, len }
+            }
+            _ => EventId::Long(id.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The bytes were a whole `&str`, so they are UTF-8.
+            EventId::Inline { bytes, len } => {
+                f.write_str(&String::from_utf8_lossy(&bytes[..usize::from(*len)]))
+            }
+            EventId::Long(id) => f.write_str(id),
         }
     }
 }
@@ -626,20 +663,16 @@ impl Parsed<'_> {
     /// The `inclusion_proof` hashes' texts, leaf side first; `None` if it is not an array.
     fn proof(&self) -> Option<ProofTexts<'_>> {
         match self {
-            // Base64 needs no escapes, so a canonical line's strings are read in place.
-            Parsed::Canonical(event) => Some(ProofTexts::of(
-                event
-                    .value("inclusion_proof")?
-                    .elements()?
-                    .map(|h| h.text().strip_prefix('"')?.strip_suffix('"')),
-            )),
-            Parsed::Whole(event) => Some(ProofTexts::of(
-                event
-                    .get("inclusion_proof")?
-                    .as_array()?
-                    .iter()
-                    .map(Value::as_str),
-            )),
+            Parsed::Canonical(event) => {
+                let hashes = event.value("inclusion_proof")?;
+                Some(ProofTexts::Canonical {
+                    len: hashes.elements()?.count(),
+                    hashes,
+                })
+            }
+            Parsed::Whole(event) => {
+                Some(ProofTexts::Whole(event.get("inclusion_proof")?.as_array()?))
+            }
         }
     }
 
@@ -657,31 +690,39 @@ impl Parsed<'_> {
     }
 }
 
-/// The most hashes an inclusion proof holds: the depth of a tree of 2^64 leaves.
-const MAX_PROOF: usize = 64;
-
-/// An inclusion proof's hash texts (`None` for an element that is not a string), kept on the
-/// stack: a proof is read for every event of a filtered export.
-struct ProofTexts<'a> {
-    /// The first [`MAX_PROOF`] elements.
-    texts: [Option<&'a str>; MAX_PROOF],
-    /// How many elements the proof has, all counted: a longer proof than any tree's fails.
-    len: usize,
+/// An inclusion proof's hash texts, read in place: only the few below the first node an
+/// earlier proof established are ever read (see [`LineChecks::prove`]).
+enum ProofTexts<'a> {
+    /// The array of a line in canonical form, and how many elements it has.
+    Canonical {
+        hashes: CanonicalValue<'a>,
+        len: usize,
+    },
+    Whole(&'a [Value]),
 }
 
 impl<'a> ProofTexts<'a> {
-    fn of(elements: impl Iterator<Item = Option<&'a str>>) -> Self {
-        let mut proof = ProofTexts {
-            texts: [None; MAX_PROOF],
-            len: 0,
-        };
-        for (slot, text) in elements.enumerate() {
-            if let Some(kept) = proof.texts.get_mut(slot) {
-                *kept = text;
-            }
-            proof.len += 1;
+    /// How many elements the proof has, all counted: a longer proof than any tree's fails.
+    fn len(&self) -> usize {
+        match self {
+            ProofTexts::Canonical { len, .. } => *len,
+            ProofTexts::Whole(hashes) => hashes.len(),
         }
-        proof
+    }
+
+    /// The text of the hash at `level` (leaf side first); `None` where there is none or the
+    /// element is not a string.
+    fn text(&self, level: usize) -> Option<&'a str> {
+        match self {
+            // Base64 needs no escapes, so a canonical line's strings are read in place.
+            ProofTexts::Canonical { hashes, .. } => hashes
+                .elements()?
+                .nth(level)?
+                .text()
+                .strip_prefix('"')?
+                .strip_suffix('"'),
+            ProofTexts::Whole(hashes) => hashes.get(level)?.as_str(),
+        }
     }
 }
 
@@ -926,20 +967,47 @@ mod tests {
     }
 
     #[test]
-    fn a_proof_keeps_its_first_hashes_and_counts_them_all() {
-        let texts: Vec<String> = (0..70).map(|n| n.to_string()).collect();
-        let proof = ProofTexts::of(texts.iter().map(|text| Some(text.as_str())));
-        assert_eq!(
-            proof.len, 70,
-            "a proof longer than any tree's is counted whole, to fail"
+    fn a_proof_is_read_in_place_and_counted_whole() {
+        let hashes: Vec<String> = (0..70).map(|n| format!("\"h{n}\"")).collect();
+        let line = format!(
+            "{{\"inclusion_proof\":[{},1,{{\"a\":\"b\"}}]}}",
+            hashes.join(",")
         );
-        assert_eq!(proof.texts[0], Some("0"));
-        assert_eq!(proof.texts[MAX_PROOF - 1], Some("63"));
-        let short = ProofTexts::of([Some("a"), None].into_iter());
-        assert_eq!(
-            (short.len, short.texts[0], short.texts[1]),
-            (2, Some("a"), None)
-        );
+        let canonical = Parsed::Canonical(CanonicalObject::parse(&line).expect("canonical"));
+        let whole = Parsed::Whole(serde_json::from_str(&line).expect("JSON"));
+        for event in [&canonical, &whole] {
+            let proof = event.proof().expect("an array");
+            assert_eq!(
+                proof.len(),
+                72,
+                "a proof longer than any tree's is counted whole, to fail"
+            );
+            assert_eq!(proof.text(0), Some("h0"));
+            assert_eq!(proof.text(69), Some("h69"));
+            assert_eq!(
+                (proof.text(70), proof.text(71), proof.text(72)),
+                (None, None, None)
+            );
+        }
+        let not_an_array =
+            CanonicalObject::parse("{\"inclusion_proof\":\"h\"}").expect("canonical");
+        assert!(Parsed::Canonical(not_an_array).proof().is_none());
+    }
+
+    #[test]
+    fn an_id_reads_back_as_it_was_given_whatever_its_length() {
+        let long = "é".repeat(INLINE_ID);
+        for id in [
+            "",
+            "event_01M97045Y0A42MGSEMFRQTJG06",
+            &"x".repeat(INLINE_ID),
+            &"x".repeat(INLINE_ID + 1),
+            "ünïcödé",
+            &long,
+        ] {
+            assert_eq!(EventId::new(id).to_string(), id);
+        }
+        assert!(matches!(EventId::new(&long), EventId::Long(_)));
     }
 
     #[test]

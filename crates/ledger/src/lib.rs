@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod commit;
 pub mod consistency;
 pub mod cosignature;
+mod exact_base64;
 pub mod leaf;
 mod sha256x2;
 pub mod tlog;
@@ -52,15 +53,8 @@ pub fn encode_hash(hash: &tree::Hash) -> String {
 ///
 /// [`LedgerError::Malformed`] if the text is not the base64 of 32 bytes.
 pub fn decode_hash(text: &str) -> Result<tree::Hash, LedgerError> {
-    use base64::Engine;
-    // Decoded in place (a proof is a few dozen of them): 44 characters may decode to 33 bytes
-    // before their padding is counted, so the buffer has room for one more.
-    let mut bytes = [0u8; 33];
-    base64::engine::general_purpose::STANDARD
-        .decode_slice(text, &mut bytes)
-        .ok()
-        .filter(|&written| written == 32)
-        .and_then(|_| tree::Hash::try_from(&bytes[..32]).ok())
+    // Decoded by lookup (every event's `leaf_hash` and the lower hashes of its proof).
+    exact_base64::decode(text.as_bytes())
         .ok_or_else(|| LedgerError::Malformed(format!("'{text}' is not a base64 SHA-256 hash")))
 }
 
