@@ -1,19 +1,19 @@
 //! Group commit for appends: the PostgreSQL counterpart of the embedded log's writer.
 //!
-//! Appends wait in one queue per organization. One committer task per instance takes every
-//! organization with waiting appends (up to [`MAX_ORGANIZATIONS_PER_COMMIT`]), opens one
-//! transaction, locks their log heads, and only then takes all of their waiting appends (up to a
-//! bound): appends that arrive while a lock is awaited — because another instance is committing
-//! for the same organization — join the group instead of waiting for the next one. While it
-//! commits, new appends wait and make the next turn, so a turn holds what arrived during one
-//! commit. (Several committers per instance started a turn for any organization a free one
-//! found waiting: with eight organizations, turns of about ten events, and twice PostgreSQL's
-//! CPU per event, measured with `trailmark-bench postgres`.) Sequences and Merkle nodes are computed in memory, and
+//! Appends wait in one queue per organization. A committer task takes every organization with
+//! waiting appends that no other committer of this instance is writing (up to
+//! [`MAX_ORGANIZATIONS_PER_COMMIT`]), opens one transaction, locks their log heads, and only then
+//! takes all of their waiting appends (up to a bound): appends that arrive while a lock is
+//! awaited — because another instance is committing for the same organization — join the group
+//! instead of waiting for the next one. Sequences and Merkle nodes are computed in memory, and
 //! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the
 //! connection. So one WAL flush and a handful of round trips carry the appends of many
 //! organizations: a transaction's fixed cost (its round trips, its commit record and flush) is
 //! shared by all of them rather than paid once per organization, which is what many
 //! organizations' small groups spent most of PostgreSQL's time on.
+//!
+//! While a turn is in flight, the next starts only once [`PARALLEL_TURN_EVENTS`] events wait:
+//! single events gather into one turn per commit, and batches still commit side by side.
 //!
 //! Heads another instance holds are skipped (`SKIP LOCKED`) and their appends wait for this
 //! instance's next turn, so instances writing different organizations do not wait for each
@@ -46,6 +46,13 @@ const QUEUE_DEPTH: usize = 8_192;
 const MAX_EVENTS_PER_COMMIT: usize = 10_000;
 /// Organizations one transaction writes at most.
 const MAX_ORGANIZATIONS_PER_COMMIT: usize = 64;
+/// Transactions in flight at once from this instance at most, each for other organizations.
+const COMMITTERS: usize = 4;
+/// While a turn is in flight, another starts only once this many events wait for it. Small
+/// appends then gather into the next turn: a committer free to start at once took one or two
+/// of them, and with eight organizations turns of about ten events cost PostgreSQL twice the
+/// CPU per event (measured with `trailmark-bench postgres`). Batches still commit side by side.
+const PARALLEL_TURN_EVENTS: usize = 256;
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
@@ -60,10 +67,11 @@ struct Job {
 #[derive(Default)]
 struct Waiting {
     by_organization: HashMap<String, VecDeque<Job>>,
-    /// Organizations with waiting appends, the longest waiting first (not those of the turn
-    /// being committed: it takes their appends).
+    /// Organizations with waiting appends, the longest waiting first.
     order: VecDeque<String>,
-    /// Organizations whose heads another instance held when this instance's committer skipped
+    /// Organizations a committer of this instance is writing now.
+    busy: HashSet<String>,
+    /// Organizations whose heads another instance held when a committer of this one skipped
     /// them: their next turn waits for their heads, so they are not skipped again and again.
     skipped: HashSet<String>,
     closed: bool,
@@ -71,7 +79,7 @@ struct Waiting {
 
 struct Queues {
     waiting: Mutex<Waiting>,
-    /// Told when an append arrives.
+    /// Told when an append arrives or an organization is no longer busy.
     changed: Notify,
     room: Arc<Semaphore>,
 }
@@ -95,14 +103,20 @@ pub(crate) struct Appender {
 }
 
 impl Appender {
-    /// Starts the committer task; it stops when the last handle is dropped.
+    /// Starts the committer tasks; they stop when the last handle is dropped.
     pub(crate) fn start(pool: Pool, observer: Arc<dyn StoreObserver>) -> Self {
         let queues = Arc::new(Queues {
             waiting: Mutex::new(Waiting::default()),
             changed: Notify::new(),
             room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
         });
-        tokio::spawn(run_committer(pool, Arc::clone(&queues), observer));
+        for _ in 0..COMMITTERS {
+            tokio::spawn(run_committer(
+                pool.clone(),
+                Arc::clone(&queues),
+                Arc::clone(&observer),
+            ));
+        }
         Appender {
             handle: Arc::new(Handle(queues)),
         }
@@ -153,27 +167,42 @@ struct Turn {
     wait: bool,
 }
 
-/// Takes the organizations with waiting appends out of the queue, the longest waiting first (up
-/// to [`MAX_ORGANIZATIONS_PER_COMMIT`]); `None` once the queues are closed and empty.
-/// Organizations skipped last time make a turn of their own, which waits for their heads. Their
-/// appends stay queued until [`take_group`], so that those arriving meanwhile join the same
-/// group.
+/// Picks the organizations with waiting appends that no committer of this instance is writing,
+/// the longest waiting first (up to [`MAX_ORGANIZATIONS_PER_COMMIT`]), and marks them busy;
+/// `None` once the queues are closed and empty. Organizations skipped last time make a turn of
+/// their own, which waits for their heads. Their appends stay queued until [`take_group`], so
+/// that those arriving meanwhile join the same group.
 async fn next_turn(queues: &Queues) -> Option<Turn> {
     loop {
         let notified = queues.changed.notified();
         {
             let mut waiting = queues.waiting.lock().ok()?;
             let waiting = &mut *waiting;
-            let wait = waiting.order.iter().any(|o| waiting.skipped.contains(o));
+            // While a turn is in flight, small appends wait for the next one (woken by each
+            // append and when a turn ends).
+            let ready = waiting.busy.is_empty()
+                || waiting.closed
+                || waiting_events(waiting) >= PARALLEL_TURN_EVENTS;
+            let wait = waiting
+                .order
+                .iter()
+                .any(|o| waiting.skipped.contains(o) && !waiting.busy.contains(o));
             let mut organizations = Vec::new();
             let mut at = 0;
-            while at < waiting.order.len() && organizations.len() < MAX_ORGANIZATIONS_PER_COMMIT {
-                if wait && !waiting.skipped.contains(&waiting.order[at]) {
+            while ready
+                && at < waiting.order.len()
+                && organizations.len() < MAX_ORGANIZATIONS_PER_COMMIT
+            {
+                let organization = &waiting.order[at];
+                if waiting.busy.contains(organization)
+                    || (wait && !waiting.skipped.contains(organization))
+                {
                     at += 1;
                     continue;
                 }
                 if let Some(organization) = waiting.order.remove(at) {
                     waiting.skipped.remove(&organization);
+                    waiting.busy.insert(organization.clone());
                     organizations.push(organization);
                 }
             }
@@ -189,6 +218,17 @@ async fn next_turn(queues: &Queues) -> Option<Turn> {
         }
         notified.await;
     }
+}
+
+/// The events waiting in the queues of organizations no committer is writing.
+fn waiting_events(waiting: &Waiting) -> usize {
+    waiting
+        .order
+        .iter()
+        .filter(|organization| !waiting.busy.contains(*organization))
+        .filter_map(|organization| waiting.by_organization.get(organization))
+        .flat_map(|queue| queue.iter().map(|job| job.append.events.len()))
+        .sum()
 }
 
 /// Takes `organization`'s waiting appends while the group holds fewer than `limit` events; what
@@ -216,22 +256,27 @@ fn take_group(queues: &Queues, organization: &str, limit: usize) -> Vec<Job> {
     group
 }
 
-/// Ends a turn: `held` (organizations whose heads another instance held, so none of their
-/// appends were taken) go back to the front of the queue, in their order, for a turn that
-/// waits for them.
-fn end_turn(queues: &Queues, held: &[String]) {
+/// Ends a committer's turn on `organizations`: they are free again, and `held` (whose heads
+/// another instance held, so none of their appends were taken) go back to the front of the
+/// queue, in their order, for a turn that waits for them.
+fn end_turn(queues: &Queues, organizations: &[String], held: &[String]) {
     if let Ok(mut waiting) = queues.waiting.lock() {
+        for organization in organizations {
+            waiting.busy.remove(organization);
+        }
         for organization in held.iter().rev() {
             waiting.order.push_front(organization.clone());
             waiting.skipped.insert(organization.clone());
         }
     }
+    // Another committer may be waiting for these organizations.
+    queues.changed.notify_waiters();
 }
 
 async fn run_committer(pool: Pool, queues: Arc<Queues>, observer: Arc<dyn StoreObserver>) {
     while let Some(turn) = next_turn(&queues).await {
         let held = commit(&pool, &queues, &turn, observer.as_ref()).await;
-        end_turn(&queues, &held);
+        end_turn(&queues, &turn.organizations, &held);
     }
 }
 
