@@ -1701,14 +1701,23 @@ async fn concurrent_appends_to_many_organizations_keep_each_log_gap_free(store: 
         }
     }
     for tenant in &tenants {
-        let stored = store.events_after(tenant, None, 1000).await.expect("read");
-        assert_eq!(
-            stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
-            (0..appended[tenant]).collect::<Vec<_>>(),
-            "{tenant}"
-        );
+        assert_gap_free(store, tenant, appended[tenant]).await;
     }
     assert_eq!(appended.values().sum::<u64>(), 392);
+}
+
+/// Asserts that `organization`'s log, as `store` reads it, holds sequences `0..count` and no
+/// other.
+async fn assert_gap_free(store: &dyn Store, organization: &str, count: u64) {
+    let stored = store
+        .events_after(organization, None, 1000)
+        .await
+        .expect("read");
+    assert_eq!(
+        stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (0..count).collect::<Vec<_>>(),
+        "{organization}"
+    );
 }
 
 async fn an_idempotent_append_is_stored_once(store: &dyn Store) {
@@ -4992,12 +5001,7 @@ async fn postgres_instances_writing_the_same_organizations_share_them_gap_free()
     }
     for tenant in &tenants {
         for store in [&first, &second] {
-            let stored = store.events_after(tenant, None, 1000).await.expect("read");
-            assert_eq!(
-                stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
-                (0..appended[tenant]).collect::<Vec<_>>(),
-                "{tenant}"
-            );
+            assert_gap_free(store.as_ref(), tenant, appended[tenant]).await;
         }
     }
     assert_eq!(appended.values().sum::<u64>(), 1_200);
