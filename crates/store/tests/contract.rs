@@ -515,6 +515,18 @@ async fn organization(store: &dyn Store, name: &str) -> String {
     store.insert_organization(new).await.expect("insert").id
 }
 
+/// An organization made and deleted at once: appends to it must fail.
+async fn deleted_organization(store: &dyn Store, name: &str) -> String {
+    let id = organization(store, name).await;
+    assert!(
+        store
+            .delete_organization(&id, Timestamp::now())
+            .await
+            .expect("delete")
+    );
+    id
+}
+
 /// The `n`-th organization of a test: ids sort as `n` does, as generated ids sort by time.
 fn new_organization(n: u32, name: &str) -> Organization {
     Organization {
@@ -1665,13 +1677,7 @@ async fn concurrent_appends_to_many_organizations_keep_each_log_gap_free(store: 
     for n in 0..8 {
         tenants.push(organization(store, &format!("Tenant {n}")).await);
     }
-    let gone = organization(store, "Gone").await;
-    assert!(
-        store
-            .delete_organization(&gone, Timestamp::now())
-            .await
-            .expect("delete")
-    );
+    let gone = deleted_organization(store, "Gone").await;
     // All at once, each naming one organization: appends of several organizations share a
     // commit where the backend groups them, and the deleted one's fail alone.
     let appends = (0..400u64).map(|n| {
@@ -1785,13 +1791,7 @@ async fn expired_idempotency_records_no_longer_replay(store: &dyn Store) {
 
 async fn appends_to_unknown_or_deleted_organizations_fail_alone(store: &dyn Store) {
     let acme = organization(store, "Acme").await;
-    let gone = organization(store, "Gone").await;
-    assert!(
-        store
-            .delete_organization(&gone, Timestamp::now())
-            .await
-            .expect("delete")
-    );
+    let gone = deleted_organization(store, "Gone").await;
     // Failing appends share group commits with succeeding ones; only they fail.
     let mixed = (0..20).map(|n| {
         let target = match n % 3 {

@@ -182,7 +182,7 @@ async fn next_turn(queues: &Queues) -> Option<Turn> {
             // append and when a turn ends).
             let ready = waiting.busy.is_empty()
                 || waiting.closed
-                || waiting_events(waiting) >= PARALLEL_TURN_EVENTS;
+                || enough_waiting_for_a_parallel_turn(waiting);
             let wait = waiting
                 .order
                 .iter()
@@ -220,15 +220,20 @@ async fn next_turn(queues: &Queues) -> Option<Turn> {
     }
 }
 
-/// The events waiting in the queues of organizations no committer is writing.
-fn waiting_events(waiting: &Waiting) -> usize {
+/// Whether at least [`PARALLEL_TURN_EVENTS`] events wait in the queues of organizations no
+/// committer is writing; it stops counting there, since it runs on every wake-up.
+fn enough_waiting_for_a_parallel_turn(waiting: &Waiting) -> bool {
+    let mut events = 0;
     waiting
         .order
         .iter()
         .filter(|organization| !waiting.busy.contains(*organization))
         .filter_map(|organization| waiting.by_organization.get(organization))
-        .flat_map(|queue| queue.iter().map(|job| job.append.events.len()))
-        .sum()
+        .flatten()
+        .any(|job| {
+            events += job.append.events.len();
+            events >= PARALLEL_TURN_EVENTS
+        })
 }
 
 /// Takes `organization`'s waiting appends while the group holds fewer than `limit` events; what
@@ -326,9 +331,10 @@ async fn commit(
 
 /// Opens a transaction, locks the log heads of the turn's organizations — unless the turn
 /// waits, only those no other instance holds (into `held` go those it does) —, then takes the
-/// others' waiting appends (their replies into `replies`) and commits them. Nothing in a request's content can make the transaction fail
-/// (organizations are checked and replays found before anything is written; text is made
-/// storable), so a failure is the database's and fails the group.
+/// others' waiting appends (their replies into `replies`) and commits them. Nothing in a
+/// request's content can make the transaction fail (organizations are checked and replays found
+/// before anything is written; text is made storable), so a failure is the database's and fails
+/// the group.
 async fn commit_group(
     pool: &Pool,
     queues: &Queues,
@@ -395,15 +401,7 @@ async fn lock_free_heads(
         return Ok((lock_heads(client, organizations).await?, Vec::new()));
     }
     // Rows this transaction locked itself (heads it just created) are not skipped.
-    let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
-         JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
-         WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h SKIP LOCKED";
-    let mut rows = query_cached(client, select, &[&organizations]).await?;
-    if rows.len() < organizations.len() {
-        create_missing_heads(client, organizations).await?;
-        rows = query_cached(client, select, &[&organizations]).await?;
-    }
-    let heads = heads_of(&rows)?;
+    let heads = lock_live_heads(client, organizations, Locking::SkipHeld).await?;
     if heads.len() == organizations.len() {
         return Ok((heads, Vec::new()));
     }
@@ -435,13 +433,39 @@ pub(crate) async fn lock_heads(
     client: &impl GenericClient,
     organizations: &[String],
 ) -> Result<HashMap<String, Frontier>, StoreError> {
-    let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
-         JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
-         WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
+    lock_live_heads(client, organizations, Locking::Wait).await
+}
+
+/// Whether a head another transaction holds is waited for or skipped.
+#[derive(Clone, Copy)]
+enum Locking {
+    Wait,
+    SkipHeld,
+}
+
+/// Locks the heads of the live ones among `organizations` as `locking` says, making the heads
+/// missing for live organizations first if any head is not found (a first append, or an
+/// organization not live or held elsewhere).
+async fn lock_live_heads(
+    client: &impl GenericClient,
+    organizations: &[String],
+    locking: Locking,
+) -> Result<HashMap<String, Frontier>, StoreError> {
+    let select = match locking {
+        Locking::Wait => {
+            "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+             JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+             WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h"
+        }
+        Locking::SkipHeld => {
+            "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+             JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+             WHERE h.organization_id = ANY($1) ORDER BY h.organization_id
+             FOR UPDATE OF h SKIP LOCKED"
+        }
+    };
     let mut rows = query_cached(client, select, &[&organizations]).await?;
     if rows.len() < organizations.len() {
-        // A first append (or an organization that is not live): make the heads that are
-        // missing for live organizations, then lock them all again.
         create_missing_heads(client, organizations).await?;
         rows = query_cached(client, select, &[&organizations]).await?;
     }
