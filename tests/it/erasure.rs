@@ -65,9 +65,9 @@ async fn stored_text(app: &TestApp) -> String {
             let rows = client
                 .query(
                     "SELECT concat_ws(' ', e.body, e.actor_id, e.actor_name, e.search_text,
-                        (SELECT string_agg(t.target_id, ' ') FROM event_targets t
-                         WHERE t.organization_id = e.organization_id AND t.sequence = e.sequence))
-                     FROM events e",
+                        array_to_string(e.target_ids, ' '))
+                     FROM events e
+                     UNION ALL SELECT value FROM search_block_terms",
                     &[],
                 )
                 .await

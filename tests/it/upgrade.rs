@@ -91,6 +91,18 @@ async fn check_upgraded(base: &str, expected: &Value) {
         searched["data"][0]["leaf_hash"],
         expected["receipt"]["leaf_hash"]
     );
+    // Targets moved (on PostgreSQL from a table of their own into each event's row).
+    let by_target = get(
+        base,
+        &format!(
+            "/audit_logs/events?organization_id={acme}&target_ids=invoice_1&target_types=invoice&limit=5"
+        ),
+    )
+    .await;
+    assert_eq!(
+        by_target["data"][0]["id"], expected["receipt"]["id"],
+        "{by_target}"
+    );
     let text = get(
         base,
         &format!("/audit_logs/events?organization_id={acme}&q=jon%20smith%2037"),

@@ -56,6 +56,26 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// The actions named whole (`user.signed_in`), which a store looks up as equal values.
+    pub fn exact_actions(&self) -> Vec<&str> {
+        self.actions
+            .iter()
+            .filter_map(|pattern| match pattern {
+                ActionPattern::Exact(action) => Some(action.as_str()),
+                ActionPattern::Prefix(_) => None,
+            })
+            .collect()
+    }
+
+    /// The prefixes of the actions named by a wildcard (`user.*`), which a store looks up as a
+    /// range.
+    pub fn action_prefixes(&self) -> impl Iterator<Item = &str> {
+        self.actions.iter().filter_map(|pattern| match pattern {
+            ActionPattern::Exact(_) => None,
+            ActionPattern::Prefix(prefix) => Some(prefix.as_str()),
+        })
+    }
+
     /// Checks the filter as a whole; `names` gives the parameter names to report (they differ
     /// between the search API and exports).
     ///

@@ -1931,6 +1931,35 @@ fn long_log_matches(i: u64, filter: &EventFilter) -> bool {
 /// between its batches and retention's stubs at its start: every filter, both orders, paged
 /// with cursors, finds exactly the events a brute-force filter finds.
 async fn searches_find_exactly_the_matching_events_of_a_long_log(store: &dyn Store) {
+    let acme = write_long_log(store).await;
+    check_long_log_searches(store, &acme).await;
+    // Without a filter, retention's stubs are still listed, in their place.
+    let unfiltered = store
+        .search_events(
+            &acme,
+            SearchRequest {
+                filter: EventFilter::default(),
+                after: None,
+                before: None,
+                order: Order::Asc,
+                limit: 3,
+            },
+        )
+        .await
+        .expect("search");
+    assert_eq!(
+        unfiltered
+            .events
+            .iter()
+            .map(|e| (e.sequence, e.purged_at.is_some()))
+            .collect::<Vec<_>>(),
+        vec![(0, true), (1, true), (2, true)]
+    );
+}
+
+/// The long log in a new organization (returned), another's twins between its batches, and its
+/// first [`PURGED`] events purged.
+async fn write_long_log(store: &dyn Store) -> String {
     let acme = organization(store, "Acme").await;
     let globex = organization(store, "Globex").await;
     let mut noise = 0;
@@ -1956,7 +1985,12 @@ async fn searches_find_exactly_the_matching_events_of_a_long_log(store: &dyn Sto
         .await
         .expect("purge");
     assert_eq!(purged, PURGED);
+    acme
+}
 
+/// Every filter, both orders, paged with cursors, finds exactly the events of the long log in
+/// `acme` that a brute-force filter finds.
+async fn check_long_log_searches(store: &dyn Store, acme: &str) {
     let at = |minute: i64| {
         Some(Timestamp::from_unix_millis(
             LOG_START_MS + minute * MINUTE_MS,
@@ -2060,7 +2094,7 @@ async fn searches_find_exactly_the_matching_events_of_a_long_log(store: &dyn Sto
                 };
                 let page = store
                     .search_events(
-                        &acme,
+                        acme,
                         SearchRequest {
                             filter: filter.clone(),
                             after,
@@ -5007,18 +5041,107 @@ async fn postgres_instances_writing_the_same_organizations_share_them_gap_free()
     assert_eq!(appended.values().sum::<u64>(), 1_200);
 }
 
-#[tokio::test]
-async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
-    const EVENTS: u64 = 2 * 4_096 + 500;
-    let fixture = postgres().await;
-    let store = fixture.store.as_ref();
-    let Location::Postgres(url) = &fixture.location else {
+/// A connection of its own to a PostgreSQL fixture's database, to look at the tables.
+async fn sql_client(location: &Location) -> tokio_postgres::Client {
+    let Location::Postgres(url) = location else {
         panic!("a PostgreSQL fixture")
     };
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect");
     tokio::spawn(connection);
+    client
+}
+
+/// The sequences of the first hundred events of `organization_id`'s log that `filter` finds,
+/// oldest first.
+async fn found(store: &dyn Store, organization_id: &str, filter: EventFilter) -> Vec<u64> {
+    let request = SearchRequest {
+        filter,
+        after: None,
+        before: None,
+        order: Order::Asc,
+        limit: 100,
+    };
+    store
+        .search_events(organization_id, request)
+        .await
+        .expect("search")
+        .events
+        .iter()
+        .map(|e| e.sequence)
+        .collect()
+}
+
+/// On PostgreSQL the filters are answered from the blocks' term postings once a block is built:
+/// the long log's searches find exactly the matching events through them, and an erasure that
+/// changes a value rewrites the postings, so the event is found by its new value alone.
+#[tokio::test]
+async fn postgres_filters_read_block_terms_and_find_exactly_the_matching_events() {
+    let fixture = postgres().await;
+    let store = fixture.store.as_ref();
+    let client = sql_client(&fixture.location).await;
+    let acme = write_long_log(store).await;
+    let terms = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM search_block_terms WHERE organization_id = $1",
+                &[&acme],
+            )
+            .await
+            .expect("terms")
+            .get::<_, i64>(0)
+    };
+    // Built by the store's own task, within a second or two of the appends.
+    for _ in 0..600 {
+        if terms().await > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(terms().await > 0, "the first block was built");
+    check_long_log_searches(store, &acme).await;
+
+    let by_actor = |actor: &str| {
+        let filter = EventFilter {
+            actor_ids: vec![actor.to_owned()],
+            ..EventFilter::default()
+        };
+        found(store, &acme, filter)
+    };
+    assert_eq!(
+        by_actor("rare_actor").await,
+        vec![997, 1_994, 2_991, 3_988, 4_985, 5_982]
+    );
+    let mut body = long_log_event(1_994).event.to_json();
+    body["actor"]["id"] = json!("renamed_actor");
+    assert!(
+        store
+            .erase_events(
+                &acme,
+                vec![Rewrite {
+                    sequence: 1_994,
+                    body: Some(body),
+                }],
+                false,
+                Timestamp::now(),
+            )
+            .await
+            .expect("erase")
+    );
+    assert_eq!(by_actor("renamed_actor").await, vec![1_994]);
+    assert_eq!(
+        by_actor("rare_actor").await,
+        vec![997, 2_991, 3_988, 4_985, 5_982]
+    );
+}
+
+#[tokio::test]
+async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
+    const EVENTS: u64 = 2 * 4_096 + 500;
+    let fixture = postgres().await;
+    let store = fixture.store.as_ref();
+    let client = sql_client(&fixture.location).await;
     let acme = organization(store, "Acme").await;
     let secret = |i: u64| {
         let mut event = long_log_event(i);
@@ -5043,7 +5166,7 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
     let blocks = || async {
         client
             .query(
-                "SELECT first_sequence, end_sequence, version FROM text_blocks ORDER BY 1",
+                "SELECT first_sequence, end_sequence, version FROM search_blocks ORDER BY 1",
                 &[],
             )
             .await
@@ -5071,26 +5194,11 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
 
     let acme = acme.as_str();
     let search = |text: &str| {
-        let request = SearchRequest {
-            filter: EventFilter {
-                text: Some(text.to_owned()),
-                ..EventFilter::default()
-            },
-            after: None,
-            before: None,
-            order: Order::Asc,
-            limit: 100,
+        let filter = EventFilter {
+            text: Some(text.to_owned()),
+            ..EventFilter::default()
         };
-        async move {
-            store
-                .search_events(acme, request)
-                .await
-                .expect("search")
-                .events
-                .iter()
-                .map(|e| e.sequence)
-                .collect::<Vec<_>>()
-        }
+        found(store, acme, filter)
     };
     assert_eq!(
         search("NEEDLE1234").await,

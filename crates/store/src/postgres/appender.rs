@@ -648,10 +648,8 @@ struct Rows {
     leaf_hash: Vec<Vec<u8>>,
     body: Vec<String>,
     search_text: Vec<String>,
-    target_organization: Vec<String>,
-    target_sequence: Vec<i64>,
-    target_id: Vec<String>,
-    target_type: Vec<String>,
+    target_ids: Vec<String>,
+    target_types: Vec<String>,
     node_organization: Vec<String>,
     node_level: Vec<i32>,
     node_index: Vec<i64>,
@@ -667,6 +665,31 @@ struct Rows {
 /// PostgreSQL text cannot hold NUL; the indexed copies drop it (the body keeps it, escaped).
 pub(super) fn text(value: &str) -> String {
     value.replace('\0', "")
+}
+
+/// `values` (as [`text`]) as a PostgreSQL array literal (`{"a","b\"c"}` for `a` and `b"c`), cast
+/// to `TEXT[]` in SQL: how the targets of many events, each its own number, pass in one parameter.
+pub(super) fn array_literal<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut literal = String::from("{");
+    for (at, value) in values.enumerate() {
+        if at > 0 {
+            literal.push(',');
+        }
+        literal.push('"');
+        for c in value.chars() {
+            match c {
+                '\0' => {}
+                '"' | '\\' => {
+                    literal.push('\\');
+                    literal.push(c);
+                }
+                c => literal.push(c),
+            }
+        }
+        literal.push('"');
+    }
+    literal.push('}');
+    literal
 }
 
 impl Rows {
@@ -689,12 +712,12 @@ impl Rows {
             self.node_index.push(node.index as i64);
             self.node_hash.push(node.hash.to_vec());
         }
-        for (target_id, target_type) in &event.targets {
-            self.target_organization.push(organization.to_owned());
-            self.target_sequence.push(sequence);
-            self.target_id.push(text(target_id));
-            self.target_type.push(text(target_type));
-        }
+        self.target_ids.push(array_literal(
+            event.targets.iter().map(|(id, _)| id.as_str()),
+        ));
+        self.target_types.push(array_literal(
+            event.targets.iter().map(|(_, kind)| kind.as_str()),
+        ));
         self.organization.push(organization.to_owned());
         self.sequence.push(sequence);
         self.id.push(event.id.clone());
@@ -726,15 +749,17 @@ impl Rows {
         self.expires_at.push(expires_at.unix_millis());
     }
 
-    /// Inserts the rows, the four statements issued together (pipelined on the connection).
+    /// Inserts the rows, the three statements issued together (pipelined on the connection).
     async fn insert(&self, client: &impl GenericClient) -> Result<(), StoreError> {
         let events = async {
             if !self.id.is_empty() {
                 execute_cached(client,
                     "INSERT INTO events (organization_id, sequence, id, action, occurred_at, received_at, actor_id,
-                        actor_name, leaf_hash, body, search_text)
-                     SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
-                        $7::TEXT[], $8::TEXT[], $9::BYTEA[], $10::TEXT[], $11::TEXT[])",
+                        actor_name, leaf_hash, body, search_text, target_ids, target_types)
+                     SELECT o, s, i, a, oa, ra, ai, an, lh, b, st, ti::TEXT[], tt::TEXT[]
+                     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[],
+                        $7::TEXT[], $8::TEXT[], $9::BYTEA[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[])
+                        AS u(o, s, i, a, oa, ra, ai, an, lh, b, st, ti, tt)",
                     &[
                         &self.organization,
                         &self.sequence,
@@ -747,23 +772,8 @@ impl Rows {
                         &self.leaf_hash,
                         &self.body,
                         &self.search_text,
-                    ],
-                )
-                .await?;
-            }
-            Ok::<(), StoreError>(())
-        };
-        let targets = async {
-            if !self.target_id.is_empty() {
-                execute_cached(
-                    client,
-                    "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
-                     SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
-                    &[
-                        &self.target_organization,
-                        &self.target_sequence,
-                        &self.target_id,
-                        &self.target_type,
+                        &self.target_ids,
+                        &self.target_types,
                     ],
                 )
                 .await?;
@@ -809,7 +819,7 @@ impl Rows {
             }
             Ok::<(), StoreError>(())
         };
-        tokio::try_join!(events, targets, nodes, claims)?;
+        tokio::try_join!(events, nodes, claims)?;
         Ok(())
     }
 }
@@ -861,4 +871,18 @@ async fn query_cached(
 ) -> Result<Vec<Row>, StoreError> {
     let statement = client.prepare_cached(sql).await?;
     Ok(client.query(&statement, params).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_literals_quote_every_element_and_escape_quotes_and_backslashes() {
+        assert_eq!(array_literal(std::iter::empty()), "{}");
+        assert_eq!(
+            array_literal(["doc_1", "a \"b\"", "c\\d", "{e,f}", "n\0ul", ""].into_iter()),
+            r#"{"doc_1","a \"b\"","c\\d","{e,f}","nul",""}"#
+        );
+    }
 }

@@ -20,8 +20,8 @@ mod appender;
 mod incidents;
 mod operators;
 mod search;
+mod search_blocks;
 mod settings;
-mod text_blocks;
 mod tls;
 
 use std::sync::Arc;
@@ -75,6 +75,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_stream_cursors.sql"),
     include_str!("migrations/0009_incidents.sql"),
     include_str!("migrations/0010_text_blocks.sql"),
+    include_str!("migrations/0011_search_blocks.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -88,9 +89,9 @@ pub struct PostgresStore {
     pool: Pool,
     appender: Appender,
     observer: Arc<dyn crate::StoreObserver>,
-    text_filters: Arc<text_blocks::FilterCache>,
-    /// Builds the free-text filters behind the appends while any clone lives.
-    _text_builder: Arc<text_blocks::Builder>,
+    search_filters: Arc<search_blocks::FilterCache>,
+    /// Builds the search blocks behind the appends while any clone lives.
+    _block_builder: Arc<search_blocks::Builder>,
 }
 
 impl PostgresStore {
@@ -160,8 +161,8 @@ impl PostgresStore {
         }));
         let store = PostgresStore {
             appender: Appender::start(pool.clone(), Arc::clone(&observer)),
-            text_filters: Arc::default(),
-            _text_builder: Arc::new(text_blocks::Builder::start(pool.clone())),
+            search_filters: Arc::default(),
+            _block_builder: Arc::new(search_blocks::Builder::start(pool.clone())),
             pool,
             observer,
         };
@@ -231,6 +232,13 @@ impl PostgresStore {
             if claimed == 0 {
                 continue;
             }
+            // Some rewrite a large table: say what runs, from the migration's own first line.
+            let about = migration.lines().next().unwrap_or_default();
+            tracing::info!(
+                version,
+                "applying schema migration: {}",
+                about.trim_start_matches("-- ")
+            );
             transaction.batch_execute(migration).await?;
             transaction.commit().await?;
         }
@@ -736,7 +744,7 @@ impl EventLog for PostgresStore {
         let client = self.client().await?;
         search::search(
             &client,
-            &self.text_filters,
+            &self.search_filters,
             organization_id,
             &request,
             EventColumns::decode,
@@ -752,7 +760,7 @@ impl EventLog for PostgresStore {
         let client = self.client().await?;
         search::search(
             &client,
-            &self.text_filters,
+            &self.search_filters,
             organization_id,
             &request,
             EventColumns::raw,
@@ -999,23 +1007,17 @@ impl Retention for PostgresStore {
         if expired.is_empty() {
             return Ok(0);
         }
-        // Before the text changes: no filter is being built from it meanwhile.
-        text_blocks::lock(&transaction, organization_id).await?;
-        transaction
-            .execute(
-                "DELETE FROM event_targets WHERE organization_id = $1 AND sequence = ANY($2)",
-                &[&organization_id, &expired],
-            )
-            .await?;
+        // Before the events change: no block is being built from them meanwhile.
+        search_blocks::lock(&transaction, organization_id).await?;
         transaction
             .execute(
                 "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, search_text = '',
-                    purged_at = $3
+                    target_ids = '{}', target_types = '{}', purged_at = $3
                  WHERE organization_id = $1 AND sequence = ANY($2)",
                 &[&organization_id, &expired, &now.unix_millis()],
             )
             .await?;
-        text_blocks::rebuild_blocks(&transaction, organization_id, &expired).await?;
+        search_blocks::rebuild_blocks(&transaction, organization_id, &expired).await?;
         transaction.commit().await?;
         Ok(expired.len() as u64)
     }
@@ -1044,18 +1046,12 @@ impl Retention for PostgresStore {
         if held_locked(&transaction, organization_id).await? && !force {
             return Ok(false);
         }
-        // Before the text changes: no filter is being built from it meanwhile.
-        text_blocks::lock(&transaction, organization_id).await?;
-        transaction
-            .execute(
-                "DELETE FROM event_targets WHERE organization_id = $1 AND sequence = ANY($2)",
-                &[&organization_id, &all],
-            )
-            .await?;
+        // Before the events change: no block is being built from them meanwhile.
+        search_blocks::lock(&transaction, organization_id).await?;
         transaction
             .execute(
                 "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, search_text = '',
-                    purged_at = $3
+                    target_ids = '{}', target_types = '{}', purged_at = $3
                  WHERE organization_id = $1 AND sequence = ANY($2) AND purged_at IS NULL",
                 &[&organization_id, &purged, &now.unix_millis()],
             )
@@ -1071,12 +1067,20 @@ impl Retention for PostgresStore {
             .iter()
             .map(|(_, c)| c.actor_name.as_deref().map(appender::text))
             .collect();
+        let targets = |half: fn(&(String, String)) -> &str| -> Vec<String> {
+            rewritten
+                .iter()
+                .map(|(_, c)| appender::array_literal(c.targets.iter().map(half)))
+                .collect()
+        };
         transaction
             .execute(
                 "UPDATE events e SET body = u.body, action = u.action, actor_id = u.actor_id,
-                    actor_name = u.actor_name, search_text = u.search_text
-                 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
-                    AS u(sequence, body, action, actor_id, actor_name, search_text)
+                    actor_name = u.actor_name, search_text = u.search_text,
+                    target_ids = u.target_ids::TEXT[], target_types = u.target_types::TEXT[]
+                 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
+                    $8::TEXT[], $9::TEXT[])
+                    AS u(sequence, body, action, actor_id, actor_name, search_text, target_ids, target_types)
                  WHERE e.organization_id = $1 AND e.sequence = u.sequence AND e.purged_at IS NULL",
                 &[
                     &organization_id,
@@ -1086,34 +1090,13 @@ impl Retention for PostgresStore {
                     &column(|c| &c.actor_id),
                     &actor_names,
                     &column(|c| &c.search_text),
+                    &targets(|(id, _)| id.as_str()),
+                    &targets(|(_, kind)| kind.as_str()),
                 ],
             )
             .await?;
-        let targets: Vec<(i64, &str, &str)> = rewritten
-            .iter()
-            .flat_map(|(sequence, c)| {
-                c.targets
-                    .iter()
-                    .map(move |(id, kind)| (*sequence, id.as_str(), kind.as_str()))
-            })
-            .collect();
-        transaction
-            .execute(
-                "INSERT INTO event_targets (organization_id, sequence, target_id, target_type)
-                 SELECT $1, u.sequence, u.target_id, u.target_type
-                 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[]) AS u(sequence, target_id, target_type)
-                 WHERE EXISTS (SELECT 1 FROM events e WHERE e.organization_id = $1
-                    AND e.sequence = u.sequence AND e.purged_at IS NULL)",
-                &[
-                    &organization_id,
-                    &targets.iter().map(|t| t.0).collect::<Vec<_>>(),
-                    &targets.iter().map(|t| appender::text(t.1)).collect::<Vec<_>>(),
-                    &targets.iter().map(|t| appender::text(t.2)).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        // The erased values' trigrams leave the filters with them.
-        text_blocks::rebuild_blocks(&transaction, organization_id, &all).await?;
+        // The erased values' terms and trigrams leave the blocks with them.
+        search_blocks::rebuild_blocks(&transaction, organization_id, &all).await?;
         transaction.commit().await?;
         Ok(true)
     }

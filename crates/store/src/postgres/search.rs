@@ -1,9 +1,11 @@
-//! Event search on PostgreSQL: the same filters as the embedded store, as one SQL query.
+//! Event search on PostgreSQL: the same filters as the embedded store, in SQL over the rows the
+//! search blocks leave (`search_blocks`).
 
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use trailmark_domain::query::{ActionPattern, EventFilter};
+use trailmark_domain::query::EventFilter;
 
-use super::text_blocks::{self, FilterCache};
+use super::search_blocks::{self, Candidates, FilterCache};
 use super::{EVENT_COLUMNS, event_columns};
 use crate::StoreError;
 use crate::model::{Order, SearchPage, SearchRequest};
@@ -11,10 +13,14 @@ use crate::rows::EventColumns;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
+/// Candidates read by the first query of a page beyond what it needs: the blocks' postings are
+/// exact for the fields they cover, so only a time range or free text leaves some out.
+const FIRST_CHUNK: usize = 64;
+
 /// Runs a search, turning each row's columns into an `E` with `decode`.
 ///
-/// Free text is matched row by row, in the ranges of the log its trigram filters leave
-/// ([`text_blocks::candidate_ranges`]).
+/// Every row read is checked against every condition in SQL; the search blocks only choose
+/// which rows are read ([`search_blocks::candidates`]).
 pub(super) async fn search<E>(
     client: &tokio_postgres::Client,
     filters: &FilterCache,
@@ -24,50 +30,44 @@ pub(super) async fn search<E>(
 ) -> Result<SearchPage<E>, StoreError> {
     let mut sql = SearchSql::new(organization_id);
     sql.add_filter(request);
-    if let Some(text) = &request.filter.text {
-        // As the text is stored (`appender::text`).
-        let text = text.to_lowercase().replace('\0', "");
-        sql.add_text(&text);
-        if let Some(ranges) =
-            text_blocks::candidate_ranges(client, filters, organization_id, &text).await?
-        {
-            sql.add_ranges(&ranges);
-        }
+    // As the text is stored (`appender::text`).
+    let text = request
+        .filter
+        .text
+        .as_ref()
+        .map(|text| text.to_lowercase().replace('\0', ""));
+    if let Some(text) = &text {
+        sql.add_text(text);
     }
-    let conditions = sql.conditions.join(" AND ");
-    let direction = if request.order == Order::Asc {
-        "ASC"
-    } else {
-        "DESC"
-    };
     let fetch = request.limit + 1;
-    let filter = &request.filter;
-    // With an actor and a time range, the (actor, time) index holds exactly the candidates,
-    // but the planner, which expects matches spread evenly through the log, would rather walk
-    // the primary key from the end until it has a page: across most of the log when the range
-    // lies far back. Ordering by an expression no index yields makes it choose by selectivity;
-    // the page's sequences are then picked from that index alone (an index-only scan) before
-    // only those rows are read.
-    let query = if !filter.actor_ids.is_empty()
-        && (filter.range_start.is_some() || filter.range_end.is_some())
-    {
-        format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.organization_id = $1 AND e.sequence IN (
-               SELECT e.sequence FROM events e WHERE {conditions}
-               ORDER BY e.sequence + 0 {direction} LIMIT {fetch})
-             ORDER BY e.sequence {direction}"
-        )
-    } else {
-        format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE {conditions} ORDER BY e.sequence {direction} LIMIT {fetch}"
-        )
+    let order = request.order;
+    let candidates = search_blocks::candidates(
+        client,
+        filters,
+        organization_id,
+        &request.filter,
+        text.as_deref(),
+    )
+    .await?;
+    let rows = match candidates {
+        Candidates::Everything => sql.rows(client, Within::All, order, fetch).await?,
+        Candidates::Ranges(ranges) => {
+            sql.add_ranges(&ranges);
+            sql.rows(client, Within::All, order, fetch).await?
+        }
+        Candidates::Sequences { sequences, tail } => {
+            // Only the candidates the cursors allow (the rows are checked against them again).
+            let mut sequences: Vec<i64> = sequences
+                .into_iter()
+                .filter(|s| request.after.is_none_or(|after| *s > after as i64))
+                .filter(|s| request.before.is_none_or(|before| *s < before as i64))
+                .collect();
+            if order == Order::Desc {
+                sequences.reverse();
+            }
+            sql.rows_of(client, &sequences, tail, order, fetch).await?
+        }
     };
-    let params: Vec<&(dyn ToSql + Sync)> = sql
-        .values
-        .iter()
-        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-        .collect();
-    let rows = client.query(&query, &params).await?;
     let mut events = rows
         .iter()
         .map(|row| decode(event_columns(row)?))
@@ -75,6 +75,15 @@ pub(super) async fn search<E>(
     let more = events.len() > request.limit;
     events.truncate(request.limit);
     Ok(SearchPage { events, more })
+}
+
+/// Which rows a query reads, beside the search's conditions.
+enum Within<'a> {
+    All,
+    /// Events from this sequence on: those past the last block.
+    From(i64),
+    /// These events.
+    Among(&'a [i64]),
 }
 
 /// The WHERE clause of a search, built up with numbered parameters.
@@ -89,6 +98,73 @@ impl SearchSql {
             conditions: vec!["e.organization_id = $1".into()],
             values: vec![Box::new(organization_id.to_owned())],
         }
+    }
+
+    /// Up to `limit` matching rows in `within`, in `order`.
+    async fn rows(
+        &self,
+        client: &tokio_postgres::Client,
+        within: Within<'_>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = self
+            .values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let mut conditions = self.conditions.clone();
+        let (from, among);
+        match within {
+            Within::All => {}
+            Within::From(sequence) => {
+                from = sequence;
+                params.push(&from);
+                conditions.push(format!("e.sequence >= ${}", params.len()));
+            }
+            Within::Among(sequences) => {
+                among = sequences;
+                params.push(&among);
+                conditions.push(format!("e.sequence = ANY(${})", params.len()));
+            }
+        }
+        let direction = if order == Order::Asc { "ASC" } else { "DESC" };
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.sequence {direction} LIMIT {limit}",
+            conditions.join(" AND ")
+        );
+        Ok(client.query(&query, &params).await?)
+    }
+
+    /// Up to `limit` matching rows among `candidates` (in `order`) and the events from `tail`
+    /// on, in `order`: the candidates a chunk at a time, each chunk twice the last, until the
+    /// page is full.
+    async fn rows_of(
+        &self,
+        client: &tokio_postgres::Client,
+        candidates: &[i64],
+        tail: i64,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut rows = Vec::new();
+        if order == Order::Desc {
+            rows = self.rows(client, Within::From(tail), order, limit).await?;
+        }
+        let mut chunk = limit + FIRST_CHUNK;
+        let mut rest = candidates;
+        while rows.len() < limit && !rest.is_empty() {
+            let (now, later) = rest.split_at(chunk.min(rest.len()));
+            let wanted = limit - rows.len();
+            rows.extend(self.rows(client, Within::Among(now), order, wanted).await?);
+            rest = later;
+            chunk *= 2;
+        }
+        if order == Order::Asc && rows.len() < limit {
+            let wanted = limit - rows.len();
+            rows.extend(self.rows(client, Within::From(tail), order, wanted).await?);
+        }
+        Ok(rows)
     }
 
     fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
@@ -137,25 +213,20 @@ impl SearchSql {
         if !filter.actions.is_empty() {
             let mut alternatives = Vec::new();
             let exact: Vec<String> = filter
-                .actions
-                .iter()
-                .filter_map(|pattern| match pattern {
-                    ActionPattern::Exact(action) => Some(action.clone()),
-                    ActionPattern::Prefix(_) => None,
-                })
+                .exact_actions()
+                .into_iter()
+                .map(str::to_owned)
                 .collect();
             if !exact.is_empty() {
                 let p = self.bind(exact);
                 alternatives.push(format!("e.action = ANY({p})"));
             }
-            for pattern in &filter.actions {
-                // A byte-order range on the prefix uses the (organization_id, action) index
-                // (the column is COLLATE "C"), and is case-sensitive where LIKE may not be.
-                if let ActionPattern::Prefix(prefix) = pattern {
-                    let low = self.bind(prefix.clone());
-                    let high = self.bind(format!("{prefix}\u{10FFFF}"));
-                    alternatives.push(format!("(e.action >= {low} AND e.action < {high})"));
-                }
+            // A byte-order range on the prefix (the column is COLLATE "C"): case-sensitive
+            // where LIKE may not be.
+            for prefix in filter.action_prefixes() {
+                let low = self.bind(prefix.to_owned());
+                let high = self.bind(format!("{prefix}\u{10FFFF}"));
+                alternatives.push(format!("(e.action >= {low} AND e.action < {high})"));
             }
             self.conditions
                 .push(format!("({})", alternatives.join(" OR ")));
@@ -169,15 +240,12 @@ impl SearchSql {
             self.conditions.push(format!("e.actor_name = ANY({p})"));
         }
         for (column, values) in [
-            ("target_id", &filter.target_ids),
-            ("target_type", &filter.target_types),
+            ("target_ids", &filter.target_ids),
+            ("target_types", &filter.target_types),
         ] {
             if !values.is_empty() {
                 let p = self.bind(values.clone());
-                self.conditions.push(format!(
-                    "e.sequence IN (SELECT t.sequence FROM event_targets t
-                       WHERE t.organization_id = $1 AND t.{column} = ANY({p}))"
-                ));
+                self.conditions.push(format!("e.{column} && {p}::TEXT[]"));
             }
         }
     }
