@@ -192,7 +192,12 @@ impl SearchSql {
         let filter = &request.filter;
         // A purged stub has no content left to match; unfiltered reads (cursors) still list it.
         if *filter != EventFilter::default() {
-            self.conditions.push("e.purged_at IS NULL".into());
+            // Written so that it does not match the retention index's predicate (`WHERE
+            // purged_at IS NULL`): before the table has statistics (a new database, the minute
+            // after a bulk load), the planner takes that partial index for a small one and reads
+            // the organization's every row through it (measured: 135 ms at 300,000 events)
+            // rather than the few the primary key finds.
+            self.conditions.push("(e.purged_at + 0) IS NULL".into());
         }
         if let Some(after) = request.after {
             let p = self.bind(i64::try_from(after).unwrap_or(i64::MAX));
