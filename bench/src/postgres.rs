@@ -76,14 +76,16 @@ enum Part {
 }
 
 /// A database of this run's, dropped when it ends.
-struct Database {
+pub(crate) struct Database {
     admin_url: String,
     name: String,
     runtime: Arc<tokio::runtime::Runtime>,
+    /// Left in place at the end (`keep`).
+    kept: bool,
 }
 
 impl Database {
-    fn create(
+    pub(crate) fn create(
         admin_url: &str,
         runtime: &Arc<tokio::runtime::Runtime>,
         label: &str,
@@ -95,10 +97,17 @@ impl Database {
             admin_url: admin_url.to_owned(),
             name,
             runtime: Arc::clone(runtime),
+            kept: false,
         })
     }
 
-    fn url(&self) -> Result<String, String> {
+    /// Leaves the database in place when this is dropped; its URL.
+    pub(crate) fn keep(mut self) -> Result<String, String> {
+        self.kept = true;
+        self.url()
+    }
+
+    pub(crate) fn url(&self) -> Result<String, String> {
         let (server, _) = self
             .admin_url
             .rsplit_once('/')
@@ -109,12 +118,15 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         let _ = self.runtime.block_on(admin(&self.admin_url, &statement));
     }
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("connecting to {url}: {e}"))?;
@@ -128,6 +140,16 @@ async fn admin(url: &str, statement: &str) -> Result<(), String> {
         .batch_execute(statement)
         .await
         .map_err(|e| format!("{statement}: {e}"))
+}
+
+/// The size of the database at `url`, in bytes.
+pub(crate) async fn database_bytes(url: &str) -> Result<u64, String> {
+    let row = connect(url)
+        .await?
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await
+        .map_err(|e| format!("reading the database's size: {e}"))?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
 /// A probe of the database at `url` (its size, and the cluster's WAL position) and of the

@@ -20,7 +20,7 @@ use trailmark_domain::event::NewEvent;
 use trailmark_domain::id::IdKind;
 use trailmark_domain::organization::Organization;
 use trailmark_store::{
-    AppendOutcome, AppendRequest, EventLog, Organizations, PendingEvent, SqliteStore,
+    AppendOutcome, AppendRequest, EventLog, Organizations, PendingEvent, PostgresStore, SqliteStore,
 };
 
 use crate::child::{self, Finished};
@@ -68,12 +68,19 @@ pub struct Args {
     /// Where the database and exports go [default: the system's temporary directory].
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Keep the work directory (database, exports, logs) and print where it is.
+    /// Keep the work directory (database, exports, logs), or with `--postgres-url` the
+    /// database, and print where it is.
     #[arg(long)]
     keep: bool,
     /// Skip populating: use this data directory, kept by an earlier `--keep` run.
     #[arg(long)]
     reuse: Option<PathBuf>,
+    /// Measure the searches on PostgreSQL instead: a database of this run's is made on the
+    /// server at this URL (and dropped at the end), populated through `PostgresStore` and served
+    /// by `trailmark serve --database`; each search's raw side is the same search through
+    /// `PostgresStore` in the bench's process. Only the search part runs.
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// Run only these parts (repeat or separate with commas); `ledger` needs the exports, so it
     /// makes them too.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -127,6 +134,8 @@ impl Bulk {
 
 #[derive(Default)]
 struct Report {
+    /// Measured on PostgreSQL (`--postgres-url`) rather than on an embedded data directory.
+    on_postgres: bool,
     populate: Option<Bulk>,
     database_bytes: u64,
     searches: Vec<Paired>,
@@ -158,15 +167,11 @@ pub fn run(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting a runtime: {e}"))?;
 
+    if let Some(admin_url) = &args.postgres_url {
+        return run_postgres(args, admin_url, &binary, &work, runtime);
+    }
     println!("Trailmark read benchmark");
-    println!(
-        "  machine: {} cores shared by the bench, the server and SQLite; busy {} before the \
-         start, load average {}",
-        cores(),
-        machine_busy(Duration::from_millis(500))
-            .map_or_else(|| "unknown".into(), |b| format!("{:.0}%", 100.0 * b)),
-        load_average().map_or_else(|| "unknown".into(), |l| format!("{l:.2}"))
-    );
+    print_machine("SQLite");
     println!(
         "  work dir: {} ({})",
         work.path.display(),
@@ -239,30 +244,15 @@ pub fn run(args: &Args) -> Result<(), String> {
 
     if wants(Part::Search) {
         progress("search: GET /audit_logs/events per filter kind, each beside the same SQL raw");
-        for (index, kind) in kinds().into_iter().enumerate() {
-            let mut random = Random::new(0x5EA4C4 + index as u64);
-            let searches: Vec<Search> = (0..args.requests)
-                .map(|_| (kind.make)(&dataset, &mut random))
-                .collect();
-            let paths: Vec<String> = searches
-                .iter()
-                .map(|s| s.url(&organization_id, PAGE))
-                .collect();
-            let (api, raw_measured, per_answer) =
-                runtime.block_on(paired(&mut client, &paths, "data", budget, |i| {
-                    raw.search(&searches[i], &organization_id, PAGE).map(|_| ())
-                }))?;
-            let measured = Paired {
-                name: kind.name.to_owned(),
-                api,
-                raw: raw_measured,
-                per_answer,
-                filtered: kind.filtered,
-                plan: Some(raw.plan(&searches[0], &organization_id, PAGE)?),
-            };
-            print_paired_row(&measured);
-            report.searches.push(measured);
-        }
+        report.searches = runtime.block_on(measure_searches(
+            &mut client,
+            &dataset,
+            &organization_id,
+            args.requests,
+            budget,
+            async |search| raw.search(search, &organization_id, PAGE).map(|_| ()),
+            |search| raw.plan(search, &organization_id, PAGE).map(Some),
+        ))?;
     }
 
     let export_dir = work.path.join("exports");
@@ -373,7 +363,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             })
             .collect();
         let (api, raw_measured, per_answer) =
-            runtime.block_on(paired(&mut client, &paths, "proof", budget, |i| {
+            runtime.block_on(paired(&mut client, &paths, "proof", budget, async |i| {
                 raw.inclusion(&organization_id, &events[i].1, n).map(|_| ())
             }))?;
         let inclusion = Paired {
@@ -399,7 +389,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             })
             .collect();
         let (api, raw_measured, per_answer) =
-            runtime.block_on(paired(&mut client, &paths, "proof", budget, |i| {
+            runtime.block_on(paired(&mut client, &paths, "proof", budget, async |i| {
                 raw.consistency(&organization_id, firsts[i], n).map(|_| ())
             }))?;
         let consistency = Paired {
@@ -474,9 +464,175 @@ pub fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the organization and appends the dataset to a new store in `data_dir`, one append in
-/// flight while the next batch is generated; then closes the store. Returns the organization's
-/// id and the populate figures.
+/// The machine's line of the report: its cores, shared with `database`, and how busy it is.
+fn print_machine(database: &str) {
+    println!(
+        "  machine: {} cores shared by the bench, the server and {database}; busy {} before the \
+         start, load average {}",
+        cores(),
+        machine_busy(Duration::from_millis(500))
+            .map_or_else(|| "unknown".into(), |b| format!("{:.0}%", 100.0 * b)),
+        load_average().map_or_else(|| "unknown".into(), |l| format!("{l:.2}"))
+    );
+}
+
+/// The search part on PostgreSQL (`--postgres-url`).
+fn run_postgres(
+    args: &Args,
+    admin_url: &str,
+    binary: &Path,
+    work: &WorkDir,
+    runtime: tokio::runtime::Runtime,
+) -> Result<(), String> {
+    let runtime = Arc::new(runtime);
+    println!("Trailmark read benchmark on PostgreSQL (search)");
+    print_machine("PostgreSQL");
+    println!(
+        "  searches: {} sequential requests per kind on one keep-alive connection, each paired \
+         with the same search through PostgresStore (at most {}s a side), limit={PAGE}",
+        args.requests, args.budget
+    );
+    println!();
+    let database = crate::postgres::Database::create(admin_url, &runtime, "read")?;
+    let url = database.url()?;
+    let dataset = Dataset::ending_now(args.events);
+    progress(&format!(
+        "populating {} events through PostgresStore::append, {} per append",
+        args.events, args.append_batch
+    ));
+    let store = runtime
+        .block_on(PostgresStore::connect(&url))
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    let (organization_id, populated) = runtime.block_on(append_dataset(
+        &store,
+        "PostgresStore",
+        &dataset,
+        args.append_batch,
+    ))?;
+    println!(
+        "   {} events in {:.1}s = {:.0} events/s",
+        populated.rows,
+        populated.wall.as_secs_f64(),
+        populated.rate()
+    );
+    let (blocks, waited) = runtime.block_on(wait_for_search_blocks(&url, &organization_id))?;
+    println!(
+        "   {blocks} search blocks built ({:.1}s after the last append)",
+        waited.as_secs_f64()
+    );
+    let mut report = Report {
+        on_postgres: true,
+        populate: Some(populated),
+        database_bytes: runtime.block_on(crate::postgres::database_bytes(&url))?,
+        ..Report::default()
+    };
+    let data_dir = work.path.join("trailmark-data");
+    let trailmark = Trailmark::start_with(binary, &data_dir, API_KEY, &["--database", &url])?;
+    progress(&format!("trailmark serve --database on {}", trailmark.addr));
+    let mut client = Client::new(trailmark.addr, API_KEY)?;
+    progress("search: GET /audit_logs/events per filter kind, each beside PostgresStore's search");
+    report.searches = runtime.block_on(measure_searches(
+        &mut client,
+        &dataset,
+        &organization_id,
+        args.requests,
+        Duration::from_secs_f64(args.budget),
+        async |search| {
+            store
+                .search_events(&organization_id, search.request(PAGE))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("PostgresStore search: {e}"))
+        },
+        |_| Ok(None),
+    ))?;
+    drop(client);
+    drop(trailmark);
+    drop(store);
+    println!();
+    print_tables(&report);
+    println!();
+    print_summary(&report, dataset.events);
+    if args.keep {
+        println!(
+            "\nkept: the database {} (organization {organization_id})",
+            database.keep()?
+        );
+    }
+    Ok(())
+}
+
+/// Each kind of search `requests` times (values drawn per kind from a seed of its own, so every
+/// run and backend sends the same searches), through the API and through `raw`, with `plan`
+/// describing how the raw side runs the first.
+async fn measure_searches(
+    client: &mut Client,
+    dataset: &Dataset,
+    organization_id: &str,
+    requests: usize,
+    budget: Duration,
+    mut raw: impl AsyncFnMut(&Search) -> Result<(), String>,
+    plan: impl Fn(&Search) -> Result<Option<String>, String>,
+) -> Result<Vec<Paired>, String> {
+    let mut measured = Vec::new();
+    for (index, kind) in kinds().into_iter().enumerate() {
+        let mut random = Random::new(0x5EA4C4 + index as u64);
+        let searches: Vec<Search> = (0..requests)
+            .map(|_| (kind.make)(dataset, &mut random))
+            .collect();
+        let paths: Vec<String> = searches
+            .iter()
+            .map(|s| s.url(organization_id, PAGE))
+            .collect();
+        let (api, raw_measured, per_answer) = paired(client, &paths, "data", budget, async |i| {
+            raw(&searches[i]).await
+        })
+        .await?;
+        let paired = Paired {
+            name: kind.name.to_owned(),
+            api,
+            raw: raw_measured,
+            per_answer,
+            filtered: kind.filtered,
+            plan: plan(&searches[0])?,
+        };
+        print_paired_row(&paired);
+        measured.push(paired);
+    }
+    Ok(measured)
+}
+
+/// Waits until PostgreSQL's search blocks of `organization_id` stop growing (the store's builder
+/// has caught up with the log); how many there are and how long that took.
+async fn wait_for_search_blocks(
+    url: &str,
+    organization_id: &str,
+) -> Result<(i64, Duration), String> {
+    let client = crate::postgres::connect(url).await?;
+    let started = Instant::now();
+    let (mut last, mut unchanged) = (-1i64, 0);
+    // The builder runs each second: three seconds without a new block means it is done.
+    while unchanged < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let blocks: i64 = client
+            .query_one(
+                "SELECT count(*) FROM search_blocks WHERE organization_id = $1",
+                &[&organization_id],
+            )
+            .await
+            .map_err(|e| format!("counting search blocks: {e}"))?
+            .get(0);
+        unchanged = if blocks == last { unchanged + 1 } else { 0 };
+        last = blocks;
+    }
+    Ok((
+        last,
+        started.elapsed().saturating_sub(Duration::from_secs(3)),
+    ))
+}
+
+/// Creates the organization and appends the dataset to a new SQLite store in `data_dir`, then
+/// closes the store. Returns the organization's id and the populate figures.
 async fn populate(
     data_dir: &Path,
     dataset: &Dataset,
@@ -484,6 +640,30 @@ async fn populate(
 ) -> Result<(String, Bulk), String> {
     let path = data_dir.join("trailmark.db");
     let store = SqliteStore::open(&path).map_err(|e| format!("opening the store: {e}"))?;
+    let (organization_id, populated) =
+        append_dataset(&store, "SqliteStore", dataset, batch).await?;
+    // Blocks and runs written, the log released, the WAL moved into the database: the server
+    // starts on a data directory holding everything, as after any long-running server's work.
+    store
+        .close()
+        .await
+        .map_err(|e| format!("closing the store: {e}"))?;
+    checkpoint_wal(&path)?;
+    Ok((organization_id, populated))
+}
+
+/// Creates the organization and appends the dataset to `store` (named `store_name` in the
+/// report), one append in flight while the next batch is generated. Returns the organization's
+/// id and the populate figures.
+async fn append_dataset<S>(
+    store: &S,
+    store_name: &str,
+    dataset: &Dataset,
+    batch: usize,
+) -> Result<(String, Bulk), String>
+where
+    S: EventLog + Organizations + Clone,
+{
     let now = Timestamp::now();
     let organization = store
         .insert_organization(Organization {
@@ -554,17 +734,10 @@ async fn populate(
             dataset.events
         ));
     }
-    // Blocks and runs written, the log released, the WAL moved into the database: the server
-    // starts on a data directory holding everything, as after any long-running server's work.
-    store
-        .close()
-        .await
-        .map_err(|e| format!("closing the store: {e}"))?;
-    checkpoint_wal(&path)?;
     Ok((
         organization_id,
         Bulk {
-            name: "populate (SqliteStore::append)".into(),
+            name: format!("populate ({store_name}::append)"),
             rows: size,
             wall,
             cpu: None,
@@ -684,11 +857,11 @@ async fn paired(
     paths: &[String],
     field: &str,
     budget: Duration,
-    mut raw: impl FnMut(usize) -> Result<(), String>,
+    mut raw: impl AsyncFnMut(usize) -> Result<(), String>,
 ) -> Result<(Measured, Measured, f64), String> {
     for (i, path) in paths.iter().enumerate().take(2) {
         get_ok(client, path).await?;
-        raw(i)?;
+        raw(i).await?;
     }
     let (mut api, mut direct) = (Measured::default(), Measured::default());
     let mut items = 0usize;
@@ -703,7 +876,7 @@ async fn paired(
                     serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
                 items += answer[field].as_array().map_or(0, Vec::len);
             } else {
-                raw(i)?;
+                raw(i).await?;
                 direct.latencies_us.push(began.elapsed().as_micros() as u64);
             }
         }
@@ -880,7 +1053,12 @@ fn print_tables(r: &Report) {
     if !r.searches.is_empty() {
         println!(
             "Search latency, ms: GET /audit_logs/events?limit={PAGE} (sequential, one connection) \
-             vs the same SQL on a read-only rusqlite connection; rows = rows per answer"
+             vs {}; rows = rows per answer",
+            if r.on_postgres {
+                "the same search through PostgresStore in the bench's process (no HTTP, no JSON)"
+            } else {
+                "the same SQL on a read-only rusqlite connection"
+            }
         );
         println!("{PAIRED_HEADER}");
         println!("{}", "-".repeat(PAIRED_HEADER.len()));
@@ -888,6 +1066,8 @@ fn print_tables(r: &Report) {
             println!("{}", paired_row(p));
         }
         println!();
+    }
+    if r.searches.iter().any(|p| p.plan.is_some()) {
         println!("Query plans (EXPLAIN QUERY PLAN of Trailmark's SQL, first search of each kind):");
         for p in &r.searches {
             if let Some(plan) = &p.plan {
@@ -932,16 +1112,26 @@ fn print_tables(r: &Report) {
 }
 
 fn print_summary(r: &Report, n: u64) {
-    println!("Summary (ratios against raw reads of the same SQLite file, measured in this run)");
+    println!(
+        "Summary (ratios against {}, measured in this run)",
+        if r.on_postgres {
+            "the same searches through PostgresStore"
+        } else {
+            "raw reads of the same SQLite file"
+        }
+    );
     let line = |label: &str, text: String| println!("{label:<20}{text}");
     if let Some(p) = &r.populate {
         line(
             "populate",
             format!(
-                "{} events in {:.1}s = {:.0} events/s through SqliteStore::append; database {:.0} MB ({:.0} bytes/event)",
+                "{} events in {:.1}s = {:.0} events/s through {}; database {:.0} MB ({:.0} bytes/event)",
                 p.rows,
                 p.wall.as_secs_f64(),
                 p.rate(),
+                p.name
+                    .trim_start_matches("populate (")
+                    .trim_end_matches(')'),
                 r.database_bytes as f64 / MB,
                 r.database_bytes as f64 / n as f64
             ),

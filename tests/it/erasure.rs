@@ -64,10 +64,9 @@ async fn stored_text(app: &TestApp) -> String {
             tokio::spawn(connection);
             let rows = client
                 .query(
-                    "SELECT concat_ws(' ', e.body, e.actor_id, e.actor_name, e.search_text,
-                        array_to_string(e.target_ids, ' '))
-                     FROM events e
-                     UNION ALL SELECT value FROM search_block_terms",
+                    "SELECT body FROM events
+                     UNION ALL SELECT value FROM search_block_terms
+                     UNION ALL SELECT encode(text_values, 'escape') FROM search_blocks",
                     &[],
                 )
                 .await

@@ -124,41 +124,6 @@ impl PreparedAppend {
     }
 }
 
-/// The columns a backend derives from an event's body, for a body an erasure rewrote: the
-/// filters and the free-text search then see the erased values no more.
-pub struct RewrittenColumns {
-    pub body: String,
-    pub action: String,
-    pub actor_id: String,
-    pub actor_name: Option<String>,
-    pub targets: Vec<(String, String)>,
-    pub search_text: String,
-}
-
-impl RewrittenColumns {
-    /// # Errors
-    ///
-    /// [`StoreError::Corrupt`] if `body` is not an event's body (an erasure only rewrites
-    /// values, so the body of a stored event always parses).
-    pub fn of(sequence: u64, body: &serde_json::Value) -> Result<Self, StoreError> {
-        let event = trailmark_domain::event::NewEvent::parse(body).map_err(|e| {
-            StoreError::Corrupt(format!("the rewritten body of event {sequence}: {e}"))
-        })?;
-        Ok(RewrittenColumns {
-            body: body.to_string(),
-            action: event.action().to_owned(),
-            actor_id: event.actor().id.clone(),
-            actor_name: event.actor().name.clone(),
-            targets: event
-                .targets()
-                .iter()
-                .map(|t| (t.id.clone(), t.kind.clone()))
-                .collect(),
-            search_text: event.search_text().to_lowercase(),
-        })
-    }
-}
-
 /// `value` as compact JSON: the same text as its `Display`, written straight into the string
 /// rather than through a formatter, which costs twice as much for an event's body.
 fn compact_json(value: &serde_json::Value) -> String {

@@ -5085,7 +5085,8 @@ async fn postgres_filters_read_block_terms_and_find_exactly_the_matching_events(
     let terms = || async {
         client
             .query_one(
-                "SELECT count(*) FROM search_block_terms WHERE organization_id = $1",
+                "SELECT count(*) FROM search_block_terms t JOIN search_blocks b ON b.block = t.block
+                 WHERE b.organization_id = $1",
                 &[&acme],
             )
             .await
@@ -5213,14 +5214,33 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
     assert_eq!(search("needle8600").await, vec![8_600], "in the tail");
     assert_eq!(search("zygmunt").await, vec![0]);
     assert_eq!(search("needle8692").await, Vec::<u64>::new());
+    let blocks_holding = |text: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM search_blocks WHERE position($1::BYTEA IN text_values) > 0",
+                    &[&text.as_bytes()],
+                )
+                .await
+                .expect("text values")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        blocks_holding("zygmunt quixote").await,
+        1,
+        "the first block's text values hold the name, lower-cased"
+    );
 
     let slip = |sequence: i64, text: &'static str| {
         let client = &client;
         async move {
             client
                 .execute(
-                    "UPDATE events SET search_text = search_text || $2 WHERE sequence = $1",
-                    &[&sequence, &format!("\n{text}")],
+                    "UPDATE events SET body = jsonb_set(body::jsonb, '{context,location}', to_jsonb($2::TEXT))::TEXT
+                     WHERE sequence = $1",
+                    &[&sequence, &text],
                 )
                 .await
                 .expect("update");
@@ -5232,6 +5252,12 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
         search("qqxxzzyy").await,
         vec![8_600],
         "the first block's filter rules it out; the tail is read row by row"
+    );
+    slip(12, "needle4321").await;
+    assert_eq!(
+        search("needle4321").await,
+        vec![4_321],
+        "the first block's text values name the events a text search reads there"
     );
 
     store
@@ -5251,6 +5277,11 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
         blocks().await[0],
         (0, 4_096, 2),
         "the first block's filter was rewritten"
+    );
+    assert_eq!(
+        blocks_holding("zygmunt").await,
+        0,
+        "the erased name left the block's text values"
     );
     slip(11, "zygmunt quixote").await;
     assert_eq!(

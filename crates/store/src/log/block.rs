@@ -50,7 +50,7 @@ impl Field {
 }
 
 /// An event as the index knows it, from its append until its block is written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct IndexedEvent {
     pub(crate) sequence: u64,
     /// Where its record lies in the log.
@@ -605,7 +605,7 @@ fn deltas(values: impl Iterator<Item = i64>) -> Vec<u8> {
     out
 }
 
-fn undeltas(bytes: &[u8], count: usize) -> Option<Vec<i64>> {
+pub(crate) fn undeltas(bytes: &[u8], count: usize) -> Option<Vec<i64>> {
     let mut reader = VarintReader { bytes, at: 0 };
     let mut values = Vec::with_capacity(count);
     let mut previous = 0i64;

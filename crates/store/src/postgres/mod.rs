@@ -76,6 +76,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_incidents.sql"),
     include_str!("migrations/0010_text_blocks.sql"),
     include_str!("migrations/0011_search_blocks.sql"),
+    include_str!("migrations/0012_events_from_body.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -89,7 +90,7 @@ pub struct PostgresStore {
     pool: Pool,
     appender: Appender,
     observer: Arc<dyn crate::StoreObserver>,
-    search_filters: Arc<search_blocks::FilterCache>,
+    search_cache: Arc<search_blocks::BlockCache>,
     /// Builds the search blocks behind the appends while any clone lives.
     _block_builder: Arc<search_blocks::Builder>,
 }
@@ -161,7 +162,7 @@ impl PostgresStore {
         }));
         let store = PostgresStore {
             appender: Appender::start(pool.clone(), Arc::clone(&observer)),
-            search_filters: Arc::default(),
+            search_cache: Arc::default(),
             _block_builder: Arc::new(search_blocks::Builder::start(pool.clone())),
             pool,
             observer,
@@ -744,7 +745,7 @@ impl EventLog for PostgresStore {
         let client = self.client().await?;
         search::search(
             &client,
-            &self.search_filters,
+            &self.search_cache,
             organization_id,
             &request,
             EventColumns::decode,
@@ -760,7 +761,7 @@ impl EventLog for PostgresStore {
         let client = self.client().await?;
         search::search(
             &client,
-            &self.search_filters,
+            &self.search_cache,
             organization_id,
             &request,
             EventColumns::raw,
@@ -1011,8 +1012,7 @@ impl Retention for PostgresStore {
         search_blocks::lock(&transaction, organization_id).await?;
         transaction
             .execute(
-                "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, search_text = '',
-                    target_ids = '{}', target_types = '{}', purged_at = $3
+                "UPDATE events SET body = '{}', purged_at = $3
                  WHERE organization_id = $1 AND sequence = ANY($2)",
                 &[&organization_id, &expired, &now.unix_millis()],
             )
@@ -1030,14 +1030,14 @@ impl Retention for PostgresStore {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let mut purged = Vec::new();
-        let mut rewritten = Vec::new();
+        let (mut sequences, mut bodies) = (Vec::new(), Vec::new());
         for rewrite in &rewrites {
             match &rewrite.body {
                 None => purged.push(rewrite.sequence as i64),
-                Some(body) => rewritten.push((
-                    rewrite.sequence as i64,
-                    rules::RewrittenColumns::of(rewrite.sequence, body)?,
-                )),
+                Some(body) => {
+                    sequences.push(rewrite.sequence as i64);
+                    bodies.push(body.to_string());
+                }
             }
         }
         let all: Vec<i64> = rewrites.iter().map(|r| r.sequence as i64).collect();
@@ -1050,49 +1050,17 @@ impl Retention for PostgresStore {
         search_blocks::lock(&transaction, organization_id).await?;
         transaction
             .execute(
-                "UPDATE events SET body = '{}', action = '', actor_id = '', actor_name = NULL, search_text = '',
-                    target_ids = '{}', target_types = '{}', purged_at = $3
+                "UPDATE events SET body = '{}', purged_at = $3
                  WHERE organization_id = $1 AND sequence = ANY($2) AND purged_at IS NULL",
                 &[&organization_id, &purged, &now.unix_millis()],
             )
             .await?;
-        let sequences: Vec<i64> = rewritten.iter().map(|(s, _)| *s).collect();
-        let column = |f: fn(&rules::RewrittenColumns) -> &str| -> Vec<String> {
-            rewritten
-                .iter()
-                .map(|(_, c)| appender::text(f(c)))
-                .collect()
-        };
-        let actor_names: Vec<Option<String>> = rewritten
-            .iter()
-            .map(|(_, c)| c.actor_name.as_deref().map(appender::text))
-            .collect();
-        let targets = |half: fn(&(String, String)) -> &str| -> Vec<String> {
-            rewritten
-                .iter()
-                .map(|(_, c)| appender::array_literal(c.targets.iter().map(half)))
-                .collect()
-        };
         transaction
             .execute(
-                "UPDATE events e SET body = u.body, action = u.action, actor_id = u.actor_id,
-                    actor_name = u.actor_name, search_text = u.search_text,
-                    target_ids = u.target_ids::TEXT[], target_types = u.target_types::TEXT[]
-                 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
-                    $8::TEXT[], $9::TEXT[])
-                    AS u(sequence, body, action, actor_id, actor_name, search_text, target_ids, target_types)
+                "UPDATE events e SET body = u.body
+                 FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS u(sequence, body)
                  WHERE e.organization_id = $1 AND e.sequence = u.sequence AND e.purged_at IS NULL",
-                &[
-                    &organization_id,
-                    &sequences,
-                    &column(|c| &c.body),
-                    &column(|c| &c.action),
-                    &column(|c| &c.actor_id),
-                    &actor_names,
-                    &column(|c| &c.search_text),
-                    &targets(|(id, _)| id.as_str()),
-                    &targets(|(_, kind)| kind.as_str()),
-                ],
+                &[&organization_id, &sequences, &bodies],
             )
             .await?;
         // The erased values' terms and trigrams leave the blocks with them.

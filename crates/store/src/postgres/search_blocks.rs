@@ -12,12 +12,18 @@
 //!   each with its postings (the offsets of the events holding it), one `search_block_terms` row
 //!   each, the block's rows one contiguous key range;
 //! - the range of its events' `occurred_at`;
-//! - a blocked Bloom filter over the trigrams of its events' search text (`crate::trigram`).
+//! - a blocked Bloom filter over the trigrams of its events' search text (`crate::trigram`);
+//! - its *text values*: every distinct lower-cased value its events' search text is made of,
+//!   with the offsets of the events holding each.
 //!
 //! A search ([`candidates`]) takes from the blocks the events its filters' terms name, only in
-//! blocks whose time range and trigram filter allow a match, and reads every event past the last
-//! block. Each row read is still checked against every condition in SQL, so the blocks only
+//! blocks whose time range and trigram filter allow a match; for free text, the events whose text
+//! values contain it ([`narrow_to_text`]); then every event past the last block. Each row read is
+//! still checked against the whole filter from its body (`postgres::search`), so the blocks only
 //! choose which rows to read: a stale or missing block makes a search slower, never wrong.
+//!
+//! The blocks are built from the events' bodies (the events table keeps no copies of the fields
+//! a filter reads), by the rule that checks a search's rows: [`indexed_event`].
 //!
 //! Blocks are derived data: [`build_pending`] writes them behind the appends, a block and its
 //! organization's `search_block_heads` row advancing in one transaction, and they can be rebuilt
@@ -25,7 +31,7 @@
 //! LOCKED`): two never build the same block. When events change (retention purges, erasures),
 //! [`rebuild_blocks`] rewrites their blocks in the same transaction, under the same lock, so a
 //! block never keeps the terms or trigrams of erased values; each rewrite raises the block's
-//! version, which is how [`FilterCache`]s on every instance see it.
+//! version, which is how the [`BlockCache`]s of every instance see it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -37,20 +43,26 @@ use trailmark_domain::query::EventFilter;
 
 use super::pool_error;
 use crate::StoreError;
-use crate::log::block::{BlockRecord, Field, IndexedEvent, OffsetSet, decode_postings};
+use crate::log::block::{
+    BlockRecord, Field, IndexedEvent, OffsetSet, decode_postings, text_value_offsets, undeltas,
+};
 use crate::trigram;
 
 /// Events a block holds: as many as the embedded log's blocks.
 pub(super) const BLOCK_EVENTS: i64 = crate::log::block::BLOCK_MAX_EVENTS as i64;
 /// Blocks of one organization built in one round before the next organization's turn.
 const BLOCKS_PER_TURN: usize = 16;
-/// Filter bytes an instance keeps in memory: about 30 bytes an event, so the filters of some
-/// two million events.
-const CACHE_BYTES: usize = 64 << 20;
-/// A search lists at most this many ranges of candidate blocks; closer ranges are joined.
-const MAX_RANGES: usize = 32;
+/// Trigram filter bytes an instance keeps in memory: about 30 bytes an event, so the filters of
+/// some two million events.
+const FILTER_CACHE_BYTES: usize = 64 << 20;
+/// Text value bytes an instance keeps in memory: about 65 bytes an event with issue 13's
+/// realistic event, so the values of some four million events. Scanned in memory, a million
+/// events' values take some milliseconds; read from the database for each search, a few hundred.
+const TEXT_CACHE_BYTES: usize = 256 << 20;
+/// Time column bytes an instance keeps in memory: about 3 bytes an event.
+const TIME_CACHE_BYTES: usize = 32 << 20;
 
-/// The block of the events `first … end-1` of `organization_id`'s log, read from them.
+/// The block of the events `first … end-1` of `organization_id`'s log, read from their bodies.
 async fn block_of_events(
     client: &impl GenericClient,
     organization_id: &str,
@@ -59,8 +71,7 @@ async fn block_of_events(
 ) -> Result<BlockRecord, StoreError> {
     let rows = client
         .query(
-            "SELECT sequence, occurred_at, action, actor_id, actor_name, target_ids, target_types,
-                search_text, purged_at
+            "SELECT sequence, occurred_at, purged_at, body, id
              FROM events WHERE organization_id = $1 AND sequence >= $2 AND sequence < $3
              ORDER BY sequence",
             &[&organization_id, &first, &end],
@@ -71,37 +82,54 @@ async fn block_of_events(
             "{organization_id}'s log lacks events between {first} and {end}"
         )));
     }
-    let events = rows
-        .iter()
-        .map(|row| {
-            let ids: Vec<String> = row.try_get(5)?;
-            let types: Vec<String> = row.try_get(6)?;
-            Ok(IndexedEvent {
-                sequence: row.try_get::<_, i64>(0)? as u64,
-                // Where a record lies is the embedded log's; these blocks never read it.
-                position: 0,
-                length: 0,
-                id: String::new(),
-                leaf_hash: [0; 32],
-                received_at: 0,
-                occurred_at: row.try_get(1)?,
-                action: row.try_get(2)?,
-                actor_id: row.try_get(3)?,
-                actor_name: row.try_get(4)?,
-                targets: ids.into_iter().zip(types).collect(),
-                text: row.try_get(7)?,
-                purged_at: row.try_get(8)?,
+    // Parsing a block's bodies is some tens of milliseconds of CPU: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        let events = rows
+            .iter()
+            .map(|row| {
+                indexed_event(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                )
             })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(BlockRecord::build(&events))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(BlockRecord::build(&events))
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("building a search block failed: {e}")))?
 }
 
-/// Writes `block`'s terms, inside the transaction that writes its `search_blocks` row.
+/// An event as a search sees it, from its stored body, by the embedded log's rule
+/// (`log::indexed_from_body`): what blocks are built from and a search's rows are checked with.
+/// A purged stub (`{}`) keeps its place and time but nothing it said.
+pub(super) fn indexed_event(
+    sequence: i64,
+    occurred_at: i64,
+    purged_at: Option<i64>,
+    body: &str,
+    id: String,
+) -> Result<IndexedEvent, StoreError> {
+    if purged_at.is_some() {
+        return Ok(IndexedEvent {
+            sequence: sequence as u64,
+            occurred_at,
+            purged_at,
+            id,
+            ..IndexedEvent::default()
+        });
+    }
+    // Where a record lies is the embedded log's; these blocks never read it.
+    crate::log::indexed_from_body(body.as_bytes(), sequence as u64, 0, 0, id, [0; 32], 0)
+}
+
+/// Writes the terms of `block`, numbered `number` (`search_blocks.block`), inside the
+/// transaction that writes its `search_blocks` row.
 async fn insert_terms(
     client: &impl GenericClient,
-    organization_id: &str,
-    first: i64,
+    number: i64,
     block: &BlockRecord,
 ) -> Result<(), StoreError> {
     let fields: Vec<i16> = block
@@ -121,9 +149,9 @@ async fn insert_terms(
         .collect();
     client
         .execute(
-            "INSERT INTO search_block_terms (organization_id, first_sequence, field, value, postings)
-             SELECT $1, $2, * FROM UNNEST($3::SMALLINT[], $4::TEXT[], $5::BYTEA[])",
-            &[&organization_id, &first, &fields, &values, &postings],
+            "INSERT INTO search_block_terms (block, field, value, postings)
+             SELECT $1, * FROM UNNEST($2::SMALLINT[], $3::TEXT[], $4::BYTEA[])",
+            &[&number, &fields, &values, &postings],
         )
         .await?;
     Ok(())
@@ -172,18 +200,19 @@ pub(super) async fn rebuild_blocks(
         .collect();
     let blocks = client
         .query(
-            "SELECT first_sequence, end_sequence FROM search_blocks
+            "SELECT first_sequence, end_sequence, block FROM search_blocks
              WHERE organization_id = $1 AND first_sequence = ANY($2)",
             &[&organization_id, &firsts],
         )
         .await?;
     for block in blocks {
         let (first, end): (i64, i64) = (block.try_get(0)?, block.try_get(1)?);
+        let number: i64 = block.try_get(2)?;
         let record = block_of_events(client, organization_id, first, end).await?;
         client
             .execute(
                 "UPDATE search_blocks SET bloom = $3, min_occurred = $4, max_occurred = $5,
-                    version = version + 1
+                    text_values = $6, occurred = $7, version = version + 1
                  WHERE organization_id = $1 AND first_sequence = $2",
                 &[
                     &organization_id,
@@ -191,16 +220,18 @@ pub(super) async fn rebuild_blocks(
                     &record.bloom,
                     &record.min_occurred,
                     &record.max_occurred,
+                    &record.text_values,
+                    &record.occurred,
                 ],
             )
             .await?;
         client
             .execute(
-                "DELETE FROM search_block_terms WHERE organization_id = $1 AND first_sequence = $2",
-                &[&organization_id, &first],
+                "DELETE FROM search_block_terms WHERE block = $1",
+                &[&number],
             )
             .await?;
-        insert_terms(client, organization_id, first, &record).await?;
+        insert_terms(client, number, &record).await?;
     }
     Ok(())
 }
@@ -268,11 +299,11 @@ async fn build_next(
     }
     let end = indexed + BLOCK_EVENTS;
     let record = block_of_events(&transaction, organization_id, indexed, end).await?;
-    transaction
-        .execute(
+    let number: i64 = transaction
+        .query_one(
             "INSERT INTO search_blocks (organization_id, first_sequence, end_sequence, version, bloom,
-                min_occurred, max_occurred)
-             VALUES ($1, $2, $3, 1, $4, $5, $6)",
+                min_occurred, max_occurred, text_values, occurred)
+             VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) RETURNING block",
             &[
                 &organization_id,
                 &indexed,
@@ -280,10 +311,13 @@ async fn build_next(
                 &record.bloom,
                 &record.min_occurred,
                 &record.max_occurred,
+                &record.text_values,
+                &record.occurred,
             ],
         )
-        .await?;
-    insert_terms(&transaction, organization_id, indexed, &record).await?;
+        .await?
+        .try_get(0)?;
+    insert_terms(&transaction, number, &record).await?;
     transaction
         .execute(
             "UPDATE search_block_heads SET indexed = $2 WHERE organization_id = $1",
@@ -332,51 +366,142 @@ impl Drop for Builder {
     }
 }
 
-/// Block filters an instance has read, by organization and first sequence, with the version
-/// each was read at. Filters change only through [`rebuild_blocks`], which raises the version.
-#[derive(Default)]
-pub(super) struct FilterCache {
-    filters: Mutex<CachedFilters>,
+/// The parts of blocks an instance has read and keeps in memory, each by organization and first
+/// sequence with the version it was read at: a block changes only through [`rebuild_blocks`],
+/// which raises its version.
+pub(super) struct BlockCache {
+    filters: PartCache,
+    text_values: PartCache,
+    times: PartCache,
+}
+
+impl Default for BlockCache {
+    fn default() -> Self {
+        BlockCache {
+            filters: PartCache::new(Part::Filter, FILTER_CACHE_BYTES),
+            text_values: PartCache::new(Part::TextValues, TEXT_CACHE_BYTES),
+            times: PartCache::new(Part::Times, TIME_CACHE_BYTES),
+        }
+    }
+}
+
+/// A part of a block a search may read.
+#[derive(Clone, Copy)]
+enum Part {
+    /// The trigram filter.
+    Filter,
+    /// The text values (`log::block`'s encoding).
+    TextValues,
+    /// Each event's `occurred_at`, as delta varints.
+    Times,
+}
+
+impl Part {
+    fn column(self) -> &'static str {
+        match self {
+            Part::Filter => "bloom",
+            Part::TextValues => "text_values",
+            Part::Times => "occurred",
+        }
+    }
 }
 
 /// A block: its organization and first sequence.
 type BlockKey = (String, i64);
-/// A filter as read: its version and bytes.
+/// A part as read: its block's version and its bytes.
 type Versioned = (i64, Arc<Vec<u8>>);
 
+/// One part of many blocks, in memory up to a number of bytes.
+struct PartCache {
+    part: Part,
+    budget: usize,
+    cached: Mutex<Cached>,
+}
+
 #[derive(Default)]
-struct CachedFilters {
+struct Cached {
     by_block: HashMap<BlockKey, Versioned>,
     bytes: usize,
 }
 
-impl FilterCache {
-    fn get(&self, organization_id: &str, first: i64, version: i64) -> Option<Arc<Vec<u8>>> {
-        let filters = self.filters.lock().ok()?;
-        filters
-            .by_block
-            .get(&(organization_id.to_owned(), first))
-            .filter(|(cached, _)| *cached == version)
-            .map(|(_, bloom)| Arc::clone(bloom))
+impl PartCache {
+    fn new(part: Part, budget: usize) -> Self {
+        PartCache {
+            part,
+            budget,
+            cached: Mutex::default(),
+        }
     }
 
-    fn put(&self, organization_id: &str, first: i64, version: i64, bloom: Arc<Vec<u8>>) {
-        let Ok(mut filters) = self.filters.lock() else {
+    fn get(&self, organization_id: &str, first: i64, version: i64) -> Option<Arc<Vec<u8>>> {
+        let cached = self.cached.lock().ok()?;
+        cached
+            .by_block
+            .get(&(organization_id.to_owned(), first))
+            .filter(|(read_at, _)| *read_at == version)
+            .map(|(_, bytes)| Arc::clone(bytes))
+    }
+
+    /// Whether another block's part may be kept.
+    fn has_room(&self) -> bool {
+        self.cached
+            .lock()
+            .is_ok_and(|cached| cached.bytes < self.budget)
+    }
+
+    /// Keeps `bytes` as the part of the block at `version`, unless the budget is spent: what is
+    /// kept stays, and searches read the rest from the database, rather than each search
+    /// evicting what the one before read.
+    fn put(&self, organization_id: &str, first: i64, version: i64, bytes: Arc<Vec<u8>>) {
+        let Ok(mut cached) = self.cached.lock() else {
             return;
         };
-        if filters.bytes + bloom.len() > CACHE_BYTES {
-            // Whole-cache eviction: simple, and a search reads the filters it needs back in
-            // one query.
-            filters.by_block.clear();
-            filters.bytes = 0;
+        let key = (organization_id.to_owned(), first);
+        let replaced = cached.by_block.get(&key).map_or(0, |(_, old)| old.len());
+        if cached.bytes - replaced + bytes.len() > self.budget {
+            return;
         }
-        filters.bytes += bloom.len();
-        if let Some((_, old)) = filters
-            .by_block
-            .insert((organization_id.to_owned(), first), (version, bloom))
-        {
-            filters.bytes -= old.len();
+        cached.bytes = cached.bytes - replaced + bytes.len();
+        cached.by_block.insert(key, (version, bytes));
+    }
+
+    /// This part of each of `blocks`, from memory or, for those it lacks, one query; `None` for
+    /// a block that is gone.
+    async fn read(
+        &self,
+        client: &tokio_postgres::Client,
+        organization_id: &str,
+        blocks: &[&BlockHead],
+    ) -> Result<Vec<Option<Arc<Vec<u8>>>>, StoreError> {
+        let mut parts: Vec<Option<Arc<Vec<u8>>>> = blocks
+            .iter()
+            .map(|block| self.get(organization_id, block.first, block.version))
+            .collect();
+        let missing: HashMap<i64, usize> = blocks
+            .iter()
+            .zip(&parts)
+            .enumerate()
+            .filter(|(_, (_, part))| part.is_none())
+            .map(|(at, (block, _))| (block.first, at))
+            .collect();
+        if missing.is_empty() {
+            return Ok(parts);
         }
+        let firsts: Vec<i64> = missing.keys().copied().collect();
+        let query = format!(
+            "SELECT first_sequence, version, {} FROM search_blocks
+             WHERE organization_id = $1 AND first_sequence = ANY($2)",
+            self.part.column()
+        );
+        for row in client.query(&query, &[&organization_id, &firsts]).await? {
+            let (first, version): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+            let bytes = Arc::new(row.try_get::<_, Vec<u8>>(2)?);
+            self.put(organization_id, first, version, Arc::clone(&bytes));
+            if let Some(&at) = missing.get(&first) {
+                parts[at] = Some(bytes);
+            }
+        }
+        Ok(parts)
     }
 }
 
@@ -385,15 +510,36 @@ impl FilterCache {
 pub(super) enum Candidates {
     /// The blocks rule nothing out.
     Everything,
-    /// The events in these sequence ranges (`[start, end)`, ascending), the last running past
-    /// the end of the log.
-    Ranges(Vec<(i64, i64)>),
-    /// These events of the blocks (ascending), then every event from `tail` on.
-    Sequences { sequences: Vec<i64>, tail: i64 },
+    /// The events these blocks name (ascending), then every event from `tail` on.
+    Blocks {
+        blocks: Vec<BlockCandidates>,
+        tail: i64,
+    },
+}
+
+/// A block that may hold matches, and the events in it a search must read.
+#[derive(Debug, PartialEq)]
+pub(super) struct BlockCandidates {
+    first: i64,
+    version: i64,
+    offsets: OffsetSet,
+}
+
+impl BlockCandidates {
+    /// The candidates' sequences, ascending.
+    pub(super) fn sequences(&self) -> Vec<i64> {
+        self.offsets
+            .offsets()
+            .into_iter()
+            .map(|offset| self.first + i64::from(offset))
+            .collect()
+    }
 }
 
 /// A block as a search sees it before reading its terms or filter.
 struct BlockHead {
+    /// Its number (`search_blocks.block`), by which its terms are keyed.
+    number: i64,
     first: i64,
     end: i64,
     version: i64,
@@ -402,10 +548,12 @@ struct BlockHead {
 }
 
 /// The events of `organization_id`'s log a search with `filter` must read (`text`, its free
-/// text as stored: lower-cased, without NUL).
+/// text, lower-cased): from the blocks, the events their time columns and term postings name,
+/// in the blocks whose trigram filter allows the text (which [`narrow_to_text`] then narrows
+/// further, a few blocks at a time); then every event past the last block.
 pub(super) async fn candidates(
     client: &tokio_postgres::Client,
-    cache: &FilterCache,
+    cache: &BlockCache,
     organization_id: &str,
     filter: &EventFilter,
     text: Option<&str>,
@@ -417,12 +565,12 @@ pub(super) async fn candidates(
         .filter(|keys| !keys.is_empty());
     let terms = term_fields(filter);
     let timed = filter.range_start.is_some() || filter.range_end.is_some();
-    if terms.is_empty() && trigrams.is_none() && !timed {
+    if terms.is_empty() && text.is_none() && !timed {
         return Ok(Candidates::Everything);
     }
     let mut blocks: Vec<BlockHead> = client
         .query(
-            "SELECT first_sequence, end_sequence, version, min_occurred, max_occurred
+            "SELECT first_sequence, end_sequence, version, min_occurred, max_occurred, block
              FROM search_blocks WHERE organization_id = $1 ORDER BY first_sequence",
             &[&organization_id],
         )
@@ -435,6 +583,7 @@ pub(super) async fn candidates(
                 version: row.try_get(2)?,
                 min_occurred: row.try_get(3)?,
                 max_occurred: row.try_get(4)?,
+                number: row.try_get(5)?,
             })
         })
         .collect::<Result<_, StoreError>>()?;
@@ -445,7 +594,8 @@ pub(super) async fn candidates(
     );
     blocks.retain(|block| block.max_occurred >= start && block.min_occurred <= end);
     if let Some(trigrams) = &trigrams {
-        let filters = filters_of(client, cache, organization_id, &blocks).await?;
+        let heads: Vec<&BlockHead> = blocks.iter().collect();
+        let filters = cache.filters.read(client, organization_id, &heads).await?;
         let mut filters = filters.into_iter();
         // A filter not read (its block gone between the two queries) keeps its block: never wrong.
         blocks.retain(|_| {
@@ -455,58 +605,167 @@ pub(super) async fn candidates(
                 .is_none_or(|bloom| trigram::may_contain_all(&bloom, trigrams))
         });
     }
-    if terms.is_empty() {
-        let mut ranges = Vec::new();
-        for block in &blocks {
-            push_range(&mut ranges, block.first, block.end);
+    // The events of each block in the time range: all of them in a block wholly inside it.
+    let mut candidates: Vec<BlockCandidates> = blocks
+        .iter()
+        .map(|block| BlockCandidates {
+            first: block.first,
+            version: block.version,
+            offsets: OffsetSet::all((block.end - block.first) as usize),
+        })
+        .collect();
+    if timed {
+        let straddling: Vec<&BlockHead> = blocks
+            .iter()
+            .filter(|block| block.min_occurred < start || block.max_occurred > end)
+            .collect();
+        let columns = cache
+            .times
+            .read(client, organization_id, &straddling)
+            .await?;
+        let mut in_range: HashMap<i64, OffsetSet> = HashMap::new();
+        for (block, column) in straddling.iter().zip(columns) {
+            // A column not read (its block gone meanwhile) leaves every event a candidate.
+            let Some(column) = column else { continue };
+            let count = (block.end - block.first) as usize;
+            let times = undeltas(&column, count).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the times of block {} of {organization_id}",
+                    block.first
+                ))
+            })?;
+            let mut offsets = OffsetSet::none(count);
+            for (offset, occurred) in times.into_iter().enumerate() {
+                if occurred >= start && occurred <= end {
+                    offsets.insert(offset as u16);
+                }
+            }
+            in_range.insert(block.first, offsets);
         }
-        push_range(&mut ranges, tail, i64::MAX);
-        return Ok(Candidates::Ranges(joined(ranges, MAX_RANGES)));
+        for block in &mut candidates {
+            if let Some(offsets) = in_range.get(&block.first) {
+                block.offsets.intersect(offsets);
+            }
+        }
     }
     // Each field's values name some events of some blocks; a candidate is named by every field.
-    let mut chosen: Option<HashMap<i64, OffsetSet>> = None;
+    // Blocks are known by number here, as their terms are keyed.
+    let numbers: HashMap<i64, i64> = blocks
+        .iter()
+        .map(|block| (block.first, block.number))
+        .collect();
     for (field, lookups) in terms {
-        let firsts: Vec<i64> = match &chosen {
-            None => blocks.iter().map(|block| block.first).collect(),
-            Some(chosen) => chosen.keys().copied().collect(),
-        };
+        candidates.retain(|block| !block.offsets.is_empty());
+        let wanted: Vec<i64> = candidates
+            .iter()
+            .filter_map(|block| numbers.get(&block.first).copied())
+            .collect();
         let mut named: HashMap<i64, OffsetSet> = HashMap::new();
         for lookup in lookups {
-            for row in lookup.rows(client, organization_id, &firsts, field).await? {
-                let first: i64 = row.try_get(0)?;
+            for row in lookup.rows(client, &wanted, field).await? {
+                let number: i64 = row.try_get(0)?;
                 let offsets = decode_postings(row.try_get(1)?).ok_or_else(|| {
                     StoreError::Corrupt(format!(
-                        "the postings of block {first} of {organization_id}"
+                        "the postings of block {number} of {organization_id}"
                     ))
                 })?;
                 let set = named
-                    .entry(first)
+                    .entry(number)
                     .or_insert_with(|| OffsetSet::none(BLOCK_EVENTS as usize));
                 for offset in offsets {
                     set.insert(offset);
                 }
             }
         }
-        chosen = Some(match chosen {
-            None => named,
-            Some(mut chosen) => {
-                chosen.retain(|first, set| {
-                    named.get(first).is_some_and(|other| {
-                        set.intersect(other);
-                        !set.is_empty()
-                    })
-                });
-                chosen
+        for block in &mut candidates {
+            match numbers
+                .get(&block.first)
+                .and_then(|number| named.get(number))
+            {
+                Some(offsets) => block.offsets.intersect(offsets),
+                None => block.offsets = OffsetSet::none(BLOCK_EVENTS as usize),
             }
-        });
+        }
     }
-    let mut chosen: Vec<(i64, OffsetSet)> = chosen.unwrap_or_default().into_iter().collect();
-    chosen.sort_unstable_by_key(|(first, _)| *first);
-    let sequences = chosen
-        .iter()
-        .flat_map(|(first, set)| set.offsets().into_iter().map(move |o| first + i64::from(o)))
-        .collect();
-    Ok(Candidates::Sequences { sequences, tail })
+    candidates.retain(|block| !block.offsets.is_empty());
+    Ok(Candidates::Blocks {
+        blocks: candidates,
+        tail,
+    })
+}
+
+/// Narrows each of `blocks` to the events whose text values contain `text` (lower-cased),
+/// scanned in memory where they are cached; the others are read whole while the cache has room,
+/// and once it has none only from the blocks whose stored bytes hold `text` (tested in SQL). A
+/// block none of whose events holds it is left with no candidates.
+///
+/// Text spanning lines, or empty, is left to each row's check: no one value holds it.
+pub(super) async fn narrow_to_text(
+    client: &tokio_postgres::Client,
+    cache: &BlockCache,
+    organization_id: &str,
+    blocks: &mut [BlockCandidates],
+    text: &str,
+) -> Result<(), StoreError> {
+    if text.is_empty() || text.contains('\n') {
+        return Ok(());
+    }
+    let holding = |first: i64, values: &[u8]| {
+        text_value_offsets(values, text, BLOCK_EVENTS as usize).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the text values of block {first} of {organization_id}"
+            ))
+        })
+    };
+    let mut uncached = Vec::new();
+    for block in blocks.iter_mut() {
+        match cache
+            .text_values
+            .get(organization_id, block.first, block.version)
+        {
+            Some(values) => block.offsets.intersect(&holding(block.first, &values)?),
+            None => uncached.push(block.first),
+        }
+    }
+    if uncached.is_empty() {
+        return Ok(());
+    }
+    let whole = cache.text_values.has_room();
+    let query = if whole {
+        "SELECT first_sequence, version, text_values FROM search_blocks
+         WHERE organization_id = $1 AND first_sequence = ANY($2)"
+    } else {
+        "SELECT first_sequence, version, text_values FROM search_blocks
+         WHERE organization_id = $1 AND first_sequence = ANY($2)
+           AND position($3::BYTEA IN text_values) > 0"
+    };
+    let needle = text.as_bytes();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&organization_id, &uncached];
+    if !whole {
+        params.push(&needle);
+    }
+    let mut found: HashMap<i64, OffsetSet> = HashMap::new();
+    for row in client.query(query, &params).await? {
+        let (first, version): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let values: Vec<u8> = row.try_get(2)?;
+        found.insert(first, holding(first, &values)?);
+        if whole {
+            cache
+                .text_values
+                .put(organization_id, first, version, Arc::new(values));
+        }
+    }
+    for block in blocks.iter_mut().filter(|b| uncached.contains(&b.first)) {
+        match found.get(&block.first) {
+            Some(offsets) => block.offsets.intersect(offsets),
+            // Read whole, a block missing is gone (never wrong: its events stay candidates);
+            // tested in SQL, its values lack the text.
+            None if whole => {}
+            None => block.offsets = OffsetSet::none(BLOCK_EVENTS as usize),
+        }
+    }
+    Ok(())
 }
 
 /// How a search names the terms of one field.
@@ -518,12 +777,11 @@ enum Lookup<'a> {
 }
 
 impl Lookup<'_> {
-    /// The `(first_sequence, postings)` of the terms in the blocks `firsts` that match.
+    /// The `(block, postings)` of the terms in the blocks numbered `numbers` that match.
     async fn rows(
         &self,
         client: &tokio_postgres::Client,
-        organization_id: &str,
-        firsts: &[i64],
+        numbers: &[i64],
         field: Field,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let field = field.code() as i16;
@@ -531,10 +789,9 @@ impl Lookup<'_> {
             Lookup::Exact(values) => {
                 client
                     .query(
-                        "SELECT first_sequence, postings FROM search_block_terms
-                         WHERE organization_id = $1 AND first_sequence = ANY($2) AND field = $3
-                           AND value = ANY($4)",
-                        &[&organization_id, &firsts, &field, values],
+                        "SELECT block, postings FROM search_block_terms
+                         WHERE block = ANY($1) AND field = $2 AND value = ANY($3)",
+                        &[&numbers, &field, values],
                     )
                     .await?
             }
@@ -544,10 +801,9 @@ impl Lookup<'_> {
                 let high = format!("{prefix}\u{10FFFF}");
                 client
                     .query(
-                        "SELECT first_sequence, postings FROM search_block_terms
-                         WHERE organization_id = $1 AND first_sequence = ANY($2) AND field = $3
-                           AND value >= $4 AND value < $5",
-                        &[&organization_id, &firsts, &field, prefix, &high],
+                        "SELECT block, postings FROM search_block_terms
+                         WHERE block = ANY($1) AND field = $2 AND value >= $3 AND value < $4",
+                        &[&numbers, &field, prefix, &high],
                     )
                     .await?
             }
@@ -581,89 +837,30 @@ fn term_fields(filter: &EventFilter) -> Vec<(Field, Vec<Lookup<'_>>)> {
     fields
 }
 
-/// The trigram filter of each of `blocks`, from the cache or, for those it lacks, one query;
-/// `None` for a block whose filter is gone.
-async fn filters_of(
-    client: &tokio_postgres::Client,
-    cache: &FilterCache,
-    organization_id: &str,
-    blocks: &[BlockHead],
-) -> Result<Vec<Option<Arc<Vec<u8>>>>, StoreError> {
-    let mut filters: Vec<Option<Arc<Vec<u8>>>> = blocks
-        .iter()
-        .map(|block| cache.get(organization_id, block.first, block.version))
-        .collect();
-    let missing: HashMap<i64, usize> = blocks
-        .iter()
-        .zip(&filters)
-        .enumerate()
-        .filter(|(_, (_, filter))| filter.is_none())
-        .map(|(at, (block, _))| (block.first, at))
-        .collect();
-    if missing.is_empty() {
-        return Ok(filters);
-    }
-    let firsts: Vec<i64> = missing.keys().copied().collect();
-    for row in client
-        .query(
-            "SELECT first_sequence, version, bloom FROM search_blocks
-             WHERE organization_id = $1 AND first_sequence = ANY($2)",
-            &[&organization_id, &firsts],
-        )
-        .await?
-    {
-        let (first, version): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        let bloom = Arc::new(row.try_get::<_, Vec<u8>>(2)?);
-        cache.put(organization_id, first, version, Arc::clone(&bloom));
-        if let Some(&at) = missing.get(&first) {
-            filters[at] = Some(bloom);
-        }
-    }
-    Ok(filters)
-}
-
-/// Appends `[start, end)` to `ranges`, extending the last range when they touch.
-fn push_range(ranges: &mut Vec<(i64, i64)>, start: i64, end: i64) {
-    match ranges.last_mut() {
-        Some(last) if last.1 == start => last.1 = end,
-        _ => ranges.push((start, end)),
-    }
-}
-
-/// `ranges` (sorted, disjoint) cut to at most `max` by joining the ranges with the smallest
-/// gaps between them: a search then reads a little more, never less.
-fn joined(mut ranges: Vec<(i64, i64)>, max: usize) -> Vec<(i64, i64)> {
-    while ranges.len() > max.max(1) {
-        let Some(at) = (1..ranges.len()).min_by_key(|&i| ranges[i].0 - ranges[i - 1].1) else {
-            break;
-        };
-        ranges[at - 1].1 = ranges[at].1;
-        ranges.remove(at);
-    }
-    ranges
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn touching_ranges_become_one() {
-        let mut ranges = Vec::new();
-        push_range(&mut ranges, 0, 4096);
-        push_range(&mut ranges, 4096, 8192);
-        push_range(&mut ranges, 12288, 16384);
-        assert_eq!(ranges, vec![(0, 8192), (12288, 16384)]);
-    }
-
-    #[test]
-    fn too_many_ranges_are_joined_across_the_smallest_gaps() {
-        let ranges = vec![(0, 10), (12, 20), (100, 110), (111, 120), (500, 510)];
-        assert_eq!(
-            joined(ranges.clone(), 3),
-            vec![(0, 20), (100, 120), (500, 510)]
+    fn a_full_part_cache_keeps_what_it_has_and_replaces_a_block_in_place() {
+        let cache = PartCache::new(Part::TextValues, 10);
+        cache.put("org", 0, 1, Arc::new(vec![0; 6]));
+        cache.put("org", 4096, 1, Arc::new(vec![0; 6]));
+        assert!(cache.get("org", 0, 1).is_some());
+        assert!(
+            cache.get("org", 4096, 1).is_none(),
+            "over the budget: not kept"
         );
-        assert_eq!(joined(ranges.clone(), 1), vec![(0, 510)]);
-        assert_eq!(joined(ranges.clone(), 10), ranges);
+        assert!(
+            cache.get("org", 0, 2).is_none(),
+            "a version read later is not the one kept"
+        );
+        cache.put("org", 0, 2, Arc::new(vec![0; 9]));
+        assert_eq!(cache.get("org", 0, 2).map(|bytes| bytes.len()), Some(9));
+        assert!(cache.get("org", 0, 1).is_none(), "replaced");
+        assert!(cache.has_room());
+        cache.put("other", 0, 1, Arc::new(vec![0; 1]));
+        assert!(cache.get("other", 0, 1).is_some());
+        assert!(!cache.has_room());
     }
 }
