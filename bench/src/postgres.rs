@@ -604,6 +604,30 @@ fn print_summary(
             ),
         );
     }
+    // Where single-event ingest's CPU goes, beside that bound's two parts: what keeps it from
+    // the bound when the machine is busy.
+    if let Some(one) = find(1, 1, false)
+        && let Some(probed) = one.measured.probed
+        && let Some(machine) = machine_cpu_per(&one.measured)
+    {
+        let micros = |cpu: f64| cpu / one.measured.events.max(1) as f64 * 1e6;
+        let postgres = probed.postgres_cpu.map(micros);
+        line(
+            "  its CPU per event",
+            format!(
+                "{:.1} us on the machine: the instance {:.1} us, PostgreSQL {}, the rest (load \
+                 generator, kernel) {}; the machine {} busy",
+                machine * 1e6,
+                micros(probed.cpu),
+                postgres.map_or_else(|| "-".into(), |us| format!("{us:.1} us")),
+                postgres.map_or_else(
+                    || "-".into(),
+                    |us| format!("{:.1} us", machine * 1e6 - micros(probed.cpu) - us)
+                ),
+                busy_share(&one.measured)
+            ),
+        );
+    }
     for (organizations, aim) in [
         (1, AIM_TWO_ONE_ORG),
         (args.organizations, AIM_TWO_MANY_ORGS),
