@@ -1129,9 +1129,11 @@ fn print_summary(r: &Report, n: u64) {
                 p.rows,
                 p.wall.as_secs_f64(),
                 p.rate(),
-                p.name
-                    .trim_start_matches("populate (")
-                    .trim_end_matches(')'),
+                if r.on_postgres {
+                    "PostgresStore::append"
+                } else {
+                    "SqliteStore::append"
+                },
                 r.database_bytes as f64 / MB,
                 r.database_bytes as f64 / n as f64
             ),

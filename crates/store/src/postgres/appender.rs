@@ -333,8 +333,8 @@ async fn commit(
 /// waits, only those no other instance holds (into `held` go those it does) —, then takes the
 /// others' waiting appends (their replies into `replies`) and commits them. Nothing in a
 /// request's content can make the transaction fail (organizations are checked and replays found
-/// before anything is written; text is made storable), so a failure is the database's and fails
-/// the group.
+/// before anything is written; a body escapes NUL, which a text column cannot hold), so a failure
+/// is the database's and fails the group.
 async fn commit_group(
     pool: &Pool,
     queues: &Queues,

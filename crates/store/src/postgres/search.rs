@@ -2,8 +2,9 @@
 //! ([`search_blocks::candidates`]); SQL reads them with the conditions the events table's own
 //! columns answer (organization, cursors, time, purge), and each row read for a filter on
 //! anything else is checked against the whole filter from its body, by the rule the embedded
-//! log uses (`log::block::IndexedEvent::matches`). The rule is written once, the table holds no copies of
-//! the body's fields, and a stale or missing block makes a search slower, never wrong.
+//! log uses (`log::block::IndexedEvent::matches`). The rule is written once, the table holds
+//! no copies of the body's fields, and a stale or missing block makes a search slower, never
+//! wrong.
 
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -52,6 +53,7 @@ pub(super) async fn search<E>(
     let rows = match candidates {
         Candidates::Everything => sql.rows(client, Within::All, order, fetch).await?,
         Candidates::Blocks { blocks, tail } => {
+            let filter = &request.filter;
             let reader = Reader {
                 client,
                 cache,
@@ -59,6 +61,14 @@ pub(super) async fn search<E>(
                 organization_id,
                 request,
                 text: text.as_deref(),
+                // Time, cursors and purges are conditions of the SQL: only the body's fields
+                // need a row's body.
+                checks_bodies: text.is_some()
+                    || !filter.actions.is_empty()
+                    || !filter.actor_ids.is_empty()
+                    || !filter.actor_names.is_empty()
+                    || !filter.target_ids.is_empty()
+                    || !filter.target_types.is_empty(),
             };
             reader.matching(blocks, tail, fetch).await?
         }
@@ -80,6 +90,8 @@ struct Reader<'a> {
     organization_id: &'a str,
     request: &'a SearchRequest,
     text: Option<&'a str>,
+    /// Whether the filter names anything only a row's body holds.
+    checks_bodies: bool,
 }
 
 impl Reader<'_> {
@@ -202,19 +214,11 @@ impl Reader<'_> {
         wanted: usize,
         rows: &mut Vec<Row>,
     ) -> Result<(), StoreError> {
-        // Time, cursors and purges are conditions of the SQL: only the body's fields need it.
-        let filter = &self.request.filter;
-        let checked = self.text.is_some()
-            || !filter.actions.is_empty()
-            || !filter.actor_ids.is_empty()
-            || !filter.actor_names.is_empty()
-            || !filter.target_ids.is_empty()
-            || !filter.target_types.is_empty();
         for row in read {
             if rows.len() >= wanted {
                 break;
             }
-            if !checked || matches(&row, filter, self.text)? {
+            if !self.checks_bodies || matches(&row, &self.request.filter, self.text)? {
                 rows.push(row);
             }
         }

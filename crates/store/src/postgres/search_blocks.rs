@@ -11,7 +11,7 @@
 //! - its *terms*: every distinct action, actor id, actor name, target id and target type in it,
 //!   each with its postings (the offsets of the events holding it), one `search_block_terms` row
 //!   each, the block's rows one contiguous key range;
-//! - the range of its events' `occurred_at`;
+//! - the range of its events' `occurred_at`, and each one's (a delta-varint column);
 //! - a blocked Bloom filter over the trigrams of its events' search text (`crate::trigram`);
 //! - its *text values*: every distinct lower-cased value its events' search text is made of,
 //!   with the offsets of the events holding each.
@@ -465,24 +465,24 @@ impl PartCache {
         cached.by_block.insert(key, (version, bytes));
     }
 
-    /// This part of each of `blocks`, from memory or, for those it lacks, one query; `None` for
-    /// a block that is gone.
+    /// This part of each of `blocks` (each its first sequence and version), from memory or, for
+    /// those it lacks, one query; `None` for a block that is gone.
     async fn read(
         &self,
         client: &tokio_postgres::Client,
         organization_id: &str,
-        blocks: &[&BlockHead],
+        blocks: &[(i64, i64)],
     ) -> Result<Vec<Option<Arc<Vec<u8>>>>, StoreError> {
         let mut parts: Vec<Option<Arc<Vec<u8>>>> = blocks
             .iter()
-            .map(|block| self.get(organization_id, block.first, block.version))
+            .map(|&(first, version)| self.get(organization_id, first, version))
             .collect();
         let missing: HashMap<i64, usize> = blocks
             .iter()
             .zip(&parts)
             .enumerate()
             .filter(|(_, (_, part))| part.is_none())
-            .map(|(at, (block, _))| (block.first, at))
+            .map(|(at, ((first, _), _))| (*first, at))
             .collect();
         if missing.is_empty() {
             return Ok(parts);
@@ -547,6 +547,13 @@ struct BlockHead {
     max_occurred: i64,
 }
 
+impl BlockHead {
+    /// Its first sequence and version, by which its parts are cached.
+    fn key(&self) -> (i64, i64) {
+        (self.first, self.version)
+    }
+}
+
 /// The events of `organization_id`'s log a search with `filter` must read (`text`, its free
 /// text, lower-cased): from the blocks, the events their time columns and term postings name,
 /// in the blocks whose trigram filter allows the text (which [`narrow_to_text`] then narrows
@@ -594,8 +601,8 @@ pub(super) async fn candidates(
     );
     blocks.retain(|block| block.max_occurred >= start && block.min_occurred <= end);
     if let Some(trigrams) = &trigrams {
-        let heads: Vec<&BlockHead> = blocks.iter().collect();
-        let filters = cache.filters.read(client, organization_id, &heads).await?;
+        let keys: Vec<(i64, i64)> = blocks.iter().map(BlockHead::key).collect();
+        let filters = cache.filters.read(client, organization_id, &keys).await?;
         let mut filters = filters.into_iter();
         // A filter not read (its block gone between the two queries) keeps its block: never wrong.
         blocks.retain(|_| {
@@ -619,10 +626,8 @@ pub(super) async fn candidates(
             .iter()
             .filter(|block| block.min_occurred < start || block.max_occurred > end)
             .collect();
-        let columns = cache
-            .times
-            .read(client, organization_id, &straddling)
-            .await?;
+        let keys: Vec<(i64, i64)> = straddling.iter().map(|block| block.key()).collect();
+        let columns = cache.times.read(client, organization_id, &keys).await?;
         let mut in_range: HashMap<i64, OffsetSet> = HashMap::new();
         for (block, column) in straddling.iter().zip(columns) {
             // A column not read (its block gone meanwhile) leaves every event a candidate.
@@ -695,9 +700,9 @@ pub(super) async fn candidates(
 }
 
 /// Narrows each of `blocks` to the events whose text values contain `text` (lower-cased),
-/// scanned in memory where they are cached; the others are read whole while the cache has room,
-/// and once it has none only from the blocks whose stored bytes hold `text` (tested in SQL). A
-/// block none of whose events holds it is left with no candidates.
+/// scanned in memory: read whole (and kept) while the cache has room; once it has none, those it
+/// lacks only from the blocks whose stored bytes hold `text` (tested in SQL). A block none of
+/// whose events holds it is left with no candidates.
 ///
 /// Text spanning lines, or empty, is left to each row's check: no one value holds it.
 pub(super) async fn narrow_to_text(
@@ -717,53 +722,58 @@ pub(super) async fn narrow_to_text(
             ))
         })
     };
-    let mut uncached = Vec::new();
-    for block in blocks.iter_mut() {
+    if cache.text_values.has_room() {
+        // Read whole and kept: later searches scan them in memory.
+        let keys: Vec<(i64, i64)> = blocks.iter().map(|b| (b.first, b.version)).collect();
+        let values = cache
+            .text_values
+            .read(client, organization_id, &keys)
+            .await?;
+        for (block, values) in blocks.iter_mut().zip(values) {
+            // A block gone meanwhile keeps its candidates: never wrong.
+            if let Some(values) = values {
+                block.offsets.intersect(&holding(block.first, &values)?);
+            }
+        }
+        return Ok(());
+    }
+    // The cache is full: what it holds is scanned in memory, and of the rest only the blocks
+    // whose stored values hold the text (tested in SQL) are read.
+    let mut uncached: HashMap<i64, usize> = HashMap::new();
+    for (at, block) in blocks.iter_mut().enumerate() {
         match cache
             .text_values
             .get(organization_id, block.first, block.version)
         {
             Some(values) => block.offsets.intersect(&holding(block.first, &values)?),
-            None => uncached.push(block.first),
+            None => {
+                uncached.insert(block.first, at);
+            }
         }
     }
     if uncached.is_empty() {
         return Ok(());
     }
-    let whole = cache.text_values.has_room();
-    let query = if whole {
-        "SELECT first_sequence, version, text_values FROM search_blocks
-         WHERE organization_id = $1 AND first_sequence = ANY($2)"
-    } else {
-        "SELECT first_sequence, version, text_values FROM search_blocks
-         WHERE organization_id = $1 AND first_sequence = ANY($2)
-           AND position($3::BYTEA IN text_values) > 0"
-    };
-    let needle = text.as_bytes();
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        vec![&organization_id, &uncached];
-    if !whole {
-        params.push(&needle);
-    }
-    let mut found: HashMap<i64, OffsetSet> = HashMap::new();
-    for row in client.query(query, &params).await? {
-        let (first, version): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        let values: Vec<u8> = row.try_get(2)?;
-        found.insert(first, holding(first, &values)?);
-        if whole {
-            cache
-                .text_values
-                .put(organization_id, first, version, Arc::new(values));
+    let firsts: Vec<i64> = uncached.keys().copied().collect();
+    for row in client
+        .query(
+            "SELECT first_sequence, text_values FROM search_blocks
+             WHERE organization_id = $1 AND first_sequence = ANY($2)
+               AND position($3::BYTEA IN text_values) > 0",
+            &[&organization_id, &firsts, &text.as_bytes()],
+        )
+        .await?
+    {
+        let first: i64 = row.try_get(0)?;
+        if let Some(at) = uncached.remove(&first) {
+            blocks[at]
+                .offsets
+                .intersect(&holding(first, row.try_get(1)?)?);
         }
     }
-    for block in blocks.iter_mut().filter(|b| uncached.contains(&b.first)) {
-        match found.get(&block.first) {
-            Some(offsets) => block.offsets.intersect(offsets),
-            // Read whole, a block missing is gone (never wrong: its events stay candidates);
-            // tested in SQL, its values lack the text.
-            None if whole => {}
-            None => block.offsets = OffsetSet::none(BLOCK_EVENTS as usize),
-        }
+    // The blocks left lack the text.
+    for at in uncached.into_values() {
+        blocks[at].offsets = OffsetSet::none(BLOCK_EVENTS as usize);
     }
     Ok(())
 }
