@@ -9,6 +9,7 @@
 
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{Scope, key_is_live};
+use trailmark_domain::event::NewEvent;
 use trailmark_domain::schema::{ActionName, ActionSchema, SchemaDefinition};
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::commit::{SALT_BYTES, Salt, seed_text};
@@ -24,34 +25,68 @@ use crate::{Schemas, StoreError};
 /// An append whose events are ready to be sequenced: everything that does not depend on the
 /// sequence numbers is computed before the commit, beside the other requests, so the commit
 /// itself only assigns numbers, hashes and writes.
-pub struct PreparedAppend {
+pub struct PreparedAppend<I = ()> {
     pub organization_id: String,
-    pub events: Vec<PreparedEvent>,
+    pub events: Vec<PreparedEvent<I>>,
     pub idempotency: Option<IdempotencyClaim>,
 }
 
-/// One event's stored columns.
-pub struct PreparedEvent {
+/// One event's stored columns, and what its backend indexes it by (`I`: [`IndexFields`], or
+/// nothing for a backend that indexes from the stored bodies).
+pub struct PreparedEvent<I = ()> {
     pub id: String,
     pub received_at: Timestamp,
-    pub action: String,
     pub occurred_at: Timestamp,
+    /// The normalized event JSON (`NewEvent::to_json`), compact.
+    pub body: String,
+    pub leaf: LeafTemplate,
+    pub index: I,
+}
+
+/// The fields an event is searched by, taken out of it before it becomes its body.
+pub struct IndexFields {
+    pub action: String,
     pub actor_id: String,
     pub actor_name: Option<String>,
     /// `(id, type)` of each target.
     pub targets: Vec<(String, String)>,
-    /// The normalized event JSON (`NewEvent::to_json`), compact.
-    pub body: String,
     /// What the free-text filter searches (`NewEvent::search_text`), lower-cased: the filter
     /// is case-insensitive.
     pub search_text: String,
-    pub leaf: LeafTemplate,
+}
+
+/// What a backend indexes an event by, taken out of the event before it becomes its body.
+pub trait EventIndex: Send + 'static {
+    fn of(event: &NewEvent) -> Self;
+}
+
+/// The embedded log's blocks index each event from its fields.
+impl EventIndex for IndexFields {
+    fn of(event: &NewEvent) -> Self {
+        IndexFields {
+            action: event.action().to_owned(),
+            actor_id: event.actor().id.clone(),
+            actor_name: event.actor().name.clone(),
+            targets: event
+                .targets()
+                .iter()
+                .map(|t| (t.id.clone(), t.kind.clone()))
+                .collect(),
+            search_text: event.search_text().to_lowercase(),
+        }
+    }
+}
+
+/// PostgreSQL's blocks are built from the stored bodies: nothing is taken, which spares its
+/// appends the copies and the lower-casing of the search text.
+impl EventIndex for () {
+    fn of(_: &NewEvent) -> Self {}
 }
 
 /// Appends from this many events up are prepared off the async threads.
 pub const PREPARE_OFF_THREAD: usize = 32;
 
-impl PreparedAppend {
+impl<I: EventIndex> PreparedAppend<I> {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the system's random generator fails (the seeds of the
@@ -65,16 +100,8 @@ impl PreparedAppend {
             .zip(seeds)
             .map(|(pending, seed)| {
                 let event = pending.event;
-                let search_text = event.search_text().to_lowercase();
-                let action = event.action().to_owned();
+                let index = I::of(&event);
                 let occurred_at = event.occurred_at();
-                let actor_id = event.actor().id.clone();
-                let actor_name = event.actor().name.clone();
-                let targets = event
-                    .targets()
-                    .iter()
-                    .map(|t| (t.id.clone(), t.kind.clone()))
-                    .collect();
                 let mut body = event.into_json();
                 // Leaf version 2: the seed of the event's salts, so its personal data can be
                 // erased later without breaking a proof (`trailmark_ledger::commit`).
@@ -89,14 +116,10 @@ impl PreparedAppend {
                         &body,
                     ),
                     body: compact_json(&body),
-                    search_text,
-                    action,
                     occurred_at,
-                    actor_id,
-                    actor_name,
-                    targets,
                     received_at: pending.received_at,
                     id: pending.id,
+                    index,
                 }
             })
             .collect();
@@ -148,7 +171,7 @@ fn seeds(count: usize) -> Result<Vec<Salt>, StoreError> {
 
 /// The receipt of `event` placed at `sequence`: its leaf hash is computed there, by the one
 /// leaf function every backend uses.
-pub fn receipt_at(sequence: u64, event: &PreparedEvent) -> Receipt {
+pub fn receipt_at<I>(sequence: u64, event: &PreparedEvent<I>) -> Receipt {
     Receipt {
         id: event.id.clone(),
         sequence,
@@ -158,7 +181,7 @@ pub fn receipt_at(sequence: u64, event: &PreparedEvent) -> Receipt {
 
 /// Gives `event` the next sequence of the log whose head is `head`: its receipt, and the Merkle
 /// nodes its leaf completes (for backends that store nodes one by one).
-pub fn sequence(head: &mut Frontier, event: &PreparedEvent) -> (Receipt, Vec<Node>) {
+pub fn sequence<I>(head: &mut Frontier, event: &PreparedEvent<I>) -> (Receipt, Vec<Node>) {
     let receipt = receipt_at(head.size(), event);
     let nodes = head.append(receipt.leaf_hash);
     (receipt, nodes)

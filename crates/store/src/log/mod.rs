@@ -46,6 +46,7 @@ use trailmark_domain::event::NewEvent;
 use trailmark_ledger::tree::Hash;
 
 use crate::StoreError;
+use crate::rules::{EventIndex, IndexFields};
 use crate::sqlite::Database;
 use block::IndexedEvent;
 use runs::{Entry, Memtable, Runs};
@@ -180,6 +181,7 @@ pub(crate) fn indexed_from_body(
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
     let event = NewEvent::parse(&value).map_err(|e| corrupt(e.to_string()))?;
+    let fields = IndexFields::of(&event);
     Ok(IndexedEvent {
         sequence,
         position,
@@ -187,15 +189,11 @@ pub(crate) fn indexed_from_body(
         leaf_hash,
         received_at,
         occurred_at: event.occurred_at().unix_millis(),
-        action: event.action().to_owned(),
-        actor_id: event.actor().id.clone(),
-        actor_name: event.actor().name.clone(),
-        targets: event
-            .targets()
-            .iter()
-            .map(|t| (t.id.clone(), t.kind.clone()))
-            .collect(),
-        text: event.search_text().to_lowercase(),
+        action: fields.action,
+        actor_id: fields.actor_id,
+        actor_name: fields.actor_name,
+        targets: fields.targets,
+        text: fields.search_text,
         purged_at: None,
         id,
     })

@@ -24,7 +24,7 @@ use super::{LogEngine, MAX_OPEN_EVENTS, OrgLog, RUN_ENTRIES, Shared, id_key};
 use crate::StoreError;
 use crate::model::{AppendOutcome, AppendRequest, Receipt};
 use crate::observe::Commit;
-use crate::rules::{self, PreparedAppend, PreparedEvent};
+use crate::rules::{self, IndexFields, PreparedAppend, PreparedEvent};
 
 /// Appends waiting for the writer before callers wait too (back-pressure).
 const QUEUE_DEPTH: usize = 8_192;
@@ -32,7 +32,7 @@ const QUEUE_DEPTH: usize = 8_192;
 const MAX_EVENTS_PER_COMMIT: usize = 16_384;
 
 pub(crate) struct Job {
-    append: PreparedAppend,
+    append: PreparedAppend<IndexFields>,
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
@@ -124,7 +124,7 @@ struct Appended {
     /// `(offset from the frame's start, length)` of each event's record.
     records: Vec<(u32, u32)>,
     receipts: Vec<Receipt>,
-    events: Vec<PreparedEvent>,
+    events: Vec<PreparedEvent<IndexFields>>,
     claim: Option<([u8; 32], i64)>,
 }
 
@@ -217,7 +217,7 @@ fn commit(
 fn plan(
     shared: &Shared,
     connection: &Connection,
-    append: PreparedAppend,
+    append: PreparedAppend<IndexFields>,
     index: usize,
     now: Timestamp,
     numbers: &mut HashMap<String, Option<u32>>,
@@ -387,6 +387,7 @@ fn publish(
                     b: event.received_at.unix_millis(),
                 },
             );
+            let fields = event.index;
             indexed.push(Arc::new(IndexedEvent {
                 sequence: receipt.sequence,
                 position,
@@ -395,11 +396,11 @@ fn publish(
                 leaf_hash: receipt.leaf_hash,
                 received_at: event.received_at.unix_millis(),
                 occurred_at: event.occurred_at.unix_millis(),
-                action: event.action,
-                actor_id: event.actor_id,
-                actor_name: event.actor_name,
-                targets: event.targets,
-                text: event.search_text,
+                action: fields.action,
+                actor_id: fields.actor_id,
+                actor_name: fields.actor_name,
+                targets: fields.targets,
+                text: fields.search_text,
                 purged_at: None,
             }));
         }

@@ -1048,10 +1048,14 @@ impl Retention for PostgresStore {
         }
         // Before the events change: no block is being built from them meanwhile.
         search_blocks::lock(&transaction, organization_id).await?;
+        // `(purged_at + 0) IS NULL`, not `purged_at IS NULL`, in both updates: the latter is the
+        // retention index's predicate, and before the table has statistics the planner reads
+        // the organization's every row through that partial index rather than the few the
+        // primary key finds (EXPLAIN ANALYZE on 300,000 unanalyzed rows: 191 ms against 0.3).
         transaction
             .execute(
                 "UPDATE events SET body = '{}', purged_at = $3
-                 WHERE organization_id = $1 AND sequence = ANY($2) AND purged_at IS NULL",
+                 WHERE organization_id = $1 AND sequence = ANY($2) AND (purged_at + 0) IS NULL",
                 &[&organization_id, &purged, &now.unix_millis()],
             )
             .await?;
@@ -1059,7 +1063,8 @@ impl Retention for PostgresStore {
             .execute(
                 "UPDATE events e SET body = u.body
                  FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS u(sequence, body)
-                 WHERE e.organization_id = $1 AND e.sequence = u.sequence AND e.purged_at IS NULL",
+                 WHERE e.organization_id = $1 AND e.sequence = u.sequence
+                   AND (e.purged_at + 0) IS NULL",
                 &[&organization_id, &sequences, &bodies],
             )
             .await?;
