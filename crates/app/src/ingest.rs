@@ -20,7 +20,7 @@ use tracing::Instrument;
 use trailmark_domain::event::NewEvent;
 use trailmark_domain::id::IdKind;
 use trailmark_domain::idempotency::{
-    IDEMPOTENCY_WINDOW_MILLIS, batch_idempotency_identity, idempotency_identity,
+    IDEMPOTENCY_WINDOW_MILLIS, batch_idempotency_identity, event_idempotency_identity,
 };
 use trailmark_domain::{FieldProblem, PathProblem, Problems, Timestamp};
 use trailmark_store::{AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, Receipt};
@@ -61,7 +61,7 @@ impl Trailmark {
         self.check_schema(&event)
             .await?
             .map_err(Problems::Invalid)?;
-        let identity = idempotency_identity(organization_id, idempotency_key, &event.to_json());
+        let identity = event_idempotency_identity(organization_id, idempotency_key, &event);
         let now = Timestamp::now();
         let outcome = self
             .append_claimed(

@@ -66,6 +66,13 @@ impl ObjectWriter {
         write_value(value, &mut self.out);
     }
 
+    /// Starts a member whose value the caller writes into the returned buffer itself (a nested
+    /// object it knows the shape of).
+    pub(crate) fn raw_member(&mut self, key: &str) -> &mut Vec<u8> {
+        self.key(key);
+        &mut self.out
+    }
+
     pub fn string_member(&mut self, key: &str, value: &str) {
         self.key(key);
         write_string(value, &mut self.out);
@@ -104,6 +111,11 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Array(items) => write_array(items, out),
         Value::Object(map) => write_object(map, &[], out),
     }
+}
+
+/// Writes `map` as a canonical object.
+pub(crate) fn write_map(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    write_object(map, &[], out);
 }
 
 fn write_array(items: &[Value], out: &mut Vec<u8>) {
@@ -149,7 +161,7 @@ fn in_utf16_order(members: &[(&String, &Value)]) -> bool {
         && members.windows(2).all(|pair| pair[0].0 < pair[1].0)
 }
 
-fn write_string(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let mut rest = text.as_bytes();
     // Most strings need no escape at all: copy each plain run whole, found sixteen or eight

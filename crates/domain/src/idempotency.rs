@@ -12,17 +12,28 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{canonical_json, canonical_json_array};
+use crate::canonical::canonical_json_array;
 
 /// How long a stored response is replayed: WorkOS keys expire after 24 hours.
 pub const IDEMPOTENCY_WINDOW_MILLIS: i64 = 24 * 60 * 60 * 1000;
 
-pub fn idempotency_identity(organization_id: &str, key: Option<&str>, payload: &Value) -> [u8; 32] {
-    identity_of_canonical(organization_id, key, &canonical_json(payload))
+/// The identity of a single-event request: of the canonical JSON of the event's normalized JSON
+/// (`event.to_json()`), written from its fields rather than through that JSON, as every
+/// single-event request computes it.
+pub fn event_idempotency_identity(
+    organization_id: &str,
+    key: Option<&str>,
+    event: &crate::event::NewEvent,
+) -> [u8; 32] {
+    identity_of_canonical(
+        organization_id,
+        key,
+        &crate::record::canonical_event_json(event),
+    )
 }
 
-/// The identity of a batch request whose events are `events`: [`idempotency_identity`] of them
-/// as one array, without copying them into one.
+/// The identity of a batch request whose events are `events`: of the canonical JSON of them as
+/// one array, written without copying them into one.
 pub fn batch_idempotency_identity(
     organization_id: &str,
     key: Option<&str>,
@@ -53,7 +64,13 @@ fn identity_of_canonical(organization_id: &str, key: Option<&str>, canonical: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::canonical_json;
     use serde_json::json;
+
+    /// The identity's definition for any payload: what the functions above compute their way.
+    fn idempotency_identity(organization_id: &str, key: Option<&str>, payload: &Value) -> [u8; 32] {
+        identity_of_canonical(organization_id, key, &canonical_json(payload))
+    }
 
     #[test]
     fn identity_depends_on_every_part() {
@@ -74,6 +91,24 @@ mod tests {
             base,
             idempotency_identity("org_1", Some("k"), &json!({"action": "a", "n": 2}))
         );
+    }
+
+    #[test]
+    fn an_events_identity_is_that_of_its_normalized_json() {
+        let event = crate::event::NewEvent::parse(&json!({
+            "action": "user.signed_in", "occurred_at": "2026-08-01T10:00:00Z", "version": 2,
+            "actor": {"id": "u\u{1}", "type": "user", "name": "Zoë 😀", "metadata": {"n": 1.0}},
+            "targets": [{"id": "t", "type": "team"}],
+            "context": {"location": "::1", "user_agent": "UA \"1\""},
+            "metadata": {"b": "2", "a": 1e21}
+        }))
+        .expect("a valid event");
+        for key in [Some("k"), None] {
+            assert_eq!(
+                event_idempotency_identity("org_1", key, &event),
+                idempotency_identity("org_1", key, &event.to_json())
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::Timestamp;
+use crate::canonical::{ObjectWriter, write_map, write_string};
+use crate::event::NewEvent;
+use crate::metadata::Metadata;
 
 /// Where a stored event sits: what the store adds to the submitted event.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +96,163 @@ pub fn canonical_event_object(placement: Placement<'_>, body: &Value) -> (Vec<u8
     (writer.finish(), at)
 }
 
+/// [`canonical_event_object`] of `event`'s normalized JSON, written straight from its fields:
+/// the same bytes, without building the JSON first. Every appended event's leaf starts here.
+pub fn canonical_event_object_of(placement: Placement<'_>, event: &NewEvent) -> (Vec<u8>, usize) {
+    let mut writer = ObjectWriter::new(1024);
+    writer.string_member("action", event.action());
+    write_actor(writer.raw_member("actor"), event, Style::Canonical);
+    write_context(writer.raw_member("context"), event);
+    writer.string_member("id", placement.id);
+    match event.metadata() {
+        Some(metadata) => write_metadata(writer.raw_member("metadata"), metadata, Style::Canonical),
+        None => writer.raw_member("metadata").extend_from_slice(b"null"),
+    }
+    writer.string_member("object", "audit_log_event");
+    writer.string_member("occurred_at", &event.occurred_at().to_string());
+    writer.string_member("organization_id", placement.organization_id);
+    writer.string_member("received_at", &placement.received_at.to_string());
+    let at = writer.integer_member("sequence", placement.sequence);
+    write_targets(writer.raw_member("targets"), event, Style::Canonical);
+    match event.version() {
+        Some(version) => {
+            writer.integer_member("version", u64::from(version));
+        }
+        None => writer.raw_member("version").extend_from_slice(b"null"),
+    }
+    (writer.finish(), at)
+}
+
+/// The body an event is stored as: its normalized JSON (`NewEvent::into_json`) with its
+/// leaf-version-2 `salt`, as `serde_json` writes that value (compact, members in byte order),
+/// written straight from the fields.
+pub fn stored_body(event: &NewEvent, salt: &str) -> String {
+    let out = event_json(event, Some(salt), Style::Stored);
+    // Only whole UTF-8 texts and ASCII went in.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The canonical JSON of `event`'s normalized JSON (`canonical_json(&event.to_json())`),
+/// written straight from its fields: what a single event's idempotency identity hashes.
+pub fn canonical_event_json(event: &NewEvent) -> Vec<u8> {
+    event_json(event, None, Style::Canonical)
+}
+
+/// An event's normalized JSON, with `salt` when given, its members in byte order (which for
+/// these ASCII keys is canonical order too).
+fn event_json(event: &NewEvent, salt: Option<&str>, style: Style) -> Vec<u8> {
+    let mut out = Vec::with_capacity(768);
+    out.extend_from_slice(b"{\"action\":");
+    write_string(event.action(), &mut out);
+    out.extend_from_slice(b",\"actor\":");
+    write_actor(&mut out, event, style);
+    out.extend_from_slice(b",\"context\":");
+    write_context(&mut out, event);
+    if let Some(metadata) = event.metadata() {
+        out.extend_from_slice(b",\"metadata\":");
+        write_metadata(&mut out, metadata, style);
+    }
+    out.extend_from_slice(b",\"occurred_at\":");
+    write_string(&event.occurred_at().to_string(), &mut out);
+    if let Some(salt) = salt {
+        out.extend_from_slice(b",\"salt\":");
+        write_string(salt, &mut out);
+    }
+    out.extend_from_slice(b",\"targets\":");
+    write_targets(&mut out, event, style);
+    if let Some(version) = event.version() {
+        out.extend_from_slice(b",\"version\":");
+        out.extend_from_slice(version.to_string().as_bytes());
+    }
+    out.push(b'}');
+    out
+}
+
+/// How metadata values are written: as `serde_json` writes them (a stored body) or in
+/// canonical form (a leaf). Strings are escaped the same way by both, so only metadata, the one
+/// part of an event that holds arbitrary JSON, differs.
+#[derive(Clone, Copy)]
+enum Style {
+    Stored,
+    Canonical,
+}
+
+fn write_metadata(out: &mut Vec<u8>, metadata: &Metadata, style: Style) {
+    match style {
+        // Serializing a JSON map into memory cannot fail.
+        Style::Stored => {
+            let _ = serde_json::to_writer(&mut *out, metadata.as_map());
+        }
+        Style::Canonical => write_map(metadata.as_map(), out),
+    }
+}
+
+fn write_actor(out: &mut Vec<u8>, event: &NewEvent, style: Style) {
+    let actor = event.actor();
+    let party = Party {
+        id: &actor.id,
+        kind: &actor.kind,
+        name: actor.name.as_deref(),
+        metadata: actor.metadata.as_ref(),
+    };
+    party.write(out, style);
+}
+
+/// An actor or a target, as both are written.
+struct Party<'a> {
+    id: &'a str,
+    kind: &'a str,
+    name: Option<&'a str>,
+    metadata: Option<&'a Metadata>,
+}
+
+impl Party<'_> {
+    /// Its members in byte order, which for these ASCII keys is canonical order too.
+    fn write(&self, out: &mut Vec<u8>, style: Style) {
+        out.extend_from_slice(b"{\"id\":");
+        write_string(self.id, out);
+        if let Some(metadata) = self.metadata {
+            out.extend_from_slice(b",\"metadata\":");
+            write_metadata(out, metadata, style);
+        }
+        if let Some(name) = self.name {
+            out.extend_from_slice(b",\"name\":");
+            write_string(name, out);
+        }
+        out.extend_from_slice(b",\"type\":");
+        write_string(self.kind, out);
+        out.push(b'}');
+    }
+}
+
+fn write_targets(out: &mut Vec<u8>, event: &NewEvent, style: Style) {
+    out.push(b'[');
+    for (index, target) in event.targets().iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        let party = Party {
+            id: &target.id,
+            kind: &target.kind,
+            name: target.name.as_deref(),
+            metadata: target.metadata.as_ref(),
+        };
+        party.write(out, style);
+    }
+    out.push(b']');
+}
+
+fn write_context(out: &mut Vec<u8>, event: &NewEvent) {
+    let context = event.context();
+    out.extend_from_slice(b"{\"location\":");
+    write_string(&context.location, out);
+    if let Some(user_agent) = &context.user_agent {
+        out.extend_from_slice(b",\"user_agent\":");
+        write_string(user_agent, out);
+    }
+    out.push(b'}');
+}
+
 fn take(body: &mut Map<String, Value>, name: &str) -> Value {
     body.remove(name).unwrap_or(Value::Null)
 }
@@ -126,6 +286,71 @@ mod tests {
                 );
                 assert!(bytes[at..].starts_with(sequence.to_string().as_bytes()));
             }
+        }
+    }
+
+    /// Events whose every optional part is present or absent, with texts that need escapes,
+    /// characters outside the BMP, and numbers serde_json and canonical form write differently.
+    fn varied_events() -> Vec<NewEvent> {
+        let awkward = "q\"b\\c/\u{1}\u{8}\t\n\u{c}\r\u{1f}\u{7f} é 😀 \u{fb33}";
+        [
+            json!({"action": "a.b", "occurred_at": "2026-08-01T10:00:00.000Z", "targets": [],
+                   "actor": {"id": "u", "type": "user"}, "context": {"location": "::1"}}),
+            json!({"action": "user.signed_in", "occurred_at": "2026-08-01T10:00:00.123Z", "version": 3,
+                   "actor": {"id": awkward, "type": "user", "name": awkward,
+                             "metadata": {"z": 1.0, "a": -0.5, "big": 12345678901234567890u64,
+                                          "small": 1e-7, "huge": 1e21, "n": -3, "t": true,
+                                          "s": awkward}},
+                   "targets": [{"id": "t1", "type": "team"},
+                               {"id": "t2", "type": awkward, "name": "x",
+                                "metadata": {"k-1": "v", "K_2": 0.1}}],
+                   "context": {"location": "192.0.2.8", "user_agent": awkward},
+                   "metadata": {"b": "2", "a": "1", "f": 2.5e300, "false": false}}),
+        ]
+        .iter()
+        .map(|value| NewEvent::parse(value).expect("a valid event"))
+        .collect()
+    }
+
+    #[test]
+    fn the_event_object_written_from_an_events_fields_is_the_one_written_from_its_json() {
+        for event in varied_events() {
+            for sequence in [0, 7, 1 << 40] {
+                let placement = Placement {
+                    id: "event_1",
+                    organization_id: "org_1",
+                    sequence,
+                    received_at: Timestamp::from_unix_millis(1_000),
+                };
+                assert_eq!(
+                    canonical_event_object_of(placement, &event),
+                    canonical_event_object(placement, &event.to_json())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_events_canonical_json_written_from_its_fields_is_the_one_written_from_its_json() {
+        for event in varied_events() {
+            assert_eq!(
+                canonical_event_json(&event),
+                crate::canonical::canonical_json(&event.to_json())
+            );
+        }
+    }
+
+    #[test]
+    fn the_stored_body_is_the_events_json_with_its_salt_as_serde_json_writes_it() {
+        for event in varied_events() {
+            let mut body = event.to_json();
+            if let Value::Object(map) = &mut body {
+                map.insert("salt".into(), json!("c2VlZA=="));
+            }
+            assert_eq!(
+                stored_body(&event, "c2VlZA=="),
+                serde_json::to_string(&body).expect("JSON")
+            );
         }
     }
 

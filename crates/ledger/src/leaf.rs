@@ -158,13 +158,21 @@ impl LeafTemplate {
     fn seeded(placement: Placement<'_>, body: &Value, seed: &Salt) -> Option<Self> {
         // The canonical event object leaves the seed out, as the committed object does.
         let (zero, _) = canonical_event_object(placement, body);
-        let text = std::str::from_utf8(&zero).ok()?;
-        let (committed, at) = committed_with_sequence_at(&CanonicalObject::parse(text)?, seed)?;
+        Self::from_event_object(&zero, seed)
+    }
+
+    /// The template of a version-2 event salted by `seed`, from the canonical text of its event
+    /// object at sequence 0 without the seed (`record::canonical_event_object_of`); `None` where
+    /// the text is not read that way (see [`seeded_committed_bytes`]), and then
+    /// [`LeafTemplate::new`] takes the event's JSON instead.
+    pub fn from_event_object(object: &[u8], seed: &Salt) -> Option<Self> {
+        let text = std::str::from_utf8(object).ok()?;
+        let (mut before, at) = committed_with_sequence_at(&CanonicalObject::parse(text)?, seed)?;
         let at = at?;
-        Some(LeafTemplate {
-            before: committed[..at].to_vec(),
-            after: committed[at + 1..].to_vec(),
-        })
+        // The sequence 0 written there is one digit, which each hash puts its own in place of.
+        let after = before.split_off(at + 1);
+        before.truncate(at);
+        Some(LeafTemplate { before, after })
     }
 
     /// The leaf hash of the event at `sequence`: [`event_leaf_hash`] of its event object.
