@@ -114,6 +114,54 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the one form every response uses.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.written() {
+            // ASCII digits and separators only.
+            Some(text) => f.write_str(std::str::from_utf8(&text).unwrap_or_default()),
+            None => self.fmt_through_calendar(f),
+        }
+    }
+}
+
+/// Milliseconds from the Unix epoch to 0000-01-01T00:00:00.000Z and to the end of 9999: the
+/// years [`Timestamp::written`] writes as four digits.
+const FIRST_WRITTEN_MILLIS: i64 = -62_167_219_200_000;
+const LAST_WRITTEN_MILLIS: i64 = 253_402_300_799_999;
+
+const MILLIS_A_DAY: i64 = 86_400_000;
+
+impl Timestamp {
+    /// The text of an instant in years 0 to 9999, written by arithmetic alone: every stored
+    /// event's `occurred_at` and `received_at` are written several times on the ingest path,
+    /// where going through a calendar type and the formatting machinery cost as much as
+    /// writing the rest of the event.
+    fn written(self) -> Option<[u8; 24]> {
+        if !(FIRST_WRITTEN_MILLIS..=LAST_WRITTEN_MILLIS).contains(&self.0) {
+            return None;
+        }
+        let (year, month, day) = civil_from_days(self.0.div_euclid(MILLIS_A_DAY));
+        let of_day = self.0.rem_euclid(MILLIS_A_DAY);
+        let (hour, minute) = (of_day / 3_600_000, of_day / 60_000 % 60);
+        let (second, milli) = (of_day / 1_000 % 60, of_day % 1_000);
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, hour);
+        put(14, 2, minute);
+        put(17, 2, second);
+        put(20, 3, milli);
+        Some(text)
+    }
+
+    /// Writes any instant through the `time` crate's calendar: the years [`Timestamp::written`]
+    /// does not cover (an instant out of its range is written as the epoch).
+    fn fmt_through_calendar(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let datetime = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         write!(
@@ -128,6 +176,27 @@ impl fmt::Display for Timestamp {
             datetime.millisecond()
         )
     }
+}
+
+/// The proleptic Gregorian year, month and day of the day `days` after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`: eras of 400 years, years starting in March so that the leap
+/// day comes last).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -221,6 +290,52 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the calendar path writes, to hold the arithmetic one to it.
+    struct ThroughCalendar(Timestamp);
+
+    impl fmt::Display for ThroughCalendar {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.fmt_through_calendar(f)
+        }
+    }
+
+    #[test]
+    fn an_instant_is_written_as_the_calendar_writes_it() {
+        let mut millis: Vec<i64> = vec![
+            0,
+            -1,
+            1,
+            FIRST_WRITTEN_MILLIS,
+            FIRST_WRITTEN_MILLIS - 1,
+            LAST_WRITTEN_MILLIS,
+            LAST_WRITTEN_MILLIS + 1,
+            951_782_400_000,    // 2000-02-29
+            -2_203_891_200_000, // 1900-03-01
+            4_107_542_399_999,  // 2100-02-28T23:59:59.999
+            1_785_578_400_001,
+            i64::MIN,
+            i64::MAX,
+        ];
+        // A deterministic spread over the whole range, and every day of a few leap cycles.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let span = (LAST_WRITTEN_MILLIS - FIRST_WRITTEN_MILLIS) as u64;
+            millis.push(FIRST_WRITTEN_MILLIS + (state % span) as i64);
+        }
+        millis.extend((0..3_000).map(|day| 946_684_800_000 + day * MILLIS_A_DAY - 1));
+        for value in millis {
+            let timestamp = Timestamp::from_unix_millis(value);
+            assert_eq!(
+                timestamp.to_string(),
+                ThroughCalendar(timestamp).to_string(),
+                "{value} ms"
+            );
+        }
+    }
 
     fn roundtrip(input: &str) -> String {
         Timestamp::parse(input)

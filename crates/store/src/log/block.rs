@@ -151,9 +151,12 @@ impl BlockRecord {
         }
         // Hash maps, sorted once at the end: a B-tree insert compares the key with a dozen
         // others, and ids share long prefixes. The keys are the events' own text, so the maps
-        // keep std's keyed hasher (a crafted block cannot make them degrade).
-        let mut terms: Postings<'_> = HashMap::with_capacity(events.len() * 2);
-        let mut values: HashMap<&str, Offsets> = HashMap::with_capacity(events.len() * 4);
+        // are keyed by a seed drawn per process (`KeyedHasher`): a block cannot be crafted to
+        // make them degrade without that seed.
+        let mut terms: Postings<'_> =
+            HashMap::with_capacity_and_hasher(events.len() * 2, KeyedHasher::default());
+        let mut values: TextValues<'_> =
+            HashMap::with_capacity_and_hasher(events.len() * 4, KeyedHasher::default());
         // A purged event keeps its place (its location and times) but nothing it said.
         for (offset, event) in events
             .iter()
@@ -218,8 +221,17 @@ impl BlockRecord {
     }
 }
 
+/// The hasher of a block's maps of event text while it is built: foldhash, seeded at random
+/// once per process, in place of std's SipHash, which hashed each value in about the time
+/// the rest of its insert took. A seed nobody outside the process sees keeps the maps'
+/// resistance to crafted collisions.
+type KeyedHasher = foldhash::fast::RandomState;
+
 /// A block's terms while it is built: offsets by field and value.
-type Postings<'a> = HashMap<(Field, &'a str), Offsets>;
+type Postings<'a> = HashMap<(Field, &'a str), Offsets, KeyedHasher>;
+
+/// A block's distinct text values while it is built, with their events' offsets.
+type TextValues<'a> = HashMap<&'a str, Offsets, KeyedHasher>;
 
 fn add_term<'a>(terms: &mut Postings<'a>, field: Field, value: &'a str, offset: u16) {
     add_offset(terms, (field, value), offset);
@@ -227,7 +239,11 @@ fn add_term<'a>(terms: &mut Postings<'a>, field: Field, value: &'a str, offset: 
 
 /// Adds `offset` to the offsets of `key`, once: an event with two targets of one type, or one
 /// value twice in its text, lists its offset once.
-fn add_offset<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Offsets>, key: K, offset: u16) {
+fn add_offset<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Offsets, KeyedHasher>,
+    key: K,
+    offset: u16,
+) {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(mut offsets) => offsets.get_mut().add(offset),
         std::collections::hash_map::Entry::Vacant(slot) => {
