@@ -189,40 +189,32 @@ fn write_metadata(out: &mut Vec<u8>, metadata: &Metadata, style: Style) {
 
 fn write_actor(out: &mut Vec<u8>, event: &NewEvent, style: Style) {
     let actor = event.actor();
-    let party = Party {
-        id: &actor.id,
-        kind: &actor.kind,
-        name: actor.name.as_deref(),
-        metadata: actor.metadata.as_ref(),
-    };
-    party.write(out, style);
+    let (name, metadata) = (actor.name.as_deref(), actor.metadata.as_ref());
+    write_party(out, [&actor.id, &actor.kind], name, metadata, style);
 }
 
-/// An actor or a target, as both are written.
-struct Party<'a> {
-    id: &'a str,
-    kind: &'a str,
-    name: Option<&'a str>,
-    metadata: Option<&'a Metadata>,
-}
-
-impl Party<'_> {
-    /// Its members in byte order, which for these ASCII keys is canonical order too.
-    fn write(&self, out: &mut Vec<u8>, style: Style) {
-        out.extend_from_slice(b"{\"id\":");
-        write_string(self.id, out);
-        if let Some(metadata) = self.metadata {
-            out.extend_from_slice(b",\"metadata\":");
-            write_metadata(out, metadata, style);
-        }
-        if let Some(name) = self.name {
-            out.extend_from_slice(b",\"name\":");
-            write_string(name, out);
-        }
-        out.extend_from_slice(b",\"type\":");
-        write_string(self.kind, out);
-        out.push(b'}');
+/// An actor or a target (`[id, type]`, then the optional parts): its members in byte order,
+/// which for these ASCII keys is canonical order too.
+fn write_party(
+    out: &mut Vec<u8>,
+    [id, kind]: [&str; 2],
+    name: Option<&str>,
+    metadata: Option<&Metadata>,
+    style: Style,
+) {
+    out.extend_from_slice(b"{\"id\":");
+    write_string(id, out);
+    if let Some(metadata) = metadata {
+        out.extend_from_slice(b",\"metadata\":");
+        write_metadata(out, metadata, style);
     }
+    if let Some(name) = name {
+        out.extend_from_slice(b",\"name\":");
+        write_string(name, out);
+    }
+    out.extend_from_slice(b",\"type\":");
+    write_string(kind, out);
+    out.push(b'}');
 }
 
 fn write_targets(out: &mut Vec<u8>, event: &NewEvent, style: Style) {
@@ -231,13 +223,8 @@ fn write_targets(out: &mut Vec<u8>, event: &NewEvent, style: Style) {
         if index > 0 {
             out.push(b',');
         }
-        let party = Party {
-            id: &target.id,
-            kind: &target.kind,
-            name: target.name.as_deref(),
-            metadata: target.metadata.as_ref(),
-        };
-        party.write(out, style);
+        let (name, metadata) = (target.name.as_deref(), target.metadata.as_ref());
+        write_party(out, [&target.id, &target.kind], name, metadata, style);
     }
     out.push(b']');
 }
@@ -273,12 +260,7 @@ mod tests {
         ];
         for body in bodies {
             for sequence in [0, 7, 1 << 40] {
-                let placement = Placement {
-                    id: "event_1",
-                    organization_id: "org_1",
-                    sequence,
-                    received_at: Timestamp::from_unix_millis(1_000),
-                };
+                let placement = placement_at(sequence);
                 let (bytes, at) = canonical_event_object(placement, &body);
                 assert_eq!(
                     bytes,
@@ -286,6 +268,15 @@ mod tests {
                 );
                 assert!(bytes[at..].starts_with(sequence.to_string().as_bytes()));
             }
+        }
+    }
+
+    fn placement_at(sequence: u64) -> Placement<'static> {
+        Placement {
+            id: "event_1",
+            organization_id: "org_1",
+            sequence,
+            received_at: Timestamp::from_unix_millis(1_000),
         }
     }
 
@@ -316,12 +307,7 @@ mod tests {
     fn the_event_object_written_from_an_events_fields_is_the_one_written_from_its_json() {
         for event in varied_events() {
             for sequence in [0, 7, 1 << 40] {
-                let placement = Placement {
-                    id: "event_1",
-                    organization_id: "org_1",
-                    sequence,
-                    received_at: Timestamp::from_unix_millis(1_000),
-                };
+                let placement = placement_at(sequence);
                 assert_eq!(
                     canonical_event_object_of(placement, &event),
                     canonical_event_object(placement, &event.to_json())
