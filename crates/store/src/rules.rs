@@ -91,7 +91,8 @@ impl<I: EventIndex> PreparedAppend<I> {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the system's random generator fails (the seeds of the
-    /// events' salts come from it).
+    /// events' salts come from it); [`StoreError::Corrupt`] if an event's body, once written,
+    /// does not parse back (read only for a leaf the event object's text cannot give).
     pub fn new(request: AppendRequest) -> Result<Self, StoreError> {
         let organization_id = request.organization_id;
         let seeds = seeds(request.events.len())?;
