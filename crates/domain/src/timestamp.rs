@@ -319,11 +319,11 @@ mod tests {
         ];
         // A deterministic spread over the whole range, and every day of a few leap cycles.
         let mut state = 0x2545_f491_4f6c_dd1du64;
+        let span = (LAST_WRITTEN_MILLIS - FIRST_WRITTEN_MILLIS) as u64;
         for _ in 0..200_000 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let span = (LAST_WRITTEN_MILLIS - FIRST_WRITTEN_MILLIS) as u64;
             millis.push(FIRST_WRITTEN_MILLIS + (state % span) as i64);
         }
         millis.extend((0..3_000).map(|day| 946_684_800_000 + day * MILLIS_A_DAY - 1));

@@ -222,9 +222,9 @@ impl BlockRecord {
 }
 
 /// The hasher of a block's maps of event text while it is built: foldhash, seeded at random
-/// once per process, in place of std's SipHash, which hashed each value in about the time
-/// the rest of its insert took. A seed nobody outside the process sees keeps the maps'
-/// resistance to crafted collisions.
+/// once per process. In place of std's SipHash it takes ~3,000 instructions an event (of
+/// ~35,000) off the log's maintenance (`bench/instructions`). A seed nobody outside the process
+/// sees keeps the maps' resistance to crafted collisions.
 type KeyedHasher = foldhash::fast::RandomState;
 
 /// A block's terms while it is built: offsets by field and value.
