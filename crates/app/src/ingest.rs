@@ -22,6 +22,7 @@ use trailmark_domain::id::IdKind;
 use trailmark_domain::idempotency::{
     IDEMPOTENCY_WINDOW_MILLIS, batch_idempotency_identity, event_idempotency_identity,
 };
+use trailmark_domain::json::Json;
 use trailmark_domain::{FieldProblem, PathProblem, Problems, Timestamp};
 use trailmark_store::{AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, Receipt};
 
@@ -92,7 +93,7 @@ impl Trailmark {
     pub async fn ingest_batch(
         &self,
         organization_id: &str,
-        raw: &[Value],
+        raw: &[Json<'_>],
         idempotency_key: Option<&str>,
     ) -> Result<Answer<Vec<BatchItem>>, AppError> {
         let now = Timestamp::now();
@@ -100,7 +101,7 @@ impl Trailmark {
         // Per request item: `Ok(position among stored events)` or its problems.
         let mut plan: Vec<Result<usize, Problems>> = Vec::with_capacity(raw.len());
         for (index, item) in raw.iter().enumerate() {
-            let checked = match NewEvent::parse_at(item, &format!("events[{index}]")) {
+            let checked = match NewEvent::read(item, &format!("events[{index}]")) {
                 Ok(event) => match self.check_schema(&event).await? {
                     Ok(()) => Ok(event),
                     Err(problems) => Err(Problems::Invalid(problems)),

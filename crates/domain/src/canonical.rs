@@ -13,19 +13,21 @@
 //!
 //! Example: `{"b":[1.0,"é"],"a":{"z":null,"y":1e21}}` → `{"a":{"y":1e+21,"z":null},"b":[1,"é"]}`.
 
-use serde_json::Value;
+use serde_json::{Number, Value};
 use std::io::Write as _;
+
+use crate::json::Json;
 
 /// The RFC 8785 canonical bytes of `value`.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     canonical_json_without(value, &[])
 }
 
-/// The canonical bytes of an array of `items`: what `canonical_json` gives for
-/// `Value::Array(items.to_vec())`, without copying the items into one.
-pub fn canonical_json_array(items: &[Value]) -> Vec<u8> {
+/// The canonical bytes of an array of `items`: what `canonical_json` gives for the same
+/// array read as a [`Value`] (a member name sent twice keeps its last value).
+pub fn canonical_json_array(items: &[Json<'_>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * items.len() + 2);
-    write_array(items, &mut out);
+    write_json_array(items, &mut out);
     out
 }
 
@@ -97,20 +99,78 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(number) => match number
-            .as_i64()
-            .filter(|n| n.unsigned_abs() <= EXACT_INTEGER)
-        {
-            // Below 2^53 an integer's double is the integer, and ECMAScript prints it as such.
-            Some(integer) => {
-                let _ = write!(out, "{integer}");
-            }
-            None => write_number(number.as_f64().unwrap_or(0.0), out),
-        },
+        Value::Number(number) => write_json_number(number, out),
         Value::String(text) => write_string(text, out),
         Value::Array(items) => write_array(items, out),
         Value::Object(map) => write_object(map, &[], out),
     }
+}
+
+fn write_json_number(number: &Number, out: &mut Vec<u8>) {
+    match number
+        .as_i64()
+        .filter(|n| n.unsigned_abs() <= EXACT_INTEGER)
+    {
+        // Below 2^53 an integer's double is the integer, and ECMAScript prints it as such.
+        Some(integer) => {
+            let _ = write!(out, "{integer}");
+        }
+        None => write_number(number.as_f64().unwrap_or(0.0), out),
+    }
+}
+
+/// [`write_value`] for a [`Json`], which may hold a member name twice: the last one counts, as
+/// it does in a `Value`.
+fn write_json(value: &Json<'_>, out: &mut Vec<u8>) {
+    match value {
+        Json::Null => out.extend_from_slice(b"null"),
+        Json::Bool(true) => out.extend_from_slice(b"true"),
+        Json::Bool(false) => out.extend_from_slice(b"false"),
+        Json::Number(number) => write_json_number(number, out),
+        Json::String(text) => write_string(text, out),
+        Json::Array(items) => write_json_array(items, out),
+        Json::Object(members) => {
+            let mut members: Vec<(&str, &Json<'_>)> = members
+                .iter()
+                .map(|(name, value)| (name.as_ref(), value))
+                .collect();
+            let sorted_and_unique = members.iter().all(|(key, _)| key.bytes().all(|b| b < 0xEE))
+                && members.windows(2).all(|pair| pair[0].0 < pair[1].0);
+            if !sorted_and_unique {
+                // Stable, so of a name sent twice the later one stays later, and is kept.
+                members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+                let mut unique: Vec<(&str, &Json<'_>)> = Vec::with_capacity(members.len());
+                for member in members {
+                    match unique.last_mut() {
+                        Some(last) if last.0 == member.0 => *last = member,
+                        _ => unique.push(member),
+                    }
+                }
+                members = unique;
+            }
+            out.push(b'{');
+            for (i, (key, item)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_json(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_json_array(items: &[Json<'_>], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(item, out);
+    }
+    out.push(b']');
 }
 
 /// Writes `map` as a canonical object.

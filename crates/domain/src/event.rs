@@ -11,12 +11,14 @@ use std::fmt::Display;
 
 use serde_json::{Map, Value, json};
 
+use crate::json::Json;
+
 use crate::Timestamp;
 use crate::limits::{
     ACTION_MAX_CHARS, LOCATION_MAX_CHARS, NAME_MAX_CHARS, TARGETS_MAX, USER_AGENT_MAX_CHARS,
 };
 use crate::metadata::Metadata;
-use crate::problem::{FieldProblems, PathProblem, Problems, json_type, nul_problems};
+use crate::problem::{FieldProblems, PathProblem, Problems, nul_problems};
 
 /// A validated event, not yet stored (it has no id, sequence or receipt time).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,15 +66,16 @@ impl NewEvent {
     /// [`Problems::Malformed`] listing every missing, mistyped or oversized field; if the shape is
     /// right, [`Problems::Invalid`] listing every metadata limit broken.
     pub fn parse(value: &Value) -> Result<Self, Problems> {
-        Self::parse_at(value, "event")
+        Self::read(&Json::from(value), "event")
     }
 
-    /// Like [`NewEvent::parse`], naming fields under `prefix` (a batch uses `events[3]`).
+    /// Like [`NewEvent::parse`], from a [`Json`] read from the request's text, naming fields
+    /// under `prefix` (`event`, or `events[3]` in a batch).
     ///
     /// # Errors
     ///
     /// As [`NewEvent::parse`].
-    pub fn parse_at(value: &Value, prefix: &str) -> Result<Self, Problems> {
+    pub fn read(value: &Json<'_>, prefix: &str) -> Result<Self, Problems> {
         let mut shape = FieldProblems::default();
         // No text of an event may hold NUL, whichever way it arrived (an API body, a batch
         // item, an event Trailmark writes itself), so both storage backends keep it the same.
@@ -91,7 +94,7 @@ impl NewEvent {
     /// Reads every field, recording every problem, before giving up on any: one response must
     /// name every bad field.
     fn walk(
-        value: &Value,
+        value: &Json<'_>,
         prefix: &str,
         shape: &mut FieldProblems,
         content: &mut Vec<PathProblem>,
@@ -102,7 +105,7 @@ impl NewEvent {
 
         let action = text(event, &root, "action", ACTION_MAX_CHARS, shape);
         let occurred_at = match event.get("occurred_at") {
-            None | Some(Value::Null) => {
+            None | Some(Json::Null) => {
                 shape.push(
                     "required",
                     field("occurred_at").to_string(),
@@ -110,7 +113,7 @@ impl NewEvent {
                 );
                 None
             }
-            Some(Value::String(raw)) => Timestamp::parse(raw)
+            Some(Json::String(raw)) => Timestamp::parse(raw)
                 .map_err(|error| {
                     shape.push(
                         "invalid_date",
@@ -123,15 +126,15 @@ impl NewEvent {
                 shape.push(
                     "invalid_type",
                     field("occurred_at").to_string(),
-                    format!("occurred_at must be a string, got {}", json_type(other)),
+                    format!("occurred_at must be a string, got {}", other.type_name()),
                 );
                 None
             }
         };
         // `Some(None)`: absent; `Some(Some(v))`: valid; `None`: a problem was recorded.
         let version = match event.get("version") {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::Number(n)) => {
+            None | Some(Json::Null) => Some(None),
+            Some(Json::Number(n)) => {
                 let parsed = n
                     .as_u64()
                     .filter(|v| *v >= 1)
@@ -151,7 +154,7 @@ impl NewEvent {
                     field("version").to_string(),
                     format!(
                         "version must be a positive integer, got {}",
-                        json_type(other)
+                        other.type_name()
                     ),
                 );
                 None
@@ -160,7 +163,7 @@ impl NewEvent {
 
         let actor_field = field("actor");
         let actor = object(
-            event.get("actor").unwrap_or(&Value::Null),
+            event.get("actor").unwrap_or(&Json::Null),
             &actor_field,
             shape,
         )
@@ -168,11 +171,11 @@ impl NewEvent {
 
         let targets_field = field("targets");
         let targets = match event.get("targets") {
-            None | Some(Value::Null) => {
+            None | Some(Json::Null) => {
                 shape.push("required", targets_field.to_string(), "targets is required");
                 None
             }
-            Some(Value::Array(items)) => {
+            Some(Json::Array(items)) => {
                 if items.len() > TARGETS_MAX {
                     shape.push(
                         "too_many",
@@ -201,7 +204,7 @@ impl NewEvent {
                 shape.push(
                     "invalid_type",
                     targets_field.to_string(),
-                    format!("targets must be an array, got {}", json_type(other)),
+                    format!("targets must be an array, got {}", other.type_name()),
                 );
                 None
             }
@@ -209,7 +212,7 @@ impl NewEvent {
 
         let context_field = field("context");
         let context = object(
-            event.get("context").unwrap_or(&Value::Null),
+            event.get("context").unwrap_or(&Json::Null),
             &context_field,
             shape,
         )
@@ -224,7 +227,7 @@ impl NewEvent {
                 shape,
             );
             // Node SDKs before 7 sent `userAgent`; accept both spellings.
-            let user_agent_key = if context.contains_key("user_agent") {
+            let user_agent_key = if context.get("user_agent").is_some() {
                 "user_agent"
             } else {
                 "userAgent"
@@ -393,7 +396,7 @@ struct Party {
 
 impl Party {
     fn walk(
-        object: &Map<String, Value>,
+        object: &Json<'_>,
         path: &FieldName<'_>,
         pointer: &dyn Display,
         shape: &mut FieldProblems,
@@ -424,24 +427,25 @@ impl Party {
 /// `Some(None)` when absent, `Some(Some(_))` when within limits, `None` (with problems recorded)
 /// when not.
 fn optional_metadata(
-    value: Option<&Value>,
+    value: Option<&Json<'_>>,
     pointer: &dyn Display,
     content: &mut Vec<PathProblem>,
 ) -> Option<Option<Metadata>> {
     match value {
-        None | Some(Value::Null) => Some(None),
+        None | Some(Json::Null) => Some(None),
         Some(value) => Metadata::check(value, pointer, content).map(Some),
     }
 }
 
-fn object<'v>(
-    value: &'v Value,
+/// `value` if it is an object, else a problem recorded.
+fn object<'v, 'a>(
+    value: &'v Json<'a>,
     field: &FieldName<'_>,
     shape: &mut FieldProblems,
-) -> Option<&'v Map<String, Value>> {
+) -> Option<&'v Json<'a>> {
     match value {
-        Value::Object(map) => Some(map),
-        Value::Null => {
+        Json::Object(_) => Some(value),
+        Json::Null => {
             shape.push(
                 "required",
                 field.to_string(),
@@ -456,7 +460,7 @@ fn object<'v>(
                 format!(
                     "{} must be an object, got {}",
                     field.last(),
-                    json_type(other)
+                    other.type_name()
                 ),
             );
             None
@@ -467,7 +471,7 @@ fn object<'v>(
 /// A required, non-empty string of at most `max` characters: member `key` of `object`, which is
 /// the field `parent`.
 fn text(
-    object: &Map<String, Value>,
+    object: &Json<'_>,
     parent: &FieldName<'_>,
     key: &'static str,
     max: usize,
@@ -475,11 +479,11 @@ fn text(
 ) -> Option<String> {
     let field = FieldName::Member(parent, key);
     match object.get(key) {
-        None | Some(Value::Null) => {
+        None | Some(Json::Null) => {
             shape.push("required", field.to_string(), format!("{key} is required"));
             None
         }
-        Some(Value::String(s)) if s.is_empty() => {
+        Some(Json::String(s)) if s.is_empty() => {
             shape.push(
                 "empty",
                 field.to_string(),
@@ -493,7 +497,7 @@ fn text(
 
 /// Like [`text`], but an empty string is a value.
 fn required_text(
-    object: &Map<String, Value>,
+    object: &Json<'_>,
     parent: &FieldName<'_>,
     key: &'static str,
     max: usize,
@@ -501,7 +505,7 @@ fn required_text(
 ) -> Option<String> {
     let field = FieldName::Member(parent, key);
     match object.get(key) {
-        None | Some(Value::Null) => {
+        None | Some(Json::Null) => {
             shape.push("required", field.to_string(), format!("{key} is required"));
             None
         }
@@ -512,15 +516,17 @@ fn required_text(
 /// `Ok(None)` when absent, `Ok(Some(_))` for a string within `max` characters, `Err(())` (with
 /// the problem recorded) otherwise.
 fn optional_text(
-    value: Option<&Value>,
+    value: Option<&Json<'_>>,
     field: &FieldName<'_>,
     max: usize,
     shape: &mut FieldProblems,
 ) -> Result<Option<String>, ()> {
     let key = || field.last();
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
+        None | Some(Json::Null) => Ok(None),
+        // No text has more characters than bytes, so most are within `max` without counting.
+        Some(Json::String(s)) if s.len() <= max => Ok(Some(s.as_ref().to_owned())),
+        Some(Json::String(s)) => {
             let chars = s.chars().count();
             if chars > max {
                 shape.push(
@@ -530,14 +536,14 @@ fn optional_text(
                 );
                 Err(())
             } else {
-                Ok(Some(s.clone()))
+                Ok(Some(s.as_ref().to_owned()))
             }
         }
         Some(other) => {
             shape.push(
                 "invalid_type",
                 field.to_string(),
-                format!("{} must be a string, got {}", key(), json_type(other)),
+                format!("{} must be a string, got {}", key(), other.type_name()),
             );
             Err(())
         }
@@ -642,7 +648,8 @@ mod tests {
         let item = json!({"action": "a", "occurred_at": "2026-08-01T10:00:00Z",
             "actor": "u", "targets": [null, {"id": 1, "type": "t", "name": "x".repeat(501)}],
             "context": {"location": "", "user_agent": ["ua"]}});
-        let Err(Problems::Malformed(problems)) = NewEvent::parse_at(&item, "events[2]") else {
+        let Err(Problems::Malformed(problems)) = NewEvent::read(&Json::from(&item), "events[2]")
+        else {
             panic!("a malformed item");
         };
         let problems: Vec<(&str, &str, &str)> = problems
@@ -675,6 +682,34 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn reads_the_request_text_as_it_reads_the_same_json_as_a_value() {
+        let texts: [&[u8]; 4] = [
+            // Escapes in names and texts, a name sent twice, the old `userAgent` spelling.
+            br#"{"action":"doc.\u0073hared","action":"doc.shared","occurred_at":"2026-08-01T10:00:00+02:00",
+                "actor":{"id":"user_1","type":"user","name":"Zo\u00eb \"Z\""},
+                "targets":[{"id":"t\/1","type":"team","metadata":{"n":1.5,"n":2,"ok":true}}],
+                "context":{"location":"::1","userAgent":"UA"},"metadata":{"k":"v"},"extra":[1]}"#,
+            br#"{"action":"a","occurred_at":"2026-08-01T10:00:00Z","actor":{"id":"u","type":"user"},
+                "targets":[],"context":{"location":"","user_agent":"x","userAgent":"y"},"version":2}"#,
+            // Problems of both kinds.
+            br#"{"action":"","occurred_at":"soon","actor":{"id":"u","type":"user","metadata":{"bad key":1}},
+                "targets":[{"id":"t","type":"team","name":"a\u0000b"}],"context":{"location":1}}"#,
+            br#"{"action":"a","occurred_at":"2026-08-01T10:00:00Z","actor":{"id":"u","type":"user"},
+                "targets":[],"context":{"location":""},"metadata":{"nested":{"x":1}}}"#,
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_slice(text).expect("valid JSON");
+            let json = Json::parse(text).expect("valid JSON");
+            assert_eq!(
+                NewEvent::read(&json, "event"),
+                NewEvent::parse(&value),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! payload (the normalized event, or a batch's events) — each length-prefixed so no two
 //! different inputs can produce the same byte stream.
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::canonical_json_array;
+use crate::json::Json;
 
 /// How long a stored response is replayed: WorkOS keys expire after 24 hours.
 pub const IDEMPOTENCY_WINDOW_MILLIS: i64 = 24 * 60 * 60 * 1000;
@@ -33,11 +33,11 @@ pub fn event_idempotency_identity(
 }
 
 /// The identity of a batch request whose events are `events`: of the canonical JSON of them as
-/// one array, written without copying them into one.
+/// one array (each read as a `Value` would read it), written without copying them into one.
 pub fn batch_idempotency_identity(
     organization_id: &str,
     key: Option<&str>,
-    events: &[Value],
+    events: &[Json<'_>],
 ) -> [u8; 32] {
     identity_of_canonical(organization_id, key, &canonical_json_array(events))
 }
@@ -65,7 +65,7 @@ fn identity_of_canonical(organization_id: &str, key: Option<&str>, canonical: &[
 mod tests {
     use super::*;
     use crate::canonical::canonical_json;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// The identity's definition for any payload: what the functions above compute their way.
     fn idempotency_identity(organization_id: &str, key: Option<&str>, payload: &Value) -> [u8; 32] {
@@ -113,14 +113,18 @@ mod tests {
 
     #[test]
     fn a_batch_has_the_identity_of_its_events_as_one_array() {
-        let events = [
-            json!({"action": "a", "n": 1}),
-            json!({"b": [2, "x"], "a": null}),
-        ];
+        // As sent: members out of order, escapes, a number written two ways, a name twice.
+        let text =
+            br#"[{"n":1,"action":"a"},{"b":[2.0,"x\u00e9"],"a":null,"a":"last","\u00e9":1e2}]"#;
+        let events = match Json::parse(text).expect("valid JSON") {
+            Json::Array(events) => events,
+            other => panic!("an array, not {other:?}"),
+        };
+        let value: Value = serde_json::from_slice(text).expect("valid JSON");
         for key in [Some("k"), None] {
             assert_eq!(
                 batch_idempotency_identity("org_1", key, &events),
-                idempotency_identity("org_1", key, &Value::Array(events.to_vec()))
+                idempotency_identity("org_1", key, &value)
             );
         }
     }

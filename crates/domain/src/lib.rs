@@ -1,8 +1,9 @@
 //! Trailmark's domain model: what an audit event, an organization, an action schema and an API
 //! key *are*, and the rules that make one valid.
 //!
-//! This crate does no I/O and knows nothing about HTTP or SQL. Input arrives as a
-//! [`serde_json::Value`] (the HTTP edge has already turned bytes into JSON) and leaves as typed
+//! This crate does no I/O and knows nothing about HTTP or SQL. Input arrives as JSON (the HTTP
+//! edge has already read the bytes: a [`serde_json::Value`], or for ingested events a
+//! [`json::Json`] borrowing from the request's text) and leaves as typed
 //! values or as [`Problems`], a list of everything that is wrong, each naming its field. The
 //! server maps problems to WorkOS-shaped error bodies; the store persists the typed values.
 //!
@@ -12,6 +13,8 @@
 //! - [`limits`]: every size limit, with its source.
 //! - [`problem`]: the two error shapes (request-shape problems and event-content problems).
 //! - [`metadata`]: the metadata maps of events, actors and targets.
+//! - [`json`]: [`json::Json`], JSON that borrows its texts from a request body (ingest reads
+//!   events through it).
 //! - [`event`]: `NewEvent::parse` and the event's normalized JSON.
 //! - [`schema`]: versioned action schemas and validation of an event against one.
 //! - [`erasable`]: the values of an event that hold a person's data, and erasure requests.
@@ -41,6 +44,7 @@ pub mod event;
 pub mod export;
 pub mod id;
 pub mod idempotency;
+pub mod json;
 pub mod limits;
 pub mod metadata;
 pub mod ocsf;

@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::json::Json;
 use crate::limits::{METADATA_KEY_MAX_CHARS, METADATA_MAX_KEYS, METADATA_VALUE_MAX_CHARS};
 use crate::problem::{PathProblem, json_type, pointer_segment};
 
@@ -17,14 +18,14 @@ impl Metadata {
     /// Checks `value` against the metadata limits; `pointer` is where it sits in the event
     /// (`/actor/metadata`), and every problem found is appended to `problems`.
     pub(crate) fn check(
-        value: &Value,
+        value: &Json<'_>,
         pointer: &dyn std::fmt::Display,
         problems: &mut Vec<PathProblem>,
     ) -> Option<Self> {
-        let Value::Object(map) = value else {
+        let Value::Object(map) = value.to_value() else {
             problems.push(PathProblem {
                 instance_path: pointer.to_string(),
-                message: format!("metadata must be an object, got {}", json_type(value)),
+                message: format!("metadata must be an object, got {}", value.type_name()),
             });
             return None;
         };
@@ -38,7 +39,7 @@ impl Metadata {
                 ),
             });
         }
-        for (key, item) in map {
+        for (key, item) in &map {
             // Written only for a problem: every event's metadata passes here.
             let path = || format!("{pointer}/{}", pointer_segment(key));
             let key_ok = key.chars().count() <= METADATA_KEY_MAX_CHARS
@@ -54,7 +55,10 @@ impl Metadata {
                 });
             }
             match item {
-                Value::String(text) if text.chars().count() > METADATA_VALUE_MAX_CHARS => {
+                Value::String(text)
+                    if text.len() > METADATA_VALUE_MAX_CHARS
+                        && text.chars().count() > METADATA_VALUE_MAX_CHARS =>
+                {
                     problems.push(PathProblem {
                         instance_path: path(),
                         message: format!(
@@ -73,7 +77,7 @@ impl Metadata {
                 }),
             }
         }
-        (problems.len() == before).then(|| Metadata(map.clone()))
+        (problems.len() == before).then_some(Metadata(map))
     }
 
     pub fn as_map(&self) -> &Map<String, Value> {
@@ -96,7 +100,7 @@ mod tests {
 
     fn problems_for(value: Value) -> Vec<String> {
         let mut problems = Vec::new();
-        Metadata::check(&value, &"/metadata", &mut problems);
+        Metadata::check(&Json::from(&value), &"/metadata", &mut problems);
         problems.into_iter().map(|p| p.instance_path).collect()
     }
 

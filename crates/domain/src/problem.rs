@@ -10,6 +10,8 @@
 //! Validation never stops at the first problem: every problem is collected so one response
 //! names every bad field.
 
+use crate::json::Json;
+
 /// One problem with the request's shape, named by its dotted field path (`event.actor.id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldProblem {
@@ -93,10 +95,10 @@ const NUL: char = '\0';
 /// each named by its field path under `root` (`event.actor.name`, `events[2].targets[0].id`,
 /// `config.headers.X-Tenant`; `root` may be empty). Strings are where every text that reaches
 /// storage enters, so this one check keeps NUL out of the database on either backend.
-pub fn nul_problems(value: &serde_json::Value, root: &str) -> Vec<FieldProblem> {
+pub fn nul_problems(value: &Json<'_>, root: &str) -> Vec<FieldProblem> {
     // Every ingested event passes here and almost none holds NUL: look first, and build field
     // paths only for a value that has one.
-    if !holds_nul(value) {
+    if !value.holds_nul() {
         return Vec::new();
     }
     let mut problems = FieldProblems::default();
@@ -113,30 +115,19 @@ pub fn nul_problem(text: &str, field: &str) -> Option<FieldProblem> {
     })
 }
 
-fn holds_nul(value: &serde_json::Value) -> bool {
+fn walk_for_nul(value: &Json<'_>, path: &str, problems: &mut FieldProblems) {
     match value {
-        serde_json::Value::String(text) => text.contains(NUL),
-        serde_json::Value::Array(items) => items.iter().any(holds_nul),
-        serde_json::Value::Object(fields) => fields
-            .iter()
-            .any(|(key, item)| key.contains(NUL) || holds_nul(item)),
-        _ => false,
-    }
-}
-
-fn walk_for_nul(value: &serde_json::Value, path: &str, problems: &mut FieldProblems) {
-    match value {
-        serde_json::Value::String(text) => {
+        Json::String(text) => {
             if let Some(problem) = nul_problem(text, display_path(path)) {
                 problems.0.push(problem);
             }
         }
-        serde_json::Value::Array(items) => {
+        Json::Array(items) => {
             for (index, item) in items.iter().enumerate() {
                 walk_for_nul(item, &format!("{path}[{index}]"), problems);
             }
         }
-        serde_json::Value::Object(fields) => {
+        Json::Object(fields) => {
             for (key, item) in fields {
                 let shown = key.replace(NUL, "\\u0000");
                 let field = if path.is_empty() {
@@ -193,7 +184,7 @@ mod tests {
                       "targets": [{"id": "t"}, {"id": "x\0"}],
                       "metadata": {"k\0": "v", "ok": ["fine", "bad\0"]}},
         });
-        let fields: Vec<String> = nul_problems(&body, "")
+        let fields: Vec<String> = nul_problems(&Json::from(&body), "")
             .into_iter()
             .map(|problem| problem.field)
             .collect();
@@ -207,8 +198,10 @@ mod tests {
                 "event.targets[1].id",
             ]
         );
-        assert_eq!(nul_problems(&json!("\0"), "")[0].field, "body");
-        assert!(nul_problems(&json!({"a": ["b", 1, null, {"c": "d"}]}), "x").is_empty());
+        assert_eq!(nul_problems(&Json::from(&json!("\0")), "")[0].field, "body");
+        assert!(
+            nul_problems(&Json::from(&json!({"a": ["b", 1, null, {"c": "d"}]})), "x").is_empty()
+        );
         assert_eq!(
             nul_problem("a\0", "q").map(|p| p.message),
             Some("q must not contain the NUL character (\\u0000)".into())

@@ -20,6 +20,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use trailmark_domain::json::Json;
 use trailmark_domain::problem::{nul_problem, nul_problems};
 use trailmark_store::{Order, PageRequest};
 
@@ -33,16 +34,41 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let body = read_json(request, state, state.config.max_body_bytes).await?;
-        refuse_nul(nul_problems(&body, ""))?;
+        let bytes = read_json(request, state, state.config.max_body_bytes).await?;
+        let body = parse_json(&bytes)?;
+        refuse_nul(nul_problems(&Json::from(&body), ""))?;
         Ok(JsonBody(body))
     }
 }
 
+/// A JSON body under the normal limit, kept as its text for the handler to read as a [`Json`]
+/// that borrows from it ([`EventBody::parse`]): an ingested event is read without building a
+/// [`Value`] of it.
+pub struct EventBody(Bytes);
+
+impl FromRequest<AppState> for EventBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(EventBody(
+            read_json(request, state, state.config.max_body_bytes).await?,
+        ))
+    }
+}
+
+impl EventBody {
+    /// The body as JSON, checked as [`JsonBody`] checks it.
+    pub fn parse(&self) -> Result<Json<'_>, ApiError> {
+        let body = parse_json(&self.0)?;
+        refuse_nul(nul_problems(&body, ""))?;
+        Ok(body)
+    }
+}
+
 /// The body of `POST /audit_logs/events/batch`: JSON under the batch limit
-/// ([`BATCH_BODY_FACTOR`] times the normal one). NUL is refused outside `events`; inside, each
-/// event's validation refuses it for that event alone.
-pub struct BatchBody(pub Value);
+/// ([`BATCH_BODY_FACTOR`] times the normal one), kept as its text like [`EventBody`]. NUL is
+/// refused outside `events`; inside, each event's validation refuses it for that event alone.
+pub struct BatchBody(Bytes);
 
 impl FromRequest<AppState> for BatchBody {
     type Rejection = ApiError;
@@ -52,17 +78,24 @@ impl FromRequest<AppState> for BatchBody {
             .config
             .max_body_bytes
             .saturating_mul(BATCH_BODY_FACTOR);
-        let body = read_json(request, state, limit).await?;
+        Ok(BatchBody(read_json(request, state, limit).await?))
+    }
+}
+
+impl BatchBody {
+    /// The body as JSON, with NUL refused everywhere but inside `events`.
+    pub fn parse(&self) -> Result<Json<'_>, ApiError> {
+        let body = parse_json(&self.0)?;
         let problems = match &body {
-            Value::Object(fields) => fields
+            Json::Object(fields) => fields
                 .iter()
-                .filter(|(key, value)| !(key.as_str() == "events" && value.is_array()))
+                .filter(|(key, value)| !(key == "events" && matches!(value, Json::Array(_))))
                 .flat_map(|(key, value)| nul_problems(value, key))
                 .collect(),
             other => nul_problems(other, ""),
         };
         refuse_nul(problems)?;
-        Ok(BatchBody(body))
+        Ok(body)
     }
 }
 
@@ -74,9 +107,9 @@ fn refuse_nul(problems: Vec<trailmark_domain::FieldProblem>) -> Result<(), ApiEr
     }
 }
 
-/// Reads a JSON body of at most `limit` bytes (the route's `DefaultBodyLimit`, which this
-/// reports when it is exceeded).
-async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<Value, ApiError> {
+/// Reads the text of a JSON body of at most `limit` bytes (the route's `DefaultBodyLimit`,
+/// which this reports when it is exceeded).
+async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<Bytes, ApiError> {
     let is_json = request
         .headers()
         .get(CONTENT_TYPE)
@@ -103,7 +136,11 @@ async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<V
                 }
             }
         })?;
-    serde_json::from_slice(&bytes).map_err(|error| ApiError::BadRequest {
+    Ok(bytes)
+}
+
+fn parse_json<'a, T: serde::Deserialize<'a>>(text: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(text).map_err(|error| ApiError::BadRequest {
         code: "invalid_json",
         message: format!("The request body is not valid JSON: {error}."),
     })

@@ -18,12 +18,13 @@ use serde_json::{Value, json};
 use trailmark_app::ingest::{Answer, BatchItem};
 use trailmark_domain::api_key::Scope;
 use trailmark_domain::event::NewEvent;
+use trailmark_domain::json::Json;
 use trailmark_domain::limits::BATCH_MAX_EVENTS;
 use trailmark_store::Receipt;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{BatchBody, JsonBody};
+use crate::extract::{BatchBody, EventBody};
 use crate::state::AppState;
 
 /// Longest accepted `Idempotency-Key`; SDK keys are about 50 characters.
@@ -36,12 +37,13 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: EventBody,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Ingest)?;
+    let body = body.parse()?;
     let organization_id = organization_id(&body)?;
     caller.require_organization(&organization_id)?;
-    let event = NewEvent::parse(body.get("event").unwrap_or(&Value::Null))?;
+    let event = NewEvent::read(body.get("event").unwrap_or(&Json::Null), "event")?;
     let key = idempotency_key(&headers)?;
     let answer = state
         .app
@@ -61,23 +63,24 @@ pub async fn create_batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    BatchBody(body): BatchBody,
+    body: BatchBody,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Ingest)?;
+    let body = body.parse()?;
     let organization_id = organization_id(&body)?;
     caller.require_organization(&organization_id)?;
     let events = match body.get("events") {
-        None | Some(Value::Null) => {
+        None | Some(Json::Null) => {
             return Err(ApiError::field("required", "events", "events is required"));
         }
-        Some(Value::Array(events)) if events.is_empty() => {
+        Some(Json::Array(events)) if events.is_empty() => {
             return Err(ApiError::field(
                 "empty",
                 "events",
                 "events must hold at least one event",
             ));
         }
-        Some(Value::Array(events)) if events.len() > BATCH_MAX_EVENTS => {
+        Some(Json::Array(events)) if events.len() > BATCH_MAX_EVENTS => {
             return Err(ApiError::field(
                 "too_many",
                 "events",
@@ -87,7 +90,7 @@ pub async fn create_batch(
                 ),
             ));
         }
-        Some(Value::Array(events)) => events,
+        Some(Json::Array(events)) => events,
         Some(_) => {
             return Err(ApiError::field(
                 "invalid_type",
@@ -163,15 +166,15 @@ fn batch_json(organization_id: &str, items: &[BatchItem]) -> Vec<u8> {
     serde_json::to_vec(&list).unwrap_or_default()
 }
 
-fn organization_id(body: &Value) -> Result<String, ApiError> {
+fn organization_id(body: &Json<'_>) -> Result<String, ApiError> {
     match body.get("organization_id") {
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::String(_)) => Err(ApiError::field(
+        Some(Json::String(id)) if !id.is_empty() => Ok(id.as_ref().to_owned()),
+        Some(Json::String(_)) => Err(ApiError::field(
             "empty",
             "organization_id",
             "organization_id must not be empty",
         )),
-        None | Some(Value::Null) => Err(ApiError::field(
+        None | Some(Json::Null) => Err(ApiError::field(
             "required",
             "organization_id",
             "organization_id is required",
