@@ -16,7 +16,7 @@
 use serde_json::{Number, Value};
 use std::io::Write as _;
 
-use crate::json::Json;
+use crate::json::{Json, unique_members};
 
 /// The RFC 8785 canonical bytes of `value`.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
@@ -130,51 +130,47 @@ fn write_json(value: &Json<'_>, out: &mut Vec<u8>) {
         Json::String(text) => write_string(text, out),
         Json::Array(items) => write_json_array(items, out),
         Json::Object(members) => {
-            let mut members: Vec<(&str, &Json<'_>)> = members
-                .iter()
-                .map(|(name, value)| (name.as_ref(), value))
-                .collect();
+            let mut members = unique_members(members);
             // Byte order is UTF-16 order unless a name holds a character from U+E000 up (see
-            // `in_utf16_order`): clients send their own order, so most objects are sorted here,
-            // and comparing bytes costs a fraction of comparing UTF-16 code units.
-            let byte_order = members.iter().all(|(key, _)| key.bytes().all(|b| b < 0xEE));
-            if !(byte_order && members.windows(2).all(|pair| pair[0].0 < pair[1].0)) {
-                // Stable, so of a name sent twice the later one stays later, and is kept.
-                if byte_order {
-                    members.sort_by_key(|(name, _)| *name);
-                } else {
-                    members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-                }
-                let mut unique: Vec<(&str, &Json<'_>)> = Vec::with_capacity(members.len());
-                for member in members {
-                    match unique.last_mut() {
-                        Some(last) if last.0 == member.0 => *last = member,
-                        _ => unique.push(member),
-                    }
-                }
-                members = unique;
+            // `in_utf16_order`).
+            if !members.iter().all(|(key, _)| key.bytes().all(|b| b < 0xEE)) {
+                members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
             }
-            out.push(b'{');
-            for (i, (key, item)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_json(item, out);
-            }
-            out.push(b'}');
+            write_members(members, write_json, out);
         }
     }
 }
 
 fn write_json_array(items: &[Json<'_>], out: &mut Vec<u8>) {
+    write_items(items, write_json, out);
+}
+
+/// Writes an object of `members`, given in canonical order, each value by `write`.
+fn write_members<'m, V: 'm>(
+    members: impl IntoIterator<Item = (&'m str, &'m V)>,
+    write: fn(&V, &mut Vec<u8>),
+    out: &mut Vec<u8>,
+) {
+    out.push(b'{');
+    for (i, (key, item)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write(item, out);
+    }
+    out.push(b'}');
+}
+
+/// Writes an array of `items`, each by `write`.
+fn write_items<V>(items: &[V], write: fn(&V, &mut Vec<u8>), out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_json(item, out);
+        write(item, out);
     }
     out.push(b']');
 }
@@ -185,14 +181,7 @@ pub(crate) fn write_map(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>)
 }
 
 fn write_array(items: &[Value], out: &mut Vec<u8>) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_value(item, out);
-    }
-    out.push(b']');
+    write_items(items, write_value, out);
 }
 
 /// 2^53: every integer up to it is exactly a double.
@@ -206,16 +195,11 @@ fn write_object(map: &serde_json::Map<String, Value>, skip: &[&str], out: &mut V
     if !in_utf16_order(&members) {
         members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
     }
-    out.push(b'{');
-    for (i, (key, item)) in members.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_string(key, out);
-        out.push(b':');
-        write_value(item, out);
-    }
-    out.push(b'}');
+    write_members(
+        members.into_iter().map(|(key, item)| (key.as_str(), item)),
+        write_value,
+        out,
+    );
 }
 
 /// Whether `members` are already in UTF-16 code unit order, checked cheaply: byte order is code
@@ -806,7 +790,10 @@ mod tests {
 
     #[test]
     fn json_as_sent_is_written_as_the_same_value_read_into_a_value() {
-        let texts: [&str; 3] = [
+        let texts: [&str; 5] = [
+            // A name twice in a row, and names already in order.
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"b":{"c":2,"d":3}}"#,
             // Client order, a name twice, escapes, numbers written several ways.
             r#"{"z":1,"a":{"y":[2.50,"\u00e9"],"b":null},"m":true,"a2":1e2,"z":"last"}"#,
             // Names past U+E000, where UTF-16 order is not byte order.

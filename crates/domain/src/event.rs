@@ -686,7 +686,7 @@ mod tests {
 
     #[test]
     fn reads_the_request_text_as_it_reads_the_same_json_as_a_value() {
-        let texts: [&[u8]; 4] = [
+        let texts: [&[u8]; 6] = [
             // Escapes in names and texts, a name sent twice, the old `userAgent` spelling.
             br#"{"action":"doc.\u0073hared","action":"doc.shared","occurred_at":"2026-08-01T10:00:00+02:00",
                 "actor":{"id":"user_1","type":"user","name":"Zo\u00eb \"Z\""},
@@ -699,6 +699,12 @@ mod tests {
                 "targets":[{"id":"t","type":"team","name":"a\u0000b"}],"context":{"location":1}}"#,
             br#"{"action":"a","occurred_at":"2026-08-01T10:00:00Z","actor":{"id":"u","type":"user"},
                 "targets":[],"context":{"location":""},"metadata":{"nested":{"x":1}}}"#,
+            // NUL in a value a later duplicate replaces: accepted, as the Value path accepts it.
+            br#"{"action":"a\u0000","action":"a","occurred_at":"2026-08-01T10:00:00Z","zz":"\u0000","zz":1,
+                "actor":{"id":"u","type":"user"},"targets":[],"context":{"location":""}}"#,
+            // NUL twice, named in the order a Value holds the fields.
+            br#"{"occurred_at":"2026-08-01T10:00:00Z","action":"a","targets":[],"context":{"location":""},
+                "z":"\u0000","actor":{"id":"u","type":"user","name":"\u0000"}}"#,
         ];
         for text in texts {
             let value: Value = serde_json::from_slice(text).expect("valid JSON");
@@ -710,6 +716,15 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
+        let replaced = Json::parse(texts[4]).expect("valid JSON");
+        assert!(NewEvent::read(&replaced, "event").is_ok());
+        let Err(Problems::Malformed(problems)) =
+            NewEvent::read(&Json::parse(texts[5]).expect("valid JSON"), "event")
+        else {
+            panic!("NUL is refused");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["event.actor.name", "event.z"]);
     }
 
     #[test]

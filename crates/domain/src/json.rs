@@ -17,10 +17,6 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
 /// A parsed JSON value whose texts are borrowed from the parsed text where they can be.
-///
-/// A borrowed text never holds the NUL character: JSON text cannot carry one unescaped, and
-/// [`Json::from`] a `Value` copies any text that holds one. So the NUL check that every event
-/// passes ([`crate::problem::nul_problems`]) looks only at the few texts that had escapes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json<'a> {
     Null,
@@ -99,39 +95,52 @@ impl<'a> From<&'a Value> for Json<'a> {
             Value::Null => Json::Null,
             Value::Bool(flag) => Json::Bool(*flag),
             Value::Number(number) => Json::Number(number.clone()),
-            Value::String(text) => Json::String(text_of(text)),
+            Value::String(text) => Json::String(Cow::Borrowed(text)),
             Value::Array(items) => Json::Array(items.iter().map(Json::from).collect()),
             Value::Object(members) => Json::Object(
                 members
                     .iter()
-                    .map(|(name, value)| (text_of(name), Json::from(value)))
+                    .map(|(name, value)| (Cow::Borrowed(name.as_str()), Json::from(value)))
                     .collect(),
             ),
         }
     }
 }
 
-/// `text` borrowed, unless it holds NUL (see [`Json`]).
-fn text_of(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.to_owned())
-    } else {
-        Cow::Borrowed(text)
+/// An object's members as a [`Value`] holds them: one per name (the last sent), in the byte
+/// order of the names.
+pub(crate) fn unique_members<'m, 'a>(
+    members: &'m [(Cow<'a, str>, Json<'a>)],
+) -> Vec<(&'m str, &'m Json<'a>)> {
+    let mut unique: Vec<(&str, &Json<'a>)> = members
+        .iter()
+        .map(|(name, value)| (name.as_ref(), value))
+        .collect();
+    if !unique.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        // Stable, so of a name sent twice the later one stays later, and is the one kept.
+        unique.sort_by_key(|(name, _)| *name);
+        let mut kept: Vec<(&str, &Json<'a>)> = Vec::with_capacity(unique.len());
+        for member in unique {
+            match kept.last_mut() {
+                Some(last) if last.0 == member.0 => *last = member,
+                _ => kept.push(member),
+            }
+        }
+        unique = kept;
     }
+    unique
 }
 
 impl Json<'_> {
-    /// Whether any text in the value, or any member name, holds the NUL character.
+    /// Whether any text in the value, or any member name, holds the NUL character (a name sent
+    /// twice counts both times: this only tells whether to look closer).
     pub(crate) fn holds_nul(&self) -> bool {
-        // Only owned texts can (see the type's docs).
-        let owned_with_nul =
-            |text: &Cow<'_, str>| matches!(text, Cow::Owned(t) if t.contains('\0'));
         match self {
-            Json::String(text) => owned_with_nul(text),
+            Json::String(text) => text.contains('\0'),
             Json::Array(items) => items.iter().any(Json::holds_nul),
             Json::Object(members) => members
                 .iter()
-                .any(|(name, value)| owned_with_nul(name) || value.holds_nul()),
+                .any(|(name, value)| name.contains('\0') || value.holds_nul()),
             Json::Null | Json::Bool(_) | Json::Number(_) => false,
         }
     }
@@ -186,7 +195,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut items = Vec::new();
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
@@ -194,7 +203,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        // No capacity ahead: serde_json never knows an object's size, and a guess would be
+        // allocated for every `{}` of a hostile body.
+        let mut members = Vec::new();
         while let Some(name) = map.next_key::<Name<'de>>()? {
             members.push((name.0, map.next_value()?));
         }
@@ -265,6 +276,7 @@ mod tests {
         );
         assert!(Json::from(&json!({"k": ["\0"]})).holds_nul());
         assert!(Json::from(&json!({"k\0": 1})).holds_nul());
+        assert!(Json::String(Cow::Borrowed("\0")).holds_nul());
         assert!(!Json::from(&json!({"k": "v"})).holds_nul());
     }
 

@@ -10,7 +10,7 @@
 //! Validation never stops at the first problem: every problem is collected so one response
 //! names every bad field.
 
-use crate::json::Json;
+use crate::json::{Json, unique_members};
 
 /// One problem with the request's shape, named by its dotted field path (`event.actor.id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +128,8 @@ fn walk_for_nul(value: &Json<'_>, path: &str, problems: &mut FieldProblems) {
             }
         }
         Json::Object(fields) => {
-            for (key, item) in fields {
+            // As a `Value` would hold them: a name sent twice is checked once, its last value.
+            for (key, item) in unique_members(fields) {
                 let shown = key.replace(NUL, "\\u0000");
                 let field = if path.is_empty() {
                     shown

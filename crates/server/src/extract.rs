@@ -6,6 +6,10 @@
 //! - [`JsonBody`]: `Content-Type` must be JSON (415), the body must fit the limit (413, naming
 //!   it) and be valid UTF-8 JSON (400, with line and column) without NUL (422). Nesting deeper
 //!   than 128 levels is refused by the parser before it can exhaust the stack.
+//! - [`EventBody`]: the same for an ingested event, kept as the body's text and read by the
+//!   handler as a [`Json`] that borrows from it; its JSON syntax and NUL are checked when the
+//!   handler reads it, after the caller's key (so a key without the ingest scope gets 403
+//!   whatever it sent).
 //! - [`BatchBody`]: the same for batch ingest, under the batch limit, leaving each event's NUL
 //!   check to the event's own validation, so one bad event does not sink its batch.
 //! - [`QueryPairs`]: the raw `key=value` pairs, so list parameters can be checked one by one and
@@ -35,7 +39,7 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read_json(request, state, state.config.max_body_bytes).await?;
-        let body = parse_json(&bytes)?;
+        let body = serde_json::from_slice(&bytes).map_err(invalid_json)?;
         refuse_nul(nul_problems(&Json::from(&body), ""))?;
         Ok(JsonBody(body))
     }
@@ -59,7 +63,7 @@ impl FromRequest<AppState> for EventBody {
 impl EventBody {
     /// The body as JSON, checked as [`JsonBody`] checks it.
     pub fn parse(&self) -> Result<Json<'_>, ApiError> {
-        let body = parse_json(&self.0)?;
+        let body = Json::parse(&self.0).map_err(invalid_json)?;
         refuse_nul(nul_problems(&body, ""))?;
         Ok(body)
     }
@@ -85,7 +89,7 @@ impl FromRequest<AppState> for BatchBody {
 impl BatchBody {
     /// The body as JSON, with NUL refused everywhere but inside `events`.
     pub fn parse(&self) -> Result<Json<'_>, ApiError> {
-        let body = parse_json(&self.0)?;
+        let body = Json::parse(&self.0).map_err(invalid_json)?;
         let problems = match &body {
             Json::Object(fields) => fields
                 .iter()
@@ -139,11 +143,11 @@ async fn read_json(request: Request, state: &AppState, limit: usize) -> Result<B
     Ok(bytes)
 }
 
-fn parse_json<'a, T: serde::Deserialize<'a>>(text: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(text).map_err(|error| ApiError::BadRequest {
+fn invalid_json(error: serde_json::Error) -> ApiError {
+    ApiError::BadRequest {
         code: "invalid_json",
         message: format!("The request body is not valid JSON: {error}."),
-    })
+    }
 }
 
 /// Whether `error` or one of its causes is an `E`.

@@ -8,6 +8,7 @@
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
+use trailmark_domain::json::Json;
 use trailmark_domain::query::EventFilter;
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::tree::{Hash, consistency_proof, inclusion_proof, tree_hash};
@@ -429,13 +430,11 @@ fn record_contains(
                 .body
         }
     };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+    let Ok(json) = Json::parse(&body) else {
         return Ok(false);
     };
-    Ok(
-        NewEvent::parse(&value)
-            .is_ok_and(|event| event.search_text().to_lowercase().contains(text)),
-    )
+    Ok(NewEvent::read(&json, "event")
+        .is_ok_and(|event| event.search_text().to_lowercase().contains(text)))
 }
 
 /// The bodies an erasure gave events among `hits` of organization `number`, by sequence.

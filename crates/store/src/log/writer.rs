@@ -30,15 +30,6 @@ use crate::rules::{self, IndexFields, PreparedAppend, PreparedEvent};
 const QUEUE_DEPTH: usize = 8_192;
 /// A group stops growing once it holds this many events, which bounds one write's size.
 const MAX_EVENTS_PER_COMMIT: usize = 16_384;
-/// Appends found waiting together, from which the writer takes callers to be arriving faster
-/// than it commits, and waits [`COMMIT_DELAY`] for more before writing (PostgreSQL's
-/// `commit_siblings` and `commit_delay`). Every `fdatasync` rewrites the log's last 4 KiB page
-/// whole, and costs a system call and a wake-up per group: under many single-event callers,
-/// groups of ~3 wrote ~1.8 KB an event (3.8x a 470-byte event). A lone append, as under a
-/// steady trickle, is written at once.
-const COMMIT_SIBLINGS: usize = 2;
-const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
-const COMMIT_DELAY_MAX: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub(crate) struct Job {
     append: PreparedAppend<IndexFields>,
@@ -95,35 +86,17 @@ fn run(
     while let Some(first) = queue.blocking_recv() {
         let mut events = first.append.events.len();
         let mut group = vec![first];
-        take_waiting(&mut queue, &mut group, &mut events);
-        if group.len() >= COMMIT_SIBLINGS {
-            // While each wait finds more, wait again, up to COMMIT_DELAY_MAX in all.
-            let mut waited = std::time::Duration::ZERO;
-            while waited < COMMIT_DELAY_MAX && events < MAX_EVENTS_PER_COMMIT {
-                std::thread::sleep(COMMIT_DELAY);
-                waited += COMMIT_DELAY;
-                let before = group.len();
-                take_waiting(&mut queue, &mut group, &mut events);
-                if group.len() == before {
-                    break;
+        while events < MAX_EVENTS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => {
+                    events += job.append.events.len();
+                    group.push(job);
                 }
+                Err(_) => break,
             }
         }
         buffer.clear();
         commit(shared, &mut appender, connection, group, &mut buffer);
-    }
-}
-
-/// Adds the jobs already queued to `group`, up to [`MAX_EVENTS_PER_COMMIT`] events.
-fn take_waiting(queue: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>, events: &mut usize) {
-    while *events < MAX_EVENTS_PER_COMMIT {
-        match queue.try_recv() {
-            Ok(job) => {
-                *events += job.append.events.len();
-                group.push(job);
-            }
-            Err(_) => break,
-        }
     }
 }
 
