@@ -22,7 +22,7 @@ use trailmark_domain::id::IdKind;
 use trailmark_domain::idempotency::{
     IDEMPOTENCY_WINDOW_MILLIS, batch_idempotency_identity, event_idempotency_identity,
 };
-use trailmark_domain::json::Json;
+use trailmark_domain::json::{Json, JsonText};
 use trailmark_domain::{FieldProblem, PathProblem, Problems, Timestamp};
 use trailmark_store::{AppendOutcome, AppendRequest, IdempotencyClaim, PendingEvent, Receipt};
 
@@ -82,9 +82,10 @@ impl Trailmark {
         })
     }
 
-    /// Stores a batch of events in `organization_id`'s log: each item of `raw` is parsed and
-    /// checked on its own (its problems named under `events[i]`), and the valid ones are stored
-    /// in request order in one commit. The answer has one item per request item.
+    /// Stores a batch of events in `organization_id`'s log: each item of `raw` (the events of
+    /// the request's `text`) is parsed and checked on its own (its problems named under
+    /// `events[i]`), and the valid ones are stored in request order in one commit. The answer
+    /// has one item per request item.
     ///
     /// # Errors
     ///
@@ -93,6 +94,7 @@ impl Trailmark {
     pub async fn ingest_batch(
         &self,
         organization_id: &str,
+        text: &JsonText<'_>,
         raw: &[Json<'_>],
         idempotency_key: Option<&str>,
     ) -> Result<Answer<Vec<BatchItem>>, AppError> {
@@ -101,7 +103,7 @@ impl Trailmark {
         // Per request item: `Ok(position among stored events)` or its problems.
         let mut plan: Vec<Result<usize, Problems>> = Vec::with_capacity(raw.len());
         for (index, item) in raw.iter().enumerate() {
-            let checked = match NewEvent::read(item, &format!("events[{index}]")) {
+            let checked = match NewEvent::read_in(text, item, &format!("events[{index}]")) {
                 Ok(event) => match self.check_schema(&event).await? {
                     Ok(()) => Ok(event),
                     Err(problems) => Err(Problems::Invalid(problems)),

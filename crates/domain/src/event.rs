@@ -11,14 +11,14 @@ use std::fmt::Display;
 
 use serde_json::{Map, Value, json};
 
-use crate::json::Json;
+use crate::json::{Json, JsonText};
 
 use crate::Timestamp;
 use crate::limits::{
     ACTION_MAX_CHARS, LOCATION_MAX_CHARS, NAME_MAX_CHARS, TARGETS_MAX, USER_AGENT_MAX_CHARS,
 };
 use crate::metadata::Metadata;
-use crate::problem::{FieldProblems, PathProblem, Problems, nul_problems};
+use crate::problem::{FieldProblem, FieldProblems, PathProblem, Problems, nul_problems};
 
 /// A validated event, not yet stored (it has no id, sequence or receipt time).
 #[derive(Debug, Clone, PartialEq)]
@@ -76,10 +76,29 @@ impl NewEvent {
     ///
     /// As [`NewEvent::parse`].
     pub fn read(value: &Json<'_>, prefix: &str) -> Result<Self, Problems> {
+        Self::read_with_nul_problems(value, prefix, nul_problems(value, prefix))
+    }
+
+    /// [`NewEvent::read`] of `value`, a part of a request's `text`, which tells whether any
+    /// of its strings can hold NUL without a walk of them all.
+    ///
+    /// # Errors
+    ///
+    /// As [`NewEvent::parse`].
+    pub fn read_in(text: &JsonText<'_>, value: &Json<'_>, prefix: &str) -> Result<Self, Problems> {
+        Self::read_with_nul_problems(value, prefix, text.nul_problems(value, prefix))
+    }
+
+    /// Reads `value`, whose texts holding NUL are `nul` (named under `prefix`).
+    fn read_with_nul_problems(
+        value: &Json<'_>,
+        prefix: &str,
+        nul: Vec<FieldProblem>,
+    ) -> Result<Self, Problems> {
         let mut shape = FieldProblems::default();
         // No text of an event may hold NUL, whichever way it arrived (an API body, a batch
         // item, an event Trailmark writes itself), so both storage backends keep it the same.
-        shape.extend(nul_problems(value, prefix));
+        shape.extend(nul);
         let mut content = Vec::new();
         let parsed = Self::walk(value, prefix, &mut shape, &mut content);
         if !shape.is_empty() {

@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use trailmark_domain::json::Json;
+use trailmark_domain::json::{Json, JsonText};
 use trailmark_domain::problem::{nul_problem, nul_problems};
 use trailmark_store::{Order, PageRequest};
 
@@ -62,9 +62,9 @@ impl FromRequest<AppState> for EventBody {
 
 impl EventBody {
     /// The body as JSON, checked as [`JsonBody`] checks it.
-    pub fn parse(&self) -> Result<Json<'_>, ApiError> {
-        let body = Json::parse(&self.0).map_err(invalid_json)?;
-        refuse_nul(nul_problems(&body, ""))?;
+    pub fn parse(&self) -> Result<JsonText<'_>, ApiError> {
+        let body = JsonText::parse(&self.0).map_err(invalid_json)?;
+        refuse_nul(body.nul_problems(body.json(), ""))?;
         Ok(body)
     }
 }
@@ -88,15 +88,15 @@ impl FromRequest<AppState> for BatchBody {
 
 impl BatchBody {
     /// The body as JSON, with NUL refused everywhere but inside `events`.
-    pub fn parse(&self) -> Result<Json<'_>, ApiError> {
-        let body = Json::parse(&self.0).map_err(invalid_json)?;
-        let problems = match &body {
+    pub fn parse(&self) -> Result<JsonText<'_>, ApiError> {
+        let body = JsonText::parse(&self.0).map_err(invalid_json)?;
+        let problems = match body.json() {
             Json::Object(fields) => fields
                 .iter()
                 .filter(|(key, value)| !(key == "events" && matches!(value, Json::Array(_))))
-                .flat_map(|(key, value)| nul_problems(value, key))
+                .flat_map(|(key, value)| body.nul_problems(value, key))
                 .collect(),
-            other => nul_problems(other, ""),
+            other => body.nul_problems(other, ""),
         };
         refuse_nul(problems)?;
         Ok(body)

@@ -41,9 +41,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Ingest)?;
     let body = body.parse()?;
-    let organization_id = organization_id(&body)?;
+    let organization_id = organization_id(body.json())?;
     caller.require_organization(&organization_id)?;
-    let event = NewEvent::read(body.get("event").unwrap_or(&Json::Null), "event")?;
+    let event = NewEvent::read_in(
+        &body,
+        body.json().get("event").unwrap_or(&Json::Null),
+        "event",
+    )?;
     let key = idempotency_key(&headers)?;
     let answer = state
         .app
@@ -67,9 +71,9 @@ pub async fn create_batch(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Ingest)?;
     let body = body.parse()?;
-    let organization_id = organization_id(&body)?;
+    let organization_id = organization_id(body.json())?;
     caller.require_organization(&organization_id)?;
-    let events = match body.get("events") {
+    let events = match body.json().get("events") {
         None | Some(Json::Null) => {
             return Err(ApiError::field("required", "events", "events is required"));
         }
@@ -102,7 +106,7 @@ pub async fn create_batch(
     let key = idempotency_key(&headers)?;
     let answer = state
         .app
-        .ingest_batch(&organization_id, events, key.as_deref())
+        .ingest_batch(&organization_id, &body, events, key.as_deref())
         .await?;
     Ok(respond(answer, |items: &Vec<BatchItem>| {
         batch_json(&organization_id, items)
