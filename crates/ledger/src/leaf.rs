@@ -29,7 +29,7 @@ use crate::commit::{
     SALTING_KEYS, Salt, Salting, committed_object, committed_with_sequence_at,
     into_committed_object, seeded_committed_bytes,
 };
-use crate::tree::{Hash, leaf_hash};
+use crate::tree::{Hash, leaf_hash, leaf_hash_of_parts};
 
 /// Keys of an exported or read event that are not part of its leaf.
 pub const NON_LEAF_KEYS: [&str; 2] = ["leaf_hash", "inclusion_proof"];
@@ -176,13 +176,28 @@ impl LeafTemplate {
     }
 
     /// The leaf hash of the event at `sequence`: [`event_leaf_hash`] of its event object.
+    /// The writer hashes every event's leaf in its turn, one after another, so the parts are
+    /// hashed where they lie rather than copied into one message first.
     pub fn hash(&self, sequence: u64) -> Hash {
-        let number = canonical_json(&Value::from(sequence));
-        let mut bytes = Vec::with_capacity(self.before.len() + number.len() + self.after.len());
-        bytes.extend_from_slice(&self.before);
-        bytes.extend_from_slice(&number);
-        bytes.extend_from_slice(&self.after);
-        leaf_hash(&bytes)
+        // RFC 8785 writes a number as ECMAScript does a double: from 2^53 up, not every
+        // integer is one, and its digits are the nearest double's.
+        if sequence > 1 << 53 {
+            let number = canonical_json(&Value::from(sequence));
+            return leaf_hash_of_parts(&[&self.before, &number, &self.after]);
+        }
+        // Below, a canonical JSON integer is its decimal digits.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = sequence;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        leaf_hash_of_parts(&[&self.before, &digits[at..], &self.after])
     }
 }
 
@@ -204,7 +219,21 @@ mod tests {
         });
         let received_at = Timestamp::from_unix_millis(1_785_578_400_001);
         let template = LeafTemplate::new("event_01", "org_1", received_at, &body);
-        for sequence in [0, 1, 9, 10, 11, 99, 100, 12_345, 1 << 40] {
+        for sequence in [
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            12_345,
+            1 << 40,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            u64::MAX,
+        ] {
             let object = event_object(
                 Placement {
                     id: "event_01",

@@ -31,9 +31,16 @@ pub fn empty_root() -> Hash {
 
 /// RFC 6962 §2.1: `SHA-256(0x00 ‖ data)`. The prefix keeps leaves and nodes from colliding.
 pub fn leaf_hash(data: &[u8]) -> Hash {
+    leaf_hash_of_parts(&[data])
+}
+
+/// [`leaf_hash`] of the concatenation of `parts`.
+pub fn leaf_hash_of_parts(parts: &[&[u8]]) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update([0x00]);
-    hasher.update(data);
+    for part in parts {
+        hasher.update(part);
+    }
     hasher.finalize().into()
 }
 
