@@ -399,6 +399,20 @@ async fn issue_5_nul_characters_are_refused_naming_the_field_on_every_input() {
         .filter_map(|e| e.body["action"].as_str())
         .collect();
     assert_eq!(actions, ["a.first", "a.third"]);
+    // Outside `events`, NUL refuses the whole batch, in a value or in a member's name.
+    for (extra, field) in [
+        (json!({"note": "a\u{0}b"}), "note"),
+        (json!({"note\u{0}": 1}), "note\\u0000"),
+    ] {
+        let mut request = json!({"organization_id": organization, "events": [event("a.fourth")]});
+        request
+            .as_object_mut()
+            .expect("an object")
+            .extend(extra.as_object().expect("an object").clone());
+        let response = app.post("/audit_logs/events/batch", &request).await;
+        assert_eq!(refused_field(response, field).await.0, field);
+    }
+    assert_eq!(app.stored_events(&organization).await.len(), 2);
 
     // Query parameters, path segments and other bodies.
     let search = |query: &str| format!("/audit_logs/events?organization_id={organization}&{query}");

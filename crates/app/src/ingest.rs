@@ -82,22 +82,26 @@ impl Trailmark {
         })
     }
 
-    /// Stores a batch of events in `organization_id`'s log: each item of `raw` (the events of
-    /// the request's `text`) is parsed and checked on its own (its problems named under
-    /// `events[i]`), and the valid ones are stored in request order in one commit. The answer
-    /// has one item per request item.
+    /// Stores a batch of events in `organization_id`'s log: each item of `raw`, the `events` of
+    /// the request body `text` (which tells whether they need a look for NUL), is parsed and
+    /// checked on its own (its problems named under `events[i]`), and the valid ones are stored
+    /// in request order in one commit. The answer has one item per request item.
     ///
     /// # Errors
     ///
     /// [`AppError::OrganizationNotFound`] or storage errors; invalid items are answers, not
     /// errors.
-    pub async fn ingest_batch(
+    pub async fn ingest_batch<'a>(
         &self,
         organization_id: &str,
-        text: &JsonText<'_>,
-        raw: &[Json<'_>],
+        text: &JsonText<'a>,
+        raw: &[Json<'a>],
         idempotency_key: Option<&str>,
     ) -> Result<Answer<Vec<BatchItem>>, AppError> {
+        debug_assert!(
+            matches!(text.json().get("events"), Some(Json::Array(events)) if std::ptr::eq(events.as_slice(), raw)),
+            "the events are the body's own"
+        );
         let now = Timestamp::now();
         let mut events = Vec::new();
         // Per request item: `Ok(position among stored events)` or its problems.

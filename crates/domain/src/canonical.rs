@@ -185,7 +185,7 @@ fn write_array(items: &[Value], out: &mut Vec<u8>) {
 }
 
 /// 2^53: every integer up to it is exactly a double.
-const EXACT_INTEGER: u64 = 1 << 53;
+pub const EXACT_INTEGER: u64 = 1 << 53;
 
 fn write_object(map: &serde_json::Map<String, Value>, skip: &[&str], out: &mut Vec<u8>) {
     let mut members: Vec<(&String, &Value)> = map

@@ -79,13 +79,18 @@ impl NewEvent {
         Self::read_with_nul_problems(value, prefix, nul_problems(value, prefix))
     }
 
-    /// [`NewEvent::read`] of `value`, a part of a request's `text`, which tells whether any
-    /// of its strings can hold NUL without a walk of them all.
+    /// [`NewEvent::read`] of `value`, which must be a part of the request body `text` (which
+    /// tells whether any of its strings can hold NUL without a walk of them all; a value from
+    /// anywhere else would not be checked for NUL).
     ///
     /// # Errors
     ///
     /// As [`NewEvent::parse`].
-    pub fn read_in(text: &JsonText<'_>, value: &Json<'_>, prefix: &str) -> Result<Self, Problems> {
+    pub fn read_in<'a>(
+        text: &JsonText<'a>,
+        value: &Json<'a>,
+        prefix: &str,
+    ) -> Result<Self, Problems> {
         Self::read_with_nul_problems(value, prefix, text.nul_problems(value, prefix))
     }
 

@@ -14,7 +14,7 @@
 //! - [`problem`]: the two error shapes (request-shape problems and event-content problems).
 //! - [`metadata`]: the metadata maps of events, actors and targets.
 //! - [`json`]: [`json::Json`], JSON that borrows its texts from a request body (ingest reads
-//!   events through it).
+//!   events through it), and [`json::JsonText`], the body read as one.
 //! - [`event`]: `NewEvent::parse` and the event's normalized JSON.
 //! - [`schema`]: versioned action schemas and validation of an event against one.
 //! - [`erasable`]: the values of an event that hold a person's data, and erasure requests.

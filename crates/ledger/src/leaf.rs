@@ -22,7 +22,9 @@
 
 use serde_json::Value;
 use trailmark_domain::Timestamp;
-use trailmark_domain::canonical::{CanonicalObject, canonical_json, canonical_json_without};
+use trailmark_domain::canonical::{
+    CanonicalObject, EXACT_INTEGER, canonical_json, canonical_json_without,
+};
 use trailmark_domain::record::{Placement, canonical_event_object, into_event_object};
 
 use crate::commit::{
@@ -179,25 +181,19 @@ impl LeafTemplate {
     /// The writer hashes every event's leaf in its turn, one after another, so the parts are
     /// hashed where they lie rather than copied into one message first.
     pub fn hash(&self, sequence: u64) -> Hash {
-        // RFC 8785 writes a number as ECMAScript does a double: from 2^53 up, not every
-        // integer is one, and its digits are the nearest double's.
-        if sequence > 1 << 53 {
+        if sequence <= EXACT_INTEGER {
+            // Up to 2^53 every integer is a double, which RFC 8785 writes as its digits.
+            let mut digits = itoa::Buffer::new();
+            leaf_hash_of_parts(&[
+                &self.before,
+                digits.format(sequence).as_bytes(),
+                &self.after,
+            ])
+        } else {
+            // Above, not every integer is one: the nearest double's digits.
             let number = canonical_json(&Value::from(sequence));
-            return leaf_hash_of_parts(&[&self.before, &number, &self.after]);
+            leaf_hash_of_parts(&[&self.before, &number, &self.after])
         }
-        // Below, a canonical JSON integer is its decimal digits.
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = sequence;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        leaf_hash_of_parts(&[&self.before, &digits[at..], &self.after])
     }
 }
 
@@ -267,7 +263,16 @@ mod tests {
         let erased =
             crate::commit::erase(&body, &["/actor/id".into(), "/metadata/sequence".into()])
                 .expect("erases");
-        for sequence in [0, 9, 10, 1 << 40] {
+        for sequence in [
+            0,
+            9,
+            10,
+            1 << 40,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            u64::MAX,
+        ] {
             let placement = Placement {
                 id: "event_01",
                 organization_id: "org_1",

@@ -35,7 +35,7 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
 }
 
 /// [`leaf_hash`] of the concatenation of `parts`.
-pub fn leaf_hash_of_parts(parts: &[&[u8]]) -> Hash {
+pub(crate) fn leaf_hash_of_parts(parts: &[&[u8]]) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update([0x00]);
     for part in parts {

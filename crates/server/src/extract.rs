@@ -7,7 +7,7 @@
 //!   it) and be valid UTF-8 JSON (400, with line and column) without NUL (422). Nesting deeper
 //!   than 128 levels is refused by the parser before it can exhaust the stack.
 //! - [`EventBody`]: the same for an ingested event, kept as the body's text and read by the
-//!   handler as a [`Json`] that borrows from it; its JSON syntax and NUL are checked when the
+//!   handler as a [`JsonText`] that borrows from it; its JSON syntax and NUL are checked when the
 //!   handler reads it, after the caller's key (so a key without the ingest scope gets 403
 //!   whatever it sent).
 //! - [`BatchBody`]: the same for batch ingest, under the batch limit, leaving each event's NUL
@@ -90,14 +90,12 @@ impl BatchBody {
     /// The body as JSON, with NUL refused everywhere but inside `events`.
     pub fn parse(&self) -> Result<JsonText<'_>, ApiError> {
         let body = JsonText::parse(&self.0).map_err(invalid_json)?;
-        let problems = match body.json() {
-            Json::Object(fields) => fields
-                .iter()
-                .filter(|(key, value)| !(key == "events" && matches!(value, Json::Array(_))))
-                .flat_map(|(key, value)| body.nul_problems(value, key))
-                .collect(),
-            other => body.nul_problems(other, ""),
-        };
+        // Each event's own are its problems alone (`events[2].actor.id`): they are left to it.
+        let problems = body
+            .nul_problems(body.json(), "")
+            .into_iter()
+            .filter(|problem| !problem.field.starts_with("events["))
+            .collect();
         refuse_nul(problems)?;
         Ok(body)
     }
