@@ -131,11 +131,7 @@ fn write_json(value: &Json<'_>, out: &mut Vec<u8>) {
         Json::Array(items) => write_json_array(items, out),
         Json::Object(members) => {
             let mut members = unique_members(members);
-            // Byte order is UTF-16 order unless a name holds a character from U+E000 up (see
-            // `in_utf16_order`).
-            if !members.iter().all(|(key, _)| key.bytes().all(|b| b < 0xEE)) {
-                members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-            }
+            into_utf16_order(&mut members);
             write_members(members, write_json, out);
         }
     }
@@ -192,9 +188,7 @@ fn write_object(map: &serde_json::Map<String, Value>, skip: &[&str], out: &mut V
         .iter()
         .filter(|(key, _)| !skip.contains(&key.as_str()))
         .collect();
-    if !in_utf16_order(&members) {
-        members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-    }
+    into_utf16_order(&mut members);
     write_members(
         members.into_iter().map(|(key, item)| (key.as_str(), item)),
         write_value,
@@ -206,9 +200,21 @@ fn write_object(map: &serde_json::Map<String, Value>, skip: &[&str], out: &mut V
 /// point order, which is UTF-16 order as long as no key holds a character from U+E000 up (whose
 /// UTF-8 starts at 0xEE: those sort differently against surrogate pairs). Usually true, since
 /// serde_json's default map iterates in byte order; the full sort handles every other case.
-fn in_utf16_order(members: &[(&String, &Value)]) -> bool {
-    members.iter().all(|(key, _)| key.bytes().all(|b| b < 0xEE))
-        && members.windows(2).all(|pair| pair[0].0 < pair[1].0)
+fn in_utf16_order<K: AsRef<str>, V>(members: &[(K, V)]) -> bool {
+    members
+        .iter()
+        .all(|(key, _)| key.as_ref().bytes().all(|b| b < 0xEE))
+        && members
+            .windows(2)
+            .all(|pair| pair[0].0.as_ref() < pair[1].0.as_ref())
+}
+
+/// Sorts `members` by their names' UTF-16 code units, as RFC 8785 orders them, unless
+/// [`in_utf16_order`] finds them so already.
+fn into_utf16_order<K: AsRef<str>, V>(members: &mut [(K, V)]) {
+    if !in_utf16_order(members) {
+        members.sort_by(|(a, _), (b, _)| a.as_ref().encode_utf16().cmp(b.as_ref().encode_utf16()));
+    }
 }
 
 pub(crate) fn write_string(text: &str, out: &mut Vec<u8>) {

@@ -131,8 +131,7 @@ impl<'a> JsonText<'a> {
     pub fn parse(text: &'a [u8]) -> Result<Self, serde_json::Error> {
         Ok(JsonText {
             json: Json::parse(text)?,
-            // An escaped backslash before `u0000` is counted too: it only costs the walk.
-            may_hold_nul: memchr::memmem::find(text, br"\u0000").is_some(),
+            may_hold_nul: text_may_hold_nul(text),
         })
     }
 
@@ -151,6 +150,13 @@ impl<'a> JsonText<'a> {
             Vec::new()
         }
     }
+}
+
+/// Whether JSON `text` can hold NUL in any string or member name: only if it holds the escape
+/// `\u0000` (see [`JsonText`]). An escaped backslash before `u0000` counts too: it only costs
+/// a look.
+pub fn text_may_hold_nul(text: &[u8]) -> bool {
+    memchr::memmem::find(text, br"\u0000").is_some()
 }
 
 /// An object's members as a [`Value`] holds them: one per name (the last sent), in the byte

@@ -203,6 +203,24 @@ mod tests {
     use serde_json::json;
     use trailmark_domain::record::event_object;
 
+    /// Sequences written with one digit and with more, and on both sides of 2^53, above which
+    /// RFC 8785 writes the nearest double rather than the integer.
+    const SEQUENCES: [u64; 13] = [
+        0,
+        1,
+        9,
+        10,
+        11,
+        99,
+        100,
+        12_345,
+        1 << 40,
+        (1 << 53) - 1,
+        1 << 53,
+        (1 << 53) + 1,
+        u64::MAX,
+    ];
+
     #[test]
     fn a_leaf_template_hashes_as_the_whole_event_object_does() {
         let body = json!({
@@ -215,21 +233,7 @@ mod tests {
         });
         let received_at = Timestamp::from_unix_millis(1_785_578_400_001);
         let template = LeafTemplate::new("event_01", "org_1", received_at, &body);
-        for sequence in [
-            0,
-            1,
-            9,
-            10,
-            11,
-            99,
-            100,
-            12_345,
-            1 << 40,
-            (1 << 53) - 1,
-            1 << 53,
-            (1 << 53) + 1,
-            u64::MAX,
-        ] {
+        for sequence in SEQUENCES {
             let object = event_object(
                 Placement {
                     id: "event_01",
@@ -263,16 +267,7 @@ mod tests {
         let erased =
             crate::commit::erase(&body, &["/actor/id".into(), "/metadata/sequence".into()])
                 .expect("erases");
-        for sequence in [
-            0,
-            9,
-            10,
-            1 << 40,
-            (1 << 53) - 1,
-            1 << 53,
-            (1 << 53) + 1,
-            u64::MAX,
-        ] {
+        for sequence in SEQUENCES {
             let placement = Placement {
                 id: "event_01",
                 organization_id: "org_1",

@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use trailmark_domain::json::{Json, JsonText};
+use trailmark_domain::json::{Json, JsonText, text_may_hold_nul};
 use trailmark_domain::problem::{nul_problem, nul_problems};
 use trailmark_store::{Order, PageRequest};
 
@@ -40,7 +40,9 @@ impl FromRequest<AppState> for JsonBody {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read_json(request, state, state.config.max_body_bytes).await?;
         let body = serde_json::from_slice(&bytes).map_err(invalid_json)?;
-        refuse_nul(nul_problems(&Json::from(&body), ""))?;
+        if text_may_hold_nul(&bytes) {
+            refuse_nul(nul_problems(&Json::from(&body), ""))?;
+        }
         Ok(JsonBody(body))
     }
 }

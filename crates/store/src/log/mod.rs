@@ -43,7 +43,7 @@ use std::sync::{Arc, RwLock, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use trailmark_domain::event::NewEvent;
-use trailmark_domain::json::Json;
+use trailmark_domain::json::JsonText;
 use trailmark_ledger::tree::Hash;
 
 use crate::StoreError;
@@ -179,8 +179,9 @@ pub(crate) fn indexed_from_body(
     received_at: i64,
 ) -> Result<IndexedEvent, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt(format!("event {id} in the log: {why}"));
-    let json = Json::parse(body).map_err(|e| corrupt(e.to_string()))?;
-    let event = NewEvent::read(&json, "event").map_err(|e| corrupt(e.to_string()))?;
+    let text = JsonText::parse(body).map_err(|e| corrupt(e.to_string()))?;
+    let event =
+        NewEvent::read_in(&text, text.json(), "event").map_err(|e| corrupt(e.to_string()))?;
     let fields = IndexFields::of(&event);
     Ok(IndexedEvent {
         sequence,

@@ -8,7 +8,7 @@
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 use trailmark_domain::Timestamp;
 use trailmark_domain::event::NewEvent;
-use trailmark_domain::json::Json;
+use trailmark_domain::json::JsonText;
 use trailmark_domain::query::EventFilter;
 use trailmark_ledger::LedgerError;
 use trailmark_ledger::tree::{Hash, consistency_proof, inclusion_proof, tree_hash};
@@ -430,10 +430,10 @@ fn record_contains(
                 .body
         }
     };
-    let Ok(json) = Json::parse(&body) else {
+    let Ok(json) = JsonText::parse(&body) else {
         return Ok(false);
     };
-    Ok(NewEvent::read(&json, "event")
+    Ok(NewEvent::read_in(&json, json.json(), "event")
         .is_ok_and(|event| event.search_text().to_lowercase().contains(text)))
 }
 
