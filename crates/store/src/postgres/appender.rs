@@ -20,16 +20,21 @@
 //! other. A committer waits for heads only while it holds none — when every head it wants is
 //! held elsewhere, or in the turn that follows a skip, which takes the skipped organizations
 //! alone so that they are not skipped for ever — and then locks them in id order, so two
-//! transactions never wait on each other in a cycle.
+//! transactions never wait on each other in a cycle. A skipping turn creates no heads: an
+//! `INSERT … ON CONFLICT` that meets a head another transaction has updated waits for that
+//! transaction, which is what skipping avoids. An organization without a head yet (its first
+//! append) is left, like a held one, for the next turn, which creates it.
+//!
+//! The committers run on a thread of their own ([`Appender::start`] says why).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{GenericClient, Pool, Transaction};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use trailmark_domain::Timestamp;
 use trailmark_ledger::tree::Frontier;
 
@@ -47,7 +52,7 @@ const MAX_EVENTS_PER_COMMIT: usize = 10_000;
 /// Organizations one transaction writes at most.
 const MAX_ORGANIZATIONS_PER_COMMIT: usize = 64;
 /// Transactions in flight at once from this instance at most, each for other organizations.
-const COMMITTERS: usize = 4;
+pub(super) const COMMITTERS: usize = 4;
 /// While a turn is in flight, another starts only once this many events wait for it. Small
 /// appends then gather into the next turn: a committer free to start at once took one or two
 /// of them, and with eight organizations turns of about ten events cost PostgreSQL twice the
@@ -103,23 +108,49 @@ pub(crate) struct Appender {
 }
 
 impl Appender {
-    /// Starts the committer tasks; they stop when the last handle is dropped.
-    pub(crate) fn start(pool: Pool, observer: Arc<dyn StoreObserver>) -> Self {
+    /// Starts the committer tasks on a thread of their own, writing through `pool` (which only
+    /// they use); they stop when the last handle is dropped.
+    ///
+    /// Their own thread, because a turn is mostly round trips: each statement's answer wakes the
+    /// committer, which sends the next. On the server's runtime each wake-up waited behind the
+    /// HTTP requests in its queues — sampled in `pg_stat_activity`, the committers' sessions
+    /// were idle in their transactions, waiting for the next statement, for most of every turn.
+    /// A thread that sleeps between answers is run as soon as it wakes. The pool's connections
+    /// are made on this thread, so their I/O is driven here too.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the thread cannot be started.
+    pub(crate) fn start(pool: Pool, observer: Arc<dyn StoreObserver>) -> Result<Self, StoreError> {
         let queues = Arc::new(Queues {
             waiting: Mutex::new(Waiting::default()),
             changed: Notify::new(),
             room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
         });
-        for _ in 0..COMMITTERS {
-            tokio::spawn(run_committer(
-                pool.clone(),
-                Arc::clone(&queues),
-                Arc::clone(&observer),
-            ));
-        }
-        Appender {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("the appender's runtime: {e}")))?;
+        let committing = Arc::clone(&queues);
+        std::thread::Builder::new()
+            .name("trailmark-committer".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut committers = tokio::task::JoinSet::new();
+                    for _ in 0..COMMITTERS {
+                        committers.spawn(run_committer(
+                            pool.clone(),
+                            Arc::clone(&committing),
+                            Arc::clone(&observer),
+                        ));
+                    }
+                    while committers.join_next().await.is_some() {}
+                });
+            })
+            .map_err(|e| StoreError::Unavailable(format!("the appender's thread: {e}")))?;
+        Ok(Appender {
             handle: Arc::new(Handle(queues)),
-        }
+        })
     }
 
     /// Appends `request` in the next group commit of its organization; returns once that
@@ -389,10 +420,11 @@ async fn commit_group(
 }
 
 /// The live organizations among `organizations` whose heads `client`'s transaction locked, and
-/// those whose heads another transaction holds, which it leaves alone: heads are taken with
-/// `SKIP LOCKED` (missing heads of live organizations created first), and only when every live
-/// one is held elsewhere does it wait for them ([`lock_heads`]). With one organization there is
-/// nothing to skip to, and it waits for it.
+/// those it left alone: heads another transaction holds are skipped (`SKIP LOCKED`), and so are
+/// organizations with no head yet (a first append), since creating one while holding others could
+/// wait for another instance. Only when it locked none does it wait for them (and create the
+/// missing ones: [`lock_heads`]). With one organization there is nothing to skip to, and it
+/// waits for it.
 async fn lock_free_heads(
     client: &impl GenericClient,
     organizations: &[String],
@@ -400,12 +432,21 @@ async fn lock_free_heads(
     if organizations.len() == 1 {
         return Ok((lock_heads(client, organizations).await?, Vec::new()));
     }
-    // Rows this transaction locked itself (heads it just created) are not skipped.
-    let heads = lock_live_heads(client, organizations, Locking::SkipHeld).await?;
+    let heads = heads_of(
+        &query_cached(
+            client,
+            "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+             JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+             WHERE h.organization_id = ANY($1) ORDER BY h.organization_id
+             FOR UPDATE OF h SKIP LOCKED",
+            &[&organizations],
+        )
+        .await?,
+    )?;
     if heads.len() == organizations.len() {
         return Ok((heads, Vec::new()));
     }
-    let missing: Vec<&str> = organizations
+    let rest: Vec<&str> = organizations
         .iter()
         .map(String::as_str)
         .filter(|organization| !heads.contains_key(*organization))
@@ -413,7 +454,7 @@ async fn lock_free_heads(
     let live: Vec<String> = query_cached(
         client,
         "SELECT id FROM organizations WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id",
-        &[&missing],
+        &[&rest],
     )
     .await?
     .iter()
@@ -433,38 +474,13 @@ pub(crate) async fn lock_heads(
     client: &impl GenericClient,
     organizations: &[String],
 ) -> Result<HashMap<String, Frontier>, StoreError> {
-    lock_live_heads(client, organizations, Locking::Wait).await
-}
-
-/// Whether a head another transaction holds is waited for or skipped.
-#[derive(Clone, Copy)]
-enum Locking {
-    Wait,
-    SkipHeld,
-}
-
-/// Locks the heads of the live ones among `organizations` as `locking` says, making the heads
-/// missing for live organizations first if any head is not found (a first append, or an
-/// organization not live or held elsewhere).
-async fn lock_live_heads(
-    client: &impl GenericClient,
-    organizations: &[String],
-    locking: Locking,
-) -> Result<HashMap<String, Frontier>, StoreError> {
-    let select = match locking {
-        Locking::Wait => {
-            "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
-             JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
-             WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h"
-        }
-        Locking::SkipHeld => {
-            "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
-             JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
-             WHERE h.organization_id = ANY($1) ORDER BY h.organization_id
-             FOR UPDATE OF h SKIP LOCKED"
-        }
-    };
+    let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+         JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+         WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
     let mut rows = query_cached(client, select, &[&organizations]).await?;
+    // Fewer rows: a first append, or an organization that is not live. Every existing head is
+    // locked by now, so creating the missing ones waits for no one but an instance creating the
+    // same head at once (whose head the second select then locks).
     if rows.len() < organizations.len() {
         create_missing_heads(client, organizations).await?;
         rows = query_cached(client, select, &[&organizations]).await?;
@@ -506,7 +522,7 @@ fn heads_of(rows: &[Row]) -> Result<HashMap<String, Frontier>, StoreError> {
 /// order; a request for an organization without a head fails alone. An error is a failure of
 /// the whole transaction.
 pub(crate) async fn append_locked(
-    client: &impl GenericClient,
+    client: &Transaction<'_>,
     mut heads: HashMap<String, Frontier>,
     requests: Vec<PreparedAppend>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
@@ -524,13 +540,16 @@ pub(crate) async fn append_locked(
     let mut expired: Vec<Vec<u8>> = Vec::new();
     if !identities.is_empty() {
         let now = Timestamp::now();
-        for row in query_cached(
-            client,
-            "SELECT identity, organization_id, first_sequence, event_count, outcome, expires_at
-                 FROM idempotency WHERE identity = ANY($1)",
-            &[&identities],
-        )
-        .await?
+        // Planned for each group, unlike the cached statements: a plan made once for any array
+        // and cached while the table was small scans the whole table (it did in
+        // `trailmark-bench postgres`, each group slower than the last, until the next ANALYZE).
+        for row in client
+            .query_typed(
+                "SELECT identity, organization_id, first_sequence, event_count, outcome, expires_at
+                     FROM idempotency WHERE identity = ANY($1)",
+                &[(&identities, Type::BYTEA_ARRAY)],
+            )
+            .await?
         {
             let expires_at = Timestamp::from_unix_millis(row.try_get(5)?);
             if rules::idempotency_record_answers(expires_at, now) {

@@ -81,7 +81,7 @@ const MIGRATIONS: &[&str] = &[
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(5);
-/// Connections per instance: enough for reads beside the appender and background jobs.
+/// Connections per instance for reads and background jobs (the appender has its own).
 const POOL_SIZE: usize = 16;
 
 /// The PostgreSQL implementation of [`Store`]. Clones share one pool and one appender.
@@ -128,23 +128,9 @@ impl PostgresStore {
         config.connect_timeout(POOL_WAIT);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("trailmark");
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                // A connection broken by a database restart reports itself closed; the pool then
-                // drops it instead of handing it out.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .recycle_timeout(Some(POOL_WAIT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The appender's committers have connections of their own, made on their thread.
+        let appender_pool = pool_of(config.clone(), tls.clone(), appender::COMMITTERS)?;
+        let pool = pool_of(config, tls, POOL_SIZE)?;
         // The first connection says whether the URL works at all; its failure (refused, wrong
         // password, a certificate the mode rejects) is reported with where and how it was tried.
         let first = pool.get().await.map_err(|error| {
@@ -161,7 +147,7 @@ impl PostgresStore {
             }
         }));
         let store = PostgresStore {
-            appender: Appender::start(pool.clone(), Arc::clone(&observer)),
+            appender: Appender::start(appender_pool, Arc::clone(&observer))?,
             search_cache: Arc::default(),
             _block_builder: Arc::new(search_blocks::Builder::start(pool.clone())),
             pool,
@@ -260,6 +246,31 @@ impl PostgresStore {
             .await?;
         row.map(|row| organization_from_row(&row)).transpose()
     }
+}
+
+/// A pool of up to `size` connections made with `config` and `tls`.
+fn pool_of(
+    config: tokio_postgres::Config,
+    tls: RustlsConnector,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            // A connection broken by a database restart reports itself closed; the pool then
+            // drops it instead of handing it out.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
 /// What a pool failure means to a caller: the database is not there right now.

@@ -173,11 +173,15 @@ pub(super) async fn lock(
     Ok(())
 }
 
-/// Creates `organization_id`'s `search_block_heads` row (no blocks yet) unless it exists.
+/// Creates `organization_id`'s `search_block_heads` row (no blocks yet) unless it exists. An
+/// existing row is seen without inserting: `ON CONFLICT` alone waits for a transaction that
+/// updated the row (another instance building a block), which `build_next` means to skip.
 async fn ensure_head(client: &impl GenericClient, organization_id: &str) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO search_block_heads (organization_id, indexed) VALUES ($1, 0)
+            "INSERT INTO search_block_heads (organization_id, indexed)
+             SELECT $1, 0 WHERE NOT EXISTS
+                (SELECT 1 FROM search_block_heads WHERE organization_id = $1)
              ON CONFLICT DO NOTHING",
             &[&organization_id],
         )
