@@ -475,7 +475,8 @@ async fn postgres() -> Fixture {
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
         // The store is closed, but a session of its may still hold a lock on its tables until
-        // its connection task (on the test's runtime, blocked here) sends a ROLLBACK: those
+        // its connection task (on the test's runtime, blocked here, or on the appender's
+        // thread) sends a ROLLBACK: those
         // sessions are ended first, as DROP DATABASE … WITH (FORCE) would.
         let statement = format!(
             "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
@@ -5039,6 +5040,49 @@ async fn postgres_instances_writing_the_same_organizations_share_them_gap_free()
         }
     }
     assert_eq!(appended.values().sum::<u64>(), 1_200);
+}
+
+/// An organization is created with its log head, so no group commit has to make one while it
+/// holds other organizations' heads (where waiting for another instance making the same head
+/// could deadlock): the head is there before the first append, and an append to a new
+/// organization commits while another organization's head is updated in an open transaction
+/// elsewhere, as a turn holding it would.
+#[tokio::test]
+async fn postgres_an_organization_is_created_with_its_log_head() {
+    let fixture = postgres().await;
+    let store = Arc::clone(&fixture.store);
+    let held = organization(store.as_ref(), "Held").await;
+    appended(store.as_ref(), &held, vec![pending(1)]).await;
+    let mut other = sql_client(&fixture.location).await;
+    let elsewhere = other.transaction().await.expect("begin");
+    elsewhere
+        .execute(
+            "UPDATE log_heads SET size = size WHERE organization_id = $1",
+            &[&held],
+        )
+        .await
+        .expect("hold a head");
+    let new = organization(store.as_ref(), "New").await;
+    let head = elsewhere
+        .query_one(
+            "SELECT size, frontier FROM log_heads WHERE organization_id = $1",
+            &[&new],
+        )
+        .await
+        .expect("the new organization's head");
+    assert_eq!(head.get::<_, i64>(0), 0);
+    assert!(head.get::<_, Vec<u8>>(1).is_empty());
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        appended(store.as_ref(), &new, vec![pending(2), pending(3)]),
+    )
+    .await
+    .expect("a first append waits for no other organization's head");
+    assert_eq!(first.len(), 2);
+    elsewhere.commit().await.expect("commit");
+    appended(store.as_ref(), &held, vec![pending(4)]).await;
+    assert_gap_free(store.as_ref(), &new, 2).await;
+    assert_gap_free(store.as_ref(), &held, 2).await;
 }
 
 /// A connection of its own to a PostgreSQL fixture's database, to look at the tables.

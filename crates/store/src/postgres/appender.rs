@@ -20,10 +20,8 @@
 //! other. A committer waits for heads only while it holds none — when every head it wants is
 //! held elsewhere, or in the turn that follows a skip, which takes the skipped organizations
 //! alone so that they are not skipped for ever — and then locks them in id order, so two
-//! transactions never wait on each other in a cycle. A skipping turn creates no heads: an
-//! `INSERT … ON CONFLICT` that meets a head another transaction has updated waits for that
-//! transaction, which is what skipping avoids. An organization without a head yet (its first
-//! append) is left, like a held one, for the next turn, which creates it.
+//! transactions never wait on each other in a cycle. An organization is created with its head,
+//! so no turn has to make one while it holds others.
 //!
 //! The committers run on a thread of their own ([`Appender::start`] says why).
 
@@ -120,21 +118,34 @@ impl Appender {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the thread cannot be started.
-    pub(crate) fn start(pool: Pool, observer: Arc<dyn StoreObserver>) -> Result<Self, StoreError> {
+    /// [`StoreError::Unavailable`] if the thread or its runtime cannot be started.
+    pub(crate) async fn start(
+        pool: Pool,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<Self, StoreError> {
         let queues = Arc::new(Queues {
             waiting: Mutex::new(Waiting::default()),
             changed: Notify::new(),
             room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("the appender's runtime: {e}")))?;
         let committing = Arc::clone(&queues);
+        let (started, ready) = oneshot::channel();
         std::thread::Builder::new()
             .name("trailmark-committer".into())
             .spawn(move || {
+                // Made (and so dropped) on this thread: a runtime may not be dropped in another's
+                // asynchronous context.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
                 runtime.block_on(async move {
                     let mut committers = tokio::task::JoinSet::new();
                     for _ in 0..COMMITTERS {
@@ -144,13 +155,26 @@ impl Appender {
                             Arc::clone(&observer),
                         ));
                     }
-                    while committers.join_next().await.is_some() {}
+                    while let Some(ended) = committers.join_next().await {
+                        if let Err(error) = ended {
+                            // A bug: its organizations stay busy, and their appends wait.
+                            tracing::error!(%error, "an append committer stopped");
+                        }
+                    }
                 });
             })
             .map_err(|e| StoreError::Unavailable(format!("the appender's thread: {e}")))?;
-        Ok(Appender {
-            handle: Arc::new(Handle(queues)),
-        })
+        match ready.await {
+            Ok(Ok(())) => Ok(Appender {
+                handle: Arc::new(Handle(queues)),
+            }),
+            Ok(Err(error)) => Err(StoreError::Unavailable(format!(
+                "the appender's runtime: {error}"
+            ))),
+            Err(_) => Err(StoreError::Unavailable(
+                "the appender's thread ended at its start".into(),
+            )),
+        }
     }
 
     /// Appends `request` in the next group commit of its organization; returns once that
@@ -375,9 +399,9 @@ async fn commit_group(
     held: &mut Vec<String>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let organizations = &turn.organizations;
-    let asked = Instant::now();
+    // Not reported as a wait for a connection: that figure is the main pool's, and each
+    // committer has a connection of this pool to itself.
     let mut client = pool.get().await.map_err(pool_error)?;
-    observer.connection_wait(asked.elapsed());
     let started = Instant::now();
     let mut flush = Duration::ZERO;
     let mut events = 0;
@@ -420,11 +444,10 @@ async fn commit_group(
 }
 
 /// The live organizations among `organizations` whose heads `client`'s transaction locked, and
-/// those it left alone: heads another transaction holds are skipped (`SKIP LOCKED`), and so are
-/// organizations with no head yet (a first append), since creating one while holding others could
-/// wait for another instance. Only when it locked none does it wait for them (and create the
-/// missing ones: [`lock_heads`]). With one organization there is nothing to skip to, and it
-/// waits for it.
+/// those it left alone: heads another transaction holds are skipped (`SKIP LOCKED`), and so is
+/// a live organization without a head (made by a version that created heads on first append).
+/// Only when it locked none does it wait for them (and create the missing ones: [`lock_heads`]).
+/// With one organization there is nothing to skip to, and it waits for it.
 async fn lock_free_heads(
     client: &impl GenericClient,
     organizations: &[String],
@@ -467,9 +490,10 @@ async fn lock_free_heads(
     Ok((heads, live))
 }
 
-/// Locks the log heads of the live ones among `organizations` (creating empty heads for a first
-/// append), in id order so that two transactions never wait on each other in a cycle, and
-/// returns their frontiers; an organization that is not live has none.
+/// Locks the log heads of the live ones among `organizations` in id order, so that two
+/// transactions never wait on each other in a cycle, and returns their frontiers; an
+/// organization that is not live has none. A live organization without a head (see
+/// [`lock_free_heads`]) is given one.
 pub(crate) async fn lock_heads(
     client: &impl GenericClient,
     organizations: &[String],
@@ -478,9 +502,7 @@ pub(crate) async fn lock_heads(
          JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
          WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
     let mut rows = query_cached(client, select, &[&organizations]).await?;
-    // Fewer rows: a first append, or an organization that is not live. Every existing head is
-    // locked by now, so creating the missing ones waits for no one but an instance creating the
-    // same head at once (whose head the second select then locks).
+    // Fewer rows: an organization that is not live, or one without a head.
     if rows.len() < organizations.len() {
         create_missing_heads(client, organizations).await?;
         rows = query_cached(client, select, &[&organizations]).await?;
@@ -488,8 +510,10 @@ pub(crate) async fn lock_heads(
     heads_of(&rows)
 }
 
-/// Creates empty log heads for the live ones among `organizations` that have none (a first
-/// append).
+/// Creates empty log heads for the live ones among `organizations` that have none. An existing
+/// head is seen without inserting: `ON CONFLICT` alone waits for a transaction that updated it.
+/// Since an organization is created with its head (migration 13 gave the earlier ones theirs),
+/// this finds none to create unless a version that did not do so created the organization.
 async fn create_missing_heads(
     client: &impl GenericClient,
     organizations: &[String],
@@ -498,7 +522,9 @@ async fn create_missing_heads(
         client,
         "INSERT INTO log_heads (organization_id, size, frontier)
              SELECT o.id, 0, ''::BYTEA FROM organizations o
-             WHERE o.id = ANY($1) AND o.deleted_at IS NULL ORDER BY o.id
+             WHERE o.id = ANY($1) AND o.deleted_at IS NULL
+                AND NOT EXISTS (SELECT 1 FROM log_heads h WHERE h.organization_id = o.id)
+             ORDER BY o.id
              ON CONFLICT DO NOTHING",
         &[&organizations],
     )
@@ -540,9 +566,10 @@ pub(crate) async fn append_locked(
     let mut expired: Vec<Vec<u8>> = Vec::new();
     if !identities.is_empty() {
         let now = Timestamp::now();
-        // Planned for each group, unlike the cached statements: a plan made once for any array
-        // and cached while the table was small scans the whole table (it did in
-        // `trailmark-bench postgres`, each group slower than the last, until the next ANALYZE).
+        // Planned for each group, unlike the cached statements (so is the DELETE below): a
+        // plan made once for any array and cached while the table was small scans the whole
+        // table (it did in `trailmark-bench postgres`, each group slower than the last, until
+        // the next ANALYZE).
         for row in client
             .query_typed(
                 "SELECT identity, organization_id, first_sequence, event_count, outcome, expires_at
@@ -572,12 +599,12 @@ pub(crate) async fn append_locked(
         // for every row (its confirmation), about 50 bytes an event for single events. No other
         // transaction claims these identities meanwhile: each belongs to an organization whose
         // head this one holds.
-        execute_cached(
-            client,
-            "DELETE FROM idempotency WHERE identity = ANY($1)",
-            &[&expired],
-        )
-        .await?;
+        client
+            .query_typed(
+                "DELETE FROM idempotency WHERE identity = ANY($1)",
+                &[(&expired, Type::BYTEA_ARRAY)],
+            )
+            .await?;
     }
 
     let mut rows = Rows::default();

@@ -5,9 +5,9 @@
 //! - **Sequencing** goes through a row lock on the organization's `log_heads` row, taken in
 //!   organization-id order, so two instances never assign the same sequence or compute the same
 //!   Merkle node twice, and never deadlock on each other.
-//! - **Group commit.** Appends from one instance go through one [`appender`] task that commits
-//!   whatever is waiting in one transaction with bulk inserts, so one WAL flush covers many
-//!   requests.
+//! - **Group commit.** Appends from one instance go through its [`appender`], whose committers
+//!   commit whatever is waiting in one transaction with bulk inserts, so one WAL flush covers
+//!   many requests.
 //! - **Failing fast.** A connection is waited for at most [`POOL_WAIT`]; a database that is gone
 //!   or restarting surfaces as [`StoreError::Unavailable`] (the HTTP edge answers 503, which
 //!   clients retry), never as a hang or a wrong answer. Connections broken by a restart are
@@ -77,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_text_blocks.sql"),
     include_str!("migrations/0011_search_blocks.sql"),
     include_str!("migrations/0012_events_from_body.sql"),
+    include_str!("migrations/0013_heads_with_organizations.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -84,7 +85,8 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 /// Connections per instance for reads and background jobs (the appender has its own).
 const POOL_SIZE: usize = 16;
 
-/// The PostgreSQL implementation of [`Store`]. Clones share one pool and one appender.
+/// The PostgreSQL implementation of [`Store`]. Clones share one pool and one appender (which has
+/// a pool of its own).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
@@ -128,8 +130,11 @@ impl PostgresStore {
         config.connect_timeout(POOL_WAIT);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("trailmark");
-        // The appender's committers have connections of their own, made on their thread.
-        let appender_pool = pool_of(config.clone(), tls.clone(), appender::COMMITTERS)?;
+        // The appender's committers have connections of their own, made on their thread, named
+        // apart in `pg_stat_activity`.
+        let mut appender_config = config.clone();
+        appender_config.application_name("trailmark-appender");
+        let appender_pool = pool_of(appender_config, tls.clone(), appender::COMMITTERS)?;
         let pool = pool_of(config, tls, POOL_SIZE)?;
         // The first connection says whether the URL works at all; its failure (refused, wrong
         // password, a certificate the mode rejects) is reported with where and how it was tried.
@@ -147,7 +152,7 @@ impl PostgresStore {
             }
         }));
         let store = PostgresStore {
-            appender: Appender::start(appender_pool, Arc::clone(&observer))?,
+            appender: Appender::start(appender_pool, Arc::clone(&observer)).await?,
             search_cache: Arc::default(),
             _block_builder: Arc::new(search_blocks::Builder::start(pool.clone())),
             pool,
@@ -467,9 +472,13 @@ impl Organizations for PostgresStore {
         let client = self.client().await?;
         let inserted = client
             .execute(
-                "INSERT INTO organizations (id, name, external_id, domains, metadata, allow_profiles_outside_organization,
-                    retention_period_in_days, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                // With its log head, so that no append has to create one (`appender::lock_heads`).
+                "WITH organization AS (
+                    INSERT INTO organizations (id, name, external_id, domains, metadata, allow_profiles_outside_organization,
+                        retention_period_in_days, created_at, updated_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id)
+                 INSERT INTO log_heads (organization_id, size, frontier)
+                 SELECT id, 0, ''::BYTEA FROM organization",
                 &[
                     &organization.id,
                     &organization.name,
