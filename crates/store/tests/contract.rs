@@ -475,9 +475,9 @@ async fn postgres() -> Fixture {
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
         // The store is closed, but a session of its may still hold a lock on its tables until
-        // its connection task (on the test's runtime, blocked here, or on the appender's
-        // thread) sends a ROLLBACK: those
-        // sessions are ended first, as DROP DATABASE … WITH (FORCE) would.
+        // its connection task (on the test's runtime, blocked here, or on the appender's thread)
+        // sends a ROLLBACK: those sessions are ended first, as DROP DATABASE … WITH (FORCE)
+        // would.
         let statement = format!(
             "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
                JOIN pg_class c ON c.oid = l.relation
@@ -5046,7 +5046,8 @@ async fn postgres_instances_writing_the_same_organizations_share_them_gap_free()
 /// holds other organizations' heads (where waiting for another instance making the same head
 /// could deadlock): the head is there before the first append, and an append to a new
 /// organization commits while another organization's head is updated in an open transaction
-/// elsewhere, as a turn holding it would.
+/// elsewhere, as a turn holding it would. An organization a previous version created without a
+/// head is given one at its first append.
 #[tokio::test]
 async fn postgres_an_organization_is_created_with_its_log_head() {
     let fixture = postgres().await;
@@ -5083,6 +5084,18 @@ async fn postgres_an_organization_is_created_with_its_log_head() {
     appended(store.as_ref(), &held, vec![pending(4)]).await;
     assert_gap_free(store.as_ref(), &new, 2).await;
     assert_gap_free(store.as_ref(), &held, 2).await;
+
+    // An organization a previous version created (without a head) gets one at its first append.
+    let earlier = organization(store.as_ref(), "Earlier").await;
+    other
+        .execute(
+            "DELETE FROM log_heads WHERE organization_id = $1",
+            &[&earlier],
+        )
+        .await
+        .expect("an organization as a previous version made it");
+    appended(store.as_ref(), &earlier, vec![pending(5)]).await;
+    assert_gap_free(store.as_ref(), &earlier, 1).await;
 }
 
 /// A connection of its own to a PostgreSQL fixture's database, to look at the tables.

@@ -21,7 +21,8 @@
 //! held elsewhere, or in the turn that follows a skip, which takes the skipped organizations
 //! alone so that they are not skipped for ever — and then locks them in id order, so two
 //! transactions never wait on each other in a cycle. An organization is created with its head,
-//! so no turn has to make one while it holds others.
+//! so a turn makes one (while it may hold others) only for an organization that a previous
+//! version, still running beside this one, created without.
 //!
 //! The committers run on a thread of their own ([`Appender::start`] says why).
 
@@ -128,7 +129,10 @@ impl Appender {
             changed: Notify::new(),
             room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
         });
-        let committing = Arc::clone(&queues);
+        // Made first: if this future is dropped before the thread has started, dropping the
+        // handle closes the queues and the committers end.
+        let handle = Arc::new(Handle(Arc::clone(&queues)));
+        let committing = queues;
         let (started, ready) = oneshot::channel();
         std::thread::Builder::new()
             .name("trailmark-committer".into())
@@ -165,9 +169,7 @@ impl Appender {
             })
             .map_err(|e| StoreError::Unavailable(format!("the appender's thread: {e}")))?;
         match ready.await {
-            Ok(Ok(())) => Ok(Appender {
-                handle: Arc::new(Handle(queues)),
-            }),
+            Ok(Ok(())) => Ok(Appender { handle }),
             Ok(Err(error)) => Err(StoreError::Unavailable(format!(
                 "the appender's runtime: {error}"
             ))),
@@ -545,8 +547,8 @@ fn heads_of(rows: &[Row]) -> Result<HashMap<String, Frontier>, StoreError> {
 
 /// Appends every request inside `client`'s transaction, whose organizations' `heads` (from
 /// [`lock_heads`]: only the live ones) it holds locked, and returns each request's outcome, in
-/// order; a request for an organization without a head fails alone. An error is a failure of
-/// the whole transaction.
+/// order; a request for an organization that is not live (no head among `heads`) fails alone.
+/// An error is a failure of the whole transaction.
 pub(crate) async fn append_locked(
     client: &Transaction<'_>,
     mut heads: HashMap<String, Frontier>,

@@ -7,4 +7,6 @@
 INSERT INTO log_heads (organization_id, size, frontier)
 SELECT o.id, 0, ''::BYTEA FROM organizations o
 WHERE NOT EXISTS (SELECT 1 FROM log_heads h WHERE h.organization_id = o.id)
-ORDER BY o.id;
+ORDER BY o.id
+-- An instance of the previous version still running may make one meanwhile.
+ON CONFLICT DO NOTHING;
