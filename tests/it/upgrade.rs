@@ -224,6 +224,21 @@ async fn a_postgresql_database_from_0_1_0_migrates_and_still_verifies() {
         .output()
         .expect("run psql");
     assert!(keep.status.success());
+    // 0.1.0 made an organization's log head at its first append: one never written has none.
+    let unwritten = Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", &url, "-c"])
+        .arg(format!(
+            "INSERT INTO organizations (id, name, domains, metadata, \
+             allow_profiles_outside_organization, created_at, updated_at) \
+             VALUES ('{UNWRITTEN}', 'Initech', '[]', '{{}}', false, 1796545171300, 1796545171300)"
+        ))
+        .output()
+        .expect("run psql");
+    assert!(
+        unwritten.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unwritten.stderr)
+    );
     let expected = expected("expected-postgres.json");
 
     let (passed, output) = verify(&url, data_dir.path());
@@ -235,4 +250,16 @@ async fn a_postgresql_database_from_0_1_0_migrates_and_still_verifies() {
     server.kill();
     let (passed, output) = verify(&url, data_dir.path());
     assert!(passed, "after the upgrade and one more event: {output}");
+    // Migration 13 gave it its head, as organizations are now created with theirs.
+    let head = Command::new("psql")
+        .args(["-tA", &url, "-c"])
+        .arg(format!(
+            "SELECT size FROM log_heads WHERE organization_id = '{UNWRITTEN}'"
+        ))
+        .output()
+        .expect("run psql");
+    assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), "0");
 }
+
+/// An organization the 0.1.0 PostgreSQL database holds without a log head (never written).
+const UNWRITTEN: &str = "org_01M956ZKT0INITECH000000000";
