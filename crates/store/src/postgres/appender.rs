@@ -132,7 +132,6 @@ impl Appender {
         // Made first: if this future is dropped before the thread has started, dropping the
         // handle closes the queues and the committers end.
         let handle = Arc::new(Handle(Arc::clone(&queues)));
-        let committing = queues;
         let (started, ready) = oneshot::channel();
         std::thread::Builder::new()
             .name("trailmark-committer".into())
@@ -155,7 +154,7 @@ impl Appender {
                     for _ in 0..COMMITTERS {
                         committers.spawn(run_committer(
                             pool.clone(),
-                            Arc::clone(&committing),
+                            Arc::clone(&queues),
                             Arc::clone(&observer),
                         ));
                     }
@@ -457,17 +456,7 @@ async fn lock_free_heads(
     if organizations.len() == 1 {
         return Ok((lock_heads(client, organizations).await?, Vec::new()));
     }
-    let heads = heads_of(
-        &query_cached(
-            client,
-            "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
-             JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
-             WHERE h.organization_id = ANY($1) ORDER BY h.organization_id
-             FOR UPDATE OF h SKIP LOCKED",
-            &[&organizations],
-        )
-        .await?,
-    )?;
+    let heads = heads_of(&query_cached(client, LOCK_FREE_HEADS, &[&organizations]).await?)?;
     if heads.len() == organizations.len() {
         return Ok((heads, Vec::new()));
     }
@@ -500,17 +489,24 @@ pub(crate) async fn lock_heads(
     client: &impl GenericClient,
     organizations: &[String],
 ) -> Result<HashMap<String, Frontier>, StoreError> {
-    let select = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
-         JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
-         WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
-    let mut rows = query_cached(client, select, &[&organizations]).await?;
+    let mut rows = query_cached(client, LOCK_HEADS, &[&organizations]).await?;
     // Fewer rows: an organization that is not live, or one without a head.
     if rows.len() < organizations.len() {
         create_missing_heads(client, organizations).await?;
-        rows = query_cached(client, select, &[&organizations]).await?;
+        rows = query_cached(client, LOCK_HEADS, &[&organizations]).await?;
     }
     heads_of(&rows)
 }
+
+/// Locks the heads of the live ones among `$1` in id order, waiting for those another
+/// transaction holds ([`lock_heads`]).
+const LOCK_HEADS: &str = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+     JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+     WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h";
+/// [`LOCK_HEADS`], skipping the heads another transaction holds ([`lock_free_heads`]).
+const LOCK_FREE_HEADS: &str = "SELECT h.organization_id, h.size, h.frontier FROM log_heads h
+     JOIN organizations o ON o.id = h.organization_id AND o.deleted_at IS NULL
+     WHERE h.organization_id = ANY($1) ORDER BY h.organization_id FOR UPDATE OF h SKIP LOCKED";
 
 /// Creates empty log heads for the live ones among `organizations` that have none. An existing
 /// head is seen without inserting: `ON CONFLICT` alone waits for a transaction that updated it.
