@@ -192,7 +192,7 @@ impl AppMetrics {
         );
         r.register(
             "store_fsync_duration_seconds",
-            "Time of the COMMIT alone: SQLite's WAL write and fsync, or PostgreSQL's WAL flush round trip",
+            "Time of the durable write: SQLite's log write and fsync, or PostgreSQL's last round trip (executing the inserts, and the COMMIT that flushes the WAL)",
             self.fsync_seconds.clone(),
         );
         r.register(

@@ -26,8 +26,9 @@ pub struct Commit {
     pub events: usize,
     /// From the group's start to its durable end.
     pub total: Duration,
-    /// The durable write alone: on SQLite the log's write and its `fdatasync`; on PostgreSQL
-    /// the `COMMIT` round trip in which the server flushes its WAL.
+    /// The durable write: on SQLite the log's write and its `fdatasync`; on PostgreSQL the last
+    /// round trip, in which the server executes the group's inserts and its `COMMIT` (flushing
+    /// its WAL).
     pub flush: Duration,
     /// Whether it committed; a failed commit fails every write in it.
     pub committed: bool,

@@ -5098,6 +5098,99 @@ async fn postgres_an_organization_is_created_with_its_log_head() {
     assert_gap_free(store.as_ref(), &earlier, 1).await;
 }
 
+/// A group whose write fails stores none of it. Its `COMMIT` goes behind its writes in the same
+/// round trip, so it must not overtake them: the events are inserted first, the claim that a
+/// trigger refuses after them aborts the transaction, and the `COMMIT` rolls it back. The append
+/// fails with the server's message, the head has not moved, and the next appends continue
+/// gap-free.
+#[tokio::test]
+async fn postgres_a_group_whose_write_fails_stores_nothing() {
+    let fixture = postgres().await;
+    let store = fixture.store.as_ref();
+    let acme = organization(store, "Acme").await;
+    appended(store, &acme, vec![pending(1)]).await;
+    let sql = sql_client(&fixture.location).await;
+    sql.batch_execute(
+        "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER refuse_claim BEFORE INSERT ON idempotency FOR EACH ROW
+             WHEN (NEW.outcome = 'refuse'::BYTEA) EXECUTE FUNCTION refuse_claim();",
+    )
+    .await
+    .expect("a trigger that refuses one claim");
+    let refused = store
+        .append(AppendRequest {
+            organization_id: acme.clone(),
+            events: vec![pending(2), pending(3)],
+            idempotency: Some(IdempotencyClaim {
+                identity: [9; 32],
+                expires_at: Timestamp::now().plus_millis(60_000),
+                outcome: b"refuse".to_vec(),
+            }),
+        })
+        .await;
+    let refused = refused.expect_err("a refused claim fails its group");
+    assert!(
+        refused.to_string().contains("refused by the test"),
+        "{refused}"
+    );
+    let count = |table: &'static str| {
+        let sql = &sql;
+        let acme = acme.clone();
+        async move {
+            sql.query_one(
+                &format!("SELECT count(*) FROM {table} WHERE organization_id = $1"),
+                &[&acme],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count("events").await, 1, "the refused group's events");
+    assert_eq!(count("idempotency").await, 0);
+    let head = sql
+        .query_one(
+            "SELECT size FROM log_heads WHERE organization_id = $1",
+            &[&acme],
+        )
+        .await
+        .expect("the head")
+        .get::<_, i64>(0);
+    assert_eq!(head, 1);
+    appended(store, &acme, vec![pending(4)]).await;
+    assert_gap_free(store, &acme, 2).await;
+}
+
+/// A turn that fails before its `COMMIT` is sent (here: creating the head of an organization a
+/// previous version made without one) leaves no transaction open on its connection: the pool
+/// hands the same connection to the next turn, which appends once the cause is gone.
+#[tokio::test]
+async fn postgres_a_turn_that_fails_before_its_commit_leaves_its_connection_usable() {
+    let fixture = postgres().await;
+    let store = fixture.store.as_ref();
+    let earlier = organization(store, "Earlier").await;
+    let sql = sql_client(&fixture.location).await;
+    sql.batch_execute(&format!(
+        "DELETE FROM log_heads WHERE organization_id = '{earlier}';
+         CREATE FUNCTION refuse_head() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'no heads today'; END $$;
+         CREATE TRIGGER refuse_head BEFORE INSERT ON log_heads FOR EACH ROW
+             EXECUTE FUNCTION refuse_head();"
+    ))
+    .await
+    .expect("an organization without a head, whose head cannot be made");
+    let refused = append(store, &earlier, vec![pending(1)])
+        .await
+        .expect_err("its head cannot be made");
+    assert!(refused.to_string().contains("no heads today"), "{refused}");
+    sql.batch_execute("DROP TRIGGER refuse_head ON log_heads")
+        .await
+        .expect("drop the trigger");
+    appended(store, &earlier, vec![pending(2)]).await;
+    assert_gap_free(store, &earlier, 1).await;
+}
+
 /// A connection of its own to a PostgreSQL fixture's database, to look at the tables.
 async fn sql_client(location: &Location) -> tokio_postgres::Client {
     let Location::Postgres(url) = location else {

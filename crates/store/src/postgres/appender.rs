@@ -6,9 +6,11 @@
 //! takes all of their waiting appends (up to a bound): appends that arrive while a lock is
 //! awaited — because another instance is committing for the same organization — join the group
 //! instead of waiting for the next one. Sequences and Merkle nodes are computed in memory, and
-//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`, the inserts pipelined on the
-//! connection. So one WAL flush and a handful of round trips carry the appends of many
-//! organizations: a transaction's fixed cost (its round trips, its commit record and flush) is
+//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`. A turn is three round trips:
+//! `BEGIN` with the head lock, the idempotency lookup, and the inserts with the `COMMIT`, each
+//! set pipelined on the connection (more only to replay an earlier answer, delete expired
+//! claims, or skip a held head). So one WAL flush and three round trips carry the appends of
+//! many organizations: a transaction's fixed cost (its round trips, its commit record and flush) is
 //! shared by all of them rather than paid once per organization, which is what many
 //! organizations' small groups spent most of PostgreSQL's time on.
 //!
@@ -30,10 +32,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{GenericClient, Pool, Transaction};
+use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Row, Statement};
 use trailmark_domain::Timestamp;
 use trailmark_ledger::tree::Frontier;
 
@@ -370,9 +372,14 @@ async fn commit(
                     .map(|job| job.reply)
                     .collect();
             }
-            tracing::warn!(%error, jobs = replies.len(), "a group commit failed");
-            let transient = matches!(error, StoreError::Unavailable(_));
-            let reason = error.to_string();
+            // What each reply's error says (its kind is the variant). tokio-postgres keeps the
+            // server's message in the error's source.
+            let (transient, reason) = match &error {
+                StoreError::Unavailable(reason) => (true, reason.clone()),
+                StoreError::Database(inner) => (false, super::with_causes(inner.as_ref())),
+                other => (false, other.to_string()),
+            };
+            tracing::warn!(error = %reason, jobs = replies.len(), "a group commit failed");
             for reply in replies {
                 let _ = reply.send(Err(if transient {
                     StoreError::Unavailable(reason.clone())
@@ -402,19 +409,27 @@ async fn commit_group(
     let organizations = &turn.organizations;
     // Not reported as a wait for a connection: that figure is the main pool's, and each
     // committer has a connection of this pool to itself.
-    let mut client = pool.get().await.map_err(pool_error)?;
+    let connection = InTransaction(Some(pool.get().await.map_err(pool_error)?));
+    let client = connection.client()?;
     let started = Instant::now();
     let mut flush = Duration::ZERO;
     let mut events = 0;
     let result = async {
-        let transaction = client.transaction().await?;
-        let heads = if turn.wait {
-            lock_heads(&transaction, organizations).await?
-        } else {
-            let (heads, held_elsewhere) = lock_free_heads(&transaction, organizations).await?;
-            *held = held_elsewhere;
-            heads
-        };
+        // `BEGIN` goes ahead of the head lock in the same round trip (as `COMMIT` goes behind
+        // the writes below): a turn is mostly round trips. `biased` polls the futures, and so
+        // sends their statements, in the order written.
+        let (_, (heads, held_elsewhere)) = tokio::try_join!(
+            biased;
+            async { Ok::<_, StoreError>(client.batch_execute("BEGIN").await?) },
+            async {
+                if turn.wait {
+                    Ok((lock_heads(client, organizations).await?, Vec::new()))
+                } else {
+                    lock_free_heads(client, organizations).await
+                }
+            },
+        )?;
+        *held = held_elsewhere;
         let mut requests = Vec::new();
         // Organizations that are not live are taken too: their appends fail in `append_locked`.
         for organization in organizations.iter().filter(|o| !held.contains(o)) {
@@ -428,13 +443,21 @@ async fn commit_group(
                 requests.push(job.append);
             }
         }
-        let outcomes = append_locked(&transaction, heads, requests).await?;
+        // tokio-postgres's client: `append_locked` plans its lookups per group (`query_typed`).
+        let (outcomes, writes) = append_locked(&***client, heads, requests).await?;
+        let statements = WriteStatements::prepare(client).await?;
         let flushing = Instant::now();
-        transaction.commit().await?;
+        writes.write_and_commit(client, &statements).await?;
         flush = flushing.elapsed();
         Ok(outcomes)
     }
     .await;
+    // The error may have come before the `COMMIT` was sent, leaving the transaction open (and
+    // perhaps aborted); a connection goes back to the pool outside any. After a `COMMIT`, this
+    // `ROLLBACK` only warns that no transaction is in progress.
+    if result.is_ok() || client.batch_execute("ROLLBACK").await.is_ok() {
+        connection.release();
+    }
     observer.commit(&Commit {
         events,
         total: started.elapsed(),
@@ -442,6 +465,33 @@ async fn commit_group(
         committed: result.is_ok(),
     });
     result
+}
+
+/// A pooled connection while a turn's transaction may be open. Unless [`InTransaction::release`]d
+/// once the transaction is over, it is closed rather than given back to the pool (the server then
+/// rolls the transaction back): a committer that panics mid-turn must not leave the next turn on
+/// this connection inside its transaction, holding its heads.
+struct InTransaction(Option<Object>);
+
+impl InTransaction {
+    fn client(&self) -> Result<&Object, StoreError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the connection was released".into()))
+    }
+
+    /// Gives the connection back to the pool: its transaction is over.
+    fn release(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            drop(Object::take(connection));
+        }
+    }
 }
 
 /// The live organizations among `organizations` whose heads `client`'s transaction locked, and
@@ -542,14 +592,15 @@ fn heads_of(rows: &[Row]) -> Result<HashMap<String, Frontier>, StoreError> {
 }
 
 /// Appends every request inside `client`'s transaction, whose organizations' `heads` (from
-/// [`lock_heads`]: only the live ones) it holds locked, and returns each request's outcome, in
-/// order; a request for an organization that is not live (no head among `heads`) fails alone.
-/// An error is a failure of the whole transaction.
+/// [`lock_heads`]: only the live ones) it holds locked: returns each request's outcome, in
+/// order, and the writes that store them, for the caller to send before its `COMMIT`. A request
+/// for an organization that is not live (no head among `heads`) fails alone. An error is a
+/// failure of the whole transaction.
 pub(crate) async fn append_locked(
-    client: &Transaction<'_>,
+    client: &impl tokio_postgres::GenericClient,
     mut heads: HashMap<String, Frontier>,
     requests: Vec<PreparedAppend>,
-) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Writes), StoreError> {
     let live: HashSet<String> = heads.keys().cloned().collect();
 
     // Read after the heads are locked: an earlier commit with the same identity (necessarily
@@ -657,25 +708,16 @@ pub(crate) async fn append_locked(
         }
         outcomes.push(Ok(AppendOutcome::Appended { receipts }));
     }
-    let (mut organizations, mut sizes, mut frontiers) = (Vec::new(), Vec::new(), Vec::new());
+    let mut writes = Writes {
+        rows,
+        ..Writes::default()
+    };
     for (organization, head) in heads {
-        organizations.push(organization);
-        sizes.push(head.size() as i64);
-        frontiers.push(head.hashes().concat());
+        writes.head_organization.push(organization);
+        writes.head_size.push(head.size() as i64);
+        writes.head_frontier.push(head.hashes().concat());
     }
-    // Issued together: the connection pipelines them, one round trip for all.
-    let heads: [&(dyn ToSql + Sync); 3] = [&organizations, &sizes, &frontiers];
-    tokio::try_join!(
-        rows.insert(client),
-        execute_cached(
-            client,
-            "UPDATE log_heads h SET size = u.size, frontier = u.frontier
-             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
-             WHERE h.organization_id = u.organization_id AND h.size <> u.size",
-            &heads,
-        )
-    )?;
-    Ok(outcomes)
+    Ok((outcomes, writes))
 }
 
 /// An earlier append with the same idempotency identity as a request in the group.
@@ -762,82 +804,177 @@ impl Rows {
         self.outcome.push(outcome.to_vec());
         self.expires_at.push(expires_at.unix_millis());
     }
+}
 
-    /// Inserts the rows, the three statements issued together (pipelined on the connection).
-    async fn insert(&self, client: &impl GenericClient) -> Result<(), StoreError> {
-        let events = async {
-            if !self.id.is_empty() {
-                execute_cached(client,
-                    "INSERT INTO events (organization_id, sequence, id, occurred_at, received_at, leaf_hash, body)
-                     SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
-                        $6::BYTEA[], $7::TEXT[])",
-                    &[
-                        &self.organization,
-                        &self.sequence,
-                        &self.id,
-                        &self.occurred_at,
-                        &self.received_at,
-                        &self.leaf_hash,
-                        &self.body,
-                    ],
-                )
-                .await?;
-            }
-            Ok::<(), StoreError>(())
-        };
-        let nodes = async {
-            if !self.node_hash.is_empty() {
-                execute_cached(
-                    client,
-                    "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
-                     SELECT * FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::BIGINT[], $4::BYTEA[])",
-                    &[
-                        &self.node_organization,
-                        &self.node_level,
-                        &self.node_index,
-                        &self.node_hash,
-                    ],
-                )
-                .await?;
-            }
-            Ok::<(), StoreError>(())
-        };
-        let claims = async {
-            if !self.identity.is_empty() {
-                // An expired record with the same identity was deleted before.
-                execute_cached(client,
-                    "INSERT INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
-                     SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[])",
-                    &[
-                        &self.identity,
-                        &self.identity_organization,
-                        &self.first_sequence,
-                        &self.event_count,
-                        &self.outcome,
-                        &self.expires_at,
-                    ],
-                )
-                .await?;
-            }
-            Ok::<(), StoreError>(())
-        };
-        tokio::try_join!(events, nodes, claims)?;
+/// A group's writes: its rows, and its heads' new sizes and frontiers.
+#[derive(Default)]
+pub(crate) struct Writes {
+    rows: Rows,
+    head_organization: Vec<String>,
+    head_size: Vec<i64>,
+    head_frontier: Vec<Vec<u8>>,
+}
+
+/// The statements of [`Writes`], prepared on one connection.
+pub(crate) struct WriteStatements {
+    events: Statement,
+    nodes: Statement,
+    claims: Statement,
+    heads: Statement,
+}
+
+impl WriteStatements {
+    /// Prepares the statements on `client`: once per connection (the pool caches them), so
+    /// PostgreSQL parses and plans each once rather than once per group.
+    pub(crate) async fn prepare(client: &impl GenericClient) -> Result<Self, StoreError> {
+        let (events, nodes, claims, heads) = tokio::try_join!(
+            client.prepare_cached(
+                "INSERT INTO events (organization_id, sequence, id, occurred_at, received_at, leaf_hash, body)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
+                    $6::BYTEA[], $7::TEXT[])"
+            ),
+            client.prepare_cached(
+                "INSERT INTO merkle_nodes (organization_id, level, idx, hash)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::BIGINT[], $4::BYTEA[])"
+            ),
+            // An expired record with the same identity was deleted before.
+            client.prepare_cached(
+                "INSERT INTO idempotency (identity, organization_id, first_sequence, event_count, outcome, expires_at)
+                 SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BIGINT[])"
+            ),
+            client.prepare_cached(
+                "UPDATE log_heads h SET size = u.size, frontier = u.frontier
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[]) AS u(organization_id, size, frontier)
+                 WHERE h.organization_id = u.organization_id AND h.size <> u.size"
+            ),
+        )?;
+        Ok(WriteStatements {
+            events,
+            nodes,
+            claims,
+            heads,
+        })
+    }
+}
+
+impl Writes {
+    /// Sends the writes together, pipelined on the connection: one round trip for all.
+    pub(crate) async fn write(
+        &self,
+        client: &impl GenericClient,
+        statements: &WriteStatements,
+    ) -> Result<(), StoreError> {
+        let rows = &self.rows;
+        // Each future sends its statement when first polled (the statement is prepared, so
+        // nothing is awaited before), and `biased` polls them in this order: see
+        // [`Writes::write_and_commit`], which relies on it.
+        tokio::try_join!(
+            biased;
+            async {
+                if !rows.id.is_empty() {
+                    client
+                        .execute(
+                            &statements.events,
+                            &[
+                                &rows.organization,
+                                &rows.sequence,
+                                &rows.id,
+                                &rows.occurred_at,
+                                &rows.received_at,
+                                &rows.leaf_hash,
+                                &rows.body,
+                            ],
+                        )
+                        .await?;
+                }
+                Ok::<(), StoreError>(())
+            },
+            async {
+                if !rows.node_hash.is_empty() {
+                    client
+                        .execute(
+                            &statements.nodes,
+                            &[
+                                &rows.node_organization,
+                                &rows.node_level,
+                                &rows.node_index,
+                                &rows.node_hash,
+                            ],
+                        )
+                        .await?;
+                }
+                Ok(())
+            },
+            async {
+                if !rows.identity.is_empty() {
+                    client
+                        .execute(
+                            &statements.claims,
+                            &[
+                                &rows.identity,
+                                &rows.identity_organization,
+                                &rows.first_sequence,
+                                &rows.event_count,
+                                &rows.outcome,
+                                &rows.expires_at,
+                            ],
+                        )
+                        .await?;
+                }
+                Ok(())
+            },
+            async {
+                if !self.head_organization.is_empty() {
+                    client
+                        .execute(
+                            &statements.heads,
+                            &[&self.head_organization, &self.head_size, &self.head_frontier],
+                        )
+                        .await?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// [`Writes::write`], with the transaction's `COMMIT` sent behind the writes in the same
+    /// round trip. It cannot overtake them: each write is sent at its first poll, and `biased`
+    /// polls the writes first. A write that fails aborts the transaction, which its `COMMIT`
+    /// then rolls back — and the write's error is returned, so no such group is answered as
+    /// stored.
+    async fn write_and_commit(
+        &self,
+        client: &impl GenericClient,
+        statements: &WriteStatements,
+    ) -> Result<(), StoreError> {
+        tokio::try_join!(
+            biased;
+            self.write(client, statements),
+            async { Ok::<(), StoreError>(client.batch_execute("COMMIT").await?) },
+        )?;
         Ok(())
     }
 }
 
 /// The receipts of `count` events of a log from sequence `first` on: what an earlier append
-/// answered.
+/// answered. Sent unprepared (`query_typed`, still one round trip), as `append_locked`'s
+/// client is tokio-postgres's, which caches no statements.
 async fn receipts_between(
-    client: &impl GenericClient,
+    client: &impl tokio_postgres::GenericClient,
     organization_id: &str,
     first: i64,
     count: i64,
 ) -> Result<Vec<Receipt>, StoreError> {
-    query_cached(client,
+    client
+        .query_typed(
             "SELECT id, sequence, leaf_hash FROM events WHERE organization_id = $1 AND sequence >= $2 AND sequence < $3
              ORDER BY sequence",
-            &[&organization_id, &first, &(first + count)],
+            &[
+                (&organization_id, Type::TEXT),
+                (&first, Type::INT8),
+                (&(first + count), Type::INT8),
+            ],
         )
         .await?
         .iter()

@@ -1144,8 +1144,8 @@ impl Retention for PostgresStore {
             events: vec![record],
             idempotency: None,
         };
-        let mut outcomes = appender::append_locked(
-            &transaction,
+        let (mut outcomes, writes) = appender::append_locked(
+            &*transaction,
             heads,
             vec![rules::PreparedAppend::new(request)?],
         )
@@ -1161,6 +1161,8 @@ impl Retention for PostgresStore {
                 ));
             }
         };
+        let statements = appender::WriteStatements::prepare(&transaction).await?;
+        writes.write(&transaction, &statements).await?;
         transaction.commit().await?;
         Ok(receipt)
     }
