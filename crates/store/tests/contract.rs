@@ -5163,8 +5163,10 @@ async fn postgres_a_group_whose_write_fails_stores_nothing() {
 }
 
 /// A turn that fails before its `COMMIT` is sent (here: creating the head of an organization a
-/// previous version made without one) leaves no transaction open on its connection: the pool
-/// hands the same connection to the next turn, which appends once the cause is gone.
+/// previous version made without one) leaves no transaction open on its connection: the next
+/// append, which the pool gives the same idle connection, succeeds once the cause is gone (left
+/// inside the aborted transaction, the connection would fail it). The contract tests share one
+/// database, so which sessions are the appender's cannot be told apart here.
 #[tokio::test]
 async fn postgres_a_turn_that_fails_before_its_commit_leaves_its_connection_usable() {
     let fixture = postgres().await;

@@ -6,13 +6,15 @@
 //! takes all of their waiting appends (up to a bound): appends that arrive while a lock is
 //! awaited — because another instance is committing for the same organization — join the group
 //! instead of waiting for the next one. Sequences and Merkle nodes are computed in memory, and
-//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`. A turn is three round trips:
-//! `BEGIN` with the head lock, the idempotency lookup, and the inserts with the `COMMIT`, each
-//! set pipelined on the connection (more only to replay an earlier answer, delete expired
-//! claims, or skip a held head). So one WAL flush and three round trips carry the appends of
-//! many organizations: a transaction's fixed cost (its round trips, its commit record and flush) is
-//! shared by all of them rather than paid once per organization, which is what many
-//! organizations' small groups spent most of PostgreSQL's time on.
+//! each table gets one bulk `INSERT … SELECT FROM UNNEST(…)`. An ingest turn is three round
+//! trips: `BEGIN` with the head lock, the idempotency lookup, and the inserts with the `COMMIT`,
+//! each set pipelined on the connection. A turn without idempotency claims (system events)
+//! takes two; one takes more to prepare a new connection's statements, to replay an earlier
+//! answer, delete expired claims, skip a held head, or find an organization deleted. So one WAL
+//! flush and three round trips carry the appends of many organizations: a transaction's fixed
+//! cost (its round trips, its commit record and flush) is shared by all of them rather than paid
+//! once per organization, which is what many organizations' small groups spent most of
+//! PostgreSQL's time on.
 //!
 //! While a turn is in flight, the next starts only once [`PARALLEL_TURN_EVENTS`] events wait:
 //! single events gather into one turn per commit, and batches still commit side by side.
