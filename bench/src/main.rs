@@ -26,6 +26,7 @@ mod postgres;
 mod probe;
 mod raw;
 mod read;
+mod relay;
 mod search;
 mod server;
 

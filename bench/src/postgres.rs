@@ -21,6 +21,7 @@ use hyper::header::HeaderValue;
 use crate::load::{self, Check, Measured, Pacing, Plan, Prepared, Target};
 use crate::payload::{EventSize, Events, now_iso};
 use crate::probe::{self, Probe, Sample};
+use crate::relay::{Relay, round_trip};
 use crate::server::{Trailmark, create_organization};
 use crate::{WorkDir, busy_note, cores, load_average, ms, progress, trailmark_binary, verdict};
 
@@ -63,6 +64,11 @@ pub struct Args {
     /// Run only these parts (repeat or separate with commas).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Put a TCP relay between the instances and PostgreSQL that holds every chunk this many
+    /// microseconds in each direction, as a network would (the ceiling and the measurements
+    /// connect directly); the run prints a round trip's time with and without it.
+    #[arg(long, value_name = "MICROSECONDS")]
+    relay: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -256,6 +262,27 @@ pub fn run(args: &Args) -> Result<(), String> {
          the cluster; WAL figures below include theirs)",
         background / 1e3
     );
+    let relay = if let Some(delay) = args.relay {
+        let relay = Relay::start(
+            Relay::upstream_of(&args.postgres_url)?,
+            Duration::from_micros(delay),
+        )?;
+        let direct = runtime.block_on(round_trip(&args.postgres_url))?;
+        let through = runtime.block_on(round_trip(&Relay::url_through(
+            &args.postgres_url,
+            relay.addr,
+        )?))?;
+        println!(
+            "  relay: the instances reach PostgreSQL through {}: a round trip (SELECT 1, median) \
+             {:.3} ms, against {:.3} ms direct",
+            relay.addr,
+            through.as_secs_f64() * 1e3,
+            direct.as_secs_f64() * 1e3
+        );
+        Some(relay)
+    } else {
+        None
+    };
     println!();
 
     let ceiling = if wants(Part::Ceiling) {
@@ -308,10 +335,16 @@ pub fn run(args: &Args) -> Result<(), String> {
             &format!("x{instances}_o{organizations}"),
         )?;
         let url = database.url()?;
+        let instances_url = match &relay {
+            Some(relay) => Relay::url_through(&url, relay.addr)?,
+            None => url.clone(),
+        };
         let work = WorkDir::create(None)?;
         let data_dir = work.path.join("shared-data");
         let mut servers = (0..instances)
-            .map(|_| Trailmark::start_with(&binary, &data_dir, API_KEY, &["--database", &url]))
+            .map(|_| {
+                Trailmark::start_with(&binary, &data_dir, API_KEY, &["--database", &instances_url])
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let mut orgs = Vec::with_capacity(organizations);
