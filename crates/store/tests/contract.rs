@@ -4980,11 +4980,6 @@ async fn purging_incidents_removes_only_resolved_ones_that_owe_nothing(store: &d
     assert!(left.contains(&owing.id) && left.contains(&open.id));
 }
 
-/// PostgreSQL only (the embedded log's blocks are tested in its own module): free text is
-/// searched through trigram filters built per block of 4,096 events behind the appends. They
-/// prune — text slipped into an event's stored search text behind the store's back is found in
-/// the tail past the last block, not in a block whose filter lacks it — and an erasure rewrites
-/// its block's filter, so the erased text's trigrams leave it.
 /// Two instances over one database, writing some of the same organizations at once: each
 /// commits the organizations whose heads the other does not hold and comes back for the others,
 /// so every append is committed, once, and every log stays gap-free (a deadlock or an
@@ -5289,6 +5284,11 @@ async fn postgres_filters_read_block_terms_and_find_exactly_the_matching_events(
     );
 }
 
+/// PostgreSQL only (the embedded log's blocks are tested in its own module): free text is
+/// searched through trigram filters built per block of 4,096 events behind the appends. They
+/// prune — text slipped into an event's stored search text behind the store's back is found in
+/// the tail past the last block, not in a block whose filter lacks it — and an erasure rewrites
+/// its block's filter, so the erased text's trigrams leave it.
 #[tokio::test]
 async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
     const EVENTS: u64 = 2 * 4_096 + 500;
