@@ -39,7 +39,7 @@ impl Relay {
     }
 
     /// `url` (`postgres://user@host:port/database…`) with its host and port replaced by the
-    /// relay's, and the address it named.
+    /// relay's.
     pub(crate) fn url_through(url: &str, relay: SocketAddr) -> Result<String, String> {
         let (scheme, rest) = url
             .split_once("://")
@@ -51,24 +51,19 @@ impl Relay {
         Ok(format!("{scheme}://{user}{relay}{path}"))
     }
 
-    /// The address `url` names (`host:port`, the port 5432 when it names none).
+    /// The address `url` names, read by the driver's own URL parser (its first host and port).
     pub(crate) fn upstream_of(url: &str) -> Result<SocketAddr, String> {
-        let authority = url
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
-            .ok_or("--relay needs a postgres://user@host:port/database URL")?;
-        let host_port = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        let with_port = if host_port.contains(':') {
-            host_port.to_owned()
-        } else {
-            format!("{host_port}:5432")
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("--postgres-url is not a PostgreSQL URL: {e}"))?;
+        let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() else {
+            return Err("--relay needs --postgres-url to name a TCP host".into());
         };
-        std::net::ToSocketAddrs::to_socket_addrs(&with_port)
-            .map_err(|e| format!("resolving {with_port}: {e}"))?
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map_err(|e| format!("resolving {host}:{port}: {e}"))?
             .next()
-            .ok_or_else(|| format!("{with_port} resolves to no address"))
+            .ok_or_else(|| format!("{host}:{port} resolves to no address"))
     }
 }
 

@@ -867,75 +867,48 @@ impl Writes {
         statements: &WriteStatements,
     ) -> Result<(), StoreError> {
         let rows = &self.rows;
+        let events: [&(dyn ToSql + Sync); 7] = [
+            &rows.organization,
+            &rows.sequence,
+            &rows.id,
+            &rows.occurred_at,
+            &rows.received_at,
+            &rows.leaf_hash,
+            &rows.body,
+        ];
+        let nodes: [&(dyn ToSql + Sync); 4] = [
+            &rows.node_organization,
+            &rows.node_level,
+            &rows.node_index,
+            &rows.node_hash,
+        ];
+        let claims: [&(dyn ToSql + Sync); 6] = [
+            &rows.identity,
+            &rows.identity_organization,
+            &rows.first_sequence,
+            &rows.event_count,
+            &rows.outcome,
+            &rows.expires_at,
+        ];
+        let heads: [&(dyn ToSql + Sync); 3] = [
+            &self.head_organization,
+            &self.head_size,
+            &self.head_frontier,
+        ];
         // Each future sends its statement when first polled (the statement is prepared, so
         // nothing is awaited before), and `biased` polls them in this order: see
         // [`Writes::write_and_commit`], which relies on it.
         tokio::try_join!(
             biased;
-            async {
-                if !rows.id.is_empty() {
-                    client
-                        .execute(
-                            &statements.events,
-                            &[
-                                &rows.organization,
-                                &rows.sequence,
-                                &rows.id,
-                                &rows.occurred_at,
-                                &rows.received_at,
-                                &rows.leaf_hash,
-                                &rows.body,
-                            ],
-                        )
-                        .await?;
-                }
-                Ok::<(), StoreError>(())
-            },
-            async {
-                if !rows.node_hash.is_empty() {
-                    client
-                        .execute(
-                            &statements.nodes,
-                            &[
-                                &rows.node_organization,
-                                &rows.node_level,
-                                &rows.node_index,
-                                &rows.node_hash,
-                            ],
-                        )
-                        .await?;
-                }
-                Ok(())
-            },
-            async {
-                if !rows.identity.is_empty() {
-                    client
-                        .execute(
-                            &statements.claims,
-                            &[
-                                &rows.identity,
-                                &rows.identity_organization,
-                                &rows.first_sequence,
-                                &rows.event_count,
-                                &rows.outcome,
-                                &rows.expires_at,
-                            ],
-                        )
-                        .await?;
-                }
-                Ok(())
-            },
-            async {
-                if !self.head_organization.is_empty() {
-                    client
-                        .execute(
-                            &statements.heads,
-                            &[&self.head_organization, &self.head_size, &self.head_frontier],
-                        )
-                        .await?;
-                }
-                Ok(())
-            },
+            execute_unless_empty(client, &statements.events, rows.id.is_empty(), &events),
+            execute_unless_empty(client, &statements.nodes, rows.node_hash.is_empty(), &nodes),
+            execute_unless_empty(client, &statements.claims, rows.identity.is_empty(), &claims),
+            execute_unless_empty(
+                client,
+                &statements.heads,
+                self.head_organization.is_empty(),
+                &heads
+            ),
         )?;
         Ok(())
     }
@@ -957,6 +930,20 @@ impl Writes {
         )?;
         Ok(())
     }
+}
+
+/// Runs the prepared `statement` unless it has no rows to write (`empty`). Its message is sent
+/// at the first poll: nothing is awaited before.
+async fn execute_unless_empty(
+    client: &impl GenericClient,
+    statement: &Statement,
+    empty: bool,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<(), StoreError> {
+    if !empty {
+        client.execute(statement, params).await?;
+    }
+    Ok(())
 }
 
 /// The receipts of `count` events of a log from sequence `first` on: what an earlier append
