@@ -87,7 +87,8 @@ struct Waiting {
 
 struct Queues {
     waiting: Mutex<Waiting>,
-    /// Told when an append arrives or an organization is no longer busy.
+    /// Told when an append makes a turn ready to start ([`ready_for_a_turn`]), when a committer
+    /// takes a turn and leaves another ready, when a turn ends, and when the queues close.
     changed: Notify,
     room: Arc<Semaphore>,
 }
@@ -214,8 +215,8 @@ impl Appender {
             }
             ready_for_a_turn(&waiting)
         };
-        // Otherwise no committer could start a turn now: the turn in flight wakes them when it
-        // ends (`end_turn`). Waking one for nothing (its thread sleeps in its runtime's poll, so
+        // Otherwise no committer could start a turn now: the turns in flight wake them as they
+        // end (`end_turn`). Waking one for nothing (its thread sleeps in its runtime's poll, so
         // each wake is a write to that runtime's eventfd and a context switch) cost the instance
         // 5-13 of its 55-64 us of CPU per single event (`trailmark-bench postgres`).
         if starts_a_turn {
@@ -272,6 +273,11 @@ async fn next_turn(queues: &Queues) -> Option<Turn> {
                 }
             }
             if !organizations.is_empty() {
+                // What is left may make a turn of its own (beside this one, or past the
+                // organizations one turn takes at most): another committer takes it.
+                if ready_for_a_turn(waiting) {
+                    queues.changed.notify_one();
+                }
                 return Some(Turn {
                     organizations,
                     wait,
@@ -346,7 +352,8 @@ fn end_turn(queues: &Queues, organizations: &[String], held: &[String]) {
             waiting.skipped.insert(organization.clone());
         }
     }
-    // Another committer may be waiting for these organizations.
+    // Another committer may be waiting for these organizations, or for appends that queued
+    // behind this turn (an append wakes none while no turn is ready: [`Appender::append`]).
     queues.changed.notify_waiters();
 }
 
