@@ -218,7 +218,7 @@ impl Appender {
         // Otherwise no committer could start a turn now: the turns in flight wake them as they
         // end (`end_turn`). Waking one for nothing (its thread sleeps in its runtime's poll, so
         // each wake is a write to that runtime's eventfd and a context switch) cost the instance
-        // 5-13 of its 55-64 us of CPU per single event (`trailmark-bench postgres`).
+        // 5-17 of its 57-67 us of CPU per single event (`trailmark-bench postgres`).
         if starts_a_turn {
             queues.changed.notify_one();
         }
