@@ -1019,3 +1019,118 @@ async fn query_cached(
     let statement = client.prepare_cached(sql).await?;
     Ok(client.query(&statement, params).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use trailmark_domain::event::NewEvent;
+
+    use super::*;
+    use crate::model::PendingEvent;
+
+    /// Queues `events` events for `organization` as one append, as [`Appender::append`] does.
+    fn queue(queues: &Queues, organization: &str, events: u64) {
+        let request = AppendRequest {
+            organization_id: organization.to_owned(),
+            events: (0..events)
+                .map(|n| PendingEvent {
+                    id: format!("event_{n:026}"),
+                    event: NewEvent::parse(&json!({
+                        "action": "user.signed_in",
+                        "occurred_at": "2026-08-01T10:00:00Z",
+                        "actor": {"id": "u", "type": "user"},
+                        "targets": [],
+                        "context": {"location": "::1"}
+                    }))
+                    .expect("valid event"),
+                    received_at: Timestamp::now(),
+                })
+                .collect(),
+            idempotency: None,
+        };
+        let job = Job {
+            append: PreparedAppend::new(request).expect("prepared"),
+            reply: oneshot::channel().0,
+            _permit: Arc::clone(&queues.room)
+                .try_acquire_owned()
+                .expect("room in the queue"),
+        };
+        let mut waiting = queues.waiting.lock().expect("queues");
+        let waiting_for = waiting
+            .by_organization
+            .entry(organization.to_owned())
+            .or_default();
+        let first = waiting_for.is_empty();
+        waiting_for.push_back(job);
+        if first {
+            waiting.order.push_back(organization.to_owned());
+        }
+    }
+
+    /// An append wakes a committer only when a turn can start: none is in flight, or enough
+    /// events wait, in organizations no turn is writing, for one beside it.
+    #[test]
+    fn a_turn_is_ready_when_none_is_in_flight_or_enough_wait_beside_it() {
+        let queues = Queues {
+            waiting: Mutex::new(Waiting::default()),
+            changed: Notify::new(),
+            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
+        };
+        let ready = || ready_for_a_turn(&queues.waiting.lock().expect("queues"));
+        queue(&queues, "writing", PARALLEL_TURN_EVENTS as u64);
+        assert!(ready(), "no turn in flight");
+        queues
+            .waiting
+            .lock()
+            .expect("queues")
+            .busy
+            .insert("writing".to_owned());
+        assert!(!ready(), "what waits is the busy organization's");
+        queue(&queues, "other", PARALLEL_TURN_EVENTS as u64 - 1);
+        assert!(!ready(), "too few beside the turn in flight");
+        queue(&queues, "other", 1);
+        assert!(ready(), "enough for a turn beside it");
+    }
+
+    /// The turn after a skip takes the skipped organization alone; the appends of another,
+    /// enough for a turn beside the one in flight, go to a second committer at once, woken by
+    /// the first (no append or turn end comes to wake it).
+    #[tokio::test(start_paused = true)]
+    async fn a_committer_that_leaves_a_turn_ready_wakes_another() {
+        let queues = Arc::new(Queues {
+            waiting: Mutex::new(Waiting::default()),
+            changed: Notify::new(),
+            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
+        });
+        let committers: Vec<_> = (0..2)
+            .map(|_| {
+                let queues = Arc::clone(&queues);
+                tokio::spawn(async move { next_turn(&queues).await.map(|t| t.organizations) })
+            })
+            .collect();
+        // Both wait for work.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        queue(&queues, "skipped", 1);
+        queue(&queues, "many", PARALLEL_TURN_EVENTS as u64 + 1);
+        {
+            let mut waiting = queues.waiting.lock().expect("queues");
+            waiting.busy.insert("in flight".to_owned());
+            waiting.skipped.insert("skipped".to_owned());
+        }
+        // As the append that made a turn ready does.
+        queues.changed.notify_one();
+
+        let mut turns = Vec::new();
+        for committer in committers {
+            let turn = tokio::time::timeout(Duration::from_secs(60), committer)
+                .await
+                .expect("both committers take a turn")
+                .expect("the committer ran");
+            turns.push(turn.expect("a turn"));
+        }
+        turns.sort();
+        assert_eq!(turns, [vec!["many".to_owned()], vec!["skipped".to_owned()]]);
+    }
+}
