@@ -85,6 +85,22 @@ struct Waiting {
     closed: bool,
 }
 
+impl Waiting {
+    /// Queues `job` behind its organization's waiting appends.
+    fn push(&mut self, job: Job) {
+        let organization = job.append.organization_id.clone();
+        let queue = self
+            .by_organization
+            .entry(organization.clone())
+            .or_default();
+        let first = queue.is_empty();
+        queue.push_back(job);
+        if first {
+            self.order.push_back(organization);
+        }
+    }
+}
+
 struct Queues {
     waiting: Mutex<Waiting>,
     /// Told when an append makes a turn ready to start ([`ready_for_a_turn`]), when a committer
@@ -199,20 +215,11 @@ impl Appender {
                 .waiting
                 .lock()
                 .map_err(|_| StoreError::Unavailable("the append queue is poisoned".into()))?;
-            let organization = append.organization_id.clone();
-            let queue = waiting
-                .by_organization
-                .entry(organization.clone())
-                .or_default();
-            let first = queue.is_empty();
-            queue.push_back(Job {
+            waiting.push(Job {
                 append,
                 reply,
                 _permit: permit,
             });
-            if first {
-                waiting.order.push_back(organization);
-            }
             ready_for_a_turn(&waiting)
         };
         // Otherwise no committer could start a turn now: the turns in flight wake them as they
@@ -1028,7 +1035,8 @@ mod tests {
     use super::*;
     use crate::model::PendingEvent;
 
-    /// Queues `events` events for `organization` as one append, as [`Appender::append`] does.
+    /// Queues `events` events for `organization` as one append, as [`Appender::append`] does
+    /// (without waking a committer).
     fn queue(queues: &Queues, organization: &str, events: u64) {
         let request = AppendRequest {
             organization_id: organization.to_owned(),
@@ -1055,16 +1063,7 @@ mod tests {
                 .try_acquire_owned()
                 .expect("room in the queue"),
         };
-        let mut waiting = queues.waiting.lock().expect("queues");
-        let waiting_for = waiting
-            .by_organization
-            .entry(organization.to_owned())
-            .or_default();
-        let first = waiting_for.is_empty();
-        waiting_for.push_back(job);
-        if first {
-            waiting.order.push_back(organization.to_owned());
-        }
+        queues.waiting.lock().expect("queues").push(job);
     }
 
     /// An append wakes a committer only when a turn can start: none is in flight, or enough
