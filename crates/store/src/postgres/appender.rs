@@ -103,10 +103,33 @@ impl Waiting {
 
 struct Queues {
     waiting: Mutex<Waiting>,
-    /// Told when an append makes a turn ready to start ([`ready_for_a_turn`]), when a committer
-    /// takes a turn and leaves another ready, when a turn ends, and when the queues close.
+    /// Told when an append makes a turn ready to start, when a committer takes a turn and leaves
+    /// another ready ([`Queues::wake_a_committer_if_ready`]), when a turn ends, and when the
+    /// queues close.
     changed: Notify,
     room: Arc<Semaphore>,
+}
+
+impl Queues {
+    fn new() -> Self {
+        Queues {
+            waiting: Mutex::new(Waiting::default()),
+            changed: Notify::new(),
+            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
+        }
+    }
+
+    /// Wakes a committer if one may start a turn for what `waiting` holds
+    /// ([`ready_for_a_turn`]). Otherwise none is woken: the turns in flight wake them as they
+    /// end (`end_turn`). Waking one for nothing (its thread sleeps in its runtime's poll, so
+    /// each wake is a write to that runtime's eventfd and a context switch) cost the instance
+    /// 5-17 of its 57-67 us of CPU per single event when every append did
+    /// (`trailmark-bench postgres`).
+    fn wake_a_committer_if_ready(&self, waiting: &Waiting) {
+        if ready_for_a_turn(waiting) {
+            self.changed.notify_one();
+        }
+    }
 }
 
 /// Closes the queues when the last [`Appender`] goes, so the committers end.
@@ -145,11 +168,7 @@ impl Appender {
         pool: Pool,
         observer: Arc<dyn StoreObserver>,
     ) -> Result<Self, StoreError> {
-        let queues = Arc::new(Queues {
-            waiting: Mutex::new(Waiting::default()),
-            changed: Notify::new(),
-            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
-        });
+        let queues = Arc::new(Queues::new());
         // Made first: if this future is dropped before the thread has started, dropping the
         // handle closes the queues and the committers end.
         let handle = Arc::new(Handle(Arc::clone(&queues)));
@@ -210,7 +229,7 @@ impl Appender {
             .await
             .map_err(|_| StoreError::Unavailable("the appender has stopped".into()))?;
         let (reply, answer) = oneshot::channel();
-        let starts_a_turn = {
+        {
             let mut waiting = queues
                 .waiting
                 .lock()
@@ -220,14 +239,7 @@ impl Appender {
                 reply,
                 _permit: permit,
             });
-            ready_for_a_turn(&waiting)
-        };
-        // Otherwise no committer could start a turn now: the turns in flight wake them as they
-        // end (`end_turn`). Waking one for nothing (its thread sleeps in its runtime's poll, so
-        // each wake is a write to that runtime's eventfd and a context switch) cost the instance
-        // 5-17 of its 57-67 us of CPU per single event (`trailmark-bench postgres`).
-        if starts_a_turn {
-            queues.changed.notify_one();
+            queues.wake_a_committer_if_ready(&waiting);
         }
         answer
             .await
@@ -282,9 +294,7 @@ async fn next_turn(queues: &Queues) -> Option<Turn> {
             if !organizations.is_empty() {
                 // What is left may make a turn of its own (beside this one, or past the
                 // organizations one turn takes at most): another committer takes it.
-                if ready_for_a_turn(waiting) {
-                    queues.changed.notify_one();
-                }
+                queues.wake_a_committer_if_ready(waiting);
                 return Some(Turn {
                     organizations,
                     wait,
@@ -360,7 +370,7 @@ fn end_turn(queues: &Queues, organizations: &[String], held: &[String]) {
         }
     }
     // Another committer may be waiting for these organizations, or for appends that queued
-    // behind this turn (an append wakes none while no turn is ready: [`Appender::append`]).
+    // behind this turn (an append wakes none while no turn is ready).
     queues.changed.notify_waiters();
 }
 
@@ -1070,11 +1080,7 @@ mod tests {
     /// events wait, in organizations no turn is writing, for one beside it.
     #[test]
     fn a_turn_is_ready_when_none_is_in_flight_or_enough_wait_beside_it() {
-        let queues = Queues {
-            waiting: Mutex::new(Waiting::default()),
-            changed: Notify::new(),
-            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
-        };
+        let queues = Queues::new();
         let ready = || ready_for_a_turn(&queues.waiting.lock().expect("queues"));
         queue(&queues, "writing", PARALLEL_TURN_EVENTS as u64);
         assert!(ready(), "no turn in flight");
@@ -1096,11 +1102,7 @@ mod tests {
     /// the first (no append or turn end comes to wake it).
     #[tokio::test(start_paused = true)]
     async fn a_committer_that_leaves_a_turn_ready_wakes_another() {
-        let queues = Arc::new(Queues {
-            waiting: Mutex::new(Waiting::default()),
-            changed: Notify::new(),
-            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
-        });
+        let queues = Arc::new(Queues::new());
         let committers: Vec<_> = (0..2)
             .map(|_| {
                 let queues = Arc::clone(&queues);
