@@ -69,6 +69,11 @@ pub struct Args {
     /// connect directly); the run prints a round trip's time with and without it.
     #[arg(long, value_name = "MICROSECONDS")]
     relay: Option<u64>,
+    /// Start the instances without `--cluster-listen`, so that each commits its own appends and
+    /// instances writing one organization take turns on its head's lock (by default each
+    /// organization's appends are handed to the instance that sequences it).
+    #[arg(long)]
+    without_cluster: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,6 +252,14 @@ pub fn run(args: &Args) -> Result<(), String> {
         size.mean, size.min, size.max
     );
     println!(
+        "  instances: {}",
+        if args.without_cluster {
+            "each commits its own appends (--without-cluster)"
+        } else {
+            "with --cluster-listen: each organization's appends are committed by the instance that sequences it"
+        }
+    );
+    println!(
         "  each part: {:.1}s warm-up, then {:.1}s measured; single-event {} connections, batch \
          {} x {} events, split over the instances; many organizations = {}",
         args.warmup,
@@ -341,10 +354,12 @@ pub fn run(args: &Args) -> Result<(), String> {
         };
         let work = WorkDir::create(None)?;
         let data_dir = work.path.join("shared-data");
+        let mut flags = vec!["--database", &instances_url];
+        if !args.without_cluster {
+            flags.extend(["--cluster-listen", "127.0.0.1:0"]);
+        }
         let mut servers = (0..instances)
-            .map(|_| {
-                Trailmark::start_with(&binary, &data_dir, API_KEY, &["--database", &instances_url])
-            })
+            .map(|_| Trailmark::start_with(&binary, &data_dir, API_KEY, &flags))
             .collect::<Result<Vec<_>, _>>()?;
         let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let mut orgs = Vec::with_capacity(organizations);

@@ -242,6 +242,23 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// With a PostgreSQL `--database`: take appends from the other instances at this address
+    /// (`HOST:PORT`), and hand them this instance's appends for the organizations they
+    /// sequence, so that one organization's appends are committed by one instance rather than
+    /// by several taking turns (default: off). Every instance over the database should have it.
+    /// The connection is authenticated by a secret kept in the database, not encrypted: use a
+    /// private network.
+    #[arg(long, env = "TRAILMARK_CLUSTER_LISTEN", value_name = "HOST:PORT")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// The address the other instances reach `--cluster-listen` at (default: that address,
+    /// which must then name one interface rather than `0.0.0.0`).
+    #[arg(
+        long,
+        env = "TRAILMARK_CLUSTER_ADVERTISE",
+        value_name = "HOST:PORT",
+        requires = "cluster_listen"
+    )]
+    pub cluster_advertise: Option<String>,
     /// Base URL clients reach this server at, used in printed examples and links
     /// (default `http://<listen>`).
     #[arg(long, env = "TRAILMARK_PUBLIC_URL")]

@@ -13,7 +13,9 @@ use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::{ApiKeySecret, Scope};
 use trailmark_domain::id::IdKind;
 use trailmark_server::{AppState, ConnectionLimits, RateLimits, ServerConfig};
-use trailmark_store::{ApiKeyRecord, PostgresStore, SqliteStore, Store, StoreObserver};
+use trailmark_store::{
+    ApiKeyRecord, ClusterConfig, PostgresStore, SqliteStore, Store, StoreObserver,
+};
 use trailmark_streams::egress::{Egress, Proxy};
 use trailmark_streams::worker::WorkerConfig;
 
@@ -33,16 +35,23 @@ pub enum Access {
 
 /// Opens the storage `--database` names, applying any migrations it lacks.
 pub async fn open_store(storage: &StorageArgs, access: Access) -> anyhow::Result<Arc<dyn Store>> {
-    open_observed_store(storage, access, None).await
+    open_observed_store(storage, access, None, None).await
 }
 
-/// [`open_store`], reporting commits and connection use to `observer` (the metrics).
+/// [`open_store`], reporting commits and connection use to `observer` (the metrics), and with
+/// `cluster` joining the other instances over a PostgreSQL database.
 async fn open_observed_store(
     storage: &StorageArgs,
     access: Access,
     observer: Option<Arc<dyn StoreObserver>>,
+    cluster: Option<ClusterConfig>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     match storage.resolve()? {
+        DatabaseUrl::Sqlite(_) if cluster.is_some() => {
+            bail!(
+                "--cluster-listen needs a PostgreSQL --database: an embedded database has one writer, so there is nothing to hand over"
+            )
+        }
         DatabaseUrl::Sqlite(path) => {
             if access != Access::Serve && !path.is_file() {
                 bail!(
@@ -60,7 +69,7 @@ async fn open_observed_store(
         }
         DatabaseUrl::Postgres(url) => {
             let connected = match observer {
-                Some(observer) => PostgresStore::connect_observed(&url, observer).await,
+                Some(observer) => PostgresStore::connect_in_cluster(&url, observer, cluster).await,
                 None => PostgresStore::connect(&url).await,
             };
             let store =
@@ -107,6 +116,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &args.storage,
         Access::Serve,
         Some(Arc::clone(&metrics) as Arc<dyn StoreObserver>),
+        args.cluster_listen.map(|listen| ClusterConfig {
+            listen,
+            advertise: args.cluster_advertise.clone(),
+        }),
     )
     .await?;
     let listener = TcpListener::bind(args.listen)

@@ -162,17 +162,6 @@ fn alerting(webhook: &Webhook, after: Duration) -> Options {
     }
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 /// A stream whose destination refuses its signature (401: `invalid`) for longer than
 /// `--alert-after-secs` is one `stream.failing` notification, however long it lasts; once the
 /// destination accepts it again, one `stream.recovered`. The webhook's first answer is a 500:
@@ -224,7 +213,7 @@ async fn a_stream_failing_too_long_is_told_once_and_its_recovery_once() {
         .expect("incident id")
         .to_owned();
     assert!(incident.starts_with("incident_"));
-    let scraped = metrics(&app).await;
+    let scraped = app.metrics().await;
     assert!(
         scraped.contains("trailmark_alert_incidents_open{kind=\"stream\"} 1"),
         "{scraped}"
@@ -282,7 +271,7 @@ async fn a_stream_failing_too_long_is_told_once_and_its_recovery_once() {
             ("trailmark.alert.resolved".to_owned(), incident.clone())
         ]
     );
-    let scraped = metrics(&app).await;
+    let scraped = app.metrics().await;
     for line in [
         "trailmark_alert_incidents_open{kind=\"stream\"} 0",
         "trailmark_alert_incidents_total{kind=\"stream\"} 1",
@@ -331,7 +320,7 @@ async fn a_failed_export_is_told_once() {
     let export = body(app.get(&format!("/audit_logs/exports/{export_id}")).await).await;
     assert_eq!(export["state"], "error");
     assert_eq!(webhook.accepted().len(), 1);
-    let scraped = metrics(&app).await;
+    let scraped = app.metrics().await;
     assert!(
         scraped.contains(
             "trailmark_alert_notifications_total{type=\"export.failed\",outcome=\"sent\"} 1"

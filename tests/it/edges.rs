@@ -242,15 +242,7 @@ async fn operational_endpoints_need_no_key() {
         .await["status"],
         "ready"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("trailmark_events_ingested_total 1"),
         "{metrics}"

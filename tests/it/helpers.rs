@@ -658,6 +658,11 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics(&self.client, &self.base).await
+    }
+
     /// Waits until the organization's latest signed checkpoint covers `size` events (the test
     /// servers sign every 100 ms), and returns it.
     pub async fn wait_for_checkpoint(&self, organization_id: &str, size: u64) -> Value {
@@ -852,6 +857,18 @@ pub async fn organization(client: &reqwest::Client, base: &str) -> String {
 
 /// Waits until the server at `base` has signed a checkpoint of `size` events for the
 /// organization, and returns it.
+/// The `/metrics` text of the server at `base`.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 pub async fn wait_for_checkpoint(
     client: &Client,
     base: &str,

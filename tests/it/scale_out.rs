@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_KEY, PrivateCluster, ServerProcess, TestDatabase, event, get, organization, post,
-    wait_for_checkpoint,
+    ADMIN_KEY, PrivateCluster, ServerProcess, TestDatabase, event, get, metrics, organization,
+    post, wait_for_checkpoint,
 };
 use crate::receivers::{self, Kind};
 
@@ -399,4 +399,246 @@ async fn a_postgres_restart_under_load_gets_retryable_503s_and_the_instances_rec
     database
         .assert_log_holds(&organization, &acknowledged)
         .await;
+}
+
+/// [`FAST_UNLIMITED`], with each instance taking its peers' appends on a port of its own.
+const CLUSTERED: &[(&str, &str)] = &[
+    ("TRAILMARK_STREAM_LEASE_SECS", "1"),
+    ("TRAILMARK_CHECKPOINT_INTERVAL_MS", "100"),
+    ("TRAILMARK_RATE_LIMIT_PER_ADDRESS", "0"),
+    ("TRAILMARK_RATE_LIMIT_PER_KEY", "0"),
+    ("TRAILMARK_CLUSTER_LISTEN", "127.0.0.1:0"),
+];
+
+/// Two instances with [`CLUSTERED`]; the first starts alone, so that it creates the key files
+/// the second then reads.
+fn clustered_pair(data_dir: &Path, database: &TestDatabase) -> [ServerProcess; 2] {
+    let first = ServerProcess::start(data_dir, database, CLUSTERED);
+    [first, ServerProcess::start(data_dir, database, CLUSTERED)]
+}
+
+/// The value of the series `name` (with its labels, as written) in `base`'s `/metrics`, or 0
+/// if it has none yet.
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    metrics(client, base)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
+const COMMITTED_EVENTS: &str = "trailmark_store_commit_events_sum";
+const ANSWERED: &str = "trailmark_store_handovers_total{outcome=\"answered\"}";
+
+/// Events each instance committed and appends each had answered by a peer, so far.
+async fn commit_counts(client: &reqwest::Client, bases: &[String]) -> Vec<(f64, f64)> {
+    let mut counts = Vec::new();
+    for base in bases {
+        counts.push((
+            metric(client, base, COMMITTED_EVENTS).await,
+            metric(client, base, ANSWERED).await,
+        ));
+    }
+    counts
+}
+
+/// Sends one event through each instance until one instance commits both: the instances then
+/// see each other as members. Returns the index of the instance that sequences `organization`.
+async fn owner_of(client: &reqwest::Client, bases: &[String], organization: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = commit_counts(client, bases).await;
+        ingest_through(bases, organization, bases.len(), "find the owner").await;
+        let after = commit_counts(client, bases).await;
+        let committed: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).collect();
+        if let Some(owner) = committed.iter().position(|&c| c == bases.len() as f64)
+            && committed.iter().sum::<f64>() == bases.len() as f64
+        {
+            return owner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no instance came to sequence {organization}: {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cluster_listen_one_instance_commits_an_organizations_appends_the_others_hand_it() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let instances = clustered_pair(data_dir.path(), &database);
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+    let client = reqwest::Client::new();
+    let organization = organization(&client, &bases[0]).await;
+    let owner = owner_of(&client, &bases, &organization).await;
+    let other = 1 - owner;
+    let earlier = database.stored_events(&organization).await.len();
+
+    let before = commit_counts(&client, &bases).await;
+    let receipts = ingest_through(&bases, &organization, 200, "spread").await;
+    let batch: Vec<Value> = (0..50).map(|_| event("user.batch")).collect();
+    let response = post(
+        &client,
+        &bases[other],
+        "/audit_logs/events/batch",
+        json!({"organization_id": organization, "events": batch}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let after = commit_counts(&client, &bases).await;
+
+    // Every event was committed by the owner; half the single events and the batch were handed
+    // to it by the other instance, which committed none.
+    assert_eq!(after[owner].0 - before[owner].0, 250.0);
+    assert_eq!(after[other].0 - before[other].0, 0.0);
+    assert_eq!(
+        after[other].1 - before[other].1,
+        101.0,
+        "appends handed over"
+    );
+    assert_eq!(after[owner].1 - before[owner].1, 0.0);
+
+    // The receipts the other instance passed on are the log's.
+    let acknowledged: Vec<(u64, String)> = receipts
+        .iter()
+        .map(|r| {
+            (
+                r["sequence"].as_u64().expect("sequence"),
+                r["id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect();
+    let stored = database
+        .assert_log_holds(&organization, &acknowledged)
+        .await;
+    assert_eq!(stored.len(), earlier + 250);
+
+    // An idempotency key sent to both instances at once still stores one event.
+    let sends = bases.iter().map(|base| {
+        client
+            .post(format!("{base}/audit_logs/events"))
+            .bearer_auth(ADMIN_KEY)
+            .header("Idempotency-Key", "handed-over-once")
+            .json(&json!({"organization_id": organization, "event": event("user.signed_in")}))
+            .send()
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let mut ids = BTreeSet::new();
+    for answer in answers {
+        let answer = answer.expect("request");
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().await.expect("json");
+        ids.insert(body["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        database.stored_events(&organization).await.len(),
+        earlier + 251
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_mid_stream_loses_no_acknowledged_event_and_its_peer_carries_on() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let database = TestDatabase::create_postgres().await;
+    let mut instances = clustered_pair(data_dir.path(), &database);
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+    let client = reqwest::Client::new();
+    let organization = organization(&client, &bases[0]).await;
+    let owner = owner_of(&client, &bases, &organization).await;
+    let survivor = bases[1 - owner].clone();
+    let earlier = database.stored_events(&organization).await.len();
+
+    // Eight clients send through the survivor, which hands everything to the owner, until the
+    // owner is killed; they go on after, and every request must succeed.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, String)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for worker in 0..8 {
+        let (client, survivor, organization) =
+            (client.clone(), survivor.clone(), organization.clone());
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut submitted = event("user.signed_in");
+                submitted["metadata"] = json!({"worker": worker, "n": n});
+                n += 1;
+                let response = post(
+                    &client,
+                    &survivor,
+                    "/audit_logs/events",
+                    json!({"organization_id": organization, "event": submitted}),
+                )
+                .await;
+                assert_eq!(response.status(), 200, "{:?}", response.text().await);
+                let receipt: Value = response.json().await.expect("receipt");
+                acknowledged.lock().expect("lock").push((
+                    receipt["sequence"].as_u64().expect("sequence"),
+                    receipt["id"].as_str().expect("id").to_owned(),
+                ));
+            }
+        }));
+    }
+    let count = || acknowledged.lock().expect("lock").len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count() < 300 {
+        assert!(Instant::now() < deadline, "only {} acknowledged", count());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before_kill = metric(&client, &survivor, ANSWERED).await;
+    assert!(
+        before_kill >= 290.0,
+        "the owner committed them: {before_kill}"
+    );
+    instances[owner].kill();
+    let killed_at = count();
+    while count() < killed_at + 300 {
+        assert!(Instant::now() < deadline, "only {} acknowledged", count());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a client failed");
+    }
+
+    // The survivor committed what the owner no longer could, and the log holds every
+    // acknowledged event once, gap-free.
+    assert!(metric(&client, &survivor, COMMITTED_EVENTS).await >= 290.0);
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let stored = database
+        .assert_log_holds(&organization, &acknowledged)
+        .await;
+    assert_eq!(
+        stored.len(),
+        earlier + acknowledged.len(),
+        "each stored once"
+    );
+}
+
+#[test]
+fn cluster_listen_is_refused_with_an_embedded_database() {
+    let data_dir = tempfile::tempdir().expect("dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env_remove("TRAILMARK_DATABASE_URL")
+        .env_remove("TRAILMARK_DATABASE")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--cluster-listen needs a PostgreSQL --database"),
+        "{stderr}"
+    );
 }

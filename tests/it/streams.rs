@@ -164,15 +164,7 @@ async fn datadog_with_a_wrong_key_is_invalid_until_fixed_then_catches_up() {
     );
     // From `now` (the default): after the record of its own creation (0), the 8 events (1 to 8).
     assert_eq!(invalid["lag_events"], 8, "nothing was skipped");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let labels = format!("stream_id=\"{id}\",organization_id=\"{organization}\",type=\"datadog\"");
     for series in [
         format!("trailmark_stream_lag_events{{{labels}}} 8"),

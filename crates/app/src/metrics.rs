@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use trailmark_domain::Timestamp;
-use trailmark_store::{Commit, PoolProbe, Receipt, StoreObserver, StreamState};
+use trailmark_store::{Commit, Handover, PoolProbe, Receipt, StoreObserver, StreamState};
 use trailmark_streams::observe::{Attempt, DeliveryObserver, Health};
 
 /// Latency buckets, in seconds: 1 ms to 10 s.
@@ -92,6 +92,7 @@ pub struct AppMetrics {
     events_ingested: Counter,
     idempotent_replays: Counter,
     commits: Family<OutcomeLabels, Counter>,
+    handovers: Family<OutcomeLabels, Counter>,
     commit_events: Histogram,
     commit_seconds: Histogram,
     fsync_seconds: Histogram,
@@ -130,6 +131,7 @@ impl Default for AppMetrics {
             events_ingested: Counter::default(),
             idempotent_replays: Counter::default(),
             commits: Family::default(),
+            handovers: Family::default(),
             commit_events: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             commit_seconds: seconds_histogram(),
             fsync_seconds: seconds_histogram(),
@@ -179,6 +181,11 @@ impl AppMetrics {
             "store_commits",
             "Group commits, by outcome (committed or failed)",
             self.commits.clone(),
+        );
+        r.register(
+            "store_handovers",
+            "Appends handed to the instance that sequences their organization (--cluster-listen), by outcome: answered, or committed_here when it could not be reached or did not answer",
+            self.handovers.clone(),
         );
         r.register(
             "store_commit_events",
@@ -470,6 +477,15 @@ impl StoreObserver for AppMetrics {
             self.commit_seconds.observe(commit.total.as_secs_f64());
             self.fsync_seconds.observe(commit.flush.as_secs_f64());
         }
+    }
+
+    fn handover(&self, handover: Handover) {
+        self.handovers
+            .get_or_create(&outcome(match handover {
+                Handover::Answered => "answered",
+                Handover::CommittedHere => "committed_here",
+            }))
+            .inc();
     }
 
     fn connection_wait(&self, waited: Duration) {

@@ -177,6 +177,18 @@ impl LeafTemplate {
         Some(LeafTemplate { before, after })
     }
 
+    /// The template's two parts: the leaf bytes before the sequence number and after it. With
+    /// [`LeafTemplate::from_parts`], how a template crosses from one process to another (an
+    /// instance handing an append to the instance that sequences its organization).
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        (&self.before, &self.after)
+    }
+
+    /// The template whose [`LeafTemplate::parts`] are `before` and `after`.
+    pub fn from_parts(before: Vec<u8>, after: Vec<u8>) -> Self {
+        LeafTemplate { before, after }
+    }
+
     /// The leaf hash of the event at `sequence`: [`event_leaf_hash`] of its event object.
     /// The writer hashes every event's leaf in its turn, one after another, so the parts are
     /// hashed where they lie rather than copied into one message first.

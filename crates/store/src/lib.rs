@@ -60,10 +60,10 @@ pub use model::{
     RawEvent, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
     StoredCheckpoint, StoredEvent, StreamRecord, StreamState,
 };
-pub use observe::{Commit, PoolProbe, PoolUse, StoreObserver};
+pub use observe::{Commit, Handover, PoolProbe, PoolUse, StoreObserver};
 pub use operator::{NewOperatorSession, OperatorRecord, OperatorSession};
 pub use portal::{NewPortalSession, PortalLink, PortalRedemption, PortalSession};
-pub use postgres::{PostgresStore, SettingsError};
+pub use postgres::{ClusterConfig, PostgresStore, SettingsError};
 pub use sqlite::SqliteStore;
 pub use trailmark_ledger::tree::Hash;
 

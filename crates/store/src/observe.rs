@@ -9,6 +9,9 @@ use std::time::Duration;
 pub trait StoreObserver: Send + Sync {
     /// A group commit ended (see [`Commit`]).
     fn commit(&self, _commit: &Commit) {}
+    /// An append was handed to the instance that sequences its organization (PostgreSQL with
+    /// `--cluster-listen`; see [`Handover`]).
+    fn handover(&self, _handover: Handover) {}
     /// A request was handed a pooled connection after waiting `waited` (zero if one was idle).
     fn connection_wait(&self, _waited: Duration) {}
     /// The store's connection pool, to be read whenever its use is wanted (a scrape): reading
@@ -32,6 +35,15 @@ pub struct Commit {
     pub flush: Duration,
     /// Whether it committed; a failed commit fails every write in it.
     pub committed: bool,
+}
+
+/// What became of an append handed to another instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// The other instance committed it (or refused it) and said so.
+    Answered,
+    /// It could not be reached or did not answer, so this instance committed the append.
+    CommittedHere,
 }
 
 /// How a connection pool is used right now.

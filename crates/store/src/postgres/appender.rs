@@ -222,7 +222,16 @@ impl Appender {
     /// commit is durable.
     pub(crate) async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         // Prepared beside the other requests, so a committer only assigns sequences and writes.
-        let append = PreparedAppend::prepare(request).await?;
+        self.append_prepared(PreparedAppend::prepare(request).await?)
+            .await
+    }
+
+    /// [`Appender::append`] of an append already prepared (here, or by the instance that
+    /// handed it over).
+    pub(crate) async fn append_prepared(
+        &self,
+        append: PreparedAppend,
+    ) -> Result<AppendOutcome, StoreError> {
         let queues = &self.handle.0;
         let permit = Arc::clone(&queues.room)
             .acquire_owned()

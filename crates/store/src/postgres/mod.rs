@@ -17,6 +17,7 @@
 //!   that cannot work stops [`PostgresStore::connect`] with a message naming the cause.
 
 mod appender;
+mod cluster;
 mod incidents;
 mod operators;
 mod search;
@@ -59,6 +60,8 @@ use crate::{
     Retention, Schemas, StoreError, StreamStore,
 };
 use appender::Appender;
+use cluster::Cluster;
+pub use cluster::ClusterConfig;
 use settings::ConnectionSettings;
 pub use settings::SettingsError;
 use tls::RustlsConnector;
@@ -78,6 +81,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_search_blocks.sql"),
     include_str!("migrations/0012_events_from_body.sql"),
     include_str!("migrations/0013_heads_with_organizations.sql"),
+    include_str!("migrations/0014_cluster.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.
@@ -91,6 +95,8 @@ const POOL_SIZE: usize = 16;
 pub struct PostgresStore {
     pool: Pool,
     appender: Appender,
+    /// With `--cluster-listen`: hands appends to the instance that sequences their organization.
+    cluster: Option<Arc<Cluster>>,
     observer: Arc<dyn crate::StoreObserver>,
     search_cache: Arc<search_blocks::BlockCache>,
     /// Builds the search blocks behind the appends while any clone lives.
@@ -122,6 +128,21 @@ impl PostgresStore {
         url: &str,
         observer: Arc<dyn crate::StoreObserver>,
     ) -> Result<Self, StoreError> {
+        Self::connect_in_cluster(url, observer, None).await
+    }
+
+    /// [`PostgresStore::connect_observed`]; with `cluster`, the instance also joins the others
+    /// that hand each other their appends (`cluster`'s module says how).
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::connect`], and [`StoreError::Unavailable`] if `cluster.listen` cannot
+    /// be listened on.
+    pub async fn connect_in_cluster(
+        url: &str,
+        observer: Arc<dyn crate::StoreObserver>,
+        cluster: Option<ClusterConfig>,
+    ) -> Result<Self, StoreError> {
         let settings = ConnectionSettings::parse(url).map_err(StoreError::Settings)?;
         let tls = RustlsConnector::new(settings.ssl_mode, &settings.root_certs)
             .map_err(StoreError::Settings)?;
@@ -151,14 +172,25 @@ impl PostgresStore {
                 waiting: status.waiting,
             }
         }));
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             appender: Appender::start(appender_pool, Arc::clone(&observer)).await?,
+            cluster: None,
             search_cache: Arc::default(),
             _block_builder: Arc::new(search_blocks::Builder::start(pool.clone())),
             pool,
             observer,
         };
         store.migrate(first).await?;
+        if let Some(config) = cluster {
+            let joined = Cluster::join(
+                &config,
+                &store.pool,
+                store.appender.clone(),
+                Arc::clone(&store.observer),
+            )
+            .await?;
+            store.cluster = Some(Arc::new(joined));
+        }
         Ok(store)
     }
 
@@ -754,7 +786,10 @@ impl Schemas for PostgresStore {
 #[async_trait]
 impl EventLog for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.appender.append(request).await
+        match &self.cluster {
+            Some(cluster) => cluster.append(&self.appender, request).await,
+            None => self.appender.append(request).await,
+        }
     }
 
     async fn search_events(

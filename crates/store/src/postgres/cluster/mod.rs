@@ -1,0 +1,133 @@
+//! Instances that hand each other their appends, so that one organization's appends are
+//! sequenced by one instance.
+//!
+//! Without it, instances that take appends for one organization take turns on its head's row
+//! lock: each turn waits for the other instance's commit, and two instances did 0.80x of one
+//! (`trailmark-bench postgres`). With `--cluster-listen`, each organization has an owner among
+//! the live instances ([`members`]: rendezvous hashing over the rows they renew), and the others
+//! hand it their prepared appends ([`peer`]) over an authenticated connection ([`channel`], in
+//! the bytes of [`wire`]); the owner commits them in its own turns beside its own appends and
+//! answers with their receipts. So one organization's turns never alternate between instances,
+//! and each instance's committers write only the organizations it owns.
+//!
+//! Ownership only chooses who does the work; what keeps the log right is unchanged: the head's
+//! row lock (two instances that both believe they own an organization just take turns, as
+//! without a cluster) and idempotency claims, which make an unanswered hand-over safe to commit
+//! here after all ([`peer`] says how). Appends without a claim (Trailmark's own events) are
+//! never handed over.
+
+mod channel;
+mod members;
+mod peer;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::StoreError;
+use crate::model::{AppendOutcome, AppendRequest};
+use crate::observe::{Handover, StoreObserver};
+use crate::postgres::appender::Appender;
+use crate::rules::PreparedAppend;
+use members::{Member, Members};
+use peer::{Handed, Peers};
+
+/// How an instance joins the others over the same database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Where this instance takes its peers' appends.
+    pub listen: SocketAddr,
+    /// `HOST:PORT` at which the other instances reach `listen`; by default the address
+    /// listened on (with the port chosen, for port 0), which must then name one interface.
+    pub advertise: Option<String>,
+}
+
+/// This instance's part in the cluster; its tasks end when it is dropped.
+pub(crate) struct Cluster {
+    members: Arc<Members>,
+    peers: Peers,
+    observer: Arc<dyn StoreObserver>,
+    /// The heartbeat and the listener (which holds an [`Appender`], so it must end for the
+    /// appender's committers to end).
+    _tasks: JoinSet<()>,
+}
+
+impl Cluster {
+    /// Listens at `config.listen`, takes its place among the members, and starts the heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the address cannot be listened on or the database not
+    /// reached.
+    pub(crate) async fn join(
+        config: &ClusterConfig,
+        pool: &Pool,
+        appender: Appender,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<Cluster, StoreError> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot listen for peers on {}: {e}", config.listen))
+        })?;
+        let advertise = match &config.advertise {
+            Some(address) => address.clone(),
+            None => {
+                let bound = listener.local_addr().map_err(|e| {
+                    StoreError::Unavailable(format!("the address listened on for peers: {e}"))
+                })?;
+                if bound.ip().is_unspecified() {
+                    return Err(StoreError::Unavailable(format!(
+                        "--cluster-listen {} listens on every interface: say with --cluster-advertise which address the other instances reach it at",
+                        config.listen
+                    )));
+                }
+                bound.to_string()
+            }
+        };
+        let secret = Arc::new(channel::Secret::new(&members::secret(pool).await?));
+        members::forget_old(pool).await?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id)
+            .map_err(|e| StoreError::Unavailable(format!("the system's random generator: {e}")))?;
+        let members = Arc::new(Members::new(Member {
+            id: hex::encode(id),
+            address: advertise,
+        }));
+        members::heartbeat(pool, &members).await?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(members::keep_beating(pool.clone(), Arc::clone(&members)));
+        tasks.spawn(peer::serve(listener, Arc::clone(&secret), appender));
+        Ok(Cluster {
+            members,
+            peers: Peers::new(secret),
+            observer,
+            _tasks: tasks,
+        })
+    }
+
+    /// Appends `request`: handed to its organization's owner if that is another instance and
+    /// the append has an idempotency claim, committed through `appender` otherwise or if the
+    /// owner does not answer.
+    pub(crate) async fn append(
+        &self,
+        appender: &Appender,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let append = PreparedAppend::prepare(request).await?;
+        if append.idempotency.is_some()
+            && let Some(owner) = self.members.owner_elsewhere(&append.organization_id)
+        {
+            match self.peers.hand(&owner, &append).await {
+                Handed::Answered(outcome) => {
+                    self.observer.handover(Handover::Answered);
+                    return outcome.map_err(wire::Refusal::into_error);
+                }
+                Handed::Unanswered => self.observer.handover(Handover::CommittedHere),
+            }
+        }
+        appender.append_prepared(append).await
+    }
+}
