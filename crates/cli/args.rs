@@ -246,8 +246,8 @@ pub struct ServeArgs {
     /// (`HOST:PORT`), and hand them this instance's appends for the organizations they
     /// sequence, so that one organization's appends are committed by one instance rather than
     /// by several taking turns (default: off). Every instance over the database should have it.
-    /// The connection is authenticated by a secret kept in the database, not encrypted: use a
-    /// private network.
+    /// The connection is authenticated with a key derived from the secrets key (which the
+    /// instances share already), not encrypted: use a private network.
     #[arg(long, env = "TRAILMARK_CLUSTER_LISTEN", value_name = "HOST:PORT")]
     pub cluster_listen: Option<SocketAddr>,
     /// The address the other instances reach `--cluster-listen` at (default: that address,

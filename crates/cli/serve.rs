@@ -111,14 +111,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log.as_deref(), args.log_format, traces)?;
 
     create_data_dir(&args.storage.data_dir)?;
+    // Before the store: the instances' channel (`--cluster-listen`) is keyed from it.
+    let secrets_key_path = args
+        .secrets_key
+        .clone()
+        .unwrap_or_else(|| args.storage.data_dir.join("secrets.key"));
+    let secrets_key = load_or_create(&secrets_key_path, args.secrets_key.is_none())?;
     let metrics = Arc::new(AppMetrics::default());
     let store = open_observed_store(
         &args.storage,
         Access::Serve,
         Some(Arc::clone(&metrics) as Arc<dyn StoreObserver>),
         args.cluster_listen.map(|listen| ClusterConfig {
-            listen,
             advertise: args.cluster_advertise.clone(),
+            ..ClusterConfig::new(listen, secrets_key)
         }),
     )
     .await?;
@@ -158,11 +164,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let secrets_key_path = args
-        .secrets_key
-        .clone()
-        .unwrap_or_else(|| args.storage.data_dir.join("secrets.key"));
-    let secrets_key = load_or_create(&secrets_key_path, args.secrets_key.is_none())?;
     let signing_key_path = args
         .signing_key
         .clone()

@@ -29,12 +29,13 @@ use trailmark_ledger::LedgerError;
 use trailmark_ledger::leaf::event_leaf_hash;
 use trailmark_ledger::tree::{empty_root, node_hash, verify_consistency, verify_inclusion};
 use trailmark_store::{
-    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ExportRecord, ExportState, Hash,
-    IdempotencyClaim, IncidentKind, IncidentRecord, LegalHold, NewIncident, NewOperatorSession,
-    NewPortalSession, Notice, OperatorRecord, Order, OrganizationFilter, Page, PageRequest,
-    PendingEvent, PortalLink, PortalRedemption, PostgresStore, Receipt, Revocation, Rewrite,
-    SchemaLookup, SearchPage, SearchRequest, SqliteStore, Store, StoreError, StoredCheckpoint,
-    StoredEvent, StreamFault, StreamRecord, StreamState, rules,
+    ActionSummary, ApiKeyRecord, AppendOutcome, AppendRequest, ClusterConfig, ExportRecord,
+    ExportState, Handover, Hash, IdempotencyClaim, IncidentKind, IncidentRecord, LegalHold,
+    NewIncident, NewOperatorSession, NewPortalSession, Notice, OperatorRecord, Order,
+    OrganizationFilter, Page, PageRequest, PendingEvent, PortalLink, PortalRedemption,
+    PostgresStore, Receipt, Revocation, Rewrite, SchemaLookup, SearchPage, SearchRequest,
+    SqliteStore, Store, StoreError, StoreObserver, StoredCheckpoint, StoredEvent, StreamFault,
+    StreamRecord, StreamState, rules,
 };
 
 /// Which contract tests cover each method of each storage trait: one `Trait::method test` pair
@@ -5442,4 +5443,244 @@ async fn postgres_text_filters_prune_blocks_and_forget_erased_text() {
         "the rewritten filter no longer holds the erased name's trigrams"
     );
     assert_eq!(search("needle1234").await, vec![1_234]);
+}
+
+/// What a store reports of its hand-overs (`--cluster-listen`).
+#[derive(Default)]
+struct Handovers(std::sync::Mutex<Vec<Handover>>);
+
+impl StoreObserver for Handovers {
+    fn handover(&self, handover: Handover) {
+        self.0.lock().expect("lock").push(handover);
+    }
+}
+
+impl Handovers {
+    fn count(&self, kind: Handover) -> usize {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|&&h| h == kind)
+            .count()
+    }
+}
+
+/// What a [`lossy_link`] does with the owner's answers once the handshake has crossed.
+#[derive(Clone, Copy)]
+enum Loss {
+    /// Closes the connection as the first answer arrives, as a killed owner would.
+    ClosesAtTheFirstAnswer,
+    /// Keeps the connection open and never delivers an answer, as a hung owner would.
+    SwallowsAnswers,
+}
+
+/// A TCP link to an owner's `--cluster-listen` address that carries the handshake both ways and
+/// every frame towards the owner, then loses what the owner answers (`loss`): the owner commits
+/// each append it is handed, and its answer never reaches the instance that handed it over.
+/// Returns the link's address and the connections it took.
+async fn lossy_link(
+    owner: std::net::SocketAddr,
+    loss: Loss,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(owner)
+                    .await
+                    .expect("the owner listens");
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let upstream = tokio::io::copy(&mut from_client, &mut to_server);
+                let downstream = async {
+                    // The owner's greeting (magic and nonce), then its proof after the
+                    // client's; then the first byte of an answer.
+                    for length in [40, 32] {
+                        let mut handshake = vec![0u8; length];
+                        from_server.read_exact(&mut handshake).await?;
+                        to_client.write_all(&handshake).await?;
+                    }
+                    let mut first = [0u8; 1];
+                    from_server.read_exact(&mut first).await?;
+                    match loss {
+                        Loss::ClosesAtTheFirstAnswer => Ok(0),
+                        Loss::SwallowsAnswers => {
+                            tokio::io::copy(&mut from_server, &mut tokio::io::sink()).await
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = upstream => {}
+                    _ = downstream => {}
+                }
+            });
+        }
+    });
+    (address, connections)
+}
+
+/// A loopback address no one listens on yet.
+fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+const CLUSTER_KEY: [u8; 32] = [7; 32];
+
+/// An owner reached through a [`lossy_link`], an instance that hands it appends (`sender`),
+/// what the sender reports of its hand-overs, the link's connections, and 16 organizations:
+/// some the owner's, the others the sender's.
+struct LossyCluster {
+    sender: PostgresStore,
+    handovers: Arc<Handovers>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    tenants: Vec<String>,
+    _owner: PostgresStore,
+}
+
+async fn lossy_cluster(
+    fixture: &Fixture,
+    loss: Loss,
+    answer_timeout: std::time::Duration,
+) -> LossyCluster {
+    let Location::Postgres(url) = &fixture.location else {
+        unreachable!("a PostgreSQL fixture")
+    };
+    let listen = free_address();
+    let (link, connections) = lossy_link(listen, loss).await;
+    let owner = PostgresStore::connect_in_cluster(
+        url,
+        Arc::new(Handovers::default()),
+        Some(ClusterConfig {
+            advertise: Some(link.to_string()),
+            ..ClusterConfig::new(listen, CLUSTER_KEY)
+        }),
+    )
+    .await
+    .expect("the owner starts");
+    let handovers = Arc::new(Handovers::default());
+    // Started second, its first heartbeat reads the owner's row: it knows the owner at once.
+    let sender = PostgresStore::connect_in_cluster(
+        url,
+        Arc::clone(&handovers) as Arc<dyn StoreObserver>,
+        Some(ClusterConfig {
+            answer_timeout,
+            ..ClusterConfig::new(free_address(), CLUSTER_KEY)
+        }),
+    )
+    .await
+    .expect("the sender starts");
+    let mut tenants = Vec::new();
+    for n in 0..16 {
+        tenants.push(organization(&owner, &format!("Tenant {n}")).await);
+    }
+    LossyCluster {
+        sender,
+        handovers,
+        connections,
+        tenants,
+        _owner: owner,
+    }
+}
+
+/// Appends one claimed event to each of `tenants` through `sender`, and checks each is stored
+/// once and answered as a first commit with its own receipt.
+async fn append_claimed_once_each(sender: &dyn Store, tenants: &[String]) {
+    for (n, tenant) in tenants.iter().enumerate() {
+        let n = n as u64;
+        let outcome = sender
+            .append(AppendRequest {
+                organization_id: tenant.clone(),
+                events: vec![pending(n)],
+                idempotency: Some(claim(n as u8, Timestamp::now().plus_millis(3_600_000))),
+            })
+            .await
+            .expect("append");
+        let AppendOutcome::Appended { receipts } = outcome else {
+            panic!("{tenant}: {outcome:?}")
+        };
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(
+            (receipts[0].id.as_str(), receipts[0].sequence),
+            (format!("event_{n:026}").as_str(), 0)
+        );
+        let stored = sender.events_after(tenant, None, 10).await.expect("read");
+        assert_eq!(stored.len(), 1, "{tenant}: stored once");
+        assert_eq!(stored[0].id, receipts[0].id);
+    }
+}
+
+/// With `--cluster-listen`, an append handed to its organization's owner whose answer is lost
+/// (the owner committed it; the connection closed before the answer crossed) is committed by
+/// the instance that took it: its claim, found under the head's lock, makes that commit a
+/// replay of the owner's, which is answered as the request's first commit, with the owner's
+/// receipt. One event each, whoever committed it.
+#[tokio::test]
+async fn postgres_a_hand_over_whose_answer_is_lost_is_stored_once_and_answered_as_a_first_commit() {
+    let fixture = postgres().await;
+    let cluster = lossy_cluster(
+        &fixture,
+        Loss::ClosesAtTheFirstAnswer,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    append_claimed_once_each(&cluster.sender, &cluster.tenants).await;
+    // Some organizations are the owner's (each of those hand-overs lost its answer), the rest
+    // the sender's: 16 organizations all on one side would be a broken hash.
+    let lost = cluster.handovers.count(Handover::CommittedHere);
+    assert!(lost > 0 && lost < 16, "{lost} of 16 handed over");
+    assert_eq!(cluster.handovers.count(Handover::Answered), 0);
+    assert!(
+        cluster
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+}
+
+/// An owner that takes appends and never answers is given up on after the answer timeout, its
+/// connection is closed and the next hand-over opens another (a connection that stays open
+/// but answers nothing would otherwise cost every later append the whole timeout); each
+/// append is committed by the instance that took it, once. Appends without an idempotency
+/// claim are never handed over: nothing would make committing one twice safe.
+#[tokio::test]
+async fn postgres_an_owner_that_never_answers_is_given_up_on_and_its_connection_replaced() {
+    let fixture = postgres().await;
+    let cluster = lossy_cluster(
+        &fixture,
+        Loss::SwallowsAnswers,
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    let connections = || {
+        cluster
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    append_claimed_once_each(&cluster.sender, &cluster.tenants).await;
+    let given_up = cluster.handovers.count(Handover::CommittedHere);
+    assert!(
+        given_up > 0 && given_up < 16,
+        "{given_up} of 16 handed over"
+    );
+    assert_eq!(
+        connections(),
+        given_up,
+        "a connection per append given up on"
+    );
+
+    for (n, tenant) in cluster.tenants.iter().enumerate() {
+        appended(&cluster.sender, tenant, vec![pending(100 + n as u64)]).await;
+    }
+    assert_eq!(cluster.handovers.count(Handover::CommittedHere), given_up);
+    assert_eq!(connections(), given_up);
 }

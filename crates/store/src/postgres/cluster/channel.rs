@@ -1,7 +1,8 @@
 //! The connection between two instances: a handshake in which each proves it knows the
-//! cluster's secret (kept in the database, so only instances that can write the log can take
-//! part), then frames that each carry an HMAC-SHA256 tag under a key of that connection, over a
-//! counter per direction, so a frame cannot be forged, changed, replayed or reordered.
+//! cluster's secret (derived from the secrets key every instance is given, so only the
+//! operator's instances can take part), then frames that each carry an HMAC-SHA256 tag under a
+//! key of that connection, over a counter per direction, so a frame cannot be forged, changed,
+//! replayed, reordered or reflected.
 //!
 //! The channel is authenticated, not encrypted: events cross it as they cross a PostgreSQL
 //! connection without TLS. Instances are meant to reach each other on a private network.
@@ -18,9 +19,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 const MAGIC: &[u8; 8] = b"TMPEER01";
 const NONCE: usize = 32;
 const TAG: usize = 32;
-/// The largest frame accepted: far above any batch an instance forwards (a request body is at
-/// most a few MiB), far below what would exhaust memory.
-const MAX_FRAME: usize = 256 << 20;
+/// The largest frame accepted: above the largest append an instance hands over
+/// (`peer::MAX_HANDED`) with a frame's worth of others beside it, far below what would exhaust
+/// memory.
+pub(crate) const MAX_FRAME: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ChannelError {
@@ -36,8 +38,14 @@ pub(crate) enum ChannelError {
 pub(crate) struct Secret(hmac::Key);
 
 impl Secret {
-    pub(crate) fn new(bytes: &[u8]) -> Self {
-        Secret(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+    /// The channel's secret, derived from `key` (the instances' shared secrets key) so that it
+    /// is no other use's key.
+    pub(crate) fn derive(key: &[u8]) -> Self {
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, key),
+            b"trailmark cluster channel v1",
+        );
+        Secret(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
     }
 
     fn sign(&self, label: &[u8], server_nonce: &[u8], client_nonce: &[u8]) -> hmac::Tag {
@@ -237,7 +245,7 @@ mod tests {
     #[tokio::test]
     async fn instances_with_the_secret_exchange_frames_both_ways() {
         let (a, b) = tokio::io::duplex(1 << 16);
-        let secret = Secret::new(b"the cluster's secret");
+        let secret = Secret::derive(b"the cluster's secret");
         let accepter = async { accept(a, &secret).await };
         let connecter = async { connect(b, &secret).await };
         let (accepted, connected) = tokio::join!(accepter, connecter);
@@ -265,8 +273,8 @@ mod tests {
     #[tokio::test]
     async fn a_connecter_without_the_secret_is_refused_and_refuses_in_turn() {
         let (a, b) = tokio::io::duplex(1 << 16);
-        let ours = Secret::new(b"the cluster's secret");
-        let theirs = Secret::new(b"a guess");
+        let ours = Secret::derive(b"the cluster's secret");
+        let theirs = Secret::derive(b"a guess");
         let (accepted, connected) = tokio::join!(accept(a, &ours), connect(b, &theirs));
         assert!(matches!(accepted, Err(ChannelError::Refused(_))));
         // The accepter sent no proof of its own: the connecter's read ends.
@@ -276,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn a_changed_or_replayed_frame_is_refused() {
         // A man in the middle who relays the handshake then edits a frame.
-        let secret = Secret::new(b"the cluster's secret");
+        let secret = Secret::derive(b"the cluster's secret");
         let (a, b) = tokio::io::duplex(1 << 16);
         let (accepted, connected) = tokio::join!(accept(a, &secret), connect(b, &secret));
         let (_, mut writes) = connected.expect("connects");
@@ -298,8 +306,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_frame_changed_on_the_way_or_reflected_to_its_sender_is_refused() {
+        let secret = Secret::derive(b"the cluster's secret");
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (accepted, connected) = tokio::join!(accept(a, &secret), connect(b, &secret));
+        let (connecter_reads, mut writes) = connected.expect("connects");
+        let (mut reads, _) = accepted.expect("accepts");
+
+        // A frame whose payload was changed after it was tagged.
+        let key = writes.key.clone();
+        let tagged = tag(&key, Direction::ToAccepter, 0, b"append 1");
+        let mut raw = 8u32.to_be_bytes().to_vec();
+        raw.extend_from_slice(b"append 2");
+        raw.extend_from_slice(tagged.as_ref());
+        writes.io.write_all(&raw).await.expect("writes");
+        assert!(matches!(
+            reads.receive().await,
+            Err(ChannelError::Refused("a frame's tag is wrong"))
+        ));
+
+        // The connecter's own first frame, sent back to it as if from the accepter: the same
+        // key and counter, the other direction.
+        let own = tag(&key, Direction::ToAccepter, 0, b"append");
+        let mut reflected = 6u32.to_be_bytes().to_vec();
+        reflected.extend_from_slice(b"append");
+        reflected.extend_from_slice(own.as_ref());
+        let mut connecter_reads_reflected = FrameReader {
+            io: &reflected[..],
+            key: connecter_reads.key.clone(),
+            direction: connecter_reads.direction,
+            counter: 0,
+        };
+        assert!(matches!(
+            connecter_reads_reflected.receive().await,
+            Err(ChannelError::Refused("a frame's tag is wrong"))
+        ));
+    }
+
+    #[tokio::test]
     async fn a_frame_larger_than_any_instance_sends_is_refused_before_it_is_read() {
-        let secret = Secret::new(b"s");
+        let secret = Secret::derive(b"s");
         let (a, b) = tokio::io::duplex(1 << 16);
         let (accepted, connected) = tokio::join!(accept(a, &secret), connect(b, &secret));
         let (_, mut writes) = connected.expect("connects");

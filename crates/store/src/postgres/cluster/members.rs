@@ -87,24 +87,6 @@ fn score(instance_id: &str, organization_id: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// The cluster's secret, made by the first instance to ask.
-pub(crate) async fn secret(pool: &Pool) -> Result<Vec<u8>, StoreError> {
-    let client = pool.get().await.map_err(pool_error)?;
-    let mut candidate = vec![0u8; 32];
-    getrandom::fill(&mut candidate)
-        .map_err(|e| StoreError::Unavailable(format!("the system's random generator: {e}")))?;
-    client
-        .execute(
-            "INSERT INTO cluster_secret (secret) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&candidate],
-        )
-        .await?;
-    let row = client
-        .query_one("SELECT secret FROM cluster_secret", &[])
-        .await?;
-    Ok(row.get(0))
-}
-
 /// Deletes the rows of members that stopped long ago.
 pub(crate) async fn forget_old(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await.map_err(pool_error)?;

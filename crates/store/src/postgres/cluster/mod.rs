@@ -23,6 +23,7 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
@@ -35,15 +36,45 @@ use crate::postgres::appender::Appender;
 use crate::rules::PreparedAppend;
 use members::{Member, Members};
 use peer::{Handed, Peers};
+use wire::Refusal;
 
 /// How an instance joins the others over the same database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// Where this instance takes its peers' appends.
     pub listen: SocketAddr,
     /// `HOST:PORT` at which the other instances reach `listen`; by default the address
     /// listened on (with the port chosen, for port 0), which must then name one interface.
     pub advertise: Option<String>,
+    /// A key every instance has and no one else: the channel's secret is derived from it (the
+    /// CLI gives the secrets key, which the instances share already).
+    pub key: [u8; 32],
+    /// How long a peer's answer is waited for before the append is committed here after all:
+    /// longer than any commit of a healthy database, shorter than a client's patience.
+    pub answer_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Listens at `listen`, advertised as itself, with the channel's secret derived from
+    /// `key`, waiting 10 s for an answer.
+    pub fn new(listen: SocketAddr, key: [u8; 32]) -> Self {
+        ClusterConfig {
+            listen,
+            advertise: None,
+            key,
+            answer_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("answer_timeout", &self.answer_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// This instance's part in the cluster; its tasks end when it is dropped.
@@ -87,7 +118,7 @@ impl Cluster {
                 bound.to_string()
             }
         };
-        let secret = Arc::new(channel::Secret::new(&members::secret(pool).await?));
+        let secret = Arc::new(channel::Secret::derive(&config.key));
         members::forget_old(pool).await?;
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)
@@ -102,32 +133,110 @@ impl Cluster {
         tasks.spawn(peer::serve(listener, Arc::clone(&secret), appender));
         Ok(Cluster {
             members,
-            peers: Peers::new(secret),
+            peers: Peers::new(secret, config.answer_timeout),
             observer,
             _tasks: tasks,
         })
     }
 
     /// Appends `request`: handed to its organization's owner if that is another instance and
-    /// the append has an idempotency claim, committed through `appender` otherwise or if the
-    /// owner does not answer.
+    /// the append has an idempotency claim; committed through `appender` otherwise, or if the
+    /// owner does not answer or fails.
     pub(crate) async fn append(
         &self,
         appender: &Appender,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
         let append = PreparedAppend::prepare(request).await?;
-        if append.idempotency.is_some()
-            && let Some(owner) = self.members.owner_elsewhere(&append.organization_id)
-        {
-            match self.peers.hand(&owner, &append).await {
-                Handed::Answered(outcome) => {
-                    self.observer.handover(Handover::Answered);
-                    return outcome.map_err(wire::Refusal::into_error);
-                }
-                Handed::Unanswered => self.observer.handover(Handover::CommittedHere),
-            }
+        if append.idempotency.is_none() {
+            return appender.append_prepared(append).await;
         }
-        appender.append_prepared(append).await
+        let Some(owner) = self.members.owner_elsewhere(&append.organization_id) else {
+            return appender.append_prepared(append).await;
+        };
+        match self.peers.hand(&owner, &append).await {
+            Handed::Answered(Ok(outcome)) => {
+                self.observer.handover(Handover::Answered);
+                return Ok(outcome);
+            }
+            Handed::Answered(Err(Refusal::OrganizationNotFound(id))) => {
+                self.observer.handover(Handover::Answered);
+                return Err(StoreError::OrganizationNotFound(id));
+            }
+            Handed::Answered(Err(Refusal::Failed(error))) => {
+                tracing::warn!(
+                    peer = owner,
+                    error,
+                    "the instance that sequences an organization failed an append; appending here"
+                );
+            }
+            Handed::Unanswered => {}
+        }
+        self.observer.handover(Handover::CommittedHere);
+        let ids: Vec<String> = append.events.iter().map(|e| e.id.clone()).collect();
+        let outcome = appender.append_prepared(append).await?;
+        Ok(first_answer(outcome, &ids))
+    }
+}
+
+/// The outcome of an append committed here after its hand-over went unanswered. If the owner
+/// committed it after all, this commit replays the owner's: the receipts then name this
+/// request's own events (their ids were made when it was prepared), and the caller is answered
+/// as for a first commit — with no replay header, counted as ingested, the streams woken.
+/// Receipts of other events are a true replay: another request with the same identity.
+fn first_answer(outcome: AppendOutcome, ids: &[String]) -> AppendOutcome {
+    match outcome {
+        AppendOutcome::Replayed { receipts, .. }
+            if receipts.iter().map(|r| &r.id).eq(ids.iter()) =>
+        {
+            AppendOutcome::Appended { receipts }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Receipt;
+
+    fn receipts(ids: &[&str]) -> Vec<Receipt> {
+        ids.iter()
+            .enumerate()
+            .map(|(n, id)| Receipt {
+                id: (*id).into(),
+                sequence: n as u64,
+                leaf_hash: [0; 32],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replay_of_this_requests_own_events_is_answered_as_their_first_commit() {
+        let ours = vec!["evt_a".to_owned(), "evt_b".to_owned()];
+        let replay = AppendOutcome::Replayed {
+            receipts: receipts(&["evt_a", "evt_b"]),
+            outcome: Vec::new(),
+        };
+        assert_eq!(
+            first_answer(replay, &ours),
+            AppendOutcome::Appended {
+                receipts: receipts(&["evt_a", "evt_b"])
+            }
+        );
+    }
+
+    #[test]
+    fn a_replay_of_another_requests_events_stays_a_replay() {
+        let ours = vec!["evt_a".to_owned()];
+        let replay = AppendOutcome::Replayed {
+            receipts: receipts(&["evt_other"]),
+            outcome: b"outcome".to_vec(),
+        };
+        assert_eq!(first_answer(replay.clone(), &ours), replay);
+        let appended = AppendOutcome::Appended {
+            receipts: receipts(&["evt_a"]),
+        };
+        assert_eq!(first_answer(appended.clone(), &ours), appended);
     }
 }

@@ -1,25 +1,28 @@
 //! Handing appends to the instance that sequences them, and taking them from the others.
 //!
-//! To a peer, an instance keeps one connection ([`Peers`]). Appends waiting to go out leave
-//! together in one frame, as answers come back together: the forwarding costs a frame per
-//! group, not per append. Only an answer counts: an append whose answer does not come (the
-//! peer cannot be reached, the connection broke, the answer is late) is appended by this
-//! instance after all, which is safe because only appends with an idempotency claim are handed
-//! over. If the peer committed it, this instance's turn finds its claim under the head's lock
-//! and answers with the peer's receipts; if it did not, and commits later, the peer's turn
-//! finds this one's.
+//! To each peer, an instance keeps one connection of its own ([`Peers`]; the peer keeps one the
+//! other way). Appends waiting to go out leave together in one frame, as answers come back
+//! together: the hand-over costs a frame per group, not per append. Only an answer that the
+//! owner committed (or that the organization does not exist) counts: an append whose answer
+//! does not come — the peer cannot be reached, the connection broke, the answer is late, the
+//! owner failed — is committed by this instance after all. That is safe because only appends
+//! with an idempotency claim are handed over: if the peer committed it, this instance's turn
+//! finds its claim under the head's lock and answers with the peer's receipts; if it did not,
+//! and commits later, the peer's turn finds this one's. A connection whose answer was late is
+//! closed, so that the next append finds a working one or none, rather than waiting again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use super::channel::{self, ChannelError, FrameReader, FrameWriter, Secret};
-use super::wire::{self, Answer, Refusal};
+use super::wire::{self, Answer, Forward, Refusal};
 use crate::model::AppendOutcome;
 use crate::postgres::appender::Appender;
 use crate::rules::PreparedAppend;
@@ -29,15 +32,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A peer that could not be reached is not tried again for this long: meanwhile its
 /// organizations' appends are committed here, without a connection attempt each.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// How long an answer is waited for before the append is committed here after all. Longer than
-/// any commit of a healthy database; shorter than a client's patience.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A frame stops growing at this size, so one frame never holds up the next for long.
 const FRAME_BYTES: usize = 4 << 20;
+/// An append larger than this (as bytes) is committed here rather than handed over: with
+/// [`FRAME_BYTES`] of others beside it, it stays below what a peer accepts as a frame.
+const MAX_HANDED: usize = channel::MAX_FRAME / 2;
+/// Peers' connections an instance takes at once; a further one is closed at once.
+const MAX_PEER_CONNECTIONS: usize = 64;
 
 type AnswerSender = oneshot::Sender<Result<AppendOutcome, Refusal>>;
 
-/// An append on its way to a peer, already encoded by the task that sends it.
+/// An append on its way to a peer, already encoded by the task that hands it over.
 struct Outgoing {
     append: Vec<u8>,
     answer: AnswerSender,
@@ -46,7 +51,9 @@ struct Outgoing {
 /// The connections to this instance's peers.
 pub(crate) struct Peers {
     secret: Arc<Secret>,
+    answer_timeout: Duration,
     by_address: Mutex<HashMap<String, Arc<Peer>>>,
+    next_connection: AtomicU64,
 }
 
 #[derive(Default)]
@@ -59,8 +66,17 @@ struct Peer {
 
 #[derive(Default)]
 struct Link {
-    sender: Option<mpsc::UnboundedSender<Outgoing>>,
+    connection: Option<Connection>,
     unreachable_until: Option<Instant>,
+}
+
+/// An open connection, as the appends that use it see it.
+#[derive(Clone)]
+struct Connection {
+    id: u64,
+    sender: mpsc::UnboundedSender<Outgoing>,
+    /// Ends the connection's task.
+    close: Arc<Notify>,
 }
 
 /// What became of an append handed to a peer.
@@ -71,36 +87,50 @@ pub(crate) enum Handed {
 }
 
 impl Peers {
-    pub(crate) fn new(secret: Arc<Secret>) -> Self {
+    pub(crate) fn new(secret: Arc<Secret>, answer_timeout: Duration) -> Self {
         Peers {
             secret,
+            answer_timeout,
             by_address: Mutex::default(),
+            next_connection: AtomicU64::new(0),
         }
     }
 
     /// Hands `append` to the peer at `address` and waits for its answer.
     pub(crate) async fn hand(&self, address: &str, append: &PreparedAppend) -> Handed {
+        let mut encoded = Vec::with_capacity(append.events.iter().map(|e| e.body.len() * 2).sum());
+        wire::write_append(append, &mut encoded);
+        if encoded.len() > MAX_HANDED {
+            return Handed::Unanswered;
+        }
         let Some(peer) = self.peer(address) else {
             return Handed::Unanswered;
         };
-        let Some(sender) = self.sender(address, &peer).await else {
+        let Some(connection) = self.connection(address, &peer).await else {
             return Handed::Unanswered;
         };
-        let mut encoded = Vec::with_capacity(append.events.iter().map(|e| e.body.len() * 2).sum());
-        wire::write_append(append, &mut encoded);
         let (answer, answered) = oneshot::channel();
-        if sender
-            .send(Outgoing {
-                append: encoded,
-                answer,
-            })
-            .is_err()
-        {
+        let sent = connection.sender.send(Outgoing {
+            append: encoded,
+            answer,
+        });
+        if sent.is_err() {
             return Handed::Unanswered;
         }
-        match tokio::time::timeout(ANSWER_TIMEOUT, answered).await {
+        match tokio::time::timeout(self.answer_timeout, answered).await {
             Ok(Ok(outcome)) => Handed::Answered(outcome),
-            Ok(Err(_)) | Err(_) => Handed::Unanswered,
+            // The connection ended without answering.
+            Ok(Err(_)) => Handed::Unanswered,
+            Err(_) => {
+                tracing::warn!(
+                    peer = address,
+                    "the instance that sequences an organization did not answer in {} ms; closing the connection and appending here",
+                    self.answer_timeout.as_millis()
+                );
+                peer.forget(connection.id);
+                connection.close.notify_one();
+                Handed::Unanswered
+            }
         }
     }
 
@@ -111,34 +141,38 @@ impl Peers {
 
     /// The open connection to `peer`, made if there is none and it was not found unreachable
     /// within [`RETRY_AFTER`].
-    async fn sender(
-        &self,
-        address: &str,
-        peer: &Arc<Peer>,
-    ) -> Option<mpsc::UnboundedSender<Outgoing>> {
-        if let Some(sender) = peer.open_sender()? {
-            return Some(sender);
+    async fn connection(&self, address: &str, peer: &Arc<Peer>) -> Option<Connection> {
+        if let Some(connection) = peer.open_connection()? {
+            return Some(connection);
         }
         let _connecting = peer.connecting.lock().await;
         // Another append may have connected while this one waited.
-        if let Some(sender) = peer.open_sender()? {
-            return Some(sender);
+        if let Some(connection) = peer.open_connection()? {
+            return Some(connection);
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(address)).await {
             Ok(Ok((reads, writes))) => {
                 let (sender, outgoing) = mpsc::unbounded_channel();
+                let connection = Connection {
+                    id: self.next_connection.fetch_add(1, Ordering::Relaxed),
+                    sender,
+                    close: Arc::new(Notify::new()),
+                };
                 if let Ok(mut link) = peer.link.lock() {
-                    link.sender = Some(sender.clone());
+                    link.connection = Some(connection.clone());
                     link.unreachable_until = None;
                 }
+                // The task holds no sender and only a weak reference to the peer: when the
+                // peers are dropped, its queue closes and it ends.
                 tokio::spawn(run_connection(
                     reads,
                     writes,
                     outgoing,
-                    Arc::clone(peer),
-                    sender.clone(),
+                    Arc::downgrade(peer),
+                    connection.id,
+                    Arc::clone(&connection.close),
                 ));
-                Some(sender)
+                Some(connection)
             }
             failed => {
                 let why = match failed {
@@ -176,28 +210,39 @@ impl Peers {
 }
 
 impl Peer {
-    /// `Some(Some(sender))` if connected, `Some(None)` if a connection may be tried, `None` if
-    /// the peer was found unreachable a moment ago.
-    fn open_sender(&self) -> Option<Option<mpsc::UnboundedSender<Outgoing>>> {
+    /// `Some(Some(connection))` if connected, `Some(None)` if a connection may be tried,
+    /// `None` if the peer was found unreachable a moment ago.
+    fn open_connection(&self) -> Option<Option<Connection>> {
         let link = self.link.lock().ok()?;
-        if let Some(sender) = &link.sender {
-            return Some(Some(sender.clone()));
+        if let Some(connection) = &link.connection {
+            return Some(Some(connection.clone()));
         }
         match link.unreachable_until {
             Some(until) if Instant::now() < until => None,
             _ => Some(None),
         }
     }
+
+    /// Stops using connection `id`, if it is still the peer's.
+    fn forget(&self, id: u64) {
+        if let Ok(mut link) = self.link.lock()
+            && link.connection.as_ref().is_some_and(|c| c.id == id)
+        {
+            link.connection = None;
+        }
+    }
 }
 
-/// Sends the appends queued for one peer and routes its answers, until the connection fails;
-/// then every append without an answer is left to its sender ([`Handed::Unanswered`]).
+/// Sends the appends queued for one peer and routes its answers, until the connection fails or
+/// is closed; then every append without an answer is left to its sender
+/// ([`Handed::Unanswered`]), as the answer senders are dropped with `waiting`.
 async fn run_connection<R, W>(
     mut reads: FrameReader<R>,
     mut writes: FrameWriter<W>,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    peer: Arc<Peer>,
-    own_sender: mpsc::UnboundedSender<Outgoing>,
+    peer: Weak<Peer>,
+    id: u64,
+    close: Arc<Notify>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -218,7 +263,6 @@ async fn run_connection<R, W>(
                     Err(_) => break,
                 }
             }
-            message.clear();
             let mut forwards = Vec::with_capacity(group.len());
             {
                 let Ok(mut waiting) = waiting.lock() else {
@@ -230,6 +274,7 @@ async fn run_connection<R, W>(
                     forwards.push((id, item.append));
                 }
             }
+            message.clear();
             wire::write_forwards(
                 forwards.iter().map(|(id, append)| (*id, append.as_slice())),
                 &mut message,
@@ -266,24 +311,24 @@ async fn run_connection<R, W>(
     tokio::select! {
         () = sending => {}
         () = receiving => {}
+        () = close.notified() => {}
     }
-    // The next append connects anew; this connection's waiting appends are answered by their
-    // senders, as the senders are dropped here.
-    if let Ok(mut link) = peer.link.lock()
-        && link
-            .sender
-            .as_ref()
-            .is_some_and(|sender| sender.same_channel(&own_sender))
-    {
-        link.sender = None;
+    if let Some(peer) = peer.upgrade() {
+        peer.forget(id);
     }
 }
 
-/// Takes appends from peers on `listener` and commits them through `appender`, for as long as
-/// the task runs.
+/// Takes appends from peers on `listener` and commits them through `appender`, until the task
+/// is dropped (which drops every connection's task with it).
 pub(crate) async fn serve(listener: TcpListener, secret: Arc<Secret>, appender: Appender) {
+    let room = Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS));
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, from) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next() => continue,
+        };
+        let (stream, from) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, say: wait rather than spin.
@@ -292,9 +337,14 @@ pub(crate) async fn serve(listener: TcpListener, secret: Arc<Secret>, appender: 
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
+            tracing::warn!(peer = %from, "refused a peer connection: {MAX_PEER_CONNECTIONS} are open");
+            continue;
+        };
         let secret = Arc::clone(&secret);
         let appender = appender.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            let _permit = permit;
             let _ = stream.set_nodelay(true);
             if let Err(error) = serve_connection(stream, &secret, appender).await {
                 tracing::warn!(peer = %from, %error, "a peer instance's connection ended");
@@ -312,7 +362,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::time::timeout(CONNECT_TIMEOUT, channel::accept(stream, secret))
             .await
             .map_err(|_| ChannelError::Refused("it did not finish its handshake in time"))??;
-    let (answer, mut answers) = mpsc::unbounded_channel::<Answer>();
+    let (forwarded, mut forwards) = mpsc::unbounded_channel::<Forward>();
+    // Reads whole frames: a frame is never cut by the other side of the `select!` below.
     let receiving = async {
         loop {
             let message = match reads.receive().await {
@@ -325,43 +376,54 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Err(error) => return Err(error),
             };
-            let forwards = wire::read_forwards(&message)
+            let read = wire::read_forwards(&message)
                 .map_err(|_| ChannelError::Refused("it sent a malformed message"))?;
-            for forward in forwards {
-                let answer = answer.clone();
-                let appender = appender.clone();
-                // Each its own task: the appender groups them, and a commit that waits for its
-                // organization's head does not hold up another organization's.
-                tokio::spawn(async move {
-                    let outcome = appender
-                        .append_prepared(forward.append)
-                        .await
-                        .map_err(|error| Refusal::of(&error));
-                    let _ = answer.send(Answer {
-                        id: forward.id,
-                        outcome,
-                    });
-                });
+            for forward in read {
+                if forwarded.send(forward).is_err() {
+                    return Ok(());
+                }
             }
         }
     };
-    let sending = async {
+    // Commits each append in a task of its own (the appender groups them, and an append that
+    // waits for its organization's head does not hold up another's); the tasks end with the
+    // connection's.
+    let answering = async {
+        let mut appends = JoinSet::new();
         let mut message = Vec::new();
-        let mut group = Vec::new();
-        while let Some(first) = answers.recv().await {
-            group.clear();
-            group.push(first);
-            while let Ok(more) = answers.try_recv() {
-                group.push(more);
+        loop {
+            tokio::select! {
+                forward = forwards.recv() => {
+                    let Some(Forward { id, append }) = forward else {
+                        return Ok(());
+                    };
+                    let appender = appender.clone();
+                    appends.spawn(async move {
+                        let outcome = appender
+                            .append_prepared(append)
+                            .await
+                            .map_err(|error| Refusal::of(&error));
+                        Answer { id, outcome }
+                    });
+                }
+                Some(first) = appends.join_next() => {
+                    let mut answers = Vec::new();
+                    for done in std::iter::once(first).chain(std::iter::from_fn(|| appends.try_join_next())) {
+                        match done {
+                            Ok(answer) => answers.push(answer),
+                            // A bug; its sender gives up waiting and commits the append itself.
+                            Err(error) => tracing::error!(%error, "a handed-over append's task failed"),
+                        }
+                    }
+                    message.clear();
+                    wire::write_answers(answers.iter(), &mut message);
+                    writes.send(&message).await?;
+                }
             }
-            message.clear();
-            wire::write_answers(group.iter(), &mut message);
-            writes.send(&message).await?;
         }
-        Ok(())
     };
     tokio::select! {
         ended = receiving => ended,
-        ended = sending => ended,
+        ended = answering => ended,
     }
 }

@@ -24,8 +24,8 @@ pub(crate) struct Forward {
 }
 
 /// What the sequencing instance answers for one forwarded append. Errors cross as the two
-/// kinds a caller treats apart: an organization that does not exist, and everything else
-/// (unavailable storage, named by its message).
+/// kinds the sender treats apart: an organization that does not exist (the answer), and
+/// everything else, named by its message (the sender then commits the append itself).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Answer {
     pub id: u64,
@@ -35,21 +35,14 @@ pub(crate) struct Answer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     OrganizationNotFound(String),
-    Unavailable(String),
+    Failed(String),
 }
 
 impl Refusal {
     pub(crate) fn of(error: &StoreError) -> Self {
         match error {
             StoreError::OrganizationNotFound(id) => Refusal::OrganizationNotFound(id.clone()),
-            other => Refusal::Unavailable(format!("the sequencing instance: {other}")),
-        }
-    }
-
-    pub(crate) fn into_error(self) -> StoreError {
-        match self {
-            Refusal::OrganizationNotFound(id) => StoreError::OrganizationNotFound(id),
-            Refusal::Unavailable(message) => StoreError::Unavailable(message),
+            other => Refusal::Failed(other.to_string()),
         }
     }
 }
@@ -57,7 +50,7 @@ impl Refusal {
 const APPENDED: u8 = 0;
 const REPLAYED: u8 = 1;
 const ORGANIZATION_NOT_FOUND: u8 = 2;
-const UNAVAILABLE: u8 = 3;
+const FAILED: u8 = 3;
 
 /// Writes `forwards` (each an id and an append [`write_append`] wrote) as one message.
 pub(crate) fn write_forwards<'a>(
@@ -111,13 +104,15 @@ pub(crate) fn read_forwards(message: &[u8]) -> Result<Vec<Forward>, Malformed> {
 
 fn read_append(reader: &mut Reader<'_>) -> Result<PreparedAppend, Malformed> {
     let organization_id = reader.text()?;
+    // Only appends with a claim are handed over: the claim is what makes an unanswered one
+    // safe to commit twice (`peer`'s module says how).
     let idempotency = match reader.u8()? {
-        0 => None,
         1 => Some(IdempotencyClaim {
             identity: reader.array()?,
             expires_at: reader.timestamp()?,
             outcome: reader.bytes()?.to_vec(),
         }),
+        0 => return Err(Malformed("an append without an idempotency claim")),
         _ => return Err(Malformed("an idempotency claim's tag")),
     };
     let count = reader.len()?;
@@ -161,8 +156,8 @@ pub(crate) fn write_answers<'a>(
                 out.push(ORGANIZATION_NOT_FOUND);
                 put_bytes(out, id.as_bytes());
             }
-            Err(Refusal::Unavailable(message)) => {
-                out.push(UNAVAILABLE);
+            Err(Refusal::Failed(message)) => {
+                out.push(FAILED);
                 put_bytes(out, message.as_bytes());
             }
         }
@@ -194,7 +189,7 @@ pub(crate) fn read_answers(message: &[u8]) -> Result<Vec<Answer>, Malformed> {
                 outcome: reader.bytes()?.to_vec(),
             }),
             ORGANIZATION_NOT_FOUND => Err(Refusal::OrganizationNotFound(reader.text()?)),
-            UNAVAILABLE => Err(Refusal::Unavailable(reader.text()?)),
+            FAILED => Err(Refusal::Failed(reader.text()?)),
             _ => return Err(Malformed("an answer's tag")),
         };
         answers.push(Answer { id, outcome });
@@ -350,7 +345,6 @@ mod tests {
     fn forwards_read_back_as_written() {
         let first = append();
         let mut second = append();
-        second.idempotency = None;
         second.events.truncate(1);
         let message = forwards(&[(9, &first), (u64::MAX, &second)]);
         let read = read_forwards(&message).expect("reads");
@@ -358,6 +352,16 @@ mod tests {
         assert_eq!((read[0].id, read[1].id), (9, u64::MAX));
         assert!(same(&read[0].append, &first));
         assert!(same(&read[1].append, &second));
+    }
+
+    #[test]
+    fn an_append_without_an_idempotency_claim_is_refused() {
+        let mut claimless = append();
+        claimless.idempotency = None;
+        assert_eq!(
+            read_forwards(&forwards(&[(1, &claimless)])).err(),
+            Some(Malformed("an append without an idempotency claim"))
+        );
     }
 
     #[test]
@@ -387,7 +391,7 @@ mod tests {
             },
             Answer {
                 id: 4,
-                outcome: Err(Refusal::Unavailable("database error".into())),
+                outcome: Err(Refusal::Failed("database error".into())),
             },
         ];
         let mut message = Vec::new();
@@ -409,16 +413,14 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_keeps_what_the_caller_tells_apart() {
-        let missing = Refusal::of(&StoreError::OrganizationNotFound("org_x".into()));
+    fn a_refusal_keeps_what_the_sender_tells_apart() {
+        assert_eq!(
+            Refusal::of(&StoreError::OrganizationNotFound("org_x".into())),
+            Refusal::OrganizationNotFound("org_x".into())
+        );
         assert!(matches!(
-            missing.into_error(),
-            StoreError::OrganizationNotFound(id) if id == "org_x"
-        ));
-        let down = Refusal::of(&StoreError::Unavailable("pool timed out".into()));
-        assert!(matches!(
-            down.into_error(),
-            StoreError::Unavailable(message) if message.contains("pool timed out")
+            Refusal::of(&StoreError::Unavailable("pool timed out".into())),
+            Refusal::Failed(message) if message.contains("pool timed out")
         ));
     }
 }
