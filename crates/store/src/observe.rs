@@ -42,7 +42,8 @@ pub struct Commit {
 pub enum Handover {
     /// The other instance committed it (or refused it) and said so.
     Answered,
-    /// It could not be reached or did not answer, so this instance committed the append.
+    /// This instance committed the append after all: the other could not be reached, failed it
+    /// or did not answer, or the append was too large to hand over.
     CommittedHere,
 }
 

@@ -5540,7 +5540,7 @@ const CLUSTER_KEY: [u8; 32] = [7; 32];
 /// what the sender reports of its hand-overs, the link's connections, and 16 organizations:
 /// some the owner's, the others the sender's.
 struct LossyCluster {
-    sender: PostgresStore,
+    sender: Arc<dyn Store>,
     handovers: Arc<Handovers>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     tenants: Vec<String>,
@@ -5574,7 +5574,7 @@ async fn lossy_cluster(
         Arc::clone(&handovers) as Arc<dyn StoreObserver>,
         Some(ClusterConfig {
             answer_timeout,
-            ..ClusterConfig::new(free_address(), CLUSTER_KEY)
+            ..ClusterConfig::new("127.0.0.1:0".parse().expect("an address"), CLUSTER_KEY)
         }),
     )
     .await
@@ -5584,7 +5584,7 @@ async fn lossy_cluster(
         tenants.push(organization(&owner, &format!("Tenant {n}")).await);
     }
     LossyCluster {
-        sender,
+        sender: Arc::new(sender),
         handovers,
         connections,
         tenants,
@@ -5592,12 +5592,20 @@ async fn lossy_cluster(
     }
 }
 
-/// Appends one claimed event to each of `tenants` through `sender`, and checks each is stored
-/// once and answered as a first commit with its own receipt.
-async fn append_claimed_once_each(sender: &dyn Store, tenants: &[String]) {
+/// Appends one claimed event (the `first`-th on) to each of `tenants` through the cluster's
+/// sender, and checks each is stored once and answered as a first commit with its own receipt.
+/// Returns the tenants whose append the sender committed after handing it over.
+async fn append_claimed_once_each(
+    cluster: &LossyCluster,
+    tenants: &[String],
+    first: u64,
+) -> Vec<String> {
+    let mut handed_over = Vec::new();
     for (n, tenant) in tenants.iter().enumerate() {
-        let n = n as u64;
-        let outcome = sender
+        let n = first + n as u64;
+        let before = cluster.handovers.count(Handover::CommittedHere);
+        let outcome = cluster
+            .sender
             .append(AppendRequest {
                 organization_id: tenant.clone(),
                 events: vec![pending(n)],
@@ -5609,14 +5617,26 @@ async fn append_claimed_once_each(sender: &dyn Store, tenants: &[String]) {
             panic!("{tenant}: {outcome:?}")
         };
         assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].id, format!("event_{n:026}"));
+        let stored = cluster
+            .sender
+            .events_after(tenant, None, 100)
+            .await
+            .expect("read");
         assert_eq!(
-            (receipts[0].id.as_str(), receipts[0].sequence),
-            (format!("event_{n:026}").as_str(), 0)
+            stored.iter().filter(|e| e.id == receipts[0].id).count(),
+            1,
+            "{tenant}: stored once"
         );
-        let stored = sender.events_after(tenant, None, 10).await.expect("read");
-        assert_eq!(stored.len(), 1, "{tenant}: stored once");
-        assert_eq!(stored[0].id, receipts[0].id);
+        assert_eq!(
+            stored.last().map(|e| e.sequence),
+            Some(receipts[0].sequence)
+        );
+        if cluster.handovers.count(Handover::CommittedHere) > before {
+            handed_over.push(tenant.clone());
+        }
     }
+    handed_over
 }
 
 /// With `--cluster-listen`, an append handed to its organization's owner whose answer is lost
@@ -5633,7 +5653,7 @@ async fn postgres_a_hand_over_whose_answer_is_lost_is_stored_once_and_answered_a
         std::time::Duration::from_secs(10),
     )
     .await;
-    append_claimed_once_each(&cluster.sender, &cluster.tenants).await;
+    append_claimed_once_each(&cluster, &cluster.tenants, 0).await;
     // Some organizations are the owner's (each of those hand-overs lost its answer), the rest
     // the sender's: 16 organizations all on one side would be a broken hash.
     let lost = cluster.handovers.count(Handover::CommittedHere);
@@ -5647,11 +5667,11 @@ async fn postgres_a_hand_over_whose_answer_is_lost_is_stored_once_and_answered_a
     );
 }
 
-/// An owner that takes appends and never answers is given up on after the answer timeout, its
-/// connection is closed and the next hand-over opens another (a connection that stays open
-/// but answers nothing would otherwise cost every later append the whole timeout); each
-/// append is committed by the instance that took it, once. Appends without an idempotency
-/// claim are never handed over: nothing would make committing one twice safe.
+/// An owner that takes appends and never answers is given up on after the answer timeout:
+/// its connection is closed and it is left alone for a second (a connection that stays open but
+/// answers nothing would otherwise cost every later append the whole timeout), then tried on a
+/// new connection; each append is committed by the instance that took it, once. Appends without
+/// an idempotency claim are never handed over: nothing would make committing one twice safe.
 #[tokio::test]
 async fn postgres_an_owner_that_never_answers_is_given_up_on_and_its_connection_replaced() {
     let fixture = postgres().await;
@@ -5666,21 +5686,39 @@ async fn postgres_an_owner_that_never_answers_is_given_up_on_and_its_connection_
             .connections
             .load(std::sync::atomic::Ordering::SeqCst)
     };
-    append_claimed_once_each(&cluster.sender, &cluster.tenants).await;
-    let given_up = cluster.handovers.count(Handover::CommittedHere);
+    let owners = append_claimed_once_each(&cluster, &cluster.tenants, 0).await;
     assert!(
-        given_up > 0 && given_up < 16,
-        "{given_up} of 16 handed over"
+        !owners.is_empty() && owners.len() < 16,
+        "{} of 16 handed over",
+        owners.len()
     );
+    // One connection, given up on; the owner's other organizations' appends, within the second
+    // after, did not try it again.
+    assert_eq!(connections(), 1);
     assert_eq!(
-        connections(),
-        given_up,
-        "a connection per append given up on"
+        cluster.handovers.count(Handover::CommittedHere),
+        owners.len()
     );
 
+    // A second later it is tried again, on a new connection.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let before = connections();
+    let again = append_claimed_once_each(&cluster, &owners[..1], 100).await;
+    assert_eq!(again, owners[..1]);
+    assert_eq!(connections(), before + 1, "a new connection");
+
+    let handed_over = cluster.handovers.count(Handover::CommittedHere);
     for (n, tenant) in cluster.tenants.iter().enumerate() {
-        appended(&cluster.sender, tenant, vec![pending(100 + n as u64)]).await;
+        appended(
+            cluster.sender.as_ref(),
+            tenant,
+            vec![pending(200 + n as u64)],
+        )
+        .await;
     }
-    assert_eq!(cluster.handovers.count(Handover::CommittedHere), given_up);
-    assert_eq!(connections(), given_up);
+    assert_eq!(
+        cluster.handovers.count(Handover::CommittedHere),
+        handed_over,
+        "claimless appends are committed here without a hand-over"
+    );
 }

@@ -82,6 +82,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_events_from_body.sql"),
     include_str!("migrations/0013_heads_with_organizations.sql"),
     include_str!("migrations/0014_cluster.sql"),
+    include_str!("migrations/0015_no_cluster_secret.sql"),
 ];
 /// How long a request waits for a pooled connection (or to open one) before it is answered
 /// with `Unavailable`.

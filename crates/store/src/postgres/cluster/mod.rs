@@ -186,8 +186,10 @@ impl Cluster {
 /// Receipts of other events are a true replay: another request with the same identity.
 fn first_answer(outcome: AppendOutcome, ids: &[String]) -> AppendOutcome {
     match outcome {
+        // A batch whose every item was refused stores no event: nothing tells its first
+        // commit from another's, so its replay stays one.
         AppendOutcome::Replayed { receipts, .. }
-            if receipts.iter().map(|r| &r.id).eq(ids.iter()) =>
+            if !ids.is_empty() && receipts.iter().map(|r| &r.id).eq(ids.iter()) =>
         {
             AppendOutcome::Appended { receipts }
         }
@@ -234,6 +236,11 @@ mod tests {
             outcome: b"outcome".to_vec(),
         };
         assert_eq!(first_answer(replay.clone(), &ours), replay);
+        let empty = AppendOutcome::Replayed {
+            receipts: Vec::new(),
+            outcome: b"every item refused".to_vec(),
+        };
+        assert_eq!(first_answer(empty.clone(), &[]), empty);
         let appended = AppendOutcome::Appended {
             receipts: receipts(&["evt_a"]),
         };

@@ -8,8 +8,10 @@
 //! owner failed — is committed by this instance after all. That is safe because only appends
 //! with an idempotency claim are handed over: if the peer committed it, this instance's turn
 //! finds its claim under the head's lock and answers with the peer's receipts; if it did not,
-//! and commits later, the peer's turn finds this one's. A connection whose answer was late is
-//! closed, so that the next append finds a working one or none, rather than waiting again.
+//! and commits later, the peer's turn finds this one's. A connection on which nothing at all
+//! was answered while an answer was awaited is closed and its peer left alone for a while, so
+//! that later appends do not each wait for a peer that hangs; a late answer beside others
+//! (one organization slow on the owner) closes nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +39,15 @@ const FRAME_BYTES: usize = 4 << 20;
 /// An append larger than this (as bytes) is committed here rather than handed over: with
 /// [`FRAME_BYTES`] of others beside it, it stays below what a peer accepts as a frame.
 const MAX_HANDED: usize = channel::MAX_FRAME / 2;
-/// Peers' connections an instance takes at once; a further one is closed at once.
+/// Peers' connections an instance serves at once, past their handshake; a further one is
+/// closed at once.
 const MAX_PEER_CONNECTIONS: usize = 64;
+/// Handshakes in progress at once, at most: connections that have proved nothing yet cannot
+/// take the places of peers' connections.
+const MAX_HANDSHAKES: usize = 16;
+/// A peer's connection with no frame for this long is closed: its peer may have gone without
+/// closing it (the peer reconnects when it next hands something over).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type AnswerSender = oneshot::Sender<Result<AppendOutcome, Refusal>>;
 
@@ -77,6 +86,27 @@ struct Connection {
     sender: mpsc::UnboundedSender<Outgoing>,
     /// Ends the connection's task.
     close: Arc<Notify>,
+    /// Answer frames received so far: a late answer closes the connection only if none came
+    /// while it was awaited.
+    answer_frames: Arc<AtomicU64>,
+}
+
+/// What a connection's task keeps of it: no sender, so that the task ends when the peers are
+/// dropped.
+struct TaskSide {
+    id: u64,
+    close: Arc<Notify>,
+    answer_frames: Arc<AtomicU64>,
+}
+
+impl Connection {
+    fn clone_for_task(&self) -> TaskSide {
+        TaskSide {
+            id: self.id,
+            close: Arc::clone(&self.close),
+            answer_frames: Arc::clone(&self.answer_frames),
+        }
+    }
 }
 
 /// What became of an append handed to a peer.
@@ -110,6 +140,7 @@ impl Peers {
             return Handed::Unanswered;
         };
         let (answer, answered) = oneshot::channel();
+        let frames_before = connection.answer_frames.load(Ordering::Relaxed);
         let sent = connection.sender.send(Outgoing {
             append: encoded,
             answer,
@@ -121,13 +152,19 @@ impl Peers {
             Ok(Ok(outcome)) => Handed::Answered(outcome),
             // The connection ended without answering.
             Ok(Err(_)) => Handed::Unanswered,
+            Err(_) if connection.answer_frames.load(Ordering::Relaxed) != frames_before => {
+                // The peer answers others: this append's organization is slow there.
+                Handed::Unanswered
+            }
             Err(_) => {
                 tracing::warn!(
                     peer = address,
-                    "the instance that sequences an organization did not answer in {} ms; closing the connection and appending here",
-                    self.answer_timeout.as_millis()
+                    "the instance that sequences an organization answered nothing in {} ms; closing the connection and appending here for {} s",
+                    self.answer_timeout.as_millis(),
+                    RETRY_AFTER.as_secs()
                 );
                 peer.forget(connection.id);
+                peer.leave_alone();
                 connection.close.notify_one();
                 Handed::Unanswered
             }
@@ -157,6 +194,7 @@ impl Peers {
                     id: self.next_connection.fetch_add(1, Ordering::Relaxed),
                     sender,
                     close: Arc::new(Notify::new()),
+                    answer_frames: Arc::new(AtomicU64::new(0)),
                 };
                 if let Ok(mut link) = peer.link.lock() {
                     link.connection = Some(connection.clone());
@@ -169,8 +207,7 @@ impl Peers {
                     writes,
                     outgoing,
                     Arc::downgrade(peer),
-                    connection.id,
-                    Arc::clone(&connection.close),
+                    connection.clone_for_task(),
                 ));
                 Some(connection)
             }
@@ -185,9 +222,7 @@ impl Peers {
                     "cannot reach the instance that sequences an organization; appending here for {} s",
                     RETRY_AFTER.as_secs()
                 );
-                if let Ok(mut link) = peer.link.lock() {
-                    link.unreachable_until = Some(Instant::now() + RETRY_AFTER);
-                }
+                peer.leave_alone();
                 None
             }
         }
@@ -223,6 +258,13 @@ impl Peer {
         }
     }
 
+    /// Appends for this peer are committed here for [`RETRY_AFTER`], without trying it.
+    fn leave_alone(&self) {
+        if let Ok(mut link) = self.link.lock() {
+            link.unreachable_until = Some(Instant::now() + RETRY_AFTER);
+        }
+    }
+
     /// Stops using connection `id`, if it is still the peer's.
     fn forget(&self, id: u64) {
         if let Ok(mut link) = self.link.lock()
@@ -241,8 +283,7 @@ async fn run_connection<R, W>(
     mut writes: FrameWriter<W>,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     peer: Weak<Peer>,
-    id: u64,
-    close: Arc<Notify>,
+    side: TaskSide,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -298,6 +339,7 @@ async fn run_connection<R, W>(
                     return;
                 }
             };
+            side.answer_frames.fetch_add(1, Ordering::Relaxed);
             let Ok(mut waiting) = waiting.lock() else {
                 return;
             };
@@ -311,22 +353,28 @@ async fn run_connection<R, W>(
     tokio::select! {
         () = sending => {}
         () = receiving => {}
-        () = close.notified() => {}
+        () = side.close.notified() => {}
     }
     if let Some(peer) = peer.upgrade() {
-        peer.forget(id);
+        peer.forget(side.id);
     }
 }
 
 /// Takes appends from peers on `listener` and commits them through `appender`, until the task
 /// is dropped (which drops every connection's task with it).
 pub(crate) async fn serve(listener: TcpListener, secret: Arc<Secret>, appender: Appender) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let room = Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS));
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            Some(_) = connections.join_next() => continue,
+            Some(ended) = connections.join_next() => {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a peer connection's task failed");
+                }
+                continue;
+            }
         };
         let (stream, from) = match accepted {
             Ok(accepted) => accepted,
@@ -337,36 +385,52 @@ pub(crate) async fn serve(listener: TcpListener, secret: Arc<Secret>, appender: 
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
-            tracing::warn!(peer = %from, "refused a peer connection: {MAX_PEER_CONNECTIONS} are open");
+        // Refused quietly: logging each would let whoever floods the port flood the log.
+        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
             continue;
         };
-        let secret = Arc::clone(&secret);
-        let appender = appender.clone();
+        let (secret, appender, room) = (Arc::clone(&secret), appender.clone(), Arc::clone(&room));
         connections.spawn(async move {
-            let _permit = permit;
             let _ = stream.set_nodelay(true);
-            if let Err(error) = serve_connection(stream, &secret, appender).await {
+            let channel = tokio::time::timeout(CONNECT_TIMEOUT, channel::accept(stream, &secret))
+                .await
+                .map_err(|_| ChannelError::Refused("it did not finish its handshake in time"));
+            drop(handshake);
+            let (reads, writes) = match channel {
+                Ok(Ok(halves)) => halves,
+                Ok(Err(error)) | Err(error) => {
+                    tracing::warn!(peer = %from, %error, "refused a peer instance's connection");
+                    return;
+                }
+            };
+            let Ok(_place) = room.try_acquire_owned() else {
+                tracing::warn!(peer = %from, "refused a peer connection: {MAX_PEER_CONNECTIONS} are open");
+                return;
+            };
+            if let Err(error) = serve_connection(reads, writes, appender).await {
                 tracing::warn!(peer = %from, %error, "a peer instance's connection ended");
             }
         });
     }
 }
 
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    secret: &Secret,
+async fn serve_connection<R, W>(
+    mut reads: FrameReader<R>,
+    mut writes: FrameWriter<W>,
     appender: Appender,
-) -> Result<(), ChannelError> {
-    let (mut reads, mut writes) =
-        tokio::time::timeout(CONNECT_TIMEOUT, channel::accept(stream, secret))
-            .await
-            .map_err(|_| ChannelError::Refused("it did not finish its handshake in time"))??;
+) -> Result<(), ChannelError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (forwarded, mut forwards) = mpsc::unbounded_channel::<Forward>();
     // Reads whole frames: a frame is never cut by the other side of the `select!` below.
     let receiving = async {
         loop {
-            let message = match reads.receive().await {
+            let Ok(received) = tokio::time::timeout(IDLE_TIMEOUT, reads.receive()).await else {
+                return Ok(());
+            };
+            let message = match received {
                 Ok(message) => message,
                 // The peer closed the connection between frames: it stopped, or restarts.
                 Err(ChannelError::Io(error))
@@ -415,9 +479,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             Err(error) => tracing::error!(%error, "a handed-over append's task failed"),
                         }
                     }
-                    message.clear();
-                    wire::write_answers(answers.iter(), &mut message);
-                    writes.send(&message).await?;
+                    // Frames of at most about FRAME_BYTES: a peer refuses larger ones.
+                    for group in frames_of(&answers) {
+                        message.clear();
+                        wire::write_answers(group.iter(), &mut message);
+                        writes.send(&message).await?;
+                    }
                 }
             }
         }
@@ -425,5 +492,62 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::select! {
         ended = receiving => ended,
         ended = answering => ended,
+    }
+}
+
+/// `answers` cut into groups of at most about [`FRAME_BYTES`] each, as written.
+fn frames_of(answers: &[Answer]) -> Vec<&[Answer]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (n, answer) in answers.iter().enumerate() {
+        let size = wire::answer_size(answer);
+        if n > start && bytes + size > FRAME_BYTES {
+            groups.push(&answers[start..n]);
+            start = n;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < answers.len() {
+        groups.push(&answers[start..]);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Receipt;
+
+    fn answer(id: u64, receipts: usize) -> Answer {
+        Answer {
+            id,
+            outcome: Ok(AppendOutcome::Appended {
+                receipts: (0..receipts)
+                    .map(|n| Receipt {
+                        id: format!("event_{n:026}"),
+                        sequence: n as u64,
+                        leaf_hash: [0; 32],
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn answers_go_out_in_frames_a_peer_accepts() {
+        // Receipts of ~80 bytes: 40,000 of them make ~3.2 MB.
+        let answers: Vec<Answer> = (0..4).map(|id| answer(id, 40_000)).collect();
+        let groups = frames_of(&answers);
+        assert!(groups.len() > 1, "{} groups", groups.len());
+        assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), 4);
+        for group in &groups {
+            let mut message = Vec::new();
+            wire::write_answers(group.iter(), &mut message);
+            assert!(message.len() <= 2 * FRAME_BYTES, "{}", message.len());
+        }
+        assert_eq!(frames_of(&[]).len(), 0);
+        assert_eq!(frames_of(&answers[..1]).len(), 1);
     }
 }

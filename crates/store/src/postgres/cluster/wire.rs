@@ -164,6 +164,18 @@ pub(crate) fn write_answers<'a>(
     }
 }
 
+/// About how many bytes [`write_answers`] writes for `answer`.
+pub(crate) fn answer_size(answer: &Answer) -> usize {
+    let receipt = |r: &Receipt| 4 + r.id.len() + 8 + 32;
+    9 + match &answer.outcome {
+        Ok(AppendOutcome::Appended { receipts }) => 4 + receipts.iter().map(receipt).sum::<usize>(),
+        Ok(AppendOutcome::Replayed { receipts, outcome }) => {
+            8 + outcome.len() + receipts.iter().map(receipt).sum::<usize>()
+        }
+        Err(Refusal::OrganizationNotFound(text) | Refusal::Failed(text)) => 4 + text.len(),
+    }
+}
+
 fn write_receipts(receipts: &[Receipt], out: &mut Vec<u8>) {
     put_len(out, receipts.len());
     for receipt in receipts {
@@ -397,6 +409,10 @@ mod tests {
         let mut message = Vec::new();
         write_answers(answers.iter(), &mut message);
         assert_eq!(read_answers(&message).expect("reads"), answers);
+        assert_eq!(
+            4 + answers.iter().map(answer_size).sum::<usize>(),
+            message.len()
+        );
     }
 
     #[test]
