@@ -259,6 +259,11 @@ pub struct ServeArgs {
         requires = "cluster_listen"
     )]
     pub cluster_advertise: Option<String>,
+    /// With `--cluster-listen`: how many of the instances sequence organizations, the others
+    /// handing them their events. One keeps PostgreSQL's transactions fewest (measured best with
+    /// one PostgreSQL); more spread the commits. Give every instance the same number.
+    #[arg(long, env = "TRAILMARK_CLUSTER_SEQUENCERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), requires = "cluster_listen")]
+    pub cluster_sequencers: u16,
     /// Base URL clients reach this server at, used in printed examples and links
     /// (default `http://<listen>`).
     #[arg(long, env = "TRAILMARK_PUBLIC_URL")]

@@ -124,6 +124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(Arc::clone(&metrics) as Arc<dyn StoreObserver>),
         args.cluster_listen.map(|listen| ClusterConfig {
             advertise: args.cluster_advertise.clone(),
+            sequencers: usize::from(args.cluster_sequencers),
             ..ClusterConfig::new(listen, secrets_key)
         }),
     )

@@ -5538,7 +5538,7 @@ const CLUSTER_KEY: [u8; 32] = [7; 32];
 
 /// An owner reached through a [`lossy_link`], an instance that hands it appends (`sender`),
 /// what the sender reports of its hand-overs, the link's connections, and 16 organizations:
-/// some the owner's, the others the sender's.
+/// both are sequencers, so some organizations are the owner's and the others the sender's.
 struct LossyCluster {
     sender: Arc<dyn Store>,
     handovers: Arc<Handovers>,
@@ -5562,6 +5562,7 @@ async fn lossy_cluster(
         Arc::new(Handovers::default()),
         Some(ClusterConfig {
             advertise: Some(link.to_string()),
+            sequencers: 2,
             ..ClusterConfig::new(listen, CLUSTER_KEY)
         }),
     )
@@ -5574,6 +5575,7 @@ async fn lossy_cluster(
         Arc::clone(&handovers) as Arc<dyn StoreObserver>,
         Some(ClusterConfig {
             answer_timeout,
+            sequencers: 2,
             ..ClusterConfig::new("127.0.0.1:0".parse().expect("an address"), CLUSTER_KEY)
         }),
     )

@@ -2,9 +2,15 @@
 //!
 //! Every instance that joined keeps a row in `cluster_members`, renewed each
 //! [`HEARTBEAT`]; those renewed within [`LIVE_WINDOW`] (by the database's clock, so instances'
-//! clocks need not agree) are the members. An organization's owner is the member whose hash
-//! with the organization's id is highest: each instance computes it alone, the same answer
-//! from the same members, and a member that leaves moves only its own organizations.
+//! clocks need not agree) are the members. The `sequencers` members whose hash is highest are
+//! the sequencers, and an organization's owner is the sequencer whose hash with the
+//! organization's id is highest: each instance computes it alone, the same answer from the
+//! same members, and a sequencer that leaves moves only its own organizations.
+//!
+//! Why few sequencers: with one PostgreSQL, each sequencer's turns are transactions of their
+//! own, and PostgreSQL's work per event grows with the transactions. Two instances on eight
+//! organizations cost PostgreSQL 88–99 µs an event as two sequencers and 61–62 µs as one
+//! (`trailmark-bench postgres`), where one instance alone costs it 45–54 µs.
 //!
 //! Ownership is an optimisation, never a guarantee: instances that see different members for a
 //! moment both sequence an organization, and its head's row lock keeps its sequence gap-free
@@ -36,14 +42,19 @@ pub(crate) struct Member {
 /// The live members as this instance last read them.
 pub(crate) struct Members {
     own: Member,
+    /// How many members sequence organizations (at least one).
+    sequencers: usize,
+    /// The sequencers among the live members, as this instance last read them.
     live: RwLock<Arc<Vec<Member>>>,
 }
 
 impl Members {
-    pub(crate) fn new(own: Member) -> Self {
+    pub(crate) fn new(own: Member, sequencers: usize) -> Self {
+        let sequencers = sequencers.max(1);
         let live = vec![own.clone()];
         Members {
             own,
+            sequencers,
             live: RwLock::new(Arc::new(live)),
         }
     }
@@ -57,20 +68,30 @@ impl Members {
 
     fn replace(&self, mut members: Vec<Member>) {
         // Always itself: a heartbeat that read the rows just before its own was renewed, or an
-        // instance cut off from the database, still sequences what it owns.
+        // instance cut off from the database, still takes part.
         if !members.iter().any(|member| member.id == self.own.id) {
             members.push(self.own.clone());
         }
+        let sequencers = sequencers(members, self.sequencers);
         if let Ok(mut live) = self.live.write() {
-            *live = Arc::new(members);
+            *live = Arc::new(sequencers);
         }
     }
 }
 
-/// The member that sequences `organization_id`: the highest score wins, ties (which need equal
-/// 64-bit hashes) by id.
-pub(crate) fn owner<'a>(members: &'a [Member], organization_id: &str) -> Option<&'a Member> {
+/// The `count` members that sequence: the highest ranks, ties (which need equal 64-bit
+/// hashes) by id.
+pub(crate) fn sequencers(mut members: Vec<Member>, count: usize) -> Vec<Member> {
+    members.sort_by_cached_key(|member| {
+        std::cmp::Reverse((score(&member.id, "sequencer"), member.id.clone()))
+    });
+    members.truncate(count.max(1));
     members
+}
+
+/// The sequencer that owns `organization_id`: the highest score wins, ties by id.
+pub(crate) fn owner<'a>(sequencers: &'a [Member], organization_id: &str) -> Option<&'a Member> {
+    sequencers
         .iter()
         .max_by_key(|member| (score(&member.id, organization_id), &member.id))
 }
@@ -207,12 +228,37 @@ mod tests {
     }
 
     #[test]
+    fn the_sequencers_are_the_same_few_whatever_order_the_members_were_read_in() {
+        let forward = sequencers(members(&["a", "b", "c", "d"]), 2);
+        let backward = sequencers(members(&["d", "c", "b", "a"]), 2);
+        assert_eq!(forward, backward);
+        assert_eq!(forward.len(), 2);
+        let one = sequencers(members(&["a", "b", "c", "d"]), 1);
+        assert_eq!(one[..], forward[..1]);
+        assert_eq!(sequencers(members(&["a"]), 3).len(), 1);
+    }
+
+    #[test]
+    fn with_one_sequencer_every_organization_has_the_same_owner() {
+        let own = Member {
+            id: "a".into(),
+            address: "a:7701".into(),
+        };
+        let seen = Members::new(own, 1);
+        seen.replace(members(&["a", "b", "c"]));
+        let owners: std::collections::HashSet<Option<String>> = (0..100)
+            .map(|n| seen.owner_elsewhere(&format!("org_{n}")))
+            .collect();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+    }
+
+    #[test]
     fn an_instance_that_reads_members_without_itself_still_counts_itself() {
         let own = Member {
             id: "a".into(),
             address: "a:7701".into(),
         };
-        let members_seen = Members::new(own);
+        let members_seen = Members::new(own, 2);
         members_seen.replace(members(&["b"]));
         let live = members_seen.live.read().expect("readable").clone();
         assert_eq!(live.len(), 2);

@@ -4,11 +4,12 @@
 //! Without it, instances that take appends for one organization take turns on its head's row
 //! lock: each turn waits for the other instance's commit, and two instances did 0.80x of one
 //! (`trailmark-bench postgres`). With `--cluster-listen`, each organization has an owner among
-//! the live instances ([`members`]: rendezvous hashing over the rows they renew), and the others
+//! the live instances that sequence (`--cluster-sequencers`, one by default; [`members`]:
+//! rendezvous hashing over the rows they renew), and the others
 //! hand it their prepared appends ([`peer`]) over an authenticated connection ([`channel`], in
 //! the bytes of [`wire`]); the owner commits them in its own turns beside its own appends and
 //! answers with their receipts. So one organization's turns never alternate between instances,
-//! and each instance's committers write only the organizations it owns.
+//! and each sequencer's committers write only the organizations it owns.
 //!
 //! Ownership only chooses who does the work; what keeps the log right is unchanged: the head's
 //! row lock (two instances that both believe they own an organization just take turns, as
@@ -52,17 +53,21 @@ pub struct ClusterConfig {
     /// How long a peer's answer is waited for before the append is committed here after all:
     /// longer than any commit of a healthy database, shorter than a client's patience.
     pub answer_timeout: Duration,
+    /// How many of the instances sequence organizations (`members`' module says why few);
+    /// every instance should be given the same number.
+    pub sequencers: usize,
 }
 
 impl ClusterConfig {
     /// Listens at `listen`, advertised as itself, with the channel's secret derived from
-    /// `key`, waiting 10 s for an answer.
+    /// `key`, waiting 10 s for an answer, with one instance sequencing every organization.
     pub fn new(listen: SocketAddr, key: [u8; 32]) -> Self {
         ClusterConfig {
             listen,
             advertise: None,
             key,
             answer_timeout: Duration::from_secs(10),
+            sequencers: 1,
         }
     }
 }
@@ -73,6 +78,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("listen", &self.listen)
             .field("advertise", &self.advertise)
             .field("answer_timeout", &self.answer_timeout)
+            .field("sequencers", &self.sequencers)
             .finish_non_exhaustive()
     }
 }
@@ -123,10 +129,13 @@ impl Cluster {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)
             .map_err(|e| StoreError::Unavailable(format!("the system's random generator: {e}")))?;
-        let members = Arc::new(Members::new(Member {
-            id: hex::encode(id),
-            address: advertise,
-        }));
+        let members = Arc::new(Members::new(
+            Member {
+                id: hex::encode(id),
+                address: advertise,
+            },
+            config.sequencers,
+        ));
         members::heartbeat(pool, &members).await?;
         let mut tasks = JoinSet::new();
         tasks.spawn(members::keep_beating(pool.clone(), Arc::clone(&members)));
