@@ -9,8 +9,8 @@
 //!
 //! Why few sequencers: with one PostgreSQL, each sequencer's turns are transactions of their
 //! own, and PostgreSQL's work per event grows with the transactions. Two instances on eight
-//! organizations cost PostgreSQL 88–99 µs an event as two sequencers and 61–62 µs as one
-//! (`trailmark-bench postgres`), where one instance alone costs it 45–54 µs.
+//! organizations cost PostgreSQL 88–99 µs an event as two sequencers and 51–62 µs as one
+//! (`trailmark-bench postgres --only single`), where one instance alone costs it 40–54 µs.
 //!
 //! Ownership is an optimisation, never a guarantee: instances that see different members for a
 //! moment both sequence an organization, and its head's row lock keeps its sequence gap-free
