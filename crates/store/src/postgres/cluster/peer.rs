@@ -173,6 +173,10 @@ impl Peers {
 
     fn peer(&self, address: &str) -> Option<Arc<Peer>> {
         let mut peers = self.by_address.lock().ok()?;
+        // Looked up before the entry is made: the address is copied once, not per append.
+        if let Some(peer) = peers.get(address) {
+            return Some(Arc::clone(peer));
+        }
         Some(Arc::clone(peers.entry(address.to_owned()).or_default()))
     }
 
