@@ -242,15 +242,30 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
+    type Duplex = Halves<tokio::io::DuplexStream>;
+
+    /// Both ends of a channel over an in-memory stream, handshakes made with `secret` each.
+    async fn paired(secret: &Secret) -> (Duplex, Duplex) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (accepted, connected) = tokio::join!(accept(a, secret), connect(b, secret));
+        (accepted.expect("accepts"), connected.expect("connects"))
+    }
+
+    /// A frame's bytes as they cross: length, `payload`, then `tag` (which a forger chooses).
+    fn raw_frame(payload: &[u8], tag: &hmac::Tag) -> Vec<u8> {
+        let mut raw = (payload.len() as u32).to_be_bytes().to_vec();
+        raw.extend_from_slice(payload);
+        raw.extend_from_slice(tag.as_ref());
+        raw
+    }
+
     #[tokio::test]
     async fn instances_with_the_secret_exchange_frames_both_ways() {
-        let (a, b) = tokio::io::duplex(1 << 16);
         let secret = Secret::derive(b"the cluster's secret");
-        let accepter = async { accept(a, &secret).await };
-        let connecter = async { connect(b, &secret).await };
-        let (accepted, connected) = tokio::join!(accepter, connecter);
-        let (mut accepter_reads, mut accepter_writes) = accepted.expect("accepts");
-        let (mut connecter_reads, mut connecter_writes) = connected.expect("connects");
+        let (
+            (mut accepter_reads, mut accepter_writes),
+            (mut connecter_reads, mut connecter_writes),
+        ) = paired(&secret).await;
         for n in 0..3u8 {
             connecter_writes.send(&[n; 10]).await.expect("sends");
             assert_eq!(
@@ -285,19 +300,14 @@ mod tests {
     async fn a_changed_or_replayed_frame_is_refused() {
         // A man in the middle who relays the handshake then edits a frame.
         let secret = Secret::derive(b"the cluster's secret");
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (accepted, connected) = tokio::join!(accept(a, &secret), connect(b, &secret));
-        let (_, mut writes) = connected.expect("connects");
-        let (mut reads, _) = accepted.expect("accepts");
+        let ((mut reads, _), (_, mut writes)) = paired(&secret).await;
         writes.send(b"first").await.expect("sends");
         assert_eq!(reads.receive().await.expect("receives"), b"first");
 
         // The same tag over the next counter: a replay of the first frame.
         let key = writes.key.clone();
         let replayed = tag(&key, Direction::ToAccepter, 0, b"first");
-        let mut raw = (5u32).to_be_bytes().to_vec();
-        raw.extend_from_slice(b"first");
-        raw.extend_from_slice(replayed.as_ref());
+        let raw = raw_frame(b"first", &replayed);
         writes.io.write_all(&raw).await.expect("writes");
         assert!(matches!(
             reads.receive().await,
@@ -308,17 +318,12 @@ mod tests {
     #[tokio::test]
     async fn a_frame_changed_on_the_way_or_reflected_to_its_sender_is_refused() {
         let secret = Secret::derive(b"the cluster's secret");
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (accepted, connected) = tokio::join!(accept(a, &secret), connect(b, &secret));
-        let (connecter_reads, mut writes) = connected.expect("connects");
-        let (mut reads, _) = accepted.expect("accepts");
+        let ((mut reads, _), (connecter_reads, mut writes)) = paired(&secret).await;
 
         // A frame whose payload was changed after it was tagged.
         let key = writes.key.clone();
         let tagged = tag(&key, Direction::ToAccepter, 0, b"append 1");
-        let mut raw = 8u32.to_be_bytes().to_vec();
-        raw.extend_from_slice(b"append 2");
-        raw.extend_from_slice(tagged.as_ref());
+        let raw = raw_frame(b"append 2", &tagged);
         writes.io.write_all(&raw).await.expect("writes");
         assert!(matches!(
             reads.receive().await,
@@ -328,9 +333,7 @@ mod tests {
         // The connecter's own first frame, sent back to it as if from the accepter: the same
         // key and counter, the other direction.
         let own = tag(&key, Direction::ToAccepter, 0, b"append");
-        let mut reflected = 6u32.to_be_bytes().to_vec();
-        reflected.extend_from_slice(b"append");
-        reflected.extend_from_slice(own.as_ref());
+        let reflected = raw_frame(b"append", &own);
         let mut connecter_reads_reflected = FrameReader {
             io: &reflected[..],
             key: connecter_reads.key.clone(),
@@ -346,10 +349,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_larger_than_any_instance_sends_is_refused_before_it_is_read() {
         let secret = Secret::derive(b"s");
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (accepted, connected) = tokio::join!(accept(a, &secret), connect(b, &secret));
-        let (_, mut writes) = connected.expect("connects");
-        let (mut reads, _) = accepted.expect("accepts");
+        let ((mut reads, _), (_, mut writes)) = paired(&secret).await;
         writes
             .io
             .write_all(&u32::MAX.to_be_bytes())

@@ -157,10 +157,11 @@ impl Cluster {
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
         let append = PreparedAppend::prepare(request).await?;
-        if append.idempotency.is_none() {
-            return appender.append_prepared(append).await;
-        }
-        let Some(owner) = self.members.owner_elsewhere(&append.organization_id) else {
+        let owner = match &append.idempotency {
+            Some(_) => self.members.owner_elsewhere(&append.organization_id),
+            None => None,
+        };
+        let Some(owner) = owner else {
             return appender.append_prepared(append).await;
         };
         match self.peers.hand(&owner, &append).await {

@@ -128,17 +128,19 @@ impl Peers {
 
     /// Hands `append` to the peer at `address` and waits for its answer.
     pub(crate) async fn hand(&self, address: &str, append: &PreparedAppend) -> Handed {
-        let mut encoded = Vec::with_capacity(append.events.iter().map(|e| e.body.len() * 2).sum());
-        wire::write_append(append, &mut encoded);
-        if encoded.len() > MAX_HANDED {
-            return Handed::Unanswered;
-        }
         let Some(peer) = self.peer(address) else {
             return Handed::Unanswered;
         };
         let Some(connection) = self.connection(address, &peer).await else {
             return Handed::Unanswered;
         };
+        // Encoded only once there is a connection to send it on: a peer left alone costs its
+        // appends no copy.
+        let mut encoded = Vec::with_capacity(append.events.iter().map(|e| e.body.len() * 2).sum());
+        wire::write_append(append, &mut encoded);
+        if encoded.len() > MAX_HANDED {
+            return Handed::Unanswered;
+        }
         let (answer, answered) = oneshot::channel();
         let frames_before = connection.answer_frames.load(Ordering::Relaxed);
         let sent = connection.sender.send(Outgoing {

@@ -91,13 +91,12 @@ pub(crate) fn write_append(append: &PreparedAppend, out: &mut Vec<u8>) {
 /// Reads a message [`write_forwards`] wrote.
 pub(crate) fn read_forwards(message: &[u8]) -> Result<Vec<Forward>, Malformed> {
     let mut reader = Reader(message);
-    let count = reader.len()?;
-    let mut forwards = Vec::with_capacity(count.min(4_096));
-    for _ in 0..count {
-        let id = reader.u64()?;
-        let append = read_append(&mut reader)?;
-        forwards.push(Forward { id, append });
-    }
+    let forwards = reader.list(|reader| {
+        Ok(Forward {
+            id: reader.u64()?,
+            append: read_append(reader)?,
+        })
+    })?;
     reader.end()?;
     Ok(forwards)
 }
@@ -115,18 +114,16 @@ fn read_append(reader: &mut Reader<'_>) -> Result<PreparedAppend, Malformed> {
         0 => return Err(Malformed("an append without an idempotency claim")),
         _ => return Err(Malformed("an idempotency claim's tag")),
     };
-    let count = reader.len()?;
-    let mut events = Vec::with_capacity(count.min(4_096));
-    for _ in 0..count {
-        events.push(PreparedEvent {
+    let events = reader.list(|reader| {
+        Ok(PreparedEvent {
             id: reader.text()?,
             received_at: reader.timestamp()?,
             occurred_at: reader.timestamp()?,
             body: reader.text()?,
             leaf: LeafTemplate::from_parts(reader.bytes()?.to_vec(), reader.bytes()?.to_vec()),
             index: (),
-        });
-    }
+        })
+    })?;
     Ok(PreparedAppend {
         organization_id,
         events,
@@ -188,39 +185,34 @@ fn write_receipts(receipts: &[Receipt], out: &mut Vec<u8>) {
 /// Reads a message [`write_answers`] wrote.
 pub(crate) fn read_answers(message: &[u8]) -> Result<Vec<Answer>, Malformed> {
     let mut reader = Reader(message);
-    let count = reader.len()?;
-    let mut answers = Vec::with_capacity(count.min(4_096));
-    for _ in 0..count {
+    let answers = reader.list(|reader| {
         let id = reader.u64()?;
         let outcome = match reader.u8()? {
             APPENDED => Ok(AppendOutcome::Appended {
-                receipts: read_receipts(&mut reader)?,
+                receipts: read_receipts(reader)?,
             }),
             REPLAYED => Ok(AppendOutcome::Replayed {
-                receipts: read_receipts(&mut reader)?,
+                receipts: read_receipts(reader)?,
                 outcome: reader.bytes()?.to_vec(),
             }),
             ORGANIZATION_NOT_FOUND => Err(Refusal::OrganizationNotFound(reader.text()?)),
             FAILED => Err(Refusal::Failed(reader.text()?)),
             _ => return Err(Malformed("an answer's tag")),
         };
-        answers.push(Answer { id, outcome });
-    }
+        Ok(Answer { id, outcome })
+    })?;
     reader.end()?;
     Ok(answers)
 }
 
 fn read_receipts(reader: &mut Reader<'_>) -> Result<Vec<Receipt>, Malformed> {
-    let count = reader.len()?;
-    let mut receipts = Vec::with_capacity(count.min(4_096));
-    for _ in 0..count {
-        receipts.push(Receipt {
+    reader.list(|reader| {
+        Ok(Receipt {
             id: reader.text()?,
             sequence: reader.u64()?,
             leaf_hash: reader.array()?,
-        });
-    }
-    Ok(receipts)
+        })
+    })
 }
 
 fn put_len(out: &mut Vec<u8>, len: usize) {
@@ -279,6 +271,20 @@ impl<'a> Reader<'a> {
     fn text(&mut self) -> Result<String, Malformed> {
         let bytes = self.bytes()?;
         String::from_utf8(bytes.to_vec()).map_err(|_| Malformed("a text is not UTF-8"))
+    }
+
+    /// A count, then that many items read by `item`. The count only sizes the first
+    /// allocation up to a bound: a peer's count alone allocates nothing large.
+    fn list<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, Malformed>,
+    ) -> Result<Vec<T>, Malformed> {
+        let count = self.len()?;
+        let mut items = Vec::with_capacity(count.min(4_096));
+        for _ in 0..count {
+            items.push(item(self)?);
+        }
+        Ok(items)
     }
 
     fn end(&self) -> Result<(), Malformed> {
