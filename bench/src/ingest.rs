@@ -18,6 +18,7 @@ use hyper::Method;
 use hyper::header::HeaderValue;
 
 use crate::ceiling::{HttpCeiling, Layout, SqliteMeasured, sqlite_ceiling};
+use crate::durable::DurableCeiling;
 use crate::load::{self, Check, Measured, Pacing, Plan, Prepared, Target};
 use crate::payload::{EventSize, Events};
 use crate::probe::{self, DiskCeiling, Sample};
@@ -98,6 +99,8 @@ struct Results {
     /// Per client count: the same framework parsing the same batch bodies and answering.
     batch_ceiling: Vec<(usize, Measured)>,
     healthz: Vec<(usize, Measured)>,
+    /// Per connection count: the least a server that syncs before answering does.
+    durable: Vec<(usize, Measured)>,
     single: Vec<(usize, Measured)>,
     batch: Vec<(usize, Measured)>,
     fixed_rate: Option<Measured>,
@@ -299,6 +302,15 @@ pub fn run(args: &Args) -> Result<(), String> {
         let mut stored = 0;
 
         if wants(Part::Single) {
+            let durable_dir = work.path.join("durable-ceiling");
+            std::fs::create_dir_all(&durable_dir)
+                .map_err(|e| format!("creating {}: {e}", durable_dir.display()))?;
+            let durable = DurableCeiling::start(&durable_dir)?;
+            let durable_target = Target {
+                addr: durable.addr,
+                bearer: None,
+                ..single_target.clone()
+            };
             for &connections in &args.connections {
                 progress(&format!(
                     "Trailmark GET /healthz, {connections} connections, closed loop"
@@ -309,6 +321,22 @@ pub fn run(args: &Args) -> Result<(), String> {
                 ))?;
                 table.http("Trailmark GET /healthz", connections, &measured);
                 results.healthz.push((connections, measured));
+
+                progress(&format!(
+                    "durable ceiling: axum, same route and body, parses JSON, appends it to a \
+                     file with group commit (write + fdatasync), answers 200; {connections} \
+                     connections"
+                ));
+                let measured = runtime.block_on(load::run(
+                    durable_target.clone(),
+                    plan(
+                        connections,
+                        Pacing::Closed,
+                        Some(probe::processes(vec![durable.pid()])),
+                    ),
+                ))?;
+                table.http("durable ceiling (fdatasync)", connections, &measured);
+                results.durable.push((connections, measured));
 
                 progress(&format!(
                     "Trailmark single-event ingest, {connections} connections, closed loop"
@@ -711,12 +739,28 @@ fn print_summary(args: &Args, size: &EventSize, r: &Results) {
                     ceiling.per_second(ceiling.requests)
                 );
             }
-            if let Some(healthz) = healthz {
+            let durable = r
+                .durable
+                .iter()
+                .find(|(c, _)| c == connections)
+                .map(|(_, d)| d.per_second(d.events));
+            if let Some(durable) = durable {
                 let _ = write!(
                     text,
-                    "   {}",
-                    verdict(rate >= AIM_SINGLE_VS_HEALTHZ * healthz)
+                    "; durable ceiling {durable:.0} ev/s{}, Trailmark {} of it",
+                    healthz
+                        .map_or_else(String::new, |h| format!(" = {:.2}x /healthz", durable / h)),
+                    percent(rate, durable)
                 );
+            }
+            if let Some(healthz) = healthz {
+                let aim = AIM_SINGLE_VS_HEALTHZ * healthz;
+                let _ = write!(text, "   {}", verdict(rate >= aim));
+                if rate < aim && durable.is_some_and(|d| d < aim) {
+                    text.push_str(
+                        " (bounded here: no server that syncs before it answers reaches the aim)",
+                    );
+                }
             }
             line(&format!("  {connections} connections"), text);
         }
@@ -773,6 +817,20 @@ fn print_summary(args: &Args, size: &EventSize, r: &Results) {
                     "{bytes:>8.0} B = {:>5.1}x   {}",
                     bytes / event,
                     verdict(bytes <= AIM_WRITTEN_X * event)
+                ),
+            );
+        }
+        for (connections, m) in &r.durable {
+            let Some(p) = m.probed.filter(|_| m.events > 0) else {
+                continue;
+            };
+            let bytes = p.written as f64 / m.events as f64;
+            line(
+                &format!("  durable ceiling, {connections} conns"),
+                format!(
+                    "{bytes:>8.0} B = {:>5.1}x   (the body alone, appended and synced per group: \
+                     what the disk writes for any log at this rate)",
+                    bytes / event
                 ),
             );
         }

@@ -19,6 +19,7 @@ mod child;
 mod client;
 mod dataset;
 mod delivery;
+mod durable;
 mod ingest;
 mod load;
 mod payload;
@@ -53,6 +54,9 @@ enum Command {
     Postgres(postgres::Args),
     /// A log stream's delivery rate and lag to a local HTTP receiver beside the receiver's own rate.
     Delivery(delivery::Args),
+    /// The durable ceiling's server, which `ingest` starts as a child process.
+    #[command(hide = true)]
+    DurableCeiling(durable::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Read(args) => read::run(&args),
         Command::Postgres(args) => postgres::run(&args),
         Command::Delivery(args) => delivery::run(&args),
+        Command::DurableCeiling(args) => durable::serve(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

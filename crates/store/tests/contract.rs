@@ -1186,6 +1186,13 @@ async fn deleted_organizations_disappear_but_keep_their_logs(store: &dyn Store) 
             .expect("delete")
     );
     assert_eq!(store.get_organization(&gone).await.expect("get"), None);
+    // Its earlier appends made the writer know it live: the deletion must undo that.
+    let refused = append(store, &gone, vec![described(3, "user.signed_in", at(3))]).await;
+    assert!(
+        matches!(refused, Err(StoreError::OrganizationNotFound(ref id)) if *id == gone),
+        "a deleted organization takes no new events: {refused:?}"
+    );
+    appended(store, &stays, vec![described(4, "user.signed_in", at(4))]).await;
     let listed = store
         .list_organizations(
             OrganizationFilter::default(),

@@ -116,6 +116,12 @@ pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
     /// The maintenance thread's work queue.
     pub(crate) tasks: mpsc::Sender<Task>,
+    /// The organizations the writer has found live (see [`writer::LiveOrganizations`]).
+    pub(crate) live: writer::LiveOrganizations,
+    /// When the last claim recorded before the log existed (the `idempotency` table, which
+    /// nothing adds to any more) stops answering, in Unix milliseconds; `None` if there is none.
+    /// Until then a claim the log does not know is looked up there too.
+    pub(crate) legacy_claims_until: Option<i64>,
     /// Held (locked) while this process writes the log, so a second writer cannot open it.
     _lock: Option<std::fs::File>,
     /// Told when the engine is gone (its threads ended, its lock released).
@@ -258,6 +264,10 @@ impl LogEngine {
         state.end = end;
         state.open_events = state.logs.values().map(|log| log.open.len()).sum();
         let appender = segments.appender(end)?;
+        let legacy_claims_until: Option<i64> =
+            connection.query_row("SELECT max(expires_at) FROM idempotency", [], |row| {
+                row.get(0)
+            })?;
 
         let (tasks, queue) = mpsc::channel();
         let (on_close, closed) = tokio::sync::oneshot::channel();
@@ -270,6 +280,8 @@ impl LogEngine {
             state: RwLock::new(state),
             failed: AtomicBool::new(false),
             tasks,
+            live: writer::LiveOrganizations::default(),
+            legacy_claims_until,
             _lock: held,
             closed: std::sync::Mutex::new(Some(on_close)),
         });

@@ -441,17 +441,22 @@ impl Organizations for SqliteStore {
     }
 
     async fn delete_organization(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.db
+        let owned = id.to_owned();
+        let deleted = self
+            .db
             .write(move |c| {
                 // The external id is freed so a new organization can take it.
                 let changed = c.execute(
                     "UPDATE organizations SET deleted_at = ?2, external_id = NULL WHERE id = ?1 AND deleted_at IS NULL",
-                    params![id, now.unix_millis()],
+                    params![owned, now.unix_millis()],
                 )?;
                 Ok(changed == 1)
             })
-            .await
+            .await?;
+        if deleted {
+            self.log.shared.live.forget(id);
+        }
+        Ok(deleted)
     }
 
     async fn set_retention(
