@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use rusqlite::{Connection, params};
 use serde_json::Value;
 use trailmark_domain::Timestamp;
@@ -81,6 +82,11 @@ impl HttpCeiling {
                         .route("/audit_logs/events", post(accept))
                         .route("/audit_logs/events/batch", post(accept_batch))
                         .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
+                    // Trailmark answers on sockets with Nagle's algorithm off; so does its
+                    // ceiling.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async move {
                             let _ = stopped.await;

@@ -18,12 +18,15 @@ use clap::ValueEnum;
 use hyper::Method;
 use hyper::header::HeaderValue;
 
+use crate::durable::DurableCeiling;
 use crate::load::{self, Check, Measured, Pacing, Plan, Prepared, Target};
 use crate::payload::{EventSize, Events, now_iso};
 use crate::probe::{self, Probe, Sample};
 use crate::relay::{Relay, round_trip};
 use crate::server::{Trailmark, create_organization};
-use crate::{WorkDir, busy_note, cores, load_average, ms, progress, trailmark_binary, verdict};
+use crate::{
+    WorkDir, busy_note, cores, load_average, ms, percent, progress, trailmark_binary, verdict,
+};
 
 const API_KEY: &str = "sk_bench_postgres";
 
@@ -325,6 +328,7 @@ pub fn run(args: &Args) -> Result<(), String> {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut healthz_rate: Option<Measured> = None;
+    let mut durable: Option<Measured> = None;
     let binary = trailmark_binary(args.trailmark_bin.as_deref())?;
     let kinds: Vec<Option<u64>> = [
         wants(Part::Single).then_some(None),
@@ -388,6 +392,41 @@ pub fn run(args: &Args) -> Result<(), String> {
                 busy_share(&measured)
             );
             healthz_rate = Some(measured);
+
+            progress(&format!(
+                "durable ceiling: axum parses the same requests, two committers insert every \
+                 body waiting into a plain table (one multi-row INSERT a transaction), answers \
+                 200; {} connections",
+                args.connections
+            ));
+            let database = Database::create(&args.postgres_url, &runtime, "durable")?;
+            let durable_url = database.url()?;
+            runtime.block_on(async {
+                connect(&durable_url)
+                    .await?
+                    .batch_execute(PLAIN_TABLE)
+                    .await
+                    .map_err(|e| format!("creating the durable ceiling's table: {e}"))
+            })?;
+            let ceiling_server = DurableCeiling::in_postgres(&durable_url)?;
+            let durable_probe =
+                runtime.block_on(database_probe(&durable_url, vec![ceiling_server.pid()]))?;
+            let measured = runtime.block_on(spread(
+                &[ceiling_server.addr],
+                &orgs,
+                &events,
+                None,
+                args.connections,
+                warmup,
+                duration,
+                &durable_probe,
+            ))?;
+            println!(
+                "    {:.0} ev/s, machine {} busy",
+                measured.per_second(measured.events),
+                busy_share(&measured)
+            );
+            durable = Some(measured);
         }
         for &batch in &kinds {
             let mut row = Row {
@@ -480,6 +519,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         args,
         ceiling.as_ref(),
         healthz_rate.as_ref(),
+        durable.as_ref(),
         &rows,
         size.mean,
     );
@@ -585,6 +625,7 @@ fn print_summary(
     args: &Args,
     ceiling: Option<&Ceiling>,
     healthz: Option<&Measured>,
+    durable: Option<&Measured>,
     rows: &[Row],
     event: f64,
 ) {
@@ -629,6 +670,31 @@ fn print_summary(
             );
         }
         line("one instance, single-event", text);
+        // The bound on the aim whatever the design: the least a server that answers once the
+        // event is committed does, measured beside it.
+        if let (Some(ceiling), Some(durable)) = (
+            ceiling,
+            // A ceiling that failed bounds nothing.
+            durable.filter(|d| d.errors == 0 && d.events > 0),
+        ) {
+            let rate = durable.per_second(durable.events);
+            line(
+                "  durable ceiling",
+                format!(
+                    "{rate:.0} ev/s = {:.2}x the ceiling (axum parsing the same requests, every \
+                     body waiting inserted in one multi-row INSERT, answered after its COMMIT); \
+                     one instance {} of it{}",
+                    rate / ceiling.rate,
+                    percent(one.rate(), rate),
+                    if rate < AIM_SINGLE_VS_CEILING * ceiling.rate {
+                        ": the aim is bounded here, no server that commits each request's row \
+                         before it answers reaches it at these connections"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
     }
     // What the machine allows single-event ingest at best: each event costs at least an HTTP
     // request (as /healthz costs the server and the load generator) plus a row inserted (as
@@ -895,7 +961,7 @@ async fn healthz(
 
 /// A plain table for events: the columns any event log searches by, indexed, and the JSON
 /// body; not Trailmark's schema, so the ceiling keeps its meaning when that changes.
-const PLAIN_TABLE: &str = r#"
+pub(crate) const PLAIN_TABLE: &str = r#"
     CREATE TABLE events (
         organization_id TEXT NOT NULL,
         sequence BIGINT NOT NULL,

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde_json::json;
 use trailmark_domain::Timestamp;
 use trailmark_domain::api_key::Scope;
@@ -60,6 +61,7 @@ Organizations::list_organizations     deleted_organizations_disappear_but_keep_t
 Organizations::update_organization    updates_replace_the_fields_of_live_organizations_only
 Organizations::update_organization    external_ids_are_unique_among_live_organizations
 Organizations::delete_organization    deleted_organizations_disappear_but_keep_their_logs
+Organizations::delete_organization    a_deletion_whose_caller_stops_waiting_still_stops_appends
 Organizations::delete_organization    external_ids_are_unique_among_live_organizations
 Organizations::set_retention          retention_periods_are_set_on_live_organizations_only
 Schemas::latest_schema                schema_versions_are_immutable
@@ -165,6 +167,7 @@ macro_rules! contract_tests {
                 external_ids_are_unique_among_live_organizations,
                 updates_replace_the_fields_of_live_organizations_only,
                 deleted_organizations_disappear_but_keep_their_logs,
+                a_deletion_whose_caller_stops_waiting_still_stops_appends,
                 organization_lists_page_with_cursors_in_both_orders,
                 organization_lists_filter_by_domain_name_and_id,
                 retention_periods_are_set_on_live_organizations_only,
@@ -1217,6 +1220,51 @@ async fn deleted_organizations_disappear_but_keep_their_logs(store: &dyn Store) 
     );
     assert_eq!(store.log_size(&gone).await.expect("size"), 3);
     assert_eq!(store.tree_root(&gone, 3).await.expect("root"), root);
+}
+
+/// A client that hangs up drops its handler's future; a deletion it had started still commits,
+/// and must still stop appends (the embedded log's writer keeps the organizations it found live).
+async fn a_deletion_whose_caller_stops_waiting_still_stops_appends(store: &dyn Store) {
+    let abandoned = organization(store, "Abandoned").await;
+    appended(
+        store,
+        &abandoned,
+        vec![described(0, "user.signed_in", at(0))],
+    )
+    .await;
+
+    // Polled once, then dropped.
+    let _ = store.delete_organization(&abandoned, at(1)).now_or_never();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while store
+        .get_organization(&abandoned)
+        .await
+        .expect("get")
+        .is_some()
+    {
+        if std::time::Instant::now() > deadline {
+            // This backend had sent nothing when the caller left: delete it whole.
+            assert!(
+                store
+                    .delete_organization(&abandoned, at(2))
+                    .await
+                    .expect("delete")
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let refused = append(
+        store,
+        &abandoned,
+        vec![described(1, "user.signed_in", at(3))],
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(StoreError::OrganizationNotFound(ref id)) if *id == abandoned),
+        "a deleted organization takes no new events: {refused:?}"
+    );
 }
 
 async fn organization_lists_page_with_cursors_in_both_orders(store: &dyn Store) {

@@ -92,7 +92,9 @@ impl SqliteStore {
 
     /// Opens the database and its log beside a server that may be running on them
     /// (`trailmark verify`, `export`, `keys`): the tables are read and written as usual, the log
-    /// is read as it was at this moment, and nothing is appended to it.
+    /// is read as it was at this moment, and nothing is appended to it. Organizations are not
+    /// deleted through such a store: the running server's log writer keeps the organizations it
+    /// found live and forgets one only when its own store deletes it.
     ///
     /// # Errors
     ///
@@ -441,22 +443,35 @@ impl Organizations for SqliteStore {
     }
 
     async fn delete_organization(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let owned = id.to_owned();
-        let deleted = self
-            .db
-            .write(move |c| {
-                // The external id is freed so a new organization can take it.
-                let changed = c.execute(
-                    "UPDATE organizations SET deleted_at = ?2, external_id = NULL WHERE id = ?1 AND deleted_at IS NULL",
-                    params![owned, now.unix_millis()],
-                )?;
-                Ok(changed == 1)
-            })
-            .await?;
-        if deleted {
-            self.log.shared.live.forget(id);
-        }
-        Ok(deleted)
+        let id = id.to_owned();
+        let db = self.db.clone();
+        let log = Arc::clone(&self.log.shared);
+        // A task of its own, so that the log writer forgets the organization even when the
+        // caller stops waiting (a client that hangs up drops its handler's future) after the
+        // deletion was queued: the write commits anyway.
+        tokio::spawn(async move {
+            let deleted = db
+                .write({
+                    let id = id.clone();
+                    move |c| {
+                        // The external id is freed so a new organization can take it.
+                        let changed = c.execute(
+                            "UPDATE organizations SET deleted_at = ?2, external_id = NULL WHERE id = ?1 AND deleted_at IS NULL",
+                            params![id, now.unix_millis()],
+                        )?;
+                        Ok(changed == 1)
+                    }
+                })
+                .await;
+            // Only "nothing was deleted" leaves the writer's knowledge right; forgetting too
+            // often costs one lookup.
+            if !matches!(deleted, Ok(false)) {
+                log.live.forget(&id);
+            }
+            deleted
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("deleting the organization: {e}")))?
     }
 
     async fn set_retention(
