@@ -324,7 +324,11 @@ pub fn run(args: &Args) -> Result<(), String> {
                 results.healthz.push((connections, measured));
 
                 // What Trailmark still writes behind its last part would slow the ceiling.
-                settle(trailmark.pid())?;
+                if !settle(trailmark.pid())?.2 {
+                    table.note(&format!(
+                        "Trailmark was still writing when the durable ceiling's {connections}-connection part began"
+                    ));
+                }
                 progress(&format!(
                     "durable ceiling: axum, same route and body, parses JSON, appends it to a \
                      file with group commit (write + fdatasync), answers 200; {connections} \

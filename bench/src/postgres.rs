@@ -408,7 +408,11 @@ pub fn run(args: &Args) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("creating the durable ceiling's table: {e}"))
             })?;
-            let ceiling_server = DurableCeiling::in_postgres(&durable_url)?;
+            // Through the relay too, when there is one, as the instances reach PostgreSQL.
+            let ceiling_server = DurableCeiling::in_postgres(&match &relay {
+                Some(relay) => Relay::url_through(&durable_url, relay.addr)?,
+                None => durable_url.clone(),
+            })?;
             let durable_probe =
                 runtime.block_on(database_probe(&durable_url, vec![ceiling_server.pid()]))?;
             let measured = runtime.block_on(spread(
@@ -681,14 +685,14 @@ fn print_summary(
             line(
                 "  durable ceiling",
                 format!(
-                    "{rate:.0} ev/s = {:.2}x the ceiling (axum parsing the same requests, every \
-                     body waiting inserted in one multi-row INSERT, answered after its COMMIT); \
-                     one instance {} of it{}",
+                    "{rate:.0} ev/s = {:.2}x the ceiling (the same rows committed a group of \
+                     waiting requests at a time, each answered after its COMMIT, nothing else \
+                     done); one instance {} of it{}",
                     rate / ceiling.rate,
                     percent(one.rate(), rate),
                     if rate < AIM_SINGLE_VS_CEILING * ceiling.rate {
-                        ": the aim is bounded here, no server that commits each request's row \
-                         before it answers reaches it at these connections"
+                        ": the aim is bounded here, for a server that commits these rows before \
+                         it answers, at these connections"
                     } else {
                         ""
                     }

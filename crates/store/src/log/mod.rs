@@ -155,6 +155,7 @@ impl Shared {
 pub(crate) struct LogEngine {
     pub(crate) shared: Arc<Shared>,
     jobs: writer::Jobs,
+    access: Access,
     closed: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
 }
 
@@ -297,8 +298,14 @@ impl LogEngine {
         Ok(LogEngine {
             shared,
             jobs,
+            access,
             closed: Arc::new(std::sync::Mutex::new(Some(closed))),
         })
+    }
+
+    /// Whether this process appends to the log (opened with [`Access::Write`]).
+    pub(crate) fn appends(&self) -> bool {
+        self.access == Access::Write
     }
 
     /// Drops this handle and waits until the engine is gone: its writer finished, its lock

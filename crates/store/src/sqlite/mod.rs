@@ -93,8 +93,8 @@ impl SqliteStore {
     /// Opens the database and its log beside a server that may be running on them
     /// (`trailmark verify`, `export`, `keys`): the tables are read and written as usual, the log
     /// is read as it was at this moment, and nothing is appended to it. Organizations are not
-    /// deleted through such a store: the running server's log writer keeps the organizations it
-    /// found live and forgets one only when its own store deletes it.
+    /// deleted through such a store (it refuses): the running server's log writer keeps the
+    /// organizations it found live and forgets one only when its own store deletes it.
     ///
     /// # Errors
     ///
@@ -443,6 +443,12 @@ impl Organizations for SqliteStore {
     }
 
     async fn delete_organization(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        if !self.log.appends() {
+            // The serving process's log writer would never hear of it (see `open_beside`).
+            return Err(StoreError::Unavailable(
+                "organizations are deleted through the serving process, not beside it".into(),
+            ));
+        }
         let id = id.to_owned();
         let db = self.db.clone();
         let log = Arc::clone(&self.log.shared);
@@ -471,7 +477,12 @@ impl Organizations for SqliteStore {
             deleted
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("deleting the organization: {e}")))?
+        .unwrap_or_else(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "deleting the organization: {e}"
+            ))),
+        })
     }
 
     async fn set_retention(
