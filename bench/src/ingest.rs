@@ -815,11 +815,15 @@ fn print_summary(args: &Args, size: &EventSize, r: &Results) {
                 AIM_WRITTEN_X * event
             ),
         );
+        let written_per_event = |m: &Measured| {
+            m.probed
+                .filter(|_| m.events > 0)
+                .map(|p| p.written as f64 / m.events as f64)
+        };
         for (name, m) in written {
-            let Some(p) = m.probed.filter(|_| m.events > 0) else {
+            let Some(bytes) = written_per_event(m) else {
                 continue;
             };
-            let bytes = p.written as f64 / m.events as f64;
             line(
                 &format!("  {name}"),
                 format!(
@@ -830,10 +834,9 @@ fn print_summary(args: &Args, size: &EventSize, r: &Results) {
             );
         }
         for (connections, m) in &r.durable {
-            let Some(p) = m.probed.filter(|_| m.events > 0) else {
+            let Some(bytes) = written_per_event(m) else {
                 continue;
             };
-            let bytes = p.written as f64 / m.events as f64;
             line(
                 &format!("  durable ceiling, {connections} conns"),
                 format!(
