@@ -15,7 +15,7 @@
 //! only happens for a day after an upgrade, since records expire.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument;
 use trailmark_domain::event::NewEvent;
 use trailmark_domain::id::IdKind;
@@ -45,6 +45,8 @@ pub type BatchItem = Result<Receipt, Problems>;
 
 /// The version of the outcome format this module writes.
 const OUTCOME_VERSION: u64 = 1;
+/// A single event's outcome, `{"trailmark": OUTCOME_VERSION}` (a unit test holds them equal).
+const SINGLE_OUTCOME: &[u8] = br#"{"trailmark":1}"#;
 
 impl Trailmark {
     /// Stores one event in `organization_id`'s log, after checking it against its schema.
@@ -69,9 +71,7 @@ impl Trailmark {
                 organization_id,
                 vec![pending(event, now)],
                 identity,
-                json!({"trailmark": OUTCOME_VERSION})
-                    .to_string()
-                    .into_bytes(),
+                SINGLE_OUTCOME.to_vec(),
                 now,
             )
             .await?;
@@ -340,7 +340,17 @@ fn field_code(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn a_single_event_s_outcome_is_the_versioned_object() {
+        assert_eq!(
+            serde_json::from_slice::<Value>(SINGLE_OUTCOME).expect("JSON"),
+            json!({"trailmark": OUTCOME_VERSION})
+        );
+    }
 
     #[test]
     fn a_batch_outcome_reads_back_as_the_plan_it_was_written_from() {

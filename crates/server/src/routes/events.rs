@@ -54,9 +54,8 @@ pub async fn create(
         .ingest(&organization_id, event, key.as_deref())
         .await?;
     Ok(respond(answer, |receipt| {
-        receipt_json(&organization_id, receipt)
-            .to_string()
-            .into_bytes()
+        // Serializing borrowed strings and integers cannot fail.
+        serde_json::to_vec(&receipt_json(&organization_id, receipt, None)).unwrap_or_default()
     }))
 }
 
@@ -117,18 +116,9 @@ pub async fn create_batch(
 /// made as a JSON map and then written would cost more than the rest of the response.
 fn batch_json(organization_id: &str, items: &[BatchItem]) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Stored<'a> {
-        id: &'a str,
-        index: usize,
-        leaf_hash: String,
-        organization_id: &'a str,
-        sequence: u64,
-        success: bool,
-    }
-    #[derive(Serialize)]
     #[serde(untagged)]
     enum Item<'a> {
-        Stored(Stored<'a>),
+        Stored(StoredJson<'a>),
         Failed(Value),
     }
     #[derive(Serialize)]
@@ -147,14 +137,7 @@ fn batch_json(organization_id: &str, items: &[BatchItem]) -> Vec<u8> {
             .iter()
             .enumerate()
             .map(|(index, item)| match item {
-                Ok(receipt) => Item::Stored(Stored {
-                    id: &receipt.id,
-                    index,
-                    leaf_hash: trailmark_ledger::encode_hash(&receipt.leaf_hash),
-                    organization_id,
-                    sequence: receipt.sequence,
-                    success: true,
-                }),
+                Ok(receipt) => Item::Stored(receipt_json(organization_id, receipt, Some(index))),
                 Err(problems) => {
                     Item::Failed(failure_json(index, &ApiError::from(problems.clone())))
                 }
@@ -209,14 +192,33 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-fn receipt_json(organization_id: &str, receipt: &Receipt) -> Value {
-    json!({
-        "success": true,
-        "id": receipt.id,
-        "organization_id": organization_id,
-        "sequence": receipt.sequence,
-        "leaf_hash": trailmark_ledger::encode_hash(&receipt.leaf_hash),
-    })
+/// A stored event's answer (with its `index` in a batch): WorkOS's `"success": true` and the
+/// receipt. Members in the order a JSON object of them prints, which answers have always had;
+/// a struct rather than a `Value`, whose map is built and dropped for every request.
+#[derive(Serialize)]
+struct StoredJson<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    leaf_hash: String,
+    organization_id: &'a str,
+    sequence: u64,
+    success: bool,
+}
+
+fn receipt_json<'a>(
+    organization_id: &'a str,
+    receipt: &'a Receipt,
+    index: Option<usize>,
+) -> StoredJson<'a> {
+    StoredJson {
+        id: &receipt.id,
+        index,
+        leaf_hash: trailmark_ledger::encode_hash(&receipt.leaf_hash),
+        organization_id,
+        sequence: receipt.sequence,
+        success: true,
+    }
 }
 
 fn failure_json(index: usize, error: &ApiError) -> Value {
@@ -256,6 +258,23 @@ mod tests {
     use trailmark_domain::{FieldProblem, Problems};
 
     #[test]
+    fn a_single_answer_is_the_receipt_with_its_members_in_order() {
+        let receipt = Receipt {
+            id: "event_1".into(),
+            sequence: 41,
+            leaf_hash: [7; 32],
+        };
+        let body = serde_json::to_string(&receipt_json("org_1", &receipt, None)).expect("JSON");
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"id":"event_1","leaf_hash":"{}","organization_id":"org_1","sequence":41,"success":true}}"#,
+                trailmark_ledger::encode_hash(&[7; 32])
+            )
+        );
+    }
+
+    #[test]
     fn a_batch_answer_lists_each_receipt_or_failure_in_request_order() {
         let receipt = Receipt {
             id: "event_1".into(),
@@ -271,8 +290,14 @@ mod tests {
         let items = vec![Ok(receipt.clone()), Err(Problems::Malformed(vec![problem]))];
         let body: Value =
             serde_json::from_slice(&batch_json("org_1", &items)).expect("the answer is JSON");
-        let mut stored = receipt_json("org_1", &receipt);
-        stored["index"] = json!(0);
+        let stored = json!({
+            "id": "event_1",
+            "index": 0,
+            "leaf_hash": trailmark_ledger::encode_hash(&[7; 32]),
+            "organization_id": "org_1",
+            "sequence": 41,
+            "success": true,
+        });
         assert_eq!(
             body,
             json!({
