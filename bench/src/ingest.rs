@@ -100,7 +100,8 @@ struct Results {
     /// Per client count: the same framework parsing the same batch bodies and answering.
     batch_ceiling: Vec<(usize, Measured)>,
     healthz: Vec<(usize, Measured)>,
-    /// Per connection count: the least a server that syncs before answering does.
+    /// Per connection count: the least a server appending to a file and syncing before it
+    /// answers does.
     durable: Vec<(usize, Measured)>,
     single: Vec<(usize, Measured)>,
     batch: Vec<(usize, Measured)>,

@@ -395,8 +395,8 @@ pub fn run(args: &Args) -> Result<(), String> {
 
             progress(&format!(
                 "durable ceiling: axum parses the same requests, two committers insert every \
-                 body waiting into a plain table (one multi-row INSERT a transaction), answers \
-                 200; {} connections",
+                 body waiting into the ceiling's table (one multi-row INSERT a transaction), \
+                 answers 200; {} connections",
                 args.connections
             ));
             let database = Database::create(&args.postgres_url, &runtime, "durable")?;
@@ -674,8 +674,8 @@ fn print_summary(
             );
         }
         line("one instance, single-event", text);
-        // The bound on the aim whatever the design: the least a server that answers once the
-        // event is committed does, measured beside it.
+        // The bound on the aim for a server that commits these rows before it answers: the same
+        // rows committed that way with nothing else done, measured beside it.
         if let (Some(ceiling), Some(durable)) = (
             ceiling,
             // A ceiling that failed bounds nothing.
