@@ -1,9 +1,12 @@
 //! Runs a `trailmark` subcommand (export, verify) as a child process and reports its wall time,
 //! CPU time and peak resident memory, the latter two from the kernel's accounting of the reaped
-//! child (`wait4`), so nothing is sampled and nothing is missed.
+//! child (`wait4`), so nothing is sampled and nothing is missed; and reads the address a server
+//! child (`trailmark serve`, the durable ceiling) prints once it listens.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub struct Finished {
@@ -74,6 +77,27 @@ pub fn run(mut command: Command, dir: &Path, label: &str) -> Result<Finished, St
 
 fn timeval(t: libc::timeval) -> Duration {
     Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+}
+
+/// Reads a child's `stdout` on a thread of its own and sends what follows `prefix` (trimmed) on
+/// the first line that starts with it: where a server child says it listens. It keeps reading
+/// after that line, so the child never blocks on a full pipe.
+pub fn line_after(
+    stdout: std::process::ChildStdout,
+    prefix: &'static str,
+) -> mpsc::Receiver<String> {
+    let (found, line) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for text in BufReader::new(stdout).lines() {
+            let Ok(text) = text else { break };
+            if !sent && let Some(rest) = text.strip_prefix(prefix) {
+                let _ = found.send(rest.trim().to_owned());
+                sent = true;
+            }
+        }
+    });
+    line
 }
 
 /// The peak and current resident set size of a running process, bytes, from /proc.

@@ -17,12 +17,12 @@
 //! (`trailmark-bench durable-ceiling`, hidden), so its CPU and `write_bytes` are measured from
 //! `/proc/<pid>` as Trailmark's are.
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,6 +38,8 @@ use tokio::sync::oneshot;
 const QUEUE_DEPTH: usize = 8_192;
 /// A group stops growing at this many bodies, as Trailmark's does at this many events.
 const MAX_PER_COMMIT: usize = 16_384;
+/// What the child prints before its address, once it listens.
+const LISTENING: &str = "durable ceiling listening on ";
 /// PostgreSQL committers, each with its own connection. The ceiling should be the best such a
 /// server does here: with the prepared insert, two measured 0.23-0.24x the multi-row ceiling in
 /// two runs, one 0.24x and four 0.21x; before the insert was prepared, sixteen measured
@@ -126,7 +128,7 @@ pub fn serve(args: &Args) -> Result<(), String> {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("durable ceiling address: {e}"))?;
-        println!("durable ceiling listening on {addr}");
+        println!("{LISTENING}{addr}");
         std::io::stdout()
             .flush()
             .map_err(|e| format!("printing the address: {e}"))?;
@@ -318,26 +320,17 @@ impl DurableCeiling {
             .stdout
             .take()
             .ok_or("the durable ceiling's stdout was not captured")?;
-        let (found, address) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = found.send(line);
-            }
-            // Keep reading so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
+        let address = crate::child::line_after(stdout, LISTENING);
         let mut ceiling = DurableCeiling {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        let line = address
+        let addr = address
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| "the durable ceiling did not print its address within 10 s")?;
-        ceiling.addr = line
-            .strip_prefix("durable ceiling listening on ")
-            .and_then(|addr| addr.trim().parse().ok())
-            .ok_or_else(|| format!("the durable ceiling printed {line:?}, not its address"))?;
+        ceiling.addr = addr.parse().map_err(|e| {
+            format!("the durable ceiling printed an unreadable address {addr:?}: {e}")
+        })?;
         Ok(ceiling)
     }
 

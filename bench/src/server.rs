@@ -1,10 +1,8 @@
 //! The real `trailmark serve` release binary as a child process, on its own data directory.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,18 +62,7 @@ impl Trailmark {
             .stdout
             .take()
             .ok_or("the server's stdout was not captured")?;
-        let (found, address) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            // Keep reading after the address so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent && let Some(addr) = line.strip_prefix("Trailmark listening on http://") {
-                    let _ = found.send(addr.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
+        let address = crate::child::line_after(stdout, "Trailmark listening on http://");
         let mut server = Trailmark {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
